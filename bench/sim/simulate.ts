@@ -1,0 +1,229 @@
+/**
+ * `aegis simulate`: one whole secure-aggregation round in one process — the real coordinator
+ * and client state machines, clients in worker threads (or in the calling thread), synthetic
+ * inputs and a dropout schedule from the seed. It checks the result against a plaintext sum it
+ * computes itself: `exact` means the unmasked integer sum equals the sum of the survivors'
+ * quantized inputs, word for word.
+ */
+import { cpus } from 'node:os';
+import { isAegisError } from '../../shared/errors.js';
+import { DeterministicRng } from '../../shared/crypto/rng.js';
+import { addInto } from '../../shared/crypto/vecops.js';
+import type { ClientMessage } from '../../shared/protocol/messages.js';
+import { validateRoundParams, type RoundParams } from '../../shared/protocol/params.js';
+import { sha256 } from '../../shared/protocol/session.js';
+import { Phase } from '../../shared/protocol/vocabulary.js';
+import { close, finishUnmask, isFinal, planUnmask, receive, start, type CoordinatorState } from '../../coordinator/round/index.js';
+import { DROP_PHASES, makeIdentities, type DropPhase, type HostInit } from './client-host.js';
+import { LocalPool, WorkerPool, type ClientPool } from './pool.js';
+
+export interface SimulateOptions {
+  clients: number;
+  dim: number;
+  /** k; default n - 1 (classic SecAgg). */
+  neighbors?: number;
+  /** t; default floor(k/2) + 1. */
+  threshold?: number;
+  /** Fraction of clients that drop, 0..1. */
+  dropout?: number;
+  /** The phase they drop in; 'any' spreads them over all five. */
+  dropPhase?: DropPhase | 'any';
+  seed?: number;
+  clip?: number;
+  bits?: number;
+  /** Worker threads for the clients; 0 runs everything in the calling thread. Default: cores. */
+  workers?: number;
+  /** Human progress lines (stderr in the CLI). */
+  progress?: (line: string) => void;
+}
+
+export interface SimulateResult {
+  ok: boolean;
+  reason?: string;
+  detail?: string;
+  /** Phase in which the round aborted. */
+  aborted_at?: string;
+  exact: boolean;
+  max_abs_error: number | null;
+  clients: number;
+  survivors: number;
+  dropped: number;
+  neighbors: number;
+  threshold: number;
+  mode: 'secagg' | 'secagg+';
+  dim: number;
+  bits: number;
+  clip: number;
+  seed: number;
+  drop_phase: DropPhase | 'any';
+  dropout: number;
+  workers: number;
+  sets: { u1?: number; u2?: number; u3?: number; u4?: number };
+  total_weight: number | null;
+  refused_messages: number;
+  client_aborts: number;
+  timings_ms: { setup: number; client_mean: number; client_max: number; server_unmask: number; total: number };
+  prg_bytes: number;
+  peak_rss_mb: number;
+}
+
+/** Which clients drop, and when: a seeded choice of round(P * n) clients. */
+export function dropSchedule(n: number, p: number, phase: DropPhase | 'any', seed: number): (DropPhase | null)[] {
+  const rng = DeterministicRng.fromSeed('aegis-sim-dropout', seed);
+  const count = Math.round(p * n);
+  const order = Array.from({ length: n }, (_, i) => i);
+  for (let i = n - 1; i > 0; i--) {
+    const j = rng.nextInt(i + 1);
+    [order[i], order[j]] = [order[j]!, order[i]!];
+  }
+  const out: (DropPhase | null)[] = new Array(n).fill(null);
+  for (const i of order.slice(0, count)) out[i] = phase === 'any' ? DROP_PHASES[rng.nextInt(DROP_PHASES.length)]! : phase;
+  return out;
+}
+
+const peakRssMb = (): number => Math.round((process.resourceUsage().maxRSS / 1024) * 10) / 10;
+
+export async function simulate(opts: SimulateOptions): Promise<SimulateResult> {
+  const tSetup = performance.now();
+  const seed = opts.seed ?? 1;
+  const dropout = opts.dropout ?? 0;
+  const dropPhase = opts.dropPhase ?? 'any';
+  if (!(dropout >= 0 && dropout <= 1)) throw new RangeError('dropout must be in [0, 1]');
+  const params: RoundParams = validateRoundParams({
+    dim: opts.dim,
+    cohort: opts.clients,
+    neighbors: opts.neighbors,
+    threshold: opts.threshold,
+    clip: opts.clip ?? 1,
+    bits: opts.bits ?? 16,
+  });
+  const log = opts.progress ?? (() => undefined);
+  const workers = Math.max(0, Math.min(opts.workers ?? cpus().length, opts.clients));
+  const round = { manifestHash: sha256(`aegis-simulation:${seed}`), roundIndex: 0 };
+  const ids = makeIdentities(opts.clients);
+  const schedule = dropSchedule(opts.clients, dropout, dropPhase, seed);
+  const directory: [string, Uint8Array][] = ids.map((c) => [c.id, c.publicKey]);
+  const identityOf = new Map(directory);
+  const init: HostInit = {
+    params,
+    round,
+    seed,
+    directory,
+    clients: ids.map((c, index) => ({ id: c.id, index, identityKey: c.identityKey, dropAt: schedule[index]! })),
+  };
+  const pool: ClientPool = workers > 0 ? await WorkerPool.create(init, workers) : new LocalPool(init);
+  const setupMs = performance.now() - tSetup;
+  const mode = params.neighbors >= params.cohort - 1 ? 'secagg' : 'secagg+';
+  log(`simulating ${mode}: n=${params.cohort} m=${params.dim} k=${params.neighbors} t=${params.threshold}, ${schedule.filter(Boolean).length} dropping (${dropPhase}), ${workers || 'no'} worker threads`);
+
+  const t0 = performance.now();
+  let unmaskMs = 0;
+  let refused = 0;
+  let state: CoordinatorState;
+  try {
+    state = start({ params, round, identityOf: (id) => identityOf.get(id) });
+    const take = (m: ClientMessage): void => {
+      try {
+        state = receive(state, m).next;
+      } catch (err) {
+        if (!isAegisError(err)) throw err;
+        refused++;
+      }
+    };
+    const tStart = performance.now();
+    await pool.start(take);
+    log(`  clients advertised keys in ${(performance.now() - tStart).toFixed(0)} ms`);
+    while (!isFinal(state)) {
+      const phase = state.phase;
+      const tPhase = performance.now();
+      if (phase === Phase.Unmasking) {
+        const plan = planUnmask(state);
+        if ('aborted' in plan) state = plan.aborted.next;
+        else {
+          const partials = await pool.unmask(plan.jobs);
+          state = finishUnmask(state, partials, plan.jobs.length).next;
+        }
+        unmaskMs = performance.now() - tPhase;
+        log(`  ${phase}: ${state.phase === Phase.Completed ? 'sum unmasked' : 'aborted'} in ${unmaskMs.toFixed(0)} ms`);
+        break;
+      }
+      // The pool returns once every client that will answer has answered: close the phase as
+      // its deadline would.
+      const { next, outbound } = close(state);
+      state = next;
+      if (isFinal(state)) break;
+      const tDeliver = performance.now();
+      await pool.deliver(outbound, take);
+      log(`  ${phase} closed -> ${state.phase}: ${outbound.length} recipients answered in ${(performance.now() - tDeliver).toFixed(0)} ms`);
+    }
+  } catch (err) {
+    await pool.close();
+    throw err;
+  }
+  const totalMs = performance.now() - t0;
+  const [plain, stats] = [await pool.plaintext(), await pool.stats()];
+  await pool.close();
+
+  const clientMs = stats.flatMap((s) => s.clientMs);
+  const clientPrg = stats.reduce((a, s) => a + s.prgWords, 0);
+  const final = state as CoordinatorState;
+  const base = {
+    clients: params.cohort,
+    dropped: schedule.filter(Boolean).length,
+    neighbors: params.neighbors,
+    threshold: params.threshold,
+    mode,
+    dim: params.dim,
+    bits: params.bits,
+    clip: params.clip,
+    seed,
+    drop_phase: dropPhase,
+    dropout,
+    workers,
+    sets: { u1: final.stats.u1, u2: final.stats.u2, u3: final.stats.u3, u4: final.stats.u4 },
+    refused_messages: refused,
+    client_aborts: stats.reduce((a, s) => a + s.aborted.length, 0),
+    timings_ms: {
+      setup: round1(setupMs),
+      client_mean: round1(clientMs.reduce((a, b) => a + b, 0) / Math.max(1, clientMs.length)),
+      client_max: round1(Math.max(0, ...clientMs)),
+      server_unmask: round1(unmaskMs),
+      total: round1(totalMs),
+    },
+    prg_bytes: (clientPrg + final.stats.prgWords) * 4,
+  } as const;
+
+  if (final.phase !== Phase.Completed) {
+    const reason = final.phase === Phase.Aborted ? final.reason : 'incomplete';
+    const detail = final.phase === Phase.Aborted ? final.detail : '';
+    log(`round aborted in ${final.phase === Phase.Aborted ? final.at : final.phase}: ${reason} (${detail})`);
+    return { ok: false, reason, detail, aborted_at: final.phase === Phase.Aborted ? final.at : final.phase, exact: false, max_abs_error: null, survivors: 0, total_weight: null, ...base, peak_rss_mb: peakRssMb() };
+  }
+
+  // Ground truth: the plain sums the client hosts kept for the clients whose inputs they sent.
+  const qSum = new Uint32Array(params.dim + 1);
+  const xSum = new Float64Array(params.dim);
+  const contributors: string[] = [];
+  for (const p of plain) {
+    addInto(qSum, p.qSum);
+    for (let i = 0; i < xSum.length; i++) xSum[i]! += p.xSum[i]!;
+    contributors.push(...p.contributors);
+  }
+  const sameSurvivors = contributors.length === final.survivors.length && contributors.every((id) => final.survivors.includes(id));
+  let exact = sameSurvivors;
+  for (let i = 0; exact && i < qSum.length; i++) if (qSum[i] !== final.sum[i]) exact = false;
+  let maxErr = 0;
+  for (let i = 0; i < xSum.length; i++) maxErr = Math.max(maxErr, Math.abs(final.result.sum[i]! - xSum[i]!));
+  log(`round completed: ${final.survivors.length}/${params.cohort} survivors, exact=${exact}, max |error| ${maxErr.toExponential(2)}, ${totalMs.toFixed(0)} ms`);
+  return {
+    ok: true,
+    exact,
+    max_abs_error: maxErr,
+    survivors: final.survivors.length,
+    total_weight: final.result.totalWeight,
+    ...base,
+    peak_rss_mb: peakRssMb(),
+  };
+}
+
+const round1 = (x: number): number => Math.round(x * 10) / 10;

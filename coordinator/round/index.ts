@@ -1,0 +1,99 @@
+/**
+ * The coordinator's round driver: routes a client message to the handler of the current phase
+ * and closes phases (`close`) when `phaseComplete` says nothing more is needed or a deadline
+ * passes. `receive` never closes a phase by itself. A message the phase does not take throws `wrong-phase` and
+ * leaves the state as it was.
+ */
+import { AegisError, ErrorCode } from '../../shared/errors.js';
+import type { ClientMessage } from '../../shared/protocol/messages.js';
+import { validateRoundParams } from '../../shared/protocol/params.js';
+import { assertRoundRef } from '../../shared/protocol/session.js';
+import { Phase } from '../../shared/protocol/vocabulary.js';
+import * as r0 from './r0-advertise-keys.js';
+import * as r1 from './r1-share-keys.js';
+import * as r2 from './r2-masked-input.js';
+import * as r3 from './r3-consistency-check.js';
+import * as r4 from './r4-unmasking.js';
+import type { AdvertiseKeysState, CoordinatorConfig, CoordinatorState, CoordinatorTransition } from './types.js';
+
+export type * from './types.js';
+export { applyMaskJobs, finish as finishUnmask, plan as planUnmask } from './r4-unmasking.js';
+
+/** Opens a round (phase 0). Parameters are re-validated: a bad manifest never starts a round. */
+export function start(cfg: CoordinatorConfig): AdvertiseKeysState {
+  assertRoundRef(cfg.round);
+  const params = validateRoundParams(cfg.params);
+  return r0.start({ ...cfg, params });
+}
+
+const TAKES: Record<CoordinatorState['phase'], ClientMessage['type'] | null> = {
+  [Phase.AdvertiseKeys]: 'advertise-keys',
+  [Phase.ShareKeys]: 'share-keys',
+  [Phase.MaskedInput]: 'masked-input',
+  [Phase.ConsistencyCheck]: 'consistency-signature',
+  [Phase.Unmasking]: 'unmask-response',
+  [Phase.Completed]: null,
+  [Phase.Aborted]: null,
+};
+
+export function receive(state: CoordinatorState, msg: ClientMessage): CoordinatorTransition {
+  if (TAKES[state.phase] !== msg?.type) {
+    throw new AegisError(ErrorCode.WrongPhase, `the round is in phase ${state.phase} and does not take ${String(msg?.type)}`);
+  }
+  switch (state.phase) {
+    case Phase.AdvertiseKeys:
+      return r0.receive(state, msg as Parameters<typeof r0.receive>[1]);
+    case Phase.ShareKeys:
+      return r1.receive(state, msg as Parameters<typeof r1.receive>[1]);
+    case Phase.MaskedInput:
+      return r2.receive(state, msg as Parameters<typeof r2.receive>[1]);
+    case Phase.ConsistencyCheck:
+      return r3.receive(state, msg as Parameters<typeof r3.receive>[1]);
+    case Phase.Unmasking:
+      return r4.receive(state, msg as Parameters<typeof r4.receive>[1]);
+    default:
+      throw new AegisError(ErrorCode.WrongPhase, `the round is ${state.phase}`);
+  }
+}
+
+/** Ends the current phase (its deadline passed): proceed with who answered, or abort. */
+export function close(state: CoordinatorState): CoordinatorTransition {
+  switch (state.phase) {
+    case Phase.AdvertiseKeys:
+      return r0.close(state);
+    case Phase.ShareKeys:
+      return r1.close(state);
+    case Phase.MaskedInput:
+      return r2.close(state);
+    case Phase.ConsistencyCheck:
+      return r3.close(state);
+    case Phase.Unmasking:
+      return r4.close(state);
+    default:
+      return { next: state, outbound: [] };
+  }
+}
+
+/**
+ * True when the current phase needs nothing more: every expected client has answered (or, when
+ * unmasking, every secret has t shares). The driver then closes the phase without waiting for
+ * its deadline.
+ */
+export function phaseComplete(state: CoordinatorState): boolean {
+  switch (state.phase) {
+    case Phase.AdvertiseKeys:
+      return r0.complete(state);
+    case Phase.ShareKeys:
+      return r1.complete(state);
+    case Phase.MaskedInput:
+      return r2.complete(state);
+    case Phase.ConsistencyCheck:
+      return r3.complete(state);
+    case Phase.Unmasking:
+      return r4.complete(state);
+    default:
+      return false;
+  }
+}
+
+export const isFinal = (s: CoordinatorState): boolean => s.phase === Phase.Completed || s.phase === Phase.Aborted;

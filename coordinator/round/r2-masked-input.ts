@@ -1,0 +1,44 @@
+/**
+ * Phase 2, MaskedInput. Each masked vector from a U2 member is checked (length dim + 1) and
+ * added into one running sum on arrival, then dropped: memory O(m), never O(n·m). Closing with
+ * >= t contributors fixes U3 and asks them to sign it.
+ */
+import { createHash } from 'node:crypto';
+import { addInto } from '../../shared/crypto/vecops.js';
+import { AegisError, ErrorCode } from '../../shared/errors.js';
+import type { MaskedInput } from '../../shared/protocol/messages.js';
+import { consistencyTranscript } from '../../shared/protocol/session.js';
+import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
+import { abortRound } from './aborted.js';
+import { assertSession } from './checks.js';
+import type { ConsistencyCheckState, CoordinatorTransition, MaskedInputState } from './types.js';
+
+const digest = (v: Uint32Array): Uint8Array => new Uint8Array(createHash('sha256').update(new Uint8Array(v.buffer, v.byteOffset, v.byteLength)).digest());
+
+export function receive(state: MaskedInputState, msg: MaskedInput): CoordinatorTransition {
+  assertSession(msg.sessionId, state.roster.sessionId);
+  if (!state.expected.has(msg.clientId)) throw new AegisError(ErrorCode.UnknownSender, 'sender is not in U2');
+  const want = state.cfg.params.dim + 1;
+  if (!(msg.vector instanceof Uint32Array)) throw new AegisError(ErrorCode.InvalidArgument, 'masked input must be a vector of uint32');
+  if (msg.vector.length > want) throw new AegisError(ErrorCode.TooLarge, `masked input has ${msg.vector.length} words, the round takes ${want}`);
+  if (msg.vector.length !== want) throw new AegisError(ErrorCode.InvalidArgument, `masked input has ${msg.vector.length} words, the round takes ${want}`);
+  const prior = state.received.get(msg.clientId);
+  if (prior) {
+    const same = Buffer.compare(prior, digest(msg.vector)) === 0;
+    throw new AegisError(ErrorCode.AlreadyExists, same ? 'masked input already received (identical resend changes nothing)' : 'masked input already received (conflicting resend refused)');
+  }
+  addInto(state.sum, msg.vector);
+  state.received.set(msg.clientId, digest(msg.vector));
+  return { next: state, outbound: [] };
+}
+
+/** Every member of U2 has sent its masked input. */
+export const complete = (state: MaskedInputState): boolean => state.received.size >= state.u2.length;
+
+export function close(state: MaskedInputState): CoordinatorTransition {
+  const { cfg, roster } = state;
+  const u3 = state.u2.filter((id) => state.received.has(id));
+  if (u3.length < cfg.params.threshold) return abortRound(state, AbortReason.TooFewClients, `${u3.length} masked inputs arrived, threshold is ${cfg.params.threshold}`);
+  const next: ConsistencyCheckState = { phase: Phase.ConsistencyCheck, cfg, stats: { ...state.stats, u3: u3.length }, roster, u2: state.u2, u3, expected: new Set(u3), transcript: consistencyTranscript(roster.sessionId, u3), sum: state.sum, signatures: new Map() };
+  return { next, outbound: u3.map((to) => ({ to, message: { type: 'consistency-request', sessionId: roster.sessionId, u3 } })) };
+}

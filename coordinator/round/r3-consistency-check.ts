@@ -1,0 +1,73 @@
+/**
+ * Phase 3, ConsistencyCheck. Each U3 member signs (session_id, U3); a signature that does not
+ * verify is refused. Closing with >= t signers fixes U4 and sends each of them the signatures
+ * it will check (all of U4 in classic SecAgg; its neighbours' in SecAgg+) and exactly what to
+ * reveal: key shares of its neighbours that dropped after sharing (U2 \ U3), self-mask shares
+ * of its neighbours in U3 — never both for one peer.
+ */
+import { ed25519AssertValid } from '../../shared/crypto/ed25519.js';
+import { AegisError, ErrorCode } from '../../shared/errors.js';
+import type { Addressed, ConsistencySignature, ServerMessage, UnmaskRequest } from '../../shared/protocol/messages.js';
+import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
+import { abortRound } from './aborted.js';
+import { assertSession } from './checks.js';
+import type { ConsistencyCheckState, CoordinatorTransition, UnmaskingState } from './types.js';
+
+export function receive(state: ConsistencyCheckState, msg: ConsistencySignature): CoordinatorTransition {
+  const { roster, cfg } = state;
+  assertSession(msg.sessionId, roster.sessionId);
+  if (!state.expected.has(msg.clientId)) throw new AegisError(ErrorCode.UnknownSender, 'sender is not in U3');
+  const prior = state.signatures.get(msg.clientId);
+  if (prior) {
+    const same = Buffer.compare(prior, msg.signature) === 0;
+    throw new AegisError(ErrorCode.AlreadyExists, same ? 'signature already received (identical resend changes nothing)' : 'signature already received (conflicting resend refused)');
+  }
+  const key = cfg.identityOf(msg.clientId);
+  if (!key) throw new AegisError(ErrorCode.UnknownSender, 'client is not enrolled');
+  ed25519AssertValid(key, state.transcript, msg.signature, 'consistency signature');
+  state.signatures.set(msg.clientId, msg.signature);
+  return { next: state, outbound: [] };
+}
+
+/** Every member of U3 has signed. */
+export const complete = (state: ConsistencyCheckState): boolean => state.signatures.size >= state.u3.length;
+
+export function close(state: ConsistencyCheckState): CoordinatorTransition {
+  const { cfg, roster } = state;
+  const u4 = state.u3.filter((id) => state.signatures.has(id));
+  if (u4.length < cfg.params.threshold) return abortRound(state, AbortReason.TooFewClients, `${u4.length} consistency signatures, threshold is ${cfg.params.threshold}`);
+  const inU3 = new Set(state.u3);
+  const dropped = new Set(state.u2.filter((id) => !inU3.has(id)));
+  const all = u4.map((clientId) => ({ clientId, signature: state.signatures.get(clientId)! }));
+  const requests = new Map<string, UnmaskRequest>();
+  const outbound: Addressed<ServerMessage>[] = [];
+  for (const u of u4) {
+    const neighbours = roster.neighboursOf(u);
+    const nset = new Set(neighbours);
+    const signatures = roster.classic ? all : all.filter((s) => nset.has(s.clientId));
+    const req: UnmaskRequest = {
+      type: 'unmask-request',
+      sessionId: roster.sessionId,
+      u3: [...state.u3],
+      signatures,
+      keyShareOf: neighbours.filter((v) => dropped.has(v)),
+      selfMaskShareOf: neighbours.filter((v) => inU3.has(v)),
+    };
+    requests.set(u, req);
+    outbound.push({ to: u, message: req });
+  }
+  const next: UnmaskingState = {
+    phase: Phase.Unmasking,
+    cfg,
+    stats: { ...state.stats, u4: u4.length },
+    roster,
+    u2: state.u2,
+    u3: state.u3,
+    u4,
+    expected: new Set(u4),
+    sum: state.sum,
+    requests,
+    responses: new Map(),
+  };
+  return { next, outbound };
+}

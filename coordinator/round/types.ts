@@ -1,0 +1,125 @@
+/**
+ * Coordinator-side round states, one per phase (fcp's server states), each with its handler in
+ * its own file: `receive(state, msg)` takes one client message, `complete(state)` says whether
+ * the phase needs anything more, `close(state)` ends the phase (all answered, or deadline).
+ *
+ * A refused message throws an `AegisError` with a stable code and leaves the state exactly as it
+ * was: every check runs before anything changes. A state owns its collections and the running
+ * sum, which `receive` updates in place (copying an O(m) sum per message would cost more than
+ * the round); callers hold on to the returned `next`, never to an earlier state.
+ */
+import type { Addressed, AdvertiseKeys, RoundRef, ServerMessage, ShareKeys, UnmaskRequest, UnmaskResponse } from '../../shared/protocol/messages.js';
+import type { RoundParams } from '../../shared/protocol/params.js';
+import type { Roster } from '../../shared/protocol/roster.js';
+import type { WeightedSum } from '../../shared/crypto/quantize.js';
+import type { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
+
+export interface CoordinatorConfig {
+  params: RoundParams;
+  round: RoundRef;
+  /** The PKI: identity public key enrolled under a client id, undefined when unknown. */
+  identityOf: (clientId: string) => Uint8Array | undefined;
+}
+
+export interface CoordinatorStats {
+  /** Keystream words generated while unmasking. */
+  prgWords: number;
+  /** Sizes of U1..U4 as they were fixed. */
+  u1?: number;
+  u2?: number;
+  u3?: number;
+  u4?: number;
+}
+
+interface Base {
+  cfg: CoordinatorConfig;
+  stats: CoordinatorStats;
+}
+
+export interface AdvertiseKeysState extends Base {
+  phase: typeof Phase.AdvertiseKeys;
+  received: Map<string, AdvertiseKeys>;
+  /** Public keys already advertised (hex) -> client id: one key never appears under two ids. */
+  keyOwners: Map<string, string>;
+}
+
+export interface ShareKeysState extends Base {
+  phase: typeof Phase.ShareKeys;
+  roster: Roster;
+  received: Map<string, ShareKeys>;
+}
+
+export interface MaskedInputState extends Base {
+  phase: typeof Phase.MaskedInput;
+  roster: Roster;
+  u2: readonly string[];
+  /** Who may send in this phase (U2). */
+  expected: ReadonlySet<string>;
+  /** The running sum of masked inputs, length dim + 1: O(m) memory whatever n is. */
+  sum: Uint32Array;
+  /** SHA-256 of each accepted vector, to tell an identical resend from a conflicting one. */
+  received: Map<string, Uint8Array>;
+}
+
+export interface ConsistencyCheckState extends Base {
+  phase: typeof Phase.ConsistencyCheck;
+  roster: Roster;
+  u2: readonly string[];
+  u3: readonly string[];
+  /** Who may send in this phase (U3). */
+  expected: ReadonlySet<string>;
+  /** What each member of U3 signs: consistencyTranscript(session_id, U3), built once. */
+  transcript: Uint8Array;
+  sum: Uint32Array;
+  signatures: Map<string, Uint8Array>;
+}
+
+export interface UnmaskingState extends Base {
+  phase: typeof Phase.Unmasking;
+  roster: Roster;
+  u2: readonly string[];
+  u3: readonly string[];
+  u4: readonly string[];
+  /** Who may send in this phase (U4). */
+  expected: ReadonlySet<string>;
+  sum: Uint32Array;
+  requests: Map<string, UnmaskRequest>;
+  responses: Map<string, UnmaskResponse>;
+}
+
+export interface CompletedState extends Base {
+  phase: typeof Phase.Completed;
+  /** The clients whose inputs are in the sum (U3), sorted. */
+  survivors: readonly string[];
+  /** The unmasked integer sum, length dim + 1 (last word: total weight). */
+  sum: Uint32Array;
+  result: WeightedSum;
+}
+
+export interface AbortedState extends Base {
+  phase: typeof Phase.Aborted;
+  reason: AbortReason;
+  /** The phase in which the round aborted. */
+  at: Phase;
+  detail: string;
+}
+
+export type CoordinatorState =
+  | AdvertiseKeysState
+  | ShareKeysState
+  | MaskedInputState
+  | ConsistencyCheckState
+  | UnmaskingState
+  | CompletedState
+  | AbortedState;
+
+export interface CoordinatorTransition {
+  next: CoordinatorState;
+  outbound: Addressed<ServerMessage>[];
+}
+
+/** One keystream to add into the sum while unmasking: sum += sign * PRG(key). */
+export interface MaskJob {
+  key: Uint8Array;
+  sign: 1 | -1;
+}

@@ -1,0 +1,90 @@
+/**
+ * Ed25519 signatures (RFC 8032 §5.1) on Node's crypto, with strict verification.
+ *
+ * OpenSSL already rejects non-canonical S (S >= L, the malleability of RFC 8032 §5.1.7) and
+ * non-canonical point encodings. On top of that we refuse public keys of small order (they
+ * make "signatures" that verify for many messages) — checked once per key with @noble/curves,
+ * off the hot path. Verification returns a boolean; callers turn `false` into their own
+ * typed error or abort reason.
+ */
+import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { ed25519 } from '@noble/curves/ed25519.js';
+import { abytes } from '../bytes.js';
+import { ErrorCode, fail } from '../errors.js';
+
+export const ED25519_PUBLIC_KEY_BYTES = 32;
+export const ED25519_SEED_BYTES = 32;
+export const ED25519_SIGNATURE_BYTES = 64;
+const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
+const PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
+
+export interface Ed25519KeyPair {
+  publicKey: Uint8Array;
+  /** The 32-byte RFC 8032 seed. */
+  privateKey: Uint8Array;
+}
+
+export function ed25519KeyPair(): Ed25519KeyPair {
+  const { publicKey, privateKey } = generateKeyPairSync('ed25519');
+  return {
+    publicKey: new Uint8Array(publicKey.export({ format: 'der', type: 'spki' }).subarray(SPKI_PREFIX.length)),
+    privateKey: new Uint8Array(privateKey.export({ format: 'der', type: 'pkcs8' }).subarray(PKCS8_PREFIX.length)),
+  };
+}
+
+export function ed25519PublicFromSeed(seed: Uint8Array): Uint8Array {
+  const pub = createPublicKey(ed25519PrivateKeyObject(seed));
+  return new Uint8Array(pub.export({ format: 'der', type: 'spki' }).subarray(SPKI_PREFIX.length));
+}
+
+export function ed25519PrivateKeyObject(seed: Uint8Array): KeyObject {
+  abytes(seed, ED25519_SEED_BYTES, 'Ed25519 private key');
+  return createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+}
+
+// Verified public keys are cached as KeyObjects: a round verifies many signatures per key.
+const pubCache = new Map<string, KeyObject | null>();
+const PUB_CACHE_MAX = 65536;
+
+function publicKeyObject(pk: Uint8Array): KeyObject | null {
+  const id = Buffer.from(pk).toString('base64');
+  const hit = pubCache.get(id);
+  if (hit !== undefined) return hit;
+  let obj: KeyObject | null = null;
+  try {
+    // Small-order keys (and non-canonical encodings, which noble refuses) never verify.
+    if (!ed25519.Point.fromBytes(pk).isSmallOrder()) {
+      // JWK import is an order of magnitude faster than DER here.
+      obj = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(pk).toString('base64url') }, format: 'jwk' });
+    }
+  } catch {
+    obj = null;
+  }
+  if (pubCache.size >= PUB_CACHE_MAX) pubCache.clear();
+  pubCache.set(id, obj);
+  return obj;
+}
+
+export function ed25519Sign(seed: Uint8Array | KeyObject, msg: Uint8Array): Uint8Array {
+  const key = seed instanceof Uint8Array ? ed25519PrivateKeyObject(seed) : seed;
+  return new Uint8Array(sign(null, msg, key));
+}
+
+/** Strict verification: false for any malformed key, signature or mismatch; never throws on input. */
+export function ed25519Verify(pk: Uint8Array, msg: Uint8Array, sig: Uint8Array): boolean {
+  if (!(pk instanceof Uint8Array) || pk.length !== ED25519_PUBLIC_KEY_BYTES) return false;
+  if (!(sig instanceof Uint8Array) || sig.length !== ED25519_SIGNATURE_BYTES) return false;
+  if (!(msg instanceof Uint8Array)) return false;
+  const key = publicKeyObject(pk);
+  if (key === null) return false;
+  try {
+    return verify(null, msg, key, sig);
+  } catch {
+    return false;
+  }
+}
+
+/** Throws `bad-signature` unless `ed25519Verify` holds. */
+export function ed25519AssertValid(pk: Uint8Array, msg: Uint8Array, sig: Uint8Array, what: string): void {
+  if (!ed25519Verify(pk, msg, sig)) fail(ErrorCode.BadSignature, `${what}: signature does not verify`);
+}

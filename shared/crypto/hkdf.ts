@@ -1,0 +1,38 @@
+/**
+ * HKDF-SHA256 (RFC 5869) on Node's crypto. Every key Aegis derives inside a round uses the
+ * round's `session_id` as salt and a purpose label as info, so no derived key is reusable
+ * across rounds, jobs or purposes (DESIGN.md §2).
+ */
+import { hkdfSync } from 'node:crypto';
+import { abytes, concatBytes, utf8 } from '../bytes.js';
+import { ErrorCode, fail } from '../errors.js';
+
+/** Purpose labels: one per use of a derived key. */
+export const Purpose = {
+  ShareEncryption: 'aegis/v1/share-encryption',
+  PairwiseMask: 'aegis/v1/pairwise-mask',
+  SelfMask: 'aegis/v1/self-mask',
+  NeighbourGraph: 'aegis/v1/neighbour-graph',
+} as const;
+export type Purpose = (typeof Purpose)[keyof typeof Purpose];
+
+/** Raw HKDF-SHA256; `length` at most 255 * 32 bytes (RFC 5869 §2.3). */
+export function hkdfSha256(ikm: Uint8Array, salt: Uint8Array, info: Uint8Array, length: number): Uint8Array {
+  abytes(ikm, undefined, 'HKDF input key material');
+  abytes(salt, undefined, 'HKDF salt');
+  abytes(info, undefined, 'HKDF info');
+  if (!Number.isInteger(length) || length < 1 || length > 255 * 32) {
+    fail(ErrorCode.InvalidArgument, 'HKDF output length must be 1..8160 bytes');
+  }
+  return new Uint8Array(hkdfSync('sha256', ikm, salt, info, length));
+}
+
+/**
+ * A 32-byte key for `purpose` within the session. `context` (e.g. the ordered pair of client
+ * ids) is appended to the label so two uses of one secret never share a key.
+ */
+export function deriveKey(ikm: Uint8Array, sessionId: Uint8Array, purpose: Purpose, context?: Uint8Array): Uint8Array {
+  abytes(sessionId, 32, 'session id');
+  const info = context ? concatBytes(utf8(purpose), new Uint8Array([0]), context) : utf8(purpose);
+  return hkdfSha256(ikm, sessionId, info, 32);
+}

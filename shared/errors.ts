@@ -1,0 +1,77 @@
+/**
+ * Typed errors with stable string codes (libsignal / js-libp2p style).
+ *
+ * Every error Aegis raises on purpose is an `AegisError` with a `code` from `ErrorCode`. The
+ * code is the contract: logs, CLI output, and (from the transport layer on) gRPC statuses speak
+ * it. Messages never carry key material or plaintext — only names, counts and lengths.
+ */
+
+export const ErrorCode = {
+  /** A parameter is outside its documented range. */
+  InvalidArgument: 'invalid-argument',
+  /** A key has the wrong length or encoding. */
+  BadKeyLength: 'bad-key-length',
+  /** An X25519 public key of small order (or an all-zero shared secret). */
+  LowOrderPoint: 'low-order-point',
+  /** A signature failed strict verification. */
+  BadSignature: 'bad-signature',
+  /** Authenticated decryption failed. One code and one message for every cause. */
+  DecryptionFailed: 'decryption-failed',
+  /** A vector element is NaN or +-Infinity. */
+  NonFiniteValue: 'non-finite-value',
+  /** n * 2^b >= 2^32: the sum of the cohort's quantized inputs could wrap. */
+  OverflowRisk: 'overflow-risk',
+  /** Fewer Shamir shares than the threshold. */
+  InsufficientShares: 'insufficient-shares',
+  /** Shamir shares that repeat an x-coordinate, use x = 0, or hold values outside the field. */
+  MalformedShares: 'malformed-shares',
+  /** A message arrived in a phase that does not take it. */
+  WrongPhase: 'wrong-phase',
+  /** The same sender already sent this message (an identical resend changes nothing). */
+  AlreadyExists: 'already-exists',
+  /** The sender is not expected in this phase (not in the current survivor set). */
+  UnknownSender: 'unknown-sender',
+  /** The message names another session or round. */
+  SessionMismatch: 'session-mismatch',
+  /** A vector or list larger than the round allows. */
+  TooLarge: 'too-large',
+} as const;
+export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
+
+/** A short, actionable hint per code, shown by the CLI under the message. */
+const HINTS: Record<ErrorCode, string> = {
+  'invalid-argument': 'check the value against the documented range',
+  'bad-key-length': 'keys are 32 bytes (X25519, Ed25519 public keys and seeds)',
+  'low-order-point': 'the peer sent a degenerate X25519 key; it cannot take part',
+  'bad-signature': 'the signature does not verify under the expected key',
+  'decryption-failed': 'the ciphertext or its context is not the one that was sealed',
+  'non-finite-value': 'inputs must be finite numbers; clean NaN/Infinity before aggregation',
+  'overflow-risk': 'lower the quantization bits b or the cohort size n so that n * 2^b < 2^32',
+  'insufficient-shares': 'too few clients answered to reconstruct; lower dropout or raise the cohort',
+  'malformed-shares': 'shares must have distinct x-coordinates in 1..10000 and values in the field',
+  'wrong-phase': 'the round is in another phase; resend in the phase that takes this message',
+  'already-exists': 'this message was already received; an identical resend changes nothing',
+  'unknown-sender': 'the sender is not part of this phase of the round',
+  'session-mismatch': 'the message belongs to another round or session',
+  'too-large': 'the message is larger than the round parameters allow',
+};
+
+export class AegisError extends Error {
+  override readonly name = 'AegisError';
+  readonly code: ErrorCode;
+  readonly hint: string;
+  constructor(code: ErrorCode, message: string) {
+    super(message);
+    this.code = code;
+    this.hint = HINTS[code];
+  }
+}
+
+/** Guard: `isAegisError(e, ErrorCode.BadSignature)`. */
+export function isAegisError(err: unknown, code?: ErrorCode): err is AegisError {
+  return err instanceof AegisError && (code === undefined || err.code === code);
+}
+
+export function fail(code: ErrorCode, message: string): never {
+  throw new AegisError(code, message);
+}

@@ -1,0 +1,131 @@
+/**
+ * The messages of one round, as plain typed objects. The transport layer maps them 1:1 to
+ * protobuf; the state machines see only these. Byte fields are Uint8Array, vectors Uint32Array.
+ * "C→S" messages go from a client to the coordinator, "S→C" the other way.
+ */
+
+/** Names a round: the manifest it runs and its index within the job. */
+export interface RoundRef {
+  /** SHA-256 of the signed manifest (32 bytes). */
+  manifestHash: Uint8Array;
+  /** 0-based index of the round within the job. */
+  roundIndex: number;
+}
+
+/** C→S, phase 0. */
+export interface AdvertiseKeys {
+  type: 'advertise-keys';
+  round: RoundRef;
+  clientId: string;
+  /** X25519 public key for share encryption. */
+  cPk: Uint8Array;
+  /** X25519 public key for pairwise masks. */
+  sPk: Uint8Array;
+  /** Ed25519 over advertiseTranscript(round, clientId, cPk, sPk) with the identity key. */
+  signature: Uint8Array;
+}
+
+export interface AdvertisedEntry {
+  clientId: string;
+  cPk: Uint8Array;
+  sPk: Uint8Array;
+  signature: Uint8Array;
+}
+
+/** S→C, end of phase 0: U1 with every member's signed keys, sorted by client id. */
+export interface AdvertiseBroadcast {
+  type: 'advertise-broadcast';
+  round: RoundRef;
+  entries: AdvertisedEntry[];
+}
+
+export interface EncryptedShare {
+  /** Sender (in ShareKeys: the recipient). */
+  peer: string;
+  /** AES-256-GCM nonce || ciphertext || tag of the share pair. */
+  ciphertext: Uint8Array;
+}
+
+/** C→S, phase 1: one encrypted share pair per neighbour. */
+export interface ShareKeys {
+  type: 'share-keys';
+  sessionId: Uint8Array;
+  clientId: string;
+  shares: EncryptedShare[];
+}
+
+/** S→C, end of phase 1: U2 and the share pairs addressed to this client. */
+export interface ShareBroadcast {
+  type: 'share-broadcast';
+  sessionId: Uint8Array;
+  /** Clients whose shares arrived (U2), sorted. */
+  u2: string[];
+  /** Share pairs for this client, `peer` = sender. */
+  shares: EncryptedShare[];
+}
+
+/** C→S, phase 2. */
+export interface MaskedInput {
+  type: 'masked-input';
+  sessionId: Uint8Array;
+  clientId: string;
+  /** y_u, length dim + 1. */
+  vector: Uint32Array;
+}
+
+/** S→C, end of phase 2: the clients whose masked input arrived (U3), sorted. */
+export interface ConsistencyRequest {
+  type: 'consistency-request';
+  sessionId: Uint8Array;
+  u3: string[];
+}
+
+/** C→S, phase 3: Ed25519 over consistencyTranscript(sessionId, U3). */
+export interface ConsistencySignature {
+  type: 'consistency-signature';
+  sessionId: Uint8Array;
+  clientId: string;
+  signature: Uint8Array;
+}
+
+export interface SignerSignature {
+  clientId: string;
+  signature: Uint8Array;
+}
+
+/** S→C, end of phase 3: the signatures, and which shares the coordinator asks this client for. */
+export interface UnmaskRequest {
+  type: 'unmask-request';
+  sessionId: Uint8Array;
+  u3: string[];
+  signatures: SignerSignature[];
+  /** Peers whose s_sk share is asked for (they dropped: U2 \ U3). */
+  keyShareOf: string[];
+  /** Peers whose b share is asked for (they survived: U3). */
+  selfMaskShareOf: string[];
+}
+
+export interface RevealedShare {
+  /** Whose secret this is a share of. */
+  owner: string;
+  /** 33-byte share value at this client's x-coordinate. */
+  value: Uint8Array;
+}
+
+/** C→S, phase 4. */
+export interface UnmaskResponse {
+  type: 'unmask-response';
+  sessionId: Uint8Array;
+  clientId: string;
+  keyShares: RevealedShare[];
+  selfMaskShares: RevealedShare[];
+}
+
+export type ClientMessage = AdvertiseKeys | ShareKeys | MaskedInput | ConsistencySignature | UnmaskResponse;
+export type ServerMessage = AdvertiseBroadcast | ShareBroadcast | ConsistencyRequest | UnmaskRequest;
+
+/** An outbound S→C message and its recipient. */
+export interface Addressed<M> {
+  to: string;
+  message: M;
+}

@@ -1,0 +1,78 @@
+/**
+ * Round parameters, one zod schema, each documented where it is defined (Flower style). They
+ * come from the signed job manifest; `validateRoundParams` also enforces the relations between
+ * them.
+ */
+import { z } from 'zod';
+import { AegisError, ErrorCode } from '../errors.js';
+import { assertNoOverflow } from '../crypto/quantize.js';
+import { MAX_SHARES } from '../crypto/shamir.js';
+
+export const RoundParamsSchema = z
+  .object({
+    /**
+     * m: the number of model values each client contributes. The masked vector carries one
+     * more word, the client's weight. 1..2^26.
+     */
+    dim: z.number().int().min(1).max(2 ** 26),
+    /**
+     * n: the target cohort size — how many clients the coordinator invites and waits for in
+     * the first phase. 3..10,000 (the Shamir x-coordinates are 1..n).
+     */
+    cohort: z.number().int().min(3).max(MAX_SHARES),
+    /**
+     * t: the threshold. Shamir shares of each client's secrets need t holders to reconstruct;
+     * every phase needs >= t clients left, and unmasking needs >= t valid consistency
+     * signatures (from the client's neighbours in SecAgg+). 2 <= t <= k.
+     * Default: floor(k / 2) + 1 — a majority of each neighbourhood, so two disjoint honest
+     * majorities can never be talked into revealing both secrets of one client.
+     */
+    threshold: z.number().int().min(2).optional(),
+    /**
+     * k: neighbour degree. k = n - 1 (or larger) is classic SecAgg: everyone masks with
+     * everyone. A smaller k is SecAgg+: each client masks with and shares among k neighbours of
+     * a Harary graph derived from session_id; k ≈ 2·log2(n) keeps the cost O(log n) per client.
+     * Default: n - 1.
+     */
+    neighbors: z.number().int().min(1).optional(),
+    /** c: values are clipped to [-c, c] before quantization. Default 1. */
+    clip: z.number().positive().finite().default(1),
+    /**
+     * b: quantization bits per value (1..24). The cohort sum must fit 32 bits: n * 2^b < 2^32.
+     * Default 16.
+     */
+    bits: z.number().int().min(1).max(24).default(16),
+  })
+  .strict();
+
+export type RoundParamsInput = z.input<typeof RoundParamsSchema>;
+
+export interface RoundParams {
+  dim: number;
+  cohort: number;
+  threshold: number;
+  neighbors: number;
+  clip: number;
+  bits: number;
+}
+
+/** Parses and checks the relations; throws `invalid-argument` / `overflow-risk`. */
+export function validateRoundParams(input: RoundParamsInput): RoundParams {
+  const r = RoundParamsSchema.safeParse(input);
+  if (!r.success) {
+    const first = r.error.issues[0];
+    throw new AegisError(ErrorCode.InvalidArgument, `round parameters: ${first?.path.join('.') ?? ''} ${first?.message ?? 'invalid'}`.trim());
+  }
+  const p = r.data;
+  const neighbors = Math.min(p.neighbors ?? p.cohort - 1, p.cohort - 1);
+  const threshold = p.threshold ?? Math.floor(neighbors / 2) + 1;
+  if (threshold > neighbors) {
+    throw new AegisError(ErrorCode.InvalidArgument, `threshold ${threshold} exceeds the neighbour degree ${neighbors}: shares go to k neighbours`);
+  }
+  if (threshold < 2) throw new AegisError(ErrorCode.InvalidArgument, 'threshold must be >= 2: one share alone would reveal a secret');
+  assertNoOverflow(p.cohort, p.bits);
+  return { dim: p.dim, cohort: p.cohort, threshold, neighbors, clip: p.clip, bits: p.bits };
+}
+
+/** True when this is classic SecAgg (everyone is everyone's neighbour). */
+export const isClassic = (p: Pick<RoundParams, 'cohort' | 'neighbors'>, u1Size = p.cohort): boolean => p.neighbors >= u1Size - 1;
