@@ -7,8 +7,12 @@ export function assertSession(got: unknown, want: Uint8Array): void {
   if (Buffer.compare(got, want) !== 0) throw new AegisError(ErrorCode.SessionMismatch, 'message for another session');
 }
 
-/** A second message from one sender in one phase: always refused, and said which kind. */
-export function refuseResend(msg: unknown, prior: unknown): never {
-  const same = isDeepStrictEqual(msg, prior);
-  throw new AegisError(ErrorCode.AlreadyExists, same ? 'already received (identical resend changes nothing)' : 'already received (conflicting resend refused)');
+/**
+ * A second message from one sender in one phase: always refused with `already-exists`; the
+ * message says whether it was an identical resend (which changes nothing) or a conflicting one.
+ */
+export function refuseResend(what: string, same: boolean): never {
+  throw new AegisError(ErrorCode.AlreadyExists, same ? `${what} already received (identical resend changes nothing)` : `${what} already received (conflicting resend refused)`);
 }
+
+export const sameMessage = (a: unknown, b: unknown): boolean => isDeepStrictEqual(a, b);

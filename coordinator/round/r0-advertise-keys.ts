@@ -12,6 +12,7 @@ import { Roster } from '../../shared/protocol/roster.js';
 import { advertiseTranscript, assertRoundRef, isValidClientId, sameRound } from '../../shared/protocol/session.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from './aborted.js';
+import { refuseResend } from './checks.js';
 import type { AdvertiseKeysState, CoordinatorConfig, CoordinatorTransition, ShareKeysState } from './types.js';
 
 export function start(cfg: CoordinatorConfig): AdvertiseKeysState {
@@ -27,8 +28,7 @@ export function receive(state: AdvertiseKeysState, msg: AdvertiseKeys): Coordina
   if (!isValidClientId(msg.clientId)) throw new AegisError(ErrorCode.InvalidArgument, 'malformed client id');
   const prior = state.received.get(msg.clientId);
   if (prior) {
-    const same = sameBytes(prior.cPk, msg.cPk) && sameBytes(prior.sPk, msg.sPk) && sameBytes(prior.signature, msg.signature);
-    throw new AegisError(ErrorCode.AlreadyExists, same ? 'keys already advertised (identical resend)' : 'keys already advertised (conflicting resend refused)');
+    refuseResend('key advertisement', sameBytes(prior.cPk, msg.cPk) && sameBytes(prior.sPk, msg.sPk) && sameBytes(prior.signature, msg.signature));
   }
   const idKey = cfg.identityOf(msg.clientId);
   if (!idKey) throw new AegisError(ErrorCode.UnknownSender, 'client is not enrolled');

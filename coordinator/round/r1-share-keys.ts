@@ -10,7 +10,7 @@ import { SHARE_PAIR_BYTES } from '../../shared/protocol/keys.js';
 import type { Addressed, EncryptedShare, ServerMessage, ShareKeys } from '../../shared/protocol/messages.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from './aborted.js';
-import { assertSession, refuseResend } from './checks.js';
+import { assertSession, refuseResend, sameMessage } from './checks.js';
 import type { CoordinatorTransition, MaskedInputState, ShareKeysState } from './types.js';
 
 export const SHARE_CIPHERTEXT_BYTES = SHARE_PAIR_BYTES + AEAD_OVERHEAD;
@@ -19,7 +19,7 @@ export function receive(state: ShareKeysState, msg: ShareKeys): CoordinatorTrans
   const { roster } = state;
   assertSession(msg.sessionId, roster.sessionId);
   if (!roster.has(msg.clientId)) throw new AegisError(ErrorCode.UnknownSender, 'sender is not in U1');
-  if (state.received.has(msg.clientId)) refuseResend(msg, state.received.get(msg.clientId)!);
+  if (state.received.has(msg.clientId)) refuseResend('share pairs', sameMessage(msg, state.received.get(msg.clientId)));
   const neighbours = roster.neighboursOf(msg.clientId);
   if (!Array.isArray(msg.shares) || msg.shares.length !== neighbours.length) {
     throw new AegisError(msg.shares?.length > neighbours.length ? ErrorCode.TooLarge : ErrorCode.InvalidArgument, `expected ${neighbours.length} share pairs, one per neighbour`);

@@ -21,7 +21,7 @@ import type { RevealedShare, UnmaskResponse } from '../../shared/protocol/messag
 import { maskSign } from '../../shared/protocol/session.js';
 import { AbortReason } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from './aborted.js';
-import { assertSession, refuseResend } from './checks.js';
+import { assertSession, refuseResend, sameMessage } from './checks.js';
 import { completeRound } from './completed.js';
 import type { CoordinatorTransition, MaskJob, UnmaskingState } from './types.js';
 
@@ -53,7 +53,7 @@ export function receive(state: UnmaskingState, msg: UnmaskResponse): Coordinator
   assertSession(msg.sessionId, state.roster.sessionId);
   if (!state.expected.has(msg.clientId)) throw new AegisError(ErrorCode.UnknownSender, 'sender is not in U4');
   const prior = state.responses.get(msg.clientId);
-  if (prior) refuseResend(msg, prior);
+  if (prior) refuseResend('unmasking response', sameMessage(msg, prior));
   const req = state.requests.get(msg.clientId)!;
   assertExactly(msg.keyShares, req.keyShareOf, 'key shares');
   assertExactly(msg.selfMaskShares, req.selfMaskShareOf, 'self-mask shares');

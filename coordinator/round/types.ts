@@ -79,8 +79,9 @@ export interface UnmaskingState extends Base {
   roster: Roster;
   u2: readonly string[];
   u3: readonly string[];
+  /** The members of U4 that were asked to unmask (those able to check t signatures). */
   u4: readonly string[];
-  /** Who may send in this phase (U4). */
+  /** Who may send in this phase. */
   expected: ReadonlySet<string>;
   sum: Uint32Array;
   requests: Map<string, UnmaskRequest>;
