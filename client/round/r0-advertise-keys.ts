@@ -12,16 +12,24 @@ import { seal } from '../../shared/crypto/aead.js';
 import { ed25519PrivateKeyObject, ed25519Sign, ed25519Verify } from '../../shared/crypto/ed25519.js';
 import { encodeShareValue, split } from '../../shared/crypto/shamir.js';
 import { x25519KeyPair } from '../../shared/crypto/x25519.js';
-import { isAegisError } from '../../shared/errors.js';
+import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
+import { validateRoundParams } from '../../shared/protocol/params.js';
 import { encodeSharePair, shareEncryptionKey } from '../../shared/protocol/keys.js';
 import type { AdvertiseBroadcast, AdvertiseKeys, EncryptedShare, ShareKeys } from '../../shared/protocol/messages.js';
 import { Roster } from '../../shared/protocol/roster.js';
-import { advertiseTranscript, isValidClientId, sameRound, shareAad } from '../../shared/protocol/session.js';
+import { advertiseTranscript, assertRoundRef, isValidClientId, sameRound, shareAad } from '../../shared/protocol/session.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abort } from './aborted.js';
 import type { AdvertiseKeysState, ClientConfig, ClientTransition, ShareKeysState } from './types.js';
 
-export function start(cfg: ClientConfig): { next: AdvertiseKeysState; outbound: AdvertiseKeys[] } {
+/**
+ * Joins a round. The parameters are checked first — a client refuses a round whose threshold is
+ * not a majority of its neighbourhood or whose sum could overflow, whoever asks for it.
+ */
+export function start(input: ClientConfig): { next: AdvertiseKeysState; outbound: AdvertiseKeys[] } {
+  assertRoundRef(input.round);
+  if (!isValidClientId(input.clientId)) throw new AegisError(ErrorCode.InvalidArgument, 'malformed client id');
+  const cfg: ClientConfig = { ...input, params: validateRoundParams(input.params) };
   const c = x25519KeyPair();
   const s = x25519KeyPair();
   const identity = cfg.identityKey instanceof Uint8Array ? ed25519PrivateKeyObject(cfg.identityKey) : cfg.identityKey;

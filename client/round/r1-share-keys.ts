@@ -35,6 +35,12 @@ export function handle(state: ShareKeysState, msg: ShareBroadcast): ClientTransi
   if (u2.size < threshold) return abort(state, AbortReason.TooFewClients, `U2 has ${u2.size} clients, threshold is ${threshold}`);
 
   const expected = new Set(roster.neighboursOf(me).filter((v) => u2.has(v)));
+  // Only neighbours in U2 hold shares of this client's secrets, and only they mask with it. With
+  // fewer than t of them the round can never unmask this client — and with none, y_u would be
+  // x_u + PRG(b_u) alone, which honest neighbours would then help unmask. Refuse.
+  if (expected.size < threshold) {
+    return abort(state, AbortReason.TooFewClients, `only ${expected.size} neighbours in U2, threshold is ${threshold}`);
+  }
   const held = new Map<string, HeldShare>();
   for (const s of msg.shares) {
     if (held.has(s.peer)) return abort(state, AbortReason.DuplicateId, 'two share pairs from one sender');

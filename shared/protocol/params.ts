@@ -23,9 +23,9 @@ export const RoundParamsSchema = z
     /**
      * t: the threshold. Shamir shares of each client's secrets need t holders to reconstruct;
      * every phase needs >= t clients left, and unmasking needs >= t valid consistency
-     * signatures (from the client's neighbours in SecAgg+). 2 <= t <= k.
-     * Default: floor(k / 2) + 1 — a majority of each neighbourhood, so two disjoint honest
-     * majorities can never be talked into revealing both secrets of one client.
+     * signatures (from the client's neighbours in SecAgg+). floor(k/2) + 1 <= t <= k: a
+     * majority of each neighbourhood, so two disjoint sets of honest clients can never be
+     * talked into revealing both secrets of one client. Default: floor(k / 2) + 1.
      */
     threshold: z.number().int().min(2).optional(),
     /**
@@ -70,6 +70,12 @@ export function validateRoundParams(input: RoundParamsInput): RoundParams {
     throw new AegisError(ErrorCode.InvalidArgument, `threshold ${threshold} exceeds the neighbour degree ${neighbors}: shares go to k neighbours`);
   }
   if (threshold < 2) throw new AegisError(ErrorCode.InvalidArgument, 'threshold must be >= 2: one share alone would reveal a secret');
+  if (2 * threshold <= neighbors) {
+    throw new AegisError(
+      ErrorCode.InvalidArgument,
+      `threshold ${threshold} is not a majority of the ${neighbors} neighbours: two disjoint sets of honest clients could then be asked for both secrets of one client (use t >= ${Math.floor(neighbors / 2) + 1})`,
+    );
+  }
   assertNoOverflow(p.cohort, p.bits);
   return { dim: p.dim, cohort: p.cohort, threshold, neighbors, clip: p.clip, bits: p.bits };
 }

@@ -48,8 +48,8 @@ describe('aegis simulate', () => {
     expect(out).toMatchObject({ ok: false, exact: false, reason: 'too-few-clients', aborted_at: 'share-keys' });
   });
 
-  test('a SecAgg+ round whose neighbourhoods thin out below t aborts before unmasking with insufficient-shares', () => {
-    const r = aegis('simulate', '--json', '--clients', '20', '--dim', '100', '--neighbors', '6', '--dropout', '0.8', '--drop-phase', 'share', '--workers', '0');
+  test('a SecAgg+ round whose neighbourhoods thin out below t after masking aborts before unmasking with insufficient-shares', () => {
+    const r = aegis('simulate', '--json', '--clients', '20', '--dim', '100', '--neighbors', '6', '--dropout', '0.6', '--drop-phase', 'consistency', '--workers', '0');
     expect(r.status).not.toBe(0);
     const out = JSON.parse(r.stdout.trim());
     expect(out).toMatchObject({ ok: false, reason: 'insufficient-shares', aborted_at: 'consistency-check' });
