@@ -10,7 +10,7 @@ export function registerSimulate(program: Command): void {
     .description('run one whole secure-aggregation round in this process and check its sum')
     .option('--clients <n>', 'cohort size n', parseIntOption('clients', 3, 10000), 100)
     .option('--dim <m>', 'model values per client m', parseIntOption('dim', 1, 2 ** 26), 100000)
-    .option('--neighbors <k>', 'neighbour degree k (default n-1: classic SecAgg; smaller: SecAgg+)', parseIntOption('neighbors', 1, 9999))
+    .option('--neighbors <k>', 'neighbour degree k (default n-1: classic SecAgg; smaller: SecAgg+)', parseIntOption('neighbors', 2, 9999))
     .option('--threshold <t>', 'Shamir / survivor threshold t (default floor(k/2)+1)', parseIntOption('threshold', 2, 9999))
     .option('--dropout <p>', 'fraction of clients that drop', parseFloatOption('dropout', 0, 1), 0)
     .addOption(new Option('--drop-phase <phase>', 'the phase they drop in').choices([...DROP_PHASES, 'any']).default('any'))

@@ -61,7 +61,8 @@ export class NeighbourGraph {
 
   constructor(sessionId: Uint8Array, n: number, k: number) {
     if (!Number.isInteger(n) || n < 2 || n > 10000) fail(ErrorCode.InvalidArgument, 'graph size must be 2..10000');
-    if (!Number.isInteger(k) || k < 1) fail(ErrorCode.InvalidArgument, 'neighbour degree must be >= 1');
+    // k = 1 would be a perfect matching: the coordinator would learn the sum of each pair.
+    if (!Number.isInteger(k) || k < 2) fail(ErrorCode.InvalidArgument, 'neighbour degree must be >= 2');
     this.n = n;
     this.k = Math.min(k, n - 1);
     this.complete = this.k >= n - 1;
@@ -83,6 +84,7 @@ export class NeighbourGraph {
   }
 
   areNeighbours(i: number, j: number): boolean {
+    for (const x of [i, j]) if (!Number.isInteger(x) || x < 0 || x >= this.n) fail(ErrorCode.InvalidArgument, 'node index out of range');
     if (i === j) return false;
     if (this.complete) return true;
     return this.neighboursOf(i).includes(j);

@@ -14,14 +14,15 @@ import { ErrorCode, fail } from '../errors.js';
 import { BLOCK_WORDS, type DeterministicRng } from './rng.js';
 
 export interface QuantParams {
-  /** Clip range c > 0: values are clipped to [-c, c]. */
+  /** Clip range 0 < c <= 10^12: values are clipped to [-c, c]. */
   clip: number;
   /** Bits b per value, 1..24. */
   bits: number;
 }
 
 export function assertQuantParams({ clip, bits }: QuantParams): void {
-  if (!(Number.isFinite(clip) && clip > 0)) fail(ErrorCode.InvalidArgument, 'clip range must be a finite number > 0');
+  // Bounded above so that 2c and the step 2c / (2^b - 1) stay finite and meaningful.
+  if (!(Number.isFinite(clip) && clip > 0 && clip <= 1e12)) fail(ErrorCode.InvalidArgument, 'clip range must be a number in (0, 1e12]');
   if (!Number.isInteger(bits) || bits < 1 || bits > 24) fail(ErrorCode.InvalidArgument, 'quantization bits must be an integer in 1..24');
 }
 

@@ -5,7 +5,7 @@
  * A plain JS loop over Uint32Array does ~2.9 GB/s here; the same loop in WebAssembly SIMD
  * (i32x4.add, 4 lanes) is several times faster, which lifts AES-CTR mask expansion from ~40%
  * to ~60% of raw keystream speed. The module is 178 bytes, built from this text format with
- * `wat2wasm --enable-simd` and embedded as base64 (test/vecops.test.ts checks it against the
+ * `wat2wasm --enable-simd` and embedded as base64 (test/crypto/vecops.test.ts checks it against the
  * JS reference):
  *
  *   (module
@@ -47,12 +47,14 @@ function simd(): WebAssembly.Module | null {
 export const simdAvailable = (): boolean => process.env.AEGIS_NO_SIMD !== '1' && simd() !== null;
 
 export function addInto(acc: Uint32Array, src: Uint32Array): void {
+  if (src.length !== acc.length) throw new RangeError('vector lengths differ');
   const n = acc.length;
   // Stores into a Uint32Array wrap mod 2^32 (ToUint32), so no explicit masking is needed.
   for (let i = 0; i < n; i++) acc[i]! += src[i]!;
 }
 
 export function subInto(acc: Uint32Array, src: Uint32Array): void {
+  if (src.length !== acc.length) throw new RangeError('vector lengths differ');
   const n = acc.length;
   for (let i = 0; i < n; i++) acc[i]! -= src[i]!;
 }
@@ -120,8 +122,10 @@ export class VectorAccumulator {
     const words = bytes.length >>> 2;
     if (this.wasm) {
       this.mem8.set(bytes, this.scratchOffset);
-      // Rounded up to whole 16-byte lanes: the acc area is padded, the extra lanes land in padding.
+      // Whole 16-byte lanes: zero the scratch past the chunk so the extra 1-3 words of the last
+      // lane add nothing — whether they fall on the next real words or on the padding.
       const n = align16(bytes.length);
+      if (n !== bytes.length) this.mem8.fill(0, this.scratchOffset + bytes.length, this.scratchOffset + n);
       if (sign === 1) this.wasm.add(this.accOffset + offsetWords * 4, this.scratchOffset, n);
       else this.wasm.sub(this.accOffset + offsetWords * 4, this.scratchOffset, n);
       return;

@@ -34,9 +34,9 @@ export const RoundParamsSchema = z
      * a Harary graph derived from session_id; k ≈ 2·log2(n) keeps the cost O(log n) per client.
      * Default: n - 1.
      */
-    neighbors: z.number().int().min(1).optional(),
-    /** c: values are clipped to [-c, c] before quantization. Default 1. */
-    clip: z.number().positive().finite().default(1),
+    neighbors: z.number().int().min(2).optional(),
+    /** c: values are clipped to [-c, c] before quantization, 0 < c <= 10^12. Default 1. */
+    clip: z.number().positive().max(1e12).default(1),
     /**
      * b: quantization bits per value (1..24). The cohort sum must fit 32 bits: n * 2^b < 2^32.
      * Default 16.
