@@ -1,5 +1,4 @@
 /** Checks shared by the coordinator's phase handlers; each throws a typed error. */
-import { isDeepStrictEqual } from 'node:util';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 
 export function assertSession(got: unknown, want: Uint8Array): void {
@@ -15,4 +14,3 @@ export function refuseResend(what: string, same: boolean): never {
   throw new AegisError(ErrorCode.AlreadyExists, same ? `${what} already received (identical resend changes nothing)` : `${what} already received (conflicting resend refused)`);
 }
 
-export const sameMessage = (a: unknown, b: unknown): boolean => isDeepStrictEqual(a, b);

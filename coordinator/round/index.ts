@@ -1,12 +1,14 @@
 /**
  * The coordinator's round driver: routes a client message to the handler of the current phase
  * and closes phases (`close`) when `phaseComplete` says nothing more is needed or a deadline
- * passes. `receive` never closes a phase by itself. A message the phase does not take throws `wrong-phase` and
+ * passes. `receive` never closes a phase by itself. Every message's shape is checked (zod)
+ * before any handler reads it. A message the phase does not take throws `wrong-phase` and
  * leaves the state as it was.
  */
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { ClientMessage } from '../../shared/protocol/messages.js';
 import { validateRoundParams } from '../../shared/protocol/params.js';
+import { assertClientMessage } from '../../shared/protocol/schemas.js';
 import { assertRoundRef } from '../../shared/protocol/session.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import * as r0 from './r0-advertise-keys.js';
@@ -37,7 +39,8 @@ const TAKES: Record<CoordinatorState['phase'], ClientMessage['type'] | null> = {
 };
 
 export function receive(state: CoordinatorState, msg: ClientMessage): CoordinatorTransition {
-  if (TAKES[state.phase] !== msg?.type) {
+  assertClientMessage(msg);
+  if (TAKES[state.phase] !== msg.type) {
     throw new AegisError(ErrorCode.WrongPhase, `the round is in phase ${state.phase} and does not take ${String(msg?.type)}`);
   }
   switch (state.phase) {

@@ -9,6 +9,7 @@ import { assertUsablePublicKey } from '../../shared/crypto/x25519.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { AdvertiseKeys, AdvertisedEntry } from '../../shared/protocol/messages.js';
 import { Roster } from '../../shared/protocol/roster.js';
+import { sameBytes } from '../../shared/protocol/schemas.js';
 import { advertiseTranscript, assertRoundRef, isValidClientId, sameRound } from '../../shared/protocol/session.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from './aborted.js';
@@ -19,7 +20,6 @@ export function start(cfg: CoordinatorConfig): AdvertiseKeysState {
   return { phase: Phase.AdvertiseKeys, cfg, stats: { prgWords: 0 }, received: new Map(), keyOwners: new Map() };
 }
 
-const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => Buffer.compare(a, b) === 0;
 
 export function receive(state: AdvertiseKeysState, msg: AdvertiseKeys): CoordinatorTransition {
   const { cfg } = state;

@@ -10,7 +10,8 @@ import { SHARE_PAIR_BYTES } from '../../shared/protocol/keys.js';
 import type { Addressed, EncryptedShare, ServerMessage, ShareKeys } from '../../shared/protocol/messages.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from './aborted.js';
-import { assertSession, refuseResend, sameMessage } from './checks.js';
+import { assertSession, refuseResend } from './checks.js';
+import { sameBytes } from '../../shared/protocol/schemas.js';
 import type { CoordinatorTransition, MaskedInputState, ShareKeysState } from './types.js';
 
 export const SHARE_CIPHERTEXT_BYTES = SHARE_PAIR_BYTES + AEAD_OVERHEAD;
@@ -19,15 +20,19 @@ export function receive(state: ShareKeysState, msg: ShareKeys): CoordinatorTrans
   const { roster } = state;
   assertSession(msg.sessionId, roster.sessionId);
   if (!roster.has(msg.clientId)) throw new AegisError(ErrorCode.UnknownSender, 'sender is not in U1');
-  if (state.received.has(msg.clientId)) refuseResend('share pairs', sameMessage(msg, state.received.get(msg.clientId)));
+  const prior = state.received.get(msg.clientId);
+  if (prior) {
+    const same = prior.shares.length === msg.shares.length && prior.shares.every((s, i) => s.peer === msg.shares[i]!.peer && sameBytes(s.ciphertext, msg.shares[i]!.ciphertext));
+    refuseResend('share pairs', same);
+  }
   const neighbours = roster.neighboursOf(msg.clientId);
-  if (!Array.isArray(msg.shares) || msg.shares.length !== neighbours.length) {
-    throw new AegisError(msg.shares?.length > neighbours.length ? ErrorCode.TooLarge : ErrorCode.InvalidArgument, `expected ${neighbours.length} share pairs, one per neighbour`);
+  if (msg.shares.length !== neighbours.length) {
+    throw new AegisError(msg.shares.length > neighbours.length ? ErrorCode.TooLarge : ErrorCode.InvalidArgument, `expected ${neighbours.length} share pairs, one per neighbour`);
   }
   const want = new Set(neighbours);
   for (const s of msg.shares) {
     if (!want.delete(s.peer)) throw new AegisError(ErrorCode.InvalidArgument, 'a share pair is addressed to a non-neighbour or twice');
-    if (!(s.ciphertext instanceof Uint8Array) || s.ciphertext.length !== SHARE_CIPHERTEXT_BYTES) {
+    if (s.ciphertext.length !== SHARE_CIPHERTEXT_BYTES) {
       throw new AegisError(ErrorCode.InvalidArgument, `share pair ciphertexts are ${SHARE_CIPHERTEXT_BYTES} bytes`);
     }
   }

@@ -12,6 +12,7 @@ import type { Addressed, ConsistencySignature, ServerMessage, UnmaskRequest } fr
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from './aborted.js';
 import { assertSession, refuseResend } from './checks.js';
+import { sameBytes } from '../../shared/protocol/schemas.js';
 import type { ConsistencyCheckState, CoordinatorTransition, UnmaskingState } from './types.js';
 
 export function receive(state: ConsistencyCheckState, msg: ConsistencySignature): CoordinatorTransition {
@@ -19,7 +20,7 @@ export function receive(state: ConsistencyCheckState, msg: ConsistencySignature)
   assertSession(msg.sessionId, roster.sessionId);
   if (!state.expected.has(msg.clientId)) throw new AegisError(ErrorCode.UnknownSender, 'sender is not in U3');
   const prior = state.signatures.get(msg.clientId);
-  if (prior) refuseResend('consistency signature', Buffer.compare(prior, msg.signature) === 0);
+  if (prior) refuseResend('consistency signature', sameBytes(prior, msg.signature));
   const key = cfg.identityOf(msg.clientId);
   if (!key) throw new AegisError(ErrorCode.UnknownSender, 'client is not enrolled');
   ed25519AssertValid(key, state.transcript, msg.signature, 'consistency signature');

@@ -21,12 +21,13 @@ import type { RevealedShare, UnmaskResponse } from '../../shared/protocol/messag
 import { maskSign } from '../../shared/protocol/session.js';
 import { AbortReason } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from './aborted.js';
-import { assertSession, refuseResend, sameMessage } from './checks.js';
+import { assertSession, refuseResend } from './checks.js';
+import { sameBytes } from '../../shared/protocol/schemas.js';
 import { completeRound } from './completed.js';
 import type { CoordinatorTransition, MaskJob, UnmaskingState } from './types.js';
 
 function assertExactly(got: RevealedShare[], want: readonly string[], what: string): void {
-  if (!Array.isArray(got) || got.length !== want.length) throw new AegisError(ErrorCode.InvalidArgument, `${what}: expected ${want.length} shares`);
+  if (got.length !== want.length) throw new AegisError(ErrorCode.InvalidArgument, `${what}: expected ${want.length} shares`);
   const w = new Set(want);
   for (const s of got) {
     if (!w.delete(s.owner)) throw new AegisError(ErrorCode.InvalidArgument, `${what}: a share that was not asked for, or twice`);
@@ -53,7 +54,10 @@ export function receive(state: UnmaskingState, msg: UnmaskResponse): Coordinator
   assertSession(msg.sessionId, state.roster.sessionId);
   if (!state.expected.has(msg.clientId)) throw new AegisError(ErrorCode.UnknownSender, 'sender is not in U4');
   const prior = state.responses.get(msg.clientId);
-  if (prior) refuseResend('unmasking response', sameMessage(msg, prior));
+  if (prior) {
+    const same = (a: RevealedShare[], b: RevealedShare[]): boolean => a.length === b.length && a.every((s, i) => s.owner === b[i]!.owner && sameBytes(s.value, b[i]!.value));
+    refuseResend('unmasking response', same(prior.keyShares, msg.keyShares) && same(prior.selfMaskShares, msg.selfMaskShares));
+  }
   const req = state.requests.get(msg.clientId)!;
   assertExactly(msg.keyShares, req.keyShareOf, 'key shares');
   assertExactly(msg.selfMaskShares, req.selfMaskShareOf, 'self-mask shares');
