@@ -3,7 +3,7 @@
 // separate step: `npm run typecheck`). `--if-stale` rebuilds only when a source is newer than
 // the last build, so `npm run aegis` stays fast after the first run.
 import { transformFileSync } from '@swc/core';
-import { mkdirSync, readdirSync, statSync, writeFileSync, existsSync, rmSync } from 'node:fs';
+import { chmodSync, mkdirSync, readdirSync, statSync, writeFileSync, existsSync, rmSync } from 'node:fs';
 import { join, dirname, relative } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -38,6 +38,7 @@ for (const src of sources) {
   mkdirSync(dirname(dest), { recursive: true });
   writeFileSync(dest, `${code}\n//# sourceMappingURL=${rel.split('/').pop()}.map\n`);
   if (map) writeFileSync(`${dest}.map`, map);
+  if (code.startsWith('#!')) chmodSync(dest, 0o755); // the CLI entry (bin/aegis.ts)
 }
 writeFileSync(stamp, new Date().toISOString());
 if (!process.argv.includes('--quiet') && !process.argv.includes('--if-stale')) {

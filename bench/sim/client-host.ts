@@ -136,7 +136,9 @@ export class ClientHost {
       for (const m of outbound) {
         if (m.type === 'masked-input' && this.pending?.id === to) {
           addInto(this.qSum, this.pending.q);
-          for (let i = 0; i < this.xSum.length; i++) this.xSum[i]! += this.pending.x[i]!;
+          const xs = this.xSum;
+          const x = this.pending.x;
+          for (let i = 0; i < xs.length; i++) xs[i]! += x[i]!;
           this.contributors.push(to);
         }
         this.pending = null;
