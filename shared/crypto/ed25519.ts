@@ -7,16 +7,15 @@
  * off the hot path. Verification returns a boolean; callers turn `false` into their own
  * typed error or abort reason.
  */
-import { createPrivateKey, createPublicKey, generateKeyPairSync, sign, verify, type KeyObject } from 'node:crypto';
+import { createPublicKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { abytes } from '../bytes.js';
 import { ErrorCode, fail } from '../errors.js';
+import { okpPrivateKeyObject, okpPublicKey } from './okp.js';
 
 export const ED25519_PUBLIC_KEY_BYTES = 32;
 export const ED25519_SEED_BYTES = 32;
 export const ED25519_SIGNATURE_BYTES = 64;
-const SPKI_PREFIX = Buffer.from('302a300506032b6570032100', 'hex');
-const PKCS8_PREFIX = Buffer.from('302e020100300506032b657004220420', 'hex');
 
 export interface Ed25519KeyPair {
   publicKey: Uint8Array;
@@ -24,22 +23,19 @@ export interface Ed25519KeyPair {
   privateKey: Uint8Array;
 }
 
+/** A fresh identity key pair; the seed is 32 bytes from `crypto.randomBytes` (see okp.ts). */
 export function ed25519KeyPair(): Ed25519KeyPair {
-  const { publicKey, privateKey } = generateKeyPairSync('ed25519');
-  return {
-    publicKey: new Uint8Array(publicKey.export({ format: 'der', type: 'spki' }).subarray(SPKI_PREFIX.length)),
-    privateKey: new Uint8Array(privateKey.export({ format: 'der', type: 'pkcs8' }).subarray(PKCS8_PREFIX.length)),
-  };
+  const privateKey = new Uint8Array(randomBytes(32));
+  return { publicKey: okpPublicKey(okpPrivateKeyObject('Ed25519', privateKey)), privateKey };
 }
 
 export function ed25519PublicFromSeed(seed: Uint8Array): Uint8Array {
-  const pub = createPublicKey(ed25519PrivateKeyObject(seed));
-  return new Uint8Array(pub.export({ format: 'der', type: 'spki' }).subarray(SPKI_PREFIX.length));
+  return okpPublicKey(ed25519PrivateKeyObject(seed));
 }
 
 export function ed25519PrivateKeyObject(seed: Uint8Array): KeyObject {
   abytes(seed, ED25519_SEED_BYTES, 'Ed25519 private key');
-  return createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, seed]), format: 'der', type: 'pkcs8' });
+  return okpPrivateKeyObject('Ed25519', seed);
 }
 
 // Verified public keys are cached as KeyObjects: a round verifies many signatures per key.

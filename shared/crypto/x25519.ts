@@ -7,14 +7,12 @@
  * then force a known pairwise mask. We refuse such keys up front (`assertUsablePublicKey`) and
  * refuse an all-zero output at agreement time, so the check holds whatever OpenSSL does.
  */
-import { createPrivateKey, createPublicKey, diffieHellman, generateKeyPairSync, type KeyObject } from 'node:crypto';
+import { createPublicKey, diffieHellman, randomBytes, type KeyObject } from 'node:crypto';
 import { abytes, isAllZero } from '../bytes.js';
 import { ErrorCode, fail } from '../errors.js';
+import { okpPrivateKeyObject, okpPublicKey } from './okp.js';
 
 export const X25519_KEY_BYTES = 32;
-// DER prefixes of SubjectPublicKeyInfo / PKCS#8 for OID 1.3.101.110 (RFC 8410).
-const SPKI_PREFIX = Buffer.from('302a300506032b656e032100', 'hex');
-const PKCS8_PREFIX = Buffer.from('302e020100300506032b656e04220420', 'hex');
 
 export interface X25519KeyPair {
   publicKey: Uint8Array;
@@ -23,15 +21,11 @@ export interface X25519KeyPair {
   privateKeyObject: KeyObject;
 }
 
-/** A fresh key pair; the private scalar comes from the OS CSPRNG (through OpenSSL). */
+/** A fresh key pair; the private key is 32 bytes from `crypto.randomBytes` (see okp.ts). */
 export function x25519KeyPair(): X25519KeyPair {
-  const { privateKey } = generateKeyPairSync('x25519');
-  const jwk = privateKey.export({ format: 'jwk' });
-  return {
-    publicKey: new Uint8Array(Buffer.from(jwk.x!, 'base64url')),
-    privateKey: new Uint8Array(Buffer.from(jwk.d!, 'base64url')),
-    privateKeyObject: privateKey,
-  };
+  const privateKey = new Uint8Array(randomBytes(32));
+  const privateKeyObject = okpPrivateKeyObject('X25519', privateKey);
+  return { publicKey: okpPublicKey(privateKeyObject), privateKey, privateKeyObject };
 }
 
 // Small-order u-coordinates of Curve25519 (as in libsodium's has_small_order): 0, 1, the two
@@ -61,7 +55,7 @@ export function isSmallOrder(pk: Uint8Array): boolean {
 
 export function x25519PrivateKeyObject(sk: Uint8Array): KeyObject {
   abytes(sk, X25519_KEY_BYTES, 'X25519 private key');
-  return createPrivateKey({ key: Buffer.concat([PKCS8_PREFIX, sk]), format: 'der', type: 'pkcs8' });
+  return okpPrivateKeyObject('X25519', sk);
 }
 
 export function x25519PublicKeyObject(pk: Uint8Array): KeyObject {
@@ -77,8 +71,7 @@ export function x25519PublicKeyObject(pk: Uint8Array): KeyObject {
 
 /** The public key of a private scalar (used to check a reconstructed s_sk against its s_pk). */
 export function x25519PublicFromPrivate(sk: Uint8Array): Uint8Array {
-  const pub = createPublicKey(x25519PrivateKeyObject(sk));
-  return new Uint8Array(pub.export({ format: 'der', type: 'spki' }).subarray(SPKI_PREFIX.length));
+  return okpPublicKey(x25519PrivateKeyObject(sk));
 }
 
 /**
