@@ -2,7 +2,7 @@
  * `npm run bench -- secagg`: whole simulated rounds (all clients in worker threads and the
  * coordinator), each in a child process of its own so peak RSS is the round's alone.
  *
- * Grid: n in {100, 500, 1000} x m in {10^5, 10^6} x {SecAgg+ with k = 2·ceil(log2 n) - 1,
+ * Grid: n in {100, 500, 1000} x m in {10^5, 10^6} x {SecAgg+ with k = 2·ceil(log2 n) + 1,
  * classic SecAgg (k = n - 1) for n <= 500} x dropout {0, 10%}. A configuration whose estimated
  * time exceeds the budget (default 300 s) is skipped and listed as such.
  * Baselines measured in the same run: raw AES-256-CTR keystream, mask expansion, plain sums.
@@ -30,7 +30,8 @@ export interface SecaggRow extends SecaggConfig {
   prg_ratio?: number;
 }
 
-export const secaggPlusDegree = (n: number): number => Math.min(n - 1, 2 * Math.ceil(Math.log2(n)) - 1);
+/** SecAgg+ degree k ≈ 2·log2(n): 2·ceil(log2 n) + 1 (15 for n = 100, 19 for 500, 21 for 1000). */
+export const secaggPlusDegree = (n: number): number => Math.min(n - 1, 2 * Math.ceil(Math.log2(n)) + 1);
 
 export function grid(quick: boolean): SecaggConfig[] {
   const out: SecaggConfig[] = [];
@@ -46,15 +47,18 @@ export function grid(quick: boolean): SecaggConfig[] {
 }
 
 /**
- * Estimated seconds: keystream the round generates (each client expands k + 1 masks, the
- * coordinator about one per survivor) at the measured expansion speed on every core, plus a
- * per-client fixed cost for key agreement and signatures.
+ * Estimated seconds, calibrated on this 2-core VM: the keystream the round generates (each
+ * client expands k + 1 masks; the coordinator one per survivor and k per dropped client) at
+ * ~45% of one thread's raw AES-CTR speed for the whole machine, plus each client's public-key
+ * and Shamir work — 2k agreements, k + t signature checks, 2·k·t field products — spread over
+ * the cores at ~70% efficiency.
  */
 export function estimateSeconds(c: SecaggConfig, b: Baselines, cores: number): number {
   const words = c.m + 1;
+  const t = Math.floor(c.k / 2) + 1;
   const keystream = (c.n * (c.k + 2) + c.n * c.dropout * c.k) * words * 4;
-  const perClient = (c.k * 0.25 + 2) / 1000; // ~0.25 ms of public-key work per neighbour
-  return (keystream / (b.expansionGBps * 1e9) + c.n * perClient) / Math.max(1, cores) * 1.3 + 1;
+  const perClientMs = 2 * c.k * 0.04 + (c.k + t) * 0.15 + 2 * c.k * t * 0.0002 + 5;
+  return keystream / (0.45 * b.aesCtrGBps * 1e9) + (c.n * perClientMs) / 1000 / (0.7 * Math.max(1, cores)) + 1;
 }
 
 export function runConfig(c: SecaggConfig, seed = 1): SimulateResult {
