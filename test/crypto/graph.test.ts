@@ -7,18 +7,11 @@ import { describe, expect, test } from '@jest/globals';
 import { createHash } from 'node:crypto';
 import { ErrorCode, isAegisError } from '../../shared/errors.js';
 import { NeighbourGraph, sessionPermutation } from '../../shared/crypto/graph.js';
+import { codeOf } from '../support/codes.js';
 
 const session = (label: string): Uint8Array => new Uint8Array(createHash('sha256').update(label).digest());
 const S = session('graph test session');
 
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    return isAegisError(e) ? e.code : `unexpected: ${String(e)}`;
-  }
-}
 
 /** All adjacency lists of a graph. */
 const adjacency = (g: NeighbourGraph): number[][] => Array.from({ length: g.n }, (_, i) => g.neighboursOf(i));

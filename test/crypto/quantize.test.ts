@@ -5,7 +5,7 @@
  */
 import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
-import { ErrorCode, isAegisError } from '../../shared/errors.js';
+import { ErrorCode } from '../../shared/errors.js';
 import {
   assertNoOverflow,
   assertQuantParams,
@@ -16,15 +16,8 @@ import {
   type QuantParams,
 } from '../../shared/crypto/quantize.js';
 import { DeterministicRng } from '../../shared/crypto/rng.js';
+import { codeOf } from '../support/codes.js';
 
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    return isAegisError(e) ? e.code : `unexpected: ${String(e)}`;
-  }
-}
 
 const rng = (seed: number | string = 0): DeterministicRng => DeterministicRng.fromSeed('quantize test', seed);
 const step = (p: QuantParams): number => (2 * p.clip) / (2 ** p.bits - 1);

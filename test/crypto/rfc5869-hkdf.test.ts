@@ -5,8 +5,9 @@
 import { describe, expect, test } from '@jest/globals';
 import { createHmac, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { ErrorCode, isAegisError } from '../../shared/errors.js';
+import { ErrorCode } from '../../shared/errors.js';
 import { deriveKey, hkdfSha256, Purpose } from '../../shared/crypto/hkdf.js';
+import { codeOf } from '../support/codes.js';
 
 interface HkdfTest {
   tcId: number;
@@ -31,14 +32,6 @@ const hex = (h: string): Uint8Array => new Uint8Array(Buffer.from(h, 'hex'));
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const utf8 = (s: string): Uint8Array => new Uint8Array(Buffer.from(s, 'utf8'));
 
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    return isAegisError(e) ? e.code : `unexpected: ${String(e)}`;
-  }
-}
 
 describe('RFC 5869 HKDF-SHA256 — Wycheproof hkdf_sha256_test.json', () => {
   test('the vector file is the full HKDF-SHA-256 set', () => {

@@ -16,6 +16,7 @@ import {
   x25519PublicFromPrivate,
   x25519PublicKeyObject,
 } from '../../shared/crypto/x25519.js';
+import { codeOf, SMALL_ORDER_X25519_HEX } from '../support/codes.js';
 
 interface XdhTest {
   tcId: number;
@@ -46,14 +47,6 @@ function agree(t: XdhTest): { shared: string } | { error: string } {
   }
 }
 
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    return isAegisError(e) ? e.code : `unexpected: ${String(e)}`;
-  }
-}
 
 // Flags that mean "the peer's key is (an encoding of) a point of small order, the agreement is
 // all zero": Aegis must refuse these, whatever RFC 7748 allows.
@@ -159,15 +152,7 @@ describe('RFC 7748 X25519 — the RFC test vectors', () => {
 describe('X25519 small-order list (isSmallOrder)', () => {
   // The libsodium blacklist, written out again here so the test does not read it from the code:
   // 0, 1, the two points of order 8, and p - 1, p, p + 1 (p = 2^255 - 19).
-  const SMALL_ORDER = [
-    '0000000000000000000000000000000000000000000000000000000000000000',
-    '0100000000000000000000000000000000000000000000000000000000000000',
-    'e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800',
-    '5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157',
-    'ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
-    'edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
-    'eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
-  ];
+  const SMALL_ORDER = [...SMALL_ORDER_X25519_HEX];
   // Every encoding: as listed, and with the unused top bit set (RFC 7748 §5 masks it off).
   const encodings = SMALL_ORDER.flatMap((h) => {
     const hi = Buffer.from(h, 'hex');

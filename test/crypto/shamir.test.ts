@@ -6,7 +6,7 @@
 import { describe, expect, test } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
 import fc from 'fast-check';
-import { ErrorCode, isAegisError } from '../../shared/errors.js';
+import { ErrorCode } from '../../shared/errors.js';
 import {
   combine,
   decodeShareValue,
@@ -17,18 +17,11 @@ import {
   type Share,
   split,
 } from '../../shared/crypto/shamir.js';
+import { codeOf } from '../support/codes.js';
 
 const toHex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const big = (b: Uint8Array): bigint => BigInt('0x' + (toHex(b) || '0'));
 
-function codeOf(fn: () => unknown): string | undefined {
-  try {
-    fn();
-    return undefined;
-  } catch (e) {
-    return isAegisError(e) ? e.code : `unexpected: ${String(e)}`;
-  }
-}
 
 /** Shares of one secret at `xs`, as (x, y) pairs. */
 function sharesOf(secret: Uint8Array, t: number, xs: number[]): Share[] {

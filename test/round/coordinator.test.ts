@@ -21,6 +21,7 @@ import { validateRoundParams, type RoundParams, type RoundParamsInput } from '..
 import { Roster } from '../../shared/protocol/roster.js';
 import { advertiseTranscript, consistencyTranscript, sha256 } from '../../shared/protocol/session.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
+import { SMALL_ORDER_X25519_HEX } from '../support/codes.js';
 
 // ---------------------------------------------------------------------------------------------
 // Harness
@@ -382,15 +383,7 @@ describe('the coordinator refuses bad messages with typed errors and keeps its s
   test('an advertised key of small order is refused with low-order-point, in either slot and in every encoding', () => {
     const h = new Harness({ n: 4 });
     const [a] = h.ids as [string];
-    const small = [
-      '0000000000000000000000000000000000000000000000000000000000000000',
-      '0100000000000000000000000000000000000000000000000000000000000000',
-      'e0eb7a7c3b41b8ae1656e3faf19fc46ada098deb9c32b1fd866205165f49b800',
-      '5f9c95bca3508c24b1d0b1559c83ef5b04445cc4581c8e86d8224eddd09f1157',
-      'ecffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
-      'edffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
-      'eeffffffffffffffffffffffffffffffffffffffffffffffffffffffffffff7f',
-    ].map((x) => new Uint8Array(Buffer.from(x, 'hex')));
+    const small = [...SMALL_ORDER_X25519_HEX].map((x) => new Uint8Array(Buffer.from(x, 'hex')));
     const withHighBit = small.map((k) => {
       const c = k.slice();
       c[31]! |= 0x80;
