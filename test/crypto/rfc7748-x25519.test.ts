@@ -150,7 +150,8 @@ describe('RFC 7748 X25519 — the RFC test vectors', () => {
 });
 
 describe('X25519 small-order list (isSmallOrder)', () => {
-  // The libsodium blacklist, written out again here so the test does not read it from the code:
+  // The libsodium blacklist, written out in test/support/codes.ts so the test does not read it
+  // from the code under test:
   // 0, 1, the two points of order 8, and p - 1, p, p + 1 (p = 2^255 - 19).
   const SMALL_ORDER = [...SMALL_ORDER_X25519_HEX];
   // Every encoding: as listed, and with the unused top bit set (RFC 7748 §5 masks it off).
