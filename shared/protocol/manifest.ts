@@ -1,0 +1,74 @@
+/**
+ * The job manifest: what a round (or a job of rounds) runs, validated by one zod schema. The
+ * trust issue wraps it in a signed DSSE envelope; the fields here stay the same. Every round
+ * parameter is documented where it is defined (shared/protocol/params.ts).
+ */
+import { z } from 'zod';
+import { AegisError, ErrorCode } from '../errors.js';
+import { RoundParamsSchema, validateRoundParams, type RoundParams } from './params.js';
+import { sha256 } from './session.js';
+
+const ms = (min: number, max: number) => z.number().int().min(min).max(max);
+
+/** Per-phase deadlines: how long the coordinator waits in each phase before closing it. */
+export const DeadlinesSchema = z
+  .object({
+    /** Phase 0: clients advertising keys (also the time a cohort has to gather). Default 60 s. */
+    advertiseMs: ms(100, 3_600_000).default(60_000),
+    /** Phase 1: encrypted share pairs. Default 30 s. */
+    shareMs: ms(100, 3_600_000).default(30_000),
+    /** Phase 2: masked inputs (includes local training when the job trains). Default 10 min. */
+    maskedMs: ms(100, 86_400_000).default(600_000),
+    /** Phase 3: consistency signatures. Default 30 s. */
+    consistencyMs: ms(100, 3_600_000).default(30_000),
+    /** Phase 4: unmasking shares. Default 30 s. */
+    unmaskMs: ms(100, 3_600_000).default(30_000),
+  })
+  .strict();
+
+export const JobManifestSchema = z
+  .object({
+    /** Manifest format version. */
+    version: z.literal(1),
+    /** The job's id: 1..64 characters of [A-Za-z0-9._-]; rounds are named (job id, index). */
+    jobId: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/),
+    /** How many rounds the job runs. Default 1. */
+    rounds: z.number().int().min(1).max(10_000).default(1),
+    /** The secure-aggregation parameters of every round. */
+    round: RoundParamsSchema,
+    deadlines: DeadlinesSchema.default({ advertiseMs: 60_000, shareMs: 30_000, maskedMs: 600_000, consistencyMs: 30_000, unmaskMs: 30_000 }),
+    /** When the manifest was issued and when it stops being valid (ISO 8601). */
+    issuedAt: z.iso.datetime(),
+    expiresAt: z.iso.datetime(),
+  })
+  .strict();
+
+export type JobManifestInput = z.input<typeof JobManifestSchema>;
+export interface JobManifest extends Omit<z.output<typeof JobManifestSchema>, 'round'> {
+  round: RoundParams;
+}
+
+/**
+ * Parses manifest bytes (UTF-8 JSON): shape, ranges, parameter relations, and the validity
+ * window. Returns the manifest and its SHA-256 (the hash that binds a round's session id).
+ */
+export function parseManifest(bytes: Uint8Array, now = new Date()): { manifest: JobManifest; hash: Uint8Array } {
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.from(bytes).toString('utf8'));
+  } catch {
+    throw new AegisError(ErrorCode.InvalidArgument, 'manifest is not valid JSON');
+  }
+  const r = JobManifestSchema.safeParse(json);
+  if (!r.success) {
+    const issue = r.error.issues[0];
+    throw new AegisError(ErrorCode.InvalidArgument, `manifest: ${issue?.path.join('.') || '(root)'} ${issue?.message ?? 'invalid'}`);
+  }
+  const m = r.data;
+  const round = validateRoundParams(m.round);
+  const issued = Date.parse(m.issuedAt);
+  const expires = Date.parse(m.expiresAt);
+  if (expires <= issued) throw new AegisError(ErrorCode.InvalidArgument, 'manifest: expiresAt must be after issuedAt');
+  if (now.getTime() >= expires) throw new AegisError(ErrorCode.InvalidArgument, 'manifest has expired');
+  return { manifest: { ...m, round }, hash: sha256(bytes) };
+}
