@@ -1,0 +1,165 @@
+/**
+ * RoundHost: the I/O around one round's coordinator state machine (the embedded default: one
+ * process, state in memory). It takes authenticated client messages, closes each phase as soon
+ * as nothing more is needed or when its deadline passes, and queues every outbound message for
+ * its recipient until a subscriber takes it. Transports (gRPC handlers, the simulator) stay
+ * thin around it.
+ */
+import { AegisError, ErrorCode } from '../../shared/errors.js';
+import type { ClientMessage, RoundRef, ServerMessage } from '../../shared/protocol/messages.js';
+import type { RoundParams } from '../../shared/protocol/params.js';
+import { assertClientMessage } from '../../shared/protocol/schemas.js';
+import { Phase, type AbortReason } from '../../shared/protocol/vocabulary.js';
+import { close, isFinal, phaseComplete, receive, start, type CoordinatorState } from '../round/index.js';
+
+export interface PhaseDeadlines {
+  advertiseMs: number;
+  shareMs: number;
+  maskedMs: number;
+  consistencyMs: number;
+  unmaskMs: number;
+}
+
+export interface RoundHostConfig {
+  params: RoundParams;
+  round: RoundRef;
+  identityOf: (clientId: string) => Uint8Array | undefined;
+  deadlines: PhaseDeadlines;
+}
+
+export type RoundOutcome =
+  | { ok: true; survivors: readonly string[]; sum: Uint32Array; state: CoordinatorState }
+  | { ok: false; reason: AbortReason | 'cancelled'; at: Phase; detail: string; state: CoordinatorState };
+
+export interface RoundStatus {
+  phase: Phase;
+  /** Messages taken in the current phase. */
+  received: number;
+  /** Sizes of U1..U4 fixed so far. */
+  sets: { u1?: number; u2?: number; u3?: number; u4?: number };
+  refused: number;
+  elapsedMs: number;
+}
+
+type Listener = (m: ServerMessage) => void;
+
+const DEADLINE_OF: Partial<Record<Phase, keyof PhaseDeadlines>> = {
+  [Phase.AdvertiseKeys]: 'advertiseMs',
+  [Phase.ShareKeys]: 'shareMs',
+  [Phase.MaskedInput]: 'maskedMs',
+  [Phase.ConsistencyCheck]: 'consistencyMs',
+  [Phase.Unmasking]: 'unmaskMs',
+};
+
+function receivedCount(s: CoordinatorState): number {
+  switch (s.phase) {
+    case Phase.AdvertiseKeys:
+    case Phase.ShareKeys:
+    case Phase.MaskedInput:
+      return s.received.size;
+    case Phase.ConsistencyCheck:
+      return s.signatures.size;
+    case Phase.Unmasking:
+      return s.responses.size;
+    default:
+      return 0;
+  }
+}
+
+export class RoundHost {
+  private state: CoordinatorState;
+  private readonly cfg: RoundHostConfig;
+  private readonly queues = new Map<string, ServerMessage[]>();
+  private readonly listeners = new Map<string, Listener>();
+  private timer: NodeJS.Timeout | undefined;
+  private refused = 0;
+  private readonly startedAt = Date.now();
+  private settle!: (o: RoundOutcome) => void;
+  /** Resolves once, when the round completes or aborts. */
+  readonly outcome: Promise<RoundOutcome>;
+  private cancelled: { detail: string; at: Phase } | null = null;
+
+  constructor(cfg: RoundHostConfig) {
+    this.cfg = cfg;
+    this.state = start({ params: cfg.params, round: cfg.round, identityOf: cfg.identityOf });
+    this.outcome = new Promise((resolve) => (this.settle = resolve));
+    this.arm();
+  }
+
+  get phase(): Phase {
+    return this.state.phase;
+  }
+
+  /**
+   * Takes one message from an authenticated client. The id inside the message must be the
+   * authenticated one. Throws a typed AegisError when refused; the round is then unchanged.
+   */
+  submit(authenticatedId: string, msg: ClientMessage): void {
+    if (this.cancelled || isFinal(this.state)) throw new AegisError(ErrorCode.WrongPhase, `the round is ${this.cancelled ? 'cancelled' : this.state.phase}`);
+    try {
+      assertClientMessage(msg);
+      if (msg.clientId !== authenticatedId) throw new AegisError(ErrorCode.UnknownSender, 'the message names another client than the authenticated one');
+      this.state = receive(this.state, msg).next;
+    } catch (err) {
+      this.refused++;
+      throw err;
+    }
+    if (phaseComplete(this.state)) this.closePhase();
+  }
+
+  /** Delivers this client's queued and future messages to `listener`; returns an unsubscribe. */
+  subscribe(clientId: string, listener: Listener): () => void {
+    this.listeners.set(clientId, listener);
+    const q = this.queues.get(clientId);
+    if (q) {
+      this.queues.delete(clientId);
+      for (const m of q) listener(m);
+    }
+    return () => {
+      if (this.listeners.get(clientId) === listener) this.listeners.delete(clientId);
+    };
+  }
+
+  status(): RoundStatus {
+    return { phase: this.state.phase, received: receivedCount(this.state), sets: { ...this.state.stats }, refused: this.refused, elapsedMs: Date.now() - this.startedAt };
+  }
+
+  /** Ends the round now; nothing is published. */
+  cancel(detail = 'cancelled by an operator'): void {
+    if (isFinal(this.state) || this.cancelled) return;
+    this.cancelled = { detail, at: this.state.phase };
+    clearTimeout(this.timer);
+    this.settle({ ok: false, reason: 'cancelled', at: this.state.phase, detail, state: this.state });
+  }
+
+  private arm(): void {
+    clearTimeout(this.timer);
+    const key = DEADLINE_OF[this.state.phase];
+    if (!key) return;
+    const phase = this.state.phase;
+    this.timer = setTimeout(() => {
+      if (this.state.phase === phase && !this.cancelled) this.closePhase();
+    }, this.cfg.deadlines[key]);
+    this.timer.unref?.();
+  }
+
+  private closePhase(): void {
+    const { next, outbound } = close(this.state);
+    this.state = next;
+    for (const { to, message } of outbound) this.deliver(to, message);
+    if (isFinal(this.state)) {
+      clearTimeout(this.timer);
+      const s = this.state;
+      if (s.phase === Phase.Completed) this.settle({ ok: true, survivors: s.survivors, sum: s.sum, state: s });
+      else if (s.phase === Phase.Aborted) this.settle({ ok: false, reason: s.reason, at: s.at, detail: s.detail, state: s });
+      return;
+    }
+    this.arm();
+  }
+
+  private deliver(to: string, message: ServerMessage): void {
+    const l = this.listeners.get(to);
+    if (l) l(message);
+    else (this.queues.get(to) ?? this.queues.set(to, []).get(to)!).push(message);
+  }
+}
