@@ -129,3 +129,21 @@ export interface Addressed<M> {
   to: string;
   message: M;
 }
+
+/** S→C: a round starts; the client joins it with these parameters (from the manifest). */
+export interface RoundStart {
+  type: 'round-start';
+  round: RoundRef;
+  params: import('./params.js').RoundParams;
+}
+
+/** S→C: how a round ended (`reason` is an AbortReason when not ok). */
+export interface RoundOutcome {
+  type: 'round-outcome';
+  round: RoundRef;
+  ok: boolean;
+  reason?: string;
+}
+
+/** Everything a client can receive on its stream. */
+export type ServerEvent = ServerMessage | RoundStart | RoundOutcome;

@@ -1,0 +1,116 @@
+/**
+ * ClientAgent: what `aegis client run` does once it is connected. It follows the coordinator's
+ * stream of events, joins each announced round with a fresh client state machine, sends what
+ * the state machine says to send, and keeps going after a round aborts (its own abort, or the
+ * round's). It knows nothing of gRPC: a transport gives it events and takes its messages.
+ */
+import type { AegisError } from '../../shared/errors.js';
+import { isAegisError } from '../../shared/errors.js';
+import type { ClientMessage, RoundRef, ServerEvent } from '../../shared/protocol/messages.js';
+import type { RoundParams } from '../../shared/protocol/params.js';
+import { sameRound } from '../../shared/protocol/session.js';
+import { Phase } from '../../shared/protocol/vocabulary.js';
+import { finish, handle, start, type ClientState } from '../round/index.js';
+import type { KeyObject } from 'node:crypto';
+
+export interface AgentConfig {
+  clientId: string;
+  identityKey: Uint8Array | KeyObject;
+  identityOf: (clientId: string) => Uint8Array | undefined;
+  /** This client's quantized, weighted input for a round (length dim + 1). */
+  input: (round: RoundRef, params: RoundParams) => Uint32Array;
+  /** Sends one message; rejects with the coordinator's typed refusal. */
+  send: (m: ClientMessage) => Promise<void>;
+  /** Structured events for logs and metrics (round, phase, outcome — never secrets). */
+  onEvent?: (e: AgentEvent) => void;
+}
+
+export type AgentEvent =
+  | { kind: 'joined'; roundIndex: number }
+  | { kind: 'aborted'; roundIndex: number; reason: string; phase: string }
+  | { kind: 'refused'; roundIndex: number; message: string; code: string }
+  | { kind: 'ignored'; type: string; code: string }
+  | { kind: 'round-ended'; roundIndex: number; ok: boolean; reason?: string };
+
+export class ClientAgent {
+  private readonly cfg: AgentConfig;
+  private round: RoundRef | null = null;
+  private state: ClientState | null = null;
+  /** Rounds this agent finished (completed or aborted), by outcome. */
+  readonly history: { roundIndex: number; ok: boolean; reason?: string }[] = [];
+
+  constructor(cfg: AgentConfig) {
+    this.cfg = cfg;
+  }
+
+  get phase(): string | null {
+    return this.state?.phase ?? null;
+  }
+
+  /** Takes one event from the coordinator's stream. Never throws for the coordinator's input. */
+  async onEvent(e: ServerEvent): Promise<void> {
+    if (e.type === 'round-start') return this.join(e.round, e.params);
+    if (e.type === 'round-outcome') {
+      if (this.round && sameRound(e.round, this.round)) {
+        if (this.state) this.state = finish(this.state);
+        this.history.push({ roundIndex: e.round.roundIndex, ok: e.ok, reason: e.reason });
+        this.emit({ kind: 'round-ended', roundIndex: e.round.roundIndex, ok: e.ok, reason: e.reason });
+        this.round = null;
+        this.state = null;
+      }
+      return;
+    }
+    if (!this.state || !this.round) return this.emit({ kind: 'ignored', type: e.type, code: 'no-round' });
+    let outbound: ClientMessage[];
+    try {
+      const t = handle(this.state, e);
+      this.state = t.next;
+      outbound = t.outbound;
+    } catch (err) {
+      // A message the phase does not take changes nothing (wrong-phase); report and go on.
+      if (isAegisError(err)) return this.emit({ kind: 'ignored', type: e.type, code: err.code });
+      throw err;
+    }
+    if (this.state.phase === Phase.Aborted) {
+      this.emit({ kind: 'aborted', roundIndex: this.round.roundIndex, reason: this.state.reason, phase: this.state.at });
+    }
+    await this.sendAll(outbound);
+  }
+
+  private async join(round: RoundRef, params: RoundParams): Promise<void> {
+    const { cfg } = this;
+    try {
+      const { next, outbound } = start({
+        clientId: cfg.clientId,
+        identityKey: cfg.identityKey,
+        params,
+        round,
+        identityOf: cfg.identityOf,
+        input: () => cfg.input(round, params),
+      });
+      this.round = round;
+      this.state = next;
+      this.emit({ kind: 'joined', roundIndex: round.roundIndex });
+      await this.sendAll(outbound);
+    } catch (err) {
+      // Parameters a client refuses (e.g. a threshold that is no majority): it sits the round out.
+      if (isAegisError(err)) return this.emit({ kind: 'aborted', roundIndex: round.roundIndex, reason: err.code, phase: 'start' });
+      throw err;
+    }
+  }
+
+  private async sendAll(ms: ClientMessage[]): Promise<void> {
+    for (const m of ms) {
+      try {
+        await this.cfg.send(m);
+      } catch (err) {
+        if (!isAegisError(err)) throw err;
+        this.emit({ kind: 'refused', roundIndex: this.round?.roundIndex ?? -1, message: m.type, code: (err as AegisError).code });
+      }
+    }
+  }
+
+  private emit(e: AgentEvent): void {
+    this.cfg.onEvent?.(e);
+  }
+}
