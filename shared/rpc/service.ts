@@ -1,0 +1,121 @@
+/**
+ * The one piece of grpc-js glue: a grpc-js `ServiceDefinition` built from a protobuf-es
+ * `DescService` (protoc-gen-es emits descriptors, not grpc stubs), with typed server and client
+ * shapes derived from the generated `GenService`. Unary and server-streaming methods only: the
+ * Aegis protocol has no client streams.
+ */
+import { fromBinary, toBinary } from '@bufbuild/protobuf';
+import type { DescMessage, MessageShape } from '@bufbuild/protobuf';
+import type { GenService, GenServiceMethods } from '@bufbuild/protobuf/codegenv2';
+import * as grpc from '@grpc/grpc-js';
+import { toServiceError } from './status.js';
+
+type In<M extends GenServiceMethods, K extends keyof M> = MessageShape<M[K]['input']>;
+type Out<M extends GenServiceMethods, K extends keyof M> = MessageShape<M[K]['output']>;
+
+/** The method shapes of a generated service: `MethodsOf<typeof SecAgg>`. */
+export type MethodsOf<S> = S extends GenService<infer M extends GenServiceMethods> ? M : never;
+
+/** What a server implements: one grpc-js handler per method, keyed by the method's local name. */
+export type ServerImpl<M extends GenServiceMethods> = {
+  [K in keyof M]: M[K]['methodKind'] extends 'server_streaming'
+    ? grpc.handleServerStreamingCall<In<M, K>, Out<M, K>>
+    : grpc.handleUnaryCall<In<M, K>, Out<M, K>>;
+};
+
+/** A unary client method: grpc-js's callback style (see `callUnary` for a promise). */
+export interface UnaryMethod<I, O> {
+  (request: I, callback: grpc.requestCallback<O>): grpc.ClientUnaryCall;
+  (request: I, metadata: grpc.Metadata, callback: grpc.requestCallback<O>): grpc.ClientUnaryCall;
+  (request: I, metadata: grpc.Metadata, options: Partial<grpc.CallOptions>, callback: grpc.requestCallback<O>): grpc.ClientUnaryCall;
+}
+
+/** A typed client: one method per rpc, keyed by the method's local name (`send`, `subscribe`). */
+export type TypedClient<M extends GenServiceMethods> = grpc.Client & {
+  [K in keyof M]: M[K]['methodKind'] extends 'server_streaming'
+    ? (request: In<M, K>, metadata?: grpc.Metadata, options?: Partial<grpc.CallOptions>) => grpc.ClientReadableStream<Out<M, K>>
+    : UnaryMethod<In<M, K>, Out<M, K>>;
+};
+
+const serializer = (desc: DescMessage) => (msg: MessageShape<DescMessage>) => Buffer.from(toBinary(desc, msg));
+const deserializer = (desc: DescMessage) => (buf: Buffer) => fromBinary(desc, buf);
+
+/** The grpc-js definition of `service`: paths `/aegis.v1.SecAgg/Send`, protobuf binary on the wire. */
+export function serviceDefinition<M extends GenServiceMethods>(service: GenService<M>): grpc.ServiceDefinition<ServerImpl<M>> {
+  const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+  for (const m of service.methods) {
+    if (m.methodKind !== 'unary' && m.methodKind !== 'server_streaming') {
+      throw new Error(`${service.typeName}.${m.name}: ${m.methodKind} methods are not supported`);
+    }
+    def[m.localName] = {
+      path: `/${service.typeName}/${m.name}`,
+      requestStream: false,
+      responseStream: m.methodKind === 'server_streaming',
+      requestSerialize: serializer(m.input) as (v: unknown) => Buffer,
+      requestDeserialize: deserializer(m.input),
+      responseSerialize: serializer(m.output) as (v: unknown) => Buffer,
+      responseDeserialize: deserializer(m.output),
+      originalName: m.name,
+    };
+  }
+  return def as grpc.ServiceDefinition<ServerImpl<M>>;
+}
+
+/** `server.addService` with the definition built from the descriptor and a typed implementation. */
+export function addService<M extends GenServiceMethods>(server: grpc.Server, service: GenService<M>, impl: ServerImpl<M>): void {
+  server.addService(serviceDefinition(service) as grpc.ServiceDefinition, impl as unknown as grpc.UntypedServiceImplementation);
+}
+
+/** A typed client constructor (`new (clientFor(SecAgg))(address, credentials)`). */
+export function clientFor<M extends GenServiceMethods>(
+  service: GenService<M>,
+): new (address: string, credentials: grpc.ChannelCredentials, options?: grpc.ClientOptions) => TypedClient<M> {
+  const ctor = grpc.makeGenericClientConstructor(serviceDefinition(service) as grpc.ServiceDefinition, service.typeName);
+  return ctor as unknown as new (address: string, credentials: grpc.ChannelCredentials, options?: grpc.ClientOptions) => TypedClient<M>;
+}
+
+/** A unary handler from an async function; any throw becomes a status with its reason code. */
+export function unary<I, O>(fn: (request: I, call: grpc.ServerUnaryCall<I, O>) => Promise<O> | O): grpc.handleUnaryCall<I, O> {
+  return (call, callback) => {
+    Promise.resolve()
+      .then(() => fn(call.request, call))
+      .then(
+        (reply) => callback(null, reply),
+        (err: unknown) => callback(toServiceError(err)),
+      );
+  };
+}
+
+/**
+ * A server-streaming handler from an async iterable; the stream ends when it does, and a throw
+ * becomes a status with its reason code. Back-pressure: waits for 'drain' when the buffer is full.
+ */
+export function serverStream<I, O>(
+  fn: (request: I, call: grpc.ServerWritableStream<I, O>) => AsyncIterable<O> | Iterable<O>,
+): grpc.handleServerStreamingCall<I, O> {
+  return (call) => {
+    void (async () => {
+      try {
+        for await (const msg of fn(call.request, call)) {
+          if (call.cancelled) return;
+          if (!call.write(msg)) await new Promise<void>((resolve) => call.once('drain', () => resolve()));
+        }
+        call.end();
+      } catch (err) {
+        // grpc-js turns an 'error' event into the final status (after what was already written).
+        call.emit('error', toServiceError(err));
+      }
+    })();
+  };
+}
+
+/** Calls a unary method and returns a promise of the reply. */
+export function callUnary<I, O>(method: UnaryMethod<I, O>, request: I, metadata = new grpc.Metadata(), options: Partial<grpc.CallOptions> = {}): Promise<O> {
+  return new Promise<O>((resolve, reject) => {
+    method(request, metadata, options, (err, reply) => {
+      if (err) reject(err);
+      else if (reply === undefined) reject(new Error('empty reply'));
+      else resolve(reply);
+    });
+  });
+}
