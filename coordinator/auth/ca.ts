@@ -1,0 +1,351 @@
+/**
+ * The coordinator's certificate authority (RFC 5280 profile, Ed25519 keys per RFC 8410).
+ *
+ * Every key is Ed25519: the CA, the coordinator's TLS server key and each client's identity key.
+ * Node 20's TLS 1.3 (OpenSSL 3) signs and verifies CertificateVerify with the `ed25519` scheme
+ * (RFC 8446 §4.2.3) for both server and client certificates, so one algorithm serves the CA,
+ * the handshake and the client identity the issue asks for; test/auth/ca-mtls.test.ts checks it
+ * with a real handshake.
+ *
+ * A client certificate carries its identity twice: subject CN = client id and a SAN URI
+ * `urn:aegis:client:<id>`; `clientIdOf` requires both to agree. Serial numbers are 16 random
+ * bytes (RFC 5280 §4.1.2.2 allows up to 20; randomness keeps them unpredictable). One public key
+ * can be bound to one client id only (`KeyBindings`, persisted by the caller): otherwise a stolen
+ * enrollment token plus a copied key would let two ids share a device identity.
+ *
+ * The CA's private key is a 32-byte seed; `exportCa` / `importCa` move it as raw bytes so the
+ * caller can seal it with shared/keystore/passphrase-keyfile.ts. It never goes to disk in clear.
+ */
+import { createPublicKey, randomBytes, X509Certificate as NodeX509Certificate } from 'node:crypto';
+import { ed25519 } from '@noble/curves/ed25519.js';
+import { abytes } from '../../shared/bytes.js';
+import { AegisError, ErrorCode, fail } from '../../shared/errors.js';
+import { ED25519, ed25519CryptoKeys, ed25519PrivateKeyPem, loadX509, type X509 } from '../../shared/keystore/webcrypto-ed25519.js';
+
+/** Client ids: 1..128 characters of [A-Za-z0-9._:@-] (no characters special in X.500 names). */
+export const CLIENT_ID_PATTERN = /^[A-Za-z0-9._:@-]{1,128}$/;
+/** The SAN URI prefix that names a client. */
+export const CLIENT_URI_PREFIX = 'urn:aegis:client:';
+/** CA validity: 10 years. */
+export const CA_TTL_MS = 10 * 365 * 24 * 3600 * 1000;
+/** Default client certificate lifetime: 24 hours; the client renews at 2/3 of it. */
+export const CLIENT_CERT_TTL_MS = 24 * 3600 * 1000;
+/** Default server certificate lifetime: 30 days. */
+export const SERVER_CERT_TTL_MS = 30 * 24 * 3600 * 1000;
+/** Clock skew allowance: notBefore is set this far in the past. */
+const BACKDATE_MS = 60 * 1000;
+
+type SubtleKeyPair = Awaited<ReturnType<typeof ed25519CryptoKeys>>['keys'];
+
+export interface CertificateAuthority {
+  readonly name: string;
+  readonly certificate: X509.X509Certificate;
+  /** DER of the self-signed CA certificate (the trust anchor clients pin). */
+  readonly certificateDer: Uint8Array;
+  /** PEM of the CA certificate, for Node's `tls` `ca` option. */
+  readonly certificatePem: string;
+  readonly publicKey: Uint8Array;
+  /** Internal: the signing keys. */
+  readonly keys: SubtleKeyPair;
+  /** Internal: the 32-byte seed, only for `exportCa`. */
+  readonly seed: Uint8Array;
+}
+
+/** Raised when a public key is already bound to another client id. */
+export class KeyAlreadyBoundError extends AegisError {
+  constructor() {
+    super(ErrorCode.InvalidArgument, 'this public key is already enrolled under another client id');
+  }
+}
+
+export function assertClientId(clientId: unknown): string {
+  if (typeof clientId !== 'string' || !CLIENT_ID_PATTERN.test(clientId)) {
+    fail(ErrorCode.InvalidArgument, 'client id must be 1..128 characters of [A-Za-z0-9._:@-]');
+  }
+  return clientId;
+}
+
+/** A random, positive 16-byte serial number as hex. */
+function randomSerial(): string {
+  const b = randomBytes(16);
+  b[0] = (b[0]! & 0x7f) | 0x40; // positive INTEGER, and always 16 bytes long in DER
+  return b.toString('hex');
+}
+
+const toU8 = (b: ArrayBuffer | Uint8Array): Uint8Array => (b instanceof Uint8Array ? b : new Uint8Array(b));
+
+function finish(name: string, certificate: X509.X509Certificate, keys: SubtleKeyPair, seed: Uint8Array, publicKey: Uint8Array): CertificateAuthority {
+  return {
+    name,
+    certificate,
+    certificateDer: toU8(certificate.rawData),
+    certificatePem: certificate.toString('pem'),
+    publicKey,
+    keys,
+    seed,
+  };
+}
+
+/** A new CA: an Ed25519 key from random bytes and a self-signed certificate valid 10 years. */
+export async function createCa(opts: { name: string; now?: number }): Promise<CertificateAuthority> {
+  if (typeof opts.name !== 'string' || opts.name.length < 1 || opts.name.length > 64 || !/^[A-Za-z0-9 ._-]+$/.test(opts.name)) {
+    fail(ErrorCode.InvalidArgument, 'CA name must be 1..64 characters of [A-Za-z0-9 ._-]');
+  }
+  const x509 = await loadX509();
+  const seed = new Uint8Array(randomBytes(32));
+  const { keys, publicKey } = await ed25519CryptoKeys(seed);
+  const now = opts.now ?? Date.now();
+  const certificate = await x509.X509CertificateGenerator.createSelfSigned({
+    serialNumber: randomSerial(),
+    name: [{ CN: [opts.name] }],
+    notBefore: new Date(now - BACKDATE_MS),
+    notAfter: new Date(now + CA_TTL_MS),
+    signingAlgorithm: ED25519,
+    keys,
+    extensions: [
+      new x509.BasicConstraintsExtension(true, 0, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+      await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
+    ],
+  });
+  return finish(opts.name, certificate, keys, seed, publicKey);
+}
+
+/** The CA as raw bytes: `seed` (secret, seal it) and the certificate DER (public). */
+export function exportCa(ca: CertificateAuthority): { seed: Uint8Array; certificateDer: Uint8Array } {
+  return { seed: new Uint8Array(ca.seed), certificateDer: new Uint8Array(ca.certificateDer) };
+}
+
+/** Rebuilds a CA from `exportCa`'s bytes; refuses a seed that does not match the certificate. */
+export async function importCa(bytes: { seed: Uint8Array; certificateDer: Uint8Array }): Promise<CertificateAuthority> {
+  abytes(bytes.seed, 32, 'CA seed');
+  abytes(bytes.certificateDer, undefined, 'CA certificate');
+  const x509 = await loadX509();
+  const certificate = new x509.X509Certificate(bytes.certificateDer);
+  const { keys, publicKey } = await ed25519CryptoKeys(new Uint8Array(bytes.seed));
+  const certKey = ed25519RawFromSpki(toU8(certificate.publicKey.rawData));
+  if (certKey === null || Buffer.compare(Buffer.from(certKey), Buffer.from(publicKey)) !== 0) {
+    fail(ErrorCode.InvalidArgument, 'CA key does not match the CA certificate');
+  }
+  const cn = certificate.subjectName.getField('CN')[0] ?? 'aegis';
+  return finish(cn, certificate, keys, new Uint8Array(bytes.seed), publicKey);
+}
+
+/** The raw 32-byte key of an Ed25519 SubjectPublicKeyInfo, null for any other key type. */
+export function ed25519RawFromSpki(spki: Uint8Array): Uint8Array | null {
+  try {
+    const key = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
+    if (key.asymmetricKeyType !== 'ed25519') return null;
+    return new Uint8Array(Buffer.from(key.export({ format: 'jwk' }).x!, 'base64url'));
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Which client id each enrolled public key belongs to. The caller persists it (`toJSON`) with
+ * the rest of the coordinator's state; it holds public keys only.
+ */
+export class KeyBindings {
+  private readonly byKey = new Map<string, string>();
+
+  /** The client id `publicKey` is bound to, if any. */
+  owner(publicKey: Uint8Array): string | undefined {
+    return this.byKey.get(Buffer.from(publicKey).toString('base64url'));
+  }
+
+  /** Binds `publicKey` to `clientId`; the same pair again is a no-op (renewal). */
+  bind(publicKey: Uint8Array, clientId: string): void {
+    const owner = this.owner(publicKey);
+    if (owner !== undefined && owner !== clientId) throw new KeyAlreadyBoundError();
+    this.byKey.set(Buffer.from(publicKey).toString('base64url'), clientId);
+  }
+
+  get size(): number {
+    return this.byKey.size;
+  }
+
+  toJSON(): { version: 1; bindings: [string, string][] } {
+    return { version: 1, bindings: [...this.byKey.entries()] };
+  }
+
+  static fromJSON(json: unknown): KeyBindings {
+    const out = new KeyBindings();
+    const j = json as { version?: unknown; bindings?: unknown };
+    if (j === null || typeof j !== 'object' || j.version !== 1 || !Array.isArray(j.bindings)) {
+      fail(ErrorCode.InvalidArgument, 'malformed key bindings');
+    }
+    for (const pair of j.bindings as unknown[]) {
+      if (!Array.isArray(pair) || pair.length !== 2 || typeof pair[0] !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(pair[0])) {
+        fail(ErrorCode.InvalidArgument, 'malformed key bindings');
+      }
+      out.bind(new Uint8Array(Buffer.from(pair[0], 'base64url')), assertClientId(pair[1]));
+    }
+    return out;
+  }
+}
+
+export interface IssuedCertificate {
+  certificateDer: Uint8Array;
+  certificatePem: string;
+  /** Hex serial number (for revocation). */
+  serial: string;
+  notBefore: Date;
+  notAfter: Date;
+}
+
+function issued(cert: X509.X509Certificate): IssuedCertificate {
+  return {
+    certificateDer: toU8(cert.rawData),
+    certificatePem: cert.toString('pem'),
+    serial: cert.serialNumber.toLowerCase(),
+    notBefore: cert.notBefore,
+    notAfter: cert.notAfter,
+  };
+}
+
+/** The coordinator's TLS server certificate and key (PEM for Node's `tls`). */
+export async function issueServerCertificate(
+  ca: CertificateAuthority,
+  opts: { hosts: string[]; ttlMs?: number; now?: number },
+): Promise<IssuedCertificate & { privateKeyPem: string }> {
+  if (!Array.isArray(opts.hosts) || opts.hosts.length === 0 || opts.hosts.length > 32) {
+    fail(ErrorCode.InvalidArgument, 'a server certificate needs 1..32 host names or addresses');
+  }
+  const ttl = opts.ttlMs ?? SERVER_CERT_TTL_MS;
+  if (!Number.isInteger(ttl) || ttl < 60_000 || ttl > 398 * 24 * 3600 * 1000) fail(ErrorCode.InvalidArgument, 'server certificate ttl out of range');
+  const names = opts.hosts.map((h) => {
+    if (typeof h !== 'string' || !/^[A-Za-z0-9.:-]{1,253}$/.test(h)) fail(ErrorCode.InvalidArgument, 'malformed host name');
+    const isIp = /^\d{1,3}(\.\d{1,3}){3}$/.test(h) || h.includes(':');
+    return { type: isIp ? ('ip' as const) : ('dns' as const), value: h };
+  });
+  const x509 = await loadX509();
+  const seed = new Uint8Array(randomBytes(32));
+  const { keys } = await ed25519CryptoKeys(seed);
+  const now = opts.now ?? Date.now();
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: randomSerial(),
+    subject: [{ CN: [opts.hosts[0]!] }],
+    issuer: ca.certificate.subject,
+    notBefore: new Date(now - BACKDATE_MS),
+    notAfter: new Date(now + ttl),
+    signingAlgorithm: ED25519,
+    publicKey: keys.publicKey,
+    signingKey: ca.keys.privateKey,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
+      new x509.SubjectAlternativeNameExtension(names),
+      await x509.AuthorityKeyIdentifierExtension.create(ca.keys.publicKey),
+    ],
+  });
+  return { ...issued(cert), privateKeyPem: ed25519PrivateKeyPem(seed) };
+}
+
+/**
+ * Issues a client certificate from a DER PKCS#10 CSR. Refuses (before signing anything): a CSR
+ * whose signature does not verify (`bad-signature`), a key other than Ed25519 or of small order,
+ * a CSR subject CN other than `clientId`, and a key already bound to another id
+ * (`KeyAlreadyBoundError`). Binds the key to the id in `bindings` on success only.
+ */
+export async function issueClientCertificate(
+  ca: CertificateAuthority,
+  csrDer: Uint8Array,
+  clientId: string,
+  opts: { bindings: KeyBindings; ttlMs?: number; now?: number },
+): Promise<IssuedCertificate> {
+  assertClientId(clientId);
+  abytes(csrDer, undefined, 'CSR');
+  const ttl = opts.ttlMs ?? CLIENT_CERT_TTL_MS;
+  if (!Number.isInteger(ttl) || ttl < 60_000 || ttl > 7 * 24 * 3600 * 1000) fail(ErrorCode.InvalidArgument, 'client certificate ttl must be 1 min..7 days');
+  const x509 = await loadX509();
+  let csr: X509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(csrDer);
+  } catch {
+    fail(ErrorCode.InvalidArgument, 'malformed CSR');
+  }
+  const publicKey = ed25519RawFromSpki(toU8(csr.publicKey.rawData));
+  if (publicKey === null) fail(ErrorCode.InvalidArgument, 'the CSR key must be Ed25519');
+  let smallOrder: boolean;
+  try {
+    smallOrder = ed25519.Point.fromBytes(publicKey).isSmallOrder();
+  } catch {
+    smallOrder = true;
+  }
+  if (smallOrder) fail(ErrorCode.InvalidArgument, 'the CSR key is not a valid Ed25519 public key');
+  let ok: boolean;
+  try {
+    ok = await csr.verify();
+  } catch {
+    ok = false;
+  }
+  if (!ok) fail(ErrorCode.BadSignature, 'CSR: signature does not verify');
+  const cns = csr.subjectName.getField('CN');
+  if (cns.length !== 1 || cns[0] !== clientId) fail(ErrorCode.InvalidArgument, 'the CSR subject must be CN=<client id>');
+  const owner = opts.bindings.owner(publicKey);
+  if (owner !== undefined && owner !== clientId) throw new KeyAlreadyBoundError();
+
+  const now = opts.now ?? Date.now();
+  const cert = await x509.X509CertificateGenerator.create({
+    serialNumber: randomSerial(),
+    subject: [{ CN: [clientId] }],
+    issuer: ca.certificate.subject,
+    notBefore: new Date(now - BACKDATE_MS),
+    notAfter: new Date(now + ttl),
+    signingAlgorithm: ED25519,
+    publicKey: csr.publicKey,
+    signingKey: ca.keys.privateKey,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
+      new x509.SubjectAlternativeNameExtension([{ type: 'url', value: `${CLIENT_URI_PREFIX}${clientId}` }]),
+      await x509.AuthorityKeyIdentifierExtension.create(ca.keys.publicKey),
+    ],
+  });
+  opts.bindings.bind(publicKey, clientId);
+  return issued(cert);
+}
+
+/**
+ * The client id of a client certificate (DER): the SAN URI `urn:aegis:client:<id>`, which must
+ * be the only such URI and equal the subject's only attribute, CN. Synchronous, on Node's
+ * X509Certificate, so a TLS handler can call it on `getPeerCertificate().raw`. It does not
+ * check the issuer: the TLS stack (or `isIssuedBy`) does.
+ */
+export function clientIdOf(certificateDer: Uint8Array): string {
+  let cert: NodeX509Certificate;
+  try {
+    cert = new NodeX509Certificate(Buffer.from(certificateDer));
+  } catch {
+    fail(ErrorCode.InvalidArgument, 'malformed certificate');
+  }
+  // Node lists SAN entries as "TYPE:value, ..." (values with separators are quoted; client ids
+  // cannot contain any, so a quoted entry never names a client).
+  const uris = (cert.subjectAltName ?? '')
+    .split(', ')
+    .filter((n) => n.startsWith(`URI:${CLIENT_URI_PREFIX}`));
+  if (uris.length !== 1) fail(ErrorCode.InvalidArgument, 'the certificate names no single client id');
+  const id = assertClientId(uris[0]!.slice(`URI:${CLIENT_URI_PREFIX}`.length));
+  if (cert.subject !== `CN=${id}`) fail(ErrorCode.InvalidArgument, 'the certificate subject and client id disagree');
+  return id;
+}
+
+/** The hex serial number of a certificate (DER), lower case as `IssuedCertificate.serial`. */
+export function serialOf(certificateDer: Uint8Array): string {
+  return new NodeX509Certificate(Buffer.from(certificateDer)).serialNumber.toLowerCase();
+}
+
+/** True when `certificateDer` was signed by this CA and is valid at `now`. */
+export function isIssuedBy(ca: CertificateAuthority, certificateDer: Uint8Array, now = Date.now()): boolean {
+  try {
+    const cert = new NodeX509Certificate(Buffer.from(certificateDer));
+    const caCert = new NodeX509Certificate(Buffer.from(ca.certificateDer));
+    if (!cert.checkIssued(caCert) || !cert.verify(caCert.publicKey)) return false;
+    return Date.parse(cert.validFrom) <= now && now <= Date.parse(cert.validTo);
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,172 @@
+/**
+ * One-time enrollment tokens and the revocation list.
+ *
+ * An invite is 32 random bytes shown once (base64url) to the operator, who hands it to the
+ * client out of band. Only its SHA-256 is kept: a leaked state file does not let anyone enroll.
+ * `redeem` compares the presented token's hash against every stored hash in constant time
+ * (no early exit, no hash-table lookup keyed by the secret), and works once.
+ *
+ * `Revocations` holds revoked client ids and certificate serials. A revoked client is refused
+ * on its next call even with an unexpired certificate or token (the transport checks
+ * `isRevoked` on every call; coordinator/auth/tokens.ts checks it on every token).
+ *
+ * Both are pure in-memory classes; the caller persists `toJSON()` (hashes, ids, serials and
+ * times only — nothing that grants access).
+ */
+import { createHash, randomBytes } from 'node:crypto';
+import { ctEqual } from '../../shared/bytes.js';
+import { AegisError, ErrorCode, fail } from '../../shared/errors.js';
+import { assertClientId } from './ca.js';
+
+/** Default invite lifetime: 15 minutes. */
+export const INVITE_TTL_MS = 15 * 60 * 1000;
+/** Longest invite lifetime: 7 days. */
+export const MAX_INVITE_TTL_MS = 7 * 24 * 3600 * 1000;
+/** Redeemed and expired invites are kept this long (so a reuse says "already used"), then dropped. */
+const TOMBSTONE_MS = 7 * 24 * 3600 * 1000;
+const TOKEN_BYTES = 32;
+
+export type EnrollmentRefusal = 'unknown' | 'expired' | 'used' | 'malformed';
+
+/** A refused enrollment token. */
+export class EnrollmentError extends AegisError {
+  readonly reason: EnrollmentRefusal;
+  constructor(reason: EnrollmentRefusal) {
+    super(ErrorCode.InvalidArgument, `enrollment token refused: ${reason}`);
+    this.reason = reason;
+  }
+}
+
+interface InviteRecord {
+  /** SHA-256 of the token, hex. */
+  hash: string;
+  expiresAt: number;
+  /** The client id the invite is for, when the operator named one. */
+  clientId?: string;
+  usedAt?: number;
+}
+
+const sha256 = (b: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(b).digest());
+
+export class Invites {
+  private records: InviteRecord[] = [];
+  private readonly clock: () => number;
+
+  constructor(opts: { clock?: () => number } = {}) {
+    this.clock = opts.clock ?? Date.now;
+  }
+
+  /** A new one-time token (base64url, 43 characters); only its hash is stored. */
+  createInvite(opts: { ttlMs?: number; clientId?: string } = {}): { token: string; expiresAt: number } {
+    const ttl = opts.ttlMs ?? INVITE_TTL_MS;
+    if (!Number.isInteger(ttl) || ttl < 1000 || ttl > MAX_INVITE_TTL_MS) fail(ErrorCode.InvalidArgument, 'invite ttl must be 1 s..7 days');
+    if (opts.clientId !== undefined) assertClientId(opts.clientId);
+    this.prune();
+    const raw = randomBytes(TOKEN_BYTES);
+    const expiresAt = this.clock() + ttl;
+    const rec: InviteRecord = { hash: Buffer.from(sha256(raw)).toString('hex'), expiresAt };
+    if (opts.clientId !== undefined) rec.clientId = opts.clientId;
+    this.records.push(rec);
+    return { token: raw.toString('base64url'), expiresAt };
+  }
+
+  /**
+   * Redeems `token` once. Refuses (`EnrollmentError`) a malformed, unknown, expired or already
+   * used token; a refusal changes nothing. Returns the client id the invite names, if any.
+   */
+  redeem(token: string): { clientId?: string } {
+    if (typeof token !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(token)) throw new EnrollmentError('malformed');
+    const hash = sha256(new Uint8Array(Buffer.from(token, 'base64url')));
+    let found: InviteRecord | undefined;
+    for (const rec of this.records) {
+      // Every record is compared; no early exit.
+      if (ctEqual(hash, new Uint8Array(Buffer.from(rec.hash, 'hex'))) && found === undefined) found = rec;
+    }
+    if (found === undefined) throw new EnrollmentError('unknown');
+    if (found.usedAt !== undefined) throw new EnrollmentError('used');
+    const now = this.clock();
+    if (now >= found.expiresAt) throw new EnrollmentError('expired');
+    found.usedAt = now;
+    return found.clientId === undefined ? {} : { clientId: found.clientId };
+  }
+
+  /** Invites that can still be redeemed. */
+  get pending(): number {
+    const now = this.clock();
+    return this.records.filter((r) => r.usedAt === undefined && now < r.expiresAt).length;
+  }
+
+  private prune(): void {
+    const now = this.clock();
+    this.records = this.records.filter((r) => Math.max(r.expiresAt, r.usedAt ?? 0) + TOMBSTONE_MS > now);
+  }
+
+  toJSON(): { version: 1; invites: InviteRecord[] } {
+    return { version: 1, invites: this.records.map((r) => ({ ...r })) };
+  }
+
+  static fromJSON(json: unknown, opts: { clock?: () => number } = {}): Invites {
+    const j = json as { version?: unknown; invites?: unknown };
+    if (j === null || typeof j !== 'object' || j.version !== 1 || !Array.isArray(j.invites)) fail(ErrorCode.InvalidArgument, 'malformed invites');
+    const out = new Invites(opts);
+    for (const r of j.invites as Record<string, unknown>[]) {
+      if (r === null || typeof r !== 'object' || typeof r.hash !== 'string' || !/^[0-9a-f]{64}$/.test(r.hash) || !Number.isSafeInteger(r.expiresAt)) {
+        fail(ErrorCode.InvalidArgument, 'malformed invites');
+      }
+      const rec: InviteRecord = { hash: r.hash, expiresAt: r.expiresAt as number };
+      if (r.clientId !== undefined) rec.clientId = assertClientId(r.clientId);
+      if (r.usedAt !== undefined) {
+        if (!Number.isSafeInteger(r.usedAt)) fail(ErrorCode.InvalidArgument, 'malformed invites');
+        rec.usedAt = r.usedAt as number;
+      }
+      out.records.push(rec);
+    }
+    return out;
+  }
+}
+
+const SERIAL_PATTERN = /^[0-9a-f]{1,40}$/;
+function normSerial(serial: string): string {
+  const s = typeof serial === 'string' ? serial.toLowerCase().replace(/^0+(?=.)/, '') : '';
+  if (!SERIAL_PATTERN.test(s)) fail(ErrorCode.InvalidArgument, 'certificate serial must be hex, at most 20 bytes');
+  return s;
+}
+
+/** Revoked client ids and certificate serials (hex, compared without leading zeros). */
+export class Revocations {
+  private readonly clients = new Set<string>();
+  private readonly serials = new Set<string>();
+
+  revokeClient(clientId: string): void {
+    this.clients.add(assertClientId(clientId));
+  }
+
+  revokeSerial(serial: string): void {
+    this.serials.add(normSerial(serial));
+  }
+
+  /** True when the client id or the certificate serial (either may be omitted) is revoked. */
+  isRevoked(q: { clientId?: string; serial?: string }): boolean {
+    if (q.clientId !== undefined && this.clients.has(q.clientId)) return true;
+    if (q.serial !== undefined) {
+      const s = typeof q.serial === 'string' ? q.serial.toLowerCase().replace(/^0+(?=.)/, '') : '';
+      if (this.serials.has(s)) return true;
+    }
+    return false;
+  }
+
+  toJSON(): { version: 1; clients: string[]; serials: string[] } {
+    return { version: 1, clients: [...this.clients].sort(), serials: [...this.serials].sort() };
+  }
+
+  static fromJSON(json: unknown): Revocations {
+    const j = json as { version?: unknown; clients?: unknown; serials?: unknown };
+    if (j === null || typeof j !== 'object' || j.version !== 1 || !Array.isArray(j.clients) || !Array.isArray(j.serials)) {
+      fail(ErrorCode.InvalidArgument, 'malformed revocations');
+    }
+    const out = new Revocations();
+    for (const c of j.clients as unknown[]) out.revokeClient(c as string);
+    for (const s of j.serials as unknown[]) out.revokeSerial(s as string);
+    return out;
+  }
+}

@@ -1,0 +1,222 @@
+/**
+ * Round-call tokens: EdDSA JWTs (RFC 7519, RFC 8037). Every refusal reason, a hand-built
+ * `alg: none` token (RFC 7519 §6), an HS256 token keyed with the public key (key confusion),
+ * and every single-bit change of the signature (libsignal style).
+ */
+import { describe, expect, test } from '@jest/globals';
+import { createHmac } from 'node:crypto';
+import { Revocations } from '../../coordinator/auth/enrollment.js';
+import { AuthError, TokenIssuer, TokenVerifier, type AuthRefusal } from '../../coordinator/auth/tokens.js';
+
+const T0 = Date.UTC(2030, 0, 1, 12, 0, 0);
+
+function fixture(now = { t: T0 }) {
+  const clock = () => now.t;
+  const issuer = TokenIssuer.create({ clock });
+  const revocations = new Revocations();
+  const verifier = new TokenVerifier({ publicKey: issuer.publicKey, clock, revocations });
+  return { now, issuer, verifier, revocations };
+}
+
+async function reason(p: Promise<unknown>): Promise<AuthRefusal | string> {
+  try {
+    await p;
+    return 'accepted';
+  } catch (e) {
+    return e instanceof AuthError ? e.reason : `unexpected: ${String(e)}`;
+  }
+}
+
+const b64u = (v: unknown): string => Buffer.from(JSON.stringify(v)).toString('base64url');
+
+function payloadOf(token: string): Record<string, unknown> {
+  return JSON.parse(Buffer.from(token.split('.')[1]!, 'base64url').toString()) as Record<string, unknown>;
+}
+
+describe('round-call tokens', () => {
+  test('a fresh token for the calling client is accepted and carries sub, aud, jti, iat and a 5-minute exp', async () => {
+    const { issuer, verifier } = fixture();
+    const { token } = await issuer.issue('clinic-1');
+    const claims = await verifier.verify(token, { clientId: 'clinic-1' });
+    expect(claims.sub).toBe('clinic-1');
+    expect(claims.aud).toBe('aegis-coordinator');
+    expect(claims.jti).toMatch(/^[A-Za-z0-9_-]{22}$/);
+    expect(claims.iat).toBe(T0 / 1000);
+    expect(claims.exp - claims.iat).toBe(300);
+    expect(JSON.parse(Buffer.from(token.split('.')[0]!, 'base64url').toString())).toEqual({ alg: 'EdDSA', typ: 'JWT' });
+  });
+
+  test('every token gets a distinct jti', async () => {
+    const { issuer } = fixture();
+    const jtis = new Set<string>();
+    for (let i = 0; i < 50; i++) jtis.add((await issuer.issue('c')).claims.jti);
+    expect(jtis.size).toBe(50);
+  });
+
+  test('a replayed token is refused as replayed', async () => {
+    const { issuer, verifier } = fixture();
+    const { token } = await issuer.issue('clinic-1');
+    await verifier.verify(token, { clientId: 'clinic-1' });
+    await expect(reason(verifier.verify(token, { clientId: 'clinic-1' }))).resolves.toBe('replayed');
+  });
+
+  test('an expired token is refused as expired, at exactly exp and after', async () => {
+    const { now, issuer, verifier } = fixture();
+    const a = await issuer.issue('clinic-1');
+    const b = await issuer.issue('clinic-1');
+    now.t = T0 + 300_000;
+    await expect(reason(verifier.verify(a.token, { clientId: 'clinic-1' }))).resolves.toBe('expired');
+    now.t = T0 + 3_600_000;
+    await expect(reason(verifier.verify(b.token, { clientId: 'clinic-1' }))).resolves.toBe('expired');
+  });
+
+  test('a token issued in the future is refused as not yet valid', async () => {
+    const now = { t: T0 };
+    const issuer = TokenIssuer.create({ clock: () => now.t + 60_000 });
+    const verifier = new TokenVerifier({ publicKey: issuer.publicKey, clock: () => now.t });
+    const { token } = await issuer.issue('clinic-1');
+    await expect(reason(verifier.verify(token, { clientId: 'clinic-1' }))).resolves.toBe('not-yet-valid');
+  });
+
+  test('a token for another audience is refused as bad-audience', async () => {
+    const { issuer } = fixture();
+    const verifier = new TokenVerifier({ publicKey: issuer.publicKey, clock: () => T0, audience: 'aegis-other' });
+    const { token } = await issuer.issue('clinic-1');
+    await expect(reason(verifier.verify(token, { clientId: 'clinic-1' }))).resolves.toBe('bad-audience');
+  });
+
+  test('a token whose subject is not the certificate’s client id is refused as wrong-subject', async () => {
+    const { issuer, verifier } = fixture();
+    const { token } = await issuer.issue('clinic-1');
+    await expect(reason(verifier.verify(token, { clientId: 'clinic-2' }))).resolves.toBe('wrong-subject');
+    // The refusal left no trace: the rightful client can still use it once.
+    await expect(reason(verifier.verify(token, { clientId: 'clinic-1' }))).resolves.toBe('accepted');
+  });
+
+  test('a revoked client is refused on its next call even with an unexpired token', async () => {
+    const { issuer, verifier, revocations } = fixture();
+    const a = await issuer.issue('clinic-1');
+    const b = await issuer.issue('clinic-1');
+    await verifier.verify(a.token, { clientId: 'clinic-1' });
+    revocations.revokeClient('clinic-1');
+    await expect(reason(verifier.verify(b.token, { clientId: 'clinic-1' }))).resolves.toBe('revoked');
+  });
+
+  test('a revoked jti is refused as revoked while other tokens of the client still pass', async () => {
+    const { issuer, verifier } = fixture();
+    const a = await issuer.issue('clinic-1');
+    const b = await issuer.issue('clinic-1');
+    verifier.revokeToken(a.claims.jti, a.claims.exp);
+    await expect(reason(verifier.verify(a.token, { clientId: 'clinic-1' }))).resolves.toBe('revoked');
+    await expect(reason(verifier.verify(b.token, { clientId: 'clinic-1' }))).resolves.toBe('accepted');
+  });
+
+  test('a token signed by another key is refused as bad-signature', async () => {
+    const { verifier } = fixture();
+    const other = TokenIssuer.create({ clock: () => T0 });
+    const { token } = await other.issue('clinic-1');
+    await expect(reason(verifier.verify(token, { clientId: 'clinic-1' }))).resolves.toBe('bad-signature');
+  });
+
+  test('every single-bit change of the signature is refused as bad-signature', async () => {
+    const { issuer, verifier } = fixture();
+    const { token } = await issuer.issue('clinic-1');
+    const [h, p, s] = token.split('.') as [string, string, string];
+    const sig = Buffer.from(s, 'base64url');
+    expect(sig.length).toBe(64);
+    for (let bit = 0; bit < sig.length * 8; bit++) {
+      const bad = Buffer.from(sig);
+      bad[bit >> 3]! ^= 1 << (bit & 7);
+      await expect(reason(verifier.verify(`${h}.${p}.${bad.toString('base64url')}`, { clientId: 'clinic-1' }))).resolves.toBe('bad-signature');
+    }
+    // The untouched token still passes: refusals recorded nothing.
+    await expect(reason(verifier.verify(token, { clientId: 'clinic-1' }))).resolves.toBe('accepted');
+  });
+
+  test('a changed payload under the original signature is refused as bad-signature', async () => {
+    const { issuer, verifier } = fixture();
+    const { token } = await issuer.issue('clinic-1');
+    const [h, p, s] = token.split('.') as [string, string, string];
+    const forged = b64u({ ...payloadOf(token), sub: 'clinic-2' });
+    expect(forged).not.toBe(p);
+    await expect(reason(verifier.verify(`${h}.${forged}.${s}`, { clientId: 'clinic-2' }))).resolves.toBe('bad-signature');
+  });
+
+  test('a hand-built alg:none token is refused as bad-algorithm, with or without a signature part', async () => {
+    const { issuer, verifier } = fixture();
+    const { token } = await issuer.issue('clinic-1');
+    const payload = token.split('.')[1]!;
+    for (const alg of ['none', 'None', 'NONE']) {
+      const h = b64u({ alg, typ: 'JWT' });
+      await expect(reason(verifier.verify(`${h}.${payload}.`, { clientId: 'clinic-1' }))).resolves.toBe('bad-algorithm');
+      await expect(reason(verifier.verify(`${h}.${payload}.${token.split('.')[2]!}`, { clientId: 'clinic-1' }))).resolves.toBe('bad-algorithm');
+    }
+  });
+
+  test('an HS256 token keyed with the public key, and any algorithm but EdDSA, is refused as bad-algorithm', async () => {
+    const { issuer, verifier } = fixture();
+    const { token } = await issuer.issue('clinic-1');
+    const payload = token.split('.')[1]!;
+    for (const alg of ['HS256', 'ES256', 'RS256', 'Ed25519', 'ed25519', '']) {
+      const h = b64u({ alg, typ: 'JWT' });
+      const mac = createHmac('sha256', Buffer.from(issuer.publicKey)).update(`${h}.${payload}`).digest('base64url');
+      await expect(reason(verifier.verify(`${h}.${payload}.${mac}`, { clientId: 'clinic-1' }))).resolves.toBe('bad-algorithm');
+    }
+    const noAlg = b64u({ typ: 'JWT' });
+    await expect(reason(verifier.verify(`${noAlg}.${payload}.${token.split('.')[2]!}`, { clientId: 'clinic-1' }))).resolves.toBe('bad-algorithm');
+  });
+
+  test('a header that brings its own key or critical extensions is refused as malformed', async () => {
+    const { issuer, verifier } = fixture();
+    const { token } = await issuer.issue('clinic-1');
+    const [, p, s] = token.split('.') as [string, string, string];
+    for (const extra of [{ jwk: { kty: 'OKP', crv: 'Ed25519', x: 'AA' } }, { crit: ['b64'], b64: false }, { kid: 'x' }, { typ: 'at+jwt' }]) {
+      const h = b64u({ alg: 'EdDSA', ...extra });
+      await expect(reason(verifier.verify(`${h}.${p}.${s}`, { clientId: 'clinic-1' }))).resolves.toBe('malformed');
+    }
+  });
+
+  test('garbage, truncated and oversized tokens are refused as malformed', async () => {
+    const { issuer, verifier } = fixture();
+    const { token } = await issuer.issue('clinic-1');
+    for (const bad of ['', 'a.b', 'a.b.c.d', '..', token.split('.').slice(0, 2).join('.'), `${token}.x`, 'x'.repeat(5000), '!!.??.**', `${b64u([1])}.${b64u({})}.AA`]) {
+      await expect(reason(verifier.verify(bad, { clientId: 'clinic-1' }))).resolves.toBe('malformed');
+    }
+  });
+
+  test('a signed token missing a claim or living longer than 15 minutes is refused as malformed', async () => {
+    const now = { t: T0 };
+    const { issuer, verifier } = fixture(now);
+    await expect(issuer.issue('clinic-1', { ttlMs: 16 * 60 * 1000 })).rejects.toThrow(/ttl/);
+    // Verifier-side: sign odd claim sets with the issuer's own key via jose.
+    const { SignJWT } = await import('jose');
+    const { okpPrivateKeyObject } = await import('../../shared/crypto/okp.js');
+    const key = okpPrivateKeyObject('Ed25519', issuer.exportSeed());
+    const base = { sub: 'clinic-1', aud: 'aegis-coordinator', jti: 'AAAAAAAAAAAAAAAAAAAAAA', iat: T0 / 1000, exp: T0 / 1000 + 300 };
+    const variants: Record<string, unknown>[] = [
+      { ...base, jti: undefined },
+      { ...base, sub: undefined },
+      { ...base, exp: undefined },
+      { ...base, iat: undefined },
+      { ...base, exp: base.iat + 3600 },
+      { ...base, exp: 'soon' },
+    ];
+    for (const v of variants) {
+      const t = await new SignJWT(v).setProtectedHeader({ alg: 'EdDSA' }).sign(key);
+      await expect(reason(verifier.verify(t, { clientId: 'clinic-1' }))).resolves.toBe('malformed');
+    }
+  });
+
+  test('seen jti are forgotten once their tokens expire, and those tokens stay refused as expired', async () => {
+    const now = { t: T0 };
+    const { issuer, verifier } = fixture(now);
+    const a = await issuer.issue('clinic-1', { ttlMs: 60_000 });
+    await verifier.verify(a.token, { clientId: 'clinic-1' });
+    expect(verifier.remembered).toBe(1);
+    now.t = T0 + 120_000;
+    const b = await issuer.issue('clinic-1');
+    await verifier.verify(b.token, { clientId: 'clinic-1' });
+    expect(verifier.remembered).toBe(1);
+    await expect(reason(verifier.verify(a.token, { clientId: 'clinic-1' }))).resolves.toBe('expired');
+  });
+});
