@@ -204,6 +204,38 @@ function issued(cert: X509.X509Certificate): IssuedCertificate {
   };
 }
 
+/** A leaf certificate signed by the CA: not a CA, digital signature only, one extended usage. */
+async function issueLeaf(
+  x509: typeof X509,
+  ca: CertificateAuthority,
+  leaf: {
+    cn: string;
+    publicKey: Parameters<typeof X509.X509CertificateGenerator.create>[0]['publicKey'];
+    usage: string;
+    names: ConstructorParameters<typeof X509.SubjectAlternativeNameExtension>[0];
+    now: number;
+    ttl: number;
+  },
+): Promise<X509.X509Certificate> {
+  return x509.X509CertificateGenerator.create({
+    serialNumber: randomSerial(),
+    subject: [{ CN: [leaf.cn] }],
+    issuer: ca.certificate.subject,
+    notBefore: new Date(leaf.now - BACKDATE_MS),
+    notAfter: new Date(leaf.now + leaf.ttl),
+    signingAlgorithm: ED25519,
+    publicKey: leaf.publicKey,
+    signingKey: ca.keys.privateKey,
+    extensions: [
+      new x509.BasicConstraintsExtension(false, undefined, true),
+      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
+      new x509.ExtendedKeyUsageExtension([leaf.usage]),
+      new x509.SubjectAlternativeNameExtension(leaf.names),
+      await x509.AuthorityKeyIdentifierExtension.create(ca.keys.publicKey),
+    ],
+  });
+}
+
 /** The coordinator's TLS server certificate and key (PEM for Node's `tls`). */
 export async function issueServerCertificate(
   ca: CertificateAuthority,
@@ -223,23 +255,7 @@ export async function issueServerCertificate(
   const seed = new Uint8Array(randomBytes(32));
   const { keys } = await ed25519CryptoKeys(seed);
   const now = opts.now ?? Date.now();
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: randomSerial(),
-    subject: [{ CN: [opts.hosts[0]!] }],
-    issuer: ca.certificate.subject,
-    notBefore: new Date(now - BACKDATE_MS),
-    notAfter: new Date(now + ttl),
-    signingAlgorithm: ED25519,
-    publicKey: keys.publicKey,
-    signingKey: ca.keys.privateKey,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth]),
-      new x509.SubjectAlternativeNameExtension(names),
-      await x509.AuthorityKeyIdentifierExtension.create(ca.keys.publicKey),
-    ],
-  });
+  const cert = await issueLeaf(x509, ca, { cn: opts.hosts[0]!, publicKey: keys.publicKey, usage: x509.ExtendedKeyUsage.serverAuth, names, now, ttl });
   return { ...issued(cert), privateKeyPem: ed25519PrivateKeyPem(seed) };
 }
 
@@ -288,22 +304,13 @@ export async function issueClientCertificate(
   if (owner !== undefined && owner !== clientId) throw new KeyAlreadyBoundError();
 
   const now = opts.now ?? Date.now();
-  const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: randomSerial(),
-    subject: [{ CN: [clientId] }],
-    issuer: ca.certificate.subject,
-    notBefore: new Date(now - BACKDATE_MS),
-    notAfter: new Date(now + ttl),
-    signingAlgorithm: ED25519,
+  const cert = await issueLeaf(x509, ca, {
+    cn: clientId,
     publicKey: csr.publicKey,
-    signingKey: ca.keys.privateKey,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.clientAuth]),
-      new x509.SubjectAlternativeNameExtension([{ type: 'url', value: `${CLIENT_URI_PREFIX}${clientId}` }]),
-      await x509.AuthorityKeyIdentifierExtension.create(ca.keys.publicKey),
-    ],
+    usage: x509.ExtendedKeyUsage.clientAuth,
+    names: [{ type: 'url', value: `${CLIENT_URI_PREFIX}${clientId}` }],
+    now,
+    ttl,
   });
   opts.bindings.bind(publicKey, clientId);
   return issued(cert);
