@@ -63,6 +63,9 @@ export function ctEqual(a: Uint8Array, b: Uint8Array): boolean {
   return timingSafeEqual(a, b);
 }
 
+/** Byte equality of public data (not constant time: for secrets use ctEqual). */
+export const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && Buffer.compare(a, b) === 0;
+
 /** True when every byte is zero, without an early exit. */
 export function isAllZero(b: Uint8Array): boolean {
   let acc = 0;

@@ -1,8 +1,8 @@
 /** Small checks shared by the client's phase handlers. */
+import { sameBytes } from '../../shared/bytes.js';
 import type { Roster } from '../../shared/protocol/roster.js';
 
-export const sameSession = (a: Uint8Array, b: Uint8Array): boolean =>
-  a instanceof Uint8Array && a.length === b.length && Buffer.compare(a, b) === 0;
+export const sameSession = (a: Uint8Array, b: Uint8Array): boolean => a instanceof Uint8Array && sameBytes(a, b);
 
 export type ListProblem = { kind: 'duplicate' } | { kind: 'unknown' } | null;
 

@@ -9,7 +9,7 @@ import { assertUsablePublicKey } from '../../shared/crypto/x25519.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { AdvertiseKeys, AdvertisedEntry } from '../../shared/protocol/messages.js';
 import { Roster } from '../../shared/protocol/roster.js';
-import { sameBytes } from '../../shared/protocol/schemas.js';
+import { sameBytes } from '../../shared/bytes.js';
 import { advertiseTranscript, assertRoundRef, isValidClientId, sameRound } from '../../shared/protocol/session.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from './aborted.js';

@@ -11,7 +11,7 @@ import type { Addressed, EncryptedShare, ServerMessage, ShareKeys } from '../../
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from './aborted.js';
 import { assertSession, refuseResend } from './checks.js';
-import { sameBytes } from '../../shared/protocol/schemas.js';
+import { sameBytes } from '../../shared/bytes.js';
 import type { CoordinatorTransition, MaskedInputState, ShareKeysState } from './types.js';
 
 export const SHARE_CIPHERTEXT_BYTES = SHARE_PAIR_BYTES + AEAD_OVERHEAD;

@@ -11,6 +11,7 @@ import { consistencyTranscript } from '../../shared/protocol/session.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from './aborted.js';
 import { assertSession, refuseResend } from './checks.js';
+import { sameBytes } from '../../shared/bytes.js';
 import type { ConsistencyCheckState, CoordinatorTransition, MaskedInputState } from './types.js';
 
 const digest = (v: Uint32Array): Uint8Array => new Uint8Array(createHash('sha256').update(new Uint8Array(v.buffer, v.byteOffset, v.byteLength)).digest());
@@ -23,7 +24,7 @@ export function receive(state: MaskedInputState, msg: MaskedInput): CoordinatorT
   if (msg.vector.length > want) throw new AegisError(ErrorCode.TooLarge, `masked input has ${msg.vector.length} words, the round takes ${want}`);
   if (msg.vector.length !== want) throw new AegisError(ErrorCode.InvalidArgument, `masked input has ${msg.vector.length} words, the round takes ${want}`);
   const prior = state.received.get(msg.clientId);
-  if (prior) refuseResend('masked input', Buffer.compare(prior, digest(msg.vector)) === 0);
+  if (prior) refuseResend('masked input', sameBytes(prior, digest(msg.vector)));
   addInto(state.sum, msg.vector);
   state.received.set(msg.clientId, digest(msg.vector));
   return { next: state, outbound: [] };

@@ -12,7 +12,7 @@ import type { Addressed, ConsistencySignature, ServerMessage, UnmaskRequest } fr
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from './aborted.js';
 import { assertSession, refuseResend } from './checks.js';
-import { sameBytes } from '../../shared/protocol/schemas.js';
+import { sameBytes } from '../../shared/bytes.js';
 import type { ConsistencyCheckState, CoordinatorTransition, UnmaskingState } from './types.js';
 
 export function receive(state: ConsistencyCheckState, msg: ConsistencySignature): CoordinatorTransition {

@@ -22,7 +22,7 @@ import { maskSign } from '../../shared/protocol/session.js';
 import { AbortReason } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from './aborted.js';
 import { assertSession, refuseResend } from './checks.js';
-import { sameBytes } from '../../shared/protocol/schemas.js';
+import { sameBytes } from '../../shared/bytes.js';
 import { completeRound } from './completed.js';
 import type { CoordinatorTransition, MaskJob, UnmaskingState } from './types.js';
 

@@ -29,6 +29,3 @@ export function assertClientMessage(msg: unknown): asserts msg is ClientMessage 
     throw new AegisError(ErrorCode.InvalidArgument, `malformed message: ${issue?.path.join('.') || 'message'} ${issue?.message ?? ''}`.trim());
   }
 }
-
-/** Byte equality of public data (not constant time: for secrets use ctEqual). */
-export const sameBytes = (a: Uint8Array, b: Uint8Array): boolean => a.length === b.length && Buffer.compare(a, b) === 0;
