@@ -35,6 +35,22 @@ export const ErrorCode = {
   SessionMismatch: 'session-mismatch',
   /** A vector or list larger than the round allows. */
   TooLarge: 'too-large',
+  /** The call's credentials (certificate identity or round token) were refused. */
+  Unauthenticated: 'unauthenticated',
+  /** The caller is authenticated but not allowed this call (a client calling an admin method). */
+  PermissionDenied: 'permission-denied',
+  /** An Ed25519 public key already enrolled under another client id (or an id under another key). */
+  KeyAlreadyBound: 'key-already-bound',
+  /** A keyfile that is readable by others, not sealed, or holds a plain key. */
+  InsecureKeyfile: 'insecure-keyfile',
+  /** An enrollment token that is unknown, expired, already used or malformed. */
+  EnrollmentRefused: 'enrollment-refused',
+  /** No such job, round or client. */
+  NotFound: 'not-found',
+  /** Fewer clients than the threshold are connected to start a round. */
+  TooFewClients: 'too-few-clients',
+  /** The coordinator could not be reached (after retries). */
+  Unavailable: 'unavailable',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -54,6 +70,14 @@ const HINTS: Record<ErrorCode, string> = {
   'unknown-sender': 'the sender is not part of this phase of the round',
   'session-mismatch': 'the message belongs to another round or session',
   'too-large': 'the message is larger than the round parameters allow',
+  unauthenticated: 'the certificate or round token was refused (revoked, expired, replayed); re-enroll if revoked',
+  'permission-denied': 'this call needs an operator credential (aegis clients/round commands on the coordinator host)',
+  'key-already-bound': 'each identity key enrolls under one client id; create a new data dir to enroll another client',
+  'insecure-keyfile': 'keyfiles must be sealed and mode 0600 (chmod 600 FILE)',
+  'enrollment-refused': 'ask the operator for a fresh one-time token: aegis clients invite',
+  'not-found': 'check the id (aegis clients list, aegis round status)',
+  'too-few-clients': 'wait for more clients to connect (aegis client run) or lower the threshold',
+  unavailable: 'check that the coordinator is running and the address is right',
 };
 
 export class AegisError extends Error {

@@ -54,7 +54,7 @@ export interface CertificateAuthority {
 /** Raised when a public key is already bound to another client id. */
 export class KeyAlreadyBoundError extends AegisError {
   constructor() {
-    super(ErrorCode.InvalidArgument, 'this public key is already enrolled under another client id');
+    super(ErrorCode.KeyAlreadyBound, 'this public key is already enrolled under another client id');
   }
 }
 

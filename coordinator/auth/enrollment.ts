@@ -32,7 +32,7 @@ export type EnrollmentRefusal = 'unknown' | 'expired' | 'used' | 'malformed';
 export class EnrollmentError extends AegisError {
   readonly reason: EnrollmentRefusal;
   constructor(reason: EnrollmentRefusal) {
-    super(ErrorCode.InvalidArgument, `enrollment token refused: ${reason}`);
+    super(ErrorCode.EnrollmentRefused, `enrollment token refused: ${reason}`);
     this.reason = reason;
   }
 }

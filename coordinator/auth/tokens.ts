@@ -46,7 +46,7 @@ export type AuthRefusal =
 export class AuthError extends AegisError {
   readonly reason: AuthRefusal;
   constructor(reason: AuthRefusal, what = 'token') {
-    super(ErrorCode.InvalidArgument, `${what} refused: ${reason}`);
+    super(ErrorCode.Unauthenticated, `${what} refused: ${reason}`);
     this.reason = reason;
   }
 }

@@ -72,7 +72,7 @@ export type KeyfileRefusal =
 export class KeyfileError extends AegisError {
   readonly reason: KeyfileRefusal;
   constructor(reason: KeyfileRefusal, message: string) {
-    super(ErrorCode.InvalidArgument, message);
+    super(reason === 'weak-passphrase' || reason === 'bad-input' || reason === 'kdf-out-of-bounds' ? ErrorCode.InvalidArgument : ErrorCode.InsecureKeyfile, message);
     this.reason = reason;
   }
 }

@@ -30,6 +30,14 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, Status>> = {
   'non-finite-value': Status.INVALID_ARGUMENT,
   'overflow-risk': Status.INVALID_ARGUMENT,
   'decryption-failed': Status.INVALID_ARGUMENT,
+  unauthenticated: Status.UNAUTHENTICATED,
+  'permission-denied': Status.PERMISSION_DENIED,
+  'key-already-bound': Status.ALREADY_EXISTS,
+  'insecure-keyfile': Status.FAILED_PRECONDITION,
+  'enrollment-refused': Status.PERMISSION_DENIED,
+  'not-found': Status.NOT_FOUND,
+  'too-few-clients': Status.FAILED_PRECONDITION,
+  unavailable: Status.UNAVAILABLE,
 };
 
 /** The gRPC status code for an error code. */

@@ -127,7 +127,7 @@ describe('passphrase keyfile', () => {
     const text = readFileSync(path, 'utf8');
     writeFileSync(path, text.slice(0, text.length - 20), { mode: 0o600 });
     const f = await failure(readKeyfile(path, PASS));
-    expect(f.code).toBe(ErrorCode.InvalidArgument);
+    expect(f.code).toBe(ErrorCode.InsecureKeyfile);
     expect(f.reason).toBe('not-sealed');
   });
 

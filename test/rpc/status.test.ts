@@ -19,6 +19,14 @@ const EXPECTED: Record<ErrorCode, Status> = {
   'overflow-risk': Status.INVALID_ARGUMENT,
   'decryption-failed': Status.INVALID_ARGUMENT,
   'insufficient-shares': Status.FAILED_PRECONDITION,
+  unauthenticated: Status.UNAUTHENTICATED,
+  'permission-denied': Status.PERMISSION_DENIED,
+  'key-already-bound': Status.ALREADY_EXISTS,
+  'insecure-keyfile': Status.FAILED_PRECONDITION,
+  'enrollment-refused': Status.PERMISSION_DENIED,
+  'not-found': Status.NOT_FOUND,
+  'too-few-clients': Status.FAILED_PRECONDITION,
+  unavailable: Status.UNAVAILABLE,
 };
 
 describe('error codes become gRPC statuses', () => {
