@@ -51,6 +51,7 @@ beforeAll(async () => {
       return create(pb.SendReplySchema, { phase: phaseToProto(Phase.MaskedInput) });
     }),
     heartbeat: unary((req) => create(pb.HeartbeatReplySchema, { phase: req.round ? phaseToProto(Phase.MaskedInput) : 0 })),
+    issueTokens: unary(() => create(pb.IssueTokensReplySchema, {})),
   });
   addHealthAndReflection(server, [pb.SecAgg]);
   const creds = grpc.ServerCredentials.createSsl(null, [{ private_key: Buffer.from(fx.serverKeyPem), cert_chain: Buffer.from(fx.serverCertPem) }], false);

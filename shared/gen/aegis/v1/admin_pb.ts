@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aegis/v1/admin.proto.
  */
 export const file_aegis_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChRhZWdpcy92MS9hZG1pbi5wcm90bxIIYWVnaXMudjEiKgoTQ3JlYXRlSW52aXRlUmVxdWVzdBITCgt0dGxfc2Vjb25kcxgBIAEoDSI5ChFDcmVhdGVJbnZpdGVSZXBseRINCgV0b2tlbhgBIAEoCRIVCg1leHBpcmVzX2F0X21zGAIgASgEIhQKEkxpc3RDbGllbnRzUmVxdWVzdCKGAQoKQ2xpZW50SW5mbxIRCgljbGllbnRfaWQYASABKAkSFgoOZW5yb2xsZWRfYXRfbXMYAiABKAQSIQoZY2VydGlmaWNhdGVfZXhwaXJlc19hdF9tcxgDIAEoBBIPCgdyZXZva2VkGAQgASgIEhkKEXJldm9jYXRpb25fcmVhc29uGAUgASgJIjkKEExpc3RDbGllbnRzUmVwbHkSJQoHY2xpZW50cxgBIAMoCzIULmFlZ2lzLnYxLkNsaWVudEluZm8iOAoTUmV2b2tlQ2xpZW50UmVxdWVzdBIRCgljbGllbnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJIioKEVJldm9rZUNsaWVudFJlcGx5EhUKDXJldm9rZWRfYXRfbXMYASABKAQiKwoSTGF1bmNoUm91bmRSZXF1ZXN0EhUKDW1hbmlmZXN0X2pzb24YASABKAwiTgoQTGF1bmNoUm91bmRSZXBseRIOCgZqb2JfaWQYASABKAkSFQoNbWFuaWZlc3RfaGFzaBgCIAEoDBITCgtyb3VuZF9pbmRleBgDIAEoDSIkChJSb3VuZFN0YXR1c1JlcXVlc3QSDgoGam9iX2lkGAEgASgJIj0KClBoYXNlQ291bnQSHgoFcGhhc2UYASABKA4yDy5hZWdpcy52MS5QaGFzZRIPCgdjbGllbnRzGAIgASgNIucBChBSb3VuZFN0YXR1c1JlcGx5Eg4KBmpvYl9pZBgBIAEoCRITCgtyb3VuZF9pbmRleBgCIAEoDRIeCgVwaGFzZRgDIAEoDjIPLmFlZ2lzLnYxLlBoYXNlEi8KEWNsaWVudHNfcGVyX3BoYXNlGAQgAygLMhQuYWVnaXMudjEuUGhhc2VDb3VudBIQCghkcm9wb3V0cxgFIAEoDRISCgplbGFwc2VkX21zGAYgASgEEgoKAm9rGAcgASgIEisKDGFib3J0X3JlYXNvbhgIIAEoDjIVLmFlZ2lzLnYxLkFib3J0UmVhc29uMvoCCgVBZG1pbhJKCgxDcmVhdGVJbnZpdGUSHS5hZWdpcy52MS5DcmVhdGVJbnZpdGVSZXF1ZXN0GhsuYWVnaXMudjEuQ3JlYXRlSW52aXRlUmVwbHkSRwoLTGlzdENsaWVudHMSHC5hZWdpcy52MS5MaXN0Q2xpZW50c1JlcXVlc3QaGi5hZWdpcy52MS5MaXN0Q2xpZW50c1JlcGx5EkoKDFJldm9rZUNsaWVudBIdLmFlZ2lzLnYxLlJldm9rZUNsaWVudFJlcXVlc3QaGy5hZWdpcy52MS5SZXZva2VDbGllbnRSZXBseRJHCgtMYXVuY2hSb3VuZBIcLmFlZ2lzLnYxLkxhdW5jaFJvdW5kUmVxdWVzdBoaLmFlZ2lzLnYxLkxhdW5jaFJvdW5kUmVwbHkSRwoLUm91bmRTdGF0dXMSHC5hZWdpcy52MS5Sb3VuZFN0YXR1c1JlcXVlc3QaGi5hZWdpcy52MS5Sb3VuZFN0YXR1c1JlcGx5YgZwcm90bzM", [file_aegis_v1_vocabulary]);
+  fileDesc("ChRhZWdpcy92MS9hZG1pbi5wcm90bxIIYWVnaXMudjEiPQoTQ3JlYXRlSW52aXRlUmVxdWVzdBITCgt0dGxfc2Vjb25kcxgBIAEoDRIRCgljbGllbnRfaWQYAiABKAkiOQoRQ3JlYXRlSW52aXRlUmVwbHkSDQoFdG9rZW4YASABKAkSFQoNZXhwaXJlc19hdF9tcxgCIAEoBCIUChJMaXN0Q2xpZW50c1JlcXVlc3QihgEKCkNsaWVudEluZm8SEQoJY2xpZW50X2lkGAEgASgJEhYKDmVucm9sbGVkX2F0X21zGAIgASgEEiEKGWNlcnRpZmljYXRlX2V4cGlyZXNfYXRfbXMYAyABKAQSDwoHcmV2b2tlZBgEIAEoCBIZChFyZXZvY2F0aW9uX3JlYXNvbhgFIAEoCSI5ChBMaXN0Q2xpZW50c1JlcGx5EiUKB2NsaWVudHMYASADKAsyFC5hZWdpcy52MS5DbGllbnRJbmZvIjgKE1Jldm9rZUNsaWVudFJlcXVlc3QSEQoJY2xpZW50X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIqChFSZXZva2VDbGllbnRSZXBseRIVCg1yZXZva2VkX2F0X21zGAEgASgEIj4KEkxhdW5jaFJvdW5kUmVxdWVzdBIVCg1tYW5pZmVzdF9qc29uGAEgASgMEhEKCWdhdGhlcl9tcxgCIAEoDSJeChBMYXVuY2hSb3VuZFJlcGx5Eg4KBmpvYl9pZBgBIAEoCRIVCg1tYW5pZmVzdF9oYXNoGAIgASgMEhMKC3JvdW5kX2luZGV4GAMgASgNEg4KBmNvaG9ydBgEIAMoCSJOChJSb3VuZFN0YXR1c1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEhgKC3JvdW5kX2luZGV4GAIgASgNSACIAQFCDgoMX3JvdW5kX2luZGV4Ij0KClBoYXNlQ291bnQSHgoFcGhhc2UYASABKA4yDy5hZWdpcy52MS5QaGFzZRIPCgdjbGllbnRzGAIgASgNIrsCChBSb3VuZFN0YXR1c1JlcGx5Eg4KBmpvYl9pZBgBIAEoCRITCgtyb3VuZF9pbmRleBgCIAEoDRIeCgVwaGFzZRgDIAEoDjIPLmFlZ2lzLnYxLlBoYXNlEi8KEWNsaWVudHNfcGVyX3BoYXNlGAQgAygLMhQuYWVnaXMudjEuUGhhc2VDb3VudBIQCghkcm9wb3V0cxgFIAEoDRISCgplbGFwc2VkX21zGAYgASgEEgoKAm9rGAcgASgIEisKDGFib3J0X3JlYXNvbhgIIAEoDjIVLmFlZ2lzLnYxLkFib3J0UmVhc29uEg8KB2ludml0ZWQYCSABKA0SDwoHcmVmdXNlZBgKIAEoDRIQCghmaW5pc2hlZBgLIAEoCBIOCgZkZXRhaWwYDCABKAkSDgoGcm91bmRzGA0gASgNIk4KElJvdW5kUmVzdWx0UmVxdWVzdBIOCgZqb2JfaWQYASABKAkSGAoLcm91bmRfaW5kZXgYAiABKA1IAIgBAUIOCgxfcm91bmRfaW5kZXgiigEKEFJvdW5kUmVzdWx0UmVwbHkSDgoGam9iX2lkGAEgASgJEhMKC3JvdW5kX2luZGV4GAIgASgNEhUKDW1hbmlmZXN0X2hhc2gYAyABKAwSEQoJc3Vydml2b3JzGAQgAygJEgsKA3N1bRgFIAEoDBIMCgRjbGlwGAYgASgBEgwKBGJpdHMYByABKA0ywwMKBUFkbWluEkoKDENyZWF0ZUludml0ZRIdLmFlZ2lzLnYxLkNyZWF0ZUludml0ZVJlcXVlc3QaGy5hZWdpcy52MS5DcmVhdGVJbnZpdGVSZXBseRJHCgtMaXN0Q2xpZW50cxIcLmFlZ2lzLnYxLkxpc3RDbGllbnRzUmVxdWVzdBoaLmFlZ2lzLnYxLkxpc3RDbGllbnRzUmVwbHkSSgoMUmV2b2tlQ2xpZW50Eh0uYWVnaXMudjEuUmV2b2tlQ2xpZW50UmVxdWVzdBobLmFlZ2lzLnYxLlJldm9rZUNsaWVudFJlcGx5EkcKC0xhdW5jaFJvdW5kEhwuYWVnaXMudjEuTGF1bmNoUm91bmRSZXF1ZXN0GhouYWVnaXMudjEuTGF1bmNoUm91bmRSZXBseRJHCgtSb3VuZFN0YXR1cxIcLmFlZ2lzLnYxLlJvdW5kU3RhdHVzUmVxdWVzdBoaLmFlZ2lzLnYxLlJvdW5kU3RhdHVzUmVwbHkSRwoLUm91bmRSZXN1bHQSHC5hZWdpcy52MS5Sb3VuZFJlc3VsdFJlcXVlc3QaGi5hZWdpcy52MS5Sb3VuZFJlc3VsdFJlcGx5YgZwcm90bzM", [file_aegis_v1_vocabulary]);
 
 /**
  * Asks for a one-time enrollment token.
@@ -29,6 +29,13 @@ export type CreateInviteRequest = Message<"aegis.v1.CreateInviteRequest"> & {
    * @generated from field: uint32 ttl_seconds = 1;
    */
   ttlSeconds: number;
+
+  /**
+   * When set, the token enrolls only this client id.
+   *
+   * @generated from field: string client_id = 2;
+   */
+  clientId: string;
 };
 
 /**
@@ -207,11 +214,19 @@ export const RevokeClientReplySchema: GenMessage<RevokeClientReply> = /*@__PURE_
  */
 export type LaunchRoundRequest = Message<"aegis.v1.LaunchRoundRequest"> & {
   /**
-   * The signed job manifest: the DSSE envelope as JSON bytes.
+   * The job manifest as JSON bytes (the trust issue wraps it in a signed DSSE envelope).
    *
    * @generated from field: bytes manifest_json = 1;
    */
   manifestJson: Uint8Array;
+
+  /**
+   * How long to wait for a full cohort of connected clients before starting with those
+   * connected (at least the threshold), milliseconds. 0: start with whoever is connected.
+   *
+   * @generated from field: uint32 gather_ms = 2;
+   */
+  gatherMs: number;
 };
 
 /**
@@ -247,6 +262,13 @@ export type LaunchRoundReply = Message<"aegis.v1.LaunchRoundReply"> & {
    * @generated from field: uint32 round_index = 3;
    */
   roundIndex: number;
+
+  /**
+   * The clients invited to the round (connected, not revoked), sorted.
+   *
+   * @generated from field: repeated string cohort = 4;
+   */
+  cohort: string[];
 };
 
 /**
@@ -268,6 +290,13 @@ export type RoundStatusRequest = Message<"aegis.v1.RoundStatusRequest"> & {
    * @generated from field: string job_id = 1;
    */
   jobId: string;
+
+  /**
+   * The round index; unset: the job's current (or last) round.
+   *
+   * @generated from field: optional uint32 round_index = 2;
+   */
+  roundIndex?: number | undefined;
 };
 
 /**
@@ -366,6 +395,41 @@ export type RoundStatusReply = Message<"aegis.v1.RoundStatusReply"> & {
    * @generated from field: aegis.v1.AbortReason abort_reason = 8;
    */
   abortReason: AbortReason;
+
+  /**
+   * Clients invited to the round.
+   *
+   * @generated from field: uint32 invited = 9;
+   */
+  invited: number;
+
+  /**
+   * Client messages refused so far (malformed, wrong phase, duplicates...).
+   *
+   * @generated from field: uint32 refused = 10;
+   */
+  refused: number;
+
+  /**
+   * True once the round ended (completed or aborted).
+   *
+   * @generated from field: bool finished = 11;
+   */
+  finished: boolean;
+
+  /**
+   * Human detail of an abort (names and counts only).
+   *
+   * @generated from field: string detail = 12;
+   */
+  detail: string;
+
+  /**
+   * Rounds the job's manifest asks for.
+   *
+   * @generated from field: uint32 rounds = 13;
+   */
+  rounds: number;
 };
 
 /**
@@ -374,6 +438,97 @@ export type RoundStatusReply = Message<"aegis.v1.RoundStatusReply"> & {
  */
 export const RoundStatusReplySchema: GenMessage<RoundStatusReply> = /*@__PURE__*/
   messageDesc(file_aegis_v1_admin, 11);
+
+/**
+ * Asks for the published result of a completed round.
+ *
+ * @generated from message aegis.v1.RoundResultRequest
+ */
+export type RoundResultRequest = Message<"aegis.v1.RoundResultRequest"> & {
+  /**
+   * The job id.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * The round index; unset: the job's last completed round.
+   *
+   * @generated from field: optional uint32 round_index = 2;
+   */
+  roundIndex?: number | undefined;
+};
+
+/**
+ * Describes the message aegis.v1.RoundResultRequest.
+ * Use `create(RoundResultRequestSchema)` to create a new message.
+ */
+export const RoundResultRequestSchema: GenMessage<RoundResultRequest> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 12);
+
+/**
+ * The unmasked sum of a completed round: what the coordinator is allowed to learn.
+ *
+ * @generated from message aegis.v1.RoundResultReply
+ */
+export type RoundResultReply = Message<"aegis.v1.RoundResultReply"> & {
+  /**
+   * The job id.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * The round index.
+   *
+   * @generated from field: uint32 round_index = 2;
+   */
+  roundIndex: number;
+
+  /**
+   * SHA-256 of the manifest the round ran.
+   *
+   * @generated from field: bytes manifest_hash = 3;
+   */
+  manifestHash: Uint8Array;
+
+  /**
+   * The survivors whose inputs are in the sum (U3), sorted.
+   *
+   * @generated from field: repeated string survivors = 4;
+   */
+  survivors: string[];
+
+  /**
+   * The integer sum in Z_{2^32}: dim model words then the weight word, little-endian uint32s.
+   *
+   * @generated from field: bytes sum = 5;
+   */
+  sum: Uint8Array;
+
+  /**
+   * The round's quantization clip c.
+   *
+   * @generated from field: double clip = 6;
+   */
+  clip: number;
+
+  /**
+   * The round's quantization bits b.
+   *
+   * @generated from field: uint32 bits = 7;
+   */
+  bits: number;
+};
+
+/**
+ * Describes the message aegis.v1.RoundResultReply.
+ * Use `create(RoundResultReplySchema)` to create a new message.
+ */
+export const RoundResultReplySchema: GenMessage<RoundResultReply> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 13);
 
 /**
  * Operations for engineers and ops.
@@ -430,6 +585,16 @@ export const Admin: GenService<{
     methodKind: "unary";
     input: typeof RoundStatusRequestSchema;
     output: typeof RoundStatusReplySchema;
+  },
+  /**
+   * The sum of a completed round; NOT_FOUND when there is none (yet).
+   *
+   * @generated from rpc aegis.v1.Admin.RoundResult
+   */
+  roundResult: {
+    methodKind: "unary";
+    input: typeof RoundResultRequestSchema;
+    output: typeof RoundResultReplySchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aegis_v1_admin, 0);
