@@ -77,6 +77,24 @@ export class ClientAgent {
     await this.sendAll(outbound);
   }
 
+  /**
+   * Gives up on the current round (its deadlines passed without a word from the coordinator):
+   * the client forgets the round's secrets and is ready for the next one.
+   */
+  abandon(round: RoundRef): void {
+    if (!this.round || !sameRound(round, this.round)) return;
+    if (this.state) this.state = finish(this.state);
+    this.history.push({ roundIndex: round.roundIndex, ok: false, reason: 'deadline-passed' });
+    this.emit({ kind: 'round-ended', roundIndex: round.roundIndex, ok: false, reason: 'deadline-passed' });
+    this.round = null;
+    this.state = null;
+  }
+
+  /** The round this agent is in, if any. */
+  get currentRound(): RoundRef | null {
+    return this.round;
+  }
+
   private async join(round: RoundRef, params: RoundParams): Promise<void> {
     const { cfg } = this;
     try {

@@ -356,3 +356,75 @@ export function isIssuedBy(ca: CertificateAuthority, certificateDer: Uint8Array,
     return false;
   }
 }
+
+/** The SAN URI prefix that names an operator (engineers and ops calling the Admin service). */
+export const OPERATOR_URI_PREFIX = 'urn:aegis:operator:';
+/** Operator certificate lifetime: one year (revocable like any serial). */
+export const OPERATOR_CERT_TTL_MS = 365 * 24 * 3600 * 1000;
+
+/**
+ * An operator credential: a fresh Ed25519 key (32 random bytes) and a certificate naming
+ * `urn:aegis:operator:<name>` (CN = operator:<name>), usable for mTLS to the Admin service only:
+ * `clientIdOf` refuses it, so it can never take part in a round.
+ */
+export async function issueOperatorCertificate(
+  ca: CertificateAuthority,
+  opts: { name: string; ttlMs?: number; now?: number },
+): Promise<IssuedCertificate & { seed: Uint8Array; privateKeyPem: string }> {
+  assertClientId(opts.name);
+  const x509 = await loadX509();
+  const seed = new Uint8Array(randomBytes(32));
+  const { keys } = await ed25519CryptoKeys(seed);
+  const cert = await issueLeaf(x509, ca, {
+    cn: `operator:${opts.name}`,
+    publicKey: keys.publicKey,
+    usage: x509.ExtendedKeyUsage.clientAuth,
+    names: [{ type: 'url', value: `${OPERATOR_URI_PREFIX}${opts.name}` }],
+    now: opts.now ?? Date.now(),
+    ttl: opts.ttlMs ?? OPERATOR_CERT_TTL_MS,
+  });
+  return { ...issued(cert), seed, privateKeyPem: ed25519PrivateKeyPem(seed) };
+}
+
+/** The operator name of an operator certificate (DER), or undefined for any other certificate. */
+export function operatorOf(certificateDer: Uint8Array): string | undefined {
+  try {
+    const cert = new NodeX509Certificate(Buffer.from(certificateDer));
+    const uris = (cert.subjectAltName ?? '').split(', ').filter((n) => n.startsWith('URI:urn:aegis:'));
+    if (uris.length !== 1 || !uris[0]!.startsWith(`URI:${OPERATOR_URI_PREFIX}`)) return undefined;
+    const name = uris[0]!.slice(`URI:${OPERATOR_URI_PREFIX}`.length);
+    if (!CLIENT_ID_PATTERN.test(name) || cert.subject !== `CN=operator:${name}`) return undefined;
+    return name;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * What a CSR asks for, read before anything is signed: its subject CN (the client id it wants)
+ * and its raw Ed25519 public key. Throws `invalid-argument` for a malformed CSR or another key
+ * type. The CSR's signature is checked by `issueClientCertificate`.
+ */
+export async function inspectCsr(csrDer: Uint8Array): Promise<{ clientId: string; publicKey: Uint8Array }> {
+  abytes(csrDer, undefined, 'CSR');
+  const x509 = await loadX509();
+  let csr: X509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(csrDer);
+  } catch {
+    fail(ErrorCode.InvalidArgument, 'malformed CSR');
+  }
+  const publicKey = ed25519RawFromSpki(toU8(csr.publicKey.rawData));
+  if (publicKey === null) fail(ErrorCode.InvalidArgument, 'the CSR key must be Ed25519');
+  const cns = csr.subjectName.getField('CN');
+  if (cns.length !== 1) fail(ErrorCode.InvalidArgument, 'the CSR subject must be CN=<client id>');
+  return { clientId: assertClientId(cns[0]), publicKey };
+}
+
+/** The raw Ed25519 public key of a certificate (DER). */
+export function certificatePublicKey(certificateDer: Uint8Array): Uint8Array {
+  const cert = new NodeX509Certificate(Buffer.from(certificateDer));
+  const jwk = cert.publicKey.export({ format: 'jwk' });
+  if (jwk.crv !== 'Ed25519' || typeof jwk.x !== 'string') fail(ErrorCode.InvalidArgument, 'the certificate key is not Ed25519');
+  return new Uint8Array(Buffer.from(jwk.x, 'base64url'));
+}

@@ -90,6 +90,17 @@ export class Invites {
     return found.clientId === undefined ? {} : { clientId: found.clientId };
   }
 
+  /**
+   * Undoes a `redeem` whose enrollment then failed (a bad CSR, an id already taken), so a
+   * refused enrollment loses nothing: the token can be used again until it expires.
+   */
+  release(token: string): void {
+    if (typeof token !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(token)) return;
+    const hash = Buffer.from(sha256(new Uint8Array(Buffer.from(token, 'base64url')))).toString('hex');
+    const rec = this.records.find((r) => r.hash === hash);
+    if (rec) delete rec.usedAt;
+  }
+
   /** Invites that can still be redeemed. */
   get pending(): number {
     const now = this.clock();

@@ -30,6 +30,12 @@ export interface AdvertisedEntry {
   cPk: Uint8Array;
   sPk: Uint8Array;
   signature: Uint8Array;
+  /**
+   * Over the network: the member's client certificate (DER), from which a client learns the
+   * member's identity key after checking it against the CA it pinned at enrollment. Absent in
+   * process (the simulator's directory answers `identityOf`).
+   */
+  certificate?: Uint8Array;
 }
 
 /** S→C, end of phase 0: U1 with every member's signed keys, sorted by client id. */
@@ -135,6 +141,17 @@ export interface RoundStart {
   type: 'round-start';
   round: RoundRef;
   params: import('./params.js').RoundParams;
+  /** Per-phase deadlines (ms from each phase's start), so a client can give up on a silent round. */
+  deadlines?: PhaseDeadlines;
+}
+
+/** How long each phase of a round may take, milliseconds (from the manifest). */
+export interface PhaseDeadlines {
+  advertiseMs: number;
+  shareMs: number;
+  maskedMs: number;
+  consistencyMs: number;
+  unmaskMs: number;
 }
 
 /** S→C: how a round ended (`reason` is an AbortReason when not ok). */

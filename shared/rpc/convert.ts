@@ -174,14 +174,20 @@ export function unmaskResponseFromProto(m: pb.UnmaskResponse): M.UnmaskResponse 
 export function advertiseBroadcastToProto(m: M.AdvertiseBroadcast): pb.AdvertiseBroadcast {
   return create(pb.AdvertiseBroadcastSchema, {
     round: roundToProto(m.round),
-    entries: m.entries.map((e) => create(pb.AdvertisedEntrySchema, { clientId: e.clientId, cPk: e.cPk, sPk: e.sPk, signature: e.signature })),
+    entries: m.entries.map((e) =>
+      create(pb.AdvertisedEntrySchema, { clientId: e.clientId, cPk: e.cPk, sPk: e.sPk, signature: e.signature, certificateDer: e.certificate ?? new Uint8Array(0) }),
+    ),
   });
 }
 export function advertiseBroadcastFromProto(m: pb.AdvertiseBroadcast): M.AdvertiseBroadcast {
   return {
     type: 'advertise-broadcast',
     round: roundFromProto(m.round, 'advertise broadcast'),
-    entries: m.entries.map((e) => ({ clientId: e.clientId, cPk: e.cPk, sPk: e.sPk, signature: e.signature })),
+    entries: m.entries.map((e) => {
+      const entry: M.AdvertisedEntry = { clientId: e.clientId, cPk: e.cPk, sPk: e.sPk, signature: e.signature };
+      if (e.certificateDer.length > 0) entry.certificate = e.certificateDer;
+      return entry;
+    }),
   };
 }
 
@@ -297,4 +303,75 @@ export function fromServerEnvelope(e: pb.ServerEnvelope): M.ServerMessage | unde
     default:
       return invalid('server envelope carries no message');
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Round lifecycle events (RoundStart, RoundOutcome) and any S->C event.
+
+/** Any S->C event (protocol message, round start, round outcome) in its envelope. */
+export function toEventEnvelope(e: M.ServerEvent): pb.ServerEnvelope {
+  if (e.type === 'round-start') {
+    const p = e.params;
+    const d = e.deadlines;
+    const parameters = create(pb.RoundParametersSchema, {
+      dim: p.dim,
+      cohort: p.cohort,
+      threshold: p.threshold,
+      neighbors: p.neighbors,
+      clip: p.clip,
+      bits: p.bits,
+      advertiseKeysDeadlineMs: d?.advertiseMs ?? 0,
+      shareKeysDeadlineMs: d?.shareMs ?? 0,
+      maskedInputDeadlineMs: d?.maskedMs ?? 0,
+      consistencyCheckDeadlineMs: d?.consistencyMs ?? 0,
+      unmaskingDeadlineMs: d?.unmaskMs ?? 0,
+    });
+    return create(pb.ServerEnvelopeSchema, { message: { case: 'roundStart', value: create(pb.RoundStartSchema, { round: roundToProto(e.round), parameters }) } });
+  }
+  if (e.type === 'round-outcome') {
+    const value = create(pb.RoundOutcomeSchema, {
+      round: roundToProto(e.round),
+      ok: e.ok,
+      abortReason: !e.ok && e.reason !== undefined && ABORTS.toPb.has(e.reason as AbortReason) ? abortReasonToProto(e.reason as AbortReason) : 0,
+      phase: phaseToProto(e.ok ? Phase.Completed : Phase.Aborted),
+    });
+    return create(pb.ServerEnvelopeSchema, { message: { case: 'roundOutcome', value } });
+  }
+  return toServerEnvelope(e);
+}
+
+/**
+ * The event inside an S->C envelope. Round parameters are passed on as sent: the client's state
+ * machine validates them (and sits out a round whose parameters it refuses). Throws
+ * 'invalid-argument' for an empty envelope or a round start without parameters.
+ */
+export function fromEventEnvelope(e: pb.ServerEnvelope): M.ServerEvent {
+  const { message } = e;
+  if (message.case === 'roundStart') {
+    const p = message.value.parameters ?? invalid('round start without parameters');
+    const deadlines =
+      p.advertiseKeysDeadlineMs > 0
+        ? {
+            advertiseMs: p.advertiseKeysDeadlineMs,
+            shareMs: p.shareKeysDeadlineMs,
+            maskedMs: p.maskedInputDeadlineMs,
+            consistencyMs: p.consistencyCheckDeadlineMs,
+            unmaskMs: p.unmaskingDeadlineMs,
+          }
+        : undefined;
+    const ev: M.RoundStart = {
+      type: 'round-start',
+      round: roundFromProto(message.value.round, 'round start'),
+      params: { dim: p.dim, cohort: p.cohort, threshold: p.threshold, neighbors: p.neighbors, clip: p.clip, bits: p.bits },
+    };
+    if (deadlines) ev.deadlines = deadlines;
+    return ev;
+  }
+  if (message.case === 'roundOutcome') {
+    const v = message.value;
+    const ev: M.RoundOutcome = { type: 'round-outcome', round: roundFromProto(v.round, 'round outcome'), ok: v.ok };
+    if (!v.ok) ev.reason = ABORTS.fromPb.get(v.abortReason) ?? 'unspecified';
+    return ev;
+  }
+  return fromServerEnvelope(e) ?? invalid('server envelope carries no message');
 }

@@ -1,0 +1,366 @@
+/**
+ * The client's side of the wire: enrollment (one-time token + CSR over server-authenticated TLS
+ * 1.3) and `ClientRunner`, what `aegis client run` is once its data dir is open — an mTLS channel
+ * to the coordinator, a pool of single-use round tokens, the Subscribe stream feeding a
+ * ClientAgent, reconnection with exponential backoff and jitter, per-round deadlines, and
+ * certificate renewal before expiry.
+ */
+import { X509Certificate } from 'node:crypto';
+import tls from 'node:tls';
+import { create } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
+import * as enroll from '../../shared/gen/aegis/v1/enrollment_pb.js';
+import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
+import type { ClientMessage, RoundRef, ServerEvent } from '../../shared/protocol/messages.js';
+import type { RoundParams } from '../../shared/protocol/params.js';
+import { fromEventEnvelope, toClientEnvelope } from '../../shared/rpc/convert.js';
+import { callUnary, clientFor, type MethodsOf, type TypedClient } from '../../shared/rpc/service.js';
+import { reasonOf } from '../../shared/rpc/status.js';
+import { createCsr, identityKeyPem, needsRenewal, type ClientIdentity } from '../enroll/csr.js';
+import { ClientAgent, type AgentEvent } from './agent.js';
+
+const CHANNEL_OPTIONS: grpc.ChannelOptions = {
+  'grpc.max_receive_message_length': 64 * 1024 * 1024,
+  'grpc.max_send_message_length': -1,
+  'grpc.keepalive_time_ms': 20_000,
+  'grpc.keepalive_timeout_ms': 10_000,
+  'grpc.keepalive_permit_without_calls': 1,
+  'grpc.initial_reconnect_backoff_ms': 200,
+  'grpc.max_reconnect_backoff_ms': 5_000,
+};
+
+/** A gRPC error as a typed AegisError: its reason code, or `unavailable` for transport failures. */
+export function asAegisError(err: unknown): AegisError {
+  if (isAegisError(err)) return err;
+  const code = reasonOf(err);
+  const details = (err as { details?: string }).details ?? (err instanceof Error ? err.message : String(err));
+  if (code) return new AegisError(code, details);
+  const status = (err as { code?: number }).code;
+  if (status === grpc.status.UNAUTHENTICATED) return new AegisError(ErrorCode.Unauthenticated, details);
+  if (status === grpc.status.RESOURCE_EXHAUSTED) return new AegisError(ErrorCode.TooLarge, details);
+  return new AegisError(ErrorCode.Unavailable, `coordinator unreachable: ${details}`);
+}
+
+const isTransient = (err: unknown): boolean => {
+  const s = (err as { code?: number }).code;
+  return reasonOf(err) === undefined && (s === grpc.status.UNAVAILABLE || s === grpc.status.DEADLINE_EXCEEDED || s === grpc.status.CANCELLED || s === grpc.status.INTERNAL);
+};
+
+/**
+ * Enrolls: sends the CSR with the one-time token to the coordinator's enrollment address,
+ * trusting only `caPem` for the server. Returns the certificate, the CA and the assigned id.
+ */
+export async function enrollWithToken(opts: {
+  enrollAddress: string;
+  caPem: string;
+  token: string;
+  identity: ClientIdentity;
+  clientId: string;
+  timeoutMs?: number;
+}): Promise<{ certificateDer: Uint8Array; caDer: Uint8Array; clientId: string }> {
+  tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
+  const csrDer = await createCsr(opts.identity, opts.clientId);
+  const client = new (clientFor(enroll.Enrollment))(opts.enrollAddress, grpc.credentials.createSsl(Buffer.from(opts.caPem)), CHANNEL_OPTIONS);
+  try {
+    const reply = await callUnary(client.enroll.bind(client), create(enroll.EnrollRequestSchema, { token: opts.token, csrDer }), new grpc.Metadata(), {
+      deadline: Date.now() + (opts.timeoutMs ?? 15_000),
+    }).catch((e: unknown) => {
+      throw asAegisError(e);
+    });
+    // The CA the coordinator answers with must be the one this client pinned.
+    const pinned = new X509Certificate(opts.caPem);
+    if (!Buffer.from(reply.caCertificateDer).equals(pinned.raw)) throw new AegisError(ErrorCode.Unauthenticated, 'the coordinator answered with another CA than the pinned one');
+    return { certificateDer: reply.certificateDer, caDer: reply.caCertificateDer, clientId: reply.clientId };
+  } finally {
+    client.close();
+  }
+}
+
+export interface RunnerOptions {
+  address: string;
+  caPem: string;
+  clientId: string;
+  identity: ClientIdentity;
+  certificateDer: Uint8Array;
+  /** This client's quantized, weighted input for a round (length dim + 1). */
+  input: (round: RoundRef, params: RoundParams) => Uint32Array;
+  /** Persists a renewed certificate. */
+  onCertificate?: (der: Uint8Array) => Promise<void>;
+  onEvent?: (e: RunnerEvent) => void;
+  /** How often to check whether the certificate needs renewal; default 60 s. */
+  renewCheckMs?: number;
+  /** Backoff bounds for reconnecting; default 250 ms .. 10 s. */
+  backoffMs?: { min: number; max: number };
+  /** Extra time given past a round's deadlines before giving up on it; default 10 s. */
+  roundGraceMs?: number;
+}
+
+export type RunnerEvent =
+  | AgentEvent
+  | { kind: 'connected' }
+  | { kind: 'disconnected'; code: string; retryInMs: number }
+  | { kind: 'renewed'; notAfter: string }
+  | { kind: 'fatal'; code: string; message: string };
+
+type SecAggClient = TypedClient<MethodsOf<typeof pb.SecAgg>>;
+
+const TOKEN_BATCH = 8;
+/** A token is not used in its last 30 s (the call must reach the coordinator before it expires). */
+const TOKEN_MARGIN_MS = 30_000;
+
+export class ClientRunner {
+  readonly agent: ClientAgent;
+  private readonly opts: RunnerOptions;
+  private client!: SecAggClient;
+  private certificateDer: Uint8Array;
+  private tokens: string[] = [];
+  private tokensExpireAt = 0;
+  private tokenFetch: Promise<void> | null = null;
+  private stream: grpc.ClientReadableStream<pb.ServerEnvelope> | null = null;
+  private stopped = false;
+  private failures = 0;
+  private events: Promise<void> = Promise.resolve();
+  private roundTimer: NodeJS.Timeout | undefined;
+  private renewTimer: NodeJS.Timeout | undefined;
+  private reconnectTimer: NodeJS.Timeout | undefined;
+  /** Peers' identity keys, from certificates checked against the pinned CA. */
+  private readonly directory = new Map<string, Uint8Array>();
+  private readonly ca: X509Certificate;
+  private finish!: (err?: AegisError) => void;
+  /** Resolves when the runner stops: undefined after `stop()`, an error when it cannot go on. */
+  readonly done: Promise<AegisError | undefined>;
+
+  constructor(opts: RunnerOptions) {
+    this.opts = opts;
+    this.certificateDer = opts.certificateDer;
+    this.ca = new X509Certificate(opts.caPem);
+    this.done = new Promise((resolve) => (this.finish = resolve));
+    this.agent = new ClientAgent({
+      clientId: opts.clientId,
+      identityKey: opts.identity.seed,
+      identityOf: (id) => this.directory.get(id),
+      input: opts.input,
+      send: (m) => this.send(m),
+      onEvent: (e) => opts.onEvent?.(e),
+    });
+  }
+
+  start(): void {
+    tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
+    this.connect();
+    this.subscribe();
+    this.renewTimer = setInterval(() => void this.maybeRenew(), this.opts.renewCheckMs ?? 60_000);
+    this.renewTimer.unref();
+    void this.maybeRenew();
+  }
+
+  async stop(): Promise<void> {
+    if (this.stopped) return;
+    this.stopped = true;
+    clearTimeout(this.roundTimer);
+    clearInterval(this.renewTimer);
+    clearTimeout(this.reconnectTimer);
+    this.stream?.cancel();
+    await this.events.catch(() => undefined);
+    this.client?.close();
+    this.finish(undefined);
+  }
+
+  private fatal(err: AegisError): void {
+    if (this.stopped) return;
+    this.opts.onEvent?.({ kind: 'fatal', code: err.code, message: err.message });
+    void this.stop().then(() => undefined);
+    this.finish(err);
+  }
+
+  private connect(): void {
+    this.client?.close();
+    const creds = grpc.credentials.createSsl(
+      Buffer.from(this.opts.caPem),
+      Buffer.from(identityKeyPem(this.opts.identity)),
+      Buffer.from(new X509Certificate(Buffer.from(this.certificateDer)).toString()),
+    );
+    this.client = new (clientFor(pb.SecAgg))(this.opts.address, creds, CHANNEL_OPTIONS);
+    this.tokens = [];
+  }
+
+  /** One single-use round token (fetched in batches over mTLS). */
+  private async token(): Promise<string> {
+    if (this.tokens.length === 0 || Date.now() > this.tokensExpireAt - TOKEN_MARGIN_MS) {
+      this.tokenFetch ??= callUnary(this.client.issueTokens.bind(this.client), create(pb.IssueTokensRequestSchema, { count: TOKEN_BATCH }), new grpc.Metadata(), {
+        deadline: Date.now() + 15_000,
+      })
+        .then((r) => {
+          this.tokens = [...r.tokens];
+          this.tokensExpireAt = Number(r.expiresAtMs);
+        })
+        .finally(() => (this.tokenFetch = null));
+      await this.tokenFetch;
+    }
+    const t = this.tokens.shift();
+    if (t === undefined) return this.token();
+    return t;
+  }
+
+  private async metadata(): Promise<grpc.Metadata> {
+    const md = new grpc.Metadata();
+    md.set('authorization', `Bearer ${await this.token()}`);
+    return md;
+  }
+
+  private backoff(): number {
+    const { min, max } = this.opts.backoffMs ?? { min: 250, max: 10_000 };
+    const base = Math.min(max, min * 2 ** Math.min(this.failures, 16));
+    return Math.round(base / 2 + Math.random() * (base / 2));
+  }
+
+  private subscribe(): void {
+    if (this.stopped) return;
+    void this.metadata().then(
+      (md) => {
+        if (this.stopped) return;
+        const stream = this.client.subscribe(create(pb.SubscribeRequestSchema, {}), md);
+        this.stream = stream;
+        let announced = false;
+        stream.on('metadata', () => {
+          this.failures = 0;
+          announced = true;
+          this.opts.onEvent?.({ kind: 'connected' });
+        });
+        stream.on('data', (env: pb.ServerEnvelope) => {
+          if (!announced) {
+            announced = true;
+            this.failures = 0;
+          }
+          this.enqueue(env);
+        });
+        stream.on('error', (err: unknown) => this.streamEnded(stream, err));
+        stream.on('end', () => this.streamEnded(stream, undefined));
+      },
+      (err: unknown) => this.streamEnded(null, err),
+    );
+  }
+
+  private streamEnded(stream: grpc.ClientReadableStream<pb.ServerEnvelope> | null, err: unknown): void {
+    if (stream !== null && this.stream !== stream) return;
+    this.stream = null;
+    if (this.stopped) return;
+    const e = err === undefined ? new AegisError(ErrorCode.Unavailable, 'the coordinator ended the stream') : asAegisError(err);
+    // A revoked or unknown client cannot fix that by retrying: stop with the reason.
+    if (e.code === ErrorCode.Unauthenticated && /revoked|no-identity/.test(e.message)) return this.fatal(e);
+    this.failures++;
+    const wait = this.backoff();
+    this.opts.onEvent?.({ kind: 'disconnected', code: e.code, retryInMs: wait });
+    clearTimeout(this.reconnectTimer);
+    this.reconnectTimer = setTimeout(() => this.subscribe(), wait);
+  }
+
+  /** Events are handled one at a time, in order. */
+  private enqueue(env: pb.ServerEnvelope): void {
+    let ev: ServerEvent;
+    try {
+      ev = fromEventEnvelope(env);
+    } catch {
+      this.opts.onEvent?.({ kind: 'ignored', type: 'malformed', code: ErrorCode.InvalidArgument });
+      return;
+    }
+    this.events = this.events.then(() => this.handle(ev)).catch((err: unknown) => {
+      this.opts.onEvent?.({ kind: 'ignored', type: ev.type, code: isAegisError(err) ? err.code : 'internal' });
+    });
+  }
+
+  private async handle(ev: ServerEvent): Promise<void> {
+    if (ev.type === 'advertise-broadcast') this.learnIdentities(ev.entries);
+    if (ev.type === 'round-start') {
+      this.directory.clear();
+      this.armRoundDeadline(ev.round, ev.deadlines);
+    }
+    await this.agent.onEvent(ev);
+    if (ev.type === 'round-outcome' && this.agent.currentRound === null) clearTimeout(this.roundTimer);
+  }
+
+  /**
+   * Identity keys of the round's members, from their certificates: each must be signed by the
+   * pinned CA, be valid now, and name the entry's client id. Entries that fail are left out, so
+   * the state machine sees an unknown id (and aborts if it is a neighbour).
+   */
+  private learnIdentities(entries: readonly { clientId: string; certificate?: Uint8Array }[]): void {
+    const now = Date.now();
+    for (const e of entries) {
+      if (!e.certificate || e.certificate.length === 0) continue;
+      try {
+        const cert = new X509Certificate(Buffer.from(e.certificate));
+        if (!cert.checkIssued(this.ca) || !cert.verify(this.ca.publicKey)) continue;
+        if (!(Date.parse(cert.validFrom) <= now && now <= Date.parse(cert.validTo))) continue;
+        const uri = `URI:urn:aegis:client:${e.clientId}`;
+        if (cert.subjectAltName !== uri || cert.subject !== `CN=${e.clientId}`) continue;
+        const jwk = cert.publicKey.export({ format: 'jwk' });
+        if (jwk.crv !== 'Ed25519' || typeof jwk.x !== 'string') continue;
+        this.directory.set(e.clientId, new Uint8Array(Buffer.from(jwk.x, 'base64url')));
+      } catch {
+        continue;
+      }
+    }
+  }
+
+  /** Gives up on a round that outlives all its phase deadlines (plus a grace period). */
+  private armRoundDeadline(round: RoundRef, d: { advertiseMs: number; shareMs: number; maskedMs: number; consistencyMs: number; unmaskMs: number } | undefined): void {
+    clearTimeout(this.roundTimer);
+    if (!d) return;
+    const total = d.advertiseMs + d.shareMs + d.maskedMs + d.consistencyMs + d.unmaskMs + (this.opts.roundGraceMs ?? 10_000);
+    this.roundTimer = setTimeout(() => {
+      this.events = this.events.then(() => this.agent.abandon(round));
+    }, total);
+    this.roundTimer.unref();
+  }
+
+  /** Sends one message; retries transport failures (an identical resend is harmless). */
+  private async send(m: ClientMessage): Promise<void> {
+    const env = toClientEnvelope(m);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        await callUnary(this.client.send.bind(this.client), env, await this.metadata(), { deadline: Date.now() + 60_000 });
+        return;
+      } catch (err) {
+        if (attempt > 0 && reasonOf(err) === ErrorCode.AlreadyExists) return; // the first try did arrive
+        if (!isTransient(err) || attempt >= 4 || this.stopped) throw asAegisError(err);
+        this.failures++;
+        await new Promise((r) => setTimeout(r, this.backoff()));
+      }
+    }
+  }
+
+  private async maybeRenew(): Promise<void> {
+    if (this.stopped || !needsRenewal(this.certificateDer)) return;
+    try {
+      const csrDer = await createCsr(this.opts.identity, this.opts.clientId);
+      const renewer = new (clientFor(enroll.Enrollment))(
+        this.opts.address,
+        grpc.credentials.createSsl(
+          Buffer.from(this.opts.caPem),
+          Buffer.from(identityKeyPem(this.opts.identity)),
+          Buffer.from(new X509Certificate(Buffer.from(this.certificateDer)).toString()),
+        ),
+        CHANNEL_OPTIONS,
+      );
+      try {
+        const reply = await callUnary(renewer.renew.bind(renewer), create(enroll.RenewRequestSchema, { csrDer }), new grpc.Metadata(), { deadline: Date.now() + 15_000 });
+        this.certificateDer = reply.certificateDer;
+      } finally {
+        renewer.close();
+      }
+      await this.opts.onCertificate?.(this.certificateDer);
+      this.opts.onEvent?.({ kind: 'renewed', notAfter: new X509Certificate(Buffer.from(this.certificateDer)).validTo });
+      // New calls use the new certificate; the stream moves over when it next reconnects, or now
+      // if no round is running.
+      if (this.agent.currentRound === null) {
+        this.connect();
+        this.stream?.cancel();
+      }
+    } catch (err) {
+      const e = asAegisError(err);
+      if (e.code === ErrorCode.Unauthenticated) this.fatal(e);
+    }
+  }
+}

@@ -1,0 +1,104 @@
+/**
+ * A client's data directory (`aegis client enroll|run --data-dir DIR`):
+ *
+ *   identity.keyfile.json  the Ed25519 identity seed, sealed under the passphrase (scrypt +
+ *                          AES-256-GCM, mode 0600): the only secret, never in clear on disk
+ *   client.pem             the current client certificate (public; renewed before expiry)
+ *   ca.pem                 the coordinator CA this client trusts (pinned at enrollment)
+ *   client.json            the client id and the coordinator's addresses
+ */
+import { X509Certificate } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, open as openFile, readFile, rename, unlink, constants as fsc } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { basename, dirname, join } from 'node:path';
+import { z } from 'zod';
+import { AegisError, ErrorCode } from '../../shared/errors.js';
+import { readKeyfile, writeKeyfile } from '../../shared/keystore/passphrase-keyfile.js';
+import { createIdentity, type ClientIdentity } from '../enroll/csr.js';
+
+export const IDENTITY_KEYFILE = 'identity.keyfile.json';
+const IDENTITY_LABEL = 'aegis/client-identity';
+
+const ClientConfigSchema = z
+  .object({
+    version: z.literal(1),
+    clientId: z.string().regex(/^[A-Za-z0-9._:@-]{1,128}$/),
+    coordinator: z.string().min(3).max(300),
+    enrollAddress: z.string().min(3).max(300),
+  })
+  .strict();
+export type ClientConfig = z.infer<typeof ClientConfigSchema>;
+
+export interface LoadedClient {
+  config: ClientConfig;
+  identity: ClientIdentity;
+  certificateDer: Uint8Array;
+  caPem: string;
+}
+
+async function writeAtomic(path: string, data: string, mode: number): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const fh = await openFile(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, mode);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } catch (e) {
+    await fh.close();
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  }
+  await fh.close();
+  await rename(tmp, path);
+}
+
+export const derToPem = (der: Uint8Array): string => new X509Certificate(Buffer.from(der)).toString();
+export const pemToDer = (pem: string): Uint8Array => new Uint8Array(new X509Certificate(pem).raw);
+
+/**
+ * The client's identity: opened from DIR when it exists, otherwise made (32 random bytes) and
+ * sealed there. A data dir that already holds an enrolled client is refused for a new enrollment
+ * under another id (one key, one id).
+ */
+export async function openOrCreateIdentity(dir: string, passphrase: string): Promise<{ identity: ClientIdentity; created: boolean }> {
+  await mkdir(dir, { recursive: true, mode: 0o700 });
+  const path = join(dir, IDENTITY_KEYFILE);
+  if (existsSync(path)) {
+    const s = await readKeyfile(path, passphrase, { expectedLabel: IDENTITY_LABEL });
+    if (!s.seed) throw new AegisError(ErrorCode.InsecureKeyfile, `${IDENTITY_KEYFILE} lacks the identity key`);
+    return { identity: await createIdentity(s.seed), created: false };
+  }
+  const identity = await createIdentity();
+  await writeKeyfile(path, passphrase, IDENTITY_LABEL, { seed: identity.seed });
+  return { identity, created: true };
+}
+
+export async function readClientConfig(dir: string): Promise<ClientConfig | undefined> {
+  const path = join(dir, 'client.json');
+  if (!existsSync(path)) return undefined;
+  const r = ClientConfigSchema.safeParse(JSON.parse(await readFile(path, 'utf8')));
+  if (!r.success) throw new AegisError(ErrorCode.InvalidArgument, `${path} is malformed`);
+  return r.data;
+}
+
+export async function saveEnrollment(dir: string, e: { config: ClientConfig; certificateDer: Uint8Array; caDer: Uint8Array }): Promise<void> {
+  await writeAtomic(join(dir, 'ca.pem'), derToPem(e.caDer), 0o644);
+  await writeAtomic(join(dir, 'client.pem'), derToPem(e.certificateDer), 0o644);
+  await writeAtomic(join(dir, 'client.json'), `${JSON.stringify(e.config, null, 1)}\n`, 0o644);
+}
+
+export async function saveCertificate(dir: string, certificateDer: Uint8Array): Promise<void> {
+  await writeAtomic(join(dir, 'client.pem'), derToPem(certificateDer), 0o644);
+}
+
+/** Everything `aegis client run` needs, opened from DIR. */
+export async function loadClient(dir: string, passphrase: string): Promise<LoadedClient> {
+  const config = await readClientConfig(dir);
+  if (!config || !existsSync(join(dir, 'client.pem'))) {
+    throw new AegisError(ErrorCode.NotFound, `${dir} holds no enrolled client: run aegis client enroll --data-dir ${dir} first`);
+  }
+  const { identity } = await openOrCreateIdentity(dir, passphrase);
+  const certificateDer = pemToDer(await readFile(join(dir, 'client.pem'), 'utf8'));
+  const caPem = await readFile(join(dir, 'ca.pem'), 'utf8');
+  return { config, identity, certificateDer, caPem };
+}

@@ -1,0 +1,611 @@
+/**
+ * The coordinator process (`aegis coordinator start`): the gRPC services of proto/aegis/v1 around
+ * the registry (enrolled clients, invites, revocations) and one RoundHost per running round.
+ *
+ * Two listeners, both TLS 1.3 only:
+ * - the main address requires a client certificate issued by the coordinator CA
+ *   (`checkClientCertificate`): SecAgg (clients), Enrollment.Renew (clients), Admin (operators);
+ * - the enrollment address authenticates only the server: Enrollment.Enroll, where a device that
+ *   has no certificate yet trades a one-time token and a CSR for one.
+ *
+ * Every call on the main address is authorized per call from the verified peer certificate:
+ * revoked clients and serials are refused on their next call even with an unexpired certificate.
+ * Round calls (Subscribe, Send, Heartbeat) also need a single-use EdDSA JWT in `authorization:
+ * Bearer`, issued by IssueTokens to the same certificate identity. The client id inside every
+ * round message must equal the certificate's (RoundHost.submit). Every refusal is a status with
+ * an `aegis-reason` code (shared/rpc/status.ts); nothing a caller sends can stop the process.
+ */
+import { randomInt } from 'node:crypto';
+import tls from 'node:tls';
+import { create } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import type { Logger } from 'pino';
+import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
+import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
+import * as enroll from '../../shared/gen/aegis/v1/enrollment_pb.js';
+import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
+import { parseManifest, type JobManifest } from '../../shared/protocol/manifest.js';
+import type { ClientMessage, RoundRef, ServerEvent, ServerMessage } from '../../shared/protocol/messages.js';
+import { sameRound } from '../../shared/protocol/session.js';
+import { Phase, type AbortReason } from '../../shared/protocol/vocabulary.js';
+import { abortReasonToProto, fromClientEnvelope, phaseToProto, toEventEnvelope, vectorToBytes } from '../../shared/rpc/convert.js';
+import { addHealthAndReflection } from '../../shared/rpc/server.js';
+import { addService, serverStream, unary } from '../../shared/rpc/service.js';
+import { clientIdOf, inspectCsr, issueClientCertificate, issueServerCertificate, operatorOf, serialOf, type CertificateAuthority } from '../auth/ca.js';
+import { EnrollmentError } from '../auth/enrollment.js';
+import { AuthError, TokenVerifier, type TokenIssuer } from '../auth/tokens.js';
+import { saveRegistry, type ClientRecord, type Registry } from './data-dir.js';
+import { Mailbox } from './mailbox.js';
+import { RoundHost, type RoundOutcome } from './round-host.js';
+
+export interface CoordinatorOptions {
+  ca: CertificateAuthority;
+  tokens: TokenIssuer;
+  registry: Registry;
+  /** Where the registry is persisted; undefined keeps it in memory only (tests, simulate). */
+  dataDir?: string;
+  log?: Logger;
+  /** Client certificate lifetime; default 24 h. */
+  clientCertTtlMs?: number;
+  /** Round-call token lifetime; default 5 min. */
+  tokenTtlMs?: number;
+  /** Largest message the server takes, bytes; default 64 MiB (m = 10^7 fits). */
+  maxMessageBytes?: number;
+  clock?: () => number;
+}
+
+interface RoundRecord {
+  index: number;
+  ref: RoundRef;
+  host: RoundHost;
+  cohort: string[];
+  startedAt: number;
+  outcome?: RoundOutcome;
+}
+
+interface Job {
+  jobId: string;
+  manifest: JobManifest;
+  manifestHash: Uint8Array;
+  rounds: RoundRecord[];
+}
+
+const MAX_TOKENS_PER_CALL = 64;
+
+/** What grpc-js (>= 1.12) exposes of a call's TLS session. */
+interface AuthContextLike {
+  sslPeerCertificate?: { raw?: Buffer };
+}
+
+/** The raw DER of the caller's verified certificate, if any. */
+function peerCertificate(call: { getAuthContext?: () => AuthContextLike | null }): Uint8Array | undefined {
+  const raw = call.getAuthContext?.()?.sslPeerCertificate?.raw;
+  return raw && raw.length > 0 ? new Uint8Array(raw) : undefined;
+}
+
+function bearer(metadata: grpc.Metadata): string | undefined {
+  const [v] = metadata.get('authorization');
+  if (typeof v !== 'string' || !v.startsWith('Bearer ')) return undefined;
+  return v.slice(7);
+}
+
+export class Coordinator {
+  readonly ca: CertificateAuthority;
+  private readonly tokens: TokenIssuer;
+  private readonly verifier: TokenVerifier;
+  readonly registry: Registry;
+  private readonly opts: CoordinatorOptions;
+  private readonly mailboxes = new Map<string, Mailbox<pb.ServerEnvelope>>();
+  private readonly jobs = new Map<string, Job>();
+  private readonly log: Logger | undefined;
+  private readonly clock: () => number;
+  private servers: grpc.Server[] = [];
+  private persistChain: Promise<void> = Promise.resolve();
+  /** The two addresses once listening. */
+  address = '';
+  enrollAddress = '';
+
+  constructor(opts: CoordinatorOptions) {
+    this.opts = opts;
+    this.ca = opts.ca;
+    this.tokens = opts.tokens;
+    this.registry = opts.registry;
+    this.log = opts.log;
+    this.clock = opts.clock ?? Date.now;
+    this.verifier = new TokenVerifier({ publicKey: opts.tokens.publicKey, revocations: this.registry.revocations, clock: this.clock });
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Listening.
+
+  /**
+   * Listens on `listen` (mTLS) and `enrollListen` (server TLS; default: the next port). Port 0
+   * picks free ports. Resolves with the bound addresses.
+   */
+  async listen(listen: string, enrollListen?: string): Promise<{ address: string; enrollAddress: string }> {
+    tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
+    const [host, portText] = splitHostPort(listen);
+    const hosts = [...new Set([host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host, '127.0.0.1', 'localhost'])];
+    const server = await issueServerCertificate(this.ca, { hosts });
+    const keyCert = [{ private_key: Buffer.from(server.privateKeyPem), cert_chain: Buffer.from(server.certificatePem) }];
+    const maxBytes = this.opts.maxMessageBytes ?? 64 * 1024 * 1024;
+    const options: grpc.ServerOptions = {
+      'grpc.max_receive_message_length': maxBytes,
+      'grpc.max_send_message_length': maxBytes,
+      'grpc.keepalive_time_ms': 20_000,
+      'grpc.keepalive_timeout_ms': 10_000,
+      'grpc.http2.min_ping_interval_without_data_ms': 5_000,
+      'grpc.keepalive_permit_without_calls': 1,
+    };
+
+    const main = new grpc.Server(options);
+    addService(main, pb.SecAgg, this.secAggImpl());
+    addService(main, enroll.Enrollment, this.enrollmentImpl());
+    addService(main, admin.Admin, this.adminImpl());
+    addHealthAndReflection(main, [pb.SecAgg, enroll.Enrollment, admin.Admin]);
+    const mainCreds = grpc.ServerCredentials.createSsl(Buffer.from(this.ca.certificatePem), keyCert, true);
+    const mainPort = await bind(main, `${host}:${portText}`, mainCreds);
+
+    const enrollServer = new grpc.Server({ 'grpc.max_receive_message_length': 64 * 1024 });
+    addService(enrollServer, enroll.Enrollment, this.enrollmentImpl());
+    addHealthAndReflection(enrollServer, [enroll.Enrollment]);
+    const enrollCreds = grpc.ServerCredentials.createSsl(null, keyCert, false);
+    const enrollTarget = enrollListen ?? `${host}:${portText === '0' ? 0 : Number(portText) + 1}`;
+    const [eh] = splitHostPort(enrollTarget);
+    const enrollPort = await bind(enrollServer, enrollTarget, enrollCreds);
+    this.servers = [main, enrollServer];
+    const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
+    this.address = `${shown}:${mainPort}`;
+    this.enrollAddress = `${eh === '0.0.0.0' || eh === '::' ? '127.0.0.1' : eh}:${enrollPort}`;
+    this.log?.info({ address: this.address, enrollAddress: this.enrollAddress }, 'coordinator listening');
+    return { address: this.address, enrollAddress: this.enrollAddress };
+  }
+
+  /** Stops accepting calls, cancels running rounds, ends streams, and waits for the registry. */
+  async close(): Promise<void> {
+    for (const job of this.jobs.values()) for (const r of job.rounds) r.host.cancel('the coordinator is shutting down');
+    for (const mb of this.mailboxes.values()) mb.close(new AegisError(ErrorCode.Unavailable, 'the coordinator is shutting down'));
+    await Promise.all(
+      this.servers.map(
+        (s) =>
+          new Promise<void>((resolve) => {
+            const t = setTimeout(() => {
+              s.forceShutdown();
+              resolve();
+            }, 2000);
+            s.tryShutdown(() => {
+              clearTimeout(t);
+              resolve();
+            });
+          }),
+      ),
+    );
+    this.servers = [];
+    await this.persistChain;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Authorization.
+
+  /** The calling client (verified certificate, not revoked); throws `unauthenticated`. */
+  private clientOf(call: { getAuthContext?: () => AuthContextLike | null }): ClientRecord {
+    const der = peerCertificate(call);
+    if (!der) throw new AuthError('no-identity', 'peer certificate');
+    let clientId: string;
+    let serial: string;
+    try {
+      clientId = clientIdOf(der);
+      serial = serialOf(der);
+    } catch {
+      throw new AuthError('no-identity', 'peer certificate');
+    }
+    if (this.registry.revocations.isRevoked({ clientId, serial })) throw new AuthError('revoked', 'peer certificate');
+    const rec = this.registry.clients.get(clientId);
+    if (!rec) throw new AuthError('no-identity', 'peer certificate');
+    return rec;
+  }
+
+  /** The client of a round call: certificate, then its single-use token. */
+  private async roundCaller(call: { metadata: grpc.Metadata; getAuthContext?: () => AuthContextLike | null }): Promise<ClientRecord> {
+    const rec = this.clientOf(call);
+    const token = bearer(call.metadata);
+    if (token === undefined) throw new AuthError('malformed', 'token');
+    await this.verifier.verify(token, { clientId: rec.clientId });
+    return rec;
+  }
+
+  private operatorOf(call: { getAuthContext?: () => AuthContextLike | null }): string {
+    const der = peerCertificate(call);
+    if (!der) throw new AuthError('no-identity', 'peer certificate');
+    const name = operatorOf(der);
+    if (name === undefined) throw new AegisError(ErrorCode.PermissionDenied, 'this call needs an operator certificate');
+    if (this.registry.revocations.isRevoked({ serial: serialOf(der) })) throw new AuthError('revoked', 'peer certificate');
+    return name;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // SecAgg (clients).
+
+  private mailbox(clientId: string): Mailbox<pb.ServerEnvelope> {
+    let mb = this.mailboxes.get(clientId);
+    if (!mb) this.mailboxes.set(clientId, (mb = new Mailbox()));
+    return mb;
+  }
+
+  /** Client ids with an attached stream and no revocation. */
+  connectedClients(): string[] {
+    return [...this.mailboxes.entries()].filter(([id, mb]) => mb.attached && !this.registry.revocations.isRevoked({ clientId: id })).map(([id]) => id);
+  }
+
+  private secAggImpl() {
+    return {
+      subscribe: serverStream<pb.SubscribeRequest, pb.ServerEnvelope>((_req, call) => this.stream(call)),
+      send: unary<pb.ClientEnvelope, pb.SendReply>(async (env, call) => {
+        const rec = await this.roundCaller(call);
+        const msg = fromClientEnvelope(env);
+        const phase = this.submit(rec.clientId, msg);
+        return create(pb.SendReplySchema, { phase: phaseToProto(phase) });
+      }),
+      heartbeat: unary<pb.HeartbeatRequest, pb.HeartbeatReply>(async (req, call) => {
+        const rec = await this.roundCaller(call);
+        const r = this.activeRoundsOf(rec.clientId).find((x) => !req.round || sameRound(x.ref, { manifestHash: req.round.manifestHash, roundIndex: req.round.roundIndex }));
+        return create(pb.HeartbeatReplySchema, { phase: r ? phaseToProto(r.host.phase) : 0 });
+      }),
+      issueTokens: unary<pb.IssueTokensRequest, pb.IssueTokensReply>(async (req, call) => {
+        const rec = this.clientOf(call);
+        const count = req.count === 0 ? 1 : req.count;
+        if (count > MAX_TOKENS_PER_CALL) throw new AegisError(ErrorCode.InvalidArgument, `at most ${MAX_TOKENS_PER_CALL} tokens per call`);
+        const ttlMs = this.opts.tokenTtlMs;
+        const issued = await Promise.all(Array.from({ length: count }, () => this.tokens.issue(rec.clientId, ttlMs === undefined ? {} : { ttlMs })));
+        return create(pb.IssueTokensReplySchema, { tokens: issued.map((t) => t.token), expiresAtMs: BigInt(issued[0]!.claims.exp * 1000) });
+      }),
+    };
+  }
+
+  private async *stream(call: grpc.ServerWritableStream<pb.SubscribeRequest, pb.ServerEnvelope>): AsyncGenerator<pb.ServerEnvelope> {
+    const rec = await this.roundCaller(call);
+    const { messages, detach } = this.mailbox(rec.clientId).attach();
+    call.on('cancelled', detach);
+    call.on('close', detach);
+    this.log?.debug({ client: rec.clientId }, 'client subscribed');
+    try {
+      yield* messages;
+    } finally {
+      detach();
+      this.log?.debug({ client: rec.clientId }, 'client stream ended');
+    }
+  }
+
+  private activeRoundsOf(clientId: string): RoundRecord[] {
+    const out: RoundRecord[] = [];
+    for (const job of this.jobs.values()) {
+      const r = job.rounds[job.rounds.length - 1];
+      if (r && !r.outcome && r.cohort.includes(clientId)) out.push(r);
+    }
+    return out;
+  }
+
+  /**
+   * Routes one authenticated message to the round it belongs to and returns that round's phase.
+   * With several rounds running for this client, the first that does not answer
+   * session-mismatch takes it.
+   */
+  submit(clientId: string, msg: ClientMessage): Phase {
+    const rounds = this.activeRoundsOf(clientId);
+    if (rounds.length === 0) throw new AegisError(ErrorCode.WrongPhase, 'no round is running for this client');
+    let last: unknown;
+    for (const r of rounds) {
+      if (msg.type === 'advertise-keys' && !sameRound(msg.round, r.ref)) {
+        last = new AegisError(ErrorCode.SessionMismatch, 'the message names another round');
+        continue;
+      }
+      try {
+        r.host.submit(clientId, msg);
+        return r.host.phase;
+      } catch (err) {
+        if (isAegisError(err, ErrorCode.SessionMismatch) && rounds.length > 1) {
+          last = err;
+          continue;
+        }
+        this.log?.info({ client: clientId, type: msg.type, code: isAegisError(err) ? err.code : 'internal' }, 'message refused');
+        throw err;
+      }
+    }
+    throw last;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Enrollment.
+
+  private enrollmentImpl() {
+    return {
+      enroll: unary<enroll.EnrollRequest, enroll.EnrollReply>(async (req) => {
+        const { clientId, publicKey } = await inspectCsr(req.csrDer);
+        const invite = this.registry.invites.redeem(req.token);
+        try {
+          if (invite.clientId !== undefined && invite.clientId !== clientId) {
+            throw new EnrollmentError('malformed');
+          }
+          const existing = this.registry.clients.get(clientId);
+          if (existing && existing.publicKey !== Buffer.from(publicKey).toString('base64url')) {
+            throw new AegisError(ErrorCode.KeyAlreadyBound, `client id '${clientId}' is already enrolled under another key`);
+          }
+          if (this.registry.revocations.isRevoked({ clientId })) {
+            throw new AegisError(ErrorCode.EnrollmentRefused, `client id '${clientId}' is revoked; enroll under a new id`);
+          }
+          const cert = await issueClientCertificate(this.ca, req.csrDer, clientId, { bindings: this.registry.bindings, ...this.certTtl() });
+          const now = this.clock();
+          this.registry.clients.set(clientId, {
+            clientId,
+            publicKey: Buffer.from(publicKey).toString('base64url'),
+            enrolledAt: existing?.enrolledAt ?? now,
+            serial: cert.serial,
+            certificateExpiresAt: cert.notAfter.getTime(),
+            certificate: Buffer.from(cert.certificateDer).toString('base64'),
+          });
+          await this.persist();
+          this.log?.info({ client: clientId, serial: cert.serial }, 'client enrolled');
+          return create(enroll.EnrollReplySchema, { certificateDer: cert.certificateDer, caCertificateDer: this.ca.certificateDer, clientId });
+        } catch (err) {
+          this.registry.invites.release(req.token);
+          throw err;
+        }
+      }),
+      renew: unary<enroll.RenewRequest, enroll.RenewReply>(async (req, call) => {
+        const rec = this.clientOf(call);
+        const { clientId, publicKey } = await inspectCsr(req.csrDer);
+        if (clientId !== rec.clientId) throw new AegisError(ErrorCode.Unauthenticated, 'the CSR names another client than the certificate');
+        if (Buffer.from(publicKey).toString('base64url') !== rec.publicKey) {
+          throw new AegisError(ErrorCode.KeyAlreadyBound, 'renewal must keep the enrolled identity key');
+        }
+        const cert = await issueClientCertificate(this.ca, req.csrDer, clientId, { bindings: this.registry.bindings, ...this.certTtl() });
+        rec.serial = cert.serial;
+        rec.certificateExpiresAt = cert.notAfter.getTime();
+        rec.certificate = Buffer.from(cert.certificateDer).toString('base64');
+        await this.persist();
+        this.log?.info({ client: clientId, serial: cert.serial }, 'certificate renewed');
+        return create(enroll.RenewReplySchema, { certificateDer: cert.certificateDer, caCertificateDer: this.ca.certificateDer });
+      }),
+    };
+  }
+
+  private certTtl(): { ttlMs?: number } {
+    return this.opts.clientCertTtlMs === undefined ? {} : { ttlMs: this.opts.clientCertTtlMs };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Admin (operators).
+
+  /** A one-time enrollment token (also used in-process by tests and `simulate`). */
+  async createInvite(opts: { ttlMs?: number; clientId?: string } = {}): Promise<{ token: string; expiresAt: number }> {
+    const inv = this.registry.invites.createInvite(opts);
+    await this.persist();
+    return inv;
+  }
+
+  async revoke(clientId: string, reason = ''): Promise<number> {
+    const rec = this.registry.clients.get(clientId);
+    if (!rec) throw new AegisError(ErrorCode.NotFound, `no enrolled client '${clientId}'`);
+    const now = this.clock();
+    this.registry.revocations.revokeClient(clientId);
+    this.registry.revocations.revokeSerial(rec.serial);
+    rec.revokedAt ??= now;
+    if (reason) rec.revocationReason = reason.slice(0, 200);
+    await this.persist();
+    this.mailboxes.get(clientId)?.close(new AuthError('revoked', 'peer certificate'));
+    this.log?.warn({ client: clientId }, 'client revoked');
+    return rec.revokedAt;
+  }
+
+  private adminImpl() {
+    return {
+      createInvite: unary<admin.CreateInviteRequest, admin.CreateInviteReply>(async (req, call) => {
+        const operator = this.operatorOf(call);
+        const inv = await this.createInvite({
+          ...(req.ttlSeconds > 0 ? { ttlMs: req.ttlSeconds * 1000 } : {}),
+          ...(req.clientId ? { clientId: req.clientId } : {}),
+        });
+        this.log?.info({ operator, forClient: req.clientId || undefined }, 'invite created');
+        return create(admin.CreateInviteReplySchema, { token: inv.token, expiresAtMs: BigInt(inv.expiresAt) });
+      }),
+      listClients: unary<admin.ListClientsRequest, admin.ListClientsReply>((_req, call) => {
+        this.operatorOf(call);
+        const clients = [...this.registry.clients.values()]
+          .sort((a, b) => (a.clientId < b.clientId ? -1 : 1))
+          .map((c) =>
+            create(admin.ClientInfoSchema, {
+              clientId: c.clientId,
+              enrolledAtMs: BigInt(c.enrolledAt),
+              certificateExpiresAtMs: BigInt(c.certificateExpiresAt),
+              revoked: c.revokedAt !== undefined,
+              revocationReason: c.revocationReason ?? '',
+            }),
+          );
+        return create(admin.ListClientsReplySchema, { clients });
+      }),
+      revokeClient: unary<admin.RevokeClientRequest, admin.RevokeClientReply>(async (req, call) => {
+        const operator = this.operatorOf(call);
+        const at = await this.revoke(req.clientId, req.reason);
+        this.log?.warn({ operator, client: req.clientId }, 'revocation by operator');
+        return create(admin.RevokeClientReplySchema, { revokedAtMs: BigInt(at) });
+      }),
+      launchRound: unary<admin.LaunchRoundRequest, admin.LaunchRoundReply>(async (req, call) => {
+        const operator = this.operatorOf(call);
+        const r = await this.launch(req.manifestJson, { gatherMs: req.gatherMs });
+        this.log?.info({ operator, job: r.jobId, round: r.roundIndex, cohort: r.cohort.length }, 'round launched');
+        return create(admin.LaunchRoundReplySchema, { jobId: r.jobId, manifestHash: r.manifestHash, roundIndex: r.roundIndex, cohort: r.cohort });
+      }),
+      roundStatus: unary<admin.RoundStatusRequest, admin.RoundStatusReply>((req, call) => {
+        this.operatorOf(call);
+        return this.statusOf(req.jobId, req.roundIndex);
+      }),
+      roundResult: unary<admin.RoundResultRequest, admin.RoundResultReply>((req, call) => {
+        this.operatorOf(call);
+        return this.resultOf(req.jobId, req.roundIndex);
+      }),
+    };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Rounds.
+
+  /**
+   * Launches the job's next round: validates the manifest (one zod schema), waits up to
+   * `gatherMs` for a full cohort of connected clients, invites min(cohort, connected) of them
+   * (at least the threshold), and starts the round's phase clock.
+   */
+  async launch(manifestJson: Uint8Array, opts: { gatherMs?: number } = {}): Promise<{ jobId: string; manifestHash: Uint8Array; roundIndex: number; cohort: string[] }> {
+    const { manifest, hash } = parseManifest(manifestJson, new Date(this.clock()));
+    let job = this.jobs.get(manifest.jobId);
+    if (job && Buffer.compare(Buffer.from(job.manifestHash), Buffer.from(hash)) !== 0) {
+      throw new AegisError(ErrorCode.AlreadyExists, `job '${manifest.jobId}' already runs another manifest`);
+    }
+    const last = job?.rounds[job.rounds.length - 1];
+    if (last && !last.outcome) throw new AegisError(ErrorCode.WrongPhase, `round ${last.index} of job '${manifest.jobId}' is still running`);
+    const index = job?.rounds.length ?? 0;
+    if (index >= manifest.rounds) throw new AegisError(ErrorCode.WrongPhase, `job '${manifest.jobId}' has run all its ${manifest.rounds} rounds`);
+
+    const { cohort: n, threshold: t } = manifest.round;
+    const gatherMs = Math.min(opts.gatherMs ?? 0, 3_600_000);
+    const until = this.clock() + gatherMs;
+    while (this.connectedClients().length < n && this.clock() < until) await new Promise((r) => setTimeout(r, 50));
+    const connected = this.connectedClients();
+    if (connected.length < t) {
+      throw new AegisError(ErrorCode.TooFewClients, `${connected.length} clients connected, the round needs at least t = ${t}`);
+    }
+    // A uniformly random cohort among the connected clients.
+    for (let i = connected.length - 1; i > 0; i--) {
+      const j = randomInt(i + 1);
+      [connected[i], connected[j]] = [connected[j]!, connected[i]!];
+    }
+    const cohort = connected.slice(0, n).sort();
+    const members = new Map(cohort.map((id) => [id, new Uint8Array(Buffer.from(this.registry.clients.get(id)!.publicKey, 'base64url'))]));
+    if (!job) {
+      job = { jobId: manifest.jobId, manifest, manifestHash: hash, rounds: [] };
+      this.jobs.set(job.jobId, job);
+    }
+    const ref: RoundRef = { manifestHash: hash, roundIndex: index };
+    const host = new RoundHost({ params: manifest.round, round: ref, identityOf: (id) => members.get(id), deadlines: manifest.deadlines });
+    const record: RoundRecord = { index, ref, host, cohort, startedAt: this.clock() };
+    job.rounds.push(record);
+    // The advertise broadcast carries each member's certificate: clients take identity keys from
+    // certificates they check against their pinned CA, not from the coordinator's word.
+    const certificates = new Map(cohort.map((id) => [id, new Uint8Array(Buffer.from(this.registry.clients.get(id)!.certificate, 'base64'))]));
+    const withCertificates = (m: ServerMessage): ServerMessage =>
+      m.type === 'advertise-broadcast' ? { ...m, entries: m.entries.map((e) => ({ ...e, certificate: certificates.get(e.clientId) ?? new Uint8Array(0) })) } : m;
+    const envelopes = new WeakMap<object, pb.ServerEnvelope>();
+    for (const id of cohort) {
+      host.subscribe(id, (m) => {
+        // One broadcast object goes to every member: encode it once.
+        let env = envelopes.get(m);
+        if (!env) envelopes.set(m, (env = toEventEnvelope(withCertificates(m))));
+        this.mailbox(id).push(env);
+      });
+    }
+    const start: ServerEvent = { type: 'round-start', round: ref, params: manifest.round, deadlines: manifest.deadlines };
+    const envelope = toEventEnvelope(start);
+    for (const id of cohort) this.mailbox(id).push(envelope);
+    void host.outcome.then((o) => this.finishRound(job, record, o));
+    return { jobId: job.jobId, manifestHash: hash, roundIndex: index, cohort };
+  }
+
+  private finishRound(job: Job, r: RoundRecord, o: RoundOutcome): void {
+    r.outcome = o;
+    const ev: ServerEvent = o.ok ? { type: 'round-outcome', round: r.ref, ok: true } : { type: 'round-outcome', round: r.ref, ok: false, reason: o.reason };
+    const env = toEventEnvelope(ev);
+    for (const id of r.cohort) this.mailbox(id).push(env);
+    if (o.ok) this.log?.info({ job: job.jobId, round: r.index, survivors: o.survivors.length, ms: this.clock() - r.startedAt }, 'round completed');
+    else this.log?.warn({ job: job.jobId, round: r.index, reason: o.reason, at: o.at }, 'round aborted');
+  }
+
+  /** Waits for a round's outcome (tests, simulate). */
+  async outcomeOf(jobId: string, roundIndex: number): Promise<RoundOutcome> {
+    const r = this.roundOf(jobId, roundIndex);
+    return r.host.outcome;
+  }
+
+  private roundOf(jobId: string, roundIndex?: number): RoundRecord {
+    const job = this.jobs.get(jobId);
+    if (!job || job.rounds.length === 0) throw new AegisError(ErrorCode.NotFound, `no job '${jobId}' has run here`);
+    const r = roundIndex === undefined ? job.rounds[job.rounds.length - 1] : job.rounds[roundIndex];
+    if (!r) throw new AegisError(ErrorCode.NotFound, `job '${jobId}' has no round ${roundIndex}`);
+    return r;
+  }
+
+  statusOf(jobId: string, roundIndex?: number): admin.RoundStatusReply {
+    const r = this.roundOf(jobId, roundIndex);
+    const job = this.jobs.get(jobId)!;
+    const s = r.host.status();
+    const phases: [Phase, number | undefined][] = [
+      [Phase.AdvertiseKeys, s.sets.u1],
+      [Phase.ShareKeys, s.sets.u2],
+      [Phase.MaskedInput, s.sets.u3],
+      [Phase.ConsistencyCheck, s.sets.u4],
+    ];
+    const counts = phases.filter(([, n]) => n !== undefined).map(([phase, n]) => create(admin.PhaseCountSchema, { phase: phaseToProto(phase), clients: n! }));
+    if (!r.outcome && s.phase !== Phase.Completed && s.phase !== Phase.Aborted) {
+      counts.push(create(admin.PhaseCountSchema, { phase: phaseToProto(s.phase), clients: s.received }));
+    }
+    const latest = [s.sets.u4, s.sets.u3, s.sets.u2, s.sets.u1].find((x) => x !== undefined);
+    const o = r.outcome;
+    return create(admin.RoundStatusReplySchema, {
+      jobId,
+      roundIndex: r.index,
+      phase: phaseToProto(o ? (o.ok ? Phase.Completed : Phase.Aborted) : s.phase),
+      clientsPerPhase: counts,
+      dropouts: latest === undefined ? 0 : r.cohort.length - latest,
+      elapsedMs: BigInt((o ? s.elapsedMs : this.clock() - r.startedAt) | 0),
+      ok: o?.ok ?? false,
+      abortReason: o && !o.ok ? abortReasonToProto(o.reason as AbortReason) : 0,
+      invited: r.cohort.length,
+      refused: s.refused,
+      finished: o !== undefined,
+      detail: o && !o.ok ? o.detail : '',
+      rounds: job.manifest.rounds,
+    });
+  }
+
+  resultOf(jobId: string, roundIndex?: number): admin.RoundResultReply {
+    const job = this.jobs.get(jobId);
+    if (!job) throw new AegisError(ErrorCode.NotFound, `no job '${jobId}' has run here`);
+    const r =
+      roundIndex === undefined ? [...job.rounds].reverse().find((x) => x.outcome?.ok) : job.rounds[roundIndex];
+    if (!r || !r.outcome || !r.outcome.ok) throw new AegisError(ErrorCode.NotFound, `job '${jobId}' has no completed round${roundIndex === undefined ? '' : ` ${roundIndex}`}`);
+    return create(admin.RoundResultReplySchema, {
+      jobId,
+      roundIndex: r.index,
+      manifestHash: job.manifestHash,
+      survivors: [...r.outcome.survivors],
+      sum: new Uint8Array(vectorToBytes(r.outcome.sum)),
+      clip: job.manifest.round.clip,
+      bits: job.manifest.round.bits,
+    });
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  /** Persists the registry (serialized: one write at a time, the latest state wins). */
+  private persist(): Promise<void> {
+    const dir = this.opts.dataDir;
+    if (dir === undefined) return Promise.resolve();
+    const next = this.persistChain.then(() => saveRegistry(dir, this.registry));
+    this.persistChain = next.catch((err: unknown) => {
+      this.log?.error({ code: isAegisError(err) ? err.code : 'io' }, 'could not persist the registry');
+    });
+    return next;
+  }
+}
+
+function splitHostPort(hp: string): [string, string] {
+  const m = /^(\[[^\]]+\]|[^:]+|[0-9a-fA-F:]+):(\d{1,5})$/.exec(hp);
+  if (!m) throw new AegisError(ErrorCode.InvalidArgument, `address must be HOST:PORT, got '${hp}'`);
+  const port = Number(m[2]);
+  if (port > 65535) throw new AegisError(ErrorCode.InvalidArgument, `port out of range in '${hp}'`);
+  return [m[1]!.replace(/^\[|\]$/g, ''), m[2]!];
+}
+
+function bind(server: grpc.Server, address: string, creds: grpc.ServerCredentials): Promise<number> {
+  return new Promise((resolve, reject) =>
+    server.bindAsync(address, creds, (err, port) => (err ? reject(new AegisError(ErrorCode.Unavailable, `cannot listen on ${address}: ${err.message}`)) : resolve(port))),
+  );
+}
