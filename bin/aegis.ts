@@ -5,6 +5,8 @@
  */
 import { Command } from 'commander';
 import { registerSimulate } from '../bench/sim/cli.js';
+import { registerClient } from '../client/cli.js';
+import { registerClients, registerCoordinator, registerRound } from '../coordinator/cli.js';
 
 const program = new Command();
 program
@@ -12,6 +14,10 @@ program
   .description('Federated learning with secure aggregation (SecAgg / SecAgg+)')
   .version('0.1.0')
   .showHelpAfterError();
+registerCoordinator(program);
+registerClients(program);
+registerRound(program);
+registerClient(program);
 registerSimulate(program);
 
 await program.parseAsync(process.argv);

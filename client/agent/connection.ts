@@ -17,18 +17,10 @@ import type { RoundParams } from '../../shared/protocol/params.js';
 import { fromEventEnvelope, toClientEnvelope } from '../../shared/rpc/convert.js';
 import { callUnary, clientFor, type MethodsOf, type TypedClient } from '../../shared/rpc/service.js';
 import { reasonOf } from '../../shared/rpc/status.js';
+import { channelOptions } from '../../shared/rpc/channel.js';
 import { createCsr, identityKeyPem, needsRenewal, type ClientIdentity } from '../enroll/csr.js';
 import { ClientAgent, type AgentEvent } from './agent.js';
 
-const CHANNEL_OPTIONS: grpc.ChannelOptions = {
-  'grpc.max_receive_message_length': 64 * 1024 * 1024,
-  'grpc.max_send_message_length': -1,
-  'grpc.keepalive_time_ms': 20_000,
-  'grpc.keepalive_timeout_ms': 10_000,
-  'grpc.keepalive_permit_without_calls': 1,
-  'grpc.initial_reconnect_backoff_ms': 200,
-  'grpc.max_reconnect_backoff_ms': 5_000,
-};
 
 /** A gRPC error as a typed AegisError: its reason code, or `unavailable` for transport failures. */
 export function asAegisError(err: unknown): AegisError {
@@ -61,7 +53,7 @@ export async function enrollWithToken(opts: {
 }): Promise<{ certificateDer: Uint8Array; caDer: Uint8Array; clientId: string }> {
   tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
   const csrDer = await createCsr(opts.identity, opts.clientId);
-  const client = new (clientFor(enroll.Enrollment))(opts.enrollAddress, grpc.credentials.createSsl(Buffer.from(opts.caPem)), CHANNEL_OPTIONS);
+  const client = new (clientFor(enroll.Enrollment))(opts.enrollAddress, grpc.credentials.createSsl(Buffer.from(opts.caPem)), channelOptions(opts.enrollAddress));
   try {
     const reply = await callUnary(client.enroll.bind(client), create(enroll.EnrollRequestSchema, { token: opts.token, csrDer }), new grpc.Metadata(), {
       deadline: Date.now() + (opts.timeoutMs ?? 15_000),
@@ -85,6 +77,8 @@ export interface RunnerOptions {
   certificateDer: Uint8Array;
   /** This client's quantized, weighted input for a round (length dim + 1). */
   input: (round: RoundRef, params: RoundParams) => Uint32Array;
+  /** Runs when a round starts, before the client joins it (e.g. to read and quantize its update). */
+  beforeRound?: (round: RoundRef, params: RoundParams) => Promise<void>;
   /** Persists a renewed certificate. */
   onCertificate?: (der: Uint8Array) => Promise<void>;
   onEvent?: (e: RunnerEvent) => void;
@@ -181,7 +175,7 @@ export class ClientRunner {
       Buffer.from(identityKeyPem(this.opts.identity)),
       Buffer.from(new X509Certificate(Buffer.from(this.certificateDer)).toString()),
     );
-    this.client = new (clientFor(pb.SecAgg))(this.opts.address, creds, CHANNEL_OPTIONS);
+    this.client = new (clientFor(pb.SecAgg))(this.opts.address, creds, channelOptions(this.opts.address));
     this.tokens = [];
   }
 
@@ -275,6 +269,7 @@ export class ClientRunner {
     if (ev.type === 'round-start') {
       this.directory.clear();
       this.armRoundDeadline(ev.round, ev.deadlines);
+      await this.opts.beforeRound?.(ev.round, ev.params);
     }
     await this.agent.onEvent(ev);
     if (ev.type === 'round-outcome' && this.agent.currentRound === null) clearTimeout(this.roundTimer);
@@ -342,7 +337,7 @@ export class ClientRunner {
           Buffer.from(identityKeyPem(this.opts.identity)),
           Buffer.from(new X509Certificate(Buffer.from(this.certificateDer)).toString()),
         ),
-        CHANNEL_OPTIONS,
+        channelOptions(this.opts.address),
       );
       try {
         const reply = await callUnary(renewer.renew.bind(renewer), create(enroll.RenewRequestSchema, { csrDer }), new grpc.Metadata(), { deadline: Date.now() + 15_000 });

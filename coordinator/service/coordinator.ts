@@ -470,8 +470,10 @@ export class Coordinator {
     const until = this.clock() + gatherMs;
     while (this.connectedClients().length < n && this.clock() < until) await new Promise((r) => setTimeout(r, 50));
     const connected = this.connectedClients();
-    if (connected.length < t) {
-      throw new AegisError(ErrorCode.TooFewClients, `${connected.length} clients connected, the round needs at least t = ${t}`);
+    // Phase 0 needs more than t and at least 3 clients (with 2, each would learn the other's input).
+    const needed = Math.max(t + 1, 3);
+    if (connected.length < needed) {
+      throw new AegisError(ErrorCode.TooFewClients, `${connected.length} clients connected, the round needs at least ${needed} (t + 1, and 3 or more)`);
     }
     // A uniformly random cohort among the connected clients.
     for (let i = connected.length - 1; i > 0; i--) {
@@ -485,7 +487,7 @@ export class Coordinator {
       this.jobs.set(job.jobId, job);
     }
     const ref: RoundRef = { manifestHash: hash, roundIndex: index };
-    const host = new RoundHost({ params: manifest.round, round: ref, identityOf: (id) => members.get(id), deadlines: manifest.deadlines });
+    const host = new RoundHost({ params: manifest.round, round: ref, identityOf: (id) => members.get(id), deadlines: manifest.deadlines, invited: cohort.length });
     const record: RoundRecord = { index, ref, host, cohort, startedAt: this.clock() };
     job.rounds.push(record);
     // The advertise broadcast carries each member's certificate: clients take identity keys from

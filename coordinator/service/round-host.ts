@@ -25,6 +25,11 @@ export interface RoundHostConfig {
   round: RoundRef;
   identityOf: (clientId: string) => Uint8Array | undefined;
   deadlines: PhaseDeadlines;
+  /**
+   * How many clients were invited, when fewer than the manifest's cohort n were connected: phase
+   * 0 then closes as soon as all of them advertised instead of waiting out its deadline.
+   */
+  invited?: number;
 }
 
 export type RoundOutcome =
@@ -104,7 +109,12 @@ export class RoundHost {
       this.refused++;
       throw err;
     }
-    if (phaseComplete(this.state)) this.closePhase();
+    if (phaseComplete(this.state) || this.allInvitedAdvertised()) this.closePhase();
+  }
+
+  private allInvitedAdvertised(): boolean {
+    const s = this.state;
+    return s.phase === Phase.AdvertiseKeys && this.cfg.invited !== undefined && s.received.size >= this.cfg.invited;
   }
 
   /** Delivers this client's queued and future messages to `listener`; returns an unsubscribe. */

@@ -33,3 +33,14 @@ export function parseFloatOption(name: string, min: number, max: number) {
     return n;
   };
 }
+
+/** Parses a duration such as 500ms, 30s, 15m, 24h, 7d (a bare number is seconds). */
+export function parseDuration(name: string, minMs: number, maxMs: number) {
+  return (v: string): number => {
+    const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(v.trim());
+    const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m?.[2] ?? 's') as 'ms' | 's' | 'm' | 'h' | 'd'];
+    const ms = m ? Math.round(Number(m[1]) * unit) : NaN;
+    if (!Number.isFinite(ms) || ms < minMs || ms > maxMs) throw new Error(`--${name} must be a duration like 30s, 15m or 24h, between ${minMs / 1000} s and ${maxMs / 1000} s`);
+    return ms;
+  };
+}

@@ -1,0 +1,135 @@
+/** `aegis client enroll` and `aegis client run`: what a client operator runs on a device. */
+import { readFile } from 'node:fs/promises';
+import { resolve } from 'node:path';
+import { Command } from 'commander';
+import { z } from 'zod';
+import { reportError } from '../shared/cli/output.js';
+import { obtainPassphrase } from '../shared/cli/passphrase.js';
+import { encodeWeightedInput } from '../shared/crypto/quantize.js';
+import { DeterministicRng } from '../shared/crypto/rng.js';
+import { AegisError, ErrorCode } from '../shared/errors.js';
+import { createLogger } from '../shared/log.js';
+import type { RoundParams } from '../shared/protocol/params.js';
+import { ClientRunner, enrollWithToken, type RunnerEvent } from './agent/connection.js';
+import { loadClient, openOrCreateIdentity, readClientConfig, saveCertificate, saveEnrollment } from './agent/data-dir.js';
+
+const DEFAULT_DIR = process.env.AEGIS_CLIENT_DIR ?? './aegis-client';
+
+/** `--input FILE`: `{ "values": [...], "weight": 1 }` (weight: the client's example count). */
+const InputSchema = z.object({ values: z.array(z.number()).min(1), weight: z.number().int().min(0).default(1) }).strict();
+
+/** Reads the input file at each round (so a fresh update is picked up) and quantizes it. */
+async function readInput(path: string): Promise<{ values: number[]; weight: number }> {
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(path, 'utf8'));
+  } catch {
+    throw new AegisError(ErrorCode.InvalidArgument, `cannot read ${path} as JSON`);
+  }
+  const r = InputSchema.safeParse(Array.isArray(json) ? { values: json } : json);
+  if (!r.success) throw new AegisError(ErrorCode.InvalidArgument, `${path}: expected {"values": [numbers], "weight": integer}`);
+  return r.data;
+}
+
+function addressPlusOne(address: string): string {
+  const m = /^(.*):(\d+)$/.exec(address);
+  if (!m) throw new AegisError(ErrorCode.InvalidArgument, `--coordinator must be HOST:PORT, got '${address}'`);
+  return `${m[1]}:${Number(m[2]) + 1}`;
+}
+
+export function registerClient(program: Command): void {
+  const group = program.command('client').description('enroll this device and take part in rounds (client operators)');
+  group
+    .command('enroll')
+    .description('create the identity key, send a CSR with a one-time token, store the certificate')
+    .requiredOption('--coordinator <host:port>', "the coordinator's address")
+    .requiredOption('--token <token>', 'the one-time enrollment token (aegis clients invite)')
+    .requiredOption('--ca <file>', "the coordinator's CA certificate (PEM) to trust")
+    .option('--data-dir <dir>', 'where the sealed identity key and certificate go', DEFAULT_DIR)
+    .option('--id <client-id>', 'the client id to enroll as (default: a random one)')
+    .option('--enroll-address <host:port>', 'the enrollment address (default: coordinator port + 1)')
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (o: { coordinator: string; token: string; ca: string; dataDir: string; id?: string; enrollAddress?: string; json?: boolean }) => {
+      try {
+        const dir = resolve(o.dataDir);
+        const existing = await readClientConfig(dir);
+        if (existing && o.id && o.id !== existing.clientId) {
+          throw new AegisError(ErrorCode.KeyAlreadyBound, `${dir} already holds client '${existing.clientId}'; use another data dir for another id`);
+        }
+        const caPem = await readFile(o.ca, 'utf8').catch(() => {
+          throw new AegisError(ErrorCode.NotFound, `cannot read the CA certificate ${o.ca}`);
+        });
+        const passphrase = await obtainPassphrase({ confirm: existing === undefined, what: `the identity key in ${dir}` });
+        const { identity } = await openOrCreateIdentity(dir, passphrase);
+        const clientId = o.id ?? existing?.clientId ?? `client-${Buffer.from(identity.publicKey.subarray(0, 6)).toString('hex')}`;
+        const enrollAddress = o.enrollAddress ?? addressPlusOne(o.coordinator);
+        const r = await enrollWithToken({ enrollAddress, caPem, token: o.token, identity, clientId });
+        await saveEnrollment(dir, { config: { version: 1, clientId: r.clientId, coordinator: o.coordinator, enrollAddress }, certificateDer: r.certificateDer, caDer: r.caDer });
+        if (o.json) process.stdout.write(`${JSON.stringify({ ok: true, client_id: r.clientId, data_dir: dir })}\n`);
+        else process.stdout.write(`enrolled as ${r.clientId}; run: aegis client run --data-dir ${dir}\n`);
+      } catch (err) {
+        reportError(err, Boolean(o.json));
+      }
+    });
+
+  group
+    .command('run')
+    .description('wait for rounds and take part; reconnects with backoff, renews the certificate')
+    .option('--data-dir <dir>', 'the enrolled data dir', DEFAULT_DIR)
+    .requiredOption('--input <file>', 'this client\'s update: {"values": [...], "weight": n}, read at each round')
+    .option('--coordinator <host:port>', 'override the address recorded at enrollment')
+    .action(async (o: { dataDir: string; input: string; coordinator?: string }) => {
+      const log = createLogger('client');
+      try {
+        const dir = resolve(o.dataDir);
+        const loaded = await loadClient(dir, await obtainPassphrase({ what: `the identity key in ${dir}` }));
+        // Checked once up front so a broken file is reported before any round.
+        await readInput(o.input);
+        let pending: Uint32Array | null = null;
+        const input = (_round: unknown, params: RoundParams): Uint32Array => {
+          if (!pending || pending.length !== params.dim + 1) throw new AegisError(ErrorCode.InvalidArgument, `the input has ${pending ? pending.length - 1 : 0} values, the round wants ${params.dim}`);
+          return pending;
+        };
+        const runner = new ClientRunner({
+          address: o.coordinator ?? loaded.config.coordinator,
+          caPem: loaded.caPem,
+          clientId: loaded.config.clientId,
+          identity: loaded.identity,
+          certificateDer: loaded.certificateDer,
+          input,
+          beforeRound: async (_round, params) => {
+            // The input is read and quantized (fresh randomness for the rounding) at each round.
+            try {
+              const x = await readInput(o.input);
+              pending = encodeWeightedInput(x.values, x.weight, params, DeterministicRng.secure());
+            } catch (err) {
+              pending = null;
+              log.error({ code: err instanceof AegisError ? err.code : 'internal' }, 'cannot read the input for this round');
+            }
+          },
+          onCertificate: (der) => saveCertificate(dir, der),
+          onEvent: (e: RunnerEvent) => {
+            if (e.kind === 'fatal') log.error({ code: e.code, reason: e.message }, 'cannot go on');
+            else if (e.kind === 'disconnected') log.warn({ code: e.code, retryInMs: e.retryInMs }, 'disconnected');
+            else log.info(e, e.kind);
+          },
+        });
+        runner.start();
+        log.info({ client: loaded.config.clientId, coordinator: o.coordinator ?? loaded.config.coordinator }, 'client running');
+        const stop = (signal: string): void => {
+          log.info({ signal }, 'shutting down');
+          void runner.stop().then(() => process.exit(0));
+        };
+        process.on('SIGINT', () => stop('SIGINT'));
+        process.on('SIGTERM', () => stop('SIGTERM'));
+        const err = await runner.done;
+        if (err) {
+          reportError(err, false);
+          process.exit(2);
+        }
+      } catch (err) {
+        reportError(err, false);
+        process.exit(2);
+      }
+    });
+}

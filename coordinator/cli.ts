@@ -1,0 +1,291 @@
+/**
+ * `aegis coordinator start`, and the operator commands that talk to a running coordinator over
+ * its Admin service with the operator credential sealed in the data dir: `aegis clients
+ * invite|list|revoke` and `aegis round launch|status|result`.
+ */
+import { readFile, writeFile } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import tls from 'node:tls';
+import { create } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import { Command } from 'commander';
+import { parseDuration, parseIntOption, progress, reportError } from '../shared/cli/output.js';
+import { obtainPassphrase } from '../shared/cli/passphrase.js';
+import { decodeWeightedSum } from '../shared/crypto/quantize.js';
+import { AegisError, ErrorCode } from '../shared/errors.js';
+import * as admin from '../shared/gen/aegis/v1/admin_pb.js';
+import { createLogger } from '../shared/log.js';
+import { phaseFromProto, vectorFromBytes, abortReasonFromProto } from '../shared/rpc/convert.js';
+import { callUnary, clientFor, type MethodsOf, type TypedClient } from '../shared/rpc/service.js';
+import { reasonOf } from '../shared/rpc/status.js';
+import { COORDINATOR_KEYFILE, loadRegistry, openCoordinatorSecrets, openOperatorCredential, readEndpoint, removeEndpoint, writeEndpoint } from './service/data-dir.js';
+import { Coordinator } from './service/coordinator.js';
+import { channelOptions } from '../shared/rpc/channel.js';
+
+const DEFAULT_DIR = process.env.AEGIS_COORDINATOR_DIR ?? './aegis-coordinator';
+
+// ---------------------------------------------------------------------------------------------
+// aegis coordinator start
+
+export function registerCoordinator(program: Command): void {
+  const group = program.command('coordinator').description('run the coordinator');
+  group
+    .command('start')
+    .description('start the coordinator (embedded: one process, round state in memory)')
+    .requiredOption('--listen <host:port>', 'mTLS address for clients and operators')
+    .option('--enroll-listen <host:port>', 'server-TLS address for enrollment (default: the next port)')
+    .option('--data-dir <dir>', 'where the sealed CA/token keys and the client registry live', DEFAULT_DIR)
+    .option('--client-cert-ttl <duration>', 'client certificate lifetime', parseDuration('client-cert-ttl', 60_000, 7 * 86_400_000), 24 * 3_600_000)
+    .option('--max-message-mb <n>', 'largest message taken, MiB', parseIntOption('max-message-mb', 1, 1024), 64)
+    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number }) => {
+      const log = createLogger('coordinator');
+      try {
+        const dir = resolve(o.dataDir);
+        const first = !existsSync(join(dir, COORDINATOR_KEYFILE));
+        const passphrase = await obtainPassphrase({ confirm: first, what: `the coordinator keys in ${dir}` });
+        const secrets = await openCoordinatorSecrets(dir, passphrase);
+        if (secrets.created) log.info({ dataDir: dir, ca: join(dir, 'ca.pem') }, 'created the coordinator CA, token key and operator credential (sealed)');
+        const registry = await loadRegistry(dir);
+        const c = new Coordinator({ ca: secrets.ca, tokens: secrets.tokens, registry, dataDir: dir, log, clientCertTtlMs: o.clientCertTtl, maxMessageBytes: o.maxMessageMb * 1024 * 1024 });
+        const { address, enrollAddress } = await c.listen(o.listen, o.enrollListen);
+        await writeEndpoint(dir, { address, enrollAddress, pid: process.pid });
+        progress(`coordinator listening on ${address} (mTLS), enrollment on ${enrollAddress}; CA certificate: ${join(dir, 'ca.pem')}`);
+        let stopping = false;
+        const stop = (signal: string): void => {
+          if (stopping) return;
+          stopping = true;
+          log.info({ signal }, 'shutting down');
+          void c
+            .close()
+            .then(() => removeEndpoint(dir))
+            .then(() => {
+              log.info('stopped');
+              process.exit(0);
+            });
+        };
+        process.on('SIGINT', () => stop('SIGINT'));
+        process.on('SIGTERM', () => stop('SIGTERM'));
+      } catch (err) {
+        reportError(err, false);
+        process.exit(2);
+      }
+    });
+}
+
+// ---------------------------------------------------------------------------------------------
+// The operator's Admin client.
+
+type AdminClient = TypedClient<MethodsOf<typeof admin.Admin>>;
+
+interface AdminOpts {
+  dataDir: string;
+  coordinator?: string;
+  json?: boolean;
+}
+
+async function adminClient(o: AdminOpts): Promise<AdminClient> {
+  tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
+  const dir = resolve(o.dataDir);
+  const address = o.coordinator ?? (await readEndpoint(dir))?.address;
+  if (!address) throw new AegisError(ErrorCode.Unavailable, `no running coordinator recorded in ${dir}: start one (aegis coordinator start) or pass --coordinator HOST:PORT`);
+  const cred = await openOperatorCredential(dir, await obtainPassphrase({ what: `the operator credential in ${dir}` }));
+  const creds = grpc.credentials.createSsl(Buffer.from(cred.caPem), Buffer.from(cred.keyPem), Buffer.from(cred.certificatePem));
+  return new (clientFor(admin.Admin))(address, creds, { ...channelOptions(address), 'grpc.max_receive_message_length': 256 * 1024 * 1024 });
+}
+
+/** Calls an Admin method; errors become typed AegisErrors with the coordinator's reason. */
+async function call<I, O>(client: AdminClient, method: keyof AdminClient & string, request: I): Promise<O> {
+  const fn = (client[method] as unknown as (...a: unknown[]) => grpc.ClientUnaryCall).bind(client) as Parameters<typeof callUnary<I, O>>[0];
+  try {
+    return await callUnary<I, O>(fn, request, new grpc.Metadata(), { deadline: Date.now() + 3_600_000 });
+  } catch (err) {
+    const code = reasonOf(err);
+    const details = (err as { details?: string }).details ?? String(err);
+    throw new AegisError(code ?? ErrorCode.Unavailable, code ? details : `coordinator unreachable: ${details}`);
+  }
+}
+
+function withAdmin(cmd: Command): Command {
+  return cmd
+    .option('--data-dir <dir>', 'the coordinator data dir (holds the sealed operator credential)', DEFAULT_DIR)
+    .option('--coordinator <host:port>', 'the coordinator address (default: the one recorded in the data dir)')
+    .option('--json', 'print one JSON object on stdout');
+}
+
+async function run<T extends AdminOpts>(o: T, body: (client: AdminClient) => Promise<void>): Promise<void> {
+  let client: AdminClient | undefined;
+  try {
+    client = await adminClient(o);
+    await body(client);
+  } catch (err) {
+    reportError(err, Boolean(o.json));
+  } finally {
+    client?.close();
+  }
+}
+
+const out = (o: { json?: boolean }, json: unknown, text: string): void => {
+  process.stdout.write(o.json ? `${JSON.stringify(json)}\n` : `${text}\n`);
+};
+
+// ---------------------------------------------------------------------------------------------
+// aegis clients invite|list|revoke
+
+export function registerClients(program: Command): void {
+  const group = program.command('clients').description('enrolled clients: invite, list, revoke (operators)');
+  withAdmin(group.command('invite').description('print a one-time enrollment token'))
+    .option('--ttl <duration>', 'how long the token stays valid', parseDuration('ttl', 1000, 7 * 86_400_000), 15 * 60_000)
+    .option('--id <client-id>', 'the token enrolls only this client id')
+    .action((o: AdminOpts & { ttl: number; id?: string }) =>
+      run(o, async (client) => {
+        const r = await call<admin.CreateInviteRequest, admin.CreateInviteReply>(
+          client,
+          'createInvite',
+          create(admin.CreateInviteRequestSchema, { ttlSeconds: Math.ceil(o.ttl / 1000), clientId: o.id ?? '' }),
+        );
+        const dir = resolve(o.dataDir);
+        const endpoint = await readEndpoint(dir);
+        const expiresAt = new Date(Number(r.expiresAtMs)).toISOString();
+        const hint = `aegis client enroll --coordinator ${o.coordinator ?? endpoint?.address ?? 'HOST:PORT'} --token ${r.token} --ca ${join(dir, 'ca.pem')} --data-dir CLIENT_DIR${o.id ? ` --id ${o.id}` : ''}`;
+        if (!o.json) progress(`one-time token, valid until ${expiresAt}; on the device run:\n  ${hint}`);
+        out(o, { token: r.token, expires_at: expiresAt, client_id: o.id ?? null, enroll_address: endpoint?.enrollAddress ?? null }, r.token);
+      }),
+    );
+  withAdmin(group.command('list').description('list enrolled clients')).action((o: AdminOpts) =>
+    run(o, async (client) => {
+      const r = await call<admin.ListClientsRequest, admin.ListClientsReply>(client, 'listClients', create(admin.ListClientsRequestSchema, {}));
+      const rows = r.clients.map((c) => ({
+        client_id: c.clientId,
+        enrolled_at: new Date(Number(c.enrolledAtMs)).toISOString(),
+        certificate_expires_at: new Date(Number(c.certificateExpiresAtMs)).toISOString(),
+        revoked: c.revoked,
+        revocation_reason: c.revocationReason || null,
+      }));
+      const text = rows.length === 0 ? 'no enrolled clients' : rows.map((x) => `${x.client_id}\t${x.revoked ? 'REVOKED' : 'active'}\tcert until ${x.certificate_expires_at}`).join('\n');
+      out(o, { clients: rows }, text);
+    }),
+  );
+  withAdmin(group.command('revoke').description('revoke a client: refused from its next call on').argument('<client-id>'))
+    .option('--reason <text>', 'why (kept in the registry)', '')
+    .action((id: string, o: AdminOpts & { reason: string }) =>
+      run(o, async (client) => {
+        const r = await call<admin.RevokeClientRequest, admin.RevokeClientReply>(client, 'revokeClient', create(admin.RevokeClientRequestSchema, { clientId: id, reason: o.reason }));
+        const at = new Date(Number(r.revokedAtMs)).toISOString();
+        out(o, { client_id: id, revoked_at: at }, `revoked ${id} at ${at}`);
+      }),
+    );
+}
+
+// ---------------------------------------------------------------------------------------------
+// aegis round launch|status|result
+
+function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
+  const phaseName = (p: number): string => {
+    try {
+      return phaseFromProto(p);
+    } catch {
+      return 'unspecified';
+    }
+  };
+  let reason: string | null = null;
+  if (s.abortReason !== 0) {
+    try {
+      reason = abortReasonFromProto(s.abortReason);
+    } catch {
+      reason = 'unspecified';
+    }
+  }
+  return {
+    job_id: s.jobId,
+    round: s.roundIndex,
+    rounds: s.rounds,
+    phase: phaseName(s.phase),
+    finished: s.finished,
+    ok: s.ok,
+    abort_reason: reason,
+    detail: s.detail || null,
+    invited: s.invited,
+    clients_per_phase: Object.fromEntries(s.clientsPerPhase.map((c) => [phaseName(c.phase), c.clients])),
+    dropouts: s.dropouts,
+    refused_messages: s.refused,
+    elapsed_ms: Number(s.elapsedMs),
+  };
+}
+
+function statusText(j: Record<string, unknown>): string {
+  const counts = Object.entries(j.clients_per_phase as Record<string, number>)
+    .map(([p, n]) => `${p} ${n}`)
+    .join(', ');
+  const state = j.finished ? (j.ok ? 'completed' : `aborted: ${j.abort_reason} (${j.detail})`) : `running, phase ${j.phase}`;
+  return `job ${j.job_id} round ${j.round} of ${j.rounds}: ${state}\n  invited ${j.invited}; ${counts || 'no messages yet'}; dropouts ${j.dropouts}; refused ${j.refused_messages}; ${((j.elapsed_ms as number) / 1000).toFixed(1)} s`;
+}
+
+export function registerRound(program: Command): void {
+  const group = program.command('round').description('launch rounds and follow them (ML engineers)');
+  withAdmin(group.command('launch').description('launch the next round of the job a manifest describes'))
+    .requiredOption('--manifest <file>', 'the job manifest (JSON)')
+    .option('--gather <duration>', 'wait this long for a full cohort of connected clients', parseDuration('gather', 0, 3_600_000), 10_000)
+    .option('--wait', 'follow the round until it ends (exit 1 if it aborts)')
+    .action((o: AdminOpts & { manifest: string; gather: number; wait?: boolean }) =>
+      run(o, async (client) => {
+        let bytes: Buffer;
+        try {
+          bytes = await readFile(o.manifest);
+        } catch {
+          throw new AegisError(ErrorCode.NotFound, `cannot read the manifest ${o.manifest}`);
+        }
+        const r = await call<admin.LaunchRoundRequest, admin.LaunchRoundReply>(client, 'launchRound', create(admin.LaunchRoundRequestSchema, { manifestJson: bytes, gatherMs: o.gather }));
+        const launched = { job_id: r.jobId, round: r.roundIndex, manifest_hash: Buffer.from(r.manifestHash).toString('hex'), cohort: r.cohort };
+        if (!o.wait) return out(o, launched, `launched round ${r.roundIndex} of job ${r.jobId} with ${r.cohort.length} clients`);
+        progress(`launched round ${r.roundIndex} of job ${r.jobId} with ${r.cohort.length} clients`);
+        let last = '';
+        for (;;) {
+          const s = statusJson(await call(client, 'roundStatus', create(admin.RoundStatusRequestSchema, { jobId: r.jobId, roundIndex: r.roundIndex })));
+          const line = statusText(s);
+          if (line !== last && !o.json) progress(line.split('\n').join(' '));
+          last = line;
+          if (s.finished) {
+            out(o, { ...launched, status: s }, statusText(s));
+            if (!s.ok) process.exitCode = 1;
+            return;
+          }
+          await new Promise((res) => setTimeout(res, 250));
+        }
+      }),
+    );
+  withAdmin(group.command('status').description("a job's current (or given) round").argument('<job-id>'))
+    .option('--round <n>', 'round index', parseIntOption('round', 0, 1e6))
+    .action((job: string, o: AdminOpts & { round?: number }) =>
+      run(o, async (client) => {
+        const req = create(admin.RoundStatusRequestSchema, { jobId: job, ...(o.round === undefined ? {} : { roundIndex: o.round }) });
+        const s = statusJson(await call(client, 'roundStatus', req));
+        out(o, s, statusText(s));
+      }),
+    );
+  withAdmin(group.command('result').description('the unmasked sum of a completed round').argument('<job-id>'))
+    .option('--round <n>', 'round index (default: the last completed)', parseIntOption('round', 0, 1e6))
+    .option('--out <file>', 'write the result JSON to this file instead of stdout')
+    .action((job: string, o: AdminOpts & { round?: number; out?: string }) =>
+      run(o, async (client) => {
+        const req = create(admin.RoundResultRequestSchema, { jobId: job, ...(o.round === undefined ? {} : { roundIndex: o.round }) });
+        const r = await call<admin.RoundResultRequest, admin.RoundResultReply>(client, 'roundResult', req);
+        const words = vectorFromBytes(r.sum);
+        const decoded = decodeWeightedSum(words, r.survivors.length, { clip: r.clip, bits: r.bits });
+        const result = {
+          job_id: r.jobId,
+          round: r.roundIndex,
+          manifest_hash: Buffer.from(r.manifestHash).toString('hex'),
+          survivors: r.survivors,
+          total_weight: decoded.totalWeight,
+          integer_sum: Array.from(words),
+          sum: Array.from(decoded.sum),
+          mean: Array.from(decoded.mean),
+        };
+        if (o.out) {
+          await writeFile(o.out, `${JSON.stringify(result)}\n`);
+          progress(`wrote ${o.out}: ${words.length - 1} values from ${r.survivors.length} clients, total weight ${decoded.totalWeight}`);
+        } else out(o, result, JSON.stringify(result));
+      }),
+    );
+}

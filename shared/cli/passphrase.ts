@@ -1,0 +1,51 @@
+/**
+ * The passphrase that opens a data dir's sealed keys: `AEGIS_PASSPHRASE` when set, otherwise a
+ * prompt on the terminal (input not echoed; asked twice when it will seal new keys). Without a
+ * terminal and without the variable, a clear error — never a default passphrase.
+ */
+import { AegisError, ErrorCode } from '../errors.js';
+import { MIN_PASSPHRASE_LENGTH, PASSPHRASE_ENV, passphraseFromEnv } from '../keystore/passphrase-keyfile.js';
+
+/** Reads one line from the TTY without echoing it. */
+function promptHidden(question: string): Promise<string> {
+  const { stdin, stderr } = process;
+  return new Promise((resolve, reject) => {
+    stderr.write(question);
+    stdin.setRawMode(true);
+    stdin.resume();
+    stdin.setEncoding('utf8');
+    let value = '';
+    const done = (err?: Error): void => {
+      stdin.setRawMode(false);
+      stdin.pause();
+      stdin.off('data', onData);
+      stderr.write('\n');
+      if (err) reject(err);
+      else resolve(value);
+    };
+    const onData = (chunk: string): void => {
+      for (const ch of chunk) {
+        if (ch === '\r' || ch === '\n' || ch === '\u0004') return done();
+        if (ch === '\u0003') return done(new AegisError(ErrorCode.InvalidArgument, 'cancelled at the passphrase prompt'));
+        if (ch === '\u007f' || ch === '\b') value = value.slice(0, -1);
+        else value += ch;
+      }
+    };
+    stdin.on('data', onData);
+  });
+}
+
+export async function obtainPassphrase(opts: { confirm?: boolean; what?: string } = {}): Promise<string> {
+  if (process.env[PASSPHRASE_ENV] !== undefined) return passphraseFromEnv();
+  if (!process.stdin.isTTY) {
+    throw new AegisError(ErrorCode.InvalidArgument, `set ${PASSPHRASE_ENV} or run on a terminal to be asked for the passphrase`);
+  }
+  const what = opts.what ?? 'the data dir';
+  const first = await promptHidden(`passphrase for ${what}: `);
+  if ([...first].length < MIN_PASSPHRASE_LENGTH) throw new AegisError(ErrorCode.InvalidArgument, `the passphrase must have at least ${MIN_PASSPHRASE_LENGTH} characters`);
+  if (opts.confirm) {
+    const again = await promptHidden('repeat the passphrase: ');
+    if (again !== first) throw new AegisError(ErrorCode.InvalidArgument, 'the passphrases differ');
+  }
+  return first;
+}
