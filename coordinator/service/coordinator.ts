@@ -52,6 +52,11 @@ export interface CoordinatorOptions {
   /** Largest message the server takes, bytes; default 64 MiB (m = 10^7 fits). */
   maxMessageBytes?: number;
   clock?: () => number;
+  /**
+   * Called with each event just before it is queued for a client (tracing, metrics, and the
+   * end-to-end tests' crash injection). Must not throw.
+   */
+  tap?: (clientId: string, event: ServerEvent['type']) => void;
 }
 
 interface RoundRecord {
@@ -501,12 +506,16 @@ export class Coordinator {
         // One broadcast object goes to every member: encode it once.
         let env = envelopes.get(m);
         if (!env) envelopes.set(m, (env = toEventEnvelope(withCertificates(m))));
+        this.opts.tap?.(id, m.type);
         this.mailbox(id).push(env);
       });
     }
     const start: ServerEvent = { type: 'round-start', round: ref, params: manifest.round, deadlines: manifest.deadlines };
     const envelope = toEventEnvelope(start);
-    for (const id of cohort) this.mailbox(id).push(envelope);
+    for (const id of cohort) {
+      this.opts.tap?.(id, 'round-start');
+      this.mailbox(id).push(envelope);
+    }
     void host.outcome.then((o) => this.finishRound(job, record, o));
     return { jobId: job.jobId, manifestHash: hash, roundIndex: index, cohort };
   }
@@ -515,7 +524,10 @@ export class Coordinator {
     r.outcome = o;
     const ev: ServerEvent = o.ok ? { type: 'round-outcome', round: r.ref, ok: true } : { type: 'round-outcome', round: r.ref, ok: false, reason: o.reason };
     const env = toEventEnvelope(ev);
-    for (const id of r.cohort) this.mailbox(id).push(env);
+    for (const id of r.cohort) {
+      this.opts.tap?.(id, 'round-outcome');
+      this.mailbox(id).push(env);
+    }
     if (o.ok) this.log?.info({ job: job.jobId, round: r.index, survivors: o.survivors.length, ms: this.clock() - r.startedAt }, 'round completed');
     else this.log?.warn({ job: job.jobId, round: r.index, reason: o.reason, at: o.at }, 'round aborted');
   }
