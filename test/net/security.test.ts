@@ -37,6 +37,7 @@ import {
   issueTokens,
   mtls,
   refusal,
+  releaseAll,
   secAgg,
   send,
   subscribe,
@@ -70,6 +71,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
+  releaseAll();
   await Promise.all(runners.map((r) => r.stop()));
   for (const x of closers) x.close();
   await c.close();

@@ -15,6 +15,7 @@ import { identityKeyPem } from '../../client/enroll/csr.js';
 import * as enroll from '../../shared/gen/aegis/v1/enrollment_pb.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
+import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { ClientMessage } from '../../shared/protocol/messages.js';
 import { callUnary, clientFor, type MethodsOf, type TypedClient } from '../../shared/rpc/service.js';
 import { reasonOf } from '../../shared/rpc/status.js';
@@ -214,12 +215,25 @@ export interface Held {
   sent: Promise<void>;
 }
 
-/** Holds back the runner's first message of `type` until `release()`. */
+const holds = new Set<() => void>();
+
+/** Lets every held message go (for `afterAll`: a runner stuck at a gate cannot stop). */
+export function releaseAll(): void {
+  for (const go of holds) go();
+  holds.clear();
+}
+
+/**
+ * Holds back the runner's first message of `type` until `release()`. `reached` gives the very
+ * message object (no copy: a structured clone would come from another realm under Jest's VM
+ * modules and fail `instanceof Uint32Array`); treat it as read-only.
+ */
 export function holdBefore(runner: ClientRunner, type: ClientMessage['type']): Held {
   let reach!: (m: ClientMessage) => void;
   let go!: () => void;
   const reached = new Promise<ClientMessage>((r) => (reach = r));
   const gate = new Promise<void>((r) => (go = r));
+  holds.add(go);
   let settle!: (err?: unknown) => void;
   const sent = new Promise<void>((resolve, reject) => (settle = (err?: unknown) => (err === undefined ? resolve() : reject(err instanceof Error ? err : new Error(String(err))))));
   let seen = false;
@@ -230,7 +244,7 @@ export function holdBefore(runner: ClientRunner, type: ClientMessage['type']): H
       if (m.type !== type || seen) return;
       seen = true;
       mine = m;
-      reach(structuredClone(m));
+      reach(m);
       await gate;
     },
     (m, err) => {
@@ -238,4 +252,20 @@ export function holdBefore(runner: ClientRunner, type: ClientMessage['type']): H
     },
   );
   return { reached, release: go, sent };
+}
+
+/**
+ * Makes the runner drop out before its first message of `type`: that message is never sent
+ * (the runner sees a transport failure). Resolves with the message it would have sent.
+ */
+export function dropBefore(runner: ClientRunner, type: ClientMessage['type']): Promise<ClientMessage> {
+  let seen = false;
+  return new Promise((resolve) =>
+    onSend(runner, (m) => {
+      if (m.type !== type || seen) return;
+      seen = true;
+      resolve(m);
+      throw new AegisError(ErrorCode.Unavailable, 'dropped by the test');
+    }),
+  );
 }
