@@ -49,7 +49,11 @@ export class ClientAgent {
 
   /** Takes one event from the coordinator's stream. Never throws for the coordinator's input. */
   async onEvent(e: ServerEvent): Promise<void> {
-    if (e.type === 'round-start') return this.join(e.round, e.params);
+    if (e.type === 'round-start') {
+      // A repeated start of the round this client is in (re-sent after a reconnect) changes nothing.
+      if (this.round && sameRound(e.round, this.round)) return this.emit({ kind: 'ignored', type: e.type, code: 'already-exists' });
+      return this.join(e.round, e.params);
+    }
     if (e.type === 'round-outcome') {
       if (this.round && sameRound(e.round, this.round)) {
         if (this.state) this.state = finish(this.state);

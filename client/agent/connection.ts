@@ -84,6 +84,8 @@ export interface RunnerOptions {
   onEvent?: (e: RunnerEvent) => void;
   /** How often to check whether the certificate needs renewal; default 60 s. */
   renewCheckMs?: number;
+  /** Renew once this fraction of the certificate's lifetime has passed; default 2/3. */
+  renewAfter?: number;
   /** Backoff bounds for reconnecting; default 250 ms .. 10 s. */
   backoffMs?: { min: number; max: number };
   /** Extra time given past a round's deadlines before giving up on it; default 10 s. */
@@ -169,6 +171,7 @@ export class ClientRunner {
   }
 
   private connect(): void {
+    this.reconnectPending = false;
     this.client?.close();
     const creds = grpc.credentials.createSsl(
       Buffer.from(this.opts.caPem),
@@ -272,7 +275,10 @@ export class ClientRunner {
       await this.opts.beforeRound?.(ev.round, ev.params);
     }
     await this.agent.onEvent(ev);
-    if (ev.type === 'round-outcome' && this.agent.currentRound === null) clearTimeout(this.roundTimer);
+    if (ev.type === 'round-outcome' && this.agent.currentRound === null) {
+      clearTimeout(this.roundTimer);
+      this.swapChannel();
+    }
   }
 
   /**
@@ -326,8 +332,23 @@ export class ClientRunner {
     }
   }
 
+  private renewing = false;
+  private reconnectPending = false;
+
+  /** Reopens the channel with the current certificate; the stream reconnects on its own. */
+  private swapChannel(): void {
+    if (!this.reconnectPending || this.stopped) return;
+    this.reconnectPending = false;
+    const old = this.stream;
+    this.stream = null; // its end is not a failure: subscribe again at once, on the new channel
+    this.connect();
+    old?.cancel();
+    this.subscribe();
+  }
+
   private async maybeRenew(): Promise<void> {
-    if (this.stopped || !needsRenewal(this.certificateDer)) return;
+    if (this.stopped || this.renewing || !needsRenewal(this.certificateDer, Date.now(), this.opts.renewAfter)) return;
+    this.renewing = true;
     try {
       const csrDer = await createCsr(this.opts.identity, this.opts.clientId);
       const renewer = new (clientFor(enroll.Enrollment))(
@@ -347,15 +368,15 @@ export class ClientRunner {
       }
       await this.opts.onCertificate?.(this.certificateDer);
       this.opts.onEvent?.({ kind: 'renewed', notAfter: new X509Certificate(Buffer.from(this.certificateDer)).validTo });
-      // New calls use the new certificate; the stream moves over when it next reconnects, or now
-      // if no round is running.
-      if (this.agent.currentRound === null) {
-        this.connect();
-        this.stream?.cancel();
-      }
+      // The channel moves to the new certificate between rounds (now, if none is running).
+      this.reconnectPending = true;
+      if (this.agent.currentRound === null) this.swapChannel();
     } catch (err) {
       const e = asAegisError(err);
       if (e.code === ErrorCode.Unauthenticated) this.fatal(e);
+      else this.opts.onEvent?.({ kind: 'disconnected', code: e.code, retryInMs: this.opts.renewCheckMs ?? 60_000 });
+    } finally {
+      this.renewing = false;
     }
   }
 }

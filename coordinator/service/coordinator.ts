@@ -15,7 +15,7 @@
  * round message must equal the certificate's (RoundHost.submit). Every refusal is a status with
  * an `aegis-reason` code (shared/rpc/status.ts); nothing a caller sends can stop the process.
  */
-import { randomInt } from 'node:crypto';
+import { randomInt, X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
@@ -60,6 +60,8 @@ export interface CoordinatorOptions {
 }
 
 interface RoundRecord {
+  /** The RoundStart sent to the cohort. */
+  startEnvelope: pb.ServerEnvelope;
   index: number;
   ref: RoundRef;
   host: RoundHost;
@@ -205,6 +207,8 @@ export class Coordinator {
       throw new AuthError('no-identity', 'peer certificate');
     }
     if (this.registry.revocations.isRevoked({ clientId, serial })) throw new AuthError('revoked', 'peer certificate');
+    // The handshake checked the validity period; a long-lived connection must not outlive it.
+    if (certificateExpiry(der) <= this.clock()) throw new AuthError('expired', 'peer certificate');
     const rec = this.registry.clients.get(clientId);
     if (!rec) throw new AuthError('no-identity', 'peer certificate');
     return rec;
@@ -269,7 +273,15 @@ export class Coordinator {
 
   private async *stream(call: grpc.ServerWritableStream<pb.SubscribeRequest, pb.ServerEnvelope>): AsyncGenerator<pb.ServerEnvelope> {
     const rec = await this.roundCaller(call);
-    const { messages, detach } = this.mailbox(rec.clientId).attach();
+    const mailbox = this.mailbox(rec.clientId);
+    const { messages, detach } = mailbox.attach();
+    // Headers now, so the client knows at once that it is subscribed (not at the first message).
+    call.sendMetadata(new grpc.Metadata());
+    // A round start can be lost with a stream that broke: re-send it while the round still waits
+    // for this client's keys (a client ignores a start of the round it is already in).
+    for (const r of this.activeRoundsOf(rec.clientId)) {
+      if (r.host.awaitsAdvertisement(rec.clientId)) mailbox.push(r.startEnvelope);
+    }
     call.on('cancelled', detach);
     call.on('close', detach);
     this.log?.debug({ client: rec.clientId }, 'client subscribed');
@@ -493,7 +505,9 @@ export class Coordinator {
     }
     const ref: RoundRef = { manifestHash: hash, roundIndex: index };
     const host = new RoundHost({ params: manifest.round, round: ref, identityOf: (id) => members.get(id), deadlines: manifest.deadlines, invited: cohort.length });
-    const record: RoundRecord = { index, ref, host, cohort, startedAt: this.clock() };
+    const start: ServerEvent = { type: 'round-start', round: ref, params: manifest.round, deadlines: manifest.deadlines };
+    const envelope = toEventEnvelope(start);
+    const record: RoundRecord = { startEnvelope: envelope, index, ref, host, cohort, startedAt: this.clock() };
     job.rounds.push(record);
     // The advertise broadcast carries each member's certificate: clients take identity keys from
     // certificates they check against their pinned CA, not from the coordinator's word.
@@ -510,8 +524,6 @@ export class Coordinator {
         this.mailbox(id).push(env);
       });
     }
-    const start: ServerEvent = { type: 'round-start', round: ref, params: manifest.round, deadlines: manifest.deadlines };
-    const envelope = toEventEnvelope(start);
     for (const id of cohort) {
       this.opts.tap?.(id, 'round-start');
       this.mailbox(id).push(envelope);
@@ -608,6 +620,18 @@ export class Coordinator {
     });
     return next;
   }
+}
+
+const expiryCache = new Map<string, number>();
+function certificateExpiry(der: Uint8Array): number {
+  const key = Buffer.from(der.subarray(der.length - 64)).toString('base64');
+  let t = expiryCache.get(key);
+  if (t === undefined) {
+    t = Date.parse(new X509Certificate(Buffer.from(der)).validTo);
+    if (expiryCache.size > 10_000) expiryCache.clear();
+    expiryCache.set(key, t);
+  }
+  return t;
 }
 
 function splitHostPort(hp: string): [string, string] {

@@ -130,6 +130,12 @@ export class RoundHost {
     };
   }
 
+  /** True while the round waits for keys this client has not advertised yet. */
+  awaitsAdvertisement(clientId: string): boolean {
+    const s = this.state;
+    return !this.cancelled && s.phase === Phase.AdvertiseKeys && !s.received.has(clientId);
+  }
+
   status(): RoundStatus {
     return { phase: this.state.phase, received: receivedCount(this.state), sets: { ...this.state.stats }, refused: this.refused, elapsedMs: Date.now() - this.startedAt };
   }

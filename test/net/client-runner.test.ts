@@ -1,0 +1,109 @@
+/**
+ * The client runner over real gRPC/TLS: certificate renewal before expiry, reconnection with
+ * backoff after the coordinator restarts, and giving up on a round whose coordinator went silent.
+ */
+import { afterEach, describe, expect, test } from '@jest/globals';
+import { X509Certificate } from 'node:crypto';
+import { ClientRunner, type RunnerEvent } from '../../client/agent/connection.js';
+import { TokenIssuer } from '../../coordinator/auth/tokens.js';
+import { Coordinator } from '../../coordinator/service/coordinator.js';
+import { enrollClients, expectedSum, integerInput, manifest, startCoordinator, startRunners, waitFor } from '../support/cluster.js';
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const f of cleanups.splice(0).reverse()) await f();
+});
+
+describe('client runner', () => {
+  test('renews its certificate before expiry, persists it, and keeps taking part under the new one', async () => {
+    const c = await startCoordinator({ clientCertTtlMs: 60_000 });
+    cleanups.push(() => c.close());
+    const clients = await enrollClients(c, 4);
+    const saved: Uint8Array[] = [];
+    const events: RunnerEvent[] = [];
+    const runners = clients.map((e, i) => {
+      const r = new ClientRunner({
+        address: c.address,
+        caPem: c.ca.certificatePem,
+        clientId: e.clientId,
+        identity: e.identity,
+        certificateDer: e.certificateDer,
+        input: () => integerInput(i, 16),
+        renewAfter: 0.05,
+        renewCheckMs: 200,
+        onCertificate: async (der) => void (i === 0 && saved.push(der)),
+        onEvent: (ev) => i === 0 && events.push(ev),
+      });
+      r.start();
+      return r;
+    });
+    cleanups.push(async () => void (await Promise.all(runners.map((r) => r.stop()))));
+    await waitFor(() => saved.length >= 1, 20_000, 'a renewed certificate');
+    const renewed = new X509Certificate(Buffer.from(saved[0]!));
+    const original = new X509Certificate(Buffer.from(clients[0]!.certificateDer));
+    expect(renewed.serialNumber).not.toBe(original.serialNumber);
+    expect(renewed.subject).toBe(original.subject);
+    expect(renewed.publicKey.export({ format: 'jwk' }).x).toBe(original.publicKey.export({ format: 'jwk' }).x);
+    expect(events.some((e) => e.kind === 'renewed')).toBe(true);
+    await waitFor(() => c.registry.clients.get(clients[0]!.clientId)!.serial === renewed.serialNumber.toLowerCase(), 5000, 'the registry to hold the new serial');
+    await waitFor(() => c.connectedClients().length === 4, 20_000, 'four subscribers');
+    await c.launch(manifest({ round: { dim: 16, cohort: 4, neighbors: 3 } }));
+    const o = await c.outcomeOf('job-1', 0);
+    expect(o.ok).toBe(true);
+    if (o.ok) expect(Array.from(o.sum)).toEqual(Array.from(expectedSum([0, 1, 2, 3], 16)));
+  }, 60_000);
+
+  test('reconnects with backoff after the coordinator restarts on the same address, then completes a round', async () => {
+    const first = await startCoordinator();
+    const clients = await enrollClients(first, 4);
+    const disconnects: string[] = [];
+    const runners = startRunners(first, clients, 8, (_id, e) => e.kind === 'disconnected' && disconnects.push(e.code));
+    cleanups.push(async () => void (await Promise.all(runners.map((r) => r.stop()))));
+    await waitFor(() => first.connectedClients().length === 4, 20_000, 'four subscribers');
+    const [host, port] = [first.address.split(':')[0]!, Number(first.address.split(':')[1])];
+    await first.close();
+    await waitFor(() => disconnects.length >= 4, 20_000, 'every client to notice');
+    // The same CA, token key and registry come back (as `aegis coordinator start` would from its data dir).
+    const second = new Coordinator({ ca: first.ca, tokens: TokenIssuer.fromSeed((first as unknown as { tokens: TokenIssuer }).tokens.exportSeed()), registry: first.registry });
+    cleanups.push(() => second.close());
+    await second.listen(`${host}:${port}`, '127.0.0.1:0');
+    await waitFor(() => second.connectedClients().length === 4, 30_000, 'four clients back');
+    await second.launch(manifest({ round: { dim: 8, cohort: 4, neighbors: 3 } }));
+    const o = await second.outcomeOf('job-1', 0);
+    expect(o.ok).toBe(true);
+    if (o.ok) expect(Array.from(o.sum)).toEqual(Array.from(expectedSum([0, 1, 2, 3], 8)));
+    expect(disconnects.every((code) => code === 'unavailable')).toBe(true);
+  }, 60_000);
+
+  test('gives up on a round whose coordinator went silent once all its deadlines have passed', async () => {
+    let c!: Coordinator;
+    c = await startCoordinator({
+      // The coordinator dies just as it would open phase 1 of the round.
+      tap: (_id, type) => void (type === 'share-broadcast' && c.close()),
+    });
+    const clients = await enrollClients(c, 4);
+    const ended: { ok: boolean; reason?: string }[] = [];
+    const runners = clients.map((e, i) => {
+      const r = new ClientRunner({
+        address: c.address,
+        caPem: c.ca.certificatePem,
+        clientId: e.clientId,
+        identity: e.identity,
+        certificateDer: e.certificateDer,
+        input: () => integerInput(i, 8),
+        roundGraceMs: 200,
+        backoffMs: { min: 50, max: 200 },
+        onEvent: (ev) => void (ev.kind === 'round-ended' && ended.push({ ok: ev.ok, ...(ev.reason ? { reason: ev.reason } : {}) })),
+      });
+      r.start();
+      return r;
+    });
+    cleanups.push(async () => void (await Promise.all(runners.map((r) => r.stop()))));
+    await waitFor(() => c.connectedClients().length === 4, 20_000, 'four subscribers');
+    const deadlines = { advertiseMs: 5000, shareMs: 300, maskedMs: 300, consistencyMs: 300, unmaskMs: 300 };
+    await c.launch(manifest({ round: { dim: 8, cohort: 4, neighbors: 3 }, deadlines }));
+    await waitFor(() => ended.length === 4, 30_000, 'every client to give up');
+    expect(ended.every((e) => !e.ok && e.reason === 'deadline-passed')).toBe(true);
+    expect(runners.every((r) => r.agent.currentRound === null)).toBe(true);
+  }, 60_000);
+});
