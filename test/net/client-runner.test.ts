@@ -76,11 +76,12 @@ describe('client runner', () => {
   }, 60_000);
 
   test('gives up on a round whose coordinator went silent once all its deadlines have passed', async () => {
-    let c!: Coordinator;
-    c = await startCoordinator({
+    const box: { c?: Coordinator } = {};
+    const c = await startCoordinator({
       // The coordinator dies just as it would open phase 1 of the round.
-      tap: (_id, type) => void (type === 'share-broadcast' && c.close()),
+      tap: (_id, type) => void (type === 'share-broadcast' && box.c?.close()),
     });
+    box.c = c;
     const clients = await enrollClients(c, 4);
     const ended: { ok: boolean; reason?: string }[] = [];
     const runners = clients.map((e, i) => {
