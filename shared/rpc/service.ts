@@ -8,6 +8,7 @@ import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import type { DescMessage, MessageShape } from '@bufbuild/protobuf';
 import type { GenService, GenServiceMethods } from '@bufbuild/protobuf/codegenv2';
 import * as grpc from '@grpc/grpc-js';
+import { AegisError, ErrorCode } from '../errors.js';
 import { toServiceError } from './status.js';
 
 type In<M extends GenServiceMethods, K extends keyof M> = MessageShape<M[K]['input']>;
@@ -40,6 +41,22 @@ export type TypedClient<M extends GenServiceMethods> = grpc.Client & {
 const serializer = (desc: DescMessage) => (msg: MessageShape<DescMessage>) => Buffer.from(toBinary(desc, msg));
 const deserializer = (desc: DescMessage) => (buf: Buffer) => fromBinary(desc, buf);
 
+/**
+ * What a server's request deserializer returns for bytes that are not the method's protobuf
+ * message. grpc-js would turn a throw there into INTERNAL without a reason; `unary` and
+ * `serverStream` answer INVALID_ARGUMENT with the reason `invalid-argument` instead.
+ */
+const UNPARSEABLE = Object.freeze({ [Symbol.for('aegis.unparseable')]: true });
+const isUnparseable = (request: unknown): boolean => request === UNPARSEABLE;
+const unparseableError = (): AegisError => new AegisError(ErrorCode.InvalidArgument, 'the request is not a valid protobuf message for this method');
+const lenientDeserializer = (desc: DescMessage) => (buf: Buffer) => {
+  try {
+    return fromBinary(desc, buf);
+  } catch {
+    return UNPARSEABLE;
+  }
+};
+
 /** The grpc-js definition of `service`: paths `/aegis.v1.SecAgg/Send`, protobuf binary on the wire. */
 export function serviceDefinition<M extends GenServiceMethods>(service: GenService<M>): grpc.ServiceDefinition<ServerImpl<M>> {
   const def: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
@@ -52,7 +69,7 @@ export function serviceDefinition<M extends GenServiceMethods>(service: GenServi
       requestStream: false,
       responseStream: m.methodKind === 'server_streaming',
       requestSerialize: serializer(m.input) as (v: unknown) => Buffer,
-      requestDeserialize: deserializer(m.input),
+      requestDeserialize: lenientDeserializer(m.input),
       responseSerialize: serializer(m.output) as (v: unknown) => Buffer,
       responseDeserialize: deserializer(m.output),
       originalName: m.name,
@@ -78,7 +95,10 @@ export function clientFor<M extends GenServiceMethods>(
 export function unary<I, O>(fn: (request: I, call: grpc.ServerUnaryCall<I, O>) => Promise<O> | O): grpc.handleUnaryCall<I, O> {
   return (call, callback) => {
     Promise.resolve()
-      .then(() => fn(call.request, call))
+      .then(() => {
+        if (isUnparseable(call.request)) throw unparseableError();
+        return fn(call.request, call);
+      })
       .then(
         (reply) => callback(null, reply),
         (err: unknown) => callback(toServiceError(err)),
@@ -96,6 +116,7 @@ export function serverStream<I, O>(
   return (call) => {
     void (async () => {
       try {
+        if (isUnparseable(call.request)) throw unparseableError();
         for await (const msg of fn(call.request, call)) {
           if (call.cancelled) return;
           if (!call.write(msg)) await new Promise<void>((resolve) => call.once('drain', () => resolve()));

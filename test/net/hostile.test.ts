@@ -90,14 +90,15 @@ describe('a hostile member during a live round', () => {
     expect(c.statusOf('job-1').phase).toBe(phaseToProto(Phase.AdvertiseKeys));
     const good = encode(adv);
 
-    // Bytes that are not protobuf at all never reach a handler: grpc-js's deserializer throws and
-    // the status is INTERNAL without a reason (a known grpc-js behaviour, not a coordinator choice).
-    expect(pick(await sendBytes(noise('random', 64)))).toEqual(status(grpc.status.INTERNAL, undefined));
-    expect(pick(await sendBytes(new Uint8Array(64).fill(0xff)))).toEqual(status(grpc.status.INTERNAL, undefined));
+    // Bytes that are not protobuf at all: the lenient request deserializer (shared/rpc/service.ts)
+    // marks them and the handler answers INVALID_ARGUMENT with its reason (grpc-js alone would say
+    // INTERNAL without one).
+    expect(pick(await sendBytes(noise('random', 64)))).toEqual(status(grpc.status.INVALID_ARGUMENT, 'invalid-argument'));
+    expect(pick(await sendBytes(new Uint8Array(64).fill(0xff)))).toEqual(status(grpc.status.INVALID_ARGUMENT, 'invalid-argument'));
     // A truncated envelope (the attacker's real one cut in half): the same.
-    expect(pick(await sendBytes(good.subarray(0, good.length >> 1)))).toEqual(status(grpc.status.INTERNAL, undefined));
+    expect(pick(await sendBytes(good.subarray(0, good.length >> 1)))).toEqual(status(grpc.status.INVALID_ARGUMENT, 'invalid-argument'));
     // Field 1 (advertise_keys, a message) sent as a varint: a wire-type mismatch, the same.
-    expect(pick(await sendBytes(Uint8Array.from([0x08, 0x01])))).toEqual(status(grpc.status.INTERNAL, undefined));
+    expect(pick(await sendBytes(Uint8Array.from([0x08, 0x01])))).toEqual(status(grpc.status.INVALID_ARGUMENT, 'invalid-argument'));
     // Well-formed protobuf that is not a protocol message: an empty envelope.
     expect(pick(await sendBytes(new Uint8Array(0)))).toEqual(status(grpc.status.INVALID_ARGUMENT, ErrorCode.InvalidArgument));
     // Above the server's max_receive_message_length: RESOURCE_EXHAUSTED from grpc-js, no reason.
@@ -163,7 +164,7 @@ describe('a hostile member during a live round', () => {
       status(grpc.status.FAILED_PRECONDITION, ErrorCode.WrongPhase),
     );
     expect(pick(await sendMsg(m({ clientId: members[3]!.clientId })))).toEqual(status(grpc.status.PERMISSION_DENIED, ErrorCode.UnknownSender));
-    expect(pick(await sendBytes(noise('random-2', 4096)))).toEqual(status(grpc.status.INTERNAL, undefined));
+    expect(pick(await sendBytes(noise('random-2', 4096)))).toEqual(status(grpc.status.INVALID_ARGUMENT, 'invalid-argument'));
     await serving();
 
     // The real masked input is taken; an exact resend changes nothing, a changed one is refused.
@@ -214,7 +215,7 @@ describe('a hostile member during a live round', () => {
     const masked = (await dropped) as MaskedInput;
     // While it is gone, more junk under its name (its certificate and tokens still work).
     expect(pick(await sendMsg({ ...masked, vector: new Uint32Array(DIM + 100) }))).toEqual(status(grpc.status.RESOURCE_EXHAUSTED, ErrorCode.TooLarge));
-    expect(pick(await sendBytes(noise('random-3', 512)))).toEqual(status(grpc.status.INTERNAL, undefined));
+    expect(pick(await sendBytes(noise('random-3', 512)))).toEqual(status(grpc.status.INVALID_ARGUMENT, 'invalid-argument'));
     const o = await c.outcomeOf('job-2', 0);
     expect(o.ok).toBe(true);
     if (!o.ok) return;
