@@ -5,10 +5,12 @@
  */
 import { Command } from 'commander';
 import { parseIntOption, reportError } from '../shared/cli/output.js';
+import { benchRpc } from './rpc.js';
 import { benchSecagg } from './secagg.js';
 
 const TOPICS: Record<string, (o: { json: boolean; quick: boolean; budgetSeconds: number }) => Promise<void>> = {
   secagg: benchSecagg,
+  rpc: benchRpc,
 };
 
 const program = new Command();

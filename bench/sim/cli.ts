@@ -1,13 +1,13 @@
 /** `aegis simulate`: registers the command on the CLI root. */
 import { Command, Option } from 'commander';
-import { parseFloatOption, parseIntOption, progress, reportError } from '../../shared/cli/output.js';
+import { parseDuration, parseFloatOption, parseIntOption, progress, reportError } from '../../shared/cli/output.js';
 import { DROP_PHASES, type DropPhase } from './client-host.js';
 import { simulate, type SimulateResult } from './simulate.js';
 
 export function registerSimulate(program: Command): void {
   program
     .command('simulate')
-    .description('run one whole secure-aggregation round in this process and check its sum')
+    .description('run one whole secure-aggregation round (in this process, or over gRPC) and check its sum')
     .option('--clients <n>', 'cohort size n', parseIntOption('clients', 3, 10000), 100)
     .option('--dim <m>', 'model values per client m', parseIntOption('dim', 1, 2 ** 26), 100000)
     .option('--neighbors <k>', 'neighbour degree k (default n-1: classic SecAgg; smaller: SecAgg+)', parseIntOption('neighbors', 2, 9999))
@@ -17,11 +17,15 @@ export function registerSimulate(program: Command): void {
     .option('--seed <s>', 'seed for inputs and the dropout schedule', parseIntOption('seed', 0, 2 ** 31), 1)
     .option('--bits <b>', 'quantization bits', parseIntOption('bits', 1, 24), 16)
     .option('--clip <c>', 'clip range c', parseFloatOption('clip', 1e-9, 1e9), 1)
-    .option('--workers <w>', 'worker threads for the clients (0: all in this thread; default: cores)', parseIntOption('workers', 0, 64))
+    .option('--workers <w>', 'local: worker threads for the clients (0: all in this thread; default: cores); grpc: client processes (at least 1; default: min(4, cores))', parseIntOption('workers', 0, 64))
+    .addOption(new Option('--transport <t>', 'local: in-process calls; grpc: a coordinator on loopback gRPC/mTLS here, the clients in child processes').choices(['local', 'grpc']).default('local'))
+    .option('--phase-timeout <duration>', 'grpc: every phase deadline, e.g. 3s (default: scaled to n, k and m)', parseDuration('phase-timeout', 100, 3_600_000))
+    .option('--uploads-in-flight <u>', 'grpc: masked-input uploads in flight per client process (0: no limit)', parseIntOption('uploads-in-flight', 0, 10000), 1)
     .option('--json', 'print one JSON object on stdout')
-    .action(async (o: { clients: number; dim: number; neighbors?: number; threshold?: number; dropout: number; dropPhase: DropPhase | 'any'; seed: number; bits: number; clip: number; workers?: number; json?: boolean }) => {
+    .action(async (o: { clients: number; dim: number; neighbors?: number; threshold?: number; dropout: number; dropPhase: DropPhase | 'any'; seed: number; bits: number; clip: number; workers?: number; transport: 'local' | 'grpc'; phaseTimeout?: number; uploadsInFlight: number; json?: boolean }) => {
       try {
-        const r = await simulate({ ...o, progress });
+        const { phaseTimeout, ...rest } = o;
+        const r = await simulate({ ...rest, ...(phaseTimeout === undefined ? {} : { phaseTimeoutMs: phaseTimeout }), progress });
         if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
         else printSummary(r);
         if (!r.ok || !r.exact) process.exitCode = 1;
@@ -35,7 +39,7 @@ function printSummary(r: SimulateResult): void {
   const lines = r.ok
     ? [
         `round ${r.exact ? 'exact' : 'NOT EXACT'}: ${r.survivors}/${r.clients} survivors, max |error| ${r.max_abs_error?.toExponential(2)}`,
-        `  ${r.mode} k=${r.neighbors} t=${r.threshold} m=${r.dim}; client mean ${r.timings_ms.client_mean} ms, max ${r.timings_ms.client_max} ms; unmask ${r.timings_ms.server_unmask} ms`,
+        `  ${r.mode} over ${r.transport} k=${r.neighbors} t=${r.threshold} m=${r.dim}; client mean ${r.timings_ms.client_mean} ms, max ${r.timings_ms.client_max} ms; unmask ${r.timings_ms.server_unmask} ms`,
         `  total ${r.timings_ms.total} ms, keystream ${(r.prg_bytes / 1e9).toFixed(2)} GB, peak RSS ${r.peak_rss_mb} MB`,
       ]
     : [`round aborted in ${r.aborted_at}: ${r.reason} — ${r.detail}`];

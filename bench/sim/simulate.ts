@@ -15,6 +15,7 @@ import { sha256 } from '../../shared/protocol/session.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { close, finishUnmask, isFinal, planUnmask, receive, start, type CoordinatorState } from '../../coordinator/round/index.js';
 import { DROP_PHASES, makeIdentities, type DropPhase, type HostInit } from './client-host.js';
+import { simulateGrpc } from './grpc-sim.js';
 import { LocalPool, WorkerPool, type ClientPool } from './pool.js';
 
 export interface SimulateOptions {
@@ -35,10 +36,22 @@ export interface SimulateOptions {
   workers?: number;
   /** Human progress lines (stderr in the CLI). */
   progress?: (line: string) => void;
+  /**
+   * `local` (default): coordinator and clients in this process and its worker threads.
+   * `grpc`: a real coordinator over loopback gRPC/mTLS here, the clients in `workers` child
+   * processes (bench/sim/grpc-sim.ts).
+   */
+  transport?: 'local' | 'grpc';
+  /** grpc only: every phase deadline, ms; default scaled to the round (simulationDeadlines). */
+  phaseTimeoutMs?: number;
+  /** grpc only: masked-input uploads in flight per client process (0: no limit); default 1. */
+  uploadsInFlight?: number;
 }
 
 export interface SimulateResult {
   ok: boolean;
+  /** How coordinator and clients talked: in-process calls, or gRPC over loopback mTLS. */
+  transport: 'local' | 'grpc';
   reason?: string;
   detail?: string;
   /** Phase in which the round aborted. */
@@ -84,6 +97,7 @@ export function dropSchedule(n: number, p: number, phase: DropPhase | 'any', see
 const peakRssMb = (): number => Math.round((process.resourceUsage().maxRSS / 1024) * 10) / 10;
 
 export async function simulate(opts: SimulateOptions): Promise<SimulateResult> {
+  if (opts.transport === 'grpc') return simulateGrpc(opts);
   const tSetup = performance.now();
   const seed = opts.seed ?? 1;
   const dropout = opts.dropout ?? 0;
@@ -168,6 +182,7 @@ export async function simulate(opts: SimulateOptions): Promise<SimulateResult> {
   const clientPrg = stats.reduce((a, s) => a + s.prgWords, 0);
   const final = state as CoordinatorState;
   const base = {
+    transport: 'local',
     clients: params.cohort,
     dropped: schedule.filter(Boolean).length,
     neighbors: params.neighbors,

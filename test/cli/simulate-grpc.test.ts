@@ -1,0 +1,80 @@
+/**
+ * `aegis simulate --transport grpc` end to end: the built CLI (dist/) in a child process, a real
+ * coordinator on loopback gRPC/mTLS inside it, the clients enrolled over the enrollment listener
+ * and run as ClientRunners in client processes of their own.
+ */
+import { describe, expect, test } from '@jest/globals';
+import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+const cli = fileURLToPath(new URL('../../dist/bin/aegis.js', import.meta.url));
+
+interface Run {
+  status: number | null;
+  signal: string | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs the CLI without blocking the test process (the runs below go in parallel). */
+function aegis(...args: string[]): Promise<Run> {
+  if (!existsSync(cli)) throw new Error('dist/ is missing: run "npm run build" first');
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 50_000 });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (status, signal) => resolve({ status, signal, stdout, stderr }));
+  });
+}
+
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- a parsed JSON document, checked field by field below
+function json(r: Run): any {
+  const lines = r.stdout.trim().split('\n');
+  if (lines.length !== 1) throw new Error(`expected one line on stdout, got ${lines.length}; stderr: ${r.stderr.slice(-400)}`);
+  try {
+    return JSON.parse(lines[0]!);
+  } catch {
+    throw new Error(`no JSON on stdout (exit ${r.status}, signal ${r.signal}); stderr: ${r.stderr.slice(-400)}`);
+  }
+}
+
+const common = ['simulate', '--transport', 'grpc', '--json', '--dim', '1000', '--workers', '2', '--phase-timeout', '2s'];
+
+describe('aegis simulate --transport grpc', () => {
+  test('full rounds, with and without dropouts, are exact; below the threshold the round aborts with a typed reason', async () => {
+    const [full, dropped, below, local] = await Promise.all([
+      aegis(...common, '--clients', '8'),
+      aegis(...common, '--clients', '10', '--neighbors', '5', '--dropout', '0.2', '--drop-phase', 'masked', '--seed', '4'),
+      aegis(...common, '--clients', '8', '--dropout', '0.75', '--drop-phase', 'share'),
+      aegis('simulate', '--json', '--dim', '1000', '--clients', '8', '--workers', '0'),
+    ]);
+
+    expect(full.status).toBe(0);
+    const a = json(full);
+    expect(a).toMatchObject({ ok: true, exact: true, transport: 'grpc', clients: 8, survivors: 8, dropped: 0, mode: 'secagg', neighbors: 7, threshold: 4, workers: 2 });
+    expect(a.sets).toEqual({ u1: 8, u2: 8, u3: 8, u4: 8 });
+    expect(a.max_abs_error).toBeGreaterThan(0);
+    expect(a.max_abs_error).toBeLessThan(8 * (2 / 65535));
+    for (const k of ['setup', 'client_mean', 'client_max', 'server_unmask', 'total']) expect(a.timings_ms[k]).toBeGreaterThan(0);
+    expect(a.prg_bytes).toBeGreaterThan(0);
+    expect(a.peak_rss_mb).toBeGreaterThan(0);
+    expect(full.stderr).toContain('round completed');
+    // Same seed, same inputs: the in-process round has the same total weight and JSON shape.
+    const l = json(local);
+    expect(l).toMatchObject({ ok: true, exact: true, transport: 'local', total_weight: a.total_weight });
+    expect(Object.keys(a).sort()).toEqual(Object.keys(l).sort());
+
+    expect(dropped.status).toBe(0);
+    const d = json(dropped);
+    expect(d).toMatchObject({ ok: true, exact: true, transport: 'grpc', clients: 10, survivors: 8, dropped: 2, mode: 'secagg+', drop_phase: 'masked' });
+    expect(d.sets).toMatchObject({ u1: 10, u2: 10, u3: 8, u4: 8 });
+
+    expect(below.status).toBe(1);
+    const b = json(below);
+    expect(b).toMatchObject({ ok: false, exact: false, transport: 'grpc', reason: 'too-few-clients', aborted_at: 'share-keys', survivors: 0, max_abs_error: null });
+    expect(b.detail).toContain('threshold is 4');
+  }, 60_000);
+});
