@@ -318,6 +318,7 @@ export class ClientRunner {
 
   /** Sends one message; retries transport failures (an identical resend is harmless). */
   private async send(m: ClientMessage): Promise<void> {
+    if (m.type === 'masked-input') await this.acquireUploadSlot(m.sessionId);
     const env = toClientEnvelope(m);
     for (let attempt = 0; ; attempt++) {
       try {
@@ -329,6 +330,21 @@ export class ClientRunner {
         this.failures++;
         await new Promise((r) => setTimeout(r, this.backoff()));
       }
+    }
+  }
+
+  /**
+   * Waits for one of the coordinator's upload slots before a masked input (back-pressure that
+   * keeps its memory O(m)). A coordinator without the method, or a refusal, lets the send go
+   * ahead: the Send itself then gets the authoritative answer.
+   */
+  private async acquireUploadSlot(sessionId: Uint8Array): Promise<void> {
+    try {
+      await callUnary(this.client.acquireUpload.bind(this.client), create(pb.AcquireUploadRequestSchema, { sessionId }), await this.metadata(), {
+        deadline: Date.now() + 15 * 60_000,
+      });
+    } catch {
+      // fall through to the send
     }
   }
 

@@ -36,6 +36,7 @@ import { EnrollmentError } from '../auth/enrollment.js';
 import { AuthError, TokenVerifier, type TokenIssuer } from '../auth/tokens.js';
 import { saveRegistry, type ClientRecord, type Registry } from './data-dir.js';
 import { Mailbox } from './mailbox.js';
+import { UploadGate } from './upload-gate.js';
 import { RoundHost, type RoundOutcome } from './round-host.js';
 
 export interface CoordinatorOptions {
@@ -51,6 +52,11 @@ export interface CoordinatorOptions {
   tokenTtlMs?: number;
   /** Largest message the server takes, bytes; default 64 MiB (m = 10^7 fits). */
   maxMessageBytes?: number;
+  /**
+   * Memory for masked inputs being received at once, bytes; default 96 MiB. Sets how many
+   * clients may upload together (upload-gate.ts): peak memory stays O(m), not O(n·m).
+   */
+  uploadBudgetBytes?: number;
   clock?: () => number;
   /**
    * Called with each event just before it is queued for a client (tracing, metrics, and the
@@ -60,6 +66,8 @@ export interface CoordinatorOptions {
 }
 
 interface RoundRecord {
+  /** Masked-input upload slots. */
+  gate: UploadGate;
   /** The RoundStart sent to the cohort. */
   startEnvelope: pb.ServerEnvelope;
   index: number;
@@ -260,6 +268,13 @@ export class Coordinator {
         const r = this.activeRoundsOf(rec.clientId).find((x) => !req.round || sameRound(x.ref, { manifestHash: req.round.manifestHash, roundIndex: req.round.roundIndex }));
         return create(pb.HeartbeatReplySchema, { phase: r ? phaseToProto(r.host.phase) : 0 });
       }),
+      acquireUpload: unary<pb.AcquireUploadRequest, pb.AcquireUploadReply>(async (_req, call) => {
+        const rec = await this.roundCaller(call);
+        const r = this.activeRoundsOf(rec.clientId).find((x) => x.host.phase === Phase.MaskedInput);
+        if (!r) throw new AegisError(ErrorCode.WrongPhase, 'no round of this client takes masked inputs now');
+        await r.gate.acquire(rec.clientId, (cb) => call.on('cancelled', cb));
+        return create(pb.AcquireUploadReplySchema, { slots: r.gate.slots });
+      }),
       issueTokens: unary<pb.IssueTokensRequest, pb.IssueTokensReply>(async (req, call) => {
         const rec = this.clientOf(call);
         const count = req.count === 0 ? 1 : req.count;
@@ -318,8 +333,10 @@ export class Coordinator {
       }
       try {
         r.host.submit(clientId, msg);
+        if (msg.type === 'masked-input') r.gate.release(clientId);
         return r.host.phase;
       } catch (err) {
+        if (msg.type === 'masked-input') r.gate.release(clientId);
         if (isAegisError(err, ErrorCode.SessionMismatch) && rounds.length > 1) {
           last = err;
           continue;
@@ -504,10 +521,19 @@ export class Coordinator {
       this.jobs.set(job.jobId, job);
     }
     const ref: RoundRef = { manifestHash: hash, roundIndex: index };
-    const host = new RoundHost({ params: manifest.round, round: ref, identityOf: (id) => members.get(id), deadlines: manifest.deadlines, invited: cohort.length });
+    const gate = UploadGate.forDim(manifest.round.dim, this.opts.uploadBudgetBytes ?? 96 * 1024 * 1024);
+    const host = new RoundHost({
+      params: manifest.round,
+      round: ref,
+      identityOf: (id) => members.get(id),
+      deadlines: manifest.deadlines,
+      invited: cohort.length,
+      // Once the masked-input phase is over, nobody waits for a slot any more.
+      onPhase: (p) => p !== Phase.MaskedInput && gate.open(),
+    });
     const start: ServerEvent = { type: 'round-start', round: ref, params: manifest.round, deadlines: manifest.deadlines };
     const envelope = toEventEnvelope(start);
-    const record: RoundRecord = { startEnvelope: envelope, index, ref, host, cohort, startedAt: this.clock() };
+    const record: RoundRecord = { gate, startEnvelope: envelope, index, ref, host, cohort, startedAt: this.clock() };
     job.rounds.push(record);
     // The advertise broadcast carries each member's certificate: clients take identity keys from
     // certificates they check against their pinned CA, not from the coordinator's word.
@@ -542,6 +568,12 @@ export class Coordinator {
     }
     if (o.ok) this.log?.info({ job: job.jobId, round: r.index, survivors: o.survivors.length, ms: this.clock() - r.startedAt }, 'round completed');
     else this.log?.warn({ job: job.jobId, round: r.index, reason: o.reason, at: o.at }, 'round aborted');
+  }
+
+  /** Most masked inputs a round admitted at once (its upload gate's peak). */
+  uploadPeakOf(jobId: string, roundIndex: number): { peak: number; slots: number } {
+    const r = this.roundOf(jobId, roundIndex);
+    return { peak: r.gate.peak, slots: r.gate.slots };
   }
 
   /** Waits for a round's outcome (tests, simulate). */

@@ -30,6 +30,8 @@ export interface RoundHostConfig {
    * 0 then closes as soon as all of them advertised instead of waiting out its deadline.
    */
   invited?: number;
+  /** Called after each phase change (also the final one). */
+  onPhase?: (phase: Phase) => void;
 }
 
 export type RoundOutcome =
@@ -162,6 +164,7 @@ export class RoundHost {
   private closePhase(): void {
     const { next, outbound } = close(this.state);
     this.state = next;
+    this.cfg.onPhase?.(this.state.phase);
     for (const { to, message } of outbound) this.deliver(to, message);
     if (isFinal(this.state)) {
       clearTimeout(this.timer);

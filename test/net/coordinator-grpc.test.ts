@@ -33,4 +33,21 @@ describe('rounds over gRPC', () => {
     await waitFor(() => runners.every((r) => r.agent.history.length === 1), 10_000, 'outcomes at every client');
     expect(runners.every((r) => r.agent.history[0]!.ok)).toBe(true);
   }, 60_000);
+
+  test('with room for one vector at a time, the coordinator admits one upload at a time and the sum is still exact', async () => {
+    const c1 = await startCoordinator({ uploadBudgetBytes: 1 });
+    const cl = await enrollClients(c1, 5);
+    const rs = startRunners(c1, cl, 5000);
+    try {
+      await waitFor(() => c1.connectedClients().length === 5, 20_000, 'five subscribers');
+      await c1.launch(manifest({ round: { dim: 5000, cohort: 5, neighbors: 4 } }));
+      const o = await c1.outcomeOf('job-1', 0);
+      expect(o.ok).toBe(true);
+      if (o.ok) expect(Buffer.from(o.sum.buffer).equals(Buffer.from(expectedSum([0, 1, 2, 3, 4], 5000).buffer))).toBe(true);
+      expect(c1.uploadPeakOf('job-1', 0)).toEqual({ peak: 1, slots: 1 });
+    } finally {
+      await Promise.all(rs.map((r) => r.stop()));
+      await c1.close();
+    }
+  }, 60_000);
 });

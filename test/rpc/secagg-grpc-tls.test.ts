@@ -52,6 +52,7 @@ beforeAll(async () => {
     }),
     heartbeat: unary((req) => create(pb.HeartbeatReplySchema, { phase: req.round ? phaseToProto(Phase.MaskedInput) : 0 })),
     issueTokens: unary(() => create(pb.IssueTokensReplySchema, {})),
+    acquireUpload: unary(() => create(pb.AcquireUploadReplySchema, {})),
   });
   addHealthAndReflection(server, [pb.SecAgg]);
   const creds = grpc.ServerCredentials.createSsl(null, [{ private_key: Buffer.from(fx.serverKeyPem), cert_chain: Buffer.from(fx.serverCertPem) }], false);
