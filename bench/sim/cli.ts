@@ -20,7 +20,7 @@ export function registerSimulate(program: Command): void {
     .option('--workers <w>', 'local: worker threads for the clients (0: all in this thread; default: cores); grpc: client processes (at least 1; default: min(4, cores))', parseIntOption('workers', 0, 64))
     .addOption(new Option('--transport <t>', 'local: in-process calls; grpc: a coordinator on loopback gRPC/mTLS here, the clients in child processes').choices(['local', 'grpc']).default('local'))
     .option('--phase-timeout <duration>', 'grpc: every phase deadline, e.g. 3s (default: scaled to n, k and m)', parseDuration('phase-timeout', 100, 3_600_000))
-    .option('--uploads-in-flight <u>', 'grpc: masked-input uploads in flight per client process (0: no limit)', parseIntOption('uploads-in-flight', 0, 10000), 1)
+    .option('--uploads-in-flight <u>', 'grpc: client-side pacing, masked-input uploads in flight per client process (0: no limit; the coordinator gates uploads itself)', parseIntOption('uploads-in-flight', 0, 10000), 0)
     .option('--json', 'print one JSON object on stdout')
     .action(async (o: { clients: number; dim: number; neighbors?: number; threshold?: number; dropout: number; dropPhase: DropPhase | 'any'; seed: number; bits: number; clip: number; workers?: number; transport: 'local' | 'grpc'; phaseTimeout?: number; uploadsInFlight: number; json?: boolean }) => {
       try {

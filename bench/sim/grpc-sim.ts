@@ -155,7 +155,7 @@ export async function simulateGrpc(opts: SimulateOptions): Promise<SimulateResul
   // The clients always run in other processes than the coordinator: at least one.
   const workers = Math.max(1, Math.min(opts.workers ?? Math.min(4, cpus().length), n));
   const schedule = dropSchedule(n, dropout, dropPhase, seed);
-  const uploadsInFlight = opts.uploadsInFlight ?? 1;
+  const uploadsInFlight = opts.uploadsInFlight ?? 0;
   const deadlines = simulationDeadlines(params, workers, opts.phaseTimeoutMs);
   const mode: SimulateResult['mode'] = params.neighbors >= params.cohort - 1 ? 'secagg' : 'secagg+';
 

@@ -7,9 +7,9 @@
  * Uploads: the masked input (m + 1 words) is computed and sent when `share-broadcast` arrives.
  * All clients of a process share one thread, so without pacing they would compute one vector
  * after another while none of the uploads makes progress, and then all send at once.
- * `uploadsInFlight` (default 1) lets at most that many clients of a process compute-and-upload
- * at a time — each waits for the coordinator's reply before the next starts, as one device with
- * one uplink would; 0 removes the limit (the burst case).
+ * `uploadsInFlight` (CLI default 0: no limit — the coordinator's upload gate bounds its memory)
+ * lets at most that many clients of a process compute-and-upload at a time — each waits for the
+ * coordinator's reply before the next starts, as one device with one uplink would.
  *
  * A client scheduled to drop at phase P stops its runner (ends its stream, closes its channel)
  * when the message that opens P arrives, and answers nothing from then on — the same mapping
