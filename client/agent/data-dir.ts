@@ -9,11 +9,11 @@
  */
 import { X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open as openFile, readFile, rename, unlink, constants as fsc } from 'node:fs/promises';
-import { randomBytes } from 'node:crypto';
-import { basename, dirname, join } from 'node:path';
+import { mkdir, readFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
+import { writeFileAtomic } from '../../shared/fs.js';
 import { readKeyfile, writeKeyfile } from '../../shared/keystore/passphrase-keyfile.js';
 import { createIdentity, type ClientIdentity } from '../enroll/csr.js';
 
@@ -35,21 +35,6 @@ export interface LoadedClient {
   identity: ClientIdentity;
   certificateDer: Uint8Array;
   caPem: string;
-}
-
-async function writeAtomic(path: string, data: string, mode: number): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const fh = await openFile(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, mode);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } catch (e) {
-    await fh.close();
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  await fh.close();
-  await rename(tmp, path);
 }
 
 export const derToPem = (der: Uint8Array): string => new X509Certificate(Buffer.from(der)).toString();
@@ -82,13 +67,13 @@ export async function readClientConfig(dir: string): Promise<ClientConfig | unde
 }
 
 export async function saveEnrollment(dir: string, e: { config: ClientConfig; certificateDer: Uint8Array; caDer: Uint8Array }): Promise<void> {
-  await writeAtomic(join(dir, 'ca.pem'), derToPem(e.caDer), 0o644);
-  await writeAtomic(join(dir, 'client.pem'), derToPem(e.certificateDer), 0o644);
-  await writeAtomic(join(dir, 'client.json'), `${JSON.stringify(e.config, null, 1)}\n`, 0o644);
+  await writeFileAtomic(join(dir, 'ca.pem'), derToPem(e.caDer), 0o644);
+  await writeFileAtomic(join(dir, 'client.pem'), derToPem(e.certificateDer), 0o644);
+  await writeFileAtomic(join(dir, 'client.json'), `${JSON.stringify(e.config, null, 1)}\n`, 0o644);
 }
 
 export async function saveCertificate(dir: string, certificateDer: Uint8Array): Promise<void> {
-  await writeAtomic(join(dir, 'client.pem'), derToPem(certificateDer), 0o644);
+  await writeFileAtomic(join(dir, 'client.pem'), derToPem(certificateDer), 0o644);
 }
 
 /** Everything `aegis client run` needs, opened from DIR. */

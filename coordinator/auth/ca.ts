@@ -259,6 +259,19 @@ export async function issueServerCertificate(
   return { ...issued(cert), privateKeyPem: ed25519PrivateKeyPem(seed) };
 }
 
+/** A DER CSR and its raw Ed25519 key; `invalid-argument` for anything else. */
+function parseCsr(x509: typeof X509, csrDer: Uint8Array): { csr: X509.Pkcs10CertificateRequest; publicKey: Uint8Array } {
+  let csr: X509.Pkcs10CertificateRequest;
+  try {
+    csr = new x509.Pkcs10CertificateRequest(csrDer);
+  } catch {
+    fail(ErrorCode.InvalidArgument, 'malformed CSR');
+  }
+  const publicKey = ed25519RawFromSpki(toU8(csr.publicKey.rawData));
+  if (publicKey === null) fail(ErrorCode.InvalidArgument, 'the CSR key must be Ed25519');
+  return { csr, publicKey };
+}
+
 /**
  * Issues a client certificate from a DER PKCS#10 CSR. Refuses (before signing anything): a CSR
  * whose signature does not verify (`bad-signature`), a key other than Ed25519 or of small order,
@@ -276,14 +289,7 @@ export async function issueClientCertificate(
   const ttl = opts.ttlMs ?? CLIENT_CERT_TTL_MS;
   if (!Number.isInteger(ttl) || ttl < 60_000 || ttl > 7 * 24 * 3600 * 1000) fail(ErrorCode.InvalidArgument, 'client certificate ttl must be 1 min..7 days');
   const x509 = await loadX509();
-  let csr: X509.Pkcs10CertificateRequest;
-  try {
-    csr = new x509.Pkcs10CertificateRequest(csrDer);
-  } catch {
-    fail(ErrorCode.InvalidArgument, 'malformed CSR');
-  }
-  const publicKey = ed25519RawFromSpki(toU8(csr.publicKey.rawData));
-  if (publicKey === null) fail(ErrorCode.InvalidArgument, 'the CSR key must be Ed25519');
+  const { csr, publicKey } = parseCsr(x509, csrDer);
   let smallOrder: boolean;
   try {
     smallOrder = ed25519.Point.fromBytes(publicKey).isSmallOrder();
@@ -407,15 +413,7 @@ export function operatorOf(certificateDer: Uint8Array): string | undefined {
  */
 export async function inspectCsr(csrDer: Uint8Array): Promise<{ clientId: string; publicKey: Uint8Array }> {
   abytes(csrDer, undefined, 'CSR');
-  const x509 = await loadX509();
-  let csr: X509.Pkcs10CertificateRequest;
-  try {
-    csr = new x509.Pkcs10CertificateRequest(csrDer);
-  } catch {
-    fail(ErrorCode.InvalidArgument, 'malformed CSR');
-  }
-  const publicKey = ed25519RawFromSpki(toU8(csr.publicKey.rawData));
-  if (publicKey === null) fail(ErrorCode.InvalidArgument, 'the CSR key must be Ed25519');
+  const { csr, publicKey } = parseCsr(await loadX509(), csrDer);
   const cns = csr.subjectName.getField('CN');
   if (cns.length !== 1) fail(ErrorCode.InvalidArgument, 'the CSR subject must be CN=<client id>');
   return { clientId: assertClientId(cns[0]), publicKey };

@@ -13,12 +13,12 @@
  * Round state stays in memory (the embedded default). The TLS server key is made fresh at each
  * start and never written anywhere.
  */
-import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, open as openFile, readFile, rename, unlink, constants as fsc } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { mkdir, readFile, unlink } from 'node:fs/promises';
+import { join } from 'node:path';
 import { z } from 'zod';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
+import { writeFileAtomic } from '../../shared/fs.js';
 import { readKeyfile, writeKeyfile } from '../../shared/keystore/passphrase-keyfile.js';
 import { createCa, exportCa, importCa, issueOperatorCertificate, KeyBindings, type CertificateAuthority } from '../auth/ca.js';
 import { Invites, Revocations } from '../auth/enrollment.js';
@@ -99,22 +99,6 @@ export class Registry {
       bindings: KeyBindings.fromJSON(r.data.bindings),
     });
   }
-}
-
-/** Writes `data` to `path` atomically (temp file, fsync, rename) with `mode`. */
-export async function writeFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const fh = await openFile(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, mode);
-  try {
-    await fh.writeFile(data);
-    await fh.sync();
-  } catch (e) {
-    await fh.close();
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  await fh.close();
-  await rename(tmp, path);
 }
 
 export interface CoordinatorSecrets {

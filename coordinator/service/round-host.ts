@@ -6,19 +6,13 @@
  * thin around it.
  */
 import { AegisError, ErrorCode } from '../../shared/errors.js';
-import type { ClientMessage, RoundRef, ServerMessage } from '../../shared/protocol/messages.js';
+import type { ClientMessage, PhaseDeadlines, RoundRef, ServerMessage } from '../../shared/protocol/messages.js';
 import type { RoundParams } from '../../shared/protocol/params.js';
 import { assertClientMessage } from '../../shared/protocol/schemas.js';
 import { Phase, type AbortReason } from '../../shared/protocol/vocabulary.js';
 import { close, isFinal, phaseComplete, receive, start, type CoordinatorState } from '../round/index.js';
 
-export interface PhaseDeadlines {
-  advertiseMs: number;
-  shareMs: number;
-  maskedMs: number;
-  consistencyMs: number;
-  unmaskMs: number;
-}
+export type { PhaseDeadlines };
 
 export interface RoundHostConfig {
   params: RoundParams;

@@ -23,8 +23,8 @@
  */
 import { randomBytes, scrypt as scryptCb, type ScryptOptions } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { open as openFile, rename, unlink } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { open as openFile } from 'node:fs/promises';
+import { writeFileAtomic } from '../fs.js';
 import { lengthPrefixed, u32be } from '../bytes.js';
 import { decryptionFailed, gcmDecrypt, gcmEncrypt, AEAD_NONCE_BYTES, AEAD_TAG_BYTES } from '../crypto/aead.js';
 import { AegisError, ErrorCode } from '../errors.js';
@@ -305,24 +305,7 @@ export async function writeKeyfile(
   kdf: ScryptParams = DEFAULT_SCRYPT,
 ): Promise<void> {
   const sealed = await sealSecrets(passphrase, label, secrets, kdf);
-  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
-  const fh = await openFile(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-  try {
-    await fh.chmod(0o600); // the umask cannot widen it, but be explicit
-    await fh.writeFile(JSON.stringify(sealed, null, 2) + '\n');
-    await fh.sync();
-  } catch (e) {
-    await fh.close();
-    await unlink(tmp).catch(() => undefined);
-    throw e;
-  }
-  await fh.close();
-  await rename(tmp, path);
-  const dir = await openFile(dirname(path), fsc.O_RDONLY).catch(() => undefined);
-  if (dir) {
-    await dir.sync().catch(() => undefined);
-    await dir.close();
-  }
+  await writeFileAtomic(path, JSON.stringify(sealed, null, 2) + '\n', 0o600);
 }
 
 /**

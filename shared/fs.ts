@@ -1,0 +1,26 @@
+/** Files written so a crash never leaves half of one: temp file, fsync, rename, fsync the folder. */
+import { randomBytes } from 'node:crypto';
+import { open as openFile, rename, unlink, constants as fsc } from 'node:fs/promises';
+import { basename, dirname, join } from 'node:path';
+
+/** Writes `data` to `path` atomically with `mode` (default 0600: owner only). */
+export async function writeFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
+  const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  const fh = await openFile(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, mode);
+  try {
+    await fh.chmod(mode); // the umask can only narrow it; be explicit either way
+    await fh.writeFile(data);
+    await fh.sync();
+  } catch (e) {
+    await fh.close();
+    await unlink(tmp).catch(() => undefined);
+    throw e;
+  }
+  await fh.close();
+  await rename(tmp, path);
+  const dir = await openFile(dirname(path), fsc.O_RDONLY).catch(() => undefined);
+  if (dir) {
+    await dir.sync().catch(() => undefined);
+    await dir.close();
+  }
+}
