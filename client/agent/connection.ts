@@ -158,16 +158,18 @@ export class ClientRunner {
     clearInterval(this.renewTimer);
     clearTimeout(this.reconnectTimer);
     this.stream?.cancel();
-    await this.events.catch(() => undefined);
+    // Not awaiting the event chain: stop() may be called from inside an event handler. Whatever
+    // is still queued fails fast on the closed channel.
     this.client?.close();
     this.finish(undefined);
+    await Promise.resolve();
   }
 
   private fatal(err: AegisError): void {
     if (this.stopped) return;
     this.opts.onEvent?.({ kind: 'fatal', code: err.code, message: err.message });
-    void this.stop().then(() => undefined);
-    this.finish(err);
+    this.finish(err); // first: `done` settles once, with the reason
+    void this.stop();
   }
 
   private connect(): void {
