@@ -75,6 +75,8 @@ interface RoundRecord {
   host: RoundHost;
   cohort: string[];
   startedAt: number;
+  /** When the outcome arrived. */
+  endedAt?: number;
   outcome?: RoundOutcome;
 }
 
@@ -140,7 +142,7 @@ export class Coordinator {
   async listen(listen: string, enrollListen?: string): Promise<{ address: string; enrollAddress: string }> {
     tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
     const [host, portText] = splitHostPort(listen);
-    const hosts = [...new Set([host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host, '127.0.0.1', 'localhost'])];
+    const hosts = [...new Set([reachable(host), '127.0.0.1', 'localhost'])];
     const server = await issueServerCertificate(this.ca, { hosts });
     const keyCert = [{ private_key: Buffer.from(server.privateKeyPem), cert_chain: Buffer.from(server.certificatePem) }];
     const maxBytes = this.opts.maxMessageBytes ?? 64 * 1024 * 1024;
@@ -166,12 +168,11 @@ export class Coordinator {
     addHealthAndReflection(enrollServer, [enroll.Enrollment]);
     const enrollCreds = grpc.ServerCredentials.createSsl(null, keyCert, false);
     const enrollTarget = enrollListen ?? `${host}:${portText === '0' ? 0 : Number(portText) + 1}`;
-    const [eh] = splitHostPort(enrollTarget);
+    const [enrollHost] = splitHostPort(enrollTarget);
     const enrollPort = await bind(enrollServer, enrollTarget, enrollCreds);
     this.servers = [main, enrollServer];
-    const shown = host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host;
-    this.address = `${shown}:${mainPort}`;
-    this.enrollAddress = `${eh === '0.0.0.0' || eh === '::' ? '127.0.0.1' : eh}:${enrollPort}`;
+    this.address = `${reachable(host)}:${mainPort}`;
+    this.enrollAddress = `${reachable(enrollHost)}:${enrollPort}`;
     this.log?.info({ address: this.address, enrollAddress: this.enrollAddress }, 'coordinator listening');
     return { address: this.address, enrollAddress: this.enrollAddress };
   }
@@ -560,6 +561,7 @@ export class Coordinator {
 
   private finishRound(job: Job, r: RoundRecord, o: RoundOutcome): void {
     r.outcome = o;
+    r.endedAt = this.clock();
     const ev: ServerEvent = o.ok ? { type: 'round-outcome', round: r.ref, ok: true } : { type: 'round-outcome', round: r.ref, ok: false, reason: o.reason };
     const env = toEventEnvelope(ev);
     for (const id of r.cohort) {
@@ -612,7 +614,8 @@ export class Coordinator {
       phase: phaseToProto(o ? (o.ok ? Phase.Completed : Phase.Aborted) : s.phase),
       clientsPerPhase: counts,
       dropouts: latest === undefined ? 0 : r.cohort.length - latest,
-      elapsedMs: BigInt((o ? s.elapsedMs : this.clock() - r.startedAt) | 0),
+      // A finished round reports its duration (launch to outcome), not time since launch.
+      elapsedMs: BigInt((r.endedAt ?? this.clock()) - r.startedAt),
       ok: o?.ok ?? false,
       abortReason: o && !o.ok ? abortReasonToProto(o.reason as AbortReason) : 0,
       invited: r.cohort.length,
@@ -665,6 +668,9 @@ function certificateExpiry(der: Uint8Array): number {
   }
   return t;
 }
+
+/** The address to dial for a listen host: a wildcard listener is reached on loopback. */
+const reachable = (host: string): string => (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
 
 function splitHostPort(hp: string): [string, string] {
   const m = /^(\[[^\]]+\]|[^:]+|[0-9a-fA-F:]+):(\d{1,5})$/.exec(hp);

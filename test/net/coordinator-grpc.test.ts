@@ -32,6 +32,10 @@ describe('rounds over gRPC', () => {
     expect(Buffer.from(o.sum.buffer).equals(Buffer.from(expectedSum([0, 1, 2, 3, 4, 5], dim).buffer))).toBe(true);
     await waitFor(() => runners.every((r) => r.agent.history.length === 1), 10_000, 'outcomes at every client');
     expect(runners.every((r) => r.agent.history[0]!.ok)).toBe(true);
+    // A finished round reports its duration: the status does not keep counting.
+    const before = c.statusOf('job-1', 0).elapsedMs;
+    await new Promise((r) => setTimeout(r, 50));
+    expect(c.statusOf('job-1', 0)).toMatchObject({ finished: true, ok: true, elapsedMs: before });
   }, 60_000);
 
   test('with room for one vector at a time, the coordinator admits one upload at a time and the sum is still exact', async () => {
