@@ -175,13 +175,17 @@ export class ClientRunner {
   private connect(): void {
     this.reconnectPending = false;
     this.client?.close();
-    const creds = grpc.credentials.createSsl(
+    this.client = new (clientFor(pb.SecAgg))(this.opts.address, this.credentials(), channelOptions(this.opts.address));
+    this.tokens = [];
+  }
+
+  /** mTLS credentials: the pinned CA, the identity key and the current certificate. */
+  private credentials(): grpc.ChannelCredentials {
+    return grpc.credentials.createSsl(
       Buffer.from(this.opts.caPem),
       Buffer.from(identityKeyPem(this.opts.identity)),
       Buffer.from(new X509Certificate(Buffer.from(this.certificateDer)).toString()),
     );
-    this.client = new (clientFor(pb.SecAgg))(this.opts.address, creds, channelOptions(this.opts.address));
-    this.tokens = [];
   }
 
   /** One single-use round token (fetched in batches over mTLS). */
@@ -369,15 +373,7 @@ export class ClientRunner {
     this.renewing = true;
     try {
       const csrDer = await createCsr(this.opts.identity, this.opts.clientId);
-      const renewer = new (clientFor(enroll.Enrollment))(
-        this.opts.address,
-        grpc.credentials.createSsl(
-          Buffer.from(this.opts.caPem),
-          Buffer.from(identityKeyPem(this.opts.identity)),
-          Buffer.from(new X509Certificate(Buffer.from(this.certificateDer)).toString()),
-        ),
-        channelOptions(this.opts.address),
-      );
+      const renewer = new (clientFor(enroll.Enrollment))(this.opts.address, this.credentials(), channelOptions(this.opts.address));
       try {
         const reply = await callUnary(renewer.renew.bind(renewer), create(enroll.RenewRequestSchema, { csrDer }), new grpc.Metadata(), { deadline: Date.now() + 15_000 });
         this.certificateDer = reply.certificateDer;
