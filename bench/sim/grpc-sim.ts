@@ -31,6 +31,7 @@ import { phaseFromProto } from '../../shared/rpc/convert.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { syntheticInput } from './client-host.js';
 import type { GrpcWorkerClient, GrpcWorkerReply, GrpcWorkerRequest, GrpcWorkerStats } from './grpc-worker.js';
+import { compareToTruth, resultBase } from './result.js';
 import { dropSchedule, type SimulateOptions, type SimulateResult } from './simulate.js';
 
 const JOB_ID = 'aegis-simulation';
@@ -126,7 +127,6 @@ class ClientProcess {
 }
 
 const peakRssMb = (): number => Math.round((process.resourceUsage().maxRSS / 1024) * 10) / 10;
-const round1 = (x: number): number => Math.round(x * 10) / 10;
 
 async function waitUntil(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const until = Date.now() + timeoutMs;
@@ -243,34 +243,8 @@ export async function simulateGrpc(opts: SimulateOptions): Promise<SimulateResul
     log(`  coordinator: peak RSS ${peak} MB; sampled peaks: JS heap ${mb(mem.heapUsed)}, external ${mb(mem.external)} (array buffers ${mb(mem.arrayBuffers)})`);
     log(`  client processes: peak RSS ${stats.map((s) => `${s.peakRssMb} MB`).join(', ')}`);
 
-    const clientMs = stats.flatMap((s) => s.clientMs);
     const final = o.state;
-    const base = {
-      transport: 'grpc' as const,
-      clients: n,
-      dropped: schedule.filter(Boolean).length,
-      neighbors: params.neighbors,
-      threshold: params.threshold,
-      mode,
-      dim: params.dim,
-      bits: params.bits,
-      clip: params.clip,
-      seed,
-      drop_phase: dropPhase,
-      dropout,
-      workers,
-      sets: { u1: final.stats.u1, u2: final.stats.u2, u3: final.stats.u3, u4: final.stats.u4 },
-      refused_messages: refused,
-      client_aborts: stats.reduce((a, s) => a + s.aborted.length, 0),
-      timings_ms: {
-        setup: round1(setupMs),
-        client_mean: round1(clientMs.reduce((a, b) => a + b, 0) / Math.max(1, clientMs.length)),
-        client_max: round1(Math.max(0, ...clientMs)),
-        server_unmask: round1(unmaskMs),
-        total: round1(totalMs),
-      },
-      prg_bytes: (stats.reduce((a, s) => a + s.prgWords, 0) + final.stats.prgWords) * 4,
-    };
+    const base = resultBase({ transport: 'grpc', clients: n, params, schedule, seed, dropPhase, dropout, workers, final, refused, stats, setupMs, unmaskMs, totalMs });
 
     if (!o.ok || final.phase !== Phase.Completed) {
       const reason = o.ok ? 'incomplete' : o.reason;
@@ -294,10 +268,7 @@ export async function simulateGrpc(opts: SimulateOptions): Promise<SimulateResul
       addInto(qSum, encodeWeightedInput(x, weight, params, DeterministicRng.fromSeed('aegis-sim-rounding', `${seed}:${index}`)));
       for (let i = 0; i < xSum.length; i++) xSum[i]! += x[i]!;
     }
-    let exact = known;
-    for (let i = 0; exact && i < qSum.length; i++) if (qSum[i] !== final.sum[i]) exact = false;
-    let maxErr = 0;
-    for (let i = 0; i < xSum.length; i++) maxErr = Math.max(maxErr, Math.abs(final.result.sum[i]! - xSum[i]!));
+    const { exact, maxErr } = compareToTruth(final, qSum, xSum, known);
     const expected = schedule.filter((d) => d === null || d === 'consistency' || d === 'unmask').length;
     if (final.survivors.length !== expected) log(`  note: ${final.survivors.length} survivors, the drop schedule expected ${expected} (a phase deadline cut some client off?)`);
     log(`round completed: ${final.survivors.length}/${n} survivors, exact=${exact}, max |error| ${maxErr.toExponential(2)}, ${totalMs.toFixed(0)} ms`);

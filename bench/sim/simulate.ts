@@ -17,6 +17,7 @@ import { close, finishUnmask, isFinal, planUnmask, receive, start, type Coordina
 import { DROP_PHASES, makeIdentities, type DropPhase, type HostInit } from './client-host.js';
 import { simulateGrpc } from './grpc-sim.js';
 import { LocalPool, WorkerPool, type ClientPool } from './pool.js';
+import { compareToTruth, resultBase } from './result.js';
 
 export interface SimulateOptions {
   clients: number;
@@ -178,35 +179,8 @@ export async function simulate(opts: SimulateOptions): Promise<SimulateResult> {
   const [plain, stats] = [await pool.plaintext(), await pool.stats()];
   await pool.close();
 
-  const clientMs = stats.flatMap((s) => s.clientMs);
-  const clientPrg = stats.reduce((a, s) => a + s.prgWords, 0);
   const final = state as CoordinatorState;
-  const base = {
-    transport: 'local',
-    clients: params.cohort,
-    dropped: schedule.filter(Boolean).length,
-    neighbors: params.neighbors,
-    threshold: params.threshold,
-    mode,
-    dim: params.dim,
-    bits: params.bits,
-    clip: params.clip,
-    seed,
-    drop_phase: dropPhase,
-    dropout,
-    workers,
-    sets: { u1: final.stats.u1, u2: final.stats.u2, u3: final.stats.u3, u4: final.stats.u4 },
-    refused_messages: refused,
-    client_aborts: stats.reduce((a, s) => a + s.aborted.length, 0),
-    timings_ms: {
-      setup: round1(setupMs),
-      client_mean: round1(clientMs.reduce((a, b) => a + b, 0) / Math.max(1, clientMs.length)),
-      client_max: round1(Math.max(0, ...clientMs)),
-      server_unmask: round1(unmaskMs),
-      total: round1(totalMs),
-    },
-    prg_bytes: (clientPrg + final.stats.prgWords) * 4,
-  } as const;
+  const base = resultBase({ transport: 'local', clients: params.cohort, params, schedule, seed, dropPhase, dropout, workers, final, refused, stats, setupMs, unmaskMs, totalMs });
 
   if (final.phase !== Phase.Completed) {
     const reason = final.phase === Phase.Aborted ? final.reason : 'incomplete';
@@ -225,10 +199,7 @@ export async function simulate(opts: SimulateOptions): Promise<SimulateResult> {
     contributors.push(...p.contributors);
   }
   const sameSurvivors = contributors.length === final.survivors.length && contributors.every((id) => final.survivors.includes(id));
-  let exact = sameSurvivors;
-  for (let i = 0; exact && i < qSum.length; i++) if (qSum[i] !== final.sum[i]) exact = false;
-  let maxErr = 0;
-  for (let i = 0; i < xSum.length; i++) maxErr = Math.max(maxErr, Math.abs(final.result.sum[i]! - xSum[i]!));
+  const { exact, maxErr } = compareToTruth(final, qSum, xSum, sameSurvivors);
   log(`round completed: ${final.survivors.length}/${params.cohort} survivors, exact=${exact}, max |error| ${maxErr.toExponential(2)}, ${totalMs.toFixed(0)} ms`);
   return {
     ok: true,
@@ -241,4 +212,3 @@ export async function simulate(opts: SimulateOptions): Promise<SimulateResult> {
   };
 }
 
-const round1 = (x: number): number => Math.round(x * 10) / 10;
