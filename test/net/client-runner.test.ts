@@ -4,10 +4,10 @@
  */
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { X509Certificate } from 'node:crypto';
-import { ClientRunner, type RunnerEvent } from '../../client/agent/connection.js';
+import type { RunnerEvent } from '../../client/agent/connection.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
-import { enrollClients, expectedSum, integerInput, manifest, startCoordinator, startRunners, waitFor } from '../support/cluster.js';
+import { enrollClients, expectedSum, manifest, startCoordinator, startRunners, waitFor } from '../support/cluster.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -21,22 +21,11 @@ describe('client runner', () => {
     const clients = await enrollClients(c, 4);
     const saved: Uint8Array[] = [];
     const events: RunnerEvent[] = [];
-    const runners = clients.map((e, i) => {
-      const r = new ClientRunner({
-        address: c.address,
-        caPem: c.ca.certificatePem,
-        clientId: e.clientId,
-        identity: e.identity,
-        certificateDer: e.certificateDer,
-        input: () => integerInput(i, 16),
-        renewAfter: 0.05,
-        renewCheckMs: 200,
-        onCertificate: async (der) => void (i === 0 && saved.push(der)),
-        onEvent: (ev) => i === 0 && events.push(ev),
-      });
-      r.start();
-      return r;
-    });
+    const runners = startRunners(c, clients, 16, (id, ev) => id === clients[0]!.clientId && events.push(ev), (i) => ({
+      renewAfter: 0.05,
+      renewCheckMs: 200,
+      onCertificate: async (der) => void (i === 0 && saved.push(der)),
+    }));
     cleanups.push(async () => void (await Promise.all(runners.map((r) => r.stop()))));
     await waitFor(() => saved.length >= 1, 20_000, 'a renewed certificate');
     const renewed = new X509Certificate(Buffer.from(saved[0]!));
@@ -84,21 +73,13 @@ describe('client runner', () => {
     box.c = c;
     const clients = await enrollClients(c, 4);
     const ended: { ok: boolean; reason?: string }[] = [];
-    const runners = clients.map((e, i) => {
-      const r = new ClientRunner({
-        address: c.address,
-        caPem: c.ca.certificatePem,
-        clientId: e.clientId,
-        identity: e.identity,
-        certificateDer: e.certificateDer,
-        input: () => integerInput(i, 8),
-        roundGraceMs: 200,
-        backoffMs: { min: 50, max: 200 },
-        onEvent: (ev) => void (ev.kind === 'round-ended' && ended.push({ ok: ev.ok, ...(ev.reason ? { reason: ev.reason } : {}) })),
-      });
-      r.start();
-      return r;
-    });
+    const runners = startRunners(
+      c,
+      clients,
+      8,
+      (_id, ev) => void (ev.kind === 'round-ended' && ended.push({ ok: ev.ok, ...(ev.reason ? { reason: ev.reason } : {}) })),
+      () => ({ roundGraceMs: 200, backoffMs: { min: 50, max: 200 } }),
+    );
     cleanups.push(async () => void (await Promise.all(runners.map((r) => r.stop()))));
     await waitFor(() => c.connectedClients().length === 4, 20_000, 'four subscribers');
     const deadlines = { advertiseMs: 5000, shareMs: 300, maskedMs: 300, consistencyMs: 300, unmaskMs: 300 };

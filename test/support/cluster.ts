@@ -7,7 +7,7 @@ import { createCa } from '../../coordinator/auth/ca.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { Coordinator, type CoordinatorOptions } from '../../coordinator/service/coordinator.js';
 import { Registry } from '../../coordinator/service/data-dir.js';
-import { ClientRunner, enrollWithToken, type RunnerEvent } from '../../client/agent/connection.js';
+import { ClientRunner, enrollWithToken, type RunnerEvent, type RunnerOptions } from '../../client/agent/connection.js';
 import { createIdentity, type ClientIdentity } from '../../client/enroll/csr.js';
 import type { JobManifestInput } from '../../shared/protocol/manifest.js';
 
@@ -54,7 +54,14 @@ export function expectedSum(indices: number[], dim: number): Uint32Array {
   return s;
 }
 
-export function startRunners(c: Coordinator, clients: Enrolled[], dim: number, onEvent?: (id: string, e: RunnerEvent) => void): ClientRunner[] {
+/** Starts one in-process runner per client; `options(i)` adds or overrides runner options. */
+export function startRunners(
+  c: Coordinator,
+  clients: Enrolled[],
+  dim: number,
+  onEvent?: (id: string, e: RunnerEvent) => void,
+  options?: (i: number) => Partial<RunnerOptions>,
+): ClientRunner[] {
   return clients.map((e, i) => {
     const r = new ClientRunner({
       address: c.address,
@@ -65,6 +72,7 @@ export function startRunners(c: Coordinator, clients: Enrolled[], dim: number, o
       input: () => integerInput(i, dim),
       backoffMs: { min: 50, max: 500 },
       ...(onEvent ? { onEvent: (ev: RunnerEvent) => onEvent(e.clientId, ev) } : {}),
+      ...options?.(i),
     });
     r.start();
     return r;
