@@ -51,6 +51,8 @@ export const ErrorCode = {
   TooFewClients: 'too-few-clients',
   /** The coordinator could not be reached (after retries). */
   Unavailable: 'unavailable',
+  /** A model or manifest does not match the hash it was announced with (manifest, round start). */
+  HashMismatch: 'hash-mismatch',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -78,6 +80,7 @@ const HINTS: Record<ErrorCode, string> = {
   'not-found': 'check the id (aegis clients list, aegis round status)',
   'too-few-clients': 'wait for more clients to connect (aegis client run) or lower the threshold',
   unavailable: 'check that the coordinator is running and the address is right',
+  'hash-mismatch': 'the model or manifest is not the one that was signed; do not train on it (see aegis round status)',
 };
 
 export class AegisError extends Error {

@@ -4,7 +4,7 @@ import { open as openFile, rename, unlink, constants as fsc } from 'node:fs/prom
 import { basename, dirname, join } from 'node:path';
 
 /** Writes `data` to `path` atomically with `mode` (default 0600: owner only). */
-export async function writeFileAtomic(path: string, data: string, mode = 0o600): Promise<void> {
+export async function writeFileAtomic(path: string, data: string | Uint8Array, mode = 0o600): Promise<void> {
   const tmp = join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
   const fh = await openFile(tmp, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, mode);
   try {

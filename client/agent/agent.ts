@@ -19,6 +19,13 @@ export interface AgentConfig {
   identityOf: (clientId: string) => Uint8Array | undefined;
   /** This client's quantized, weighted input for a round (length dim + 1). */
   input: (round: RoundRef, params: RoundParams) => Uint32Array;
+  /**
+   * An input still being made (local training) for a round, started when the round starts;
+   * undefined when `input` serves the round. The agent advertises its keys and shares at once
+   * and waits for this only when the masked input is due. A rejection makes the client leave
+   * the round (it then counts as a dropout).
+   */
+  pendingInput?: (round: RoundRef) => Promise<Uint32Array> | undefined;
   /** Sends one message; rejects with the coordinator's typed refusal. */
   send: (m: ClientMessage) => Promise<void>;
   /** Structured events for logs and metrics (round, phase, outcome — never secrets). */
@@ -30,12 +37,15 @@ export type AgentEvent =
   | { kind: 'aborted'; roundIndex: number; reason: string; phase: string }
   | { kind: 'refused'; roundIndex: number; message: string; code: string }
   | { kind: 'ignored'; type: string; code: string }
-  | { kind: 'round-ended'; roundIndex: number; ok: boolean; reason?: string };
+  | { kind: 'round-ended'; roundIndex: number; ok: boolean; reason?: string }
+  | { kind: 'left'; roundIndex: number; code: string; message: string };
 
 export class ClientAgent {
   private readonly cfg: AgentConfig;
   private round: RoundRef | null = null;
   private state: ClientState | null = null;
+  private pending: Promise<Uint32Array> | undefined;
+  private ready: Uint32Array | undefined;
   /** Rounds this agent finished (completed or aborted), by outcome. */
   readonly history: { roundIndex: number; ok: boolean; reason?: string }[] = [];
 
@@ -61,10 +71,26 @@ export class ClientAgent {
         this.emit({ kind: 'round-ended', roundIndex: e.round.roundIndex, ok: e.ok, reason: e.reason });
         this.round = null;
         this.state = null;
+        this.pending = undefined;
+        this.ready = undefined;
       }
       return;
     }
     if (!this.state || !this.round) return this.emit({ kind: 'ignored', type: e.type, code: 'no-round' });
+    if (e.type === 'share-broadcast' && this.pending) {
+      // The masked input is due: wait for local training to finish.
+      const round = this.round;
+      try {
+        this.ready = await this.pending;
+      } catch (err) {
+        const code = isAegisError(err) ? err.code : 'internal';
+        this.emit({ kind: 'left', roundIndex: round.roundIndex, code, message: isAegisError(err) ? err.message : 'the input could not be made' });
+        return this.leave(round, code);
+      } finally {
+        this.pending = undefined;
+      }
+      if (!this.round || !sameRound(round, this.round)) return;
+    }
     let outbound: ClientMessage[];
     try {
       const t = handle(this.state, e);
@@ -86,12 +112,19 @@ export class ClientAgent {
    * the client forgets the round's secrets and is ready for the next one.
    */
   abandon(round: RoundRef): void {
+    this.leave(round, 'deadline-passed');
+  }
+
+  /** Forgets the round's secrets and ends it on this side with `reason`. */
+  private leave(round: RoundRef, reason: string): void {
     if (!this.round || !sameRound(round, this.round)) return;
     if (this.state) this.state = finish(this.state);
-    this.history.push({ roundIndex: round.roundIndex, ok: false, reason: 'deadline-passed' });
-    this.emit({ kind: 'round-ended', roundIndex: round.roundIndex, ok: false, reason: 'deadline-passed' });
+    this.history.push({ roundIndex: round.roundIndex, ok: false, reason });
+    this.emit({ kind: 'round-ended', roundIndex: round.roundIndex, ok: false, reason });
     this.round = null;
     this.state = null;
+    this.pending = undefined;
+    this.ready = undefined;
   }
 
   /** The round this agent is in, if any. */
@@ -108,10 +141,14 @@ export class ClientAgent {
         params,
         round,
         identityOf: cfg.identityOf,
-        input: () => cfg.input(round, params),
+        input: () => this.ready ?? cfg.input(round, params),
       });
       this.round = round;
       this.state = next;
+      this.ready = undefined;
+      this.pending = cfg.pendingInput?.(round);
+      // Failures surface when the input is due; do not let an early one go unhandled.
+      this.pending?.catch(() => undefined);
       this.emit({ kind: 'joined', roundIndex: round.roundIndex });
       await this.sendAll(outbound);
     } catch (err) {

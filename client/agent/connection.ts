@@ -20,6 +20,11 @@ import { reasonOf } from '../../shared/rpc/status.js';
 import { channelOptions } from '../../shared/rpc/channel.js';
 import { createCsr, identityKeyPem, needsRenewal, type ClientIdentity } from '../enroll/csr.js';
 import { ClientAgent, type AgentEvent } from './agent.js';
+import { encodeWeightedInput } from '../../shared/crypto/quantize.js';
+import { DeterministicRng } from '../../shared/crypto/rng.js';
+import type { RoundStart } from '../../shared/protocol/messages.js';
+import { sameRound } from '../../shared/protocol/session.js';
+import { isTrainingManifest, manifestOfRoundStart, verifiedModel, type Trainer } from './training-round.js';
 
 
 /** A gRPC error as a typed AegisError: its reason code, or `unavailable` for transport failures. */
@@ -75,8 +80,17 @@ export interface RunnerOptions {
   clientId: string;
   identity: ClientIdentity;
   certificateDer: Uint8Array;
-  /** This client's quantized, weighted input for a round (length dim + 1). */
-  input: (round: RoundRef, params: RoundParams) => Uint32Array;
+  /**
+   * This client's quantized, weighted input for a plain (non-training) round (length dim + 1).
+   * Without it the client sits such rounds out.
+   */
+  input?: (round: RoundRef, params: RoundParams) => Uint32Array;
+  /**
+   * Local training for a training round: given the verified global model, returns the weighted
+   * update; the runner clips, quantizes and masks it. Without it the client sits training
+   * rounds out.
+   */
+  train?: Trainer;
   /** Runs when a round starts, before the client joins it (e.g. to read and quantize its update). */
   beforeRound?: (round: RoundRef, params: RoundParams) => Promise<void>;
   /** Persists a renewed certificate. */
@@ -97,7 +111,11 @@ export type RunnerEvent =
   | { kind: 'connected' }
   | { kind: 'disconnected'; code: string; retryInMs: number }
   | { kind: 'renewed'; notAfter: string }
-  | { kind: 'fatal'; code: string; message: string };
+  | { kind: 'fatal'; code: string; message: string }
+  /** The client did not join a round (a check failed, or it has nothing to contribute). */
+  | { kind: 'sat-out'; roundIndex: number; code: string; message: string }
+  /** Local training for a round finished. */
+  | { kind: 'trained'; roundIndex: number; modelVersion: number; examples: number; loss: number; trainMs: number; fetchMs: number };
 
 type SecAggClient = TypedClient<MethodsOf<typeof pb.SecAgg>>;
 
@@ -117,6 +135,8 @@ export class ClientRunner {
   private stopped = false;
   private failures = 0;
   private events: Promise<void> = Promise.resolve();
+  /** The input being made by local training for the current training round. */
+  private training: { round: RoundRef; input: Promise<Uint32Array> } | undefined;
   private roundTimer: NodeJS.Timeout | undefined;
   private renewTimer: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
@@ -136,7 +156,11 @@ export class ClientRunner {
       clientId: opts.clientId,
       identityKey: opts.identity.seed,
       identityOf: (id) => this.directory.get(id),
-      input: opts.input,
+      input: (round, params) => {
+        if (!opts.input) throw new AegisError(ErrorCode.InvalidArgument, 'this client has no input for the round');
+        return opts.input(round, params);
+      },
+      pendingInput: (round) => (this.training && sameRound(this.training.round, round) ? this.training.input : undefined),
       send: (m) => this.send(m),
       onEvent: (e) => opts.onEvent?.(e),
     });
@@ -276,15 +300,80 @@ export class ClientRunner {
   private async handle(ev: ServerEvent): Promise<void> {
     if (ev.type === 'advertise-broadcast') this.learnIdentities(ev.entries);
     if (ev.type === 'round-start') {
-      this.directory.clear();
-      this.armRoundDeadline(ev.round, ev.deadlines);
-      await this.opts.beforeRound?.(ev.round, ev.params);
+      // A repeated start of the round this client is in changes nothing (the agent says so).
+      const current = this.agent.currentRound;
+      if (!current || !sameRound(current, ev.round)) {
+        this.directory.clear();
+        try {
+          await this.prepareRound(ev);
+        } catch (err) {
+          const e = asAegisError(err);
+          this.opts.onEvent?.({ kind: 'sat-out', roundIndex: ev.round.roundIndex, code: e.code, message: e.message });
+          return;
+        }
+        this.armRoundDeadline(ev.round, ev.deadlines);
+        await this.opts.beforeRound?.(ev.round, ev.params);
+      }
     }
     await this.agent.onEvent(ev);
     if (ev.type === 'round-outcome' && this.agent.currentRound === null) {
       clearTimeout(this.roundTimer);
       this.swapChannel();
     }
+  }
+
+  /**
+   * Checks a round start and, for a training round, fetches and verifies the global model and
+   * starts local training (it runs while the keys are advertised and shared). Throws to sit the
+   * round out.
+   */
+  private async prepareRound(ev: RoundStart): Promise<void> {
+    this.training = undefined;
+    const manifest = manifestOfRoundStart(ev);
+    if (!manifest || !isTrainingManifest(manifest)) {
+      if (!this.opts.input) throw new AegisError(ErrorCode.InvalidArgument, 'this client has no input for a plain round (aegis client run --input)');
+      return;
+    }
+    if (!this.opts.train) throw new AegisError(ErrorCode.InvalidArgument, 'this client has no training data for a training round (aegis client run --train-data)');
+    if (!ev.model) throw new AegisError(ErrorCode.HashMismatch, 'a training round start names no model version');
+    const fetchStart = Date.now();
+    const bytes = await this.fetchModel(ev.round.manifestHash, ev.model.version, manifest.round.dim * 4);
+    const globalWeights = verifiedModel(bytes, ev.model, manifest);
+    const fetchMs = Date.now() - fetchStart;
+    const { train } = this.opts;
+    const round = ev.round;
+    const modelVersion = ev.model.version;
+    const input = (async () => {
+      const u = await train({ roundIndex: round.roundIndex, manifest, globalWeights, modelVersion });
+      const maxWeight = 2 ** manifest.round.bits - 1;
+      if (!Number.isInteger(u.weight) || u.weight < 1 || u.weight > maxWeight) throw new AegisError(ErrorCode.InvalidArgument, `the update's weight must be an integer in 1..${maxWeight}`);
+      if (u.values.length !== manifest.round.dim) throw new AegisError(ErrorCode.InvalidArgument, `the update has ${u.values.length} values, the manifest's dim is ${manifest.round.dim}`);
+      this.opts.onEvent?.({ kind: 'trained', roundIndex: round.roundIndex, modelVersion, examples: u.examples ?? u.weight, loss: u.loss ?? Number.NaN, trainMs: u.trainMs ?? 0, fetchMs });
+      return encodeWeightedInput(u.values, u.weight, manifest.round, DeterministicRng.secure());
+    })();
+    input.catch(() => undefined);
+    this.training = { round, input };
+  }
+
+  /** A model version's bytes over the mTLS channel, refusing more than `expectedBytes`. */
+  private fetchModel(manifestHash: Uint8Array, version: number, expectedBytes: number): Promise<Uint8Array> {
+    return new Promise((resolve, reject) => {
+      const out = new Uint8Array(expectedBytes);
+      let received = 0;
+      const call = this.client.fetchModel(create(pb.FetchModelRequestSchema, { manifestHash, version }), new grpc.Metadata(), { deadline: Date.now() + 5 * 60_000 });
+      call.on('data', (c: pb.ModelChunk) => {
+        const offset = Number(c.offset);
+        if (Number(c.totalBytes) !== expectedBytes || offset !== received || offset + c.data.length > expectedBytes) {
+          call.cancel();
+          reject(new AegisError(ErrorCode.HashMismatch, `the model does not have the manifest's size (${expectedBytes} bytes)`));
+          return;
+        }
+        out.set(c.data, offset);
+        received += c.data.length;
+      });
+      call.on('error', (err: unknown) => reject(asAegisError(err)));
+      call.on('end', () => (received === expectedBytes ? resolve(out) : reject(new AegisError(ErrorCode.HashMismatch, 'the model arrived incomplete'))));
+    });
   }
 
   /**

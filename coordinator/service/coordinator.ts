@@ -24,7 +24,8 @@ import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
 import * as enroll from '../../shared/gen/aegis/v1/enrollment_pb.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
-import { parseManifest, type JobManifest } from '../../shared/protocol/manifest.js';
+import { decodeWeightedSum } from '../../shared/crypto/quantize.js';
+import { isTrainingManifest, parseManifest, type JobManifest } from '../../shared/protocol/manifest.js';
 import type { ClientMessage, RoundRef, ServerEvent, ServerMessage } from '../../shared/protocol/messages.js';
 import { sameRound } from '../../shared/protocol/session.js';
 import { Phase, type AbortReason } from '../../shared/protocol/vocabulary.js';
@@ -38,6 +39,7 @@ import { saveRegistry, type ClientRecord, type Registry } from './data-dir.js';
 import { Mailbox } from './mailbox.js';
 import { UploadGate } from './upload-gate.js';
 import { RoundHost, type RoundOutcome } from './round-host.js';
+import { applyWeightedMean, ModelStore, newTrainingProgress, sha256, weightBytes, weightsOf, type ModelVersionRecord, type TrainingProgress } from './training.js';
 
 export interface CoordinatorOptions {
   ca: CertificateAuthority;
@@ -83,9 +85,15 @@ interface RoundRecord {
 interface Job {
   jobId: string;
   manifest: JobManifest;
+  manifestJson: Uint8Array;
   manifestHash: Uint8Array;
   rounds: RoundRecord[];
+  /** A training job: its model versions and progress (the coordinator drives its rounds). */
+  training?: TrainingProgress;
 }
+
+/** Model weights go to clients in pieces of this size. */
+const MODEL_CHUNK_BYTES = 1024 * 1024;
 
 const MAX_TOKENS_PER_CALL = 64;
 
@@ -117,6 +125,7 @@ export class Coordinator {
   private readonly log: Logger | undefined;
   private readonly clock: () => number;
   private servers: grpc.Server[] = [];
+  private closing = false;
   private persistChain: Promise<void> = Promise.resolve();
   /** The two addresses once listening. */
   address = '';
@@ -179,6 +188,7 @@ export class Coordinator {
 
   /** Stops accepting calls, cancels running rounds, ends streams, and waits for the registry. */
   async close(): Promise<void> {
+    this.closing = true;
     for (const job of this.jobs.values()) for (const r of job.rounds) r.host.cancel('the coordinator is shutting down');
     for (const mb of this.mailboxes.values()) mb.close(new AegisError(ErrorCode.Unavailable, 'the coordinator is shutting down'));
     await Promise.all(
@@ -198,6 +208,7 @@ export class Coordinator {
     );
     this.servers = [];
     await this.persistChain;
+    for (const job of this.jobs.values()) await job.training?.models.flushed().catch(() => undefined);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -275,6 +286,12 @@ export class Coordinator {
         if (!r) throw new AegisError(ErrorCode.WrongPhase, 'no round of this client takes masked inputs now');
         await r.gate.acquire(rec.clientId, (cb) => call.on('cancelled', cb));
         return create(pb.AcquireUploadReplySchema, { slots: r.gate.slots });
+      }),
+      fetchModel: serverStream<pb.FetchModelRequest, pb.ModelChunk>((req, call) => {
+        this.clientOf(call);
+        const job = [...this.jobs.values()].find((j) => Buffer.from(j.manifestHash).equals(Buffer.from(req.manifestHash)));
+        if (!job?.training) throw new AegisError(ErrorCode.NotFound, 'no training job with this manifest hash runs here');
+        return modelChunks(job.training.models.get(req.version));
       }),
       issueTokens: unary<pb.IssueTokensRequest, pb.IssueTokensReply>(async (req, call) => {
         const rec = this.clientOf(call);
@@ -466,7 +483,7 @@ export class Coordinator {
       }),
       launchRound: unary<admin.LaunchRoundRequest, admin.LaunchRoundReply>(async (req, call) => {
         const operator = this.operatorOf(call);
-        const r = await this.launch(req.manifestJson, { gatherMs: req.gatherMs });
+        const r = await this.launch(req.manifestJson, { gatherMs: req.gatherMs, ...(req.initialWeights.length > 0 ? { initialWeights: req.initialWeights } : {}) });
         this.log?.info({ operator, job: r.jobId, round: r.roundIndex, cohort: r.cohort.length }, 'round launched');
         return create(admin.LaunchRoundReplySchema, { jobId: r.jobId, manifestHash: r.manifestHash, roundIndex: r.roundIndex, cohort: r.cohort });
       }),
@@ -478,6 +495,14 @@ export class Coordinator {
         this.operatorOf(call);
         return this.resultOf(req.jobId, req.roundIndex);
       }),
+      fetchModel: serverStream<admin.FetchJobModelRequest, pb.ModelChunk>((req, call) => {
+        this.operatorOf(call);
+        const job = this.jobs.get(req.jobId);
+        if (!job) throw new AegisError(ErrorCode.NotFound, `no job '${req.jobId}' has run here`);
+        if (!job.training) throw new AegisError(ErrorCode.NotFound, `job '${req.jobId}' is not a training job`);
+        const { models } = job.training;
+        return modelChunks(req.version === undefined ? models.latest : models.get(req.version), job.manifestJson);
+      }),
     };
   }
 
@@ -485,28 +510,66 @@ export class Coordinator {
   // Rounds.
 
   /**
-   * Launches the job's next round: validates the manifest (one zod schema), waits up to
-   * `gatherMs` for a full cohort of connected clients, invites min(cohort, connected) of them
-   * (at least the threshold), and starts the round's phase clock.
+   * Launches a job. A plain job runs one round per launch (its next one). A training job
+   * (manifest with `model` and `training`) is launched once with its initial weights, whose
+   * SHA-256 must match the manifest; the coordinator then runs its rounds one after another,
+   * applying each round's weighted mean update to the global model (FedAvg).
+   *
+   * A round waits up to `gatherMs` for a full cohort of connected clients, invites
+   * min(cohort, connected) of them (at least t + 1 and 3), and starts its phase clock.
    */
-  async launch(manifestJson: Uint8Array, opts: { gatherMs?: number } = {}): Promise<{ jobId: string; manifestHash: Uint8Array; roundIndex: number; cohort: string[] }> {
+  async launch(
+    manifestJson: Uint8Array,
+    opts: { gatherMs?: number; initialWeights?: Uint8Array } = {},
+  ): Promise<{ jobId: string; manifestHash: Uint8Array; roundIndex: number; cohort: string[] }> {
     const { manifest, hash } = parseManifest(manifestJson, new Date(this.clock()));
-    let job = this.jobs.get(manifest.jobId);
-    if (job && Buffer.compare(Buffer.from(job.manifestHash), Buffer.from(hash)) !== 0) {
+    const existing = this.jobs.get(manifest.jobId);
+    if (existing && Buffer.compare(Buffer.from(existing.manifestHash), Buffer.from(hash)) !== 0) {
       throw new AegisError(ErrorCode.AlreadyExists, `job '${manifest.jobId}' already runs another manifest`);
     }
-    const last = job?.rounds[job.rounds.length - 1];
-    if (last && !last.outcome) throw new AegisError(ErrorCode.WrongPhase, `round ${last.index} of job '${manifest.jobId}' is still running`);
-    const index = job?.rounds.length ?? 0;
-    if (index >= manifest.rounds) throw new AegisError(ErrorCode.WrongPhase, `job '${manifest.jobId}' has run all its ${manifest.rounds} rounds`);
-
-    const { cohort: n, threshold: t } = manifest.round;
     const gatherMs = Math.min(opts.gatherMs ?? 0, 3_600_000);
-    const until = this.clock() + gatherMs;
-    while (this.connectedClients().length < n && this.clock() < until) await new Promise((r) => setTimeout(r, 50));
-    const connected = this.connectedClients();
+    if (isTrainingManifest(manifest)) {
+      if (existing) throw new AegisError(ErrorCode.AlreadyExists, `training job '${manifest.jobId}' was launched already; the coordinator runs its rounds (aegis round status ${manifest.jobId})`);
+      if (!opts.initialWeights || opts.initialWeights.length === 0) throw new AegisError(ErrorCode.InvalidArgument, 'a training job needs its initial weights (aegis round launch --weights FILE)');
+      const weights = weightsOf(opts.initialWeights, manifest.round.dim);
+      if (Buffer.from(sha256(opts.initialWeights)).toString('hex') !== manifest.model.initialWeightsSha256) {
+        throw new AegisError(ErrorCode.HashMismatch, "the initial weights do not match the manifest's model.initialWeightsSha256");
+      }
+      const models = new ModelStore(manifest.jobId, this.clock);
+      models.add(weights, { clients: 0, totalWeight: 0 });
+      const job: Job = { jobId: manifest.jobId, manifest, manifestJson: new Uint8Array(manifestJson), manifestHash: hash, rounds: [], training: newTrainingProgress(models, gatherMs) };
+      const started = await this.startRound(job, gatherMs);
+      // Only a job that started is written out: a refused launch leaves nothing behind.
+      if (this.opts.dataDir !== undefined) models.persistTo(this.opts.dataDir);
+      return started;
+    }
+    const last = existing?.rounds[existing.rounds.length - 1];
+    if (last && !last.outcome) throw new AegisError(ErrorCode.WrongPhase, `round ${last.index} of job '${manifest.jobId}' is still running`);
+    const index = existing?.rounds.length ?? 0;
+    if (index >= manifest.rounds) throw new AegisError(ErrorCode.WrongPhase, `job '${manifest.jobId}' has run all its ${manifest.rounds} rounds`);
+    const job = existing ?? { jobId: manifest.jobId, manifest, manifestJson: new Uint8Array(manifestJson), manifestHash: hash, rounds: [] };
+    return this.startRound(job, gatherMs);
+  }
+
+  /**
+   * Gathers a cohort and starts the job's next round. The job is registered once its first
+   * round starts (a launch refused for too few clients leaves nothing behind).
+   */
+  private async startRound(job: Job, gatherMs: number, minimumWaitMs = 0): Promise<{ jobId: string; manifestHash: Uint8Array; roundIndex: number; cohort: string[] }> {
+    const { manifest, manifestHash: hash } = job;
+    const { cohort: n, threshold: t } = manifest.round;
     // Phase 0 needs more than t and at least 3 clients (with 2, each would learn the other's input).
     const needed = Math.max(t + 1, 3);
+    const full = this.clock() + gatherMs;
+    const enough = this.clock() + Math.max(gatherMs, minimumWaitMs);
+    for (;;) {
+      const count = this.connectedClients().length;
+      const now = this.clock();
+      if (count >= n || (now >= full && count >= needed) || now >= enough || this.closing) break;
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    if (this.closing) throw new AegisError(ErrorCode.Unavailable, 'the coordinator is shutting down');
+    const connected = this.connectedClients();
     if (connected.length < needed) {
       throw new AegisError(ErrorCode.TooFewClients, `${connected.length} clients connected, the round needs at least ${needed} (t + 1, and 3 or more)`);
     }
@@ -517,10 +580,8 @@ export class Coordinator {
     }
     const cohort = connected.slice(0, n).sort();
     const members = new Map(cohort.map((id) => [id, new Uint8Array(Buffer.from(this.registry.clients.get(id)!.publicKey, 'base64url'))]));
-    if (!job) {
-      job = { jobId: manifest.jobId, manifest, manifestHash: hash, rounds: [] };
-      this.jobs.set(job.jobId, job);
-    }
+    if (!this.jobs.has(job.jobId)) this.jobs.set(job.jobId, job);
+    const index = job.rounds.length;
     const ref: RoundRef = { manifestHash: hash, roundIndex: index };
     const gate = UploadGate.forDim(manifest.round.dim, this.opts.uploadBudgetBytes ?? 96 * 1024 * 1024);
     const host = new RoundHost({
@@ -532,7 +593,11 @@ export class Coordinator {
       // Once the masked-input phase is over, nobody waits for a slot any more.
       onPhase: (p) => p !== Phase.MaskedInput && gate.open(),
     });
-    const start: ServerEvent = { type: 'round-start', round: ref, params: manifest.round, deadlines: manifest.deadlines };
+    const start: ServerEvent = { type: 'round-start', round: ref, params: manifest.round, deadlines: manifest.deadlines, manifestJson: job.manifestJson };
+    if (job.training) {
+      const { version, sha256: digest } = job.training.models.latest;
+      start.model = { version, sha256: digest };
+    }
     const envelope = toEventEnvelope(start);
     const record: RoundRecord = { gate, startEnvelope: envelope, index, ref, host, cohort, startedAt: this.clock() };
     job.rounds.push(record);
@@ -570,6 +635,67 @@ export class Coordinator {
     }
     if (o.ok) this.log?.info({ job: job.jobId, round: r.index, survivors: o.survivors.length, ms: this.clock() - r.startedAt }, 'round completed');
     else this.log?.warn({ job: job.jobId, round: r.index, reason: o.reason, at: o.at }, 'round aborted');
+    if (job.training) void this.advanceTraining(job, job.training, r, o);
+  }
+
+  /**
+   * After a training round: a completed round's weighted mean update makes the next model
+   * version; an aborted one changes nothing. Then the next round starts, until the manifest's
+   * rounds are done or too many rounds in a row aborted.
+   */
+  private async advanceTraining(job: Job, t: TrainingProgress, r: RoundRecord, o: RoundOutcome): Promise<void> {
+    if (t.state !== 'running') return;
+    const { manifest } = job;
+    const maxAborted = manifest.training?.maxAbortedRounds ?? 3;
+    const fail = (detail: string): void => {
+      t.state = 'failed';
+      t.detail = detail;
+      this.log?.warn({ job: job.jobId, completed: t.completed, aborted: t.aborted }, `training job failed: ${detail}`);
+      t.settle('failed');
+    };
+    if (o.ok) {
+      try {
+        const result = decodeWeightedSum(o.sum, o.survivors.length, manifest.round);
+        const next = applyWeightedMean(t.models.latest.weights, result);
+        const v = t.models.add(next, { roundIndex: r.index, clients: o.survivors.length, totalWeight: result.totalWeight });
+        t.completed++;
+        t.abortedInARow = 0;
+        this.log?.info({ job: job.jobId, round: r.index, version: v.version, clients: v.clients }, 'model updated');
+      } catch (err) {
+        return fail(`round ${r.index}'s sum could not be applied (${isAegisError(err) ? err.code : 'internal'})`);
+      }
+    } else {
+      t.aborted++;
+      t.abortedInARow++;
+      if (t.abortedInARow > maxAborted) return fail(`${t.abortedInARow} rounds in a row aborted (last: ${o.reason})`);
+    }
+    if (t.completed >= manifest.rounds) {
+      t.state = 'completed';
+      this.log?.info({ job: job.jobId, rounds: t.completed, aborted: t.aborted, version: t.models.latest.version }, 'training job completed');
+      t.settle('completed');
+      return;
+    }
+    if (this.closing) return fail('the coordinator shut down');
+    try {
+      // Clients that dropped out may be reconnecting: wait for the threshold up to the advertise deadline.
+      await this.startRound(job, t.gatherMs, manifest.deadlines.advertiseMs);
+    } catch (err) {
+      fail(`the next round could not start: ${isAegisError(err) ? err.message : 'internal error'}`);
+    }
+  }
+
+  /** Waits until a training job completes or fails (tests, demo). */
+  async trainingFinished(jobId: string): Promise<'completed' | 'failed'> {
+    const job = this.jobs.get(jobId);
+    if (!job?.training) throw new AegisError(ErrorCode.NotFound, `no training job '${jobId}' runs here`);
+    return job.training.finished.then((s) => (s === 'failed' ? 'failed' : 'completed'));
+  }
+
+  /** A training job's model versions (oldest first). */
+  modelsOf(jobId: string): readonly ModelVersionRecord[] {
+    const job = this.jobs.get(jobId);
+    if (!job?.training) throw new AegisError(ErrorCode.NotFound, `no training job '${jobId}' runs here`);
+    return job.training.models.all;
   }
 
   /** Most masked inputs a round admitted at once (its upload gate's peak). */
@@ -623,6 +749,7 @@ export class Coordinator {
       finished: o !== undefined,
       detail: o && !o.ok ? o.detail : '',
       rounds: job.manifest.rounds,
+      ...(job.training ? { training: trainingStatus(job.training) } : {}),
     });
   }
 
@@ -655,6 +782,33 @@ export class Coordinator {
     });
     return next;
   }
+}
+
+function trainingStatus(t: TrainingProgress): admin.TrainingStatus {
+  const version = (v: ModelVersionRecord) => create(pb.ModelVersionSchema, { version: v.version, sha256: v.sha256 });
+  return create(admin.TrainingStatusSchema, {
+    state: t.state,
+    roundsCompleted: t.completed,
+    roundsAborted: t.aborted,
+    model: version(t.models.latest),
+    detail: t.detail,
+    history: t.models.all.map((v) =>
+      create(admin.ModelHistoryEntrySchema, { model: version(v), ...(v.roundIndex === undefined ? {} : { roundIndex: v.roundIndex }), clients: v.clients, totalWeight: BigInt(v.totalWeight) }),
+    ),
+  });
+}
+
+/** A model version's weights in chunks (the manifest rides on the first when given). */
+function* modelChunks(v: ModelVersionRecord, manifestJson?: Uint8Array): Generator<pb.ModelChunk> {
+  const bytes = weightBytes(v.weights);
+  const model = create(pb.ModelVersionSchema, { version: v.version, sha256: v.sha256 });
+  let offset = 0;
+  do {
+    const chunk = create(pb.ModelChunkSchema, { data: bytes.subarray(offset, offset + MODEL_CHUNK_BYTES), offset: BigInt(offset), totalBytes: BigInt(bytes.length), model });
+    if (offset === 0 && manifestJson) chunk.manifestJson = manifestJson;
+    yield chunk;
+    offset += MODEL_CHUNK_BYTES;
+  } while (offset < bytes.length);
 }
 
 const expiryCache = new Map<string, number>();

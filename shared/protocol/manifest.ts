@@ -26,6 +26,47 @@ export const DeadlinesSchema = z
   })
   .strict();
 
+/**
+ * The model a training job starts from. Weights travel as the tfjs `weights.bin` layout:
+ * float32 little-endian, every weight of `model.getWeights()` in order, concatenated — so
+ * the flat vector has exactly `round.dim` values.
+ */
+export const ModelSpecSchema = z
+  .object({
+    /** Only tfjs layers models for now. */
+    format: z.literal('tfjs-layers'),
+    /** The model topology: what tfjs `model.toJSON(null, false)` returns (a layers model JSON). */
+    architecture: z.record(z.string(), z.unknown()),
+    /** SHA-256 (64 hex digits) of the initial weights in the layout above. */
+    initialWeightsSha256: z.string().regex(/^[0-9a-f]{64}$/),
+  })
+  .strict();
+
+/** How each client trains locally in a round of a training job. */
+export const TrainingSchema = z
+  .object({
+    /** Local epochs over the client's examples per round. Default 1. */
+    epochs: z.number().int().min(1).max(1000).default(1),
+    /** Mini-batch size. Default 32. */
+    batchSize: z.number().int().min(1).max(65_536).default(32),
+    /** Optimizer learning rate, 0 < lr <= 10. Default 0.01. */
+    learningRate: z.number().positive().max(10).default(0.01),
+    /** Local optimizer, created fresh each round. Default sgd. */
+    optimizer: z.enum(['sgd', 'momentum', 'adam', 'rmsprop']).default('sgd'),
+    /** Loss: integer labels are one-hot encoded for the categorical losses. */
+    loss: z.enum(['categoricalCrossentropy', 'sparseCategoricalCrossentropy', 'meanSquaredError', 'binaryCrossentropy']).default('categoricalCrossentropy'),
+    /** The local-store field holding each example's features (an array of numbers). */
+    features: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).default('features'),
+    /** The local-store field holding each example's label (a number). */
+    label: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).default('label'),
+    /**
+     * How many rounds in a row may abort (too few clients, ...) before the job fails. An
+     * aborted round changes nothing; the next one starts from the same model. Default 3.
+     */
+    maxAbortedRounds: z.number().int().min(0).max(100).default(3),
+  })
+  .strict();
+
 export const JobManifestSchema = z
   .object({
     /** Manifest format version. */
@@ -37,6 +78,14 @@ export const JobManifestSchema = z
     /** The secure-aggregation parameters of every round. */
     round: RoundParamsSchema,
     deadlines: DeadlinesSchema.default({ advertiseMs: 60_000, shareMs: 30_000, maskedMs: 600_000, consistencyMs: 30_000, unmaskMs: 30_000 }),
+    /**
+     * A training job names its model and local training; each round's masked vector is then a
+     * client's weighted model update (new − global weights, times its example count) and the
+     * coordinator applies the weighted mean after each round (FedAvg). Without them a job
+     * aggregates whatever vectors its clients supply.
+     */
+    model: ModelSpecSchema.optional(),
+    training: TrainingSchema.optional(),
     /** When the manifest was issued and when it stops being valid (ISO 8601). */
     issuedAt: z.iso.datetime(),
     expiresAt: z.iso.datetime(),
@@ -47,6 +96,11 @@ export type JobManifestInput = z.input<typeof JobManifestSchema>;
 export interface JobManifest extends Omit<z.output<typeof JobManifestSchema>, 'round'> {
   round: RoundParams;
 }
+export type ModelSpec = z.output<typeof ModelSpecSchema>;
+export type TrainingSpec = z.output<typeof TrainingSchema>;
+/** A manifest of a training job (model and training present). */
+export type TrainingManifest = JobManifest & { model: ModelSpec; training: TrainingSpec };
+export const isTrainingManifest = (m: JobManifest): m is TrainingManifest => m.model !== undefined && m.training !== undefined;
 
 /**
  * Parses manifest bytes (UTF-8 JSON): shape, ranges, parameter relations, and the validity
@@ -69,6 +123,9 @@ export function parseManifest(bytes: Uint8Array, now = new Date()): { manifest: 
   const issued = Date.parse(m.issuedAt);
   const expires = Date.parse(m.expiresAt);
   if (expires <= issued) throw new AegisError(ErrorCode.InvalidArgument, 'manifest: expiresAt must be after issuedAt');
+  if ((m.model === undefined) !== (m.training === undefined)) {
+    throw new AegisError(ErrorCode.InvalidArgument, 'manifest: a training job needs both model and training');
+  }
   if (now.getTime() >= expires) throw new AegisError(ErrorCode.InvalidArgument, 'manifest has expired');
   return { manifest: { ...m, round }, hash: sha256(bytes) };
 }

@@ -143,6 +143,16 @@ export interface RoundStart {
   params: import('./params.js').RoundParams;
   /** Per-phase deadlines (ms from each phase's start), so a client can give up on a silent round. */
   deadlines?: PhaseDeadlines;
+  /** The manifest JSON; the client checks SHA-256(manifestJson) == round.manifestHash. */
+  manifestJson?: Uint8Array;
+  /** A training round: the global model version to train from. */
+  model?: ModelVersionRef;
+}
+
+/** A version of a training job's global model and the SHA-256 of its weights. */
+export interface ModelVersionRef {
+  version: number;
+  sha256: Uint8Array;
 }
 
 /** How long each phase of a round may take, milliseconds (from the manifest). */

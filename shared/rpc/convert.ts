@@ -326,7 +326,10 @@ export function toEventEnvelope(e: M.ServerEvent): pb.ServerEnvelope {
       consistencyCheckDeadlineMs: d?.consistencyMs ?? 0,
       unmaskingDeadlineMs: d?.unmaskMs ?? 0,
     });
-    return create(pb.ServerEnvelopeSchema, { message: { case: 'roundStart', value: create(pb.RoundStartSchema, { round: roundToProto(e.round), parameters }) } });
+    const start = create(pb.RoundStartSchema, { round: roundToProto(e.round), parameters });
+    if (e.manifestJson) start.manifestJson = e.manifestJson;
+    if (e.model) start.model = create(pb.ModelVersionSchema, { version: e.model.version, sha256: e.model.sha256 });
+    return create(pb.ServerEnvelopeSchema, { message: { case: 'roundStart', value: start } });
   }
   if (e.type === 'round-outcome') {
     const value = create(pb.RoundOutcomeSchema, {
@@ -365,6 +368,12 @@ export function fromEventEnvelope(e: pb.ServerEnvelope): M.ServerEvent {
       params: { dim: p.dim, cohort: p.cohort, threshold: p.threshold, neighbors: p.neighbors, clip: p.clip, bits: p.bits },
     };
     if (deadlines) ev.deadlines = deadlines;
+    if (message.value.manifestJson.length > 0) ev.manifestJson = message.value.manifestJson;
+    const model = message.value.model;
+    if (model) {
+      if (model.sha256.length !== 32) invalid('model hash must be 32 bytes');
+      ev.model = { version: model.version, sha256: model.sha256 };
+    }
     return ev;
   }
   if (message.case === 'roundOutcome') {

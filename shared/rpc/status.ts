@@ -38,6 +38,7 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, Status>> = {
   'not-found': Status.NOT_FOUND,
   'too-few-clients': Status.FAILED_PRECONDITION,
   unavailable: Status.UNAVAILABLE,
+  'hash-mismatch': Status.FAILED_PRECONDITION,
 };
 
 /** The gRPC status code for an error code. */

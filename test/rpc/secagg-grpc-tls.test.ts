@@ -53,6 +53,9 @@ beforeAll(async () => {
     heartbeat: unary((req) => create(pb.HeartbeatReplySchema, { phase: req.round ? phaseToProto(Phase.MaskedInput) : 0 })),
     issueTokens: unary(() => create(pb.IssueTokensReplySchema, {})),
     acquireUpload: unary(() => create(pb.AcquireUploadReplySchema, {})),
+    fetchModel: serverStream(function* () {
+      yield create(pb.ModelChunkSchema, {});
+    }),
   });
   addHealthAndReflection(server, [pb.SecAgg]);
   const creds = grpc.ServerCredentials.createSsl(null, [{ private_key: Buffer.from(fx.serverKeyPem), cert_chain: Buffer.from(fx.serverCertPem) }], false);

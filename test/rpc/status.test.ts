@@ -27,6 +27,7 @@ const EXPECTED: Record<ErrorCode, Status> = {
   'not-found': Status.NOT_FOUND,
   'too-few-clients': Status.FAILED_PRECONDITION,
   unavailable: Status.UNAVAILABLE,
+  'hash-mismatch': Status.FAILED_PRECONDITION,
 };
 
 describe('error codes become gRPC statuses', () => {

@@ -7,6 +7,8 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { ModelChunkSchema, ModelVersion } from "./secagg_pb.js";
+import { file_aegis_v1_secagg } from "./secagg_pb.js";
 import type { AbortReason, Phase } from "./vocabulary_pb.js";
 import { file_aegis_v1_vocabulary } from "./vocabulary_pb.js";
 import type { Message } from "@bufbuild/protobuf";
@@ -15,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aegis/v1/admin.proto.
  */
 export const file_aegis_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChRhZWdpcy92MS9hZG1pbi5wcm90bxIIYWVnaXMudjEiPQoTQ3JlYXRlSW52aXRlUmVxdWVzdBITCgt0dGxfc2Vjb25kcxgBIAEoDRIRCgljbGllbnRfaWQYAiABKAkiOQoRQ3JlYXRlSW52aXRlUmVwbHkSDQoFdG9rZW4YASABKAkSFQoNZXhwaXJlc19hdF9tcxgCIAEoBCIUChJMaXN0Q2xpZW50c1JlcXVlc3QihgEKCkNsaWVudEluZm8SEQoJY2xpZW50X2lkGAEgASgJEhYKDmVucm9sbGVkX2F0X21zGAIgASgEEiEKGWNlcnRpZmljYXRlX2V4cGlyZXNfYXRfbXMYAyABKAQSDwoHcmV2b2tlZBgEIAEoCBIZChFyZXZvY2F0aW9uX3JlYXNvbhgFIAEoCSI5ChBMaXN0Q2xpZW50c1JlcGx5EiUKB2NsaWVudHMYASADKAsyFC5hZWdpcy52MS5DbGllbnRJbmZvIjgKE1Jldm9rZUNsaWVudFJlcXVlc3QSEQoJY2xpZW50X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIqChFSZXZva2VDbGllbnRSZXBseRIVCg1yZXZva2VkX2F0X21zGAEgASgEIj4KEkxhdW5jaFJvdW5kUmVxdWVzdBIVCg1tYW5pZmVzdF9qc29uGAEgASgMEhEKCWdhdGhlcl9tcxgCIAEoDSJeChBMYXVuY2hSb3VuZFJlcGx5Eg4KBmpvYl9pZBgBIAEoCRIVCg1tYW5pZmVzdF9oYXNoGAIgASgMEhMKC3JvdW5kX2luZGV4GAMgASgNEg4KBmNvaG9ydBgEIAMoCSJOChJSb3VuZFN0YXR1c1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEhgKC3JvdW5kX2luZGV4GAIgASgNSACIAQFCDgoMX3JvdW5kX2luZGV4Ij0KClBoYXNlQ291bnQSHgoFcGhhc2UYASABKA4yDy5hZWdpcy52MS5QaGFzZRIPCgdjbGllbnRzGAIgASgNIrsCChBSb3VuZFN0YXR1c1JlcGx5Eg4KBmpvYl9pZBgBIAEoCRITCgtyb3VuZF9pbmRleBgCIAEoDRIeCgVwaGFzZRgDIAEoDjIPLmFlZ2lzLnYxLlBoYXNlEi8KEWNsaWVudHNfcGVyX3BoYXNlGAQgAygLMhQuYWVnaXMudjEuUGhhc2VDb3VudBIQCghkcm9wb3V0cxgFIAEoDRISCgplbGFwc2VkX21zGAYgASgEEgoKAm9rGAcgASgIEisKDGFib3J0X3JlYXNvbhgIIAEoDjIVLmFlZ2lzLnYxLkFib3J0UmVhc29uEg8KB2ludml0ZWQYCSABKA0SDwoHcmVmdXNlZBgKIAEoDRIQCghmaW5pc2hlZBgLIAEoCBIOCgZkZXRhaWwYDCABKAkSDgoGcm91bmRzGA0gASgNIk4KElJvdW5kUmVzdWx0UmVxdWVzdBIOCgZqb2JfaWQYASABKAkSGAoLcm91bmRfaW5kZXgYAiABKA1IAIgBAUIOCgxfcm91bmRfaW5kZXgiigEKEFJvdW5kUmVzdWx0UmVwbHkSDgoGam9iX2lkGAEgASgJEhMKC3JvdW5kX2luZGV4GAIgASgNEhUKDW1hbmlmZXN0X2hhc2gYAyABKAwSEQoJc3Vydml2b3JzGAQgAygJEgsKA3N1bRgFIAEoDBIMCgRjbGlwGAYgASgBEgwKBGJpdHMYByABKA0ywwMKBUFkbWluEkoKDENyZWF0ZUludml0ZRIdLmFlZ2lzLnYxLkNyZWF0ZUludml0ZVJlcXVlc3QaGy5hZWdpcy52MS5DcmVhdGVJbnZpdGVSZXBseRJHCgtMaXN0Q2xpZW50cxIcLmFlZ2lzLnYxLkxpc3RDbGllbnRzUmVxdWVzdBoaLmFlZ2lzLnYxLkxpc3RDbGllbnRzUmVwbHkSSgoMUmV2b2tlQ2xpZW50Eh0uYWVnaXMudjEuUmV2b2tlQ2xpZW50UmVxdWVzdBobLmFlZ2lzLnYxLlJldm9rZUNsaWVudFJlcGx5EkcKC0xhdW5jaFJvdW5kEhwuYWVnaXMudjEuTGF1bmNoUm91bmRSZXF1ZXN0GhouYWVnaXMudjEuTGF1bmNoUm91bmRSZXBseRJHCgtSb3VuZFN0YXR1cxIcLmFlZ2lzLnYxLlJvdW5kU3RhdHVzUmVxdWVzdBoaLmFlZ2lzLnYxLlJvdW5kU3RhdHVzUmVwbHkSRwoLUm91bmRSZXN1bHQSHC5hZWdpcy52MS5Sb3VuZFJlc3VsdFJlcXVlc3QaGi5hZWdpcy52MS5Sb3VuZFJlc3VsdFJlcGx5YgZwcm90bzM", [file_aegis_v1_vocabulary]);
+  fileDesc("ChRhZWdpcy92MS9hZG1pbi5wcm90bxIIYWVnaXMudjEiPQoTQ3JlYXRlSW52aXRlUmVxdWVzdBITCgt0dGxfc2Vjb25kcxgBIAEoDRIRCgljbGllbnRfaWQYAiABKAkiOQoRQ3JlYXRlSW52aXRlUmVwbHkSDQoFdG9rZW4YASABKAkSFQoNZXhwaXJlc19hdF9tcxgCIAEoBCIUChJMaXN0Q2xpZW50c1JlcXVlc3QihgEKCkNsaWVudEluZm8SEQoJY2xpZW50X2lkGAEgASgJEhYKDmVucm9sbGVkX2F0X21zGAIgASgEEiEKGWNlcnRpZmljYXRlX2V4cGlyZXNfYXRfbXMYAyABKAQSDwoHcmV2b2tlZBgEIAEoCBIZChFyZXZvY2F0aW9uX3JlYXNvbhgFIAEoCSI5ChBMaXN0Q2xpZW50c1JlcGx5EiUKB2NsaWVudHMYASADKAsyFC5hZWdpcy52MS5DbGllbnRJbmZvIjgKE1Jldm9rZUNsaWVudFJlcXVlc3QSEQoJY2xpZW50X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIqChFSZXZva2VDbGllbnRSZXBseRIVCg1yZXZva2VkX2F0X21zGAEgASgEIlcKEkxhdW5jaFJvdW5kUmVxdWVzdBIVCg1tYW5pZmVzdF9qc29uGAEgASgMEhEKCWdhdGhlcl9tcxgCIAEoDRIXCg9pbml0aWFsX3dlaWdodHMYAyABKAwiXgoQTGF1bmNoUm91bmRSZXBseRIOCgZqb2JfaWQYASABKAkSFQoNbWFuaWZlc3RfaGFzaBgCIAEoDBITCgtyb3VuZF9pbmRleBgDIAEoDRIOCgZjb2hvcnQYBCADKAkiTgoSUm91bmRTdGF0dXNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIYCgtyb3VuZF9pbmRleBgCIAEoDUgAiAEBQg4KDF9yb3VuZF9pbmRleCI9CgpQaGFzZUNvdW50Eh4KBXBoYXNlGAEgASgOMg8uYWVnaXMudjEuUGhhc2USDwoHY2xpZW50cxgCIAEoDSLnAgoQUm91bmRTdGF0dXNSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SHgoFcGhhc2UYAyABKA4yDy5hZWdpcy52MS5QaGFzZRIvChFjbGllbnRzX3Blcl9waGFzZRgEIAMoCzIULmFlZ2lzLnYxLlBoYXNlQ291bnQSEAoIZHJvcG91dHMYBSABKA0SEgoKZWxhcHNlZF9tcxgGIAEoBBIKCgJvaxgHIAEoCBIrCgxhYm9ydF9yZWFzb24YCCABKA4yFS5hZWdpcy52MS5BYm9ydFJlYXNvbhIPCgdpbnZpdGVkGAkgASgNEg8KB3JlZnVzZWQYCiABKA0SEAoIZmluaXNoZWQYCyABKAgSDgoGZGV0YWlsGAwgASgJEg4KBnJvdW5kcxgNIAEoDRIqCgh0cmFpbmluZxgOIAEoCzIYLmFlZ2lzLnYxLlRyYWluaW5nU3RhdHVzIrYBCg5UcmFpbmluZ1N0YXR1cxINCgVzdGF0ZRgBIAEoCRIYChByb3VuZHNfY29tcGxldGVkGAIgASgNEhYKDnJvdW5kc19hYm9ydGVkGAMgASgNEiUKBW1vZGVsGAQgASgLMhYuYWVnaXMudjEuTW9kZWxWZXJzaW9uEg4KBmRldGFpbBgFIAEoCRIsCgdoaXN0b3J5GAYgAygLMhsuYWVnaXMudjEuTW9kZWxIaXN0b3J5RW50cnkiiwEKEU1vZGVsSGlzdG9yeUVudHJ5EiUKBW1vZGVsGAEgASgLMhYuYWVnaXMudjEuTW9kZWxWZXJzaW9uEhgKC3JvdW5kX2luZGV4GAIgASgNSACIAQESDwoHY2xpZW50cxgDIAEoDRIUCgx0b3RhbF93ZWlnaHQYBCABKARCDgoMX3JvdW5kX2luZGV4IkgKFEZldGNoSm9iTW9kZWxSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIUCgd2ZXJzaW9uGAIgASgNSACIAQFCCgoIX3ZlcnNpb24iTgoSUm91bmRSZXN1bHRSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIYCgtyb3VuZF9pbmRleBgCIAEoDUgAiAEBQg4KDF9yb3VuZF9pbmRleCKKAQoQUm91bmRSZXN1bHRSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SFQoNbWFuaWZlc3RfaGFzaBgDIAEoDBIRCglzdXJ2aXZvcnMYBCADKAkSCwoDc3VtGAUgASgMEgwKBGNsaXAYBiABKAESDAoEYml0cxgHIAEoDTKJBAoFQWRtaW4SSgoMQ3JlYXRlSW52aXRlEh0uYWVnaXMudjEuQ3JlYXRlSW52aXRlUmVxdWVzdBobLmFlZ2lzLnYxLkNyZWF0ZUludml0ZVJlcGx5EkcKC0xpc3RDbGllbnRzEhwuYWVnaXMudjEuTGlzdENsaWVudHNSZXF1ZXN0GhouYWVnaXMudjEuTGlzdENsaWVudHNSZXBseRJKCgxSZXZva2VDbGllbnQSHS5hZWdpcy52MS5SZXZva2VDbGllbnRSZXF1ZXN0GhsuYWVnaXMudjEuUmV2b2tlQ2xpZW50UmVwbHkSRwoLTGF1bmNoUm91bmQSHC5hZWdpcy52MS5MYXVuY2hSb3VuZFJlcXVlc3QaGi5hZWdpcy52MS5MYXVuY2hSb3VuZFJlcGx5EkcKC1JvdW5kU3RhdHVzEhwuYWVnaXMudjEuUm91bmRTdGF0dXNSZXF1ZXN0GhouYWVnaXMudjEuUm91bmRTdGF0dXNSZXBseRJHCgtSb3VuZFJlc3VsdBIcLmFlZ2lzLnYxLlJvdW5kUmVzdWx0UmVxdWVzdBoaLmFlZ2lzLnYxLlJvdW5kUmVzdWx0UmVwbHkSRAoKRmV0Y2hNb2RlbBIeLmFlZ2lzLnYxLkZldGNoSm9iTW9kZWxSZXF1ZXN0GhQuYWVnaXMudjEuTW9kZWxDaHVuazABYgZwcm90bzM", [file_aegis_v1_secagg, file_aegis_v1_vocabulary]);
 
 /**
  * Asks for a one-time enrollment token.
@@ -227,6 +229,15 @@ export type LaunchRoundRequest = Message<"aegis.v1.LaunchRoundRequest"> & {
    * @generated from field: uint32 gather_ms = 2;
    */
   gatherMs: number;
+
+  /**
+   * A training job (manifest with model and training): the initial weights, float32
+   * little-endian in the tfjs weights.bin layout; their SHA-256 must match the manifest's
+   * model.initial_weights_sha256. The coordinator then runs all the job's rounds itself.
+   *
+   * @generated from field: bytes initial_weights = 3;
+   */
+  initialWeights: Uint8Array;
 };
 
 /**
@@ -430,6 +441,13 @@ export type RoundStatusReply = Message<"aegis.v1.RoundStatusReply"> & {
    * @generated from field: uint32 rounds = 13;
    */
   rounds: number;
+
+  /**
+   * A training job's progress (absent for other jobs).
+   *
+   * @generated from field: aegis.v1.TrainingStatus training = 14;
+   */
+  training?: TrainingStatus | undefined;
 };
 
 /**
@@ -438,6 +456,132 @@ export type RoundStatusReply = Message<"aegis.v1.RoundStatusReply"> & {
  */
 export const RoundStatusReplySchema: GenMessage<RoundStatusReply> = /*@__PURE__*/
   messageDesc(file_aegis_v1_admin, 11);
+
+/**
+ * Where a training job stands.
+ *
+ * @generated from message aegis.v1.TrainingStatus
+ */
+export type TrainingStatus = Message<"aegis.v1.TrainingStatus"> & {
+  /**
+   * "running", "completed" or "failed".
+   *
+   * @generated from field: string state = 1;
+   */
+  state: string;
+
+  /**
+   * Rounds completed (each produced a model version).
+   *
+   * @generated from field: uint32 rounds_completed = 2;
+   */
+  roundsCompleted: number;
+
+  /**
+   * Rounds that aborted (each changed nothing).
+   *
+   * @generated from field: uint32 rounds_aborted = 3;
+   */
+  roundsAborted: number;
+
+  /**
+   * The latest model version.
+   *
+   * @generated from field: aegis.v1.ModelVersion model = 4;
+   */
+  model?: ModelVersion | undefined;
+
+  /**
+   * Why the job failed (names and counts only).
+   *
+   * @generated from field: string detail = 5;
+   */
+  detail: string;
+
+  /**
+   * Every model version so far, oldest first, with the round that produced it.
+   *
+   * @generated from field: repeated aegis.v1.ModelHistoryEntry history = 6;
+   */
+  history: ModelHistoryEntry[];
+};
+
+/**
+ * Describes the message aegis.v1.TrainingStatus.
+ * Use `create(TrainingStatusSchema)` to create a new message.
+ */
+export const TrainingStatusSchema: GenMessage<TrainingStatus> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 12);
+
+/**
+ * One model version of a training job.
+ *
+ * @generated from message aegis.v1.ModelHistoryEntry
+ */
+export type ModelHistoryEntry = Message<"aegis.v1.ModelHistoryEntry"> & {
+  /**
+   * The version and its hash.
+   *
+   * @generated from field: aegis.v1.ModelVersion model = 1;
+   */
+  model?: ModelVersion | undefined;
+
+  /**
+   * The round whose sum produced it (absent for version 0).
+   *
+   * @generated from field: optional uint32 round_index = 2;
+   */
+  roundIndex?: number | undefined;
+
+  /**
+   * Clients whose updates are in it.
+   *
+   * @generated from field: uint32 clients = 3;
+   */
+  clients: number;
+
+  /**
+   * Sum of their weights (examples).
+   *
+   * @generated from field: uint64 total_weight = 4;
+   */
+  totalWeight: bigint;
+};
+
+/**
+ * Describes the message aegis.v1.ModelHistoryEntry.
+ * Use `create(ModelHistoryEntrySchema)` to create a new message.
+ */
+export const ModelHistoryEntrySchema: GenMessage<ModelHistoryEntry> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 13);
+
+/**
+ * Asks for a training job's model.
+ *
+ * @generated from message aegis.v1.FetchJobModelRequest
+ */
+export type FetchJobModelRequest = Message<"aegis.v1.FetchJobModelRequest"> & {
+  /**
+   * The job id.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * The version; absent: the latest.
+   *
+   * @generated from field: optional uint32 version = 2;
+   */
+  version?: number | undefined;
+};
+
+/**
+ * Describes the message aegis.v1.FetchJobModelRequest.
+ * Use `create(FetchJobModelRequestSchema)` to create a new message.
+ */
+export const FetchJobModelRequestSchema: GenMessage<FetchJobModelRequest> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 14);
 
 /**
  * Asks for the published result of a completed round.
@@ -465,7 +609,7 @@ export type RoundResultRequest = Message<"aegis.v1.RoundResultRequest"> & {
  * Use `create(RoundResultRequestSchema)` to create a new message.
  */
 export const RoundResultRequestSchema: GenMessage<RoundResultRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 12);
+  messageDesc(file_aegis_v1_admin, 15);
 
 /**
  * The unmasked sum of a completed round: what the coordinator is allowed to learn.
@@ -528,7 +672,7 @@ export type RoundResultReply = Message<"aegis.v1.RoundResultReply"> & {
  * Use `create(RoundResultReplySchema)` to create a new message.
  */
 export const RoundResultReplySchema: GenMessage<RoundResultReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 13);
+  messageDesc(file_aegis_v1_admin, 16);
 
 /**
  * Operations for engineers and ops.
@@ -595,6 +739,16 @@ export const Admin: GenService<{
     methodKind: "unary";
     input: typeof RoundResultRequestSchema;
     output: typeof RoundResultReplySchema;
+  },
+  /**
+   * A training job's model (architecture in the first chunk's manifest, weights in chunks).
+   *
+   * @generated from rpc aegis.v1.Admin.FetchModel
+   */
+  fetchModel: {
+    methodKind: "server_streaming";
+    input: typeof FetchJobModelRequestSchema;
+    output: typeof ModelChunkSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aegis_v1_admin, 0);

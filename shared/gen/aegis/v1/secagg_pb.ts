@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aegis/v1/secagg.proto.
  */
 export const file_aegis_v1_secagg: GenFile = /*@__PURE__*/
-  fileDesc("ChVhZWdpcy92MS9zZWNhZ2cucHJvdG8SCGFlZ2lzLnYxIjYKCFJvdW5kUmVmEhUKDW1hbmlmZXN0X2hhc2gYASABKAwSEwoLcm91bmRfaW5kZXgYAiABKA0idAoNQWR2ZXJ0aXNlS2V5cxIhCgVyb3VuZBgBIAEoCzISLmFlZ2lzLnYxLlJvdW5kUmVmEhEKCWNsaWVudF9pZBgCIAEoCRIMCgRjX3BrGAMgASgMEgwKBHNfcGsYBCABKAwSEQoJc2lnbmF0dXJlGAUgASgMImwKD0FkdmVydGlzZWRFbnRyeRIRCgljbGllbnRfaWQYASABKAkSDAoEY19waxgCIAEoDBIMCgRzX3BrGAMgASgMEhEKCXNpZ25hdHVyZRgEIAEoDBIXCg9jZXJ0aWZpY2F0ZV9kZXIYBSABKAwiYwoSQWR2ZXJ0aXNlQnJvYWRjYXN0EiEKBXJvdW5kGAEgASgLMhIuYWVnaXMudjEuUm91bmRSZWYSKgoHZW50cmllcxgCIAMoCzIZLmFlZ2lzLnYxLkFkdmVydGlzZWRFbnRyeSIyCg5FbmNyeXB0ZWRTaGFyZRIMCgRwZWVyGAEgASgJEhIKCmNpcGhlcnRleHQYAiABKAwiXAoJU2hhcmVLZXlzEhIKCnNlc3Npb25faWQYASABKAwSEQoJY2xpZW50X2lkGAIgASgJEigKBnNoYXJlcxgDIAMoCzIYLmFlZ2lzLnYxLkVuY3J5cHRlZFNoYXJlIloKDlNoYXJlQnJvYWRjYXN0EhIKCnNlc3Npb25faWQYASABKAwSCgoCdTIYAiADKAkSKAoGc2hhcmVzGAMgAygLMhguYWVnaXMudjEuRW5jcnlwdGVkU2hhcmUiRAoLTWFza2VkSW5wdXQSEgoKc2Vzc2lvbl9pZBgBIAEoDBIRCgljbGllbnRfaWQYAiABKAkSDgoGdmVjdG9yGAMgASgMIjQKEkNvbnNpc3RlbmN5UmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgMEgoKAnUzGAIgAygJIlAKFENvbnNpc3RlbmN5U2lnbmF0dXJlEhIKCnNlc3Npb25faWQYASABKAwSEQoJY2xpZW50X2lkGAIgASgJEhEKCXNpZ25hdHVyZRgDIAEoDCI3Cg9TaWduZXJTaWduYXR1cmUSEQoJY2xpZW50X2lkGAEgASgJEhEKCXNpZ25hdHVyZRgCIAEoDCKQAQoNVW5tYXNrUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgMEgoKAnUzGAIgAygJEi0KCnNpZ25hdHVyZXMYAyADKAsyGS5hZWdpcy52MS5TaWduZXJTaWduYXR1cmUSFAoMa2V5X3NoYXJlX29mGAQgAygJEhoKEnNlbGZfbWFza19zaGFyZV9vZhgFIAMoCSItCg1SZXZlYWxlZFNoYXJlEg0KBW93bmVyGAEgASgJEg0KBXZhbHVlGAIgASgMIpcBCg5Vbm1hc2tSZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgMEhEKCWNsaWVudF9pZBgCIAEoCRIrCgprZXlfc2hhcmVzGAMgAygLMhcuYWVnaXMudjEuUmV2ZWFsZWRTaGFyZRIxChBzZWxmX21hc2tfc2hhcmVzGAQgAygLMhcuYWVnaXMudjEuUmV2ZWFsZWRTaGFyZSKeAgoOQ2xpZW50RW52ZWxvcGUSMQoOYWR2ZXJ0aXNlX2tleXMYASABKAsyFy5hZWdpcy52MS5BZHZlcnRpc2VLZXlzSAASKQoKc2hhcmVfa2V5cxgCIAEoCzITLmFlZ2lzLnYxLlNoYXJlS2V5c0gAEi0KDG1hc2tlZF9pbnB1dBgDIAEoCzIVLmFlZ2lzLnYxLk1hc2tlZElucHV0SAASPwoVY29uc2lzdGVuY3lfc2lnbmF0dXJlGAQgASgLMh4uYWVnaXMudjEuQ29uc2lzdGVuY3lTaWduYXR1cmVIABIzCg91bm1hc2tfcmVzcG9uc2UYBSABKAsyGC5hZWdpcy52MS5Vbm1hc2tSZXNwb25zZUgAQgkKB21lc3NhZ2UinAIKD1JvdW5kUGFyYW1ldGVycxILCgNkaW0YASABKA0SDgoGY29ob3J0GAIgASgNEhEKCXRocmVzaG9sZBgDIAEoDRIRCgluZWlnaGJvcnMYBCABKA0SDAoEY2xpcBgFIAEoARIMCgRiaXRzGAYgASgNEiIKGmFkdmVydGlzZV9rZXlzX2RlYWRsaW5lX21zGAcgASgNEh4KFnNoYXJlX2tleXNfZGVhZGxpbmVfbXMYCCABKA0SIAoYbWFza2VkX2lucHV0X2RlYWRsaW5lX21zGAkgASgNEiUKHWNvbnNpc3RlbmN5X2NoZWNrX2RlYWRsaW5lX21zGAogASgNEh0KFXVubWFza2luZ19kZWFkbGluZV9tcxgLIAEoDSJeCgpSb3VuZFN0YXJ0EiEKBXJvdW5kGAEgASgLMhIuYWVnaXMudjEuUm91bmRSZWYSLQoKcGFyYW1ldGVycxgCIAEoCzIZLmFlZ2lzLnYxLlJvdW5kUGFyYW1ldGVycyKKAQoMUm91bmRPdXRjb21lEiEKBXJvdW5kGAEgASgLMhIuYWVnaXMudjEuUm91bmRSZWYSCgoCb2sYAiABKAgSKwoMYWJvcnRfcmVhc29uGAMgASgOMhUuYWVnaXMudjEuQWJvcnRSZWFzb24SHgoFcGhhc2UYBCABKA4yDy5hZWdpcy52MS5QaGFzZSLbAgoOU2VydmVyRW52ZWxvcGUSOwoTYWR2ZXJ0aXNlX2Jyb2FkY2FzdBgBIAEoCzIcLmFlZ2lzLnYxLkFkdmVydGlzZUJyb2FkY2FzdEgAEjMKD3NoYXJlX2Jyb2FkY2FzdBgCIAEoCzIYLmFlZ2lzLnYxLlNoYXJlQnJvYWRjYXN0SAASOwoTY29uc2lzdGVuY3lfcmVxdWVzdBgDIAEoCzIcLmFlZ2lzLnYxLkNvbnNpc3RlbmN5UmVxdWVzdEgAEjEKDnVubWFza19yZXF1ZXN0GAQgASgLMhcuYWVnaXMudjEuVW5tYXNrUmVxdWVzdEgAEisKC3JvdW5kX3N0YXJ0GAUgASgLMhQuYWVnaXMudjEuUm91bmRTdGFydEgAEi8KDXJvdW5kX291dGNvbWUYBiABKAsyFi5hZWdpcy52MS5Sb3VuZE91dGNvbWVIAEIJCgdtZXNzYWdlIiIKEFN1YnNjcmliZVJlcXVlc3QSDgoGam9iX2lkGAEgASgJIisKCVNlbmRSZXBseRIeCgVwaGFzZRgBIAEoDjIPLmFlZ2lzLnYxLlBoYXNlIjUKEEhlYXJ0YmVhdFJlcXVlc3QSIQoFcm91bmQYASABKAsyEi5hZWdpcy52MS5Sb3VuZFJlZiIwCg5IZWFydGJlYXRSZXBseRIeCgVwaGFzZRgBIAEoDjIPLmFlZ2lzLnYxLlBoYXNlIiMKEklzc3VlVG9rZW5zUmVxdWVzdBINCgVjb3VudBgBIAEoDSI5ChBJc3N1ZVRva2Vuc1JlcGx5Eg4KBnRva2VucxgBIAMoCRIVCg1leHBpcmVzX2F0X21zGAIgASgEIioKFEFjcXVpcmVVcGxvYWRSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAwiIwoSQWNxdWlyZVVwbG9hZFJlcGx5Eg0KBXNsb3RzGAEgASgNMt8CCgZTZWNBZ2cSQwoJU3Vic2NyaWJlEhouYWVnaXMudjEuU3Vic2NyaWJlUmVxdWVzdBoYLmFlZ2lzLnYxLlNlcnZlckVudmVsb3BlMAESNQoEU2VuZBIYLmFlZ2lzLnYxLkNsaWVudEVudmVsb3BlGhMuYWVnaXMudjEuU2VuZFJlcGx5EkEKCUhlYXJ0YmVhdBIaLmFlZ2lzLnYxLkhlYXJ0YmVhdFJlcXVlc3QaGC5hZWdpcy52MS5IZWFydGJlYXRSZXBseRJHCgtJc3N1ZVRva2VucxIcLmFlZ2lzLnYxLklzc3VlVG9rZW5zUmVxdWVzdBoaLmFlZ2lzLnYxLklzc3VlVG9rZW5zUmVwbHkSTQoNQWNxdWlyZVVwbG9hZBIeLmFlZ2lzLnYxLkFjcXVpcmVVcGxvYWRSZXF1ZXN0GhwuYWVnaXMudjEuQWNxdWlyZVVwbG9hZFJlcGx5YgZwcm90bzM", [file_aegis_v1_vocabulary]);
+  fileDesc("ChVhZWdpcy92MS9zZWNhZ2cucHJvdG8SCGFlZ2lzLnYxIjYKCFJvdW5kUmVmEhUKDW1hbmlmZXN0X2hhc2gYASABKAwSEwoLcm91bmRfaW5kZXgYAiABKA0idAoNQWR2ZXJ0aXNlS2V5cxIhCgVyb3VuZBgBIAEoCzISLmFlZ2lzLnYxLlJvdW5kUmVmEhEKCWNsaWVudF9pZBgCIAEoCRIMCgRjX3BrGAMgASgMEgwKBHNfcGsYBCABKAwSEQoJc2lnbmF0dXJlGAUgASgMImwKD0FkdmVydGlzZWRFbnRyeRIRCgljbGllbnRfaWQYASABKAkSDAoEY19waxgCIAEoDBIMCgRzX3BrGAMgASgMEhEKCXNpZ25hdHVyZRgEIAEoDBIXCg9jZXJ0aWZpY2F0ZV9kZXIYBSABKAwiYwoSQWR2ZXJ0aXNlQnJvYWRjYXN0EiEKBXJvdW5kGAEgASgLMhIuYWVnaXMudjEuUm91bmRSZWYSKgoHZW50cmllcxgCIAMoCzIZLmFlZ2lzLnYxLkFkdmVydGlzZWRFbnRyeSIyCg5FbmNyeXB0ZWRTaGFyZRIMCgRwZWVyGAEgASgJEhIKCmNpcGhlcnRleHQYAiABKAwiXAoJU2hhcmVLZXlzEhIKCnNlc3Npb25faWQYASABKAwSEQoJY2xpZW50X2lkGAIgASgJEigKBnNoYXJlcxgDIAMoCzIYLmFlZ2lzLnYxLkVuY3J5cHRlZFNoYXJlIloKDlNoYXJlQnJvYWRjYXN0EhIKCnNlc3Npb25faWQYASABKAwSCgoCdTIYAiADKAkSKAoGc2hhcmVzGAMgAygLMhguYWVnaXMudjEuRW5jcnlwdGVkU2hhcmUiRAoLTWFza2VkSW5wdXQSEgoKc2Vzc2lvbl9pZBgBIAEoDBIRCgljbGllbnRfaWQYAiABKAkSDgoGdmVjdG9yGAMgASgMIjQKEkNvbnNpc3RlbmN5UmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgMEgoKAnUzGAIgAygJIlAKFENvbnNpc3RlbmN5U2lnbmF0dXJlEhIKCnNlc3Npb25faWQYASABKAwSEQoJY2xpZW50X2lkGAIgASgJEhEKCXNpZ25hdHVyZRgDIAEoDCI3Cg9TaWduZXJTaWduYXR1cmUSEQoJY2xpZW50X2lkGAEgASgJEhEKCXNpZ25hdHVyZRgCIAEoDCKQAQoNVW5tYXNrUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgMEgoKAnUzGAIgAygJEi0KCnNpZ25hdHVyZXMYAyADKAsyGS5hZWdpcy52MS5TaWduZXJTaWduYXR1cmUSFAoMa2V5X3NoYXJlX29mGAQgAygJEhoKEnNlbGZfbWFza19zaGFyZV9vZhgFIAMoCSItCg1SZXZlYWxlZFNoYXJlEg0KBW93bmVyGAEgASgJEg0KBXZhbHVlGAIgASgMIpcBCg5Vbm1hc2tSZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgMEhEKCWNsaWVudF9pZBgCIAEoCRIrCgprZXlfc2hhcmVzGAMgAygLMhcuYWVnaXMudjEuUmV2ZWFsZWRTaGFyZRIxChBzZWxmX21hc2tfc2hhcmVzGAQgAygLMhcuYWVnaXMudjEuUmV2ZWFsZWRTaGFyZSKeAgoOQ2xpZW50RW52ZWxvcGUSMQoOYWR2ZXJ0aXNlX2tleXMYASABKAsyFy5hZWdpcy52MS5BZHZlcnRpc2VLZXlzSAASKQoKc2hhcmVfa2V5cxgCIAEoCzITLmFlZ2lzLnYxLlNoYXJlS2V5c0gAEi0KDG1hc2tlZF9pbnB1dBgDIAEoCzIVLmFlZ2lzLnYxLk1hc2tlZElucHV0SAASPwoVY29uc2lzdGVuY3lfc2lnbmF0dXJlGAQgASgLMh4uYWVnaXMudjEuQ29uc2lzdGVuY3lTaWduYXR1cmVIABIzCg91bm1hc2tfcmVzcG9uc2UYBSABKAsyGC5hZWdpcy52MS5Vbm1hc2tSZXNwb25zZUgAQgkKB21lc3NhZ2UinAIKD1JvdW5kUGFyYW1ldGVycxILCgNkaW0YASABKA0SDgoGY29ob3J0GAIgASgNEhEKCXRocmVzaG9sZBgDIAEoDRIRCgluZWlnaGJvcnMYBCABKA0SDAoEY2xpcBgFIAEoARIMCgRiaXRzGAYgASgNEiIKGmFkdmVydGlzZV9rZXlzX2RlYWRsaW5lX21zGAcgASgNEh4KFnNoYXJlX2tleXNfZGVhZGxpbmVfbXMYCCABKA0SIAoYbWFza2VkX2lucHV0X2RlYWRsaW5lX21zGAkgASgNEiUKHWNvbnNpc3RlbmN5X2NoZWNrX2RlYWRsaW5lX21zGAogASgNEh0KFXVubWFza2luZ19kZWFkbGluZV9tcxgLIAEoDSIvCgxNb2RlbFZlcnNpb24SDwoHdmVyc2lvbhgBIAEoDRIOCgZzaGEyNTYYAiABKAwinAEKClJvdW5kU3RhcnQSIQoFcm91bmQYASABKAsyEi5hZWdpcy52MS5Sb3VuZFJlZhItCgpwYXJhbWV0ZXJzGAIgASgLMhkuYWVnaXMudjEuUm91bmRQYXJhbWV0ZXJzEhUKDW1hbmlmZXN0X2pzb24YAyABKAwSJQoFbW9kZWwYBCABKAsyFi5hZWdpcy52MS5Nb2RlbFZlcnNpb24iigEKDFJvdW5kT3V0Y29tZRIhCgVyb3VuZBgBIAEoCzISLmFlZ2lzLnYxLlJvdW5kUmVmEgoKAm9rGAIgASgIEisKDGFib3J0X3JlYXNvbhgDIAEoDjIVLmFlZ2lzLnYxLkFib3J0UmVhc29uEh4KBXBoYXNlGAQgASgOMg8uYWVnaXMudjEuUGhhc2Ui2wIKDlNlcnZlckVudmVsb3BlEjsKE2FkdmVydGlzZV9icm9hZGNhc3QYASABKAsyHC5hZWdpcy52MS5BZHZlcnRpc2VCcm9hZGNhc3RIABIzCg9zaGFyZV9icm9hZGNhc3QYAiABKAsyGC5hZWdpcy52MS5TaGFyZUJyb2FkY2FzdEgAEjsKE2NvbnNpc3RlbmN5X3JlcXVlc3QYAyABKAsyHC5hZWdpcy52MS5Db25zaXN0ZW5jeVJlcXVlc3RIABIxCg51bm1hc2tfcmVxdWVzdBgEIAEoCzIXLmFlZ2lzLnYxLlVubWFza1JlcXVlc3RIABIrCgtyb3VuZF9zdGFydBgFIAEoCzIULmFlZ2lzLnYxLlJvdW5kU3RhcnRIABIvCg1yb3VuZF9vdXRjb21lGAYgASgLMhYuYWVnaXMudjEuUm91bmRPdXRjb21lSABCCQoHbWVzc2FnZSIiChBTdWJzY3JpYmVSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSIrCglTZW5kUmVwbHkSHgoFcGhhc2UYASABKA4yDy5hZWdpcy52MS5QaGFzZSI1ChBIZWFydGJlYXRSZXF1ZXN0EiEKBXJvdW5kGAEgASgLMhIuYWVnaXMudjEuUm91bmRSZWYiMAoOSGVhcnRiZWF0UmVwbHkSHgoFcGhhc2UYASABKA4yDy5hZWdpcy52MS5QaGFzZSIjChJJc3N1ZVRva2Vuc1JlcXVlc3QSDQoFY291bnQYASABKA0iOQoQSXNzdWVUb2tlbnNSZXBseRIOCgZ0b2tlbnMYASADKAkSFQoNZXhwaXJlc19hdF9tcxgCIAEoBCIqChRBY3F1aXJlVXBsb2FkUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgMIiMKEkFjcXVpcmVVcGxvYWRSZXBseRINCgVzbG90cxgBIAEoDSI7ChFGZXRjaE1vZGVsUmVxdWVzdBIVCg1tYW5pZmVzdF9oYXNoGAEgASgMEg8KB3ZlcnNpb24YAiABKA0ifQoKTW9kZWxDaHVuaxIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoBBITCgt0b3RhbF9ieXRlcxgDIAEoBBIlCgVtb2RlbBgEIAEoCzIWLmFlZ2lzLnYxLk1vZGVsVmVyc2lvbhIVCg1tYW5pZmVzdF9qc29uGAUgASgMMqIDCgZTZWNBZ2cSQwoJU3Vic2NyaWJlEhouYWVnaXMudjEuU3Vic2NyaWJlUmVxdWVzdBoYLmFlZ2lzLnYxLlNlcnZlckVudmVsb3BlMAESNQoEU2VuZBIYLmFlZ2lzLnYxLkNsaWVudEVudmVsb3BlGhMuYWVnaXMudjEuU2VuZFJlcGx5EkEKCUhlYXJ0YmVhdBIaLmFlZ2lzLnYxLkhlYXJ0YmVhdFJlcXVlc3QaGC5hZWdpcy52MS5IZWFydGJlYXRSZXBseRJHCgtJc3N1ZVRva2VucxIcLmFlZ2lzLnYxLklzc3VlVG9rZW5zUmVxdWVzdBoaLmFlZ2lzLnYxLklzc3VlVG9rZW5zUmVwbHkSTQoNQWNxdWlyZVVwbG9hZBIeLmFlZ2lzLnYxLkFjcXVpcmVVcGxvYWRSZXF1ZXN0GhwuYWVnaXMudjEuQWNxdWlyZVVwbG9hZFJlcGx5EkEKCkZldGNoTW9kZWwSGy5hZWdpcy52MS5GZXRjaE1vZGVsUmVxdWVzdBoULmFlZ2lzLnYxLk1vZGVsQ2h1bmswAWIGcHJvdG8z", [file_aegis_v1_vocabulary]);
 
 /**
  * Names a round: the manifest it runs and its index within the job.
@@ -671,6 +671,34 @@ export const RoundParametersSchema: GenMessage<RoundParameters> = /*@__PURE__*/
   messageDesc(file_aegis_v1_secagg, 15);
 
 /**
+ * A version of a training job's global model.
+ *
+ * @generated from message aegis.v1.ModelVersion
+ */
+export type ModelVersion = Message<"aegis.v1.ModelVersion"> & {
+  /**
+   * 0 = the manifest's initial weights; each completed round adds one.
+   *
+   * @generated from field: uint32 version = 1;
+   */
+  version: number;
+
+  /**
+   * SHA-256 of the weights (float32 little-endian, the tfjs weights.bin layout), 32 bytes.
+   *
+   * @generated from field: bytes sha256 = 2;
+   */
+  sha256: Uint8Array;
+};
+
+/**
+ * Describes the message aegis.v1.ModelVersion.
+ * Use `create(ModelVersionSchema)` to create a new message.
+ */
+export const ModelVersionSchema: GenMessage<ModelVersion> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_secagg, 16);
+
+/**
  * S->C: a round starts and this client is invited.
  *
  * @generated from message aegis.v1.RoundStart
@@ -689,6 +717,21 @@ export type RoundStart = Message<"aegis.v1.RoundStart"> & {
    * @generated from field: aegis.v1.RoundParameters parameters = 2;
    */
   parameters?: RoundParameters | undefined;
+
+  /**
+   * The job manifest as JSON bytes; its SHA-256 must equal round.manifest_hash (the client
+   * checks). Training jobs need it for the model and the training settings.
+   *
+   * @generated from field: bytes manifest_json = 3;
+   */
+  manifestJson: Uint8Array;
+
+  /**
+   * A training round: the global model version the client trains from (FetchModel).
+   *
+   * @generated from field: aegis.v1.ModelVersion model = 4;
+   */
+  model?: ModelVersion | undefined;
 };
 
 /**
@@ -696,7 +739,7 @@ export type RoundStart = Message<"aegis.v1.RoundStart"> & {
  * Use `create(RoundStartSchema)` to create a new message.
  */
 export const RoundStartSchema: GenMessage<RoundStart> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 16);
+  messageDesc(file_aegis_v1_secagg, 17);
 
 /**
  * S->C: how the round ended for this client.
@@ -738,7 +781,7 @@ export type RoundOutcome = Message<"aegis.v1.RoundOutcome"> & {
  * Use `create(RoundOutcomeSchema)` to create a new message.
  */
 export const RoundOutcomeSchema: GenMessage<RoundOutcome> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 17);
+  messageDesc(file_aegis_v1_secagg, 18);
 
 /**
  * Any S->C message.
@@ -807,7 +850,7 @@ export type ServerEnvelope = Message<"aegis.v1.ServerEnvelope"> & {
  * Use `create(ServerEnvelopeSchema)` to create a new message.
  */
 export const ServerEnvelopeSchema: GenMessage<ServerEnvelope> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 18);
+  messageDesc(file_aegis_v1_secagg, 19);
 
 /**
  * Opens the S->C stream of a client.
@@ -828,7 +871,7 @@ export type SubscribeRequest = Message<"aegis.v1.SubscribeRequest"> & {
  * Use `create(SubscribeRequestSchema)` to create a new message.
  */
 export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 19);
+  messageDesc(file_aegis_v1_secagg, 20);
 
 /**
  * The reply to an accepted C->S message.
@@ -849,7 +892,7 @@ export type SendReply = Message<"aegis.v1.SendReply"> & {
  * Use `create(SendReplySchema)` to create a new message.
  */
 export const SendReplySchema: GenMessage<SendReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 20);
+  messageDesc(file_aegis_v1_secagg, 21);
 
 /**
  * A liveness ping from a client between messages.
@@ -870,7 +913,7 @@ export type HeartbeatRequest = Message<"aegis.v1.HeartbeatRequest"> & {
  * Use `create(HeartbeatRequestSchema)` to create a new message.
  */
 export const HeartbeatRequestSchema: GenMessage<HeartbeatRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 21);
+  messageDesc(file_aegis_v1_secagg, 22);
 
 /**
  * The coordinator's answer to a heartbeat.
@@ -891,7 +934,7 @@ export type HeartbeatReply = Message<"aegis.v1.HeartbeatReply"> & {
  * Use `create(HeartbeatReplySchema)` to create a new message.
  */
 export const HeartbeatReplySchema: GenMessage<HeartbeatReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 22);
+  messageDesc(file_aegis_v1_secagg, 23);
 
 /**
  * Asks for round-call tokens (the call itself is authenticated by the mTLS certificate alone).
@@ -912,7 +955,7 @@ export type IssueTokensRequest = Message<"aegis.v1.IssueTokensRequest"> & {
  * Use `create(IssueTokensRequestSchema)` to create a new message.
  */
 export const IssueTokensRequestSchema: GenMessage<IssueTokensRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 23);
+  messageDesc(file_aegis_v1_secagg, 24);
 
 /**
  * Single-use EdDSA JWTs for the caller (sub = its client id, unique jti, short expiry).
@@ -940,7 +983,7 @@ export type IssueTokensReply = Message<"aegis.v1.IssueTokensReply"> & {
  * Use `create(IssueTokensReplySchema)` to create a new message.
  */
 export const IssueTokensReplySchema: GenMessage<IssueTokensReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 24);
+  messageDesc(file_aegis_v1_secagg, 25);
 
 /**
  * Asks for one of the coordinator's masked-input upload slots (sent before MaskedInput).
@@ -961,7 +1004,7 @@ export type AcquireUploadRequest = Message<"aegis.v1.AcquireUploadRequest"> & {
  * Use `create(AcquireUploadRequestSchema)` to create a new message.
  */
 export const AcquireUploadRequestSchema: GenMessage<AcquireUploadRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 25);
+  messageDesc(file_aegis_v1_secagg, 26);
 
 /**
  * An upload slot is held for the caller until its MaskedInput is taken or refused (or a lease of
@@ -983,7 +1026,84 @@ export type AcquireUploadReply = Message<"aegis.v1.AcquireUploadReply"> & {
  * Use `create(AcquireUploadReplySchema)` to create a new message.
  */
 export const AcquireUploadReplySchema: GenMessage<AcquireUploadReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 26);
+  messageDesc(file_aegis_v1_secagg, 27);
+
+/**
+ * Asks for a version of a training job's global model.
+ *
+ * @generated from message aegis.v1.FetchModelRequest
+ */
+export type FetchModelRequest = Message<"aegis.v1.FetchModelRequest"> & {
+  /**
+   * SHA-256 of the job's manifest (32 bytes).
+   *
+   * @generated from field: bytes manifest_hash = 1;
+   */
+  manifestHash: Uint8Array;
+
+  /**
+   * The model version (see ModelVersion).
+   *
+   * @generated from field: uint32 version = 2;
+   */
+  version: number;
+};
+
+/**
+ * Describes the message aegis.v1.FetchModelRequest.
+ * Use `create(FetchModelRequestSchema)` to create a new message.
+ */
+export const FetchModelRequestSchema: GenMessage<FetchModelRequest> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_secagg, 28);
+
+/**
+ * One piece of a model's weights, in order.
+ *
+ * @generated from message aegis.v1.ModelChunk
+ */
+export type ModelChunk = Message<"aegis.v1.ModelChunk"> & {
+  /**
+   * The bytes of this piece.
+   *
+   * @generated from field: bytes data = 1;
+   */
+  data: Uint8Array;
+
+  /**
+   * Where this piece starts within the weights.
+   *
+   * @generated from field: uint64 offset = 2;
+   */
+  offset: bigint;
+
+  /**
+   * Size of all the weights, bytes.
+   *
+   * @generated from field: uint64 total_bytes = 3;
+   */
+  totalBytes: bigint;
+
+  /**
+   * The version and its hash (on every chunk).
+   *
+   * @generated from field: aegis.v1.ModelVersion model = 4;
+   */
+  model?: ModelVersion | undefined;
+
+  /**
+   * The manifest of the job as JSON (first chunk of Admin.FetchModel only).
+   *
+   * @generated from field: bytes manifest_json = 5;
+   */
+  manifestJson: Uint8Array;
+};
+
+/**
+ * Describes the message aegis.v1.ModelChunk.
+ * Use `create(ModelChunkSchema)` to create a new message.
+ */
+export const ModelChunkSchema: GenMessage<ModelChunk> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_secagg, 29);
 
 /**
  * The client <-> coordinator service. The caller's identity comes from its mTLS certificate;
@@ -1042,6 +1162,17 @@ export const SecAgg: GenService<{
     methodKind: "unary";
     input: typeof AcquireUploadRequestSchema;
     output: typeof AcquireUploadReplySchema;
+  },
+  /**
+   * A version of a training job's global model, in chunks (mTLS certificate only; the client
+   * checks the hash against the round start and, for version 0, the manifest).
+   *
+   * @generated from rpc aegis.v1.SecAgg.FetchModel
+   */
+  fetchModel: {
+    methodKind: "server_streaming";
+    input: typeof FetchModelRequestSchema;
+    output: typeof ModelChunkSchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aegis_v1_secagg, 0);

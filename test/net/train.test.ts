@@ -1,0 +1,187 @@
+/**
+ * Federated training end to end: a coordinator and clients over real gRPC on TLS 1.3, real tfjs
+ * training on real digits (the mnist package), FedAvg over secure aggregation. Checks that the
+ * model learns, that each model version is exactly the plain weighted FedAvg of the clients'
+ * updates (within the quantization error), and that a model whose hash does not match is
+ * refused — by the coordinator at launch and by clients when a coordinator serves one.
+ */
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import type { Coordinator } from '../../coordinator/service/coordinator.js';
+import { weightBytes } from '../../coordinator/service/training.js';
+import type { ClientRunner, RunnerEvent } from '../../client/agent/connection.js';
+import type { TrainingRound } from '../../client/agent/training-round.js';
+import { MemoryDataStore } from '../../client/store/memory.js';
+import { evaluateModel, trainLocally } from '../../client/trainer/index.js';
+import { splitDigits, type DigitsSplit } from '../../bench/demo/mnist.js';
+import { createHash } from 'node:crypto';
+import { DIGITS_TRAINING, digitsModel } from '../../shared/model/digits.js';
+import { loadTf } from '../../shared/model/tfjs.js';
+import type { ModelSpec } from '../../shared/protocol/manifest.js';
+import { enrollClients, manifest, startCoordinator, startRunners, waitFor } from '../support/cluster.js';
+import { codeOfAsync } from '../trainer/fixtures.js';
+
+const CLIENTS = 4;
+const ROUNDS = 3;
+const CLIP = 1024;
+const BITS = 24;
+
+interface Captured {
+  clientId: string;
+  roundIndex: number;
+  modelVersion: number;
+  values: Float32Array;
+  weight: number;
+}
+
+let split: DigitsSplit;
+let spec: ModelSpec;
+let initial: Float32Array;
+
+beforeAll(async () => {
+  const { tf } = await loadTf();
+  split = splitDigits({ clients: CLIENTS, perDigitLimit: 70, seed: 5 });
+  ({ spec, weights: initial } = await digitsModel(tf, { hidden: 32, seed: 11 }));
+});
+
+function trainingManifest(jobId: string, over: { maxAbortedRounds?: number; advertiseMs?: number } = {}): Uint8Array {
+  return manifest({
+    jobId,
+    rounds: ROUNDS,
+    round: { dim: initial.length, cohort: CLIENTS, clip: CLIP, bits: BITS },
+    deadlines: { advertiseMs: over.advertiseMs ?? 15_000, shareMs: 15_000, maskedMs: 60_000, consistencyMs: 15_000, unmaskMs: 15_000 },
+    model: spec,
+    training: { ...DIGITS_TRAINING, epochs: 3, maxAbortedRounds: over.maxAbortedRounds ?? 3 },
+  });
+}
+
+describe('a training job of 3 FedAvg rounds over secure aggregation', () => {
+  let c: Coordinator;
+  let runners: ClientRunner[] = [];
+  const captured: Captured[] = [];
+  const events: { id: string; e: RunnerEvent }[] = [];
+
+  beforeAll(async () => {
+    c = await startCoordinator();
+    const clients = await enrollClients(c, CLIENTS, 'trainer');
+    runners = startRunners(
+      c,
+      clients,
+      initial.length,
+      (id, e) => events.push({ id, e }),
+      (i) => ({
+        input: undefined,
+        train: async (round: TrainingRound) => {
+          const u = await trainLocally({ manifest: round.manifest, globalWeights: round.globalWeights, data: new MemoryDataStore(split.shards[i]!), maxWeight: 2 ** BITS - 1 });
+          captured.push({ clientId: clients[i]!.clientId, roundIndex: round.roundIndex, modelVersion: round.modelVersion, values: u.values, weight: u.weight });
+          return u;
+        },
+      }),
+    );
+    await waitFor(() => c.connectedClients().length === CLIENTS, 20_000, 'clients to connect');
+  });
+
+  afterAll(async () => {
+    await Promise.all(runners.map((r) => r.stop()));
+    await c.close();
+  });
+
+  it('runs every round, learns, and each model version is the plain weighted FedAvg of the updates', async () => {
+    await c.launch(trainingManifest('digits-3'), { gatherMs: 5_000, initialWeights: weightBytes(initial) });
+    expect(await c.trainingFinished('digits-3')).toBe('completed');
+
+    const status = c.statusOf('digits-3');
+    expect(status.training?.state).toBe('completed');
+    expect(status.training?.roundsCompleted).toBe(ROUNDS);
+    const versions = c.modelsOf('digits-3');
+    expect(versions).toHaveLength(ROUNDS + 1);
+    // Every version's recorded hash is the hash of its weights, and version 0 is the manifest's.
+    for (const v of versions) expect(Buffer.from(v.sha256).toString('hex')).toBe(createHash('sha256').update(weightBytes(v.weights)).digest('hex'));
+    expect(Buffer.from(versions[0]!.sha256).toString('hex')).toBe(spec.initialWeightsSha256);
+
+    const step = (2 * CLIP) / (2 ** BITS - 1);
+    for (const v of versions.slice(1)) {
+      const r = v.roundIndex!;
+      const survivors = c.resultOf('digits-3', r).survivors;
+      const updates = captured.filter((u) => u.roundIndex === r && survivors.includes(u.clientId));
+      expect(updates).toHaveLength(survivors.length);
+      // Every client trained from the previous version.
+      for (const u of updates) expect(u.modelVersion).toBe(v.version - 1);
+      const previous = versions[v.version - 1]!.weights;
+      const totalWeight = updates.reduce((a, u) => a + u.weight, 0);
+      expect(v.totalWeight).toBe(totalWeight);
+      let maxErr = 0;
+      let maxUnweightedGap = 0;
+      for (let j = 0; j < previous.length; j++) {
+        let s = 0;
+        let plain = 0;
+        for (const u of updates) {
+          s += u.values[j]!;
+          plain += u.values[j]! / u.weight;
+        }
+        const fedavg = previous[j]! + s / totalWeight;
+        maxErr = Math.max(maxErr, Math.abs(v.weights[j]! - fedavg));
+        maxUnweightedGap = Math.max(maxUnweightedGap, Math.abs(previous[j]! + plain / updates.length - fedavg));
+      }
+      // Quantization: at most one step per client, divided by the total weight; plus float32 rounding.
+      const bound = (updates.length * step) / totalWeight + 1e-5;
+      expect(maxErr).toBeLessThanOrEqual(bound);
+      // The check can tell: the unweighted mean of the same updates is far outside the bound.
+      expect(maxUnweightedGap).toBeGreaterThan(10 * bound);
+    }
+
+    const before = await evaluateModel({ spec, loss: 'categoricalCrossentropy', weights: initial, examples: split.test });
+    const after = await evaluateModel({ spec, loss: 'categoricalCrossentropy', weights: versions[ROUNDS]!.weights, examples: split.test });
+    expect(after.accuracy).toBeGreaterThan(0.5);
+    expect(after.accuracy).toBeGreaterThan(before.accuracy + 0.3);
+    expect(after.loss).toBeLessThan(before.loss);
+    // Each client reported training once per round it took part in.
+    expect(events.filter((x) => x.e.kind === 'trained').length).toBe(captured.length);
+  });
+
+  it('refuses initial weights whose hash is not the manifest’s, and registers no job', async () => {
+    const tampered = new Float32Array(initial);
+    tampered[0] = tampered[0]! + 0.5;
+    expect(await codeOfAsync(c.launch(trainingManifest('digits-tampered'), { initialWeights: weightBytes(tampered) }))).toBe('hash-mismatch');
+    expect(await codeOfAsync(c.launch(trainingManifest('digits-none'), {}))).toBe('invalid-argument');
+    expect(await codeOfAsync(c.launch(trainingManifest('digits-short'), { initialWeights: weightBytes(initial).subarray(4) }))).toBe('invalid-argument');
+    expect(() => c.statusOf('digits-tampered')).toThrow(/no job/);
+  });
+});
+
+describe('a coordinator that serves other weights than the ones it announced', () => {
+  it('is refused by every client: they sit the round out with hash-mismatch and never train', async () => {
+    const c = await startCoordinator();
+    const clients = await enrollClients(c, CLIENTS, 'wary');
+    const events: { id: string; e: RunnerEvent }[] = [];
+    let trained = 0;
+    const runners = startRunners(
+      c,
+      clients,
+      initial.length,
+      (id, e) => events.push({ id, e }),
+      () => ({
+        input: undefined,
+        train: () => {
+          trained++;
+          return Promise.reject(new Error('must not train'));
+        },
+      }),
+    );
+    try {
+      await waitFor(() => c.connectedClients().length === CLIENTS, 20_000, 'clients to connect');
+      await c.launch(trainingManifest('digits-rogue', { maxAbortedRounds: 0, advertiseMs: 1_500 }), { gatherMs: 5_000, initialWeights: weightBytes(initial) });
+      // Poison the served model after it was announced (what a compromised coordinator could do).
+      const served = c.modelsOf('digits-rogue')[0]!.weights;
+      served[0] = served[0]! + 1;
+      expect(await c.trainingFinished('digits-rogue')).toBe('failed');
+      const satOut = events.filter((x) => x.e.kind === 'sat-out');
+      expect(new Set(satOut.map((x) => x.id)).size).toBe(CLIENTS);
+      for (const x of satOut) expect(x.e.kind === 'sat-out' && x.e.code).toBe('hash-mismatch');
+      expect(trained).toBe(0);
+      expect(c.statusOf('digits-rogue').training?.detail).toMatch(/aborted/);
+    } finally {
+      await Promise.all(runners.map((r) => r.stop()));
+      await c.close();
+    }
+  });
+});
