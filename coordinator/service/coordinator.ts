@@ -65,6 +65,11 @@ export interface CoordinatorOptions {
    * end-to-end tests' crash injection). Must not throw.
    */
   tap?: (clientId: string, event: ServerEvent['type']) => void;
+  /**
+   * How long a client of a running round may stay disconnected before its phases stop waiting
+   * for it (it may still come back until the phase closes). Default 2 s.
+   */
+  lostAfterMs?: number;
 }
 
 interface RoundRecord {
@@ -307,7 +312,20 @@ export class Coordinator {
   private async *stream(call: grpc.ServerWritableStream<pb.SubscribeRequest, pb.ServerEnvelope>): AsyncGenerator<pb.ServerEnvelope> {
     const rec = await this.roundCaller(call);
     const mailbox = this.mailbox(rec.clientId);
-    const { messages, detach } = mailbox.attach();
+    const { messages, detach: detachMailbox } = mailbox.attach();
+    for (const r of this.activeRoundsOf(rec.clientId)) r.host.back(rec.clientId);
+    let detached = false;
+    const detach = (): void => {
+      if (detached) return;
+      detached = true;
+      detachMailbox();
+      // A client that stays away past the grace period is gone: the round's phases stop waiting for it.
+      const t = setTimeout(() => {
+        if (mailbox.attached) return;
+        for (const r of this.activeRoundsOf(rec.clientId)) r.host.lost(rec.clientId);
+      }, this.opts.lostAfterMs ?? 2_000);
+      t.unref();
+    };
     // Headers now, so the client knows at once that it is subscribed (not at the first message).
     call.sendMetadata(new grpc.Metadata());
     // A round start can be lost with a stream that broke: re-send it while the round still waits
@@ -590,6 +608,7 @@ export class Coordinator {
       identityOf: (id) => members.get(id),
       deadlines: manifest.deadlines,
       invited: cohort.length,
+      cohort,
       // Once the masked-input phase is over, nobody waits for a slot any more.
       onPhase: (p) => p !== Phase.MaskedInput && gate.open(),
     });

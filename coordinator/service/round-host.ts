@@ -26,6 +26,11 @@ export interface RoundHostConfig {
   invited?: number;
   /** Called after each phase change (also the final one). */
   onPhase?: (phase: Phase) => void;
+  /**
+   * The invited client ids. With them, a phase also closes early once every client it still
+   * waits for is known to be gone (`lost`), instead of waiting out its deadline.
+   */
+  cohort?: readonly string[];
 }
 
 export type RoundOutcome =
@@ -74,6 +79,8 @@ export class RoundHost {
   private readonly listeners = new Map<string, Listener>();
   private timer: NodeJS.Timeout | undefined;
   private refused = 0;
+  /** Members whose connection is gone: phases do not wait for them. */
+  private readonly gone = new Set<string>();
   private readonly startedAt = Date.now();
   private settle!: (o: RoundOutcome) => void;
   /** Resolves once, when the round completes or aborts. */
@@ -106,6 +113,55 @@ export class RoundHost {
       throw err;
     }
     if (phaseComplete(this.state) || this.allInvitedAdvertised()) this.closePhase();
+  }
+
+  /**
+   * A client's connection is gone (its stream ended and did not come back in time): the phases
+   * stop waiting for it. Its messages are still taken if it returns before a phase closes.
+   */
+  lost(clientId: string): void {
+    if (this.cancelled || isFinal(this.state)) return;
+    this.gone.add(clientId);
+    this.closeIfOnlyGoneAreMissing();
+  }
+
+  /** The client is connected again. */
+  back(clientId: string): void {
+    this.gone.delete(clientId);
+  }
+
+  private closeIfOnlyGoneAreMissing(): void {
+    if (this.gone.size === 0 || this.cancelled || isFinal(this.state)) return;
+    const s = this.state;
+    let awaited: Iterable<string> | undefined;
+    let has: (id: string) => boolean;
+    switch (s.phase) {
+      case Phase.AdvertiseKeys:
+        awaited = this.cfg.cohort;
+        has = (id) => s.received.has(id);
+        break;
+      case Phase.ShareKeys:
+        awaited = s.roster.ids;
+        has = (id) => s.received.has(id);
+        break;
+      case Phase.MaskedInput:
+        awaited = s.expected;
+        has = (id) => s.received.has(id);
+        break;
+      case Phase.ConsistencyCheck:
+        awaited = s.expected;
+        has = (id) => s.signatures.has(id);
+        break;
+      case Phase.Unmasking:
+        awaited = s.expected;
+        has = (id) => s.responses.has(id);
+        break;
+      default:
+        return;
+    }
+    if (!awaited) return;
+    for (const id of awaited) if (!has(id) && !this.gone.has(id)) return;
+    this.closePhase();
   }
 
   private allInvitedAdvertised(): boolean {
@@ -168,6 +224,8 @@ export class RoundHost {
       return;
     }
     this.arm();
+    // The new phase may already wait only for clients that are gone.
+    this.closeIfOnlyGoneAreMissing();
   }
 
   private deliver(to: string, message: ServerMessage): void {

@@ -16,12 +16,12 @@ import { codeOf } from '../support/codes.js';
 const FAST: PhaseDeadlines = { advertiseMs: 2000, shareMs: 2000, maskedMs: 2000, consistencyMs: 2000, unmaskMs: 2000 };
 
 /** n clients wired to a host; `silentFrom` makes some clients stop answering from a given message type. */
-function setup(n: number, neighbors: number, deadlines = FAST, silent: Record<string, string> = {}) {
+function setup(n: number, neighbors: number, deadlines = FAST, silent: Record<string, string> = {}, withCohort = false) {
   const params = validateRoundParams({ dim: 32, cohort: n, neighbors });
   const round = { manifestHash: sha256('round-host test'), roundIndex: 0 };
   const ids = makeIdentities(n);
   const directory = new Map(ids.map((c) => [c.id, c.publicKey]));
-  const host = new RoundHost({ params, round, identityOf: (id) => directory.get(id), deadlines });
+  const host = new RoundHost({ params, round, identityOf: (id) => directory.get(id), deadlines, ...(withCohort ? { cohort: ids.map((c) => c.id) } : {}) });
   const expected = new Uint32Array(params.dim + 1);
   const inputs = new Map<string, Uint32Array>();
   const states = new Map<string, ClientState>();
@@ -64,6 +64,25 @@ describe('RoundHost', () => {
     for (const q of inputs.values()) addInto(want, q);
     if (out.ok) expect(Array.from(out.sum)).toEqual(Array.from(want));
     expect(host.status().elapsedMs).toBeLessThan(FAST.advertiseMs); // no phase waited for its deadline
+  });
+
+  test('a client whose connection is lost is not waited for: the phase closes without its deadline, and the sum of the others is exact', async () => {
+    const { host, ids, inputs, params } = setup(8, 7, { ...FAST, maskedMs: 60_000 }, { 'client-3': 'share-broadcast' }, true);
+    // The coordinator reports the lost stream once the client is silent in the masked-input phase.
+    const timer = setInterval(() => {
+      if (host.phase === 'masked-input') host.lost('client-3');
+    }, 20);
+    const out = await host.outcome;
+    clearInterval(timer);
+    expect(out.ok).toBe(true);
+    const want = new Uint32Array(params.dim + 1);
+    for (const id of ids.map((c) => c.id)) if (id !== 'client-3') addInto(want, inputs.get(id)!);
+    if (out.ok) {
+      expect(out.survivors).not.toContain('client-3');
+      expect(Array.from(out.sum)).toEqual(Array.from(want));
+    }
+    // It finished while the 60 s masked-input deadline was still far away.
+    expect(host.status().elapsedMs).toBeLessThan(30_000);
   });
 
   test('a client that goes silent after sharing is dropped when the masked-input deadline passes, and the sum of the others is exact', async () => {
