@@ -4,6 +4,7 @@
  * drive.
  */
 import { Command } from 'commander';
+import { registerDemo } from '../bench/demo/cli.js';
 import { registerSimulate } from '../bench/sim/cli.js';
 import { registerClient } from '../client/cli.js';
 import { registerClients, registerCoordinator, registerRound } from '../coordinator/cli.js';
@@ -19,5 +20,6 @@ registerClients(program);
 registerRound(program);
 registerClient(program);
 registerSimulate(program);
+registerDemo(program);
 
 await program.parseAsync(process.argv);

@@ -38,7 +38,9 @@ export type AgentEvent =
   | { kind: 'refused'; roundIndex: number; message: string; code: string }
   | { kind: 'ignored'; type: string; code: string }
   | { kind: 'round-ended'; roundIndex: number; ok: boolean; reason?: string }
-  | { kind: 'left'; roundIndex: number; code: string; message: string };
+  | { kind: 'left'; roundIndex: number; code: string; message: string }
+  /** The client's own compute for one coordinator message (state machine and encryption/masking), ms. */
+  | { kind: 'computed'; roundIndex: number; type: string; ms: number };
 
 export class ClientAgent {
   private readonly cfg: AgentConfig;
@@ -93,7 +95,9 @@ export class ClientAgent {
     }
     let outbound: ClientMessage[];
     try {
+      const started = performance.now();
       const t = handle(this.state, e);
+      this.emit({ kind: 'computed', roundIndex: this.round.roundIndex, type: e.type, ms: performance.now() - started });
       this.state = t.next;
       outbound = t.outbound;
     } catch (err) {

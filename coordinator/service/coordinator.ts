@@ -723,6 +723,12 @@ export class Coordinator {
     return { peak: r.gate.peak, slots: r.gate.slots };
   }
 
+  /** When each phase of a round began, and the coordinator's compute time closing each (ms). */
+  timingOf(jobId: string, roundIndex: number): { timeline: readonly { phase: Phase; at: number }[]; closeMs: Partial<Record<Phase, number>>; startedAt: number; endedAt?: number } {
+    const r = this.roundOf(jobId, roundIndex);
+    return { timeline: r.host.timeline, closeMs: r.host.closeMs, startedAt: r.startedAt, ...(r.endedAt === undefined ? {} : { endedAt: r.endedAt }) };
+  }
+
   /** Waits for a round's outcome (tests, simulate). */
   async outcomeOf(jobId: string, roundIndex: number): Promise<RoundOutcome> {
     const r = this.roundOf(jobId, roundIndex);

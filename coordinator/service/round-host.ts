@@ -79,6 +79,10 @@ export class RoundHost {
   private readonly listeners = new Map<string, Listener>();
   private timer: NodeJS.Timeout | undefined;
   private refused = 0;
+  /** When each phase began (ms since the epoch), in order. */
+  readonly timeline: { phase: Phase; at: number }[] = [{ phase: Phase.AdvertiseKeys, at: Date.now() }];
+  /** The coordinator's own compute time closing each phase (ms): unmasking's is the reconstruction. */
+  readonly closeMs: Partial<Record<Phase, number>> = {};
   /** Members whose connection is gone: phases do not wait for them. */
   private readonly gone = new Set<string>();
   private readonly startedAt = Date.now();
@@ -113,6 +117,7 @@ export class RoundHost {
       throw err;
     }
     if (phaseComplete(this.state) || this.allInvitedAdvertised()) this.closePhase();
+    else this.closeIfOnlyGoneAreMissing();
   }
 
   /**
@@ -212,8 +217,12 @@ export class RoundHost {
   }
 
   private closePhase(): void {
+    const closing = this.state.phase;
+    const t0 = performance.now();
     const { next, outbound } = close(this.state);
+    this.closeMs[closing] = performance.now() - t0;
     this.state = next;
+    this.timeline.push({ phase: next.phase, at: Date.now() });
     this.cfg.onPhase?.(this.state.phase);
     for (const { to, message } of outbound) this.deliver(to, message);
     if (isFinal(this.state)) {

@@ -68,10 +68,13 @@ describe('RoundHost', () => {
 
   test('a client whose connection is lost is not waited for: the phase closes without its deadline, and the sum of the others is exact', async () => {
     const { host, ids, inputs, params } = setup(8, 7, { ...FAST, maskedMs: 60_000 }, { 'client-3': 'share-broadcast' }, true);
-    // The coordinator reports the lost stream once the client is silent in the masked-input phase.
+    // The coordinator reports the lost stream once, as soon as the masked-input phase begins
+    // (before the others' inputs arrive: the last of those must then close the phase).
     const timer = setInterval(() => {
-      if (host.phase === 'masked-input') host.lost('client-3');
-    }, 20);
+      if (host.phase !== 'masked-input') return;
+      host.lost('client-3');
+      clearInterval(timer);
+    }, 1);
     const out = await host.outcome;
     clearInterval(timer);
     expect(out.ok).toBe(true);

@@ -1,0 +1,110 @@
+/** `aegis demo`: registers the command on the CLI root (see run.ts for what it does). */
+import type { Command } from 'commander';
+import { parseFloatOption, parseIntOption, progress, reportError } from '../../shared/cli/output.js';
+import { runDemo, type DemoResult } from './run.js';
+
+export function registerDemo(program: Command): void {
+  program
+    .command('demo')
+    .description('federated training of a digits classifier on real MNIST digits: a coordinator and N clients over loopback TLS, FedAvg with secure aggregation')
+    .option('--clients <n>', 'clients, each with its own non-IID shard', parseIntOption('clients', 3, 200), 10)
+    .option('--rounds <r>', 'FedAvg rounds', parseIntOption('rounds', 1, 1000), 10)
+    .option('--dropout <p>', 'probability that a client vanishes in a round (in a random phase)', parseFloatOption('dropout', 0, 0.5), 0)
+    .option('--seed <s>', 'seed of the data split, the initial model and the dropouts', parseIntOption('seed', 0, 2 ** 31), 42)
+    .option('--alpha <a>', 'Dirichlet concentration of the split (smaller: more skewed)', parseFloatOption('alpha', 0.01, 1000), 1)
+    .option('--workers <w>', 'client processes (default: min(2, cores))', parseIntOption('workers', 1, 64))
+    .option('--per-digit <n>', 'use only the first n digits of each class (quick runs)', parseIntOption('per-digit', 20, 2000))
+    .option('--out <dir>', 'where the chart, the final model and result.json go', './aegis-demo')
+    .option('--json', 'print one JSON object on stdout (progress still goes to stderr)')
+    .action(async (o: { clients: number; rounds: number; dropout: number; seed: number; alpha: number; workers?: number; perDigit?: number; out: string; json?: boolean }) => {
+      const live = liveProgress();
+      try {
+        const r = await runDemo({
+          clients: o.clients,
+          rounds: o.rounds,
+          dropout: o.dropout,
+          seed: o.seed,
+          alpha: o.alpha,
+          outDir: o.out,
+          ...(o.workers === undefined ? {} : { workers: o.workers }),
+          ...(o.perDigit === undefined ? {} : { perDigitLimit: o.perDigit }),
+          progress: live.progress,
+          status: live.status,
+        });
+        live.end();
+        if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
+        else process.stdout.write(summary(r));
+        if (!r.ok) process.exitCode = 1;
+      } catch (err) {
+        live.end();
+        reportError(err, Boolean(o.json));
+      }
+    });
+}
+
+/**
+ * Progress on stderr: on a terminal the status line is redrawn in place and lasting lines go
+ * above it; otherwise the status is printed once per round and phase.
+ */
+function liveProgress(): { progress: (line: string) => void; status: (line: string, key: string) => void; end: () => void } {
+  const tty = process.stderr.isTTY;
+  let shown = false;
+  let lastKey = '';
+  const clear = (): void => {
+    if (shown) process.stderr.write('\r\x1b[2K');
+    shown = false;
+  };
+  return {
+    progress: (line) => {
+      if (tty) clear();
+      progress(line);
+    },
+    status: (line, key) => {
+      if (tty) {
+        clear();
+        process.stderr.write(line.slice(0, Math.max(20, (process.stderr.columns || 120) - 1)));
+        shown = true;
+      } else if (key !== lastKey) {
+        progress(line);
+      }
+      lastKey = key;
+    },
+    end: clear,
+  };
+}
+
+const pct = (x: number): string => `${(x * 100).toFixed(1)}%`;
+
+/** The per-round table and where the outputs went. */
+export function summary(r: DemoResult): string {
+  const head = ['round', 'clients', 'dropouts', 'examples', 'test acc', 'test loss', 'time', 'train max', 'mask max', 'unmask'];
+  const rows = [
+    ['0', '-', '-', '-', pct(r.initial.accuracy), r.initial.loss.toFixed(4), '-', '-', '-', '-'],
+    ...r.per_round.map((x) => [
+      String(x.round),
+      `${x.clients}/${x.invited}`,
+      String(x.dropouts),
+      String(x.examples),
+      pct(x.accuracy),
+      x.loss.toFixed(4),
+      `${(x.ms / 1000).toFixed(1)} s`,
+      `${x.timings_ms.train_max} ms`,
+      `${x.timings_ms.mask_max} ms`,
+      `${x.timings_ms.unmask} ms`,
+    ]),
+  ];
+  const widths = head.map((h, i) => Math.max(h.length, ...rows.map((row) => row[i]!.length)));
+  const line = (cells: string[]): string => cells.map((c, i) => (i === 0 ? c.padEnd(widths[i]!) : c.padStart(widths[i]!))).join('  ');
+  const out = [
+    line(head),
+    line(widths.map((w) => '-'.repeat(w))),
+    ...rows.map(line),
+    '',
+    ...r.aborted.map((a) => `round attempt ${a.roundIndex} aborted (${a.reason}): ${a.detail}`),
+    `${r.ok ? 'completed' : `FAILED (${r.detail})`}: ${r.per_round.length} rounds, ${r.clients} clients (${r.dropped} dropouts, ${r.aborted_rounds} aborted rounds), ${(r.total_ms / 1000).toFixed(1)} s`,
+    `final test accuracy ${pct(r.final.accuracy)} (loss ${r.final.loss.toFixed(4)}) on ${r.test_examples} held-out digits; ${r.train_examples} training digits across the clients; ${r.parameters} parameters; tfjs ${r.backend}`,
+    `chart: ${r.chart}`,
+    `model (tfjs format): ${r.model_dir}/model.json  sha256 ${r.model_sha256}`,
+  ];
+  return `${out.join('\n')}\n`;
+}

