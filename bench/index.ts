@@ -7,10 +7,12 @@ import { Command } from 'commander';
 import { parseIntOption, reportError } from '../shared/cli/output.js';
 import { benchRpc } from './rpc.js';
 import { benchSecagg } from './secagg.js';
+import { benchTrain } from './train.js';
 
 const TOPICS: Record<string, (o: { json: boolean; quick: boolean; budgetSeconds: number }) => Promise<void>> = {
   secagg: benchSecagg,
   rpc: benchRpc,
+  train: benchTrain,
 };
 
 const program = new Command();

@@ -71,7 +71,13 @@ export interface DemoRound {
   accuracy: number;
   loss: number;
   ms: number;
-  timings_ms: { train_max: number; train_mean: number; mask_max: number; unmask: number; coordinator: number };
+  /**
+   * train_max / train_mean: clients' own training time; trained_after: from the round's start
+   * until the last update in it was trained (the critical path of plain FedAvg); mask_max: the
+   * slowest client's masking compute; unmask: the coordinator's reconstruction and unmasking;
+   * coordinator: all its phase-closing compute.
+   */
+  timings_ms: { train_max: number; train_mean: number; trained_after: number; mask_max: number; unmask: number; coordinator: number };
 }
 
 export interface DemoResult {
@@ -200,14 +206,15 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       enrolled.push({ clientId, index: i, identitySeed: identity.seed, certificateDer: r.certificateDer });
     }
 
-    const trained = new Map<number, { trainMs: number[]; examples: number }>();
+    const trained = new Map<number, { trainMs: number[]; examples: number; at: Map<string, number> }>();
     const masked = new Map<number, number[]>();
     let dropped = 0;
     const onReport = (r: DemoReport): void => {
       if (r.op === 'trained') {
-        const t = trained.get(r.roundIndex) ?? { trainMs: [], examples: 0 };
+        const t = trained.get(r.roundIndex) ?? { trainMs: [], examples: 0, at: new Map<string, number>() };
         t.trainMs.push(r.trainMs);
         t.examples += r.examples;
+        t.at.set(r.clientId, Date.now());
         trained.set(r.roundIndex, t);
       } else if (r.op === 'masked') {
         masked.set(r.roundIndex, [...(masked.get(r.roundIndex) ?? []), r.ms]);
@@ -264,7 +271,9 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
         const s = coordinator.statusOf(DEMO_JOB, idx);
         const timing = coordinator.timingOf(DEMO_JOB, idx);
         const ev = await evaluateModel({ spec, loss: manifestInput.training!.loss ?? 'categoricalCrossentropy', weights: v.weights, examples: split.test });
-        const t = trained.get(idx) ?? { trainMs: [], examples: 0 };
+        const t = trained.get(idx) ?? { trainMs: [], examples: 0, at: new Map<string, number>() };
+        const survivors = new Set(coordinator.resultOf(DEMO_JOB, idx).survivors);
+        const trainedAt = Math.max(timing.startedAt, ...[...t.at].filter(([id]) => survivors.has(id)).map(([, at]) => at));
         const coordinatorMs = Object.values(timing.closeMs).reduce((a, b) => a + (b ?? 0), 0);
         rows.push({
           round: v.version,
@@ -279,6 +288,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
           timings_ms: {
             train_max: Math.round(Math.max(0, ...t.trainMs)),
             train_mean: Math.round(t.trainMs.reduce((a, b) => a + b, 0) / Math.max(1, t.trainMs.length)),
+            trained_after: trainedAt - timing.startedAt,
             mask_max: Math.round(Math.max(0, ...(masked.get(idx) ?? []))),
             unmask: Math.round(timing.closeMs[Phase.Unmasking] ?? 0),
             coordinator: Math.round(coordinatorMs),
