@@ -12,6 +12,9 @@ import { createLogger } from '../shared/log.js';
 import type { RoundParams } from '../shared/protocol/params.js';
 import { ClientRunner, enrollWithToken, type RunnerEvent } from './agent/connection.js';
 import { loadClient, openOrCreateIdentity, readClientConfig, saveCertificate, saveEnrollment } from './agent/data-dir.js';
+import type { TrainingRound } from './agent/training-round.js';
+import { MemoryDataStore, readJsonlRecords } from './store/memory.js';
+import { trainLocally } from './trainer/index.js';
 
 const DEFAULT_DIR = process.env.AEGIS_CLIENT_DIR ?? './aegis-client';
 
@@ -76,15 +79,19 @@ export function registerClient(program: Command): void {
     .command('run')
     .description('wait for rounds and take part; reconnects with backoff, renews the certificate')
     .option('--data-dir <dir>', 'the enrolled data dir', DEFAULT_DIR)
-    .requiredOption('--input <file>', 'this client\'s update: {"values": [...], "weight": n}, read at each round')
+    .option('--input <file>', 'for plain rounds: this client\'s update {"values": [...], "weight": n}, read at each round')
+    .option('--train-data <file>', 'for training jobs: local examples, one JSON object per line with the fields the manifest names (e.g. {"pixels": [...], "digit": 3})')
     .option('--coordinator <host:port>', 'override the address recorded at enrollment')
-    .action(async (o: { dataDir: string; input: string; coordinator?: string }) => {
+    .action(async (o: { dataDir: string; input?: string; trainData?: string; coordinator?: string }) => {
       const log = createLogger('client');
       try {
+        if (!o.input && !o.trainData) throw new AegisError(ErrorCode.InvalidArgument, 'give --input (plain rounds), --train-data (training jobs), or both');
         const dir = resolve(o.dataDir);
         const loaded = await loadClient(dir, await obtainPassphrase({ what: `the identity key in ${dir}` }));
         // Checked once up front so a broken file is reported before any round.
-        await readInput(o.input);
+        if (o.input) await readInput(o.input);
+        const store = o.trainData ? new MemoryDataStore(await readJsonlRecords(o.trainData)) : undefined;
+        if (store) log.info({ records: await store.count() }, 'training data loaded');
         let pending: Uint32Array | null = null;
         const input = (_round: unknown, params: RoundParams): Uint32Array => {
           if (!pending || pending.length !== params.dim + 1) throw new AegisError(ErrorCode.InvalidArgument, `the input has ${pending ? pending.length - 1 : 0} values, the round wants ${params.dim}`);
@@ -96,8 +103,15 @@ export function registerClient(program: Command): void {
           clientId: loaded.config.clientId,
           identity: loaded.identity,
           certificateDer: loaded.certificateDer,
-          input,
+          ...(o.input ? { input } : {}),
+          ...(store
+            ? {
+                train: (round: TrainingRound) =>
+                  trainLocally({ manifest: round.manifest, globalWeights: round.globalWeights, data: store, maxWeight: 2 ** round.manifest.round.bits - 1 }),
+              }
+            : {}),
           beforeRound: async (_round, params) => {
+            if (!o.input) return;
             // The input is read and quantized (fresh randomness for the rounding) at each round.
             try {
               const x = await readInput(o.input);
@@ -111,6 +125,7 @@ export function registerClient(program: Command): void {
           onEvent: (e: RunnerEvent) => {
             if (e.kind === 'fatal') log.error({ code: e.code, reason: e.message }, 'cannot go on');
             else if (e.kind === 'disconnected') log.warn({ code: e.code, retryInMs: e.retryInMs }, 'disconnected');
+            else if (e.kind === 'computed') log.debug(e, e.kind);
             else log.info(e, e.kind);
           },
         });

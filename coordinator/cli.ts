@@ -1,8 +1,9 @@
 /**
  * `aegis coordinator start`, and the operator commands that talk to a running coordinator over
  * its Admin service with the operator credential sealed in the data dir: `aegis clients
- * invite|list|revoke` and `aegis round launch|status|result`.
+ * invite|list|revoke` and `aegis round launch|status|result|model`.
  */
+import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
@@ -22,6 +23,9 @@ import { reasonOf } from '../shared/rpc/status.js';
 import { COORDINATOR_KEYFILE, loadRegistry, openCoordinatorSecrets, openOperatorCredential, readEndpoint, removeEndpoint, writeEndpoint } from './service/data-dir.js';
 import { Coordinator } from './service/coordinator.js';
 import { channelOptions } from '../shared/rpc/channel.js';
+import type * as secagg from '../shared/gen/aegis/v1/secagg_pb.js';
+import { parseManifest, isTrainingManifest } from '../shared/protocol/manifest.js';
+import { saveTfjsModel, weightsFromBytes } from '../shared/model/tfjs.js';
 
 const DEFAULT_DIR = process.env.AEGIS_COORDINATOR_DIR ?? './aegis-coordinator';
 
@@ -210,6 +214,18 @@ function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
     dropouts: s.dropouts,
     refused_messages: s.refused,
     elapsed_ms: Number(s.elapsedMs),
+    ...(s.training
+      ? {
+          training: {
+            state: s.training.state,
+            rounds_completed: s.training.roundsCompleted,
+            rounds_aborted: s.training.roundsAborted,
+            model_version: s.training.model?.version ?? 0,
+            model_sha256: Buffer.from(s.training.model?.sha256 ?? new Uint8Array()).toString('hex'),
+            detail: s.training.detail || null,
+          },
+        }
+      : {}),
   };
 }
 
@@ -218,16 +234,26 @@ function statusText(j: Record<string, unknown>): string {
     .map(([p, n]) => `${p} ${n}`)
     .join(', ');
   const state = j.finished ? (j.ok ? 'completed' : `aborted: ${j.abort_reason} (${j.detail})`) : `running, phase ${j.phase}`;
-  return `job ${j.job_id} round ${j.round} of ${j.rounds}: ${state}\n  invited ${j.invited}; ${counts || 'no messages yet'}; dropouts ${j.dropouts}; refused ${j.refused_messages}; ${((j.elapsed_ms as number) / 1000).toFixed(1)} s`;
+  const t = j.training as { state: string; rounds_completed: number; rounds_aborted: number; model_version: number; model_sha256: string; detail: string | null } | undefined;
+  const training = t
+    ? `\n  training job ${t.state}${t.detail ? ` (${t.detail})` : ''}: ${t.rounds_completed} of ${j.rounds} rounds completed, ${t.rounds_aborted} aborted; model version ${t.model_version} sha256 ${t.model_sha256.slice(0, 16)}…`
+    : '';
+  const of = t ? `(attempt ${j.round}; ${j.rounds} rounds to complete)` : `of ${j.rounds}`;
+  return `job ${j.job_id} round ${j.round} ${of}: ${state}\n  invited ${j.invited}; ${counts || 'no messages yet'}; dropouts ${j.dropouts}; refused ${j.refused_messages}; ${((j.elapsed_ms as number) / 1000).toFixed(1)} s${training}`;
 }
 
 export function registerRound(program: Command): void {
   const group = program.command('round').description('launch rounds and follow them (ML engineers)');
-  withAdmin(group.command('launch').description('launch the next round of the job a manifest describes'))
+  withAdmin(
+    group
+      .command('launch')
+      .description('launch the next round of the job a manifest describes; a training job (manifest with model and training) is launched once, with --weights, and runs all its rounds'),
+  )
     .requiredOption('--manifest <file>', 'the job manifest (JSON)')
+    .option('--weights <file>', "a training job's initial weights (float32 little-endian, tfjs weights.bin layout); must hash to the manifest's model.initialWeightsSha256")
     .option('--gather <duration>', 'wait this long for a full cohort of connected clients', parseDuration('gather', 0, 3_600_000), 10_000)
-    .option('--wait', 'follow the round until it ends (exit 1 if it aborts)')
-    .action((o: AdminOpts & { manifest: string; gather: number; wait?: boolean }) =>
+    .option('--wait', 'follow the round (a training job: all its rounds) until it ends (exit 1 if it aborts or fails)')
+    .action((o: AdminOpts & { manifest: string; weights?: string; gather: number; wait?: boolean }) =>
       run(o, async (client) => {
         let bytes: Buffer;
         try {
@@ -235,13 +261,39 @@ export function registerRound(program: Command): void {
         } catch {
           throw new AegisError(ErrorCode.NotFound, `cannot read the manifest ${o.manifest}`);
         }
-        const r = await call<admin.LaunchRoundRequest, admin.LaunchRoundReply>(client, 'launchRound', create(admin.LaunchRoundRequestSchema, { manifestJson: bytes, gatherMs: o.gather }));
+        let initialWeights: Buffer | undefined;
+        if (o.weights) {
+          try {
+            initialWeights = await readFile(o.weights);
+          } catch {
+            throw new AegisError(ErrorCode.NotFound, `cannot read the initial weights ${o.weights}`);
+          }
+        }
+        const r = await call<admin.LaunchRoundRequest, admin.LaunchRoundReply>(
+          client,
+          'launchRound',
+          create(admin.LaunchRoundRequestSchema, { manifestJson: bytes, gatherMs: o.gather, ...(initialWeights ? { initialWeights } : {}) }),
+        );
         const launched = { job_id: r.jobId, round: r.roundIndex, manifest_hash: Buffer.from(r.manifestHash).toString('hex'), cohort: r.cohort };
         if (!o.wait) return out(o, launched, `launched round ${r.roundIndex} of job ${r.jobId} with ${r.cohort.length} clients`);
         progress(`launched round ${r.roundIndex} of job ${r.jobId} with ${r.cohort.length} clients`);
         let last = '';
         for (;;) {
-          const s = statusJson(await call(client, 'roundStatus', create(admin.RoundStatusRequestSchema, { jobId: r.jobId, roundIndex: r.roundIndex })));
+          const reply = await call<admin.RoundStatusRequest, admin.RoundStatusReply>(client, 'roundStatus', create(admin.RoundStatusRequestSchema, { jobId: r.jobId, ...(initialWeights ? {} : { roundIndex: r.roundIndex }) }));
+          const s = statusJson(reply);
+          if (reply.training) {
+            // A training job: follow its rounds until the job completes or fails.
+            const line = statusText(s);
+            if (line !== last && !o.json) progress(line.split('\n').join(' '));
+            last = line;
+            if (reply.training.state !== 'running') {
+              out(o, { ...launched, status: s }, statusText(s));
+              if (reply.training.state !== 'completed') process.exitCode = 1;
+              return;
+            }
+            await new Promise((res) => setTimeout(res, 500));
+            continue;
+          }
           const line = statusText(s);
           if (line !== last && !o.json) progress(line.split('\n').join(' '));
           last = line;
@@ -261,6 +313,37 @@ export function registerRound(program: Command): void {
         const req = create(admin.RoundStatusRequestSchema, { jobId: job, ...(o.round === undefined ? {} : { roundIndex: o.round }) });
         const s = statusJson(await call(client, 'roundStatus', req));
         out(o, s, statusText(s));
+      }),
+    );
+  withAdmin(group.command('model').description("a training job's global model, saved in tfjs format (model.json + weights.bin)").argument('<job-id>'))
+    .requiredOption('--out <dir>', 'the folder to write model.json and weights.bin to')
+    .option('--model-version <n>', 'the model version (default: the latest)', parseIntOption('model-version', 0, 1e6))
+    .action((job: string, o: AdminOpts & { out: string; modelVersion?: number }) =>
+      run(o, async (client) => {
+        const req = create(admin.FetchJobModelRequestSchema, { jobId: job, ...(o.modelVersion === undefined ? {} : { version: o.modelVersion }) });
+        const chunks = await new Promise<secagg.ModelChunk[]>((resolveChunks, reject) => {
+          const got: secagg.ModelChunk[] = [];
+          const stream = client.fetchModel(req, new grpc.Metadata(), { deadline: Date.now() + 600_000 });
+          stream.on('data', (c: secagg.ModelChunk) => got.push(c));
+          stream.on('error', (err: unknown) => {
+            const code = reasonOf(err);
+            const details = (err as { details?: string }).details ?? String(err);
+            reject(new AegisError(code ?? ErrorCode.Unavailable, code ? details : `coordinator unreachable: ${details}`));
+          });
+          stream.on('end', () => resolveChunks(got));
+        });
+        const first = chunks[0];
+        if (!first?.model) throw new AegisError(ErrorCode.Unavailable, 'the coordinator sent no model');
+        const bytes = Buffer.concat(chunks.map((c) => c.data));
+        if (bytes.length !== Number(first.totalBytes) || !createHash('sha256').update(bytes).digest().equals(Buffer.from(first.model.sha256))) {
+          throw new AegisError(ErrorCode.HashMismatch, 'the model that arrived does not hash to the version the coordinator named');
+        }
+        // The architecture is read from the job's manifest (valid or since expired: the model stays the job's).
+        const { manifest } = parseManifest(first.manifestJson, new Date(0));
+        if (!isTrainingManifest(manifest)) throw new AegisError(ErrorCode.InvalidArgument, `job '${job}' is not a training job`);
+        const files = await saveTfjsModel(resolve(o.out), manifest.model, weightsFromBytes(bytes));
+        const sha = Buffer.from(first.model.sha256).toString('hex');
+        out(o, { job_id: job, version: first.model.version, sha256: sha, model_json: files.modelJson, weights_bin: files.weightsBin }, `model version ${first.model.version} of ${job} (sha256 ${sha}) written to ${files.modelJson}`);
       }),
     );
   withAdmin(group.command('result').description('the unmasked sum of a completed round').argument('<job-id>'))

@@ -328,6 +328,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     const modelDir = join(outDir, 'model');
     await saveTfjsModel(modelDir, spec, latest.weights);
     await writeFile(join(outDir, 'manifest.json'), `${JSON.stringify(manifestInput, null, 2)}\n`);
+    // With the manifest, the initial weights let the same job be launched by hand (aegis round launch --weights).
+    await writeFile(join(outDir, 'initial-weights.bin'), weightBytes(weights));
     const final = rows.length > 0 ? { accuracy: rows.at(-1)!.accuracy, loss: rows.at(-1)!.loss } : initial;
     const result: DemoResult = {
       ok: state === 'completed',
