@@ -197,7 +197,8 @@ export function renderChart(points: readonly ChartPoint[], opts: ChartOptions = 
     const y = accY(last.accuracy);
     out.push(
       `<circle class="final" cx="${n(x)}" cy="${n(y)}" r="6" fill="none" stroke="${ACC_COLOR}" stroke-width="1.5"/>`,
-      `<text class="final-label" x="${n(right - 6)}" y="${n(acc.top + 16)}" text-anchor="end" font-size="13" font-weight="bold" fill="${ACC_COLOR}" ${FONT}>${esc(`final accuracy ${pct(last.accuracy)} (round ${last.round})`)}</text>`,
+      // Above the final point when there is room, below it otherwise (never across the line's top).
+      `<text class="final-label" x="${n(right - 6)}" y="${n(y - acc.top > 28 ? y - 12 : y + 24)}" text-anchor="end" font-size="13" font-weight="bold" fill="${ACC_COLOR}" ${FONT}>${esc(`final accuracy ${pct(last.accuracy)} (round ${last.round})`)}</text>`,
     );
   }
   out.push('</svg>');
