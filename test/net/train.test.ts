@@ -43,12 +43,12 @@ beforeAll(async () => {
   ({ spec, weights: initial } = await digitsModel(tf, { hidden: 32, seed: 11 }));
 });
 
-function trainingManifest(jobId: string, over: { maxAbortedRounds?: number; advertiseMs?: number } = {}): Uint8Array {
+function trainingManifest(jobId: string, over: { maxAbortedRounds?: number; advertiseMs?: number; maskedMs?: number; rounds?: number } = {}): Uint8Array {
   return manifest({
     jobId,
-    rounds: ROUNDS,
+    rounds: over.rounds ?? ROUNDS,
     round: { dim: initial.length, cohort: CLIENTS, clip: CLIP, bits: BITS },
-    deadlines: { advertiseMs: over.advertiseMs ?? 15_000, shareMs: 15_000, maskedMs: 60_000, consistencyMs: 15_000, unmaskMs: 15_000 },
+    deadlines: { advertiseMs: over.advertiseMs ?? 15_000, shareMs: 15_000, maskedMs: over.maskedMs ?? 60_000, consistencyMs: 15_000, unmaskMs: 15_000 },
     model: spec,
     training: { ...DIGITS_TRAINING, epochs: 3, maxAbortedRounds: over.maxAbortedRounds ?? 3 },
   });
@@ -179,6 +179,42 @@ describe('a coordinator that serves other weights than the ones it announced', (
       for (const x of satOut) expect(x.e.kind === 'sat-out' && x.e.code).toBe('hash-mismatch');
       expect(trained).toBe(0);
       expect(c.statusOf('digits-rogue').training?.detail).toMatch(/aborted/);
+    } finally {
+      await Promise.all(runners.map((r) => r.stop()));
+      await c.close();
+    }
+  });
+});
+
+describe('a client whose local training fails', () => {
+  it('leaves the round (a dropout for the others), and the round completes without it', async () => {
+    const c = await startCoordinator();
+    const clients = await enrollClients(c, CLIENTS, 'flaky');
+    const events: { id: string; e: RunnerEvent }[] = [];
+    const runners = startRunners(
+      c,
+      clients,
+      initial.length,
+      (id, e) => events.push({ id, e }),
+      (i) => ({
+        input: undefined,
+        train: (round: TrainingRound) =>
+          i === 0
+            ? Promise.reject(new Error('disk full'))
+            : trainLocally({ manifest: round.manifest, globalWeights: round.globalWeights, data: new MemoryDataStore(split.shards[i]!), maxWeight: 2 ** BITS - 1 }),
+      }),
+    );
+    try {
+      await waitFor(() => c.connectedClients().length === CLIENTS, 20_000, 'clients to connect');
+      await c.launch(trainingManifest('digits-flaky', { rounds: 1, maskedMs: 6_000 }), { gatherMs: 5_000, initialWeights: weightBytes(initial) });
+      expect(await c.trainingFinished('digits-flaky')).toBe('completed');
+      const survivors = c.resultOf('digits-flaky', 0).survivors;
+      expect(survivors).toHaveLength(CLIENTS - 1);
+      expect(survivors).not.toContain(clients[0]!.clientId);
+      const left = events.filter((x) => x.e.kind === 'left');
+      expect(left.map((x) => x.id)).toEqual([clients[0]!.clientId]);
+      // The reason is a code, never the exception's text (it could carry local details).
+      expect(left[0]!.e.kind === 'left' && left[0]!.e.code).toBe('internal');
     } finally {
       await Promise.all(runners.map((r) => r.stop()));
       await c.close();
