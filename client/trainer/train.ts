@@ -72,7 +72,7 @@ export async function trainLocally(opts: {
     for (let e = 0; e < training.epochs; e++) {
       // one fit() per epoch on a seeded permutation: tfjs' shuffle uses Math.random
       const [xs, ys] = tf.tidy(() => {
-        const idx = tf.tensor1d(permutation(rng, count), 'int32');
+        const idx = tf.tensor1d(Int32Array.from(rng.permutation(count)), 'int32');
         return [tf.gather(x, idx), tf.gather(y, idx)];
       });
       try {
@@ -197,15 +197,3 @@ function makeOptimizer(tf: Tf, kind: TrainingSpec['optimizer'], lr: number): Opt
   }
 }
 
-/** A uniform random permutation of 0..n-1 (Fisher–Yates). */
-function permutation(rng: DeterministicRng, n: number): Int32Array {
-  const p = new Int32Array(n);
-  for (let i = 0; i < n; i++) p[i] = i;
-  for (let i = n - 1; i > 0; i--) {
-    const j = rng.nextInt(i + 1);
-    const t = p[i]!;
-    p[i] = p[j]!;
-    p[j] = t;
-  }
-  return p;
-}

@@ -17,14 +17,7 @@ import { DeterministicRng } from './rng.js';
 export function sessionPermutation(sessionId: Uint8Array, n: number): Uint32Array {
   abytes(sessionId, 32, 'session id');
   const rng = new DeterministicRng(deriveKey(new Uint8Array(32), sessionId, Purpose.NeighbourGraph));
-  const perm = new Uint32Array(n);
-  for (let i = 0; i < n; i++) perm[i] = i;
-  for (let i = n - 1; i > 0; i--) {
-    const j = rng.nextInt(i + 1);
-    const t = perm[i]!;
-    perm[i] = perm[j]!;
-    perm[j] = t;
-  }
+  const perm = rng.permutation(n);
   return perm;
 }
 

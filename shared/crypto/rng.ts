@@ -67,4 +67,17 @@ export class DeterministicRng {
     }
   }
 
+  /** A uniform random permutation of 0..n-1 (Fisher–Yates with unbiased draws). */
+  permutation(n: number): Uint32Array {
+    const p = new Uint32Array(n);
+    for (let i = 0; i < n; i++) p[i] = i;
+    for (let i = n - 1; i > 0; i--) {
+      const j = this.nextInt(i + 1);
+      const t = p[i]!;
+      p[i] = p[j]!;
+      p[j] = t;
+    }
+    return p;
+  }
+
 }

@@ -53,6 +53,17 @@ function setup(n: number, neighbors: number, deadlines = FAST, silent: Record<st
   return { host, ids, inputs, expected, params, late };
 }
 
+/** The round completed and its sum is exactly the sum of everyone's input but `missing`'s. */
+function expectExactWithout(out: Awaited<RoundHost['outcome']>, ids: { id: string }[], inputs: Map<string, Uint32Array>, dim: number, missing: string): void {
+  expect(out.ok).toBe(true);
+  const want = new Uint32Array(dim + 1);
+  for (const { id } of ids) if (id !== missing) addInto(want, inputs.get(id)!);
+  if (out.ok) {
+    expect(out.survivors).not.toContain(missing);
+    expect(Array.from(out.sum)).toEqual(Array.from(want));
+  }
+}
+
 describe('RoundHost', () => {
   test('a round with every client answering closes each phase as soon as all have answered and sums exactly', async () => {
     const { host, inputs, params, late } = setup(8, 7);
@@ -77,13 +88,7 @@ describe('RoundHost', () => {
     }, 1);
     const out = await host.outcome;
     clearInterval(timer);
-    expect(out.ok).toBe(true);
-    const want = new Uint32Array(params.dim + 1);
-    for (const id of ids.map((c) => c.id)) if (id !== 'client-3') addInto(want, inputs.get(id)!);
-    if (out.ok) {
-      expect(out.survivors).not.toContain('client-3');
-      expect(Array.from(out.sum)).toEqual(Array.from(want));
-    }
+    expectExactWithout(out, ids, inputs, params.dim, 'client-3');
     // It finished while the 60 s masked-input deadline was still far away.
     expect(host.status().elapsedMs).toBeLessThan(30_000);
   });
@@ -91,13 +96,7 @@ describe('RoundHost', () => {
   test('a client that goes silent after sharing is dropped when the masked-input deadline passes, and the sum of the others is exact', async () => {
     const { host, ids, inputs, params } = setup(8, 7, { ...FAST, maskedMs: 300 }, { 'client-3': 'share-broadcast' });
     const out = await host.outcome;
-    expect(out.ok).toBe(true);
-    const want = new Uint32Array(params.dim + 1);
-    for (const id of ids.map((c) => c.id)) if (id !== 'client-3') addInto(want, inputs.get(id)!);
-    if (out.ok) {
-      expect(out.survivors).not.toContain('client-3');
-      expect(Array.from(out.sum)).toEqual(Array.from(want));
-    }
+    expectExactWithout(out, ids, inputs, params.dim, 'client-3');
     expect(host.status().sets).toMatchObject({ u1: 8, u2: 8, u3: 7 });
   });
 
