@@ -53,6 +53,18 @@ export const ErrorCode = {
   Unavailable: 'unavailable',
   /** A model or manifest does not match the hash it was announced with (manifest, round start). */
   HashMismatch: 'hash-mismatch',
+  /** A signature by a key no trusted registry lists (or a revoked publisher). */
+  UnknownKey: 'unknown-key',
+  /** Signed metadata or a manifest past its expiry (or a frozen registry). */
+  Expired: 'expired',
+  /** Signed metadata or a manifest older than a version already seen. */
+  Rollback: 'rollback',
+  /** The registry and the backup registry do not serve the same signed metadata. */
+  RegistryMismatch: 'registry-mismatch',
+  /** Signed data that does not parse strictly (duplicate keys, bad encoding, extra fields). */
+  Malformed: 'malformed',
+  /** In audit mode: a job that needs the operator’s approval bound to its manifest hash. */
+  ApprovalRequired: 'approval-required',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -81,6 +93,12 @@ const HINTS: Record<ErrorCode, string> = {
   'too-few-clients': 'wait for more clients to connect (aegis client run) or lower the threshold',
   unavailable: 'check that the coordinator is running and the address is right',
   'hash-mismatch': 'the model or manifest is not the one that was signed; do not train on it (see aegis round status)',
+  'unknown-key': 'the signer is not in the trusted registry: add the publisher (aegis registry add-publisher) or check the registries',
+  'expired': 're-sign with a later expiry (aegis registry sign / aegis manifest sign)',
+  'rollback': 'a newer version was already accepted; an older one is never taken back',
+  'registry-mismatch': 'the registries disagree: check both; the client stays in audit mode until they agree',
+  'malformed': 'the envelope or metadata is not in the signed format',
+  'approval-required': 'approve it on the client: aegis client approve JOB --manifest-sha256 H',
 };
 
 export class AegisError extends Error {

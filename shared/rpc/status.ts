@@ -39,6 +39,12 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, Status>> = {
   'too-few-clients': Status.FAILED_PRECONDITION,
   unavailable: Status.UNAVAILABLE,
   'hash-mismatch': Status.FAILED_PRECONDITION,
+  'unknown-key': Status.PERMISSION_DENIED,
+  'expired': Status.FAILED_PRECONDITION,
+  'rollback': Status.FAILED_PRECONDITION,
+  'registry-mismatch': Status.FAILED_PRECONDITION,
+  'malformed': Status.INVALID_ARGUMENT,
+  'approval-required': Status.FAILED_PRECONDITION,
 };
 
 /** The gRPC status code for an error code. */

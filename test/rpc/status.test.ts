@@ -28,6 +28,12 @@ const EXPECTED: Record<ErrorCode, Status> = {
   'too-few-clients': Status.FAILED_PRECONDITION,
   unavailable: Status.UNAVAILABLE,
   'hash-mismatch': Status.FAILED_PRECONDITION,
+  'unknown-key': Status.PERMISSION_DENIED,
+  'expired': Status.FAILED_PRECONDITION,
+  'rollback': Status.FAILED_PRECONDITION,
+  'registry-mismatch': Status.FAILED_PRECONDITION,
+  'malformed': Status.INVALID_ARGUMENT,
+  'approval-required': Status.FAILED_PRECONDITION,
 };
 
 describe('error codes become gRPC statuses', () => {
