@@ -8,6 +8,7 @@ import { registerDemo } from '../bench/demo/cli.js';
 import { registerSimulate } from '../bench/sim/cli.js';
 import { registerClient } from '../client/cli.js';
 import { registerClients, registerCoordinator, registerRound } from '../coordinator/cli.js';
+import { registerManifest } from '../shared/trust/manifest-cli.js';
 
 const program = new Command();
 program
@@ -19,6 +20,7 @@ registerCoordinator(program);
 registerClients(program);
 registerRound(program);
 registerClient(program);
+registerManifest(program);
 registerSimulate(program);
 registerDemo(program);
 

@@ -7,6 +7,7 @@ import { z } from 'zod';
 import { AegisError, ErrorCode } from '../errors.js';
 import { RoundParamsSchema, validateRoundParams, type RoundParams } from './params.js';
 import { sha256 } from './session.js';
+import { parseStrictJson } from '../trust/strict-json.js';
 
 const ms = (min: number, max: number) => z.number().int().min(min).max(max);
 
@@ -67,12 +68,33 @@ export const TrainingSchema = z
   })
   .strict();
 
+/**
+ * The validation gate: how much test accuracy a new global model may lose before it is held
+ * back (by the coordinator, on its validation set) or makes a client enter audit mode (on the
+ * client's own held-out examples).
+ */
+export const ValidationSchema = z
+  .object({
+    /** Largest accepted drop in accuracy from one model version to the next, 0..1. Default 0.05. */
+    gate: z.number().min(0).max(1).default(0.05),
+    /** The coordinator's validation set this job is checked on (a name it was started with). */
+    dataset: z.string().regex(/^[A-Za-z0-9_.-]{1,64}$/).optional(),
+    /** Fraction of a client's local examples it holds out to check each new model, 0..0.5. Default 0.1. */
+    localFraction: z.number().min(0).max(0.5).default(0.1),
+  })
+  .strict();
+
 export const JobManifestSchema = z
   .object({
     /** Manifest format version. */
     version: z.literal(1),
     /** The job's id: 1..64 characters of [A-Za-z0-9._-]; rounds are named (job id, index). */
     jobId: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/),
+    /**
+     * The manifest's version within its job (1, 2, …): a publisher re-issues a job with a higher
+     * revision, and a client never accepts a lower revision of a job than one it has seen.
+     */
+    revision: z.number().int().min(1).max(2 ** 31).default(1),
     /** How many rounds the job runs. Default 1. */
     rounds: z.number().int().min(1).max(10_000).default(1),
     /** The secure-aggregation parameters of every round. */
@@ -86,6 +108,8 @@ export const JobManifestSchema = z
      */
     model: ModelSpecSchema.optional(),
     training: TrainingSchema.optional(),
+    /** The validation gate of a training job. */
+    validation: ValidationSchema.optional(),
     /** When the manifest was issued and when it stops being valid (ISO 8601). */
     issuedAt: z.iso.datetime(),
     expiresAt: z.iso.datetime(),
@@ -107,12 +131,8 @@ export const isTrainingManifest = (m: JobManifest): m is TrainingManifest => m.m
  * window. Returns the manifest and its SHA-256 (the hash that binds a round's session id).
  */
 export function parseManifest(bytes: Uint8Array, now = new Date()): { manifest: JobManifest; hash: Uint8Array } {
-  let json: unknown;
-  try {
-    json = JSON.parse(Buffer.from(bytes).toString('utf8'));
-  } catch {
-    throw new AegisError(ErrorCode.InvalidArgument, 'manifest is not valid JSON');
-  }
+  // Strict: a key twice in one object is refused, so no two readers see different manifests.
+  const json = parseStrictJson(Buffer.from(bytes).toString('utf8'), 'manifest');
   const r = JobManifestSchema.safeParse(json);
   if (!r.success) {
     const issue = r.error.issues[0];
@@ -126,6 +146,6 @@ export function parseManifest(bytes: Uint8Array, now = new Date()): { manifest: 
   if ((m.model === undefined) !== (m.training === undefined)) {
     throw new AegisError(ErrorCode.InvalidArgument, 'manifest: a training job needs both model and training');
   }
-  if (now.getTime() >= expires) throw new AegisError(ErrorCode.InvalidArgument, 'manifest has expired');
+  if (now.getTime() >= expires) throw new AegisError(ErrorCode.Expired, `manifest expired at ${m.expiresAt}`);
   return { manifest: { ...m, round }, hash: sha256(bytes) };
 }

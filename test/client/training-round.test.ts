@@ -38,7 +38,7 @@ describe('manifestOfRoundStart', () => {
     expect(codeOf(() => manifestOfRoundStart(start({ params: { ...m.round, clip: 1000 } })))).toBe('hash-mismatch');
   });
   it('refuses an expired manifest', () => {
-    expect(codeOf(() => manifestOfRoundStart(start(), new Date(Date.now() + 2 * 3_600_000)))).toBe('invalid-argument');
+    expect(codeOf(() => manifestOfRoundStart(start(), new Date(Date.now() + 2 * 3_600_000)))).toBe('expired');
   });
 });
 

@@ -32,10 +32,15 @@ describe('job manifests', () => {
     ['a deadline out of range', bytes({ ...base, deadlines: { unmaskMs: 5 } })],
     ['an expiry before the issue time', bytes({ ...base, expiresAt: '2026-11-22T00:00:00Z' })],
   ])('a manifest with %s is refused with a typed error', (_name, b) => {
-    expect(codeOf(() => parseManifest(b, now))).toMatch(/^(invalid-argument|overflow-risk)$/);
+    expect(codeOf(() => parseManifest(b, now))).toMatch(/^(invalid-argument|overflow-risk|malformed)$/);
   });
 
   test('an expired manifest is refused', () => {
-    expect(codeOf(() => parseManifest(bytes(base), new Date('2026-12-01T00:00:00Z')))).toBe('invalid-argument');
+    expect(codeOf(() => parseManifest(bytes(base), new Date('2026-12-01T00:00:00Z')))).toBe('expired');
+  });
+
+  test('a manifest with a key twice in one object is refused as malformed (no two readers may see two manifests)', () => {
+    const text = new TextDecoder().decode(bytes(base)).replace('"jobId":', '"jobId":"other","jobId":');
+    expect(codeOf(() => parseManifest(new TextEncoder().encode(text), now))).toBe('malformed');
   });
 });

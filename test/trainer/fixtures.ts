@@ -69,6 +69,7 @@ export function manifestFor(spec: ModelSpec, dim: number, training: Record<strin
   return {
     version: 1,
     jobId: 'blobs',
+    revision: 1,
     rounds: 1,
     round: validateRoundParams({ dim, cohort: 3, clip: 1e3, bits: 16 }),
     deadlines: DeadlinesSchema.parse({}),

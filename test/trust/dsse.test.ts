@@ -31,7 +31,7 @@ describe('DSSE', () => {
     const sig = Buffer.from(env.signatures[0]!.sig, 'base64');
     for (let bit = 0; bit < sig.length * 8; bit++) {
       const flipped = Buffer.from(sig);
-      flipped[bit >> 3] ^= 1 << (bit & 7);
+      flipped[bit >> 3] = flipped[bit >> 3]! ^ (1 << (bit & 7));
       const e: DsseEnvelope = { ...env, signatures: [{ keyid: env.signatures[0]!.keyid, sig: flipped.toString('base64') }] };
       expect(codeOf(() => verifyEnvelope(e, MANIFEST_PAYLOAD_TYPE, trust([pkA])))).toBe('bad-signature');
     }
@@ -41,7 +41,7 @@ describe('DSSE', () => {
     const env = signEnvelope(MANIFEST_PAYLOAD_TYPE, payload, [seedA]);
     for (let bit = 0; bit < payload.length * 8; bit++) {
       const p = Buffer.from(payload);
-      p[bit >> 3] ^= 1 << (bit & 7);
+      p[bit >> 3] = p[bit >> 3]! ^ (1 << (bit & 7));
       expect(codeOf(() => verifyEnvelope({ ...env, payload: p.toString('base64') }, MANIFEST_PAYLOAD_TYPE, trust([pkA])))).toBe('bad-signature');
     }
   });

@@ -1,0 +1,162 @@
+/**
+ * `aegis manifest keygen|new|sign|inspect|verify` (ML engineers and ops): publisher keys sealed
+ * like every other private key, an example manifest to edit, DSSE signing, and checks.
+ */
+import { randomBytes } from 'node:crypto';
+import { readFile, writeFile } from 'node:fs/promises';
+import type { Command } from 'commander';
+import { parseIntOption, reportError } from '../cli/output.js';
+import { obtainPassphrase } from '../cli/passphrase.js';
+import { ed25519PublicFromSeed } from '../crypto/ed25519.js';
+import { AegisError, ErrorCode } from '../errors.js';
+import { writeFileAtomic } from '../fs.js';
+import { readKeyfile, writeKeyfile } from '../keystore/passphrase-keyfile.js';
+import { DIGITS_TRAINING, digitsModel } from '../model/digits.js';
+import { loadTf, weightsToBytes } from '../model/tfjs.js';
+import { parseManifest, type JobManifestInput } from '../protocol/manifest.js';
+import { keyIdOf, MANIFEST_PAYLOAD_TYPE, parseEnvelope, verifyEnvelope } from './dsse.js';
+import { describeManifest, PUBLISHER_KEY_LABEL, signManifest } from './manifest.js';
+
+async function readOrFail(path: string, what: string): Promise<Buffer> {
+  try {
+    return await readFile(path);
+  } catch {
+    throw new AegisError(ErrorCode.NotFound, `cannot read ${what} ${path}`);
+  }
+}
+
+/** The public half of a publisher key file: `<key>.pub.json`. */
+export const publicKeyPath = (keyPath: string): string => `${keyPath.replace(/\.key$/, '')}.pub.json`;
+
+/** Reads a publisher public key from a `.pub.json` file, or a file/literal of base64 or hex. */
+export async function readPublicKey(spec: string): Promise<Uint8Array> {
+  let text = spec;
+  if (!/^[A-Za-z0-9+/=]{43,44}$/.test(spec) && !/^[0-9a-f]{64}$/.test(spec)) text = (await readOrFail(spec, 'the public key')).toString('utf8').trim();
+  if (text.startsWith('{')) {
+    const o = JSON.parse(text) as { publicKey?: unknown };
+    if (typeof o.publicKey !== 'string') throw new AegisError(ErrorCode.InvalidArgument, 'the public key file has no publicKey field');
+    text = o.publicKey;
+  }
+  const key = /^[0-9a-f]{64}$/.test(text) ? Buffer.from(text, 'hex') : Buffer.from(text, 'base64');
+  if (key.length !== 32) throw new AegisError(ErrorCode.InvalidArgument, 'a publisher public key is 32 bytes (base64 or hex)');
+  return new Uint8Array(key);
+}
+
+export function registerManifest(program: Command): void {
+  const group = program.command('manifest').description('job manifests: publisher keys, an example to edit, signing, checks');
+
+  group
+    .command('keygen')
+    .description('make a publisher key (sealed with a passphrase) and print its key id and public key')
+    .requiredOption('--out <file>', 'the sealed private key file (the public key goes beside it as <name>.pub.json)')
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (o: { out: string; json?: boolean }) => {
+      try {
+        const seed = randomBytes(32);
+        const publicKey = ed25519PublicFromSeed(seed);
+        const passphrase = await obtainPassphrase({ confirm: true, what: `the publisher key ${o.out}` });
+        await writeKeyfile(o.out, passphrase, PUBLISHER_KEY_LABEL, { seed });
+        seed.fill(0);
+        const pub = { keyid: keyIdOf(publicKey), publicKey: Buffer.from(publicKey).toString('base64') };
+        await writeFileAtomic(publicKeyPath(o.out), `${JSON.stringify(pub, null, 2)}\n`, 0o644);
+        if (o.json) process.stdout.write(`${JSON.stringify({ ...pub, key_file: o.out, public_key_file: publicKeyPath(o.out) })}\n`);
+        else process.stdout.write(`key id     ${pub.keyid}\npublic key ${pub.publicKey}\nsealed key ${o.out}; public key ${publicKeyPath(o.out)} (give it to the registry: aegis registry add-publisher)\n`);
+      } catch (err) {
+        reportError(err, Boolean(o.json));
+      }
+    });
+
+  group
+    .command('new')
+    .description("write a complete, valid example manifest to edit (the demo's digits model) and its initial weights")
+    .requiredOption('--out <file>', 'the manifest (JSON)')
+    .option('--weights-out <file>', 'the initial weights (default: <out>.weights.bin)')
+    .option('--job <id>', 'the job id', 'digits')
+    .option('--clients <n>', 'the cohort size', parseIntOption('clients', 3, 10_000), 10)
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (o: { out: string; weightsOut?: string; job: string; clients: number; json?: boolean }) => {
+      try {
+        const { tf } = await loadTf();
+        const { spec, weights } = await digitsModel(tf);
+        const now = Date.now();
+        const m: JobManifestInput = {
+          version: 1,
+          jobId: o.job,
+          revision: 1,
+          rounds: 10,
+          round: { dim: weights.length, cohort: o.clients, clip: 4096, bits: 24 },
+          deadlines: { advertiseMs: 60_000, shareMs: 30_000, maskedMs: 600_000, consistencyMs: 30_000, unmaskMs: 30_000 },
+          model: spec,
+          training: { ...DIGITS_TRAINING },
+          validation: { gate: 0.05, localFraction: 0.1 },
+          issuedAt: new Date(now).toISOString(),
+          expiresAt: new Date(now + 7 * 86_400_000).toISOString(),
+        };
+        const bytes = new TextEncoder().encode(`${JSON.stringify(m, null, 2)}\n`);
+        parseManifest(bytes); // what we write is valid
+        const weightsOut = o.weightsOut ?? `${o.out.replace(/\.json$/, '')}.weights.bin`;
+        await writeFile(o.out, bytes);
+        await writeFile(weightsOut, weightsToBytes(weights));
+        if (o.json) process.stdout.write(`${JSON.stringify({ manifest: o.out, weights: weightsOut, job_id: o.job, dim: weights.length, initial_weights_sha256: spec.initialWeightsSha256 })}\n`);
+        else process.stdout.write(`wrote ${o.out} (job ${o.job}, ${weights.length} parameters) and ${weightsOut}; edit it, then: aegis manifest sign ${o.out} --key publisher.key --out ${o.out.replace(/\.json$/, '')}.dsse.json\n`);
+      } catch (err) {
+        reportError(err, Boolean(o.json));
+      }
+    });
+
+  group
+    .command('sign')
+    .description('sign a manifest (checked first) into a DSSE envelope')
+    .argument('<manifest>', 'the manifest (JSON)')
+    .requiredOption('--key <file>', 'the sealed publisher key')
+    .requiredOption('--out <file>', 'the envelope to write')
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (file: string, o: { key: string; out: string; json?: boolean }) => {
+      try {
+        const bytes = await readOrFail(file, 'the manifest');
+        const { seed } = await readKeyfile(o.key, await obtainPassphrase({ what: `the publisher key ${o.key}` }), { expectedLabel: PUBLISHER_KEY_LABEL });
+        if (!seed) throw new AegisError(ErrorCode.InvalidArgument, `${o.key} is not a publisher key`);
+        const env = signManifest(bytes, [seed]);
+        seed.fill(0);
+        await writeFile(o.out, `${JSON.stringify(env, null, 2)}\n`);
+        const { manifest, hash } = parseManifest(bytes);
+        const out = { envelope: o.out, job_id: manifest.jobId, revision: manifest.revision, manifest_sha256: Buffer.from(hash).toString('hex'), keyid: env.signatures[0]!.keyid };
+        if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);
+        else process.stdout.write(`signed job ${out.job_id} revision ${out.revision} (manifest sha256 ${out.manifest_sha256}) with key ${out.keyid}: ${o.out}\n`);
+      } catch (err) {
+        reportError(err, Boolean(o.json));
+      }
+    });
+
+  group
+    .command('inspect')
+    .description('print the signed fields and the signers in plain words (no trust decision: see verify)')
+    .argument('<envelope>', 'the signed manifest (DSSE JSON)')
+    .option('--public-key <file...>', "publisher public keys to check the signatures against (.pub.json, base64 or hex)")
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (file: string, o: { publicKey?: string[]; json?: boolean }) => {
+      try {
+        const env = parseEnvelope(await readOrFail(file, 'the envelope'));
+        if (env.payloadType !== MANIFEST_PAYLOAD_TYPE) throw new AegisError(ErrorCode.Malformed, `not a signed manifest (payload type ${env.payloadType.slice(0, 80)})`);
+        const payload = Buffer.from(env.payload, 'base64');
+        const { manifest, hash } = parseManifest(payload, new Date(0));
+        const keys = await Promise.all((o.publicKey ?? []).map(readPublicKey));
+        const signers = env.signatures.map((s) => {
+          const pk = keys.find((k) => keyIdOf(k) === s.keyid);
+          if (!pk) return { keyid: s.keyid };
+          let verified = true;
+          try {
+            verifyEnvelope({ ...env, signatures: [s] }, MANIFEST_PAYLOAD_TYPE, (id) => (id === s.keyid ? pk : undefined));
+          } catch {
+            verified = false;
+          }
+          return { keyid: s.keyid, verified };
+        });
+        const expired = Date.parse(manifest.expiresAt) <= Date.now();
+        if (o.json) process.stdout.write(`${JSON.stringify({ manifest_sha256: Buffer.from(hash).toString('hex'), expired, manifest, signers })}\n`);
+        else process.stdout.write(`${[`manifest sha256 ${Buffer.from(hash).toString('hex')}${expired ? ' (EXPIRED)' : ''}`, ...describeManifest(manifest, signers)].join('\n')}\n`);
+      } catch (err) {
+        reportError(err, Boolean(o.json));
+      }
+    });
+}
