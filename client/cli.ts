@@ -15,6 +15,7 @@ import { loadClient, openOrCreateIdentity, readClientConfig, saveCertificate, sa
 import type { TrainingRound } from './agent/training-round.js';
 import { MemoryDataStore, readJsonlRecords } from './store/memory.js';
 import { trainLocally } from './trainer/index.js';
+import { registerAudit } from './audit/cli.js';
 
 const DEFAULT_DIR = process.env.AEGIS_CLIENT_DIR ?? './aegis-client';
 
@@ -147,4 +148,5 @@ export function registerClient(program: Command): void {
         process.exit(2);
       }
     });
+  registerAudit(group);
 }
