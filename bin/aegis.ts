@@ -9,6 +9,7 @@ import { registerSimulate } from '../bench/sim/cli.js';
 import { registerClient } from '../client/cli.js';
 import { registerClients, registerCoordinator, registerRound } from '../coordinator/cli.js';
 import { registerManifest } from '../shared/trust/manifest-cli.js';
+import { registerRegistry } from '../shared/trust/registry-cli.js';
 
 const program = new Command();
 program
@@ -21,6 +22,7 @@ registerClients(program);
 registerRound(program);
 registerClient(program);
 registerManifest(program);
+registerRegistry(program);
 registerSimulate(program);
 registerDemo(program);
 
