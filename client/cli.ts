@@ -16,6 +16,9 @@ import type { TrainingRound } from './agent/training-round.js';
 import { MemoryDataStore, readJsonlRecords } from './store/memory.js';
 import { trainLocally } from './trainer/index.js';
 import { registerAudit } from './audit/cli.js';
+import { AuditBook } from './audit/audit.js';
+import { TrustBook } from './agent/trust-book.js';
+import { readSnapshot } from '../shared/trust/registry-dir.js';
 
 const DEFAULT_DIR = process.env.AEGIS_CLIENT_DIR ?? './aegis-client';
 
@@ -83,7 +86,8 @@ export function registerClient(program: Command): void {
     .option('--input <file>', 'for plain rounds: this client\'s update {"values": [...], "weight": n}, read at each round')
     .option('--train-data <file>', 'for training jobs: local examples, one JSON object per line with the fields the manifest names (e.g. {"pixels": [...], "digit": 3})')
     .option('--coordinator <host:port>', 'override the address recorded at enrollment')
-    .action(async (o: { dataDir: string; input?: string; trainData?: string; coordinator?: string }) => {
+    .option('--backup-registry <dir>', 'take only publisher-signed jobs, checked against the coordinator registry and this backup registry (a registry directory)')
+    .action(async (o: { dataDir: string; input?: string; trainData?: string; coordinator?: string; backupRegistry?: string }) => {
       const log = createLogger('client');
       try {
         if (!o.input && !o.trainData) throw new AegisError(ErrorCode.InvalidArgument, 'give --input (plain rounds), --train-data (training jobs), or both');
@@ -105,6 +109,8 @@ export function registerClient(program: Command): void {
           identity: loaded.identity,
           certificateDer: loaded.certificateDer,
           ...(o.input ? { input } : {}),
+          audit: await AuditBook.open(dir),
+          ...(o.backupRegistry ? { trust: { backup: () => readSnapshot(resolve(o.backupRegistry!)), book: TrustBook.open(dir) } } : {}),
           ...(store
             ? {
                 train: (round: TrainingRound) =>

@@ -26,6 +26,8 @@ import { channelOptions } from '../shared/rpc/channel.js';
 import type * as secagg from '../shared/gen/aegis/v1/secagg_pb.js';
 import { parseManifest, isTrainingManifest } from '../shared/protocol/manifest.js';
 import { saveTfjsModel, weightsFromBytes } from '../shared/model/tfjs.js';
+import { readSnapshot } from '../shared/trust/registry-dir.js';
+import { parseEnvelope } from '../shared/trust/dsse.js';
 
 const DEFAULT_DIR = process.env.AEGIS_COORDINATOR_DIR ?? './aegis-coordinator';
 
@@ -42,7 +44,8 @@ export function registerCoordinator(program: Command): void {
     .option('--data-dir <dir>', 'where the sealed CA/token keys and the client registry live', DEFAULT_DIR)
     .option('--client-cert-ttl <duration>', 'client certificate lifetime', parseDuration('client-cert-ttl', 60_000, 7 * 86_400_000), 24 * 3_600_000)
     .option('--max-message-mb <n>', 'largest message taken, MiB', parseIntOption('max-message-mb', 1, 1024), 64)
-    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number }) => {
+    .option('--registry <dir>', 'a publisher registry directory (aegis registry init): take only manifests its publishers signed, and serve its signed metadata')
+    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string }) => {
       const log = createLogger('coordinator');
       try {
         const dir = resolve(o.dataDir);
@@ -51,7 +54,17 @@ export function registerCoordinator(program: Command): void {
         const secrets = await openCoordinatorSecrets(dir, passphrase);
         if (secrets.created) log.info({ dataDir: dir, ca: join(dir, 'ca.pem') }, 'created the coordinator CA, token key and operator credential (sealed)');
         const registry = await loadRegistry(dir);
-        const c = new Coordinator({ ca: secrets.ca, tokens: secrets.tokens, registry, dataDir: dir, log, clientCertTtlMs: o.clientCertTtl, maxMessageBytes: o.maxMessageMb * 1024 * 1024 });
+        if (o.registry) await readSnapshot(resolve(o.registry)); // a broken registry is reported at start, not at the first launch
+        const c = new Coordinator({
+          ca: secrets.ca,
+          tokens: secrets.tokens,
+          registry,
+          dataDir: dir,
+          log,
+          clientCertTtlMs: o.clientCertTtl,
+          maxMessageBytes: o.maxMessageMb * 1024 * 1024,
+          ...(o.registry ? { registryDir: resolve(o.registry) } : {}),
+        });
         const { address, enrollAddress } = await c.listen(o.listen, o.enrollListen);
         await writeEndpoint(dir, { address, enrollAddress, pid: process.pid });
         progress(`coordinator listening on ${address} (mTLS), enrollment on ${enrollAddress}; CA certificate: ${join(dir, 'ca.pem')}`);
@@ -249,17 +262,28 @@ export function registerRound(program: Command): void {
       .command('launch')
       .description('launch the next round of the job a manifest describes; a training job (manifest with model and training) is launched once, with --weights, and runs all its rounds'),
   )
-    .requiredOption('--manifest <file>', 'the job manifest (JSON)')
+    .argument('[signed-manifest]', 'the publisher-signed manifest (DSSE envelope, aegis manifest sign)')
+    .option('--manifest <file>', 'an unsigned manifest (JSON): only a coordinator without a registry takes it')
     .option('--weights <file>', "a training job's initial weights (float32 little-endian, tfjs weights.bin layout); must hash to the manifest's model.initialWeightsSha256")
     .option('--gather <duration>', 'wait this long for a full cohort of connected clients', parseDuration('gather', 0, 3_600_000), 10_000)
     .option('--wait', 'follow the round (a training job: all its rounds) until it ends (exit 1 if it aborts or fails)')
-    .action((o: AdminOpts & { manifest: string; weights?: string; gather: number; wait?: boolean }) =>
+    .action((signedPath: string | undefined, o: AdminOpts & { manifest?: string; weights?: string; gather: number; wait?: boolean }) =>
       run(o, async (client) => {
+        if ((signedPath === undefined) === (o.manifest === undefined)) {
+          throw new AegisError(ErrorCode.InvalidArgument, 'give the signed manifest (aegis round launch job.dsse.json) or, to a coordinator without a registry, --manifest job.json');
+        }
+        const path = signedPath ?? o.manifest!;
         let bytes: Buffer;
         try {
-          bytes = await readFile(o.manifest);
+          bytes = await readFile(path);
         } catch {
-          throw new AegisError(ErrorCode.NotFound, `cannot read the manifest ${o.manifest}`);
+          throw new AegisError(ErrorCode.NotFound, `cannot read the manifest ${path}`);
+        }
+        let signedManifest: Buffer | undefined;
+        if (signedPath !== undefined) {
+          parseEnvelope(bytes); // malformed envelopes are refused here, with their reason
+          signedManifest = bytes;
+          bytes = Buffer.alloc(0);
         }
         let initialWeights: Buffer | undefined;
         if (o.weights) {
@@ -272,7 +296,7 @@ export function registerRound(program: Command): void {
         const r = await call<admin.LaunchRoundRequest, admin.LaunchRoundReply>(
           client,
           'launchRound',
-          create(admin.LaunchRoundRequestSchema, { manifestJson: bytes, gatherMs: o.gather, ...(initialWeights ? { initialWeights } : {}) }),
+          create(admin.LaunchRoundRequestSchema, { manifestJson: bytes, gatherMs: o.gather, ...(initialWeights ? { initialWeights } : {}), ...(signedManifest ? { signedManifest } : {}) }),
         );
         const launched = { job_id: r.jobId, round: r.roundIndex, manifest_hash: Buffer.from(r.manifestHash).toString('hex'), cohort: r.cohort };
         if (!o.wait) return out(o, launched, `launched round ${r.roundIndex} of job ${r.jobId} with ${r.cohort.length} clients`);

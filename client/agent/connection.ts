@@ -25,6 +25,11 @@ import { DeterministicRng } from '../../shared/crypto/rng.js';
 import type { RoundStart } from '../../shared/protocol/messages.js';
 import { sameRound } from '../../shared/protocol/session.js';
 import { isTrainingManifest, manifestOfRoundStart, verifiedModel, type Trainer } from './training-round.js';
+import * as trustPb from '../../shared/gen/aegis/v1/trust_pb.js';
+import { verifySignedManifest } from '../../shared/trust/manifest.js';
+import { checkRegistries, parseSnapshot, publisherKey, type RegistrySnapshot } from '../../shared/trust/registry.js';
+import type { AuditBook } from '../audit/audit.js';
+import type { TrustBook } from './trust-book.js';
 
 
 /** A gRPC error as a typed AegisError: its reason code, or `unavailable` for transport failures. */
@@ -91,6 +96,17 @@ export interface RunnerOptions {
    * rounds out.
    */
   train?: Trainer;
+  /**
+   * Trust (DESIGN.md §3): take only rounds whose manifest a publisher signed, verified against
+   * the coordinator's registry and a backup registry that must agree; remember what was
+   * accepted (no rollback); in audit mode, admit only approved jobs.
+   */
+  trust?: { backup: () => Promise<RegistrySnapshot>; book: TrustBook };
+  /**
+   * Audit mode: a registry mismatch enters it; while in it, each new job needs the operator's
+   * approval bound to its manifest hash (a refused job is sat out with `approval-required`).
+   */
+  audit?: AuditBook;
   /** Runs when a round starts, before the client joins it (e.g. to read and quantize its update). */
   beforeRound?: (round: RoundRef, params: RoundParams) => Promise<void>;
   /** Persists a renewed certificate. */
@@ -127,6 +143,7 @@ export class ClientRunner {
   readonly agent: ClientAgent;
   private readonly opts: RunnerOptions;
   private client!: SecAggClient;
+  private trustClient!: TypedClient<MethodsOf<typeof trustPb.Trust>>;
   private certificateDer: Uint8Array;
   private tokens: string[] = [];
   private tokensExpireAt = 0;
@@ -185,6 +202,7 @@ export class ClientRunner {
     // Not awaiting the event chain: stop() may be called from inside an event handler. Whatever
     // is still queued fails fast on the closed channel.
     this.client?.close();
+    this.trustClient?.close();
     this.finish(undefined);
     await Promise.resolve();
   }
@@ -200,6 +218,8 @@ export class ClientRunner {
     this.reconnectPending = false;
     this.client?.close();
     this.client = new (clientFor(pb.SecAgg))(this.opts.address, this.credentials(), channelOptions(this.opts.address));
+    this.trustClient?.close();
+    this.trustClient = new (clientFor(trustPb.Trust))(this.opts.address, this.credentials(), channelOptions(this.opts.address));
     this.tokens = [];
   }
 
@@ -329,7 +349,9 @@ export class ClientRunner {
    */
   private async prepareRound(ev: RoundStart): Promise<void> {
     this.training = undefined;
+    if (this.opts.trust) await this.checkTrust(ev, this.opts.trust);
     const manifest = manifestOfRoundStart(ev);
+    if (manifest && this.opts.audit) await this.opts.audit.admit(manifest.jobId, Buffer.from(ev.round.manifestHash).toString('hex'));
     if (!manifest || !isTrainingManifest(manifest)) {
       if (!this.opts.input) throw new AegisError(ErrorCode.InvalidArgument, 'this client has no input for a plain round (aegis client run --input)');
       return;
@@ -353,6 +375,37 @@ export class ClientRunner {
     })();
     input.catch(() => undefined);
     this.training = { round, input };
+  }
+
+  /**
+   * The signed manifest of a round start: both registries verified and in agreement (else the
+   * client enters audit mode: `registry-mismatch`), a trusted publisher's valid signature, no
+   * older revision of the job than one accepted before, the signed bytes being the round's
+   * manifest, and — in audit mode — the operator's approval for this job and hash.
+   */
+  private async checkTrust(ev: RoundStart, trust: NonNullable<RunnerOptions['trust']>): Promise<void> {
+    if (!ev.signedManifest) throw new AegisError(ErrorCode.UnknownKey, 'the round start carries no signed manifest; this client takes only publisher-signed jobs');
+    const now = new Date();
+    const reply = await callUnary(this.trustClient.getRegistry.bind(this.trustClient), create(trustPb.GetRegistryRequestSchema, {}), new grpc.Metadata(), { deadline: Date.now() + 15_000 });
+    const primary = parseSnapshot(reply.snapshot);
+    const backup = await trust.backup();
+    const seen = await trust.book.load();
+    let checked: ReturnType<typeof checkRegistries>;
+    try {
+      checked = checkRegistries(primary, backup, seen.registry, now);
+    } catch (err) {
+      if (isAegisError(err, ErrorCode.RegistryMismatch)) await this.opts.audit?.enter('registry-mismatch', 'the coordinator registry and the backup registry disagree');
+      throw err;
+    }
+    const v = verifySignedManifest(ev.signedManifest, (id) => publisherKey(checked.publishers, id), { now });
+    const previous = seen.revisions[v.manifest.jobId];
+    if (previous !== undefined && v.manifest.revision < previous) {
+      throw new AegisError(ErrorCode.Rollback, `revision ${v.manifest.revision} of job '${v.manifest.jobId}' is older than revision ${previous}, already accepted`);
+    }
+    if (!Buffer.from(v.hash).equals(Buffer.from(ev.round.manifestHash)) || (ev.manifestJson && !Buffer.from(ev.manifestJson).equals(Buffer.from(v.manifestJson)))) {
+      throw new AegisError(ErrorCode.HashMismatch, 'the signed manifest is not the manifest of this round');
+    }
+    await trust.book.accept(checked.state, v.manifest.jobId, v.manifest.revision);
   }
 
   /** A model version's bytes over the mTLS channel, refusing more than `expectedBytes`. */

@@ -24,6 +24,10 @@ import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
 import * as enroll from '../../shared/gen/aegis/v1/enrollment_pb.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
+import * as trust from '../../shared/gen/aegis/v1/trust_pb.js';
+import { verifyRootHistory, verifyPublishers, publisherKey, snapshotBytes } from '../../shared/trust/registry.js';
+import { readSnapshot } from '../../shared/trust/registry-dir.js';
+import { verifySignedManifest } from '../../shared/trust/manifest.js';
 import { decodeWeightedSum } from '../../shared/crypto/quantize.js';
 import { isTrainingManifest, parseManifest, type JobManifest } from '../../shared/protocol/manifest.js';
 import type { ClientMessage, RoundRef, ServerEvent, ServerMessage } from '../../shared/protocol/messages.js';
@@ -70,6 +74,11 @@ export interface CoordinatorOptions {
    * for it (it may still come back until the phase closes). Default 2 s.
    */
   lostAfterMs?: number;
+  /**
+   * A publisher registry directory (aegis registry init): the coordinator then takes only
+   * manifests signed by a publisher it lists, and serves its signed metadata (Trust service).
+   */
+  registryDir?: string;
 }
 
 interface RoundRecord {
@@ -92,6 +101,8 @@ interface Job {
   manifest: JobManifest;
   manifestJson: Uint8Array;
   manifestHash: Uint8Array;
+  /** The publisher-signed envelope the job was launched with (sent in every round start). */
+  signedManifest?: Uint8Array;
   rounds: RoundRecord[];
   /** A training job: its model versions and progress (the coordinator drives its rounds). */
   training?: TrainingProgress;
@@ -173,13 +184,15 @@ export class Coordinator {
     addService(main, pb.SecAgg, this.secAggImpl());
     addService(main, enroll.Enrollment, this.enrollmentImpl());
     addService(main, admin.Admin, this.adminImpl());
-    addHealthAndReflection(main, [pb.SecAgg, enroll.Enrollment, admin.Admin]);
+    addService(main, trust.Trust, this.trustImpl());
+    addHealthAndReflection(main, [pb.SecAgg, enroll.Enrollment, admin.Admin, trust.Trust]);
     const mainCreds = grpc.ServerCredentials.createSsl(Buffer.from(this.ca.certificatePem), keyCert, true);
     const mainPort = await bind(main, `${host}:${portText}`, mainCreds);
 
     const enrollServer = new grpc.Server({ 'grpc.max_receive_message_length': 64 * 1024 });
     addService(enrollServer, enroll.Enrollment, this.enrollmentImpl());
-    addHealthAndReflection(enrollServer, [enroll.Enrollment]);
+    addService(enrollServer, trust.Trust, this.trustImpl());
+    addHealthAndReflection(enrollServer, [enroll.Enrollment, trust.Trust]);
     const enrollCreds = grpc.ServerCredentials.createSsl(null, keyCert, false);
     const enrollTarget = enrollListen ?? `${host}:${portText === '0' ? 0 : Number(portText) + 1}`;
     const [enrollHost] = splitHostPort(enrollTarget);
@@ -501,7 +514,11 @@ export class Coordinator {
       }),
       launchRound: unary<admin.LaunchRoundRequest, admin.LaunchRoundReply>(async (req, call) => {
         const operator = this.operatorOf(call);
-        const r = await this.launch(req.manifestJson, { gatherMs: req.gatherMs, ...(req.initialWeights.length > 0 ? { initialWeights: req.initialWeights } : {}) });
+        const r = await this.launch(req.manifestJson, {
+          gatherMs: req.gatherMs,
+          ...(req.initialWeights.length > 0 ? { initialWeights: req.initialWeights } : {}),
+          ...(req.signedManifest.length > 0 ? { signedManifest: req.signedManifest } : {}),
+        });
         this.log?.info({ operator, job: r.jobId, round: r.roundIndex, cohort: r.cohort.length }, 'round launched');
         return create(admin.LaunchRoundReplySchema, { jobId: r.jobId, manifestHash: r.manifestHash, roundIndex: r.roundIndex, cohort: r.cohort });
       }),
@@ -537,9 +554,10 @@ export class Coordinator {
    * min(cohort, connected) of them (at least t + 1 and 3), and starts its phase clock.
    */
   async launch(
-    manifestJson: Uint8Array,
-    opts: { gatherMs?: number; initialWeights?: Uint8Array } = {},
+    manifestJsonIn: Uint8Array,
+    opts: { gatherMs?: number; initialWeights?: Uint8Array; signedManifest?: Uint8Array } = {},
   ): Promise<{ jobId: string; manifestHash: Uint8Array; roundIndex: number; cohort: string[] }> {
+    const manifestJson = await this.verifiedManifestBytes(manifestJsonIn, opts.signedManifest);
     const { manifest, hash } = parseManifest(manifestJson, new Date(this.clock()));
     const existing = this.jobs.get(manifest.jobId);
     if (existing && Buffer.compare(Buffer.from(existing.manifestHash), Buffer.from(hash)) !== 0) {
@@ -555,7 +573,15 @@ export class Coordinator {
       }
       const models = new ModelStore(manifest.jobId, this.clock);
       models.add(weights, { clients: 0, totalWeight: 0 });
-      const job: Job = { jobId: manifest.jobId, manifest, manifestJson: new Uint8Array(manifestJson), manifestHash: hash, rounds: [], training: newTrainingProgress(models, gatherMs) };
+      const job: Job = {
+        jobId: manifest.jobId,
+        manifest,
+        manifestJson: new Uint8Array(manifestJson),
+        manifestHash: hash,
+        ...(opts.signedManifest ? { signedManifest: new Uint8Array(opts.signedManifest) } : {}),
+        rounds: [],
+        training: newTrainingProgress(models, gatherMs),
+      };
       const started = await this.startRound(job, gatherMs);
       // Only a job that started is written out: a refused launch leaves nothing behind.
       if (this.opts.dataDir !== undefined) models.persistTo(this.opts.dataDir);
@@ -565,8 +591,45 @@ export class Coordinator {
     if (last && !last.outcome) throw new AegisError(ErrorCode.WrongPhase, `round ${last.index} of job '${manifest.jobId}' is still running`);
     const index = existing?.rounds.length ?? 0;
     if (index >= manifest.rounds) throw new AegisError(ErrorCode.WrongPhase, `job '${manifest.jobId}' has run all its ${manifest.rounds} rounds`);
-    const job = existing ?? { jobId: manifest.jobId, manifest, manifestJson: new Uint8Array(manifestJson), manifestHash: hash, rounds: [] };
+    const job: Job = existing ?? {
+      jobId: manifest.jobId,
+      manifest,
+      manifestJson: new Uint8Array(manifestJson),
+      manifestHash: hash,
+      ...(opts.signedManifest ? { signedManifest: new Uint8Array(opts.signedManifest) } : {}),
+      rounds: [],
+    };
     return this.startRound(job, gatherMs);
+  }
+
+  /**
+   * The manifest bytes to run. With a registry, only a manifest signed by a publisher it lists
+   * (and not revoked), unexpired, is taken; its signed payload is the manifest. Without one (the
+   * embedded default), a signed manifest cannot be checked and is refused.
+   */
+  private async verifiedManifestBytes(manifestJson: Uint8Array, signed: Uint8Array | undefined): Promise<Uint8Array> {
+    const dir = this.opts.registryDir;
+    if (dir === undefined) {
+      if (signed) throw new AegisError(ErrorCode.UnknownKey, 'this coordinator has no publisher registry to check a signed manifest against (coordinator start --registry DIR)');
+      return manifestJson;
+    }
+    if (!signed) throw new AegisError(ErrorCode.UnknownKey, 'this coordinator takes only signed manifests (aegis manifest sign; aegis round launch job.dsse.json)');
+    const now = new Date(this.clock());
+    const snapshot = await readSnapshot(dir);
+    const chain = verifyRootHistory(undefined, snapshot.roots, now);
+    const root = chain[chain.length - 1]!.doc;
+    const publishers = verifyPublishers(root, snapshot.publishers, now);
+    return verifySignedManifest(signed, (id) => publisherKey(publishers, id), { now }).manifestJson;
+  }
+
+  private trustImpl() {
+    return {
+      getRegistry: unary<trust.GetRegistryRequest, trust.RegistryReply>(async () => {
+        const dir = this.opts.registryDir;
+        if (dir === undefined) throw new AegisError(ErrorCode.NotFound, 'this coordinator serves no publisher registry');
+        return create(trust.RegistryReplySchema, { snapshot: snapshotBytes(await readSnapshot(dir)) });
+      }),
+    };
   }
 
   /**
@@ -613,6 +676,7 @@ export class Coordinator {
       onPhase: (p) => p !== Phase.MaskedInput && gate.open(),
     });
     const start: ServerEvent = { type: 'round-start', round: ref, params: manifest.round, deadlines: manifest.deadlines, manifestJson: job.manifestJson };
+    if (job.signedManifest) start.signedManifest = job.signedManifest;
     if (job.training) {
       const { version, sha256: digest } = job.training.models.latest;
       start.model = { version, sha256: digest };

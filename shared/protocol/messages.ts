@@ -147,6 +147,8 @@ export interface RoundStart {
   manifestJson?: Uint8Array;
   /** A training round: the global model version to train from. */
   model?: ModelVersionRef;
+  /** The publisher-signed manifest (DSSE envelope JSON) whose payload is `manifestJson`. */
+  signedManifest?: Uint8Array;
 }
 
 /** A version of a training job's global model and the SHA-256 of its weights. */

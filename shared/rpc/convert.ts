@@ -328,6 +328,7 @@ export function toEventEnvelope(e: M.ServerEvent): pb.ServerEnvelope {
     });
     const start = create(pb.RoundStartSchema, { round: roundToProto(e.round), parameters });
     if (e.manifestJson) start.manifestJson = e.manifestJson;
+    if (e.signedManifest) start.signedManifest = e.signedManifest;
     if (e.model) start.model = create(pb.ModelVersionSchema, { version: e.model.version, sha256: e.model.sha256 });
     return create(pb.ServerEnvelopeSchema, { message: { case: 'roundStart', value: start } });
   }
@@ -369,6 +370,7 @@ export function fromEventEnvelope(e: pb.ServerEnvelope): M.ServerEvent {
     };
     if (deadlines) ev.deadlines = deadlines;
     if (message.value.manifestJson.length > 0) ev.manifestJson = message.value.manifestJson;
+    if (message.value.signedManifest.length > 0) ev.signedManifest = message.value.signedManifest;
     const model = message.value.model;
     if (model) {
       if (model.sha256.length !== 32) invalid('model hash must be 32 bytes');
