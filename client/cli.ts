@@ -14,7 +14,7 @@ import { ClientRunner, enrollWithToken, type RunnerEvent } from './agent/connect
 import { loadClient, openOrCreateIdentity, readClientConfig, saveCertificate, saveEnrollment } from './agent/data-dir.js';
 import type { TrainingRound } from './agent/training-round.js';
 import { MemoryDataStore, readJsonlRecords } from './store/memory.js';
-import { trainLocally } from './trainer/index.js';
+import { trainLocally, validateLocally } from './trainer/index.js';
 import { registerAudit } from './audit/cli.js';
 import { AuditBook } from './audit/audit.js';
 import { TrustBook } from './agent/trust-book.js';
@@ -115,6 +115,7 @@ export function registerClient(program: Command): void {
             ? {
                 train: (round: TrainingRound) =>
                   trainLocally({ manifest: round.manifest, globalWeights: round.globalWeights, data: store, maxWeight: 2 ** round.manifest.round.bits - 1 }),
+                validate: async (round: TrainingRound) => (await validateLocally({ manifest: round.manifest, weights: round.globalWeights, data: store }))?.accuracy,
               }
             : {}),
           beforeRound: async (_round, params) => {

@@ -24,7 +24,7 @@ import { encodeWeightedInput } from '../../shared/crypto/quantize.js';
 import { DeterministicRng } from '../../shared/crypto/rng.js';
 import type { RoundStart } from '../../shared/protocol/messages.js';
 import { sameRound } from '../../shared/protocol/session.js';
-import { isTrainingManifest, manifestOfRoundStart, verifiedModel, type Trainer } from './training-round.js';
+import { isTrainingManifest, manifestOfRoundStart, verifiedModel, type Trainer, type TrainingRound } from './training-round.js';
 import * as trustPb from '../../shared/gen/aegis/v1/trust_pb.js';
 import { verifySignedManifest } from '../../shared/trust/manifest.js';
 import { checkRegistries, parseSnapshot, publisherKey, type RegistrySnapshot } from '../../shared/trust/registry.js';
@@ -107,6 +107,12 @@ export interface RunnerOptions {
    * approval bound to its manifest hash (a refused job is sat out with `approval-required`).
    */
   audit?: AuditBook;
+  /**
+   * The accuracy of a training round's global model on this client's local validation holdout
+   * (undefined: none). When a new model version loses more accuracy than the manifest's gate,
+   * the client enters audit mode and does not train on it.
+   */
+  validate?: (round: TrainingRound) => Promise<number | undefined>;
   /** Runs when a round starts, before the client joins it (e.g. to read and quantize its update). */
   beforeRound?: (round: RoundRef, params: RoundParams) => Promise<void>;
   /** Persists a renewed certificate. */
@@ -152,6 +158,8 @@ export class ClientRunner {
   private stopped = false;
   private failures = 0;
   private events: Promise<void> = Promise.resolve();
+  /** Per job: the latest model version this client checked and its local validation accuracy. */
+  private readonly validated = new Map<string, { version: number; accuracy: number }>();
   /** The input being made by local training for the current training round. */
   private training: { round: RoundRef; input: Promise<Uint32Array> } | undefined;
   private roundTimer: NodeJS.Timeout | undefined;
@@ -365,6 +373,7 @@ export class ClientRunner {
     const { train } = this.opts;
     const round = ev.round;
     const modelVersion = ev.model.version;
+    await this.checkValidation({ roundIndex: round.roundIndex, manifest, globalWeights, modelVersion }, Buffer.from(round.manifestHash).toString('hex'));
     const input = (async () => {
       const u = await train({ roundIndex: round.roundIndex, manifest, globalWeights, modelVersion });
       const maxWeight = 2 ** manifest.round.bits - 1;
@@ -406,6 +415,28 @@ export class ClientRunner {
       throw new AegisError(ErrorCode.HashMismatch, 'the signed manifest is not the manifest of this round');
     }
     await trust.book.accept(checked.state, v.manifest.jobId, v.manifest.revision);
+  }
+
+  /**
+   * The poisoned-server check: a global model that loses more local validation accuracy than
+   * the manifest's gate, compared with the last version this client checked, puts the client
+   * in audit mode (`validation-drop`); it then does not train on the model, and this job and
+   * the next ones need the operator's approval.
+   */
+  private async checkValidation(r: TrainingRound, manifestSha256: string): Promise<void> {
+    const gate = r.manifest.validation?.gate;
+    if (!this.opts.validate || gate === undefined) return;
+    const accuracy = await this.opts.validate(r);
+    if (accuracy === undefined) return;
+    const prev = this.validated.get(r.manifest.jobId);
+    if (prev && prev.version < r.modelVersion && prev.accuracy - accuracy > gate) {
+      const detail = `model version ${r.modelVersion} of job ${r.manifest.jobId} lost ${((prev.accuracy - accuracy) * 100).toFixed(1)} points of local validation accuracy (gate ${(gate * 100).toFixed(1)})`;
+      await this.opts.audit?.enter('validation-drop', detail);
+      // In audit mode now: this job, too, runs only with the operator's approval.
+      if (this.opts.audit) await this.opts.audit.admit(r.manifest.jobId, manifestSha256);
+      else throw new AegisError(ErrorCode.ApprovalRequired, detail);
+    }
+    if (!prev || prev.version <= r.modelVersion) this.validated.set(r.manifest.jobId, { version: r.modelVersion, accuracy });
   }
 
   /** A model version's bytes over the mTLS channel, refusing more than `expectedBytes`. */

@@ -47,7 +47,8 @@ export async function trainLocally(opts: {
   const { manifest, globalWeights, data, maxWeight } = opts;
   const training = manifest.training;
   if (!Number.isInteger(maxWeight) || maxWeight < 1) fail(ErrorCode.InvalidArgument, `maxWeight must be a positive integer, got ${maxWeight}`);
-  const examples = await data.trainingExamples({ features: training.features, label: training.label });
+  // The local validation holdout (manifest.validation.localFraction) is never trained on.
+  const { train: examples } = splitHoldout(await data.trainingExamples({ features: training.features, label: training.label }), manifest.validation?.localFraction ?? 0);
   if (examples.count === 0) fail(ErrorCode.InvalidArgument, 'no training examples');
   const count = Math.min(examples.count, maxWeight);
 
@@ -197,3 +198,36 @@ function makeOptimizer(tf: Tf, kind: TrainingSpec['optimizer'], lr: number): Opt
   }
 }
 
+
+/**
+ * The client's examples split into those it trains on and a local validation holdout: the last
+ * `fraction` of them (at least one when the fraction is positive and there are two or more),
+ * which checks each new global model before the client trains on it.
+ */
+export function splitHoldout(ex: TrainingExamples, fraction: number): { train: TrainingExamples; holdout: TrainingExamples | undefined } {
+  if (!(fraction > 0) || ex.count < 2) return { train: ex, holdout: undefined };
+  const held = Math.min(ex.count - 1, Math.max(1, Math.round(ex.count * fraction)));
+  const keep = ex.count - held;
+  const part = (from: number, to: number): TrainingExamples => ({
+    features: ex.features.subarray(from * ex.featureDim, to * ex.featureDim),
+    featureDim: ex.featureDim,
+    labels: ex.labels.subarray(from, to),
+    count: to - from,
+  });
+  return { train: part(0, keep), holdout: part(keep, ex.count) };
+}
+
+/**
+ * Accuracy of `weights` on the client's local validation holdout, or undefined when the
+ * manifest asks for none (or the client has too few examples to hold any out).
+ */
+export async function validateLocally(opts: { manifest: TrainingManifest; weights: Float32Array; data: LocalDataStore }): Promise<{ accuracy: number; loss: number; examples: number } | undefined> {
+  const { manifest } = opts;
+  const fraction = manifest.validation?.localFraction ?? 0;
+  if (!(fraction > 0)) return undefined;
+  const all = await opts.data.trainingExamples({ features: manifest.training.features, label: manifest.training.label });
+  const { holdout } = splitHoldout(all, fraction);
+  if (!holdout) return undefined;
+  const r = await evaluateModel({ spec: manifest.model, loss: manifest.training.loss, weights: opts.weights, examples: holdout });
+  return { ...r, examples: holdout.count };
+}

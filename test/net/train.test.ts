@@ -7,11 +7,15 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Coordinator } from '../../coordinator/service/coordinator.js';
-import { weightBytes } from '../../coordinator/service/training.js';
+import { ModelStore, weightBytes } from '../../coordinator/service/training.js';
+import { AuditBook } from '../../client/audit/audit.js';
+import { mkdtemp } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { ClientRunner, RunnerEvent } from '../../client/agent/connection.js';
 import type { TrainingRound } from '../../client/agent/training-round.js';
 import { MemoryDataStore } from '../../client/store/memory.js';
-import { evaluateModel, trainLocally } from '../../client/trainer/index.js';
+import { evaluateModel, trainLocally, validateLocally } from '../../client/trainer/index.js';
 import { splitDigits, type DigitsSplit } from '../../bench/demo/mnist.js';
 import { createHash } from 'node:crypto';
 import { DIGITS_TRAINING, digitsModel } from '../../shared/model/digits.js';
@@ -216,6 +220,64 @@ describe('a client whose local training fails', () => {
       // The reason is a code, never the exception's text (it could carry local details).
       expect(left[0]!.e.kind === 'left' && left[0]!.e.code).toBe('internal');
     } finally {
+      await Promise.all(runners.map((r) => r.stop()));
+      await c.close();
+    }
+  });
+});
+
+describe('the poisoned-server scenario', () => {
+  it('a coordinator that publishes a poisoned global model is caught by the clients’ validation; they enter audit mode and refuse the next job until approved', async () => {
+    // The "poisoned server": it publishes round 1's model scaled by -2 (with a matching hash).
+    const honestAdd = ModelStore.prototype.add;
+    ModelStore.prototype.add = function (this: ModelStore, weights: Float32Array, from: Parameters<ModelStore['add']>[1]) {
+      return honestAdd.call(this, from.roundIndex === 1 ? weights.map((w) => w * -2) : weights, from);
+    };
+    const c = await startCoordinator();
+    const clients = await enrollClients(c, CLIENTS, 'guarded');
+    const dirs = await Promise.all(clients.map(() => mkdtemp(join(tmpdir(), 'aegis-poison-'))));
+    const audits = await Promise.all(dirs.map((d) => AuditBook.open(d)));
+    const events: { id: string; e: RunnerEvent }[] = [];
+    const runners = startRunners(c, clients, 4, (id, e) => events.push({ id, e }), (i) => ({
+      audit: audits[i]!,
+      train: (round: TrainingRound) => trainLocally({ manifest: round.manifest, globalWeights: round.globalWeights, data: new MemoryDataStore(split.shards[i]!), maxWeight: 2 ** BITS - 1 }),
+      validate: async (round: TrainingRound) => (await validateLocally({ manifest: round.manifest, weights: round.globalWeights, data: new MemoryDataStore(split.shards[i]!) }))?.accuracy,
+    }));
+    try {
+      await waitFor(() => c.connectedClients().length === CLIENTS, 20_000, 'clients to connect');
+      const bytes = manifest({
+        jobId: 'poisoned',
+        rounds: 3,
+        round: { dim: initial.length, cohort: CLIENTS, clip: CLIP, bits: BITS },
+        deadlines: { advertiseMs: 3_000, shareMs: 15_000, maskedMs: 60_000, consistencyMs: 15_000, unmaskMs: 15_000 },
+        model: spec,
+        training: { ...DIGITS_TRAINING, epochs: 3, maxAbortedRounds: 0 },
+        validation: { gate: 0.05, localFraction: 0.2 },
+      });
+      await c.launch(bytes, { gatherMs: 5_000, initialWeights: weightBytes(initial) });
+      // Rounds 0 and 1 complete; round 2 would train on the poisoned version 2: nobody does.
+      expect(await c.trainingFinished('poisoned')).toBe('failed');
+      expect(c.modelsOf('poisoned')).toHaveLength(3);
+      const refused = events.filter((x) => x.e.kind === 'sat-out' && x.e.roundIndex === 2);
+      expect(new Set(refused.map((x) => x.id)).size).toBe(CLIENTS);
+      for (const x of refused) expect(x.e.kind === 'sat-out' && x.e.code).toBe('approval-required');
+      for (const a of audits) {
+        const s = await a.status();
+        expect(s).toMatchObject({ inAuditMode: true, remaining: 5, reason: 'validation-drop' });
+      }
+      // The next job is refused until each operator approves exactly that job and manifest hash.
+      const next = manifest({ jobId: 'after-poison', rounds: 2, round: { dim: 4, cohort: CLIENTS }, deadlines: { advertiseMs: 1_500, shareMs: 5_000, maskedMs: 5_000, consistencyMs: 5_000, unmaskMs: 5_000 } });
+      await c.launch(next, { gatherMs: 5_000 });
+      expect((await c.outcomeOf('after-poison', 0)).ok).toBe(false);
+      expect(new Set(events.filter((x) => x.e.kind === 'sat-out' && x.e.code === 'approval-required' && x.e.roundIndex === 0).map((x) => x.id)).size).toBe(CLIENTS);
+      const hash = createHash('sha256').update(next).digest('hex');
+      for (const a of audits) await a.approve('after-poison', hash);
+      await c.launch(next, { gatherMs: 5_000 });
+      expect((await c.outcomeOf('after-poison', 1)).ok).toBe(true);
+      // The approval counted once: 4 more jobs need one.
+      for (const a of audits) expect((await a.status()).remaining).toBe(4);
+    } finally {
+      ModelStore.prototype.add = honestAdd;
       await Promise.all(runners.map((r) => r.stop()));
       await c.close();
     }
