@@ -15,15 +15,9 @@ export interface ExampleFields {
   label: string;
 }
 
-/** Examples packed for training: row-major features and one label per example. */
-export interface TrainingExamples {
-  /** count × featureDim values, row-major. */
-  features: Float32Array;
-  featureDim: number;
-  /** One label per example. */
-  labels: Float32Array;
-  count: number;
-}
+/** Examples packed for training (defined with the evaluation code both sides share). */
+export type { TrainingExamples } from '../../shared/model/evaluate.js';
+import type { TrainingExamples } from '../../shared/model/evaluate.js';
 
 export interface LocalDataStore {
   /** How many records the store holds. */
