@@ -136,6 +136,8 @@ export type RunnerEvent =
   | { kind: 'fatal'; code: string; message: string }
   /** The client did not join a round (a check failed, or it has nothing to contribute). */
   | { kind: 'sat-out'; roundIndex: number; code: string; message: string }
+  /** The coordinator flagged a round's model as suspected poisoning (the client enters audit mode). */
+  | { kind: 'poisoning-flag'; roundIndex: number }
   /** Local training for a round finished. */
   | { kind: 'trained'; roundIndex: number; modelVersion: number; examples: number; loss: number; trainMs: number; fetchMs: number };
 
@@ -342,6 +344,10 @@ export class ClientRunner {
         this.armRoundDeadline(ev.round, ev.deadlines);
         await this.opts.beforeRound?.(ev.round, ev.params);
       }
+    }
+    if (ev.type === 'round-outcome' && ev.poisoningFlagged) {
+      this.opts.onEvent?.({ kind: 'poisoning-flag', roundIndex: ev.round.roundIndex });
+      await this.opts.audit?.enter('poisoning-flag', `the coordinator held back the model of round ${ev.round.roundIndex} (validation gate)`);
     }
     await this.agent.onEvent(ev);
     if (ev.type === 'round-outcome' && this.agent.currentRound === null) {

@@ -28,6 +28,8 @@ import * as trust from '../../shared/gen/aegis/v1/trust_pb.js';
 import { verifyRootHistory, verifyPublishers, publisherKey, snapshotBytes } from '../../shared/trust/registry.js';
 import { readSnapshot } from '../../shared/trust/registry-dir.js';
 import { verifySignedManifest } from '../../shared/trust/manifest.js';
+import { evaluateModel } from '../../shared/model/evaluate.js';
+import type { LocalDataStore } from '../../shared/store/types.js';
 import { decodeWeightedSum } from '../../shared/crypto/quantize.js';
 import { isTrainingManifest, parseManifest, type JobManifest } from '../../shared/protocol/manifest.js';
 import type { ClientMessage, RoundRef, ServerEvent, ServerMessage } from '../../shared/protocol/messages.js';
@@ -79,6 +81,12 @@ export interface CoordinatorOptions {
    * manifests signed by a publisher it lists, and serves its signed metadata (Trust service).
    */
   registryDir?: string;
+  /**
+   * Validation sets by name, for the poisoning check of training jobs whose manifest names one
+   * (`validation.dataset`): a round's new model that loses more accuracy on it than the gate is
+   * held back, the round flagged, and the clients told.
+   */
+  validationSets?: Record<string, LocalDataStore>;
 }
 
 interface RoundRecord {
@@ -568,6 +576,10 @@ export class Coordinator {
       if (existing) throw new AegisError(ErrorCode.AlreadyExists, `training job '${manifest.jobId}' was launched already; the coordinator runs its rounds (aegis round status ${manifest.jobId})`);
       if (!opts.initialWeights || opts.initialWeights.length === 0) throw new AegisError(ErrorCode.InvalidArgument, 'a training job needs its initial weights (aegis round launch --weights FILE)');
       const weights = weightsOf(opts.initialWeights, manifest.round.dim);
+      const dataset = manifest.validation?.dataset;
+      if (dataset !== undefined && !this.opts.validationSets?.[dataset]) {
+        throw new AegisError(ErrorCode.NotFound, `this coordinator has no validation set '${dataset}' (coordinator start --validation-data ${dataset}=FILE.jsonl)`);
+      }
       if (Buffer.from(sha256(opts.initialWeights)).toString('hex') !== manifest.model.initialWeightsSha256) {
         throw new AegisError(ErrorCode.HashMismatch, "the initial weights do not match the manifest's model.initialWeightsSha256");
       }
@@ -710,15 +722,39 @@ export class Coordinator {
   private finishRound(job: Job, r: RoundRecord, o: RoundOutcome): void {
     r.outcome = o;
     r.endedAt = this.clock();
-    const ev: ServerEvent = o.ok ? { type: 'round-outcome', round: r.ref, ok: true } : { type: 'round-outcome', round: r.ref, ok: false, reason: o.reason };
+    // A training round checked on a validation set is announced once the check has run.
+    const deferred = o.ok && job.training !== undefined && job.manifest.validation?.dataset !== undefined;
+    if (!deferred) this.announceOutcome(r, o.ok ? { type: 'round-outcome', round: r.ref, ok: true } : { type: 'round-outcome', round: r.ref, ok: false, reason: o.reason });
+    if (o.ok) this.log?.info({ job: job.jobId, round: r.index, survivors: o.survivors.length, ms: this.clock() - r.startedAt }, 'round completed');
+    else this.log?.warn({ job: job.jobId, round: r.index, reason: o.reason, at: o.at }, 'round aborted');
+    if (job.training) void this.advanceTraining(job, job.training, r, o);
+  }
+
+  private announceOutcome(r: RoundRecord, ev: ServerEvent): void {
     const env = toEventEnvelope(ev);
     for (const id of r.cohort) {
       this.opts.tap?.(id, 'round-outcome');
       this.mailbox(id).push(env);
     }
-    if (o.ok) this.log?.info({ job: job.jobId, round: r.index, survivors: o.survivors.length, ms: this.clock() - r.startedAt }, 'round completed');
-    else this.log?.warn({ job: job.jobId, round: r.index, reason: o.reason, at: o.at }, 'round aborted');
-    if (job.training) void this.advanceTraining(job, job.training, r, o);
+  }
+
+  /**
+   * The poisoning check: accuracy on the manifest's validation set of the latest published
+   * model and of the candidate. Returns undefined when the job names no validation set.
+   */
+  private async validationCheck(job: Job, t: TrainingProgress, candidate: Float32Array): Promise<{ previous: number; accuracy: number } | undefined> {
+    const { manifest } = job;
+    const dataset = manifest.validation?.dataset;
+    if (dataset === undefined || !manifest.model || !manifest.training) return undefined;
+    const set = this.opts.validationSets?.[dataset];
+    if (!set) throw new AegisError(ErrorCode.NotFound, `validation set '${dataset}' is gone`);
+    const examples = await set.trainingExamples({ features: manifest.training.features, label: manifest.training.label });
+    const spec = manifest.model;
+    const loss = manifest.training.loss;
+    const latest = t.models.latest;
+    latest.validationAccuracy ??= (await evaluateModel({ spec, loss, weights: latest.weights, examples })).accuracy;
+    const { accuracy } = await evaluateModel({ spec, loss, weights: candidate, examples });
+    return { previous: latest.validationAccuracy, accuracy };
   }
 
   /**
@@ -727,7 +763,10 @@ export class Coordinator {
    * rounds are done or too many rounds in a row aborted.
    */
   private async advanceTraining(job: Job, t: TrainingProgress, r: RoundRecord, o: RoundOutcome): Promise<void> {
-    if (t.state !== 'running') return;
+    if (t.state !== 'running') {
+      if (o.ok && job.manifest.validation?.dataset !== undefined) this.announceOutcome(r, { type: 'round-outcome', round: r.ref, ok: true });
+      return;
+    }
     const { manifest } = job;
     const maxAborted = manifest.training?.maxAbortedRounds ?? 3;
     const fail = (detail: string): void => {
@@ -737,16 +776,32 @@ export class Coordinator {
       t.settle('failed');
     };
     if (o.ok) {
+      let flagged = false;
       try {
         const result = decodeWeightedSum(o.sum, o.survivors.length, manifest.round);
         const next = applyWeightedMean(t.models.latest.weights, result);
-        const v = t.models.add(next, { roundIndex: r.index, clients: o.survivors.length, totalWeight: result.totalWeight });
-        t.completed++;
-        t.abortedInARow = 0;
-        this.log?.info({ job: job.jobId, round: r.index, version: v.version, clients: v.clients }, 'model updated');
+        const check = await this.validationCheck(job, t, next);
+        const gate = manifest.validation?.gate ?? 1;
+        if (check && check.previous - check.accuracy > gate) {
+          // Held back: not published; the next round starts from the same version.
+          flagged = true;
+          t.flagged.push(r.index);
+          t.aborted++;
+          t.abortedInARow++;
+          this.log?.warn({ job: job.jobId, round: r.index, previous: check.previous, accuracy: check.accuracy, gate }, 'model held back: validation accuracy dropped beyond the gate (suspected poisoning)');
+        } else {
+          const v = t.models.add(next, { roundIndex: r.index, clients: o.survivors.length, totalWeight: result.totalWeight });
+          if (check) v.validationAccuracy = check.accuracy;
+          t.completed++;
+          t.abortedInARow = 0;
+          this.log?.info({ job: job.jobId, round: r.index, version: v.version, clients: v.clients }, 'model updated');
+        }
       } catch (err) {
+        if (manifest.validation?.dataset !== undefined) this.announceOutcome(r, { type: 'round-outcome', round: r.ref, ok: true });
         return fail(`round ${r.index}'s sum could not be applied (${isAegisError(err) ? err.code : 'internal'})`);
       }
+      if (manifest.validation?.dataset !== undefined) this.announceOutcome(r, { type: 'round-outcome', round: r.ref, ok: true, ...(flagged ? { poisoningFlagged: true } : {}) });
+      if (flagged && t.abortedInARow > maxAborted) return fail(`round ${r.index}'s model failed the validation gate (suspected poisoning); ${t.abortedInARow} rounds in a row without a published model`);
     } else {
       t.aborted++;
       t.abortedInARow++;
@@ -881,8 +936,15 @@ function trainingStatus(t: TrainingProgress): admin.TrainingStatus {
     roundsAborted: t.aborted,
     model: version(t.models.latest),
     detail: t.detail,
+    flaggedRounds: t.flagged,
     history: t.models.all.map((v) =>
-      create(admin.ModelHistoryEntrySchema, { model: version(v), ...(v.roundIndex === undefined ? {} : { roundIndex: v.roundIndex }), clients: v.clients, totalWeight: BigInt(v.totalWeight) }),
+      create(admin.ModelHistoryEntrySchema, {
+        model: version(v),
+        ...(v.roundIndex === undefined ? {} : { roundIndex: v.roundIndex }),
+        clients: v.clients,
+        totalWeight: BigInt(v.totalWeight),
+        ...(v.validationAccuracy === undefined ? {} : { validationAccuracy: v.validationAccuracy }),
+      }),
     ),
   });
 }

@@ -26,6 +26,8 @@ export interface ModelVersionRecord {
   clients: number;
   totalWeight: number;
   createdAt: number;
+  /** Accuracy on the job's validation set, once measured (the poisoning check). */
+  validationAccuracy?: number;
 }
 
 export type TrainingJobState = 'running' | 'completed' | 'failed';
@@ -149,6 +151,8 @@ export interface TrainingProgress {
   /** Aborted rounds since the last completed one. */
   abortedInARow: number;
   detail: string;
+  /** Rounds whose model the poisoning check held back. */
+  flagged: number[];
   gatherMs: number;
   /** Settles when the job completes or fails. */
   finished: Promise<TrainingJobState>;
@@ -158,5 +162,5 @@ export interface TrainingProgress {
 export function newTrainingProgress(models: ModelStore, gatherMs: number): TrainingProgress {
   let settle!: (s: TrainingJobState) => void;
   const finished = new Promise<TrainingJobState>((r) => (settle = r));
-  return { state: 'running', models, completed: 0, aborted: 0, abortedInARow: 0, detail: '', gatherMs, finished, settle };
+  return { state: 'running', models, completed: 0, aborted: 0, abortedInARow: 0, detail: '', flagged: [], gatherMs, finished, settle };
 }

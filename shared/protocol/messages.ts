@@ -172,6 +172,8 @@ export interface RoundOutcome {
   round: RoundRef;
   ok: boolean;
   reason?: string;
+  /** The coordinator held back the round's model: it failed the validation gate (suspected poisoning). */
+  poisoningFlagged?: boolean;
 }
 
 /** Everything a client can receive on its stream. */

@@ -338,6 +338,7 @@ export function toEventEnvelope(e: M.ServerEvent): pb.ServerEnvelope {
       ok: e.ok,
       abortReason: !e.ok && e.reason !== undefined && ABORTS.toPb.has(e.reason as AbortReason) ? abortReasonToProto(e.reason as AbortReason) : 0,
       phase: phaseToProto(e.ok ? Phase.Completed : Phase.Aborted),
+      poisoningFlagged: e.poisoningFlagged === true,
     });
     return create(pb.ServerEnvelopeSchema, { message: { case: 'roundOutcome', value } });
   }
@@ -382,6 +383,7 @@ export function fromEventEnvelope(e: pb.ServerEnvelope): M.ServerEvent {
     const v = message.value;
     const ev: M.RoundOutcome = { type: 'round-outcome', round: roundFromProto(v.round, 'round outcome'), ok: v.ok };
     if (!v.ok) ev.reason = ABORTS.fromPb.get(v.abortReason) ?? 'unspecified';
+    if (v.poisoningFlagged) ev.poisoningFlagged = true;
     return ev;
   }
   return fromServerEnvelope(e) ?? invalid('server envelope carries no message');

@@ -283,3 +283,49 @@ describe('the poisoned-server scenario', () => {
     }
   });
 });
+
+describe('the coordinator’s poisoning check', () => {
+  it('holds back a round’s model that fails the validation gate on its validation set, flags the round, and the clients enter audit mode', async () => {
+    const validation = { count: () => Promise.resolve(split.test.count), trainingExamples: () => Promise.resolve(split.test) };
+    const c = await startCoordinator({ validationSets: { digits: validation } });
+    const clients = await enrollClients(c, CLIENTS, 'checked');
+    const dirs = await Promise.all(clients.map(() => mkdtemp(join(tmpdir(), 'aegis-flag-'))));
+    const audits = await Promise.all(dirs.map((d) => AuditBook.open(d)));
+    const events: { id: string; e: RunnerEvent }[] = [];
+    const runners = startRunners(c, clients, 4, (id, e) => events.push({ id, e }), (i) => ({
+      audit: audits[i]!,
+      train: async (round: TrainingRound) => {
+        const u = await trainLocally({ manifest: round.manifest, globalWeights: round.globalWeights, data: new MemoryDataStore(split.shards[i]!), maxWeight: 2 ** BITS - 1 });
+        // From round 1 on, every client sends a model-wrecking update (poisoned clients).
+        if (round.roundIndex >= 1) return { ...u, values: round.globalWeights.map((w) => -3 * w * u.weight) };
+        return u;
+      },
+    }));
+    try {
+      await waitFor(() => c.connectedClients().length === CLIENTS, 20_000, 'clients to connect');
+      const bytes = manifest({
+        jobId: 'checked',
+        rounds: 3,
+        round: { dim: initial.length, cohort: CLIENTS, clip: CLIP, bits: BITS },
+        deadlines: { advertiseMs: 15_000, shareMs: 15_000, maskedMs: 60_000, consistencyMs: 15_000, unmaskMs: 15_000 },
+        model: spec,
+        training: { ...DIGITS_TRAINING, epochs: 3, maxAbortedRounds: 0 },
+        validation: { gate: 0.05, dataset: 'digits', localFraction: 0 },
+      });
+      expect(await codeOfAsync(startCoordinator().then(async (other) => other.launch(bytes, { initialWeights: weightBytes(initial) }).finally(() => other.close())))).toBe('not-found');
+      await c.launch(bytes, { gatherMs: 5_000, initialWeights: weightBytes(initial) });
+      expect(await c.trainingFinished('checked')).toBe('failed');
+      // Round 0's model was published; round 1's was held back.
+      expect(c.modelsOf('checked')).toHaveLength(2);
+      const status = c.statusOf('checked').training!;
+      expect(status.flaggedRounds).toEqual([1]);
+      expect(status.detail).toMatch(/validation gate/);
+      expect(status.history[1]!.validationAccuracy).toBeGreaterThan(0.5);
+      await waitFor(() => new Set(events.filter((x) => x.e.kind === 'poisoning-flag').map((x) => x.id)).size === CLIENTS, 10_000, 'every client to be told');
+      for (const a of audits) expect(await a.status()).toMatchObject({ inAuditMode: true, reason: 'poisoning-flag', remaining: 5 });
+    } finally {
+      await Promise.all(runners.map((r) => r.stop()));
+      await c.close();
+    }
+  });
+});
