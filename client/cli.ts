@@ -17,8 +17,8 @@ import { MemoryDataStore, readJsonlRecords } from './store/memory.js';
 import { trainLocally, validateLocally } from './trainer/index.js';
 import { registerAudit } from './audit/cli.js';
 import { AuditBook } from './audit/audit.js';
-import { TrustBook } from './agent/trust-book.js';
-import { readSnapshot } from '../shared/trust/registry-dir.js';
+import { TrustBook } from '../shared/trust/trust-book.js';
+import { registrySource } from '../shared/trust/registry-source.js';
 
 const DEFAULT_DIR = process.env.AEGIS_CLIENT_DIR ?? './aegis-client';
 
@@ -86,8 +86,9 @@ export function registerClient(program: Command): void {
     .option('--input <file>', 'for plain rounds: this client\'s update {"values": [...], "weight": n}, read at each round')
     .option('--train-data <file>', 'for training jobs: local examples, one JSON object per line with the fields the manifest names (e.g. {"pixels": [...], "digit": 3})')
     .option('--coordinator <host:port>', 'override the address recorded at enrollment')
-    .option('--backup-registry <dir>', 'take only publisher-signed jobs, checked against the coordinator registry and this backup registry (a registry directory)')
-    .action(async (o: { dataDir: string; input?: string; trainData?: string; coordinator?: string; backupRegistry?: string }) => {
+    .option('--backup-registry <dir|host:port>', "take only publisher-signed jobs, checked against the coordinator's registry and this backup registry (a registry directory, or another coordinator's enrollment address)")
+    .option('--registry-ca <file>', 'the CA of a backup registry address (default: the pinned coordinator CA)')
+    .action(async (o: { dataDir: string; input?: string; trainData?: string; coordinator?: string; backupRegistry?: string; registryCa?: string }) => {
       const log = createLogger('client');
       try {
         if (!o.input && !o.trainData) throw new AegisError(ErrorCode.InvalidArgument, 'give --input (plain rounds), --train-data (training jobs), or both');
@@ -110,7 +111,9 @@ export function registerClient(program: Command): void {
           certificateDer: loaded.certificateDer,
           ...(o.input ? { input } : {}),
           audit: await AuditBook.open(dir),
-          ...(o.backupRegistry ? { trust: { backup: () => readSnapshot(resolve(o.backupRegistry!)), book: TrustBook.open(dir) } } : {}),
+          ...(o.backupRegistry
+            ? { trust: { backup: registrySource(o.backupRegistry, o.registryCa ? await readFile(o.registryCa, 'utf8') : loaded.caPem), book: TrustBook.open(dir) } }
+            : {}),
           ...(store
             ? {
                 train: (round: TrainingRound) =>

@@ -28,6 +28,7 @@ import { parseManifest, isTrainingManifest } from '../shared/protocol/manifest.j
 import { saveTfjsModel, weightsFromBytes } from '../shared/model/tfjs.js';
 import { readSnapshot } from '../shared/trust/registry-dir.js';
 import { parseEnvelope } from '../shared/trust/dsse.js';
+import { MemoryDataStore, readJsonlRecords } from '../shared/store/memory.js';
 
 const DEFAULT_DIR = process.env.AEGIS_COORDINATOR_DIR ?? './aegis-coordinator';
 
@@ -45,7 +46,8 @@ export function registerCoordinator(program: Command): void {
     .option('--client-cert-ttl <duration>', 'client certificate lifetime', parseDuration('client-cert-ttl', 60_000, 7 * 86_400_000), 24 * 3_600_000)
     .option('--max-message-mb <n>', 'largest message taken, MiB', parseIntOption('max-message-mb', 1, 1024), 64)
     .option('--registry <dir>', 'a publisher registry directory (aegis registry init): take only manifests its publishers signed, and serve its signed metadata')
-    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string }) => {
+    .option('--validation-data <name=file...>', "validation sets for the poisoning check of training jobs (JSONL examples; a manifest names one in validation.dataset)")
+    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; validationData?: string[] }) => {
       const log = createLogger('coordinator');
       try {
         const dir = resolve(o.dataDir);
@@ -55,6 +57,12 @@ export function registerCoordinator(program: Command): void {
         if (secrets.created) log.info({ dataDir: dir, ca: join(dir, 'ca.pem') }, 'created the coordinator CA, token key and operator credential (sealed)');
         const registry = await loadRegistry(dir);
         if (o.registry) await readSnapshot(resolve(o.registry)); // a broken registry is reported at start, not at the first launch
+        const validationSets: Record<string, MemoryDataStore> = {};
+        for (const spec of o.validationData ?? []) {
+          const m = /^([A-Za-z0-9_.-]{1,64})=(.+)$/.exec(spec);
+          if (!m) throw new AegisError(ErrorCode.InvalidArgument, `--validation-data takes NAME=FILE, got '${spec.slice(0, 80)}'`);
+          validationSets[m[1]!] = new MemoryDataStore(await readJsonlRecords(m[2]!));
+        }
         const c = new Coordinator({
           ca: secrets.ca,
           tokens: secrets.tokens,
@@ -64,6 +72,7 @@ export function registerCoordinator(program: Command): void {
           clientCertTtlMs: o.clientCertTtl,
           maxMessageBytes: o.maxMessageMb * 1024 * 1024,
           ...(o.registry ? { registryDir: resolve(o.registry) } : {}),
+          ...(Object.keys(validationSets).length > 0 ? { validationSets } : {}),
         });
         const { address, enrollAddress } = await c.listen(o.listen, o.enrollListen);
         await writeEndpoint(dir, { address, enrollAddress, pid: process.pid });

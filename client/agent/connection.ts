@@ -29,7 +29,7 @@ import * as trustPb from '../../shared/gen/aegis/v1/trust_pb.js';
 import { verifySignedManifest } from '../../shared/trust/manifest.js';
 import { checkRegistries, parseSnapshot, publisherKey, type RegistrySnapshot } from '../../shared/trust/registry.js';
 import type { AuditBook } from '../audit/audit.js';
-import type { TrustBook } from './trust-book.js';
+import type { TrustBook } from '../../shared/trust/trust-book.js';
 
 
 /** A gRPC error as a typed AegisError: its reason code, or `unavailable` for transport failures. */

@@ -15,7 +15,10 @@ import { DIGITS_TRAINING, digitsModel } from '../model/digits.js';
 import { loadTf, weightsToBytes } from '../model/tfjs.js';
 import { parseManifest, type JobManifestInput } from '../protocol/manifest.js';
 import { keyIdOf, MANIFEST_PAYLOAD_TYPE, parseEnvelope, verifyEnvelope } from './dsse.js';
-import { describeManifest, PUBLISHER_KEY_LABEL, signManifest } from './manifest.js';
+import { describeManifest, PUBLISHER_KEY_LABEL, signManifest, verifySignedManifest } from './manifest.js';
+import { checkRegistries, publisherKey } from './registry.js';
+import { registrySource } from './registry-source.js';
+import { TrustBook } from './trust-book.js';
 
 async function readOrFail(path: string, what: string): Promise<Buffer> {
   try {
@@ -123,6 +126,44 @@ export function registerManifest(program: Command): void {
         const out = { envelope: o.out, job_id: manifest.jobId, revision: manifest.revision, manifest_sha256: Buffer.from(hash).toString('hex'), keyid: env.signatures[0]!.keyid };
         if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);
         else process.stdout.write(`signed job ${out.job_id} revision ${out.revision} (manifest sha256 ${out.manifest_sha256}) with key ${out.keyid}: ${o.out}\n`);
+      } catch (err) {
+        reportError(err, Boolean(o.json));
+      }
+    });
+
+  group
+    .command('verify')
+    .description('check a signed manifest as a client would: both registries agree, a listed publisher signed it, nothing expired or older (exit 0), else a reason code')
+    .argument('<envelope>', 'the signed manifest (DSSE JSON)')
+    .requiredOption('--registry <dir|host:port>', "the registry: a registry directory, or a coordinator's enrollment address")
+    .requiredOption('--backup-registry <dir|host:port>', 'the backup registry, from another place')
+    .option('--ca <file>', 'the CA certificate for registry addresses')
+    .option('--state <data-dir>', "a client data dir: check against the versions it accepted (rollback); nothing is written")
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (file: string, o: { registry: string; backupRegistry: string; ca?: string; state?: string; json?: boolean }) => {
+      try {
+        const ca = o.ca ? (await readOrFail(o.ca, 'the CA certificate')).toString('utf8') : undefined;
+        const [primary, backup] = await Promise.all([registrySource(o.registry, ca)(), registrySource(o.backupRegistry, ca)()]);
+        const seen = o.state ? await TrustBook.open(o.state).load() : { revisions: {} as Record<string, number> };
+        const now = new Date();
+        const checked = checkRegistries(primary, backup, seen.registry, now);
+        const v = verifySignedManifest(await readOrFail(file, 'the envelope'), (id) => publisherKey(checked.publishers, id), { now });
+        const previous = seen.revisions[v.manifest.jobId];
+        if (previous !== undefined && v.manifest.revision < previous) {
+          throw new AegisError(ErrorCode.Rollback, `revision ${v.manifest.revision} of job '${v.manifest.jobId}' is older than revision ${previous}, already accepted`);
+        }
+        const signers = v.signers.map((keyid) => ({ keyid, name: checked.publishers.publishers[keyid]?.name ?? '' }));
+        const out = {
+          ok: true,
+          job_id: v.manifest.jobId,
+          revision: v.manifest.revision,
+          manifest_sha256: Buffer.from(v.hash).toString('hex'),
+          expires_at: v.manifest.expiresAt,
+          signers,
+          registry: { root_version: checked.root.version, publishers_version: checked.publishers.version },
+        };
+        if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);
+        else process.stdout.write(`valid: job ${out.job_id} revision ${out.revision} (manifest sha256 ${out.manifest_sha256}), signed by ${signers.map((s) => `${s.name} (${s.keyid.slice(0, 16)}…)`).join(', ')}; registries agree at root v${out.registry.root_version}, publishers v${out.registry.publishers_version}\n`);
       } catch (err) {
         reportError(err, Boolean(o.json));
       }

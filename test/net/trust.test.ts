@@ -10,7 +10,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AuditBook } from '../../client/audit/audit.js';
-import { TrustBook } from '../../client/agent/trust-book.js';
+import { TrustBook } from '../../shared/trust/trust-book.js';
 import type { ClientRunner, RunnerEvent } from '../../client/agent/connection.js';
 import type { Coordinator } from '../../coordinator/service/coordinator.js';
 import { ed25519PublicFromSeed } from '../../shared/crypto/ed25519.js';

@@ -7,9 +7,9 @@
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
-import { AegisError, ErrorCode } from '../../shared/errors.js';
-import { writeFileAtomic } from '../../shared/fs.js';
-import type { TrustState } from '../../shared/trust/registry.js';
+import { AegisError, ErrorCode } from '../errors.js';
+import { writeFileAtomic } from '../fs.js';
+import type { TrustState } from './registry.js';
 
 export const TRUST_FILE = 'trust.json';
 
