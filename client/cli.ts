@@ -87,11 +87,15 @@ export function registerClient(program: Command): void {
     .option('--train-data <file>', 'for training jobs: local examples, one JSON object per line with the fields the manifest names (e.g. {"pixels": [...], "digit": 3})')
     .option('--coordinator <host:port>', 'override the address recorded at enrollment')
     .option('--backup-registry <dir|host:port>', "take only publisher-signed jobs, checked against the coordinator's registry and this backup registry (a registry directory, or another coordinator's enrollment address)")
+    .option('--allow-unsigned', 'take part in unsigned jobs (no registries): local experiments only')
     .option('--registry-ca <file>', 'the CA of a backup registry address (default: the pinned coordinator CA)')
-    .action(async (o: { dataDir: string; input?: string; trainData?: string; coordinator?: string; backupRegistry?: string; registryCa?: string }) => {
+    .action(async (o: { dataDir: string; input?: string; trainData?: string; coordinator?: string; backupRegistry?: string; registryCa?: string; allowUnsigned?: boolean }) => {
       const log = createLogger('client');
       try {
         if (!o.input && !o.trainData) throw new AegisError(ErrorCode.InvalidArgument, 'give --input (plain rounds), --train-data (training jobs), or both');
+        if (!o.backupRegistry && !o.allowUnsigned) {
+          throw new AegisError(ErrorCode.InvalidArgument, 'give --backup-registry DIR|HOST:PORT (only jobs a trusted publisher signed run), or --allow-unsigned for a local experiment');
+        }
         const dir = resolve(o.dataDir);
         const loaded = await loadClient(dir, await obtainPassphrase({ what: `the identity key in ${dir}` }));
         // Checked once up front so a broken file is reported before any round.

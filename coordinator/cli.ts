@@ -46,10 +46,14 @@ export function registerCoordinator(program: Command): void {
     .option('--client-cert-ttl <duration>', 'client certificate lifetime', parseDuration('client-cert-ttl', 60_000, 7 * 86_400_000), 24 * 3_600_000)
     .option('--max-message-mb <n>', 'largest message taken, MiB', parseIntOption('max-message-mb', 1, 1024), 64)
     .option('--registry <dir>', 'a publisher registry directory (aegis registry init): take only manifests its publishers signed, and serve its signed metadata')
+    .option('--allow-unsigned', 'take unsigned manifests (no registry): local experiments only')
     .option('--validation-data <name=file...>', "validation sets for the poisoning check of training jobs (JSONL examples; a manifest names one in validation.dataset)")
-    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; validationData?: string[] }) => {
+    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[] }) => {
       const log = createLogger('coordinator');
       try {
+        if (!o.registry && !o.allowUnsigned) {
+          throw new AegisError(ErrorCode.InvalidArgument, 'give --registry DIR (only manifests its publishers signed run), or --allow-unsigned for a local experiment');
+        }
         const dir = resolve(o.dataDir);
         const first = !existsSync(join(dir, COORDINATOR_KEYFILE));
         const passphrase = await obtainPassphrase({ confirm: first, what: `the coordinator keys in ${dir}` });

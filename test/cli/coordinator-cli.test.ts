@@ -42,7 +42,7 @@ function json(r: Run): any {
 }
 
 function startCoordinator(): ChildProcess {
-  const child = spawn(process.execPath, [cli, 'coordinator', 'start', '--listen', '127.0.0.1:0', '--enroll-listen', '127.0.0.1:0', '--data-dir', coordDir], {
+  const child = spawn(process.execPath, [cli, 'coordinator', 'start', '--listen', '127.0.0.1:0', '--enroll-listen', '127.0.0.1:0', '--data-dir', coordDir, '--allow-unsigned'], {
     env,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -99,7 +99,7 @@ describe('aegis coordinator, clients, client and round commands', () => {
       expect(readFileSync(join(dir, 'identity.keyfile.json'), 'utf8')).not.toMatch(/PRIVATE KEY/);
       const input = join(root, `update-${i}.json`);
       writeFileSync(input, JSON.stringify({ values: VALUES.map((v) => v * (i + 1)), weight: i + 1 }));
-      const child = spawn(process.execPath, [cli, 'client', 'run', '--data-dir', dir, '--input', input], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawn(process.execPath, [cli, 'client', 'run', '--data-dir', dir, '--input', input, '--allow-unsigned'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
       child.stderr!.resume();
       clients.push(child);
     }

@@ -43,7 +43,7 @@ beforeAll(async () => {
   if (!existsSync(cli)) throw new Error('dist/ is missing: run "npm run build" first');
   root = mkdtempSync(join(tmpdir(), 'aegis-train-cli-'));
   coordDir = join(root, 'coord');
-  const c = spawn(process.execPath, [cli, 'coordinator', 'start', '--listen', '127.0.0.1:0', '--enroll-listen', '127.0.0.1:0', '--data-dir', coordDir], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const c = spawn(process.execPath, [cli, 'coordinator', 'start', '--listen', '127.0.0.1:0', '--enroll-listen', '127.0.0.1:0', '--data-dir', coordDir, '--allow-unsigned'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   c.stderr!.resume();
   children.push(c);
   await waitFor(() => existsSync(join(coordDir, 'coordinator.json')), 30_000, 'the coordinator to listen');
@@ -64,7 +64,7 @@ describe('a training job from the command line', () => {
       expect(aegis(['client', 'enroll', '--coordinator', address, '--enroll-address', enrollAddress, '--token', inv.token, '--ca', join(coordDir, 'ca.pem'), '--data-dir', dir, '--id', `dev-${i}`]).status).toBe(0);
       const data = join(root, `digits-${i}.jsonl`);
       writeFileSync(data, split.shards[i]!.map((r) => JSON.stringify({ pixels: Array.from(r.pixels as Float32Array), digit: r.digit })).join('\n'));
-      const child = spawn(process.execPath, [cli, 'client', 'run', '--data-dir', dir, '--train-data', data], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+      const child = spawn(process.execPath, [cli, 'client', 'run', '--data-dir', dir, '--train-data', data, '--allow-unsigned'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
       child.stderr!.resume();
       children.push(child);
     }

@@ -94,6 +94,14 @@ describe('registries, signed manifests and signed launches from the command line
     expect(text).toMatch(/job digits-cli, revision 1: 10 rounds/);
     expect(text).toMatch(new RegExp(`signed by ${key.keyid}: signature valid`));
 
+    // Without a registry, a coordinator or a client starts only when told it is an experiment.
+    const noReg = aegis('coordinator', 'start', '--listen', '127.0.0.1:0', '--data-dir', join(root, 'coord-unsigned'));
+    expect(noReg.status).toBe(2);
+    expect(noReg.stderr).toMatch(/--registry DIR.*--allow-unsigned/);
+    const noBackup = aegis('client', 'run', '--data-dir', join(root, 'nobody'), '--input', job);
+    expect(noBackup.status).toBe(2);
+    expect(noBackup.stderr).toMatch(/--backup-registry.*--allow-unsigned/);
+
     // A coordinator with the registry: takes the signed manifest, refuses the unsigned one.
     const coordDir = join(root, 'coord');
     coordinator = spawn(process.execPath, [cli, 'coordinator', 'start', '--listen', '127.0.0.1:0', '--enroll-listen', '127.0.0.1:0', '--data-dir', coordDir, '--registry', reg], { env, stdio: ['ignore', 'ignore', 'pipe'] });
