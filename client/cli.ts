@@ -122,7 +122,7 @@ export function registerClient(program: Command): void {
             ? {
                 train: (round: TrainingRound) =>
                   trainLocally({ manifest: round.manifest, globalWeights: round.globalWeights, data: store, maxWeight: 2 ** round.manifest.round.bits - 1 }),
-                validate: async (round: TrainingRound) => (await validateLocally({ manifest: round.manifest, weights: round.globalWeights, data: store }))?.accuracy,
+                validate: async (round: TrainingRound) => validateLocally({ manifest: round.manifest, weights: round.globalWeights, data: store }),
               }
             : {}),
           beforeRound: async (_round, params) => {

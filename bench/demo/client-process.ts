@@ -14,7 +14,12 @@ import { ClientRunner, type RunnerEvent } from '../../client/agent/connection.js
 import type { TrainingRound } from '../../client/agent/training-round.js';
 import { createIdentity, type ClientIdentity } from '../../client/enroll/csr.js';
 import { MemoryDataStore } from '../../client/store/memory.js';
-import { trainLocally } from '../../client/trainer/index.js';
+import { trainLocally, validateLocally } from '../../client/trainer/index.js';
+import { AuditBook } from '../../client/audit/audit.js';
+import { TrustBook } from '../../shared/trust/trust-book.js';
+import { readSnapshot } from '../../shared/trust/registry-dir.js';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import { loadTf } from '../../shared/model/tfjs.js';
 import type { ServerEvent } from '../../shared/protocol/messages.js';
 import { dropPlan, OPENED_BY, type DemoClient, type DemoInit, type DemoReport, type DemoRequest } from './ipc.js';
@@ -24,6 +29,8 @@ interface Hosted {
   c: DemoClient;
   identity: ClientIdentity;
   store: MemoryDataStore;
+  dataDir: string;
+  audit: AuditBook;
   runner: ClientRunner | undefined;
   /** The round this client vanished from; it comes back when that round is over. */
   droppedIn: number | undefined;
@@ -43,6 +50,11 @@ function startRunner(h: Hosted): void {
     identity: h.identity,
     certificateDer: h.c.certificateDer,
     backoffMs: { min: 50, max: 1000 },
+    // The client's trust: the coordinator's registry checked against the backup registry, its
+    // own audit book, and its local validation of every global model.
+    trust: { backup: () => readSnapshot(req.registryDir), book: TrustBook.open(h.dataDir) },
+    audit: h.audit,
+    validate: async (round: TrainingRound) => validateLocally({ manifest: round.manifest, weights: round.globalWeights, data: h.store }),
     train: async (round: TrainingRound) => {
       const u = await trainLocally({ manifest: round.manifest, globalWeights: round.globalWeights, data: h.store, maxWeight: 2 ** round.manifest.round.bits - 1 });
       return u;
@@ -50,6 +62,7 @@ function startRunner(h: Hosted): void {
     onEvent: (e: RunnerEvent) => {
       if (e.kind === 'trained') send({ op: 'trained', clientId: h.c.clientId, roundIndex: e.roundIndex, modelVersion: e.modelVersion, examples: e.examples, loss: e.loss, trainMs: e.trainMs, fetchMs: e.fetchMs });
       else if (e.kind === 'sat-out') send({ op: 'sat-out', clientId: h.c.clientId, roundIndex: e.roundIndex, code: e.code });
+      else if (e.kind === 'poisoning-flag') send({ op: 'audit', clientId: h.c.clientId, roundIndex: e.roundIndex });
       else if (e.kind === 'left') send({ op: 'left', clientId: h.c.clientId, roundIndex: e.roundIndex, code: e.code });
       else if (e.kind === 'computed' && e.type === 'share-broadcast') send({ op: 'masked', clientId: h.c.clientId, roundIndex: e.roundIndex, ms: e.ms });
       else if (e.kind === 'fatal') send({ op: 'fatal', clientId: h.c.clientId, code: e.code, message: e.message });
@@ -81,7 +94,17 @@ async function start(req: DemoInit): Promise<void> {
   const { backend } = await loadTf();
   const split = splitDigits({ clients: req.split.clients, seed: req.split.seed, alpha: req.split.alpha, ...(req.split.perDigitLimit ? { perDigitLimit: req.split.perDigitLimit } : {}) });
   for (const c of req.clients) {
-    const h: Hosted = { c, identity: await createIdentity(c.identitySeed), store: new MemoryDataStore(split.shards[c.index]!), runner: undefined, droppedIn: undefined };
+    const dataDir = join(req.clientsDir, c.clientId);
+    await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    const h: Hosted = {
+      c,
+      identity: await createIdentity(c.identitySeed),
+      store: new MemoryDataStore(split.shards[c.index]!),
+      dataDir,
+      audit: await AuditBook.open(dataDir),
+      runner: undefined,
+      droppedIn: undefined,
+    };
     hosted.push(h);
   }
   for (const h of hosted) startRunner(h);

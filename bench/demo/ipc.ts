@@ -32,6 +32,10 @@ export interface DemoInit {
   dropout: number;
   seed: number;
   clients: DemoClient[];
+  /** The registry directory the clients use as their backup registry. */
+  registryDir: string;
+  /** A folder for the clients' data dirs (trust state, audit book). */
+  clientsDir: string;
 }
 
 export type DemoRequest = DemoInit | { op: 'round-ended'; roundIndex: number } | { op: 'stop' };
@@ -47,6 +51,7 @@ export type DemoReport =
   | { op: 'dropped'; clientId: string; roundIndex: number; phase: DemoDropPhase }
   | { op: 'sat-out'; clientId: string; roundIndex: number; code: string }
   | { op: 'left'; clientId: string; roundIndex: number; code: string }
+  | { op: 'audit'; clientId: string; roundIndex: number }
   | { op: 'fatal'; clientId: string; code: string; message: string };
 
 /** Whether (and where) a client drops out of a round: seeded per (seed, client, round). */

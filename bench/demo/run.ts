@@ -13,7 +13,12 @@
 import { fork, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { ed25519PublicFromSeed } from '../../shared/crypto/ed25519.js';
+import { signManifest } from '../../shared/trust/manifest.js';
+import { addPublisher, initRegistry } from '../../shared/trust/registry-dir.js';
 import { cpus } from 'node:os';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -187,12 +192,34 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     deadlines: { advertiseMs: 20_000, shareMs: 20_000, maskedMs: 300_000, consistencyMs: 20_000, unmaskMs: 20_000 },
     model: spec,
     training: { ...DIGITS_TRAINING, ...o.training },
+    // Clients hold out 10% to check every new global model; the coordinator checks each round's
+    // model on the held-out test split before publishing it.
+    validation: { gate: 0.05, dataset: 'digits-test', localFraction: 0.1 },
     issuedAt: new Date(now - 60_000).toISOString(),
     expiresAt: new Date(now + 24 * 3_600_000).toISOString(),
   };
   const manifestJson = new TextEncoder().encode(JSON.stringify(manifestInput));
 
-  const coordinator = new Coordinator({ ca: await createCa({ name: 'Aegis demo CA' }), tokens: TokenIssuer.create(), registry: new Registry(), lostAfterMs: 500 });
+  // The trust path, end to end: a publisher registry (one root key, sealed with a throwaway
+  // passphrase), a publisher key listed in it, and the job manifest signed with that key.
+  const outDir = resolve(o.outDir);
+  const work = await mkdtemp(join(tmpdir(), 'aegis-demo-'));
+  const registryDir = join(work, 'registry');
+  const registryPassphrase = randomBytes(24).toString('base64url');
+  await initRegistry(registryDir, { roots: 1, threshold: 1, passphrase: registryPassphrase });
+  const publisher = randomBytes(32);
+  await addPublisher(registryDir, { publicKey: ed25519PublicFromSeed(publisher), name: 'demo publisher', passphrase: registryPassphrase });
+  const signedManifest = new TextEncoder().encode(JSON.stringify(signManifest(manifestJson, [publisher])));
+  publisher.fill(0);
+  const validationSet = { count: () => Promise.resolve(split.test.count), trainingExamples: () => Promise.resolve(split.test) };
+  const coordinator = new Coordinator({
+    ca: await createCa({ name: 'Aegis demo CA' }),
+    tokens: TokenIssuer.create(),
+    registry: new Registry(),
+    lostAfterMs: 500,
+    registryDir,
+    validationSets: { 'digits-test': validationSet },
+  });
   await coordinator.listen('127.0.0.1:0', '127.0.0.1:0');
   const processes: ClientProcess[] = [];
   try {
@@ -220,6 +247,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
         masked.set(r.roundIndex, [...(masked.get(r.roundIndex) ?? []), r.ms]);
       } else if (r.op === 'dropped') {
         dropped++;
+      } else if (r.op === 'audit') {
+        say(`${r.clientId}: the coordinator flagged round ${r.roundIndex} (suspected poisoning); the client entered audit mode`);
       } else if (r.op === 'fatal' || r.op === 'sat-out' || r.op === 'left') {
         say(`${r.clientId}: ${r.op} (${r.code})`);
       }
@@ -236,6 +265,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
           dropout: o.dropout,
           seed: o.seed,
           clients: enrolled.filter((_, i) => i % workers === w),
+          registryDir,
+          clientsDir: join(work, 'clients'),
         }),
       ),
     );
@@ -247,7 +278,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     say(`${o.clients} clients connected over ${workers} processes (tfjs backend: ${backends[0]}); launching ${o.rounds} rounds`);
 
     const initial = await evaluateModel({ spec, loss: manifestInput.training!.loss ?? 'categoricalCrossentropy', weights, examples: split.test });
-    await coordinator.launch(manifestJson, { gatherMs: 5_000, initialWeights: weightBytes(weights) });
+    await coordinator.launch(new Uint8Array(), { gatherMs: 5_000, initialWeights: weightBytes(weights), signedManifest });
+    say(`job ${DEMO_JOB} signed by the demo publisher; the coordinator and every client verified it against the registry`);
     const rows: DemoRound[] = [];
     let evaluated = 1;
     let evaluatedIndex = -1;
@@ -320,7 +352,6 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     }
     const tstatus = coordinator.statusOf(DEMO_JOB).training!;
     const latest = coordinator.modelsOf(DEMO_JOB).at(-1)!;
-    const outDir = resolve(o.outDir);
     await mkdir(outDir, { recursive: true });
     const chart = await writeChart(join(outDir, 'chart.svg'), [{ round: 0, accuracy: initial.accuracy, loss: initial.loss }, ...rows.map((r) => ({ round: r.round, accuracy: r.accuracy, loss: r.loss }))], {
       title: `Aegis FedAvg with secure aggregation: ${o.clients} clients, non-IID digits`,
@@ -328,6 +359,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     const modelDir = join(outDir, 'model');
     await saveTfjsModel(modelDir, spec, latest.weights);
     await writeFile(join(outDir, 'manifest.json'), `${JSON.stringify(manifestInput, null, 2)}\n`);
+    await writeFile(join(outDir, 'manifest.dsse.json'), signedManifest);
     // With the manifest, the initial weights let the same job be launched by hand (aegis round launch --weights).
     await writeFile(join(outDir, 'initial-weights.bin'), weightBytes(weights));
     const final = rows.length > 0 ? { accuracy: rows.at(-1)!.accuracy, loss: rows.at(-1)!.loss } : initial;
@@ -360,6 +392,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   } finally {
     await Promise.all(processes.map((p) => p.stop()));
     await coordinator.close();
+    await rm(work, { recursive: true, force: true });
   }
 }
 

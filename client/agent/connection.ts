@@ -32,6 +32,13 @@ import type { AuditBook } from '../audit/audit.js';
 import type { TrustBook } from '../../shared/trust/trust-book.js';
 
 
+/**
+ * How much an accuracy measured on `n` examples can move by chance: two standard errors at
+ * the worst case p = 1/2. A drop counts against the gate only beyond it, so a small holdout does
+ * not put an honest client in audit mode.
+ */
+export const samplingNoise = (n: number): number => (n > 0 ? 2 * Math.sqrt(0.25 / n) : 1);
+
 /** A gRPC error as a typed AegisError: its reason code, or `unavailable` for transport failures. */
 export function asAegisError(err: unknown): AegisError {
   if (isAegisError(err)) return err;
@@ -112,7 +119,7 @@ export interface RunnerOptions {
    * (undefined: none). When a new model version loses more accuracy than the manifest's gate,
    * the client enters audit mode and does not train on it.
    */
-  validate?: (round: TrainingRound) => Promise<number | undefined>;
+  validate?: (round: TrainingRound) => Promise<{ accuracy: number; examples: number } | undefined>;
   /** Runs when a round starts, before the client joins it (e.g. to read and quantize its update). */
   beforeRound?: (round: RoundRef, params: RoundParams) => Promise<void>;
   /** Persists a renewed certificate. */
@@ -432,10 +439,11 @@ export class ClientRunner {
   private async checkValidation(r: TrainingRound, manifestSha256: string): Promise<void> {
     const gate = r.manifest.validation?.gate;
     if (!this.opts.validate || gate === undefined) return;
-    const accuracy = await this.opts.validate(r);
-    if (accuracy === undefined) return;
+    const measured = await this.opts.validate(r);
+    if (measured === undefined) return;
+    const { accuracy } = measured;
     const prev = this.validated.get(r.manifest.jobId);
-    if (prev && prev.version < r.modelVersion && prev.accuracy - accuracy > gate) {
+    if (prev && prev.version < r.modelVersion && prev.accuracy - accuracy > gate + samplingNoise(measured.examples)) {
       const detail = `model version ${r.modelVersion} of job ${r.manifest.jobId} lost ${((prev.accuracy - accuracy) * 100).toFixed(1)} points of local validation accuracy (gate ${(gate * 100).toFixed(1)})`;
       await this.opts.audit?.enter('validation-drop', detail);
       // In audit mode now: this job, too, runs only with the operator's approval.

@@ -742,7 +742,7 @@ export class Coordinator {
    * The poisoning check: accuracy on the manifest's validation set of the latest published
    * model and of the candidate. Returns undefined when the job names no validation set.
    */
-  private async validationCheck(job: Job, t: TrainingProgress, candidate: Float32Array): Promise<{ previous: number; accuracy: number } | undefined> {
+  private async validationCheck(job: Job, t: TrainingProgress, candidate: Float32Array): Promise<{ previous: number; accuracy: number; examples: number } | undefined> {
     const { manifest } = job;
     const dataset = manifest.validation?.dataset;
     if (dataset === undefined || !manifest.model || !manifest.training) return undefined;
@@ -754,7 +754,7 @@ export class Coordinator {
     const latest = t.models.latest;
     latest.validationAccuracy ??= (await evaluateModel({ spec, loss, weights: latest.weights, examples })).accuracy;
     const { accuracy } = await evaluateModel({ spec, loss, weights: candidate, examples });
-    return { previous: latest.validationAccuracy, accuracy };
+    return { previous: latest.validationAccuracy, accuracy, examples: examples.count };
   }
 
   /**
@@ -782,7 +782,8 @@ export class Coordinator {
         const next = applyWeightedMean(t.models.latest.weights, result);
         const check = await this.validationCheck(job, t, next);
         const gate = manifest.validation?.gate ?? 1;
-        if (check && check.previous - check.accuracy > gate) {
+        // Beyond the gate plus the validation set's sampling noise (two standard errors).
+        if (check && check.previous - check.accuracy > gate + 2 * Math.sqrt(0.25 / check.examples)) {
           // Held back: not published; the next round starts from the same version.
           flagged = true;
           t.flagged.push(r.index);

@@ -228,10 +228,22 @@ describe('a client whose local training fails', () => {
 
 describe('the poisoned-server scenario', () => {
   it('a coordinator that publishes a poisoned global model is caught by the clients’ validation; they enter audit mode and refuse the next job until approved', async () => {
-    // The "poisoned server": it publishes round 1's model scaled by -2 (with a matching hash).
+    // The "poisoned server": it publishes round 1's model label-flipped — the output layer's
+    // columns rotated, so every digit is read as the next one — with a matching hash.
     const honestAdd = ModelStore.prototype.add;
+    const flipLabels = (w: Float32Array): Float32Array => {
+      const out = new Float32Array(w);
+      const hidden = 32;
+      const kernel = w.length - (hidden * 10 + 10);
+      for (let r = 0; r <= hidden; r++) {
+        // Rows of the output kernel, then its bias (r = hidden): column c takes column c + 1.
+        const base = r < hidden ? kernel + r * 10 : kernel + hidden * 10;
+        for (let c = 0; c < 10; c++) out[base + c] = w[base + ((c + 1) % 10)]!;
+      }
+      return out;
+    };
     ModelStore.prototype.add = function (this: ModelStore, weights: Float32Array, from: Parameters<ModelStore['add']>[1]) {
-      return honestAdd.call(this, from.roundIndex === 1 ? weights.map((w) => w * -2) : weights, from);
+      return honestAdd.call(this, from.roundIndex === 1 ? flipLabels(weights) : weights, from);
     };
     const c = await startCoordinator();
     const clients = await enrollClients(c, CLIENTS, 'guarded');
@@ -241,7 +253,7 @@ describe('the poisoned-server scenario', () => {
     const runners = startRunners(c, clients, 4, (id, e) => events.push({ id, e }), (i) => ({
       audit: audits[i]!,
       train: (round: TrainingRound) => trainLocally({ manifest: round.manifest, globalWeights: round.globalWeights, data: new MemoryDataStore(split.shards[i]!), maxWeight: 2 ** BITS - 1 }),
-      validate: async (round: TrainingRound) => (await validateLocally({ manifest: round.manifest, weights: round.globalWeights, data: new MemoryDataStore(split.shards[i]!) }))?.accuracy,
+      validate: async (round: TrainingRound) => validateLocally({ manifest: round.manifest, weights: round.globalWeights, data: new MemoryDataStore(split.shards[i]!) }),
     }));
     try {
       await waitFor(() => c.connectedClients().length === CLIENTS, 20_000, 'clients to connect');
