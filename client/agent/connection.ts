@@ -346,6 +346,8 @@ export class ClientRunner {
         } catch (err) {
           const e = asAegisError(err);
           this.opts.onEvent?.({ kind: 'sat-out', roundIndex: ev.round.roundIndex, code: e.code, message: e.message });
+          // Every refusal goes to the audit log (an approval refusal is logged by the book itself).
+          if (this.opts.audit && e.code !== ErrorCode.ApprovalRequired) await this.opts.audit.refused(e.code, this.claimedJob(ev)).catch(() => undefined);
           return;
         }
         this.armRoundDeadline(ev.round, ev.deadlines);
@@ -360,6 +362,16 @@ export class ClientRunner {
     if (ev.type === 'round-outcome' && this.agent.currentRound === null) {
       clearTimeout(this.roundTimer);
       this.swapChannel();
+    }
+  }
+
+  /** The job a round start claims to be (for the audit log only: it may be the refused lie). */
+  private claimedJob(ev: RoundStart): { jobId: string; manifestSha256: string } | undefined {
+    try {
+      const jobId = ev.manifestJson ? (JSON.parse(Buffer.from(ev.manifestJson).toString('utf8')) as { jobId?: unknown }).jobId : undefined;
+      return typeof jobId === 'string' ? { jobId, manifestSha256: Buffer.from(ev.round.manifestHash).toString('hex') } : undefined;
+    } catch {
+      return undefined;
     }
   }
 

@@ -69,7 +69,7 @@ type State = z.infer<typeof StateSchema>;
 /** A missing file: audit mode was never entered. */
 const NEVER_ENTERED: State = { version: FORMAT_VERSION, remaining: 0, approvals: [], admitted: [] };
 
-type LogEvent = 'enter' | 'approve' | 'admit-run' | 'admit-refused' | 'leave';
+type LogEvent = 'enter' | 'approve' | 'admit-run' | 'admit-refused' | 'leave' | 'refused';
 /** The only fields a log line carries: ids, hashes, fixed reason codes and counts, never values. */
 interface LogLine {
   at: string;
@@ -184,6 +184,20 @@ export class AuditBook {
    * mode a job not yet admitted needs an approval for its exact (jobId, manifestSha256): it is
    * consumed and the counter goes down; when the counter reaches 0, audit mode is over.
    */
+  /**
+   * Records a round the client refused before admission (a trust check failed: unknown key,
+   * rollback, registry mismatch, a model that does not match its hash, ...). Only the reason
+   * code and, when known, the job and manifest hash go to the log.
+   */
+  async refused(code: string, job?: { jobId: string; manifestSha256: string }): Promise<void> {
+    const reason = /^[a-z-]{1,40}$/.test(code) ? code : 'internal';
+    const ok = job && JOB_ID.test(job.jobId) && SHA256_HEX.test(job.manifestSha256);
+    await this.locked(async () => {
+      const s = await this.read();
+      await this.log({ at: this.now(), event: 'refused', ...(ok ? { jobId: job.jobId, manifestSha256: job.manifestSha256 } : {}), reason, remaining: s.remaining });
+    });
+  }
+
   async admit(jobId: string, manifestSha256: string): Promise<{ decision: 'run'; remaining: number }> {
     checkJob(jobId, manifestSha256);
     return this.locked(async () => {

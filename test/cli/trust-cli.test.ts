@@ -94,6 +94,14 @@ describe('registries, signed manifests and signed launches from the command line
     expect(text).toMatch(/job digits-cli, revision 1: 10 rounds/);
     expect(text).toMatch(new RegExp(`signed by ${key.keyid}: signature valid`));
 
+    // Audit mode from the command line: enter, approve a job by its manifest hash, status.
+    const aud = join(root, 'audited-client');
+    expect(json(aegis('client', 'audit', 'enter', '--data-dir', aud, '--reason', 'drill', '--json'))).toMatchObject({ in_audit_mode: true, remaining: 5 });
+    const approved = json(aegis('client', 'approve', 'digits-cli', '--manifest-sha256', signed.manifest_sha256, '--data-dir', aud, '--json'));
+    expect(approved.approvals).toEqual([expect.objectContaining({ job_id: 'digits-cli', manifest_sha256: signed.manifest_sha256 })]);
+    expect(json(aegis('client', 'audit', 'status', '--data-dir', aud, '--json'))).toMatchObject({ in_audit_mode: true, remaining: 5, reason: 'operator' });
+    expect(aegis('client', 'approve', 'digits-cli', '--manifest-sha256', 'not-a-hash', '--data-dir', aud, '--json').status).toBe(2);
+
     // Without a registry, a coordinator or a client starts only when told it is an experiment.
     const noReg = aegis('coordinator', 'start', '--listen', '127.0.0.1:0', '--data-dir', join(root, 'coord-unsigned'));
     expect(noReg.status).toBe(2);

@@ -6,7 +6,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp } from 'node:fs/promises';
+import { mkdtemp, readFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AuditBook } from '../../client/audit/audit.js';
@@ -45,6 +45,7 @@ interface Fleet {
   runners: ClientRunner[];
   events: { id: string; e: RunnerEvent }[];
   audits: AuditBook[];
+  dirs: string[];
   stop: () => Promise<void>;
 }
 
@@ -65,6 +66,7 @@ async function fleet(registryDir: string | undefined, audits?: AuditBook[]): Pro
     runners,
     events,
     audits: books,
+    dirs,
     stop: async () => {
       await Promise.all(runners.map((r) => r.stop()));
       await c.close();
@@ -111,6 +113,12 @@ describe('rogue coordinators', () => {
       expect(out.ok).toBe(false);
       expect(satOut(f, 'registry-mismatch').size).toBe(N);
       for (const a of f.audits) expect((await a.status()).inAuditMode).toBe(true);
+      // Each refusal is a line in the client's audit log: the reason code, the claimed job.
+      for (const dir of f.dirs) {
+        const lines = (await readFile(join(dir, 'audit.log'), 'utf8')).trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+        expect(lines.some((l) => l.event === 'refused' && l.reason === 'registry-mismatch' && l.jobId === 'rogue-job')).toBe(true);
+        expect(lines.some((l) => l.event === 'enter' && l.reason === 'registry-mismatch')).toBe(true);
+      }
     } finally {
       await f.stop();
     }
