@@ -585,15 +585,7 @@ export class Coordinator {
       }
       const models = new ModelStore(manifest.jobId, this.clock);
       models.add(weights, { clients: 0, totalWeight: 0 });
-      const job: Job = {
-        jobId: manifest.jobId,
-        manifest,
-        manifestJson: new Uint8Array(manifestJson),
-        manifestHash: hash,
-        ...(opts.signedManifest ? { signedManifest: new Uint8Array(opts.signedManifest) } : {}),
-        rounds: [],
-        training: newTrainingProgress(models, gatherMs),
-      };
+      const job: Job = { ...newJob(manifest, manifestJson, hash, opts.signedManifest), training: newTrainingProgress(models, gatherMs) };
       const started = await this.startRound(job, gatherMs);
       // Only a job that started is written out: a refused launch leaves nothing behind.
       if (this.opts.dataDir !== undefined) models.persistTo(this.opts.dataDir);
@@ -603,14 +595,7 @@ export class Coordinator {
     if (last && !last.outcome) throw new AegisError(ErrorCode.WrongPhase, `round ${last.index} of job '${manifest.jobId}' is still running`);
     const index = existing?.rounds.length ?? 0;
     if (index >= manifest.rounds) throw new AegisError(ErrorCode.WrongPhase, `job '${manifest.jobId}' has run all its ${manifest.rounds} rounds`);
-    const job: Job = existing ?? {
-      jobId: manifest.jobId,
-      manifest,
-      manifestJson: new Uint8Array(manifestJson),
-      manifestHash: hash,
-      ...(opts.signedManifest ? { signedManifest: new Uint8Array(opts.signedManifest) } : {}),
-      rounds: [],
-    };
+    const job: Job = existing ?? newJob(manifest, manifestJson, hash, opts.signedManifest);
     return this.startRound(job, gatherMs);
   }
 
@@ -927,6 +912,18 @@ export class Coordinator {
     });
     return next;
   }
+}
+
+/** A job record before its first round (copies of the caller's bytes). */
+function newJob(manifest: JobManifest, manifestJson: Uint8Array, hash: Uint8Array, signed: Uint8Array | undefined): Job {
+  return {
+    jobId: manifest.jobId,
+    manifest,
+    manifestJson: new Uint8Array(manifestJson),
+    manifestHash: hash,
+    ...(signed ? { signedManifest: new Uint8Array(signed) } : {}),
+    rounds: [],
+  };
 }
 
 function trainingStatus(t: TrainingProgress): admin.TrainingStatus {

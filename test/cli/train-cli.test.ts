@@ -5,19 +5,19 @@
  * round), `round status`, and `round model --out` (the global model in tfjs format).
  */
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { splitDigits } from '../../bench/demo/mnist.js';
 import { weightBytes } from '../../coordinator/service/training.js';
 import { DIGITS_TRAINING, digitsModel } from '../../shared/model/digits.js';
 import { loadTf, loadTfjsModel, weightsSha256 } from '../../shared/model/tfjs.js';
 import { waitFor } from '../support/cluster.js';
+import { CLI, cliJson, runCli, type CliRun } from '../support/cli.js';
 
-const cli = fileURLToPath(new URL('../../dist/bin/aegis.js', import.meta.url));
+const cli = CLI;
 const env = { ...process.env, AEGIS_PASSPHRASE: 'training cli test passphrase', AEGIS_LOG_LEVEL: 'warn' };
 const CLIENTS = 3;
 
@@ -25,19 +25,8 @@ let root: string;
 let coordDir: string;
 const children: ChildProcess[] = [];
 
-function aegis(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 100_000, env });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed CLI JSON, checked field by field
-function json(r: { status: number | null; stdout: string; stderr: string }): any {
-  try {
-    return JSON.parse(r.stdout.trim());
-  } catch {
-    throw new Error(`no JSON on stdout (exit ${r.status}); stderr: ${r.stderr.slice(-500)}`);
-  }
-}
+const aegis = (args: string[]): CliRun => runCli(args, env, 100_000);
+const json = cliJson;
 
 beforeAll(async () => {
   if (!existsSync(cli)) throw new Error('dist/ is missing: run "npm run build" first');

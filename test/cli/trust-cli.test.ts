@@ -9,28 +9,18 @@ import { spawn, spawnSync, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { TrustBook } from '../../shared/trust/trust-book.js';
 import { waitFor } from '../support/cluster.js';
+import { CLI, cliJson, runCli, type CliRun } from '../support/cli.js';
 
-const cli = fileURLToPath(new URL('../../dist/bin/aegis.js', import.meta.url));
+const cli = CLI;
 const env = { ...process.env, AEGIS_PASSPHRASE: 'trust cli test passphrase', AEGIS_LOG_LEVEL: 'warn' };
 let root: string;
 let coordinator: ChildProcess | undefined;
 
-function aegis(...args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 60_000, env });
-  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
-}
-// eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed CLI JSON, checked field by field
-function json(r: { status: number | null; stdout: string; stderr: string }): any {
-  try {
-    return JSON.parse(r.stdout.trim());
-  } catch {
-    throw new Error(`no JSON on stdout (exit ${r.status}); stderr: ${r.stderr.slice(-500)}`);
-  }
-}
-const code = (r: { status: number | null; stdout: string; stderr: string }): string => {
+const aegis = (...args: string[]): CliRun => runCli(args, env);
+const json = cliJson;
+const code = (r: CliRun): string => {
   expect(r.status).toBe(2);
   return json(r).error.code as string;
 };

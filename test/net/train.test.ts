@@ -47,7 +47,10 @@ beforeAll(async () => {
   ({ spec, weights: initial } = await digitsModel(tf, { hidden: 32, seed: 11 }));
 });
 
-function trainingManifest(jobId: string, over: { maxAbortedRounds?: number; advertiseMs?: number; maskedMs?: number; rounds?: number } = {}): Uint8Array {
+function trainingManifest(
+  jobId: string,
+  over: { maxAbortedRounds?: number; advertiseMs?: number; maskedMs?: number; rounds?: number; validation?: { gate: number; dataset?: string; localFraction: number } } = {},
+): Uint8Array {
   return manifest({
     jobId,
     rounds: over.rounds ?? ROUNDS,
@@ -55,6 +58,7 @@ function trainingManifest(jobId: string, over: { maxAbortedRounds?: number; adve
     deadlines: { advertiseMs: over.advertiseMs ?? 15_000, shareMs: 15_000, maskedMs: over.maskedMs ?? 60_000, consistencyMs: 15_000, unmaskMs: 15_000 },
     model: spec,
     training: { ...DIGITS_TRAINING, epochs: 3, maxAbortedRounds: over.maxAbortedRounds ?? 3 },
+    ...(over.validation ? { validation: over.validation } : {}),
   });
 }
 
@@ -257,15 +261,7 @@ describe('the poisoned-server scenario', () => {
     }));
     try {
       await waitFor(() => c.connectedClients().length === CLIENTS, 20_000, 'clients to connect');
-      const bytes = manifest({
-        jobId: 'poisoned',
-        rounds: 3,
-        round: { dim: initial.length, cohort: CLIENTS, clip: CLIP, bits: BITS },
-        deadlines: { advertiseMs: 3_000, shareMs: 15_000, maskedMs: 60_000, consistencyMs: 15_000, unmaskMs: 15_000 },
-        model: spec,
-        training: { ...DIGITS_TRAINING, epochs: 3, maxAbortedRounds: 0 },
-        validation: { gate: 0.05, localFraction: 0.2 },
-      });
+      const bytes = trainingManifest('poisoned', { maxAbortedRounds: 0, advertiseMs: 3_000, validation: { gate: 0.05, localFraction: 0.2 } });
       await c.launch(bytes, { gatherMs: 5_000, initialWeights: weightBytes(initial) });
       // Rounds 0 and 1 complete; round 2 would train on the poisoned version 2: nobody does.
       expect(await c.trainingFinished('poisoned')).toBe('failed');
@@ -315,15 +311,7 @@ describe('the coordinator’s poisoning check', () => {
     }));
     try {
       await waitFor(() => c.connectedClients().length === CLIENTS, 20_000, 'clients to connect');
-      const bytes = manifest({
-        jobId: 'checked',
-        rounds: 3,
-        round: { dim: initial.length, cohort: CLIENTS, clip: CLIP, bits: BITS },
-        deadlines: { advertiseMs: 15_000, shareMs: 15_000, maskedMs: 60_000, consistencyMs: 15_000, unmaskMs: 15_000 },
-        model: spec,
-        training: { ...DIGITS_TRAINING, epochs: 3, maxAbortedRounds: 0 },
-        validation: { gate: 0.05, dataset: 'digits', localFraction: 0 },
-      });
+      const bytes = trainingManifest('checked', { maxAbortedRounds: 0, validation: { gate: 0.05, dataset: 'digits', localFraction: 0 } });
       expect(await codeOfAsync(startCoordinator().then(async (other) => other.launch(bytes, { initialWeights: weightBytes(initial) }).finally(() => other.close())))).toBe('not-found');
       await c.launch(bytes, { gatherMs: 5_000, initialWeights: weightBytes(initial) });
       expect(await c.trainingFinished('checked')).toBe('failed');

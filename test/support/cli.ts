@@ -1,0 +1,29 @@
+/** Running the built CLI (dist/) from tests, and reading its one-line JSON answers. */
+import { spawnSync } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+
+export const CLI = fileURLToPath(new URL('../../dist/bin/aegis.js', import.meta.url));
+
+export interface CliRun {
+  status: number | null;
+  stdout: string;
+  stderr: string;
+}
+
+/** Runs `aegis args…` to completion (blocking) with `env`. */
+export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): CliRun {
+  if (!existsSync(CLI)) throw new Error('dist/ is missing: run "npm run build" first');
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: timeoutMs, env });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/** The JSON document a `--json` command printed; the error says what went wrong instead. */
+// eslint-disable-next-line @typescript-eslint/no-explicit-any -- parsed CLI JSON, checked field by field by the caller
+export function cliJson(r: CliRun): any {
+  try {
+    return JSON.parse(r.stdout.trim());
+  } catch {
+    throw new Error(`no JSON on stdout (exit ${r.status}); stderr: ${r.stderr.slice(-500)}`);
+  }
+}
