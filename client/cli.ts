@@ -16,6 +16,7 @@ import type { TrainingRound } from './agent/training-round.js';
 import { MemoryDataStore, readJsonlRecords } from './store/memory.js';
 import { trainLocally, validateLocally } from './trainer/index.js';
 import { registerAudit } from './audit/cli.js';
+import { registerData } from './store/cli.js';
 import { AuditBook } from './audit/audit.js';
 import { TrustBook } from '../shared/trust/trust-book.js';
 import { registrySource } from '../shared/trust/registry-source.js';
@@ -163,4 +164,5 @@ export function registerClient(program: Command): void {
       }
     });
   registerAudit(group);
+  registerData(group);
 }
