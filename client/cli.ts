@@ -1,6 +1,6 @@
 /** `aegis client enroll` and `aegis client run`: what a client operator runs on a device. */
 import { readFile } from 'node:fs/promises';
-import { resolve } from 'node:path';
+import { join, resolve } from 'node:path';
 import { Command } from 'commander';
 import { z } from 'zod';
 import { reportError } from '../shared/cli/output.js';
@@ -16,7 +16,10 @@ import type { TrainingRound } from './agent/training-round.js';
 import { MemoryDataStore, readJsonlRecords } from './store/memory.js';
 import { trainLocally, validateLocally } from './trainer/index.js';
 import { registerAudit } from './audit/cli.js';
-import { registerData } from './store/cli.js';
+import { KEK_FILE, registerData } from './store/cli.js';
+import { SqliteDataStore, STORE_FILE } from './store/sqlite.js';
+import { PassphraseKek } from '../shared/keystore/kek-passphrase.js';
+import { existsSync } from 'node:fs';
 import { AuditBook } from './audit/audit.js';
 import { TrustBook } from '../shared/trust/trust-book.js';
 import { registrySource } from '../shared/trust/registry-source.js';
@@ -93,15 +96,25 @@ export function registerClient(program: Command): void {
     .action(async (o: { dataDir: string; input?: string; trainData?: string; coordinator?: string; backupRegistry?: string; registryCa?: string; allowUnsigned?: boolean }) => {
       const log = createLogger('client');
       try {
-        if (!o.input && !o.trainData) throw new AegisError(ErrorCode.InvalidArgument, 'give --input (plain rounds), --train-data (training jobs), or both');
+        const dirForStore = resolve(o.dataDir);
+        const hasStore = existsSync(join(dirForStore, STORE_FILE)) && existsSync(join(dirForStore, KEK_FILE));
+        if (!o.input && !o.trainData && !hasStore) {
+          throw new AegisError(ErrorCode.InvalidArgument, 'give --input (plain rounds), --train-data (training jobs), or import training data into the encrypted store (aegis client init; aegis client data import)');
+        }
         if (!o.backupRegistry && !o.allowUnsigned) {
           throw new AegisError(ErrorCode.InvalidArgument, 'give --backup-registry DIR|HOST:PORT (only jobs a trusted publisher signed run), or --allow-unsigned for a local experiment');
         }
         const dir = resolve(o.dataDir);
-        const loaded = await loadClient(dir, await obtainPassphrase({ what: `the identity key in ${dir}` }));
+        const passphrase = await obtainPassphrase({ what: `the identity key in ${dir}` });
+        const loaded = await loadClient(dir, passphrase);
         // Checked once up front so a broken file is reported before any round.
         if (o.input) await readInput(o.input);
-        const store = o.trainData ? new MemoryDataStore(await readJsonlRecords(o.trainData)) : undefined;
+        // Training data: a plain JSONL file given here, or else the data dir's encrypted store.
+        const store = o.trainData
+          ? new MemoryDataStore(await readJsonlRecords(o.trainData))
+          : hasStore
+            ? await SqliteDataStore.open(dir, await PassphraseKek.open(join(dir, KEK_FILE), passphrase))
+            : undefined;
         if (store) log.info({ records: await store.count() }, 'training data loaded');
         let pending: Uint32Array | null = null;
         const input = (_round: unknown, params: RoundParams): Uint32Array => {

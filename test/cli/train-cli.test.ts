@@ -53,7 +53,14 @@ describe('a training job from the command line', () => {
       expect(aegis(['client', 'enroll', '--coordinator', address, '--enroll-address', enrollAddress, '--token', inv.token, '--ca', join(coordDir, 'ca.pem'), '--data-dir', dir, '--id', `dev-${i}`]).status).toBe(0);
       const data = join(root, `digits-${i}.jsonl`);
       writeFileSync(data, split.shards[i]!.map((r) => JSON.stringify({ pixels: Array.from(r.pixels as Float32Array), digit: r.digit })).join('\n'));
-      const child = spawn(process.execPath, [cli, 'client', 'run', '--data-dir', dir, '--train-data', data, '--allow-unsigned'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+      // The last client keeps its examples in the data dir's encrypted store instead of a plain file.
+      let source = ['--train-data', data];
+      if (i === CLIENTS - 1) {
+        expect(aegis(['client', 'init', '--data-dir', dir]).status).toBe(0);
+        expect(cliJson(aegis(['client', 'data', 'import', data, '--data-dir', dir, '--json'])).imported).toBe(split.shards[i]!.length);
+        source = [];
+      }
+      const child = spawn(process.execPath, [cli, 'client', 'run', '--data-dir', dir, ...source, '--allow-unsigned'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
       child.stderr!.resume();
       children.push(child);
     }
@@ -97,6 +104,8 @@ describe('a training job from the command line', () => {
     const l = json(launched);
     expect(l.status.training).toMatchObject({ state: 'completed', rounds_completed: 2, model_version: 2 });
 
+    // Every client's update is in every round, the store-backed one included.
+    for (const round of ['0', '1']) expect(json(aegis(['round', 'result', 'cli-train', '--round', round, '--data-dir', coordDir, '--json'])).survivors).toEqual(['dev-0', 'dev-1', 'dev-2']);
     const status = json(aegis(['round', 'status', 'cli-train', '--data-dir', coordDir, '--json']));
     expect(status.training.model_sha256).toBe(l.status.training.model_sha256);
     const text = aegis(['round', 'status', 'cli-train', '--data-dir', coordDir]);
