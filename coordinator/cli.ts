@@ -11,7 +11,7 @@ import tls from 'node:tls';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { Command } from 'commander';
-import { parseDuration, parseIntOption, progress, reportError } from '../shared/cli/output.js';
+import { parseDuration, parseIntOption, progress, reportError, printResult } from '../shared/cli/output.js';
 import { obtainPassphrase } from '../shared/cli/passphrase.js';
 import { decodeWeightedSum } from '../shared/crypto/quantize.js';
 import { AegisError, ErrorCode } from '../shared/errors.js';
@@ -155,9 +155,6 @@ async function run<T extends AdminOpts>(o: T, body: (client: AdminClient) => Pro
   }
 }
 
-const out = (o: { json?: boolean }, json: unknown, text: string): void => {
-  process.stdout.write(o.json ? `${JSON.stringify(json)}\n` : `${text}\n`);
-};
 
 // ---------------------------------------------------------------------------------------------
 // aegis clients invite|list|revoke
@@ -179,7 +176,7 @@ export function registerClients(program: Command): void {
         const expiresAt = new Date(Number(r.expiresAtMs)).toISOString();
         const hint = `aegis client enroll --coordinator ${o.coordinator ?? endpoint?.address ?? 'HOST:PORT'} --token ${r.token} --ca ${join(dir, 'ca.pem')} --data-dir CLIENT_DIR${o.id ? ` --id ${o.id}` : ''}`;
         if (!o.json) progress(`one-time token, valid until ${expiresAt}; on the device run:\n  ${hint}`);
-        out(o, { token: r.token, expires_at: expiresAt, client_id: o.id ?? null, enroll_address: endpoint?.enrollAddress ?? null }, r.token);
+        printResult(o, { token: r.token, expires_at: expiresAt, client_id: o.id ?? null, enroll_address: endpoint?.enrollAddress ?? null }, r.token);
       }),
     );
   withAdmin(group.command('list').description('list enrolled clients')).action((o: AdminOpts) =>
@@ -193,7 +190,7 @@ export function registerClients(program: Command): void {
         revocation_reason: c.revocationReason || null,
       }));
       const text = rows.length === 0 ? 'no enrolled clients' : rows.map((x) => `${x.client_id}\t${x.revoked ? 'REVOKED' : 'active'}\tcert until ${x.certificate_expires_at}`).join('\n');
-      out(o, { clients: rows }, text);
+      printResult(o, { clients: rows }, text);
     }),
   );
   withAdmin(group.command('revoke').description('revoke a client: refused from its next call on').argument('<client-id>'))
@@ -202,7 +199,7 @@ export function registerClients(program: Command): void {
       run(o, async (client) => {
         const r = await call<admin.RevokeClientRequest, admin.RevokeClientReply>(client, 'revokeClient', create(admin.RevokeClientRequestSchema, { clientId: id, reason: o.reason }));
         const at = new Date(Number(r.revokedAtMs)).toISOString();
-        out(o, { client_id: id, revoked_at: at }, `revoked ${id} at ${at}`);
+        printResult(o, { client_id: id, revoked_at: at }, `revoked ${id} at ${at}`);
       }),
     );
 }
@@ -312,7 +309,7 @@ export function registerRound(program: Command): void {
           create(admin.LaunchRoundRequestSchema, { manifestJson: bytes, gatherMs: o.gather, ...(initialWeights ? { initialWeights } : {}), ...(signedManifest ? { signedManifest } : {}) }),
         );
         const launched = { job_id: r.jobId, round: r.roundIndex, manifest_hash: Buffer.from(r.manifestHash).toString('hex'), cohort: r.cohort };
-        if (!o.wait) return out(o, launched, `launched round ${r.roundIndex} of job ${r.jobId} with ${r.cohort.length} clients`);
+        if (!o.wait) return printResult(o, launched, `launched round ${r.roundIndex} of job ${r.jobId} with ${r.cohort.length} clients`);
         progress(`launched round ${r.roundIndex} of job ${r.jobId} with ${r.cohort.length} clients`);
         let last = '';
         for (;;) {
@@ -324,7 +321,7 @@ export function registerRound(program: Command): void {
             if (line !== last && !o.json) progress(line.split('\n').join(' '));
             last = line;
             if (reply.training.state !== 'running') {
-              out(o, { ...launched, status: s }, statusText(s));
+              printResult(o, { ...launched, status: s }, statusText(s));
               if (reply.training.state !== 'completed') process.exitCode = 1;
               return;
             }
@@ -335,7 +332,7 @@ export function registerRound(program: Command): void {
           if (line !== last && !o.json) progress(line.split('\n').join(' '));
           last = line;
           if (s.finished) {
-            out(o, { ...launched, status: s }, statusText(s));
+            printResult(o, { ...launched, status: s }, statusText(s));
             if (!s.ok) process.exitCode = 1;
             return;
           }
@@ -349,7 +346,7 @@ export function registerRound(program: Command): void {
       run(o, async (client) => {
         const req = create(admin.RoundStatusRequestSchema, { jobId: job, ...(o.round === undefined ? {} : { roundIndex: o.round }) });
         const s = statusJson(await call(client, 'roundStatus', req));
-        out(o, s, statusText(s));
+        printResult(o, s, statusText(s));
       }),
     );
   withAdmin(group.command('model').description("a training job's global model, saved in tfjs format (model.json + weights.bin)").argument('<job-id>'))
@@ -380,7 +377,7 @@ export function registerRound(program: Command): void {
         if (!isTrainingManifest(manifest)) throw new AegisError(ErrorCode.InvalidArgument, `job '${job}' is not a training job`);
         const files = await saveTfjsModel(resolve(o.out), manifest.model, weightsFromBytes(bytes));
         const sha = Buffer.from(first.model.sha256).toString('hex');
-        out(o, { job_id: job, version: first.model.version, sha256: sha, model_json: files.modelJson, weights_bin: files.weightsBin }, `model version ${first.model.version} of ${job} (sha256 ${sha}) written to ${files.modelJson}`);
+        printResult(o, { job_id: job, version: first.model.version, sha256: sha, model_json: files.modelJson, weights_bin: files.weightsBin }, `model version ${first.model.version} of ${job} (sha256 ${sha}) written to ${files.modelJson}`);
       }),
     );
   withAdmin(group.command('result').description('the unmasked sum of a completed round').argument('<job-id>'))
@@ -405,7 +402,7 @@ export function registerRound(program: Command): void {
         if (o.out) {
           await writeFile(o.out, `${JSON.stringify(result)}\n`);
           progress(`wrote ${o.out}: ${words.length - 1} values from ${r.survivors.length} clients, total weight ${decoded.totalWeight}`);
-        } else out(o, result, JSON.stringify(result));
+        } else printResult(o, result, JSON.stringify(result));
       }),
     );
 }

@@ -4,7 +4,7 @@
  */
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { reportError } from '../../shared/cli/output.js';
+import { reportError, printResult } from '../../shared/cli/output.js';
 import { AuditBook, type AuditStatus } from './audit.js';
 
 const DEFAULT_DIR = process.env.AEGIS_CLIENT_DIR ?? './aegis-client';
@@ -37,9 +37,6 @@ function statusText(s: AuditStatus): string {
   return lines.join('\n');
 }
 
-const out = (json: boolean, obj: Record<string, unknown>, text: string): void => {
-  process.stdout.write(json ? `${JSON.stringify({ ok: true, ...obj })}\n` : `${text}\n`);
-};
 
 export function registerAudit(client: Command): void {
   const audit = client.command('audit').description('audit mode: after a trigger, the next jobs need the operator’s approval');
@@ -54,7 +51,7 @@ export function registerAudit(client: Command): void {
         const dir = resolve(o.dataDir);
         const book = await AuditBook.open(dir);
         const s = await book.enter('operator', o.reason);
-        out(Boolean(o.json), statusJson(dir, s), `entered audit mode: the next ${s.remaining} jobs need approval (aegis client approve JOB --manifest-sha256 H --data-dir ${dir})`);
+        printResult(o, { ok: true, ...statusJson(dir, s) }, `entered audit mode: the next ${s.remaining} jobs need approval (aegis client approve JOB --manifest-sha256 H --data-dir ${dir})`);
       } catch (err) {
         reportError(err, Boolean(o.json));
       }
@@ -68,7 +65,7 @@ export function registerAudit(client: Command): void {
       try {
         const dir = resolve(o.dataDir);
         const s = await (await AuditBook.open(dir)).status();
-        out(Boolean(o.json), statusJson(dir, s), statusText(s));
+        printResult(o, { ok: true, ...statusJson(dir, s) }, statusText(s));
       } catch (err) {
         reportError(err, Boolean(o.json));
       }
@@ -91,7 +88,7 @@ export function registerAudit(client: Command): void {
           : r.status.inAuditMode
             ? `${job} with this manifest is already admitted; no approval needed`
             : 'not in audit mode: no approval needed (nothing recorded)';
-        out(Boolean(o.json), { needed: r.needed, job_id: job, manifest_sha256: o.manifestSha256.trim().toLowerCase(), ...statusJson(dir, r.status) }, text);
+        printResult(o, { ok: true, needed: r.needed, job_id: job, manifest_sha256: o.manifestSha256.trim().toLowerCase(), ...statusJson(dir, r.status) }, text);
       } catch (err) {
         reportError(err, Boolean(o.json));
       }

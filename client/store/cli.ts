@@ -6,7 +6,7 @@ import { constants as fsc } from 'node:fs';
 import { access, mkdir } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
-import { reportError } from '../../shared/cli/output.js';
+import { reportError, printResult } from '../../shared/cli/output.js';
 import { obtainPassphrase } from '../../shared/cli/passphrase.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { PassphraseKek } from '../../shared/keystore/kek-passphrase.js';
@@ -21,9 +21,6 @@ const exists = (path: string): Promise<boolean> =>
     () => false,
   );
 
-const print = (json: boolean, obj: Record<string, unknown>, human: string): void => {
-  process.stdout.write(json ? `${JSON.stringify(obj)}\n` : `${human}\n`);
-};
 
 /** Opens the data dir's KEK and store, runs `fn`, and closes both whatever happens. */
 async function withStore<T>(dataDir: string, fn: (store: SqliteDataStore) => Promise<T>): Promise<T> {
@@ -69,7 +66,7 @@ export function registerData(client: Command): void {
         } finally {
           kek.close();
         }
-        print(Boolean(o.json), { ok: true, data_dir: dir, kek: { kind: kek.kind, id: kek.id, file: kekPath } }, `initialized ${dir}; import data: aegis client data import FILE --data-dir ${dir}`);
+        printResult(o, { ok: true, data_dir: dir, kek: { kind: kek.kind, id: kek.id, file: kekPath } }, `initialized ${dir}; import data: aegis client data import FILE --data-dir ${dir}`);
       } catch (err) {
         reportError(err, Boolean(o.json));
       }
@@ -91,7 +88,7 @@ export function registerData(client: Command): void {
           .filter((s) => s.length > 0);
         const records = await readRecordsFile(file);
         const r = await withStore(o.dataDir, (store) => store.importRecords(records, { sensitive }));
-        print(Boolean(o.json), { ok: true, imported: r.imported, ids: r.ids }, `imported ${r.imported} records`);
+        printResult(o, { ok: true, imported: r.imported, ids: r.ids }, `imported ${r.imported} records`);
       } catch (err) {
         reportError(err, Boolean(o.json));
       }
@@ -106,7 +103,7 @@ export function registerData(client: Command): void {
       try {
         const records = await withStore(o.dataDir, (store) => store.list());
         const human = records.map((r) => `${r.id}  ${r.fields.map((f) => (r.sensitive.includes(f) ? `${f}*` : f)).join(', ')}`).join('\n');
-        print(Boolean(o.json), { ok: true, count: records.length, records }, records.length === 0 ? 'no records' : `${human}\n(* encrypted)`);
+        printResult(o, { ok: true, count: records.length, records }, records.length === 0 ? 'no records' : `${human}\n(* encrypted)`);
       } catch (err) {
         reportError(err, Boolean(o.json));
       }

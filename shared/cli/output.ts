@@ -8,6 +8,11 @@ export const progress = (line: string): void => {
   process.stderr.write(`${line}\n`);
 };
 
+/** Prints a command's result: one JSON document on stdout with --json, else the human text. */
+export function printResult(o: { json?: boolean }, data: unknown, text: string): void {
+  process.stdout.write(o.json ? `${JSON.stringify(data)}\n` : `${text}\n`);
+}
+
 /** Prints an error (code, message, hint) and sets a non-zero exit code. */
 export function reportError(err: unknown, json: boolean): void {
   const code = isAegisError(err) ? err.code : 'internal';

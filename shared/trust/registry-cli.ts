@@ -6,7 +6,7 @@
 import { readFile, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
-import { parseDuration, parseIntOption, progress, reportError } from '../cli/output.js';
+import { parseDuration, parseIntOption, progress, reportError, printResult } from '../cli/output.js';
 import { obtainPassphrase } from '../cli/passphrase.js';
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { AegisError, ErrorCode } from '../errors.js';
@@ -23,9 +23,6 @@ interface Common {
   json?: boolean;
 }
 
-const out = (o: { json?: boolean }, json: unknown, text: string): void => {
-  process.stdout.write(o.json ? `${JSON.stringify(json)}\n` : `${text}\n`);
-};
 
 async function run(o: { json?: boolean }, body: () => Promise<void>): Promise<void> {
   try {
@@ -143,7 +140,7 @@ export function registerRegistry(program: Command): void {
         const passphrase = await passphraseFor(dir, true);
         const r = await initRegistry(dir, { roots: o.roots, threshold: o.threshold, passphrase, expiresDays: days(o.expires) });
         progress(`MOVE THE ROOT KEYS OFFLINE: copy ${dir}/keys/ to offline media and delete it here; bring a threshold back only to sign (see ${dir}/README.txt)`);
-        out(
+        printResult(
           o,
           { ok: true, ...describe(r), key_files: r.keyFiles.map((k) => ({ path: k.path, keyid: k.keyid })) },
           `${describeText(r)}\nroot keys (sealed): ${r.keyFiles.map((k) => k.path).join(', ')}`,
@@ -161,7 +158,7 @@ export function registerRegistry(program: Command): void {
         const current = await readRegistry(dir);
         const publicKey = await readPublisherKey(o.publicKey, (id) => Object.hasOwn(current.publishers.publishers, id));
         const r = await addPublisher(dir, { publicKey, name: o.name, passphrase: await passphraseFor(dir), expiresDays: days(o.expires) });
-        out(o, { ok: true, keyid: r.keyid, ...describe(r) }, `added ${o.name}: key id ${r.keyid}; publishers v${r.publishers.version}, expires ${r.publishers.expires}`);
+        printResult(o, { ok: true, keyid: r.keyid, ...describe(r) }, `added ${o.name}: key id ${r.keyid}; publishers v${r.publishers.version}, expires ${r.publishers.expires}`);
       }),
     );
 
@@ -172,7 +169,7 @@ export function registerRegistry(program: Command): void {
       run(o, async () => {
         const dir = resolve(o.dir);
         const r = await revokePublisher(dir, { keyid: o.keyid, passphrase: await passphraseFor(dir), expiresDays: days(o.expires) });
-        out(o, { ok: true, keyid: o.keyid, ...describe(r) }, `revoked ${o.keyid}; publishers v${r.publishers.version}, expires ${r.publishers.expires}`);
+        printResult(o, { ok: true, keyid: o.keyid, ...describe(r) }, `revoked ${o.keyid}; publishers v${r.publishers.version}, expires ${r.publishers.expires}`);
       }),
     );
 
@@ -182,7 +179,7 @@ export function registerRegistry(program: Command): void {
       run(o, async () => {
         const dir = resolve(o.dir);
         const r = await signPublishers(dir, { passphrase: await passphraseFor(dir), expiresDays: days(o.expires) });
-        out(o, { ok: true, ...describe(r) }, `publishers v${r.publishers.version} signed, expires ${r.publishers.expires}`);
+        printResult(o, { ok: true, ...describe(r) }, `publishers v${r.publishers.version} signed, expires ${r.publishers.expires}`);
       }),
     );
 
@@ -197,7 +194,7 @@ export function registerRegistry(program: Command): void {
         const r = await rotateRoot(dir, { passphrase: await passphraseFor(dir), add: o.add, remove: o.remove, threshold: o.threshold, expiresDays: days(o.expires) });
         if (r.addedKeyFiles.length > 0) progress(`new root keys: ${r.addedKeyFiles.map((k) => k.path).join(', ')}: move them offline`);
         if (r.retiredKeyFiles.length > 0) progress(`no longer root keys (destroy once root v${r.root.version} is served everywhere): ${r.retiredKeyFiles.map((k) => k.path).join(', ')}`);
-        out(
+        printResult(
           o,
           {
             ok: true,
@@ -216,7 +213,7 @@ export function registerRegistry(program: Command): void {
       const r = await readRegistry(dir);
       const keyFiles = await listKeyFiles(dir);
       const warn = keyFiles.length > 0 ? `\nwarning: ${keyFiles.length} root keyfile(s) in ${dir}/keys: keep root keys offline between uses` : '';
-      out(o, { ok: true, ...describe(r), key_files_present: keyFiles.map((k) => k.path) }, `${describeText(r)}${warn}`);
+      printResult(o, { ok: true, ...describe(r), key_files_present: keyFiles.map((k) => k.path) }, `${describeText(r)}${warn}`);
     }),
   );
 }

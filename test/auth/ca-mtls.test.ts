@@ -8,6 +8,7 @@ import { X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import type { AddressInfo } from 'node:net';
 import * as tls from 'node:tls';
+import { codeOfAsync } from '../support/codes.js';
 import {
   clientIdOf,
   createCa,
@@ -24,17 +25,8 @@ import { Revocations } from '../../coordinator/auth/enrollment.js';
 import { authorizePeer } from '../../coordinator/auth/peer.js';
 import { AuthError } from '../../coordinator/auth/tokens.js';
 import { createCsr, createIdentity, identityKeyPem, needsRenewal } from '../../client/enroll/csr.js';
-import { ErrorCode, isAegisError } from '../../shared/errors.js';
+import { ErrorCode } from '../../shared/errors.js';
 import { ED25519, ed25519CryptoKeys, loadX509 } from '../../shared/keystore/webcrypto-ed25519.js';
-
-async function codeOfAsync(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-    return undefined;
-  } catch (e) {
-    return isAegisError(e) ? e.code : `unexpected: ${String(e)}`;
-  }
-}
 
 describe('coordinator CA', () => {
   test('a client certificate issued from a CSR carries the client id and verifies against the CA', async () => {

@@ -6,20 +6,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AUDIT_JOBS, AuditBook } from '../../client/audit/audit.js';
 import { isAegisError } from '../../shared/errors.js';
+import { codeOfAsync } from '../support/codes.js';
 
 const h = (s: string): string => createHash('sha256').update(s).digest('hex');
 const H1 = h('manifest-1');
 const H2 = h('manifest-2');
-
-/** The AegisError code a promise rejects with, undefined when it resolves. */
-async function codeOfAsync(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-    return undefined;
-  } catch (e) {
-    return isAegisError(e) ? e.code : `unexpected: ${String(e)}`;
-  }
-}
 
 let dir: string;
 let t = Date.parse('2030-01-01T00:00:00Z');

@@ -9,6 +9,7 @@ import { isAegisError } from '../../shared/errors.js';
 import { PassphraseKek } from '../../shared/keystore/kek-passphrase.js';
 import { MemoryDataStore } from '../../shared/store/memory.js';
 import type { DataRecord } from '../../shared/store/types.js';
+import { codeOfAsync } from '../support/codes.js';
 
 const PASS = 'correct horse battery staple';
 const FAST = { N: 2 ** 14, r: 8, p: 1 };
@@ -17,15 +18,6 @@ const SENTENCE = 'please remind me to call the cardiologist tomorrow';
 const LAT = 51.5237729;
 const LON = -0.1585474;
 const VISIBLE = 'visible-marker-7d1f';
-
-async function codeOfAsync(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-    return undefined;
-  } catch (e) {
-    return isAegisError(e) ? e.code : `unexpected: ${String(e)}`;
-  }
-}
 
 let dir: string;
 let kek: PassphraseKek;

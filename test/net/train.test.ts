@@ -22,7 +22,7 @@ import { DIGITS_TRAINING, digitsModel } from '../../shared/model/digits.js';
 import { loadTf } from '../../shared/model/tfjs.js';
 import type { ModelSpec } from '../../shared/protocol/manifest.js';
 import { enrollClients, manifest, startCoordinator, startRunners, waitFor } from '../support/cluster.js';
-import { codeOfAsync } from '../trainer/fixtures.js';
+import { codeOfAsync } from '../support/codes.js';
 
 const CLIENTS = 4;
 const ROUNDS = 3;

@@ -17,7 +17,7 @@ import { ed25519PublicFromSeed } from '../../shared/crypto/ed25519.js';
 import { signManifest } from '../../shared/trust/manifest.js';
 import { addPublisher, initRegistry, readSnapshot } from '../../shared/trust/registry-dir.js';
 import { enrollClients, expectedSum, manifest, startCoordinator, startRunners, waitFor } from '../support/cluster.js';
-import { codeOfAsync } from '../trainer/fixtures.js';
+import { codeOfAsync } from '../support/codes.js';
 import { createHash } from 'node:crypto';
 
 const PASS = 'registry passphrase for tests';

@@ -11,6 +11,16 @@ export function codeOf(fn: () => unknown): string | undefined {
   }
 }
 
+/** The AegisError code a promise rejects with, undefined when it resolves. */
+export async function codeOfAsync(p: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await p;
+    return undefined;
+  } catch (e) {
+    return isAegisError(e) ? e.code : `unexpected: ${String(e)}`;
+  }
+}
+
 /**
  * The small-order X25519 u-coordinates (libsodium's list), written out here independently of
  * shared/crypto/x25519.ts: 0, 1, the two points of order 8, and p - 1, p, p + 1.

@@ -1,20 +1,9 @@
 /** Shared fixtures of the trainer suites: a tiny dense model, gaussian blobs, a training manifest. */
 import { DeterministicRng } from '../../shared/crypto/rng.js';
-import { isAegisError } from '../../shared/errors.js';
 import { modelSpecOf, type Tf } from '../../shared/model/tfjs.js';
 import { DeadlinesSchema, TrainingSchema, type ModelSpec, type TrainingManifest } from '../../shared/protocol/manifest.js';
 import { validateRoundParams } from '../../shared/protocol/params.js';
 import type { DataRecord, TrainingExamples } from '../../client/store/types.js';
-
-/** The AegisError code a promise rejects with (undefined when it resolves). */
-export async function codeOfAsync(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-    return undefined;
-  } catch (e) {
-    return isAegisError(e) ? e.code : `unexpected: ${String(e)}`;
-  }
-}
 
 /** The message a promise rejects with. */
 export async function messageOf(p: Promise<unknown>): Promise<string> {

@@ -4,7 +4,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemoryDataStore, readJsonlRecords } from '../../client/store/memory.js';
 import type { DataRecord } from '../../client/store/types.js';
-import { codeOfAsync, messageOf } from './fixtures.js';
+import { messageOf } from './fixtures.js';
+import { codeOfAsync } from '../support/codes.js';
 
 const fields = { features: 'x', label: 'y' };
 

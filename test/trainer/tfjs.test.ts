@@ -13,7 +13,8 @@ import {
   weightsToBytes,
 } from '../../shared/model/tfjs.js';
 import type { Tensor } from '@tensorflow/tfjs';
-import { codeOfAsync, messageOf, tinyModel } from './fixtures.js';
+import { messageOf, tinyModel } from './fixtures.js';
+import { codeOfAsync } from '../support/codes.js';
 
 describe('tfjs plumbing', () => {
   test('loadTf picks the wasm backend here (no tfjs-node installed), once per process', async () => {

@@ -2,7 +2,8 @@ import { describe, expect, test } from '@jest/globals';
 import { MemoryDataStore } from '../../client/store/memory.js';
 import { applyUpdate, evaluateModel, trainLocally } from '../../client/trainer/index.js';
 import { loadTf } from '../../shared/model/tfjs.js';
-import { blobs, codeOfAsync, manifestFor, messageOf, tinyModel } from './fixtures.js';
+import { blobs, manifestFor, messageOf, tinyModel } from './fixtures.js';
+import { codeOfAsync } from '../support/codes.js';
 
 const TRAINING = { epochs: 5, batchSize: 16, learningRate: 0.02, optimizer: 'adam' };
 
