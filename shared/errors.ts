@@ -65,6 +65,8 @@ export const ErrorCode = {
   Malformed: 'malformed',
   /** In audit mode: a job that needs the operator’s approval bound to its manifest hash. */
   ApprovalRequired: 'approval-required',
+  /** The operation is not allowed in the current state (destroying a key still in use, disabling the primary). */
+  FailedPrecondition: 'failed-precondition',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -99,6 +101,7 @@ const HINTS: Record<ErrorCode, string> = {
   'registry-mismatch': 'the registries disagree: check both; the client stays in audit mode until they agree',
   'malformed': 'the envelope or metadata is not in the signed format',
   'approval-required': 'approve it on the client: aegis client approve JOB --manifest-sha256 H',
+  'failed-precondition': 'the current state does not allow this; see aegis keys status',
 };
 
 export class AegisError extends Error {

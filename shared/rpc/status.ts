@@ -45,6 +45,7 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, Status>> = {
   'registry-mismatch': Status.FAILED_PRECONDITION,
   'malformed': Status.INVALID_ARGUMENT,
   'approval-required': Status.FAILED_PRECONDITION,
+  'failed-precondition': Status.FAILED_PRECONDITION,
 };
 
 /** The gRPC status code for an error code. */

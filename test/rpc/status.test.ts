@@ -34,6 +34,7 @@ const EXPECTED: Record<ErrorCode, Status> = {
   'registry-mismatch': Status.FAILED_PRECONDITION,
   'malformed': Status.INVALID_ARGUMENT,
   'approval-required': Status.FAILED_PRECONDITION,
+  'failed-precondition': Status.FAILED_PRECONDITION,
 };
 
 describe('error codes become gRPC statuses', () => {
