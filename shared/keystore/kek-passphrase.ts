@@ -8,22 +8,28 @@
  *   primary     the primary version, 4 bytes big-endian (not secret, but authenticated with the rest)
  *   kek-id      the provider id, UTF-8 (default 'passphrase:<file name at creation>'); stored so a
  *               moved or renamed file keeps the id every sealed value names
+ *   states      JSON { "<version>": { "state": "enabled"|"disabled"|"destroyed", "createdAt": ISO } }
+ *               for every version ever made (kek.ts lifecycle); a destroyed version keeps its
+ *               record here and loses its `vN` secret. (A file without it, from before the
+ *               lifecycle, reads as every held version enabled.)
  *
  * Wrapped DEK = nonce (12, random) | AES-256-GCM(KEK_v, DEK) (32) | tag (16), 60 bytes, with
  * AAD = lengthPrefixed('aegis-kek-wrap-v1', u32be(v)): a DEK wrapped under one version never
  * unwraps as another. Every unwrap failure is the one `decryption-failed` error.
  *
  * The KEKs live in this object's memory (ES private fields) and in the sealed file only; the
- * passphrase is kept in memory too, because `rotate` re-seals the file. `close()` zeroes the keys.
+ * passphrase is kept in memory too, because lifecycle changes re-seal the file. `close()` zeroes
+ * the keys. Every lifecycle change writes the whole file atomically (write to a temp file, fsync,
+ * rename), so a crash leaves either the old or the new state, never a mix.
  */
 import { randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
-import { open as openFile, readFile, unlink } from 'node:fs/promises';
+import { open as openFile, readFile, stat, unlink } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { lengthPrefixed, u32be, utf8 } from '../bytes.js';
 import { AEAD_KEY_BYTES, AEAD_OVERHEAD, decryptionFailed, open as aeadOpen, seal as aeadSeal } from '../crypto/aead.js';
 import { AegisError, ErrorCode } from '../errors.js';
-import type { KekProvider } from './envelope.js';
+import type { KekVersionInfo, KekVersionState, ManagedKek } from './kek.js';
 import {
   DEFAULT_SCRYPT,
   KeyfileError,
@@ -37,8 +43,8 @@ import {
 export const KEK_KEYFILE_LABEL = 'aegis-kek';
 const WRAP_LABEL = 'aegis-kek-wrap-v1';
 const WRAPPED_BYTES = AEAD_OVERHEAD + AEAD_KEY_BYTES;
-/** The keyfile holds at most 64 secrets; two are `primary` and `kek-id`. */
-export const MAX_KEK_VERSIONS = 62;
+/** The keyfile holds at most 64 secrets; three are `primary`, `kek-id` and `states`. */
+export const MAX_KEK_VERSIONS = 61;
 const VERSION_NAME = /^v([1-9][0-9]{0,9})$/;
 const MAX_ID_BYTES = 1024;
 
@@ -76,25 +82,53 @@ export interface PassphraseKekOptions {
   id?: string;
 }
 
-export class PassphraseKek implements KekProvider {
+interface VersionRecord {
+  state: Exclude<KekVersionState, 'primary'>;
+  createdAt: string;
+}
+
+function parseStates(value: Uint8Array): Map<number, VersionRecord> {
+  let json: unknown;
+  try {
+    json = JSON.parse(Buffer.from(value).toString('utf8'));
+  } catch {
+    throw malformedKeyfile();
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw malformedKeyfile();
+  const out = new Map<number, VersionRecord>();
+  for (const [k, r] of Object.entries(json as Record<string, unknown>)) {
+    const v = Number(k);
+    const rec = r as Partial<VersionRecord> | null;
+    if (!/^[1-9][0-9]{0,9}$/.test(k) || v > 0xffffffff || typeof rec !== 'object' || rec === null) throw malformedKeyfile();
+    if (!['enabled', 'disabled', 'destroyed'].includes(rec.state as string) || typeof rec.createdAt !== 'string' || Number.isNaN(Date.parse(rec.createdAt))) throw malformedKeyfile();
+    out.set(v, { state: rec.state as VersionRecord['state'], createdAt: rec.createdAt });
+  }
+  return out;
+}
+
+interface KekState {
+  keys: Map<number, Uint8Array>;
+  records: Map<number, VersionRecord>;
+  primary: number;
+}
+
+export class PassphraseKek implements ManagedKek {
   readonly kind = 'passphrase' as const;
   readonly id: string;
   readonly path: string;
   #passphrase: string;
   #kdf: ScryptParams;
-  #keys: Map<number, Uint8Array>;
-  #primary: number;
+  #state: KekState;
   #closed = false;
-  /** Serializes rotations in this process (another process rotating the same file is not guarded). */
+  /** Serializes lifecycle changes in this process (another process changing the same file is not guarded). */
   #lock: Promise<unknown> = Promise.resolve();
 
-  private constructor(path: string, passphrase: string, kdf: ScryptParams, id: string, keys: Map<number, Uint8Array>, primary: number) {
+  private constructor(path: string, passphrase: string, kdf: ScryptParams, id: string, state: KekState) {
     this.path = path;
     this.#passphrase = passphrase;
     this.#kdf = kdf;
     this.id = id;
-    this.#keys = keys;
-    this.#primary = primary;
+    this.#state = state;
   }
 
   /**
@@ -111,9 +145,14 @@ export class PassphraseKek implements KekProvider {
       throw e;
     });
     await fh.close();
-    const kek = new PassphraseKek(path, passphrase, kdf, id, new Map([[1, new Uint8Array(randomBytes(AEAD_KEY_BYTES))]]), 1);
+    const state: KekState = {
+      keys: new Map([[1, new Uint8Array(randomBytes(AEAD_KEY_BYTES))]]),
+      records: new Map([[1, { state: 'enabled', createdAt: new Date().toISOString() }]]),
+      primary: 1,
+    };
+    const kek = new PassphraseKek(path, passphrase, kdf, id, state);
     try {
-      await kek.#persist(kek.#keys, 1);
+      await kek.#persist(state);
     } catch (e) {
       kek.close();
       await unlink(path).catch(() => undefined);
@@ -132,18 +171,28 @@ export class PassphraseKek implements KekProvider {
     try {
       let primary: number | undefined;
       let id: string | undefined;
+      let records: Map<number, VersionRecord> | undefined;
       for (const [name, value] of Object.entries(secrets)) {
         const m = VERSION_NAME.exec(name);
         if (name === 'primary' && value.length === 4) primary = new DataView(value.buffer, value.byteOffset, 4).getUint32(0, false);
         else if (name === 'kek-id') id = storedId(value);
+        else if (name === 'states') records = parseStates(value);
         else if (m !== null && Number(m[1]) <= 0xffffffff && value.length === AEAD_KEY_BYTES) keys.set(Number(m[1]), value);
         else throw malformedKeyfile();
       }
       if (primary === undefined || id === undefined || !keys.has(primary)) throw malformedKeyfile();
-      // Re-seal on rotate with the file's own cost unless told otherwise (the file was just
+      if (records === undefined) {
+        const made = (await stat(path)).mtime.toISOString();
+        records = new Map([...keys.keys()].map((v) => [v, { state: 'enabled' as const, createdAt: made }]));
+      }
+      // Every held key has a live record, every live record a key, and the primary is enabled.
+      for (const v of keys.keys()) if (records.get(v)?.state === 'destroyed' || !records.has(v)) throw malformedKeyfile();
+      for (const [v, r] of records) if (r.state !== 'destroyed' && !keys.has(v)) throw malformedKeyfile();
+      if (records.get(primary)?.state !== 'enabled') throw malformedKeyfile();
+      // Re-seal with the file's own cost unless told otherwise (the file was just
       // authenticated; parseKeyfile bounds the parameters again).
       const kdf = opts.kdf ?? (({ N, r, p }) => ({ N, r, p }))(parseKeyfile(new Uint8Array(await readFile(path))).kdf);
-      return new PassphraseKek(path, passphrase, kdf, id, keys, primary);
+      return new PassphraseKek(path, passphrase, kdf, id, { keys, records, primary });
     } catch (e) {
       for (const k of keys.values()) k.fill(0);
       throw e;
@@ -152,13 +201,15 @@ export class PassphraseKek implements KekProvider {
 
   async primaryVersion(): Promise<number> {
     this.#assertOpen();
-    return this.#primary;
+    return this.#state.primary;
   }
 
-  /** The versions held, ascending (for rotation tooling: which versions sealed values may name). */
-  versions(): number[] {
+  async versions(): Promise<KekVersionInfo[]> {
     this.#assertOpen();
-    return [...this.#keys.keys()].sort((a, b) => a - b);
+    const { records, primary } = this.#state;
+    return [...records.entries()]
+      .sort(([a], [b]) => a - b)
+      .map(([version, r]) => ({ version, state: version === primary ? 'primary' : r.state, createdAt: r.createdAt }));
   }
 
   async wrap(dek: Uint8Array, version?: number): Promise<{ version: number; wrapped: Uint8Array }> {
@@ -166,15 +217,18 @@ export class PassphraseKek implements KekProvider {
     if (!(dek instanceof Uint8Array) || dek.length !== AEAD_KEY_BYTES) {
       throw new AegisError(ErrorCode.BadKeyLength, `a DEK must be ${AEAD_KEY_BYTES} bytes`);
     }
-    const v = version ?? this.#primary;
-    const key = this.#keys.get(v);
-    if (key === undefined) throw new AegisError(ErrorCode.NotFound, `no KEK version ${String(v)} in ${this.id}`);
+    const v = version ?? this.#state.primary;
+    const key = this.#usable(v);
+    if (key === undefined) {
+      if (this.#state.records.has(v)) throw new AegisError(ErrorCode.FailedPrecondition, `KEK version ${String(v)} of ${this.id} is ${this.#state.records.get(v)!.state}`);
+      throw new AegisError(ErrorCode.NotFound, `no KEK version ${String(v)} in ${this.id}`);
+    }
     return { version: v, wrapped: aeadSeal(key, dek, wrapAad(v)) };
   }
 
   async unwrap(wrapped: Uint8Array, version: number): Promise<Uint8Array> {
     this.#assertOpen();
-    const key = this.#keys.get(version);
+    const key = this.#usable(version);
     if (key === undefined || !(wrapped instanceof Uint8Array) || wrapped.length !== WRAPPED_BYTES) throw decryptionFailed();
     const dek = aeadOpen(key, wrapped, wrapAad(version)); // throws the one decryption-failed error
     if (dek.length !== AEAD_KEY_BYTES) {
@@ -184,46 +238,114 @@ export class PassphraseKek implements KekProvider {
     return dek;
   }
 
+  /** Adds version N+1 (N = the highest ever made), enabled but not primary. */
+  addVersion(): Promise<number> {
+    return this.#change((s) => {
+      const next = Math.max(...s.records.keys()) + 1;
+      if (s.keys.size >= MAX_KEK_VERSIONS || s.records.size >= 512 || next > 0xffffffff) {
+        throw new AegisError(ErrorCode.TooLarge, `a passphrase KEK keyfile holds at most ${MAX_KEK_VERSIONS} live versions; destroy old ones (aegis keys destroy)`);
+      }
+      s.keys.set(next, new Uint8Array(randomBytes(AEAD_KEY_BYTES)));
+      s.records.set(next, { state: 'enabled', createdAt: new Date().toISOString() });
+      return next;
+    });
+  }
+
+  setPrimary(version: number): Promise<void> {
+    return this.#change((s) => {
+      const r = this.#record(s, version);
+      if (r.state !== 'enabled') throw new AegisError(ErrorCode.FailedPrecondition, `KEK version ${version} is ${r.state}; only an enabled version can become primary`);
+      s.primary = version;
+    });
+  }
+
   /**
-   * Adds KEK version N+1 (N = the highest held), makes it primary and re-seals the file
-   * atomically; returns the new version. Old versions stay, so existing values still open until
-   * they are re-wrapped (envelope.ts `rewrapField`). The in-memory state changes only once the
-   * file is written.
+   * Adds KEK version N+1, makes it primary and re-seals the file atomically (one write); returns
+   * the new version. Old versions stay enabled, so existing values still open until they are
+   * re-wrapped (envelope.ts `rewrapField`).
    */
-  rotate(): Promise<number> {
+  async rotate(): Promise<number> {
+    const v = await this.addVersion();
+    await this.setPrimary(v);
+    return v;
+  }
+
+  disable(version: number): Promise<void> {
+    return this.#transition(version, 'disabled', ['enabled']);
+  }
+
+  enable(version: number): Promise<void> {
+    return this.#transition(version, 'enabled', ['disabled']);
+  }
+
+  /** Drops the version's key from the file (the record stays, marked destroyed). */
+  destroy(version: number): Promise<void> {
+    return this.#transition(version, 'destroyed', ['enabled', 'disabled']);
+  }
+
+  /** Zeroes the KEKs held in memory; the object is unusable afterwards. */
+  close(): void {
+    for (const k of this.#state.keys.values()) k.fill(0);
+    this.#state.keys.clear();
+    this.#passphrase = '';
+    this.#closed = true;
+  }
+
+  #transition(version: number, to: VersionRecord['state'], from: VersionRecord['state'][]): Promise<void> {
+    return this.#change((s) => {
+      const r = this.#record(s, version);
+      if (version === s.primary) throw new AegisError(ErrorCode.FailedPrecondition, `KEK version ${version} is the primary; make another version primary first (aegis keys rotate)`);
+      if (r.state === to) return;
+      if (!from.includes(r.state)) throw new AegisError(ErrorCode.FailedPrecondition, `KEK version ${version} is ${r.state}; it cannot become ${to}`);
+      s.records.set(version, { ...r, state: to });
+      if (to === 'destroyed') {
+        s.keys.get(version)?.fill(0);
+        s.keys.delete(version);
+      }
+    });
+  }
+
+  #record(s: KekState, version: number): VersionRecord {
+    const r = Number.isInteger(version) ? s.records.get(version) : undefined;
+    if (r === undefined) throw new AegisError(ErrorCode.NotFound, `no KEK version ${String(version)} in ${this.id}`);
+    return r;
+  }
+
+  /** The key of an enabled (or primary) version. */
+  #usable(version: number): Uint8Array | undefined {
+    const r = this.#state.records.get(version);
+    return r?.state === 'enabled' ? this.#state.keys.get(version) : undefined;
+  }
+
+  /**
+   * Applies `fn` to a copy of the state, writes the file, and only then adopts the copy: a failed
+   * write leaves memory and file as they were. Serialized within this process.
+   */
+  #change<T>(fn: (s: KekState) => T): Promise<T> {
     const run = this.#lock.then(async () => {
       this.#assertOpen();
-      const next = Math.max(...this.#keys.keys()) + 1;
-      if (this.#keys.size >= MAX_KEK_VERSIONS || next > 0xffffffff) {
-        throw new AegisError(ErrorCode.TooLarge, `a passphrase KEK keyfile holds at most ${MAX_KEK_VERSIONS} versions`);
-      }
-      const key = new Uint8Array(randomBytes(AEAD_KEY_BYTES));
-      const keys = new Map(this.#keys).set(next, key);
+      const next: KekState = { keys: new Map(this.#state.keys), records: new Map(this.#state.records), primary: this.#state.primary };
+      const before = new Set(next.keys.values());
+      const result = fn(next);
       try {
-        await this.#persist(keys, next);
+        await this.#persist(next);
       } catch (e) {
-        key.fill(0);
+        for (const k of next.keys.values()) if (!before.has(k)) k.fill(0);
         throw e;
       }
-      this.#keys = keys;
-      this.#primary = next;
-      return next;
+      for (const k of before) if (![...next.keys.values()].includes(k)) k.fill(0);
+      this.#state = next;
+      return result;
     });
     this.#lock = run.catch(() => undefined);
     return run;
   }
 
-  /** Zeroes the KEKs held in memory; the object is unusable afterwards. */
-  close(): void {
-    for (const k of this.#keys.values()) k.fill(0);
-    this.#keys.clear();
-    this.#passphrase = '';
-    this.#closed = true;
-  }
-
-  async #persist(keys: Map<number, Uint8Array>, primary: number): Promise<void> {
-    const secrets: Record<string, Uint8Array> = { primary: u32be(primary), 'kek-id': utf8(this.id) };
-    for (const [v, k] of keys) secrets[`v${v}`] = k;
+  async #persist(s: KekState): Promise<void> {
+    const states: Record<string, VersionRecord> = {};
+    for (const [v, r] of s.records) states[String(v)] = r;
+    const secrets: Record<string, Uint8Array> = { primary: u32be(s.primary), 'kek-id': utf8(this.id), states: utf8(JSON.stringify(states)) };
+    for (const [v, k] of s.keys) secrets[`v${v}`] = k;
     await writeKeyfile(this.path, this.#passphrase, KEK_KEYFILE_LABEL, secrets, this.#kdf);
   }
 

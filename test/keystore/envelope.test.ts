@@ -231,7 +231,7 @@ describe('rotation: re-wrap DEKs without touching data', () => {
     const old = await sealField(kek, CTX, text('rotate me'));
     expect(await kek.rotate()).toBe(2);
     expect(await kek.primaryVersion()).toBe(2);
-    expect(kek.versions()).toEqual([1, 2]);
+    expect((await kek.versions()).map((v) => [v.version, v.state])).toEqual([[1, "enabled"], [2, "primary"]]);
 
     const fresh = await sealField(kek, CTX, text('new'));
     expect(parseSealedHeader(fresh).kekVersion).toBe(2);
@@ -292,7 +292,7 @@ describe('PassphraseKek keyfile', () => {
     expect(content).not.toContain(PASS);
     // Look inside with the passphrase (as only a test should) to learn the keys, then search for them.
     const secrets = await readKeyfile(path, PASS, { expectedLabel: KEK_KEYFILE_LABEL });
-    expect(Object.keys(secrets).sort()).toEqual(['kek-id', 'primary', 'v1', 'v2']);
+    expect(Object.keys(secrets).sort()).toEqual(['kek-id', 'primary', 'states', 'v1', 'v2']);
     for (const name of ['v1', 'v2']) {
       const key = secrets[name]!;
       expect(key.length).toBe(32);
