@@ -10,12 +10,16 @@ import { registerClient } from '../client/cli.js';
 import { registerClients, registerCoordinator, registerRound } from '../coordinator/cli.js';
 import { registerManifest } from '../shared/trust/manifest-cli.js';
 import { registerRegistry } from '../shared/trust/registry-cli.js';
+import { registerKeys } from '../shared/keystore/keys-cli.js';
+import { openStoreHolder } from '../client/store/cli.js';
 
 const program = new Command();
 program
   .name('aegis')
   .description('Federated learning with secure aggregation (SecAgg / SecAgg+)')
   .version('0.1.0')
+  // Root options only before the subcommand, so `aegis keys destroy --version N` is the subcommand's.
+  .enablePositionalOptions()
   .showHelpAfterError();
 registerCoordinator(program);
 registerClients(program);
@@ -23,6 +27,7 @@ registerRound(program);
 registerClient(program);
 registerManifest(program);
 registerRegistry(program);
+registerKeys(program, [openStoreHolder]);
 registerSimulate(program);
 registerDemo(program);
 

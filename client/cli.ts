@@ -16,9 +16,11 @@ import type { TrainingRound } from './agent/training-round.js';
 import { MemoryDataStore, readJsonlRecords } from './store/memory.js';
 import { trainLocally, validateLocally } from './trainer/index.js';
 import { registerAudit } from './audit/cli.js';
-import { KEK_FILE, registerData } from './store/cli.js';
+import { registerData } from './store/cli.js';
 import { SqliteDataStore, STORE_FILE } from './store/sqlite.js';
-import { PassphraseKek } from '../shared/keystore/kek-passphrase.js';
+import { hasKek, openKek } from '../shared/keystore/kek-config.js';
+import { obtainPin } from '../shared/cli/passphrase.js';
+import { resumePendingRotation } from '../shared/keystore/keys-cli.js';
 import { existsSync } from 'node:fs';
 import { AuditBook } from './audit/audit.js';
 import { TrustBook } from '../shared/trust/trust-book.js';
@@ -40,6 +42,14 @@ async function readInput(path: string): Promise<{ values: number[]; weight: numb
   const r = InputSchema.safeParse(Array.isArray(json) ? { values: json } : json);
   if (!r.success) throw new AegisError(ErrorCode.InvalidArgument, `${path}: expected {"values": [numbers], "weight": integer}`);
   return r.data;
+}
+
+/** The data dir's store for a long-running `client run` (its KEK stays open while the process runs). */
+async function openStoreForRun(dir: string, passphrase: string): Promise<SqliteDataStore> {
+  const kek = await openKek(dir, { passphrase: async () => passphrase, pin: obtainPin });
+  const store = await SqliteDataStore.open(dir, kek);
+  await resumePendingRotation(dir, kek, [store]);
+  return store;
 }
 
 function addressPlusOne(address: string): string {
@@ -97,7 +107,7 @@ export function registerClient(program: Command): void {
       const log = createLogger('client');
       try {
         const dirForStore = resolve(o.dataDir);
-        const hasStore = existsSync(join(dirForStore, STORE_FILE)) && existsSync(join(dirForStore, KEK_FILE));
+        const hasStore = existsSync(join(dirForStore, STORE_FILE)) && (await hasKek(dirForStore));
         if (!o.input && !o.trainData && !hasStore) {
           throw new AegisError(ErrorCode.InvalidArgument, 'give --input (plain rounds), --train-data (training jobs), or import training data into the encrypted store (aegis client init; aegis client data import)');
         }
@@ -113,7 +123,7 @@ export function registerClient(program: Command): void {
         const store = o.trainData
           ? new MemoryDataStore(await readJsonlRecords(o.trainData))
           : hasStore
-            ? await SqliteDataStore.open(dir, await PassphraseKek.open(join(dir, KEK_FILE), passphrase))
+            ? await openStoreForRun(dir, passphrase)
             : undefined;
         if (store) log.info({ records: await store.count() }, 'training data loaded');
         let pending: Uint32Array | null = null;

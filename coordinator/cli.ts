@@ -5,14 +5,14 @@
  */
 import { createHash } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
-import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import tls from 'node:tls';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { Command } from 'commander';
 import { parseDuration, parseIntOption, progress, reportError, printResult } from '../shared/cli/output.js';
-import { obtainPassphrase } from '../shared/cli/passphrase.js';
+import { cliKekSecrets } from '../shared/cli/passphrase.js';
+import { KEK_KINDS, type KekKind } from '../shared/keystore/kek.js';
 import { decodeWeightedSum } from '../shared/crypto/quantize.js';
 import { AegisError, ErrorCode } from '../shared/errors.js';
 import * as admin from '../shared/gen/aegis/v1/admin_pb.js';
@@ -20,7 +20,7 @@ import { createLogger } from '../shared/log.js';
 import { phaseFromProto, vectorFromBytes, abortReasonFromProto } from '../shared/rpc/convert.js';
 import { callUnary, clientFor, type MethodsOf, type TypedClient } from '../shared/rpc/service.js';
 import { reasonOf } from '../shared/rpc/status.js';
-import { COORDINATOR_KEYFILE, loadRegistry, openCoordinatorSecrets, openOperatorCredential, readEndpoint, removeEndpoint, writeEndpoint } from './service/data-dir.js';
+import { hasCoordinatorSecrets, loadRegistry, openCoordinatorSecrets, openOperatorCredential, readEndpoint, removeEndpoint, writeEndpoint } from './service/data-dir.js';
 import { Coordinator } from './service/coordinator.js';
 import { channelOptions } from '../shared/rpc/channel.js';
 import type * as secagg from '../shared/gen/aegis/v1/secagg_pb.js';
@@ -47,17 +47,22 @@ export function registerCoordinator(program: Command): void {
     .option('--max-message-mb <n>', 'largest message taken, MiB', parseIntOption('max-message-mb', 1, 1024), 64)
     .option('--registry <dir>', 'a publisher registry directory (aegis registry init): take only manifests its publishers signed, and serve its signed metadata')
     .option('--allow-unsigned', 'take unsigned manifests (no registry): local experiments only')
+    .option('--kek <provider>', 'first start only: the KEK that wraps the CA, token and operator keys: passphrase (AEGIS_PASSPHRASE), os (Secret Service) or pkcs11 (AEGIS_PKCS11_PIN)', 'passphrase')
+    .option('--pkcs11-module <path>', 'first start with --kek pkcs11: the PKCS#11 module (default: AEGIS_PKCS11_MODULE or SoftHSM2\'s)')
+    .option('--pkcs11-token <label>', 'first start with --kek pkcs11: the token label', 'aegis')
     .option('--validation-data <name=file...>', "validation sets for the poisoning check of training jobs (JSONL examples; a manifest names one in validation.dataset)")
-    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[] }) => {
+    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; kek: string; pkcs11Module?: string; pkcs11Token: string }) => {
       const log = createLogger('coordinator');
       try {
         if (!o.registry && !o.allowUnsigned) {
           throw new AegisError(ErrorCode.InvalidArgument, 'give --registry DIR (only manifests its publishers signed run), or --allow-unsigned for a local experiment');
         }
         const dir = resolve(o.dataDir);
-        const first = !existsSync(join(dir, COORDINATOR_KEYFILE));
-        const passphrase = await obtainPassphrase({ confirm: first, what: `the coordinator keys in ${dir}` });
-        const secrets = await openCoordinatorSecrets(dir, passphrase);
+        const first = !hasCoordinatorSecrets(dir);
+        if (!KEK_KINDS.includes(o.kek as KekKind)) throw new AegisError(ErrorCode.InvalidArgument, '--kek must be passphrase, os or pkcs11');
+        const secrets = await openCoordinatorSecrets(dir, cliKekSecrets(`the coordinator keys in ${dir}`, first), {
+          kek: { kind: o.kek as KekKind, pkcs11: { ...(o.pkcs11Module ? { module: o.pkcs11Module } : {}), token: o.pkcs11Token } },
+        });
         if (secrets.created) log.info({ dataDir: dir, ca: join(dir, 'ca.pem') }, 'created the coordinator CA, token key and operator credential (sealed)');
         const registry = await loadRegistry(dir);
         if (o.registry) await readSnapshot(resolve(o.registry)); // a broken registry is reported at start, not at the first launch
@@ -89,6 +94,7 @@ export function registerCoordinator(program: Command): void {
           void c
             .close()
             .then(() => removeEndpoint(dir))
+            .then(() => secrets.kek.close())
             .then(() => {
               log.info('stopped');
               process.exit(0);
@@ -119,7 +125,7 @@ async function adminClient(o: AdminOpts): Promise<AdminClient> {
   const dir = resolve(o.dataDir);
   const address = o.coordinator ?? (await readEndpoint(dir))?.address;
   if (!address) throw new AegisError(ErrorCode.Unavailable, `no running coordinator recorded in ${dir}: start one (aegis coordinator start) or pass --coordinator HOST:PORT`);
-  const cred = await openOperatorCredential(dir, await obtainPassphrase({ what: `the operator credential in ${dir}` }));
+  const cred = await openOperatorCredential(dir, cliKekSecrets(`the operator credential in ${dir}`));
   const creds = grpc.credentials.createSsl(Buffer.from(cred.caPem), Buffer.from(cred.keyPem), Buffer.from(cred.certificatePem));
   return new (clientFor(admin.Admin))(address, creds, { ...channelOptions(address), 'grpc.max_receive_message_length': 256 * 1024 * 1024 });
 }

@@ -2,41 +2,40 @@
  * `aegis client init` and `aegis client data import|list`: the client's encrypted local store
  * (DESIGN.md §5). Output never carries a stored value — only ids, field names and counts.
  */
-import { constants as fsc } from 'node:fs';
-import { access, mkdir } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { reportError, printResult } from '../../shared/cli/output.js';
-import { obtainPassphrase } from '../../shared/cli/passphrase.js';
+import { cliKekSecrets } from '../../shared/cli/passphrase.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
-import { PassphraseKek } from '../../shared/keystore/kek-passphrase.js';
-import { SqliteDataStore, readRecordsFile } from './sqlite.js';
+import { KEK_KINDS, type KekKind, type ManagedKek } from '../../shared/keystore/kek.js';
+import { hasKek, initKek, openKek } from '../../shared/keystore/kek-config.js';
+import { resumePendingRotation, type HolderOpener } from '../../shared/keystore/keys-cli.js';
+import { SqliteDataStore, STORE_FILE, readRecordsFile } from './sqlite.js';
 
 const DEFAULT_DIR = process.env.AEGIS_CLIENT_DIR ?? './aegis-client';
-export const KEK_FILE = 'kek.keyfile.json';
 
-const exists = (path: string): Promise<boolean> =>
-  access(path, fsc.F_OK).then(
-    () => true,
-    () => false,
-  );
+/** The client's store as a holder of sealed values, for `aegis keys` (absent when the dir has none). */
+export const openStoreHolder: HolderOpener = async (dir, kek) => (existsSync(join(dir, STORE_FILE)) ? SqliteDataStore.open(dir, kek) : undefined);
 
-
-/** Opens the data dir's KEK and store, runs `fn`, and closes both whatever happens. */
-async function withStore<T>(dataDir: string, fn: (store: SqliteDataStore) => Promise<T>): Promise<T> {
+/**
+ * Opens the data dir's KEK and store (finishing any interrupted key rotation first), runs `fn`,
+ * and closes both whatever happens.
+ */
+export async function withStore<T>(dataDir: string, fn: (store: SqliteDataStore, kek: ManagedKek, dir: string) => Promise<T>): Promise<T> {
   const dir = resolve(dataDir);
-  const kekPath = join(dir, KEK_FILE);
-  if (!(await exists(kekPath))) throw new AegisError(ErrorCode.NotFound, `no KEK keyfile in ${dir}; run: aegis client init --data-dir ${dir}`);
-  const kek = await PassphraseKek.open(kekPath, await obtainPassphrase({ what: `the data key in ${dir}` }));
+  if (!(await hasKek(dir))) throw new AegisError(ErrorCode.NotFound, `no KEK in ${dir}; run: aegis client init --data-dir ${dir}`);
+  const kek = await openKek(dir, cliKekSecrets(`the data key in ${dir}`));
   try {
     const store = await SqliteDataStore.open(dir, kek);
     try {
-      return await fn(store);
+      await resumePendingRotation(dir, kek, [store]);
+      return await fn(store, kek, dir);
     } finally {
       store.close();
     }
   } finally {
-    kek.close();
+    await kek.close();
   }
 }
 
@@ -44,29 +43,23 @@ async function withStore<T>(dataDir: string, fn: (store: SqliteDataStore) => Pro
 export function registerData(client: Command): void {
   client
     .command('init')
-    .description('create the data dir, its passphrase-sealed KEK and the encrypted local store')
+    .description('create the data dir, its KEK (passphrase keyfile, OS keyring or PKCS#11 token) and the encrypted local store')
     .option('--data-dir <dir>', 'the client data dir', DEFAULT_DIR)
-    .option('--kek <provider>', 'the KEK provider: passphrase (os and pkcs11 are not in this build yet)', 'passphrase')
+    .option('--kek <provider>', 'the KEK provider: passphrase (a sealed keyfile; AEGIS_PASSPHRASE), os (the Secret Service keyring) or pkcs11 (an HSM; AEGIS_PKCS11_PIN)', 'passphrase')
+    .option('--pkcs11-module <path>', 'the PKCS#11 module (default: AEGIS_PKCS11_MODULE or SoftHSM2\'s)')
+    .option('--pkcs11-token <label>', 'the PKCS#11 token label', 'aegis')
     .option('--json', 'print one JSON object on stdout')
-    .action(async (o: { dataDir: string; kek: string; json?: boolean }) => {
+    .action(async (o: { dataDir: string; kek: string; pkcs11Module?: string; pkcs11Token: string; json?: boolean }) => {
       try {
-        if (o.kek === 'os' || o.kek === 'pkcs11') {
-          throw new AegisError(ErrorCode.Unavailable, `the '${o.kek}' KEK provider is not available in this build yet; only --kek passphrase is`);
-        }
-        if (o.kek !== 'passphrase') throw new AegisError(ErrorCode.InvalidArgument, `--kek must be passphrase, os or pkcs11`);
+        if (!KEK_KINDS.includes(o.kek as KekKind)) throw new AegisError(ErrorCode.InvalidArgument, `--kek must be passphrase, os or pkcs11`);
         const dir = resolve(o.dataDir);
-        const kekPath = join(dir, KEK_FILE);
-        // Checked before the prompt; PassphraseKek.create refuses a race with O_EXCL anyway.
-        if (await exists(kekPath)) throw new AegisError(ErrorCode.AlreadyExists, `${kekPath} already exists; the store it protects would become unreadable if it were replaced`);
-        await mkdir(dir, { recursive: true, mode: 0o700 });
-        const passphrase = await obtainPassphrase({ confirm: true, what: `the data key in ${dir}` });
-        const kek = await PassphraseKek.create(kekPath, passphrase);
+        const kek = await initKek(dir, { kind: o.kek as KekKind, pkcs11: { ...(o.pkcs11Module ? { module: o.pkcs11Module } : {}), token: o.pkcs11Token } }, cliKekSecrets(`the data key in ${dir}`, true));
         try {
           (await SqliteDataStore.open(dir, kek)).close();
         } finally {
-          kek.close();
+          await kek.close();
         }
-        printResult(o, { ok: true, data_dir: dir, kek: { kind: kek.kind, id: kek.id, file: kekPath } }, `initialized ${dir}; import data: aegis client data import FILE --data-dir ${dir}`);
+        printResult(o, { ok: true, data_dir: dir, kek: { kind: kek.kind, id: kek.id } }, `initialized ${dir} (KEK ${kek.id}); import data: aegis client data import FILE --data-dir ${dir}`);
       } catch (err) {
         reportError(err, Boolean(o.json));
       }

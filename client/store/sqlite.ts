@@ -9,9 +9,11 @@
  *   records(id TEXT PRIMARY KEY  -- lowercase UUID v4, the AAD's asset id
  *           created_at TEXT)      -- ISO 8601
  *   fields(record_id, name, schema_version INTEGER, sensitive INTEGER, value BLOB,
- *          PRIMARY KEY(record_id, name))
- *     sensitive = 1: value = sealField(kek, { record id, name, schema_version }, utf8(JSON))
- *     sensitive = 0: value = utf8(JSON)
+ *          kek_version INTEGER, PRIMARY KEY(record_id, name))
+ *     sensitive = 1: value = sealField(kek, { record id, name, schema_version }, utf8(JSON)),
+ *                    kek_version = the KEK version its DEK is wrapped under (an index for
+ *                    rotation; the sealed header is the truth and `references(true)` reads it)
+ *     sensitive = 0: value = utf8(JSON), kek_version NULL
  *   meta(key TEXT PRIMARY KEY, value BLOB) -- schema version and a sealed KEK check value
  *
  * Errors name record indexes, field names and line numbers — never a value.
@@ -23,7 +25,9 @@ import { extname, join } from 'node:path';
 import Database from 'better-sqlite3';
 import { utf8 } from '../../shared/bytes.js';
 import { AegisError, ErrorCode, fail } from '../../shared/errors.js';
-import { openField, sealField, type FieldContext, type KekProvider } from '../../shared/keystore/envelope.js';
+import { openField, parseSealedHeader, rewrapField, sealField, type FieldContext, type KekProvider } from '../../shared/keystore/envelope.js';
+import type { ManagedKek } from '../../shared/keystore/kek.js';
+import type { KeyHolder } from '../../shared/keystore/rotation.js';
 import { MemoryDataStore, readJsonlRecords } from '../../shared/store/memory.js';
 import type { DataRecord, ExampleFields, LocalDataStore, TrainingExamples } from '../../shared/store/types.js';
 
@@ -47,8 +51,10 @@ CREATE TABLE IF NOT EXISTS fields (
   schema_version INTEGER NOT NULL,
   sensitive INTEGER NOT NULL CHECK (sensitive IN (0, 1)),
   value BLOB NOT NULL,
+  kek_version INTEGER,
   PRIMARY KEY (record_id, name)
 );`;
+const INDEX = 'CREATE INDEX IF NOT EXISTS fields_kek_version ON fields (kek_version) WHERE kek_version IS NOT NULL';
 
 type FieldValue = number | string | number[];
 
@@ -88,7 +94,15 @@ function ensurePrivateFile(path: string): void {
   chmodSync(path, 0o600);
 }
 
-export class SqliteDataStore implements LocalDataStore {
+/** One record with its values in clear, as backups and exports carry it (never written to disk in clear). */
+export interface PlainRecord {
+  id: string;
+  createdAt: string;
+  fields: { name: string; sensitive: boolean; value: FieldValue }[];
+}
+
+export class SqliteDataStore implements LocalDataStore, KeyHolder {
+  readonly name = 'store';
   readonly path: string;
   readonly #db: Database.Database;
   readonly #kek: KekProvider;
@@ -115,6 +129,16 @@ export class SqliteDataStore implements LocalDataStore {
       // Freed pages are zeroed: deleted rows do not linger in the file.
       db.pragma('secure_delete = ON');
       db.exec(SCHEMA);
+      // Stores made before the kek_version index: add it and fill it from the sealed headers.
+      if (!(db.pragma('table_info(fields)') as { name: string }[]).some((c) => c.name === 'kek_version')) {
+        db.exec('ALTER TABLE fields ADD COLUMN kek_version INTEGER');
+        const rows = db.prepare<[], { record_id: string; name: string; value: Buffer }>('SELECT record_id, name, value FROM fields WHERE sensitive = 1').all();
+        const set = db.prepare('UPDATE fields SET kek_version = ? WHERE record_id = ? AND name = ?');
+        db.transaction(() => {
+          for (const r of rows) set.run(parseSealedHeader(new Uint8Array(r.value)).kekVersion, r.record_id, r.name);
+        })();
+      }
+      db.exec(INDEX);
       // SQLite gives -wal/-shm the database's mode; tighten them anyway in case they pre-existed.
       for (const s of ['-wal', '-shm']) if (existsSync(path + s)) chmodSync(path + s, 0o600);
       const meta = db.prepare<[string], { value: Buffer }>('SELECT value FROM meta WHERE key = ?');
@@ -157,35 +181,144 @@ export class SqliteDataStore implements LocalDataStore {
       sensitive.add(s);
     }
     const created = new Date().toISOString();
-    const rows: { id: string; fields: { name: string; sensitive: 0 | 1; value: Buffer }[] }[] = [];
+    const plain: PlainRecord[] = [];
     for (const [index, record] of records.entries()) {
       if (typeof record !== 'object' || record === null || Array.isArray(record)) fail(ErrorCode.InvalidArgument, `record ${index} is not an object`);
       const names = Object.keys(record);
       if (names.length === 0) fail(ErrorCode.InvalidArgument, `record ${index} has no fields`);
-      const id = randomUUID();
-      const fields: { name: string; sensitive: 0 | 1; value: Buffer }[] = [];
-      for (const name of names) {
-        assertFieldName(name, `record ${index}`);
-        const json = utf8(JSON.stringify(normalizeValue(index, name, record[name])));
-        if (sensitive.has(name)) {
-          const sealed = await sealField(this.#kek, { assetUuid: id, fieldName: name, schemaVersion: STORE_SCHEMA_VERSION }, json);
+      plain.push({
+        id: randomUUID(),
+        createdAt: created,
+        fields: names.map((name) => {
+          assertFieldName(name, `record ${index}`);
+          return { name, sensitive: sensitive.has(name), value: normalizeValue(index, name, record[name]) };
+        }),
+      });
+    }
+    await this.#insert(plain);
+    return { imported: plain.length, ids: plain.map((r) => r.id) };
+  }
+
+  /**
+   * Puts records back as a backup or export carried them: same ids, creation times and
+   * sensitivity (mandatory fields are sealed whatever the source says). One transaction; an id
+   * already in the store is refused.
+   */
+  async restoreRecords(records: readonly PlainRecord[]): Promise<number> {
+    const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
+    for (const [index, r] of records.entries()) {
+      if (typeof r?.id !== 'string' || !UUID.test(r.id) || typeof r.createdAt !== 'string' || !Array.isArray(r.fields) || r.fields.length === 0) {
+        fail(ErrorCode.Malformed, `record ${index} of the backup is malformed`);
+      }
+      for (const f of r.fields) {
+        assertFieldName(f.name, `record ${index}`);
+        normalizeValue(index, f.name, f.value);
+      }
+    }
+    await this.#insert(records.map((r) => ({ ...r, fields: r.fields.map((f) => ({ ...f, sensitive: f.sensitive || MANDATORY_SENSITIVE_FIELDS.includes(f.name) })) })));
+    return records.length;
+  }
+
+  /** Seals every sensitive value first, then writes all rows in one transaction or none. */
+  async #insert(records: readonly PlainRecord[]): Promise<void> {
+    const rows: { id: string; createdAt: string; fields: { name: string; sensitive: 0 | 1; value: Buffer; kekVersion: number | null }[] }[] = [];
+    for (const r of records) {
+      const fields: { name: string; sensitive: 0 | 1; value: Buffer; kekVersion: number | null }[] = [];
+      for (const f of r.fields) {
+        const json = utf8(JSON.stringify(f.value));
+        if (f.sensitive) {
+          const sealed = await sealField(this.#kek, { assetUuid: r.id, fieldName: f.name, schemaVersion: STORE_SCHEMA_VERSION }, json);
           json.fill(0);
-          fields.push({ name, sensitive: 1, value: Buffer.from(sealed) });
+          fields.push({ name: f.name, sensitive: 1, value: Buffer.from(sealed), kekVersion: parseSealedHeader(sealed).kekVersion });
         } else {
-          fields.push({ name, sensitive: 0, value: Buffer.from(json) });
+          fields.push({ name: f.name, sensitive: 0, value: Buffer.from(json), kekVersion: null });
         }
       }
-      rows.push({ id, fields });
+      rows.push({ id: r.id, createdAt: r.createdAt, fields });
     }
     const putRecord = this.#db.prepare('INSERT INTO records (id, created_at) VALUES (?, ?)');
-    const putField = this.#db.prepare('INSERT INTO fields (record_id, name, schema_version, sensitive, value) VALUES (?, ?, ?, ?, ?)');
-    this.#db.transaction(() => {
-      for (const r of rows) {
-        putRecord.run(r.id, created);
-        for (const f of r.fields) putField.run(r.id, f.name, STORE_SCHEMA_VERSION, f.sensitive, f.value);
+    const putField = this.#db.prepare('INSERT INTO fields (record_id, name, schema_version, sensitive, value, kek_version) VALUES (?, ?, ?, ?, ?, ?)');
+    try {
+      this.#db.transaction(() => {
+        for (const r of rows) {
+          putRecord.run(r.id, r.createdAt);
+          for (const f of r.fields) putField.run(r.id, f.name, STORE_SCHEMA_VERSION, f.sensitive, f.value, f.kekVersion);
+        }
+      })();
+    } catch (e) {
+      if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') fail(ErrorCode.AlreadyExists, 'a record with the same id is already in the store');
+      throw e;
+    }
+  }
+
+  /**
+   * Every record with its values opened, in import order, a page at a time (for backups and
+   * exports, which encrypt them again at once; nothing here writes them anywhere).
+   */
+  async *plainRecords(pageSize = 500): AsyncGenerator<PlainRecord> {
+    let after = 0;
+    for (;;) {
+      const page = this.#db
+        .prepare<[number, number], { rowid: number; id: string; created_at: string }>('SELECT rowid, id, created_at FROM records WHERE rowid > ? ORDER BY rowid LIMIT ?')
+        .all(after, pageSize);
+      if (page.length === 0) return;
+      const get = this.#db.prepare<[string], FieldRow>('SELECT record_id, name, schema_version, sensitive, value FROM fields WHERE record_id = ? ORDER BY name');
+      for (const [i, r] of page.entries()) {
+        const fields: PlainRecord['fields'] = [];
+        for (const f of get.all(r.id)) fields.push({ name: f.name, sensitive: f.sensitive === 1, value: await this.#decode(i, f) });
+        yield { id: r.id, createdAt: r.created_at, fields };
       }
+      after = page.at(-1)!.rowid;
+    }
+  }
+
+  // ---- KeyHolder: rotation support (shared/keystore/rotation.ts) ----
+
+  async references(verify = false): Promise<Map<number, number>> {
+    const out = new Map<number, number>();
+    const add = (v: number, n = 1): void => void out.set(v, (out.get(v) ?? 0) + n);
+    if (verify) {
+      for (const r of this.#db.prepare<[], { value: Buffer }>('SELECT value FROM fields WHERE sensitive = 1').iterate()) add(parseSealedHeader(new Uint8Array(r.value)).kekVersion);
+    } else {
+      for (const r of this.#db.prepare<[], { v: number; n: number }>('SELECT kek_version AS v, count(*) AS n FROM fields WHERE sensitive = 1 GROUP BY kek_version').all()) add(r.v, r.n);
+    }
+    const check = this.#db.prepare<[], { value: Buffer }>("SELECT value FROM meta WHERE key = 'kek-check'").get();
+    if (check !== undefined) add(parseSealedHeader(new Uint8Array(check.value)).kekVersion);
+    return out;
+  }
+
+  async rotateSome(kek: ManagedKek, target: number, emergency: boolean, limit: number): Promise<number> {
+    const move = async (ctx: FieldContext, sealed: Uint8Array): Promise<Buffer> => {
+      if (!emergency) return Buffer.from(await rewrapField(kek, kek, sealed, target));
+      const plain = await openField(kek, ctx, sealed);
+      try {
+        const fresh = await sealField(kek, ctx, plain);
+        if (parseSealedHeader(fresh).kekVersion !== target) fail(ErrorCode.FailedPrecondition, `KEK version ${target} is not the primary`);
+        return Buffer.from(fresh);
+      } finally {
+        plain.fill(0);
+      }
+    };
+    let moved = 0;
+    const check = this.#db.prepare<[], { value: Buffer }>("SELECT value FROM meta WHERE key = 'kek-check'").get();
+    if (check !== undefined && parseSealedHeader(new Uint8Array(check.value)).kekVersion !== target) {
+      const next = await move(KEK_CHECK_CTX, new Uint8Array(check.value));
+      this.#db.prepare("UPDATE meta SET value = ? WHERE key = 'kek-check' AND value = ?").run(next, check.value);
+      moved++;
+    }
+    const rows = this.#db
+      .prepare<[number, number], FieldRow>('SELECT record_id, name, schema_version, sensitive, value FROM fields WHERE sensitive = 1 AND kek_version IS NOT ? LIMIT ?')
+      .all(target, Math.max(0, limit - moved));
+    const updates: { row: FieldRow; value: Buffer }[] = [];
+    for (const row of rows) {
+      updates.push({ row, value: await move({ assetUuid: row.record_id, fieldName: row.name, schemaVersion: row.schema_version }, new Uint8Array(row.value)) });
+    }
+    // Compare-and-set on the old value: a row changed meanwhile is left for the next batch.
+    const set = this.#db.prepare('UPDATE fields SET value = ?, kek_version = ? WHERE record_id = ? AND name = ? AND value = ?');
+    this.#db.transaction(() => {
+      for (const u of updates) moved += set.run(u.value, target, u.row.record_id, u.row.name, u.row.value).changes;
     })();
-    return { imported: rows.length, ids: rows.map((r) => r.id) };
+    return moved;
   }
 
   /** Record ids and field names (and which are sealed), in import order — never a value. */

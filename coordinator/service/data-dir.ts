@@ -1,10 +1,13 @@
 /**
  * The coordinator's data directory (`aegis coordinator start --data-dir DIR`):
  *
- *   coordinator.keyfile.json  CA and token-signing seeds, sealed under the passphrase (scrypt +
- *                             AES-256-GCM, mode 0600) — the only secrets, never in clear on disk
- *   operator.keyfile.json     the operator credential's seed, sealed the same way (used by the
- *                             `aegis clients` / `aegis round` commands on this host)
+ *   kek.json                  which KEK provider protects the dir (passphrase keyfile, OS keyring
+ *                             or PKCS#11 token; shared/keystore/kek-config.ts) — no secret
+ *   kek.keyfile.json          the KEK versions, sealed under the passphrase (passphrase provider only)
+ *   secrets.vault.json        the CA key and certificate, the token-signing seed and the operator
+ *                             credential, each sealed under its own DEK wrapped by the KEK
+ *                             (shared/keystore/vault.ts) — never in clear on disk; rotated with
+ *                             `aegis keys rotate --data-dir DIR` like the client's store
  *   ca.pem, operator.pem      public certificates (ca.pem is what clients pin with --ca)
  *   registry.json             enrolled clients, revocations, key bindings, pending invites (as
  *                             SHA-256 hashes only) — public keys and names, no secret
@@ -19,7 +22,11 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { writeFileAtomic } from '../../shared/fs.js';
-import { readKeyfile, writeKeyfile } from '../../shared/keystore/passphrase-keyfile.js';
+import { readKeyfile } from '../../shared/keystore/passphrase-keyfile.js';
+import { hasKek, initKek, openKek, type KekInitOptions, type KekSecrets } from '../../shared/keystore/kek-config.js';
+import type { ManagedKek } from '../../shared/keystore/kek.js';
+import { resumePendingRotation, VAULT_FILE } from '../../shared/keystore/keys-cli.js';
+import { SealedVault } from '../../shared/keystore/vault.js';
 import { createCa, exportCa, importCa, issueOperatorCertificate, KeyBindings, type CertificateAuthority } from '../auth/ca.js';
 import { Invites, Revocations } from '../auth/enrollment.js';
 import { TokenIssuer } from '../auth/tokens.js';
@@ -104,50 +111,118 @@ export class Registry {
 export interface CoordinatorSecrets {
   ca: CertificateAuthority;
   tokens: TokenIssuer;
+  /** The data dir's KEK, open for the life of the process (the caller closes it). */
+  kek: ManagedKek;
   /** True when this call created them (first start). */
   created: boolean;
 }
 
+const VAULT_LABEL = 'aegis/coordinator';
+
+/** True when DIR already holds the coordinator's keys (in the vault, or in the keyfiles of an older release). */
+export const hasCoordinatorSecrets = (dir: string): boolean => existsSync(join(dir, VAULT_FILE)) || existsSync(join(dir, COORDINATOR_KEYFILE));
+
 /**
- * Opens the data dir's sealed keys, creating the CA, the token key and the operator credential
- * on first start. A wrong passphrase fails with the keyfile's one decryption error.
+ * Opens the data dir's sealed keys, creating the KEK (with `opts.kek`, default the passphrase
+ * keyfile), the CA, the token key and the operator credential on first start. Keys sealed by an
+ * older release in passphrase keyfiles move into the vault (the same passphrase becomes the KEK
+ * keyfile's). An interrupted key rotation is finished first. A wrong passphrase or PIN fails with
+ * the provider's one error.
  */
-export async function openCoordinatorSecrets(dir: string, passphrase: string): Promise<CoordinatorSecrets> {
+export async function openCoordinatorSecrets(dir: string, secrets: KekSecrets, opts: { kek?: KekInitOptions } = {}): Promise<CoordinatorSecrets> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
-  const keyfile = join(dir, COORDINATOR_KEYFILE);
-  if (existsSync(keyfile)) {
-    const s = await readKeyfile(keyfile, passphrase, { expectedLabel: COORDINATOR_LABEL });
-    if (!s.caSeed || !s.caCertificate || !s.tokenSeed) throw new AegisError(ErrorCode.InsecureKeyfile, `${COORDINATOR_KEYFILE} lacks the CA or token key`);
-    const ca = await importCa({ seed: s.caSeed, certificateDer: s.caCertificate });
-    return { ca, tokens: TokenIssuer.fromSeed(s.tokenSeed), created: false };
+  const vaultPath = join(dir, VAULT_FILE);
+  if (existsSync(vaultPath)) {
+    const kek = await openKek(dir, secrets);
+    try {
+      const vault = await SealedVault.open(vaultPath);
+      await resumePendingRotation(dir, kek, [vault]);
+      const [caSeed, caCertificate, tokenSeed] = [await vault.get(kek, 'ca-seed'), await vault.get(kek, 'ca-certificate'), await vault.get(kek, 'token-seed')];
+      const ca = await importCa({ seed: caSeed, certificateDer: caCertificate });
+      const tokens = TokenIssuer.fromSeed(tokenSeed);
+      caSeed.fill(0);
+      tokenSeed.fill(0);
+      return { ca, tokens, kek, created: false };
+    } catch (e) {
+      await kek.close();
+      throw e;
+    }
   }
-  const ca = await createCa({ name: 'Aegis coordinator CA' });
-  const tokens = TokenIssuer.create();
-  const exported = exportCa(ca);
-  // The CA certificate rides inside the sealed file too, so the seed is only ever used with the
-  // certificate it was made for (ca.pem is a public copy for clients).
-  await writeKeyfile(keyfile, passphrase, COORDINATOR_LABEL, { caSeed: exported.seed, caCertificate: exported.certificateDer, tokenSeed: tokens.exportSeed() });
-  await writeFileAtomic(join(dir, 'ca.pem'), ca.certificatePem, 0o644);
-  const op = await issueOperatorCertificate(ca, { name: 'admin' });
-  await writeKeyfile(join(dir, OPERATOR_KEYFILE), passphrase, OPERATOR_LABEL, { seed: op.seed, certificate: op.certificateDer });
-  await writeFileAtomic(join(dir, 'operator.pem'), op.certificatePem, 0o644);
-  op.seed.fill(0);
-  return { ca, tokens, created: true };
+  const legacy = join(dir, COORDINATOR_KEYFILE);
+  if (existsSync(legacy)) return migrateKeyfiles(dir, secrets);
+
+  if (await hasKek(dir)) throw new AegisError(ErrorCode.FailedPrecondition, `${dir} has a KEK but no ${VAULT_FILE}; it is not a coordinator data dir (or its secrets were removed)`);
+  const kek = await initKek(dir, opts.kek ?? { kind: 'passphrase' }, secrets);
+  try {
+    const ca = await createCa({ name: 'Aegis coordinator CA' });
+    const tokens = TokenIssuer.create();
+    const exported = exportCa(ca);
+    const op = await issueOperatorCertificate(ca, { name: 'admin' });
+    // The CA certificate is sealed with the seed, so the seed is only ever used with the
+    // certificate it was made for (ca.pem is a public copy for clients).
+    await SealedVault.create(vaultPath, kek, VAULT_LABEL, {
+      'ca-seed': exported.seed,
+      'ca-certificate': exported.certificateDer,
+      'token-seed': tokens.exportSeed(),
+      'operator-seed': op.seed,
+      'operator-certificate': op.certificateDer,
+    });
+    op.seed.fill(0);
+    await writeFileAtomic(join(dir, 'ca.pem'), ca.certificatePem, 0o644);
+    await writeFileAtomic(join(dir, 'operator.pem'), op.certificatePem, 0o644);
+    return { ca, tokens, kek, created: true };
+  } catch (e) {
+    await kek.close();
+    throw e;
+  }
+}
+
+/** Moves the keys of an older release (two passphrase keyfiles) into a KEK-wrapped vault. */
+async function migrateKeyfiles(dir: string, secrets: KekSecrets): Promise<CoordinatorSecrets> {
+  const passphrase = await secrets.passphrase();
+  const s = await readKeyfile(join(dir, COORDINATOR_KEYFILE), passphrase, { expectedLabel: COORDINATOR_LABEL });
+  const op = await readKeyfile(join(dir, OPERATOR_KEYFILE), passphrase, { expectedLabel: OPERATOR_LABEL });
+  if (!s.caSeed || !s.caCertificate || !s.tokenSeed || !op.seed || !op.certificate) throw new AegisError(ErrorCode.InsecureKeyfile, `${COORDINATOR_KEYFILE} lacks the CA or token key`);
+  const kek = (await hasKek(dir)) ? await openKek(dir, secrets) : await initKek(dir, { kind: 'passphrase' }, { ...secrets, passphrase: async () => passphrase });
+  try {
+    await SealedVault.create(join(dir, VAULT_FILE), kek, VAULT_LABEL, {
+      'ca-seed': s.caSeed,
+      'ca-certificate': s.caCertificate,
+      'token-seed': s.tokenSeed,
+      'operator-seed': op.seed,
+      'operator-certificate': op.certificate,
+    });
+    const ca = await importCa({ seed: s.caSeed, certificateDer: s.caCertificate });
+    const tokens = TokenIssuer.fromSeed(s.tokenSeed);
+    for (const v of [s.caSeed, s.tokenSeed, op.seed]) v.fill(0);
+    await unlink(join(dir, COORDINATOR_KEYFILE));
+    await unlink(join(dir, OPERATOR_KEYFILE));
+    return { ca, tokens, kek, created: false };
+  } catch (e) {
+    await kek.close();
+    throw e;
+  }
 }
 
 /** The operator credential (PEM key and certificate) for the Admin service, opened from DIR. */
-export async function openOperatorCredential(dir: string, passphrase: string): Promise<{ keyPem: string; certificatePem: string; caPem: string }> {
-  const path = join(dir, OPERATOR_KEYFILE);
-  if (!existsSync(path)) throw new AegisError(ErrorCode.NotFound, `no operator credential in ${dir}: start the coordinator there first (aegis coordinator start --data-dir ${dir})`);
-  const s = await readKeyfile(path, passphrase, { expectedLabel: OPERATOR_LABEL });
-  if (!s.seed || !s.certificate) throw new AegisError(ErrorCode.InsecureKeyfile, `${OPERATOR_KEYFILE} lacks the operator key`);
-  const { ed25519PrivateKeyPem } = await import('../../shared/keystore/webcrypto-ed25519.js');
-  const { X509Certificate } = await import('node:crypto');
-  const certificatePem = new X509Certificate(Buffer.from(s.certificate)).toString();
-  const keyPem = ed25519PrivateKeyPem(s.seed);
-  s.seed.fill(0);
-  const caPem = await readFile(join(dir, 'ca.pem'), 'utf8');
-  return { keyPem, certificatePem, caPem };
+export async function openOperatorCredential(dir: string, secrets: KekSecrets): Promise<{ keyPem: string; certificatePem: string; caPem: string }> {
+  if (!hasCoordinatorSecrets(dir)) throw new AegisError(ErrorCode.NotFound, `no operator credential in ${dir}: start the coordinator there first (aegis coordinator start --data-dir ${dir})`);
+  if (!existsSync(join(dir, VAULT_FILE))) (await openCoordinatorSecrets(dir, secrets)).kek.close(); // migrate an older dir first
+  const kek = await openKek(dir, secrets);
+  try {
+    const vault = await SealedVault.open(join(dir, VAULT_FILE));
+    const seed = await vault.get(kek, 'operator-seed');
+    const certificate = await vault.get(kek, 'operator-certificate');
+    const { ed25519PrivateKeyPem } = await import('../../shared/keystore/webcrypto-ed25519.js');
+    const { X509Certificate } = await import('node:crypto');
+    const certificatePem = new X509Certificate(Buffer.from(certificate)).toString();
+    const keyPem = ed25519PrivateKeyPem(seed);
+    seed.fill(0);
+    const caPem = await readFile(join(dir, 'ca.pem'), 'utf8');
+    return { keyPem, certificatePem, caPem };
+  } finally {
+    await kek.close();
+  }
 }
 
 export async function loadRegistry(dir: string): Promise<Registry> {

@@ -49,3 +49,24 @@ export async function obtainPassphrase(opts: { confirm?: boolean; what?: string 
   }
   return first;
 }
+
+/** The PKCS#11 user PIN: AEGIS_PKCS11_PIN when set, otherwise a prompt without echo. */
+export async function obtainPin(): Promise<string> {
+  const env = process.env.AEGIS_PKCS11_PIN;
+  if (env !== undefined) {
+    if (env.length === 0) throw new AegisError(ErrorCode.InvalidArgument, 'AEGIS_PKCS11_PIN is set but empty');
+    return env;
+  }
+  if (!process.stdin.isTTY) throw new AegisError(ErrorCode.InvalidArgument, 'set AEGIS_PKCS11_PIN or run on a terminal to be asked for the PKCS#11 PIN');
+  return promptHidden('PKCS#11 user PIN: ');
+}
+
+/** Passphrase and PIN sources for opening a data dir's KEK from the CLI (each asked at most once). */
+export function cliKekSecrets(what: string, confirm = false): { passphrase: () => Promise<string>; pin: () => Promise<string> } {
+  let pass: Promise<string> | undefined;
+  let pin: Promise<string> | undefined;
+  return {
+    passphrase: () => (pass ??= obtainPassphrase({ confirm, what })),
+    pin: () => (pin ??= obtainPin()),
+  };
+}

@@ -9,6 +9,7 @@ import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, w
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { parseSealedHeader } from '../../shared/keystore/envelope.js';
 import { parseKeyfile } from '../../shared/keystore/passphrase-keyfile.js';
 import { waitFor } from '../support/cluster.js';
 
@@ -69,16 +70,22 @@ const DIM = 4;
 const VALUES = [0.5, -0.25, 0.125, 1];
 
 describe('aegis coordinator, clients, client and round commands', () => {
-  test('first start seals the CA and token keys: no plain key anywhere in the data dir', () => {
+  test('first start seals the CA, token and operator keys in a KEK-wrapped vault: no plain key anywhere in the data dir', () => {
     const files = readdirSync(coordDir);
-    expect(files).toEqual(expect.arrayContaining(['ca.pem', 'coordinator.keyfile.json', 'operator.keyfile.json', 'coordinator.json']));
+    expect(files).toEqual(expect.arrayContaining(['ca.pem', 'kek.json', 'kek.keyfile.json', 'secrets.vault.json', 'coordinator.json']));
+    expect(files).not.toContain('coordinator.keyfile.json');
     for (const f of files) {
       const text = readFileSync(join(coordDir, f), 'utf8');
       expect(text).not.toMatch(/PRIVATE KEY/);
     }
-    for (const f of ['coordinator.keyfile.json', 'operator.keyfile.json']) {
-      expect(statSync(join(coordDir, f)).mode & 0o077).toBe(0);
-      expect(() => parseKeyfile(readFileSync(join(coordDir, f)))).not.toThrow();
+    for (const f of ['kek.keyfile.json', 'secrets.vault.json']) expect(statSync(join(coordDir, f)).mode & 0o077).toBe(0);
+    expect(() => parseKeyfile(readFileSync(join(coordDir, 'kek.keyfile.json')))).not.toThrow();
+    // Every vault entry is an envelope-sealed value (AEF1) naming the dir's KEK, version 1.
+    const vault = JSON.parse(readFileSync(join(coordDir, 'secrets.vault.json'), 'utf8')) as { entries: Record<string, string> };
+    expect(Object.keys(vault.entries).sort()).toEqual(['ca-certificate', 'ca-seed', 'operator-certificate', 'operator-seed', 'token-seed']);
+    for (const b64 of Object.values(vault.entries)) {
+      const h = parseSealedHeader(new Uint8Array(Buffer.from(b64, 'base64')));
+      expect([h.kekId, h.kekVersion]).toEqual(['passphrase:kek.keyfile.json', 1]);
     }
   });
 

@@ -212,7 +212,7 @@ describe('aegis client init / data import / data list', () => {
     try {
       expect(await run('init')).toMatchObject({ ok: true });
       expect(await run('init')).toMatchObject({ ok: false, error: { code: 'already-exists' } });
-      expect(await run('init', '--kek', 'pkcs11')).toMatchObject({ ok: false, error: { code: 'unavailable' } });
+      expect(await run('init', '--kek', 'pkcs11')).toMatchObject({ ok: false, error: { code: 'already-exists' } });
       const file = join(dir, 'in.jsonl');
       await writeFile(file, `${JSON.stringify(records[0])}\n`);
       expect(await run('data', 'import', file, '--sensitive', 'note')).toMatchObject({ ok: true, imported: 1 });
