@@ -10,8 +10,11 @@ import { registerClient } from '../client/cli.js';
 import { registerClients, registerCoordinator, registerRound } from '../coordinator/cli.js';
 import { registerManifest } from '../shared/trust/manifest-cli.js';
 import { registerRegistry } from '../shared/trust/registry-cli.js';
+import { installCrashHandler } from '../shared/log.js';
 import { registerKeys } from '../shared/keystore/keys-cli.js';
 import { openStoreHolder } from '../client/store/cli.js';
+
+installCrashHandler();
 
 const program = new Command();
 program

@@ -5,10 +5,37 @@
  */
 import { destination, pino, type Logger } from 'pino';
 
-export const REDACT_PATHS = ['token', '*.token', 'authorization', '*.authorization', 'passphrase', '*.passphrase', 'seed', '*.seed', 'key', '*.key', 'shares', '*.shares', 'vector', '*.vector'];
+/**
+ * Field names that never reach a log line in clear, at the top level and one level down: secrets
+ * (tokens, keys, passphrases, PINs, seeds, shares, DEKs/KEKs) and the client's sensitive data
+ * (addresses, GPS points, transcripts, raw values and vectors). Callers log ids and counts; this is
+ * the net under them.
+ */
+const SENSITIVE_KEYS = [
+  'token', 'authorization', 'passphrase', 'password', 'pin', 'seed', 'key', 'privateKey', 'secret', 'shares', 'dek', 'kek', 'wrapped',
+  'vector', 'values', 'value', 'weights', 'update',
+  'address', 'lat', 'lon', 'latitude', 'longitude', 'gps', 'transcript', 'record', 'fields',
+];
+export const REDACT_PATHS = SENSITIVE_KEYS.flatMap((k) => [k, `*.${k}`]);
 
 export function createLogger(name: string, level = process.env.AEGIS_LOG_LEVEL ?? 'info'): Logger {
   return pino({ name, level, redact: { paths: REDACT_PATHS, censor: '[redacted]' }, base: { pid: process.pid } }, destination({ fd: 2, sync: true }));
+}
+
+/**
+ * Crash reports without data: an uncaught error is logged as its code and message only (messages
+ * never carry values, see shared/errors.ts) — no stack with arguments, no object dump — and the
+ * process exits 70 (EX_SOFTWARE).
+ */
+export function installCrashHandler(log: Logger = createLogger('aegis')): void {
+  const crash = (kind: string) => (err: unknown): void => {
+    const code = typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : 'internal';
+    const message = err instanceof Error ? err.message : 'non-error thrown';
+    log.fatal({ kind, code, err: { type: err instanceof Error ? err.name : typeof err, message } }, 'crashed');
+    process.exit(70);
+  };
+  process.on('uncaughtException', crash('uncaught-exception'));
+  process.on('unhandledRejection', crash('unhandled-rejection'));
 }
 
 export type { Logger };

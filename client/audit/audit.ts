@@ -69,7 +69,20 @@ type State = z.infer<typeof StateSchema>;
 /** A missing file: audit mode was never entered. */
 const NEVER_ENTERED: State = { version: FORMAT_VERSION, remaining: 0, approvals: [], admitted: [] };
 
-type LogEvent = 'enter' | 'approve' | 'admit-run' | 'admit-refused' | 'leave' | 'refused';
+type LogEvent = 'enter' | 'approve' | 'admit-run' | 'admit-refused' | 'leave' | 'refused' | DataEvent;
+/** Data leaving (backup, export) or entering (restore) the data dir; every one is logged. */
+export type DataEvent = 'backup' | 'export' | 'restore';
+
+export interface DataEventRecord {
+  event: DataEvent;
+  /** The encrypted file written or read (its path; never its contents). */
+  file: string;
+  sha256: string;
+  bytes: number;
+  records: number;
+  /** 'passphrase' or the recipient's key fingerprint (SHA-256 of the public key, 16 hex). */
+  protectedBy: string;
+}
 /** The only fields a log line carries: ids, hashes, fixed reason codes and counts, never values. */
 interface LogLine {
   at: string;
@@ -78,6 +91,11 @@ interface LogLine {
   manifestSha256?: string;
   reason?: string;
   remaining: number;
+  file?: string;
+  sha256?: string;
+  bytes?: number;
+  records?: number;
+  protectedBy?: string;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -236,6 +254,26 @@ export class AuditBook {
   // -------------------------------------------------------------------------------------------
 
   /** Reads audit.json; a missing file = never entered, anything unreadable is refused. */
+  /** Appends a backup, export or restore to the audit log (file, hash, size, count, key — no data). */
+  async dataEvent(e: DataEventRecord): Promise<void> {
+    await this.locked(async () => {
+      const s = await this.read();
+      await this.log({ at: this.now(), event: e.event, file: e.file, sha256: e.sha256, bytes: e.bytes, records: e.records, protectedBy: e.protectedBy, remaining: s.remaining });
+    });
+  }
+
+  /** The audit log's lines, oldest first (for `aegis client audit log` and tests). */
+  async logLines(): Promise<Record<string, unknown>[]> {
+    const text = await readFile(join(this.dir, AUDIT_LOG), 'utf8').catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'ENOENT') return '';
+      throw e;
+    });
+    return text
+      .split('\n')
+      .filter((l) => l.length > 0)
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+  }
+
   private async read(): Promise<State> {
     let text: string;
     try {

@@ -6,7 +6,9 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { reportError, printResult } from '../../shared/cli/output.js';
-import { cliKekSecrets } from '../../shared/cli/passphrase.js';
+import { BACKUP_PASSPHRASE_ENV, cliKekSecrets, obtainPassphrase } from '../../shared/cli/passphrase.js';
+import { openRecipientIdentity, readStreamMeta, type StreamKey, type StreamRecipient } from '../../shared/keystore/stream.js';
+import { restoreBackup, writeBackup } from './backup.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { KEK_KINDS, type KekKind, type ManagedKek } from '../../shared/keystore/kek.js';
 import { hasKek, initKek, openKek } from '../../shared/keystore/kek-config.js';
@@ -62,6 +64,72 @@ export function registerData(client: Command): void {
         printResult(o, { ok: true, data_dir: dir, kek: { kind: kek.kind, id: kek.id } }, `initialized ${dir} (KEK ${kek.id}); import data: aegis client data import FILE --data-dir ${dir}`);
       } catch (err) {
         reportError(err, Boolean(o.json));
+      }
+    });
+
+  client
+    .command('backup')
+    .description('write an encrypted backup of the data dir (records, identity, trust and audit state); logged in the audit log')
+    .requiredOption('--out <file>', 'the backup file (outside the data dir)')
+    .option('--data-dir <dir>', 'the client data dir', DEFAULT_DIR)
+    .option('--recipient <key>', `encrypt to an X25519 recipient (aegis keys recipient) instead of a backup passphrase (${BACKUP_PASSPHRASE_ENV})`)
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (o: { out: string; dataDir: string; recipient?: string; json?: boolean }) => {
+      try {
+        const r = await withStore(o.dataDir, async (store, _kek, dir) => {
+          const recipient: StreamRecipient = o.recipient ? { x25519: o.recipient } : { passphrase: await obtainPassphrase({ env: BACKUP_PASSPHRASE_ENV, confirm: true, what: 'the backup' }) };
+          return writeBackup(dir, store, o.out, recipient, 'backup');
+        });
+        printResult(o, { ok: true, ...r }, `backed up ${r.records} records and ${r.files} files to ${r.file} (${r.bytes} bytes, sha256 ${r.sha256})`);
+      } catch (err) {
+        reportError(err, Boolean(o.json));
+      }
+    });
+
+  client
+    .command('export')
+    .description("write the store's records encrypted to a recipient's X25519 key (for another party); logged in the audit log")
+    .requiredOption('--out <file>', 'the export file')
+    .requiredOption('--recipient <key>', 'the recipient key (aegis-x25519:…; made with aegis keys recipient)')
+    .option('--data-dir <dir>', 'the client data dir', DEFAULT_DIR)
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (o: { out: string; recipient: string; dataDir: string; json?: boolean }) => {
+      try {
+        const r = await withStore(o.dataDir, (store, _kek, dir) => writeBackup(dir, store, o.out, { x25519: o.recipient }, 'export'));
+        printResult(o, { ok: true, ...r }, `exported ${r.records} records to ${r.file} (${r.bytes} bytes, sha256 ${r.sha256})`);
+      } catch (err) {
+        reportError(err, Boolean(o.json));
+      }
+    });
+
+  client
+    .command('restore')
+    .description('restore a backup (or an export) into a fresh data dir under a new KEK; all or nothing')
+    .argument('<file>', 'the backup or export file')
+    .requiredOption('--data-dir <dir>', 'the fresh data dir to create')
+    .option('--identity <file>', 'the recipient identity file, for files encrypted to a recipient key')
+    .option('--kek <provider>', 'the new data dir\'s KEK provider: passphrase, os or pkcs11', 'passphrase')
+    .option('--pkcs11-module <path>', 'the PKCS#11 module (with --kek pkcs11)')
+    .option('--pkcs11-token <label>', 'the PKCS#11 token label', 'aegis')
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (file: string, o: { dataDir: string; identity?: string; kek: string; pkcs11Module?: string; pkcs11Token: string; json?: boolean }) => {
+      let key: StreamKey | undefined;
+      try {
+        if (!KEK_KINDS.includes(o.kek as KekKind)) throw new AegisError(ErrorCode.InvalidArgument, `--kek must be passphrase, os or pkcs11`);
+        const { recipient } = await readStreamMeta(file);
+        if (recipient.type === 'x25519') {
+          if (!o.identity) throw new AegisError(ErrorCode.InvalidArgument, `${file} is encrypted to a recipient key: pass --identity FILE`);
+          key = { identity: await openRecipientIdentity(o.identity, await obtainPassphrase({ what: `the identity ${o.identity}` })) };
+        } else {
+          key = { passphrase: await obtainPassphrase({ env: BACKUP_PASSPHRASE_ENV, what: 'the backup' }) };
+        }
+        const dir = resolve(o.dataDir);
+        const r = await restoreBackup(file, key, dir, { kind: o.kek as KekKind, pkcs11: { ...(o.pkcs11Module ? { module: o.pkcs11Module } : {}), token: o.pkcs11Token } }, cliKekSecrets(`the data key in ${dir}`, true));
+        printResult(o, { ok: true, ...r }, `restored ${r.records} records${r.files.length ? ` and ${r.files.join(', ')}` : ''} into ${r.dataDir} (KEK ${r.kek.id})`);
+      } catch (err) {
+        reportError(err, Boolean(o.json));
+      } finally {
+        if (key && 'identity' in key) key.identity.close();
       }
     });
 

@@ -208,7 +208,7 @@ export class Coordinator {
     this.servers = [main, enrollServer];
     this.address = `${reachable(host)}:${mainPort}`;
     this.enrollAddress = `${reachable(enrollHost)}:${enrollPort}`;
-    this.log?.info({ address: this.address, enrollAddress: this.enrollAddress }, 'coordinator listening');
+    this.log?.info({ listen: this.address, enrollListen: this.enrollAddress }, 'coordinator listening');
     return { address: this.address, enrollAddress: this.enrollAddress };
   }
 

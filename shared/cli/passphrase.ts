@@ -35,10 +35,19 @@ function promptHidden(question: string): Promise<string> {
   });
 }
 
-export async function obtainPassphrase(opts: { confirm?: boolean; what?: string } = {}): Promise<string> {
-  if (process.env[PASSPHRASE_ENV] !== undefined) return passphraseFromEnv();
+/** The passphrase of backups (separate from the data dir's: a backup outlives the dir's keys). */
+export const BACKUP_PASSPHRASE_ENV = 'AEGIS_BACKUP_PASSPHRASE';
+
+export async function obtainPassphrase(opts: { confirm?: boolean; what?: string; env?: string } = {}): Promise<string> {
+  const env = opts.env ?? PASSPHRASE_ENV;
+  if (process.env[env] !== undefined) {
+    const v = process.env[env];
+    if (env === PASSPHRASE_ENV) return passphraseFromEnv();
+    if ([...v].length < MIN_PASSPHRASE_LENGTH) throw new AegisError(ErrorCode.InvalidArgument, `${env} must hold at least ${MIN_PASSPHRASE_LENGTH} characters`);
+    return v;
+  }
   if (!process.stdin.isTTY) {
-    throw new AegisError(ErrorCode.InvalidArgument, `set ${PASSPHRASE_ENV} or run on a terminal to be asked for the passphrase`);
+    throw new AegisError(ErrorCode.InvalidArgument, `set ${env} or run on a terminal to be asked for the passphrase`);
   }
   const what = opts.what ?? 'the data dir';
   const first = await promptHidden(`passphrase for ${what}: `);

@@ -8,11 +8,12 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { parseIntOption, printResult, progress, reportError } from '../cli/output.js';
-import { cliKekSecrets } from '../cli/passphrase.js';
+import { cliKekSecrets, obtainPassphrase } from '../cli/passphrase.js';
 import { openKek } from './kek-config.js';
 import type { ManagedKek } from './kek.js';
 import { DEFAULT_ROTATION_BATCH, destroyKeyVersion, disableKeyVersion, keyStatus, readJournal, rotateKeys, type KeyHolder } from './rotation.js';
 import { SealedVault } from './vault.js';
+import { createRecipientIdentity } from './stream.js';
 
 export const VAULT_FILE = 'secrets.vault.json';
 
@@ -105,6 +106,20 @@ export function registerKeys(program: Command, openers: readonly HolderOpener[])
           .join(', ');
         const text = `${r.resumed ? 'resumed and finished' : 'finished'} ${r.emergency ? 'emergency ' : ''}rotation: v${r.primary} is primary; moved ${moved || 'nothing'}${r.disabled.length ? `; disabled v${r.disabled.join(', v')}` : ''}`;
         printResult(o, { ok: true, ...r }, text);
+      } catch (err) {
+        reportError(err, Boolean(o.json));
+      }
+    });
+
+  keys
+    .command('recipient')
+    .description('make an X25519 recipient identity (sealed under a passphrase) and print its public key, for encrypted exports and backups')
+    .requiredOption('--out <file>', 'the identity file to create (kept by the recipient; refuses to overwrite)')
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (o: { out: string; json?: boolean }) => {
+      try {
+        const { recipient } = await createRecipientIdentity(o.out, await obtainPassphrase({ confirm: true, what: `the identity ${o.out}` }));
+        printResult(o, { ok: true, recipient, identity: resolve(o.out) }, `${recipient}\n(give this key to whoever exports to you; keep ${o.out} and its passphrase)`);
       } catch (err) {
         reportError(err, Boolean(o.json));
       }
