@@ -12,7 +12,7 @@ import * as grpc from '@grpc/grpc-js';
 import { Command } from 'commander';
 import { parseDuration, parseIntOption, progress, reportError, printResult } from '../shared/cli/output.js';
 import { cliKekSecrets } from '../shared/cli/passphrase.js';
-import { KEK_KINDS, type KekKind } from '../shared/keystore/kek.js';
+import { kekInitOptions, withKekOptions, type KekCliOptions } from '../shared/keystore/keys-cli.js';
 import { decodeWeightedSum } from '../shared/crypto/quantize.js';
 import { AegisError, ErrorCode } from '../shared/errors.js';
 import * as admin from '../shared/gen/aegis/v1/admin_pb.js';
@@ -37,8 +37,7 @@ const DEFAULT_DIR = process.env.AEGIS_COORDINATOR_DIR ?? './aegis-coordinator';
 
 export function registerCoordinator(program: Command): void {
   const group = program.command('coordinator').description('run the coordinator');
-  group
-    .command('start')
+  withKekOptions(group.command('start'), 'first start only: ')
     .description('start the coordinator (embedded: one process, round state in memory)')
     .requiredOption('--listen <host:port>', 'mTLS address for clients and operators')
     .option('--enroll-listen <host:port>', 'server-TLS address for enrollment (default: the next port)')
@@ -47,11 +46,8 @@ export function registerCoordinator(program: Command): void {
     .option('--max-message-mb <n>', 'largest message taken, MiB', parseIntOption('max-message-mb', 1, 1024), 64)
     .option('--registry <dir>', 'a publisher registry directory (aegis registry init): take only manifests its publishers signed, and serve its signed metadata')
     .option('--allow-unsigned', 'take unsigned manifests (no registry): local experiments only')
-    .option('--kek <provider>', 'first start only: the KEK that wraps the CA, token and operator keys: passphrase (AEGIS_PASSPHRASE), os (Secret Service) or pkcs11 (AEGIS_PKCS11_PIN)', 'passphrase')
-    .option('--pkcs11-module <path>', 'first start with --kek pkcs11: the PKCS#11 module (default: AEGIS_PKCS11_MODULE or SoftHSM2\'s)')
-    .option('--pkcs11-token <label>', 'first start with --kek pkcs11: the token label', 'aegis')
     .option('--validation-data <name=file...>', "validation sets for the poisoning check of training jobs (JSONL examples; a manifest names one in validation.dataset)")
-    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; kek: string; pkcs11Module?: string; pkcs11Token: string }) => {
+    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[] } & KekCliOptions) => {
       const log = createLogger('coordinator');
       try {
         if (!o.registry && !o.allowUnsigned) {
@@ -59,10 +55,7 @@ export function registerCoordinator(program: Command): void {
         }
         const dir = resolve(o.dataDir);
         const first = !hasCoordinatorSecrets(dir);
-        if (!KEK_KINDS.includes(o.kek as KekKind)) throw new AegisError(ErrorCode.InvalidArgument, '--kek must be passphrase, os or pkcs11');
-        const secrets = await openCoordinatorSecrets(dir, cliKekSecrets(`the coordinator keys in ${dir}`, first), {
-          kek: { kind: o.kek as KekKind, pkcs11: { ...(o.pkcs11Module ? { module: o.pkcs11Module } : {}), token: o.pkcs11Token } },
-        });
+        const secrets = await openCoordinatorSecrets(dir, cliKekSecrets(`the coordinator keys in ${dir}`, first), { kek: kekInitOptions(o) });
         if (secrets.created) log.info({ dataDir: dir, ca: join(dir, 'ca.pem') }, 'created the coordinator CA, token key and operator credential (sealed)');
         const registry = await loadRegistry(dir);
         if (o.registry) await readSnapshot(resolve(o.registry)); // a broken registry is reported at start, not at the first launch

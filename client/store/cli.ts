@@ -10,9 +10,9 @@ import { BACKUP_PASSPHRASE_ENV, cliKekSecrets, obtainPassphrase } from '../../sh
 import { openRecipientIdentity, readStreamMeta, type StreamKey, type StreamRecipient } from '../../shared/keystore/stream.js';
 import { restoreBackup, writeBackup } from './backup.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
-import { KEK_KINDS, type KekKind, type ManagedKek } from '../../shared/keystore/kek.js';
+import type { ManagedKek } from '../../shared/keystore/kek.js';
 import { hasKek, initKek, openKek } from '../../shared/keystore/kek-config.js';
-import { resumePendingRotation, type HolderOpener } from '../../shared/keystore/keys-cli.js';
+import { kekInitOptions, resumePendingRotation, withKekOptions, type HolderOpener, type KekCliOptions } from '../../shared/keystore/keys-cli.js';
 import { SqliteDataStore, STORE_FILE, readRecordsFile } from './sqlite.js';
 
 const DEFAULT_DIR = process.env.AEGIS_CLIENT_DIR ?? './aegis-client';
@@ -43,19 +43,17 @@ export async function withStore<T>(dataDir: string, fn: (store: SqliteDataStore,
 
 /** Adds `init` and `data import|list` to the `aegis client` group. */
 export function registerData(client: Command): void {
-  client
-    .command('init')
-    .description('create the data dir, its KEK (passphrase keyfile, OS keyring or PKCS#11 token) and the encrypted local store')
-    .option('--data-dir <dir>', 'the client data dir', DEFAULT_DIR)
-    .option('--kek <provider>', 'the KEK provider: passphrase (a sealed keyfile; AEGIS_PASSPHRASE), os (the Secret Service keyring) or pkcs11 (an HSM; AEGIS_PKCS11_PIN)', 'passphrase')
-    .option('--pkcs11-module <path>', 'the PKCS#11 module (default: AEGIS_PKCS11_MODULE or SoftHSM2\'s)')
-    .option('--pkcs11-token <label>', 'the PKCS#11 token label', 'aegis')
+  withKekOptions(
+    client
+      .command('init')
+      .description('create the data dir, its KEK (passphrase keyfile, OS keyring or PKCS#11 token) and the encrypted local store')
+      .option('--data-dir <dir>', 'the client data dir', DEFAULT_DIR),
+  )
     .option('--json', 'print one JSON object on stdout')
-    .action(async (o: { dataDir: string; kek: string; pkcs11Module?: string; pkcs11Token: string; json?: boolean }) => {
+    .action(async (o: KekCliOptions & { dataDir: string; json?: boolean }) => {
       try {
-        if (!KEK_KINDS.includes(o.kek as KekKind)) throw new AegisError(ErrorCode.InvalidArgument, `--kek must be passphrase, os or pkcs11`);
         const dir = resolve(o.dataDir);
-        const kek = await initKek(dir, { kind: o.kek as KekKind, pkcs11: { ...(o.pkcs11Module ? { module: o.pkcs11Module } : {}), token: o.pkcs11Token } }, cliKekSecrets(`the data key in ${dir}`, true));
+        const kek = await initKek(dir, kekInitOptions(o), cliKekSecrets(`the data key in ${dir}`, true));
         try {
           (await SqliteDataStore.open(dir, kek)).close();
         } finally {
@@ -102,20 +100,20 @@ export function registerData(client: Command): void {
       }
     });
 
-  client
-    .command('restore')
-    .description('restore a backup (or an export) into a fresh data dir under a new KEK; all or nothing')
-    .argument('<file>', 'the backup or export file')
-    .requiredOption('--data-dir <dir>', 'the fresh data dir to create')
-    .option('--identity <file>', 'the recipient identity file, for files encrypted to a recipient key')
-    .option('--kek <provider>', 'the new data dir\'s KEK provider: passphrase, os or pkcs11', 'passphrase')
-    .option('--pkcs11-module <path>', 'the PKCS#11 module (with --kek pkcs11)')
-    .option('--pkcs11-token <label>', 'the PKCS#11 token label', 'aegis')
+  withKekOptions(
+    client
+      .command('restore')
+      .description('restore a backup (or an export) into a fresh data dir under a new KEK; all or nothing')
+      .argument('<file>', 'the backup or export file')
+      .requiredOption('--data-dir <dir>', 'the fresh data dir to create')
+      .option('--identity <file>', 'the recipient identity file, for files encrypted to a recipient key'),
+    'for the new data dir: ',
+  )
     .option('--json', 'print one JSON object on stdout')
-    .action(async (file: string, o: { dataDir: string; identity?: string; kek: string; pkcs11Module?: string; pkcs11Token: string; json?: boolean }) => {
+    .action(async (file: string, o: KekCliOptions & { dataDir: string; identity?: string; json?: boolean }) => {
       let key: StreamKey | undefined;
       try {
-        if (!KEK_KINDS.includes(o.kek as KekKind)) throw new AegisError(ErrorCode.InvalidArgument, `--kek must be passphrase, os or pkcs11`);
+        const kekOptions = kekInitOptions(o);
         const { recipient } = await readStreamMeta(file);
         if (recipient.type === 'x25519') {
           if (!o.identity) throw new AegisError(ErrorCode.InvalidArgument, `${file} is encrypted to a recipient key: pass --identity FILE`);
@@ -124,7 +122,7 @@ export function registerData(client: Command): void {
           key = { passphrase: await obtainPassphrase({ env: BACKUP_PASSPHRASE_ENV, what: 'the backup' }) };
         }
         const dir = resolve(o.dataDir);
-        const r = await restoreBackup(file, key, dir, { kind: o.kek as KekKind, pkcs11: { ...(o.pkcs11Module ? { module: o.pkcs11Module } : {}), token: o.pkcs11Token } }, cliKekSecrets(`the data key in ${dir}`, true));
+        const r = await restoreBackup(file, key, dir, kekOptions, cliKekSecrets(`the data key in ${dir}`, true));
         printResult(o, { ok: true, ...r }, `restored ${r.records} records${r.files.length ? ` and ${r.files.join(', ')}` : ''} into ${r.dataDir} (KEK ${r.kek.id})`);
       } catch (err) {
         reportError(err, Boolean(o.json));

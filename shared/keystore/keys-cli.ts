@@ -7,10 +7,11 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { AegisError, ErrorCode } from '../errors.js';
 import { parseIntOption, printResult, progress, reportError } from '../cli/output.js';
 import { cliKekSecrets, obtainPassphrase } from '../cli/passphrase.js';
-import { openKek } from './kek-config.js';
-import type { ManagedKek } from './kek.js';
+import { openKek, type KekInitOptions } from './kek-config.js';
+import { KEK_KINDS, type KekKind, type ManagedKek } from './kek.js';
 import { DEFAULT_ROTATION_BATCH, destroyKeyVersion, disableKeyVersion, keyStatus, readJournal, rotateKeys, type KeyHolder } from './rotation.js';
 import { SealedVault } from './vault.js';
 import { createRecipientIdentity } from './stream.js';
@@ -55,6 +56,26 @@ export async function resumePendingRotation(dir: string, kek: ManagedKek, holder
 }
 
 const DAY = 86_400_000;
+
+/** The options that choose a new data dir's KEK: --kek, --pkcs11-module, --pkcs11-token. */
+export interface KekCliOptions {
+  kek: string;
+  pkcs11Module?: string;
+  pkcs11Token: string;
+}
+
+/** Adds the KEK choice to a command that creates a data dir (`when` says when it applies). */
+export function withKekOptions(cmd: Command, when = ''): Command {
+  return cmd
+    .option('--kek <provider>', `${when}the KEK provider: passphrase (a sealed keyfile; AEGIS_PASSPHRASE), os (the Secret Service keyring) or pkcs11 (an HSM; AEGIS_PKCS11_PIN)`, 'passphrase')
+    .option('--pkcs11-module <path>', `${when}the PKCS#11 module (default: AEGIS_PKCS11_MODULE or SoftHSM2's)`)
+    .option('--pkcs11-token <label>', `${when}the PKCS#11 token label`, 'aegis');
+}
+
+export function kekInitOptions(o: KekCliOptions): KekInitOptions {
+  if (!KEK_KINDS.includes(o.kek as KekKind)) throw new AegisError(ErrorCode.InvalidArgument, '--kek must be passphrase, os or pkcs11');
+  return { kind: o.kek as KekKind, pkcs11: { ...(o.pkcs11Module ? { module: o.pkcs11Module } : {}), token: o.pkcs11Token } };
+}
 
 export function registerKeys(program: Command, openers: readonly HolderOpener[]): void {
   const keys = program.command('keys').description('KEK versions of a client or coordinator data dir: status, rotation, retirement');

@@ -10,7 +10,7 @@ import { createCipheriv, createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ErrorCode, isAegisError } from '../../shared/errors.js';
+import { ErrorCode } from '../../shared/errors.js';
 import {
   openField,
   parseSealedHeader,
@@ -21,6 +21,7 @@ import {
 } from '../../shared/keystore/envelope.js';
 import { KEK_KEYFILE_LABEL, PassphraseKek } from '../../shared/keystore/kek-passphrase.js';
 import { readKeyfile, writeKeyfile } from '../../shared/keystore/passphrase-keyfile.js';
+import { failure, lp } from '../support/bytes.js';
 
 const FAST = { N: 2 ** 14, r: 8, p: 1 };
 const PASS = 'correct horse battery staple';
@@ -29,15 +30,6 @@ const FIELD_FAILED = { code: ErrorCode.DecryptionFailed, message: 'field could n
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 
-async function failure(p: Promise<unknown>): Promise<{ code?: string; message: string }> {
-  try {
-    await p;
-  } catch (e) {
-    if (isAegisError(e)) return { code: e.code, message: e.message };
-    return { message: `unexpected: ${String(e)}` };
-  }
-  return { message: 'no error' };
-}
 
 /** The documented layout, decoded here independently of envelope.ts. */
 function split(sealed: Uint8Array): { header: Uint8Array; nonce: Uint8Array; commitment: Uint8Array; ctTag: Uint8Array } {
@@ -48,17 +40,6 @@ function split(sealed: Uint8Array): { header: Uint8Array; nonce: Uint8Array; com
   return { header: sealed.subarray(0, h), nonce: sealed.subarray(h, h + 12), commitment: sealed.subarray(h + 12, h + 44), ctTag: sealed.subarray(h + 44) };
 }
 
-/** u32 big-endian length + bytes per item, written out independently of shared/bytes.ts. */
-function lp(...items: (string | Uint8Array)[]): Uint8Array {
-  return Buffer.concat(
-    items.map((it) => {
-      const b = typeof it === 'string' ? Buffer.from(it, 'utf8') : Buffer.from(it);
-      const n = Buffer.alloc(4);
-      n.writeUInt32BE(b.length);
-      return Buffer.concat([n, b]);
-    }),
-  );
-}
 
 const commit = (dek: Uint8Array): Buffer => createHmac('sha256', dek).update('aegis-dek-commit-v1').digest();
 

@@ -34,6 +34,7 @@ import {
 import { codeOfAsync } from '../support/codes.js';
 import { runRotationMatrix } from '../support/kek-matrix.js';
 import { assertSecretServiceTools, lockSecretServiceCollection, startSecretService, type SecretService } from '../support/secret-service.js';
+import { lp, u32 } from '../support/bytes.js';
 
 const MODE = process.env.AEGIS_KEK_OS_MODE;
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -57,22 +58,6 @@ function expectClean(message: string): void {
   expect(message).not.toMatch(/backtrace|Caused by|AccessDenied|zbus|\n|<unknown>/i);
 }
 
-/** u32 big-endian length + bytes per item, written out independently of shared/bytes.ts. */
-function lp(...items: (string | Uint8Array)[]): Buffer {
-  return Buffer.concat(
-    items.map((it) => {
-      const b = typeof it === 'string' ? Buffer.from(it, 'utf8') : Buffer.from(it);
-      const n = Buffer.alloc(4);
-      n.writeUInt32BE(b.length);
-      return Buffer.concat([n, b]);
-    }),
-  );
-}
-const u32 = (n: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n);
-  return b;
-};
 
 /** What the keyring holds for KEK `name`, by account suffix ('meta', 'v1', …). */
 async function entriesOf(name: string): Promise<Record<string, string>> {

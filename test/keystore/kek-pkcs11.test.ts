@@ -10,10 +10,11 @@ import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { ErrorCode, isAegisError } from '../../shared/errors.js';
+import { ErrorCode } from '../../shared/errors.js';
 import { openField, parseSealedHeader, sealField, type FieldContext } from '../../shared/keystore/envelope.js';
 import { Pkcs11Kek, type Pkcs11KekOptions } from '../../shared/keystore/kek-pkcs11.js';
 import { inspect, softHsmAvailable, startSoftHsm, type SoftHsm, type SoftHsmToken } from '../support/softhsm.js';
+import { failure, lp, u32 } from '../support/bytes.js';
 
 const CTX: FieldContext = { assetUuid: '3f2b8c1e-6d4a-4f0e-9b7c-2a1d5e8f9c03', fieldName: 'postal_address', schemaVersion: 3 };
 const FIELD_FAILED = { code: ErrorCode.DecryptionFailed, message: 'field could not be decrypted' };
@@ -21,32 +22,7 @@ const DECRYPTION_FAILED = { code: ErrorCode.DecryptionFailed, message: 'decrypti
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
 
-async function failure(p: Promise<unknown>): Promise<{ code?: string; message: string }> {
-  try {
-    await p;
-  } catch (e) {
-    if (isAegisError(e)) return { code: e.code, message: e.message };
-    return { message: `unexpected: ${String(e)}` };
-  }
-  return { message: 'no error' };
-}
 
-/** u32 big-endian length + bytes per item, written out independently of shared/bytes.ts. */
-function lp(...items: (string | Uint8Array)[]): Buffer {
-  return Buffer.concat(
-    items.map((it) => {
-      const b = typeof it === 'string' ? Buffer.from(it, 'utf8') : Buffer.from(it);
-      const n = Buffer.alloc(4);
-      n.writeUInt32BE(b.length);
-      return Buffer.concat([n, b]);
-    }),
-  );
-}
-const u32 = (n: number): Buffer => {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(n);
-  return b;
-};
 
 // SoftHSM2 is a test requirement (.ci/run installs it): without it this suite fails, naming the package.
 if (!softHsmAvailable()) throw new Error('SoftHSM2 is needed for the PKCS#11 tests: apt-get install -y softhsm2');
