@@ -92,7 +92,7 @@ export interface RotationReport {
 /**
  * Rotates (or resumes an interrupted rotation). An interrupted rotation is always finished as it
  * was started (normal or emergency); asking for an emergency while a normal one is pending
- * upgrades it to an emergency.
+ * upgrades it to an emergency towards a fresh version, so every value gets a fresh DEK.
  */
 export async function rotateKeys(dir: string, kek: ManagedKek, holders: readonly KeyHolder[], opts: RotationOptions = {}): Promise<RotationReport> {
   const batch = opts.batchSize ?? DEFAULT_ROTATION_BATCH;
@@ -100,7 +100,12 @@ export async function rotateKeys(dir: string, kek: ManagedKek, holders: readonly
   const pending = await readJournal(dir);
   const resumed = pending !== undefined;
   const journal: RotationJournal = pending ?? { version: 1, emergency: opts.emergency === true, startedAt: new Date().toISOString() };
-  if (opts.emergency === true && !journal.emergency) journal.emergency = true;
+  if (opts.emergency === true && !journal.emergency) {
+    // An emergency on top of an interrupted normal rotation: the values that rotation already
+    // re-wrapped still carry their old DEKs, so aim at a fresh version and re-seal everything.
+    journal.emergency = true;
+    delete journal.target;
+  }
   await writeJournal(dir, journal);
 
   if (journal.target === undefined) {
