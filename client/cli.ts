@@ -18,9 +18,9 @@ import { trainLocally, validateLocally } from './trainer/index.js';
 import { registerAudit } from './audit/cli.js';
 import { registerData } from './store/cli.js';
 import { SqliteDataStore, STORE_FILE } from './store/sqlite.js';
-import { hasKek, openKek } from '../shared/keystore/kek-config.js';
+import { hasKek, initKek, openKek } from '../shared/keystore/kek-config.js';
 import { obtainPin } from '../shared/cli/passphrase.js';
-import { resumePendingRotation } from '../shared/keystore/keys-cli.js';
+import { kekInitOptions, resumePendingRotation, withKekOptions, type KekCliOptions } from '../shared/keystore/keys-cli.js';
 import { existsSync } from 'node:fs';
 import { AuditBook } from './audit/audit.js';
 import { TrustBook } from '../shared/trust/trust-book.js';
@@ -60,9 +60,8 @@ function addressPlusOne(address: string): string {
 
 export function registerClient(program: Command): void {
   const group = program.command('client').description('enroll this device and take part in rounds (client operators)');
-  group
-    .command('enroll')
-    .description('create the identity key, send a CSR with a one-time token, store the certificate')
+  withKekOptions(group.command('enroll'), 'when the data dir has no KEK yet: ')
+    .description('create the identity key, send a CSR with a one-time token, store the certificate; a new data dir also gets its KEK and encrypted store')
     .requiredOption('--coordinator <host:port>', "the coordinator's address")
     .requiredOption('--token <token>', 'the one-time enrollment token (aegis clients invite)')
     .requiredOption('--ca <file>', "the coordinator's CA certificate (PEM) to trust")
@@ -70,9 +69,10 @@ export function registerClient(program: Command): void {
     .option('--id <client-id>', 'the client id to enroll as (default: a random one)')
     .option('--enroll-address <host:port>', 'the enrollment address (default: coordinator port + 1)')
     .option('--json', 'print one JSON object on stdout')
-    .action(async (o: { coordinator: string; token: string; ca: string; dataDir: string; id?: string; enrollAddress?: string; json?: boolean }) => {
+    .action(async (o: KekCliOptions & { coordinator: string; token: string; ca: string; dataDir: string; id?: string; enrollAddress?: string; json?: boolean }) => {
       try {
         const dir = resolve(o.dataDir);
+        const kekOptions = kekInitOptions(o);
         const existing = await readClientConfig(dir);
         if (existing && o.id && o.id !== existing.clientId) {
           throw new AegisError(ErrorCode.KeyAlreadyBound, `${dir} already holds client '${existing.clientId}'; use another data dir for another id`);
@@ -86,6 +86,15 @@ export function registerClient(program: Command): void {
         const enrollAddress = o.enrollAddress ?? addressPlusOne(o.coordinator);
         const r = await enrollWithToken({ enrollAddress, caPem, token: o.token, identity, clientId });
         await saveEnrollment(dir, { config: { version: 1, clientId: r.clientId, coordinator: o.coordinator, enrollAddress }, certificateDer: r.certificateDer, caDer: r.caDer });
+        // The data dir's KEK and encrypted store, as `aegis client init` makes them (kept if already there).
+        if (!(await hasKek(dir))) {
+          const kek = await initKek(dir, kekOptions, { passphrase: async () => passphrase, pin: obtainPin });
+          try {
+            (await SqliteDataStore.open(dir, kek)).close();
+          } finally {
+            await kek.close();
+          }
+        }
         if (o.json) process.stdout.write(`${JSON.stringify({ ok: true, client_id: r.clientId, data_dir: dir })}\n`);
         else process.stdout.write(`enrolled as ${r.clientId}; run: aegis client run --data-dir ${dir}\n`);
       } catch (err) {
@@ -108,9 +117,8 @@ export function registerClient(program: Command): void {
       try {
         const dirForStore = resolve(o.dataDir);
         const hasStore = existsSync(join(dirForStore, STORE_FILE)) && (await hasKek(dirForStore));
-        if (!o.input && !o.trainData && !hasStore) {
-          throw new AegisError(ErrorCode.InvalidArgument, 'give --input (plain rounds), --train-data (training jobs), or import training data into the encrypted store (aegis client init; aegis client data import)');
-        }
+        const noData = 'give --input (plain rounds), --train-data (training jobs), or import training data into the encrypted store (aegis client data import)';
+        if (!o.input && !o.trainData && !hasStore) throw new AegisError(ErrorCode.InvalidArgument, noData);
         if (!o.backupRegistry && !o.allowUnsigned) {
           throw new AegisError(ErrorCode.InvalidArgument, 'give --backup-registry DIR|HOST:PORT (only jobs a trusted publisher signed run), or --allow-unsigned for a local experiment');
         }
@@ -125,7 +133,9 @@ export function registerClient(program: Command): void {
           : hasStore
             ? await openStoreForRun(dir, passphrase)
             : undefined;
-        if (store) log.info({ records: await store.count() }, 'training data loaded');
+        const records = store ? await store.count() : 0;
+        if (!o.input && records === 0) throw new AegisError(ErrorCode.InvalidArgument, `${noData}: the store in ${dir} is empty`);
+        if (store) log.info({ records }, 'training data loaded');
         let pending: Uint32Array | null = null;
         const input = (_round: unknown, params: RoundParams): Uint32Array => {
           if (!pending || pending.length !== params.dim + 1) throw new AegisError(ErrorCode.InvalidArgument, `the input has ${pending ? pending.length - 1 : 0} values, the round wants ${params.dim}`);

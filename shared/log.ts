@@ -31,7 +31,7 @@ export function installCrashHandler(log: Logger = createLogger('aegis')): void {
   const crash = (kind: string) => (err: unknown): void => {
     const code = typeof err === 'object' && err !== null && 'code' in err ? String((err as { code: unknown }).code) : 'internal';
     const message = err instanceof Error ? err.message : 'non-error thrown';
-    log.fatal({ kind, code, err: { type: err instanceof Error ? err.name : typeof err, message } }, 'crashed');
+    log.fatal({ kind, code, error: { type: err instanceof Error ? err.name : typeof err, message } }, 'crashed');
     process.exit(70);
   };
   process.on('uncaughtException', crash('uncaught-exception'));

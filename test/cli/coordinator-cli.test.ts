@@ -170,6 +170,18 @@ describe('aegis coordinator, clients, client and round commands', () => {
     coordinator!.kill('SIGTERM');
     expect(await exited).toBe(0);
     expect(existsSync(join(coordDir, 'coordinator.json'))).toBe(false);
+    // Its keys rotate and retire like a client's: the vault moves to v2, v1 is destroyed.
+    const vaultBefore = readFileSync(join(coordDir, 'secrets.vault.json'), 'utf8');
+    expect(json(aegis(['keys', 'rotate', '--data-dir', coordDir, '--json']))).toMatchObject({ ok: true, primary: 2, moved: { secrets: 5 } });
+    expect(json(aegis(['keys', 'destroy', '--data-dir', coordDir, '--version', '2', '--json'])).error.code).toBe('failed-precondition');
+    expect(json(aegis(['keys', 'disable', '--data-dir', coordDir, '--version', '1', '--json'])).ok).toBe(true);
+    expect(json(aegis(['keys', 'destroy', '--data-dir', coordDir, '--version', '1', '--json'])).ok).toBe(true);
+    const st = json(aegis(['keys', 'status', '--data-dir', coordDir, '--json']));
+    expect(st.versions.map((v: { version: number; state: string; references: { secrets: number } }) => [v.version, v.state, v.references.secrets])).toEqual([
+      [1, 'destroyed', 0],
+      [2, 'primary', 5],
+    ]);
+    expect(readFileSync(join(coordDir, 'secrets.vault.json'), 'utf8')).not.toBe(vaultBefore);
     coordinator = startCoordinator();
     await waitFor(() => existsSync(join(coordDir, 'coordinator.json')), 30_000, 'the restarted coordinator');
     expect(readFileSync(join(coordDir, 'ca.pem'), 'utf8')).toBe(caBefore);

@@ -56,7 +56,9 @@ describe('a training job from the command line', () => {
       // The last client keeps its examples in the data dir's encrypted store instead of a plain file.
       let source = ['--train-data', data];
       if (i === CLIENTS - 1) {
-        expect(aegis(['client', 'init', '--data-dir', dir]).status).toBe(0);
+        // Enrollment made the data dir's KEK and store; `client init` has nothing left to do.
+        expect(existsSync(join(dir, 'store.db')) && existsSync(join(dir, 'kek.json'))).toBe(true);
+        expect(json(aegis(['client', 'init', '--data-dir', dir, '--json'])).error.code).toBe('already-exists');
         expect(cliJson(aegis(['client', 'data', 'import', data, '--data-dir', dir, '--json'])).imported).toBe(split.shards[i]!.length);
         source = [];
       }
@@ -65,7 +67,7 @@ describe('a training job from the command line', () => {
       children.push(child);
     }
     // A client with neither an input nor training data is told so.
-    const none = aegis(['client', 'run', '--data-dir', join(root, 'dev-0')]);
+    const none = aegis(['client', 'run', '--data-dir', join(root, 'dev-0'), '--allow-unsigned']);
     expect(none.status).toBe(2);
     expect(none.stderr).toMatch(/--train-data/);
 
