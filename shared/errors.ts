@@ -93,7 +93,7 @@ const HINTS: Record<ErrorCode, string> = {
   'enrollment-refused': 'ask the operator for a fresh one-time token: aegis clients invite',
   'not-found': 'check the id (aegis clients list, aegis round status)',
   'too-few-clients': 'wait for more clients to connect (aegis client run) or lower the threshold',
-  unavailable: 'check that the coordinator is running and the address is right',
+  unavailable: 'a service this needs could not be reached (the message names it: the coordinator, the OS keyring, an HSM); check it is running and the address or path is right',
   'hash-mismatch': 'the model or manifest is not the one that was signed; do not train on it (see aegis round status)',
   'unknown-key': 'the signer is not in the trusted registry: add the publisher (aegis registry add-publisher) or check the registries',
   'expired': 're-sign with a later expiry (aegis registry sign / aegis manifest sign)',

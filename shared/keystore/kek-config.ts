@@ -12,13 +12,13 @@
  */
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
+import { mkdir, readFile, rm } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { z } from 'zod';
 import { AegisError, ErrorCode } from '../errors.js';
 import { writeFileAtomic } from '../fs.js';
 import type { KekKind, ManagedKek } from './kek.js';
-import { OsKeyringKek } from './kek-os.js';
+import { OsKeyringKek, osKeyringAvailable } from './kek-os.js';
 import { PassphraseKek } from './kek-passphrase.js';
 import { Pkcs11Kek } from './kek-pkcs11.js';
 
@@ -44,7 +44,8 @@ export interface KekSecrets {
 }
 
 export interface KekInitOptions {
-  kind: KekKind;
+  /** 'auto': the OS keyring where a Secret Service answers, else the passphrase keyfile. */
+  kind: KekKind | 'auto';
   pkcs11?: { module?: string; token?: string };
 }
 
@@ -68,11 +69,23 @@ export const hasKek = async (dir: string): Promise<boolean> => (await readKekCon
 export async function initKek(dir: string, opts: KekInitOptions, secrets: KekSecrets): Promise<ManagedKek> {
   const abs = resolve(dir);
   if ((await readKekConfig(abs)) !== undefined) throw new AegisError(ErrorCode.AlreadyExists, `${abs} already has a KEK; the data it protects would become unreadable if it were replaced`);
+  const made = !existsSync(abs);
   await mkdir(abs, { recursive: true, mode: 0o700 });
+  try {
+    return await createKek(abs, opts, secrets);
+  } catch (e) {
+    // A provider that could not be reached leaves no half-made data dir behind.
+    if (made) await rm(abs, { recursive: true, force: true });
+    throw e;
+  }
+}
+
+async function createKek(abs: string, opts: KekInitOptions, secrets: KekSecrets): Promise<ManagedKek> {
   const name = `aegis-${randomUUID()}`;
   let config: KekConfig;
   let kek: ManagedKek;
-  switch (opts.kind) {
+  const kind = opts.kind === 'auto' ? ((await osKeyringAvailable()) ? 'os' : 'passphrase') : opts.kind;
+  switch (kind) {
     case 'passphrase':
       config = { version: 1, kind: 'passphrase', file: KEK_KEYFILE };
       kek = await PassphraseKek.create(join(abs, KEK_KEYFILE), await secrets.passphrase());

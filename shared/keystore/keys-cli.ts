@@ -67,14 +67,14 @@ export interface KekCliOptions {
 /** Adds the KEK choice to a command that creates a data dir (`when` says when it applies). */
 export function withKekOptions(cmd: Command, when = ''): Command {
   return cmd
-    .option('--kek <provider>', `${when}the KEK provider: passphrase (a sealed keyfile; AEGIS_PASSPHRASE), os (the Secret Service keyring) or pkcs11 (an HSM; AEGIS_PKCS11_PIN)`, 'passphrase')
+    .option('--kek <provider>', `${when}the KEK provider: passphrase (a sealed keyfile; AEGIS_PASSPHRASE), os (the Secret Service keyring), pkcs11 (an HSM; AEGIS_PKCS11_PIN), or auto (os where a Secret Service runs, else passphrase)`, 'passphrase')
     .option('--pkcs11-module <path>', `${when}the PKCS#11 module (default: AEGIS_PKCS11_MODULE or SoftHSM2's)`)
     .option('--pkcs11-token <label>', `${when}the PKCS#11 token label`, 'aegis');
 }
 
 export function kekInitOptions(o: KekCliOptions): KekInitOptions {
-  if (!KEK_KINDS.includes(o.kek as KekKind)) throw new AegisError(ErrorCode.InvalidArgument, '--kek must be passphrase, os or pkcs11');
-  return { kind: o.kek as KekKind, pkcs11: { ...(o.pkcs11Module ? { module: o.pkcs11Module } : {}), token: o.pkcs11Token } };
+  if (!KEK_KINDS.includes(o.kek as KekKind) && o.kek !== 'auto') throw new AegisError(ErrorCode.InvalidArgument, '--kek must be passphrase, os, pkcs11 or auto');
+  return { kind: o.kek as KekKind | 'auto', pkcs11: { ...(o.pkcs11Module ? { module: o.pkcs11Module } : {}), token: o.pkcs11Token } };
 }
 
 export function registerKeys(program: Command, openers: readonly HolderOpener[]): void {

@@ -15,7 +15,7 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { execFile } from 'node:child_process';
 import { createDecipheriv } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -35,6 +35,9 @@ import { codeOfAsync } from '../support/codes.js';
 import { runRotationMatrix } from '../support/kek-matrix.js';
 import { assertSecretServiceTools, lockSecretServiceCollection, startSecretService, type SecretService } from '../support/secret-service.js';
 import { lp, u32 } from '../support/bytes.js';
+import { initKek, openKek, readKekConfig } from '../../shared/keystore/kek-config.js';
+
+const CTX_AUTO: FieldContext = { assetUuid: '0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0', fieldName: 'auto', schemaVersion: 1 };
 
 const MODE = process.env.AEGIS_KEK_OS_MODE;
 const ROOT = fileURLToPath(new URL('../../', import.meta.url));
@@ -149,7 +152,7 @@ if (MODE === undefined) {
         const env = { ...process.env, AEGIS_KEK_OS_MODE: 'no-keyring', DBUS_SESSION_BUS_ADDRESS: `unix:path=${join(empty, 'no-bus')}`, XDG_RUNTIME_DIR: empty };
         const r = await runChild(env);
         if (process.env.AEGIS_KEK_OS_DEBUG === '1') process.stderr.write(`${summary(r)}\n`);
-        expectChildPassed(r, 4);
+        expectChildPassed(r, 5);
       } finally {
         rmSync(empty, { recursive: true, force: true });
       }
@@ -169,7 +172,7 @@ if (MODE === undefined) {
     test('the real-keyring suite passes: lifecycle, reopen, wrap format, crash ordering, locked keyring', async () => {
       const r = await runChild({ ...process.env, ...ss!.env, AEGIS_KEK_OS_MODE: 'secret-service', AEGIS_KEK_OS_COLLECTION: ss!.collection });
       if (process.env.AEGIS_KEK_OS_DEBUG === '1') process.stderr.write(`${summary(r)}\n`);
-      expectChildPassed(r, 9);
+      expectChildPassed(r, 10);
     }, 300_000);
   });
 }
@@ -200,6 +203,20 @@ if (MODE === 'no-keyring') {
       await expect(osKeyringAvailable()).resolves.toBe(false);
     });
 
+    test('--kek auto falls back to the passphrase keyfile; --kek os fails and leaves no dir behind', async () => {
+      const root = mkdtempSync(join(tmpdir(), 'aegis-kek-auto-'));
+      try {
+        const secrets = { passphrase: async () => 'auto fallback passphrase', pin: async () => '' };
+        const kek = await initKek(join(root, 'a'), { kind: 'auto' }, secrets);
+        expect([kek.kind, (await readKekConfig(join(root, 'a')))?.kind]).toEqual(['passphrase', 'passphrase']);
+        await kek.close();
+        expect(await codeOfAsync(initKek(join(root, 'b'), { kind: 'os' }, secrets))).toBe('unavailable');
+        expect(existsSync(join(root, 'b'))).toBe(false);
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
+    });
+
     test('the error is an AegisError whose message names both fallbacks', async () => {
       try {
         await OsKeyringKek.open({ name: 'nokeyring' });
@@ -221,6 +238,23 @@ if (MODE === 'secret-service') {
     test('osKeyringAvailable() is true and its probe leaves nothing behind', async () => {
       await expect(osKeyringAvailable()).resolves.toBe(true);
       expect(await findCredentialsAsync(OS_KEK_PROBE_SERVICE)).toEqual([]);
+    });
+
+    test('--kek auto picks the OS keyring; kek.json names it and a re-open finds the same KEK', async () => {
+      const root = mkdtempSync(join(tmpdir(), 'aegis-kek-auto-'));
+      try {
+        const secrets = { passphrase: async () => 'never asked for here', pin: async () => '' };
+        const kek = await initKek(join(root, 'a'), { kind: 'auto' }, secrets);
+        const sealed = await sealField(kek, CTX_AUTO, new TextEncoder().encode('auto'));
+        expect(kek.kind).toBe('os');
+        await kek.close();
+        expect((await readKekConfig(join(root, 'a')))?.kind).toBe('os');
+        const again = await openKek(join(root, 'a'), secrets);
+        expect(new TextDecoder().decode(await openField(again, CTX_AUTO, sealed))).toBe('auto');
+        await again.close();
+      } finally {
+        rmSync(root, { recursive: true, force: true });
+      }
     });
 
     test('open without create is not-found; create makes v1 primary; the metadata holds no key material', async () => {
