@@ -21,8 +21,10 @@ export function registerSimulate(program: Command): void {
     .addOption(new Option('--transport <t>', 'local: in-process calls; grpc: a coordinator on loopback gRPC/mTLS here, the clients in child processes').choices(['local', 'grpc']).default('local'))
     .option('--phase-timeout <duration>', 'grpc: every phase deadline, e.g. 3s (default: scaled to n, k and m)', parseDuration('phase-timeout', 100, 3_600_000))
     .option('--uploads-in-flight <u>', 'grpc: client-side pacing, masked-input uploads in flight per client process (0: no limit; the coordinator gates uploads itself)', parseIntOption('uploads-in-flight', 0, 10000), 0)
+    .option('--group-size <g>', 'split the cohort into aggregation groups of at most g clients (each its own SecAgg(+) instance; k and t apply per group)', parseIntOption('group-size', 6, 10000))
+    .option('--fail-groups <f>', 'grouped rounds: this many groups lose all their clients (in --drop-phase), as if their front end failed', parseIntOption('fail-groups', 0, 10000))
     .option('--json', 'print one JSON object on stdout')
-    .action(async (o: { clients: number; dim: number; neighbors?: number; threshold?: number; dropout: number; dropPhase: DropPhase | 'any'; seed: number; bits: number; clip: number; workers?: number; transport: 'local' | 'grpc'; phaseTimeout?: number; uploadsInFlight: number; json?: boolean }) => {
+    .action(async (o: { groupSize?: number; failGroups?: number; clients: number; dim: number; neighbors?: number; threshold?: number; dropout: number; dropPhase: DropPhase | 'any'; seed: number; bits: number; clip: number; workers?: number; transport: 'local' | 'grpc'; phaseTimeout?: number; uploadsInFlight: number; json?: boolean }) => {
       try {
         const { phaseTimeout, ...rest } = o;
         const r = await simulate({ ...rest, ...(phaseTimeout === undefined ? {} : { phaseTimeoutMs: phaseTimeout }), progress });
@@ -41,6 +43,7 @@ function printSummary(r: SimulateResult): void {
         `round ${r.exact ? 'exact' : 'NOT EXACT'}: ${r.survivors}/${r.clients} survivors, max |error| ${r.max_abs_error?.toExponential(2)}`,
         `  ${r.mode} over ${r.transport} k=${r.neighbors} t=${r.threshold} m=${r.dim}; client mean ${r.timings_ms.client_mean} ms, max ${r.timings_ms.client_max} ms; unmask ${r.timings_ms.server_unmask} ms`,
         `  total ${r.timings_ms.total} ms, keystream ${(r.prg_bytes / 1e9).toFixed(2)} GB, peak RSS ${r.peak_rss_mb} MB`,
+        ...(r.groups ? [`  ${r.groups.count} groups of at most ${r.groups.group_size}: ${r.groups.completed} completed${r.groups.failed.length ? `, ${r.groups.failed.length} aborted (their ${r.groups.failed.reduce((a, f) => a + f.members, 0)} clients dropped)` : ''}`] : []),
       ]
     : [`round aborted in ${r.aborted_at}: ${r.reason} — ${r.detail}`];
   process.stdout.write(`${lines.join('\n')}\n`);

@@ -18,6 +18,7 @@ import { DROP_PHASES, makeIdentities, type DropPhase, type HostInit } from './cl
 import { simulateGrpc } from './grpc-sim.js';
 import { LocalPool, WorkerPool, type ClientPool } from './pool.js';
 import { compareToTruth, resultBase } from './result.js';
+import { planGroups } from '../../coordinator/round/groups.js';
 
 export interface SimulateOptions {
   clients: number;
@@ -47,6 +48,26 @@ export interface SimulateOptions {
   phaseTimeoutMs?: number;
   /** grpc only: masked-input uploads in flight per client process (0: no limit); default 1. */
   uploadsInFlight?: number;
+  /**
+   * Aggregation groups (coordinator/round/groups.ts): with more clients than this, the cohort is
+   * split into groups of at most this size, each its own SecAgg(+) instance (k and t apply per
+   * group, capped at its size), and the round's sum is the sum of the completed groups' sums.
+   */
+  groupSize?: number;
+  /**
+   * Grouped rounds: this many groups (picked by the seed) lose every client in `dropPhase`, as
+   * when the front end or region serving them fails; the round must still complete from the rest.
+   */
+  failGroups?: number;
+}
+
+/** Per-group figures of a grouped round. */
+export interface GroupsReport {
+  group_size: number;
+  count: number;
+  completed: number;
+  failed: { group: number; reason: string; at: string; members: number }[];
+  sizes: number[];
 }
 
 export interface SimulateResult {
@@ -79,6 +100,8 @@ export interface SimulateResult {
   timings_ms: { setup: number; client_mean: number; client_max: number; server_unmask: number; total: number };
   prg_bytes: number;
   peak_rss_mb: number;
+  /** Present for a grouped round. */
+  groups?: GroupsReport;
 }
 
 /** Which clients drop, and when: a seeded choice of round(P * n) clients. */
@@ -98,6 +121,7 @@ export function dropSchedule(n: number, p: number, phase: DropPhase | 'any', see
 const peakRssMb = (): number => Math.round((process.resourceUsage().maxRSS / 1024) * 10) / 10;
 
 export async function simulate(opts: SimulateOptions): Promise<SimulateResult> {
+  if (opts.groupSize !== undefined && opts.clients > opts.groupSize) return simulateGroups(opts, opts.groupSize);
   if (opts.transport === 'grpc') return simulateGrpc(opts);
   const tSetup = performance.now();
   const seed = opts.seed ?? 1;
@@ -212,3 +236,74 @@ export async function simulate(opts: SimulateOptions): Promise<SimulateResult> {
   };
 }
 
+
+/**
+ * A grouped round: the cohort split by planGroups, each group simulated as its own instance (its
+ * own identities, session, inputs and dropout draw from a per-group seed), then combined as the
+ * coordinator combines them. `exact` holds when every completed group's sum is exact, so the
+ * total is too; `ok` when at least one group completed.
+ */
+async function simulateGroups(opts: SimulateOptions, groupSize: number): Promise<SimulateResult> {
+  if (opts.transport === 'grpc') throw new RangeError('grouped rounds are simulated with --transport local');
+  const bits = opts.bits ?? 16;
+  if (opts.clients * 2 ** bits >= 2 ** 32) throw new RangeError(`n * 2^b must stay below 2^32 over the whole cohort (the group sums add): ${opts.clients} clients at ${bits} bits do not fit`);
+  const t0 = performance.now();
+  const seed = opts.seed ?? 1;
+  const log = opts.progress ?? (() => undefined);
+  const groups = planGroups(Array.from({ length: opts.clients }, (_, i) => `client-${i}`), groupSize, seed);
+  log(`grouped round: ${opts.clients} clients in ${groups.length} groups of ${Math.min(...groups.map((g) => g.length))}..${Math.max(...groups.map((g) => g.length))}`);
+  const failing = new Set(Array.from(DeterministicRng.fromSeed('aegis-sim-failing-groups', seed).permutation(groups.length)).slice(0, opts.failGroups ?? 0));
+  const results: SimulateResult[] = [];
+  for (const [g, members] of groups.entries()) {
+    const r = await simulate({
+      ...opts,
+      groupSize: undefined,
+      ...(failing.has(g) ? { dropout: 1, dropPhase: opts.dropPhase === undefined || opts.dropPhase === 'any' ? 'advertise' : opts.dropPhase } : {}),
+      clients: members.length,
+      seed: seed * 7919 + g,
+      ...(opts.neighbors !== undefined ? { neighbors: Math.min(opts.neighbors, members.length - 1) } : {}),
+      ...(opts.threshold !== undefined ? { threshold: Math.min(opts.threshold, members.length - 1) } : {}),
+      progress: () => undefined,
+    });
+    results.push(r);
+    log(`  group ${g + 1}/${groups.length}: ${r.ok ? `${r.survivors}/${r.clients} survivors${r.exact ? '' : ' NOT EXACT'}` : `aborted in ${r.aborted_at}: ${r.reason}`} (${r.timings_ms.total} ms)`);
+  }
+  const done = results.filter((r) => r.ok);
+  const failed = results.flatMap((r, group) => (r.ok ? [] : [{ group, reason: r.reason ?? 'aborted', at: r.aborted_at ?? '', members: r.clients }]));
+  const sum = (f: (r: SimulateResult) => number): number => results.reduce((a, r) => a + f(r), 0);
+  const setSum = (k: 'u1' | 'u2' | 'u3' | 'u4'): number | undefined => (results.some((r) => r.sets[k] !== undefined) ? sum((r) => r.sets[k] ?? 0) : undefined);
+  const first = results[0]!;
+  const totalMs = Math.round(performance.now() - t0);
+  const sets: SimulateResult['sets'] = {};
+  for (const k of ['u1', 'u2', 'u3', 'u4'] as const) {
+    const v = setSum(k);
+    if (v !== undefined) sets[k] = v;
+  }
+  return {
+    ...first,
+    ok: done.length > 0,
+    exact: done.length > 0 && done.every((r) => r.exact),
+    max_abs_error: done.length > 0 ? Math.max(...done.map((r) => r.max_abs_error ?? 0)) : null,
+    ...(done.length === 0 ? { reason: 'all-groups-aborted', detail: `${failed.length} groups aborted` } : {}),
+    clients: opts.clients,
+    survivors: sum((r) => (r.ok ? r.survivors : 0)),
+    dropped: sum((r) => r.dropped),
+    neighbors: Math.max(...results.map((r) => r.neighbors)),
+    threshold: Math.max(...results.map((r) => r.threshold)),
+    seed,
+    sets,
+    total_weight: done.length > 0 ? sum((r) => r.total_weight ?? 0) : null,
+    refused_messages: sum((r) => r.refused_messages),
+    client_aborts: sum((r) => r.client_aborts),
+    timings_ms: {
+      setup: sum((r) => r.timings_ms.setup),
+      client_mean: Math.round((sum((r) => r.timings_ms.client_mean * r.clients) / opts.clients) * 10) / 10,
+      client_max: Math.max(...results.map((r) => r.timings_ms.client_max)),
+      server_unmask: Math.round(sum((r) => r.timings_ms.server_unmask) * 10) / 10,
+      total: totalMs,
+    },
+    prg_bytes: sum((r) => r.prg_bytes),
+    peak_rss_mb: Math.max(...results.map((r) => r.peak_rss_mb)),
+    groups: { group_size: groupSize, count: groups.length, completed: done.length, failed, sizes: groups.map((g) => g.length) },
+  };
+}

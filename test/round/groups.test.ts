@@ -1,0 +1,86 @@
+/**
+ * Aggregation groups (coordinator/round/groups.ts): a fixed, balanced, seeded split of the
+ * cohort; the round's sum is the sum of the completed groups' sums; a failed group loses only its
+ * own clients. The grouped simulator round checks the whole path end to end.
+ */
+import { describe, expect, test } from '@jest/globals';
+import fc from 'fast-check';
+import { combineGroups, planGroups } from '../../coordinator/round/groups.js';
+import { simulate } from '../../bench/sim/simulate.js';
+import { codeOf } from '../support/codes.js';
+
+const ids = (n: number): string[] => Array.from({ length: n }, (_, i) => `c${i}`);
+
+describe('planGroups', () => {
+  test('every member in exactly one group; sizes differ by at most one and never exceed the group size', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 400 }), fc.integer({ min: 6, max: 120 }), fc.integer(), (n, g, seed) => {
+        const groups = planGroups(ids(n), g, seed);
+        const flat = groups.flat();
+        expect(flat.length).toBe(n);
+        expect(new Set(flat).size).toBe(n);
+        const sizes = groups.map((x) => x.length);
+        expect(Math.max(...sizes) - Math.min(...sizes)).toBeLessThanOrEqual(1);
+        expect(Math.max(...sizes)).toBeLessThanOrEqual(g);
+        expect(groups.length).toBe(n <= g ? 1 : Math.ceil(n / g));
+        if (n > g) expect(Math.min(...sizes)).toBeGreaterThanOrEqual(Math.max(3, Math.floor(g / 2)));
+      }),
+    );
+  });
+
+  test('the split is fixed by the seed and independent of the input order; another seed gives another split', () => {
+    const a = planGroups(ids(100), 10, 'session-a');
+    expect(planGroups([...ids(100)].reverse(), 10, 'session-a')).toEqual(a);
+    expect(planGroups(ids(100), 10, 'session-b')).not.toEqual(a);
+  });
+
+  test('bad sizes and repeated members are refused', () => {
+    expect(codeOf(() => planGroups(ids(10), 5, 1))).toBe('invalid-argument');
+    expect(codeOf(() => planGroups(['a', 'a', 'b'], 3, 1))).toBe('invalid-argument');
+  });
+});
+
+describe('combineGroups', () => {
+  test('adds the completed groups mod 2^32 and leaves the failed ones out', () => {
+    const s1 = Uint32Array.of(0xffffffff, 5, 1);
+    const s2 = Uint32Array.of(2, 7, 1);
+    const c = combineGroups([
+      { ok: true, survivors: ['a', 'b'], sum: s1 },
+      { ok: false, reason: 'too-few-clients', at: 'masked-input', members: ['c', 'd', 'e'] },
+      { ok: true, survivors: ['f'], sum: s2 },
+    ]);
+    expect(c.ok).toBe(true);
+    expect([...c.sum!]).toEqual([1, 12, 2]);
+    expect(c.survivors).toEqual(['a', 'b', 'f']);
+    expect(c.failed).toEqual([{ group: 1, reason: 'too-few-clients', at: 'masked-input', members: 3 }]);
+    expect(s1[0]).toBe(0xffffffff); // inputs untouched
+    expect(combineGroups([{ ok: false, reason: 'x', at: 'y', members: ['a'] }])).toMatchObject({ ok: false, sum: undefined, completedGroups: 0 });
+  });
+});
+
+describe('a grouped simulated round', () => {
+  test('300 clients in groups of 100 with dropouts: every group exact, survivors add up', async () => {
+    const r = await simulate({ clients: 300, dim: 64, groupSize: 100, neighbors: 12, dropout: 0.1, seed: 5, workers: 0 });
+    expect(r.ok && r.exact).toBe(true);
+    expect(r.groups).toMatchObject({ group_size: 100, count: 3, completed: 3, failed: [], sizes: [100, 100, 100] });
+    expect(r.survivors).toBeLessThan(300);
+    expect(r.survivors).toBeGreaterThan(240);
+    expect(r.total_weight).toBeGreaterThan(0);
+  });
+
+  test('a group that aborts loses only its own clients; the others still complete exactly', async () => {
+    const r = await simulate({ clients: 90, dim: 16, groupSize: 30, failGroups: 1, dropPhase: 'share', dropout: 0.1, seed: 11, workers: 0 });
+    expect(r.groups).toMatchObject({ count: 3, completed: 2 });
+    expect(r.groups!.failed).toEqual([{ group: expect.any(Number), reason: 'too-few-clients', at: expect.any(String), members: 30 }]);
+    expect(r.ok && r.exact).toBe(true);
+    expect(r.survivors).toBeLessThanOrEqual(60);
+    expect(r.survivors).toBeGreaterThan(45);
+    // Every group failing: no sum at all, a typed reason.
+    const none = await simulate({ clients: 60, dim: 8, groupSize: 30, failGroups: 2, seed: 3, workers: 0 });
+    expect(none).toMatchObject({ ok: false, reason: 'all-groups-aborted', exact: false });
+  });
+
+  test('n * 2^b must fit 32 bits over the whole cohort, not per group', async () => {
+    await expect(simulate({ clients: 600, dim: 4, groupSize: 100, bits: 23, workers: 0 })).rejects.toThrow(/2\^32/);
+  });
+});
