@@ -1,0 +1,369 @@
+/**
+ * Prometheus metrics for the coordinator, served on `GET /metrics` (text exposition format).
+ *
+ * Every metric lives in a registry of its own (never prom-client's global one), so two
+ * coordinators in one process — or two tests — never share state. All names carry the `aegis_`
+ * prefix; prom-client's default process/Node.js metrics are collected into the same registry
+ * with the same prefix (`aegis_process_*`, `aegis_nodejs_*`).
+ *
+ * Metrics (labels in braces; every label value comes from a fixed vocabulary, anything else is
+ * reported as `other`):
+ *
+ * | metric                                  | type      | labels          | meaning                                                                  |
+ * | --------------------------------------- | --------- | --------------- | ------------------------------------------------------------------------ |
+ * | `aegis_rounds_started_total`            | counter   | —               | rounds started                                                           |
+ * | `aegis_rounds_finished_total`           | counter   | outcome         | rounds finished, by `completed` / `aborted` / `cancelled`                |
+ * | `aegis_round_aborts_total`              | counter   | reason, phase   | rounds that ended without a result: `AbortReason` × the phase it was in  |
+ * | `aegis_rounds_running`                  | gauge     | —               | rounds started and not yet finished                                      |
+ * | `aegis_round_duration_seconds`          | histogram | outcome         | wall time from start to finish of a round                                |
+ * | `aegis_phase_duration_seconds`          | histogram | phase           | wall time of a phase, from open to close (10 ms .. 10 min buckets)       |
+ * | `aegis_phase_clients`                   | gauge     | phase           | clients that sent the phase's message, in the latest closed phase        |
+ * | `aegis_phase_expected_clients`          | gauge     | phase           | clients expected in the latest closed phase                              |
+ * | `aegis_dropouts_total`                  | counter   | phase           | clients expected but missing when a phase closed                         |
+ * | `aegis_unmask_seconds`                  | histogram | —               | time the coordinator spent reconstructing and removing masks             |
+ * | `aegis_key_rotations_total`             | counter   | kind            | key rotations (`kek`, `kek-emergency`)                                   |
+ *
+ * Label vocabularies: `phase` is one of the five protocol phases of `Phase` (advertise-keys,
+ * share-keys, masked-input, consistency-check, unmasking); `reason` is an `AbortReason` value;
+ * `outcome` is `RoundOutcome`; `kind` is `KeyRotationKind`; each also admits `other`.
+ *
+ * Why there are no client or job labels (metadata minimisation): secure aggregation hides what
+ * each client contributed, and the metadata around a round must not undo that. A client-id label
+ * would record, per client, which phases it reached and when it dropped — exactly the
+ * participation pattern the protocol's dropout handling keeps between coordinator and survivors
+ * — and would hand it to whoever scrapes `/metrics` (often a wider audience than the
+ * coordinator's operators) and to a long-retention time-series store. IP addresses are worse
+ * still. Job ids are left out too: they are operator-chosen, unbounded strings (unbounded
+ * cardinality, and a free-text channel into the metrics backend). So metrics carry only counts,
+ * durations, round/phase names and reason codes; per-client and per-job detail stays in the
+ * coordinator's own state and logs, under its own access control. Label values are checked
+ * against the vocabularies at runtime as well (not only by the types), so nothing
+ * user-controlled ever becomes a label value.
+ *
+ * The server (`serveMetrics`) binds to loopback unless told `{ allowRemote: true }`; it reads no
+ * request body, answers only `GET`/`HEAD /metrics` (everything else is a 404), and never lets an
+ * error escape into the process.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { isIP } from 'node:net';
+import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { AegisError, ErrorCode } from '../../shared/errors.js';
+import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
+
+/** The value every label takes when the caller's value is not in its vocabulary. */
+export const OTHER = 'other';
+
+/** How a round ended. */
+export const RoundOutcome = {
+  Completed: 'completed',
+  Aborted: 'aborted',
+  Cancelled: 'cancelled',
+} as const;
+export type RoundOutcome = (typeof RoundOutcome)[keyof typeof RoundOutcome];
+
+/** What was rotated (see shared/keystore/rotation.ts). Extend here when another kind lands. */
+export const KeyRotationKind = {
+  /** `aegis keys rotate`: a new KEK version, DEKs re-wrapped. */
+  Kek: 'kek',
+  /** `aegis keys rotate --emergency`: every value re-encrypted under fresh DEKs. */
+  KekEmergency: 'kek-emergency',
+} as const;
+export type KeyRotationKind = (typeof KeyRotationKind)[keyof typeof KeyRotationKind];
+
+/** The phases a round spends time in (the `phase` label vocabulary, besides `other`). */
+export const METRIC_PHASES: readonly Phase[] = [Phase.AdvertiseKeys, Phase.ShareKeys, Phase.MaskedInput, Phase.ConsistencyCheck, Phase.Unmasking];
+
+/** Every metric this module defines (without prom-client's defaults) and its label names. */
+export const METRIC_LABELS: Readonly<Record<string, readonly string[]>> = {
+  aegis_rounds_started_total: [],
+  aegis_rounds_finished_total: ['outcome'],
+  aegis_round_aborts_total: ['reason', 'phase'],
+  aegis_rounds_running: [],
+  aegis_round_duration_seconds: ['outcome'],
+  aegis_phase_duration_seconds: ['phase'],
+  aegis_phase_clients: ['phase'],
+  aegis_phase_expected_clients: ['phase'],
+  aegis_dropouts_total: ['phase'],
+  aegis_unmask_seconds: [],
+  aegis_key_rotations_total: ['kind'],
+};
+
+/** Buckets for phase and unmask times: 10 ms .. 10 min. */
+const SHORT_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
+/** Buckets for whole rounds: 100 ms .. 1 h. */
+const ROUND_BUCKETS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600];
+
+const PHASES = new Set<string>(METRIC_PHASES);
+const REASONS = new Set<string>(Object.values(AbortReason));
+const OUTCOMES = new Set<string>(Object.values(RoundOutcome));
+const KINDS = new Set<string>(Object.values(KeyRotationKind));
+
+/** `value` when it is a string in `vocabulary`, otherwise `other`. */
+function label(vocabulary: ReadonlySet<string>, value: unknown): string {
+  return typeof value === 'string' && vocabulary.has(value) ? value : OTHER;
+}
+
+/** A duration fit to observe: finite and not negative. */
+const isDuration = (s: unknown): s is number => typeof s === 'number' && Number.isFinite(s) && s >= 0;
+
+/** A client count: a finite number, floored and clamped at 0 (anything else counts as 0). */
+const count = (n: unknown): number => (typeof n === 'number' && Number.isFinite(n) && n > 0 ? Math.floor(n) : 0);
+
+export interface PhaseClosed {
+  /** The phase that closed. */
+  phase: Phase;
+  /** Its duration, from open to close. */
+  seconds: number;
+  /** Clients that sent the phase's message. */
+  clients: number;
+  /** Clients expected to send it (the survivors of the previous phase). */
+  expected: number;
+}
+
+export interface RoundFinished {
+  outcome: RoundOutcome;
+  /** Why a round that did not complete ended; default `cancelled` for a cancelled round, else `other`. */
+  reason?: AbortReason;
+  /** The phase the round was in when it ended without a result; default `other`. */
+  phase?: Phase;
+  /** Wall time from start to finish. */
+  seconds: number;
+}
+
+export interface CoordinatorMetricsOptions {
+  /** Collect prom-client's default process/Node.js metrics (prefixed `aegis_`); default true. */
+  defaultMetrics?: boolean;
+}
+
+/**
+ * The coordinator's metrics. The methods never throw: a bad value is mapped to `other` (labels)
+ * or ignored (non-finite or negative durations), so metrics can never break a round.
+ */
+export class CoordinatorMetrics {
+  /** This instance's own registry. */
+  readonly registry: Registry;
+  private readonly roundsStarted: Counter;
+  private readonly roundsFinished: Counter<'outcome'>;
+  private readonly roundAborts: Counter<'reason' | 'phase'>;
+  private readonly roundsRunning: Gauge;
+  private readonly roundDuration: Histogram<'outcome'>;
+  private readonly phaseDuration: Histogram<'phase'>;
+  private readonly phaseClients: Gauge<'phase'>;
+  private readonly phaseExpected: Gauge<'phase'>;
+  private readonly dropouts: Counter<'phase'>;
+  private readonly unmask: Histogram;
+  private readonly keyRotations: Counter<'kind'>;
+  private running = 0;
+
+  constructor(opts: CoordinatorMetricsOptions = {}) {
+    const registers = [(this.registry = new Registry())];
+    this.roundsStarted = new Counter({ name: 'aegis_rounds_started_total', help: 'Rounds started.', registers });
+    this.roundsFinished = new Counter({
+      name: 'aegis_rounds_finished_total',
+      help: 'Rounds finished, by outcome (completed, aborted, cancelled).',
+      labelNames: ['outcome'] as const,
+      registers,
+    });
+    this.roundAborts = new Counter({
+      name: 'aegis_round_aborts_total',
+      help: 'Rounds that ended without a result, by abort reason and the phase the round was in.',
+      labelNames: ['reason', 'phase'] as const,
+      registers,
+    });
+    this.roundsRunning = new Gauge({ name: 'aegis_rounds_running', help: 'Rounds started and not yet finished.', registers });
+    this.roundDuration = new Histogram({
+      name: 'aegis_round_duration_seconds',
+      help: 'Wall time of a round from start to finish, by outcome.',
+      labelNames: ['outcome'] as const,
+      buckets: ROUND_BUCKETS,
+      registers,
+    });
+    this.phaseDuration = new Histogram({
+      name: 'aegis_phase_duration_seconds',
+      help: 'Wall time of a round phase from open to close.',
+      labelNames: ['phase'] as const,
+      buckets: SHORT_BUCKETS,
+      registers,
+    });
+    this.phaseClients = new Gauge({
+      name: 'aegis_phase_clients',
+      help: "Clients that sent the phase's message, in the latest closed phase of that name.",
+      labelNames: ['phase'] as const,
+      registers,
+    });
+    this.phaseExpected = new Gauge({
+      name: 'aegis_phase_expected_clients',
+      help: 'Clients expected in the latest closed phase of that name.',
+      labelNames: ['phase'] as const,
+      registers,
+    });
+    this.dropouts = new Counter({
+      name: 'aegis_dropouts_total',
+      help: 'Clients expected but missing when a phase closed.',
+      labelNames: ['phase'] as const,
+      registers,
+    });
+    this.unmask = new Histogram({
+      name: 'aegis_unmask_seconds',
+      help: 'Time spent reconstructing and removing the masks of a round.',
+      buckets: SHORT_BUCKETS,
+      registers,
+    });
+    this.keyRotations = new Counter({
+      name: 'aegis_key_rotations_total',
+      help: 'Key rotations, by kind.',
+      labelNames: ['kind'] as const,
+      registers,
+    });
+    // Known series start at 0, so rate() and absent-alerts work before the first event.
+    for (const outcome of OUTCOMES) this.roundsFinished.inc({ outcome }, 0);
+    for (const phase of PHASES) this.dropouts.inc({ phase }, 0);
+    this.roundsRunning.set(0);
+    if (opts.defaultMetrics ?? true) collectDefaultMetrics({ register: this.registry, prefix: 'aegis_' });
+  }
+
+  /** The exposition's content type (text/plain; version=0.0.4). */
+  get contentType(): string {
+    return this.registry.contentType;
+  }
+
+  /** The exposition text. */
+  metrics(): Promise<string> {
+    return this.registry.metrics();
+  }
+
+  /** A round started. */
+  roundStarted(): void {
+    this.roundsStarted.inc();
+    this.running += 1;
+    this.roundsRunning.set(this.running);
+  }
+
+  /** A phase closed: its duration, and how many of the expected clients sent its message. */
+  phaseClosed(p: PhaseClosed): void {
+    const phase = label(PHASES, p.phase);
+    const clients = count(p.clients);
+    const expected = count(p.expected);
+    if (isDuration(p.seconds)) this.phaseDuration.observe({ phase }, p.seconds);
+    this.phaseClients.set({ phase }, clients);
+    this.phaseExpected.set({ phase }, expected);
+    if (expected > clients) this.dropouts.inc({ phase }, expected - clients);
+  }
+
+  /** A round finished; a round that did not complete also counts under its reason and phase. */
+  roundFinished(r: RoundFinished): void {
+    const outcome = label(OUTCOMES, r.outcome);
+    this.roundsFinished.inc({ outcome });
+    if (isDuration(r.seconds)) this.roundDuration.observe({ outcome }, r.seconds);
+    if (outcome !== RoundOutcome.Completed) {
+      const reason = r.reason === undefined && outcome === RoundOutcome.Cancelled ? AbortReason.Cancelled : label(REASONS, r.reason);
+      this.roundAborts.inc({ reason, phase: label(PHASES, r.phase) });
+    }
+    this.running = Math.max(0, this.running - 1);
+    this.roundsRunning.set(this.running);
+  }
+
+  /** The unmasking step of a round took `seconds`. */
+  unmaskTime(seconds: number): void {
+    if (isDuration(seconds)) this.unmask.observe(seconds);
+  }
+
+  /** A key of `kind` was rotated. */
+  keyRotated(kind: KeyRotationKind): void {
+    this.keyRotations.inc({ kind: label(KINDS, kind) });
+  }
+}
+
+export interface ServeMetricsOptions {
+  /** Allow a non-loopback listen address (e.g. 0.0.0.0); default false. */
+  allowRemote?: boolean;
+}
+
+export interface MetricsServer {
+  /** `host:port` actually bound (the port resolved when 0 was asked). */
+  address: string;
+  close(): Promise<void>;
+}
+
+function splitHostPort(hp: string): [string, number] {
+  const m = /^(\[[^\]]+\]|[^:[\]]+):(\d{1,5})$/.exec(hp);
+  if (!m) throw new AegisError(ErrorCode.InvalidArgument, `metrics address must be HOST:PORT, got '${hp}'`);
+  const port = Number(m[2]);
+  if (port > 65535) throw new AegisError(ErrorCode.InvalidArgument, `port out of range in metrics address '${hp}'`);
+  return [m[1]!.replace(/^\[|\]$/g, ''), port];
+}
+
+/** localhost, 127.0.0.0/8, ::1 and ::ffff:127.x.y.z. */
+export function isLoopbackHost(host: string): boolean {
+  const h = host.toLowerCase();
+  if (h === 'localhost') return true;
+  if (isIP(h) === 4) return h.startsWith('127.');
+  if (isIP(h) !== 6) return false;
+  // The URL parser writes IPv6 in its canonical compressed form (0:0:0:0:0:0:0:1 -> ::1,
+  // ::ffff:127.0.0.1 -> ::ffff:7f00:1).
+  const canonical = new URL(`http://[${h}]/`).hostname.slice(1, -1);
+  return canonical === '::1' || /^::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}$/.test(canonical);
+}
+
+/**
+ * Serves `metrics` on `GET /metrics` at `listen` (`HOST:PORT`, IPv6 as `[::1]:PORT`; port 0 picks
+ * a free one). Refuses a non-loopback host unless `opts.allowRemote`. Any other path or method
+ * is a 404; no request body is read.
+ */
+export async function serveMetrics(metrics: CoordinatorMetrics, listen: string, opts: ServeMetricsOptions = {}): Promise<MetricsServer> {
+  const [host, port] = splitHostPort(listen);
+  if (!isLoopbackHost(host) && opts.allowRemote !== true) {
+    throw new AegisError(ErrorCode.InvalidArgument, `metrics listen address '${listen}' is not loopback; pass allowRemote to expose metrics beyond this host`);
+  }
+
+  const reply = (res: ServerResponse, status: number, body: string, contentType = 'text/plain; charset=utf-8', head = false): void => {
+    if (res.headersSent || res.destroyed) return;
+    res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
+    res.end(head ? undefined : body);
+  };
+
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const path = (req.url ?? '').split('?', 1)[0];
+    const head = req.method === 'HEAD';
+    if ((req.method !== 'GET' && !head) || path !== '/metrics') return reply(res, 404, 'not found\n');
+    const text = await metrics.metrics();
+    reply(res, 200, text, metrics.contentType, head);
+  };
+
+  const server = createServer({ requestTimeout: 10_000, headersTimeout: 5_000, maxHeaderSize: 8 * 1024 }, (req, res) => {
+    req.on('error', () => undefined);
+    res.on('error', () => undefined);
+    handle(req, res).catch(() => {
+      try {
+        reply(res, 500, 'metrics unavailable\n');
+      } catch {
+        res.destroy();
+      }
+    });
+  });
+  server.on('clientError', (_err, socket) => socket.destroy());
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error): void => reject(new AegisError(ErrorCode.Unavailable, `cannot listen on ${listen} for metrics: ${err.message}`));
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  // After listening, an error must not crash the process (no 'error' listener would throw).
+  server.on('error', () => undefined);
+
+  const bound = server.address();
+  const boundPort = typeof bound === 'object' && bound !== null ? bound.port : port;
+  const address = `${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
+  let closed: Promise<void> | undefined;
+  return {
+    address,
+    close: () =>
+      (closed ??= new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      })),
+  };
+}
