@@ -4,11 +4,12 @@
  * invite|list|revoke` and `aegis round launch|status|result|model`.
  */
 import { createHash } from 'node:crypto';
-import { readFile, writeFile } from 'node:fs/promises';
+import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import tls from 'node:tls';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
+import cliProgress from 'cli-progress';
 import { Command } from 'commander';
 import { parseDuration, parseIntOption, progress, reportError, printResult } from '../shared/cli/output.js';
 import { cliKekSecrets } from '../shared/cli/passphrase.js';
@@ -204,16 +205,27 @@ export function registerClients(program: Command): void {
 }
 
 // ---------------------------------------------------------------------------------------------
-// aegis round launch|status|result
+// aegis round launch|list|status|cancel|result|model
+
+const phaseName = (p: number): string => {
+  try {
+    return phaseFromProto(p);
+  } catch {
+    return 'unspecified';
+  }
+};
+
+const JOB_STATES: Record<number, string> = {
+  [admin.JobState.RUNNING]: 'running',
+  [admin.JobState.COMPLETED]: 'completed',
+  [admin.JobState.FAILED]: 'failed',
+  [admin.JobState.CANCELLED]: 'cancelled',
+  [admin.JobState.ABORTED]: 'aborted',
+};
+const jobStateName = (s: admin.JobState): string => JOB_STATES[s] ?? 'unspecified';
+const jobKindName = (k: admin.JobKind): string => (k === admin.JobKind.TRAINING ? 'training' : k === admin.JobKind.PLAIN ? 'plain' : 'unspecified');
 
 function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
-  const phaseName = (p: number): string => {
-    try {
-      return phaseFromProto(p);
-    } catch {
-      return 'unspecified';
-    }
-  };
   let reason: string | null = null;
   if (s.abortReason !== 0) {
     try {
@@ -222,10 +234,14 @@ function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
       reason = 'unspecified';
     }
   }
+  const current = s.finished ? undefined : s.clientsPerPhase.find((c) => c.phase === s.phase);
   return {
     job_id: s.jobId,
+    kind: jobKindName(s.kind),
+    state: jobStateName(s.jobState),
     round: s.roundIndex,
     rounds: s.rounds,
+    rounds_done: s.roundsDone,
     phase: phaseName(s.phase),
     finished: s.finished,
     ok: s.ok,
@@ -233,8 +249,11 @@ function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
     detail: s.detail || null,
     invited: s.invited,
     clients_per_phase: Object.fromEntries(s.clientsPerPhase.map((c) => [phaseName(c.phase), c.clients])),
+    phases: s.clientsPerPhase.map((c) => ({ phase: phaseName(c.phase), clients: c.clients, expected: c.expected })),
+    current_phase: current ? { phase: phaseName(current.phase), received: current.clients, expected: current.expected } : null,
     dropouts: s.dropouts,
     refused_messages: s.refused,
+    started_at: s.startedAtMs > 0n ? new Date(Number(s.startedAtMs)).toISOString() : null,
     elapsed_ms: Number(s.elapsedMs),
     ...(s.training
       ? {
@@ -251,18 +270,88 @@ function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
   };
 }
 
+/** The one-line summary of a round's progress (elapsed time left out: it changes at every poll). */
+function progressLine(j: Record<string, unknown>): string {
+  const phases = (j.phases as { phase: string; clients: number; expected: number }[]).map((p) => `${p.phase} ${p.clients}/${p.expected}`).join(', ');
+  const state = j.finished ? (j.ok ? 'completed' : `aborted: ${j.abort_reason}`) : `phase ${j.phase}`;
+  const t = j.training as { state: string; rounds_completed: number } | undefined;
+  const job = t ? `; job ${t.state}, ${t.rounds_completed} of ${j.rounds} rounds completed` : '';
+  return `job ${j.job_id} round ${j.round}: ${state}; ${phases || 'no messages yet'}; dropouts ${j.dropouts}${job}`;
+}
+
 function statusText(j: Record<string, unknown>): string {
-  const counts = Object.entries(j.clients_per_phase as Record<string, number>)
-    .map(([p, n]) => `${p} ${n}`)
-    .join(', ');
+  const counts = (j.phases as { phase: string; clients: number; expected: number }[]).map((p) => `${p.phase} ${p.clients}/${p.expected}`).join(', ');
   const state = j.finished ? (j.ok ? 'completed' : `aborted: ${j.abort_reason} (${j.detail})`) : `running, phase ${j.phase}`;
   const t = j.training as { state: string; rounds_completed: number; rounds_aborted: number; model_version: number; model_sha256: string; detail: string | null } | undefined;
   const training = t
     ? `\n  training job ${t.state}${t.detail ? ` (${t.detail})` : ''}: ${t.rounds_completed} of ${j.rounds} rounds completed, ${t.rounds_aborted} aborted; model version ${t.model_version} sha256 ${t.model_sha256.slice(0, 16)}…`
-    : '';
+    : `\n  job ${j.state}: ${j.rounds_done} of ${j.rounds} rounds completed`;
   const of = t ? `(attempt ${j.round}; ${j.rounds} rounds to complete)` : `of ${j.rounds}`;
   return `job ${j.job_id} round ${j.round} ${of}: ${state}\n  invited ${j.invited}; ${counts || 'no messages yet'}; dropouts ${j.dropouts}; refused ${j.refused_messages}; ${((j.elapsed_ms as number) / 1000).toFixed(1)} s${training}`;
 }
+
+/** How far a job (or, with a round given or for a plain job, its round) is, 0..1. */
+function progressFraction(s: admin.RoundStatusReply, wholeJob: boolean): number {
+  const order = ['advertise-keys', 'share-keys', 'masked-input', 'consistency-check', 'unmasking'];
+  let round = 1;
+  if (!s.finished) {
+    const i = order.indexOf(phaseName(s.phase));
+    const c = s.clientsPerPhase.find((x) => x.phase === s.phase);
+    const within = c && c.expected > 0 ? Math.min(1, c.clients / c.expected) : 0;
+    round = i < 0 ? 0 : (i + within) / order.length;
+  }
+  if (!wholeJob || !s.training || s.rounds === 0) return round;
+  if (s.jobState === admin.JobState.COMPLETED) return 1;
+  return Math.min(1, (s.roundsDone + (s.finished ? 0 : round)) / s.rounds);
+}
+
+/** A job's watch ends when its round ended (plain, or a given round) or the job ended (training). */
+const watchDone = (s: admin.RoundStatusReply, wholeJob: boolean): boolean => (wholeJob && s.training ? s.jobState !== admin.JobState.RUNNING : s.finished);
+
+/** True when the watched job (or round) ended well: exit 0. */
+const watchOk = (s: admin.RoundStatusReply, wholeJob: boolean): boolean => (wholeJob && s.training ? s.jobState === admin.JobState.COMPLETED : s.ok);
+
+/** Fetches a training job's model version (latest when undefined) and saves it in tfjs format in `dir`. */
+async function saveJobModel(client: AdminClient, job: string, version: number | undefined, dir: string): Promise<{ version: number; sha256: string; modelJson: string; weightsBin: string }> {
+  const req = create(admin.FetchJobModelRequestSchema, { jobId: job, ...(version === undefined ? {} : { version }) });
+  const chunks = await new Promise<secagg.ModelChunk[]>((resolveChunks, reject) => {
+    const got: secagg.ModelChunk[] = [];
+    const stream = client.fetchModel(req, new grpc.Metadata(), { deadline: Date.now() + 600_000 });
+    stream.on('data', (c: secagg.ModelChunk) => got.push(c));
+    stream.on('error', (err: unknown) => {
+      const code = reasonOf(err);
+      const details = (err as { details?: string }).details ?? String(err);
+      reject(new AegisError(code ?? ErrorCode.Unavailable, code ? details : `coordinator unreachable: ${details}`));
+    });
+    stream.on('end', () => resolveChunks(got));
+  });
+  const first = chunks[0];
+  if (!first?.model) throw new AegisError(ErrorCode.Unavailable, 'the coordinator sent no model');
+  const bytes = Buffer.concat(chunks.map((c) => c.data));
+  if (bytes.length !== Number(first.totalBytes) || !createHash('sha256').update(bytes).digest().equals(Buffer.from(first.model.sha256))) {
+    throw new AegisError(ErrorCode.HashMismatch, 'the model that arrived does not hash to the version the coordinator named');
+  }
+  // The architecture is read from the job's manifest (valid or since expired: the model stays the job's).
+  const { manifest } = parseManifest(first.manifestJson, new Date(0));
+  if (!isTrainingManifest(manifest)) throw new AegisError(ErrorCode.InvalidArgument, `job '${job}' is not a training job`);
+  const files = await saveTfjsModel(dir, manifest.model, weightsFromBytes(bytes));
+  return { version: first.model.version, sha256: Buffer.from(first.model.sha256).toString('hex'), ...files };
+}
+
+/** Refuses an output folder that exists and is not an empty directory. */
+async function assertEmptyOutDir(dir: string): Promise<void> {
+  let isDir: boolean;
+  try {
+    isDir = (await stat(dir)).isDirectory();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return;
+    throw new AegisError(ErrorCode.InvalidArgument, `cannot use ${dir} (${(err as NodeJS.ErrnoException).code ?? 'io'})`);
+  }
+  if (!isDir) throw new AegisError(ErrorCode.AlreadyExists, `${dir} exists and is not a directory; give a new or empty directory to --out`);
+  if ((await readdir(dir)).length > 0) throw new AegisError(ErrorCode.AlreadyExists, `${dir} is not empty; give a new or empty directory to --out (nothing is overwritten)`);
+}
+
+const sleep = (ms: number): Promise<void> => new Promise((res) => setTimeout(res, ms));
 
 export function registerRound(program: Command): void {
   const group = program.command('round').description('launch rounds and follow them (ML engineers)');
@@ -339,13 +428,78 @@ export function registerRound(program: Command): void {
         }
       }),
     );
-  withAdmin(group.command('status').description("a job's current (or given) round").argument('<job-id>'))
+  withAdmin(group.command('list').description('every job the coordinator knows (since it started), with its state and progress')).action((o: AdminOpts) =>
+    run(o, async (client) => {
+      const r = await call<admin.ListRoundsRequest, admin.ListRoundsReply>(client, 'listRounds', create(admin.ListRoundsRequestSchema, {}));
+      const jobs = r.jobs.map((j) => ({
+        job_id: j.jobId,
+        kind: jobKindName(j.kind),
+        state: jobStateName(j.state),
+        rounds_done: j.roundsDone,
+        rounds_total: j.roundsTotal,
+        rounds_aborted: j.roundsAborted,
+        round: j.roundIndex,
+        phase: phaseName(j.phase),
+        invited: j.invited,
+        started_at: new Date(Number(j.startedAtMs)).toISOString(),
+        elapsed_ms: Number(j.elapsedMs),
+      }));
+      const header = 'JOB\tKIND\tSTATE\tROUNDS\tROUND\tPHASE\tSTARTED\tELAPSED';
+      const rows = jobs.map((j) => `${j.job_id}\t${j.kind}\t${j.state}\t${j.rounds_done}/${j.rounds_total}\t${j.round}\t${j.phase}\t${j.started_at}\t${(j.elapsed_ms / 1000).toFixed(1)} s`);
+      printResult(o, { jobs }, jobs.length === 0 ? 'no jobs have run on this coordinator since it started' : [header, ...rows].join('\n'));
+    }),
+  );
+  withAdmin(group.command('status').description("a job's current (or given) round; --watch follows it until it ends").argument('<job-id>'))
     .option('--round <n>', 'round index', parseIntOption('round', 0, 1e6))
-    .action((job: string, o: AdminOpts & { round?: number }) =>
+    .option('--watch', 'follow the job (with --round: that round) until it ends, with a progress bar on stderr, then print its final status (exit 1 if it did not complete)')
+    .option('--interval <duration>', 'how often --watch asks', parseDuration('interval', 100, 60_000), 1000)
+    .action((job: string, o: AdminOpts & { round?: number; watch?: boolean; interval: number }) =>
       run(o, async (client) => {
         const req = create(admin.RoundStatusRequestSchema, { jobId: job, ...(o.round === undefined ? {} : { roundIndex: o.round }) });
-        const s = statusJson(await call(client, 'roundStatus', req));
+        const ask = (): Promise<admin.RoundStatusReply> => call<admin.RoundStatusRequest, admin.RoundStatusReply>(client, 'roundStatus', req);
+        if (!o.watch) {
+          const s = statusJson(await ask());
+          printResult(o, s, statusText(s));
+          return;
+        }
+        const wholeJob = o.round === undefined;
+        const tty = process.stderr.isTTY === true;
+        const bar = tty
+          ? new cliProgress.SingleBar(
+              { format: '{bar} {percentage}% | {line} | {elapsed} s', hideCursor: true, clearOnComplete: false, stopOnComplete: false, stream: process.stderr },
+              cliProgress.Presets.shades_classic,
+            )
+          : undefined;
+        let last = '';
+        let reply = await ask();
+        try {
+          bar?.start(1000, 0, { line: '', elapsed: '0.0' });
+          for (;;) {
+            const s = statusJson(reply);
+            const line = progressLine(s);
+            const elapsed = ((s.elapsed_ms as number) / 1000).toFixed(1);
+            if (bar) bar.update(Math.round(progressFraction(reply, wholeJob) * 1000), { line, elapsed });
+            else if (line !== last) progress(`${line}; ${elapsed} s`);
+            last = line;
+            if (watchDone(reply, wholeJob)) break;
+            await sleep(o.interval);
+            reply = await ask();
+          }
+        } finally {
+          bar?.stop();
+        }
+        const s = statusJson(reply);
         printResult(o, s, statusText(s));
+        if (!watchOk(reply, wholeJob)) process.exitCode = 1;
+      }),
+    );
+  withAdmin(group.command('cancel').description("cancel a job's running round (it aborts with reason cancelled, nothing is published); a training job starts no further round").argument('<job-id>'))
+    .option('--reason <text>', 'why (kept in the log and the round\'s abort detail)', '')
+    .action((job: string, o: AdminOpts & { reason: string }) =>
+      run(o, async (client) => {
+        const r = await call<admin.CancelRoundRequest, admin.CancelRoundReply>(client, 'cancelRound', create(admin.CancelRoundRequestSchema, { jobId: job, reason: o.reason }));
+        const at = new Date(Number(r.cancelledAtMs)).toISOString();
+        printResult(o, { ok: true, job_id: r.jobId, round: r.roundIndex, phase: phaseName(r.phase), cancelled_at: at }, `cancelled round ${r.roundIndex} of job ${r.jobId} (in phase ${phaseName(r.phase)}) at ${at}`);
       }),
     );
   withAdmin(group.command('model').description("a training job's global model, saved in tfjs format (model.json + weights.bin)").argument('<job-id>'))
@@ -353,37 +507,17 @@ export function registerRound(program: Command): void {
     .option('--model-version <n>', 'the model version (default: the latest)', parseIntOption('model-version', 0, 1e6))
     .action((job: string, o: AdminOpts & { out: string; modelVersion?: number }) =>
       run(o, async (client) => {
-        const req = create(admin.FetchJobModelRequestSchema, { jobId: job, ...(o.modelVersion === undefined ? {} : { version: o.modelVersion }) });
-        const chunks = await new Promise<secagg.ModelChunk[]>((resolveChunks, reject) => {
-          const got: secagg.ModelChunk[] = [];
-          const stream = client.fetchModel(req, new grpc.Metadata(), { deadline: Date.now() + 600_000 });
-          stream.on('data', (c: secagg.ModelChunk) => got.push(c));
-          stream.on('error', (err: unknown) => {
-            const code = reasonOf(err);
-            const details = (err as { details?: string }).details ?? String(err);
-            reject(new AegisError(code ?? ErrorCode.Unavailable, code ? details : `coordinator unreachable: ${details}`));
-          });
-          stream.on('end', () => resolveChunks(got));
-        });
-        const first = chunks[0];
-        if (!first?.model) throw new AegisError(ErrorCode.Unavailable, 'the coordinator sent no model');
-        const bytes = Buffer.concat(chunks.map((c) => c.data));
-        if (bytes.length !== Number(first.totalBytes) || !createHash('sha256').update(bytes).digest().equals(Buffer.from(first.model.sha256))) {
-          throw new AegisError(ErrorCode.HashMismatch, 'the model that arrived does not hash to the version the coordinator named');
-        }
-        // The architecture is read from the job's manifest (valid or since expired: the model stays the job's).
-        const { manifest } = parseManifest(first.manifestJson, new Date(0));
-        if (!isTrainingManifest(manifest)) throw new AegisError(ErrorCode.InvalidArgument, `job '${job}' is not a training job`);
-        const files = await saveTfjsModel(resolve(o.out), manifest.model, weightsFromBytes(bytes));
-        const sha = Buffer.from(first.model.sha256).toString('hex');
-        printResult(o, { job_id: job, version: first.model.version, sha256: sha, model_json: files.modelJson, weights_bin: files.weightsBin }, `model version ${first.model.version} of ${job} (sha256 ${sha}) written to ${files.modelJson}`);
+        const m = await saveJobModel(client, job, o.modelVersion, resolve(o.out));
+        printResult(o, { job_id: job, version: m.version, sha256: m.sha256, model_json: m.modelJson, weights_bin: m.weightsBin }, `model version ${m.version} of ${job} (sha256 ${m.sha256}) written to ${m.modelJson}`);
       }),
     );
   withAdmin(group.command('result').description('the unmasked sum of a completed round').argument('<job-id>'))
     .option('--round <n>', 'round index (default: the last completed)', parseIntOption('round', 0, 1e6))
-    .option('--out <file>', 'write the result JSON to this file instead of stdout')
+    .option('--out <dir>', 'write DIR/result.json (and, for a training job, its latest model in tfjs format) to a new or empty directory')
     .action((job: string, o: AdminOpts & { round?: number; out?: string }) =>
       run(o, async (client) => {
+        const out = o.out === undefined ? undefined : resolve(o.out);
+        if (out !== undefined) await assertEmptyOutDir(out);
         const req = create(admin.RoundResultRequestSchema, { jobId: job, ...(o.round === undefined ? {} : { roundIndex: o.round }) });
         const r = await call<admin.RoundResultRequest, admin.RoundResultReply>(client, 'roundResult', req);
         const words = vectorFromBytes(r.sum);
@@ -398,10 +532,28 @@ export function registerRound(program: Command): void {
           sum: Array.from(decoded.sum),
           mean: Array.from(decoded.mean),
         };
-        if (o.out) {
-          await writeFile(o.out, `${JSON.stringify(result)}\n`);
-          progress(`wrote ${o.out}: ${words.length - 1} values from ${r.survivors.length} clients, total weight ${decoded.totalWeight}`);
-        } else printResult(o, result, JSON.stringify(result));
+        if (out === undefined) return printResult(o, result, JSON.stringify(result));
+        // A training job's latest model goes next to the result.
+        const status = await call<admin.RoundStatusRequest, admin.RoundStatusReply>(client, 'roundStatus', create(admin.RoundStatusRequestSchema, { jobId: job }));
+        await assertEmptyOutDir(out);
+        await mkdir(out, { recursive: true });
+        const model = status.training ? await saveJobModel(client, job, undefined, out) : undefined;
+        const resultJson = join(out, 'result.json');
+        const doc = {
+          ...result,
+          dim: decoded.mean.length,
+          clip: r.clip,
+          bits: r.bits,
+          ...(model ? { model: { version: model.version, sha256: model.sha256, model_json: 'model.json', weights_bin: 'weights.bin' } } : {}),
+        };
+        await writeFile(resultJson, `${JSON.stringify(doc, null, 2)}\n`, { flag: 'wx' });
+        const files = [resultJson, ...(model ? [model.modelJson, model.weightsBin] : [])];
+        const text = `wrote ${resultJson}: ${doc.dim} values from ${r.survivors.length} clients, total weight ${decoded.totalWeight}${model ? `; model version ${model.version} (sha256 ${model.sha256.slice(0, 16)}…) in ${model.modelJson}` : ''}`;
+        printResult(
+          o,
+          { ok: true, job_id: r.jobId, round: r.roundIndex, dir: out, files, survivors: r.survivors, dim: doc.dim, total_weight: decoded.totalWeight, model: model ? { version: model.version, sha256: model.sha256 } : null },
+          text,
+        );
       }),
     );
 }

@@ -151,6 +151,8 @@ export class Coordinator {
   private servers: grpc.Server[] = [];
   private closing = false;
   private persistChain: Promise<void> = Promise.resolve();
+  /** Training jobs an operator cancelled (CancelRound), with when. */
+  private readonly cancelledJobs = new Map<string, number>();
   /** The two addresses once listening. */
   address = '';
   enrollAddress = '';
@@ -538,6 +540,17 @@ export class Coordinator {
         this.operatorOf(call);
         return this.resultOf(req.jobId, req.roundIndex);
       }),
+      listRounds: unary<admin.ListRoundsRequest, admin.ListRoundsReply>((_req, call) => {
+        this.operatorOf(call);
+        return create(admin.ListRoundsReplySchema, { jobs: this.listJobs() });
+      }),
+      cancelRound: unary<admin.CancelRoundRequest, admin.CancelRoundReply>((req, call) => {
+        const operator = this.operatorOf(call);
+        const reason = req.reason.trim().slice(0, 200);
+        const c = this.cancelJob(req.jobId, reason ? `cancelled by operator ${operator}: ${reason}` : `cancelled by operator ${operator}`);
+        this.log?.warn({ operator, job: req.jobId, round: c.roundIndex }, 'cancellation by operator');
+        return create(admin.CancelRoundReplySchema, { jobId: req.jobId, roundIndex: c.roundIndex, phase: phaseToProto(c.phase), cancelledAtMs: BigInt(c.at) });
+      }),
       fetchModel: serverStream<admin.FetchJobModelRequest, pb.ModelChunk>((req, call) => {
         this.operatorOf(call);
         const job = this.jobs.get(req.jobId);
@@ -852,18 +865,23 @@ export class Coordinator {
     const r = this.roundOf(jobId, roundIndex);
     const job = this.jobs.get(jobId)!;
     const s = r.host.status();
-    const phases: [Phase, number | undefined][] = [
-      [Phase.AdvertiseKeys, s.sets.u1],
-      [Phase.ShareKeys, s.sets.u2],
-      [Phase.MaskedInput, s.sets.u3],
-      [Phase.ConsistencyCheck, s.sets.u4],
+    // Each phase with the clients it heard from and the clients it waited for (the previous set).
+    const phases: [Phase, number | undefined, number | undefined][] = [
+      [Phase.AdvertiseKeys, s.sets.u1, r.cohort.length],
+      [Phase.ShareKeys, s.sets.u2, s.sets.u1],
+      [Phase.MaskedInput, s.sets.u3, s.sets.u2],
+      [Phase.ConsistencyCheck, s.sets.u4, s.sets.u3],
     ];
-    const counts = phases.filter(([, n]) => n !== undefined).map(([phase, n]) => create(admin.PhaseCountSchema, { phase: phaseToProto(phase), clients: n! }));
+    const counts = phases
+      .filter(([, n]) => n !== undefined)
+      .map(([phase, n, expected]) => create(admin.PhaseCountSchema, { phase: phaseToProto(phase), clients: n!, expected: expected ?? 0 }));
     if (!r.outcome && s.phase !== Phase.Completed && s.phase !== Phase.Aborted) {
-      counts.push(create(admin.PhaseCountSchema, { phase: phaseToProto(s.phase), clients: s.received }));
+      counts.push(create(admin.PhaseCountSchema, { phase: phaseToProto(s.phase), clients: s.received, expected: expectedIn(s.phase, s.sets, r.cohort.length) }));
     }
     const latest = [s.sets.u4, s.sets.u3, s.sets.u2, s.sets.u1].find((x) => x !== undefined);
     const o = r.outcome;
+    const training = job.training ? trainingStatus(job.training) : undefined;
+    if (training && this.cancelledJobs.has(jobId)) training.state = 'cancelled';
     return create(admin.RoundStatusReplySchema, {
       jobId,
       roundIndex: r.index,
@@ -879,7 +897,11 @@ export class Coordinator {
       finished: o !== undefined,
       detail: o && !o.ok ? o.detail : '',
       rounds: job.manifest.rounds,
-      ...(job.training ? { training: trainingStatus(job.training) } : {}),
+      ...(training ? { training } : {}),
+      jobState: this.jobStateOf(job),
+      kind: job.training ? admin.JobKind.TRAINING : admin.JobKind.PLAIN,
+      startedAtMs: BigInt(r.startedAt),
+      roundsDone: roundsDone(job),
     });
   }
 
@@ -898,6 +920,91 @@ export class Coordinator {
       clip: job.manifest.round.clip,
       bits: job.manifest.round.bits,
     });
+  }
+
+  /**
+   * Where a job stands. A plain job takes its last round's state; a training job its own (an
+   * operator's cancellation wins over the failure it is recorded as).
+   */
+  private jobStateOf(job: Job): admin.JobState {
+    const t = job.training;
+    if (t) {
+      if (this.cancelledJobs.has(job.jobId)) return admin.JobState.CANCELLED;
+      return t.state === 'running' ? admin.JobState.RUNNING : t.state === 'completed' ? admin.JobState.COMPLETED : admin.JobState.FAILED;
+    }
+    const o = job.rounds[job.rounds.length - 1]?.outcome;
+    if (!o) return admin.JobState.RUNNING;
+    if (o.ok) return admin.JobState.COMPLETED;
+    return o.reason === 'cancelled' ? admin.JobState.CANCELLED : admin.JobState.ABORTED;
+  }
+
+  /** Every job this coordinator knows (since it started), oldest first. */
+  listJobs(): admin.JobInfo[] {
+    return [...this.jobs.values()]
+      .filter((job) => job.rounds.length > 0)
+      .map((job) => {
+        const first = job.rounds[0]!;
+        const last = job.rounds[job.rounds.length - 1]!;
+        const state = this.jobStateOf(job);
+        const o = last.outcome;
+        const end = state === admin.JobState.RUNNING ? this.clock() : (last.endedAt ?? this.clock());
+        return create(admin.JobInfoSchema, {
+          jobId: job.jobId,
+          kind: job.training ? admin.JobKind.TRAINING : admin.JobKind.PLAIN,
+          state,
+          roundsDone: roundsDone(job),
+          roundsTotal: job.manifest.rounds,
+          roundIndex: last.index,
+          phase: phaseToProto(o ? (o.ok ? Phase.Completed : Phase.Aborted) : last.host.phase),
+          startedAtMs: BigInt(first.startedAt),
+          elapsedMs: BigInt(Math.max(0, end - first.startedAt)),
+          roundsAborted: job.rounds.filter((r) => r.outcome && !r.outcome.ok).length,
+          invited: last.cohort.length,
+        });
+      });
+  }
+
+  /**
+   * Cancels a job's running round: it aborts with reason `cancelled` (nothing is published, the
+   * cohort is told), and a training job starts no further round. Throws `not-found` for an
+   * unknown job and `failed-precondition` for one that no longer runs.
+   */
+  cancelJob(jobId: string, detail = 'cancelled by an operator'): { roundIndex: number; phase: Phase; at: number } {
+    const job = this.jobs.get(jobId);
+    if (!job || job.rounds.length === 0) throw new AegisError(ErrorCode.NotFound, `no job '${jobId}' has run here`);
+    const state = this.jobStateOf(job);
+    if (state !== admin.JobState.RUNNING) {
+      throw new AegisError(ErrorCode.FailedPrecondition, `job '${jobId}' is not running (${JOB_STATE_NAMES[state] ?? 'ended'}); nothing to cancel`);
+    }
+    const at = this.clock();
+    const r = job.rounds[job.rounds.length - 1]!;
+    const phase = r.outcome ? (r.outcome.ok ? Phase.Completed : Phase.Aborted) : r.host.phase;
+    const t = job.training;
+    if (t) {
+      // A training job that no longer runs starts no round after this one's outcome.
+      this.cancelledJobs.set(jobId, at);
+      t.state = 'failed';
+      t.detail = detail;
+      t.settle('failed');
+      if (r.outcome) this.cancelNextRound(job, job.rounds.length, at + t.gatherMs + job.manifest.deadlines.advertiseMs + 60_000);
+    }
+    r.host.cancel(detail);
+    this.log?.warn({ job: jobId, round: r.index, phase }, 'round cancelled');
+    return { roundIndex: r.index, phase, at };
+  }
+
+  /**
+   * A training job cancelled between two rounds may be gathering its next one already: that
+   * round is cancelled as soon as it starts.
+   */
+  private cancelNextRound(job: Job, index: number, until: number): void {
+    const tick = (): void => {
+      const next = job.rounds[index];
+      if (next) return next.host.cancel(job.training?.detail || 'cancelled by an operator');
+      if (this.closing || this.clock() > until) return;
+      setTimeout(tick, 50).unref();
+    };
+    tick();
   }
 
   // -------------------------------------------------------------------------------------------
@@ -925,6 +1032,37 @@ function newJob(manifest: JobManifest, manifestJson: Uint8Array, hash: Uint8Arra
     rounds: [],
   };
 }
+
+/** Rounds of a job that completed (a training job: those that made a model version). */
+function roundsDone(job: Job): number {
+  return job.training ? job.training.completed : job.rounds.filter((r) => r.outcome?.ok).length;
+}
+
+/** How many clients a running phase waits for: the cohort, then the previous phase's set. */
+function expectedIn(phase: Phase, sets: { u1?: number; u2?: number; u3?: number; u4?: number }, invited: number): number {
+  switch (phase) {
+    case Phase.AdvertiseKeys:
+      return invited;
+    case Phase.ShareKeys:
+      return sets.u1 ?? 0;
+    case Phase.MaskedInput:
+      return sets.u2 ?? 0;
+    case Phase.ConsistencyCheck:
+      return sets.u3 ?? 0;
+    case Phase.Unmasking:
+      return sets.u4 ?? 0;
+    default:
+      return 0;
+  }
+}
+
+const JOB_STATE_NAMES: Partial<Record<admin.JobState, string>> = {
+  [admin.JobState.RUNNING]: 'running',
+  [admin.JobState.COMPLETED]: 'completed',
+  [admin.JobState.FAILED]: 'failed',
+  [admin.JobState.CANCELLED]: 'cancelled',
+  [admin.JobState.ABORTED]: 'aborted',
+};
 
 function trainingStatus(t: TrainingProgress): admin.TrainingStatus {
   const version = (v: ModelVersionRecord) => create(pb.ModelVersionSchema, { version: v.version, sha256: v.sha256 });

@@ -5,8 +5,8 @@
 // @generated from file aegis/v1/admin.proto (package aegis.v1, syntax proto3)
 /* eslint-disable */
 
-import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
-import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
+import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
+import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { ModelChunkSchema, ModelVersion } from "./secagg_pb.js";
 import { file_aegis_v1_secagg } from "./secagg_pb.js";
 import type { AbortReason, Phase } from "./vocabulary_pb.js";
@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aegis/v1/admin.proto.
  */
 export const file_aegis_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChRhZWdpcy92MS9hZG1pbi5wcm90bxIIYWVnaXMudjEiPQoTQ3JlYXRlSW52aXRlUmVxdWVzdBITCgt0dGxfc2Vjb25kcxgBIAEoDRIRCgljbGllbnRfaWQYAiABKAkiOQoRQ3JlYXRlSW52aXRlUmVwbHkSDQoFdG9rZW4YASABKAkSFQoNZXhwaXJlc19hdF9tcxgCIAEoBCIUChJMaXN0Q2xpZW50c1JlcXVlc3QihgEKCkNsaWVudEluZm8SEQoJY2xpZW50X2lkGAEgASgJEhYKDmVucm9sbGVkX2F0X21zGAIgASgEEiEKGWNlcnRpZmljYXRlX2V4cGlyZXNfYXRfbXMYAyABKAQSDwoHcmV2b2tlZBgEIAEoCBIZChFyZXZvY2F0aW9uX3JlYXNvbhgFIAEoCSI5ChBMaXN0Q2xpZW50c1JlcGx5EiUKB2NsaWVudHMYASADKAsyFC5hZWdpcy52MS5DbGllbnRJbmZvIjgKE1Jldm9rZUNsaWVudFJlcXVlc3QSEQoJY2xpZW50X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIqChFSZXZva2VDbGllbnRSZXBseRIVCg1yZXZva2VkX2F0X21zGAEgASgEInAKEkxhdW5jaFJvdW5kUmVxdWVzdBIVCg1tYW5pZmVzdF9qc29uGAEgASgMEhEKCWdhdGhlcl9tcxgCIAEoDRIXCg9pbml0aWFsX3dlaWdodHMYAyABKAwSFwoPc2lnbmVkX21hbmlmZXN0GAQgASgMIl4KEExhdW5jaFJvdW5kUmVwbHkSDgoGam9iX2lkGAEgASgJEhUKDW1hbmlmZXN0X2hhc2gYAiABKAwSEwoLcm91bmRfaW5kZXgYAyABKA0SDgoGY29ob3J0GAQgAygJIk4KElJvdW5kU3RhdHVzUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSGAoLcm91bmRfaW5kZXgYAiABKA1IAIgBAUIOCgxfcm91bmRfaW5kZXgiPQoKUGhhc2VDb3VudBIeCgVwaGFzZRgBIAEoDjIPLmFlZ2lzLnYxLlBoYXNlEg8KB2NsaWVudHMYAiABKA0i5wIKEFJvdW5kU3RhdHVzUmVwbHkSDgoGam9iX2lkGAEgASgJEhMKC3JvdW5kX2luZGV4GAIgASgNEh4KBXBoYXNlGAMgASgOMg8uYWVnaXMudjEuUGhhc2USLwoRY2xpZW50c19wZXJfcGhhc2UYBCADKAsyFC5hZWdpcy52MS5QaGFzZUNvdW50EhAKCGRyb3BvdXRzGAUgASgNEhIKCmVsYXBzZWRfbXMYBiABKAQSCgoCb2sYByABKAgSKwoMYWJvcnRfcmVhc29uGAggASgOMhUuYWVnaXMudjEuQWJvcnRSZWFzb24SDwoHaW52aXRlZBgJIAEoDRIPCgdyZWZ1c2VkGAogASgNEhAKCGZpbmlzaGVkGAsgASgIEg4KBmRldGFpbBgMIAEoCRIOCgZyb3VuZHMYDSABKA0SKgoIdHJhaW5pbmcYDiABKAsyGC5hZWdpcy52MS5UcmFpbmluZ1N0YXR1cyLOAQoOVHJhaW5pbmdTdGF0dXMSDQoFc3RhdGUYASABKAkSGAoQcm91bmRzX2NvbXBsZXRlZBgCIAEoDRIWCg5yb3VuZHNfYWJvcnRlZBgDIAEoDRIlCgVtb2RlbBgEIAEoCzIWLmFlZ2lzLnYxLk1vZGVsVmVyc2lvbhIOCgZkZXRhaWwYBSABKAkSLAoHaGlzdG9yeRgGIAMoCzIbLmFlZ2lzLnYxLk1vZGVsSGlzdG9yeUVudHJ5EhYKDmZsYWdnZWRfcm91bmRzGAcgAygNIsUBChFNb2RlbEhpc3RvcnlFbnRyeRIlCgVtb2RlbBgBIAEoCzIWLmFlZ2lzLnYxLk1vZGVsVmVyc2lvbhIYCgtyb3VuZF9pbmRleBgCIAEoDUgAiAEBEg8KB2NsaWVudHMYAyABKA0SFAoMdG90YWxfd2VpZ2h0GAQgASgEEiAKE3ZhbGlkYXRpb25fYWNjdXJhY3kYBSABKAFIAYgBAUIOCgxfcm91bmRfaW5kZXhCFgoUX3ZhbGlkYXRpb25fYWNjdXJhY3kiSAoURmV0Y2hKb2JNb2RlbFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhQKB3ZlcnNpb24YAiABKA1IAIgBAUIKCghfdmVyc2lvbiJOChJSb3VuZFJlc3VsdFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhgKC3JvdW5kX2luZGV4GAIgASgNSACIAQFCDgoMX3JvdW5kX2luZGV4IooBChBSb3VuZFJlc3VsdFJlcGx5Eg4KBmpvYl9pZBgBIAEoCRITCgtyb3VuZF9pbmRleBgCIAEoDRIVCg1tYW5pZmVzdF9oYXNoGAMgASgMEhEKCXN1cnZpdm9ycxgEIAMoCRILCgNzdW0YBSABKAwSDAoEY2xpcBgGIAEoARIMCgRiaXRzGAcgASgNMokECgVBZG1pbhJKCgxDcmVhdGVJbnZpdGUSHS5hZWdpcy52MS5DcmVhdGVJbnZpdGVSZXF1ZXN0GhsuYWVnaXMudjEuQ3JlYXRlSW52aXRlUmVwbHkSRwoLTGlzdENsaWVudHMSHC5hZWdpcy52MS5MaXN0Q2xpZW50c1JlcXVlc3QaGi5hZWdpcy52MS5MaXN0Q2xpZW50c1JlcGx5EkoKDFJldm9rZUNsaWVudBIdLmFlZ2lzLnYxLlJldm9rZUNsaWVudFJlcXVlc3QaGy5hZWdpcy52MS5SZXZva2VDbGllbnRSZXBseRJHCgtMYXVuY2hSb3VuZBIcLmFlZ2lzLnYxLkxhdW5jaFJvdW5kUmVxdWVzdBoaLmFlZ2lzLnYxLkxhdW5jaFJvdW5kUmVwbHkSRwoLUm91bmRTdGF0dXMSHC5hZWdpcy52MS5Sb3VuZFN0YXR1c1JlcXVlc3QaGi5hZWdpcy52MS5Sb3VuZFN0YXR1c1JlcGx5EkcKC1JvdW5kUmVzdWx0EhwuYWVnaXMudjEuUm91bmRSZXN1bHRSZXF1ZXN0GhouYWVnaXMudjEuUm91bmRSZXN1bHRSZXBseRJECgpGZXRjaE1vZGVsEh4uYWVnaXMudjEuRmV0Y2hKb2JNb2RlbFJlcXVlc3QaFC5hZWdpcy52MS5Nb2RlbENodW5rMAFiBnByb3RvMw", [file_aegis_v1_secagg, file_aegis_v1_vocabulary]);
+  fileDesc("ChRhZWdpcy92MS9hZG1pbi5wcm90bxIIYWVnaXMudjEiPQoTQ3JlYXRlSW52aXRlUmVxdWVzdBITCgt0dGxfc2Vjb25kcxgBIAEoDRIRCgljbGllbnRfaWQYAiABKAkiOQoRQ3JlYXRlSW52aXRlUmVwbHkSDQoFdG9rZW4YASABKAkSFQoNZXhwaXJlc19hdF9tcxgCIAEoBCIUChJMaXN0Q2xpZW50c1JlcXVlc3QihgEKCkNsaWVudEluZm8SEQoJY2xpZW50X2lkGAEgASgJEhYKDmVucm9sbGVkX2F0X21zGAIgASgEEiEKGWNlcnRpZmljYXRlX2V4cGlyZXNfYXRfbXMYAyABKAQSDwoHcmV2b2tlZBgEIAEoCBIZChFyZXZvY2F0aW9uX3JlYXNvbhgFIAEoCSI5ChBMaXN0Q2xpZW50c1JlcGx5EiUKB2NsaWVudHMYASADKAsyFC5hZWdpcy52MS5DbGllbnRJbmZvIjgKE1Jldm9rZUNsaWVudFJlcXVlc3QSEQoJY2xpZW50X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIqChFSZXZva2VDbGllbnRSZXBseRIVCg1yZXZva2VkX2F0X21zGAEgASgEInAKEkxhdW5jaFJvdW5kUmVxdWVzdBIVCg1tYW5pZmVzdF9qc29uGAEgASgMEhEKCWdhdGhlcl9tcxgCIAEoDRIXCg9pbml0aWFsX3dlaWdodHMYAyABKAwSFwoPc2lnbmVkX21hbmlmZXN0GAQgASgMIl4KEExhdW5jaFJvdW5kUmVwbHkSDgoGam9iX2lkGAEgASgJEhUKDW1hbmlmZXN0X2hhc2gYAiABKAwSEwoLcm91bmRfaW5kZXgYAyABKA0SDgoGY29ob3J0GAQgAygJIk4KElJvdW5kU3RhdHVzUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSGAoLcm91bmRfaW5kZXgYAiABKA1IAIgBAUIOCgxfcm91bmRfaW5kZXgiTwoKUGhhc2VDb3VudBIeCgVwaGFzZRgBIAEoDjIPLmFlZ2lzLnYxLlBoYXNlEg8KB2NsaWVudHMYAiABKA0SEAoIZXhwZWN0ZWQYAyABKA0i2wMKEFJvdW5kU3RhdHVzUmVwbHkSDgoGam9iX2lkGAEgASgJEhMKC3JvdW5kX2luZGV4GAIgASgNEh4KBXBoYXNlGAMgASgOMg8uYWVnaXMudjEuUGhhc2USLwoRY2xpZW50c19wZXJfcGhhc2UYBCADKAsyFC5hZWdpcy52MS5QaGFzZUNvdW50EhAKCGRyb3BvdXRzGAUgASgNEhIKCmVsYXBzZWRfbXMYBiABKAQSCgoCb2sYByABKAgSKwoMYWJvcnRfcmVhc29uGAggASgOMhUuYWVnaXMudjEuQWJvcnRSZWFzb24SDwoHaW52aXRlZBgJIAEoDRIPCgdyZWZ1c2VkGAogASgNEhAKCGZpbmlzaGVkGAsgASgIEg4KBmRldGFpbBgMIAEoCRIOCgZyb3VuZHMYDSABKA0SKgoIdHJhaW5pbmcYDiABKAsyGC5hZWdpcy52MS5UcmFpbmluZ1N0YXR1cxIlCglqb2Jfc3RhdGUYDyABKA4yEi5hZWdpcy52MS5Kb2JTdGF0ZRIfCgRraW5kGBAgASgOMhEuYWVnaXMudjEuSm9iS2luZBIVCg1zdGFydGVkX2F0X21zGBEgASgEEhMKC3JvdW5kc19kb25lGBIgASgNIs4BCg5UcmFpbmluZ1N0YXR1cxINCgVzdGF0ZRgBIAEoCRIYChByb3VuZHNfY29tcGxldGVkGAIgASgNEhYKDnJvdW5kc19hYm9ydGVkGAMgASgNEiUKBW1vZGVsGAQgASgLMhYuYWVnaXMudjEuTW9kZWxWZXJzaW9uEg4KBmRldGFpbBgFIAEoCRIsCgdoaXN0b3J5GAYgAygLMhsuYWVnaXMudjEuTW9kZWxIaXN0b3J5RW50cnkSFgoOZmxhZ2dlZF9yb3VuZHMYByADKA0ixQEKEU1vZGVsSGlzdG9yeUVudHJ5EiUKBW1vZGVsGAEgASgLMhYuYWVnaXMudjEuTW9kZWxWZXJzaW9uEhgKC3JvdW5kX2luZGV4GAIgASgNSACIAQESDwoHY2xpZW50cxgDIAEoDRIUCgx0b3RhbF93ZWlnaHQYBCABKAQSIAoTdmFsaWRhdGlvbl9hY2N1cmFjeRgFIAEoAUgBiAEBQg4KDF9yb3VuZF9pbmRleEIWChRfdmFsaWRhdGlvbl9hY2N1cmFjeSJIChRGZXRjaEpvYk1vZGVsUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSFAoHdmVyc2lvbhgCIAEoDUgAiAEBQgoKCF92ZXJzaW9uIk4KElJvdW5kUmVzdWx0UmVxdWVzdBIOCgZqb2JfaWQYASABKAkSGAoLcm91bmRfaW5kZXgYAiABKA1IAIgBAUIOCgxfcm91bmRfaW5kZXgiigEKEFJvdW5kUmVzdWx0UmVwbHkSDgoGam9iX2lkGAEgASgJEhMKC3JvdW5kX2luZGV4GAIgASgNEhUKDW1hbmlmZXN0X2hhc2gYAyABKAwSEQoJc3Vydml2b3JzGAQgAygJEgsKA3N1bRgFIAEoDBIMCgRjbGlwGAYgASgBEgwKBGJpdHMYByABKA0iEwoRTGlzdFJvdW5kc1JlcXVlc3QikQIKB0pvYkluZm8SDgoGam9iX2lkGAEgASgJEh8KBGtpbmQYAiABKA4yES5hZWdpcy52MS5Kb2JLaW5kEiEKBXN0YXRlGAMgASgOMhIuYWVnaXMudjEuSm9iU3RhdGUSEwoLcm91bmRzX2RvbmUYBCABKA0SFAoMcm91bmRzX3RvdGFsGAUgASgNEhMKC3JvdW5kX2luZGV4GAYgASgNEh4KBXBoYXNlGAcgASgOMg8uYWVnaXMudjEuUGhhc2USFQoNc3RhcnRlZF9hdF9tcxgIIAEoBBISCgplbGFwc2VkX21zGAkgASgEEhYKDnJvdW5kc19hYm9ydGVkGAogASgNEg8KB2ludml0ZWQYCyABKA0iMgoPTGlzdFJvdW5kc1JlcGx5Eh8KBGpvYnMYASADKAsyES5hZWdpcy52MS5Kb2JJbmZvIjQKEkNhbmNlbFJvdW5kUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDgoGcmVhc29uGAIgASgJInAKEENhbmNlbFJvdW5kUmVwbHkSDgoGam9iX2lkGAEgASgJEhMKC3JvdW5kX2luZGV4GAIgASgNEh4KBXBoYXNlGAMgASgOMg8uYWVnaXMudjEuUGhhc2USFwoPY2FuY2VsbGVkX2F0X21zGAQgASgEKk4KB0pvYktpbmQSGAoUSk9CX0tJTkRfVU5TUEVDSUZJRUQQABISCg5KT0JfS0lORF9QTEFJThABEhUKEUpPQl9LSU5EX1RSQUlOSU5HEAIqmwEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEUpPQl9TVEFURV9SVU5OSU5HEAESFwoTSk9CX1NUQVRFX0NPTVBMRVRFRBACEhQKEEpPQl9TVEFURV9GQUlMRUQQAxIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAQSFQoRSk9CX1NUQVRFX0FCT1JURUQQBTKYBQoFQWRtaW4SSgoMQ3JlYXRlSW52aXRlEh0uYWVnaXMudjEuQ3JlYXRlSW52aXRlUmVxdWVzdBobLmFlZ2lzLnYxLkNyZWF0ZUludml0ZVJlcGx5EkcKC0xpc3RDbGllbnRzEhwuYWVnaXMudjEuTGlzdENsaWVudHNSZXF1ZXN0GhouYWVnaXMudjEuTGlzdENsaWVudHNSZXBseRJKCgxSZXZva2VDbGllbnQSHS5hZWdpcy52MS5SZXZva2VDbGllbnRSZXF1ZXN0GhsuYWVnaXMudjEuUmV2b2tlQ2xpZW50UmVwbHkSRwoLTGF1bmNoUm91bmQSHC5hZWdpcy52MS5MYXVuY2hSb3VuZFJlcXVlc3QaGi5hZWdpcy52MS5MYXVuY2hSb3VuZFJlcGx5EkcKC1JvdW5kU3RhdHVzEhwuYWVnaXMudjEuUm91bmRTdGF0dXNSZXF1ZXN0GhouYWVnaXMudjEuUm91bmRTdGF0dXNSZXBseRJHCgtSb3VuZFJlc3VsdBIcLmFlZ2lzLnYxLlJvdW5kUmVzdWx0UmVxdWVzdBoaLmFlZ2lzLnYxLlJvdW5kUmVzdWx0UmVwbHkSRAoKRmV0Y2hNb2RlbBIeLmFlZ2lzLnYxLkZldGNoSm9iTW9kZWxSZXF1ZXN0GhQuYWVnaXMudjEuTW9kZWxDaHVuazABEkQKCkxpc3RSb3VuZHMSGy5hZWdpcy52MS5MaXN0Um91bmRzUmVxdWVzdBoZLmFlZ2lzLnYxLkxpc3RSb3VuZHNSZXBseRJHCgtDYW5jZWxSb3VuZBIcLmFlZ2lzLnYxLkNhbmNlbFJvdW5kUmVxdWVzdBoaLmFlZ2lzLnYxLkNhbmNlbFJvdW5kUmVwbHliBnByb3RvMw", [file_aegis_v1_secagg, file_aegis_v1_vocabulary]);
 
 /**
  * Asks for a one-time enrollment token.
@@ -344,6 +344,15 @@ export type PhaseCount = Message<"aegis.v1.PhaseCount"> & {
    * @generated from field: uint32 clients = 2;
    */
   clients: number;
+
+  /**
+   * Clients the phase waited (or waits) for: the invited cohort for advertise-keys, then the
+   * previous phase's set (U1 for share-keys, U2 for masked-input, U3 for consistency-check, U4 for
+   * unmasking).
+   *
+   * @generated from field: uint32 expected = 3;
+   */
+  expected: number;
 };
 
 /**
@@ -456,6 +465,34 @@ export type RoundStatusReply = Message<"aegis.v1.RoundStatusReply"> & {
    * @generated from field: aegis.v1.TrainingStatus training = 14;
    */
   training?: TrainingStatus | undefined;
+
+  /**
+   * The job's state (not only this round's).
+   *
+   * @generated from field: aegis.v1.JobState job_state = 15;
+   */
+  jobState: JobState;
+
+  /**
+   * Plain or training.
+   *
+   * @generated from field: aegis.v1.JobKind kind = 16;
+   */
+  kind: JobKind;
+
+  /**
+   * When the round started, milliseconds since the Unix epoch.
+   *
+   * @generated from field: uint64 started_at_ms = 17;
+   */
+  startedAtMs: bigint;
+
+  /**
+   * Rounds of the job completed so far (a training job: model versions made by rounds).
+   *
+   * @generated from field: uint32 rounds_done = 18;
+   */
+  roundsDone: number;
 };
 
 /**
@@ -472,7 +509,7 @@ export const RoundStatusReplySchema: GenMessage<RoundStatusReply> = /*@__PURE__*
  */
 export type TrainingStatus = Message<"aegis.v1.TrainingStatus"> & {
   /**
-   * "running", "completed" or "failed".
+   * "running", "completed", "failed" or "cancelled".
    *
    * @generated from field: string state = 1;
    */
@@ -697,6 +734,295 @@ export const RoundResultReplySchema: GenMessage<RoundResultReply> = /*@__PURE__*
   messageDesc(file_aegis_v1_admin, 16);
 
 /**
+ * Lists the jobs the coordinator knows.
+ *
+ * @generated from message aegis.v1.ListRoundsRequest
+ */
+export type ListRoundsRequest = Message<"aegis.v1.ListRoundsRequest"> & {
+};
+
+/**
+ * Describes the message aegis.v1.ListRoundsRequest.
+ * Use `create(ListRoundsRequestSchema)` to create a new message.
+ */
+export const ListRoundsRequestSchema: GenMessage<ListRoundsRequest> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 17);
+
+/**
+ * One job, as ListRounds shows it.
+ *
+ * @generated from message aegis.v1.JobInfo
+ */
+export type JobInfo = Message<"aegis.v1.JobInfo"> & {
+  /**
+   * The job id.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * Plain or training.
+   *
+   * @generated from field: aegis.v1.JobKind kind = 2;
+   */
+  kind: JobKind;
+
+  /**
+   * Where the job stands.
+   *
+   * @generated from field: aegis.v1.JobState state = 3;
+   */
+  state: JobState;
+
+  /**
+   * Rounds completed (a training job: model versions made by rounds).
+   *
+   * @generated from field: uint32 rounds_done = 4;
+   */
+  roundsDone: number;
+
+  /**
+   * Rounds the job's manifest asks for.
+   *
+   * @generated from field: uint32 rounds_total = 5;
+   */
+  roundsTotal: number;
+
+  /**
+   * The job's current (or last) round.
+   *
+   * @generated from field: uint32 round_index = 6;
+   */
+  roundIndex: number;
+
+  /**
+   * That round's phase (completed or aborted once it ended).
+   *
+   * @generated from field: aegis.v1.Phase phase = 7;
+   */
+  phase: Phase;
+
+  /**
+   * When the job's first round started, milliseconds since the Unix epoch.
+   *
+   * @generated from field: uint64 started_at_ms = 8;
+   */
+  startedAtMs: bigint;
+
+  /**
+   * Milliseconds from the first round's start to now, or to the last round's end once the job
+   * no longer runs.
+   *
+   * @generated from field: uint64 elapsed_ms = 9;
+   */
+  elapsedMs: bigint;
+
+  /**
+   * Rounds that aborted (cancelled ones included).
+   *
+   * @generated from field: uint32 rounds_aborted = 10;
+   */
+  roundsAborted: number;
+
+  /**
+   * Clients invited to the current (or last) round.
+   *
+   * @generated from field: uint32 invited = 11;
+   */
+  invited: number;
+};
+
+/**
+ * Describes the message aegis.v1.JobInfo.
+ * Use `create(JobInfoSchema)` to create a new message.
+ */
+export const JobInfoSchema: GenMessage<JobInfo> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 18);
+
+/**
+ * The jobs the coordinator knows (since it started: round state lives in memory).
+ *
+ * @generated from message aegis.v1.ListRoundsReply
+ */
+export type ListRoundsReply = Message<"aegis.v1.ListRoundsReply"> & {
+  /**
+   * Every job, oldest first.
+   *
+   * @generated from field: repeated aegis.v1.JobInfo jobs = 1;
+   */
+  jobs: JobInfo[];
+};
+
+/**
+ * Describes the message aegis.v1.ListRoundsReply.
+ * Use `create(ListRoundsReplySchema)` to create a new message.
+ */
+export const ListRoundsReplySchema: GenMessage<ListRoundsReply> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 19);
+
+/**
+ * Cancels a job's running round.
+ *
+ * @generated from message aegis.v1.CancelRoundRequest
+ */
+export type CancelRoundRequest = Message<"aegis.v1.CancelRoundRequest"> & {
+  /**
+   * The job id.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * A short human reason, kept in the log and the round's abort detail (default: "cancelled by
+   * an operator").
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message aegis.v1.CancelRoundRequest.
+ * Use `create(CancelRoundRequestSchema)` to create a new message.
+ */
+export const CancelRoundRequestSchema: GenMessage<CancelRoundRequest> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 20);
+
+/**
+ * The cancellation took effect.
+ *
+ * @generated from message aegis.v1.CancelRoundReply
+ */
+export type CancelRoundReply = Message<"aegis.v1.CancelRoundReply"> & {
+  /**
+   * The job id.
+   *
+   * @generated from field: string job_id = 1;
+   */
+  jobId: string;
+
+  /**
+   * The round that was cancelled (a training job between rounds: its last round).
+   *
+   * @generated from field: uint32 round_index = 2;
+   */
+  roundIndex: number;
+
+  /**
+   * The phase the round was in when it was cancelled.
+   *
+   * @generated from field: aegis.v1.Phase phase = 3;
+   */
+  phase: Phase;
+
+  /**
+   * Cancellation time, milliseconds since the Unix epoch.
+   *
+   * @generated from field: uint64 cancelled_at_ms = 4;
+   */
+  cancelledAtMs: bigint;
+};
+
+/**
+ * Describes the message aegis.v1.CancelRoundReply.
+ * Use `create(CancelRoundReplySchema)` to create a new message.
+ */
+export const CancelRoundReplySchema: GenMessage<CancelRoundReply> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 21);
+
+/**
+ * What a job runs.
+ *
+ * @generated from enum aegis.v1.JobKind
+ */
+export enum JobKind {
+  /**
+   * Not set; never sent on purpose.
+   *
+   * @generated from enum value: JOB_KIND_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A job without a model: one round per launch, its result is the unmasked sum.
+   *
+   * @generated from enum value: JOB_KIND_PLAIN = 1;
+   */
+  PLAIN = 1,
+
+  /**
+   * A training job (manifest with model and training): the coordinator runs all its rounds.
+   *
+   * @generated from enum value: JOB_KIND_TRAINING = 2;
+   */
+  TRAINING = 2,
+}
+
+/**
+ * Describes the enum aegis.v1.JobKind.
+ */
+export const JobKindSchema: GenEnum<JobKind> = /*@__PURE__*/
+  enumDesc(file_aegis_v1_admin, 0);
+
+/**
+ * Where a job stands. A plain job takes the state of its last round (it may be launched again
+ * while it has rounds left); a training job's state is the whole job's.
+ *
+ * @generated from enum aegis.v1.JobState
+ */
+export enum JobState {
+  /**
+   * Not set; never sent on purpose.
+   *
+   * @generated from enum value: JOB_STATE_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * A round runs (a training job: the job has rounds left and was not cancelled).
+   *
+   * @generated from enum value: JOB_STATE_RUNNING = 1;
+   */
+  RUNNING = 1,
+
+  /**
+   * A plain job's last round completed; a training job ran all its rounds.
+   *
+   * @generated from enum value: JOB_STATE_COMPLETED = 2;
+   */
+  COMPLETED = 2,
+
+  /**
+   * A training job stopped (too many aborted rounds, a sum that could not be applied).
+   *
+   * @generated from enum value: JOB_STATE_FAILED = 3;
+   */
+  FAILED = 3,
+
+  /**
+   * An operator cancelled the job (CancelRound), or the coordinator shut down under its round.
+   *
+   * @generated from enum value: JOB_STATE_CANCELLED = 4;
+   */
+  CANCELLED = 4,
+
+  /**
+   * A plain job's last round aborted.
+   *
+   * @generated from enum value: JOB_STATE_ABORTED = 5;
+   */
+  ABORTED = 5,
+}
+
+/**
+ * Describes the enum aegis.v1.JobState.
+ */
+export const JobStateSchema: GenEnum<JobState> = /*@__PURE__*/
+  enumDesc(file_aegis_v1_admin, 1);
+
+/**
  * Operations for engineers and ops.
  *
  * @generated from service aegis.v1.Admin
@@ -771,6 +1097,28 @@ export const Admin: GenService<{
     methodKind: "server_streaming";
     input: typeof FetchJobModelRequestSchema;
     output: typeof ModelChunkSchema;
+  },
+  /**
+   * Every job the coordinator knows, with its state and progress.
+   *
+   * @generated from rpc aegis.v1.Admin.ListRounds
+   */
+  listRounds: {
+    methodKind: "unary";
+    input: typeof ListRoundsRequestSchema;
+    output: typeof ListRoundsReplySchema;
+  },
+  /**
+   * Cancels a job's running round (it aborts with reason cancelled, nothing is published) and
+   * stops a training job from starting further rounds; NOT_FOUND for an unknown job,
+   * FAILED_PRECONDITION for a job that no longer runs.
+   *
+   * @generated from rpc aegis.v1.Admin.CancelRound
+   */
+  cancelRound: {
+    methodKind: "unary";
+    input: typeof CancelRoundRequestSchema;
+    output: typeof CancelRoundReplySchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aegis_v1_admin, 0);
