@@ -473,12 +473,13 @@ export function registerRound(program: Command): void {
         let last = '';
         let reply = await ask();
         try {
-          bar?.start(1000, 0, { line: '', elapsed: '0.0' });
-          for (;;) {
+          for (let first = true; ; first = false) {
             const s = statusJson(reply);
             const line = progressLine(s);
             const elapsed = ((s.elapsed_ms as number) / 1000).toFixed(1);
-            if (bar) bar.update(Math.round(progressFraction(reply, wholeJob) * 1000), { line, elapsed });
+            const value = Math.round(progressFraction(reply, wholeJob) * 1000);
+            if (bar && first) bar.start(1000, value, { line, elapsed });
+            else if (bar) bar.update(value, { line, elapsed });
             else if (line !== last) progress(`${line}; ${elapsed} s`);
             last = line;
             if (watchDone(reply, wholeJob)) break;
@@ -546,7 +547,7 @@ export function registerRound(program: Command): void {
           bits: r.bits,
           ...(model ? { model: { version: model.version, sha256: model.sha256, model_json: 'model.json', weights_bin: 'weights.bin' } } : {}),
         };
-        await writeFile(resultJson, `${JSON.stringify(doc, null, 2)}\n`, { flag: 'wx' });
+        await writeFile(resultJson, `${JSON.stringify(doc)}\n`, { flag: 'wx' });
         const files = [resultJson, ...(model ? [model.modelJson, model.weightsBin] : [])];
         const text = `wrote ${resultJson}: ${doc.dim} values from ${r.survivors.length} clients, total weight ${decoded.totalWeight}${model ? `; model version ${model.version} (sha256 ${model.sha256.slice(0, 16)}…) in ${model.modelJson}` : ''}`;
         printResult(

@@ -101,7 +101,7 @@ const HINTS: Record<ErrorCode, string> = {
   'registry-mismatch': 'the registries disagree: check both; the client stays in audit mode until they agree',
   'malformed': 'the envelope or metadata is not in the signed format',
   'approval-required': 'approve it on the client: aegis client approve JOB --manifest-sha256 H',
-  'failed-precondition': 'the current state does not allow this; see aegis keys status',
+  'failed-precondition': 'the current state does not allow this (see the status command: aegis keys status, aegis round status)',
 };
 
 export class AegisError extends Error {
