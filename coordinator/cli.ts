@@ -21,6 +21,7 @@ import { createLogger } from '../shared/log.js';
 import { phaseFromProto, vectorFromBytes, abortReasonFromProto } from '../shared/rpc/convert.js';
 import { callUnary, clientFor, type MethodsOf, type TypedClient } from '../shared/rpc/service.js';
 import { reasonOf } from '../shared/rpc/status.js';
+import { CoordinatorMetrics, serveMetrics } from './service/metrics.js';
 import { hasCoordinatorSecrets, loadRegistry, openCoordinatorSecrets, openOperatorCredential, readEndpoint, removeEndpoint, writeEndpoint } from './service/data-dir.js';
 import { Coordinator } from './service/coordinator.js';
 import { channelOptions } from '../shared/rpc/channel.js';
@@ -47,8 +48,9 @@ export function registerCoordinator(program: Command): void {
     .option('--max-message-mb <n>', 'largest message taken, MiB', parseIntOption('max-message-mb', 1, 1024), 64)
     .option('--registry <dir>', 'a publisher registry directory (aegis registry init): take only manifests its publishers signed, and serve its signed metadata')
     .option('--allow-unsigned', 'take unsigned manifests (no registry): local experiments only')
+    .option('--metrics <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (loopback only; counts, phases and reason codes, no client ids)')
     .option('--validation-data <name=file...>', "validation sets for the poisoning check of training jobs (JSONL examples; a manifest names one in validation.dataset)")
-    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[] } & KekCliOptions) => {
+    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string } & KekCliOptions) => {
       const log = createLogger('coordinator');
       try {
         if (!o.registry && !o.allowUnsigned) {
@@ -66,7 +68,11 @@ export function registerCoordinator(program: Command): void {
           if (!m) throw new AegisError(ErrorCode.InvalidArgument, `--validation-data takes NAME=FILE, got '${spec.slice(0, 80)}'`);
           validationSets[m[1]!] = new MemoryDataStore(await readJsonlRecords(m[2]!));
         }
+        const metrics = o.metrics ? new CoordinatorMetrics() : undefined;
+        const metricsServer = metrics && o.metrics ? await serveMetrics(metrics, o.metrics) : undefined;
+        if (metricsServer) progress(`metrics on http://${metricsServer.address}/metrics`);
         const c = new Coordinator({
+          ...(metrics ? { metrics } : {}),
           ca: secrets.ca,
           tokens: secrets.tokens,
           registry,
@@ -78,7 +84,7 @@ export function registerCoordinator(program: Command): void {
           ...(Object.keys(validationSets).length > 0 ? { validationSets } : {}),
         });
         const { address, enrollAddress } = await c.listen(o.listen, o.enrollListen);
-        await writeEndpoint(dir, { address, enrollAddress, pid: process.pid });
+        await writeEndpoint(dir, { address, enrollAddress, pid: process.pid, ...(metricsServer ? { metrics: metricsServer.address } : {}) });
         progress(`coordinator listening on ${address} (mTLS), enrollment on ${enrollAddress}; CA certificate: ${join(dir, 'ca.pem')}`);
         let stopping = false;
         const stop = (signal: string): void => {
@@ -88,6 +94,7 @@ export function registerCoordinator(program: Command): void {
           void c
             .close()
             .then(() => removeEndpoint(dir))
+            .then(() => metricsServer?.close())
             .then(() => secrets.kek.close())
             .then(() => {
               log.info('stopped');

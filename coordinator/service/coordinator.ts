@@ -19,6 +19,7 @@ import { randomInt, X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
+import type { CoordinatorMetrics } from './metrics.js';
 import type { Logger } from 'pino';
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
@@ -54,6 +55,8 @@ export interface CoordinatorOptions {
   /** Where the registry is persisted; undefined keeps it in memory only (tests, simulate). */
   dataDir?: string;
   log?: Logger;
+  /** Prometheus metrics (coordinator/service/metrics.ts): phase durations, clients, dropouts, outcomes. */
+  metrics?: CoordinatorMetrics;
   /** Client certificate lifetime; default 24 h. */
   clientCertTtlMs?: number;
   /** Round-call token lifetime; default 5 min. */
@@ -684,7 +687,13 @@ export class Coordinator {
       cohort,
       // Once the masked-input phase is over, nobody waits for a slot any more.
       onPhase: (p) => p !== Phase.MaskedInput && gate.open(),
+      onPhaseClosed: (e) => {
+        this.opts.metrics?.phaseClosed(e);
+        if (e.phase === Phase.Unmasking) this.opts.metrics?.unmaskTime(e.seconds);
+        this.log?.debug({ job: job.jobId, round: index, phase: e.phase, next: e.next, clients: e.clients, expected: e.expected, ms: Math.round(e.seconds * 1000) }, 'phase closed');
+      },
     });
+    this.opts.metrics?.roundStarted();
     const start: ServerEvent = { type: 'round-start', round: ref, params: manifest.round, deadlines: manifest.deadlines, manifestJson: job.manifestJson };
     if (job.signedManifest) start.signedManifest = job.signedManifest;
     if (job.training) {
@@ -720,6 +729,9 @@ export class Coordinator {
   private finishRound(job: Job, r: RoundRecord, o: RoundOutcome): void {
     r.outcome = o;
     r.endedAt = this.clock();
+    const seconds = (r.endedAt - r.startedAt) / 1000;
+    if (o.ok) this.opts.metrics?.roundFinished({ outcome: 'completed', seconds });
+    else this.opts.metrics?.roundFinished({ outcome: o.reason === 'cancelled' ? 'cancelled' : 'aborted', ...(o.reason === 'cancelled' ? {} : { reason: o.reason }), phase: o.at, seconds });
     // A training round checked on a validation set is announced once the check has run.
     const deferred = o.ok && job.training !== undefined && job.manifest.validation?.dataset !== undefined;
     if (!deferred) this.announceOutcome(r, o.ok ? { type: 'round-outcome', round: r.ref, ok: true } : { type: 'round-outcome', round: r.ref, ok: false, reason: o.reason });

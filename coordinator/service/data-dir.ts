@@ -247,6 +247,8 @@ export interface Endpoint {
   /** The enrollment address (server-authenticated TLS; Enroll only). */
   enrollAddress: string;
   pid: number;
+  /** Where /metrics is served, when it is. */
+  metrics?: string;
 }
 
 export async function writeEndpoint(dir: string, e: Endpoint): Promise<void> {

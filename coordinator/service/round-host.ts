@@ -26,11 +26,24 @@ export interface RoundHostConfig {
   invited?: number;
   /** Called after each phase change (also the final one). */
   onPhase?: (phase: Phase) => void;
+  /** Called when a protocol phase closes: how long it ran, who answered out of how many it waited for. */
+  onPhaseClosed?: (e: PhaseClosedEvent) => void;
   /**
    * The invited client ids. With them, a phase also closes early once every client it still
    * waits for is known to be gone (`lost`), instead of waiting out its deadline.
    */
   cohort?: readonly string[];
+}
+
+export interface PhaseClosedEvent {
+  phase: Phase;
+  next: Phase;
+  /** From the phase's start to its close (deadline or early close), seconds. */
+  seconds: number;
+  /** Clients whose message for the phase was taken. */
+  clients: number;
+  /** Clients the phase waited for: the invited cohort, then |U1|..|U4|. */
+  expected: number;
 }
 
 export type RoundOutcome =
@@ -90,6 +103,7 @@ export class RoundHost {
   /** Resolves once, when the round completes or aborts. */
   readonly outcome: Promise<RoundOutcome>;
   private cancelled: { detail: string; at: Phase } | null = null;
+  private phaseStartedAt = performance.now();
 
   constructor(cfg: RoundHostConfig) {
     this.cfg = cfg;
@@ -218,10 +232,14 @@ export class RoundHost {
 
   private closePhase(): void {
     const closing = this.state.phase;
+    const answered = receivedCount(this.state);
+    const expected = this.expectedIn(closing);
     const t0 = performance.now();
     const { next, outbound } = close(this.state);
     this.closeMs[closing] = performance.now() - t0;
     this.state = next;
+    this.cfg.onPhaseClosed?.({ phase: closing, next: next.phase, seconds: (performance.now() - this.phaseStartedAt) / 1000, clients: answered, expected });
+    this.phaseStartedAt = performance.now();
     this.timeline.push({ phase: next.phase, at: Date.now() });
     this.cfg.onPhase?.(this.state.phase);
     for (const { to, message } of outbound) this.deliver(to, message);
@@ -235,6 +253,25 @@ export class RoundHost {
     this.arm();
     // The new phase may already wait only for clients that are gone.
     this.closeIfOnlyGoneAreMissing();
+  }
+
+  /** How many clients `phase` waits for: the invited cohort first, then the set the previous phase fixed. */
+  private expectedIn(phase: Phase): number {
+    const sets = this.state.stats;
+    switch (phase) {
+      case Phase.AdvertiseKeys:
+        return this.cfg.invited ?? this.cfg.params.cohort;
+      case Phase.ShareKeys:
+        return sets.u1 ?? 0;
+      case Phase.MaskedInput:
+        return sets.u2 ?? 0;
+      case Phase.ConsistencyCheck:
+        return sets.u3 ?? 0;
+      case Phase.Unmasking:
+        return sets.u4 ?? 0;
+      default:
+        return 0;
+    }
   }
 
   private deliver(to: string, message: ServerMessage): void {

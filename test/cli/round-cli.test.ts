@@ -56,7 +56,7 @@ beforeAll(async () => {
   if (!existsSync(CLI)) throw new Error('dist/ is missing: run "npm run build" first');
   root = mkdtempSync(join(tmpdir(), 'aegis-round-cli-'));
   coordDir = join(root, 'coord');
-  const c = spawn(process.execPath, [CLI, 'coordinator', 'start', '--listen', '127.0.0.1:0', '--enroll-listen', '127.0.0.1:0', '--data-dir', coordDir, '--allow-unsigned'], {
+  const c = spawn(process.execPath, [CLI, 'coordinator', 'start', '--listen', '127.0.0.1:0', '--enroll-listen', '127.0.0.1:0', '--data-dir', coordDir, '--allow-unsigned', '--metrics', '127.0.0.1:0'], {
     env,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
@@ -206,4 +206,24 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
     expect(unknown.status).toBe(2);
     expect(json(unknown).error.code).toBe('not-found');
   }, 50_000);
+
+  test('/metrics counts the rounds by outcome, phase durations, clients per phase and abort reasons — and names no client', async () => {
+    const { metrics } = JSON.parse(readFileSync(join(coordDir, 'coordinator.json'), 'utf8')) as { metrics: string };
+    expect(metrics).toMatch(/^127\.0\.0\.1:\d+$/);
+    const res = await fetch(`http://${metrics}/metrics`);
+    expect(res.status).toBe(200);
+    const text = await res.text();
+    const value = (re: RegExp): number => Number(re.exec(text)?.[1] ?? NaN);
+    // The tests above ran one completed round (3 clients) and one cancelled in its first phase.
+    expect(value(/^aegis_rounds_started_total (\d+)$/m)).toBe(2);
+    expect(value(/^aegis_rounds_finished_total\{outcome="completed"\} (\d+)$/m)).toBe(1);
+    expect(value(/^aegis_rounds_finished_total\{outcome="cancelled"\} (\d+)$/m)).toBe(1);
+    expect(value(/^aegis_round_aborts_total\{reason="cancelled",phase="advertise-keys"\} (\d+)$/m)).toBe(1);
+    expect(value(/^aegis_rounds_running (\d+)$/m)).toBe(0);
+    expect(value(/^aegis_phase_duration_seconds_count\{phase="unmasking"\} (\d+)$/m)).toBe(1);
+    expect(value(/^aegis_phase_clients\{phase="masked-input"\} (\d+)$/m)).toBe(3);
+    expect(value(/^aegis_unmask_seconds_count (\d+)$/m)).toBe(1);
+    for (const id of ['dev-0', 'dev-1', 'dev-2', 'dev-3', '127.0.0.1']) expect(text).not.toContain(id);
+    expect((await fetch(`http://${metrics}/other`)).status).toBe(404);
+  });
 });
