@@ -15,13 +15,15 @@ import { parseDuration, parseIntOption, progress, reportError, printResult } fro
 import { cliKekSecrets } from '../shared/cli/passphrase.js';
 import { kekInitOptions, withKekOptions, type KekCliOptions } from '../shared/keystore/keys-cli.js';
 import { decodeWeightedSum } from '../shared/crypto/quantize.js';
-import { AegisError, ErrorCode } from '../shared/errors.js';
+import { AegisError, ErrorCode, isAegisError } from '../shared/errors.js';
 import * as admin from '../shared/gen/aegis/v1/admin_pb.js';
 import { createLogger } from '../shared/log.js';
 import { phaseFromProto, vectorFromBytes, abortReasonFromProto } from '../shared/rpc/convert.js';
 import { callUnary, clientFor, type MethodsOf, type TypedClient } from '../shared/rpc/service.js';
 import { reasonOf } from '../shared/rpc/status.js';
 import { CoordinatorMetrics, serveMetrics } from './service/metrics.js';
+import { LaunchQueue } from './queue/launch-queue.js';
+import { connectRedis, redactRedisUrl } from './queue/redis.js';
 import { hasCoordinatorSecrets, loadRegistry, openCoordinatorSecrets, openOperatorCredential, readEndpoint, removeEndpoint, writeEndpoint } from './service/data-dir.js';
 import { Coordinator } from './service/coordinator.js';
 import { channelOptions } from '../shared/rpc/channel.js';
@@ -48,9 +50,11 @@ export function registerCoordinator(program: Command): void {
     .option('--max-message-mb <n>', 'largest message taken, MiB', parseIntOption('max-message-mb', 1, 1024), 64)
     .option('--registry <dir>', 'a publisher registry directory (aegis registry init): take only manifests its publishers signed, and serve its signed metadata')
     .option('--allow-unsigned', 'take unsigned manifests (no registry): local experiments only')
+    .option('--redis <url>', 'run on Redis (redis://HOST:PORT): launches go through a BullMQ queue that every coordinator on the same Redis works from (default: embedded, no Redis)', process.env.AEGIS_REDIS_URL)
+    .option('--redis-prefix <prefix>', 'the key prefix on Redis (several deployments on one Redis)', 'aegis')
     .option('--metrics <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (loopback only; counts, phases and reason codes, no client ids)')
     .option('--validation-data <name=file...>', "validation sets for the poisoning check of training jobs (JSONL examples; a manifest names one in validation.dataset)")
-    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string } & KekCliOptions) => {
+    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string; redis?: string; redisPrefix: string } & KekCliOptions) => {
       const log = createLogger('coordinator');
       try {
         if (!o.registry && !o.allowUnsigned) {
@@ -68,11 +72,15 @@ export function registerCoordinator(program: Command): void {
           if (!m) throw new AegisError(ErrorCode.InvalidArgument, `--validation-data takes NAME=FILE, got '${spec.slice(0, 80)}'`);
           validationSets[m[1]!] = new MemoryDataStore(await readJsonlRecords(m[2]!));
         }
+        const redis = o.redis ? await connectRedis(o.redis) : undefined;
+        const launchQueue = redis ? new LaunchQueue(redis, { prefix: o.redisPrefix }) : undefined;
+        if (redis) progress(`on Redis ${redactRedisUrl(o.redis!)} (prefix ${o.redisPrefix}): launches go through its queue`);
         const metrics = o.metrics ? new CoordinatorMetrics() : undefined;
         const metricsServer = metrics && o.metrics ? await serveMetrics(metrics, o.metrics) : undefined;
         if (metricsServer) progress(`metrics on http://${metricsServer.address}/metrics`);
         const c = new Coordinator({
           ...(metrics ? { metrics } : {}),
+          ...(launchQueue ? { launchQueue } : {}),
           ca: secrets.ca,
           tokens: secrets.tokens,
           registry,
@@ -95,6 +103,7 @@ export function registerCoordinator(program: Command): void {
             .close()
             .then(() => removeEndpoint(dir))
             .then(() => metricsServer?.close())
+            .then(() => redis?.quit())
             .then(() => secrets.kek.close())
             .then(() => {
               log.info('stopped');
@@ -403,12 +412,24 @@ export function registerRound(program: Command): void {
           'launchRound',
           create(admin.LaunchRoundRequestSchema, { manifestJson: bytes, gatherMs: o.gather, ...(initialWeights ? { initialWeights } : {}), ...(signedManifest ? { signedManifest } : {}) }),
         );
-        const launched = { job_id: r.jobId, round: r.roundIndex, manifest_hash: Buffer.from(r.manifestHash).toString('hex'), cohort: r.cohort };
-        if (!o.wait) return printResult(o, launched, `launched round ${r.roundIndex} of job ${r.jobId} with ${r.cohort.length} clients`);
-        progress(`launched round ${r.roundIndex} of job ${r.jobId} with ${r.cohort.length} clients`);
+        const launched = { job_id: r.jobId, round: r.roundIndex, manifest_hash: Buffer.from(r.manifestHash).toString('hex'), cohort: r.cohort, ...(r.queuedAs ? { queued_as: r.queuedAs } : {}) };
+        const said = r.queuedAs ? `queued round ${r.roundIndex} of job ${r.jobId} as ${r.queuedAs} (a coordinator on the same Redis takes it)` : `launched round ${r.roundIndex} of job ${r.jobId} with ${r.cohort.length} clients`;
+        if (!o.wait) return printResult(o, launched, said);
+        progress(said);
         let last = '';
+        // A queued launch has no status until a coordinator takes it: wait for that, up to the gather time and a minute.
+        const takenBy = Date.now() + o.gather + 60_000;
         for (;;) {
-          const reply = await call<admin.RoundStatusRequest, admin.RoundStatusReply>(client, 'roundStatus', create(admin.RoundStatusRequestSchema, { jobId: r.jobId, ...(initialWeights ? {} : { roundIndex: r.roundIndex }) }));
+          let reply: admin.RoundStatusReply;
+          try {
+            reply = await call<admin.RoundStatusRequest, admin.RoundStatusReply>(client, 'roundStatus', create(admin.RoundStatusRequestSchema, { jobId: r.jobId, ...(initialWeights ? {} : { roundIndex: r.roundIndex }) }));
+          } catch (e) {
+            if (r.queuedAs && isAegisError(e, ErrorCode.NotFound) && Date.now() < takenBy) {
+              await new Promise((res) => setTimeout(res, 250));
+              continue;
+            }
+            throw e;
+          }
           const s = statusJson(reply);
           if (reply.training) {
             // A training job: follow its rounds until the job completes or fails.

@@ -20,6 +20,7 @@ import tls from 'node:tls';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import type { CoordinatorMetrics } from './metrics.js';
+import type { LaunchQueue, LaunchTask } from '../queue/launch-queue.js';
 import type { Logger } from 'pino';
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
@@ -57,6 +58,11 @@ export interface CoordinatorOptions {
   log?: Logger;
   /** Prometheus metrics (coordinator/service/metrics.ts): phase durations, clients, dropouts, outcomes. */
   metrics?: CoordinatorMetrics;
+  /**
+   * With Redis (`--redis`): launches are queued here and taken by any coordinator process on the
+   * same Redis (coordinator/queue/launch-queue.ts); this process works the queue too.
+   */
+  launchQueue?: LaunchQueue;
   /** Client certificate lifetime; default 24 h. */
   clientCertTtlMs?: number;
   /** Round-call token lifetime; default 5 min. */
@@ -214,6 +220,7 @@ export class Coordinator {
     this.address = `${reachable(host)}:${mainPort}`;
     this.enrollAddress = `${reachable(enrollHost)}:${enrollPort}`;
     this.log?.info({ listen: this.address, enrollListen: this.enrollAddress }, 'coordinator listening');
+    this.opts.launchQueue?.work((task) => this.runQueuedLaunch(task));
     return { address: this.address, enrollAddress: this.enrollAddress };
   }
 
@@ -221,6 +228,8 @@ export class Coordinator {
   async close(): Promise<void> {
     this.closing = true;
     for (const job of this.jobs.values()) for (const r of job.rounds) r.host.cancel('the coordinator is shutting down');
+    // Launches this process was running go back to the queue for another process.
+    await this.opts.launchQueue?.close(true);
     for (const mb of this.mailboxes.values()) mb.close(new AegisError(ErrorCode.Unavailable, 'the coordinator is shutting down'));
     await Promise.all(
       this.servers.map(
@@ -527,13 +536,13 @@ export class Coordinator {
       }),
       launchRound: unary<admin.LaunchRoundRequest, admin.LaunchRoundReply>(async (req, call) => {
         const operator = this.operatorOf(call);
-        const r = await this.launch(req.manifestJson, {
+        const r = await this.requestLaunch(req.manifestJson, {
           gatherMs: req.gatherMs,
           ...(req.initialWeights.length > 0 ? { initialWeights: req.initialWeights } : {}),
           ...(req.signedManifest.length > 0 ? { signedManifest: req.signedManifest } : {}),
         });
         this.log?.info({ operator, job: r.jobId, round: r.roundIndex, cohort: r.cohort.length }, 'round launched');
-        return create(admin.LaunchRoundReplySchema, { jobId: r.jobId, manifestHash: r.manifestHash, roundIndex: r.roundIndex, cohort: r.cohort });
+        return create(admin.LaunchRoundReplySchema, { jobId: r.jobId, manifestHash: r.manifestHash, roundIndex: r.roundIndex, cohort: r.cohort, queuedAs: r.queued ?? '' });
       }),
       roundStatus: unary<admin.RoundStatusRequest, admin.RoundStatusReply>((req, call) => {
         this.operatorOf(call);
@@ -579,7 +588,7 @@ export class Coordinator {
    */
   async launch(
     manifestJsonIn: Uint8Array,
-    opts: { gatherMs?: number; initialWeights?: Uint8Array; signedManifest?: Uint8Array } = {},
+    opts: { gatherMs?: number; initialWeights?: Uint8Array; signedManifest?: Uint8Array; roundIndex?: number } = {},
   ): Promise<{ jobId: string; manifestHash: Uint8Array; roundIndex: number; cohort: string[] }> {
     const manifestJson = await this.verifiedManifestBytes(manifestJsonIn, opts.signedManifest);
     const { manifest, hash } = parseManifest(manifestJson, new Date(this.clock()));
@@ -609,10 +618,74 @@ export class Coordinator {
     }
     const last = existing?.rounds[existing.rounds.length - 1];
     if (last && !last.outcome) throw new AegisError(ErrorCode.WrongPhase, `round ${last.index} of job '${manifest.jobId}' is still running`);
-    const index = existing?.rounds.length ?? 0;
+    // A queued launch names its round (the launch queue numbers a job's rounds across processes).
+    const index = opts.roundIndex ?? existing?.rounds.length ?? 0;
     if (index >= manifest.rounds) throw new AegisError(ErrorCode.WrongPhase, `job '${manifest.jobId}' has run all its ${manifest.rounds} rounds`);
+    if (existing?.rounds.some((r) => r.index === index)) throw new AegisError(ErrorCode.AlreadyExists, `round ${index} of job '${manifest.jobId}' has run here already`);
     const job: Job = existing ?? newJob(manifest, manifestJson, hash, opts.signedManifest);
-    return this.startRound(job, gatherMs);
+    return this.startRound(job, gatherMs, 0, index);
+  }
+
+  /**
+   * With a launch queue (`--redis`): checks everything a launch can be refused for — signature,
+   * expiry, parameters, initial weights — then queues it for whichever coordinator process takes
+   * it. Without one, launches here (`launch`).
+   */
+  async requestLaunch(
+    manifestJsonIn: Uint8Array,
+    opts: { gatherMs?: number; initialWeights?: Uint8Array; signedManifest?: Uint8Array } = {},
+  ): Promise<{ jobId: string; manifestHash: Uint8Array; roundIndex: number; cohort: string[]; queued?: string }> {
+    const queue = this.opts.launchQueue;
+    if (!queue) return this.launch(manifestJsonIn, opts);
+    const manifestJson = await this.verifiedManifestBytes(manifestJsonIn, opts.signedManifest);
+    const { manifest, hash } = parseManifest(manifestJson, new Date(this.clock()));
+    const training = isTrainingManifest(manifest);
+    if (training) {
+      if (!opts.initialWeights || opts.initialWeights.length === 0) throw new AegisError(ErrorCode.InvalidArgument, 'a training job needs its initial weights (aegis round launch --weights FILE)');
+      weightsOf(opts.initialWeights, manifest.round.dim);
+      if (Buffer.from(sha256(opts.initialWeights)).toString('hex') !== manifest.model.initialWeightsSha256) {
+        throw new AegisError(ErrorCode.HashMismatch, "the initial weights do not match the manifest's model.initialWeightsSha256");
+      }
+    }
+    const q = await queue.enqueue({
+      jobId: manifest.jobId,
+      training,
+      rounds: manifest.rounds,
+      manifestJson: manifestJsonIn,
+      gatherMs: Math.min(opts.gatherMs ?? 0, 3_600_000),
+      ...(opts.signedManifest ? { signedManifest: opts.signedManifest } : {}),
+      ...(training && opts.initialWeights ? { initialWeights: opts.initialWeights } : {}),
+    });
+    this.log?.info({ job: manifest.jobId, round: q.roundIndex, queued: q.id }, 'launch queued');
+    return { jobId: manifest.jobId, manifestHash: hash, roundIndex: q.roundIndex, cohort: [], queued: q.id };
+  }
+
+  /**
+   * Runs one launch taken from the queue and resolves when it has ended. A delivery of a launch
+   * this process already ran (or runs) is not started again: it waits for and reports that run.
+   */
+  private async runQueuedLaunch(task: LaunchTask): Promise<{ ok: boolean; state: string; survivors?: number }> {
+    const known = this.jobs.get(task.jobId);
+    const existing = known?.training ? known.rounds[0] : known?.rounds.find((r) => r.index === task.roundIndex);
+    if (!existing) {
+      await this.launch(task.manifestJson, {
+        gatherMs: task.gatherMs,
+        ...(task.initialWeights ? { initialWeights: task.initialWeights } : {}),
+        ...(task.signedManifest ? { signedManifest: task.signedManifest } : {}),
+        ...(known?.training || task.initialWeights ? {} : { roundIndex: task.roundIndex }),
+      });
+    } else {
+      this.log?.warn({ job: task.jobId, round: task.roundIndex, attempt: task.attempt }, 'launch delivered again: not started twice');
+    }
+    const job = this.jobs.get(task.jobId)!;
+    if (job.training) {
+      const state = await this.trainingFinished(task.jobId);
+      return { ok: state === 'completed', state };
+    }
+    const r = job.rounds.find((x) => x.index === task.roundIndex)!;
+    const o = await r.host.outcome;
+    if (!o.ok && this.closing) throw new AegisError(ErrorCode.Unavailable, 'this coordinator shut down during the round');
+    return o.ok ? { ok: true, state: 'completed', survivors: o.survivors.length } : { ok: false, state: o.reason };
   }
 
   /**
@@ -649,7 +722,7 @@ export class Coordinator {
    * Gathers a cohort and starts the job's next round. The job is registered once its first
    * round starts (a launch refused for too few clients leaves nothing behind).
    */
-  private async startRound(job: Job, gatherMs: number, minimumWaitMs = 0): Promise<{ jobId: string; manifestHash: Uint8Array; roundIndex: number; cohort: string[] }> {
+  private async startRound(job: Job, gatherMs: number, minimumWaitMs = 0, roundIndex?: number): Promise<{ jobId: string; manifestHash: Uint8Array; roundIndex: number; cohort: string[] }> {
     const { manifest, manifestHash: hash } = job;
     const { cohort: n, threshold: t } = manifest.round;
     // Phase 0 needs more than t and at least 3 clients (with 2, each would learn the other's input).
@@ -675,7 +748,7 @@ export class Coordinator {
     const cohort = connected.slice(0, n).sort();
     const members = new Map(cohort.map((id) => [id, new Uint8Array(Buffer.from(this.registry.clients.get(id)!.publicKey, 'base64url'))]));
     if (!this.jobs.has(job.jobId)) this.jobs.set(job.jobId, job);
-    const index = job.rounds.length;
+    const index = roundIndex ?? job.rounds.length;
     const ref: RoundRef = { manifestHash: hash, roundIndex: index };
     const gate = UploadGate.forDim(manifest.round.dim, this.opts.uploadBudgetBytes ?? 96 * 1024 * 1024);
     const host = new RoundHost({
@@ -868,7 +941,7 @@ export class Coordinator {
   private roundOf(jobId: string, roundIndex?: number): RoundRecord {
     const job = this.jobs.get(jobId);
     if (!job || job.rounds.length === 0) throw new AegisError(ErrorCode.NotFound, `no job '${jobId}' has run here`);
-    const r = roundIndex === undefined ? job.rounds[job.rounds.length - 1] : job.rounds[roundIndex];
+    const r = roundIndex === undefined ? job.rounds[job.rounds.length - 1] : job.rounds.find((x) => x.index === roundIndex);
     if (!r) throw new AegisError(ErrorCode.NotFound, `job '${jobId}' has no round ${roundIndex}`);
     return r;
   }
@@ -921,7 +994,7 @@ export class Coordinator {
     const job = this.jobs.get(jobId);
     if (!job) throw new AegisError(ErrorCode.NotFound, `no job '${jobId}' has run here`);
     const r =
-      roundIndex === undefined ? [...job.rounds].reverse().find((x) => x.outcome?.ok) : job.rounds[roundIndex];
+      roundIndex === undefined ? [...job.rounds].reverse().find((x) => x.outcome?.ok) : job.rounds.find((x) => x.index === roundIndex);
     if (!r || !r.outcome || !r.outcome.ok) throw new AegisError(ErrorCode.NotFound, `job '${jobId}' has no completed round${roundIndex === undefined ? '' : ` ${roundIndex}`}`);
     return create(admin.RoundResultReplySchema, {
       jobId,

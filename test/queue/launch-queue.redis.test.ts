@@ -1,0 +1,145 @@
+/**
+ * The launch queue on a real Redis (coordinator/queue/launch-queue.ts): launches queued through
+ * one coordinator run on the coordinator that works the queue; the same job is never launched or
+ * run twice; failures a retry cannot fix fail at once, others are retried; a launch queued while no
+ * coordinator works the queue is taken by the first that starts.
+ */
+import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import type { Redis } from 'ioredis';
+import { LaunchQueue, type LaunchTask } from '../../coordinator/queue/launch-queue.js';
+import { connectRedis } from '../../coordinator/queue/redis.js';
+import type { Coordinator } from '../../coordinator/service/coordinator.js';
+import { AegisError, ErrorCode } from '../../shared/errors.js';
+import { codeOfAsync } from '../support/codes.js';
+import { enrollClients, expectedSum, manifest, startCoordinator, startRunners } from '../support/cluster.js';
+import { testRedis } from '../support/redis.js';
+
+let redis: Redis;
+let prefix: string;
+let cleanup: () => Promise<void>;
+const closers: (() => Promise<unknown> | void)[] = [];
+
+beforeAll(async () => {
+  ({ redis, prefix, cleanup } = await testRedis());
+});
+afterAll(async () => {
+  for (const c of closers.reverse()) await c();
+  await cleanup();
+});
+
+const queueFor = (sub: string, opts: { attempts?: number; backoffMs?: number } = {}): LaunchQueue => {
+  const q = new LaunchQueue(redis, { prefix: `${prefix}-${sub}`, ...opts });
+  closers.push(async () => {
+    await q.obliterate().catch(() => undefined);
+    await q.close(true);
+  });
+  return q;
+};
+
+describe('launches through the queue', () => {
+  test('a queued plain job runs its rounds on the coordinator that works the queue; a launch past its rounds is refused', async () => {
+    const queue = queueFor('plain');
+    const c = await startCoordinator({ launchQueue: queue });
+    closers.push(() => c.close());
+    const clients = await enrollClients(c, 4);
+    const runners = startRunners(c, clients, 8);
+    closers.push(() => runners.forEach((r) => r.stop()));
+    const m = manifest({ jobId: 'queued-job', rounds: 2, round: { dim: 8, cohort: 4, neighbors: 3 } });
+    const first = await c.requestLaunch(m, { gatherMs: 10_000 });
+    expect(first).toMatchObject({ jobId: 'queued-job', roundIndex: 0, cohort: [], queued: 'queued-job.r0' });
+    expect(await queue.waitFor('queued-job.r0', 60_000)).toMatchObject({ state: 'completed', result: { ok: true, state: 'completed', survivors: 4 } });
+    const o = await c.outcomeOf('queued-job', 0);
+    expect(o.ok && Buffer.from(o.sum.buffer).equals(Buffer.from(expectedSum([0, 1, 2, 3], 8).buffer))).toBe(true);
+    const second = await c.requestLaunch(m, { gatherMs: 10_000 });
+    expect(second.queued).toBe('queued-job.r1');
+    expect((await queue.waitFor('queued-job.r1', 60_000)).state).toBe('completed');
+    expect(c.statusOf('queued-job', 1).jobId).toBe('queued-job');
+    expect(await codeOfAsync(c.requestLaunch(m))).toBe('wrong-phase');
+    // A manifest that does not parse never reaches the queue.
+    expect(await codeOfAsync(c.requestLaunch(new TextEncoder().encode('{"version":1}')))).toBe('invalid-argument');
+    expect((await queue.list()).map((l) => [l.id, l.state])).toEqual([
+      ['queued-job.r1', 'completed'],
+      ['queued-job.r0', 'completed'],
+    ]);
+  }, 120_000);
+
+  test('the same delivery twice starts the round once: both wait for the one run', async () => {
+    const c = await startCoordinator();
+    closers.push(() => c.close());
+    const clients = await enrollClients(c, 3);
+    const runners = startRunners(c, clients, 4);
+    closers.push(() => runners.forEach((r) => r.stop()));
+    const task: LaunchTask = { jobId: 'twice', roundIndex: 0, manifestJson: manifest({ jobId: 'twice', round: { dim: 4, cohort: 3 } }), gatherMs: 10_000, attempt: 1 };
+    const run = (c as unknown as { runQueuedLaunch: (t: LaunchTask) => Promise<{ ok: boolean }> }).runQueuedLaunch.bind(c);
+    const a = run(task);
+    await new Promise((r) => setTimeout(r, 300)); // the first delivery has started the round
+    const [ra, rb] = await Promise.all([a, run({ ...task, attempt: 2 })]);
+    expect(ra).toEqual(rb);
+    expect(ra.ok).toBe(true);
+    expect(c.listJobs().find((j) => j.jobId === 'twice')?.roundsDone).toBe(1);
+    expect((c as unknown as { jobs: Map<string, { rounds: unknown[] }> }).jobs.get('twice')!.rounds).toHaveLength(1);
+  }, 60_000);
+
+  test('a training job is launched once: a second launch of its id is already-exists', async () => {
+    const queue = queueFor('training');
+    const req = { jobId: 'train-once', training: true, rounds: 3, manifestJson: new Uint8Array([1]), gatherMs: 0 };
+    expect((await queue.enqueue(req)).id).toBe('train-once');
+    expect(await codeOfAsync(queue.enqueue(req))).toBe('already-exists');
+    expect((await queue.list()).map((l) => l.id)).toEqual(['train-once']);
+  });
+
+  test('a launch queued while no coordinator works the queue is taken by the first one that starts', async () => {
+    const queue = queueFor('later');
+    // Queued through a coordinator that never listens (so never works the queue).
+    const front = await startCoordinatorNotListening(queue);
+    closers.push(() => front.close());
+    const q = await front.requestLaunch(manifest({ jobId: 'later', round: { dim: 4, cohort: 3 } }), { gatherMs: 10_000 });
+    await new Promise((r) => setTimeout(r, 500));
+    expect((await queue.list()).find((l) => l.id === q.queued)?.state).toBe('waiting');
+    const worker = await startCoordinator({ launchQueue: new LaunchQueue(redis, { prefix: `${prefix}-later` }) });
+    closers.push(() => worker.close());
+    const clients = await enrollClients(worker, 3);
+    const runners = startRunners(worker, clients, 4);
+    closers.push(() => runners.forEach((r) => r.stop()));
+    expect(await queue.waitFor(q.queued!, 60_000)).toMatchObject({ state: 'completed', result: { ok: true } });
+  }, 90_000);
+});
+
+describe('retries', () => {
+  test('a failure a retry cannot fix fails at once; a transient one is retried until it succeeds', async () => {
+    const queue = queueFor('retry', { attempts: 3, backoffMs: 50 });
+    const seen: Record<string, number> = {};
+    queue.work(async (t) => {
+      seen[t.jobId] = (seen[t.jobId] ?? 0) + 1;
+      if (t.jobId === 'bad') throw new AegisError(ErrorCode.HashMismatch, 'the initial weights do not match');
+      if (t.attempt < 2) throw new AegisError(ErrorCode.TooFewClients, 'only 1 client connected');
+      return { ok: true, attempt: t.attempt };
+    });
+    const bad = await queue.enqueue({ jobId: 'bad', training: false, rounds: 1, manifestJson: new Uint8Array([1]), gatherMs: 0 });
+    const flaky = await queue.enqueue({ jobId: 'flaky', training: false, rounds: 1, manifestJson: new Uint8Array([1]), gatherMs: 0 });
+    expect(await queue.waitFor(bad.id, 20_000)).toMatchObject({ state: 'failed', failedReason: expect.stringContaining('hash-mismatch') });
+    expect(await queue.waitFor(flaky.id, 20_000)).toEqual({ state: 'completed', result: { ok: true, attempt: 2 } });
+    expect(seen).toEqual({ bad: 1, flaky: 2 });
+  });
+});
+
+describe('Redis itself', () => {
+  test('a Redis that does not answer is unavailable, and the message carries no password', async () => {
+    try {
+      await connectRedis('redis://user:s3cret-pass@127.0.0.1:1', { connectTimeoutMs: 500 });
+      throw new Error('connected');
+    } catch (e) {
+      expect((e as AegisError).code).toBe('unavailable');
+      expect((e as Error).message).not.toContain('s3cret-pass');
+    }
+    expect(await codeOfAsync(connectRedis('http://127.0.0.1:6379'))).toBe('invalid-argument');
+  });
+});
+
+async function startCoordinatorNotListening(queue: LaunchQueue): Promise<Coordinator> {
+  const { Coordinator: C } = await import('../../coordinator/service/coordinator.js');
+  const { createCa } = await import('../../coordinator/auth/ca.js');
+  const { TokenIssuer } = await import('../../coordinator/auth/tokens.js');
+  const { Registry } = await import('../../coordinator/service/data-dir.js');
+  return new C({ ca: await createCa({ name: 'front' }), tokens: TokenIssuer.create(), registry: new Registry(), launchQueue: queue });
+}
