@@ -10,7 +10,7 @@ import { isAegisError } from '../../shared/errors.js';
 import { DeterministicRng } from '../../shared/crypto/rng.js';
 import { addInto } from '../../shared/crypto/vecops.js';
 import type { ClientMessage } from '../../shared/protocol/messages.js';
-import { validateRoundParams, type RoundParams } from '../../shared/protocol/params.js';
+import { groupRoundParams, validateRoundParams, type RoundParams } from '../../shared/protocol/params.js';
 import { sha256 } from '../../shared/protocol/session.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { close, finishUnmask, isFinal, planUnmask, receive, start, type CoordinatorState } from '../../coordinator/round/index.js';
@@ -252,6 +252,8 @@ async function simulateGroups(opts: SimulateOptions, groupSize: number): Promise
   const log = opts.progress ?? (() => undefined);
   const groups = planGroups(Array.from({ length: opts.clients }, (_, i) => `client-${i}`), groupSize, seed);
   log(`grouped round: ${opts.clients} clients in ${groups.length} groups of ${Math.min(...groups.map((g) => g.length))}..${Math.max(...groups.map((g) => g.length))}`);
+  const whole = validateRoundParams({ dim: opts.dim, cohort: opts.clients, groupSize, neighbors: opts.neighbors, threshold: opts.threshold, clip: opts.clip ?? 1, bits });
+  const groupParams = (size: number): RoundParams => groupRoundParams(whole, size);
   const failing = new Set(Array.from(DeterministicRng.fromSeed('aegis-sim-failing-groups', seed).permutation(groups.length)).slice(0, opts.failGroups ?? 0));
   const results: SimulateResult[] = [];
   for (const [g, members] of groups.entries()) {
@@ -261,8 +263,9 @@ async function simulateGroups(opts: SimulateOptions, groupSize: number): Promise
       ...(failing.has(g) ? { dropout: 1, dropPhase: opts.dropPhase === undefined || opts.dropPhase === 'any' ? 'advertise' : opts.dropPhase } : {}),
       clients: members.length,
       seed: seed * 7919 + g,
-      ...(opts.neighbors !== undefined ? { neighbors: Math.min(opts.neighbors, members.length - 1) } : {}),
-      ...(opts.threshold !== undefined ? { threshold: Math.min(opts.threshold, members.length - 1) } : {}),
+      // The coordinator's rule for a group's k and t (shared/protocol/params.ts groupRoundParams).
+      neighbors: groupParams(members.length).neighbors,
+      threshold: groupParams(members.length).threshold,
       progress: () => undefined,
     });
     results.push(r);

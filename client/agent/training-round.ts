@@ -12,7 +12,7 @@ import { createHash } from 'node:crypto';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { isTrainingManifest, parseManifest, type JobManifest, type TrainingManifest } from '../../shared/protocol/manifest.js';
 import type { ModelVersionRef, RoundStart } from '../../shared/protocol/messages.js';
-import type { RoundParams } from '../../shared/protocol/params.js';
+import { groupRoundParams, type RoundParams } from '../../shared/protocol/params.js';
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
 const sha256 = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest();
@@ -29,7 +29,13 @@ export function manifestOfRoundStart(ev: RoundStart, now = new Date()): JobManif
   }
   const { manifest } = parseManifest(ev.manifestJson, now);
   const keys: (keyof RoundParams)[] = ['dim', 'cohort', 'threshold', 'neighbors', 'clip', 'bits'];
-  const differs = keys.filter((k) => manifest.round[k] !== ev.params[k]);
+  // In a grouped round the client is sent its group's parameters: derived from the manifest's by
+  // the one rule both sides use, for a group no larger than the manifest's group size (and at
+  // least 3, as any round).
+  const g = manifest.round.groupSize;
+  const grouped = g !== undefined && ev.params.cohort >= 3 && ev.params.cohort <= Math.min(g, manifest.round.cohort);
+  const expected = grouped ? groupRoundParams(manifest.round, ev.params.cohort) : manifest.round;
+  const differs = keys.filter((k) => expected[k] !== ev.params[k]);
   if (differs.length > 0) throw new AegisError(ErrorCode.HashMismatch, `the round parameters differ from the manifest's (${differs.join(', ')})`);
   return manifest;
 }

@@ -47,6 +47,9 @@ import { saveRegistry, type ClientRecord, type Registry } from './data-dir.js';
 import { Mailbox } from './mailbox.js';
 import { UploadGate } from './upload-gate.js';
 import { RoundHost, type RoundOutcome } from './round-host.js';
+import { GroupedRoundHost, type RoundHostLike } from './grouped-host.js';
+import { planGroups } from '../round/groups.js';
+import { groupRoundParams, type RoundParams } from '../../shared/protocol/params.js';
 import { applyWeightedMean, ModelStore, newTrainingProgress, sha256, weightBytes, weightsOf, type ModelVersionRecord, type TrainingProgress } from './training.js';
 
 export interface CoordinatorOptions {
@@ -101,11 +104,13 @@ export interface CoordinatorOptions {
 interface RoundRecord {
   /** Masked-input upload slots. */
   gate: UploadGate;
-  /** The RoundStart sent to the cohort. */
+  /** The RoundStart sent to the cohort (the first group's, in a grouped round). */
   startEnvelope: pb.ServerEnvelope;
+  /** Each member's RoundStart (its group's parameters in a grouped round). */
+  startOf: Map<string, pb.ServerEnvelope>;
   index: number;
   ref: RoundRef;
-  host: RoundHost;
+  host: RoundHostLike;
   cohort: string[];
   startedAt: number;
   /** When the outcome arrived. */
@@ -366,7 +371,7 @@ export class Coordinator {
     // A round start can be lost with a stream that broke: re-send it while the round still waits
     // for this client's keys (a client ignores a start of the round it is already in).
     for (const r of this.activeRoundsOf(rec.clientId)) {
-      if (r.host.awaitsAdvertisement(rec.clientId)) mailbox.push(r.startEnvelope);
+      if (r.host.awaitsAdvertisement(rec.clientId)) mailbox.push(r.startOf.get(rec.clientId) ?? r.startEnvelope);
     }
     call.on('cancelled', detach);
     call.on('close', detach);
@@ -751,30 +756,43 @@ export class Coordinator {
     const index = roundIndex ?? job.rounds.length;
     const ref: RoundRef = { manifestHash: hash, roundIndex: index };
     const gate = UploadGate.forDim(manifest.round.dim, this.opts.uploadBudgetBytes ?? 96 * 1024 * 1024);
-    const host = new RoundHost({
-      params: manifest.round,
-      round: ref,
-      identityOf: (id) => members.get(id),
-      deadlines: manifest.deadlines,
-      invited: cohort.length,
-      cohort,
-      // Once the masked-input phase is over, nobody waits for a slot any more.
-      onPhase: (p) => p !== Phase.MaskedInput && gate.open(),
-      onPhaseClosed: (e) => {
-        this.opts.metrics?.phaseClosed(e);
-        if (e.phase === Phase.Unmasking) this.opts.metrics?.unmaskTime(e.seconds);
-        this.log?.debug({ job: job.jobId, round: index, phase: e.phase, next: e.next, clients: e.clients, expected: e.expected, ms: Math.round(e.seconds * 1000) }, 'phase closed');
-      },
-    });
+    // Aggregation groups (round.groupSize): a larger cohort runs as several SecAgg(+) instances,
+    // split by a permutation fixed by the manifest hash and round index.
+    const groupSize = manifest.round.groupSize;
+    const split = groupSize !== undefined && cohort.length > groupSize ? planGroups(cohort, groupSize, `${Buffer.from(hash).toString('hex')}:${index}`) : [cohort];
+    const groupParams = split.map((g) => (split.length > 1 ? groupRoundParams(manifest.round, g.length) : manifest.round));
+    const hostFor = (groupMembers: string[], params: RoundParams): RoundHost =>
+      new RoundHost({
+        params,
+        round: ref,
+        identityOf: (id) => members.get(id),
+        deadlines: manifest.deadlines,
+        invited: groupMembers.length,
+        cohort: groupMembers,
+        // Once the masked-input phase is over, nobody waits for a slot any more.
+        onPhase: (p) => p !== Phase.MaskedInput && gate.open(),
+        onPhaseClosed: (e) => {
+          this.opts.metrics?.phaseClosed(e);
+          if (e.phase === Phase.Unmasking) this.opts.metrics?.unmaskTime(e.seconds);
+          this.log?.debug({ job: job.jobId, round: index, ...(split.length > 1 ? { group: split.indexOf(groupMembers) } : {}), phase: e.phase, next: e.next, clients: e.clients, expected: e.expected, ms: Math.round(e.seconds * 1000) }, 'phase closed');
+        },
+      });
+    const host: RoundHostLike = split.length === 1 ? hostFor(cohort, manifest.round) : new GroupedRoundHost(split.map((g, i) => ({ members: g, host: hostFor(g, groupParams[i]!) })));
+    if (split.length > 1) this.log?.info({ job: job.jobId, round: index, groups: split.length, sizes: split.map((g) => g.length) }, 'round split into aggregation groups');
     this.opts.metrics?.roundStarted();
-    const start: ServerEvent = { type: 'round-start', round: ref, params: manifest.round, deadlines: manifest.deadlines, manifestJson: job.manifestJson };
-    if (job.signedManifest) start.signedManifest = job.signedManifest;
-    if (job.training) {
-      const { version, sha256: digest } = job.training.models.latest;
-      start.model = { version, sha256: digest };
-    }
-    const envelope = toEventEnvelope(start);
-    const record: RoundRecord = { gate, startEnvelope: envelope, index, ref, host, cohort, startedAt: this.clock() };
+    // Each group's members are sent their group's parameters (clients derive and check them).
+    const startEnvelopes = groupParams.map((params) => {
+      const start: ServerEvent = { type: 'round-start', round: ref, params, deadlines: manifest.deadlines, manifestJson: job.manifestJson };
+      if (job.signedManifest) start.signedManifest = job.signedManifest;
+      if (job.training) {
+        const { version, sha256: digest } = job.training.models.latest;
+        start.model = { version, sha256: digest };
+      }
+      return toEventEnvelope(start);
+    });
+    const startOf = new Map<string, pb.ServerEnvelope>();
+    split.forEach((g, i) => g.forEach((id) => startOf.set(id, startEnvelopes[i]!)));
+    const record: RoundRecord = { gate, startEnvelope: startEnvelopes[0]!, startOf, index, ref, host, cohort, startedAt: this.clock() };
     job.rounds.push(record);
     // The advertise broadcast carries each member's certificate: clients take identity keys from
     // certificates they check against their pinned CA, not from the coordinator's word.
@@ -793,7 +811,7 @@ export class Coordinator {
     }
     for (const id of cohort) {
       this.opts.tap?.(id, 'round-start');
-      this.mailbox(id).push(envelope);
+      this.mailbox(id).push(startOf.get(id)!);
     }
     void host.outcome.then((o) => this.finishRound(job, record, o));
     return { jobId: job.jobId, manifestHash: hash, roundIndex: index, cohort };

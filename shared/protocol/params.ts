@@ -42,6 +42,15 @@ export const RoundParamsSchema = z
      * Default 16.
      */
     bits: z.number().int().min(1).max(24).default(16),
+    /**
+     * g: aggregation group size. A cohort larger than g is split into ceil(n/g) balanced groups
+     * (each more than g/2 clients), each its own SecAgg(+) instance with its own session: k and t
+     * apply within a group (k capped at the group's size − 1; a t above k, or not a majority of
+     * k, falls back to floor(k/2) + 1). The round's sum is the sum of the completed groups' sums;
+     * a group that aborts loses only its own clients. The coordinator learns each group's sum.
+     * 6..10,000; default: no groups.
+     */
+    groupSize: z.number().int().min(6).max(MAX_SHARES).optional(),
   })
   .strict();
 
@@ -54,6 +63,8 @@ export interface RoundParams {
   neighbors: number;
   clip: number;
   bits: number;
+  /** g: aggregation group size (see the schema); absent: one SecAgg(+) instance for the whole cohort. */
+  groupSize?: number;
 }
 
 /** Parses and checks the relations; throws `invalid-argument` / `overflow-risk`. */
@@ -77,7 +88,21 @@ export function validateRoundParams(input: RoundParamsInput): RoundParams {
     );
   }
   assertNoOverflow(p.cohort, p.bits);
-  return { dim: p.dim, cohort: p.cohort, threshold, neighbors, clip: p.clip, bits: p.bits };
+  return { dim: p.dim, cohort: p.cohort, threshold, neighbors, clip: p.clip, bits: p.bits, ...(p.groupSize !== undefined ? { groupSize: p.groupSize } : {}) };
+}
+
+/**
+ * The parameters of one aggregation group of `size` clients in a round run with `p` (both the
+ * coordinator, which runs the group, and its clients, which check what they are sent, derive
+ * them): k capped at size − 1, t kept when it is still a majority of k and at most k, else
+ * floor(k/2) + 1. Without groups (or one group of the whole cohort) it is `p` itself.
+ */
+export function groupRoundParams(p: RoundParams, size: number): RoundParams {
+  const { groupSize, ...base } = p;
+  if (groupSize === undefined) return base;
+  const neighbors = Math.min(p.neighbors, size - 1);
+  const threshold = p.threshold <= neighbors && 2 * p.threshold > neighbors ? p.threshold : Math.floor(neighbors / 2) + 1;
+  return { ...base, cohort: size, neighbors, threshold };
 }
 
 /** True when this is classic SecAgg (everyone is everyone's neighbour). */

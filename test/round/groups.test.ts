@@ -8,6 +8,11 @@ import fc from 'fast-check';
 import { combineGroups, planGroups } from '../../coordinator/round/groups.js';
 import { simulate } from '../../bench/sim/simulate.js';
 import { codeOf } from '../support/codes.js';
+import { manifestOfRoundStart } from '../../client/agent/training-round.js';
+import { groupRoundParams, validateRoundParams } from '../../shared/protocol/params.js';
+import { sha256 } from '../../shared/protocol/session.js';
+import { manifest } from '../support/cluster.js';
+import type { RoundStart } from '../../shared/protocol/messages.js';
 
 const ids = (n: number): string[] => Array.from({ length: n }, (_, i) => `c${i}`);
 
@@ -82,5 +87,31 @@ describe('a grouped simulated round', () => {
 
   test('n * 2^b must fit 32 bits over the whole cohort, not per group', async () => {
     await expect(simulate({ clients: 600, dim: 4, groupSize: 100, bits: 23, workers: 0 })).rejects.toThrow(/2\^32/);
+  });
+});
+
+describe('group parameters', () => {
+  test('k is capped at the group size; t is kept while it is a majority of k, else floor(k/2) + 1', () => {
+    const p = validateRoundParams({ dim: 4, cohort: 1000, groupSize: 100, neighbors: 16, threshold: 9 });
+    expect(groupRoundParams(p, 100)).toEqual({ dim: 4, cohort: 100, neighbors: 16, threshold: 9, clip: 1, bits: 16 });
+    expect(groupRoundParams(p, 8)).toMatchObject({ cohort: 8, neighbors: 7, threshold: 4 });
+    const classic = validateRoundParams({ dim: 4, cohort: 50, groupSize: 20 });
+    expect(groupRoundParams(classic, 17)).toMatchObject({ cohort: 17, neighbors: 16, threshold: 9 });
+    // Without groups the parameters are the round's.
+    const plain = validateRoundParams({ dim: 4, cohort: 10 });
+    expect(groupRoundParams(plain, 10)).toEqual(plain);
+  });
+
+  test("a client takes its group's parameters, and nothing else the manifest does not allow", () => {
+    const bytes = manifest({ jobId: 'g', round: { dim: 4, cohort: 9, groupSize: 6 } });
+    const m = validateRoundParams({ dim: 4, cohort: 9, groupSize: 6 });
+    const ev = (params: object): RoundStart =>
+      ({ type: 'round-start', round: { manifestHash: sha256(bytes), roundIndex: 0 }, params, deadlines: { advertiseMs: 1, shareMs: 1, maskedMs: 1, consistencyMs: 1, unmaskMs: 1 }, manifestJson: bytes }) as unknown as RoundStart;
+    expect(manifestOfRoundStart(ev(groupRoundParams(m, 5)))?.jobId).toBe('g');
+    expect(manifestOfRoundStart(ev(groupRoundParams(m, 4)))?.jobId).toBe('g');
+    // A weaker threshold, a group above the group size, or a 2-client group is refused.
+    expect(codeOf(() => manifestOfRoundStart(ev({ ...groupRoundParams(m, 5), threshold: 2 })))).toBe('hash-mismatch');
+    expect(codeOf(() => manifestOfRoundStart(ev(groupRoundParams(m, 7))))).toBe('hash-mismatch');
+    expect(codeOf(() => manifestOfRoundStart(ev({ ...groupRoundParams(m, 3), cohort: 2 })))).toBe('hash-mismatch');
   });
 });
