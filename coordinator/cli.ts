@@ -23,6 +23,7 @@ import { callUnary, clientFor, type MethodsOf, type TypedClient } from '../share
 import { reasonOf } from '../shared/rpc/status.js';
 import { CoordinatorMetrics, serveMetrics } from './service/metrics.js';
 import { LaunchQueue } from './queue/launch-queue.js';
+import { UnmaskQueue } from './queue/unmask-queue.js';
 import { connectRedis, redactRedisUrl } from './queue/redis.js';
 import { hasCoordinatorSecrets, loadRegistry, openCoordinatorSecrets, openOperatorCredential, readEndpoint, removeEndpoint, writeEndpoint } from './service/data-dir.js';
 import { Coordinator } from './service/coordinator.js';
@@ -41,6 +42,40 @@ const DEFAULT_DIR = process.env.AEGIS_COORDINATOR_DIR ?? './aegis-coordinator';
 
 export function registerCoordinator(program: Command): void {
   const group = program.command('coordinator').description('run the coordinator');
+  group
+    .command('unmask-worker')
+    .description("expand unmask parts for the coordinators on a Redis (scale the unmasking phase out to more processes or machines)")
+    .requiredOption('--redis <url>', 'the Redis the coordinators run on', process.env.AEGIS_REDIS_URL)
+    .option('--redis-prefix <prefix>', 'the key prefix on Redis', 'aegis')
+    .option('--data-dir <dir>', "a coordinator data dir (for the deployment's queue key, sealed under its KEK)", DEFAULT_DIR)
+    .option('--concurrency <n>', 'parts expanded at once', parseIntOption('concurrency', 1, 64), 1)
+    .action(async (o: { redis: string; redisPrefix: string; dataDir: string; concurrency: number }) => {
+      const log = createLogger('unmask-worker');
+      try {
+        const dir = resolve(o.dataDir);
+        if (!hasCoordinatorSecrets(dir)) throw new AegisError(ErrorCode.NotFound, `${dir} is not a coordinator data dir (start the coordinator there first)`);
+        const secrets = await openCoordinatorSecrets(dir, cliKekSecrets(`the coordinator keys in ${dir}`));
+        const redis = await connectRedis(o.redis);
+        const queue = new UnmaskQueue(redis, secrets.queueKey, { prefix: o.redisPrefix });
+        secrets.queueKey.fill(0);
+        await secrets.kek.close();
+        queue.work({ concurrency: o.concurrency });
+        progress(`unmask worker on ${redactRedisUrl(o.redis)} (prefix ${o.redisPrefix}), ${o.concurrency} at once`);
+        log.info({ concurrency: o.concurrency }, 'unmask worker running');
+        const stop = (): void => {
+          void queue
+            .close()
+            .then(() => redis.quit())
+            .then(() => process.exit(0));
+        };
+        process.on('SIGINT', stop);
+        process.on('SIGTERM', stop);
+      } catch (err) {
+        reportError(err, false);
+        process.exit(2);
+      }
+    });
+
   withKekOptions(group.command('start'), 'first start only: ')
     .description('start the coordinator (embedded: one process, round state in memory)')
     .requiredOption('--listen <host:port>', 'mTLS address for clients and operators')
@@ -52,9 +87,11 @@ export function registerCoordinator(program: Command): void {
     .option('--allow-unsigned', 'take unsigned manifests (no registry): local experiments only')
     .option('--redis <url>', 'run on Redis (redis://HOST:PORT): launches go through a BullMQ queue that every coordinator on the same Redis works from (default: embedded, no Redis)', process.env.AEGIS_REDIS_URL)
     .option('--redis-prefix <prefix>', 'the key prefix on Redis (several deployments on one Redis)', 'aegis')
+    .option('--unmask-workers <n>', 'with --redis: unmask parts this process expands at once (0: leave them to `aegis coordinator unmask-worker` processes)', parseIntOption('unmask-workers', 0, 64), 1)
+    .option('--unmask-parts <n>', "with --redis: worker jobs a round's unmasking is split into", parseIntOption('unmask-parts', 1, 1024), 2)
     .option('--metrics <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (loopback only; counts, phases and reason codes, no client ids)')
     .option('--validation-data <name=file...>', "validation sets for the poisoning check of training jobs (JSONL examples; a manifest names one in validation.dataset)")
-    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string; redis?: string; redisPrefix: string } & KekCliOptions) => {
+    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string; redis?: string; redisPrefix: string; unmaskWorkers: number; unmaskParts: number } & KekCliOptions) => {
       const log = createLogger('coordinator');
       try {
         if (!o.registry && !o.allowUnsigned) {
@@ -74,6 +111,8 @@ export function registerCoordinator(program: Command): void {
         }
         const redis = o.redis ? await connectRedis(o.redis) : undefined;
         const launchQueue = redis ? new LaunchQueue(redis, { prefix: o.redisPrefix }) : undefined;
+        const unmaskQueue = redis ? new UnmaskQueue(redis, secrets.queueKey, { prefix: o.redisPrefix }) : undefined;
+        if (unmaskQueue && o.unmaskWorkers > 0) unmaskQueue.work({ concurrency: o.unmaskWorkers });
         if (redis) progress(`on Redis ${redactRedisUrl(o.redis!)} (prefix ${o.redisPrefix}): launches go through its queue`);
         const metrics = o.metrics ? new CoordinatorMetrics() : undefined;
         const metricsServer = metrics && o.metrics ? await serveMetrics(metrics, o.metrics) : undefined;
@@ -81,6 +120,7 @@ export function registerCoordinator(program: Command): void {
         const c = new Coordinator({
           ...(metrics ? { metrics } : {}),
           ...(launchQueue ? { launchQueue } : {}),
+          ...(unmaskQueue ? { unmaskQueue, unmaskParts: o.unmaskParts } : {}),
           ca: secrets.ca,
           tokens: secrets.tokens,
           registry,
@@ -103,6 +143,7 @@ export function registerCoordinator(program: Command): void {
             .close()
             .then(() => removeEndpoint(dir))
             .then(() => metricsServer?.close())
+            .then(() => unmaskQueue?.close())
             .then(() => redis?.quit())
             .then(() => secrets.kek.close())
             .then(() => {

@@ -21,6 +21,7 @@ import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { LaunchQueue, LaunchTask } from '../queue/launch-queue.js';
+import type { UnmaskQueue } from '../queue/unmask-queue.js';
 import type { Logger } from 'pino';
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
@@ -66,6 +67,13 @@ export interface CoordinatorOptions {
    * same Redis (coordinator/queue/launch-queue.ts); this process works the queue too.
    */
   launchQueue?: LaunchQueue;
+  /**
+   * With Redis: the unmasking phase's mask expansion goes out as worker jobs
+   * (coordinator/queue/unmask-queue.ts) in `unmaskParts` parts (default 2), expanded by any unmask
+   * worker on the same Redis; without it the masks are expanded in this process.
+   */
+  unmaskQueue?: UnmaskQueue;
+  unmaskParts?: number;
   /** Client certificate lifetime; default 24 h. */
   clientCertTtlMs?: number;
   /** Round-call token lifetime; default 5 min. */
@@ -769,6 +777,9 @@ export class Coordinator {
         deadlines: manifest.deadlines,
         invited: groupMembers.length,
         cohort: groupMembers,
+        ...(this.opts.unmaskQueue
+          ? { unmask: (jobs, words) => this.opts.unmaskQueue!.dispatch(`${job.jobId}.r${index}.g${split.indexOf(groupMembers)}`, jobs, words, this.opts.unmaskParts ?? 2) }
+          : {}),
         // Once the masked-input phase is over, nobody waits for a slot any more.
         onPhase: (p) => p !== Phase.MaskedInput && gate.open(),
         onPhaseClosed: (e) => {

@@ -16,6 +16,7 @@
  * Round state stays in memory (the embedded default). The TLS server key is made fresh at each
  * start and never written anywhere.
  */
+import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -113,6 +114,11 @@ export interface CoordinatorSecrets {
   tokens: TokenIssuer;
   /** The data dir's KEK, open for the life of the process (the caller closes it). */
   kek: ManagedKek;
+  /**
+   * The deployment's queue key: seals what coordinator processes pass each other through Redis
+   * (unmask parts). Every process on one data dir has the same; it never goes to Redis.
+   */
+  queueKey: Uint8Array;
   /** True when this call created them (first start). */
   created: boolean;
 }
@@ -142,7 +148,10 @@ export async function openCoordinatorSecrets(dir: string, secrets: KekSecrets, o
       const tokens = TokenIssuer.fromSeed(tokenSeed);
       caSeed.fill(0);
       tokenSeed.fill(0);
-      return { ca, tokens, kek, created: false };
+      // Data dirs from before the queue key get one now.
+      if (!vault.names().includes('queue-key')) await vault.put(kek, 'queue-key', randomBytes(32));
+      const queueKey = await vault.get(kek, 'queue-key');
+      return { ca, tokens, kek, queueKey, created: false };
     } catch (e) {
       await kek.close();
       throw e;
@@ -166,11 +175,12 @@ export async function openCoordinatorSecrets(dir: string, secrets: KekSecrets, o
       'token-seed': tokens.exportSeed(),
       'operator-seed': op.seed,
       'operator-certificate': op.certificateDer,
+      'queue-key': randomBytes(32),
     });
     op.seed.fill(0);
     await writeFileAtomic(join(dir, 'ca.pem'), ca.certificatePem, 0o644);
     await writeFileAtomic(join(dir, 'operator.pem'), op.certificatePem, 0o644);
-    return { ca, tokens, kek, created: true };
+    return { ca, tokens, kek, queueKey: await (await SealedVault.open(vaultPath)).get(kek, 'queue-key'), created: true };
   } catch (e) {
     await kek.close();
     throw e;
@@ -191,13 +201,14 @@ async function migrateKeyfiles(dir: string, secrets: KekSecrets): Promise<Coordi
       'token-seed': s.tokenSeed,
       'operator-seed': op.seed,
       'operator-certificate': op.certificate,
+      'queue-key': randomBytes(32),
     });
     const ca = await importCa({ seed: s.caSeed, certificateDer: s.caCertificate });
     const tokens = TokenIssuer.fromSeed(s.tokenSeed);
     for (const v of [s.caSeed, s.tokenSeed, op.seed]) v.fill(0);
     await unlink(join(dir, COORDINATOR_KEYFILE));
     await unlink(join(dir, OPERATOR_KEYFILE));
-    return { ca, tokens, kek, created: false };
+    return { ca, tokens, kek, queueKey: await (await SealedVault.open(join(dir, VAULT_FILE))).get(kek, 'queue-key'), created: false };
   } catch (e) {
     await kek.close();
     throw e;

@@ -9,8 +9,9 @@ import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { ClientMessage, PhaseDeadlines, RoundRef, ServerMessage } from '../../shared/protocol/messages.js';
 import type { RoundParams } from '../../shared/protocol/params.js';
 import { assertClientMessage } from '../../shared/protocol/schemas.js';
-import { Phase, type AbortReason } from '../../shared/protocol/vocabulary.js';
-import { close, isFinal, phaseComplete, receive, start, type CoordinatorState } from '../round/index.js';
+import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
+import { close, finishUnmask, isFinal, phaseComplete, planUnmask, receive, start, type CoordinatorState, type CoordinatorTransition, type MaskJob } from '../round/index.js';
+import { abortRound } from '../round/aborted.js';
 
 export type { PhaseDeadlines };
 
@@ -28,6 +29,11 @@ export interface RoundHostConfig {
   onPhase?: (phase: Phase) => void;
   /** Called when a protocol phase closes: how long it ran, who answered out of how many it waited for. */
   onPhaseClosed?: (e: PhaseClosedEvent) => void;
+  /**
+   * Expands the unmasking phase's mask jobs elsewhere (worker jobs on Redis, coordinator/queue/
+   * unmask-queue.ts) and returns their partial sums; without it they are expanded here.
+   */
+  unmask?: (jobs: readonly MaskJob[], words: number) => Promise<Uint32Array[]>;
   /**
    * The invited client ids. With them, a phase also closes early once every client it still
    * waits for is known to be gone (`lost`), instead of waiting out its deadline.
@@ -103,6 +109,8 @@ export class RoundHost {
   /** Resolves once, when the round completes or aborts. */
   readonly outcome: Promise<RoundOutcome>;
   private cancelled: { detail: string; at: Phase } | null = null;
+  /** True while the unmask workers expand the masks (the phase is closing). */
+  private unmasking = false;
   private phaseStartedAt = performance.now();
 
   constructor(cfg: RoundHostConfig) {
@@ -232,11 +240,40 @@ export class RoundHost {
 
   private closePhase(): void {
     const closing = this.state.phase;
+    if (this.unmasking) return;
     const answered = receivedCount(this.state);
     const expected = this.expectedIn(closing);
     const t0 = performance.now();
-    const { next, outbound } = close(this.state);
+    if (closing === Phase.Unmasking && this.cfg.unmask) {
+      const s = this.state;
+      const p = planUnmask(s);
+      if (!('aborted' in p)) {
+        // The masks go out to workers; the phase takes no more messages meanwhile.
+        this.unmasking = true;
+        clearTimeout(this.timer);
+        this.cfg
+          .unmask(p.jobs, s.cfg.params.dim + 1)
+          .then(
+            (partials) => finishUnmask(s, partials, p.jobs.length),
+            () => abortRound(s, AbortReason.UnmaskFailed, 'the unmask workers failed or did not answer in time'),
+          )
+          .then((t) => {
+            if (this.cancelled) return;
+            this.closeMs[closing] = performance.now() - t0;
+            this.applyClose(closing, answered, expected, t);
+          });
+        return;
+      }
+      this.closeMs[closing] = performance.now() - t0;
+      this.applyClose(closing, answered, expected, p.aborted);
+      return;
+    }
+    const transition = close(this.state);
     this.closeMs[closing] = performance.now() - t0;
+    this.applyClose(closing, answered, expected, transition);
+  }
+
+  private applyClose(closing: Phase, answered: number, expected: number, { next, outbound }: CoordinatorTransition): void {
     this.state = next;
     this.cfg.onPhaseClosed?.({ phase: closing, next: next.phase, seconds: (performance.now() - this.phaseStartedAt) / 1000, clients: answered, expected });
     this.phaseStartedAt = performance.now();

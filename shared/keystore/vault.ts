@@ -89,6 +89,19 @@ export class SealedVault implements KeyHolder {
     return openField(kek, this.#ctx(name), sealed);
   }
 
+  /** Adds (or replaces) the secret `name`, sealed under the KEK's primary version, and saves the file. */
+  async put(kek: ManagedKek, name: string, value: Uint8Array): Promise<void> {
+    if (!NAME.test(name)) throw new AegisError(ErrorCode.InvalidArgument, `a vault entry name must match ${NAME.source}`);
+    const before = this.#entries;
+    this.#entries = new Map(before).set(name, await sealField(kek, this.#ctx(name), value));
+    try {
+      await this.#save();
+    } catch (e) {
+      this.#entries = before;
+      throw e;
+    }
+  }
+
   async references(): Promise<Map<number, number>> {
     const out = new Map<number, number>();
     for (const sealed of this.#entries.values()) {

@@ -62,5 +62,7 @@ export const AbortReason = {
   SelfMismatch: 'self-mismatch',
   /** The round was cancelled by an operator. */
   Cancelled: 'cancelled',
+  /** The coordinator could not take the masks out (its unmask workers failed or timed out). */
+  UnmaskFailed: 'unmask-failed',
 } as const;
 export type AbortReason = (typeof AbortReason)[keyof typeof AbortReason];

@@ -82,7 +82,7 @@ describe('aegis coordinator, clients, client and round commands', () => {
     expect(() => parseKeyfile(readFileSync(join(coordDir, 'kek.keyfile.json')))).not.toThrow();
     // Every vault entry is an envelope-sealed value (AEF1) naming the dir's KEK, version 1.
     const vault = JSON.parse(readFileSync(join(coordDir, 'secrets.vault.json'), 'utf8')) as { entries: Record<string, string> };
-    expect(Object.keys(vault.entries).sort()).toEqual(['ca-certificate', 'ca-seed', 'operator-certificate', 'operator-seed', 'token-seed']);
+    expect(Object.keys(vault.entries).sort()).toEqual(['ca-certificate', 'ca-seed', 'operator-certificate', 'operator-seed', 'queue-key', 'token-seed']);
     for (const b64 of Object.values(vault.entries)) {
       const h = parseSealedHeader(new Uint8Array(Buffer.from(b64, 'base64')));
       expect([h.kekId, h.kekVersion]).toEqual(['passphrase:kek.keyfile.json', 1]);
@@ -172,14 +172,14 @@ describe('aegis coordinator, clients, client and round commands', () => {
     expect(existsSync(join(coordDir, 'coordinator.json'))).toBe(false);
     // Its keys rotate and retire like a client's: the vault moves to v2, v1 is destroyed.
     const vaultBefore = readFileSync(join(coordDir, 'secrets.vault.json'), 'utf8');
-    expect(json(aegis(['keys', 'rotate', '--data-dir', coordDir, '--json']))).toMatchObject({ ok: true, primary: 2, moved: { secrets: 5 } });
+    expect(json(aegis(['keys', 'rotate', '--data-dir', coordDir, '--json']))).toMatchObject({ ok: true, primary: 2, moved: { secrets: 6 } });
     expect(json(aegis(['keys', 'destroy', '--data-dir', coordDir, '--version', '2', '--json'])).error.code).toBe('failed-precondition');
     expect(json(aegis(['keys', 'disable', '--data-dir', coordDir, '--version', '1', '--json'])).ok).toBe(true);
     expect(json(aegis(['keys', 'destroy', '--data-dir', coordDir, '--version', '1', '--json'])).ok).toBe(true);
     const st = json(aegis(['keys', 'status', '--data-dir', coordDir, '--json']));
     expect(st.versions.map((v: { version: number; state: string; references: { secrets: number } }) => [v.version, v.state, v.references.secrets])).toEqual([
       [1, 'destroyed', 0],
-      [2, 'primary', 5],
+      [2, 'primary', 6],
     ]);
     expect(readFileSync(join(coordDir, 'secrets.vault.json'), 'utf8')).not.toBe(vaultBefore);
     coordinator = startCoordinator();

@@ -1,7 +1,7 @@
 /**
  * `aegis coordinator start --redis URL` end to end, real processes on a real Redis: `round launch`
- * queues the round, the coordinator takes it from the queue and runs it with its clients, and
- * `--wait` follows it to the end; launching the same training job twice is refused.
+ * queues the round, the coordinator takes it from the queue and runs it with its clients, an
+ * `aegis coordinator unmask-worker` process expands the masks, and `--wait` follows it to the end.
  */
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -23,10 +23,14 @@ const aegis = (args: string[]): CliRun => runCli(args, env, 90_000);
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), 'aegis-redis-cli-'));
   coordDir = join(root, 'coord');
-  const c = spawn(process.execPath, [CLI, 'coordinator', 'start', '--listen', '127.0.0.1:0', '--enroll-listen', '127.0.0.1:0', '--data-dir', coordDir, '--allow-unsigned', '--redis', TEST_REDIS_URL, '--redis-prefix', prefix], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  const c = spawn(process.execPath, [CLI, 'coordinator', 'start', '--listen', '127.0.0.1:0', '--enroll-listen', '127.0.0.1:0', '--data-dir', coordDir, '--allow-unsigned', '--redis', TEST_REDIS_URL, '--redis-prefix', prefix, '--unmask-workers', '0', '--unmask-parts', '3'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
   c.stderr!.resume();
   children.push(c);
   await waitFor(() => existsSync(join(coordDir, 'coordinator.json')), 30_000, 'the coordinator to listen');
+  // The coordinator expands no masks itself (--unmask-workers 0): a separate worker process does.
+  const w = spawn(process.execPath, [CLI, 'coordinator', 'unmask-worker', '--redis', TEST_REDIS_URL, '--redis-prefix', prefix, '--data-dir', coordDir, '--concurrency', '2'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
+  w.stderr!.resume();
+  children.push(w);
   const { address, enrollAddress } = JSON.parse(readFileSync(join(coordDir, 'coordinator.json'), 'utf8')) as { address: string; enrollAddress: string };
   for (let i = 0; i < 3; i++) {
     const inv = cliJson(aegis(['clients', 'invite', '--data-dir', coordDir, '--json']));
@@ -49,7 +53,7 @@ afterAll(async () => {
 });
 
 describe('coordinator start --redis', () => {
-  test('round launch queues the round; the coordinator takes it from the queue and --wait follows it to completion', () => {
+  test('round launch queues the round; the coordinator takes it from the queue, a separate unmask-worker process takes the masks out, and --wait follows it to completion', () => {
     const now = Date.now();
     const manifest = join(root, 'job.json');
     writeFileSync(
