@@ -8,11 +8,13 @@ import { parseIntOption, reportError } from '../shared/cli/output.js';
 import { benchRpc } from './rpc.js';
 import { benchSecagg } from './secagg.js';
 import { benchTrain } from './train.js';
+import { benchScale } from './scale.js';
 
 const TOPICS: Record<string, (o: { json: boolean; quick: boolean; budgetSeconds: number }) => Promise<void>> = {
   secagg: benchSecagg,
   rpc: benchRpc,
   train: benchTrain,
+  scale: benchScale,
 };
 
 const program = new Command();
