@@ -78,7 +78,7 @@ export async function benchScale(o: { json: boolean; quick: boolean }): Promise<
     const procs = await startWorkers(workers, url, prefix, key);
     const front = new UnmaskQueue(redis, key, { prefix });
     const t = performance.now();
-    const partials = await front.dispatch('bench', jobs, words, workers * 4);
+    const partials = await front.dispatch('bench', jobs, words, workers);
     const ms = performance.now() - t;
     const sum = new Uint32Array(words);
     for (const p of partials) for (let i = 0; i < words; i++) sum[i] = (sum[i]! + p[i]!) >>> 0;
