@@ -47,7 +47,7 @@ import { AuthError, TokenVerifier, type TokenIssuer } from '../auth/tokens.js';
 import { saveRegistry, type ClientRecord, type Registry } from './data-dir.js';
 import { Mailbox } from './mailbox.js';
 import { UploadGate } from './upload-gate.js';
-import { RoundHost, type RoundOutcome } from './round-host.js';
+import { expectedClients, RoundHost, type RoundOutcome } from './round-host.js';
 import { GroupedRoundHost, type RoundHostLike } from './grouped-host.js';
 import { planGroups } from '../round/groups.js';
 import { groupRoundParams, type RoundParams } from '../../shared/protocol/params.js';
@@ -990,7 +990,7 @@ export class Coordinator {
       .filter(([, n]) => n !== undefined)
       .map(([phase, n, expected]) => create(admin.PhaseCountSchema, { phase: phaseToProto(phase), clients: n!, expected: expected ?? 0 }));
     if (!r.outcome && s.phase !== Phase.Completed && s.phase !== Phase.Aborted) {
-      counts.push(create(admin.PhaseCountSchema, { phase: phaseToProto(s.phase), clients: s.received, expected: expectedIn(s.phase, s.sets, r.cohort.length) }));
+      counts.push(create(admin.PhaseCountSchema, { phase: phaseToProto(s.phase), clients: s.received, expected: expectedClients(s.phase, s.sets, r.cohort.length) }));
     }
     const latest = [s.sets.u4, s.sets.u3, s.sets.u2, s.sets.u1].find((x) => x !== undefined);
     const o = r.outcome;
@@ -1152,23 +1152,6 @@ function roundsDone(job: Job): number {
   return job.training ? job.training.completed : job.rounds.filter((r) => r.outcome?.ok).length;
 }
 
-/** How many clients a running phase waits for: the cohort, then the previous phase's set. */
-function expectedIn(phase: Phase, sets: { u1?: number; u2?: number; u3?: number; u4?: number }, invited: number): number {
-  switch (phase) {
-    case Phase.AdvertiseKeys:
-      return invited;
-    case Phase.ShareKeys:
-      return sets.u1 ?? 0;
-    case Phase.MaskedInput:
-      return sets.u2 ?? 0;
-    case Phase.ConsistencyCheck:
-      return sets.u3 ?? 0;
-    case Phase.Unmasking:
-      return sets.u4 ?? 0;
-    default:
-      return 0;
-  }
-}
 
 const JOB_STATE_NAMES: Partial<Record<admin.JobState, string>> = {
   [admin.JobState.RUNNING]: 'running',

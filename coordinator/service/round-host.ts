@@ -91,6 +91,24 @@ function receivedCount(s: CoordinatorState): number {
   }
 }
 
+/** How many clients a phase waits for: the invited cohort first, then the set the previous phase fixed (|U1|..|U4|). */
+export function expectedClients(phase: Phase, sets: { u1?: number; u2?: number; u3?: number; u4?: number }, invited: number): number {
+  switch (phase) {
+    case Phase.AdvertiseKeys:
+      return invited;
+    case Phase.ShareKeys:
+      return sets.u1 ?? 0;
+    case Phase.MaskedInput:
+      return sets.u2 ?? 0;
+    case Phase.ConsistencyCheck:
+      return sets.u3 ?? 0;
+    case Phase.Unmasking:
+      return sets.u4 ?? 0;
+    default:
+      return 0;
+  }
+}
+
 export class RoundHost {
   private state: CoordinatorState;
   private readonly cfg: RoundHostConfig;
@@ -292,23 +310,8 @@ export class RoundHost {
     this.closeIfOnlyGoneAreMissing();
   }
 
-  /** How many clients `phase` waits for: the invited cohort first, then the set the previous phase fixed. */
   private expectedIn(phase: Phase): number {
-    const sets = this.state.stats;
-    switch (phase) {
-      case Phase.AdvertiseKeys:
-        return this.cfg.invited ?? this.cfg.params.cohort;
-      case Phase.ShareKeys:
-        return sets.u1 ?? 0;
-      case Phase.MaskedInput:
-        return sets.u2 ?? 0;
-      case Phase.ConsistencyCheck:
-        return sets.u3 ?? 0;
-      case Phase.Unmasking:
-        return sets.u4 ?? 0;
-      default:
-        return 0;
-    }
+    return expectedClients(phase, this.state.stats, this.cfg.invited ?? this.cfg.params.cohort);
   }
 
   private deliver(to: string, message: ServerMessage): void {

@@ -4,31 +4,20 @@
  * run twice; failures a retry cannot fix fail at once, others are retried; a launch queued while no
  * coordinator works the queue is taken by the first that starts.
  */
-import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import type { Redis } from 'ioredis';
+import { describe, expect, test } from '@jest/globals';
 import { LaunchQueue, type LaunchTask } from '../../coordinator/queue/launch-queue.js';
 import { connectRedis } from '../../coordinator/queue/redis.js';
 import type { Coordinator } from '../../coordinator/service/coordinator.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { codeOfAsync } from '../support/codes.js';
 import { enrollClients, expectedSum, manifest, startCoordinator, startRunners } from '../support/cluster.js';
-import { testRedis } from '../support/redis.js';
+import { useTestRedis } from '../support/redis.js';
 
-let redis: Redis;
-let prefix: string;
-let cleanup: () => Promise<void>;
-const closers: (() => Promise<unknown> | void)[] = [];
-
-beforeAll(async () => {
-  ({ redis, prefix, cleanup } = await testRedis());
-});
-afterAll(async () => {
-  for (const c of closers.reverse()) await c();
-  await cleanup();
-});
+const suite = useTestRedis();
+const closers = suite.closers;
 
 const queueFor = (sub: string, opts: { attempts?: number; backoffMs?: number } = {}): LaunchQueue => {
-  const q = new LaunchQueue(redis, { prefix: `${prefix}-${sub}`, ...opts });
+  const q = new LaunchQueue(suite.redis, { prefix: `${suite.prefix}-${sub}`, ...opts });
   closers.push(async () => {
     await q.obliterate().catch(() => undefined);
     await q.close(true);
@@ -96,7 +85,7 @@ describe('launches through the queue', () => {
     const q = await front.requestLaunch(manifest({ jobId: 'later', round: { dim: 4, cohort: 3 } }), { gatherMs: 10_000 });
     await new Promise((r) => setTimeout(r, 500));
     expect((await queue.list()).find((l) => l.id === q.queued)?.state).toBe('waiting');
-    const worker = await startCoordinator({ launchQueue: new LaunchQueue(redis, { prefix: `${prefix}-later` }) });
+    const worker = await startCoordinator({ launchQueue: new LaunchQueue(suite.redis, { prefix: `${suite.prefix}-later` }) });
     closers.push(() => worker.close());
     const clients = await enrollClients(worker, 3);
     const runners = startRunners(worker, clients, 4);

@@ -4,27 +4,17 @@
  * sealed (no mask key in any encoding); a worker with another queue key cannot open a part, and
  * the round then aborts with `unmask-failed`; a whole round over gRPC unmasks through workers.
  */
-import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
+import { describe, expect, test } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
 import { Queue } from 'bullmq';
-import type { Redis } from 'ioredis';
 import { UNMASK_QUEUE, UnmaskQueue } from '../../coordinator/queue/unmask-queue.js';
 import { applyMaskJobs, type MaskJob } from '../../coordinator/round/index.js';
 import { VectorAccumulator } from '../../shared/crypto/vecops.js';
 import { enrollClients, expectedSum, manifest, startCoordinator, startRunners } from '../support/cluster.js';
-import { testRedis } from '../support/redis.js';
+import { useTestRedis } from '../support/redis.js';
 
-let redis: Redis;
-let prefix: string;
-let cleanup: () => Promise<void>;
-const closers: (() => Promise<unknown> | void)[] = [];
-beforeAll(async () => {
-  ({ redis, prefix, cleanup } = await testRedis());
-});
-afterAll(async () => {
-  for (const c of closers.reverse()) await c();
-  await cleanup();
-});
+const suite = useTestRedis();
+const closers = suite.closers;
 
 const maskJobs = (n: number): MaskJob[] => Array.from({ length: n }, (_, i) => ({ key: new Uint8Array(randomBytes(32)), sign: i % 3 === 0 ? -1 : 1 }));
 const local = (jobs: readonly MaskJob[], words: number): Uint32Array => {
@@ -41,14 +31,14 @@ const add = (parts: Uint32Array[], words: number): Uint32Array => {
 describe('unmask parts on workers', () => {
   test('the parts add up to the masks expanded in one place; Redis holds no mask key while a part waits', async () => {
     const key = new Uint8Array(randomBytes(32));
-    const p = `${prefix}-parts`;
-    const front = new UnmaskQueue(redis, key, { prefix: p });
+    const p = `${suite.prefix}-parts`;
+    const front = new UnmaskQueue(suite.redis, key, { prefix: p });
     closers.push(() => front.close());
     const jobs = maskJobs(7);
     const words = 1001;
     const pending = front.dispatch('round-x', jobs, words, 3);
     // No worker yet: look at what Redis holds for the waiting parts.
-    const q = new Queue(UNMASK_QUEUE, { connection: redis, prefix: p });
+    const q = new Queue(UNMASK_QUEUE, { connection: suite.redis, prefix: p });
     closers.push(() => q.close());
     await new Promise((r) => setTimeout(r, 300));
     const waiting = await q.getJobs(['waiting']);
@@ -57,7 +47,7 @@ describe('unmask parts on workers', () => {
     for (const j of jobs) {
       for (const enc of ['hex', 'base64', 'base64url'] as const) expect(stored).not.toContain(Buffer.from(j.key).toString(enc).slice(0, 20));
     }
-    const worker = new UnmaskQueue(redis, key, { prefix: p });
+    const worker = new UnmaskQueue(suite.redis, key, { prefix: p });
     closers.push(() => worker.close());
     worker.work({ concurrency: 2 });
     const partials = await pending;
@@ -66,9 +56,9 @@ describe('unmask parts on workers', () => {
   });
 
   test('a worker with another queue key cannot open a part: the dispatch fails', async () => {
-    const p = `${prefix}-wrongkey`;
-    const front = new UnmaskQueue(redis, new Uint8Array(randomBytes(32)), { prefix: p, timeoutMs: 10_000 });
-    const worker = new UnmaskQueue(redis, new Uint8Array(randomBytes(32)), { prefix: p });
+    const p = `${suite.prefix}-wrongkey`;
+    const front = new UnmaskQueue(suite.redis, new Uint8Array(randomBytes(32)), { prefix: p, timeoutMs: 10_000 });
+    const worker = new UnmaskQueue(suite.redis, new Uint8Array(randomBytes(32)), { prefix: p });
     closers.push(() => front.close(), () => worker.close());
     worker.work();
     await expect(front.dispatch('round-y', maskJobs(2), 16, 2)).rejects.toMatchObject({ code: 'unavailable' });
@@ -78,10 +68,10 @@ describe('unmask parts on workers', () => {
 describe('a round that unmasks through workers', () => {
   test('over gRPC: the masks are expanded by a worker process-alike on Redis and the sum is exact', async () => {
     const key = new Uint8Array(randomBytes(32));
-    const p = `${prefix}-round`;
-    const worker = new UnmaskQueue(redis, key, { prefix: p });
+    const p = `${suite.prefix}-round`;
+    const worker = new UnmaskQueue(suite.redis, key, { prefix: p });
     worker.work({ concurrency: 2 });
-    const front = new UnmaskQueue(redis, key, { prefix: p });
+    const front = new UnmaskQueue(suite.redis, key, { prefix: p });
     const c = await startCoordinator({ unmaskQueue: front, unmaskParts: 2 });
     closers.push(() => worker.close(), () => front.close(), () => c.close());
     const clients = await enrollClients(c, 5);
@@ -94,10 +84,10 @@ describe('a round that unmasks through workers', () => {
   }, 60_000);
 
   test('when the workers cannot take the masks out, the round aborts with unmask-failed (never a wrong sum)', async () => {
-    const p = `${prefix}-badround`;
-    const worker = new UnmaskQueue(redis, new Uint8Array(randomBytes(32)), { prefix: p });
+    const p = `${suite.prefix}-badround`;
+    const worker = new UnmaskQueue(suite.redis, new Uint8Array(randomBytes(32)), { prefix: p });
     worker.work();
-    const front = new UnmaskQueue(redis, new Uint8Array(randomBytes(32)), { prefix: p, timeoutMs: 10_000 });
+    const front = new UnmaskQueue(suite.redis, new Uint8Array(randomBytes(32)), { prefix: p, timeoutMs: 10_000 });
     const c = await startCoordinator({ unmaskQueue: front });
     closers.push(() => worker.close(), () => front.close(), () => c.close());
     const clients = await enrollClients(c, 4);

@@ -4,6 +4,7 @@
  * prefix, so suites never see each other's queues, and removes it afterwards.
  */
 import { randomBytes } from 'node:crypto';
+import { afterAll, beforeAll } from '@jest/globals';
 import type { Redis } from 'ioredis';
 import { connectRedis } from '../../coordinator/queue/redis.js';
 
@@ -25,5 +26,30 @@ export async function testRedis(): Promise<{ redis: Redis; prefix: string; clean
       if (keys.length > 0) await redis.del(...keys);
       await redis.quit();
     },
+  };
+}
+
+/**
+ * For a suite: a Redis connection and prefix opened before its tests, and everything registered
+ * with `closers` closed (last first) and the prefix removed after them.
+ */
+export function useTestRedis(): { readonly redis: Redis; readonly prefix: string; closers: (() => Promise<unknown> | void)[] } {
+  let opened: Awaited<ReturnType<typeof testRedis>> | undefined;
+  const closers: (() => Promise<unknown> | void)[] = [];
+  beforeAll(async () => {
+    opened = await testRedis();
+  });
+  afterAll(async () => {
+    for (const c of closers.reverse()) await c();
+    await opened?.cleanup();
+  });
+  return {
+    get redis(): Redis {
+      return opened!.redis;
+    },
+    get prefix(): string {
+      return opened!.prefix;
+    },
+    closers,
   };
 }
