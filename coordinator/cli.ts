@@ -24,6 +24,7 @@ import { reasonOf } from '../shared/rpc/status.js';
 import { CoordinatorMetrics, serveMetrics } from './service/metrics.js';
 import { LaunchQueue } from './queue/launch-queue.js';
 import { UnmaskQueue } from './queue/unmask-queue.js';
+import { JobDirectory } from './queue/job-directory.js';
 import { connectRedis, redactRedisUrl } from './queue/redis.js';
 import { hasCoordinatorSecrets, loadRegistry, openCoordinatorSecrets, openOperatorCredential, readEndpoint, removeEndpoint, writeEndpoint } from './service/data-dir.js';
 import { Coordinator } from './service/coordinator.js';
@@ -121,6 +122,7 @@ export function registerCoordinator(program: Command): void {
           ...(metrics ? { metrics } : {}),
           ...(launchQueue ? { launchQueue } : {}),
           ...(unmaskQueue ? { unmaskQueue, unmaskParts: o.unmaskParts } : {}),
+          ...(redis ? { jobDirectory: new JobDirectory(redis, { prefix: o.redisPrefix }) } : {}),
           ca: secrets.ca,
           tokens: secrets.tokens,
           registry,

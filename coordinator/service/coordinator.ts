@@ -22,6 +22,7 @@ import * as grpc from '@grpc/grpc-js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { LaunchQueue, LaunchTask } from '../queue/launch-queue.js';
 import type { UnmaskQueue } from '../queue/unmask-queue.js';
+import type { JobDirectory } from '../queue/job-directory.js';
 import type { Logger } from 'pino';
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
@@ -74,6 +75,8 @@ export interface CoordinatorOptions {
    */
   unmaskQueue?: UnmaskQueue;
   unmaskParts?: number;
+  /** With Redis: where this process publishes its jobs, so every coordinator on the Redis lists them. */
+  jobDirectory?: JobDirectory;
   /** Client certificate lifetime; default 24 h. */
   clientCertTtlMs?: number;
   /** Round-call token lifetime; default 5 min. */
@@ -172,6 +175,7 @@ export class Coordinator {
   private readonly clock: () => number;
   private servers: grpc.Server[] = [];
   private closing = false;
+  private directoryTimer: NodeJS.Timeout | undefined;
   private persistChain: Promise<void> = Promise.resolve();
   /** Training jobs an operator cancelled (CancelRound), with when. */
   private readonly cancelledJobs = new Map<string, number>();
@@ -234,12 +238,17 @@ export class Coordinator {
     this.enrollAddress = `${reachable(enrollHost)}:${enrollPort}`;
     this.log?.info({ listen: this.address, enrollListen: this.enrollAddress }, 'coordinator listening');
     this.opts.launchQueue?.work((task) => this.runQueuedLaunch(task));
+    if (this.opts.jobDirectory) {
+      this.directoryTimer = setInterval(() => void this.publishJobs(), 1000);
+      this.directoryTimer.unref();
+    }
     return { address: this.address, enrollAddress: this.enrollAddress };
   }
 
   /** Stops accepting calls, cancels running rounds, ends streams, and waits for the registry. */
   async close(): Promise<void> {
     this.closing = true;
+    clearInterval(this.directoryTimer);
     for (const job of this.jobs.values()) for (const r of job.rounds) r.host.cancel('the coordinator is shutting down');
     // Launches this process was running go back to the queue for another process.
     await this.opts.launchQueue?.close(true);
@@ -557,17 +566,17 @@ export class Coordinator {
         this.log?.info({ operator, job: r.jobId, round: r.roundIndex, cohort: r.cohort.length }, 'round launched');
         return create(admin.LaunchRoundReplySchema, { jobId: r.jobId, manifestHash: r.manifestHash, roundIndex: r.roundIndex, cohort: r.cohort, queuedAs: r.queued ?? '' });
       }),
-      roundStatus: unary<admin.RoundStatusRequest, admin.RoundStatusReply>((req, call) => {
+      roundStatus: unary<admin.RoundStatusRequest, admin.RoundStatusReply>(async (req, call) => {
         this.operatorOf(call);
-        return this.statusOf(req.jobId, req.roundIndex);
+        return this.statusAnywhere(req.jobId, req.roundIndex);
       }),
       roundResult: unary<admin.RoundResultRequest, admin.RoundResultReply>((req, call) => {
         this.operatorOf(call);
         return this.resultOf(req.jobId, req.roundIndex);
       }),
-      listRounds: unary<admin.ListRoundsRequest, admin.ListRoundsReply>((_req, call) => {
+      listRounds: unary<admin.ListRoundsRequest, admin.ListRoundsReply>(async (_req, call) => {
         this.operatorOf(call);
-        return create(admin.ListRoundsReplySchema, { jobs: this.listJobs() });
+        return create(admin.ListRoundsReplySchema, { jobs: await this.listJobsEverywhere() });
       }),
       cancelRound: unary<admin.CancelRoundRequest, admin.CancelRoundReply>((req, call) => {
         const operator = this.operatorOf(call);
@@ -831,6 +840,7 @@ export class Coordinator {
   private finishRound(job: Job, r: RoundRecord, o: RoundOutcome): void {
     r.outcome = o;
     r.endedAt = this.clock();
+    setImmediate(() => void this.publishJobs());
     const seconds = (r.endedAt - r.startedAt) / 1000;
     if (o.ok) this.opts.metrics?.roundFinished({ outcome: 'completed', seconds });
     else this.opts.metrics?.roundFinished({ outcome: o.reason === 'cancelled' ? 'cancelled' : 'aborted', ...(o.reason === 'cancelled' ? {} : { reason: o.reason }), phase: o.at, seconds });
@@ -1076,6 +1086,36 @@ export class Coordinator {
           invited: last.cohort.length,
         });
       });
+  }
+
+  /** This process's jobs and, with a job directory, those other coordinators on the Redis run. */
+  async listJobsEverywhere(): Promise<admin.JobInfo[]> {
+    const local = this.listJobs();
+    if (!this.opts.jobDirectory) return local;
+    const here = new Set(local.map((j) => j.jobId));
+    const elsewhere = (await this.opts.jobDirectory.list()).filter((j) => !here.has(j.jobId));
+    return [...local, ...elsewhere].sort((a, b) => Number(a.startedAtMs - b.startedAtMs));
+  }
+
+  /** A job's status from this process, or else from the job directory (its latest round only). */
+  async statusAnywhere(jobId: string, roundIndex?: number): Promise<admin.RoundStatusReply> {
+    try {
+      return this.statusOf(jobId, roundIndex);
+    } catch (e) {
+      if (!isAegisError(e, ErrorCode.NotFound) || !this.opts.jobDirectory) throw e;
+      const s = await this.opts.jobDirectory.status(jobId);
+      if (!s || (roundIndex !== undefined && s.roundIndex !== roundIndex)) throw e;
+      return s;
+    }
+  }
+
+  /** Publishes this process's jobs to the job directory (every second while any runs, and at each round's end). */
+  private async publishJobs(): Promise<void> {
+    const dir = this.opts.jobDirectory;
+    if (!dir) return;
+    for (const info of this.listJobs()) {
+      await dir.publish(info, this.statusOf(info.jobId)).catch(() => undefined);
+    }
   }
 
   /**

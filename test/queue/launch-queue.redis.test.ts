@@ -7,6 +7,7 @@
 import { describe, expect, test } from '@jest/globals';
 import { LaunchQueue, type LaunchTask } from '../../coordinator/queue/launch-queue.js';
 import { connectRedis } from '../../coordinator/queue/redis.js';
+import { JobDirectory } from '../../coordinator/queue/job-directory.js';
 import type { Coordinator } from '../../coordinator/service/coordinator.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { codeOfAsync } from '../support/codes.js';
@@ -77,20 +78,28 @@ describe('launches through the queue', () => {
     expect((await queue.list()).map((l) => l.id)).toEqual(['train-once']);
   });
 
-  test('a launch queued while no coordinator works the queue is taken by the first one that starts', async () => {
+  test('a launch queued while no coordinator works the queue is taken by the first one that starts; every coordinator lists it', async () => {
     const queue = queueFor('later');
+    const directory = new JobDirectory(suite.redis, { prefix: `${suite.prefix}-later` });
     // Queued through a coordinator that never listens (so never works the queue).
-    const front = await startCoordinatorNotListening(queue);
+    const front = await startCoordinatorNotListening(queue, directory);
     closers.push(() => front.close());
     const q = await front.requestLaunch(manifest({ jobId: 'later', round: { dim: 4, cohort: 3 } }), { gatherMs: 10_000 });
     await new Promise((r) => setTimeout(r, 500));
     expect((await queue.list()).find((l) => l.id === q.queued)?.state).toBe('waiting');
-    const worker = await startCoordinator({ launchQueue: new LaunchQueue(suite.redis, { prefix: `${suite.prefix}-later` }) });
+    const worker = await startCoordinator({ launchQueue: new LaunchQueue(suite.redis, { prefix: `${suite.prefix}-later` }), jobDirectory: directory });
     closers.push(() => worker.close());
     const clients = await enrollClients(worker, 3);
     const runners = startRunners(worker, clients, 4);
     closers.push(() => runners.forEach((r) => r.stop()));
     expect(await queue.waitFor(q.queued!, 60_000)).toMatchObject({ state: 'completed', result: { ok: true } });
+    // The coordinator the launch went through lists the job and answers its status from the directory.
+    await new Promise((r) => setTimeout(r, 300));
+    const listed = (await front.listJobsEverywhere()).find((j) => j.jobId === 'later');
+    expect(listed).toMatchObject({ jobId: 'later', roundsDone: 1 });
+    expect(front.listJobs()).toEqual([]);
+    expect((await front.statusAnywhere('later')).roundIndex).toBe(0);
+    expect(await codeOfAsync(front.statusAnywhere('never-launched'))).toBe('not-found');
   }, 90_000);
 });
 
@@ -125,10 +134,10 @@ describe('Redis itself', () => {
   });
 });
 
-async function startCoordinatorNotListening(queue: LaunchQueue): Promise<Coordinator> {
+async function startCoordinatorNotListening(queue: LaunchQueue, jobDirectory?: JobDirectory): Promise<Coordinator> {
   const { Coordinator: C } = await import('../../coordinator/service/coordinator.js');
   const { createCa } = await import('../../coordinator/auth/ca.js');
   const { TokenIssuer } = await import('../../coordinator/auth/tokens.js');
   const { Registry } = await import('../../coordinator/service/data-dir.js');
-  return new C({ ca: await createCa({ name: 'front' }), tokens: TokenIssuer.create(), registry: new Registry(), launchQueue: queue });
+  return new C({ ca: await createCa({ name: 'front' }), tokens: TokenIssuer.create(), registry: new Registry(), launchQueue: queue, ...(jobDirectory ? { jobDirectory } : {}) });
 }
