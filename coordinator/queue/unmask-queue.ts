@@ -96,13 +96,16 @@ export class UnmaskQueue {
       if (slice.length === 0) continue;
       const id = `${roundKey}.${nonce}.u${i}`;
       const sealed = Buffer.from(aeadSeal(this.#key, encodeJobs(slice), aad(id))).toString('base64');
-      added.push(await this.queue.add('unmask', { words, sealed }, { jobId: id, attempts: 3, backoff: { type: 'fixed', delay: 200 }, removeOnComplete: true, removeOnFail: { age: 86_400 } }));
+      // Kept until read (removing a finished part at once races waitUntilFinished, which then
+      // finds no job); `dispatch` removes each part after reading its partial.
+      added.push(await this.queue.add('unmask', { words, sealed }, { jobId: id, attempts: 3, backoff: { type: 'fixed', delay: 200 }, removeOnComplete: { age: 3600 }, removeOnFail: { age: 86_400 } }));
     }
     const results = await Promise.all(
       added.map(async (job) => {
         const sealed = await job.waitUntilFinished(this.events, this.timeoutMs).catch(() => {
           throw new AegisError(ErrorCode.Unavailable, 'an unmask part failed or did not finish in time');
         });
+        await job.remove().catch(() => undefined);
         const bytes = aeadOpen(this.#key, new Uint8Array(Buffer.from(String(sealed), 'base64')), aad(`${job.id}:result`));
         if (bytes.length !== words * 4) throw new AegisError(ErrorCode.Malformed, 'an unmask partial has the wrong length');
         return new Uint32Array(bytes.buffer, bytes.byteOffset, words);

@@ -55,6 +55,21 @@ describe('unmask parts on workers', () => {
     expect(Buffer.from(add(partials, words).buffer).equals(Buffer.from(local(jobs, words).buffer))).toBe(true);
   });
 
+  test('parts that a running worker finishes at once are all read (no race between finishing and waiting)', async () => {
+    const key = new Uint8Array(randomBytes(32));
+    const p = `${suite.prefix}-fast`;
+    const worker = new UnmaskQueue(suite.redis, key, { prefix: p });
+    worker.work({ concurrency: 8 });
+    const front = new UnmaskQueue(suite.redis, key, { prefix: p, timeoutMs: 20_000 });
+    closers.push(() => worker.close(), () => front.close());
+    for (let round = 0; round < 5; round++) {
+      const jobs = maskJobs(40);
+      const partials = await front.dispatch(`fast-${round}`, jobs, 3, 40);
+      expect(partials).toHaveLength(40);
+      expect(Buffer.from(add(partials, 3).buffer).equals(Buffer.from(local(jobs, 3).buffer))).toBe(true);
+    }
+  });
+
   test('a worker with another queue key cannot open a part: the dispatch fails', async () => {
     const p = `${suite.prefix}-wrongkey`;
     const front = new UnmaskQueue(suite.redis, new Uint8Array(randomBytes(32)), { prefix: p, timeoutMs: 10_000 });
