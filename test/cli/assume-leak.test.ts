@@ -29,7 +29,7 @@ import { DIGITS_TRAINING, digitsModel } from '../../shared/model/digits.js';
 import { loadTf } from '../../shared/model/tfjs.js';
 import { encodingsOf, filesUnder, makeCanaries, PLANTED_WHAT, plantedFile, scanFilesReport, type Needle } from '../support/canary.js';
 import { CLI, cliJson, runCli, type CliRun } from '../support/cli.js';
-import { waitFor } from '../support/cluster.js';
+import { manifest as jobManifest, waitFor } from '../support/cluster.js';
 
 const c = makeCanaries();
 const env = { ...process.env, AEGIS_PASSPHRASE: c.passphrase, AEGIS_BACKUP_PASSPHRASE: c.token, AEGIS_LOG_LEVEL: 'debug' };
@@ -95,22 +95,18 @@ describe('assume leak: no canary and no key in any DB, backup, export or log', (
     const runners = dirs.map((dir) => spawnLogged(['client', 'run', '--data-dir', dir, '--allow-unsigned']));
     const { tf } = await loadTf();
     const { spec, weights } = await digitsModel(tf, { hidden: 8, seed: 2 });
-    const now = Date.now();
     const manifest = join(root, 'job.json');
     writeFileSync(
       manifest,
-      JSON.stringify({
-        version: 1,
+      jobManifest({
         jobId: 'leak-check',
-        rounds: 1,
         round: { dim: weights.length, cohort: 3, clip: 2048, bits: 24 },
         deadlines: { advertiseMs: 10_000, shareMs: 10_000, maskedMs: 60_000, consistencyMs: 10_000, unmaskMs: 10_000 },
         model: spec,
         training: { ...DIGITS_TRAINING, epochs: 1 },
-        issuedAt: new Date(now - 60_000).toISOString(),
-        expiresAt: new Date(now + 3_600_000).toISOString(),
       }),
     );
+
     const weightsPath = join(root, 'w0.bin');
     writeFileSync(weightsPath, weightBytes(weights));
     const launched = aegis(['round', 'launch', '--data-dir', coordDir, '--manifest', manifest, '--weights', weightsPath, '--gather', '30s', '--wait', '--json']);

@@ -9,7 +9,7 @@ import { randomBytes } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { waitFor } from '../support/cluster.js';
+import { manifest as jobManifest, waitFor } from '../support/cluster.js';
 import { CLI, cliJson, runCli, type CliRun } from '../support/cli.js';
 import { TEST_REDIS_URL, testRedis } from '../support/redis.js';
 
@@ -54,20 +54,9 @@ afterAll(async () => {
 
 describe('coordinator start --redis', () => {
   test('round launch queues the round; the coordinator takes it from the queue, a separate unmask-worker process takes the masks out, and --wait follows it to completion', () => {
-    const now = Date.now();
     const manifest = join(root, 'job.json');
-    writeFileSync(
-      manifest,
-      JSON.stringify({
-        version: 1,
-        jobId: 'via-redis',
-        rounds: 1,
-        round: { dim: 4, cohort: 3, clip: 4, bits: 16 },
-        deadlines: { advertiseMs: 10_000, shareMs: 10_000, maskedMs: 10_000, consistencyMs: 10_000, unmaskMs: 10_000 },
-        issuedAt: new Date(now - 60_000).toISOString(),
-        expiresAt: new Date(now + 3_600_000).toISOString(),
-      }),
-    );
+    writeFileSync(manifest, jobManifest({ jobId: 'via-redis', round: { dim: 4, cohort: 3, clip: 4, bits: 16 } }));
+
     const r = aegis(['round', 'launch', '--data-dir', coordDir, '--manifest', manifest, '--gather', '20s', '--wait', '--json']);
     expect([r.status, r.status === 0 ? '' : `${r.stdout}\n${r.stderr.slice(-2000)}`]).toEqual([0, '']);
     const out = cliJson(r);
