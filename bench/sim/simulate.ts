@@ -6,6 +6,9 @@
  * quantized inputs, word for word.
  */
 import { cpus } from 'node:os';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { Worker } from 'node:worker_threads';
 import { isAegisError } from '../../shared/errors.js';
 import { DeterministicRng } from '../../shared/crypto/rng.js';
 import { addInto } from '../../shared/crypto/vecops.js';
@@ -255,21 +258,53 @@ async function simulateGroups(opts: SimulateOptions, groupSize: number): Promise
   const whole = validateRoundParams({ dim: opts.dim, cohort: opts.clients, groupSize, neighbors: opts.neighbors, threshold: opts.threshold, clip: opts.clip ?? 1, bits });
   const groupParams = (size: number): RoundParams => groupRoundParams(whole, size);
   const failing = new Set(Array.from(DeterministicRng.fromSeed('aegis-sim-failing-groups', seed).permutation(groups.length)).slice(0, opts.failGroups ?? 0));
-  const results: SimulateResult[] = [];
-  for (const [g, members] of groups.entries()) {
-    const r = await simulate({
-      ...opts,
-      groupSize: undefined,
-      ...(failing.has(g) ? { dropout: 1, dropPhase: opts.dropPhase === undefined || opts.dropPhase === 'any' ? 'advertise' : opts.dropPhase } : {}),
-      clients: members.length,
-      seed: seed * 7919 + g,
-      // The coordinator's rule for a group's k and t (shared/protocol/params.ts groupRoundParams).
-      neighbors: groupParams(members.length).neighbors,
-      threshold: groupParams(members.length).threshold,
-      progress: () => undefined,
-    });
-    results.push(r);
+  const { progress: _progress, ...plain } = opts;
+  const optionsFor = (g: number, members: string[]): SimulateOptions => ({
+    ...plain,
+    groupSize: undefined,
+    ...(failing.has(g) ? { dropout: 1, dropPhase: opts.dropPhase === undefined || opts.dropPhase === 'any' ? 'advertise' : opts.dropPhase } : {}),
+    clients: members.length,
+    seed: seed * 7919 + g,
+    // The coordinator's rule for a group's k and t (shared/protocol/params.ts groupRoundParams).
+    neighbors: groupParams(members.length).neighbors,
+    threshold: groupParams(members.length).threshold,
+  });
+  const report = (g: number, r: SimulateResult): void =>
     log(`  group ${g + 1}/${groups.length}: ${r.ok ? `${r.survivors}/${r.clients} survivors${r.exact ? '' : ' NOT EXACT'}` : `aborted in ${r.aborted_at}: ${r.reason}`} (${r.timings_ms.total} ms)`);
+  // Groups are independent rounds: with worker threads, each thread runs whole groups, so the
+  // cores work on different groups at once; without, one group after the other here.
+  const lanes = Math.max(0, Math.min(opts.workers ?? cpus().length, groups.length));
+  const results: SimulateResult[] = new Array(groups.length);
+  if (lanes >= 2) {
+    // Compiled beside this module in dist/; from the sources (tests), the built copy in dist/.
+    const beside = fileURLToPath(new URL('./group-worker.js', import.meta.url));
+    const path = existsSync(beside) ? beside : fileURLToPath(new URL('../../dist/bench/sim/group-worker.js', import.meta.url));
+    if (!existsSync(path)) throw new Error(`${path} not found: run "npm run build" (worker threads need the compiled dist/)`);
+    const threads = Array.from({ length: lanes }, () => new Worker(path));
+    let next = 0;
+    try {
+      await Promise.all(
+        threads.map(async (w) => {
+          for (let g = next++; g < groups.length; g = next++) {
+            const reply = await new Promise<{ ok: true; r: SimulateResult } | { ok: false; message: string }>((resolve, reject) => {
+              w.once('message', resolve);
+              w.once('error', reject);
+              w.postMessage(optionsFor(g, groups[g]!));
+            });
+            if (!reply.ok) throw new Error(reply.message);
+            results[g] = reply.r;
+            report(g, reply.r);
+          }
+        }),
+      );
+    } finally {
+      await Promise.all(threads.map((w) => w.terminate()));
+    }
+  } else {
+    for (const [g, members] of groups.entries()) {
+      results[g] = await simulate({ ...optionsFor(g, members), progress: () => undefined });
+      report(g, results[g]!);
+    }
   }
   const done = results.filter((r) => r.ok);
   const failed = results.flatMap((r, group) => (r.ok ? [] : [{ group, reason: r.reason ?? 'aborted', at: r.aborted_at ?? '', members: r.clients }]));

@@ -85,6 +85,15 @@ describe('a grouped simulated round', () => {
     expect(none).toMatchObject({ ok: false, reason: 'all-groups-aborted', exact: false });
   });
 
+  test('with worker threads the groups run side by side, one whole group per thread, with the same outcome as one after the other', async () => {
+    const opts = { clients: 120, dim: 32, groupSize: 40, neighbors: 8, dropout: 0.1, seed: 9 };
+    const parallel = await simulate({ ...opts, workers: 2 });
+    const serial = await simulate({ ...opts, workers: 0 });
+    expect(parallel.ok && parallel.exact).toBe(true);
+    expect(parallel.groups).toEqual(serial.groups);
+    expect([parallel.survivors, parallel.total_weight, parallel.sets]).toEqual([serial.survivors, serial.total_weight, serial.sets]);
+  }, 60_000);
+
   test('n * 2^b must fit 32 bits over the whole cohort, not per group', async () => {
     await expect(simulate({ clients: 600, dim: 4, groupSize: 100, bits: 23, workers: 0 })).rejects.toThrow(/2\^32/);
   });
