@@ -50,6 +50,17 @@ export class JobDirectory {
     return out;
   }
 
+  /** Asks the coordinator that runs `jobId` to cancel it (it looks at each publish, every second). */
+  async requestCancel(jobId: string, detail: string): Promise<void> {
+    await this.redis.hset(this.key(jobId), 'cancel', detail.slice(0, 300));
+  }
+
+  /** A pending cancel request for `jobId`, taken (removed) by the caller that will act on it. */
+  async takeCancel(jobId: string): Promise<string | undefined> {
+    const [[, detail]] = ((await this.redis.multi().hget(this.key(jobId), 'cancel').hdel(this.key(jobId), 'cancel').exec()) ?? [[null, null]]) as [[unknown, string | null]];
+    return detail ?? undefined;
+  }
+
   async status(jobId: string): Promise<admin.RoundStatusReply | undefined> {
     const b = await this.redis.hgetBuffer(this.key(jobId), 'status');
     return b ? fromBinary(admin.RoundStatusReplySchema, new Uint8Array(b)) : undefined;

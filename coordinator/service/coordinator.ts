@@ -39,7 +39,7 @@ import { isTrainingManifest, parseManifest, type JobManifest } from '../../share
 import type { ClientMessage, RoundRef, ServerEvent, ServerMessage } from '../../shared/protocol/messages.js';
 import { sameRound } from '../../shared/protocol/session.js';
 import { Phase, type AbortReason } from '../../shared/protocol/vocabulary.js';
-import { abortReasonToProto, fromClientEnvelope, phaseToProto, toEventEnvelope, vectorToBytes } from '../../shared/rpc/convert.js';
+import { abortReasonToProto, fromClientEnvelope, phaseFromProto, phaseToProto, toEventEnvelope, vectorToBytes } from '../../shared/rpc/convert.js';
 import { addHealthAndReflection } from '../../shared/rpc/server.js';
 import { addService, serverStream, unary } from '../../shared/rpc/service.js';
 import { clientIdOf, inspectCsr, issueClientCertificate, issueServerCertificate, operatorOf, serialOf, type CertificateAuthority } from '../auth/ca.js';
@@ -578,10 +578,10 @@ export class Coordinator {
         this.operatorOf(call);
         return create(admin.ListRoundsReplySchema, { jobs: await this.listJobsEverywhere() });
       }),
-      cancelRound: unary<admin.CancelRoundRequest, admin.CancelRoundReply>((req, call) => {
+      cancelRound: unary<admin.CancelRoundRequest, admin.CancelRoundReply>(async (req, call) => {
         const operator = this.operatorOf(call);
         const reason = req.reason.trim().slice(0, 200);
-        const c = this.cancelJob(req.jobId, reason ? `cancelled by operator ${operator}: ${reason}` : `cancelled by operator ${operator}`);
+        const c = await this.cancelAnywhere(req.jobId, reason ? `cancelled by operator ${operator}: ${reason}` : `cancelled by operator ${operator}`);
         this.log?.warn({ operator, job: req.jobId, round: c.roundIndex }, 'cancellation by operator');
         return create(admin.CancelRoundReplySchema, { jobId: req.jobId, roundIndex: c.roundIndex, phase: phaseToProto(c.phase), cancelledAtMs: BigInt(c.at) });
       }),
@@ -1109,12 +1109,39 @@ export class Coordinator {
     }
   }
 
-  /** Publishes this process's jobs to the job directory (every second while any runs, and at each round's end). */
+  /**
+   * Cancels a job here, or — with a job directory — a running job another coordinator runs: the
+   * request goes to the directory and that coordinator acts on it within a second.
+   */
+  async cancelAnywhere(jobId: string, detail: string): Promise<{ roundIndex: number; phase: Phase; at: number }> {
+    const dir = this.opts.jobDirectory;
+    if (this.jobs.has(jobId) || !dir) return this.cancelJob(jobId, detail);
+    const s = await dir.status(jobId);
+    if (!s) throw new AegisError(ErrorCode.NotFound, `no job '${jobId}' is known here or on the Redis`);
+    if (s.jobState !== admin.JobState.RUNNING) throw new AegisError(ErrorCode.FailedPrecondition, `job '${jobId}' is not running; nothing to cancel`);
+    await dir.requestCancel(jobId, detail);
+    return { roundIndex: s.roundIndex, phase: phaseFromProto(s.phase), at: this.clock() };
+  }
+
+  /**
+   * Publishes this process's jobs to the job directory (every second, and at each round's end),
+   * after acting on any cancel request another coordinator left for them.
+   */
   private async publishJobs(): Promise<void> {
     const dir = this.opts.jobDirectory;
     if (!dir) return;
     for (const info of this.listJobs()) {
-      await dir.publish(info, this.statusOf(info.jobId)).catch(() => undefined);
+      if (info.state === admin.JobState.RUNNING) {
+        const detail = await dir.takeCancel(info.jobId).catch(() => undefined);
+        if (detail !== undefined) {
+          try {
+            this.cancelJob(info.jobId, detail);
+          } catch {
+            // It ended meanwhile: nothing to cancel.
+          }
+        }
+      }
+      await dir.publish(this.listJobs().find((j) => j.jobId === info.jobId) ?? info, this.statusOf(info.jobId)).catch(() => undefined);
     }
   }
 

@@ -103,6 +103,38 @@ describe('launches through the queue', () => {
   }, 90_000);
 });
 
+describe('one view of every job', () => {
+  test('a cancel asked of another coordinator reaches the one that runs the job, through the job directory', async () => {
+    const queue = queueFor('cancel');
+    const directory = new JobDirectory(suite.redis, { prefix: `${suite.prefix}-cancel` });
+    const front = await startCoordinatorNotListening(queue, directory);
+    closers.push(() => front.close());
+    const host = await startCoordinator({ launchQueue: new LaunchQueue(suite.redis, { prefix: `${suite.prefix}-cancel` }), jobDirectory: directory, lostAfterMs: 60_000 });
+    closers.push(() => host.close());
+    const clients = await enrollClients(host, 3);
+    const runners = startRunners(host, clients, 4);
+    closers.push(() => runners.forEach((r) => r.stop()));
+    const long = { advertiseMs: 30_000, shareMs: 30_000, maskedMs: 30_000, consistencyMs: 30_000, unmaskMs: 30_000 };
+    await front.requestLaunch(manifest({ jobId: 'cancel-me', round: { dim: 4, cohort: 3 }, deadlines: long }), { gatherMs: 10_000 });
+    const until = Date.now() + 20_000;
+    while (!host.listJobs().some((j) => j.jobId === 'cancel-me')) {
+      if (Date.now() > until) throw new Error('the job did not start');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    // One client goes away at once: the round waits for it (long deadlines), so it is still running.
+    void runners[0]!.stop();
+    await new Promise((r) => setTimeout(r, 1500));
+    expect(front.listJobs()).toEqual([]);
+    expect((await front.cancelAnywhere('cancel-me', 'cancelled from another coordinator')).roundIndex).toBe(0);
+    const o = await host.outcomeOf('cancel-me', 0);
+    expect(o).toMatchObject({ ok: false, reason: 'cancelled' });
+    await new Promise((r) => setTimeout(r, 1500));
+    expect((await front.listJobsEverywhere()).find((j) => j.jobId === 'cancel-me')?.state).toBe(host.listJobs()[0]!.state);
+    expect(await codeOfAsync(front.cancelAnywhere('cancel-me', 'again'))).toBe('failed-precondition');
+    expect(await codeOfAsync(front.cancelAnywhere('no-such-job', 'x'))).toBe('not-found');
+  }, 90_000);
+});
+
 describe('retries', () => {
   test('a failure a retry cannot fix fails at once; a transient one is retried until it succeeds', async () => {
     const queue = queueFor('retry', { attempts: 3, backoffMs: 50 });
