@@ -203,8 +203,12 @@ export class LaunchQueue {
       const job = await this.queue.getJob(id);
       if (!job) throw new AegisError(ErrorCode.NotFound, `no launch '${id}' in the queue`);
       const state = await job.getState();
-      if (state === 'completed') return { state, result: job.returnvalue };
-      if (state === 'failed') return { state, ...(job.failedReason ? { failedReason: job.failedReason } : {}) };
+      if (state === 'completed' || state === 'failed') {
+        // Read the job again: the copy above may predate the end (no return value yet).
+        const done = (await this.queue.getJob(id)) ?? job;
+        if (state === 'completed') return { state, result: done.returnvalue };
+        return { state, ...(done.failedReason ? { failedReason: done.failedReason } : {}) };
+      }
       if (Date.now() > deadline) throw new AegisError(ErrorCode.Unavailable, `launch '${id}' did not finish within ${Math.round(timeoutMs / 1000)} s`);
       await new Promise((r) => setTimeout(r, 200));
     }
