@@ -112,8 +112,13 @@ describe('one view of every job', () => {
     const host = await startCoordinator({ launchQueue: new LaunchQueue(suite.redis, { prefix: `${suite.prefix}-cancel` }), jobDirectory: directory, lostAfterMs: 60_000 });
     closers.push(() => host.close());
     const clients = await enrollClients(host, 3);
-    const runners = startRunners(host, clients, 4);
+    // Client 0 is held before it joins the round: with long deadlines the round waits for it and
+    // so is surely still running when the cancel comes (stopping a runner raced the round's end).
+    let release!: () => void;
+    const held = new Promise<void>((r) => (release = r));
+    const runners = startRunners(host, clients, 4, undefined, (i) => (i === 0 ? { beforeRound: () => held } : {}));
     closers.push(() => runners.forEach((r) => r.stop()));
+    closers.push(() => release());
     const long = { advertiseMs: 30_000, shareMs: 30_000, maskedMs: 30_000, consistencyMs: 30_000, unmaskMs: 30_000 };
     await front.requestLaunch(manifest({ jobId: 'cancel-me', round: { dim: 4, cohort: 3 }, deadlines: long }), { gatherMs: 10_000 });
     const until = Date.now() + 20_000;
@@ -121,8 +126,6 @@ describe('one view of every job', () => {
       if (Date.now() > until) throw new Error('the job did not start');
       await new Promise((r) => setTimeout(r, 50));
     }
-    // One client goes away at once: the round waits for it (long deadlines), so it is still running.
-    void runners[0]!.stop();
     await new Promise((r) => setTimeout(r, 1500));
     expect(front.listJobs()).toEqual([]);
     expect((await front.cancelAnywhere('cancel-me', 'cancelled from another coordinator')).roundIndex).toBe(0);
