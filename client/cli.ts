@@ -108,7 +108,7 @@ export function registerClient(program: Command): void {
     .option('--data-dir <dir>', 'the enrolled data dir', DEFAULT_DIR)
     .option('--input <file>', 'for plain rounds: this client\'s update {"values": [...], "weight": n}, read at each round')
     .option('--train-data <file>', 'for training jobs: local examples, one JSON object per line with the fields the manifest names (e.g. {"pixels": [...], "digit": 3})')
-    .option('--coordinator <host:port>', 'override the address recorded at enrollment')
+    .option('--coordinator <host:port[,host:port...]>', 'override the address recorded at enrollment; a comma-separated list of coordinator front ends (sharing one Redis) is accepted: the client uses one and fails over to the next when it goes away')
     .option('--backup-registry <dir|host:port>', "take only publisher-signed jobs, checked against the coordinator's registry and this backup registry (a registry directory, or another coordinator's enrollment address)")
     .option('--allow-unsigned', 'take part in unsigned jobs (no registries): local experiments only')
     .option('--registry-ca <file>', 'the CA of a backup registry address (default: the pinned coordinator CA)')

@@ -2,8 +2,8 @@
  * The client's side of the wire: enrollment (one-time token + CSR over server-authenticated TLS
  * 1.3) and `ClientRunner`, what `aegis client run` is once its data dir is open — an mTLS channel
  * to the coordinator, a pool of single-use round tokens, the Subscribe stream feeding a
- * ClientAgent, reconnection with exponential backoff and jitter, per-round deadlines, and
- * certificate renewal before expiry.
+ * ClientAgent, reconnection with exponential backoff and jitter, failover across several
+ * coordinator front ends, per-round deadlines, and certificate renewal before expiry.
  */
 import { X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
@@ -86,7 +86,25 @@ export async function enrollWithToken(opts: {
   }
 }
 
+/**
+ * The coordinator front ends of `HOST:PORT[,HOST:PORT...]`, in order (trimmed, empties dropped);
+ * throws `invalid-argument` when none is left.
+ */
+export function parseAddressList(list: string): string[] {
+  const addresses = list
+    .split(',')
+    .map((a) => a.trim())
+    .filter((a) => a.length > 0);
+  if (addresses.length === 0) throw new AegisError(ErrorCode.InvalidArgument, `the coordinator address list names no address: '${list}'`);
+  return addresses;
+}
+
 export interface RunnerOptions {
+  /**
+   * The coordinator: `HOST:PORT`, or a comma-separated list of front ends that share one Redis
+   * (`HOST:PORT,HOST:PORT`). The runner uses one at a time and moves to the next (round-robin)
+   * when its stream ends or the front end becomes unreachable.
+   */
   address: string;
   caPem: string;
   clientId: string;
@@ -137,8 +155,10 @@ export interface RunnerOptions {
 
 export type RunnerEvent =
   | AgentEvent
-  | { kind: 'connected' }
-  | { kind: 'disconnected'; code: string; retryInMs: number }
+  /** `address`: the front end the stream is on. */
+  | { kind: 'connected'; address?: string }
+  /** `address`: the front end that was lost; `next`: the one tried next (when it changes). */
+  | { kind: 'disconnected'; code: string; retryInMs: number; address?: string; next?: string }
   | { kind: 'renewed'; notAfter: string }
   | { kind: 'fatal'; code: string; message: string }
   /** The client did not join a round (a check failed, or it has nothing to contribute). */
@@ -151,12 +171,18 @@ export type RunnerEvent =
 type SecAggClient = TypedClient<MethodsOf<typeof pb.SecAgg>>;
 
 const TOKEN_BATCH = 8;
+/** Retries of a transport failure in `send` (more with several front ends: the stream may be moving). */
+const SEND_RETRIES = 4;
+const SEND_RETRIES_PER_FRONT_END = 3;
 /** A token is not used in its last 30 s (the call must reach the coordinator before it expires). */
 const TOKEN_MARGIN_MS = 30_000;
 
 export class ClientRunner {
   readonly agent: ClientAgent;
   private readonly opts: RunnerOptions;
+  /** The coordinator front ends; `current` indexes the one in use. */
+  private readonly addresses: readonly string[];
+  private current = 0;
   private client!: SecAggClient;
   private trustClient!: TypedClient<MethodsOf<typeof trustPb.Trust>>;
   private certificateDer: Uint8Array;
@@ -182,6 +208,7 @@ export class ClientRunner {
   readonly done: Promise<AegisError | undefined>;
 
   constructor(opts: RunnerOptions) {
+    this.addresses = parseAddressList(opts.address);
     this.opts = opts;
     this.certificateDer = opts.certificateDer;
     this.ca = new X509Certificate(opts.caPem);
@@ -198,6 +225,11 @@ export class ClientRunner {
       send: (m) => this.send(m),
       onEvent: (e) => opts.onEvent?.(e),
     });
+  }
+
+  /** The front end in use. */
+  get address(): string {
+    return this.addresses[this.current]!;
   }
 
   start(): void {
@@ -231,13 +263,19 @@ export class ClientRunner {
     void this.stop();
   }
 
+  /** (Re)opens the channels to the current front end; its tokens start from an empty pool. */
   private connect(): void {
     this.reconnectPending = false;
+    const address = this.address;
     this.client?.close();
-    this.client = new (clientFor(pb.SecAgg))(this.opts.address, this.credentials(), channelOptions(this.opts.address));
+    this.client = new (clientFor(pb.SecAgg))(address, this.credentials(), channelOptions(address));
     this.trustClient?.close();
-    this.trustClient = new (clientFor(trustPb.Trust))(this.opts.address, this.credentials(), channelOptions(this.opts.address));
+    this.trustClient = new (clientFor(trustPb.Trust))(address, this.credentials(), channelOptions(address));
+    // Tokens are single-use per front end: none from the previous channel (a fetch still under
+    // way there does not fill the pool: see token()).
     this.tokens = [];
+    this.tokensExpireAt = 0;
+    this.tokenFetch = null;
   }
 
   /** mTLS credentials: the pinned CA, the identity key and the current certificate. */
@@ -252,14 +290,22 @@ export class ClientRunner {
   /** One single-use round token (fetched in batches over mTLS). */
   private async token(): Promise<string> {
     if (this.tokens.length === 0 || Date.now() > this.tokensExpireAt - TOKEN_MARGIN_MS) {
-      this.tokenFetch ??= callUnary(this.client.issueTokens.bind(this.client), create(pb.IssueTokensRequestSchema, { count: TOKEN_BATCH }), new grpc.Metadata(), {
-        deadline: Date.now() + 15_000,
-      })
-        .then((r) => {
-          this.tokens = [...r.tokens];
-          this.tokensExpireAt = Number(r.expiresAtMs);
+      if (!this.tokenFetch) {
+        const client = this.client;
+        const fetch: Promise<void> = callUnary(client.issueTokens.bind(client), create(pb.IssueTokensRequestSchema, { count: TOKEN_BATCH }), new grpc.Metadata(), {
+          deadline: Date.now() + 15_000,
         })
-        .finally(() => (this.tokenFetch = null));
+          .then((r) => {
+            // Tokens of a front end this runner has since left are of no use.
+            if (this.client !== client) return;
+            this.tokens = [...r.tokens];
+            this.tokensExpireAt = Number(r.expiresAtMs);
+          })
+          .finally(() => {
+            if (this.tokenFetch === fetch) this.tokenFetch = null;
+          });
+        this.tokenFetch = fetch;
+      }
       await this.tokenFetch;
     }
     const t = this.tokens.shift();
@@ -273,24 +319,35 @@ export class ClientRunner {
     return md;
   }
 
+  /**
+   * The wait before the next attempt, with jitter. With one front end it doubles with each
+   * failure in a row; with several it doubles with each full pass over the list, so moving on
+   * from a front end that just failed is quick and only a list that keeps failing backs off.
+   */
   private backoff(): number {
     const { min, max } = this.opts.backoffMs ?? { min: 250, max: 10_000 };
-    const base = Math.min(max, min * 2 ** Math.min(this.failures, 16));
+    const n = this.addresses.length;
+    const exponent = n > 1 ? Math.floor(Math.max(0, this.failures - 1) / n) : this.failures;
+    const base = Math.min(max, min * 2 ** Math.min(exponent, 16));
     return Math.round(base / 2 + Math.random() * (base / 2));
   }
 
   private subscribe(): void {
     if (this.stopped) return;
+    // A channel replaced meanwhile (failover, certificate swap) subscribes on its own.
+    const client = this.client;
+    const address = this.address;
     void this.metadata().then(
       (md) => {
-        if (this.stopped) return;
-        const stream = this.client.subscribe(create(pb.SubscribeRequestSchema, {}), md);
+        if (this.stopped || this.client !== client) return;
+        const stream = client.subscribe(create(pb.SubscribeRequestSchema, {}), md);
         this.stream = stream;
         let announced = false;
         stream.on('metadata', () => {
+          if (this.stream !== stream) return;
           this.failures = 0;
           announced = true;
-          this.opts.onEvent?.({ kind: 'connected' });
+          this.opts.onEvent?.({ kind: 'connected', address });
         });
         stream.on('data', (env: pb.ServerEnvelope) => {
           if (!announced) {
@@ -302,7 +359,9 @@ export class ClientRunner {
         stream.on('error', (err: unknown) => this.streamEnded(stream, err));
         stream.on('end', () => this.streamEnded(stream, undefined));
       },
-      (err: unknown) => this.streamEnded(null, err),
+      (err: unknown) => {
+        if (this.client === client) this.streamEnded(null, err);
+      },
     );
   }
 
@@ -315,7 +374,15 @@ export class ClientRunner {
     if (e.code === ErrorCode.Unauthenticated && /revoked|no-identity/.test(e.message)) return this.fatal(e);
     this.failures++;
     const wait = this.backoff();
-    this.opts.onEvent?.({ kind: 'disconnected', code: e.code, retryInMs: wait });
+    const lost = this.address;
+    // A front end that ended the stream or cannot be reached: try the next one (its channel
+    // opens now, so sends being retried already go there). Other refusals retry the same one.
+    const failover = this.addresses.length > 1 && (err === undefined || e.code === ErrorCode.Unavailable);
+    if (failover) {
+      this.current = (this.current + 1) % this.addresses.length;
+      this.connect();
+    }
+    this.opts.onEvent?.({ kind: 'disconnected', code: e.code, retryInMs: wait, address: lost, ...(failover ? { next: this.address } : {}) });
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = setTimeout(() => this.subscribe(), wait);
   }
@@ -525,13 +592,16 @@ export class ClientRunner {
   private async send(m: ClientMessage): Promise<void> {
     if (m.type === 'masked-input') await this.acquireUploadSlot(m.sessionId);
     const env = toClientEnvelope(m);
+    // With several front ends a send may fail while the stream moves to another one: give it
+    // enough (bounded) retries to reach the next front end.
+    const retries = this.addresses.length > 1 ? SEND_RETRIES + SEND_RETRIES_PER_FRONT_END * (this.addresses.length - 1) : SEND_RETRIES;
     for (let attempt = 0; ; attempt++) {
       try {
         await callUnary(this.client.send.bind(this.client), env, await this.metadata(), { deadline: Date.now() + 60_000 });
         return;
       } catch (err) {
         if (attempt > 0 && reasonOf(err) === ErrorCode.AlreadyExists) return; // the first try did arrive
-        if (!isTransient(err) || attempt >= 4 || this.stopped) throw asAegisError(err);
+        if (!isTransient(err) || attempt >= retries || this.stopped) throw asAegisError(err);
         this.failures++;
         await new Promise((r) => setTimeout(r, this.backoff()));
       }
@@ -562,6 +632,7 @@ export class ClientRunner {
     this.reconnectPending = false;
     const old = this.stream;
     this.stream = null; // its end is not a failure: subscribe again at once, on the new channel
+    clearTimeout(this.reconnectTimer); // a reconnect already due would open a second stream
     this.connect();
     old?.cancel();
     this.subscribe();
@@ -572,7 +643,8 @@ export class ClientRunner {
     this.renewing = true;
     try {
       const csrDer = await createCsr(this.opts.identity, this.opts.clientId);
-      const renewer = new (clientFor(enroll.Enrollment))(this.opts.address, this.credentials(), channelOptions(this.opts.address));
+      const address = this.address;
+      const renewer = new (clientFor(enroll.Enrollment))(address, this.credentials(), channelOptions(address));
       try {
         const reply = await callUnary(renewer.renew.bind(renewer), create(enroll.RenewRequestSchema, { csrDer }), new grpc.Metadata(), { deadline: Date.now() + 15_000 });
         this.certificateDer = reply.certificateDer;
@@ -587,7 +659,7 @@ export class ClientRunner {
     } catch (err) {
       const e = asAegisError(err);
       if (e.code === ErrorCode.Unauthenticated) this.fatal(e);
-      else this.opts.onEvent?.({ kind: 'disconnected', code: e.code, retryInMs: this.opts.renewCheckMs ?? 60_000 });
+      else this.opts.onEvent?.({ kind: 'disconnected', code: e.code, retryInMs: this.opts.renewCheckMs ?? 60_000, address: this.address });
     } finally {
       this.renewing = false;
     }
