@@ -17,12 +17,14 @@
  */
 import { randomInt, X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
-import { create } from '@bufbuild/protobuf';
+import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import type { CoordinatorMetrics } from './metrics.js';
 import type { LaunchQueue, LaunchTask } from '../queue/launch-queue.js';
 import type { UnmaskQueue } from '../queue/unmask-queue.js';
 import type { JobDirectory } from '../queue/job-directory.js';
+import type { SharedRoundInfo, SharedRoundMeta } from '../queue/round-store.js';
+import type { SharedRounds } from './shared-rounds.js';
 import type { Logger } from 'pino';
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
@@ -39,7 +41,7 @@ import { isTrainingManifest, parseManifest, type JobManifest } from '../../share
 import type { ClientMessage, RoundRef, ServerEvent, ServerMessage } from '../../shared/protocol/messages.js';
 import { sameRound } from '../../shared/protocol/session.js';
 import { Phase, type AbortReason } from '../../shared/protocol/vocabulary.js';
-import { abortReasonToProto, fromClientEnvelope, phaseFromProto, phaseToProto, toEventEnvelope, vectorToBytes } from '../../shared/rpc/convert.js';
+import { abortReasonToProto, fromClientEnvelope, fromEventEnvelope, phaseFromProto, phaseToProto, toEventEnvelope, vectorToBytes } from '../../shared/rpc/convert.js';
 import { addHealthAndReflection } from '../../shared/rpc/server.js';
 import { addService, serverStream, unary } from '../../shared/rpc/service.js';
 import { clientIdOf, inspectCsr, issueClientCertificate, issueServerCertificate, operatorOf, serialOf, type CertificateAuthority } from '../auth/ca.js';
@@ -75,6 +77,11 @@ export interface CoordinatorOptions {
    */
   unmaskQueue?: UnmaskQueue;
   unmaskParts?: number;
+  /**
+   * With Redis: round state lives on Redis (coordinator/service/shared-rounds.ts), so several
+   * coordinator processes (front ends) run each round together and a client may reach any of them.
+   */
+  sharedRounds?: SharedRounds;
   /** With Redis: where this process publishes its jobs, so every coordinator on the Redis lists them. */
   jobDirectory?: JobDirectory;
   /** Client certificate lifetime; default 24 h. */
@@ -191,6 +198,12 @@ export class Coordinator {
     this.log = opts.log;
     this.clock = opts.clock ?? Date.now;
     this.verifier = new TokenVerifier({ publicKey: opts.tokens.publicKey, revocations: this.registry.revocations, clock: this.clock });
+    const shared = opts.sharedRounds;
+    if (shared) {
+      shared.connectedClients = () => this.connectedClients();
+      shared.onNewRound = (info) =>
+        void this.attachRemoteRound(info).catch((err: unknown) => this.log?.warn({ job: info.jobId, round: info.index, code: isAegisError(err) ? err.code : 'internal' }, 'could not follow a shared round'));
+    }
   }
 
   // -------------------------------------------------------------------------------------------
@@ -237,6 +250,7 @@ export class Coordinator {
     this.address = `${reachable(host)}:${mainPort}`;
     this.enrollAddress = `${reachable(enrollHost)}:${enrollPort}`;
     this.log?.info({ listen: this.address, enrollListen: this.enrollAddress }, 'coordinator listening');
+    await this.opts.sharedRounds?.start();
     this.opts.launchQueue?.work((task) => this.runQueuedLaunch(task));
     if (this.opts.jobDirectory) {
       this.directoryTimer = setInterval(() => void this.publishJobs(), 1000);
@@ -249,7 +263,8 @@ export class Coordinator {
   async close(): Promise<void> {
     this.closing = true;
     clearInterval(this.directoryTimer);
-    for (const job of this.jobs.values()) for (const r of job.rounds) r.host.cancel('the coordinator is shutting down');
+    // A shared round goes on with the other front ends; a round of this process alone ends here.
+    if (!this.opts.sharedRounds) for (const job of this.jobs.values()) for (const r of job.rounds) r.host.cancel('the coordinator is shutting down');
     // Launches this process was running go back to the queue for another process.
     await this.opts.launchQueue?.close(true);
     for (const mb of this.mailboxes.values()) mb.close(new AegisError(ErrorCode.Unavailable, 'the coordinator is shutting down'));
@@ -269,6 +284,7 @@ export class Coordinator {
       ),
     );
     this.servers = [];
+    await this.opts.sharedRounds?.close();
     await this.persistChain;
     for (const job of this.jobs.values()) await job.training?.models.flushed().catch(() => undefined);
   }
@@ -334,7 +350,7 @@ export class Coordinator {
       send: unary<pb.ClientEnvelope, pb.SendReply>(async (env, call) => {
         const rec = await this.roundCaller(call);
         const msg = fromClientEnvelope(env);
-        const phase = this.submit(rec.clientId, msg);
+        const phase = await this.submit(rec.clientId, msg);
         return create(pb.SendReplySchema, { phase: phaseToProto(phase) });
       }),
       heartbeat: unary<pb.HeartbeatRequest, pb.HeartbeatReply>(async (req, call) => {
@@ -407,7 +423,78 @@ export class Coordinator {
       const r = job.rounds[job.rounds.length - 1];
       if (r && !r.outcome && r.cohort.includes(clientId)) out.push(r);
     }
+    for (const r of this.remoteRounds.values()) if (!r.outcome && r.cohort.includes(clientId)) out.push(r);
     return out;
+  }
+
+  /** Shared rounds another front end started, that this one serves too (with `sharedRounds`). */
+  private readonly remoteRounds = new Map<string, RoundRecord & { jobId: string }>();
+
+  /** Follows a shared round another front end started: its cohort members connected here take part through this process. */
+  private async attachRemoteRound(info: SharedRoundInfo): Promise<void> {
+    const shared = this.opts.sharedRounds!;
+    const id = `${info.jobId}.r${info.index}`;
+    if (this.remoteRounds.has(id) || this.jobs.get(info.jobId)?.rounds.some((r) => r.index === info.index)) return;
+    const hosts = await Promise.all(info.groups.map((k) => shared.host(k)));
+    const startEnvelopes = info.starts.map((b) => fromBinary(pb.ServerEnvelopeSchema, new Uint8Array(Buffer.from(b, 'base64'))));
+    const startOf = new Map<string, pb.ServerEnvelope>();
+    hosts.forEach((h, i) => h.meta.cohort.forEach((cid) => startOf.set(cid, startEnvelopes[i]!)));
+    const cohort = hosts.flatMap((h) => h.meta.cohort).sort();
+    const host: RoundHostLike = hosts.length === 1 ? hosts[0]! : new GroupedRoundHost(hosts.map((h) => ({ members: h.meta.cohort, host: h })));
+    const start = fromEventEnvelope(startEnvelopes[0]!);
+    const dim = start.type === 'round-start' ? start.params.dim : 0;
+    const record: RoundRecord & { jobId: string } = {
+      jobId: info.jobId,
+      gate: UploadGate.forDim(dim, this.opts.uploadBudgetBytes ?? 96 * 1024 * 1024),
+      startEnvelope: startEnvelopes[0]!,
+      startOf,
+      index: info.index,
+      ref: { manifestHash: new Uint8Array(Buffer.from(info.manifestHash, 'hex')), roundIndex: info.index },
+      host,
+      cohort,
+      startedAt: info.createdAt,
+    };
+    this.remoteRounds.set(id, record);
+    this.wireRound(record, hosts[0]!.phase === Phase.AdvertiseKeys ? 'connected' : 'none');
+    this.log?.info({ job: info.jobId, round: info.index, groups: hosts.length, frontEnd: shared.fe }, 'following a round another front end started');
+    void host.outcome.then((o) => {
+      record.outcome = o;
+      record.endedAt = this.clock();
+      record.gate.open();
+      this.announceOutcome(record, o.ok ? { type: 'round-outcome', round: record.ref, ok: true } : { type: 'round-outcome', round: record.ref, ok: false, reason: o.reason });
+      for (const k of info.groups) shared.release(k);
+    });
+  }
+
+  /**
+   * Delivers a round's messages to its members' mailboxes (the advertise broadcast with each
+   * member's certificate), and the round start: to every member (`all`), or — a front end
+   * following another's round — only to members connected here (`connected`; the others get it
+   * from theirs, or when they connect: see stream()), or to nobody (`none`).
+   */
+  private wireRound(record: RoundRecord, sendStart: 'all' | 'connected' | 'none'): void {
+    const { host, cohort, startOf } = record;
+    // The advertise broadcast carries each member's certificate: clients take identity keys from
+    // certificates they check against their pinned CA, not from the coordinator's word.
+    const certificates = new Map(cohort.map((id) => [id, new Uint8Array(Buffer.from(this.registry.clients.get(id)?.certificate ?? '', 'base64'))]));
+    const withCertificates = (m: ServerMessage): ServerMessage =>
+      m.type === 'advertise-broadcast' ? { ...m, entries: m.entries.map((e) => ({ ...e, certificate: certificates.get(e.clientId) ?? new Uint8Array(0) })) } : m;
+    const envelopes = new WeakMap<object, pb.ServerEnvelope>();
+    for (const id of cohort) {
+      host.subscribe(id, (m) => {
+        // One broadcast object goes to every member: encode it once.
+        let env = envelopes.get(m);
+        if (!env) envelopes.set(m, (env = toEventEnvelope(withCertificates(m))));
+        this.opts.tap?.(id, m.type);
+        this.mailbox(id).push(env);
+      });
+    }
+    if (sendStart === 'none') return;
+    for (const id of cohort) {
+      if (sendStart === 'connected' && !this.mailbox(id).attached) continue;
+      this.opts.tap?.(id, 'round-start');
+      this.mailbox(id).push(startOf.get(id)!);
+    }
   }
 
   /**
@@ -415,7 +502,7 @@ export class Coordinator {
    * With several rounds running for this client, the first that does not answer
    * session-mismatch takes it.
    */
-  submit(clientId: string, msg: ClientMessage): Phase {
+  async submit(clientId: string, msg: ClientMessage): Promise<Phase> {
     const rounds = this.activeRoundsOf(clientId);
     if (rounds.length === 0) throw new AegisError(ErrorCode.WrongPhase, 'no round is running for this client');
     let last: unknown;
@@ -425,7 +512,7 @@ export class Coordinator {
         continue;
       }
       try {
-        r.host.submit(clientId, msg);
+        await r.host.submit(clientId, msg);
         if (msg.type === 'masked-input') r.gate.release(clientId);
         return r.host.phase;
       } catch (err) {
@@ -570,9 +657,9 @@ export class Coordinator {
         this.operatorOf(call);
         return this.statusAnywhere(req.jobId, req.roundIndex);
       }),
-      roundResult: unary<admin.RoundResultRequest, admin.RoundResultReply>((req, call) => {
+      roundResult: unary<admin.RoundResultRequest, admin.RoundResultReply>(async (req, call) => {
         this.operatorOf(call);
-        return this.resultOf(req.jobId, req.roundIndex);
+        return this.resultAnywhere(req.jobId, req.roundIndex);
       }),
       listRounds: unary<admin.ListRoundsRequest, admin.ListRoundsReply>(async (_req, call) => {
         this.operatorOf(call);
@@ -751,14 +838,20 @@ export class Coordinator {
     const needed = Math.max(t + 1, 3);
     const full = this.clock() + gatherMs;
     const enough = this.clock() + Math.max(gatherMs, minimumWaitMs);
+    // With shared rounds, clients connected to any front end on the Redis count.
+    const available = async (): Promise<string[]> => {
+      if (!this.opts.sharedRounds) return this.connectedClients();
+      const ids = await this.opts.sharedRounds.presence().catch(() => this.connectedClients());
+      return ids.filter((id) => this.registry.clients.has(id) && !this.registry.revocations.isRevoked({ clientId: id }));
+    };
     for (;;) {
-      const count = this.connectedClients().length;
+      const count = (await available()).length;
       const now = this.clock();
       if (count >= n || (now >= full && count >= needed) || now >= enough || this.closing) break;
-      await new Promise((r) => setTimeout(r, 50));
+      await new Promise((r) => setTimeout(r, this.opts.sharedRounds ? 200 : 50));
     }
     if (this.closing) throw new AegisError(ErrorCode.Unavailable, 'the coordinator is shutting down');
-    const connected = this.connectedClients();
+    const connected = await available();
     if (connected.length < needed) {
       throw new AegisError(ErrorCode.TooFewClients, `${connected.length} clients connected, the round needs at least ${needed} (t + 1, and 3 or more)`);
     }
@@ -797,12 +890,53 @@ export class Coordinator {
           this.log?.debug({ job: job.jobId, round: index, ...(split.length > 1 ? { group: split.indexOf(groupMembers) } : {}), phase: e.phase, next: e.next, clients: e.clients, expected: e.expected, ms: Math.round(e.seconds * 1000) }, 'phase closed');
         },
       });
-    const host: RoundHostLike = split.length === 1 ? hostFor(cohort, manifest.round) : new GroupedRoundHost(split.map((g, i) => ({ members: g, host: hostFor(g, groupParams[i]!) })));
+    let host: RoundHostLike;
+    const startEnvelopes = this.startEnvelopes(job, ref, groupParams);
+    const shared = this.opts.sharedRounds;
+    if (shared) {
+      const roundId = `${job.jobId}.r${index}`;
+      const keys = split.map((_, i) => (split.length === 1 ? roundId : `${roundId}.g${i}`));
+      const hashHex = Buffer.from(hash).toString('hex');
+      const createdAt = this.clock();
+      const info: SharedRoundInfo = { v: 1, jobId: job.jobId, index, manifestHash: hashHex, groups: keys, starts: startEnvelopes.map((e) => Buffer.from(toBinary(pb.ServerEnvelopeSchema, e)).toString('base64')), owner: shared.fe, createdAt };
+      const metas: SharedRoundMeta[] = split.map((g, i) => ({
+        v: 1,
+        key: keys[i]!,
+        jobId: job.jobId,
+        index,
+        group: i,
+        groups: split.length,
+        params: groupParams[i]!,
+        manifestHash: hashHex,
+        deadlines: manifest.deadlines,
+        cohort: g,
+        identities: Object.fromEntries(g.map((id) => [id, this.registry.clients.get(id)!.publicKey])),
+        owner: shared.fe,
+        createdAt,
+      }));
+      const { hosts, created } = await shared.create(info, metas);
+      if (!created) this.log?.warn({ job: job.jobId, round: index }, 'the round exists on the Redis already: following it instead of starting it again');
+      host = hosts.length === 1 ? hosts[0]! : new GroupedRoundHost(hosts.map((h) => ({ members: h.meta.cohort, host: h })));
+      if (!created) cohort.splice(0, cohort.length, ...hosts.flatMap((h) => h.meta.cohort).sort());
+    } else {
+      host = split.length === 1 ? hostFor(cohort, manifest.round) : new GroupedRoundHost(split.map((g, i) => ({ members: g, host: hostFor(g, groupParams[i]!) })));
+    }
     if (split.length > 1) this.log?.info({ job: job.jobId, round: index, groups: split.length, sizes: split.map((g) => g.length) }, 'round split into aggregation groups');
     this.opts.metrics?.roundStarted();
-    // Each group's members are sent their group's parameters (clients derive and check them).
-    const startEnvelopes = groupParams.map((params) => {
-      const start: ServerEvent = { type: 'round-start', round: ref, params, deadlines: manifest.deadlines, manifestJson: job.manifestJson };
+    const startOf = new Map<string, pb.ServerEnvelope>();
+    split.forEach((g, i) => g.forEach((id) => startOf.set(id, startEnvelopes[i]!)));
+    const record: RoundRecord = { gate, startEnvelope: startEnvelopes[0]!, startOf, index, ref, host, cohort, startedAt: this.clock() };
+    if (shared) void host.outcome.then(() => gate.open());
+    job.rounds.push(record);
+    this.wireRound(record, 'all');
+    void host.outcome.then((o) => this.finishRound(job, record, o));
+    return { jobId: job.jobId, manifestHash: hash, roundIndex: index, cohort };
+  }
+
+  /** Each group's RoundStart: its members are sent their group's parameters (clients derive and check them). */
+  private startEnvelopes(job: Job, ref: RoundRef, groupParams: readonly RoundParams[]): pb.ServerEnvelope[] {
+    return groupParams.map((params) => {
+      const start: ServerEvent = { type: 'round-start', round: ref, params, deadlines: job.manifest.deadlines, manifestJson: job.manifestJson };
       if (job.signedManifest) start.signedManifest = job.signedManifest;
       if (job.training) {
         const { version, sha256: digest } = job.training.models.latest;
@@ -810,31 +944,6 @@ export class Coordinator {
       }
       return toEventEnvelope(start);
     });
-    const startOf = new Map<string, pb.ServerEnvelope>();
-    split.forEach((g, i) => g.forEach((id) => startOf.set(id, startEnvelopes[i]!)));
-    const record: RoundRecord = { gate, startEnvelope: startEnvelopes[0]!, startOf, index, ref, host, cohort, startedAt: this.clock() };
-    job.rounds.push(record);
-    // The advertise broadcast carries each member's certificate: clients take identity keys from
-    // certificates they check against their pinned CA, not from the coordinator's word.
-    const certificates = new Map(cohort.map((id) => [id, new Uint8Array(Buffer.from(this.registry.clients.get(id)!.certificate, 'base64'))]));
-    const withCertificates = (m: ServerMessage): ServerMessage =>
-      m.type === 'advertise-broadcast' ? { ...m, entries: m.entries.map((e) => ({ ...e, certificate: certificates.get(e.clientId) ?? new Uint8Array(0) })) } : m;
-    const envelopes = new WeakMap<object, pb.ServerEnvelope>();
-    for (const id of cohort) {
-      host.subscribe(id, (m) => {
-        // One broadcast object goes to every member: encode it once.
-        let env = envelopes.get(m);
-        if (!env) envelopes.set(m, (env = toEventEnvelope(withCertificates(m))));
-        this.opts.tap?.(id, m.type);
-        this.mailbox(id).push(env);
-      });
-    }
-    for (const id of cohort) {
-      this.opts.tap?.(id, 'round-start');
-      this.mailbox(id).push(startOf.get(id)!);
-    }
-    void host.outcome.then((o) => this.finishRound(job, record, o));
-    return { jobId: job.jobId, manifestHash: hash, roundIndex: index, cohort };
   }
 
   private finishRound(job: Job, r: RoundRecord, o: RoundOutcome): void {
@@ -973,8 +1082,42 @@ export class Coordinator {
 
   /** Waits for a round's outcome (tests, simulate). */
   async outcomeOf(jobId: string, roundIndex: number): Promise<RoundOutcome> {
+    const remote = this.remoteRounds.get(`${jobId}.r${roundIndex}`);
+    if (remote && !this.jobs.get(jobId)?.rounds.some((r) => r.index === roundIndex)) return remote.host.outcome;
     const r = this.roundOf(jobId, roundIndex);
     return r.host.outcome;
+  }
+
+  /**
+   * A round's result from this process, or — with shared rounds — from Redis, whichever front
+   * end ran it (also one that is gone).
+   */
+  async resultAnywhere(jobId: string, roundIndex?: number): Promise<admin.RoundResultReply> {
+    try {
+      return this.resultOf(jobId, roundIndex);
+    } catch (e) {
+      const shared = this.opts.sharedRounds;
+      if (!isAegisError(e, ErrorCode.NotFound) || !shared) throw e;
+      const infos = (await shared.roundsOf(jobId)).filter((i) => roundIndex === undefined || i.index === roundIndex).sort((a, b) => b.index - a.index);
+      for (const info of infos) {
+        const hosts = await Promise.all(info.groups.map((k) => shared.host(k)));
+        if (!hosts.every((h) => h.settled)) continue;
+        const host: RoundHostLike = hosts.length === 1 ? hosts[0]! : new GroupedRoundHost(hosts.map((h) => ({ members: h.meta.cohort, host: h })));
+        const o = await host.outcome;
+        if (!o.ok) continue;
+        const params = hosts[0]!.meta.params;
+        return create(admin.RoundResultReplySchema, {
+          jobId,
+          roundIndex: info.index,
+          manifestHash: new Uint8Array(Buffer.from(info.manifestHash, 'hex')),
+          survivors: [...o.survivors],
+          sum: new Uint8Array(vectorToBytes(o.sum)),
+          clip: params.clip,
+          bits: params.bits,
+        });
+      }
+      throw e;
+    }
   }
 
   private roundOf(jobId: string, roundIndex?: number): RoundRecord {

@@ -276,5 +276,8 @@ export async function readEndpoint(dir: string): Promise<Endpoint | undefined> {
 }
 
 export async function removeEndpoint(dir: string): Promise<void> {
+  // Several front ends may share the data dir: only the process that wrote it removes it.
+  const current = await readEndpoint(dir).catch(() => undefined);
+  if (current && current.pid !== undefined && current.pid !== process.pid) return;
   await unlink(join(dir, 'coordinator.json')).catch(() => undefined);
 }

@@ -15,16 +15,19 @@ import { combineGroups } from '../round/groups.js';
 import type { RoundHost, RoundOutcome, RoundStatus } from './round-host.js';
 
 /** What the coordinator needs of a round's host: a RoundHost, or a GroupedRoundHost. */
-export type RoundHostLike = Pick<RoundHost, 'phase' | 'outcome' | 'timeline' | 'closeMs' | 'submit' | 'lost' | 'back' | 'subscribe' | 'awaitsAdvertisement' | 'status' | 'cancel'>;
+export type RoundHostLike = Pick<RoundHost, 'phase' | 'outcome' | 'timeline' | 'closeMs' | 'lost' | 'back' | 'subscribe' | 'awaitsAdvertisement' | 'status' | 'cancel'> & {
+  /** Takes one message; a host on Redis (shared-rounds.ts) answers asynchronously. */
+  submit(authenticatedId: string, msg: ClientMessage): void | Promise<void>;
+};
 
 const ORDER: readonly Phase[] = [Phase.AdvertiseKeys, Phase.ShareKeys, Phase.MaskedInput, Phase.ConsistencyCheck, Phase.Unmasking, Phase.Completed, Phase.Aborted];
 
 export class GroupedRoundHost implements RoundHostLike {
   readonly outcome: Promise<RoundOutcome>;
-  private readonly hosts: RoundHost[];
+  private readonly hosts: RoundHostLike[];
   private readonly groupOf = new Map<string, number>();
 
-  constructor(groups: readonly { members: readonly string[]; host: RoundHost }[]) {
+  constructor(groups: readonly { members: readonly string[]; host: RoundHostLike }[]) {
     if (groups.length === 0) throw new AegisError(ErrorCode.InvalidArgument, 'a grouped round needs at least one group');
     this.hosts = groups.map((g) => g.host);
     groups.forEach((g, i) => {
@@ -63,14 +66,14 @@ export class GroupedRoundHost implements RoundHostLike {
     return this.hosts[0]!.closeMs;
   }
 
-  private hostOf(clientId: string): RoundHost {
+  private hostOf(clientId: string): RoundHostLike {
     const g = this.groupOf.get(clientId);
     if (g === undefined) throw new AegisError(ErrorCode.UnknownSender, 'the client is not in this round');
     return this.hosts[g]!;
   }
 
-  submit(authenticatedId: string, msg: ClientMessage): void {
-    this.hostOf(authenticatedId).submit(authenticatedId, msg);
+  submit(authenticatedId: string, msg: ClientMessage): void | Promise<void> {
+    return this.hostOf(authenticatedId).submit(authenticatedId, msg);
   }
 
   lost(clientId: string): void {

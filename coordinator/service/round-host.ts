@@ -68,6 +68,39 @@ export interface RoundStatus {
 
 type Listener = (m: ServerMessage) => void;
 
+/**
+ * A round's outbound messages per client: delivered to the client's listener, or kept in order
+ * until one subscribes. Used by RoundHost and by the shared host (shared-rounds.ts).
+ */
+export class Outbox {
+  private readonly queues = new Map<string, ServerMessage[]>();
+  private readonly listeners = new Map<string, Listener>();
+
+  /** Delivers this client's queued and future messages to `listener`; returns an unsubscribe. */
+  subscribe(clientId: string, listener: Listener): () => void {
+    this.listeners.set(clientId, listener);
+    const q = this.queues.get(clientId);
+    if (q) {
+      this.queues.delete(clientId);
+      for (const m of q) listener(m);
+    }
+    return () => {
+      if (this.listeners.get(clientId) === listener) this.listeners.delete(clientId);
+    };
+  }
+
+  deliver(to: string, message: ServerMessage): void {
+    const l = this.listeners.get(to);
+    if (l) l(message);
+    else (this.queues.get(to) ?? this.queues.set(to, []).get(to)!).push(message);
+  }
+
+  clear(): void {
+    this.listeners.clear();
+    this.queues.clear();
+  }
+}
+
 const DEADLINE_OF: Partial<Record<Phase, keyof PhaseDeadlines>> = {
   [Phase.AdvertiseKeys]: 'advertiseMs',
   [Phase.ShareKeys]: 'shareMs',
@@ -112,8 +145,7 @@ export function expectedClients(phase: Phase, sets: { u1?: number; u2?: number; 
 export class RoundHost {
   private state: CoordinatorState;
   private readonly cfg: RoundHostConfig;
-  private readonly queues = new Map<string, ServerMessage[]>();
-  private readonly listeners = new Map<string, Listener>();
+  private readonly outbox = new Outbox();
   private timer: NodeJS.Timeout | undefined;
   private refused = 0;
   /** When each phase began (ms since the epoch), in order. */
@@ -216,15 +248,7 @@ export class RoundHost {
 
   /** Delivers this client's queued and future messages to `listener`; returns an unsubscribe. */
   subscribe(clientId: string, listener: Listener): () => void {
-    this.listeners.set(clientId, listener);
-    const q = this.queues.get(clientId);
-    if (q) {
-      this.queues.delete(clientId);
-      for (const m of q) listener(m);
-    }
-    return () => {
-      if (this.listeners.get(clientId) === listener) this.listeners.delete(clientId);
-    };
+    return this.outbox.subscribe(clientId, listener);
   }
 
   /** True while the round waits for keys this client has not advertised yet. */
@@ -297,7 +321,7 @@ export class RoundHost {
     this.phaseStartedAt = performance.now();
     this.timeline.push({ phase: next.phase, at: Date.now() });
     this.cfg.onPhase?.(this.state.phase);
-    for (const { to, message } of outbound) this.deliver(to, message);
+    for (const { to, message } of outbound) this.outbox.deliver(to, message);
     if (isFinal(this.state)) {
       clearTimeout(this.timer);
       const s = this.state;
@@ -312,11 +336,5 @@ export class RoundHost {
 
   private expectedIn(phase: Phase): number {
     return expectedClients(phase, this.state.stats, this.cfg.invited ?? this.cfg.params.cohort);
-  }
-
-  private deliver(to: string, message: ServerMessage): void {
-    const l = this.listeners.get(to);
-    if (l) l(message);
-    else (this.queues.get(to) ?? this.queues.set(to, []).get(to)!).push(message);
   }
 }

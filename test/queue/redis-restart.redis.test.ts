@@ -4,15 +4,14 @@
  * own redis-server (Debian's, as .ci/run installs it) on a free port with its data in a temp dir.
  */
 import { afterAll, describe, expect, test } from '@jest/globals';
-import { spawn, type ChildProcess } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Redis } from 'ioredis';
 import { LaunchQueue } from '../../coordinator/queue/launch-queue.js';
-import { connectRedis } from '../../coordinator/queue/redis.js';
 import { enrollClients, manifest, startCoordinator, startRunners } from '../support/cluster.js';
+import { freePort, spawnAofRedis } from '../support/redis.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'aegis-redis-aof-'));
 const closers: (() => Promise<unknown> | void)[] = [];
@@ -23,25 +22,11 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-const freePort = (): Promise<number> =>
-  new Promise((resolve) => {
-    const s = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => resolve(port));
-    });
-  });
 
 async function startRedis(port: number): Promise<Redis> {
-  server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--dir', dir], { stdio: 'ignore' });
-  const until = Date.now() + 10_000;
-  for (;;) {
-    try {
-      return await connectRedis(`redis://127.0.0.1:${port}`, { connectTimeoutMs: 300 });
-    } catch (e) {
-      if (Date.now() > until) throw e;
-      await new Promise((r) => setTimeout(r, 100));
-    }
-  }
+  const started = await spawnAofRedis(port, dir);
+  server = started.server;
+  return started.redis;
 }
 
 describe('Redis restarted (AOF on)', () => {

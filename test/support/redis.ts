@@ -3,7 +3,9 @@
  * (.ci/run starts Debian's redis-server when none answers). Each suite works under its own key
  * prefix, so suites never see each other's queues, and removes it afterwards.
  */
+import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { createServer } from 'node:net';
 import { afterAll, beforeAll } from '@jest/globals';
 import type { Redis } from 'ioredis';
 import { connectRedis } from '../../coordinator/queue/redis.js';
@@ -52,4 +54,30 @@ export function useTestRedis(): { readonly redis: Redis; readonly prefix: string
     },
     closers,
   };
+}
+
+/** A free loopback TCP port (for a private redis-server). */
+export const freePort = (): Promise<number> =>
+  new Promise((resolve) => {
+    const s = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address() as { port: number };
+      s.close(() => resolve(port));
+    });
+  });
+
+/**
+ * Starts a private redis-server on `port` with AOF (fsync always) in `dir` — it loads the AOF
+ * left there by an earlier one — and connects once it answers.
+ */
+export async function spawnAofRedis(port: number, dir: string): Promise<{ server: ChildProcess; redis: Redis }> {
+  const server = spawn('redis-server', ['--port', String(port), '--bind', '127.0.0.1', '--appendonly', 'yes', '--appendfsync', 'always', '--save', '', '--dir', dir], { stdio: 'ignore' });
+  const until = Date.now() + 10_000;
+  for (;;) {
+    try {
+      return { server, redis: await connectRedis(`redis://127.0.0.1:${port}`, { connectTimeoutMs: 300 }) };
+    } catch (e) {
+      if (Date.now() > until) throw e;
+      await new Promise((r) => setTimeout(r, 100));
+    }
+  }
 }
