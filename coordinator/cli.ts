@@ -28,6 +28,9 @@ import { JobDirectory } from './queue/job-directory.js';
 import { connectRedis, redactRedisUrl } from './queue/redis.js';
 import { hasCoordinatorSecrets, loadRegistry, openCoordinatorSecrets, openOperatorCredential, readEndpoint, removeEndpoint, writeEndpoint } from './service/data-dir.js';
 import { Coordinator } from './service/coordinator.js';
+import { SharedRounds } from './service/shared-rounds.js';
+import type { MaskJob } from './round/index.js';
+import { Phase } from '../shared/protocol/vocabulary.js';
 import { channelOptions } from '../shared/rpc/channel.js';
 import type * as secagg from '../shared/gen/aegis/v1/secagg_pb.js';
 import { parseManifest, isTrainingManifest } from '../shared/protocol/manifest.js';
@@ -78,7 +81,7 @@ export function registerCoordinator(program: Command): void {
     });
 
   withKekOptions(group.command('start'), 'first start only: ')
-    .description('start the coordinator (embedded: one process, round state in memory)')
+    .description('start the coordinator (embedded by default: one process, round state in memory; with --redis: one front end of rounds whose state is shared on Redis)')
     .requiredOption('--listen <host:port>', 'mTLS address for clients and operators')
     .option('--enroll-listen <host:port>', 'server-TLS address for enrollment (default: the next port)')
     .option('--data-dir <dir>', 'where the sealed CA/token keys and the client registry live', DEFAULT_DIR)
@@ -86,15 +89,17 @@ export function registerCoordinator(program: Command): void {
     .option('--max-message-mb <n>', 'largest message taken, MiB', parseIntOption('max-message-mb', 1, 1024), 64)
     .option('--registry <dir>', 'a publisher registry directory (aegis registry init): take only manifests its publishers signed, and serve its signed metadata')
     .option('--allow-unsigned', 'take unsigned manifests (no registry): local experiments only')
-    .option('--redis <url>', 'run on Redis (redis://HOST:PORT): launches go through a BullMQ queue that every coordinator on the same Redis works from (default: embedded, no Redis)', process.env.AEGIS_REDIS_URL)
+    .option('--redis <url>', 'run on Redis (redis://HOST:PORT): round state, phase deadlines and launches are shared by every coordinator (front end) on the same Redis and prefix (default: embedded, no Redis)', process.env.AEGIS_REDIS_URL)
     .option('--redis-prefix <prefix>', 'the key prefix on Redis (several deployments on one Redis)', 'aegis')
     .option('--unmask-workers <n>', 'with --redis: unmask parts this process expands at once (0: leave them to `aegis coordinator unmask-worker` processes)', parseIntOption('unmask-workers', 0, 64), 1)
     .option('--unmask-parts <n>', "with --redis: worker jobs a round's unmasking is split into", parseIntOption('unmask-parts', 1, 1024), 2)
     .option('--metrics <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (loopback only; counts, phases and reason codes, no client ids)')
     .option('--validation-data <name=file...>', "validation sets for the poisoning check of training jobs (JSONL examples; a manifest names one in validation.dataset)")
-    .action(async (o: { listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string; redis?: string; redisPrefix: string; unmaskWorkers: number; unmaskParts: number } & KekCliOptions) => {
+    .option('--config <file>', 'a JSON file of these options by their long names in camelCase (e.g. {"redis": "redis://10.0.0.5:6379", "redisPrefix": "prod", "unmaskWorkers": 2}); options given on the command line win')
+    .action(async (o: { config?: string; listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string; redis?: string; redisPrefix: string; unmaskWorkers: number; unmaskParts: number } & KekCliOptions, cmd: Command) => {
       const log = createLogger('coordinator');
       try {
+        if (o.config) await applyConfigFile(o.config, o as unknown as Record<string, unknown>, cmd);
         if (!o.registry && !o.allowUnsigned) {
           throw new AegisError(ErrorCode.InvalidArgument, 'give --registry DIR (only manifests its publishers signed run), or --allow-unsigned for a local experiment');
         }
@@ -114,14 +119,28 @@ export function registerCoordinator(program: Command): void {
         const launchQueue = redis ? new LaunchQueue(redis, { prefix: o.redisPrefix }) : undefined;
         const unmaskQueue = redis ? new UnmaskQueue(redis, secrets.queueKey, { prefix: o.redisPrefix }) : undefined;
         if (unmaskQueue && o.unmaskWorkers > 0) unmaskQueue.work({ concurrency: o.unmaskWorkers });
-        if (redis) progress(`on Redis ${redactRedisUrl(o.redis!)} (prefix ${o.redisPrefix}): launches go through its queue`);
         const metrics = o.metrics ? new CoordinatorMetrics() : undefined;
+        // Round state on Redis: every coordinator on it is a front end of the same rounds.
+        const sharedRounds = redis
+          ? new SharedRounds(redis, secrets.queueKey, {
+              prefix: o.redisPrefix,
+              log,
+              ...(unmaskQueue ? { unmask: (key: string, jobs: readonly MaskJob[], words: number) => unmaskQueue.dispatch(key, jobs, words, o.unmaskParts) } : {}),
+              onPhaseClosed: (meta, e) => {
+                metrics?.phaseClosed(e);
+                if (e.phase === Phase.Unmasking) metrics?.unmaskTime(e.seconds);
+                log.debug({ job: meta.jobId, round: meta.index, ...(meta.groups > 1 ? { group: meta.group } : {}), phase: e.phase, next: e.next, clients: e.clients, expected: e.expected, ms: Math.round(e.seconds * 1000) }, 'phase closed');
+              },
+            })
+          : undefined;
+        if (redis) progress(`on Redis ${redactRedisUrl(o.redis!)} (prefix ${o.redisPrefix}) as front end ${sharedRounds!.fe}: round state and launches are shared with every coordinator on it`);
         const metricsServer = metrics && o.metrics ? await serveMetrics(metrics, o.metrics) : undefined;
         if (metricsServer) progress(`metrics on http://${metricsServer.address}/metrics`);
         const c = new Coordinator({
           ...(metrics ? { metrics } : {}),
           ...(launchQueue ? { launchQueue } : {}),
           ...(unmaskQueue ? { unmaskQueue, unmaskParts: o.unmaskParts } : {}),
+          ...(sharedRounds ? { sharedRounds } : {}),
           ...(redis ? { jobDirectory: new JobDirectory(redis, { prefix: o.redisPrefix }) } : {}),
           ca: secrets.ca,
           tokens: secrets.tokens,
@@ -628,4 +647,40 @@ export function registerRound(program: Command): void {
         );
       }),
     );
+}
+
+/**
+ * `coordinator start --config FILE`: options from a JSON object keyed by their camelCase long
+ * names, parsed and checked like the command line's; an option given on the command line wins.
+ */
+async function applyConfigFile(file: string, o: Record<string, unknown>, cmd: Command): Promise<void> {
+  let json: unknown;
+  try {
+    json = JSON.parse(await readFile(file, 'utf8'));
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new AegisError(code === 'ENOENT' ? ErrorCode.NotFound : ErrorCode.InvalidArgument, code === 'ENOENT' ? `no config file at ${file}` : `the config file ${file} is not JSON`);
+  }
+  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new AegisError(ErrorCode.InvalidArgument, 'the config file must hold one JSON object of options');
+  for (const [key, value] of Object.entries(json)) {
+    const opt = cmd.options.find((x) => x.attributeName() === key);
+    if (!opt || key === 'config') throw new AegisError(ErrorCode.InvalidArgument, `the config file names an unknown option '${key.slice(0, 60)}' (use the long option names in camelCase, e.g. redisPrefix)`);
+    // Checked whether or not the command line overrides it: a bad file is never half read.
+    let parsed: unknown;
+    if (opt.isBoolean()) {
+      if (typeof value !== 'boolean') throw new AegisError(ErrorCode.InvalidArgument, `config option '${key}' takes true or false`);
+      parsed = value;
+    } else if (opt.variadic) {
+      if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) throw new AegisError(ErrorCode.InvalidArgument, `config option '${key}' takes a list of strings`);
+      parsed = value;
+    } else {
+      if (typeof value !== 'string' && typeof value !== 'number') throw new AegisError(ErrorCode.InvalidArgument, `config option '${key}' takes a string or a number`);
+      try {
+        parsed = opt.parseArg ? opt.parseArg(String(value), undefined) : String(value);
+      } catch (err) {
+        throw new AegisError(ErrorCode.InvalidArgument, `config option '${key}': ${err instanceof Error ? err.message : 'bad value'}`);
+      }
+    }
+    if (cmd.getOptionValueSource(key) !== 'cli') o[key] = parsed;
+  }
 }
