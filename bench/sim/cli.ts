@@ -3,6 +3,8 @@ import { Command, Option } from 'commander';
 import { parseDuration, parseFloatOption, parseIntOption, progress, reportError } from '../../shared/cli/output.js';
 import { DROP_PHASES, type DropPhase } from './client-host.js';
 import { simulate, type SimulateResult } from './simulate.js';
+import { KILL_POINTS, simulateFrontends, type KillPoint } from './frontends-sim.js';
+import { AegisError, ErrorCode } from '../../shared/errors.js';
 
 export function registerSimulate(program: Command): void {
   program
@@ -23,11 +25,20 @@ export function registerSimulate(program: Command): void {
     .option('--uploads-in-flight <u>', 'grpc: client-side pacing, masked-input uploads in flight per client process (0: no limit; the coordinator gates uploads itself)', parseIntOption('uploads-in-flight', 0, 10000), 0)
     .option('--group-size <g>', 'split the cohort into aggregation groups of at most g clients (each its own SecAgg(+) instance; k and t apply per group)', parseIntOption('group-size', 6, 10000))
     .option('--fail-groups <f>', 'grouped rounds: this many groups lose all their clients (in --drop-phase), as if their front end failed', parseIntOption('fail-groups', 0, 10000))
+    .option('--redis <url>', 'run the round on Redis with --frontends coordinator processes sharing its state (implies --transport grpc)')
+    .option('--frontends <f>', 'with --redis: coordinator front-end processes; client process w starts on front end w mod F and fails over to the others', parseIntOption('frontends', 1, 16), 2)
+    .addOption(new Option('--kill-frontend-at <phase>', 'with --redis: kill the last front end (SIGKILL) as it opens this phase for its clients, or (masked-taken) right after it took a masked input, before it wrote its partial sum').choices([...KILL_POINTS]))
+    .option('--unmask-workers <u>', 'with --redis: unmask worker processes (0: the front ends expand the masks)', parseIntOption('unmask-workers', 0, 16), 0)
     .option('--json', 'print one JSON object on stdout')
-    .action(async (o: { groupSize?: number; failGroups?: number; clients: number; dim: number; neighbors?: number; threshold?: number; dropout: number; dropPhase: DropPhase | 'any'; seed: number; bits: number; clip: number; workers?: number; transport: 'local' | 'grpc'; phaseTimeout?: number; uploadsInFlight: number; json?: boolean }) => {
+    .action(async (o: { redis?: string; frontends: number; killFrontendAt?: KillPoint; unmaskWorkers: number; groupSize?: number; failGroups?: number; clients: number; dim: number; neighbors?: number; threshold?: number; dropout: number; dropPhase: DropPhase | 'any'; seed: number; bits: number; clip: number; workers?: number; transport: 'local' | 'grpc'; phaseTimeout?: number; uploadsInFlight: number; json?: boolean }) => {
       try {
-        const { phaseTimeout, ...rest } = o;
-        const r = await simulate({ ...rest, ...(phaseTimeout === undefined ? {} : { phaseTimeoutMs: phaseTimeout }), progress });
+        const { phaseTimeout, redis, frontends, killFrontendAt, unmaskWorkers, ...rest } = o;
+        if (!redis && (killFrontendAt !== undefined || unmaskWorkers > 0)) throw new AegisError(ErrorCode.InvalidArgument, '--kill-frontend-at and --unmask-workers need --redis URL');
+        if (redis && (o.groupSize !== undefined || o.transport === 'local' && process.argv.includes('--transport'))) throw new AegisError(ErrorCode.InvalidArgument, '--redis runs over gRPC with front-end processes; it takes neither --transport local nor --group-size');
+        const common = { ...rest, ...(phaseTimeout === undefined ? {} : { phaseTimeoutMs: phaseTimeout }), progress };
+        const r = redis
+          ? await simulateFrontends({ ...common, transport: 'grpc', redisUrl: redis, frontends, unmaskWorkers, ...(killFrontendAt ? { killFrontendAt } : {}) })
+          : await simulate(common);
         if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
         else printSummary(r);
         if (!r.ok || !r.exact) process.exitCode = 1;

@@ -20,6 +20,7 @@ import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
 import { Registry } from '../../coordinator/service/data-dir.js';
 import type { RoundOutcome } from '../../coordinator/service/round-host.js';
+import type { CompletedState } from '../../coordinator/round/index.js';
 import { enrollWithToken } from '../../client/agent/connection.js';
 import { createIdentity } from '../../client/enroll/csr.js';
 import { encodeWeightedInput } from '../../shared/crypto/quantize.js';
@@ -35,6 +36,27 @@ import { compareToTruth, resultBase } from './result.js';
 import { dropSchedule, type SimulateOptions, type SimulateResult } from './simulate.js';
 
 const JOB_ID = 'aegis-simulation';
+
+/**
+ * Compares a completed round with the ground truth recomputed from the seed for its survivors
+ * (the simulator's synthetic inputs and seeded rounding): `exact` when the integer sums agree.
+ */
+export function syntheticTruth(final: CompletedState, indexOf: ReadonlyMap<string, number>, seed: number, params: RoundParams): { exact: boolean; maxErr: number } {
+  const qSum = new Uint32Array(params.dim + 1);
+  const xSum = new Float64Array(params.dim);
+  let known = true;
+  for (const id of final.survivors) {
+    const index = indexOf.get(id);
+    if (index === undefined) {
+      known = false;
+      continue;
+    }
+    const { x, weight } = syntheticInput(seed, index, params.dim, params.clip);
+    addInto(qSum, encodeWeightedInput(x, weight, params, DeterministicRng.fromSeed('aegis-sim-rounding', `${seed}:${index}`)));
+    for (let i = 0; i < xSum.length; i++) xSum[i]! += x[i]!;
+  }
+  return compareToTruth(final, qSum, xSum, known);
+}
 
 /** Path of the compiled child-process entry (dist/bench/sim/grpc-worker.js). */
 export function grpcWorkerPath(): string {
@@ -69,7 +91,7 @@ export function simulationDeadlines(p: RoundParams, processes: number, fixedMs?:
 }
 
 /** Runs `f` over `items` with at most `limit` in flight; results in order. */
-async function mapLimit<T, R>(items: T[], limit: number, f: (x: T, i: number) => Promise<R>): Promise<R[]> {
+export async function mapLimit<T, R>(items: T[], limit: number, f: (x: T, i: number) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
   let next = 0;
   const lane = async (): Promise<void> => {
@@ -82,53 +104,65 @@ async function mapLimit<T, R>(items: T[], limit: number, f: (x: T, i: number) =>
   return out;
 }
 
-/** One client process: requests go out over IPC, replies come back in order of the requests. */
-class ClientProcess {
-  private readonly waiting: { resolve: (r: GrpcWorkerReply) => void; reject: (e: Error) => void }[] = [];
-  private exited = false;
+/**
+ * A child process driven over IPC: requests go out, replies come back in order of the requests
+ * (an `error` reply rejects); every pending request fails when the child exits. The client
+ * processes here and the front-end processes of frontends-sim.ts.
+ */
+export class IpcChild<Req extends { op: string }, Rep extends { op: string }> {
+  private readonly waiting: { resolve: (r: Rep) => void; reject: (e: Error) => void }[] = [];
+  exited = false;
   readonly exit: Promise<void>;
 
-  constructor(readonly child: ChildProcess) {
-    child.on('message', (r: GrpcWorkerReply) => {
+  constructor(
+    readonly child: ChildProcess,
+    private readonly what: string,
+  ) {
+    child.on('message', (r: Rep) => {
       const w = this.waiting.shift();
       if (!w) return;
-      if (r.op === 'error') w.reject(new Error(`client process: ${r.message}`));
+      if (r.op === 'error') w.reject(new Error(`${what}: ${(r as unknown as { message: string }).message}`));
       else w.resolve(r);
     });
     this.exit = new Promise((resolve) =>
       child.on('exit', (code, signal) => {
         this.exited = true;
-        for (const w of this.waiting.splice(0)) w.reject(new Error(`client process exited (${signal ?? code})`));
+        for (const w of this.waiting.splice(0)) w.reject(new Error(`${what} exited (${signal ?? code})`));
         resolve();
       }),
     );
   }
 
-  static start(): ClientProcess {
-    // stdout stays ours (the JSON document); the children's stderr is passed through.
-    return new ClientProcess(fork(grpcWorkerPath(), [], { serialization: 'advanced', stdio: ['ignore', 'ignore', 'inherit', 'ipc'] }));
+  /** Forks `path` with stdout ignored (it stays the parent's JSON document) and stderr passed through. */
+  static fork<Req extends { op: string }, Rep extends { op: string }>(path: string, what: string, env?: NodeJS.ProcessEnv): IpcChild<Req, Rep> {
+    return new IpcChild<Req, Rep>(fork(path, [], { serialization: 'advanced', stdio: ['ignore', 'ignore', 'inherit', 'ipc'], ...(env ? { env } : {}) }), what);
   }
 
-  request(req: GrpcWorkerRequest): Promise<GrpcWorkerReply> {
-    if (this.exited) return Promise.reject(new Error('client process has exited'));
+  request(req: Req): Promise<Rep> {
+    if (this.exited) return Promise.reject(new Error(`${this.what} has exited`));
     return new Promise((resolve, reject) => {
       this.waiting.push({ resolve, reject });
       this.child.send(req);
     });
   }
 
+  /** Asks the child to stop (`{op: 'stop'}`), killing it after 5 s. */
   async stop(): Promise<void> {
     if (this.exited) return;
     const timer = setTimeout(() => this.child.kill('SIGKILL'), 5000);
-    await this.request({ op: 'stop' }).catch(() => undefined);
+    await this.request({ op: 'stop' } as Req).catch(() => undefined);
     await this.exit;
     clearTimeout(timer);
   }
 }
 
+/** One client process (grpc-worker.ts). */
+export type ClientProcess = IpcChild<GrpcWorkerRequest, GrpcWorkerReply>;
+export const startClientProcess = (): ClientProcess => IpcChild.fork<GrpcWorkerRequest, GrpcWorkerReply>(grpcWorkerPath(), 'client process');
+
 const peakRssMb = (): number => Math.round((process.resourceUsage().maxRSS / 1024) * 10) / 10;
 
-async function waitUntil(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
+export async function waitUntil(cond: () => boolean, timeoutMs: number, what: string): Promise<void> {
   const until = Date.now() + timeoutMs;
   while (!cond()) {
     if (Date.now() > until) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
@@ -175,7 +209,7 @@ export async function simulateGrpc(opts: SimulateOptions): Promise<SimulateResul
     });
     const indexOf = new Map(enrolled.map((c) => [c.clientId, c.index]));
 
-    for (let w = 0; w < workers; w++) procs.push(ClientProcess.start());
+    for (let w = 0; w < workers; w++) procs.push(startClientProcess());
     await Promise.all(
       procs.map((p, w) =>
         p.request({ op: 'init', address: coordinator.address, caPem: coordinator.ca.certificatePem, seed, uploadsInFlight, clients: enrolled.filter((_, i) => i % workers === w) }),
@@ -254,21 +288,7 @@ export async function simulateGrpc(opts: SimulateOptions): Promise<SimulateResul
       return { ok: false, reason, detail, aborted_at: at, exact: false, max_abs_error: null, survivors: 0, total_weight: null, ...base, peak_rss_mb: peak };
     }
 
-    // Ground truth, recomputed from the seed for the coordinator's survivors.
-    const qSum = new Uint32Array(params.dim + 1);
-    const xSum = new Float64Array(params.dim);
-    let known = true;
-    for (const id of final.survivors) {
-      const index = indexOf.get(id);
-      if (index === undefined) {
-        known = false;
-        continue;
-      }
-      const { x, weight } = syntheticInput(seed, index, params.dim, params.clip);
-      addInto(qSum, encodeWeightedInput(x, weight, params, DeterministicRng.fromSeed('aegis-sim-rounding', `${seed}:${index}`)));
-      for (let i = 0; i < xSum.length; i++) xSum[i]! += x[i]!;
-    }
-    const { exact, maxErr } = compareToTruth(final, qSum, xSum, known);
+    const { exact, maxErr } = syntheticTruth(final, indexOf, seed, params);
     const expected = schedule.filter((d) => d === null || d === 'consistency' || d === 'unmask').length;
     if (final.survivors.length !== expected) log(`  note: ${final.survivors.length} survivors, the drop schedule expected ${expected} (a phase deadline cut some client off?)`);
     log(`round completed: ${final.survivors.length}/${n} survivors, exact=${exact}, max |error| ${maxErr.toExponential(2)}, ${totalMs.toFixed(0)} ms`);
