@@ -13,6 +13,7 @@ import cliProgress from 'cli-progress';
 import { Command } from 'commander';
 import { parseDuration, parseIntOption, progress, reportError, printResult } from '../shared/cli/output.js';
 import { cliKekSecrets } from '../shared/cli/passphrase.js';
+import { applyConfigFile } from '../shared/cli/config.js';
 import { kekInitOptions, withKekOptions, type KekCliOptions } from '../shared/keystore/keys-cli.js';
 import { decodeWeightedSum } from '../shared/crypto/quantize.js';
 import { AegisError, ErrorCode, isAegisError } from '../shared/errors.js';
@@ -647,40 +648,4 @@ export function registerRound(program: Command): void {
         );
       }),
     );
-}
-
-/**
- * `coordinator start --config FILE`: options from a JSON object keyed by their camelCase long
- * names, parsed and checked like the command line's; an option given on the command line wins.
- */
-async function applyConfigFile(file: string, o: Record<string, unknown>, cmd: Command): Promise<void> {
-  let json: unknown;
-  try {
-    json = JSON.parse(await readFile(file, 'utf8'));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new AegisError(code === 'ENOENT' ? ErrorCode.NotFound : ErrorCode.InvalidArgument, code === 'ENOENT' ? `no config file at ${file}` : `the config file ${file} is not JSON`);
-  }
-  if (typeof json !== 'object' || json === null || Array.isArray(json)) throw new AegisError(ErrorCode.InvalidArgument, 'the config file must hold one JSON object of options');
-  for (const [key, value] of Object.entries(json)) {
-    const opt = cmd.options.find((x) => x.attributeName() === key);
-    if (!opt || key === 'config') throw new AegisError(ErrorCode.InvalidArgument, `the config file names an unknown option '${key.slice(0, 60)}' (use the long option names in camelCase, e.g. redisPrefix)`);
-    // Checked whether or not the command line overrides it: a bad file is never half read.
-    let parsed: unknown;
-    if (opt.isBoolean()) {
-      if (typeof value !== 'boolean') throw new AegisError(ErrorCode.InvalidArgument, `config option '${key}' takes true or false`);
-      parsed = value;
-    } else if (opt.variadic) {
-      if (!Array.isArray(value) || !value.every((v) => typeof v === 'string')) throw new AegisError(ErrorCode.InvalidArgument, `config option '${key}' takes a list of strings`);
-      parsed = value;
-    } else {
-      if (typeof value !== 'string' && typeof value !== 'number') throw new AegisError(ErrorCode.InvalidArgument, `config option '${key}' takes a string or a number`);
-      try {
-        parsed = opt.parseArg ? opt.parseArg(String(value), undefined) : String(value);
-      } catch (err) {
-        throw new AegisError(ErrorCode.InvalidArgument, `config option '${key}': ${err instanceof Error ? err.message : 'bad value'}`);
-      }
-    }
-    if (cmd.getOptionValueSource(key) !== 'cli') o[key] = parsed;
-  }
 }
