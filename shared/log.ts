@@ -8,13 +8,16 @@ import { destination, pino, type Logger } from 'pino';
 /**
  * Field names that never reach a log line in clear, at the top level and one level down: secrets
  * (tokens, keys, passphrases, PINs, seeds, shares, DEKs/KEKs) and the client's sensitive data
- * (addresses, GPS points, transcripts, raw values and vectors). Callers log ids and counts; this is
- * the net under them.
+ * (addresses, GPS points, transcripts, raw values and vectors), and metadata the coordinator does
+ * not keep: a client's IP or peer address and its certificate details (serial, subject). Callers
+ * log ids and counts; this is the net under them.
  */
 const SENSITIVE_KEYS = [
   'token', 'authorization', 'passphrase', 'password', 'pin', 'seed', 'key', 'privateKey', 'secret', 'shares', 'dek', 'kek', 'wrapped',
   'vector', 'values', 'value', 'weights', 'update',
   'address', 'lat', 'lon', 'latitude', 'longitude', 'gps', 'transcript', 'record', 'fields',
+  // Metadata (issue 8): a client's network address and certificate details beyond its id.
+  'ip', 'peer', 'remoteAddress', 'serial', 'certificate', 'subject', 'fingerprint',
 ];
 export const REDACT_PATHS = SENSITIVE_KEYS.flatMap((k) => [k, `*.${k}`]);
 

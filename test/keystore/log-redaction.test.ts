@@ -30,6 +30,17 @@ describe('log redaction and crash reports', () => {
     expect(scanBytes(Buffer.from(r.stderr), encodingsOf(c))).toEqual([]);
   });
 
+  test('metadata the coordinator does not keep is redacted too: a client IP or peer, certificate serial and subject', () => {
+    const r = run(`const log = createLogger('t');
+      log.warn({ client: 'dev-1', ip: '203.0.113.7', peer: 'ipv4:203.0.113.7:50122', serial: '0a1b2c3d4e5f', subject: 'CN=dev-1', phase: 'masked-input', clients: 3 }, 'flat');
+      log.info({ conn: { remoteAddress: '203.0.113.7', certificate: 'MIIBdevcert' } }, 'nested');`);
+    expect(r.status).toBe(0);
+    const lines = r.stderr.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(lines[0]).toMatchObject({ client: 'dev-1', ip: '[redacted]', peer: '[redacted]', serial: '[redacted]', subject: '[redacted]', phase: 'masked-input', clients: 3 });
+    expect(lines[1]).toMatchObject({ conn: { remoteAddress: '[redacted]', certificate: '[redacted]' } });
+    expect(r.stderr).not.toMatch(/203\.0\.113\.7|0a1b2c3d4e5f|MIIBdevcert/);
+  });
+
   test('a crash reports its code and message only (no stack, no object dump) and exits 70', () => {
     const r = run(`installCrashHandler(createLogger('t'));
       const e = new Error('the store could not be opened');
