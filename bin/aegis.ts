@@ -8,6 +8,7 @@ import { registerDemo } from '../bench/demo/cli.js';
 import { registerSimulate } from '../bench/sim/cli.js';
 import { registerClient } from '../client/cli.js';
 import { registerClients, registerCoordinator, registerRound } from '../coordinator/cli.js';
+import { registerCa } from '../coordinator/ca-cli.js';
 import { registerManifest } from '../shared/trust/manifest-cli.js';
 import { registerRegistry } from '../shared/trust/registry-cli.js';
 import { installCrashHandler } from '../shared/log.js';
@@ -26,6 +27,7 @@ program
   .showHelpAfterError();
 registerCoordinator(program);
 registerClients(program);
+registerCa(program);
 registerRound(program);
 registerClient(program);
 registerManifest(program);

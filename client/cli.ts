@@ -10,7 +10,9 @@ import { DeterministicRng } from '../shared/crypto/rng.js';
 import { AegisError, ErrorCode } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
 import type { RoundParams } from '../shared/protocol/params.js';
-import { ClientRunner, enrollWithToken, type RunnerEvent } from './agent/connection.js';
+import { ClientRunner, type RunnerEvent } from './agent/connection.js';
+import { enrollAndWait, ENROLL_WAIT_MS } from './enroll/wait.js';
+import { parseDuration, progress } from '../shared/cli/output.js';
 import { loadClient, openOrCreateIdentity, readClientConfig, saveCertificate, saveEnrollment } from './agent/data-dir.js';
 import type { TrainingRound } from './agent/training-round.js';
 import { MemoryDataStore, readJsonlRecords } from './store/memory.js';
@@ -20,7 +22,11 @@ import { registerData } from './store/cli.js';
 import { SqliteDataStore, STORE_FILE } from './store/sqlite.js';
 import { hasKek, initKek, openKek } from '../shared/keystore/kek-config.js';
 import { obtainPin } from '../shared/cli/passphrase.js';
-import { kekInitOptions, resumePendingRotation, withKekOptions, type KekCliOptions } from '../shared/keystore/keys-cli.js';
+import { kekInitOptions, resumePendingRotation, withKekOptions, withRotationOptions, type KekCliOptions, type RotationCliOptions } from '../shared/keystore/keys-cli.js';
+import type { ManagedKek } from '../shared/keystore/kek.js';
+import { effectivePolicy, recordPolicy, runKeyCheck, scheduleKeyChecks, type RotatedKey } from '../shared/keystore/policy.js';
+import { applyConfigFile } from '../shared/cli/config.js';
+import { rekeyIfDue } from './agent/data-dir.js';
 import { existsSync } from 'node:fs';
 import { AuditBook } from './audit/audit.js';
 import { TrustBook } from '../shared/trust/trust-book.js';
@@ -45,11 +51,19 @@ async function readInput(path: string): Promise<{ values: number[]; weight: numb
 }
 
 /** The data dir's store for a long-running `client run` (its KEK stays open while the process runs). */
-async function openStoreForRun(dir: string, passphrase: string): Promise<SqliteDataStore> {
+async function openStoreForRun(dir: string, passphrase: string, keep?: (kek: ManagedKek) => void): Promise<SqliteDataStore> {
   const kek = await openKek(dir, { passphrase: async () => passphrase, pin: obtainPin });
   const store = await SqliteDataStore.open(dir, kek);
   await resumePendingRotation(dir, kek, [store]);
+  keep?.(kek);
   return store;
+}
+
+/** `--heartbeat-interval`: 0 (off) or 1 s .. 1 day. */
+function heartbeatInterval(v: string): number {
+  const ms = parseDuration('heartbeat-interval', 0, 86_400_000)(v);
+  if (ms !== 0 && ms < 1000) throw new Error('--heartbeat-interval must be 0 (off) or a duration of at least 1s');
+  return ms;
 }
 
 function addressPlusOne(address: string): string {
@@ -68,8 +82,9 @@ export function registerClient(program: Command): void {
     .option('--data-dir <dir>', 'where the sealed identity key and certificate go', DEFAULT_DIR)
     .option('--id <client-id>', 'the client id to enroll as (default: a random one)')
     .option('--enroll-address <host:port>', 'the enrollment address (default: coordinator port + 1)')
+    .option('--wait <duration>', 'with an offline CA: how long to wait for ops to sign the request', parseDuration('wait', 0, 7 * 86_400_000), ENROLL_WAIT_MS)
     .option('--json', 'print one JSON object on stdout')
-    .action(async (o: KekCliOptions & { coordinator: string; token: string; ca: string; dataDir: string; id?: string; enrollAddress?: string; json?: boolean }) => {
+    .action(async (o: KekCliOptions & { coordinator: string; token: string; ca: string; dataDir: string; id?: string; enrollAddress?: string; wait: number; json?: boolean }) => {
       try {
         const dir = resolve(o.dataDir);
         const kekOptions = kekInitOptions(o);
@@ -84,7 +99,15 @@ export function registerClient(program: Command): void {
         const { identity } = await openOrCreateIdentity(dir, passphrase);
         const clientId = o.id ?? existing?.clientId ?? `client-${Buffer.from(identity.publicKey.subarray(0, 6)).toString('hex')}`;
         const enrollAddress = o.enrollAddress ?? addressPlusOne(o.coordinator);
-        const r = await enrollWithToken({ enrollAddress, caPem, token: o.token, identity, clientId });
+        const r = await enrollAndWait({
+          enrollAddress,
+          caPem,
+          token: o.token,
+          identity,
+          clientId,
+          waitMs: o.wait,
+          onPending: (id) => progress(`waiting for the offline CA to sign request ${id} (up to ${Math.round(o.wait / 1000)} s; ops run aegis ca sign-csr)`),
+        });
         await saveEnrollment(dir, { config: { version: 1, clientId: r.clientId, coordinator: o.coordinator, enrollAddress }, certificateDer: r.certificateDer, caDer: r.caDer });
         // The data dir's KEK and encrypted store, as `aegis client init` makes them (kept if already there).
         if (!(await hasKek(dir))) {
@@ -102,9 +125,9 @@ export function registerClient(program: Command): void {
       }
     });
 
-  group
-    .command('run')
-    .description('wait for rounds and take part; reconnects with backoff, renews the certificate')
+  withRotationOptions(group.command('run'))
+    .description('wait for rounds and take part; reconnects with backoff, renews the certificate; rotates its keys when due (KEK of the store, identity key)')
+    .option('--config <file>', 'a JSON file of these options by their long names in camelCase, or sections (e.g. {"rotation": {"kek_days": 30, "signing_days": 30}}); options given on the command line win')
     .option('--data-dir <dir>', 'the enrolled data dir', DEFAULT_DIR)
     .option('--input <file>', 'for plain rounds: this client\'s update {"values": [...], "weight": n}, read at each round')
     .option('--train-data <file>', 'for training jobs: local examples, one JSON object per line with the fields the manifest names (e.g. {"pixels": [...], "digit": 3})')
@@ -112,9 +135,11 @@ export function registerClient(program: Command): void {
     .option('--backup-registry <dir|host:port>', "take only publisher-signed jobs, checked against the coordinator's registry and this backup registry (a registry directory, or another coordinator's enrollment address)")
     .option('--allow-unsigned', 'take part in unsigned jobs (no registries): local experiments only')
     .option('--registry-ca <file>', 'the CA of a backup registry address (default: the pinned coordinator CA)')
-    .action(async (o: { dataDir: string; input?: string; trainData?: string; coordinator?: string; backupRegistry?: string; registryCa?: string; allowUnsigned?: boolean }) => {
+    .option('--heartbeat-interval <duration>', 'while connected, tell the coordinator this device is alive about this often (jittered; 0 = off); config heartbeat.interval', heartbeatInterval, 60_000)
+    .action(async (o: { config?: string; dataDir: string; input?: string; trainData?: string; coordinator?: string; backupRegistry?: string; registryCa?: string; allowUnsigned?: boolean } & RotationCliOptions, cmd: Command) => {
       const log = createLogger('client');
       try {
+        if (o.config) await applyConfigFile(o.config, o as unknown as Record<string, unknown>, cmd);
         const dirForStore = resolve(o.dataDir);
         const hasStore = existsSync(join(dirForStore, STORE_FILE)) && (await hasKek(dirForStore));
         const noData = 'give --input (plain rounds), --train-data (training jobs), or import training data into the encrypted store (aegis client data import)';
@@ -124,6 +149,7 @@ export function registerClient(program: Command): void {
         }
         const dir = resolve(o.dataDir);
         const passphrase = await obtainPassphrase({ what: `the identity key in ${dir}` });
+        let storeKek: ManagedKek | undefined;
         const loaded = await loadClient(dir, passphrase);
         // Checked once up front so a broken file is reported before any round.
         if (o.input) await readInput(o.input);
@@ -131,7 +157,7 @@ export function registerClient(program: Command): void {
         const store = o.trainData
           ? new MemoryDataStore(await readJsonlRecords(o.trainData))
           : hasStore
-            ? await openStoreForRun(dir, passphrase)
+            ? await openStoreForRun(dir, passphrase, (k) => (storeKek = k))
             : undefined;
         const records = store ? await store.count() : 0;
         if (!o.input && records === 0) throw new AegisError(ErrorCode.InvalidArgument, `${noData}: the store in ${dir} is empty`);
@@ -171,17 +197,35 @@ export function registerClient(program: Command): void {
             }
           },
           onCertificate: (der) => saveCertificate(dir, der),
+          heartbeatMs: (o as unknown as { heartbeatInterval: number }).heartbeatInterval,
           onEvent: (e: RunnerEvent) => {
             if (e.kind === 'fatal') log.error({ code: e.code, reason: e.message }, 'cannot go on');
             else if (e.kind === 'disconnected') log.warn({ code: e.code, retryInMs: e.retryInMs }, 'disconnected');
-            else if (e.kind === 'computed') log.debug(e, e.kind);
+            else if (e.kind === 'computed' || (e.kind === 'heartbeat' && e.ok)) log.debug(e, e.kind);
             else log.info(e, e.kind);
           },
         });
+        // Time-based key rotation (shared/keystore/policy.ts): at start, then every hour — the
+        // store's KEK (same code as aegis keys rotate) and the identity key (new key, certificate
+        // renewed for it over mTLS). Logged; the client has no metrics endpoint.
+        const policy = await effectivePolicy(dir, o);
+        await recordPolicy(dir, policy);
+        const keyCheck = async (): Promise<void> => {
+          const identity = (): Promise<RotatedKey | undefined> => rekeyIfDue(dir, passphrase, policy, runner);
+          if (storeKek && store instanceof SqliteDataStore) await runKeyCheck({ dir, kek: storeKek, holders: [store], policy, extra: [identity], log });
+          else {
+            const r = await identity();
+            if (r) log.info({ keyName: r.key, version: r.version, previousVersion: r.previousVersion, reason: r.reason }, 'key rotated');
+          }
+        };
+        const keyCheckLogged = (): Promise<void> => keyCheck().catch((err: unknown) => log.warn({ code: err instanceof AegisError ? err.code : 'internal' }, 'key rotation check failed'));
         runner.start();
+        await keyCheckLogged();
+        const keyChecks = scheduleKeyChecks(keyCheckLogged);
         log.info({ client: loaded.config.clientId, coordinator: o.coordinator ?? loaded.config.coordinator }, 'client running');
         const stop = (signal: string): void => {
           log.info({ signal }, 'shutting down');
+          keyChecks.stop();
           void runner.stop().then(() => process.exit(0));
         };
         process.on('SIGINT', () => stop('SIGINT'));

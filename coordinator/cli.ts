@@ -14,7 +14,9 @@ import { Command } from 'commander';
 import { parseDuration, parseIntOption, progress, reportError, printResult } from '../shared/cli/output.js';
 import { cliKekSecrets } from '../shared/cli/passphrase.js';
 import { applyConfigFile } from '../shared/cli/config.js';
-import { kekInitOptions, withKekOptions, type KekCliOptions } from '../shared/keystore/keys-cli.js';
+import { kekInitOptions, VAULT_FILE, withKekOptions, withRotationOptions, type KekCliOptions, type RotationCliOptions } from '../shared/keystore/keys-cli.js';
+import { effectivePolicy, recordPolicy, runKeyCheck, scheduleKeyChecks } from '../shared/keystore/policy.js';
+import { SealedVault } from '../shared/keystore/vault.js';
 import { decodeWeightedSum } from '../shared/crypto/quantize.js';
 import { AegisError, ErrorCode, isAegisError } from '../shared/errors.js';
 import * as admin from '../shared/gen/aegis/v1/admin_pb.js';
@@ -27,8 +29,10 @@ import { LaunchQueue } from './queue/launch-queue.js';
 import { UnmaskQueue } from './queue/unmask-queue.js';
 import { JobDirectory } from './queue/job-directory.js';
 import { connectRedis, redactRedisUrl } from './queue/redis.js';
-import { hasCoordinatorSecrets, loadRegistry, openCoordinatorSecrets, openOperatorCredential, readEndpoint, removeEndpoint, writeEndpoint } from './service/data-dir.js';
+import { hasCoordinatorSecrets, loadRegistry, openCoordinatorSecrets, openOperatorCredential, readEndpoint, reissueOperatorIfDue, removeEndpoint, writeEndpoint } from './service/data-dir.js';
 import { Coordinator } from './service/coordinator.js';
+import { requireCaKey } from './auth/ca.js';
+import { awaitOfflineCredentials, OfflineEnrollment, serverHostsFor } from './auth/offline-ca.js';
 import { SharedRounds } from './service/shared-rounds.js';
 import type { MaskJob } from './round/index.js';
 import { Phase } from '../shared/protocol/vocabulary.js';
@@ -81,7 +85,7 @@ export function registerCoordinator(program: Command): void {
       }
     });
 
-  withKekOptions(group.command('start'), 'first start only: ')
+  withRotationOptions(withKekOptions(group.command('start'), 'first start only: '))
     .description('start the coordinator (embedded by default: one process, round state in memory; with --redis: one front end of rounds whose state is shared on Redis)')
     .requiredOption('--listen <host:port>', 'mTLS address for clients and operators')
     .option('--enroll-listen <host:port>', 'server-TLS address for enrollment (default: the next port)')
@@ -96,8 +100,11 @@ export function registerCoordinator(program: Command): void {
     .option('--unmask-parts <n>', "with --redis: worker jobs a round's unmasking is split into", parseIntOption('unmask-parts', 1, 1024), 2)
     .option('--metrics <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (loopback only; counts, phases and reason codes, no client ids)')
     .option('--validation-data <name=file...>', "validation sets for the poisoning check of training jobs (JSONL examples; a manifest names one in validation.dataset)")
+    .option('--retention-round-days <n>', 'how long a finished round keeps which clients took part (then only counts, timeline, outcome and sum stay); config retention.round_days', parseIntOption('retention-round-days', 1, 36_500), 30)
+    .option('--clients-lost-after <duration>', 'flag a client suspected-lost (warn log, metric, clients list) once it is silent this long; config clients.lost_after', parseDuration('clients-lost-after', 60_000, 365 * 86_400_000), 7 * 86_400_000)
+    .option('--offline-ca <ca.pem>', 'first start only: the CA is offline (aegis ca init): this host keeps only its certificate; certificates come from aegis ca sign-csr on the CA host (requests in DATA_DIR/ca-requests, signed ones back in DATA_DIR/ca-signed)')
     .option('--config <file>', 'a JSON file of these options by their long names in camelCase (e.g. {"redis": "redis://10.0.0.5:6379", "redisPrefix": "prod", "unmaskWorkers": 2}); options given on the command line win')
-    .action(async (o: { config?: string; listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string; redis?: string; redisPrefix: string; unmaskWorkers: number; unmaskParts: number } & KekCliOptions, cmd: Command) => {
+    .action(async (o: { offlineCa?: string; retentionRoundDays: number; clientsLostAfter: number; config?: string; listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string; redis?: string; redisPrefix: string; unmaskWorkers: number; unmaskParts: number } & KekCliOptions & RotationCliOptions, cmd: Command) => {
       const log = createLogger('coordinator');
       try {
         if (o.config) await applyConfigFile(o.config, o as unknown as Record<string, unknown>, cmd);
@@ -106,8 +113,12 @@ export function registerCoordinator(program: Command): void {
         }
         const dir = resolve(o.dataDir);
         const first = !hasCoordinatorSecrets(dir);
-        const secrets = await openCoordinatorSecrets(dir, cliKekSecrets(`the coordinator keys in ${dir}`, first), { kek: kekInitOptions(o) });
-        if (secrets.created) log.info({ dataDir: dir, ca: join(dir, 'ca.pem') }, 'created the coordinator CA, token key and operator credential (sealed)');
+        const offlineCaPem = o.offlineCa === undefined ? undefined : await readFile(o.offlineCa, 'utf8').catch(() => {
+          throw new AegisError(ErrorCode.NotFound, `cannot read the offline CA certificate ${o.offlineCa}`);
+        });
+        const secrets = await openCoordinatorSecrets(dir, cliKekSecrets(`the coordinator keys in ${dir}`, first), { kek: kekInitOptions(o), ...(offlineCaPem !== undefined ? { offlineCaPem } : {}) });
+        if (secrets.created && secrets.offline) log.info({ dataDir: dir, ca: join(dir, 'ca.pem') }, 'offline CA: created the token key, server key and operator key (sealed); no CA key on this host');
+        else if (secrets.created) log.info({ dataDir: dir, ca: join(dir, 'ca.pem') }, 'created the coordinator CA, token key and operator credential (sealed)');
         const registry = await loadRegistry(dir);
         if (o.registry) await readSnapshot(resolve(o.registry)); // a broken registry is reported at start, not at the first launch
         const validationSets: Record<string, MemoryDataStore> = {};
@@ -121,6 +132,23 @@ export function registerCoordinator(program: Command): void {
         const unmaskQueue = redis ? new UnmaskQueue(redis, secrets.queueKey, { prefix: o.redisPrefix }) : undefined;
         if (unmaskQueue && o.unmaskWorkers > 0) unmaskQueue.work({ concurrency: o.unmaskWorkers });
         const metrics = o.metrics ? new CoordinatorMetrics() : undefined;
+        // Time-based key rotation (shared/keystore/policy.ts): at start, then every hour.
+        const policy = await effectivePolicy(dir, o);
+        await recordPolicy(dir, policy);
+        const keyCheck = async (): Promise<void> => {
+          await runKeyCheck({
+            dir,
+            kek: secrets.kek,
+            holders: [await SealedVault.open(join(dir, VAULT_FILE))],
+            policy,
+            onTokenKey: (seed, version) => secrets.tokens.rotate(seed, version),
+            extra: secrets.offline ? [] : [() => reissueOperatorIfDue(dir, secrets.kek, requireCaKey(secrets.ca), policy)],
+            log,
+            ...(metrics ? { sink: { rotated: (r) => metrics.keyRotatedBy(r.key, r.reason), age: (k, sec) => metrics.keyAgeSeconds(k, sec) } } : {}),
+          });
+        };
+        await keyCheck();
+        const keyChecks = scheduleKeyChecks(() => keyCheck().catch((err: unknown) => log.warn({ code: isAegisError(err) ? err.code : 'internal' }, 'key rotation check failed')));
         // Round state on Redis: every coordinator on it is a front end of the same rounds.
         const sharedRounds = redis
           ? new SharedRounds(redis, secrets.queueKey, {
@@ -137,7 +165,12 @@ export function registerCoordinator(program: Command): void {
         if (redis) progress(`on Redis ${redactRedisUrl(o.redis!)} (prefix ${o.redisPrefix}) as front end ${sharedRounds!.fe}: round state and launches are shared with every coordinator on it`);
         const metricsServer = metrics && o.metrics ? await serveMetrics(metrics, o.metrics) : undefined;
         if (metricsServer) progress(`metrics on http://${metricsServer.address}/metrics`);
+        // Offline CA: the TLS server and operator certificates come from the CA host first.
+        const offline = secrets.offline
+          ? { server: await awaitOfflineCredentials(dir, secrets.kek, secrets.ca, { hosts: serverHostsFor(o.listen), log, announce: progress }), enrollment: new OfflineEnrollment(dir, secrets.ca, log) }
+          : undefined;
         const c = new Coordinator({
+          ...(offline ? { serverCredential: offline.server, offlineCa: offline.enrollment } : {}),
           ...(metrics ? { metrics } : {}),
           ...(launchQueue ? { launchQueue } : {}),
           ...(unmaskQueue ? { unmaskQueue, unmaskParts: o.unmaskParts } : {}),
@@ -149,6 +182,8 @@ export function registerCoordinator(program: Command): void {
           dataDir: dir,
           log,
           clientCertTtlMs: o.clientCertTtl,
+          roundRetentionMs: o.retentionRoundDays * 86_400_000,
+          clientsLostAfterMs: o.clientsLostAfter,
           maxMessageBytes: o.maxMessageMb * 1024 * 1024,
           ...(o.registry ? { registryDir: resolve(o.registry) } : {}),
           ...(Object.keys(validationSets).length > 0 ? { validationSets } : {}),
@@ -161,6 +196,7 @@ export function registerCoordinator(program: Command): void {
           if (stopping) return;
           stopping = true;
           log.info({ signal }, 'shutting down');
+          keyChecks.stop();
           void c
             .close()
             .then(() => removeEndpoint(dir))
@@ -239,7 +275,7 @@ async function run<T extends AdminOpts>(o: T, body: (client: AdminClient) => Pro
 // aegis clients invite|list|revoke
 
 export function registerClients(program: Command): void {
-  const group = program.command('clients').description('enrolled clients: invite, list, revoke (operators)');
+  const group = program.command('clients').description('enrolled clients: invite, list, revoke, crl (operators)');
   withAdmin(group.command('invite').description('print a one-time enrollment token'))
     .option('--ttl <duration>', 'how long the token stays valid', parseDuration('ttl', 1000, 7 * 86_400_000), 15 * 60_000)
     .option('--id <client-id>', 'the token enrolls only this client id')
@@ -263,25 +299,65 @@ export function registerClients(program: Command): void {
       const r = await call<admin.ListClientsRequest, admin.ListClientsReply>(client, 'listClients', create(admin.ListClientsRequestSchema, {}));
       const rows = r.clients.map((c) => ({
         client_id: c.clientId,
+        status: CLIENT_STATUSES[c.status] ?? (c.revoked ? 'revoked' : 'active'),
         enrolled_at: new Date(Number(c.enrolledAtMs)).toISOString(),
+        last_seen_at: c.lastSeenAtMs === undefined ? null : new Date(Number(c.lastSeenAtMs)).toISOString(),
         certificate_expires_at: new Date(Number(c.certificateExpiresAtMs)).toISOString(),
         revoked: c.revoked,
+        revoked_at: c.revoked && c.revokedAtMs > 0n ? new Date(Number(c.revokedAtMs)).toISOString() : null,
         revocation_reason: c.revocationReason || null,
+        revocation_detail: c.revocationDetail || null,
       }));
-      const text = rows.length === 0 ? 'no enrolled clients' : rows.map((x) => `${x.client_id}\t${x.revoked ? 'REVOKED' : 'active'}\tcert until ${x.certificate_expires_at}`).join('\n');
+      const text =
+        rows.length === 0
+          ? 'no enrolled clients'
+          : rows.map((x) => `${x.client_id}\t${x.status}\tlast seen ${x.last_seen_at ?? 'never'}\tcert until ${x.certificate_expires_at}${x.revoked ? `\trevoked: ${x.revocation_reason ?? 'unspecified'}` : ''}`).join('\n');
       printResult(o, { clients: rows }, text);
     }),
   );
   withAdmin(group.command('revoke').description('revoke a client: refused from its next call on').argument('<client-id>'))
-    .option('--reason <text>', 'why (kept in the registry)', '')
-    .action((id: string, o: AdminOpts & { reason: string }) =>
+    .option('--reason <code>', 'why, a code: unspecified, key-compromise, lost-device, superseded, retired (written on the CRL as an RFC 5280 reason)', 'unspecified')
+    .option('--detail <text>', 'free text kept with the revocation in the registry')
+    .action((id: string, o: AdminOpts & { reason: string; detail?: string }) =>
       run(o, async (client) => {
-        const r = await call<admin.RevokeClientRequest, admin.RevokeClientReply>(client, 'revokeClient', create(admin.RevokeClientRequestSchema, { clientId: id, reason: o.reason }));
+        const req = create(admin.RevokeClientRequestSchema, { clientId: id, reason: o.reason, detail: o.detail ?? '' });
+        const r = await call<admin.RevokeClientRequest, admin.RevokeClientReply>(client, 'revokeClient', req);
         const at = new Date(Number(r.revokedAtMs)).toISOString();
-        printResult(o, { client_id: id, revoked_at: at }, `revoked ${id} at ${at}`);
+        printResult(o, { client_id: id, revoked_at: at, reason: r.reason || null, serials: r.serials }, `revoked ${id} at ${at} (${r.reason || 'unspecified'}); on the CRL: ${r.serials.join(', ')}`);
+      }),
+    );
+  withAdmin(group.command('crl').description('a certificate revocation list of every revoked client certificate, signed now by the coordinator CA (PEM)'))
+    .option('--out <file>', 'write the PEM to this new file (an existing file is not overwritten); without it the PEM goes to stdout')
+    .action((o: AdminOpts & { out?: string }) =>
+      run(o, async (client) => {
+        const out = o.out === undefined ? undefined : resolve(o.out);
+        if (out !== undefined && (await stat(out).catch(() => undefined)) !== undefined) {
+          throw new AegisError(ErrorCode.AlreadyExists, `${out} exists; give a new file to --out (nothing is overwritten)`);
+        }
+        const r = await call<admin.GetCrlRequest, admin.GetCrlReply>(client, 'getCrl', create(admin.GetCrlRequestSchema, {}));
+        const info = {
+          this_update: new Date(Number(r.thisUpdateMs)).toISOString(),
+          next_update: new Date(Number(r.nextUpdateMs)).toISOString(),
+          crl_number: Number(r.crlNumber),
+          entries: r.entries,
+        };
+        if (out === undefined) return printResult(o, { ...info, pem: r.pem }, r.pem.trimEnd());
+        try {
+          await writeFile(out, r.pem, { flag: 'wx', mode: 0o644 });
+        } catch (err) {
+          if ((err as NodeJS.ErrnoException).code === 'EEXIST') throw new AegisError(ErrorCode.AlreadyExists, `${out} exists; give a new file to --out (nothing is overwritten)`);
+          throw new AegisError(ErrorCode.InvalidArgument, `cannot write ${out}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+        }
+        printResult(o, { ...info, out }, `CRL ${info.crl_number} with ${info.entries} entries, valid until ${info.next_update}, written to ${out}`);
       }),
     );
 }
+
+const CLIENT_STATUSES: Record<number, string> = {
+  [admin.ClientStatus.ACTIVE]: 'active',
+  [admin.ClientStatus.SUSPECTED_LOST]: 'suspected-lost',
+  [admin.ClientStatus.REVOKED]: 'revoked',
+};
 
 // ---------------------------------------------------------------------------------------------
 // aegis round launch|list|status|cancel|result|model
@@ -613,12 +689,13 @@ export function registerRound(program: Command): void {
         const req = create(admin.RoundResultRequestSchema, { jobId: job, ...(o.round === undefined ? {} : { roundIndex: o.round }) });
         const r = await call<admin.RoundResultRequest, admin.RoundResultReply>(client, 'roundResult', req);
         const words = vectorFromBytes(r.sum);
-        const decoded = decodeWeightedSum(words, r.survivors.length, { clip: r.clip, bits: r.bits });
+        const decoded = decodeWeightedSum(words, r.survivorCount || r.survivors.length, { clip: r.clip, bits: r.bits });
         const result = {
           job_id: r.jobId,
           round: r.roundIndex,
           manifest_hash: Buffer.from(r.manifestHash).toString('hex'),
           survivors: r.survivors,
+          survivor_count: r.survivorCount || r.survivors.length,
           total_weight: decoded.totalWeight,
           integer_sum: Array.from(words),
           sum: Array.from(decoded.sum),
@@ -640,7 +717,7 @@ export function registerRound(program: Command): void {
         };
         await writeFile(resultJson, `${JSON.stringify(doc)}\n`, { flag: 'wx' });
         const files = [resultJson, ...(model ? [model.modelJson, model.weightsBin] : [])];
-        const text = `wrote ${resultJson}: ${doc.dim} values from ${r.survivors.length} clients, total weight ${decoded.totalWeight}${model ? `; model version ${model.version} (sha256 ${model.sha256.slice(0, 16)}…) in ${model.modelJson}` : ''}`;
+        const text = `wrote ${resultJson}: ${doc.dim} values from ${r.survivorCount || r.survivors.length} clients, total weight ${decoded.totalWeight}${model ? `; model version ${model.version} (sha256 ${model.sha256.slice(0, 16)}…) in ${model.modelJson}` : ''}`;
         printResult(
           o,
           { ok: true, job_id: r.jobId, round: r.roundIndex, dir: out, files, survivors: r.survivors, dim: doc.dim, total_weight: decoded.totalWeight, model: model ? { version: model.version, sha256: model.sha256 } : null },

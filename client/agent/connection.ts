@@ -151,6 +151,12 @@ export interface RunnerOptions {
   backoffMs?: { min: number; max: number };
   /** Extra time given past a round's deadlines before giving up on it; default 10 s. */
   roundGraceMs?: number;
+  /**
+   * While subscribed, send a Heartbeat (over the same mTLS channel, with a round token) about
+   * this often, with ±25 % jitter, so the coordinator knows the device is alive between rounds
+   * (its lost-device sweep); default 60 s, 0 = off.
+   */
+  heartbeatMs?: number;
 }
 
 export type RunnerEvent =
@@ -160,6 +166,8 @@ export type RunnerEvent =
   /** `address`: the front end that was lost; `next`: the one tried next (when it changes). */
   | { kind: 'disconnected'; code: string; retryInMs: number; address?: string; next?: string }
   | { kind: 'renewed'; notAfter: string }
+  /** A heartbeat went out (`ok`) or was refused / not delivered (`code`). */
+  | { kind: 'heartbeat'; ok: boolean; code?: string }
   | { kind: 'fatal'; code: string; message: string }
   /** The client did not join a round (a check failed, or it has nothing to contribute). */
   | { kind: 'sat-out'; roundIndex: number; code: string; message: string }
@@ -200,6 +208,7 @@ export class ClientRunner {
   private roundTimer: NodeJS.Timeout | undefined;
   private renewTimer: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
+  private heartbeatTimer: NodeJS.Timeout | undefined;
   /** Peers' identity keys, from certificates checked against the pinned CA. */
   private readonly directory = new Map<string, Uint8Array>();
   private readonly ca: X509Certificate;
@@ -215,7 +224,10 @@ export class ClientRunner {
     this.done = new Promise((resolve) => (this.finish = resolve));
     this.agent = new ClientAgent({
       clientId: opts.clientId,
-      identityKey: opts.identity.seed,
+      // Read at each round: an identity rotation (rekey) takes effect from the next round.
+      get identityKey() {
+        return opts.identity.seed;
+      },
       identityOf: (id) => this.directory.get(id),
       input: (round, params) => {
         if (!opts.input) throw new AegisError(ErrorCode.InvalidArgument, 'this client has no input for the round');
@@ -247,6 +259,7 @@ export class ClientRunner {
     clearTimeout(this.roundTimer);
     clearInterval(this.renewTimer);
     clearTimeout(this.reconnectTimer);
+    clearTimeout(this.heartbeatTimer);
     this.stream?.cancel();
     // Not awaiting the event chain: stop() may be called from inside an event handler. Whatever
     // is still queued fails fast on the closed channel.
@@ -348,6 +361,7 @@ export class ClientRunner {
           this.failures = 0;
           announced = true;
           this.opts.onEvent?.({ kind: 'connected', address });
+          this.armHeartbeat(stream);
         });
         stream.on('data', (env: pb.ServerEnvelope) => {
           if (!announced) {
@@ -368,6 +382,7 @@ export class ClientRunner {
   private streamEnded(stream: grpc.ClientReadableStream<pb.ServerEnvelope> | null, err: unknown): void {
     if (stream !== null && this.stream !== stream) return;
     this.stream = null;
+    clearTimeout(this.heartbeatTimer);
     if (this.stopped) return;
     const e = err === undefined ? new AegisError(ErrorCode.Unavailable, 'the coordinator ended the stream') : asAegisError(err);
     // A revoked or unknown client cannot fix that by retrying: stop with the reason.
@@ -385,6 +400,36 @@ export class ClientRunner {
     this.opts.onEvent?.({ kind: 'disconnected', code: e.code, retryInMs: wait, address: lost, ...(failover ? { next: this.address } : {}) });
     clearTimeout(this.reconnectTimer);
     this.reconnectTimer = setTimeout(() => this.subscribe(), wait);
+  }
+
+  /** Schedules the next heartbeat while `stream` is the open stream (jittered ±25 %). */
+  private armHeartbeat(stream: grpc.ClientReadableStream<pb.ServerEnvelope>): void {
+    clearTimeout(this.heartbeatTimer);
+    const every = this.opts.heartbeatMs ?? 60_000;
+    if (!(every > 0) || this.stopped) return;
+    const wait = Math.round(every * (0.75 + Math.random() * 0.5));
+    this.heartbeatTimer = setTimeout(() => {
+      if (this.stopped || this.stream !== stream) return;
+      void this.heartbeat().finally(() => {
+        if (this.stream === stream) this.armHeartbeat(stream);
+      });
+    }, wait);
+    this.heartbeatTimer.unref();
+  }
+
+  /** One Heartbeat (naming the round this client is in, if any); a revoked client stops. */
+  private async heartbeat(): Promise<void> {
+    const client = this.client;
+    const current = this.agent.currentRound;
+    const req = create(pb.HeartbeatRequestSchema, current ? { round: { manifestHash: current.manifestHash, roundIndex: current.roundIndex } } : {});
+    try {
+      await callUnary(client.heartbeat.bind(client), req, await this.metadata(), { deadline: Date.now() + 15_000 });
+      this.opts.onEvent?.({ kind: 'heartbeat', ok: true });
+    } catch (err) {
+      const e = asAegisError(err);
+      this.opts.onEvent?.({ kind: 'heartbeat', ok: false, code: e.code });
+      if (e.code === ErrorCode.Unauthenticated && /revoked|no-identity/.test(e.message)) this.fatal(e);
+    }
   }
 
   /** Events are handled one at a time, in order. */
@@ -636,6 +681,43 @@ export class ClientRunner {
     this.connect();
     old?.cancel();
     this.subscribe();
+  }
+
+  /**
+   * Identity key rotation: has the coordinator certify `identity` for this client id (Renew with
+   * `rekey`, authenticated by the current certificate, which the coordinator then revokes) and
+   * moves to it — certificate, channel and the key rounds are signed with. Refused while a round
+   * is running (the caller retries at its next check).
+   */
+  async rekey(identity: ClientIdentity): Promise<Uint8Array> {
+    if (this.stopped) throw new AegisError(ErrorCode.Unavailable, 'the client is stopped');
+    if (this.agent.currentRound !== null || this.renewing) throw new AegisError(ErrorCode.Unavailable, 'a round or renewal is under way; the identity key rotates at the next check');
+    this.renewing = true;
+    try {
+      const csrDer = await createCsr(identity, this.opts.clientId);
+      const address = this.address;
+      const renewer = new (clientFor(enroll.Enrollment))(address, this.credentials(), channelOptions(address));
+      let reply: enroll.RenewReply;
+      try {
+        reply = await callUnary(renewer.renew.bind(renewer), create(enroll.RenewRequestSchema, { csrDer, rekey: true }), new grpc.Metadata(), { deadline: Date.now() + 15_000 }).catch(
+          (e: unknown) => {
+            throw asAegisError(e); // the coordinator's reason (key-already-bound, revoked, ...) for the caller's log
+          },
+        );
+      } finally {
+        renewer.close();
+      }
+      this.opts.identity = identity;
+      this.certificateDer = reply.certificateDer;
+      await this.opts.onCertificate?.(this.certificateDer);
+      this.opts.onEvent?.({ kind: 'renewed', notAfter: new X509Certificate(Buffer.from(this.certificateDer)).validTo });
+      // The old certificate is revoked now: move the channel at once.
+      this.reconnectPending = true;
+      this.swapChannel();
+      return this.certificateDer;
+    } finally {
+      this.renewing = false;
+    }
   }
 
   private async maybeRenew(): Promise<void> {

@@ -37,7 +37,12 @@ const BACKDATE_MS = 60 * 1000;
 
 type SubtleKeyPair = Awaited<ReturnType<typeof ed25519CryptoKeys>>['keys'];
 
-export interface CertificateAuthority {
+/**
+ * The public half of a CA: what a coordinator with an offline CA holds (`caCertificateFromPem`).
+ * Every issuing function takes a `CaCertificate` and fails closed with `CaKeyUnavailableError`
+ * when it carries no signing key.
+ */
+export interface CaCertificate {
   readonly name: string;
   readonly certificate: X509.X509Certificate;
   /** DER of the self-signed CA certificate (the trust anchor clients pin). */
@@ -45,10 +50,60 @@ export interface CertificateAuthority {
   /** PEM of the CA certificate, for Node's `tls` `ca` option. */
   readonly certificatePem: string;
   readonly publicKey: Uint8Array;
+}
+
+/** A CA with its signing key (the embedded default, or `aegis ca` on the offline CA host). */
+export interface CertificateAuthority extends CaCertificate {
   /** Internal: the signing keys. */
   readonly keys: SubtleKeyPair;
   /** Internal: the 32-byte seed, only for `exportCa`. */
   readonly seed: Uint8Array;
+}
+
+/** Raised when a certificate would be issued by a CA object that holds no private key (offline CA). */
+export class CaKeyUnavailableError extends AegisError {
+  constructor() {
+    super(ErrorCode.FailedPrecondition, 'this coordinator holds no CA private key (offline CA): certificates are signed on the CA host with aegis ca sign-csr');
+  }
+}
+
+/** True when `ca` carries its signing key. */
+export function hasCaKey(ca: CaCertificate): ca is CertificateAuthority {
+  const k = (ca as Partial<CertificateAuthority>).keys;
+  return k !== undefined && k !== null && (k as { privateKey?: unknown }).privateKey !== undefined;
+}
+
+/** The CA with its key; `CaKeyUnavailableError` for a public-only CA. */
+export function requireCaKey(ca: CaCertificate): CertificateAuthority {
+  if (!hasCaKey(ca)) throw new CaKeyUnavailableError();
+  return ca;
+}
+
+/**
+ * The public CA from its certificate (PEM or DER): checks it is a self-signed Ed25519 CA
+ * certificate (basicConstraints cA, keyCertSign). It holds no key: issuing with it fails closed.
+ */
+export async function caCertificateFromPem(pemOrDer: string | Uint8Array): Promise<CaCertificate> {
+  const x509 = await loadX509();
+  let certificate: X509.X509Certificate;
+  try {
+    certificate = new x509.X509Certificate(typeof pemOrDer === 'string' ? pemOrDer : toU8(pemOrDer));
+  } catch {
+    fail(ErrorCode.InvalidArgument, 'the CA certificate is not a PEM or DER X.509 certificate');
+  }
+  const publicKey = ed25519RawFromSpki(toU8(certificate.publicKey.rawData));
+  if (publicKey === null) fail(ErrorCode.InvalidArgument, 'the CA certificate key must be Ed25519');
+  const bc = certificate.getExtension(x509.BasicConstraintsExtension);
+  if (!bc || !bc.ca) fail(ErrorCode.InvalidArgument, 'the certificate is not a CA certificate (basicConstraints cA is not set)');
+  let selfSigned: boolean;
+  try {
+    selfSigned = await certificate.isSelfSigned();
+  } catch {
+    selfSigned = false;
+  }
+  if (!selfSigned) fail(ErrorCode.BadSignature, 'the CA certificate is not self-signed');
+  const cn = certificate.subjectName.getField('CN')[0] ?? 'aegis';
+  return { name: cn, certificate, certificateDer: toU8(certificate.rawData), certificatePem: certificate.toString('pem'), publicKey };
 }
 
 /** Raised when a public key is already bound to another client id. */
@@ -207,7 +262,7 @@ function issued(cert: X509.X509Certificate): IssuedCertificate {
 /** A leaf certificate signed by the CA: not a CA, digital signature only, one extended usage. */
 async function issueLeaf(
   x509: typeof X509,
-  ca: CertificateAuthority,
+  caIn: CaCertificate,
   leaf: {
     cn: string;
     publicKey: Parameters<typeof X509.X509CertificateGenerator.create>[0]['publicKey'];
@@ -217,6 +272,7 @@ async function issueLeaf(
     ttl: number;
   },
 ): Promise<X509.X509Certificate> {
+  const ca = requireCaKey(caIn);
   return x509.X509CertificateGenerator.create({
     serialNumber: randomSerial(),
     subject: [{ CN: [leaf.cn] }],
@@ -238,7 +294,7 @@ async function issueLeaf(
 
 /** The coordinator's TLS server certificate and key (PEM for Node's `tls`). */
 export async function issueServerCertificate(
-  ca: CertificateAuthority,
+  ca: CaCertificate,
   opts: { hosts: string[]; ttlMs?: number; now?: number },
 ): Promise<IssuedCertificate & { privateKeyPem: string }> {
   if (!Array.isArray(opts.hosts) || opts.hosts.length === 0 || opts.hosts.length > 32) {
@@ -279,7 +335,7 @@ function parseCsr(x509: typeof X509, csrDer: Uint8Array): { csr: X509.Pkcs10Cert
  * (`KeyAlreadyBoundError`). Binds the key to the id in `bindings` on success only.
  */
 export async function issueClientCertificate(
-  ca: CertificateAuthority,
+  ca: CaCertificate,
   csrDer: Uint8Array,
   clientId: string,
   opts: { bindings: KeyBindings; ttlMs?: number; now?: number },
@@ -352,7 +408,7 @@ export function serialOf(certificateDer: Uint8Array): string {
 }
 
 /** True when `certificateDer` was signed by this CA and is valid at `now`. */
-export function isIssuedBy(ca: CertificateAuthority, certificateDer: Uint8Array, now = Date.now()): boolean {
+export function isIssuedBy(ca: CaCertificate, certificateDer: Uint8Array, now = Date.now()): boolean {
   try {
     const cert = new NodeX509Certificate(Buffer.from(certificateDer));
     const caCert = new NodeX509Certificate(Buffer.from(ca.certificateDer));
@@ -374,7 +430,7 @@ export const OPERATOR_CERT_TTL_MS = 365 * 24 * 3600 * 1000;
  * `clientIdOf` refuses it, so it can never take part in a round.
  */
 export async function issueOperatorCertificate(
-  ca: CertificateAuthority,
+  ca: CaCertificate,
   opts: { name: string; ttlMs?: number; now?: number },
 ): Promise<IssuedCertificate & { seed: Uint8Array; privateKeyPem: string }> {
   assertClientId(opts.name);
@@ -425,4 +481,94 @@ export function certificatePublicKey(certificateDer: Uint8Array): Uint8Array {
   const jwk = cert.publicKey.export({ format: 'jwk' });
   if (jwk.crv !== 'Ed25519' || typeof jwk.x !== 'string') fail(ErrorCode.InvalidArgument, 'the certificate key is not Ed25519');
   return new Uint8Array(Buffer.from(jwk.x, 'base64url'));
+}
+
+/** What an offline CA request asks for (coordinator/auth/offline-ca.ts). */
+export type CertificateKind = 'client' | 'server' | 'operator';
+/** Longest lifetime the offline CA signs: 398 days (the CA/B Forum's ceiling for server certificates). */
+export const MAX_OFFLINE_CERT_TTL_MS = 398 * 24 * 3600 * 1000;
+
+/** The subject CN a CSR of each kind must carry. */
+export function expectedCsrCn(kind: CertificateKind, subject: string, hosts: readonly string[] = []): string {
+  if (kind === 'client') return assertClientId(subject);
+  if (kind === 'operator') return `operator:${assertClientId(subject)}`;
+  const first = hosts[0];
+  if (first === undefined) fail(ErrorCode.InvalidArgument, 'a server request needs at least one host');
+  return first;
+}
+
+/**
+ * Checks a DER CSR fully before anything is signed: well-formed, an Ed25519 key that is not of
+ * small order, a self-signature that verifies (`bad-signature` otherwise), and a subject that is
+ * exactly CN=`cn`. Returns the raw public key.
+ */
+export async function verifyCsr(csrDer: Uint8Array, cn: string): Promise<Uint8Array> {
+  abytes(csrDer, undefined, 'CSR');
+  const x509 = await loadX509();
+  const { csr, publicKey } = parseCsr(x509, csrDer);
+  let smallOrder: boolean;
+  try {
+    smallOrder = ed25519.Point.fromBytes(publicKey).isSmallOrder();
+  } catch {
+    smallOrder = true;
+  }
+  if (smallOrder) fail(ErrorCode.InvalidArgument, 'the CSR key is not a valid Ed25519 public key');
+  let ok: boolean;
+  try {
+    ok = await csr.verify();
+  } catch {
+    ok = false;
+  }
+  if (!ok) fail(ErrorCode.BadSignature, 'CSR: signature does not verify');
+  const cns = csr.subjectName.getField('CN');
+  if (csr.subjectName.toJSON().length !== 1 || cns.length !== 1 || cns[0] !== cn) fail(ErrorCode.InvalidArgument, `the CSR subject must be CN=${cn}`);
+  return publicKey;
+}
+
+/** A DER CSR with subject CN=`cn` for the Ed25519 key of `seed` (the coordinator's server and operator keys). */
+export async function csrForSeed(seed: Uint8Array, cn: string): Promise<Uint8Array> {
+  abytes(seed, 32, 'key seed');
+  const x509 = await loadX509();
+  const { keys } = await ed25519CryptoKeys(seed);
+  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: [{ CN: [cn] }], signingAlgorithm: ED25519, keys });
+  return toU8(csr.rawData);
+}
+
+function hostNames(hosts: readonly string[]): { type: 'ip' | 'dns'; value: string }[] {
+  if (!Array.isArray(hosts) || hosts.length === 0 || hosts.length > 32) fail(ErrorCode.InvalidArgument, 'a server certificate needs 1..32 host names or addresses');
+  return hosts.map((h) => {
+    if (typeof h !== 'string' || !/^[A-Za-z0-9.:-]{1,253}$/.test(h)) fail(ErrorCode.InvalidArgument, 'malformed host name');
+    const isIp = /^\d{1,3}(\.\d{1,3}){3}$/.test(h) || h.includes(':');
+    return { type: isIp ? ('ip' as const) : ('dns' as const), value: h };
+  });
+}
+
+/**
+ * The offline CA's one issuing path: a certificate of `kind` for the key of a verified CSR
+ * (`verifyCsr`), with the same profile as the embedded CA's (client: CN = id and SAN
+ * urn:aegis:client:<id>; operator: CN = operator:<name> and SAN urn:aegis:operator:<name>;
+ * server: CN = first host, SAN = hosts, serverAuth). Needs the CA's key.
+ */
+export async function issueFromCsr(
+  ca: CaCertificate,
+  req: { kind: CertificateKind; subject: string; hosts?: readonly string[]; csrDer: Uint8Array },
+  opts: { ttlMs: number; now?: number },
+): Promise<IssuedCertificate> {
+  const signer = requireCaKey(ca);
+  const ttl = opts.ttlMs;
+  if (!Number.isInteger(ttl) || ttl < 60_000 || ttl > MAX_OFFLINE_CERT_TTL_MS) fail(ErrorCode.InvalidArgument, 'certificate ttl must be 1 min..398 days');
+  if (req.kind !== 'client' && req.kind !== 'server' && req.kind !== 'operator') fail(ErrorCode.InvalidArgument, 'request kind must be client, server or operator');
+  const cn = expectedCsrCn(req.kind, req.subject, req.hosts ?? []);
+  await verifyCsr(req.csrDer, cn);
+  const x509 = await loadX509();
+  const csr = new x509.Pkcs10CertificateRequest(req.csrDer);
+  const names =
+    req.kind === 'client'
+      ? [{ type: 'url' as const, value: `${CLIENT_URI_PREFIX}${req.subject}` }]
+      : req.kind === 'operator'
+        ? [{ type: 'url' as const, value: `${OPERATOR_URI_PREFIX}${req.subject}` }]
+        : hostNames(req.hosts ?? []);
+  const usage = req.kind === 'server' ? x509.ExtendedKeyUsage.serverAuth : x509.ExtendedKeyUsage.clientAuth;
+  const cert = await issueLeaf(x509, signer, { cn, publicKey: csr.publicKey, usage, names, now: opts.now ?? Date.now(), ttl });
+  return issued(cert);
 }

@@ -6,7 +6,8 @@
  * `redeem` compares the presented token's hash against every stored hash in constant time
  * (no early exit, no hash-table lookup keyed by the secret), and works once.
  *
- * `Revocations` holds revoked client ids and certificate serials. A revoked client is refused
+ * `Revocations` holds revoked client ids and certificate serials (each serial with its revocation
+ * time and reason, for the CRL: coordinator/auth/crl.ts). A revoked client is refused
  * on its next call even with an unexpired certificate or token (the transport checks
  * `isRevoked` on every call; coordinator/auth/tokens.ts checks it on every token).
  *
@@ -136,6 +137,28 @@ export class Invites {
   }
 }
 
+/**
+ * Why a client was revoked: a code from this fixed set (`aegis clients revoke ID --reason CODE`),
+ * written on the CRL as an RFC 5280 CRLReason (coordinator/auth/crl.ts has the mapping).
+ */
+export const REVOCATION_REASONS = ['unspecified', 'key-compromise', 'lost-device', 'superseded', 'retired'] as const;
+export type RevocationReason = (typeof REVOCATION_REASONS)[number];
+
+/** The reason `text` names (case, spaces and underscores aside: "Lost device" is `lost-device`), if any. */
+export function revocationReasonOf(text: unknown): RevocationReason | undefined {
+  if (typeof text !== 'string') return undefined;
+  const norm = text.trim().toLowerCase().replace(/[\s_]+/g, '-');
+  return (REVOCATION_REASONS as readonly string[]).includes(norm) ? (norm as RevocationReason) : undefined;
+}
+
+/** `revocationReasonOf`, or `invalid-argument` naming the valid reasons; empty is `unspecified`. */
+export function parseRevocationReason(text: unknown): RevocationReason {
+  if (text === undefined || text === '') return 'unspecified';
+  const r = revocationReasonOf(text);
+  if (r === undefined) fail(ErrorCode.InvalidArgument, `unknown revocation reason '${String(text).slice(0, 40)}'; valid reasons: ${REVOCATION_REASONS.join(', ')}`);
+  return r;
+}
+
 const SERIAL_PATTERN = /^[0-9a-f]{1,40}$/;
 function normSerial(serial: string): string {
   const s = typeof serial === 'string' ? serial.toLowerCase().replace(/^0+(?=.)/, '') : '';
@@ -143,17 +166,35 @@ function normSerial(serial: string): string {
   return s;
 }
 
-/** Revoked client ids and certificate serials (hex, compared without leading zeros). */
+/** A revoked serial with when and why (what goes on the CRL). */
+export interface RevokedSerial {
+  serial: string;
+  revokedAt: number;
+  reason: RevocationReason;
+}
+
+/**
+ * Revoked client ids and certificate serials (hex, compared without leading zeros), each serial
+ * with its revocation time and reason when known (serials revoked by an older release, or
+ * without a reason, have none: the CRL takes them from the client record, else unspecified).
+ */
 export class Revocations {
   private readonly clients = new Set<string>();
   private readonly serials = new Set<string>();
+  private readonly details = new Map<string, { revokedAt: number; reason: RevocationReason }>();
 
   revokeClient(clientId: string): void {
     this.clients.add(assertClientId(clientId));
   }
 
-  revokeSerial(serial: string): void {
-    this.serials.add(normSerial(serial));
+  /** Revokes a serial; the first revocation's time and reason stay. */
+  revokeSerial(serial: string, info?: { revokedAt: number; reason: RevocationReason }): void {
+    const s = normSerial(serial);
+    this.serials.add(s);
+    if (info && !this.details.has(s)) {
+      if (!Number.isSafeInteger(info.revokedAt) || revocationReasonOf(info.reason) !== info.reason) fail(ErrorCode.InvalidArgument, 'malformed revocation');
+      this.details.set(s, { revokedAt: info.revokedAt, reason: info.reason });
+    }
   }
 
   /** True when the client id or the certificate serial (either may be omitted) is revoked. */
@@ -166,18 +207,33 @@ export class Revocations {
     return false;
   }
 
-  toJSON(): { version: 1; clients: string[]; serials: string[] } {
-    return { version: 1, clients: [...this.clients].sort(), serials: [...this.serials].sort() };
+  /** Every revoked serial, sorted, with its time and reason when known (the CRL's entries). */
+  entries(): (Pick<RevokedSerial, 'serial'> & Partial<RevokedSerial>)[] {
+    return [...this.serials].sort().map((serial) => {
+      const d = this.details.get(serial);
+      return d ? { serial, revokedAt: d.revokedAt, reason: d.reason } : { serial };
+    });
+  }
+
+  toJSON(): { version: 1; clients: string[]; serials: string[]; details?: RevokedSerial[] } {
+    const details = [...this.details.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([serial, d]) => ({ serial, revokedAt: d.revokedAt, reason: d.reason }));
+    return { version: 1, clients: [...this.clients].sort(), serials: [...this.serials].sort(), ...(details.length > 0 ? { details } : {}) };
   }
 
   static fromJSON(json: unknown): Revocations {
-    const j = json as { version?: unknown; clients?: unknown; serials?: unknown };
-    if (j === null || typeof j !== 'object' || j.version !== 1 || !Array.isArray(j.clients) || !Array.isArray(j.serials)) {
+    const j = json as { version?: unknown; clients?: unknown; serials?: unknown; details?: unknown };
+    if (j === null || typeof j !== 'object' || j.version !== 1 || !Array.isArray(j.clients) || !Array.isArray(j.serials) || (j.details !== undefined && !Array.isArray(j.details))) {
       fail(ErrorCode.InvalidArgument, 'malformed revocations');
     }
     const out = new Revocations();
     for (const c of j.clients as unknown[]) out.revokeClient(c as string);
     for (const s of j.serials as unknown[]) out.revokeSerial(s as string);
+    for (const d of (j.details ?? []) as { serial?: unknown; revokedAt?: unknown; reason?: unknown }[]) {
+      if (d === null || typeof d !== 'object' || typeof d.serial !== 'string') fail(ErrorCode.InvalidArgument, 'malformed revocations');
+      const s = normSerial(d.serial);
+      if (!out.serials.has(s)) fail(ErrorCode.InvalidArgument, 'malformed revocations');
+      out.revokeSerial(s, { revokedAt: d.revokedAt as number, reason: d.reason as RevocationReason });
+    }
     return out;
   }
 }

@@ -13,8 +13,16 @@
  * (`wrong-subject`), revocation of the jti or the client (`revoked`), and last the replay check
  * (`replayed`). A jti is remembered only once every check has passed, until its `exp`: a refused
  * token leaves the verifier's state untouched.
+ *
+ * Key versions (time-based rotation, shared/keystore/policy.ts): every token names its signing
+ * key in the protected header's `kid` (`t<version>-<8 chars of the public key's SHA-256>`). The
+ * issuer's `TokenKeyRing` holds the current key and the keys it replaced; a replaced key still
+ * verifies the tokens it signed until every one of them has expired (retired at + the longest
+ * lifetime, 15 min), then it is dropped. A malformed `kid` is `malformed`, one the ring does not
+ * know `bad-signature` (a foreign or dropped key); a token
+ * without `kid` (issued before key versions) is checked against the current key only.
  */
-import { createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, type KeyObject } from 'node:crypto';
 import { compactVerify, SignJWT } from 'jose';
 import { abytes } from '../../shared/bytes.js';
 import { okpPrivateKeyObject, okpPublicKey } from '../../shared/crypto/okp.js';
@@ -64,34 +72,147 @@ export interface RevocationList {
   isRevoked(q: { clientId?: string }): boolean;
 }
 
-/** Issues tokens under an Ed25519 key made from 32 random bytes (see shared/crypto/okp.ts). */
-export class TokenIssuer {
-  private readonly key: KeyObject;
-  private readonly clock: () => number;
-  /** The raw 32-byte public key, for `TokenVerifier`. */
-  readonly publicKey: Uint8Array;
-  private readonly seed: Uint8Array;
+/** A token key's id: its version and a short hash of its public key (so a kid never names two keys). */
+export function tokenKid(version: number, publicKey: Uint8Array): string {
+  if (!Number.isSafeInteger(version) || version < 1) fail(ErrorCode.InvalidArgument, 'token key version must be a positive integer');
+  return `t${version}-${createHash('sha256').update(publicKey).digest('base64url').slice(0, 8)}`;
+}
 
-  private constructor(seed: Uint8Array, clock: () => number) {
+const KID = /^t[1-9][0-9]{0,8}-[A-Za-z0-9_-]{8}$/;
+
+interface RingKey {
+  kid: string;
+  version: number;
+  publicKey: Uint8Array;
+  keyObject: KeyObject;
+  /** When it stopped signing (ms); undefined for the current key. */
+  retiredAt?: number;
+}
+
+const publicKeyObject = (publicKey: Uint8Array): KeyObject =>
+  createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(publicKey).toString('base64url') }, format: 'jwk' });
+
+/**
+ * The verification keys of a token issuer: the current one and those it replaced, each kept until
+ * the tokens it signed have all expired (`retiredAt + MAX_TOKEN_TTL_MS`). Public keys only.
+ */
+export class TokenKeyRing {
+  readonly #keys = new Map<string, RingKey>();
+  #current!: RingKey;
+  readonly #clock: () => number;
+
+  constructor(clock: () => number = Date.now) {
+    this.#clock = clock;
+  }
+
+  /** The key new tokens are signed with. */
+  get current(): { kid: string; version: number; publicKey: Uint8Array } {
+    return { kid: this.#current.kid, version: this.#current.version, publicKey: this.#current.publicKey };
+  }
+
+  /** Makes `publicKey` (version `version`) current; the previous current key retires now. */
+  setCurrent(version: number, publicKey: Uint8Array): string {
+    abytes(publicKey, 32, 'token public key');
+    const kid = tokenKid(version, publicKey);
+    if (this.#current !== undefined && this.#current.kid !== kid) this.#current.retiredAt = this.#clock();
+    const k: RingKey = { kid, version, publicKey: new Uint8Array(publicKey), keyObject: publicKeyObject(publicKey) };
+    this.#keys.set(kid, k);
+    this.#current = k;
+    this.prune();
+    return kid;
+  }
+
+  /** Adds a key that stopped signing at `retiredAt` (ms); ignored when its tokens have all expired. */
+  addRetired(version: number, publicKey: Uint8Array, retiredAt: number): void {
+    abytes(publicKey, 32, 'token public key');
+    if (retiredAt + MAX_TOKEN_TTL_MS <= this.#clock()) return;
+    const kid = tokenKid(version, publicKey);
+    if (this.#current?.kid === kid) return;
+    this.#keys.set(kid, { kid, version, publicKey: new Uint8Array(publicKey), keyObject: publicKeyObject(publicKey), retiredAt });
+  }
+
+  /** Drops retired keys whose tokens have all expired. */
+  prune(): void {
+    const now = this.#clock();
+    for (const [kid, k] of this.#keys) if (k.retiredAt !== undefined && k.retiredAt + MAX_TOKEN_TTL_MS <= now) this.#keys.delete(kid);
+  }
+
+  /** The verification key for `kid` (undefined: the current key), if it is still accepted. */
+  keyFor(kid: string | undefined): KeyObject | undefined {
+    this.prune();
+    if (kid === undefined) return this.#current.keyObject;
+    return this.#keys.get(kid)?.keyObject;
+  }
+
+  /** Every key still accepted, current first: kid, version and when it retired. */
+  list(): { kid: string; version: number; retiredAt?: number }[] {
+    this.prune();
+    return [...this.#keys.values()]
+      .sort((a, b) => b.version - a.version)
+      .map((k) => ({ kid: k.kid, version: k.version, ...(k.retiredAt !== undefined ? { retiredAt: k.retiredAt } : {}) }));
+  }
+}
+
+/**
+ * Issues tokens under an Ed25519 key made from 32 random bytes (see shared/crypto/okp.ts). The key
+ * can be replaced by a newer version (`rotate`); `keyring` keeps the replaced ones for verifiers.
+ */
+export class TokenIssuer {
+  private key: KeyObject;
+  private readonly clock: () => number;
+  private seed: Uint8Array;
+  /** The current and still-accepted previous verification keys. */
+  readonly keyring: TokenKeyRing;
+
+  private constructor(seed: Uint8Array, clock: () => number, version: number) {
     abytes(seed, 32, 'token signing key');
     this.seed = new Uint8Array(seed);
     this.key = okpPrivateKeyObject('Ed25519', this.seed);
-    this.publicKey = okpPublicKey(this.key);
     this.clock = clock;
+    this.keyring = new TokenKeyRing(clock);
+    this.keyring.setCurrent(version, okpPublicKey(this.key));
   }
 
-  static create(opts: { clock?: () => number } = {}): TokenIssuer {
-    return new TokenIssuer(new Uint8Array(randomBytes(32)), opts.clock ?? Date.now);
+  static create(opts: { clock?: () => number; version?: number } = {}): TokenIssuer {
+    return new TokenIssuer(new Uint8Array(randomBytes(32)), opts.clock ?? Date.now, opts.version ?? 1);
   }
 
-  /** From a seed opened from the passphrase keyfile. */
-  static fromSeed(seed: Uint8Array, opts: { clock?: () => number } = {}): TokenIssuer {
-    return new TokenIssuer(seed, opts.clock ?? Date.now);
+  /** From a seed opened from the vault (`version`: the key's version, default 1). */
+  static fromSeed(seed: Uint8Array, opts: { clock?: () => number; version?: number } = {}): TokenIssuer {
+    return new TokenIssuer(seed, opts.clock ?? Date.now, opts.version ?? 1);
   }
 
-  /** The 32-byte seed, to seal in the passphrase keyfile. */
+  /** The raw 32-byte public key of the current signing key, for `TokenVerifier`. */
+  get publicKey(): Uint8Array {
+    return this.keyring.current.publicKey;
+  }
+
+  /** The current key's version and kid. */
+  get version(): number {
+    return this.keyring.current.version;
+  }
+
+  get kid(): string {
+    return this.keyring.current.kid;
+  }
+
+  /** The 32-byte seed, to seal in the vault. */
   exportSeed(): Uint8Array {
     return new Uint8Array(this.seed);
+  }
+
+  /**
+   * Signs from now on with `seed` as version `version`; the previous key keeps verifying (through
+   * `keyring`) until the tokens it signed have expired.
+   */
+  rotate(seed: Uint8Array, version: number): void {
+    abytes(seed, 32, 'token signing key');
+    if (version <= this.version) fail(ErrorCode.InvalidArgument, 'a new token key version must be higher than the current one');
+    const key = okpPrivateKeyObject('Ed25519', seed);
+    this.keyring.setCurrent(version, okpPublicKey(key));
+    this.seed.fill(0);
+    this.seed = new Uint8Array(seed);
+    this.key = key;
   }
 
   async issue(clientId: string, opts: { ttlMs?: number } = {}): Promise<{ token: string; claims: TokenClaims }> {
@@ -106,7 +227,7 @@ export class TokenIssuer {
       iat,
       exp: iat + Math.floor(ttl / 1000),
     };
-    const token = await new SignJWT({ ...claims }).setProtectedHeader({ alg: 'EdDSA', typ: 'JWT' }).sign(this.key);
+    const token = await new SignJWT({ ...claims }).setProtectedHeader({ alg: 'EdDSA', typ: 'JWT', kid: this.kid }).sign(this.key);
     return { token, claims };
   }
 }
@@ -127,7 +248,7 @@ function decodeJson(part: string): unknown {
 const isNumericDate = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 
 export class TokenVerifier {
-  private readonly key: KeyObject;
+  private readonly keyring: TokenKeyRing;
   private readonly clock: () => number;
   private readonly audience: string;
   private readonly revocations: RevocationList | undefined;
@@ -137,10 +258,19 @@ export class TokenVerifier {
   private readonly revokedJti = new Map<string, number>();
   private nextCleanup = 0;
 
-  constructor(opts: { publicKey: Uint8Array; clock?: () => number; audience?: string; revocations?: RevocationList }) {
+  /**
+   * `keyring`: the issuer's key ring (follows its rotations: `issuer.keyring`); without it, one
+   * fixed `publicKey` (version 1).
+   */
+  constructor(opts: { publicKey: Uint8Array; keyring?: TokenKeyRing; clock?: () => number; audience?: string; revocations?: RevocationList }) {
     abytes(opts.publicKey, 32, 'token public key');
-    this.key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(opts.publicKey).toString('base64url') }, format: 'jwk' });
     this.clock = opts.clock ?? Date.now;
+    if (opts.keyring) {
+      this.keyring = opts.keyring;
+    } else {
+      this.keyring = new TokenKeyRing(this.clock);
+      this.keyring.setCurrent(1, opts.publicKey);
+    }
     this.audience = opts.audience ?? TOKEN_AUDIENCE;
     this.revocations = opts.revocations;
   }
@@ -170,12 +300,17 @@ export class TokenVerifier {
     if (header === null || typeof header !== 'object' || Array.isArray(header)) throw new AuthError('malformed');
     // Only EdDSA, and no header field that could bring its own key or change processing.
     if (header.alg !== 'EdDSA') throw new AuthError('bad-algorithm');
-    if (!Object.keys(header).every((k) => k === 'alg' || k === 'typ') || (header.typ !== undefined && header.typ !== 'JWT')) {
+    if (!Object.keys(header).every((k) => k === 'alg' || k === 'typ' || k === 'kid') || (header.typ !== undefined && header.typ !== 'JWT')) {
       throw new AuthError('malformed');
     }
+    const { kid } = header;
+    if (kid !== undefined && (typeof kid !== 'string' || !KID.test(kid))) throw new AuthError('malformed');
     if (parts[2]!.length === 0) throw new AuthError('bad-signature');
+    // A well-formed kid the ring does not know: a foreign key, or one dropped once its tokens expired.
+    const key = this.keyring.keyFor(kid);
+    if (key === undefined) throw new AuthError('bad-signature');
     try {
-      await compactVerify(token, this.key, { algorithms: ['EdDSA'] });
+      await compactVerify(token, key, { algorithms: ['EdDSA'] });
     } catch (e) {
       const code = (e as { code?: string }).code;
       if (code === 'ERR_JOSE_ALG_NOT_ALLOWED') throw new AuthError('bad-algorithm');

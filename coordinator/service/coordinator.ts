@@ -17,6 +17,7 @@
  */
 import { randomInt, X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
+import { join } from 'node:path';
 import { create, fromBinary, toBinary } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import type { CoordinatorMetrics } from './metrics.js';
@@ -44,20 +45,29 @@ import { Phase, type AbortReason } from '../../shared/protocol/vocabulary.js';
 import { abortReasonToProto, fromClientEnvelope, fromEventEnvelope, phaseFromProto, phaseToProto, toEventEnvelope, vectorToBytes } from '../../shared/rpc/convert.js';
 import { addHealthAndReflection } from '../../shared/rpc/server.js';
 import { addService, serverStream, unary } from '../../shared/rpc/service.js';
-import { clientIdOf, inspectCsr, issueClientCertificate, issueServerCertificate, operatorOf, serialOf, type CertificateAuthority } from '../auth/ca.js';
-import { EnrollmentError } from '../auth/enrollment.js';
+import { clientIdOf, inspectCsr, issueClientCertificate, issueServerCertificate, operatorOf, serialOf, type CaCertificate } from '../auth/ca.js';
+import { latestSignedCrl, writeRevocationsRequest, type OfflineEnrollment } from '../auth/offline-ca.js';
+import { EnrollmentError, parseRevocationReason, revocationReasonOf, type RevocationReason } from '../auth/enrollment.js';
+import { parseCrl, signCrl } from '../auth/crl.js';
+import { requireCaKey } from '../auth/ca.js';
 import { AuthError, TokenVerifier, type TokenIssuer } from '../auth/tokens.js';
 import { saveRegistry, type ClientRecord, type Registry } from './data-dir.js';
 import { Mailbox } from './mailbox.js';
 import { UploadGate } from './upload-gate.js';
 import { expectedClients, RoundHost, type RoundOutcome } from './round-host.js';
 import { GroupedRoundHost, type RoundHostLike } from './grouped-host.js';
+import { DEFAULT_ROUND_RETENTION_MS, RetiredHost, withoutClients } from './retention.js';
 import { planGroups } from '../round/groups.js';
 import { groupRoundParams, type RoundParams } from '../../shared/protocol/params.js';
 import { applyWeightedMean, ModelStore, newTrainingProgress, sha256, weightBytes, weightsOf, type ModelVersionRecord, type TrainingProgress } from './training.js';
 
 export interface CoordinatorOptions {
-  ca: CertificateAuthority;
+  /** The CA: with its key (embedded default) or without (offline CA: issuing fails closed with CaKeyUnavailableError). */
+  ca: CaCertificate;
+  /** Offline CA: the TLS server key and certificate (signed on the CA host) instead of one issued at each start. */
+  serverCredential?: { privateKeyPem: string; certificatePem: string };
+  /** Offline CA: Enroll queues CSRs for the CA host and answers pending until the certificate is back. */
+  offlineCa?: OfflineEnrollment;
   tokens: TokenIssuer;
   registry: Registry;
   /** Where the registry is persisted; undefined keeps it in memory only (tests, simulate). */
@@ -97,6 +107,11 @@ export interface CoordinatorOptions {
   uploadBudgetBytes?: number;
   clock?: () => number;
   /**
+   * How long a finished round keeps which clients took part (retention.ts); default 30 days.
+   * Checked at start and every hour.
+   */
+  roundRetentionMs?: number;
+  /**
    * Called with each event just before it is queued for a client (tracing, metrics, and the
    * end-to-end tests' crash injection). Must not throw.
    */
@@ -106,6 +121,13 @@ export interface CoordinatorOptions {
    * for it (it may still come back until the phase closes). Default 2 s.
    */
   lostAfterMs?: number;
+  /**
+   * A client silent (no authenticated call of any kind) longer than this is flagged
+   * `suspected-lost` (a warn log line and the `aegis_clients_suspected_lost` metric); default 7
+   * days (`coordinator start --clients-lost-after`, config `clients.lost_after`). Swept at start
+   * and every minute.
+   */
+  clientsLostAfterMs?: number;
   /**
    * A publisher registry directory (aegis registry init): the coordinator then takes only
    * manifests signed by a publisher it lists, and serves its signed metadata (Trust service).
@@ -134,6 +156,8 @@ interface RoundRecord {
   /** When the outcome arrived. */
   endedAt?: number;
   outcome?: RoundOutcome;
+  /** Past its retention (retention.ts): who took part is forgotten; `cohort` is empty, the counts stay. */
+  retired?: { invited: number; survivors: number };
 }
 
 interface Job {
@@ -171,7 +195,7 @@ function bearer(metadata: grpc.Metadata): string | undefined {
 }
 
 export class Coordinator {
-  readonly ca: CertificateAuthority;
+  readonly ca: CaCertificate;
   private readonly tokens: TokenIssuer;
   private readonly verifier: TokenVerifier;
   readonly registry: Registry;
@@ -183,6 +207,16 @@ export class Coordinator {
   private servers: grpc.Server[] = [];
   private closing = false;
   private directoryTimer: NodeJS.Timeout | undefined;
+  private retentionTimer: NodeJS.Timeout | undefined;
+  private clientSweepTimer: NodeJS.Timeout | undefined;
+  /** Per client: the time of its last authenticated call (exact; registry.json keeps it per minute). */
+  private readonly lastSeen = new Map<string, number>();
+  /** Clients with a Renew being certified (one at a time per client). */
+  private readonly renewals = new Set<string>();
+  /** Clients flagged suspected-lost by the sweep (and not seen since). */
+  private readonly suspectedLost = new Set<string>();
+  private lastSeenFlushedAt = Number.NEGATIVE_INFINITY;
+  private crlNumber = 0;
   private persistChain: Promise<void> = Promise.resolve();
   /** Training jobs an operator cancelled (CancelRound), with when. */
   private readonly cancelledJobs = new Map<string, number>();
@@ -197,7 +231,7 @@ export class Coordinator {
     this.registry = opts.registry;
     this.log = opts.log;
     this.clock = opts.clock ?? Date.now;
-    this.verifier = new TokenVerifier({ publicKey: opts.tokens.publicKey, revocations: this.registry.revocations, clock: this.clock });
+    this.verifier = new TokenVerifier({ publicKey: opts.tokens.publicKey, keyring: opts.tokens.keyring, revocations: this.registry.revocations, clock: this.clock });
     const shared = opts.sharedRounds;
     if (shared) {
       shared.connectedClients = () => this.connectedClients();
@@ -217,7 +251,7 @@ export class Coordinator {
     tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
     const [host, portText] = splitHostPort(listen);
     const hosts = [...new Set([reachable(host), '127.0.0.1', 'localhost'])];
-    const server = await issueServerCertificate(this.ca, { hosts });
+    const server = this.opts.serverCredential ?? (await issueServerCertificate(this.ca, { hosts }));
     const keyCert = [{ private_key: Buffer.from(server.privateKeyPem), cert_chain: Buffer.from(server.certificatePem) }];
     const maxBytes = this.opts.maxMessageBytes ?? 64 * 1024 * 1024;
     const options: grpc.ServerOptions = {
@@ -252,6 +286,12 @@ export class Coordinator {
     this.log?.info({ listen: this.address, enrollListen: this.enrollAddress }, 'coordinator listening');
     await this.opts.sharedRounds?.start();
     this.opts.launchQueue?.work((task) => this.runQueuedLaunch(task));
+    this.retireRounds();
+    this.retentionTimer = setInterval(() => this.retireRounds(), 3_600_000);
+    this.retentionTimer.unref();
+    void this.sweepClientsEverywhere();
+    this.clientSweepTimer = setInterval(() => void this.sweepClientsEverywhere(), 60_000);
+    this.clientSweepTimer.unref();
     if (this.opts.jobDirectory) {
       this.directoryTimer = setInterval(() => void this.publishJobs(), 1000);
       this.directoryTimer.unref();
@@ -263,6 +303,8 @@ export class Coordinator {
   async close(): Promise<void> {
     this.closing = true;
     clearInterval(this.directoryTimer);
+    clearInterval(this.retentionTimer);
+    clearInterval(this.clientSweepTimer);
     // A shared round goes on with the other front ends; a round of this process alone ends here.
     if (!this.opts.sharedRounds) for (const job of this.jobs.values()) for (const r of job.rounds) r.host.cancel('the coordinator is shutting down');
     // Launches this process was running go back to the queue for another process.
@@ -285,6 +327,7 @@ export class Coordinator {
     );
     this.servers = [];
     await this.opts.sharedRounds?.close();
+    void this.flushLastSeen(true).catch(() => undefined);
     await this.persistChain;
     for (const job of this.jobs.values()) await job.training?.models.flushed().catch(() => undefined);
   }
@@ -309,6 +352,7 @@ export class Coordinator {
     if (certificateExpiry(der) <= this.clock()) throw new AuthError('expired', 'peer certificate');
     const rec = this.registry.clients.get(clientId);
     if (!rec) throw new AuthError('no-identity', 'peer certificate');
+    this.markSeen(clientId);
     return rec;
   }
 
@@ -534,6 +578,7 @@ export class Coordinator {
   private enrollmentImpl() {
     return {
       enroll: unary<enroll.EnrollRequest, enroll.EnrollReply>(async (req) => {
+        if (this.opts.offlineCa) return this.opts.offlineCa.enroll(req, { registry: this.registry, persist: () => this.persist(), clock: this.clock });
         const { clientId, publicKey } = await inspectCsr(req.csrDer);
         const invite = this.registry.invites.redeem(req.token);
         try {
@@ -556,9 +601,10 @@ export class Coordinator {
             serial: cert.serial,
             certificateExpiresAt: cert.notAfter.getTime(),
             certificate: Buffer.from(cert.certificateDer).toString('base64'),
+            ...(existing ? { previousSerials: rememberSerial({ ...existing }, now) } : {}),
           });
           await this.persist();
-          this.log?.info({ client: clientId, serial: cert.serial }, 'client enrolled');
+          this.log?.info({ client: clientId }, 'client enrolled');
           return create(enroll.EnrollReplySchema, { certificateDer: cert.certificateDer, caCertificateDer: this.ca.certificateDer, clientId });
         } catch (err) {
           this.registry.invites.release(req.token);
@@ -569,15 +615,41 @@ export class Coordinator {
         const rec = this.clientOf(call);
         const { clientId, publicKey } = await inspectCsr(req.csrDer);
         if (clientId !== rec.clientId) throw new AegisError(ErrorCode.Unauthenticated, 'the CSR names another client than the certificate');
-        if (Buffer.from(publicKey).toString('base64url') !== rec.publicKey) {
+        const newKey = Buffer.from(publicKey).toString('base64url');
+        // Rekey (time-based identity rotation): a new key for the same id, authenticated by the
+        // caller's valid, unrevoked certificate (clientOf checked it); the old serial is revoked.
+        const rekey = req.rekey && newKey !== rec.publicKey;
+        if (!rekey && newKey !== rec.publicKey) {
           throw new AegisError(ErrorCode.KeyAlreadyBound, 'renewal must keep the enrolled identity key');
         }
-        const cert = await issueClientCertificate(this.ca, req.csrDer, clientId, { bindings: this.registry.bindings, ...this.certTtl() });
+        const callerSerial = serialOf(peerCertificate(call)!);
+        // Checked again after the CSR's inspection (an await): a renewal or rekey of this client
+        // that finished meanwhile may have revoked the caller. One renewal per client at a time,
+        // so no two requests certify keys from the same state (two rekeys would both succeed).
+        if (this.registry.revocations.isRevoked({ clientId, serial: callerSerial })) throw new AuthError('revoked', 'peer certificate');
+        if (this.renewals.has(clientId)) throw new AegisError(ErrorCode.Unavailable, 'a renewal of this client is under way; retry later');
+        this.renewals.add(clientId);
+        let cert: Awaited<ReturnType<typeof issueClientCertificate>>;
+        try {
+          cert = await issueClientCertificate(this.ca, req.csrDer, clientId, { bindings: this.registry.bindings, ...this.certTtl() });
+        } finally {
+          this.renewals.delete(clientId);
+        }
+        if (this.registry.revocations.isRevoked({ clientId })) throw new AuthError('revoked', 'peer certificate');
+        if (rekey) {
+          // Every still-valid certificate of the old key ends: the caller's, the current one and
+          // earlier renewals' (previousSerials), with reason superseded.
+          const now = this.clock();
+          for (const serial of new Set([callerSerial, ...certificateSerialsOf(rec, now)])) this.registry.revocations.revokeSerial(serial, { revokedAt: now, reason: 'superseded' });
+          rec.publicKey = newKey;
+          this.log?.info({ client: clientId }, 'client identity key rotated');
+        }
+        rememberSerial(rec, this.clock());
         rec.serial = cert.serial;
         rec.certificateExpiresAt = cert.notAfter.getTime();
         rec.certificate = Buffer.from(cert.certificateDer).toString('base64');
         await this.persist();
-        this.log?.info({ client: clientId, serial: cert.serial }, 'certificate renewed');
+        this.log?.info({ client: clientId }, 'certificate renewed');
         return create(enroll.RenewReplySchema, { certificateDer: cert.certificateDer, caCertificateDer: this.ca.certificateDer });
       }),
     };
@@ -597,18 +669,158 @@ export class Coordinator {
     return inv;
   }
 
-  async revoke(clientId: string, reason = ''): Promise<number> {
+  /**
+   * Revokes a client: its id and every certificate serial of it still valid (the current one and
+   * earlier ones not yet expired) go on the revocation list and the CRL with `reason` (a code of
+   * `REVOCATION_REASONS`; case, spaces and underscores are forgiven; anything else is
+   * `invalid-argument`) and `detail` (free text). Its open stream ends. Revoking again changes
+   * nothing (the first time and reason stay). Returns the revocation time.
+   */
+  async revoke(clientId: string, reason: string = 'unspecified', detail = ''): Promise<number> {
+    const code = parseRevocationReason(reason);
     const rec = this.registry.clients.get(clientId);
     if (!rec) throw new AegisError(ErrorCode.NotFound, `no enrolled client '${clientId}'`);
     const now = this.clock();
+    if (rec.revokedAt === undefined) {
+      rec.revokedAt = now;
+      rec.revocationReason = code;
+      const text = detail.trim().slice(0, 200);
+      if (text) rec.revocationDetail = text;
+    }
+    const info = { revokedAt: rec.revokedAt, reason: revocationCodeOf(rec) };
     this.registry.revocations.revokeClient(clientId);
-    this.registry.revocations.revokeSerial(rec.serial);
-    rec.revokedAt ??= now;
-    if (reason) rec.revocationReason = reason.slice(0, 200);
+    for (const serial of certificateSerialsOf(rec, now)) this.registry.revocations.revokeSerial(serial, info);
+    this.suspectedLost.delete(clientId);
+    this.opts.metrics?.clientsSuspectedLost(this.suspectedLost.size);
     await this.persist();
+    // With an offline CA, the revocations go to the CA host for its next CRL (ca-requests/revocations.json).
+    if (this.opts.offlineCa && this.opts.dataDir !== undefined) await writeRevocationsRequest(this.opts.dataDir, this.crlEntries(now), now);
     this.mailboxes.get(clientId)?.close(new AuthError('revoked', 'peer certificate'));
-    this.log?.warn({ client: clientId }, 'client revoked');
+    this.log?.warn({ client: clientId, reason: info.reason }, 'client revoked');
     return rec.revokedAt;
+  }
+
+  /** Notes an authenticated call of `clientId`: its last-seen time, and the end of a suspicion. */
+  private markSeen(clientId: string): void {
+    this.lastSeen.set(clientId, this.clock());
+    if (this.suspectedLost.delete(clientId)) {
+      this.opts.metrics?.clientsSuspectedLost(this.suspectedLost.size);
+      this.log?.info({ client: clientId }, 'client suspected lost is back');
+    }
+  }
+
+  /** When the client last made an authenticated call (this process's memory, else the registry's per-minute copy). */
+  lastSeenOf(clientId: string): number | undefined {
+    return this.lastSeen.get(clientId) ?? this.registry.clients.get(clientId)?.lastSeenAt;
+  }
+
+  /** `active`, `suspected-lost` or `revoked`. */
+  clientStatus(clientId: string): 'active' | 'suspected-lost' | 'revoked' {
+    const rec = this.registry.clients.get(clientId);
+    if (rec?.revokedAt !== undefined || this.registry.revocations.isRevoked({ clientId })) return 'revoked';
+    return this.suspectedLost.has(clientId) ? 'suspected-lost' : 'active';
+  }
+
+  /**
+   * The lost-device sweep (at start, every minute, and before ListClients): every client not
+   * revoked and silent longer than `clientsLostAfterMs` (since its last call, or its enrollment
+   * if it never called) is flagged `suspected-lost` — one warn line with its id when it becomes
+   * so, the flag counter and the gauge. Also writes the last-seen times to the registry, at most
+   * once a minute. Returns the clients flagged by this sweep.
+   */
+  sweepClients(): string[] {
+    const now = this.clock();
+    const lostAfter = this.opts.clientsLostAfterMs ?? DEFAULT_CLIENTS_LOST_AFTER_MS;
+    const flagged: string[] = [];
+    for (const rec of this.registry.clients.values()) {
+      const id = rec.clientId;
+      if (this.clientStatus(id) === 'revoked') {
+        this.suspectedLost.delete(id);
+        continue;
+      }
+      if (this.suspectedLost.has(id) || now - (this.lastSeenOf(id) ?? rec.enrolledAt) <= lostAfter) continue;
+      this.suspectedLost.add(id);
+      flagged.push(id);
+      this.opts.metrics?.clientFlaggedLost();
+      this.log?.warn({ client: id }, 'client suspected lost');
+    }
+    this.opts.metrics?.clientsSuspectedLost(this.suspectedLost.size);
+    void this.flushLastSeen(false).catch(() => undefined);
+    return flagged;
+  }
+
+  /**
+   * The sweep; with shared rounds (several front ends), a client whose stream is open on another
+   * front end counts as seen first (its calls go there, not here).
+   */
+  private async sweepClientsEverywhere(): Promise<void> {
+    const shared = this.opts.sharedRounds;
+    if (shared) {
+      const present = await shared.presence().catch(() => [] as string[]);
+      for (const id of present) if (this.registry.clients.has(id) && !this.registry.revocations.isRevoked({ clientId: id })) this.markSeen(id);
+    }
+    if (!this.closing) this.sweepClients();
+  }
+
+  /** Copies the last-seen times, rounded down to the minute, into the registry and persists it (at most once a minute unless `force`). */
+  private flushLastSeen(force: boolean): Promise<void> {
+    const now = this.clock();
+    if (!force && now - this.lastSeenFlushedAt < 60_000) return Promise.resolve();
+    let changed = false;
+    for (const [id, t] of this.lastSeen) {
+      const rec = this.registry.clients.get(id);
+      const coarse = Math.floor(t / 60_000) * 60_000;
+      if (rec && (rec.lastSeenAt ?? Number.NEGATIVE_INFINITY) < coarse) {
+        rec.lastSeenAt = coarse;
+        changed = true;
+      }
+    }
+    if (!changed) return Promise.resolve();
+    this.lastSeenFlushedAt = now;
+    return this.persist();
+  }
+
+  /**
+   * A CRL of every revoked serial, signed now by the coordinator CA, valid 7 days
+   * (coordinator/auth/crl.ts); `failed-precondition` without the CA key (offline CA).
+   */
+  async signedCrl(): Promise<{ pem: string; der: Uint8Array; thisUpdate: number; nextUpdate: number; crlNumber: number; entries: number }> {
+    if (this.opts.offlineCa) return this.offlineCrl();
+    const thisUpdate = this.clock();
+    const nextUpdate = thisUpdate + CRL_VALIDITY_MS;
+    const entries = this.crlEntries(thisUpdate);
+    // Increasing across restarts too (it is at least the time in seconds).
+    this.crlNumber = Math.max(this.crlNumber + 1, Math.floor(thisUpdate / 1000));
+    const crl = await signCrl(requireCaKey(this.ca), entries, { thisUpdate, nextUpdate, crlNumber: this.crlNumber });
+    return { pem: crl.pem, der: crl.der, thisUpdate, nextUpdate, crlNumber: this.crlNumber, entries: entries.length };
+  }
+
+  /**
+   * With an offline CA the coordinator cannot sign: it serves the latest CRL the CA signed (from
+   * DATA_DIR/ca-signed, checked against ca.pem); `failed-precondition` until there is one.
+   */
+  private async offlineCrl(): Promise<{ pem: string; der: Uint8Array; thisUpdate: number; nextUpdate: number; crlNumber: number; entries: number }> {
+    const dir = this.opts.dataDir;
+    const latest = dir === undefined ? undefined : await latestSignedCrl(dir);
+    if (!latest) {
+      throw new AegisError(ErrorCode.FailedPrecondition, `the offline CA has signed no CRL yet: run aegis ca sign-csr --dir CADIR ${join(dir ?? 'DATA_DIR', 'ca-requests')} --out ${join(dir ?? 'DATA_DIR', 'ca-signed')} on the CA host`);
+    }
+    const parsed = await parseCrl(latest.der);
+    return { pem: latest.pem, der: latest.der, thisUpdate: parsed.thisUpdate, nextUpdate: parsed.nextUpdate ?? 0, crlNumber: latest.crlNumber, entries: parsed.entries.length };
+  }
+
+  /** Every revoked serial with when and why, for a CRL. */
+  private crlEntries(now: number): { serial: string; revokedAt: number; reason: RevocationReason }[] {
+    // Serials revoked before reasons were kept: the client record they belong to says when and why.
+    const byClient = new Map<string, { revokedAt: number; reason: RevocationReason }>();
+    for (const rec of this.registry.clients.values()) {
+      if (rec.revokedAt === undefined) continue;
+      for (const serial of certificateSerialsOf(rec, Number.NEGATIVE_INFINITY)) byClient.set(serial.replace(/^0+(?=.)/, ''), { revokedAt: rec.revokedAt, reason: revocationCodeOf(rec) });
+    }
+    return this.registry.revocations.entries().map((e) => {
+      const known = byClient.get(e.serial);
+      return { serial: e.serial, revokedAt: e.revokedAt ?? known?.revokedAt ?? now, reason: e.reason ?? known?.reason ?? 'unspecified' };
+    });
   }
 
   private adminImpl() {
@@ -624,24 +836,38 @@ export class Coordinator {
       }),
       listClients: unary<admin.ListClientsRequest, admin.ListClientsReply>((_req, call) => {
         this.operatorOf(call);
+        this.sweepClients();
         const clients = [...this.registry.clients.values()]
           .sort((a, b) => (a.clientId < b.clientId ? -1 : 1))
-          .map((c) =>
-            create(admin.ClientInfoSchema, {
+          .map((c) => {
+            const status = this.clientStatus(c.clientId);
+            const seen = this.lastSeenOf(c.clientId);
+            return create(admin.ClientInfoSchema, {
               clientId: c.clientId,
               enrolledAtMs: BigInt(c.enrolledAt),
               certificateExpiresAtMs: BigInt(c.certificateExpiresAt),
-              revoked: c.revokedAt !== undefined,
-              revocationReason: c.revocationReason ?? '',
-            }),
-          );
+              revoked: status === 'revoked',
+              revocationReason: status === 'revoked' ? revocationCodeOf(c) : '',
+              revocationDetail: revocationDetailOf(c),
+              revokedAtMs: BigInt(c.revokedAt ?? 0),
+              ...(seen === undefined ? {} : { lastSeenAtMs: BigInt(seen) }),
+              status: status === 'revoked' ? admin.ClientStatus.REVOKED : status === 'suspected-lost' ? admin.ClientStatus.SUSPECTED_LOST : admin.ClientStatus.ACTIVE,
+            });
+          });
         return create(admin.ListClientsReplySchema, { clients });
       }),
       revokeClient: unary<admin.RevokeClientRequest, admin.RevokeClientReply>(async (req, call) => {
         const operator = this.operatorOf(call);
-        const at = await this.revoke(req.clientId, req.reason);
+        const at = await this.revoke(req.clientId, parseRevocationReason(req.reason), req.detail);
+        const rec = this.registry.clients.get(req.clientId)!;
+        const serials = certificateSerialsOf(rec, Number.NEGATIVE_INFINITY).filter((s) => this.registry.revocations.isRevoked({ serial: s }));
         this.log?.warn({ operator, client: req.clientId }, 'revocation by operator');
-        return create(admin.RevokeClientReplySchema, { revokedAtMs: BigInt(at) });
+        return create(admin.RevokeClientReplySchema, { revokedAtMs: BigInt(at), reason: revocationCodeOf(rec), serials });
+      }),
+      getCrl: unary<admin.GetCrlRequest, admin.GetCrlReply>(async (_req, call) => {
+        this.operatorOf(call);
+        const crl = await this.signedCrl();
+        return create(admin.GetCrlReplySchema, { pem: crl.pem, thisUpdateMs: BigInt(crl.thisUpdate), nextUpdateMs: BigInt(crl.nextUpdate), crlNumber: BigInt(crl.crlNumber), entries: crl.entries });
       }),
       launchRound: unary<admin.LaunchRoundRequest, admin.LaunchRoundReply>(async (req, call) => {
         const operator = this.operatorOf(call);
@@ -1080,6 +1306,27 @@ export class Coordinator {
     return { timeline: r.host.timeline, closeMs: r.host.closeMs, startedAt: r.startedAt, ...(r.endedAt === undefined ? {} : { endedAt: r.endedAt }) };
   }
 
+  /**
+   * Retention: rounds that ended more than `roundRetentionMs` ago forget which clients took part
+   * (their cohort, per-phase members, survivors and protocol state); counts, timeline, outcome
+   * and sum stay. Runs at start and every hour. Returns how many rounds it retired.
+   */
+  retireRounds(): number {
+    const before = this.clock() - (this.opts.roundRetentionMs ?? DEFAULT_ROUND_RETENTION_MS);
+    let n = 0;
+    for (const r of [...[...this.jobs.values()].flatMap((j) => j.rounds), ...this.remoteRounds.values()]) {
+      if (r.retired || !r.outcome || r.endedAt === undefined || r.endedAt > before) continue;
+      r.retired = { invited: r.cohort.length, survivors: r.outcome.ok ? r.outcome.survivors.length : 0 };
+      r.host = new RetiredHost(r.host, r.outcome);
+      r.outcome = withoutClients(r.outcome);
+      r.cohort = [];
+      r.startOf.clear();
+      n++;
+    }
+    if (n > 0) this.log?.info({ rounds: n }, 'retention: rounds forgot who took part');
+    return n;
+  }
+
   /** Waits for a round's outcome (tests, simulate). */
   async outcomeOf(jobId: string, roundIndex: number): Promise<RoundOutcome> {
     const remote = this.remoteRounds.get(`${jobId}.r${roundIndex}`);
@@ -1111,6 +1358,7 @@ export class Coordinator {
           roundIndex: info.index,
           manifestHash: new Uint8Array(Buffer.from(info.manifestHash, 'hex')),
           survivors: [...o.survivors],
+          survivorCount: o.survivors.length,
           sum: new Uint8Array(vectorToBytes(o.sum)),
           clip: params.clip,
           bits: params.bits,
@@ -1134,7 +1382,7 @@ export class Coordinator {
     const s = r.host.status();
     // Each phase with the clients it heard from and the clients it waited for (the previous set).
     const phases: [Phase, number | undefined, number | undefined][] = [
-      [Phase.AdvertiseKeys, s.sets.u1, r.cohort.length],
+      [Phase.AdvertiseKeys, s.sets.u1, invitedOf(r)],
       [Phase.ShareKeys, s.sets.u2, s.sets.u1],
       [Phase.MaskedInput, s.sets.u3, s.sets.u2],
       [Phase.ConsistencyCheck, s.sets.u4, s.sets.u3],
@@ -1154,12 +1402,12 @@ export class Coordinator {
       roundIndex: r.index,
       phase: phaseToProto(o ? (o.ok ? Phase.Completed : Phase.Aborted) : s.phase),
       clientsPerPhase: counts,
-      dropouts: latest === undefined ? 0 : r.cohort.length - latest,
+      dropouts: latest === undefined ? 0 : invitedOf(r) - latest,
       // A finished round reports its duration (launch to outcome), not time since launch.
       elapsedMs: BigInt((r.endedAt ?? this.clock()) - r.startedAt),
       ok: o?.ok ?? false,
       abortReason: o && !o.ok ? abortReasonToProto(o.reason as AbortReason) : 0,
-      invited: r.cohort.length,
+      invited: invitedOf(r),
       refused: s.refused,
       finished: o !== undefined,
       detail: o && !o.ok ? o.detail : '',
@@ -1183,6 +1431,7 @@ export class Coordinator {
       roundIndex: r.index,
       manifestHash: job.manifestHash,
       survivors: [...r.outcome.survivors],
+      survivorCount: r.retired?.survivors ?? r.outcome.survivors.length,
       sum: new Uint8Array(vectorToBytes(r.outcome.sum)),
       clip: job.manifest.round.clip,
       bits: job.manifest.round.bits,
@@ -1345,6 +1594,41 @@ export class Coordinator {
   }
 }
 
+/** Default `clientsLostAfterMs`: 7 days. */
+export const DEFAULT_CLIENTS_LOST_AFTER_MS = 7 * 86_400_000;
+/** A CRL the coordinator signs is valid this long (its nextUpdate). */
+const CRL_VALIDITY_MS = 7 * 86_400_000;
+/** Earlier serials kept per client (for the CRL), newest first. */
+const MAX_PREVIOUS_SERIALS = 64;
+
+/** The revocation reason code of a revoked record (free text of an older registry reads as `unspecified`). */
+function revocationCodeOf(rec: ClientRecord): RevocationReason {
+  return revocationReasonOf(rec.revocationReason) ?? 'unspecified';
+}
+
+/** The free-text detail of a revocation (an older registry's free-text reason is its detail). */
+function revocationDetailOf(rec: ClientRecord): string {
+  if (rec.revocationDetail !== undefined) return rec.revocationDetail;
+  return rec.revocationReason !== undefined && revocationReasonOf(rec.revocationReason) === undefined ? rec.revocationReason : '';
+}
+
+/** The client's current serial and its earlier ones whose certificates are still valid at `now`. */
+function certificateSerialsOf(rec: ClientRecord, now: number): string[] {
+  return [rec.serial, ...(rec.previousSerials ?? []).filter((p) => p.expiresAt > now).map((p) => p.serial)];
+}
+
+/**
+ * Before `rec`'s certificate is replaced (renewal, re-enrollment): keeps its serial while that
+ * certificate is still valid, so a later revocation puts it on the CRL too. Returns the list.
+ */
+function rememberSerial(rec: ClientRecord, now: number): { serial: string; expiresAt: number }[] {
+  const kept = (rec.previousSerials ?? []).filter((p) => p.expiresAt > now && p.serial !== rec.serial);
+  if (rec.certificateExpiresAt > now) kept.unshift({ serial: rec.serial, expiresAt: rec.certificateExpiresAt });
+  rec.previousSerials = kept.slice(0, MAX_PREVIOUS_SERIALS);
+  if (rec.previousSerials.length === 0) delete rec.previousSerials;
+  return rec.previousSerials ?? [];
+}
+
 /** A job record before its first round (copies of the caller's bytes). */
 function newJob(manifest: JobManifest, manifestJson: Uint8Array, hash: Uint8Array, signed: Uint8Array | undefined): Job {
   return {
@@ -1418,6 +1702,9 @@ function certificateExpiry(der: Uint8Array): number {
 }
 
 /** The address to dial for a listen host: a wildcard listener is reached on loopback. */
+/** The cohort size of a round, also once retention emptied its cohort. */
+const invitedOf = (r: RoundRecord): number => r.retired?.invited ?? r.cohort.length;
+
 const reachable = (host: string): string => (host === '0.0.0.0' || host === '::' ? '127.0.0.1' : host);
 
 function splitHostPort(hp: string): [string, string] {

@@ -28,9 +28,11 @@ import { hasKek, initKek, openKek, type KekInitOptions, type KekSecrets } from '
 import type { ManagedKek } from '../../shared/keystore/kek.js';
 import { resumePendingRotation, VAULT_FILE } from '../../shared/keystore/keys-cli.js';
 import { SealedVault } from '../../shared/keystore/vault.js';
-import { createCa, exportCa, importCa, issueOperatorCertificate, KeyBindings, type CertificateAuthority } from '../auth/ca.js';
+import { createCa, exportCa, importCa, issueOperatorCertificate, KeyBindings, type CaCertificate } from '../auth/ca.js';
+import { createOfflineCoordinatorVault, openOfflineCoordinatorVault } from '../auth/offline-ca.js';
 import { Invites, Revocations } from '../auth/enrollment.js';
 import { TokenIssuer } from '../auth/tokens.js';
+import { certificateDate, ensureKeyMeta, isDue, recordKey, tokenKeyState, type RotatedKey, type RotationPolicy } from '../../shared/keystore/policy.js';
 
 export const COORDINATOR_KEYFILE = 'coordinator.keyfile.json';
 export const OPERATOR_KEYFILE = 'operator.keyfile.json';
@@ -47,7 +49,17 @@ export interface ClientRecord {
   /** The current certificate, DER as base64 (public; sent to round peers). */
   certificate: string;
   revokedAt?: number;
+  /**
+   * A revocation reason code (coordinator/auth/enrollment.ts `REVOCATION_REASONS`); registries of
+   * older releases hold free text here (read as `unspecified`, the text as its detail).
+   */
   revocationReason?: string;
+  /** The operator's free-text detail for the revocation. */
+  revocationDetail?: string;
+  /** Last authenticated call, ms since the epoch, rounded down to the minute (written at most once a minute). */
+  lastSeenAt?: number;
+  /** Serials of this client's earlier certificates that were still valid when replaced (they go on the CRL at revocation). */
+  previousSerials?: { serial: string; expiresAt: number }[];
 }
 
 const ClientRecordSchema = z
@@ -60,6 +72,9 @@ const ClientRecordSchema = z
     certificate: z.string().max(8192),
     revokedAt: z.number().int().optional(),
     revocationReason: z.string().max(200).optional(),
+    revocationDetail: z.string().max(200).optional(),
+    lastSeenAt: z.number().int().optional(),
+    previousSerials: z.array(z.object({ serial: z.string().regex(/^[0-9a-f]{1,40}$/), expiresAt: z.number().int() }).strict()).max(1024).optional(),
   })
   .strict();
 
@@ -110,7 +125,10 @@ export class Registry {
 }
 
 export interface CoordinatorSecrets {
-  ca: CertificateAuthority;
+  /** The CA: with its key (embedded default), or only its certificate (offline CA, `offline`). */
+  ca: CaCertificate;
+  /** True when the CA is offline (coordinator/auth/offline-ca.ts): no CA key on this host. */
+  offline?: boolean;
   tokens: TokenIssuer;
   /** The data dir's KEK, open for the life of the process (the caller closes it). */
   kek: ManagedKek;
@@ -135,7 +153,7 @@ export const hasCoordinatorSecrets = (dir: string): boolean => existsSync(join(d
  * keyfile's). An interrupted key rotation is finished first. A wrong passphrase or PIN fails with
  * the provider's one error.
  */
-export async function openCoordinatorSecrets(dir: string, secrets: KekSecrets, opts: { kek?: KekInitOptions } = {}): Promise<CoordinatorSecrets> {
+export async function openCoordinatorSecrets(dir: string, secrets: KekSecrets, opts: { kek?: KekInitOptions; offlineCaPem?: string } = {}): Promise<CoordinatorSecrets> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const vaultPath = join(dir, VAULT_FILE);
   if (existsSync(vaultPath)) {
@@ -143,9 +161,13 @@ export async function openCoordinatorSecrets(dir: string, secrets: KekSecrets, o
     try {
       const vault = await SealedVault.open(vaultPath);
       await resumePendingRotation(dir, kek, [vault]);
+      if (opts.offlineCaPem !== undefined || !vault.names().includes('ca-seed')) return { ...(await openOfflineCoordinatorVault(dir, kek, vault, opts.offlineCaPem)), kek, created: false, offline: true };
       const [caSeed, caCertificate, tokenSeed] = [await vault.get(kek, 'ca-seed'), await vault.get(kek, 'ca-certificate'), await vault.get(kek, 'token-seed')];
       const ca = await importCa({ seed: caSeed, certificateDer: caCertificate });
-      const tokens = TokenIssuer.fromSeed(tokenSeed);
+      // The token key's version and the replaced ones still verifying (shared/keystore/policy.ts).
+      const tokenState = await tokenKeyState(dir);
+      const tokens = TokenIssuer.fromSeed(tokenSeed, { version: tokenState.version });
+      for (const p of tokenState.previous) tokens.keyring.addRetired(p.version, p.publicKey, p.retiredAt);
       caSeed.fill(0);
       tokenSeed.fill(0);
       // Data dirs from before the queue key get one now.
@@ -163,6 +185,7 @@ export async function openCoordinatorSecrets(dir: string, secrets: KekSecrets, o
   if (await hasKek(dir)) throw new AegisError(ErrorCode.FailedPrecondition, `${dir} has a KEK but no ${VAULT_FILE}; it is not a coordinator data dir (or its secrets were removed)`);
   const kek = await initKek(dir, opts.kek ?? { kind: 'passphrase' }, secrets);
   try {
+    if (opts.offlineCaPem !== undefined) return { ...(await createOfflineCoordinatorVault(dir, kek, opts.offlineCaPem)), kek, created: true, offline: true };
     const ca = await createCa({ name: 'Aegis coordinator CA' });
     const tokens = TokenIssuer.create();
     const exported = exportCa(ca);
@@ -180,6 +203,9 @@ export async function openCoordinatorSecrets(dir: string, secrets: KekSecrets, o
     op.seed.fill(0);
     await writeFileAtomic(join(dir, 'ca.pem'), ca.certificatePem, 0o644);
     await writeFileAtomic(join(dir, 'operator.pem'), op.certificatePem, 0o644);
+    const made = new Date().toISOString();
+    await recordKey(dir, 'token', { version: 1, createdAt: made, dateSource: 'recorded' });
+    await recordKey(dir, 'operator', { version: 1, createdAt: made, dateSource: 'recorded' });
     return { ca, tokens, kek, queueKey: await (await SealedVault.open(vaultPath)).get(kek, 'queue-key'), created: true };
   } catch (e) {
     await kek.close();
@@ -234,6 +260,28 @@ export async function openOperatorCredential(dir: string, secrets: KekSecrets): 
   } finally {
     await kek.close();
   }
+}
+
+/**
+ * Re-issues the operator credential (new key, new certificate from the embedded CA) when it is
+ * older than `policy.signingDays` (time-based rotation; run at coordinator start). The old
+ * certificate stays valid until it expires: operators pick up the new one from the data dir.
+ */
+export async function reissueOperatorIfDue(dir: string, kek: ManagedKek, ca: CaCertificate, policy: RotationPolicy, clock: () => number = Date.now): Promise<RotatedKey | undefined> {
+  const meta = await ensureKeyMeta(dir, 'operator', async () => ({ ...(await certificateDate(join(dir, 'operator.pem'), clock)), dateSource: 'certificate' }));
+  if (!isDue(meta.createdAt, policy.signingDays, clock())) return undefined;
+  const op = await issueOperatorCertificate(ca, { name: 'admin' });
+  try {
+    const vault = await SealedVault.open(join(dir, VAULT_FILE));
+    await vault.put(kek, 'operator-seed', op.seed);
+    await vault.put(kek, 'operator-certificate', op.certificateDer);
+  } finally {
+    op.seed.fill(0);
+  }
+  await writeFileAtomic(join(dir, 'operator.pem'), op.certificatePem, 0o644);
+  const version = meta.version + 1;
+  await recordKey(dir, 'operator', { version, createdAt: new Date(clock()).toISOString(), dateSource: 'recorded' });
+  return { key: 'operator', previousVersion: meta.version, version, reason: 'due' };
 }
 
 export async function loadRegistry(dir: string): Promise<Registry> {

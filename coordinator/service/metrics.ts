@@ -21,7 +21,11 @@
  * | `aegis_phase_expected_clients`          | gauge     | phase           | clients expected in the latest closed phase                              |
  * | `aegis_dropouts_total`                  | counter   | phase           | clients expected but missing when a phase closed                         |
  * | `aegis_unmask_seconds`                  | histogram | —               | time the coordinator spent reconstructing and removing masks             |
+ * | `aegis_clients_suspected_lost`          | gauge     | —               | enrolled, unrevoked clients silent longer than `clients.lost_after`      |
+ * | `aegis_clients_flagged_lost_total`      | counter   | —               | times a client was flagged suspected-lost                                |
  * | `aegis_key_rotations_total`             | counter   | kind            | key rotations (`kek`, `kek-emergency`)                                   |
+ * | `aegis_key_rotations_total`             | counter   | key, reason     | time-based rotations (shared/keystore/policy.ts): `key` = `RotatedKeyName`, `reason` = `due` |
+ * | `aegis_key_age_seconds`                 | gauge     | key             | age of each key's current version at the last check (`RotatedKeyName`)   |
  *
  * Label vocabularies: `phase` is one of the five protocol phases of `Phase` (advertise-keys,
  * share-keys, masked-input, consistency-check, unmasking); `reason` is an `AbortReason` value;
@@ -70,6 +74,12 @@ export const KeyRotationKind = {
 } as const;
 export type KeyRotationKind = (typeof KeyRotationKind)[keyof typeof KeyRotationKind];
 
+/** The keys the time-based rotation policy rotates (the `key` label), and why (`reason`). */
+export const RotatedKeyName = { Kek: 'kek', Token: 'token', Identity: 'identity', Operator: 'operator' } as const;
+export type RotatedKeyName = (typeof RotatedKeyName)[keyof typeof RotatedKeyName];
+const ROTATED_KEYS = new Set<string>(Object.values(RotatedKeyName));
+const ROTATION_REASONS = new Set<string>(['due', 'emergency']);
+
 /** The phases a round spends time in (the `phase` label vocabulary, besides `other`). */
 export const METRIC_PHASES: readonly Phase[] = [Phase.AdvertiseKeys, Phase.ShareKeys, Phase.MaskedInput, Phase.ConsistencyCheck, Phase.Unmasking];
 
@@ -85,7 +95,10 @@ export const METRIC_LABELS: Readonly<Record<string, readonly string[]>> = {
   aegis_phase_expected_clients: ['phase'],
   aegis_dropouts_total: ['phase'],
   aegis_unmask_seconds: [],
-  aegis_key_rotations_total: ['kind'],
+  aegis_clients_suspected_lost: [],
+  aegis_clients_flagged_lost_total: [],
+  aegis_key_rotations_total: ['kind', 'key', 'reason'],
+  aegis_key_age_seconds: ['key'],
 };
 
 /** Buckets for phase and unmask times: 10 ms .. 10 min. */
@@ -152,7 +165,10 @@ export class CoordinatorMetrics {
   private readonly phaseExpected: Gauge<'phase'>;
   private readonly dropouts: Counter<'phase'>;
   private readonly unmask: Histogram;
-  private readonly keyRotations: Counter<'kind'>;
+  private readonly suspectedLost: Gauge;
+  private readonly flaggedLost: Counter;
+  private readonly keyRotations: Counter<'kind' | 'key' | 'reason'>;
+  private readonly keyAge: Gauge<'key'>;
   private running = 0;
 
   constructor(opts: CoordinatorMetricsOptions = {}) {
@@ -211,10 +227,14 @@ export class CoordinatorMetrics {
     });
     this.keyRotations = new Counter({
       name: 'aegis_key_rotations_total',
-      help: 'Key rotations, by kind.',
-      labelNames: ['kind'] as const,
+      help: 'Key rotations, by kind (keys rotate) or by key and reason (time-based policy).',
+      labelNames: ['kind', 'key', 'reason'] as const,
       registers,
     });
+    this.keyAge = new Gauge({ name: 'aegis_key_age_seconds', help: "Age of each key's current version at the last rotation check.", labelNames: ['key'] as const, registers });
+    this.suspectedLost = new Gauge({ name: 'aegis_clients_suspected_lost', help: 'Enrolled, unrevoked clients silent longer than clients.lost_after.', registers });
+    this.flaggedLost = new Counter({ name: 'aegis_clients_flagged_lost_total', help: 'Times a client was flagged suspected-lost.', registers });
+    this.suspectedLost.set(0);
     // Known series start at 0, so rate() and absent-alerts work before the first event.
     for (const outcome of OUTCOMES) this.roundsFinished.inc({ outcome }, 0);
     for (const phase of PHASES) this.dropouts.inc({ phase }, 0);
@@ -263,6 +283,16 @@ export class CoordinatorMetrics {
     this.roundsRunning.set(this.running);
   }
 
+  /** `n` clients are suspected lost now. */
+  clientsSuspectedLost(n: number): void {
+    this.suspectedLost.set(count(n));
+  }
+
+  /** A client was flagged suspected-lost. */
+  clientFlaggedLost(): void {
+    this.flaggedLost.inc();
+  }
+
   /** The unmasking step of a round took `seconds`. */
   unmaskTime(seconds: number): void {
     if (isDuration(seconds)) this.unmask.observe(seconds);
@@ -271,6 +301,16 @@ export class CoordinatorMetrics {
   /** A key of `kind` was rotated. */
   keyRotated(kind: KeyRotationKind): void {
     this.keyRotations.inc({ kind: label(KINDS, kind) });
+  }
+
+  /** The rotation policy rotated `key` (reason `due`). */
+  keyRotatedBy(key: RotatedKeyName, reason: 'due' | 'emergency'): void {
+    this.keyRotations.inc({ key: label(ROTATED_KEYS, key), reason: label(ROTATION_REASONS, reason) });
+  }
+
+  /** The age of `key`'s current version, in seconds. */
+  keyAgeSeconds(key: RotatedKeyName, seconds: number): void {
+    if (isDuration(seconds)) this.keyAge.set({ key: label(ROTATED_KEYS, key) }, seconds);
   }
 }
 

@@ -15,6 +15,8 @@ import { KEK_KINDS, type KekKind, type ManagedKek } from './kek.js';
 import { DEFAULT_ROTATION_BATCH, destroyKeyVersion, disableKeyVersion, keyStatus, readJournal, rotateKeys, type KeyHolder } from './rotation.js';
 import { SealedVault } from './vault.js';
 import { createRecipientIdentity } from './stream.js';
+import { applyConfigFile } from '../cli/config.js';
+import { effectivePolicy, keyAges, parseDaysOption, recordKey, recordPolicy, rotateDueKeys, type RotationPolicy } from './policy.js';
 
 export const VAULT_FILE = 'secrets.vault.json';
 
@@ -77,18 +79,41 @@ export function kekInitOptions(o: KekCliOptions): KekInitOptions {
   return { kind: o.kek as KekKind | 'auto', pkcs11: { ...(o.pkcs11Module ? { module: o.pkcs11Module } : {}), token: o.pkcs11Token } };
 }
 
+/** The rotation policy's options (`coordinator start`, `client run`, `keys status|rotate`); `{"rotation": {"kek_days": 30}}` in a --config file. */
+export function withRotationOptions(cmd: Command): Command {
+  return cmd
+    .option('--rotation-kek-days <n>', "rotate the KEK's primary version once it is this many days old (default: the value recorded in the data dir, else 90)", parseDaysOption('rotation-kek-days'))
+    .option('--rotation-signing-days <n>', 'rotate the token key and the CA-issued keys (operator credential, client identity key) once this many days old (default: recorded, else 90)', parseDaysOption('rotation-signing-days'));
+}
+
+export interface RotationCliOptions {
+  rotationKekDays?: number;
+  rotationSigningDays?: number;
+}
+
+/** The policy in force for DIR: options over the one recorded in the dir, over the defaults. */
+export const policyOf = (dir: string, o: RotationCliOptions): Promise<RotationPolicy> => effectivePolicy(dir, o);
+
 export function registerKeys(program: Command, openers: readonly HolderOpener[]): void {
   const keys = program.command('keys').description('KEK versions of a client or coordinator data dir: status, rotation, retirement');
   const dirOpt = ['--data-dir <dir>', 'the client or coordinator data dir', process.env.AEGIS_DATA_DIR ?? '.'] as const;
 
-  keys
-    .command('status')
-    .description('every KEK version: state, age, and how many sealed values name it')
-    .option(...dirOpt)
-    .option('--json', 'print one JSON object on stdout')
-    .action(async (o: { dataDir: string; json?: boolean }) => {
+  withRotationOptions(
+    keys
+      .command('status')
+      .description('every KEK version (state, age, how many sealed values name it) and every key of the dir: version, age, next rotation (due date)')
+      .option(...dirOpt)
+      .option('--json', 'print one JSON object on stdout'),
+  )
+    .option('--config <file>', 'a JSON config file, as for coordinator start / client run (e.g. {"rotation": {"kek_days": 30, "signing_days": 30}}); options given on the command line win')
+    .action(async (o: { dataDir: string; json?: boolean; config?: string } & RotationCliOptions, cmd: Command) => {
       try {
-        const s = await withDirKeys(o.dataDir, openers, ({ dir, kek, holders }) => keyStatus(dir, kek, holders));
+        if (o.config) await applyConfigFile(o.config, o as unknown as Record<string, unknown>, cmd);
+        const { s: st, ages, policy } = await withDirKeys(o.dataDir, openers, async ({ dir, kek, holders }) => {
+          const policy = await policyOf(dir, o);
+          return { s: await keyStatus(dir, kek, holders), ages: await keyAges(dir, kek, policy), policy };
+        });
+        const s = { ...st, policy, keys: ages };
         const now = Date.now();
         const lines = s.versions.map((v) => {
           const refs = Object.entries(v.references)
@@ -98,30 +123,54 @@ export function registerKeys(program: Command, openers: readonly HolderOpener[])
           return `  v${v.version}  ${v.state.padEnd(9)}  ${age.padEnd(11)}  ${refs || 'nothing sealed'}`;
         });
         const pending = s.pendingRotation ? `\nrotation to v${s.pendingRotation.target ?? '?'} interrupted; resume it: aegis keys rotate --data-dir ${o.dataDir}` : '';
-        printResult(o, { ok: true, ...s }, `KEK ${s.kek.id} (${s.kek.kind})\n${lines.join('\n')}${pending}`);
+        const keyLines = ages.map((k) => {
+          const v = k.version !== undefined ? `v${k.version}` : '';
+          const due = k.dueAt ? `${k.due ? 'DUE since' : 'due'} ${k.dueAt.slice(0, 10)}` : k.expiresAt ? `expires ${k.expiresAt.slice(0, 10)}` : '';
+          const src = k.dateSource === 'recorded' || k.dateSource === 'provider' ? '' : ` (date from ${k.dateSource})`;
+          return `  ${k.key.padEnd(18)} ${v.padEnd(4)} created ${k.createdAt.slice(0, 10)}${src}, ${k.ageDays} d old, ${due}${k.note ? `; ${k.note}` : ''}`;
+        });
+        const head = `policy: KEK every ${policy.kekDays} d, signing keys every ${policy.signingDays} d`;
+        printResult(o, { ok: true, ...s }, `KEK ${s.kek.id} (${s.kek.kind})\n${lines.join('\n')}${pending}\n${head}\n${keyLines.join('\n')}`);
       } catch (err) {
         reportError(err, Boolean(o.json));
       }
     });
 
-  keys
-    .command('rotate')
-    .description('make a new KEK version primary and re-wrap every DEK under it (data untouched); resumes an interrupted rotation')
-    .option(...dirOpt)
-    .option('--emergency', 'also re-encrypt every value under a fresh DEK and disable every older version at once')
-    .option('--batch-size <n>', 'values changed per transaction', parseIntOption('batch-size', 1, 100_000), DEFAULT_ROTATION_BATCH)
-    .option('--json', 'print one JSON object on stdout')
-    .action(async (o: { dataDir: string; emergency?: boolean; batchSize: number; json?: boolean }) => {
+  withRotationOptions(
+    keys
+      .command('rotate')
+      .description('make a new KEK version primary and re-wrap every DEK under it (data untouched); resumes an interrupted rotation; --due: rotate only what the policy says is due')
+      .option(...dirOpt)
+      .option('--emergency', 'also re-encrypt every value under a fresh DEK and disable every older version at once')
+      .option('--due', 'rotate only the keys past their due date under the rotation policy (KEK, token key), as a running coordinator or client does')
+      .option('--batch-size <n>', 'values changed per transaction', parseIntOption('batch-size', 1, 100_000), DEFAULT_ROTATION_BATCH)
+      .option('--json', 'print one JSON object on stdout'),
+  )
+    .action(async (o: { dataDir: string; emergency?: boolean; due?: boolean; batchSize: number; json?: boolean } & RotationCliOptions) => {
       try {
+        if (o.due) {
+          if (o.emergency) throw new AegisError(ErrorCode.InvalidArgument, '--due and --emergency do not go together (--emergency rotates now, whatever the dates)');
+          const rotated = await withDirKeys(o.dataDir, openers, async ({ dir, kek, holders }) => {
+            const policy = await policyOf(dir, o);
+            await recordPolicy(dir, policy);
+            return rotateDueKeys({ dir, kek, holders, policy });
+          });
+          const text = rotated.length ? rotated.map((r) => `${r.key}: v${r.previousVersion} -> v${r.version} (due)`).join('\n') : 'nothing is due';
+          printResult(o, { ok: true, rotated }, text);
+          return;
+        }
         const kill = process.env.AEGIS_TEST_KILL_AFTER_BATCHES;
-        const r = await withDirKeys(o.dataDir, openers, ({ dir, kek, holders }) =>
-          rotateKeys(dir, kek, holders, {
+        const r = await withDirKeys(o.dataDir, openers, async ({ dir, kek, holders }) => {
+          const r = await rotateKeys(dir, kek, holders, {
             emergency: o.emergency === true,
             batchSize: o.batchSize,
             onProgress: (n, h) => progress(`${h}: ${n} values moved`),
             ...(kill !== undefined ? { killAfterBatches: Number(kill) } : {}),
-          }),
-        );
+          });
+          // The new primary's age starts now (the policy's due date follows it).
+          await recordKey(dir, 'kek', { version: r.primary, createdAt: new Date().toISOString(), dateSource: 'recorded' });
+          return r;
+        });
         const moved = Object.entries(r.moved)
           .map(([h, n]) => `${h} ${n}`)
           .join(', ');

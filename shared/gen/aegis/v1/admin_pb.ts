@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aegis/v1/admin.proto.
  */
 export const file_aegis_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChRhZWdpcy92MS9hZG1pbi5wcm90bxIIYWVnaXMudjEiPQoTQ3JlYXRlSW52aXRlUmVxdWVzdBITCgt0dGxfc2Vjb25kcxgBIAEoDRIRCgljbGllbnRfaWQYAiABKAkiOQoRQ3JlYXRlSW52aXRlUmVwbHkSDQoFdG9rZW4YASABKAkSFQoNZXhwaXJlc19hdF9tcxgCIAEoBCIUChJMaXN0Q2xpZW50c1JlcXVlc3QihgEKCkNsaWVudEluZm8SEQoJY2xpZW50X2lkGAEgASgJEhYKDmVucm9sbGVkX2F0X21zGAIgASgEEiEKGWNlcnRpZmljYXRlX2V4cGlyZXNfYXRfbXMYAyABKAQSDwoHcmV2b2tlZBgEIAEoCBIZChFyZXZvY2F0aW9uX3JlYXNvbhgFIAEoCSI5ChBMaXN0Q2xpZW50c1JlcGx5EiUKB2NsaWVudHMYASADKAsyFC5hZWdpcy52MS5DbGllbnRJbmZvIjgKE1Jldm9rZUNsaWVudFJlcXVlc3QSEQoJY2xpZW50X2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSIqChFSZXZva2VDbGllbnRSZXBseRIVCg1yZXZva2VkX2F0X21zGAEgASgEInAKEkxhdW5jaFJvdW5kUmVxdWVzdBIVCg1tYW5pZmVzdF9qc29uGAEgASgMEhEKCWdhdGhlcl9tcxgCIAEoDRIXCg9pbml0aWFsX3dlaWdodHMYAyABKAwSFwoPc2lnbmVkX21hbmlmZXN0GAQgASgMInEKEExhdW5jaFJvdW5kUmVwbHkSDgoGam9iX2lkGAEgASgJEhUKDW1hbmlmZXN0X2hhc2gYAiABKAwSEwoLcm91bmRfaW5kZXgYAyABKA0SDgoGY29ob3J0GAQgAygJEhEKCXF1ZXVlZF9hcxgFIAEoCSJOChJSb3VuZFN0YXR1c1JlcXVlc3QSDgoGam9iX2lkGAEgASgJEhgKC3JvdW5kX2luZGV4GAIgASgNSACIAQFCDgoMX3JvdW5kX2luZGV4Ik8KClBoYXNlQ291bnQSHgoFcGhhc2UYASABKA4yDy5hZWdpcy52MS5QaGFzZRIPCgdjbGllbnRzGAIgASgNEhAKCGV4cGVjdGVkGAMgASgNItsDChBSb3VuZFN0YXR1c1JlcGx5Eg4KBmpvYl9pZBgBIAEoCRITCgtyb3VuZF9pbmRleBgCIAEoDRIeCgVwaGFzZRgDIAEoDjIPLmFlZ2lzLnYxLlBoYXNlEi8KEWNsaWVudHNfcGVyX3BoYXNlGAQgAygLMhQuYWVnaXMudjEuUGhhc2VDb3VudBIQCghkcm9wb3V0cxgFIAEoDRISCgplbGFwc2VkX21zGAYgASgEEgoKAm9rGAcgASgIEisKDGFib3J0X3JlYXNvbhgIIAEoDjIVLmFlZ2lzLnYxLkFib3J0UmVhc29uEg8KB2ludml0ZWQYCSABKA0SDwoHcmVmdXNlZBgKIAEoDRIQCghmaW5pc2hlZBgLIAEoCBIOCgZkZXRhaWwYDCABKAkSDgoGcm91bmRzGA0gASgNEioKCHRyYWluaW5nGA4gASgLMhguYWVnaXMudjEuVHJhaW5pbmdTdGF0dXMSJQoJam9iX3N0YXRlGA8gASgOMhIuYWVnaXMudjEuSm9iU3RhdGUSHwoEa2luZBgQIAEoDjIRLmFlZ2lzLnYxLkpvYktpbmQSFQoNc3RhcnRlZF9hdF9tcxgRIAEoBBITCgtyb3VuZHNfZG9uZRgSIAEoDSLOAQoOVHJhaW5pbmdTdGF0dXMSDQoFc3RhdGUYASABKAkSGAoQcm91bmRzX2NvbXBsZXRlZBgCIAEoDRIWCg5yb3VuZHNfYWJvcnRlZBgDIAEoDRIlCgVtb2RlbBgEIAEoCzIWLmFlZ2lzLnYxLk1vZGVsVmVyc2lvbhIOCgZkZXRhaWwYBSABKAkSLAoHaGlzdG9yeRgGIAMoCzIbLmFlZ2lzLnYxLk1vZGVsSGlzdG9yeUVudHJ5EhYKDmZsYWdnZWRfcm91bmRzGAcgAygNIsUBChFNb2RlbEhpc3RvcnlFbnRyeRIlCgVtb2RlbBgBIAEoCzIWLmFlZ2lzLnYxLk1vZGVsVmVyc2lvbhIYCgtyb3VuZF9pbmRleBgCIAEoDUgAiAEBEg8KB2NsaWVudHMYAyABKA0SFAoMdG90YWxfd2VpZ2h0GAQgASgEEiAKE3ZhbGlkYXRpb25fYWNjdXJhY3kYBSABKAFIAYgBAUIOCgxfcm91bmRfaW5kZXhCFgoUX3ZhbGlkYXRpb25fYWNjdXJhY3kiSAoURmV0Y2hKb2JNb2RlbFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhQKB3ZlcnNpb24YAiABKA1IAIgBAUIKCghfdmVyc2lvbiJOChJSb3VuZFJlc3VsdFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhgKC3JvdW5kX2luZGV4GAIgASgNSACIAQFCDgoMX3JvdW5kX2luZGV4IooBChBSb3VuZFJlc3VsdFJlcGx5Eg4KBmpvYl9pZBgBIAEoCRITCgtyb3VuZF9pbmRleBgCIAEoDRIVCg1tYW5pZmVzdF9oYXNoGAMgASgMEhEKCXN1cnZpdm9ycxgEIAMoCRILCgNzdW0YBSABKAwSDAoEY2xpcBgGIAEoARIMCgRiaXRzGAcgASgNIhMKEUxpc3RSb3VuZHNSZXF1ZXN0IpECCgdKb2JJbmZvEg4KBmpvYl9pZBgBIAEoCRIfCgRraW5kGAIgASgOMhEuYWVnaXMudjEuSm9iS2luZBIhCgVzdGF0ZRgDIAEoDjISLmFlZ2lzLnYxLkpvYlN0YXRlEhMKC3JvdW5kc19kb25lGAQgASgNEhQKDHJvdW5kc190b3RhbBgFIAEoDRITCgtyb3VuZF9pbmRleBgGIAEoDRIeCgVwaGFzZRgHIAEoDjIPLmFlZ2lzLnYxLlBoYXNlEhUKDXN0YXJ0ZWRfYXRfbXMYCCABKAQSEgoKZWxhcHNlZF9tcxgJIAEoBBIWCg5yb3VuZHNfYWJvcnRlZBgKIAEoDRIPCgdpbnZpdGVkGAsgASgNIjIKD0xpc3RSb3VuZHNSZXBseRIfCgRqb2JzGAEgAygLMhEuYWVnaXMudjEuSm9iSW5mbyI0ChJDYW5jZWxSb3VuZFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJwChBDYW5jZWxSb3VuZFJlcGx5Eg4KBmpvYl9pZBgBIAEoCRITCgtyb3VuZF9pbmRleBgCIAEoDRIeCgVwaGFzZRgDIAEoDjIPLmFlZ2lzLnYxLlBoYXNlEhcKD2NhbmNlbGxlZF9hdF9tcxgEIAEoBCpOCgdKb2JLaW5kEhgKFEpPQl9LSU5EX1VOU1BFQ0lGSUVEEAASEgoOSk9CX0tJTkRfUExBSU4QARIVChFKT0JfS0lORF9UUkFJTklORxACKpsBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFKT0JfU1RBVEVfUlVOTklORxABEhcKE0pPQl9TVEFURV9DT01QTEVURUQQAhIUChBKT0JfU1RBVEVfRkFJTEVEEAMSFwoTSk9CX1NUQVRFX0NBTkNFTExFRBAEEhUKEUpPQl9TVEFURV9BQk9SVEVEEAUymAUKBUFkbWluEkoKDENyZWF0ZUludml0ZRIdLmFlZ2lzLnYxLkNyZWF0ZUludml0ZVJlcXVlc3QaGy5hZWdpcy52MS5DcmVhdGVJbnZpdGVSZXBseRJHCgtMaXN0Q2xpZW50cxIcLmFlZ2lzLnYxLkxpc3RDbGllbnRzUmVxdWVzdBoaLmFlZ2lzLnYxLkxpc3RDbGllbnRzUmVwbHkSSgoMUmV2b2tlQ2xpZW50Eh0uYWVnaXMudjEuUmV2b2tlQ2xpZW50UmVxdWVzdBobLmFlZ2lzLnYxLlJldm9rZUNsaWVudFJlcGx5EkcKC0xhdW5jaFJvdW5kEhwuYWVnaXMudjEuTGF1bmNoUm91bmRSZXF1ZXN0GhouYWVnaXMudjEuTGF1bmNoUm91bmRSZXBseRJHCgtSb3VuZFN0YXR1cxIcLmFlZ2lzLnYxLlJvdW5kU3RhdHVzUmVxdWVzdBoaLmFlZ2lzLnYxLlJvdW5kU3RhdHVzUmVwbHkSRwoLUm91bmRSZXN1bHQSHC5hZWdpcy52MS5Sb3VuZFJlc3VsdFJlcXVlc3QaGi5hZWdpcy52MS5Sb3VuZFJlc3VsdFJlcGx5EkQKCkZldGNoTW9kZWwSHi5hZWdpcy52MS5GZXRjaEpvYk1vZGVsUmVxdWVzdBoULmFlZ2lzLnYxLk1vZGVsQ2h1bmswARJECgpMaXN0Um91bmRzEhsuYWVnaXMudjEuTGlzdFJvdW5kc1JlcXVlc3QaGS5hZWdpcy52MS5MaXN0Um91bmRzUmVwbHkSRwoLQ2FuY2VsUm91bmQSHC5hZWdpcy52MS5DYW5jZWxSb3VuZFJlcXVlc3QaGi5hZWdpcy52MS5DYW5jZWxSb3VuZFJlcGx5YgZwcm90bzM", [file_aegis_v1_secagg, file_aegis_v1_vocabulary]);
+  fileDesc("ChRhZWdpcy92MS9hZG1pbi5wcm90bxIIYWVnaXMudjEiPQoTQ3JlYXRlSW52aXRlUmVxdWVzdBITCgt0dGxfc2Vjb25kcxgBIAEoDRIRCgljbGllbnRfaWQYAiABKAkiOQoRQ3JlYXRlSW52aXRlUmVwbHkSDQoFdG9rZW4YASABKAkSFQoNZXhwaXJlc19hdF9tcxgCIAEoBCIUChJMaXN0Q2xpZW50c1JlcXVlc3QikgIKCkNsaWVudEluZm8SEQoJY2xpZW50X2lkGAEgASgJEhYKDmVucm9sbGVkX2F0X21zGAIgASgEEiEKGWNlcnRpZmljYXRlX2V4cGlyZXNfYXRfbXMYAyABKAQSDwoHcmV2b2tlZBgEIAEoCBIZChFyZXZvY2F0aW9uX3JlYXNvbhgFIAEoCRIcCg9sYXN0X3NlZW5fYXRfbXMYBiABKARIAIgBARImCgZzdGF0dXMYByABKA4yFi5hZWdpcy52MS5DbGllbnRTdGF0dXMSGQoRcmV2b2NhdGlvbl9kZXRhaWwYCCABKAkSFQoNcmV2b2tlZF9hdF9tcxgJIAEoBEISChBfbGFzdF9zZWVuX2F0X21zIjkKEExpc3RDbGllbnRzUmVwbHkSJQoHY2xpZW50cxgBIAMoCzIULmFlZ2lzLnYxLkNsaWVudEluZm8iSAoTUmV2b2tlQ2xpZW50UmVxdWVzdBIRCgljbGllbnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEg4KBmRldGFpbBgDIAEoCSJLChFSZXZva2VDbGllbnRSZXBseRIVCg1yZXZva2VkX2F0X21zGAEgASgEEg4KBnJlYXNvbhgCIAEoCRIPCgdzZXJpYWxzGAMgAygJIg8KDUdldENybFJlcXVlc3QibwoLR2V0Q3JsUmVwbHkSCwoDcGVtGAEgASgJEhYKDnRoaXNfdXBkYXRlX21zGAIgASgEEhYKDm5leHRfdXBkYXRlX21zGAMgASgEEhIKCmNybF9udW1iZXIYBCABKAQSDwoHZW50cmllcxgFIAEoDSJwChJMYXVuY2hSb3VuZFJlcXVlc3QSFQoNbWFuaWZlc3RfanNvbhgBIAEoDBIRCglnYXRoZXJfbXMYAiABKA0SFwoPaW5pdGlhbF93ZWlnaHRzGAMgASgMEhcKD3NpZ25lZF9tYW5pZmVzdBgEIAEoDCJxChBMYXVuY2hSb3VuZFJlcGx5Eg4KBmpvYl9pZBgBIAEoCRIVCg1tYW5pZmVzdF9oYXNoGAIgASgMEhMKC3JvdW5kX2luZGV4GAMgASgNEg4KBmNvaG9ydBgEIAMoCRIRCglxdWV1ZWRfYXMYBSABKAkiTgoSUm91bmRTdGF0dXNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIYCgtyb3VuZF9pbmRleBgCIAEoDUgAiAEBQg4KDF9yb3VuZF9pbmRleCJPCgpQaGFzZUNvdW50Eh4KBXBoYXNlGAEgASgOMg8uYWVnaXMudjEuUGhhc2USDwoHY2xpZW50cxgCIAEoDRIQCghleHBlY3RlZBgDIAEoDSLbAwoQUm91bmRTdGF0dXNSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SHgoFcGhhc2UYAyABKA4yDy5hZWdpcy52MS5QaGFzZRIvChFjbGllbnRzX3Blcl9waGFzZRgEIAMoCzIULmFlZ2lzLnYxLlBoYXNlQ291bnQSEAoIZHJvcG91dHMYBSABKA0SEgoKZWxhcHNlZF9tcxgGIAEoBBIKCgJvaxgHIAEoCBIrCgxhYm9ydF9yZWFzb24YCCABKA4yFS5hZWdpcy52MS5BYm9ydFJlYXNvbhIPCgdpbnZpdGVkGAkgASgNEg8KB3JlZnVzZWQYCiABKA0SEAoIZmluaXNoZWQYCyABKAgSDgoGZGV0YWlsGAwgASgJEg4KBnJvdW5kcxgNIAEoDRIqCgh0cmFpbmluZxgOIAEoCzIYLmFlZ2lzLnYxLlRyYWluaW5nU3RhdHVzEiUKCWpvYl9zdGF0ZRgPIAEoDjISLmFlZ2lzLnYxLkpvYlN0YXRlEh8KBGtpbmQYECABKA4yES5hZWdpcy52MS5Kb2JLaW5kEhUKDXN0YXJ0ZWRfYXRfbXMYESABKAQSEwoLcm91bmRzX2RvbmUYEiABKA0izgEKDlRyYWluaW5nU3RhdHVzEg0KBXN0YXRlGAEgASgJEhgKEHJvdW5kc19jb21wbGV0ZWQYAiABKA0SFgoOcm91bmRzX2Fib3J0ZWQYAyABKA0SJQoFbW9kZWwYBCABKAsyFi5hZWdpcy52MS5Nb2RlbFZlcnNpb24SDgoGZGV0YWlsGAUgASgJEiwKB2hpc3RvcnkYBiADKAsyGy5hZWdpcy52MS5Nb2RlbEhpc3RvcnlFbnRyeRIWCg5mbGFnZ2VkX3JvdW5kcxgHIAMoDSLFAQoRTW9kZWxIaXN0b3J5RW50cnkSJQoFbW9kZWwYASABKAsyFi5hZWdpcy52MS5Nb2RlbFZlcnNpb24SGAoLcm91bmRfaW5kZXgYAiABKA1IAIgBARIPCgdjbGllbnRzGAMgASgNEhQKDHRvdGFsX3dlaWdodBgEIAEoBBIgChN2YWxpZGF0aW9uX2FjY3VyYWN5GAUgASgBSAGIAQFCDgoMX3JvdW5kX2luZGV4QhYKFF92YWxpZGF0aW9uX2FjY3VyYWN5IkgKFEZldGNoSm9iTW9kZWxSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIUCgd2ZXJzaW9uGAIgASgNSACIAQFCCgoIX3ZlcnNpb24iTgoSUm91bmRSZXN1bHRSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIYCgtyb3VuZF9pbmRleBgCIAEoDUgAiAEBQg4KDF9yb3VuZF9pbmRleCKiAQoQUm91bmRSZXN1bHRSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SFQoNbWFuaWZlc3RfaGFzaBgDIAEoDBIRCglzdXJ2aXZvcnMYBCADKAkSCwoDc3VtGAUgASgMEgwKBGNsaXAYBiABKAESDAoEYml0cxgHIAEoDRIWCg5zdXJ2aXZvcl9jb3VudBgIIAEoDSITChFMaXN0Um91bmRzUmVxdWVzdCKRAgoHSm9iSW5mbxIOCgZqb2JfaWQYASABKAkSHwoEa2luZBgCIAEoDjIRLmFlZ2lzLnYxLkpvYktpbmQSIQoFc3RhdGUYAyABKA4yEi5hZWdpcy52MS5Kb2JTdGF0ZRITCgtyb3VuZHNfZG9uZRgEIAEoDRIUCgxyb3VuZHNfdG90YWwYBSABKA0SEwoLcm91bmRfaW5kZXgYBiABKA0SHgoFcGhhc2UYByABKA4yDy5hZWdpcy52MS5QaGFzZRIVCg1zdGFydGVkX2F0X21zGAggASgEEhIKCmVsYXBzZWRfbXMYCSABKAQSFgoOcm91bmRzX2Fib3J0ZWQYCiABKA0SDwoHaW52aXRlZBgLIAEoDSIyCg9MaXN0Um91bmRzUmVwbHkSHwoEam9icxgBIAMoCzIRLmFlZ2lzLnYxLkpvYkluZm8iNAoSQ2FuY2VsUm91bmRSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkicAoQQ2FuY2VsUm91bmRSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SHgoFcGhhc2UYAyABKA4yDy5hZWdpcy52MS5QaGFzZRIXCg9jYW5jZWxsZWRfYXRfbXMYBCABKAQqhAEKDENsaWVudFN0YXR1cxIdChlDTElFTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGAoUQ0xJRU5UX1NUQVRVU19BQ1RJVkUQARIgChxDTElFTlRfU1RBVFVTX1NVU1BFQ1RFRF9MT1NUEAISGQoVQ0xJRU5UX1NUQVRVU19SRVZPS0VEEAMqTgoHSm9iS2luZBIYChRKT0JfS0lORF9VTlNQRUNJRklFRBAAEhIKDkpPQl9LSU5EX1BMQUlOEAESFQoRSk9CX0tJTkRfVFJBSU5JTkcQAiqbAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRSk9CX1NUQVRFX1JVTk5JTkcQARIXChNKT0JfU1RBVEVfQ09NUExFVEVEEAISFAoQSk9CX1NUQVRFX0ZBSUxFRBADEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBBIVChFKT0JfU1RBVEVfQUJPUlRFRBAFMtIFCgVBZG1pbhJKCgxDcmVhdGVJbnZpdGUSHS5hZWdpcy52MS5DcmVhdGVJbnZpdGVSZXF1ZXN0GhsuYWVnaXMudjEuQ3JlYXRlSW52aXRlUmVwbHkSRwoLTGlzdENsaWVudHMSHC5hZWdpcy52MS5MaXN0Q2xpZW50c1JlcXVlc3QaGi5hZWdpcy52MS5MaXN0Q2xpZW50c1JlcGx5EkoKDFJldm9rZUNsaWVudBIdLmFlZ2lzLnYxLlJldm9rZUNsaWVudFJlcXVlc3QaGy5hZWdpcy52MS5SZXZva2VDbGllbnRSZXBseRJHCgtMYXVuY2hSb3VuZBIcLmFlZ2lzLnYxLkxhdW5jaFJvdW5kUmVxdWVzdBoaLmFlZ2lzLnYxLkxhdW5jaFJvdW5kUmVwbHkSRwoLUm91bmRTdGF0dXMSHC5hZWdpcy52MS5Sb3VuZFN0YXR1c1JlcXVlc3QaGi5hZWdpcy52MS5Sb3VuZFN0YXR1c1JlcGx5EkcKC1JvdW5kUmVzdWx0EhwuYWVnaXMudjEuUm91bmRSZXN1bHRSZXF1ZXN0GhouYWVnaXMudjEuUm91bmRSZXN1bHRSZXBseRJECgpGZXRjaE1vZGVsEh4uYWVnaXMudjEuRmV0Y2hKb2JNb2RlbFJlcXVlc3QaFC5hZWdpcy52MS5Nb2RlbENodW5rMAESRAoKTGlzdFJvdW5kcxIbLmFlZ2lzLnYxLkxpc3RSb3VuZHNSZXF1ZXN0GhkuYWVnaXMudjEuTGlzdFJvdW5kc1JlcGx5EkcKC0NhbmNlbFJvdW5kEhwuYWVnaXMudjEuQ2FuY2VsUm91bmRSZXF1ZXN0GhouYWVnaXMudjEuQ2FuY2VsUm91bmRSZXBseRI4CgZHZXRDcmwSFy5hZWdpcy52MS5HZXRDcmxSZXF1ZXN0GhUuYWVnaXMudjEuR2V0Q3JsUmVwbHliBnByb3RvMw", [file_aegis_v1_secagg, file_aegis_v1_vocabulary]);
 
 /**
  * Asks for a one-time enrollment token.
@@ -125,11 +125,43 @@ export type ClientInfo = Message<"aegis.v1.ClientInfo"> & {
   revoked: boolean;
 
   /**
-   * The operator's reason for the revocation (empty when not revoked).
+   * The revocation reason code (unspecified, key-compromise, lost-device, superseded, retired;
+   * empty when not revoked).
    *
    * @generated from field: string revocation_reason = 5;
    */
   revocationReason: string;
+
+  /**
+   * When the client last made an authenticated call of any kind (heartbeat, subscribe, send,
+   * renew, token issue), milliseconds since the Unix epoch; absent when never seen. Persisted
+   * rounded down to the minute.
+   *
+   * @generated from field: optional uint64 last_seen_at_ms = 6;
+   */
+  lastSeenAtMs?: bigint | undefined;
+
+  /**
+   * Active, suspected lost (silent longer than clients.lost_after), or revoked.
+   *
+   * @generated from field: aegis.v1.ClientStatus status = 7;
+   */
+  status: ClientStatus;
+
+  /**
+   * The operator's free-text detail for the revocation (a registry from an older release keeps
+   * its free-text reason here).
+   *
+   * @generated from field: string revocation_detail = 8;
+   */
+  revocationDetail: string;
+
+  /**
+   * Revocation time, milliseconds since the Unix epoch (0 when not revoked).
+   *
+   * @generated from field: uint64 revoked_at_ms = 9;
+   */
+  revokedAtMs: bigint;
 };
 
 /**
@@ -174,11 +206,19 @@ export type RevokeClientRequest = Message<"aegis.v1.RevokeClientRequest"> & {
   clientId: string;
 
   /**
-   * A short human reason, kept in the audit log.
+   * The reason code: unspecified (also when empty), key-compromise, lost-device, superseded or
+   * retired; anything else is INVALID_ARGUMENT. Written on the CRL as an RFC 5280 CRLReason.
    *
    * @generated from field: string reason = 2;
    */
   reason: string;
+
+  /**
+   * Free text kept with the revocation in the registry (at most 200 characters).
+   *
+   * @generated from field: string detail = 3;
+   */
+  detail: string;
 };
 
 /**
@@ -200,6 +240,20 @@ export type RevokeClientReply = Message<"aegis.v1.RevokeClientReply"> & {
    * @generated from field: uint64 revoked_at_ms = 1;
    */
   revokedAtMs: bigint;
+
+  /**
+   * The reason code recorded.
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+
+  /**
+   * Certificate serials (hex) put on the CRL for this client.
+   *
+   * @generated from field: repeated string serials = 3;
+   */
+  serials: string[];
 };
 
 /**
@@ -208,6 +262,71 @@ export type RevokeClientReply = Message<"aegis.v1.RevokeClientReply"> & {
  */
 export const RevokeClientReplySchema: GenMessage<RevokeClientReply> = /*@__PURE__*/
   messageDesc(file_aegis_v1_admin, 6);
+
+/**
+ * Asks for a freshly signed certificate revocation list.
+ *
+ * @generated from message aegis.v1.GetCrlRequest
+ */
+export type GetCrlRequest = Message<"aegis.v1.GetCrlRequest"> & {
+};
+
+/**
+ * Describes the message aegis.v1.GetCrlRequest.
+ * Use `create(GetCrlRequestSchema)` to create a new message.
+ */
+export const GetCrlRequestSchema: GenMessage<GetCrlRequest> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 7);
+
+/**
+ * A CRL (RFC 5280, v2) signed by the coordinator CA: every revoked certificate serial, with its
+ * revocation date and reason.
+ *
+ * @generated from message aegis.v1.GetCrlReply
+ */
+export type GetCrlReply = Message<"aegis.v1.GetCrlReply"> & {
+  /**
+   * The CRL, PEM.
+   *
+   * @generated from field: string pem = 1;
+   */
+  pem: string;
+
+  /**
+   * This update, milliseconds since the Unix epoch.
+   *
+   * @generated from field: uint64 this_update_ms = 2;
+   */
+  thisUpdateMs: bigint;
+
+  /**
+   * Next update, milliseconds since the Unix epoch.
+   *
+   * @generated from field: uint64 next_update_ms = 3;
+   */
+  nextUpdateMs: bigint;
+
+  /**
+   * The CRL number (increases with each CRL this coordinator signs).
+   *
+   * @generated from field: uint64 crl_number = 4;
+   */
+  crlNumber: bigint;
+
+  /**
+   * How many entries it lists.
+   *
+   * @generated from field: uint32 entries = 5;
+   */
+  entries: number;
+};
+
+/**
+ * Describes the message aegis.v1.GetCrlReply.
+ * Use `create(GetCrlReplySchema)` to create a new message.
+ */
+export const GetCrlReplySchema: GenMessage<GetCrlReply> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 8);
 
 /**
  * Launches a round of a job.
@@ -253,7 +372,7 @@ export type LaunchRoundRequest = Message<"aegis.v1.LaunchRoundRequest"> & {
  * Use `create(LaunchRoundRequestSchema)` to create a new message.
  */
 export const LaunchRoundRequestSchema: GenMessage<LaunchRoundRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 7);
+  messageDesc(file_aegis_v1_admin, 9);
 
 /**
  * The launched round.
@@ -303,7 +422,7 @@ export type LaunchRoundReply = Message<"aegis.v1.LaunchRoundReply"> & {
  * Use `create(LaunchRoundReplySchema)` to create a new message.
  */
 export const LaunchRoundReplySchema: GenMessage<LaunchRoundReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 8);
+  messageDesc(file_aegis_v1_admin, 10);
 
 /**
  * Asks for the progress of a job's current (or last) round.
@@ -331,7 +450,7 @@ export type RoundStatusRequest = Message<"aegis.v1.RoundStatusRequest"> & {
  * Use `create(RoundStatusRequestSchema)` to create a new message.
  */
 export const RoundStatusRequestSchema: GenMessage<RoundStatusRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 9);
+  messageDesc(file_aegis_v1_admin, 11);
 
 /**
  * How many clients reached a phase.
@@ -368,7 +487,7 @@ export type PhaseCount = Message<"aegis.v1.PhaseCount"> & {
  * Use `create(PhaseCountSchema)` to create a new message.
  */
 export const PhaseCountSchema: GenMessage<PhaseCount> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 10);
+  messageDesc(file_aegis_v1_admin, 12);
 
 /**
  * The progress of a round.
@@ -508,7 +627,7 @@ export type RoundStatusReply = Message<"aegis.v1.RoundStatusReply"> & {
  * Use `create(RoundStatusReplySchema)` to create a new message.
  */
 export const RoundStatusReplySchema: GenMessage<RoundStatusReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 11);
+  messageDesc(file_aegis_v1_admin, 13);
 
 /**
  * Where a training job stands.
@@ -571,7 +690,7 @@ export type TrainingStatus = Message<"aegis.v1.TrainingStatus"> & {
  * Use `create(TrainingStatusSchema)` to create a new message.
  */
 export const TrainingStatusSchema: GenMessage<TrainingStatus> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 12);
+  messageDesc(file_aegis_v1_admin, 14);
 
 /**
  * One model version of a training job.
@@ -620,7 +739,7 @@ export type ModelHistoryEntry = Message<"aegis.v1.ModelHistoryEntry"> & {
  * Use `create(ModelHistoryEntrySchema)` to create a new message.
  */
 export const ModelHistoryEntrySchema: GenMessage<ModelHistoryEntry> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 13);
+  messageDesc(file_aegis_v1_admin, 15);
 
 /**
  * Asks for a training job's model.
@@ -648,7 +767,7 @@ export type FetchJobModelRequest = Message<"aegis.v1.FetchJobModelRequest"> & {
  * Use `create(FetchJobModelRequestSchema)` to create a new message.
  */
 export const FetchJobModelRequestSchema: GenMessage<FetchJobModelRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 14);
+  messageDesc(file_aegis_v1_admin, 16);
 
 /**
  * Asks for the published result of a completed round.
@@ -676,7 +795,7 @@ export type RoundResultRequest = Message<"aegis.v1.RoundResultRequest"> & {
  * Use `create(RoundResultRequestSchema)` to create a new message.
  */
 export const RoundResultRequestSchema: GenMessage<RoundResultRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 15);
+  messageDesc(file_aegis_v1_admin, 17);
 
 /**
  * The unmasked sum of a completed round: what the coordinator is allowed to learn.
@@ -732,6 +851,14 @@ export type RoundResultReply = Message<"aegis.v1.RoundResultReply"> & {
    * @generated from field: uint32 bits = 7;
    */
   bits: number;
+
+  /**
+   * How many clients' inputs are in the sum. Equals the survivors' count, and stays when
+   * retention (retention.round_days) has emptied the survivors list.
+   *
+   * @generated from field: uint32 survivor_count = 8;
+   */
+  survivorCount: number;
 };
 
 /**
@@ -739,7 +866,7 @@ export type RoundResultReply = Message<"aegis.v1.RoundResultReply"> & {
  * Use `create(RoundResultReplySchema)` to create a new message.
  */
 export const RoundResultReplySchema: GenMessage<RoundResultReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 16);
+  messageDesc(file_aegis_v1_admin, 18);
 
 /**
  * Lists the jobs the coordinator knows.
@@ -754,7 +881,7 @@ export type ListRoundsRequest = Message<"aegis.v1.ListRoundsRequest"> & {
  * Use `create(ListRoundsRequestSchema)` to create a new message.
  */
 export const ListRoundsRequestSchema: GenMessage<ListRoundsRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 17);
+  messageDesc(file_aegis_v1_admin, 19);
 
 /**
  * One job, as ListRounds shows it.
@@ -846,7 +973,7 @@ export type JobInfo = Message<"aegis.v1.JobInfo"> & {
  * Use `create(JobInfoSchema)` to create a new message.
  */
 export const JobInfoSchema: GenMessage<JobInfo> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 18);
+  messageDesc(file_aegis_v1_admin, 20);
 
 /**
  * The jobs the coordinator knows (since it started: round state lives in memory).
@@ -867,7 +994,7 @@ export type ListRoundsReply = Message<"aegis.v1.ListRoundsReply"> & {
  * Use `create(ListRoundsReplySchema)` to create a new message.
  */
 export const ListRoundsReplySchema: GenMessage<ListRoundsReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 19);
+  messageDesc(file_aegis_v1_admin, 21);
 
 /**
  * Cancels a job's running round.
@@ -896,7 +1023,7 @@ export type CancelRoundRequest = Message<"aegis.v1.CancelRoundRequest"> & {
  * Use `create(CancelRoundRequestSchema)` to create a new message.
  */
 export const CancelRoundRequestSchema: GenMessage<CancelRoundRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 20);
+  messageDesc(file_aegis_v1_admin, 22);
 
 /**
  * The cancellation took effect.
@@ -938,7 +1065,48 @@ export type CancelRoundReply = Message<"aegis.v1.CancelRoundReply"> & {
  * Use `create(CancelRoundReplySchema)` to create a new message.
  */
 export const CancelRoundReplySchema: GenMessage<CancelRoundReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 21);
+  messageDesc(file_aegis_v1_admin, 23);
+
+/**
+ * Where an enrolled client stands.
+ *
+ * @generated from enum aegis.v1.ClientStatus
+ */
+export enum ClientStatus {
+  /**
+   * Not set; never sent on purpose.
+   *
+   * @generated from enum value: CLIENT_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Enrolled, not revoked, seen within clients.lost_after.
+   *
+   * @generated from enum value: CLIENT_STATUS_ACTIVE = 1;
+   */
+  ACTIVE = 1,
+
+  /**
+   * Not revoked but silent longer than clients.lost_after (flagged by the coordinator's sweep).
+   *
+   * @generated from enum value: CLIENT_STATUS_SUSPECTED_LOST = 2;
+   */
+  SUSPECTED_LOST = 2,
+
+  /**
+   * Revoked: refused from then on.
+   *
+   * @generated from enum value: CLIENT_STATUS_REVOKED = 3;
+   */
+  REVOKED = 3,
+}
+
+/**
+ * Describes the enum aegis.v1.ClientStatus.
+ */
+export const ClientStatusSchema: GenEnum<ClientStatus> = /*@__PURE__*/
+  enumDesc(file_aegis_v1_admin, 0);
 
 /**
  * What a job runs.
@@ -972,7 +1140,7 @@ export enum JobKind {
  * Describes the enum aegis.v1.JobKind.
  */
 export const JobKindSchema: GenEnum<JobKind> = /*@__PURE__*/
-  enumDesc(file_aegis_v1_admin, 0);
+  enumDesc(file_aegis_v1_admin, 1);
 
 /**
  * Where a job stands. A plain job takes the state of its last round (it may be launched again
@@ -1028,7 +1196,7 @@ export enum JobState {
  * Describes the enum aegis.v1.JobState.
  */
 export const JobStateSchema: GenEnum<JobState> = /*@__PURE__*/
-  enumDesc(file_aegis_v1_admin, 1);
+  enumDesc(file_aegis_v1_admin, 2);
 
 /**
  * Operations for engineers and ops.
@@ -1127,6 +1295,17 @@ export const Admin: GenService<{
     methodKind: "unary";
     input: typeof CancelRoundRequestSchema;
     output: typeof CancelRoundReplySchema;
+  },
+  /**
+   * A CRL of every revoked certificate, signed now by the coordinator CA; FAILED_PRECONDITION
+   * when the coordinator holds no CA key (offline CA: the CA host signs the CRL).
+   *
+   * @generated from rpc aegis.v1.Admin.GetCrl
+   */
+  getCrl: {
+    methodKind: "unary";
+    input: typeof GetCrlRequestSchema;
+    output: typeof GetCrlReplySchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aegis_v1_admin, 0);

@@ -13,7 +13,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aegis/v1/enrollment.proto.
  */
 export const file_aegis_v1_enrollment: GenFile = /*@__PURE__*/
-  fileDesc("ChlhZWdpcy92MS9lbnJvbGxtZW50LnByb3RvEghhZWdpcy52MSIvCg1FbnJvbGxSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEg8KB2Nzcl9kZXIYAiABKAwiVQoLRW5yb2xsUmVwbHkSFwoPY2VydGlmaWNhdGVfZGVyGAEgASgMEhoKEmNhX2NlcnRpZmljYXRlX2RlchgCIAEoDBIRCgljbGllbnRfaWQYAyABKAkiHwoMUmVuZXdSZXF1ZXN0Eg8KB2Nzcl9kZXIYASABKAwiQQoKUmVuZXdSZXBseRIXCg9jZXJ0aWZpY2F0ZV9kZXIYASABKAwSGgoSY2FfY2VydGlmaWNhdGVfZGVyGAIgASgMMn0KCkVucm9sbG1lbnQSOAoGRW5yb2xsEhcuYWVnaXMudjEuRW5yb2xsUmVxdWVzdBoVLmFlZ2lzLnYxLkVucm9sbFJlcGx5EjUKBVJlbmV3EhYuYWVnaXMudjEuUmVuZXdSZXF1ZXN0GhQuYWVnaXMudjEuUmVuZXdSZXBseWIGcHJvdG8z");
+  fileDesc("ChlhZWdpcy92MS9lbnJvbGxtZW50LnByb3RvEghhZWdpcy52MSIvCg1FbnJvbGxSZXF1ZXN0Eg0KBXRva2VuGAEgASgJEg8KB2Nzcl9kZXIYAiABKAwicQoLRW5yb2xsUmVwbHkSFwoPY2VydGlmaWNhdGVfZGVyGAEgASgMEhoKEmNhX2NlcnRpZmljYXRlX2RlchgCIAEoDBIRCgljbGllbnRfaWQYAyABKAkSGgoScGVuZGluZ19yZXF1ZXN0X2lkGAQgASgJIi4KDFJlbmV3UmVxdWVzdBIPCgdjc3JfZGVyGAEgASgMEg0KBXJla2V5GAIgASgIIkEKClJlbmV3UmVwbHkSFwoPY2VydGlmaWNhdGVfZGVyGAEgASgMEhoKEmNhX2NlcnRpZmljYXRlX2RlchgCIAEoDDJ9CgpFbnJvbGxtZW50EjgKBkVucm9sbBIXLmFlZ2lzLnYxLkVucm9sbFJlcXVlc3QaFS5hZWdpcy52MS5FbnJvbGxSZXBseRI1CgVSZW5ldxIWLmFlZ2lzLnYxLlJlbmV3UmVxdWVzdBoULmFlZ2lzLnYxLlJlbmV3UmVwbHliBnByb3RvMw");
 
 /**
  * First enrollment of a device.
@@ -69,6 +69,14 @@ export type EnrollReply = Message<"aegis.v1.EnrollReply"> & {
    * @generated from field: string client_id = 3;
    */
   clientId: string;
+
+  /**
+   * With an offline CA: set (and certificate_der empty) while the CSR waits to be signed on the
+   * CA host; the client calls Enroll again with the same token and CSR until the certificate comes.
+   *
+   * @generated from field: string pending_request_id = 4;
+   */
+  pendingRequestId: string;
 };
 
 /**
@@ -85,11 +93,20 @@ export const EnrollReplySchema: GenMessage<EnrollReply> = /*@__PURE__*/
  */
 export type RenewRequest = Message<"aegis.v1.RenewRequest"> & {
   /**
-   * A fresh CSR, DER, for the same identity key.
+   * A fresh CSR, DER, for the same identity key (for a NEW identity key when rekey is set).
    *
    * @generated from field: bytes csr_der = 1;
    */
   csrDer: Uint8Array;
+
+  /**
+   * Time-based identity key rotation: the CSR carries a new key for the same client id; the
+   * caller's still-valid, unrevoked certificate (old key) authenticates it. The id is rebound to
+   * the new key and the old certificate's serial is revoked.
+   *
+   * @generated from field: bool rekey = 2;
+   */
+  rekey: boolean;
 };
 
 /**

@@ -1,0 +1,62 @@
+/**
+ * Retention of round records (`coordinator start --retention-round-days N`, config
+ * `{"retention": {"round_days": N}}`): once a round ended longer ago than that, the coordinator
+ * forgets which clients took part — its cohort, who answered in each phase, the survivors, and
+ * the protocol state the round's host kept (the members' advertised keys and encrypted shares).
+ * What stays is what an ML engineer reads: the counts per phase, the timeline, the outcome and
+ * reason, and the unmasked sum.
+ */
+import { AegisError, ErrorCode } from '../../shared/errors.js';
+import { Phase } from '../../shared/protocol/vocabulary.js';
+import type { RoundHostLike } from './grouped-host.js';
+import type { RoundOutcome, RoundStatus } from './round-host.js';
+
+/** The default: 30 days. */
+export const DEFAULT_ROUND_RETENTION_MS = 30 * 86_400_000;
+
+/** The outcome without the client ids in it (a completed round's survivors; the sum stays). */
+export function withoutClients(o: RoundOutcome): RoundOutcome {
+  if (!o.ok) return o;
+  const state = o.state.phase === Phase.Completed ? { ...o.state, survivors: [] } : o.state;
+  return { ok: true, survivors: [], sum: o.sum, state };
+}
+
+/** A finished round's host once its participants are forgotten: counts, timeline and outcome only. */
+export class RetiredHost implements RoundHostLike {
+  readonly outcome: Promise<RoundOutcome>;
+  readonly phase: Phase;
+  readonly timeline: { phase: Phase; at: number }[];
+  readonly closeMs: Partial<Record<Phase, number>>;
+  private readonly frozen: RoundStatus;
+
+  constructor(from: RoundHostLike, outcome: RoundOutcome) {
+    this.outcome = Promise.resolve(withoutClients(outcome));
+    this.phase = outcome.ok ? Phase.Completed : Phase.Aborted;
+    this.timeline = from.timeline.map((t) => ({ ...t }));
+    this.closeMs = { ...from.closeMs };
+    const s = from.status();
+    this.frozen = { phase: this.phase, received: s.received, sets: { ...s.sets }, refused: s.refused, elapsedMs: s.elapsedMs };
+  }
+
+  status(): RoundStatus {
+    return { ...this.frozen, sets: { ...this.frozen.sets } };
+  }
+
+  submit(): void {
+    throw new AegisError(ErrorCode.WrongPhase, `the round is ${this.phase}`);
+  }
+
+  subscribe(): () => void {
+    return () => undefined;
+  }
+
+  awaitsAdvertisement(): boolean {
+    return false;
+  }
+
+  lost(): void {}
+
+  back(): void {}
+
+  cancel(): void {}
+}
