@@ -4,7 +4,7 @@
  * and every single-bit change of the signature (libsignal style).
  */
 import { describe, expect, test } from '@jest/globals';
-import { createHmac } from 'node:crypto';
+import { createHash, createHmac } from 'node:crypto';
 import { Revocations } from '../../coordinator/auth/enrollment.js';
 import { AuthError, TokenIssuer, TokenVerifier, type AuthRefusal } from '../../coordinator/auth/tokens.js';
 
@@ -43,7 +43,15 @@ describe('round-call tokens', () => {
     expect(claims.jti).toMatch(/^[A-Za-z0-9_-]{22}$/);
     expect(claims.iat).toBe(T0 / 1000);
     expect(claims.exp - claims.iat).toBe(300);
-    expect(JSON.parse(Buffer.from(token.split('.')[0]!, 'base64url').toString())).toEqual({ alg: 'EdDSA', typ: 'JWT' });
+    // The protected header names the signing key: `t<version>-<first 8 chars of base64url(SHA-256(public key))>`.
+    const header = JSON.parse(Buffer.from(token.split('.')[0]!, 'base64url').toString()) as Record<string, unknown>;
+    expect(header).toEqual({ alg: 'EdDSA', typ: 'JWT', kid: expect.stringMatching(/^t[1-9][0-9]{0,8}-[A-Za-z0-9_-]{8}$/) });
+    const keyHash = createHash('sha256').update(issuer.publicKey).digest('base64url').slice(0, 8);
+    expect(header.kid).toBe(`t1-${keyHash}`);
+    expect(header.kid).toBe(issuer.kid);
+    // Another version of the same key gets another kid.
+    const v7 = TokenIssuer.fromSeed(issuer.exportSeed(), { version: 7, clock: () => T0 });
+    expect(JSON.parse(Buffer.from((await v7.issue('clinic-1')).token.split('.')[0]!, 'base64url').toString())).toMatchObject({ kid: `t7-${keyHash}` });
   });
 
   test('every token gets a distinct jti', async () => {
