@@ -150,7 +150,7 @@ describe('aegis coordinator, clients, client and round commands', () => {
     await waitFor(() => clients[2]!.exitCode !== null, 20_000, 'the revoked client to stop');
     expect(clients[2]!.exitCode).toBe(2);
     const list = json(aegis(['clients', 'list', '--data-dir', coordDir, '--json']));
-    expect(list.clients.find((c: { client_id: string }) => c.client_id === 'dev-2')).toMatchObject({ revoked: true, revocation_reason: 'lost device' });
+    expect(list.clients.find((c: { client_id: string }) => c.client_id === 'dev-2')).toMatchObject({ revoked: true, status: 'revoked', revocation_reason: 'lost-device' });
     // Two clients left: fewer than the 3 a round needs, so the launch is refused with its reason.
     const launch = aegis(['round', 'launch', '--manifest', join(root, 'job.json'), '--data-dir', coordDir, '--gather', '0', '--json']);
     expect(launch.status).toBe(2);

@@ -35,7 +35,7 @@ describe('coordinator start --config', () => {
   }, 60_000);
 
   test('values are checked like the command line: unknown names, wrong types and bad values are invalid-argument', () => {
-    for (const bad of [{ redisUrl: 'redis://x' }, { allowUnsigned: 'yes' }, { unmaskWorkers: 1000 }, '{ not json', '[1]']) {
+    for (const bad of [{ redisUrl: 'redis://x' }, { allowUnsigned: 'yes' }, { unmaskWorkers: 1000 }, '{ not json', '[1]', { rotation: { kek_dayz: 30 } }, { retention: { round_days: 0 } }, { clients: { lost_after: 'soon' } }]) {
       const r = start(bad);
       expect([bad, r.status]).toEqual([bad, 2]);
       expect(r.stderr).toMatch(/invalid-argument|invalid argument/i);

@@ -59,6 +59,8 @@ const DOCUMENTED: Record<string, { type: string; labels: string[] }> = {
   aegis_dropouts_total: { type: 'counter', labels: ['phase'] },
   aegis_unmask_seconds: { type: 'histogram', labels: [] },
   aegis_key_rotations_total: { type: 'counter', labels: ['kind'] },
+  aegis_clients_suspected_lost: { type: 'gauge', labels: [] },
+  aegis_clients_flagged_lost_total: { type: 'counter', labels: [] },
 };
 
 const servers: MetricsServer[] = [];
