@@ -1,0 +1,92 @@
+/**
+ * Offline CA request validation (coordinator/auth/offline-ca.ts) and the fail-closed CA: a
+ * coordinator given only the CA certificate cannot issue anything.
+ */
+import { describe, expect, test } from '@jest/globals';
+import { randomBytes } from 'node:crypto';
+import { CaKeyUnavailableError, caCertificateFromPem, createCa, csrForSeed, issueClientCertificate, issueFromCsr, KeyBindings } from '../../coordinator/auth/ca.js';
+import { encodeRequest, validateRequest } from '../../coordinator/auth/offline-ca.js';
+import { Registry } from '../../coordinator/service/data-dir.js';
+import { Coordinator } from '../../coordinator/service/coordinator.js';
+import { TokenIssuer } from '../../coordinator/auth/tokens.js';
+import { isAegisError, ErrorCode } from '../../shared/errors.js';
+
+const seed = (): Uint8Array => new Uint8Array(randomBytes(32));
+
+async function refusal(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    return isAegisError(e) ? e.code : `not an AegisError: ${String(e)}`;
+  }
+  return 'accepted';
+}
+
+describe('offline CA requests', () => {
+  test('a good client request validates and is signed; its id binds its content', async () => {
+    const csrDer = await csrForSeed(seed(), 'dev-1');
+    const { id, json } = encodeRequest({ kind: 'client', subject: 'dev-1', csrDer, invite: '0123456789abcdef', createdAt: 1 });
+    const r = await validateRequest(json);
+    expect(r).toMatchObject({ id, kind: 'client', subject: 'dev-1', invite: '0123456789abcdef' });
+    const ca = await createCa({ name: 'test offline CA' });
+    const cert = await issueFromCsr(ca, r, { ttlMs: 90 * 86_400_000 });
+    expect(cert.notAfter.getTime() - cert.notBefore.getTime()).toBeGreaterThan(89 * 86_400_000);
+  });
+
+  test('a CSR whose signature does not verify is refused (bad-signature)', async () => {
+    const csrDer = await csrForSeed(seed(), 'dev-1');
+    csrDer[csrDer.length - 5]! ^= 0x01; // inside the signature
+    const { json } = encodeRequest({ kind: 'client', subject: 'dev-1', csrDer, createdAt: 1 });
+    expect(await refusal(validateRequest(json))).toBe(ErrorCode.BadSignature);
+  });
+
+  test('a kind other than client/server/operator is refused', async () => {
+    const csrDer = await csrForSeed(seed(), 'dev-1');
+    const { json } = encodeRequest({ kind: 'ca' as never, subject: 'dev-1', csrDer, createdAt: 1 });
+    expect(await refusal(validateRequest(json))).toBe(ErrorCode.InvalidArgument);
+  });
+
+  test('a malformed client id is refused', async () => {
+    const csrDer = await csrForSeed(seed(), 'bad id');
+    const { json } = encodeRequest({ kind: 'client', subject: 'bad id', csrDer, createdAt: 1 });
+    expect(await refusal(validateRequest(json))).toBe(ErrorCode.InvalidArgument);
+  });
+
+  test('a request edited after it was written is refused: kind, subject or CSR swapped', async () => {
+    const csrDer = await csrForSeed(seed(), 'operator:admin');
+    const { json } = encodeRequest({ kind: 'operator', subject: 'admin', csrDer, createdAt: 1 });
+    expect(await refusal(validateRequest(json))).toBe('accepted');
+    const doc = JSON.parse(json) as Record<string, unknown>;
+    // Same CSR, relabelled as a client request for another id.
+    expect(await refusal(validateRequest(JSON.stringify({ ...doc, kind: 'client' })))).toBe(ErrorCode.Malformed);
+    expect(await refusal(validateRequest(JSON.stringify({ ...doc, subject: 'root' })))).toBe(ErrorCode.Malformed);
+    const other = Buffer.from(await csrForSeed(seed(), 'operator:admin')).toString('base64');
+    expect(await refusal(validateRequest(JSON.stringify({ ...doc, csr: other })))).toBe(ErrorCode.Malformed);
+    // A consistent forgery (id recomputed) whose CSR names another subject is refused on the CSR.
+    const forged = encodeRequest({ kind: 'client', subject: 'admin', csrDer, createdAt: 1 }).json;
+    expect(await refusal(validateRequest(forged))).toBe(ErrorCode.InvalidArgument);
+    expect(await refusal(validateRequest('{"not": "a request"}'))).toBe(ErrorCode.Malformed);
+  });
+});
+
+describe('a coordinator with an offline CA cannot issue certificates', () => {
+  test('issuing with the public CA fails closed with CaKeyUnavailableError', async () => {
+    const full = await createCa({ name: 'test offline CA' });
+    const ca = await caCertificateFromPem(full.certificatePem);
+    expect('keys' in ca || 'seed' in ca).toBe(false);
+    const csrDer = await csrForSeed(seed(), 'dev-1');
+    await expect(issueClientCertificate(ca, csrDer, 'dev-1', { bindings: new KeyBindings() })).rejects.toBeInstanceOf(CaKeyUnavailableError);
+    await expect(issueFromCsr(ca, { kind: 'client', subject: 'dev-1', csrDer }, { ttlMs: 86_400_000 })).rejects.toBeInstanceOf(CaKeyUnavailableError);
+
+    // The Coordinator given only the CA certificate (and no server credential) cannot start:
+    // it would have to issue its own TLS certificate.
+    const coordinator = new Coordinator({ ca, tokens: TokenIssuer.create(), registry: new Registry() });
+    const err = await coordinator.listen('127.0.0.1:0', '127.0.0.1:0').then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    await coordinator.close();
+    expect(err).toBeInstanceOf(CaKeyUnavailableError);
+    expect((err as CaKeyUnavailableError).code).toBe(ErrorCode.FailedPrecondition);
+  });
+});
