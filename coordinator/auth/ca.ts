@@ -341,27 +341,10 @@ export async function issueClientCertificate(
   opts: { bindings: KeyBindings; ttlMs?: number; now?: number },
 ): Promise<IssuedCertificate> {
   assertClientId(clientId);
-  abytes(csrDer, undefined, 'CSR');
   const ttl = opts.ttlMs ?? CLIENT_CERT_TTL_MS;
   if (!Number.isInteger(ttl) || ttl < 60_000 || ttl > 7 * 24 * 3600 * 1000) fail(ErrorCode.InvalidArgument, 'client certificate ttl must be 1 min..7 days');
   const x509 = await loadX509();
-  const { csr, publicKey } = parseCsr(x509, csrDer);
-  let smallOrder: boolean;
-  try {
-    smallOrder = ed25519.Point.fromBytes(publicKey).isSmallOrder();
-  } catch {
-    smallOrder = true;
-  }
-  if (smallOrder) fail(ErrorCode.InvalidArgument, 'the CSR key is not a valid Ed25519 public key');
-  let ok: boolean;
-  try {
-    ok = await csr.verify();
-  } catch {
-    ok = false;
-  }
-  if (!ok) fail(ErrorCode.BadSignature, 'CSR: signature does not verify');
-  const cns = csr.subjectName.getField('CN');
-  if (cns.length !== 1 || cns[0] !== clientId) fail(ErrorCode.InvalidArgument, 'the CSR subject must be CN=<client id>');
+  const { csr, publicKey } = await checkedCsr(x509, csrDer, clientId);
   const owner = opts.bindings.owner(publicKey);
   if (owner !== undefined && owner !== clientId) throw new KeyAlreadyBoundError();
 
@@ -503,8 +486,11 @@ export function expectedCsrCn(kind: CertificateKind, subject: string, hosts: rea
  * exactly CN=`cn`. Returns the raw public key.
  */
 export async function verifyCsr(csrDer: Uint8Array, cn: string): Promise<Uint8Array> {
+  return (await checkedCsr(await loadX509(), csrDer, cn)).publicKey;
+}
+
+async function checkedCsr(x509: typeof X509, csrDer: Uint8Array, cn: string): Promise<{ csr: X509.Pkcs10CertificateRequest; publicKey: Uint8Array }> {
   abytes(csrDer, undefined, 'CSR');
-  const x509 = await loadX509();
   const { csr, publicKey } = parseCsr(x509, csrDer);
   let smallOrder: boolean;
   try {
@@ -522,7 +508,7 @@ export async function verifyCsr(csrDer: Uint8Array, cn: string): Promise<Uint8Ar
   if (!ok) fail(ErrorCode.BadSignature, 'CSR: signature does not verify');
   const cns = csr.subjectName.getField('CN');
   if (csr.subjectName.toJSON().length !== 1 || cns.length !== 1 || cns[0] !== cn) fail(ErrorCode.InvalidArgument, `the CSR subject must be CN=${cn}`);
-  return publicKey;
+  return { csr, publicKey };
 }
 
 /** A DER CSR with subject CN=`cn` for the Ed25519 key of `seed` (the coordinator's server and operator keys). */
