@@ -39,7 +39,7 @@ import type { Logger } from 'pino';
 import { z } from 'zod';
 import { ctEqual } from '../../shared/bytes.js';
 import { AegisError, ErrorCode, fail } from '../../shared/errors.js';
-import { writeFileAtomic } from '../../shared/fs.js';
+import { readJsonFile, writeFileAtomic } from '../../shared/fs.js';
 import * as enroll from '../../shared/gen/aegis/v1/enrollment_pb.js';
 import { hasKek, initKek, openKek, type KekInitOptions, type KekSecrets } from '../../shared/keystore/kek-config.js';
 import type { ManagedKek } from '../../shared/keystore/kek.js';
@@ -423,17 +423,7 @@ const CaModeSchema = z.object({ version: z.literal(1), mode: z.enum(['embedded',
 
 /** The CA mode recorded in a coordinator data dir: 'offline', or 'embedded' (also when nothing is recorded). */
 export async function readCaMode(dataDir: string): Promise<'embedded' | 'offline'> {
-  const path = join(dataDir, CA_MODE_FILE);
-  if (!existsSync(path)) return 'embedded';
-  let json: unknown;
-  try {
-    json = JSON.parse(await readFile(path, 'utf8'));
-  } catch {
-    throw new AegisError(ErrorCode.Malformed, `${path} is not JSON`);
-  }
-  const r = CaModeSchema.safeParse(json);
-  if (!r.success) throw new AegisError(ErrorCode.Malformed, `${path} is malformed`);
-  return r.data.mode;
+  return (await readJsonFile(join(dataDir, CA_MODE_FILE), CaModeSchema))?.mode ?? 'embedded';
 }
 
 export interface OfflineCoordinatorKeys {
@@ -631,17 +621,7 @@ export class OfflineEnrollment {
   ) {}
 
   private async load(): Promise<Pending[]> {
-    const path = join(this.dataDir, CA_PENDING_FILE);
-    if (!existsSync(path)) return [];
-    let json: unknown;
-    try {
-      json = JSON.parse(await readFile(path, 'utf8'));
-    } catch {
-      throw new AegisError(ErrorCode.Malformed, `${CA_PENDING_FILE} is not JSON`);
-    }
-    const r = PendingSchema.safeParse(json);
-    if (!r.success) throw new AegisError(ErrorCode.Malformed, `${CA_PENDING_FILE} is malformed`);
-    return r.data.pending;
+    return (await readJsonFile(join(this.dataDir, CA_PENDING_FILE), PendingSchema, CA_PENDING_FILE))?.pending ?? [];
   }
 
   private save(pending: Pending[]): Promise<void> {

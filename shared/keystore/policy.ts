@@ -31,7 +31,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { okpPrivateKeyObject, okpPublicKey } from '../crypto/okp.js';
 import { AegisError, ErrorCode } from '../errors.js';
-import { writeFileAtomic } from '../fs.js';
+import { readJsonFile, writeFileAtomic } from '../fs.js';
 import type { ManagedKek } from './kek.js';
 import { rotateKeys, type KeyHolder } from './rotation.js';
 import { SealedVault } from './vault.js';
@@ -104,16 +104,7 @@ export function parseDaysOption(name: string) {
 
 export async function readKeysFile(dir: string): Promise<KeysFile> {
   const path = join(dir, KEYS_META_FILE);
-  if (!existsSync(path)) return { version: 1, keys: {} };
-  let json: unknown;
-  try {
-    json = JSON.parse(await readFile(path, 'utf8'));
-  } catch {
-    throw new AegisError(ErrorCode.Malformed, `${path} is not JSON`);
-  }
-  const r = KeysFileSchema.safeParse(json);
-  if (!r.success) throw new AegisError(ErrorCode.Malformed, `${path} is not a key metadata file`);
-  return r.data;
+  return (await readJsonFile(path, KeysFileSchema, path, 'not a key metadata file')) ?? { version: 1, keys: {} };
 }
 
 export const writeKeysFile = (dir: string, f: KeysFile): Promise<void> => writeFileAtomic(join(dir, KEYS_META_FILE), `${JSON.stringify(f, null, 1)}\n`, 0o644);
