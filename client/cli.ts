@@ -24,7 +24,9 @@ import { hasKek, initKek, openKek } from '../shared/keystore/kek-config.js';
 import { obtainPin } from '../shared/cli/passphrase.js';
 import { kekInitOptions, resumePendingRotation, withKekOptions, withRotationOptions, type KekCliOptions, type RotationCliOptions } from '../shared/keystore/keys-cli.js';
 import type { ManagedKek } from '../shared/keystore/kek.js';
-import { effectivePolicy, recordPolicy, runKeyCheck, scheduleKeyChecks, type RotatedKey } from '../shared/keystore/policy.js';
+import { effectivePolicy, recordPolicy, runKeyCheck, scheduleKeyChecks, type RotatedKey, type RotationSink } from '../shared/keystore/policy.js';
+import { serveMetrics } from '../coordinator/service/metrics.js';
+import { ClientMetrics } from './agent/metrics.js';
 import { applyConfigFile } from '../shared/cli/config.js';
 import { rekeyIfDue } from './agent/data-dir.js';
 import { existsSync } from 'node:fs';
@@ -136,7 +138,8 @@ export function registerClient(program: Command): void {
     .option('--allow-unsigned', 'take part in unsigned jobs (no registries): local experiments only')
     .option('--registry-ca <file>', 'the CA of a backup registry address (default: the pinned coordinator CA)')
     .option('--heartbeat-interval <duration>', 'while connected, tell the coordinator this device is alive about this often (jittered; 0 = off); config heartbeat.interval', heartbeatInterval, 60_000)
-    .action(async (o: { config?: string; dataDir: string; input?: string; trainData?: string; coordinator?: string; backupRegistry?: string; registryCa?: string; allowUnsigned?: boolean } & RotationCliOptions, cmd: Command) => {
+    .option('--metrics <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (loopback only): key rotations and ages, heartbeats')
+    .action(async (o: { metrics?: string; heartbeatInterval: number; config?: string; dataDir: string; input?: string; trainData?: string; coordinator?: string; backupRegistry?: string; registryCa?: string; allowUnsigned?: boolean } & RotationCliOptions, cmd: Command) => {
       const log = createLogger('client');
       try {
         if (o.config) await applyConfigFile(o.config, o as unknown as Record<string, unknown>, cmd);
@@ -167,6 +170,9 @@ export function registerClient(program: Command): void {
           if (!pending || pending.length !== params.dim + 1) throw new AegisError(ErrorCode.InvalidArgument, `the input has ${pending ? pending.length - 1 : 0} values, the round wants ${params.dim}`);
           return pending;
         };
+        const metrics = o.metrics ? new ClientMetrics() : undefined;
+        const metricsServer = metrics && o.metrics ? await serveMetrics(metrics, o.metrics) : undefined;
+        if (metricsServer) progress(`metrics on http://${metricsServer.address}/metrics`);
         const runner = new ClientRunner({
           address: o.coordinator ?? loaded.config.coordinator,
           caPem: loaded.caPem,
@@ -197,8 +203,9 @@ export function registerClient(program: Command): void {
             }
           },
           onCertificate: (der) => saveCertificate(dir, der),
-          heartbeatMs: (o as unknown as { heartbeatInterval: number }).heartbeatInterval,
+          heartbeatMs: o.heartbeatInterval,
           onEvent: (e: RunnerEvent) => {
+            if (e.kind === 'heartbeat') metrics?.heartbeat(e.ok);
             if (e.kind === 'fatal') log.error({ code: e.code, reason: e.message }, 'cannot go on');
             else if (e.kind === 'disconnected') log.warn({ code: e.code, retryInMs: e.retryInMs }, 'disconnected');
             else if (e.kind === 'computed' || (e.kind === 'heartbeat' && e.ok)) log.debug(e, e.kind);
@@ -207,15 +214,19 @@ export function registerClient(program: Command): void {
         });
         // Time-based key rotation (shared/keystore/policy.ts): at start, then every hour — the
         // store's KEK (same code as aegis keys rotate) and the identity key (new key, certificate
-        // renewed for it over mTLS). Logged; the client has no metrics endpoint.
+        // renewed for it over mTLS). Logged, and counted with --metrics.
         const policy = await effectivePolicy(dir, o);
         await recordPolicy(dir, policy);
+        const sink: RotationSink | undefined = metrics ? { rotated: (r) => metrics.keyRotatedBy(r.key, r.reason), age: (k, sec) => metrics.keyAgeSeconds(k, sec) } : undefined;
         const keyCheck = async (): Promise<void> => {
           const identity = (): Promise<RotatedKey | undefined> => rekeyIfDue(dir, passphrase, policy, runner);
-          if (storeKek && store instanceof SqliteDataStore) await runKeyCheck({ dir, kek: storeKek, holders: [store], policy, extra: [identity], log });
+          if (storeKek && store instanceof SqliteDataStore) await runKeyCheck({ dir, kek: storeKek, holders: [store], policy, extra: [identity], log, ...(sink ? { sink } : {}) });
           else {
             const r = await identity();
-            if (r) log.info({ keyName: r.key, version: r.version, previousVersion: r.previousVersion, reason: r.reason }, 'key rotated');
+            if (r) {
+              log.info({ keyName: r.key, version: r.version, previousVersion: r.previousVersion, reason: r.reason }, 'key rotated');
+              sink?.rotated?.(r);
+            }
           }
         };
         const keyCheckLogged = (): Promise<void> => keyCheck().catch((err: unknown) => log.warn({ code: err instanceof AegisError ? err.code : 'internal' }, 'key rotation check failed'));

@@ -314,6 +314,24 @@ export class CoordinatorMetrics {
   }
 }
 
+/** What `serveMetrics` serves: the coordinator's metrics, or a client's (client/agent/metrics.ts). */
+export interface MetricsSource {
+  readonly contentType: string;
+  metrics(): Promise<string>;
+}
+
+/** The time-based rotation metrics, shared by the coordinator's and the client's registries. */
+export function rotationMetrics(registers: Registry[]): { rotated(key: RotatedKeyName, reason: 'due' | 'emergency'): void; age(key: RotatedKeyName, seconds: number): void } {
+  const rotations = new Counter({ name: 'aegis_key_rotations_total', help: 'Key rotations by key and reason (time-based policy).', labelNames: ['key', 'reason'] as const, registers });
+  const age = new Gauge({ name: 'aegis_key_age_seconds', help: "Age of each key's current version at the last rotation check.", labelNames: ['key'] as const, registers });
+  return {
+    rotated: (key, reason) => rotations.inc({ key: label(ROTATED_KEYS, key), reason: label(ROTATION_REASONS, reason) }),
+    age: (key, seconds) => {
+      if (isDuration(seconds)) age.set({ key: label(ROTATED_KEYS, key) }, seconds);
+    },
+  };
+}
+
 export interface ServeMetricsOptions {
   /** Allow a non-loopback listen address (e.g. 0.0.0.0); default false. */
   allowRemote?: boolean;
@@ -350,7 +368,7 @@ export function isLoopbackHost(host: string): boolean {
  * a free one). Refuses a non-loopback host unless `opts.allowRemote`. Any other path or method
  * is a 404; no request body is read.
  */
-export async function serveMetrics(metrics: CoordinatorMetrics, listen: string, opts: ServeMetricsOptions = {}): Promise<MetricsServer> {
+export async function serveMetrics(metrics: MetricsSource, listen: string, opts: ServeMetricsOptions = {}): Promise<MetricsServer> {
   const [host, port] = splitHostPort(listen);
   if (!isLoopbackHost(host) && opts.allowRemote !== true) {
     throw new AegisError(ErrorCode.InvalidArgument, `metrics listen address '${listen}' is not loopback; pass allowRemote to expose metrics beyond this host`);

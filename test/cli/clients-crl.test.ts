@@ -24,6 +24,7 @@ let coordDir: string;
 let coordinator: ChildProcess | undefined;
 let device: ChildProcess | undefined;
 let deviceExit: Promise<number | null>;
+let deviceErr = '';
 
 const aegis = (args: string[]) => runCli(args, env);
 const list = () => cliJson(aegis(['clients', 'list', '--data-dir', coordDir, '--json'])) as { clients: Record<string, unknown>[] };
@@ -49,12 +50,12 @@ beforeAll(async () => {
     expect(cliJson(e)).toMatchObject({ ok: true, client_id: id });
   }
   writeFileSync(join(root, 'update.json'), JSON.stringify({ values: [0.5, 0.25], weight: 1 }));
-  writeFileSync(join(root, 'client.config.json'), JSON.stringify({ heartbeat: { interval: '1s' } }));
+  writeFileSync(join(root, 'client.config.json'), JSON.stringify({ heartbeat: { interval: '1s' }, metrics: '127.0.0.1:0' }));
   device = spawn(process.execPath, [CLI, 'client', 'run', '--data-dir', join(root, 'phone-1'), '--input', join(root, 'update.json'), '--allow-unsigned', '--config', join(root, 'client.config.json')], {
     env,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
-  device.stderr!.resume();
+  device.stderr!.on('data', (d: Buffer) => (deviceErr += d.toString('utf8')));
   deviceExit = new Promise((resolve) => device!.on('exit', (code) => resolve(code)));
 }, 120_000);
 
@@ -76,6 +77,13 @@ describe('aegis clients list | revoke --reason | crl --out', () => {
     // Enrolled, never connected since: never seen (and not lost: well within 2h).
     expect(row('phone-2')).toMatchObject({ status: 'active', last_seen_at: null, revoked: false });
     expect(Object.keys(r).sort()).toEqual(['certificate_expires_at', 'client_id', 'enrolled_at', 'last_seen_at', 'revocation_detail', 'revocation_reason', 'revoked', 'revoked_at', 'status']);
+    // The device's own metrics (client run --metrics, here from its config file): heartbeats that went through.
+    await waitFor(() => /metrics on http:\/\/\S+\/metrics/.test(deviceErr), 30_000, 'the device to serve its metrics');
+    const at = /metrics on http:\/\/(\S+)\/metrics/.exec(deviceErr)![1];
+    const text = await (await fetch(`http://${at}/metrics`)).text();
+    expect(Number(/^aegis_heartbeats_total\{outcome="ok"\} (\d+)$/m.exec(text)?.[1])).toBeGreaterThanOrEqual(1);
+    expect(text).toMatch(/^aegis_key_age_seconds\{key="identity"\} /m);
+    expect(text).not.toContain('phone-1');
   });
 
   test('revoke with an unknown reason: invalid-argument listing the valid reasons, nothing revoked', () => {
