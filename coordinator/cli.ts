@@ -99,12 +99,14 @@ export function registerCoordinator(program: Command): void {
     .option('--unmask-workers <n>', 'with --redis: unmask parts this process expands at once (0: leave them to `aegis coordinator unmask-worker` processes)', parseIntOption('unmask-workers', 0, 64), 1)
     .option('--unmask-parts <n>', "with --redis: worker jobs a round's unmasking is split into", parseIntOption('unmask-parts', 1, 1024), 2)
     .option('--metrics <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (loopback only; counts, phases and reason codes, no client ids)')
+    .option('--dashboard <host:port>', 'serve the web dashboard on http://HOST:PORT/ (loopback only unless --dashboard-allow-remote; log in with a link from `aegis dashboard token`)')
+    .option('--dashboard-allow-remote', 'let --dashboard listen on a non-loopback address')
     .option('--validation-data <name=file...>', "validation sets for the poisoning check of training jobs (JSONL examples; a manifest names one in validation.dataset)")
     .option('--retention-round-days <n>', 'how long a finished round keeps which clients took part (then only counts, timeline, outcome and sum stay); config retention.round_days', parseIntOption('retention-round-days', 1, 36_500), 30)
     .option('--clients-lost-after <duration>', 'flag a client suspected-lost (warn log, metric, clients list) once it is silent this long; config clients.lost_after', parseDuration('clients-lost-after', 60_000, 365 * 86_400_000), 7 * 86_400_000)
     .option('--offline-ca <ca.pem>', 'first start only: the CA is offline (aegis ca init): this host keeps only its certificate; certificates come from aegis ca sign-csr on the CA host (requests in DATA_DIR/ca-requests, signed ones back in DATA_DIR/ca-signed)')
     .option('--config <file>', 'a JSON file of these options by their long names in camelCase (e.g. {"redis": "redis://10.0.0.5:6379", "redisPrefix": "prod", "unmaskWorkers": 2}); options given on the command line win')
-    .action(async (o: { offlineCa?: string; retentionRoundDays: number; clientsLostAfter: number; config?: string; listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string; redis?: string; redisPrefix: string; unmaskWorkers: number; unmaskParts: number } & KekCliOptions & RotationCliOptions, cmd: Command) => {
+    .action(async (o: { offlineCa?: string; retentionRoundDays: number; clientsLostAfter: number; config?: string; listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string; dashboard?: string; dashboardAllowRemote?: boolean; redis?: string; redisPrefix: string; unmaskWorkers: number; unmaskParts: number } & KekCliOptions & RotationCliOptions, cmd: Command) => {
       const log = createLogger('coordinator');
       try {
         if (o.config) await applyConfigFile(o.config, o as unknown as Record<string, unknown>, cmd);
@@ -189,7 +191,9 @@ export function registerCoordinator(program: Command): void {
           ...(Object.keys(validationSets).length > 0 ? { validationSets } : {}),
         });
         const { address, enrollAddress } = await c.listen(o.listen, o.enrollListen);
-        await writeEndpoint(dir, { address, enrollAddress, pid: process.pid, ...(metricsServer ? { metrics: metricsServer.address } : {}) });
+        const dashboard = o.dashboard ? await c.startDashboard(o.dashboard, { allowRemote: o.dashboardAllowRemote === true }) : undefined;
+        if (dashboard) progress(`dashboard on ${dashboard.url}/ (log in with a link from: aegis dashboard token --data-dir ${dir})`);
+        await writeEndpoint(dir, { address, enrollAddress, pid: process.pid, ...(metricsServer ? { metrics: metricsServer.address } : {}), ...(dashboard ? { dashboard: dashboard.address } : {}) });
         progress(`coordinator listening on ${address} (mTLS), enrollment on ${enrollAddress}; CA certificate: ${join(dir, 'ca.pem')}`);
         let stopping = false;
         const stop = (signal: string): void => {
@@ -270,6 +274,27 @@ async function run<T extends AdminOpts>(o: T, body: (client: AdminClient) => Pro
   }
 }
 
+
+// ---------------------------------------------------------------------------------------------
+// aegis dashboard token
+
+export function registerDashboard(program: Command): void {
+  const group = program.command('dashboard').description('the web dashboard (coordinator start --dashboard HOST:PORT): login links (operators)');
+  withAdmin(group.command('token').description('print a single-use login link for the dashboard'))
+    .option('--ttl <duration>', 'how long the link stays valid (at most 24 h)', parseDuration('ttl', 1000, 24 * 3_600_000), 15 * 60_000)
+    .action((o: AdminOpts & { ttl: number }) =>
+      run(o, async (client) => {
+        const r = await call<admin.IssueDashboardTokenRequest, admin.IssueDashboardTokenReply>(
+          client,
+          'issueDashboardToken',
+          create(admin.IssueDashboardTokenRequestSchema, { ttlSeconds: Math.ceil(o.ttl / 1000) }),
+        );
+        const expiresAt = new Date(Number(r.expiresAtMs)).toISOString();
+        if (!o.json) progress(`single-use login link, valid until ${expiresAt}; open it in a browser on this host:`);
+        printResult(o, { token: r.token, url: r.url, expires_at: expiresAt }, r.url);
+      }),
+    );
+}
 
 // ---------------------------------------------------------------------------------------------
 // aegis clients invite|list|revoke

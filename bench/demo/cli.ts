@@ -1,6 +1,6 @@
 /** `aegis demo`: registers the command on the CLI root (see run.ts for what it does). */
 import type { Command } from 'commander';
-import { parseFloatOption, parseIntOption, progress, reportError } from '../../shared/cli/output.js';
+import { parseDuration, parseFloatOption, parseIntOption, progress, reportError } from '../../shared/cli/output.js';
 import { runDemo, type DemoResult } from './run.js';
 
 export function registerDemo(program: Command): void {
@@ -16,7 +16,10 @@ export function registerDemo(program: Command): void {
     .option('--per-digit <n>', 'use only the first n digits of each class (quick runs)', parseIntOption('per-digit', 20, 2000))
     .option('--out <dir>', 'where the chart, the final model and result.json go', './aegis-demo')
     .option('--json', 'print one JSON object on stdout (progress still goes to stderr)')
-    .action(async (o: { clients: number; rounds: number; dropout: number; seed: number; alpha: number; workers?: number; perDigit?: number; out: string; json?: boolean }) => {
+    .option('--dashboard <host:port>', "serve the coordinator's web dashboard there (loopback only unless --dashboard-allow-remote); its login link is printed on stderr")
+    .option('--dashboard-allow-remote', 'let --dashboard listen on a non-loopback address')
+    .option('--dashboard-hold <duration>', 'keep the coordinator and dashboard up this long after the last round', parseDuration('dashboard-hold', 0, 24 * 3_600_000), 0)
+    .action(async (o: { clients: number; rounds: number; dropout: number; seed: number; alpha: number; workers?: number; perDigit?: number; out: string; json?: boolean; dashboard?: string; dashboardAllowRemote?: boolean; dashboardHold: number }) => {
       const live = liveProgress();
       try {
         const r = await runDemo({
@@ -30,6 +33,7 @@ export function registerDemo(program: Command): void {
           ...(o.perDigit === undefined ? {} : { perDigitLimit: o.perDigit }),
           progress: live.progress,
           status: live.status,
+          ...(o.dashboard === undefined ? {} : { dashboard: o.dashboard, dashboardAllowRemote: o.dashboardAllowRemote === true, dashboardHoldMs: o.dashboardHold }),
         });
         live.end();
         if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);

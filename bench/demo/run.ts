@@ -61,6 +61,15 @@ export interface DemoOptions {
   progress?: (line: string) => void;
   /** The live status line (round, phase, clients done, dropouts, elapsed), redrawn as it changes. */
   status?: (line: string, key: string) => void;
+  /**
+   * Serve the coordinator's web dashboard at this HOST:PORT; its login link goes to `progress`
+   * as `dashboard: URL` before the first round.
+   */
+  dashboard?: string;
+  /** Let `dashboard` listen on a non-loopback address. */
+  dashboardAllowRemote?: boolean;
+  /** Keep the coordinator (and dashboard) up this long after the last round; default 0. */
+  dashboardHoldMs?: number;
 }
 
 export interface DemoRound {
@@ -276,6 +285,12 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       await new Promise((r) => setTimeout(r, 50));
     }
     say(`${o.clients} clients connected over ${workers} processes (tfjs backend: ${backends[0]}); launching ${o.rounds} rounds`);
+    if (o.dashboard !== undefined) {
+      await coordinator.startDashboard(o.dashboard, { allowRemote: o.dashboardAllowRemote === true });
+      // The link stays valid for the run (a generous bound per round) and the hold after it, at most 24 h.
+      const ttl = Math.min(24 * 3_600_000, 15 * 60_000 + o.rounds * 10 * 60_000 + (o.dashboardHoldMs ?? 0));
+      say(`dashboard: ${coordinator.issueDashboardToken(ttl).url}`);
+    }
 
     const initial = await evaluateModel({ spec, loss: manifestInput.training!.loss ?? 'categoricalCrossentropy', weights, examples: split.test });
     await coordinator.launch(new Uint8Array(), { gatherMs: 5_000, initialWeights: weightBytes(weights), signedManifest });
@@ -388,6 +403,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       manifest_sha256: sha256Hex(manifestJson),
     };
     await writeFile(join(outDir, 'result.json'), `${JSON.stringify(result, null, 2)}\n`);
+    if (o.dashboard !== undefined && (o.dashboardHoldMs ?? 0) > 0) {
+      say(`keeping the coordinator and dashboard up for ${Math.round(o.dashboardHoldMs! / 1000)} s`);
+      await new Promise((r) => setTimeout(r, o.dashboardHoldMs));
+    }
     return result;
   } finally {
     await Promise.all(processes.map((p) => p.stop()));

@@ -32,7 +32,7 @@ import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
 import * as enroll from '../../shared/gen/aegis/v1/enrollment_pb.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import * as trust from '../../shared/gen/aegis/v1/trust_pb.js';
-import { verifyRootHistory, verifyPublishers, publisherKey, snapshotBytes } from '../../shared/trust/registry.js';
+import { verifyRootHistory, verifyPublishers, publisherKey, snapshotBytes, parsePublishersPayload } from '../../shared/trust/registry.js';
 import { readSnapshot } from '../../shared/trust/registry-dir.js';
 import { verifySignedManifest } from '../../shared/trust/manifest.js';
 import { evaluateModel } from '../../shared/model/evaluate.js';
@@ -42,7 +42,7 @@ import { isTrainingManifest, parseManifest, type JobManifest } from '../../share
 import type { ClientMessage, RoundRef, ServerEvent, ServerMessage } from '../../shared/protocol/messages.js';
 import { sameRound } from '../../shared/protocol/session.js';
 import { Phase, type AbortReason } from '../../shared/protocol/vocabulary.js';
-import { abortReasonToProto, fromClientEnvelope, fromEventEnvelope, phaseFromProto, phaseToProto, toEventEnvelope, vectorToBytes } from '../../shared/rpc/convert.js';
+import { abortReasonFromProto, abortReasonToProto, fromClientEnvelope, fromEventEnvelope, phaseFromProto, phaseToProto, toEventEnvelope, vectorToBytes } from '../../shared/rpc/convert.js';
 import { addHealthAndReflection } from '../../shared/rpc/server.js';
 import { addService, serverStream, unary } from '../../shared/rpc/service.js';
 import { clientIdOf, inspectCsr, issueClientCertificate, issueServerCertificate, operatorOf, serialOf, type CaCertificate } from '../auth/ca.js';
@@ -59,6 +59,8 @@ import { GroupedRoundHost, type RoundHostLike } from './grouped-host.js';
 import { DEFAULT_ROUND_RETENTION_MS, RetiredHost, withoutClients } from './retention.js';
 import { planGroups } from '../round/groups.js';
 import { groupRoundParams, type RoundParams } from '../../shared/protocol/params.js';
+import { DashboardTokens } from '../auth/dashboard-tokens.js';
+import { serveDashboard, type DashboardJobDetail, type DashboardJobState, type DashboardJobSummary, type DashboardOverview, type DashboardRound, type DashboardServer, type ServeDashboardOptions } from './dashboard.js';
 import { applyWeightedMean, ModelStore, newTrainingProgress, sha256, weightBytes, weightsOf, type ModelVersionRecord, type TrainingProgress } from './training.js';
 
 export interface CoordinatorOptions {
@@ -167,9 +169,17 @@ interface Job {
   manifestHash: Uint8Array;
   /** The publisher-signed envelope the job was launched with (sent in every round start). */
   signedManifest?: Uint8Array;
+  /** Who signed it: the key id of the signature that verified, and the publisher's name in the registry. */
+  signer?: ManifestSigner;
   rounds: RoundRecord[];
   /** A training job: its model versions and progress (the coordinator drives its rounds). */
   training?: TrainingProgress;
+}
+
+/** The publisher whose signature on a job's manifest verified. */
+interface ManifestSigner {
+  keyId: string;
+  publisher: string | null;
 }
 
 /** Model weights go to clients in pieces of this size. */
@@ -220,6 +230,12 @@ export class Coordinator {
   private persistChain: Promise<void> = Promise.resolve();
   /** Training jobs an operator cancelled (CancelRound), with when. */
   private readonly cancelledJobs = new Map<string, number>();
+  /** The web dashboard (startDashboard): its server and login tokens. */
+  private dashboard: { server: DashboardServer; auth: DashboardTokens } | undefined;
+  /** The registry's version and publisher count, read at most every few seconds. */
+  private registryInfo: { at: number; value: { version: number; publishers: number } | null } | undefined;
+  /** When this coordinator was created (ms since epoch). */
+  readonly startedAt: number;
   /** The two addresses once listening. */
   address = '';
   enrollAddress = '';
@@ -231,6 +247,7 @@ export class Coordinator {
     this.registry = opts.registry;
     this.log = opts.log;
     this.clock = opts.clock ?? Date.now;
+    this.startedAt = this.clock();
     this.verifier = new TokenVerifier({ publicKey: opts.tokens.publicKey, keyring: opts.tokens.keyring, revocations: this.registry.revocations, clock: this.clock });
     const shared = opts.sharedRounds;
     if (shared) {
@@ -302,6 +319,7 @@ export class Coordinator {
   /** Stops accepting calls, cancels running rounds, ends streams, and waits for the registry. */
   async close(): Promise<void> {
     this.closing = true;
+    await this.dashboard?.server.close();
     clearInterval(this.directoryTimer);
     clearInterval(this.retentionTimer);
     clearInterval(this.clientSweepTimer);
@@ -898,6 +916,12 @@ export class Coordinator {
         this.log?.warn({ operator, job: req.jobId, round: c.roundIndex }, 'cancellation by operator');
         return create(admin.CancelRoundReplySchema, { jobId: req.jobId, roundIndex: c.roundIndex, phase: phaseToProto(c.phase), cancelledAtMs: BigInt(c.at) });
       }),
+      issueDashboardToken: unary<admin.IssueDashboardTokenRequest, admin.IssueDashboardTokenReply>((req, call) => {
+        const operator = this.operatorOf(call);
+        const t = this.issueDashboardToken(req.ttlSeconds > 0 ? req.ttlSeconds * 1000 : undefined);
+        this.log?.info({ operator, expiresAt: new Date(t.expiresAt).toISOString() }, 'dashboard login token issued');
+        return create(admin.IssueDashboardTokenReplySchema, { token: t.token, expiresAtMs: BigInt(t.expiresAt), url: t.url });
+      }),
       fetchModel: serverStream<admin.FetchJobModelRequest, pb.ModelChunk>((req, call) => {
         this.operatorOf(call);
         const job = this.jobs.get(req.jobId);
@@ -925,7 +949,8 @@ export class Coordinator {
     manifestJsonIn: Uint8Array,
     opts: { gatherMs?: number; initialWeights?: Uint8Array; signedManifest?: Uint8Array; roundIndex?: number } = {},
   ): Promise<{ jobId: string; manifestHash: Uint8Array; roundIndex: number; cohort: string[] }> {
-    const manifestJson = await this.verifiedManifestBytes(manifestJsonIn, opts.signedManifest);
+    const signer: { signer?: ManifestSigner } = {};
+    const manifestJson = await this.verifiedManifestBytes(manifestJsonIn, opts.signedManifest, signer);
     const { manifest, hash } = parseManifest(manifestJson, new Date(this.clock()));
     const existing = this.jobs.get(manifest.jobId);
     if (existing && Buffer.compare(Buffer.from(existing.manifestHash), Buffer.from(hash)) !== 0) {
@@ -945,8 +970,10 @@ export class Coordinator {
       }
       const models = new ModelStore(manifest.jobId, this.clock);
       models.add(weights, { clients: 0, totalWeight: 0 });
-      const job: Job = { ...newJob(manifest, manifestJson, hash, opts.signedManifest), training: newTrainingProgress(models, gatherMs) };
+      const job: Job = { ...newJob(manifest, manifestJson, hash, opts.signedManifest), ...signer, training: newTrainingProgress(models, gatherMs) };
       const started = await this.startRound(job, gatherMs);
+      // With a validation set, version 0 is measured too (the dashboard's chart starts at round 0).
+      if (dataset !== undefined) void this.measureModel(job, models.latest).catch(() => undefined);
       // Only a job that started is written out: a refused launch leaves nothing behind.
       if (this.opts.dataDir !== undefined) models.persistTo(this.opts.dataDir);
       return started;
@@ -957,7 +984,7 @@ export class Coordinator {
     const index = opts.roundIndex ?? existing?.rounds.length ?? 0;
     if (index >= manifest.rounds) throw new AegisError(ErrorCode.WrongPhase, `job '${manifest.jobId}' has run all its ${manifest.rounds} rounds`);
     if (existing?.rounds.some((r) => r.index === index)) throw new AegisError(ErrorCode.AlreadyExists, `round ${index} of job '${manifest.jobId}' has run here already`);
-    const job: Job = existing ?? newJob(manifest, manifestJson, hash, opts.signedManifest);
+    const job: Job = existing ?? { ...newJob(manifest, manifestJson, hash, opts.signedManifest), ...signer };
     return this.startRound(job, gatherMs, 0, index);
   }
 
@@ -1028,7 +1055,7 @@ export class Coordinator {
    * (and not revoked), unexpired, is taken; its signed payload is the manifest. Without one (the
    * embedded default), a signed manifest cannot be checked and is refused.
    */
-  private async verifiedManifestBytes(manifestJson: Uint8Array, signed: Uint8Array | undefined): Promise<Uint8Array> {
+  private async verifiedManifestBytes(manifestJson: Uint8Array, signed: Uint8Array | undefined, out?: { signer?: ManifestSigner }): Promise<Uint8Array> {
     const dir = this.opts.registryDir;
     if (dir === undefined) {
       if (signed) throw new AegisError(ErrorCode.UnknownKey, 'this coordinator has no publisher registry to check a signed manifest against (coordinator start --registry DIR)');
@@ -1040,7 +1067,10 @@ export class Coordinator {
     const chain = verifyRootHistory(undefined, snapshot.roots, now);
     const root = chain[chain.length - 1]!.doc;
     const publishers = verifyPublishers(root, snapshot.publishers, now);
-    return verifySignedManifest(signed, (id) => publisherKey(publishers, id), { now }).manifestJson;
+    const verified = verifySignedManifest(signed, (id) => publisherKey(publishers, id), { now });
+    const keyId = verified.signers[0];
+    if (out && keyId !== undefined) out.signer = { keyId, publisher: Object.hasOwn(publishers.publishers, keyId) ? (publishers.publishers[keyId]?.name ?? null) : null };
+    return verified.manifestJson;
   }
 
   private trustImpl() {
@@ -1199,7 +1229,7 @@ export class Coordinator {
    * The poisoning check: accuracy on the manifest's validation set of the latest published
    * model and of the candidate. Returns undefined when the job names no validation set.
    */
-  private async validationCheck(job: Job, t: TrainingProgress, candidate: Float32Array): Promise<{ previous: number; accuracy: number; examples: number } | undefined> {
+  private async validationCheck(job: Job, t: TrainingProgress, candidate: Float32Array): Promise<{ previous: number; accuracy: number; loss: number; examples: number } | undefined> {
     const { manifest } = job;
     const dataset = manifest.validation?.dataset;
     if (dataset === undefined || !manifest.model || !manifest.training) return undefined;
@@ -1207,11 +1237,28 @@ export class Coordinator {
     if (!set) throw new AegisError(ErrorCode.NotFound, `validation set '${dataset}' is gone`);
     const examples = await set.trainingExamples({ features: manifest.training.features, label: manifest.training.label });
     const spec = manifest.model;
-    const loss = manifest.training.loss;
+    const lossFn = manifest.training.loss;
     const latest = t.models.latest;
-    latest.validationAccuracy ??= (await evaluateModel({ spec, loss, weights: latest.weights, examples })).accuracy;
-    const { accuracy } = await evaluateModel({ spec, loss, weights: candidate, examples });
-    return { previous: latest.validationAccuracy, accuracy, examples: examples.count };
+    if (latest.validationAccuracy === undefined || latest.validationLoss === undefined) {
+      const e = await evaluateModel({ spec, loss: lossFn, weights: latest.weights, examples });
+      latest.validationAccuracy ??= e.accuracy;
+      latest.validationLoss ??= e.loss;
+    }
+    const { accuracy, loss } = await evaluateModel({ spec, loss: lossFn, weights: candidate, examples });
+    return { previous: latest.validationAccuracy, accuracy, loss, examples: examples.count };
+  }
+
+  /** Measures a model version on the job's validation set (accuracy and loss), if not yet done. */
+  private async measureModel(job: Job, v: ModelVersionRecord): Promise<void> {
+    const { manifest } = job;
+    const dataset = manifest.validation?.dataset;
+    if (dataset === undefined || !manifest.model || !manifest.training || (v.validationAccuracy !== undefined && v.validationLoss !== undefined)) return;
+    const set = this.opts.validationSets?.[dataset];
+    if (!set) return;
+    const examples = await set.trainingExamples({ features: manifest.training.features, label: manifest.training.label });
+    const e = await evaluateModel({ spec: manifest.model, loss: manifest.training.loss, weights: v.weights, examples });
+    v.validationAccuracy ??= e.accuracy;
+    v.validationLoss ??= e.loss;
   }
 
   /**
@@ -1249,7 +1296,10 @@ export class Coordinator {
           this.log?.warn({ job: job.jobId, round: r.index, previous: check.previous, accuracy: check.accuracy, gate }, 'model held back: validation accuracy dropped beyond the gate (suspected poisoning)');
         } else {
           const v = t.models.add(next, { roundIndex: r.index, clients: o.survivors.length, totalWeight: result.totalWeight });
-          if (check) v.validationAccuracy = check.accuracy;
+          if (check) {
+            v.validationAccuracy = check.accuracy;
+            v.validationLoss = check.loss;
+          }
           t.completed++;
           t.abortedInARow = 0;
           this.log?.info({ job: job.jobId, round: r.index, version: v.version, clients: v.clients }, 'model updated');
@@ -1578,6 +1628,146 @@ export class Coordinator {
       setTimeout(tick, 50).unref();
     };
     tick();
+  }
+
+  // -------------------------------------------------------------------------------------------
+
+  // Web dashboard (coordinator/service/dashboard.ts, docs/dashboard-api.md).
+
+  /**
+   * Starts the web dashboard at `listen` (loopback unless `allowRemote`). Its data comes from
+   * `dashboardOverview` / `dashboardJobs` / `dashboardJob`; logins from `issueDashboardToken`.
+   * Closed with the coordinator.
+   */
+  async startDashboard(listen: string, opts: Omit<ServeDashboardOptions, 'auth'> = {}): Promise<DashboardServer> {
+    if (this.dashboard) throw new AegisError(ErrorCode.AlreadyExists, 'the dashboard runs already');
+    const auth = new DashboardTokens({ clock: this.clock });
+    const server = await serveDashboard(
+      { overview: () => this.dashboardOverview(), jobs: () => this.dashboardJobs(), job: (id) => this.dashboardJob(id) },
+      listen,
+      { ...opts, auth },
+    );
+    this.dashboard = { server, auth };
+    return server;
+  }
+
+  /** The dashboard's address (`host:port`), when it runs. */
+  get dashboardAddress(): string | undefined {
+    return this.dashboard?.server.address;
+  }
+
+  /** A single-use dashboard login token and its URL; `failed-precondition` without a dashboard. */
+  issueDashboardToken(ttlMs?: number): { token: string; expiresAt: number; url: string } {
+    const d = this.dashboard;
+    if (!d) throw new AegisError(ErrorCode.FailedPrecondition, 'this coordinator runs no dashboard (coordinator start --dashboard HOST:PORT)');
+    const t = d.auth.issue(ttlMs);
+    return { ...t, url: `${d.server.url}/login?token=${t.token}` };
+  }
+
+  /** Counts only: when this coordinator started, clients connected and enrolled, the registry version, flagged rounds. */
+  async dashboardOverview(): Promise<DashboardOverview> {
+    let enrolled = 0;
+    for (const c of this.registry.clients.values()) if (!this.registry.revocations.isRevoked({ clientId: c.clientId })) enrolled++;
+    let flagged = 0;
+    for (const job of this.jobs.values()) flagged += job.training?.flagged.length ?? 0;
+    return {
+      coordinator: { startedAt: this.startedAt, connectedClients: this.connectedClients().length, enrolledClients: enrolled },
+      registry: await this.registryVersion(),
+      flags: { poisoningFlaggedRounds: flagged },
+    };
+  }
+
+  /** The publisher registry's version and publisher count (null without a registry); cached 5 s. */
+  private async registryVersion(): Promise<{ version: number; publishers: number } | null> {
+    const dir = this.opts.registryDir;
+    if (dir === undefined) return null;
+    const now = this.clock();
+    if (this.registryInfo && now - this.registryInfo.at < 5000) return this.registryInfo.value;
+    let value: { version: number; publishers: number } | null;
+    try {
+      const doc = parsePublishersPayload((await readSnapshot(dir)).publishers);
+      value = { version: doc.version, publishers: Object.values(doc.publishers).filter((p) => p.revoked !== true).length };
+    } catch {
+      value = this.registryInfo?.value ?? null;
+    }
+    this.registryInfo = { at: now, value };
+    return value;
+  }
+
+  /** Every job (this process's and, with a job directory, the others'), as the dashboard lists them. */
+  async dashboardJobs(): Promise<DashboardJobSummary[]> {
+    const infos = await this.listJobsEverywhere();
+    return infos.map((j) => {
+      const job = this.jobs.get(j.jobId);
+      return {
+        jobId: j.jobId,
+        kind: j.kind === admin.JobKind.TRAINING ? 'training' : 'plain',
+        state: (JOB_STATE_NAMES[j.state] ?? 'running') as DashboardJobState,
+        signer: job?.signer ? { ...job.signer } : null,
+        roundsDone: j.roundsDone,
+        rounds: j.roundsTotal,
+        roundIndex: j.roundIndex,
+        phase: phaseFromProto(j.phase),
+        startedAt: Number(j.startedAtMs),
+        elapsedMs: Number(j.elapsedMs),
+      };
+    });
+  }
+
+  /** One job with its rounds (phase, counts, timeline) and, for training, its model history; undefined if unknown. */
+  async dashboardJob(jobId: string): Promise<DashboardJobDetail | undefined> {
+    const summary = (await this.dashboardJobs()).find((j) => j.jobId === jobId);
+    if (!summary) return undefined;
+    const job = this.jobs.get(jobId);
+    const t = job?.training;
+    const flagged = new Set(t?.flagged ?? []);
+    const roundOf = (s: admin.RoundStatusReply, timing?: ReturnType<Coordinator['timingOf']>): DashboardRound => {
+      const startedAt = Number(s.startedAtMs);
+      const endedAt = timing?.endedAt ?? (s.finished ? startedAt + Number(s.elapsedMs) : null);
+      return {
+        index: s.roundIndex,
+        phase: phaseFromProto(s.phase),
+        ok: s.ok,
+        finished: s.finished,
+        startedAt,
+        endedAt,
+        elapsedMs: Number(s.elapsedMs),
+        timeline: (timing?.timeline ?? []).map((x) => ({ phase: x.phase, at: x.at })),
+        clientsPerPhase: s.clientsPerPhase.map((c) => ({ phase: phaseFromProto(c.phase), clients: c.clients, expected: c.expected })),
+        invited: s.invited,
+        dropouts: s.dropouts,
+        refused: s.refused,
+        abortReason: s.finished && !s.ok && s.abortReason !== 0 ? abortReasonFromProto(s.abortReason) : null,
+        detail: s.detail,
+        poisoningFlagged: flagged.has(s.roundIndex),
+      };
+    };
+    if (!job) {
+      // Another coordinator's job (job directory): its latest round only.
+      const s = await this.statusAnywhere(jobId).catch(() => undefined);
+      return { job: summary, rounds: s ? [roundOf(s)] : [], training: null };
+    }
+    const rounds = job.rounds.map((r) => roundOf(this.statusOf(jobId, r.index), this.timingOf(jobId, r.index)));
+    return {
+      job: summary,
+      rounds,
+      training: t
+        ? {
+            state: this.cancelledJobs.has(jobId) ? 'cancelled' : t.state,
+            roundsCompleted: t.completed,
+            roundsAborted: t.aborted,
+            flaggedRounds: [...t.flagged],
+            models: t.models.all.map((v) => ({
+              version: v.version,
+              roundIndex: v.roundIndex ?? null,
+              clients: v.clients,
+              accuracy: v.validationAccuracy ?? null,
+              loss: v.validationLoss ?? null,
+              sha256: Buffer.from(v.sha256).toString('hex'),
+            })),
+          }
+        : null,
+    };
   }
 
   // -------------------------------------------------------------------------------------------

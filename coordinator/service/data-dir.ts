@@ -308,6 +308,8 @@ export interface Endpoint {
   pid: number;
   /** Where /metrics is served, when it is. */
   metrics?: string;
+  /** Where the web dashboard is served (host:port), when it is. */
+  dashboard?: string;
 }
 
 export async function writeEndpoint(dir: string, e: Endpoint): Promise<void> {

@@ -28,6 +28,8 @@ export interface ModelVersionRecord {
   createdAt: number;
   /** Accuracy on the job's validation set, once measured (the poisoning check). */
   validationAccuracy?: number;
+  /** Mean loss on the job's validation set, measured with the accuracy. */
+  validationLoss?: number;
 }
 
 export type TrainingJobState = 'running' | 'completed' | 'failed';

@@ -1,0 +1,464 @@
+/**
+ * The coordinator's web dashboard, server side (docs/dashboard-api.md is the contract with the
+ * page in dashboard/): a small node:http server on loopback (unless `allowRemote`) that serves
+ * the built page (dist/dashboard/), a read-only JSON API and Server-Sent Events.
+ *
+ * Auth: `GET /login?token=T` trades a single-use login token (coordinator/auth/dashboard-tokens.ts,
+ * minted by `aegis dashboard token` over the operator's mTLS Admin credential) for a session
+ * cookie (`aegis_dashboard`, HttpOnly, SameSite=Strict, 12 h) and redirects to `/`. Every other
+ * path needs that session (cookie or `Authorization: Bearer`); without it: 401 JSON. Only GET
+ * and HEAD (anything else 405); no request body is read.
+ *
+ * What it shows is what secure aggregation allows to be known about a round: job ids, phases,
+ * counts, timings, reason codes, hashes and the coordinator's own validation accuracy/loss of
+ * each model version. Every response is built field by field from the source's values
+ * (`project*` below), so nothing else — no client id, IP, certificate, key, share, vector or
+ * weights — can ride along even if a source handed it over.
+ */
+import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import { realpath, readFile, stat } from 'node:fs/promises';
+import { extname, resolve as resolvePath, sep } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { AegisError, ErrorCode } from '../../shared/errors.js';
+import { DASHBOARD_SESSION_TTL_MS, type DashboardTokens } from '../auth/dashboard-tokens.js';
+import { isLoopbackHost } from './metrics.js';
+
+// ---------------------------------------------------------------------------------------------
+// The API's shapes (docs/dashboard-api.md).
+
+export type DashboardJobState = 'running' | 'completed' | 'failed' | 'cancelled' | 'aborted';
+
+export interface DashboardOverview {
+  coordinator: { startedAt: number; connectedClients: number; enrolledClients: number };
+  registry: { version: number; publishers: number } | null;
+  flags: { poisoningFlaggedRounds: number };
+}
+
+export interface DashboardJobSummary {
+  jobId: string;
+  kind: 'training' | 'plain';
+  state: DashboardJobState;
+  signer: { keyId: string; publisher: string | null } | null;
+  roundsDone: number;
+  rounds: number;
+  roundIndex: number;
+  phase: string;
+  startedAt: number;
+  elapsedMs: number;
+}
+
+export interface DashboardRound {
+  index: number;
+  phase: string;
+  ok: boolean;
+  finished: boolean;
+  startedAt: number;
+  endedAt: number | null;
+  elapsedMs: number;
+  timeline: { phase: string; at: number }[];
+  clientsPerPhase: { phase: string; clients: number; expected: number }[];
+  invited: number;
+  dropouts: number;
+  refused: number;
+  abortReason: string | null;
+  detail: string;
+  poisoningFlagged: boolean;
+}
+
+export interface DashboardModel {
+  version: number;
+  roundIndex: number | null;
+  clients: number;
+  accuracy: number | null;
+  loss: number | null;
+  /** Hex SHA-256 of the weights. */
+  sha256: string;
+}
+
+export interface DashboardTraining {
+  state: string;
+  roundsCompleted: number;
+  roundsAborted: number;
+  flaggedRounds: number[];
+  models: DashboardModel[];
+}
+
+export interface DashboardJobDetail {
+  job: DashboardJobSummary;
+  rounds: DashboardRound[];
+  training: DashboardTraining | null;
+}
+
+/** Where the dashboard's data comes from (the Coordinator; a fake in tests). */
+export interface DashboardSource {
+  overview(): Promise<DashboardOverview>;
+  jobs(): Promise<DashboardJobSummary[]>;
+  /** undefined for an unknown job. */
+  job(jobId: string): Promise<DashboardJobDetail | undefined>;
+}
+
+export interface ServeDashboardOptions {
+  /** Login tokens and sessions. */
+  auth: DashboardTokens;
+  /** Allow a non-loopback listen address; default false. */
+  allowRemote?: boolean;
+  /** The built page (index.html, assets/); default dist/dashboard/ next to the built code. */
+  assetsDir?: string | URL;
+  /** How often SSE checks for changes; default 500 ms. */
+  pollMs?: number;
+  /** SSE keep-alive comment interval; default 15 s. */
+  keepAliveMs?: number;
+  /** Most SSE streams open at once; default 32. */
+  maxStreams?: number;
+}
+
+export interface DashboardServer {
+  /** `host:port` actually bound. */
+  address: string;
+  /** `http://host:port` */
+  url: string;
+  close(): Promise<void>;
+}
+
+export const DASHBOARD_COOKIE = 'aegis_dashboard';
+export const DEFAULT_DASHBOARD_ASSETS = new URL('../../dashboard/', import.meta.url);
+
+const CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'";
+const BASE_HEADERS: Record<string, string> = {
+  'Content-Security-Policy': CSP,
+  'X-Content-Type-Options': 'nosniff',
+  'Referrer-Policy': 'no-referrer',
+  'Cache-Control': 'no-store',
+};
+const CONTENT_TYPES: Record<string, string> = {
+  '.html': 'text/html; charset=utf-8',
+  '.js': 'text/javascript; charset=utf-8',
+  '.css': 'text/css; charset=utf-8',
+  '.svg': 'image/svg+xml',
+  '.png': 'image/png',
+  '.woff2': 'font/woff2',
+  '.json': 'application/json; charset=utf-8',
+};
+const JOB_ID_PATH = /^\/api\/jobs\/([^/]{1,256})$/;
+
+// ---------------------------------------------------------------------------------------------
+// Projection: every response is rebuilt from known fields of known types.
+
+const num = (x: unknown): number => (typeof x === 'number' && Number.isFinite(x) ? x : 0);
+const numOrNull = (x: unknown): number | null => (typeof x === 'number' && Number.isFinite(x) ? x : null);
+const str = (x: unknown, max = 256): string => (typeof x === 'string' ? x.slice(0, max) : '');
+const strOrNull = (x: unknown, max = 256): string | null => (typeof x === 'string' ? x.slice(0, max) : null);
+const HEX64 = /^[0-9a-f]{64}$/;
+
+export function projectOverview(o: DashboardOverview): DashboardOverview {
+  return {
+    coordinator: { startedAt: num(o.coordinator?.startedAt), connectedClients: num(o.coordinator?.connectedClients), enrolledClients: num(o.coordinator?.enrolledClients) },
+    registry: o.registry ? { version: num(o.registry.version), publishers: num(o.registry.publishers) } : null,
+    flags: { poisoningFlaggedRounds: num(o.flags?.poisoningFlaggedRounds) },
+  };
+}
+
+export function projectJob(j: DashboardJobSummary): DashboardJobSummary {
+  return {
+    jobId: str(j.jobId),
+    kind: j.kind === 'training' ? 'training' : 'plain',
+    state: (['running', 'completed', 'failed', 'cancelled', 'aborted'] as const).find((s) => s === j.state) ?? 'running',
+    signer: j.signer ? { keyId: str(j.signer.keyId, 128), publisher: strOrNull(j.signer.publisher, 128) } : null,
+    roundsDone: num(j.roundsDone),
+    rounds: num(j.rounds),
+    roundIndex: num(j.roundIndex),
+    phase: str(j.phase, 64),
+    startedAt: num(j.startedAt),
+    elapsedMs: num(j.elapsedMs),
+  };
+}
+
+function projectRound(r: DashboardRound): DashboardRound {
+  return {
+    index: num(r.index),
+    phase: str(r.phase, 64),
+    ok: r.ok === true,
+    finished: r.finished === true,
+    startedAt: num(r.startedAt),
+    endedAt: numOrNull(r.endedAt),
+    elapsedMs: num(r.elapsedMs),
+    timeline: (r.timeline ?? []).map((t) => ({ phase: str(t.phase, 64), at: num(t.at) })),
+    clientsPerPhase: (r.clientsPerPhase ?? []).map((c) => ({ phase: str(c.phase, 64), clients: num(c.clients), expected: num(c.expected) })),
+    invited: num(r.invited),
+    dropouts: num(r.dropouts),
+    refused: num(r.refused),
+    abortReason: strOrNull(r.abortReason, 64),
+    detail: str(r.detail, 500),
+    poisoningFlagged: r.poisoningFlagged === true,
+  };
+}
+
+export function projectJobDetail(d: DashboardJobDetail): DashboardJobDetail {
+  const t = d.training;
+  return {
+    job: projectJob(d.job),
+    rounds: (d.rounds ?? []).map(projectRound),
+    training: t
+      ? {
+          state: str(t.state, 32),
+          roundsCompleted: num(t.roundsCompleted),
+          roundsAborted: num(t.roundsAborted),
+          flaggedRounds: (t.flaggedRounds ?? []).map(num),
+          models: (t.models ?? []).map((m) => ({
+            version: num(m.version),
+            roundIndex: numOrNull(m.roundIndex),
+            clients: num(m.clients),
+            accuracy: numOrNull(m.accuracy),
+            loss: numOrNull(m.loss),
+            sha256: HEX64.test(m.sha256) ? m.sha256 : '',
+          })),
+        }
+      : null,
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// The server.
+
+function splitHostPort(hp: string): [string, number] {
+  const m = /^(\[[^\]]+\]|[^:[\]]+):(\d{1,5})$/.exec(hp);
+  if (!m) throw new AegisError(ErrorCode.InvalidArgument, `dashboard address must be HOST:PORT, got '${hp.slice(0, 100)}'`);
+  const port = Number(m[2]);
+  if (port > 65535) throw new AegisError(ErrorCode.InvalidArgument, `port out of range in dashboard address '${hp}'`);
+  return [m[1]!.replace(/^\[|\]$/g, ''), port];
+}
+
+function cookieOf(req: IncomingMessage, name: string): string | undefined {
+  const header = req.headers.cookie;
+  if (typeof header !== 'string') return undefined;
+  for (const part of header.split(';')) {
+    const i = part.indexOf('=');
+    if (i > 0 && part.slice(0, i).trim() === name) return part.slice(i + 1).trim();
+  }
+  return undefined;
+}
+
+function sessionOf(req: IncomingMessage): string | undefined {
+  const auth = req.headers.authorization;
+  if (typeof auth === 'string' && auth.startsWith('Bearer ')) return auth.slice(7).trim();
+  return cookieOf(req, DASHBOARD_COOKIE);
+}
+
+function dirPath(dir: string | URL): string {
+  return typeof dir === 'string' ? resolvePath(dir) : fileURLToPath(dir);
+}
+
+/**
+ * Serves the dashboard at `listen` (`HOST:PORT`, IPv6 as `[::1]:PORT`; port 0 picks a free one).
+ * Refuses a non-loopback host unless `opts.allowRemote`.
+ */
+export async function serveDashboard(source: DashboardSource, listen: string, opts: ServeDashboardOptions): Promise<DashboardServer> {
+  const [host, port] = splitHostPort(listen);
+  if (!isLoopbackHost(host) && opts.allowRemote !== true) {
+    throw new AegisError(ErrorCode.InvalidArgument, `dashboard listen address '${listen}' is not loopback; pass --dashboard-allow-remote to expose it beyond this host`);
+  }
+  const auth = opts.auth;
+  const assets = dirPath(opts.assetsDir ?? DEFAULT_DASHBOARD_ASSETS);
+  const pollMs = opts.pollMs ?? 500;
+  const keepAliveMs = opts.keepAliveMs ?? 15_000;
+  const maxStreams = opts.maxStreams ?? 32;
+
+  const send = (res: ServerResponse, status: number, body: string | Buffer, contentType: string, head: boolean, extra: Record<string, string | string[]> = {}): void => {
+    if (res.headersSent || res.destroyed) return;
+    res.writeHead(status, { ...BASE_HEADERS, 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(body), ...extra });
+    res.end(head ? undefined : body);
+  };
+  const json = (res: ServerResponse, status: number, body: unknown, head: boolean, extra: Record<string, string | string[]> = {}): void =>
+    send(res, status, JSON.stringify(body), 'application/json; charset=utf-8', head, extra);
+  const error = (res: ServerResponse, status: number, code: string, message: string, head: boolean, extra: Record<string, string | string[]> = {}): void =>
+    json(res, status, { error: { code, message } }, head, extra);
+
+  /** A file under the assets folder, or undefined (missing, outside, not a regular file, unknown type). */
+  const assetFile = async (urlPath: string): Promise<{ body: Buffer; type: string } | undefined> => {
+    const rel = urlPath === '/' ? 'index.html' : urlPath.slice(1);
+    const type = CONTENT_TYPES[extname(rel).toLowerCase()];
+    if (!type) return undefined;
+    const root = await realpath(assets).catch(() => undefined);
+    if (root === undefined) return undefined;
+    const real = await realpath(resolvePath(root, rel)).catch(() => undefined);
+    if (real === undefined || !real.startsWith(root + sep)) return undefined;
+    const st = await stat(real).catch(() => undefined);
+    if (!st?.isFile()) return undefined;
+    return { body: await readFile(real), type };
+  };
+
+  // ----- SSE: one poller for every open stream.
+  interface Stream {
+    res: ServerResponse;
+    session: string;
+    last: { jobs?: string; overview?: string; jobsById: Map<string, string> };
+  }
+  const streams = new Set<Stream>();
+  let poller: NodeJS.Timeout | undefined;
+  let keepAlive: NodeJS.Timeout | undefined;
+  let polling = false;
+
+  const snapshot = async (): Promise<{ jobs: string; overview: string; details: Map<string, string> }> => {
+    const jobs = (await source.jobs()).map(projectJob);
+    const overview = JSON.stringify(projectOverview(await source.overview()));
+    const details = new Map<string, string>();
+    for (const j of jobs) {
+      const d = await source.job(j.jobId);
+      if (d) details.set(j.jobId, JSON.stringify(projectJobDetail(d)));
+    }
+    return { jobs: JSON.stringify({ jobs }), overview, details };
+  };
+  const push = (s: Stream, snap: { jobs: string; overview: string; details: Map<string, string> }): void => {
+    if (s.res.destroyed) return;
+    let out = '';
+    if (s.last.jobs !== snap.jobs) out += `event: jobs\ndata: ${snap.jobs}\n\n`;
+    for (const [id, d] of snap.details) if (s.last.jobsById.get(id) !== d) out += `event: job\ndata: ${d}\n\n`;
+    if (s.last.overview !== snap.overview) out += `event: overview\ndata: ${snap.overview}\n\n`;
+    s.last = { jobs: snap.jobs, overview: snap.overview, jobsById: new Map(snap.details) };
+    if (out) s.res.write(out);
+  };
+  const endStream = (s: Stream): void => {
+    streams.delete(s);
+    if (!s.res.destroyed) s.res.end();
+    if (streams.size === 0) {
+      clearInterval(poller);
+      clearInterval(keepAlive);
+      poller = keepAlive = undefined;
+    }
+  };
+  const tick = async (): Promise<void> => {
+    if (polling || streams.size === 0) return;
+    polling = true;
+    try {
+      // A stream whose session ended (expired, pruned) is closed.
+      for (const s of streams) if (!auth.validSession(s.session)) endStream(s);
+      if (streams.size === 0) return;
+      const snap = await snapshot();
+      for (const s of streams) push(s, snap);
+    } catch {
+      // The next tick tries again; nothing from the error goes to the page.
+    } finally {
+      polling = false;
+    }
+  };
+  const openStream = async (req: IncomingMessage, res: ServerResponse, session: string): Promise<void> => {
+    if (streams.size >= maxStreams) return error(res, 503, ErrorCode.Unavailable, 'too many live streams', false, { 'Retry-After': '5' });
+    const snap = await snapshot();
+    res.writeHead(200, { ...BASE_HEADERS, 'Content-Type': 'text/event-stream; charset=utf-8', Connection: 'keep-alive', 'X-Accel-Buffering': 'no' });
+    res.write(`retry: 2000\n\n`);
+    const s: Stream = { res, session, last: { jobsById: new Map() } };
+    streams.add(s);
+    push(s, snap);
+    req.on('close', () => endStream(s));
+    res.on('close', () => endStream(s));
+    poller ??= setInterval(() => void tick(), pollMs);
+    keepAlive ??= setInterval(() => {
+      for (const x of streams) if (!x.res.destroyed) x.res.write(': keep-alive\n\n');
+    }, keepAliveMs);
+  };
+
+  // ----- Routes.
+  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    const method = req.method ?? '';
+    const head = method === 'HEAD';
+    if (method !== 'GET' && !head) return error(res, 405, 'method-not-allowed', 'only GET and HEAD', false, { Allow: 'GET, HEAD' });
+    const raw = req.url ?? '/';
+    const q = raw.indexOf('?');
+    const rawPath = q < 0 ? raw : raw.slice(0, q);
+    let path: string;
+    try {
+      path = decodeURIComponent(rawPath);
+    } catch {
+      return error(res, 400, ErrorCode.InvalidArgument, 'bad path', head);
+    }
+
+    if (path === '/login') {
+      // HEAD never spends a token.
+      const token = head ? undefined : new URLSearchParams(q < 0 ? '' : raw.slice(q + 1)).get('token');
+      const s = token ? auth.redeem(token) : undefined;
+      if (!s) return error(res, 401, ErrorCode.Unauthenticated, 'this login link is not valid (unknown, used or expired): get a new one with `aegis dashboard token`', head);
+      const maxAge = Math.floor(DASHBOARD_SESSION_TTL_MS / 1000);
+      res.writeHead(303, {
+        ...BASE_HEADERS,
+        Location: '/',
+        'Set-Cookie': `${DASHBOARD_COOKIE}=${s.session}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${maxAge}`,
+        'Content-Length': 0,
+      });
+      res.end();
+      return;
+    }
+
+    const session = sessionOf(req);
+    if (!auth.validSession(session)) return error(res, 401, ErrorCode.Unauthenticated, 'sign in with a link from `aegis dashboard token`', head);
+
+    if (path === '/api/overview') return json(res, 200, projectOverview(await source.overview()), head);
+    if (path === '/api/jobs') return json(res, 200, { jobs: (await source.jobs()).map(projectJob) }, head);
+    const m = JOB_ID_PATH.exec(path);
+    if (m) {
+      const d = await source.job(m[1]!);
+      if (!d) return error(res, 404, ErrorCode.NotFound, 'no such job', head);
+      return json(res, 200, projectJobDetail(d), head);
+    }
+    if (path === '/api/events') {
+      if (head) return send(res, 200, '', 'text/event-stream; charset=utf-8', true);
+      return openStream(req, res, session!);
+    }
+    if (path.startsWith('/api/')) return error(res, 404, ErrorCode.NotFound, 'no such API', head);
+
+    // Static files: refuse anything with a dot-dot segment, a backslash or a NUL before touching the disk.
+    if (path.includes('\0') || path.includes('\\') || path.split('/').some((seg) => seg === '..' || seg === '.')) {
+      return error(res, 400, ErrorCode.InvalidArgument, 'bad path', head);
+    }
+    if (path === '/' || path === '/index.html') {
+      const f = await assetFile('/');
+      if (!f) {
+        const page = '<!doctype html><meta charset="utf-8"><title>Aegis dashboard unavailable</title><h1>Dashboard not built</h1><p>The dashboard page is not built on this host (run <code>npm run build</code>). The JSON API under /api/ works.</p>\n';
+        return send(res, 503, page, 'text/html; charset=utf-8', head);
+      }
+      return send(res, 200, f.body, f.type, head);
+    }
+    const f = await assetFile(path);
+    if (!f) return error(res, 404, ErrorCode.NotFound, 'not found', head);
+    return send(res, 200, f.body, f.type, head);
+  };
+
+  const server = createServer({ requestTimeout: 10_000, headersTimeout: 5_000, maxHeaderSize: 8 * 1024 }, (req, res) => {
+    req.on('error', () => undefined);
+    res.on('error', () => undefined);
+    handle(req, res).catch(() => {
+      try {
+        error(res, 500, 'internal', 'dashboard data unavailable', req.method === 'HEAD');
+      } catch {
+        res.destroy();
+      }
+    });
+  });
+  // SSE streams outlive the request timeout.
+  server.requestTimeout = 0;
+  server.on('clientError', (_err, socket) => socket.destroy());
+
+  await new Promise<void>((resolve, reject) => {
+    const onError = (err: Error): void => reject(new AegisError(ErrorCode.Unavailable, `cannot listen on ${listen} for the dashboard: ${err.message}`));
+    server.once('error', onError);
+    server.listen(port, host, () => {
+      server.off('error', onError);
+      resolve();
+    });
+  });
+  server.on('error', () => undefined);
+
+  const bound = server.address();
+  const boundPort = typeof bound === 'object' && bound !== null ? bound.port : port;
+  const address = `${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
+  let closed: Promise<void> | undefined;
+  return {
+    address,
+    url: `http://${address}`,
+    close: () =>
+      (closed ??= new Promise<void>((resolve) => {
+        for (const s of [...streams]) endStream(s);
+        server.close(() => resolve());
+        server.closeAllConnections();
+      })),
+  };
+}
