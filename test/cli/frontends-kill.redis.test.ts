@@ -63,9 +63,15 @@ describe('a front end killed with SIGKILL mid-round', () => {
     // input is lost with the front end's partial sum (and so is any other it had recorded): those
     // clients count as dropouts. Classic SecAgg with t = 5 of 10 survives losing all five.
     if (phase === 'masked-taken') {
-      expect(d.ok).toBe(true);
-      expect(d.survivors).toBeLessThan(10);
       expect(d.sets.u2).toBe(10);
+      if (d.ok) {
+        expect(d.survivors).toBeLessThan(10);
+      } else {
+        // Under load a survivor on the other front end can also miss the masked-input deadline;
+        // the round may then abort, typed, only because fewer than t = 5 inputs remained.
+        expect({ reason: d.reason, u3: d.sets.u3 ?? 0 }).toEqual({ reason: 'too-few-clients', u3: expect.any(Number) });
+        expect(d.sets.u3 ?? 0).toBeLessThan(5);
+      }
     } else {
       expect(d).toMatchObject({ ok: true, exact: true, survivors: 10 });
     }
