@@ -15,13 +15,13 @@
  * (`project*` below), so nothing else — no client id, IP, certificate, key, share, vector or
  * weights — can ride along even if a source handed it over.
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { realpath, readFile, stat } from 'node:fs/promises';
 import { extname, resolve as resolvePath, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { AegisError, ErrorCode } from '../../shared/errors.js';
+import { ErrorCode } from '../../shared/errors.js';
 import { DASHBOARD_SESSION_TTL_MS, type DashboardTokens } from '../auth/dashboard-tokens.js';
-import { isLoopbackHost } from './metrics.js';
+import { listenLocalHttp } from './http-listen.js';
 
 // ---------------------------------------------------------------------------------------------
 // The API's shapes (docs/dashboard-api.md).
@@ -220,14 +220,6 @@ export function projectJobDetail(d: DashboardJobDetail): DashboardJobDetail {
 // ---------------------------------------------------------------------------------------------
 // The server.
 
-function splitHostPort(hp: string): [string, number] {
-  const m = /^(\[[^\]]+\]|[^:[\]]+):(\d{1,5})$/.exec(hp);
-  if (!m) throw new AegisError(ErrorCode.InvalidArgument, `dashboard address must be HOST:PORT, got '${hp.slice(0, 100)}'`);
-  const port = Number(m[2]);
-  if (port > 65535) throw new AegisError(ErrorCode.InvalidArgument, `port out of range in dashboard address '${hp}'`);
-  return [m[1]!.replace(/^\[|\]$/g, ''), port];
-}
-
 function cookieOf(req: IncomingMessage, name: string): string | undefined {
   const header = req.headers.cookie;
   if (typeof header !== 'string') return undefined;
@@ -253,10 +245,6 @@ function dirPath(dir: string | URL): string {
  * Refuses a non-loopback host unless `opts.allowRemote`.
  */
 export async function serveDashboard(source: DashboardSource, listen: string, opts: ServeDashboardOptions): Promise<DashboardServer> {
-  const [host, port] = splitHostPort(listen);
-  if (!isLoopbackHost(host) && opts.allowRemote !== true) {
-    throw new AegisError(ErrorCode.InvalidArgument, `dashboard listen address '${listen}' is not loopback; pass --dashboard-allow-remote to expose it beyond this host`);
-  }
   const auth = opts.auth;
   const assets = dirPath(opts.assetsDir ?? DEFAULT_DASHBOARD_ASSETS);
   const pollMs = opts.pollMs ?? 500;
@@ -422,43 +410,14 @@ export async function serveDashboard(source: DashboardSource, listen: string, op
     return send(res, 200, f.body, f.type, head);
   };
 
-  const server = createServer({ requestTimeout: 10_000, headersTimeout: 5_000, maxHeaderSize: 8 * 1024 }, (req, res) => {
-    req.on('error', () => undefined);
-    res.on('error', () => undefined);
-    handle(req, res).catch(() => {
-      try {
-        error(res, 500, 'internal', 'dashboard data unavailable', req.method === 'HEAD');
-      } catch {
-        res.destroy();
-      }
-    });
+  const s = await listenLocalHttp(listen, 'dashboard', handle, (req, res) => error(res, 500, 'internal', 'dashboard data unavailable', req.method === 'HEAD'), {
+    ...(opts.allowRemote === undefined ? {} : { allowRemote: opts.allowRemote }),
+    remoteHint: 'pass --dashboard-allow-remote to expose it beyond this host',
+    // SSE streams outlive any request timeout.
+    requestTimeoutMs: 0,
+    beforeClose: () => {
+      for (const x of [...streams]) endStream(x);
+    },
   });
-  // SSE streams outlive the request timeout.
-  server.requestTimeout = 0;
-  server.on('clientError', (_err, socket) => socket.destroy());
-
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error): void => reject(new AegisError(ErrorCode.Unavailable, `cannot listen on ${listen} for the dashboard: ${err.message}`));
-    server.once('error', onError);
-    server.listen(port, host, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
-  server.on('error', () => undefined);
-
-  const bound = server.address();
-  const boundPort = typeof bound === 'object' && bound !== null ? bound.port : port;
-  const address = `${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
-  let closed: Promise<void> | undefined;
-  return {
-    address,
-    url: `http://${address}`,
-    close: () =>
-      (closed ??= new Promise<void>((resolve) => {
-        for (const s of [...streams]) endStream(s);
-        server.close(() => resolve());
-        server.closeAllConnections();
-      })),
-  };
+  return { address: s.address, url: `http://${s.address}`, close: s.close };
 }

@@ -48,11 +48,12 @@
  * request body, answers only `GET`/`HEAD /metrics` (everything else is a 404), and never lets an
  * error escape into the process.
  */
-import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { isIP } from 'node:net';
+import type { IncomingMessage, ServerResponse } from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
-import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
+import { isLoopbackHost, listenLocalHttp } from './http-listen.js';
+
+export { isLoopbackHost };
 
 /** The value every label takes when the caller's value is not in its vocabulary. */
 export const OTHER = 'other';
@@ -343,37 +344,12 @@ export interface MetricsServer {
   close(): Promise<void>;
 }
 
-function splitHostPort(hp: string): [string, number] {
-  const m = /^(\[[^\]]+\]|[^:[\]]+):(\d{1,5})$/.exec(hp);
-  if (!m) throw new AegisError(ErrorCode.InvalidArgument, `metrics address must be HOST:PORT, got '${hp}'`);
-  const port = Number(m[2]);
-  if (port > 65535) throw new AegisError(ErrorCode.InvalidArgument, `port out of range in metrics address '${hp}'`);
-  return [m[1]!.replace(/^\[|\]$/g, ''), port];
-}
-
-/** localhost, 127.0.0.0/8, ::1 and ::ffff:127.x.y.z. */
-export function isLoopbackHost(host: string): boolean {
-  const h = host.toLowerCase();
-  if (h === 'localhost') return true;
-  if (isIP(h) === 4) return h.startsWith('127.');
-  if (isIP(h) !== 6) return false;
-  // The URL parser writes IPv6 in its canonical compressed form (0:0:0:0:0:0:0:1 -> ::1,
-  // ::ffff:127.0.0.1 -> ::ffff:7f00:1).
-  const canonical = new URL(`http://[${h}]/`).hostname.slice(1, -1);
-  return canonical === '::1' || /^::ffff:7f[0-9a-f]{2}:[0-9a-f]{1,4}$/.test(canonical);
-}
-
 /**
  * Serves `metrics` on `GET /metrics` at `listen` (`HOST:PORT`, IPv6 as `[::1]:PORT`; port 0 picks
  * a free one). Refuses a non-loopback host unless `opts.allowRemote`. Any other path or method
  * is a 404; no request body is read.
  */
 export async function serveMetrics(metrics: MetricsSource, listen: string, opts: ServeMetricsOptions = {}): Promise<MetricsServer> {
-  const [host, port] = splitHostPort(listen);
-  if (!isLoopbackHost(host) && opts.allowRemote !== true) {
-    throw new AegisError(ErrorCode.InvalidArgument, `metrics listen address '${listen}' is not loopback; pass allowRemote to expose metrics beyond this host`);
-  }
-
   const reply = (res: ServerResponse, status: number, body: string, contentType = 'text/plain; charset=utf-8', head = false): void => {
     if (res.headersSent || res.destroyed) return;
     res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
@@ -388,40 +364,9 @@ export async function serveMetrics(metrics: MetricsSource, listen: string, opts:
     reply(res, 200, text, metrics.contentType, head);
   };
 
-  const server = createServer({ requestTimeout: 10_000, headersTimeout: 5_000, maxHeaderSize: 8 * 1024 }, (req, res) => {
-    req.on('error', () => undefined);
-    res.on('error', () => undefined);
-    handle(req, res).catch(() => {
-      try {
-        reply(res, 500, 'metrics unavailable\n');
-      } catch {
-        res.destroy();
-      }
-    });
+  const s = await listenLocalHttp(listen, 'metrics', handle, (_req, res) => reply(res, 500, 'metrics unavailable\n'), {
+    ...(opts.allowRemote === undefined ? {} : { allowRemote: opts.allowRemote }),
+    remoteHint: 'pass allowRemote to expose metrics beyond this host',
   });
-  server.on('clientError', (_err, socket) => socket.destroy());
-
-  await new Promise<void>((resolve, reject) => {
-    const onError = (err: Error): void => reject(new AegisError(ErrorCode.Unavailable, `cannot listen on ${listen} for metrics: ${err.message}`));
-    server.once('error', onError);
-    server.listen(port, host, () => {
-      server.off('error', onError);
-      resolve();
-    });
-  });
-  // After listening, an error must not crash the process (no 'error' listener would throw).
-  server.on('error', () => undefined);
-
-  const bound = server.address();
-  const boundPort = typeof bound === 'object' && bound !== null ? bound.port : port;
-  const address = `${host.includes(':') ? `[${host}]` : host}:${boundPort}`;
-  let closed: Promise<void> | undefined;
-  return {
-    address,
-    close: () =>
-      (closed ??= new Promise<void>((resolve) => {
-        server.close(() => resolve());
-        server.closeAllConnections();
-      })),
-  };
+  return { address: s.address, close: s.close };
 }
