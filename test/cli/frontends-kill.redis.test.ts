@@ -67,10 +67,10 @@ describe('a front end killed with SIGKILL mid-round', () => {
       if (d.ok) {
         expect(d.survivors).toBeLessThan(10);
       } else {
-        // Under load a survivor on the other front end can also miss the masked-input deadline;
-        // the round may then abort, typed, only because fewer than t = 5 inputs remained.
-        expect({ reason: d.reason, u3: d.sets.u3 ?? 0 }).toEqual({ reason: 'too-few-clients', u3: expect.any(Number) });
-        expect(d.sets.u3 ?? 0).toBeLessThan(5);
+        // Losing up to five inputs can leave U3 at t = 5 exactly; a survivor that then misses a
+        // later deadline under load (seen in full parallel runs) leaves too few inputs or share
+        // holders, and the round aborts for that reason, typed. Any other reason fails here.
+        expect({ reason: d.reason, detail: d.detail }).toEqual({ reason: expect.stringMatching(/^(too-few-clients|insufficient-shares)$/), detail: expect.any(String) });
       }
     } else {
       expect(d).toMatchObject({ ok: true, exact: true, survivors: 10 });
