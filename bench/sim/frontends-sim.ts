@@ -27,13 +27,12 @@ import { SharedRounds } from '../../coordinator/service/shared-rounds.js';
 import type { RoundOutcome } from '../../coordinator/service/round-host.js';
 import { enrollWithToken } from '../../client/agent/connection.js';
 import { createIdentity } from '../../client/enroll/csr.js';
-import type { JobManifestInput } from '../../shared/protocol/manifest.js';
 import { validateRoundParams, type RoundParams } from '../../shared/protocol/params.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { DROP_PHASES } from './client-host.js';
 import type { FrontEndReply, FrontEndRequest } from './frontend-worker.js';
 import type { GrpcWorkerClient, GrpcWorkerStats } from './grpc-worker.js';
-import { IpcChild, startClientProcess, type ClientProcess, mapLimit, simulationDeadlines, syntheticTruth, waitUntil } from './grpc-sim.js';
+import { IpcChild, startClientProcess, type ClientProcess, mapLimit, simulationDeadlines, simulationManifest, syntheticTruth, waitUntil } from './grpc-sim.js';
 import { resultBase } from './result.js';
 import { dropSchedule, type SimulateOptions, type SimulateResult } from './simulate.js';
 
@@ -153,21 +152,11 @@ export async function simulateFrontends(opts: FrontendsOptions): Promise<Simulat
       clearInterval(poll);
     }
     const setupMs = performance.now() - tSetup;
-    const now = Date.now();
-    const manifest: JobManifestInput = {
-      version: 1,
-      jobId: JOB_ID,
-      rounds: 1,
-      round: { dim: params.dim, cohort: n, neighbors: params.neighbors, threshold: params.threshold, clip: params.clip, bits: params.bits },
-      deadlines,
-      issuedAt: new Date(now - 60_000).toISOString(),
-      expiresAt: new Date(now + 24 * 3_600_000).toISOString(),
-    };
     const t0 = performance.now();
     // The round is launched on the last front end: with --kill-frontend-at, the one killed is
     // the one that started the round (nothing about a round belongs to its launcher).
     const launcher = fes[F - 1]!;
-    await launcher.request({ op: 'launch', manifestJson: new TextEncoder().encode(JSON.stringify(manifest)), gatherMs: 10_000 }).catch((err: unknown) => {
+    await launcher.request({ op: 'launch', manifestJson: simulationManifest(params, n, deadlines), gatherMs: 10_000 }).catch((err: unknown) => {
       if (!launcher.exited) throw err;
     });
     let host: Awaited<ReturnType<SharedRounds['host']>> | undefined;

@@ -80,6 +80,21 @@ export interface PhaseDeadlinesMs {
  * client, and the masked-input phase adds the keystream the clients generate (k + 2 vectors of
  * m + 1 words each) at a pessimistic 0.25 GB/s per client process, capped by the cores.
  */
+/** The simulated round's job manifest (JSON bytes): one round of `params` over `n` clients. */
+export function simulationManifest(params: RoundParams, n: number, deadlines: PhaseDeadlinesMs): Uint8Array {
+  const now = Date.now();
+  const manifest: JobManifestInput = {
+    version: 1,
+    jobId: JOB_ID,
+    rounds: 1,
+    round: { dim: params.dim, cohort: n, neighbors: params.neighbors, threshold: params.threshold, clip: params.clip, bits: params.bits },
+    deadlines,
+    issuedAt: new Date(now - 60_000).toISOString(),
+    expiresAt: new Date(now + 24 * 3_600_000).toISOString(),
+  };
+  return new TextEncoder().encode(JSON.stringify(manifest));
+}
+
 export function simulationDeadlines(p: RoundParams, processes: number, fixedMs?: number): PhaseDeadlinesMs {
   if (fixedMs !== undefined) return { advertiseMs: fixedMs, shareMs: fixedMs, maskedMs: fixedMs, consistencyMs: fixedMs, unmaskMs: fixedMs };
   const parallel = Math.max(1, Math.min(processes, cpus().length));
@@ -222,18 +237,8 @@ export async function simulateGrpc(opts: SimulateOptions): Promise<SimulateResul
         `${workers} client processes (${uploadsInFlight || 'unlimited'} upload${uploadsInFlight === 1 ? '' : 's'} in flight each); setup ${setupMs.toFixed(0)} ms; phase deadlines ${deadlines.advertiseMs}/${deadlines.shareMs}/${deadlines.maskedMs}/${deadlines.consistencyMs}/${deadlines.unmaskMs} ms`,
     );
 
-    const now = Date.now();
-    const manifest: JobManifestInput = {
-      version: 1,
-      jobId: JOB_ID,
-      rounds: 1,
-      round: { dim: params.dim, cohort: n, neighbors: params.neighbors, threshold: params.threshold, clip: params.clip, bits: params.bits },
-      deadlines,
-      issuedAt: new Date(now - 60_000).toISOString(),
-      expiresAt: new Date(now + 24 * 3_600_000).toISOString(),
-    };
     const t0 = performance.now();
-    await coordinator.launch(new TextEncoder().encode(JSON.stringify(manifest)), { gatherMs: 10_000 });
+    await coordinator.launch(simulationManifest(params, n, deadlines), { gatherMs: 10_000 });
 
     // Follow the phases (for progress and the unmasking time) until the outcome.
     let settled: RoundOutcome | undefined;
