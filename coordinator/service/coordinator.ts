@@ -1643,7 +1643,7 @@ export class Coordinator {
     if (this.dashboard) throw new AegisError(ErrorCode.AlreadyExists, 'the dashboard runs already');
     const auth = new DashboardTokens({ clock: this.clock });
     const server = await serveDashboard(
-      { overview: () => this.dashboardOverview(), jobs: () => this.dashboardJobs(), job: (id) => this.dashboardJob(id) },
+      { overview: () => this.dashboardOverview(), jobs: () => this.dashboardJobs(), job: (id, summary) => this.dashboardJob(id, summary) },
       listen,
       { ...opts, auth },
     );
@@ -1715,8 +1715,8 @@ export class Coordinator {
   }
 
   /** One job with its rounds (phase, counts, timeline) and, for training, its model history; undefined if unknown. */
-  async dashboardJob(jobId: string): Promise<DashboardJobDetail | undefined> {
-    const summary = (await this.dashboardJobs()).find((j) => j.jobId === jobId);
+  async dashboardJob(jobId: string, known?: DashboardJobSummary): Promise<DashboardJobDetail | undefined> {
+    const summary = known ?? (await this.dashboardJobs()).find((j) => j.jobId === jobId);
     if (!summary) return undefined;
     const job = this.jobs.get(jobId);
     const t = job?.training;

@@ -94,7 +94,8 @@ export interface DashboardSource {
   overview(): Promise<DashboardOverview>;
   jobs(): Promise<DashboardJobSummary[]>;
   /** undefined for an unknown job. */
-  job(jobId: string): Promise<DashboardJobDetail | undefined>;
+  /** `summary`: the job's entry from `jobs()` when the caller has it (spares listing every job again). */
+  job(jobId: string, summary?: DashboardJobSummary): Promise<DashboardJobDetail | undefined>;
 }
 
 export interface ServeDashboardOptions {
@@ -291,7 +292,7 @@ export async function serveDashboard(source: DashboardSource, listen: string, op
     const overview = JSON.stringify(projectOverview(await source.overview()));
     const details = new Map<string, string>();
     for (const j of jobs) {
-      const d = await source.job(j.jobId);
+      const d = await source.job(j.jobId, j);
       if (d) details.set(j.jobId, JSON.stringify(projectJobDetail(d)));
     }
     return { jobs: JSON.stringify({ jobs }), overview, details };
