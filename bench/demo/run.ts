@@ -26,7 +26,7 @@ import { createCa } from '../../coordinator/auth/ca.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
 import { Registry } from '../../coordinator/service/data-dir.js';
-import { weightBytes } from '../../coordinator/service/training.js';
+import { weightBytes } from '../../coordinator/jobs/training.js';
 import { enrollWithToken } from '../../client/agent/connection.js';
 import { createIdentity } from '../../client/enroll/csr.js';
 import { evaluateModel } from '../../client/trainer/index.js';

@@ -89,3 +89,32 @@ export class Mailbox<T> {
     w?.();
   }
 }
+
+/** Every client's mailbox, made on first use: the one owner of what waits to be sent to whom. */
+export class Mailboxes<T> {
+  private readonly boxes = new Map<string, Mailbox<T>>();
+
+  of(clientId: string): Mailbox<T> {
+    let mb = this.boxes.get(clientId);
+    if (!mb) this.boxes.set(clientId, (mb = new Mailbox()));
+    return mb;
+  }
+
+  push(clientId: string, m: T): void {
+    this.of(clientId).push(m);
+  }
+
+  /** Client ids with a stream attached. */
+  attached(): string[] {
+    return [...this.boxes.entries()].filter(([, mb]) => mb.attached).map(([id]) => id);
+  }
+
+  /** Ends this client's stream with `err`, if it has a mailbox. */
+  close(clientId: string, err: Error): void {
+    this.boxes.get(clientId)?.close(err);
+  }
+
+  closeAll(err: Error): void {
+    for (const mb of this.boxes.values()) mb.close(err);
+  }
+}

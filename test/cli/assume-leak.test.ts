@@ -20,7 +20,7 @@ import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { splitDigits } from '../../bench/demo/mnist.js';
 import { SqliteDataStore } from '../../client/store/sqlite.js';
-import { weightBytes } from '../../coordinator/service/training.js';
+import { weightBytes } from '../../coordinator/jobs/training.js';
 import { parseSealedHeader } from '../../shared/keystore/envelope.js';
 import { PassphraseKek } from '../../shared/keystore/kek-passphrase.js';
 import { readKeyfile } from '../../shared/keystore/passphrase-keyfile.js';

@@ -11,7 +11,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { splitDigits } from '../../bench/demo/mnist.js';
-import { weightBytes } from '../../coordinator/service/training.js';
+import { weightBytes } from '../../coordinator/jobs/training.js';
 import { DIGITS_TRAINING, digitsModel } from '../../shared/model/digits.js';
 import { loadTf, loadTfjsModel, weightsSha256 } from '../../shared/model/tfjs.js';
 import { waitFor } from '../support/cluster.js';

@@ -2,7 +2,7 @@
 import { describe, expect, it } from '@jest/globals';
 import { createHash } from 'node:crypto';
 import { manifestOfRoundStart, verifiedModel } from '../../client/agent/training-round.js';
-import { weightBytes } from '../../coordinator/service/training.js';
+import { weightBytes } from '../../coordinator/jobs/training.js';
 import { isTrainingManifest, parseManifest, type TrainingManifest } from '../../shared/protocol/manifest.js';
 import type { RoundStart } from '../../shared/protocol/messages.js';
 import { manifest } from '../support/cluster.js';

@@ -7,7 +7,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import type { Coordinator } from '../../coordinator/service/coordinator.js';
-import { ModelStore, weightBytes } from '../../coordinator/service/training.js';
+import { ModelStore, weightBytes } from '../../coordinator/jobs/training.js';
 import { AuditBook } from '../../client/audit/audit.js';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';

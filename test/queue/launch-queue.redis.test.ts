@@ -60,14 +60,14 @@ describe('launches through the queue', () => {
     const runners = startRunners(c, clients, 4);
     closers.push(() => runners.forEach((r) => r.stop()));
     const task: LaunchTask = { jobId: 'twice', roundIndex: 0, manifestJson: manifest({ jobId: 'twice', round: { dim: 4, cohort: 3 } }), gatherMs: 10_000, attempt: 1 };
-    const run = (c as unknown as { runQueuedLaunch: (t: LaunchTask) => Promise<{ ok: boolean }> }).runQueuedLaunch.bind(c);
+    const run = (t: LaunchTask) => c.jobs.runQueuedLaunch(t);
     const a = run(task);
     await new Promise((r) => setTimeout(r, 300)); // the first delivery has started the round
     const [ra, rb] = await Promise.all([a, run({ ...task, attempt: 2 })]);
     expect(ra).toEqual(rb);
     expect(ra.ok).toBe(true);
     expect(c.listJobs().find((j) => j.jobId === 'twice')?.roundsDone).toBe(1);
-    expect((c as unknown as { jobs: Map<string, { rounds: unknown[] }> }).jobs.get('twice')!.rounds).toHaveLength(1);
+    expect(c.jobs.get('twice')!.rounds).toHaveLength(1);
   }, 60_000);
 
   test('a training job is launched once: a second launch of its id is already-exists', async () => {

@@ -12,7 +12,7 @@ import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DashboardTokens } from '../../coordinator/auth/dashboard-tokens.js';
 import { serveDashboard, type DashboardJobDetail, type DashboardServer, type DashboardSource } from '../../coordinator/service/dashboard.js';
-import { weightBytes } from '../../coordinator/service/training.js';
+import { weightBytes } from '../../coordinator/jobs/training.js';
 import type { Coordinator } from '../../coordinator/service/coordinator.js';
 import type { ClientRunner } from '../../client/agent/connection.js';
 import type { TrainingRound } from '../../client/agent/training-round.js';

@@ -4,7 +4,7 @@ import { createHash } from 'node:crypto';
 import { mkdtemp, readFile, readdir, stat } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { applyWeightedMean, ModelStore, weightBytes, weightsOf } from '../../coordinator/service/training.js';
+import { applyWeightedMean, ModelStore, weightBytes, weightsOf } from '../../coordinator/jobs/training.js';
 import { codeOf } from '../support/codes.js';
 
 describe('weight bytes', () => {

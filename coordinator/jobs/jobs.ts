@@ -1,0 +1,494 @@
+/**
+ * The jobs: the one owner of every job this coordinator runs or follows and of their rounds —
+ * launching (here or through the launch queue), starting rounds, routing clients' messages to
+ * the round they belong to, delivering rounds' messages to the cohort, the training loop,
+ * cancellation, and retention of finished rounds. Status and listings across front ends are in
+ * ./front-ends.ts, the reports themselves in ./views.ts.
+ */
+import { fromBinary } from '@bufbuild/protobuf';
+import type { Logger } from 'pino';
+import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
+import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
+import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
+import { isTrainingManifest, parseManifest } from '../../shared/protocol/manifest.js';
+import type { ClientMessage, ServerEvent, ServerMessage } from '../../shared/protocol/messages.js';
+import { sameRound } from '../../shared/protocol/session.js';
+import { Phase } from '../../shared/protocol/vocabulary.js';
+import { fromEventEnvelope, toEventEnvelope } from '../../shared/rpc/convert.js';
+import type { ClientRegistry } from '../clients/client-registry.js';
+import type { LaunchTask } from '../queue/launch-queue.js';
+import type { SharedRoundInfo } from '../queue/round-store.js';
+import { GroupedRoundHost, type RoundHostLike } from '../service/grouped-host.js';
+import type { Mailboxes } from '../service/mailbox.js';
+import { DEFAULT_ROUND_RETENTION_MS, RetiredHost, withoutClients } from '../service/retention.js';
+import type { RoundOutcome } from '../service/round-host.js';
+import { UploadGate } from '../service/upload-gate.js';
+import { verifiedManifestBytes } from './manifest-check.js';
+import { DEFAULT_UPLOAD_BUDGET_BYTES, openRound } from './round-start.js';
+import { advanceTraining, announcedAfterValidation, measureModel } from './training-loop.js';
+import { ModelStore, newTrainingProgress, sha256, weightsOf, type ModelVersionRecord } from './training.js';
+import { newJob, type Job, type JobsOptions, type LaunchResult, type RoundRecord } from './types.js';
+import { jobStateOf, phaseOfRound, roundOf, JOB_STATE_NAMES } from './views.js';
+
+/** A shared round another front end started, followed by this one. */
+type RemoteRound = RoundRecord & { jobId: string };
+
+export class Jobs {
+  private readonly jobs = new Map<string, Job>();
+  /** Shared rounds another front end started, that this one serves too (with `sharedRounds`). */
+  private readonly remoteRounds = new Map<string, RemoteRound>();
+  /** Training jobs an operator cancelled, with when. */
+  private readonly cancelledJobs = new Map<string, number>();
+  private readonly opts: JobsOptions;
+  private readonly clients: ClientRegistry;
+  private readonly mailboxes: Mailboxes<pb.ServerEnvelope>;
+  private readonly connectedClients: () => string[];
+  private readonly clock: () => number;
+  private readonly log: Logger | undefined;
+  private closing = false;
+  /** Called when a round of this process ends (the job directory publishes then). */
+  onRoundEnded: () => void = () => undefined;
+
+  constructor(opts: JobsOptions, deps: { clients: ClientRegistry; mailboxes: Mailboxes<pb.ServerEnvelope>; connectedClients: () => string[]; clock: () => number }) {
+    this.opts = opts;
+    this.clients = deps.clients;
+    this.mailboxes = deps.mailboxes;
+    this.connectedClients = deps.connectedClients;
+    this.clock = deps.clock;
+    this.log = opts.log;
+    const shared = opts.sharedRounds;
+    if (shared) {
+      shared.onNewRound = (info) =>
+        void this.attachRemoteRound(info).catch((err: unknown) => this.log?.warn({ job: info.jobId, round: info.index, code: isAegisError(err) ? err.code : 'internal' }, 'could not follow a shared round'));
+    }
+  }
+
+  /** A job of this process, if any. */
+  get(jobId: string): Job | undefined {
+    return this.jobs.get(jobId);
+  }
+
+  /** Every job of this process, oldest first. */
+  all(): Job[] {
+    return [...this.jobs.values()];
+  }
+
+  /** True once an operator cancelled this training job. */
+  isCancelled(jobId: string): boolean {
+    return this.cancelledJobs.has(jobId);
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Launching.
+
+  /**
+   * Launches a job. A plain job runs one round per launch (its next one). A training job
+   * (manifest with `model` and `training`) is launched once with its initial weights, whose
+   * SHA-256 must match the manifest; the coordinator then runs its rounds one after another,
+   * applying each round's weighted mean update to the global model (FedAvg).
+   *
+   * A round waits up to `gatherMs` for a full cohort of connected clients, invites
+   * min(cohort, connected) of them (at least t + 1 and 3), and starts its phase clock.
+   */
+  async launch(manifestJsonIn: Uint8Array, opts: { gatherMs?: number; initialWeights?: Uint8Array; signedManifest?: Uint8Array; roundIndex?: number } = {}): Promise<LaunchResult> {
+    const { manifestJson, signer } = await verifiedManifestBytes(this.opts.registryDir, manifestJsonIn, opts.signedManifest, new Date(this.clock()));
+    const signedBy = signer ? { signer } : {};
+    const { manifest, hash } = parseManifest(manifestJson, new Date(this.clock()));
+    const existing = this.jobs.get(manifest.jobId);
+    if (existing && Buffer.compare(Buffer.from(existing.manifestHash), Buffer.from(hash)) !== 0) {
+      throw new AegisError(ErrorCode.AlreadyExists, `job '${manifest.jobId}' already runs another manifest`);
+    }
+    const gatherMs = Math.min(opts.gatherMs ?? 0, 3_600_000);
+    if (isTrainingManifest(manifest)) {
+      if (existing) throw new AegisError(ErrorCode.AlreadyExists, `training job '${manifest.jobId}' was launched already; the coordinator runs its rounds (aegis round status ${manifest.jobId})`);
+      if (!opts.initialWeights || opts.initialWeights.length === 0) throw new AegisError(ErrorCode.InvalidArgument, 'a training job needs its initial weights (aegis round launch --weights FILE)');
+      const weights = weightsOf(opts.initialWeights, manifest.round.dim);
+      const dataset = manifest.validation?.dataset;
+      if (dataset !== undefined && !this.opts.validationSets?.[dataset]) {
+        throw new AegisError(ErrorCode.NotFound, `this coordinator has no validation set '${dataset}' (coordinator start --validation-data ${dataset}=FILE.jsonl)`);
+      }
+      if (Buffer.from(sha256(opts.initialWeights)).toString('hex') !== manifest.model.initialWeightsSha256) {
+        throw new AegisError(ErrorCode.HashMismatch, "the initial weights do not match the manifest's model.initialWeightsSha256");
+      }
+      const models = new ModelStore(manifest.jobId, this.clock);
+      models.add(weights, { clients: 0, totalWeight: 0 });
+      const job: Job = { ...newJob(manifest, manifestJson, hash, opts.signedManifest), ...signedBy, training: newTrainingProgress(models, gatherMs) };
+      const started = await this.startRound(job, gatherMs);
+      // With a validation set, version 0 is measured too (the dashboard's chart starts at round 0).
+      if (dataset !== undefined) void measureModel(this.opts.validationSets, job, models.latest).catch(() => undefined);
+      // Only a job that started is written out: a refused launch leaves nothing behind.
+      if (this.opts.dataDir !== undefined) models.persistTo(this.opts.dataDir);
+      return started;
+    }
+    const last = existing?.rounds[existing.rounds.length - 1];
+    if (last && !last.outcome) throw new AegisError(ErrorCode.WrongPhase, `round ${last.index} of job '${manifest.jobId}' is still running`);
+    // A queued launch names its round (the launch queue numbers a job's rounds across processes).
+    const index = opts.roundIndex ?? existing?.rounds.length ?? 0;
+    if (index >= manifest.rounds) throw new AegisError(ErrorCode.WrongPhase, `job '${manifest.jobId}' has run all its ${manifest.rounds} rounds`);
+    if (existing?.rounds.some((r) => r.index === index)) throw new AegisError(ErrorCode.AlreadyExists, `round ${index} of job '${manifest.jobId}' has run here already`);
+    const job: Job = existing ?? { ...newJob(manifest, manifestJson, hash, opts.signedManifest), ...signedBy };
+    return this.startRound(job, gatherMs, 0, index);
+  }
+
+  /**
+   * With a launch queue (`--redis`): checks everything a launch can be refused for — signature,
+   * expiry, parameters, initial weights — then queues it for whichever coordinator process takes
+   * it. Without one, launches here (`launch`).
+   */
+  async requestLaunch(manifestJsonIn: Uint8Array, opts: { gatherMs?: number; initialWeights?: Uint8Array; signedManifest?: Uint8Array } = {}): Promise<LaunchResult & { queued?: string }> {
+    const queue = this.opts.launchQueue;
+    if (!queue) return this.launch(manifestJsonIn, opts);
+    const { manifestJson } = await verifiedManifestBytes(this.opts.registryDir, manifestJsonIn, opts.signedManifest, new Date(this.clock()));
+    const { manifest, hash } = parseManifest(manifestJson, new Date(this.clock()));
+    const training = isTrainingManifest(manifest);
+    if (training) {
+      if (!opts.initialWeights || opts.initialWeights.length === 0) throw new AegisError(ErrorCode.InvalidArgument, 'a training job needs its initial weights (aegis round launch --weights FILE)');
+      weightsOf(opts.initialWeights, manifest.round.dim);
+      if (Buffer.from(sha256(opts.initialWeights)).toString('hex') !== manifest.model.initialWeightsSha256) {
+        throw new AegisError(ErrorCode.HashMismatch, "the initial weights do not match the manifest's model.initialWeightsSha256");
+      }
+    }
+    const q = await queue.enqueue({
+      jobId: manifest.jobId,
+      training,
+      rounds: manifest.rounds,
+      manifestJson: manifestJsonIn,
+      gatherMs: Math.min(opts.gatherMs ?? 0, 3_600_000),
+      ...(opts.signedManifest ? { signedManifest: opts.signedManifest } : {}),
+      ...(training && opts.initialWeights ? { initialWeights: opts.initialWeights } : {}),
+    });
+    this.log?.info({ job: manifest.jobId, round: q.roundIndex, queued: q.id }, 'launch queued');
+    return { jobId: manifest.jobId, manifestHash: hash, roundIndex: q.roundIndex, cohort: [], queued: q.id };
+  }
+
+  /**
+   * Runs one launch taken from the queue and resolves when it has ended. A delivery of a launch
+   * this process already ran (or runs) is not started again: it waits for and reports that run.
+   */
+  async runQueuedLaunch(task: LaunchTask): Promise<{ ok: boolean; state: string; survivors?: number }> {
+    const known = this.jobs.get(task.jobId);
+    const existing = known?.training ? known.rounds[0] : known?.rounds.find((r) => r.index === task.roundIndex);
+    if (!existing) {
+      await this.launch(task.manifestJson, {
+        gatherMs: task.gatherMs,
+        ...(task.initialWeights ? { initialWeights: task.initialWeights } : {}),
+        ...(task.signedManifest ? { signedManifest: task.signedManifest } : {}),
+        ...(known?.training || task.initialWeights ? {} : { roundIndex: task.roundIndex }),
+      });
+    } else {
+      this.log?.warn({ job: task.jobId, round: task.roundIndex, attempt: task.attempt }, 'launch delivered again: not started twice');
+    }
+    const job = this.jobs.get(task.jobId)!;
+    if (job.training) {
+      const state = await this.trainingFinished(task.jobId);
+      return { ok: state === 'completed', state };
+    }
+    const r = job.rounds.find((x) => x.index === task.roundIndex)!;
+    const o = await r.host.outcome;
+    if (!o.ok && this.closing) throw new AegisError(ErrorCode.Unavailable, 'this coordinator shut down during the round');
+    return o.ok ? { ok: true, state: 'completed', survivors: o.survivors.length } : { ok: false, state: o.reason };
+  }
+
+  /**
+   * Gathers a cohort and starts the job's next round. The job is registered once its first
+   * round starts (a launch refused for too few clients leaves nothing behind).
+   */
+  private async startRound(job: Job, gatherMs: number, minimumWaitMs = 0, roundIndex?: number): Promise<LaunchResult> {
+    const ctx = { opts: this.opts, clients: this.clients, connectedClients: this.connectedClients, clock: this.clock, closing: () => this.closing };
+    const record = await openRound(ctx, job, gatherMs, minimumWaitMs, roundIndex, () => {
+      if (!this.jobs.has(job.jobId)) this.jobs.set(job.jobId, job);
+    });
+    job.rounds.push(record);
+    this.wireRound(record, 'all');
+    void record.host.outcome.then((o) => this.finishRound(job, record, o));
+    return { jobId: job.jobId, manifestHash: job.manifestHash, roundIndex: record.index, cohort: record.cohort };
+  }
+
+  private finishRound(job: Job, r: RoundRecord, o: RoundOutcome): void {
+    r.outcome = o;
+    r.endedAt = this.clock();
+    setImmediate(() => this.onRoundEnded());
+    const seconds = (r.endedAt - r.startedAt) / 1000;
+    if (o.ok) this.opts.metrics?.roundFinished({ outcome: 'completed', seconds });
+    else this.opts.metrics?.roundFinished({ outcome: o.reason === 'cancelled' ? 'cancelled' : 'aborted', ...(o.reason === 'cancelled' ? {} : { reason: o.reason }), phase: o.at, seconds });
+    // A training round checked on a validation set is announced once the check has run.
+    if (!(o.ok && announcedAfterValidation(job))) this.announceOutcome(r, o);
+    if (o.ok) this.log?.info({ job: job.jobId, round: r.index, survivors: o.survivors.length, ms: this.clock() - r.startedAt }, 'round completed');
+    else this.log?.warn({ job: job.jobId, round: r.index, reason: o.reason, at: o.at }, 'round aborted');
+    const t = job.training;
+    if (t) {
+      const ctx = {
+        ...(this.opts.log ? { log: this.opts.log } : {}),
+        ...(this.opts.validationSets ? { validationSets: this.opts.validationSets } : {}),
+        announce: (round: RoundRecord, ev: ServerEvent) => this.announce(round, ev),
+        // Clients that dropped out may be reconnecting: wait for the threshold up to the advertise deadline.
+        startNextRound: (j: Job) => this.startRound(j, t.gatherMs, j.manifest.deadlines.advertiseMs),
+        closing: () => this.closing,
+      };
+      void advanceTraining(ctx, job, t, r, o);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Clients' messages and the cohort's deliveries.
+
+  /** The running rounds whose cohort has this client (this process's and followed ones). */
+  activeRoundsOf(clientId: string): RoundRecord[] {
+    const out: RoundRecord[] = [];
+    for (const job of this.jobs.values()) {
+      const r = job.rounds[job.rounds.length - 1];
+      if (r && !r.outcome && r.cohort.includes(clientId)) out.push(r);
+    }
+    for (const r of this.remoteRounds.values()) if (!r.outcome && r.cohort.includes(clientId)) out.push(r);
+    return out;
+  }
+
+  /**
+   * Routes one authenticated message to the round it belongs to and returns that round's phase.
+   * With several rounds running for this client, the first that does not answer
+   * session-mismatch takes it.
+   */
+  async submit(clientId: string, msg: ClientMessage): Promise<Phase> {
+    const rounds = this.activeRoundsOf(clientId);
+    if (rounds.length === 0) throw new AegisError(ErrorCode.WrongPhase, 'no round is running for this client');
+    let last: unknown;
+    for (const r of rounds) {
+      if (msg.type === 'advertise-keys' && !sameRound(msg.round, r.ref)) {
+        last = new AegisError(ErrorCode.SessionMismatch, 'the message names another round');
+        continue;
+      }
+      try {
+        await r.host.submit(clientId, msg);
+        if (msg.type === 'masked-input') r.gate.release(clientId);
+        return r.host.phase;
+      } catch (err) {
+        if (msg.type === 'masked-input') r.gate.release(clientId);
+        if (isAegisError(err, ErrorCode.SessionMismatch) && rounds.length > 1) {
+          last = err;
+          continue;
+        }
+        this.log?.info({ client: clientId, type: msg.type, code: isAegisError(err) ? err.code : 'internal' }, 'message refused');
+        throw err;
+      }
+    }
+    throw last;
+  }
+
+  /** Follows a shared round another front end started: its cohort members connected here take part through this process. */
+  private async attachRemoteRound(info: SharedRoundInfo): Promise<void> {
+    const shared = this.opts.sharedRounds!;
+    const id = `${info.jobId}.r${info.index}`;
+    if (this.remoteRounds.has(id) || this.jobs.get(info.jobId)?.rounds.some((r) => r.index === info.index)) return;
+    const hosts = await Promise.all(info.groups.map((k) => shared.host(k)));
+    const startEnvelopes = info.starts.map((b) => fromBinary(pb.ServerEnvelopeSchema, new Uint8Array(Buffer.from(b, 'base64'))));
+    const startOf = new Map<string, pb.ServerEnvelope>();
+    hosts.forEach((h, i) => h.meta.cohort.forEach((cid) => startOf.set(cid, startEnvelopes[i]!)));
+    const cohort = hosts.flatMap((h) => h.meta.cohort).sort();
+    const host: RoundHostLike = hosts.length === 1 ? hosts[0]! : new GroupedRoundHost(hosts.map((h) => ({ members: h.meta.cohort, host: h })));
+    const start = fromEventEnvelope(startEnvelopes[0]!);
+    const dim = start.type === 'round-start' ? start.params.dim : 0;
+    const record: RemoteRound = {
+      jobId: info.jobId,
+      gate: UploadGate.forDim(dim, this.opts.uploadBudgetBytes ?? DEFAULT_UPLOAD_BUDGET_BYTES),
+      startEnvelope: startEnvelopes[0]!,
+      startOf,
+      index: info.index,
+      ref: { manifestHash: new Uint8Array(Buffer.from(info.manifestHash, 'hex')), roundIndex: info.index },
+      host,
+      cohort,
+      startedAt: info.createdAt,
+    };
+    this.remoteRounds.set(id, record);
+    this.wireRound(record, hosts[0]!.phase === Phase.AdvertiseKeys ? 'connected' : 'none');
+    this.log?.info({ job: info.jobId, round: info.index, groups: hosts.length, frontEnd: shared.fe }, 'following a round another front end started');
+    void host.outcome.then((o) => {
+      record.outcome = o;
+      record.endedAt = this.clock();
+      record.gate.open();
+      this.announceOutcome(record, o);
+      for (const k of info.groups) shared.release(k);
+    });
+  }
+
+  /**
+   * Delivers a round's messages to its members' mailboxes (the advertise broadcast with each
+   * member's certificate), and the round start: to every member (`all`), or — a front end
+   * following another's round — only to members connected here (`connected`; the others get it
+   * from theirs, or when they connect), or to nobody (`none`).
+   */
+  private wireRound(record: RoundRecord, sendStart: 'all' | 'connected' | 'none'): void {
+    const { host, cohort, startOf } = record;
+    // The advertise broadcast carries each member's certificate: clients take identity keys from
+    // certificates they check against their pinned CA, not from the coordinator's word.
+    const certificates = new Map(cohort.map((id) => [id, new Uint8Array(Buffer.from(this.clients.get(id)?.certificate ?? '', 'base64'))]));
+    const withCertificates = (m: ServerMessage): ServerMessage =>
+      m.type === 'advertise-broadcast' ? { ...m, entries: m.entries.map((e) => ({ ...e, certificate: certificates.get(e.clientId) ?? new Uint8Array(0) })) } : m;
+    const envelopes = new WeakMap<object, pb.ServerEnvelope>();
+    for (const id of cohort) {
+      host.subscribe(id, (m) => {
+        // One broadcast object goes to every member: encode it once.
+        let env = envelopes.get(m);
+        if (!env) envelopes.set(m, (env = toEventEnvelope(withCertificates(m))));
+        this.opts.tap?.(id, m.type);
+        this.mailboxes.push(id, env);
+      });
+    }
+    if (sendStart === 'none') return;
+    for (const id of cohort) {
+      if (sendStart === 'connected' && !this.mailboxes.of(id).attached) continue;
+      this.opts.tap?.(id, 'round-start');
+      this.mailboxes.push(id, startOf.get(id)!);
+    }
+  }
+
+  /** Tells the round's cohort how it ended. */
+  private announceOutcome(r: RoundRecord, o: RoundOutcome): void {
+    this.announce(r, o.ok ? { type: 'round-outcome', round: r.ref, ok: true } : { type: 'round-outcome', round: r.ref, ok: false, reason: o.reason });
+  }
+
+  private announce(r: RoundRecord, ev: ServerEvent): void {
+    const env = toEventEnvelope(ev);
+    for (const id of r.cohort) {
+      this.opts.tap?.(id, 'round-outcome');
+      this.mailboxes.push(id, env);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Queries.
+
+  /** A round of this process's jobs (the latest when `roundIndex` is undefined); `not-found` otherwise. */
+  roundOf(jobId: string, roundIndex?: number): RoundRecord {
+    return roundOf(this.jobs.get(jobId), jobId, roundIndex);
+  }
+
+  /** Waits for a round's outcome (tests, simulate). */
+  async outcomeOf(jobId: string, roundIndex: number): Promise<RoundOutcome> {
+    const remote = this.remoteRounds.get(`${jobId}.r${roundIndex}`);
+    if (remote && !this.jobs.get(jobId)?.rounds.some((r) => r.index === roundIndex)) return remote.host.outcome;
+    return this.roundOf(jobId, roundIndex).host.outcome;
+  }
+
+  /** The training job whose manifest has this hash, if it runs here. */
+  trainingJobByHash(manifestHash: Uint8Array): Job | undefined {
+    return [...this.jobs.values()].find((j) => j.training && Buffer.from(j.manifestHash).equals(Buffer.from(manifestHash)));
+  }
+
+  /** A training job (`not-found` for an unknown or plain one). */
+  private trainingJob(jobId: string): Job & { training: NonNullable<Job['training']> } {
+    const job = this.jobs.get(jobId);
+    if (!job?.training) throw new AegisError(ErrorCode.NotFound, `no training job '${jobId}' runs here`);
+    return job as Job & { training: NonNullable<Job['training']> };
+  }
+
+  /** Waits until a training job completes or fails (tests, demo). */
+  async trainingFinished(jobId: string): Promise<'completed' | 'failed'> {
+    return this.trainingJob(jobId).training.finished.then((s) => (s === 'failed' ? 'failed' : 'completed'));
+  }
+
+  /** A training job's model versions (oldest first). */
+  modelsOf(jobId: string): readonly ModelVersionRecord[] {
+    return this.trainingJob(jobId).training.models.all;
+  }
+
+  /** Most masked inputs a round admitted at once (its upload gate's peak). */
+  uploadPeakOf(jobId: string, roundIndex: number): { peak: number; slots: number } {
+    const r = this.roundOf(jobId, roundIndex);
+    return { peak: r.gate.peak, slots: r.gate.slots };
+  }
+
+  /** When each phase of a round began, and the coordinator's compute time closing each (ms). */
+  timingOf(jobId: string, roundIndex: number): { timeline: readonly { phase: Phase; at: number }[]; closeMs: Partial<Record<Phase, number>>; startedAt: number; endedAt?: number } {
+    const r = this.roundOf(jobId, roundIndex);
+    return { timeline: r.host.timeline, closeMs: r.host.closeMs, startedAt: r.startedAt, ...(r.endedAt === undefined ? {} : { endedAt: r.endedAt }) };
+  }
+
+  /** Training rounds flagged by the poisoning check, over every job of this process. */
+  flaggedRounds(): number {
+    let flagged = 0;
+    for (const job of this.jobs.values()) flagged += job.training?.flagged.length ?? 0;
+    return flagged;
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Cancellation, retention, shutdown.
+
+  /**
+   * Cancels a job's running round: it aborts with reason `cancelled` (nothing is published, the
+   * cohort is told), and a training job starts no further round. Throws `not-found` for an
+   * unknown job and `failed-precondition` for one that no longer runs.
+   */
+  cancelJob(jobId: string, detail = 'cancelled by an operator'): { roundIndex: number; phase: Phase; at: number } {
+    const job = this.jobs.get(jobId);
+    if (!job || job.rounds.length === 0) throw new AegisError(ErrorCode.NotFound, `no job '${jobId}' has run here`);
+    const state = jobStateOf(job, this.isCancelled(jobId));
+    if (state !== admin.JobState.RUNNING) {
+      throw new AegisError(ErrorCode.FailedPrecondition, `job '${jobId}' is not running (${JOB_STATE_NAMES[state] ?? 'ended'}); nothing to cancel`);
+    }
+    const at = this.clock();
+    const r = job.rounds[job.rounds.length - 1]!;
+    const phase = phaseOfRound(r);
+    const t = job.training;
+    if (t) {
+      // A training job that no longer runs starts no round after this one's outcome.
+      this.cancelledJobs.set(jobId, at);
+      t.state = 'failed';
+      t.detail = detail;
+      t.settle('failed');
+      if (r.outcome) this.cancelNextRound(job, job.rounds.length, at + t.gatherMs + job.manifest.deadlines.advertiseMs + 60_000);
+    }
+    r.host.cancel(detail);
+    this.log?.warn({ job: jobId, round: r.index, phase }, 'round cancelled');
+    return { roundIndex: r.index, phase, at };
+  }
+
+  /**
+   * A training job cancelled between two rounds may be gathering its next one already: that
+   * round is cancelled as soon as it starts.
+   */
+  private cancelNextRound(job: Job, index: number, until: number): void {
+    const tick = (): void => {
+      const next = job.rounds[index];
+      if (next) return next.host.cancel(job.training?.detail || 'cancelled by an operator');
+      if (this.closing || this.clock() > until) return;
+      setTimeout(tick, 50).unref();
+    };
+    tick();
+  }
+
+  /**
+   * Retention: rounds that ended more than `roundRetentionMs` ago forget which clients took part
+   * (their cohort, per-phase members, survivors and protocol state); counts, timeline, outcome
+   * and sum stay. Runs at start and every hour. Returns how many rounds it retired.
+   */
+  retireRounds(): number {
+    const before = this.clock() - (this.opts.roundRetentionMs ?? DEFAULT_ROUND_RETENTION_MS);
+    let n = 0;
+    for (const r of [...[...this.jobs.values()].flatMap((j) => j.rounds), ...this.remoteRounds.values()]) {
+      if (r.retired || !r.outcome || r.endedAt === undefined || r.endedAt > before) continue;
+      r.retired = { invited: r.cohort.length, survivors: r.outcome.ok ? r.outcome.survivors.length : 0 };
+      r.host = new RetiredHost(r.host, r.outcome);
+      r.outcome = withoutClients(r.outcome);
+      r.cohort = [];
+      r.startOf.clear();
+      n++;
+    }
+    if (n > 0) this.log?.info({ rounds: n }, 'retention: rounds forgot who took part');
+    return n;
+  }
+
+  /** No new round starts from now on; a round of this process alone is cancelled (a shared one goes on with the other front ends). */
+  stop(): void {
+    this.closing = true;
+    if (!this.opts.sharedRounds) for (const job of this.jobs.values()) for (const r of job.rounds) r.host.cancel('the coordinator is shutting down');
+  }
+
+  get stopped(): boolean {
+    return this.closing;
+  }
+
+  /** Waits for training jobs' model versions to be written. */
+  async flush(): Promise<void> {
+    for (const job of this.jobs.values()) await job.training?.models.flushed().catch(() => undefined);
+  }
+}

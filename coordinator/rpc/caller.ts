@@ -1,0 +1,86 @@
+/**
+ * Per-call authorization on the main (mTLS) listener: who is calling, from the verified peer
+ * certificate, checked again on every call (a revoked client or serial is refused on its next
+ * call even with an unexpired certificate, and a long-lived connection does not outlive its
+ * certificate). Round calls also need a single-use token issued to the same identity; Admin
+ * calls need an operator certificate.
+ */
+import { X509Certificate } from 'node:crypto';
+import type * as grpc from '@grpc/grpc-js';
+import { AegisError, ErrorCode } from '../../shared/errors.js';
+import { operatorOf, serialOf } from '../auth/ca.js';
+import { authorizePeer } from '../auth/peer.js';
+import { AuthError, type TokenVerifier } from '../auth/tokens.js';
+import type { ClientRegistry } from '../clients/client-registry.js';
+import type { ClientRecord } from '../service/data-dir.js';
+
+/** What grpc-js (>= 1.12) exposes of a call's TLS session. */
+interface AuthContextLike {
+  sslPeerCertificate?: { raw?: Buffer };
+}
+
+/** A call whose TLS session can be inspected. */
+export type AuthenticatedCall = { getAuthContext?: () => AuthContextLike | null };
+
+/** The raw DER of the caller's verified certificate, if any. */
+export function peerCertificate(call: AuthenticatedCall): Uint8Array | undefined {
+  const raw = call.getAuthContext?.()?.sslPeerCertificate?.raw;
+  return raw && raw.length > 0 ? new Uint8Array(raw) : undefined;
+}
+
+function bearer(metadata: grpc.Metadata): string | undefined {
+  const [v] = metadata.get('authorization');
+  if (typeof v !== 'string' || !v.startsWith('Bearer ')) return undefined;
+  return v.slice(7);
+}
+
+export class CallerAuthorization {
+  constructor(
+    private readonly clients: ClientRegistry,
+    private readonly verifier: TokenVerifier,
+    private readonly clock: () => number,
+  ) {}
+
+  /** The calling client (verified certificate, not revoked); throws `unauthenticated`. Notes it as seen. */
+  client(call: AuthenticatedCall): ClientRecord {
+    const der = peerCertificate(call);
+    const { clientId } = authorizePeer(der, this.clients.registry.revocations);
+    // The handshake checked the validity period; a long-lived connection must not outlive it.
+    if (certificateExpiry(der!) <= this.clock()) throw new AuthError('expired', 'peer certificate');
+    const rec = this.clients.get(clientId);
+    if (!rec) throw new AuthError('no-identity', 'peer certificate');
+    this.clients.markSeen(clientId);
+    return rec;
+  }
+
+  /** The client of a round call: certificate, then its single-use token. */
+  async roundClient(call: AuthenticatedCall & { metadata: grpc.Metadata }): Promise<ClientRecord> {
+    const rec = this.client(call);
+    const token = bearer(call.metadata);
+    if (token === undefined) throw new AuthError('malformed', 'token');
+    await this.verifier.verify(token, { clientId: rec.clientId });
+    return rec;
+  }
+
+  /** The calling operator's name; `permission-denied` for a client certificate. */
+  operator(call: AuthenticatedCall): string {
+    const der = peerCertificate(call);
+    if (!der) throw new AuthError('no-identity', 'peer certificate');
+    const name = operatorOf(der);
+    if (name === undefined) throw new AegisError(ErrorCode.PermissionDenied, 'this call needs an operator certificate');
+    if (this.clients.isRevoked({ serial: serialOf(der) })) throw new AuthError('revoked', 'peer certificate');
+    return name;
+  }
+}
+
+const expiryCache = new Map<string, number>();
+function certificateExpiry(der: Uint8Array): number {
+  const key = Buffer.from(der.subarray(der.length - 64)).toString('base64');
+  let t = expiryCache.get(key);
+  if (t === undefined) {
+    t = Date.parse(new X509Certificate(Buffer.from(der)).validTo);
+    if (expiryCache.size > 10_000) expiryCache.clear();
+    expiryCache.set(key, t);
+  }
+  return t;
+}
