@@ -51,7 +51,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
-import { isLoopbackHost, listenLocalHttp } from './http-listen.js';
+import { isLoopbackHost, listenLocalHttp } from '../../shared/net/http-listen.js';
 
 export { isLoopbackHost };
 
