@@ -1,11 +1,54 @@
 /**
- * The parts of `aegis simulate`'s result that every transport computes the same way: the
- * round's shape and timings, and the comparison of the unmasked sum with the ground truth.
+ * `aegis simulate`'s result (`SimulateResult`, what `--json` prints) and the parts of it that
+ * every transport computes the same way: the round's shape and timings, and the comparison of
+ * the unmasked sum with the ground truth.
  */
 import type { CoordinatorState, CompletedState } from '../../coordinator/round/index.js';
 import type { RoundParams } from '../../shared/protocol/params.js';
 import type { DropPhase } from './client-host.js';
-import type { SimulateResult } from './simulate.js';
+
+/** Per-group figures of a grouped round. */
+export interface GroupsReport {
+  group_size: number;
+  count: number;
+  completed: number;
+  failed: { group: number; reason: string; at: string; members: number }[];
+  sizes: number[];
+}
+
+export interface SimulateResult {
+  ok: boolean;
+  /** How coordinator and clients talked: in-process calls, or gRPC over loopback mTLS. */
+  transport: 'local' | 'grpc';
+  reason?: string;
+  detail?: string;
+  /** Phase in which the round aborted. */
+  aborted_at?: string;
+  exact: boolean;
+  max_abs_error: number | null;
+  clients: number;
+  survivors: number;
+  dropped: number;
+  neighbors: number;
+  threshold: number;
+  mode: 'secagg' | 'secagg+';
+  dim: number;
+  bits: number;
+  clip: number;
+  seed: number;
+  drop_phase: DropPhase | 'any';
+  dropout: number;
+  workers: number;
+  sets: { u1?: number; u2?: number; u3?: number; u4?: number };
+  total_weight: number | null;
+  refused_messages: number;
+  client_aborts: number;
+  timings_ms: { setup: number; client_mean: number; client_max: number; server_unmask: number; total: number };
+  prg_bytes: number;
+  peak_rss_mb: number;
+  /** Present for a grouped round. */
+  groups?: GroupsReport;
+}
 
 export const round1 = (x: number): number => Math.round(x * 10) / 10;
 
