@@ -50,7 +50,8 @@ export interface SimulateResult {
   groups?: GroupsReport;
 }
 
-export const round1 = (x: number): number => Math.round(x * 10) / 10;
+/** `x` rounded to tenths (timings in ms with one decimal). */
+const toTenths = (x: number): number => Math.round(x * 10) / 10;
 
 /** What a client host (worker thread or client process) reports after the round. */
 export interface ClientStats {
@@ -59,8 +60,10 @@ export interface ClientStats {
   aborted: readonly unknown[];
 }
 
-type Base = Omit<SimulateResult, 'ok' | 'reason' | 'detail' | 'aborted_at' | 'exact' | 'max_abs_error' | 'survivors' | 'total_weight' | 'peak_rss_mb'>;
+/** The fields every transport fills the same way; the outcome, exactness, survivors and peak RSS each fills itself. */
+type CommonFields = Omit<SimulateResult, 'ok' | 'reason' | 'detail' | 'aborted_at' | 'exact' | 'max_abs_error' | 'survivors' | 'total_weight' | 'peak_rss_mb'>;
 
+/** The common fields, from the round's parameters, its final state and the client hosts' reports. */
 export function resultBase(a: {
   transport: SimulateResult['transport'];
   clients: number;
@@ -76,7 +79,7 @@ export function resultBase(a: {
   setupMs: number;
   unmaskMs: number;
   totalMs: number;
-}): Base {
+}): CommonFields {
   const { params, final, stats } = a;
   const clientMs = stats.flatMap((s) => s.clientMs);
   return {
@@ -97,11 +100,11 @@ export function resultBase(a: {
     refused_messages: a.refused,
     client_aborts: stats.reduce((n, s) => n + s.aborted.length, 0),
     timings_ms: {
-      setup: round1(a.setupMs),
-      client_mean: round1(clientMs.reduce((x, y) => x + y, 0) / Math.max(1, clientMs.length)),
-      client_max: round1(Math.max(0, ...clientMs)),
-      server_unmask: round1(a.unmaskMs),
-      total: round1(a.totalMs),
+      setup: toTenths(a.setupMs),
+      client_mean: toTenths(clientMs.reduce((x, y) => x + y, 0) / Math.max(1, clientMs.length)),
+      client_max: toTenths(Math.max(0, ...clientMs)),
+      server_unmask: toTenths(a.unmaskMs),
+      total: toTenths(a.totalMs),
     },
     prg_bytes: (stats.reduce((n, s) => n + s.prgWords, 0) + final.stats.prgWords) * 4,
   };
