@@ -1,5 +1,6 @@
 /**
- * `npm run bench -- scale [--json] [--quick]`: how Aegis scales past one process (issue 7).
+ * `npm run bench -- scale [--json] [--quick]`: how Aegis scales past one process — unmasking
+ * spread over worker processes, and a large round split into aggregation groups.
  *
  * 1. Unmasking on workers: the masks of one round's unmasking phase (a keystream of m + 1 words per
  *    survivor's self mask; 200 survivors at m = 10^6, --quick: 100 at 10^5) expanded in this process with no Redis (the embedded default), then as

@@ -25,7 +25,7 @@ import { obtainPin } from '../shared/cli/passphrase.js';
 import { kekInitOptions, resumePendingRotation, withKekOptions, withRotationOptions, type KekCliOptions, type RotationCliOptions } from '../shared/keystore/keys-cli.js';
 import type { ManagedKek } from '../shared/keystore/kek.js';
 import { effectivePolicy, recordPolicy, runKeyCheck, scheduleKeyChecks, type RotatedKey, type RotationSink } from '../shared/keystore/policy.js';
-import { serveMetrics } from '../coordinator/service/metrics.js';
+import { serveMetrics } from '../shared/metrics/serve.js';
 import { ClientMetrics } from './agent/metrics.js';
 import { applyConfigFile } from '../shared/cli/config.js';
 import { rekeyIfDue } from './agent/data-dir.js';

@@ -16,7 +16,8 @@ const SENSITIVE_KEYS = [
   'token', 'authorization', 'passphrase', 'password', 'pin', 'seed', 'key', 'privateKey', 'secret', 'shares', 'dek', 'kek', 'wrapped',
   'vector', 'values', 'value', 'weights', 'update',
   'address', 'lat', 'lon', 'latitude', 'longitude', 'gps', 'transcript', 'record', 'fields',
-  // Metadata (issue 8): a client's network address and certificate details beyond its id.
+  // Metadata the coordinator does not keep about a client: its network address, and certificate
+  // details beyond its id.
   'ip', 'peer', 'remoteAddress', 'serial', 'certificate', 'subject', 'fingerprint',
 ];
 export const REDACT_PATHS = SENSITIVE_KEYS.flatMap((k) => [k, `*.${k}`]);

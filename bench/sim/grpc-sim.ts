@@ -32,8 +32,8 @@ import { phaseFromProto } from '../../shared/rpc/convert.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { syntheticInput } from './client-host.js';
 import type { GrpcWorkerClient, GrpcWorkerReply, GrpcWorkerRequest, GrpcWorkerStats } from './grpc-worker.js';
-import { compareToTruth, resultBase } from './result.js';
-import { dropSchedule, type SimulateOptions, type SimulateResult } from './simulate.js';
+import { dropSchedule, type SimulateOptions } from './options.js';
+import { compareToTruth, resultBase, type SimulateResult } from './result.js';
 
 const JOB_ID = 'aegis-simulation';
 

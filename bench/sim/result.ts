@@ -1,13 +1,57 @@
 /**
- * The parts of `aegis simulate`'s result that every transport computes the same way: the
- * round's shape and timings, and the comparison of the unmasked sum with the ground truth.
+ * `aegis simulate`'s result (`SimulateResult`, what `--json` prints) and the parts of it that
+ * every transport computes the same way: the round's shape and timings, and the comparison of
+ * the unmasked sum with the ground truth.
  */
 import type { CoordinatorState, CompletedState } from '../../coordinator/round/index.js';
 import type { RoundParams } from '../../shared/protocol/params.js';
 import type { DropPhase } from './client-host.js';
-import type { SimulateResult } from './simulate.js';
 
-export const round1 = (x: number): number => Math.round(x * 10) / 10;
+/** Per-group figures of a grouped round. */
+export interface GroupsReport {
+  group_size: number;
+  count: number;
+  completed: number;
+  failed: { group: number; reason: string; at: string; members: number }[];
+  sizes: number[];
+}
+
+export interface SimulateResult {
+  ok: boolean;
+  /** How coordinator and clients talked: in-process calls, or gRPC over loopback mTLS. */
+  transport: 'local' | 'grpc';
+  reason?: string;
+  detail?: string;
+  /** Phase in which the round aborted. */
+  aborted_at?: string;
+  exact: boolean;
+  max_abs_error: number | null;
+  clients: number;
+  survivors: number;
+  dropped: number;
+  neighbors: number;
+  threshold: number;
+  mode: 'secagg' | 'secagg+';
+  dim: number;
+  bits: number;
+  clip: number;
+  seed: number;
+  drop_phase: DropPhase | 'any';
+  dropout: number;
+  workers: number;
+  sets: { u1?: number; u2?: number; u3?: number; u4?: number };
+  total_weight: number | null;
+  refused_messages: number;
+  client_aborts: number;
+  timings_ms: { setup: number; client_mean: number; client_max: number; server_unmask: number; total: number };
+  prg_bytes: number;
+  peak_rss_mb: number;
+  /** Present for a grouped round. */
+  groups?: GroupsReport;
+}
+
+/** `x` rounded to tenths (timings in ms with one decimal). */
+const toTenths = (x: number): number => Math.round(x * 10) / 10;
 
 /** What a client host (worker thread or client process) reports after the round. */
 export interface ClientStats {
@@ -16,8 +60,10 @@ export interface ClientStats {
   aborted: readonly unknown[];
 }
 
-type Base = Omit<SimulateResult, 'ok' | 'reason' | 'detail' | 'aborted_at' | 'exact' | 'max_abs_error' | 'survivors' | 'total_weight' | 'peak_rss_mb'>;
+/** The fields every transport fills the same way; the outcome, exactness, survivors and peak RSS each fills itself. */
+type CommonFields = Omit<SimulateResult, 'ok' | 'reason' | 'detail' | 'aborted_at' | 'exact' | 'max_abs_error' | 'survivors' | 'total_weight' | 'peak_rss_mb'>;
 
+/** The common fields, from the round's parameters, its final state and the client hosts' reports. */
 export function resultBase(a: {
   transport: SimulateResult['transport'];
   clients: number;
@@ -33,7 +79,7 @@ export function resultBase(a: {
   setupMs: number;
   unmaskMs: number;
   totalMs: number;
-}): Base {
+}): CommonFields {
   const { params, final, stats } = a;
   const clientMs = stats.flatMap((s) => s.clientMs);
   return {
@@ -54,11 +100,11 @@ export function resultBase(a: {
     refused_messages: a.refused,
     client_aborts: stats.reduce((n, s) => n + s.aborted.length, 0),
     timings_ms: {
-      setup: round1(a.setupMs),
-      client_mean: round1(clientMs.reduce((x, y) => x + y, 0) / Math.max(1, clientMs.length)),
-      client_max: round1(Math.max(0, ...clientMs)),
-      server_unmask: round1(a.unmaskMs),
-      total: round1(a.totalMs),
+      setup: toTenths(a.setupMs),
+      client_mean: toTenths(clientMs.reduce((x, y) => x + y, 0) / Math.max(1, clientMs.length)),
+      client_max: toTenths(Math.max(0, ...clientMs)),
+      server_unmask: toTenths(a.unmaskMs),
+      total: toTenths(a.totalMs),
     },
     prg_bytes: (stats.reduce((n, s) => n + s.prgWords, 0) + final.stats.prgWords) * 4,
   };

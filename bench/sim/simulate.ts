@@ -17,109 +17,17 @@ import { groupRoundParams, validateRoundParams, type RoundParams } from '../../s
 import { sha256 } from '../../shared/protocol/session.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { close, finishUnmask, isFinal, planUnmask, receive, start, type CoordinatorState } from '../../coordinator/round/index.js';
-import { DROP_PHASES, makeIdentities, type DropPhase, type HostInit } from './client-host.js';
+import { makeIdentities, type HostInit } from './client-host.js';
 import { simulateGrpc } from './grpc-sim.js';
+import { dropSchedule, type SimulateOptions } from './options.js';
 import { LocalPool, WorkerPool, type ClientPool } from './pool.js';
-import { compareToTruth, resultBase } from './result.js';
+import { compareToTruth, resultBase, type SimulateResult } from './result.js';
 import { planGroups } from '../../coordinator/round/groups.js';
 
-export interface SimulateOptions {
-  clients: number;
-  dim: number;
-  /** k; default n - 1 (classic SecAgg). */
-  neighbors?: number;
-  /** t; default floor(k/2) + 1. */
-  threshold?: number;
-  /** Fraction of clients that drop, 0..1. */
-  dropout?: number;
-  /** The phase they drop in; 'any' spreads them over all five. */
-  dropPhase?: DropPhase | 'any';
-  seed?: number;
-  clip?: number;
-  bits?: number;
-  /** Worker threads for the clients; 0 runs everything in the calling thread. Default: cores. */
-  workers?: number;
-  /** Human progress lines (stderr in the CLI). */
-  progress?: (line: string) => void;
-  /**
-   * `local` (default): coordinator and clients in this process and its worker threads.
-   * `grpc`: a real coordinator over loopback gRPC/mTLS here, the clients in `workers` child
-   * processes (bench/sim/grpc-sim.ts).
-   */
-  transport?: 'local' | 'grpc';
-  /** grpc only: every phase deadline, ms; default scaled to the round (simulationDeadlines). */
-  phaseTimeoutMs?: number;
-  /** grpc only: masked-input uploads in flight per client process (0: no limit); default 1. */
-  uploadsInFlight?: number;
-  /**
-   * Aggregation groups (coordinator/round/groups.ts): with more clients than this, the cohort is
-   * split into groups of at most this size, each its own SecAgg(+) instance (k and t apply per
-   * group, capped at its size), and the round's sum is the sum of the completed groups' sums.
-   */
-  groupSize?: number;
-  /**
-   * Grouped rounds: this many groups (picked by the seed) lose every client in `dropPhase`, as
-   * when the front end or region serving them fails; the round must still complete from the rest.
-   */
-  failGroups?: number;
-}
-
-/** Per-group figures of a grouped round. */
-export interface GroupsReport {
-  group_size: number;
-  count: number;
-  completed: number;
-  failed: { group: number; reason: string; at: string; members: number }[];
-  sizes: number[];
-}
-
-export interface SimulateResult {
-  ok: boolean;
-  /** How coordinator and clients talked: in-process calls, or gRPC over loopback mTLS. */
-  transport: 'local' | 'grpc';
-  reason?: string;
-  detail?: string;
-  /** Phase in which the round aborted. */
-  aborted_at?: string;
-  exact: boolean;
-  max_abs_error: number | null;
-  clients: number;
-  survivors: number;
-  dropped: number;
-  neighbors: number;
-  threshold: number;
-  mode: 'secagg' | 'secagg+';
-  dim: number;
-  bits: number;
-  clip: number;
-  seed: number;
-  drop_phase: DropPhase | 'any';
-  dropout: number;
-  workers: number;
-  sets: { u1?: number; u2?: number; u3?: number; u4?: number };
-  total_weight: number | null;
-  refused_messages: number;
-  client_aborts: number;
-  timings_ms: { setup: number; client_mean: number; client_max: number; server_unmask: number; total: number };
-  prg_bytes: number;
-  peak_rss_mb: number;
-  /** Present for a grouped round. */
-  groups?: GroupsReport;
-}
-
-/** Which clients drop, and when: a seeded choice of round(P * n) clients. */
-export function dropSchedule(n: number, p: number, phase: DropPhase | 'any', seed: number): (DropPhase | null)[] {
-  const rng = DeterministicRng.fromSeed('aegis-sim-dropout', seed);
-  const count = Math.round(p * n);
-  const order = Array.from({ length: n }, (_, i) => i);
-  for (let i = n - 1; i > 0; i--) {
-    const j = rng.nextInt(i + 1);
-    [order[i], order[j]] = [order[j]!, order[i]!];
-  }
-  const out: (DropPhase | null)[] = new Array(n).fill(null);
-  for (const i of order.slice(0, count)) out[i] = phase === 'any' ? DROP_PHASES[rng.nextInt(DROP_PHASES.length)]! : phase;
-  return out;
-}
+// The options and the result live in modules every transport imports (options.ts, result.ts);
+// callers take them from here, with the simulator.
+export { dropSchedule, type SimulateOptions } from './options.js';
+export type { GroupsReport, SimulateResult } from './result.js';
 
 const peakRssMb = (): number => Math.round((process.resourceUsage().maxRSS / 1024) * 10) / 10;
 

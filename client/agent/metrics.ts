@@ -1,7 +1,8 @@
 /**
  * A client's Prometheus metrics (`aegis client run --metrics HOST:PORT`, loopback only): the
- * time-based key rotations and key ages (as on the coordinator), heartbeats by outcome, and the
- * process's own metrics. No label names a client, a round or an address.
+ * time-based key rotations and key ages (shared/metrics/key-rotation.ts, as on the coordinator),
+ * heartbeats by outcome, and the process's own metrics. No label names a client, a round or an
+ * address.
  *
  * | metric                         | type    | labels      |
  * |--------------------------------|---------|-------------|
@@ -10,7 +11,8 @@
  * | `aegis_heartbeats_total`       | counter | outcome (`ok`, `refused`) |
  */
 import { collectDefaultMetrics, Counter, Registry } from 'prom-client';
-import { rotationMetrics, type MetricsSource, type RotatedKeyName } from '../../coordinator/service/metrics.js';
+import { rotationMetrics, type RotatedKeyName, type RotationReason } from '../../shared/metrics/key-rotation.js';
+import type { MetricsSource } from '../../shared/metrics/serve.js';
 
 export class ClientMetrics implements MetricsSource {
   readonly registry = new Registry();
@@ -30,7 +32,7 @@ export class ClientMetrics implements MetricsSource {
     return this.registry.metrics();
   }
 
-  keyRotatedBy(key: RotatedKeyName, reason: 'due' | 'emergency'): void {
+  keyRotatedBy(key: RotatedKeyName, reason: RotationReason): void {
     this.rotation.rotated(key, reason);
   }
 

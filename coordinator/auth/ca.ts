@@ -4,8 +4,8 @@
  * Every key is Ed25519: the CA, the coordinator's TLS server key and each client's identity key.
  * Node 20's TLS 1.3 (OpenSSL 3) signs and verifies CertificateVerify with the `ed25519` scheme
  * (RFC 8446 §4.2.3) for both server and client certificates, so one algorithm serves the CA,
- * the handshake and the client identity the issue asks for; test/auth/ca-mtls.test.ts checks it
- * with a real handshake.
+ * the handshake and each client's identity; test/auth/ca-mtls.test.ts checks it with a real
+ * handshake.
  *
  * A client certificate carries its identity twice: subject CN = client id and a SAN URI
  * `urn:aegis:client:<id>`; `clientIdOf` requires both to agree. Serial numbers are 16 random

@@ -21,7 +21,7 @@ import { extname, resolve as resolvePath, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { ErrorCode } from '../../shared/errors.js';
 import { DASHBOARD_SESSION_TTL_MS, type DashboardTokens } from '../auth/dashboard-tokens.js';
-import { listenLocalHttp } from './http-listen.js';
+import { listenLocalHttp } from '../../shared/net/http-listen.js';
 
 // ---------------------------------------------------------------------------------------------
 // The API's shapes (docs/dashboard-api.md).

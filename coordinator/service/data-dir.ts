@@ -20,7 +20,6 @@ import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
-import { z } from 'zod';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { writeFileAtomic } from '../../shared/fs.js';
 import { readKeyfile } from '../../shared/keystore/passphrase-keyfile.js';
@@ -28,9 +27,9 @@ import { hasKek, initKek, openKek, type KekInitOptions, type KekSecrets } from '
 import type { ManagedKek } from '../../shared/keystore/kek.js';
 import { resumePendingRotation, VAULT_FILE } from '../../shared/keystore/keys-cli.js';
 import { SealedVault } from '../../shared/keystore/vault.js';
-import { createCa, exportCa, importCa, issueOperatorCertificate, KeyBindings, type CaCertificate } from '../auth/ca.js';
+import { createCa, exportCa, importCa, issueOperatorCertificate, type CaCertificate } from '../auth/ca.js';
+import { Registry } from '../auth/client-registry.js';
 import { createOfflineCoordinatorVault, openOfflineCoordinatorVault } from '../auth/offline-ca.js';
-import { Invites, Revocations } from '../auth/enrollment.js';
 import { TokenIssuer } from '../auth/tokens.js';
 import { certificateDate, ensureKeyMeta, isDue, recordKey, tokenKeyState, type RotatedKey, type RotationPolicy } from '../../shared/keystore/policy.js';
 
@@ -39,90 +38,9 @@ export const OPERATOR_KEYFILE = 'operator.keyfile.json';
 const COORDINATOR_LABEL = 'aegis/coordinator';
 const OPERATOR_LABEL = 'aegis/operator';
 
-export interface ClientRecord {
-  clientId: string;
-  /** Raw Ed25519 public key, base64url. */
-  publicKey: string;
-  enrolledAt: number;
-  serial: string;
-  certificateExpiresAt: number;
-  /** The current certificate, DER as base64 (public; sent to round peers). */
-  certificate: string;
-  revokedAt?: number;
-  /**
-   * A revocation reason code (coordinator/auth/enrollment.ts `REVOCATION_REASONS`); registries of
-   * older releases hold free text here (read as `unspecified`, the text as its detail).
-   */
-  revocationReason?: string;
-  /** The operator's free-text detail for the revocation. */
-  revocationDetail?: string;
-  /** Last authenticated call, ms since the epoch, rounded down to the minute (written at most once a minute). */
-  lastSeenAt?: number;
-  /** Serials of this client's earlier certificates that were still valid when replaced (they go on the CRL at revocation). */
-  previousSerials?: { serial: string; expiresAt: number }[];
-}
-
-const ClientRecordSchema = z
-  .object({
-    clientId: z.string(),
-    publicKey: z.string().regex(/^[A-Za-z0-9_-]{43}$/),
-    enrolledAt: z.number().int(),
-    serial: z.string().regex(/^[0-9a-f]{1,40}$/),
-    certificateExpiresAt: z.number().int(),
-    certificate: z.string().max(8192),
-    revokedAt: z.number().int().optional(),
-    revocationReason: z.string().max(200).optional(),
-    revocationDetail: z.string().max(200).optional(),
-    lastSeenAt: z.number().int().optional(),
-    previousSerials: z.array(z.object({ serial: z.string().regex(/^[0-9a-f]{1,40}$/), expiresAt: z.number().int() }).strict()).max(1024).optional(),
-  })
-  .strict();
-
-const RegistrySchema = z
-  .object({
-    version: z.literal(1),
-    clients: z.array(ClientRecordSchema),
-    invites: z.unknown(),
-    revocations: z.unknown(),
-    bindings: z.unknown(),
-  })
-  .strict();
-
-/** The coordinator's persistent registry (everything but round state). */
-export class Registry {
-  readonly clients = new Map<string, ClientRecord>();
-  invites: Invites;
-  revocations: Revocations;
-  bindings: KeyBindings;
-
-  constructor(parts?: { clients?: ClientRecord[]; invites?: Invites; revocations?: Revocations; bindings?: KeyBindings }) {
-    for (const c of parts?.clients ?? []) this.clients.set(c.clientId, c);
-    this.invites = parts?.invites ?? new Invites();
-    this.revocations = parts?.revocations ?? new Revocations();
-    this.bindings = parts?.bindings ?? new KeyBindings();
-  }
-
-  toJSON(): unknown {
-    return {
-      version: 1,
-      clients: [...this.clients.values()].sort((a, b) => (a.clientId < b.clientId ? -1 : 1)),
-      invites: this.invites.toJSON(),
-      revocations: this.revocations.toJSON(),
-      bindings: this.bindings.toJSON(),
-    };
-  }
-
-  static fromJSON(json: unknown): Registry {
-    const r = RegistrySchema.safeParse(json);
-    if (!r.success) throw new AegisError(ErrorCode.InvalidArgument, 'registry.json is malformed');
-    return new Registry({
-      clients: r.data.clients as ClientRecord[],
-      invites: Invites.fromJSON(r.data.invites),
-      revocations: Revocations.fromJSON(r.data.revocations),
-      bindings: KeyBindings.fromJSON(r.data.bindings),
-    });
-  }
-}
+// The registry kept in registry.json is defined with the rest of enrollment's state
+// (coordinator/auth/client-registry.ts); this module loads and saves it.
+export { Registry, type ClientRecord } from '../auth/client-registry.js';
 
 export interface CoordinatorSecrets {
   /** The CA: with its key (embedded default), or only its certificate (offline CA, `offline`). */

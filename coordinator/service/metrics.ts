@@ -44,19 +44,15 @@
  * against the vocabularies at runtime as well (not only by the types), so nothing
  * user-controlled ever becomes a label value.
  *
- * The server (`serveMetrics`) binds to loopback unless told `{ allowRemote: true }`; it reads no
- * request body, answers only `GET`/`HEAD /metrics` (everything else is a 404), and never lets an
- * error escape into the process.
+ * What is not the coordinator's own lives in shared/metrics/: the label checks (labels.ts), the
+ * key rotation vocabulary a client's metrics share (key-rotation.ts), and the `/metrics` server
+ * (`serveMetrics`, serve.ts; loopback only unless allowed), which serves these metrics as well.
  */
-import type { IncomingMessage, ServerResponse } from 'node:http';
 import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom-client';
+import { isDuration, label } from '../../shared/metrics/labels.js';
+import { rotatedKeyLabel, rotationReasonLabel, type RotatedKeyName, type RotationReason } from '../../shared/metrics/key-rotation.js';
+import type { MetricsSource } from '../../shared/metrics/serve.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
-import { isLoopbackHost, listenLocalHttp } from './http-listen.js';
-
-export { isLoopbackHost };
-
-/** The value every label takes when the caller's value is not in its vocabulary. */
-export const OTHER = 'other';
 
 /** How a round ended. */
 export const RoundOutcome = {
@@ -74,12 +70,6 @@ export const KeyRotationKind = {
   KekEmergency: 'kek-emergency',
 } as const;
 export type KeyRotationKind = (typeof KeyRotationKind)[keyof typeof KeyRotationKind];
-
-/** The keys the time-based rotation policy rotates (the `key` label), and why (`reason`). */
-export const RotatedKeyName = { Kek: 'kek', Token: 'token', Identity: 'identity', Operator: 'operator' } as const;
-export type RotatedKeyName = (typeof RotatedKeyName)[keyof typeof RotatedKeyName];
-const ROTATED_KEYS = new Set<string>(Object.values(RotatedKeyName));
-const ROTATION_REASONS = new Set<string>(['due', 'emergency']);
 
 /** The phases a round spends time in (the `phase` label vocabulary, besides `other`). */
 export const METRIC_PHASES: readonly Phase[] = [Phase.AdvertiseKeys, Phase.ShareKeys, Phase.MaskedInput, Phase.ConsistencyCheck, Phase.Unmasking];
@@ -111,14 +101,6 @@ const PHASES = new Set<string>(METRIC_PHASES);
 const REASONS = new Set<string>(Object.values(AbortReason));
 const OUTCOMES = new Set<string>(Object.values(RoundOutcome));
 const KINDS = new Set<string>(Object.values(KeyRotationKind));
-
-/** `value` when it is a string in `vocabulary`, otherwise `other`. */
-function label(vocabulary: ReadonlySet<string>, value: unknown): string {
-  return typeof value === 'string' && vocabulary.has(value) ? value : OTHER;
-}
-
-/** A duration fit to observe: finite and not negative. */
-const isDuration = (s: unknown): s is number => typeof s === 'number' && Number.isFinite(s) && s >= 0;
 
 /** A client count: a finite number, floored and clamped at 0 (anything else counts as 0). */
 const count = (n: unknown): number => (typeof n === 'number' && Number.isFinite(n) && n > 0 ? Math.floor(n) : 0);
@@ -153,7 +135,7 @@ export interface CoordinatorMetricsOptions {
  * The coordinator's metrics. The methods never throw: a bad value is mapped to `other` (labels)
  * or ignored (non-finite or negative durations), so metrics can never break a round.
  */
-export class CoordinatorMetrics {
+export class CoordinatorMetrics implements MetricsSource {
   /** This instance's own registry. */
   readonly registry: Registry;
   private readonly roundsStarted: Counter;
@@ -305,68 +287,12 @@ export class CoordinatorMetrics {
   }
 
   /** The rotation policy rotated `key` (reason `due`). */
-  keyRotatedBy(key: RotatedKeyName, reason: 'due' | 'emergency'): void {
-    this.keyRotations.inc({ key: label(ROTATED_KEYS, key), reason: label(ROTATION_REASONS, reason) });
+  keyRotatedBy(key: RotatedKeyName, reason: RotationReason): void {
+    this.keyRotations.inc({ key: rotatedKeyLabel(key), reason: rotationReasonLabel(reason) });
   }
 
   /** The age of `key`'s current version, in seconds. */
   keyAgeSeconds(key: RotatedKeyName, seconds: number): void {
-    if (isDuration(seconds)) this.keyAge.set({ key: label(ROTATED_KEYS, key) }, seconds);
+    if (isDuration(seconds)) this.keyAge.set({ key: rotatedKeyLabel(key) }, seconds);
   }
-}
-
-/** What `serveMetrics` serves: the coordinator's metrics, or a client's (client/agent/metrics.ts). */
-export interface MetricsSource {
-  readonly contentType: string;
-  metrics(): Promise<string>;
-}
-
-/** The time-based rotation metrics, shared by the coordinator's and the client's registries. */
-export function rotationMetrics(registers: Registry[]): { rotated(key: RotatedKeyName, reason: 'due' | 'emergency'): void; age(key: RotatedKeyName, seconds: number): void } {
-  const rotations = new Counter({ name: 'aegis_key_rotations_total', help: 'Key rotations by key and reason (time-based policy).', labelNames: ['key', 'reason'] as const, registers });
-  const age = new Gauge({ name: 'aegis_key_age_seconds', help: "Age of each key's current version at the last rotation check.", labelNames: ['key'] as const, registers });
-  return {
-    rotated: (key, reason) => rotations.inc({ key: label(ROTATED_KEYS, key), reason: label(ROTATION_REASONS, reason) }),
-    age: (key, seconds) => {
-      if (isDuration(seconds)) age.set({ key: label(ROTATED_KEYS, key) }, seconds);
-    },
-  };
-}
-
-export interface ServeMetricsOptions {
-  /** Allow a non-loopback listen address (e.g. 0.0.0.0); default false. */
-  allowRemote?: boolean;
-}
-
-export interface MetricsServer {
-  /** `host:port` actually bound (the port resolved when 0 was asked). */
-  address: string;
-  close(): Promise<void>;
-}
-
-/**
- * Serves `metrics` on `GET /metrics` at `listen` (`HOST:PORT`, IPv6 as `[::1]:PORT`; port 0 picks
- * a free one). Refuses a non-loopback host unless `opts.allowRemote`. Any other path or method
- * is a 404; no request body is read.
- */
-export async function serveMetrics(metrics: MetricsSource, listen: string, opts: ServeMetricsOptions = {}): Promise<MetricsServer> {
-  const reply = (res: ServerResponse, status: number, body: string, contentType = 'text/plain; charset=utf-8', head = false): void => {
-    if (res.headersSent || res.destroyed) return;
-    res.writeHead(status, { 'Content-Type': contentType, 'Content-Length': Buffer.byteLength(body), 'Cache-Control': 'no-store' });
-    res.end(head ? undefined : body);
-  };
-
-  const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
-    const path = (req.url ?? '').split('?', 1)[0];
-    const head = req.method === 'HEAD';
-    if ((req.method !== 'GET' && !head) || path !== '/metrics') return reply(res, 404, 'not found\n');
-    const text = await metrics.metrics();
-    reply(res, 200, text, metrics.contentType, head);
-  };
-
-  const s = await listenLocalHttp(listen, 'metrics', handle, (_req, res) => reply(res, 500, 'metrics unavailable\n'), {
-    ...(opts.allowRemote === undefined ? {} : { allowRemote: opts.allowRemote }),
-    remoteHint: 'pass allowRemote to expose metrics beyond this host',
-  });
-  return { address: s.address, close: s.close };
 }

@@ -1,7 +1,8 @@
 /**
- * Time-based key rotation (issue 8): every key of a data dir has a version and a creation time,
- * and is due for rotation `kekDays` (the KEK) or `signingDays` (the coordinator's token key, the
- * CA-issued keys: the operator credential and the client identity key) after it was created.
+ * Time-based key rotation, so every key is replaced on a schedule and not only after an incident:
+ * every key of a data dir has a version and a creation time, and is due for rotation `kekDays`
+ * (the KEK) or `signingDays` (the coordinator's token key, the CA-issued keys: the operator
+ * credential and the client identity key) after it was created.
  *
  * `rotateDueKeys` rotates what is due in a data dir through the same code as `aegis keys rotate`
  * (rotation.ts `rotateKeys`: a new primary KEK version, every DEK re-wrapped, journaled and

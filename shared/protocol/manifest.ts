@@ -1,7 +1,7 @@
 /**
- * The job manifest: what a round (or a job of rounds) runs, validated by one zod schema. The
- * trust issue wraps it in a signed DSSE envelope; the fields here stay the same. Every round
- * parameter is documented where it is defined (shared/protocol/params.ts).
+ * The job manifest: what a round (or a job of rounds) runs, validated by one zod schema. A
+ * publisher signs it in a DSSE envelope (shared/trust/manifest.ts); the fields here stay the
+ * same. Every round parameter is documented where it is defined (shared/protocol/params.ts).
  */
 import { z } from 'zod';
 import { AegisError, ErrorCode } from '../errors.js';

@@ -1,8 +1,10 @@
 /**
- * Assume leak (DESIGN.md §5, issue 6): a whole client and coordinator life run from the command
- * line with debug logging — init, import, a training round, backup, export, restore, rotation,
- * emergency rotation — with canary values unique to this run planted in the client's data. Then
- * every byte an attacker could take is scanned for every encoding of every canary and of every key:
+ * Assume leak: whatever lands on disk or in a log is treated as already in an attacker's hands,
+ * so none of it may hold a secret in clear. A whole client and coordinator life run from the
+ * command line with debug logging — init, import, a training round, backup, export, restore,
+ * rotation, emergency rotation — with canary values unique to this run planted in the client's
+ * data. Then every byte an attacker could take is scanned for every encoding of every canary and
+ * of every key:
  *
  *   DB dump      store.db with its live -wal and -shm (copied while a writer holds them open), and
  *                every other file of the client and coordinator data dirs

@@ -1,8 +1,9 @@
 /**
- * Metadata minimisation (issue 8): after a real round run from the command line at debug log
- * level, the coordinator's logs, its Prometheus metrics and every file of its data dir are
- * scanned for what they must not hold — the clients' IP address, any client's input values, the
- * clients' certificate serials (logs and metrics) — while the round id and phase names are there.
+ * Metadata minimisation (the coordinator keeps no more about its clients than running rounds
+ * needs): after a real round run from the command line at debug log level, the coordinator's
+ * logs, its Prometheus metrics and every file of its data dir are scanned for what they must not
+ * hold — the clients' IP address, any client's input values, the clients' certificate serials
+ * (logs and metrics) — while the round id and phase names are there.
  *
  * The coordinator listens on 127.0.0.2, so every address of its own is 127.0.0.2; the clients
  * connect from 127.0.0.1 (Linux picks 127.0.0.1 as the source towards any 127/8 address; the

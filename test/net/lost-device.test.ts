@@ -1,7 +1,7 @@
 /**
- * Heartbeats and lost devices over real gRPC and TLS 1.3 on loopback, nothing mocked (issue 8,
- * point 2): a ClientRunner heartbeats on its mTLS channel and its last-seen time moves; once it
- * is silent and the coordinator's clock passes clients.lost_after, the sweep flags it
+ * Heartbeats and lost devices over real gRPC and TLS 1.3 on loopback, nothing mocked: a
+ * ClientRunner heartbeats on its mTLS channel and its last-seen time moves; once it is silent
+ * and the coordinator's clock passes clients.lost_after, the sweep flags it
  * suspected-lost (gauge, counter, one warn line naming only the client id); a flagged client
  * that calls again is no longer suspected; revoking with reason lost-device puts its serial on a
  * CRL signed by the CA (checked with @peculiar/x509 and, when present, openssl) with the reason

@@ -1,7 +1,9 @@
-/** coordinator/service/metrics.ts: the coordinator's Prometheus metrics and their /metrics server. */
+/** coordinator/service/metrics.ts: the coordinator's Prometheus metrics, and the /metrics server (shared/metrics/serve.ts) that serves them. */
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { register as globalRegistry } from 'prom-client';
-import { CoordinatorMetrics, isLoopbackHost, serveMetrics, type MetricsServer } from '../../coordinator/service/metrics.js';
+import { CoordinatorMetrics } from '../../coordinator/service/metrics.js';
+import { serveMetrics, type MetricsServer } from '../../shared/metrics/serve.js';
+import { isLoopbackHost } from '../../shared/net/http-listen.js';
 import { isAegisError } from '../../shared/errors.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 

@@ -1,11 +1,12 @@
 /**
- * The small node:http servers of the coordinator (`/metrics`, the dashboard): an address parsed
- * the same way, loopback only unless allowed, request errors that never crash the process, and
- * a close that ends every connection.
+ * The loopback HTTP listener under the small node:http servers of either side (`/metrics` on the
+ * coordinator and the client, the coordinator's dashboard): an address parsed the same way,
+ * loopback only unless allowed, request errors that never crash the process, and a close that
+ * ends every connection.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { isIP } from 'node:net';
-import { AegisError, ErrorCode } from '../../shared/errors.js';
+import { AegisError, ErrorCode } from '../errors.js';
 
 /** localhost, 127.0.0.0/8, ::1 and ::ffff:127.x.y.z. */
 export function isLoopbackHost(host: string): boolean {
