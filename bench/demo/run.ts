@@ -25,7 +25,7 @@ import { fileURLToPath } from 'node:url';
 import { createCa } from '../../coordinator/auth/ca.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
-import { Registry } from '../../coordinator/service/data-dir.js';
+import { Registry } from '../../coordinator/clients/registry.js';
 import { weightBytes } from '../../coordinator/jobs/training.js';
 import { enrollWithToken } from '../../client/agent/connection.js';
 import { createIdentity } from '../../client/enroll/csr.js';

@@ -10,7 +10,7 @@ import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { connectRedis } from '../../coordinator/queue/redis.js';
 import { UnmaskQueue } from '../../coordinator/queue/unmask-queue.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
-import { Registry } from '../../coordinator/service/data-dir.js';
+import { Registry } from '../../coordinator/clients/registry.js';
 import { SharedRounds } from '../../coordinator/service/shared-rounds.js';
 
 export interface FrontEndInit {

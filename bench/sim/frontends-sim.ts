@@ -22,7 +22,7 @@ import { createCa, exportCa } from '../../coordinator/auth/ca.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { connectRedis } from '../../coordinator/queue/redis.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
-import { Registry } from '../../coordinator/service/data-dir.js';
+import { Registry } from '../../coordinator/clients/registry.js';
 import { SharedRounds } from '../../coordinator/service/shared-rounds.js';
 import type { RoundOutcome } from '../../coordinator/service/round-host.js';
 import { enrollWithToken } from '../../client/agent/connection.js';

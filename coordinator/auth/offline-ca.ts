@@ -68,7 +68,7 @@ import {
 import { signCrl, verifyCrl } from './crl.js';
 import { EnrollmentError } from './enrollment.js';
 import { TokenIssuer } from './tokens.js';
-import type { Registry } from './client-registry.js';
+import type { Registry } from '../clients/registry.js';
 
 export const CA_REQUESTS_DIR = 'ca-requests';
 export const CA_SIGNED_DIR = 'ca-signed';

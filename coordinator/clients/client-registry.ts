@@ -19,7 +19,8 @@ import { EnrollmentError, parseRevocationReason, type RevocationReason } from '.
 import { latestSignedCrl, writeRevocationsRequest, type OfflineEnrollment } from '../auth/offline-ca.js';
 import { AuthError } from '../auth/tokens.js';
 import type { CoordinatorMetrics } from '../service/metrics.js';
-import { saveRegistry, type ClientRecord, type Registry } from '../service/data-dir.js';
+import { saveRegistry } from '../service/data-dir.js';
+import type { ClientRecord, Registry } from './registry.js';
 import { certificateSerialsOf, rememberSerial, revocationCodeOf } from './serials.js';
 
 /** Default `clientsLostAfterMs`: 7 days. */

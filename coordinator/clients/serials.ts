@@ -4,7 +4,7 @@
  * revocation, also as registries of older releases wrote them (free text).
  */
 import { revocationReasonOf, type RevocationReason } from '../auth/enrollment.js';
-import type { ClientRecord } from '../service/data-dir.js';
+import type { ClientRecord } from './registry.js';
 
 /** Earlier serials kept per client (for the CRL), newest first. */
 const MAX_PREVIOUS_SERIALS = 64;

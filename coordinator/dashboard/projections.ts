@@ -12,7 +12,7 @@ import type { ClientRegistry } from '../clients/client-registry.js';
 import type { JobsAcrossFrontEnds } from '../jobs/front-ends.js';
 import type { Jobs } from '../jobs/jobs.js';
 import { JOB_STATE_NAMES } from '../jobs/views.js';
-import type { DashboardJobDetail, DashboardJobState, DashboardJobSummary, DashboardOverview, DashboardRound, DashboardSource } from '../service/dashboard.js';
+import type { DashboardJobDetail, DashboardJobState, DashboardJobSummary, DashboardOverview, DashboardRound, DashboardSource } from './server.js';
 
 export interface DashboardDataDeps {
   jobs: Jobs;

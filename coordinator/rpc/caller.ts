@@ -12,7 +12,7 @@ import { operatorOf, serialOf } from '../auth/ca.js';
 import { authorizePeer } from '../auth/peer.js';
 import { AuthError, type TokenVerifier } from '../auth/tokens.js';
 import type { ClientRegistry } from '../clients/client-registry.js';
-import type { ClientRecord } from '../service/data-dir.js';
+import type { ClientRecord } from '../clients/registry.js';
 
 /** What grpc-js (>= 1.12) exposes of a call's TLS session. */
 interface AuthContextLike {

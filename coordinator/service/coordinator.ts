@@ -41,8 +41,8 @@ import { enrollmentService } from '../rpc/enrollment-service.js';
 import { listenTls, shutdown } from '../rpc/listeners.js';
 import { secAggService } from '../rpc/secagg-service.js';
 import { trustService } from '../rpc/trust-service.js';
-import { serveDashboard, type DashboardServer, type ServeDashboardOptions } from './dashboard.js';
-import type { Registry } from './data-dir.js';
+import { serveDashboard, type DashboardServer, type ServeDashboardOptions } from '../dashboard/server.js';
+import type { Registry } from '../clients/registry.js';
 import { Mailboxes } from './mailbox.js';
 import type { RoundOutcome } from './round-host.js';
 

@@ -28,7 +28,7 @@ import type { ManagedKek } from '../../shared/keystore/kek.js';
 import { resumePendingRotation, VAULT_FILE } from '../../shared/keystore/keys-cli.js';
 import { SealedVault } from '../../shared/keystore/vault.js';
 import { createCa, exportCa, importCa, issueOperatorCertificate, type CaCertificate } from '../auth/ca.js';
-import { Registry } from '../auth/client-registry.js';
+import { Registry } from '../clients/registry.js';
 import { createOfflineCoordinatorVault, openOfflineCoordinatorVault } from '../auth/offline-ca.js';
 import { TokenIssuer } from '../auth/tokens.js';
 import { certificateDate, ensureKeyMeta, isDue, recordKey, tokenKeyState, type RotatedKey, type RotationPolicy } from '../../shared/keystore/policy.js';
@@ -40,7 +40,6 @@ const OPERATOR_LABEL = 'aegis/operator';
 
 // The registry kept in registry.json is defined with the rest of enrollment's state
 // (coordinator/auth/client-registry.ts); this module loads and saves it.
-export { Registry, type ClientRecord } from '../auth/client-registry.js';
 
 export interface CoordinatorSecrets {
   /** The CA: with its key (embedded default), or only its certificate (offline CA, `offline`). */

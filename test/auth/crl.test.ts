@@ -13,7 +13,7 @@ import { join } from 'node:path';
 import { createCa } from '../../coordinator/auth/ca.js';
 import { CRL_REASON_OF, parseCrl, signCrl, verifyCrl } from '../../coordinator/auth/crl.js';
 import { parseRevocationReason, REVOCATION_REASONS, Revocations } from '../../coordinator/auth/enrollment.js';
-import { Registry } from '../../coordinator/service/data-dir.js';
+import { Registry } from '../../coordinator/clients/registry.js';
 import { codeOf, codeOfAsync } from '../support/codes.js';
 
 const T = Date.UTC(2026, 10, 24, 12, 0, 0);

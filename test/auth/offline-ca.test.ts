@@ -6,7 +6,7 @@ import { describe, expect, test } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
 import { CaKeyUnavailableError, caCertificateFromPem, createCa, csrForSeed, issueClientCertificate, issueFromCsr, KeyBindings } from '../../coordinator/auth/ca.js';
 import { encodeRequest, validateRequest } from '../../coordinator/auth/offline-ca.js';
-import { Registry } from '../../coordinator/service/data-dir.js';
+import { Registry } from '../../coordinator/clients/registry.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { isAegisError, ErrorCode } from '../../shared/errors.js';

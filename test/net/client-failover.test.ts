@@ -10,7 +10,7 @@ import { ClientRunner, parseAddressList, type RunnerEvent } from '../../client/a
 import { createCa } from '../../coordinator/auth/ca.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
-import { Registry } from '../../coordinator/service/data-dir.js';
+import { Registry } from '../../coordinator/clients/registry.js';
 import { codeOf } from '../support/codes.js';
 import { enrollClients, expectedSum, integerInput, manifest, startCoordinator, type Enrolled, waitFor } from '../support/cluster.js';
 

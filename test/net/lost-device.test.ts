@@ -24,7 +24,7 @@ import { createCa, issueOperatorCertificate, serialOf } from '../../coordinator/
 import { parseCrl, verifyCrl } from '../../coordinator/auth/crl.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import type { Coordinator } from '../../coordinator/service/coordinator.js';
-import { Registry } from '../../coordinator/service/data-dir.js';
+import { Registry } from '../../coordinator/clients/registry.js';
 import { CoordinatorMetrics } from '../../coordinator/service/metrics.js';
 import { ErrorCode } from '../../shared/errors.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';

@@ -16,7 +16,7 @@ import type { Redis } from 'ioredis';
 import { createCa } from '../../coordinator/auth/ca.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
-import { Registry } from '../../coordinator/service/data-dir.js';
+import { Registry } from '../../coordinator/clients/registry.js';
 import { SharedRounds } from '../../coordinator/service/shared-rounds.js';
 import type { ClientRunner } from '../../client/agent/connection.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';

@@ -173,6 +173,6 @@ async function startCoordinatorNotListening(queue: LaunchQueue, jobDirectory?: J
   const { Coordinator: C } = await import('../../coordinator/service/coordinator.js');
   const { createCa } = await import('../../coordinator/auth/ca.js');
   const { TokenIssuer } = await import('../../coordinator/auth/tokens.js');
-  const { Registry } = await import('../../coordinator/service/data-dir.js');
+  const { Registry } = await import('../../coordinator/clients/registry.js');
   return new C({ ca: await createCa({ name: 'front' }), tokens: TokenIssuer.create(), registry: new Registry(), launchQueue: queue, ...(jobDirectory ? { jobDirectory } : {}) });
 }

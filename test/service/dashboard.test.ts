@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { DashboardTokens } from '../../coordinator/auth/dashboard-tokens.js';
-import { serveDashboard, type DashboardJobDetail, type DashboardServer, type DashboardSource } from '../../coordinator/service/dashboard.js';
+import { serveDashboard, type DashboardJobDetail, type DashboardServer, type DashboardSource } from '../../coordinator/dashboard/server.js';
 import { weightBytes } from '../../coordinator/jobs/training.js';
 import type { Coordinator } from '../../coordinator/service/coordinator.js';
 import type { ClientRunner } from '../../client/agent/connection.js';

@@ -6,7 +6,7 @@
 import { createCa } from '../../coordinator/auth/ca.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { Coordinator, type CoordinatorOptions } from '../../coordinator/service/coordinator.js';
-import { Registry } from '../../coordinator/service/data-dir.js';
+import { Registry } from '../../coordinator/clients/registry.js';
 import { ClientRunner, enrollWithToken, type RunnerEvent, type RunnerOptions } from '../../client/agent/connection.js';
 import { createIdentity, type ClientIdentity } from '../../client/enroll/csr.js';
 import type { JobManifestInput } from '../../shared/protocol/manifest.js';

@@ -7,8 +7,8 @@
  */
 import { z } from 'zod';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
-import { KeyBindings } from './ca.js';
-import { Invites, Revocations } from './enrollment.js';
+import { KeyBindings } from '../auth/ca.js';
+import { Invites, Revocations } from '../auth/enrollment.js';
 
 export interface ClientRecord {
   clientId: string;
