@@ -4,9 +4,12 @@
  * A training round names a model version by SHA-256; the client fetches the weights and
  * refuses them unless they hash to that value — and, for version 0, to the manifest's
  * `model.initialWeightsSha256`. A refused round is sat out: the client never advertises keys
- * for it.
+ * for it. An admitted one starts local training at once: it runs while the keys are advertised
+ * and shared, and its update is the client's input when the masked input is due.
  */
 import { createHash } from 'node:crypto';
+import { encodeWeightedInput } from '../../shared/crypto/quantize.js';
+import { DeterministicRng } from '../../shared/crypto/rng.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { TrainingManifest } from '../../shared/protocol/manifest.js';
 import type { ModelVersionRef } from '../../shared/protocol/messages.js';
@@ -51,3 +54,24 @@ export interface TrainedUpdate {
 }
 
 export type Trainer = (round: TrainingRound) => Promise<TrainedUpdate>;
+
+/**
+ * Starts local training for an admitted round and returns the input it is making: the trainer's
+ * weighted update, checked against the manifest (an integer weight in 1..2^bits − 1, dim
+ * values), then clipped and quantized with fresh randomness. `onTrained` hears of each update
+ * before it is quantized. A failure surfaces where the input is awaited (the client then leaves
+ * the round), never as an unhandled rejection.
+ */
+export function trainingInput(train: Trainer, round: TrainingRound, onTrained?: (update: TrainedUpdate) => void): Promise<Uint32Array> {
+  const { manifest } = round;
+  const input = (async () => {
+    const u = await train(round);
+    const maxWeight = 2 ** manifest.round.bits - 1;
+    if (!Number.isInteger(u.weight) || u.weight < 1 || u.weight > maxWeight) throw new AegisError(ErrorCode.InvalidArgument, `the update's weight must be an integer in 1..${maxWeight}`);
+    if (u.values.length !== manifest.round.dim) throw new AegisError(ErrorCode.InvalidArgument, `the update has ${u.values.length} values, the manifest's dim is ${manifest.round.dim}`);
+    onTrained?.(u);
+    return encodeWeightedInput(u.values, u.weight, manifest.round, DeterministicRng.secure());
+  })();
+  input.catch(() => undefined);
+  return input;
+}
