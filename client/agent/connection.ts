@@ -24,6 +24,9 @@ import { reasonOf } from '../../shared/rpc/status.js';
 import { channelOptions } from '../../shared/rpc/channel.js';
 import { createCsr, identityKeyPem, needsRenewal, type ClientIdentity } from '../enroll/csr.js';
 import { ClientAgent, type AgentEvent } from './agent.js';
+import { asAegisError, isTransient } from './grpc-errors.js';
+import { fetchModel } from './model-fetch.js';
+import { PeerDirectory } from './peer-directory.js';
 import { sameRound } from '../../shared/protocol/session.js';
 import * as trustPb from '../../shared/gen/aegis/v1/trust_pb.js';
 import type { RegistrySnapshot } from '../../shared/trust/registry.js';
@@ -32,23 +35,6 @@ import type { TrustBook } from '../../shared/trust/trust-book.js';
 import { admitRound, newAdmissionMemory, recordRoundOutcome, type AdmissionContext, type AdmissionEvent } from '../admission/admission.js';
 import type { Trainer } from '../admission/training-round.js';
 import type { LocalValidation } from '../admission/validation.js';
-
-/** A gRPC error as a typed AegisError: its reason code, or `unavailable` for transport failures. */
-export function asAegisError(err: unknown): AegisError {
-  if (isAegisError(err)) return err;
-  const code = reasonOf(err);
-  const details = (err as { details?: string }).details ?? (err instanceof Error ? err.message : String(err));
-  if (code) return new AegisError(code, details);
-  const status = (err as { code?: number }).code;
-  if (status === grpc.status.UNAUTHENTICATED) return new AegisError(ErrorCode.Unauthenticated, details);
-  if (status === grpc.status.RESOURCE_EXHAUSTED) return new AegisError(ErrorCode.TooLarge, details);
-  return new AegisError(ErrorCode.Unavailable, `coordinator unreachable: ${details}`);
-}
-
-const isTransient = (err: unknown): boolean => {
-  const s = (err as { code?: number }).code;
-  return reasonOf(err) === undefined && (s === grpc.status.UNAVAILABLE || s === grpc.status.DEADLINE_EXCEEDED || s === grpc.status.CANCELLED || s === grpc.status.INTERNAL);
-};
 
 /**
  * Enrolls: sends the CSR with the one-time token to the coordinator's enrollment address,
@@ -200,8 +186,7 @@ export class ClientRunner {
   private reconnectTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   /** Peers' identity keys, from certificates checked against the pinned CA. */
-  private readonly directory = new Map<string, Uint8Array>();
-  private readonly ca: X509Certificate;
+  private readonly peers: PeerDirectory;
   private finish!: (err?: AegisError) => void;
   /** Resolves when the runner stops: undefined after `stop()`, an error when it cannot go on. */
   readonly done: Promise<AegisError | undefined>;
@@ -210,7 +195,7 @@ export class ClientRunner {
     this.addresses = parseAddressList(opts.address);
     this.opts = opts;
     this.certificateDer = opts.certificateDer;
-    this.ca = new X509Certificate(opts.caPem);
+    this.peers = new PeerDirectory(opts.caPem);
     this.done = new Promise((resolve) => (this.finish = resolve));
     this.agent = new ClientAgent({
       clientId: opts.clientId,
@@ -218,7 +203,7 @@ export class ClientRunner {
       get identityKey() {
         return opts.identity.seed;
       },
-      identityOf: (id) => this.directory.get(id),
+      identityOf: (id) => this.peers.keyOf(id),
       input: (round, params) => {
         if (!opts.input) throw new AegisError(ErrorCode.InvalidArgument, 'this client has no input for the round');
         return opts.input(round, params);
@@ -234,7 +219,7 @@ export class ClientRunner {
       hasPlainInput: opts.input !== undefined,
       train: opts.train,
       validate: opts.validate,
-      fetchModel: (manifestHash, version, expectedBytes) => this.fetchModel(manifestHash, version, expectedBytes),
+      fetchModel: (manifestHash, version, expectedBytes) => fetchModel(this.client, manifestHash, version, expectedBytes),
       memory: newAdmissionMemory(),
       asError: asAegisError,
       onEvent: (e) => opts.onEvent?.(e),
@@ -449,12 +434,12 @@ export class ClientRunner {
   }
 
   private async handle(ev: ServerEvent): Promise<void> {
-    if (ev.type === 'advertise-broadcast') this.learnIdentities(ev.entries);
+    if (ev.type === 'advertise-broadcast') this.peers.learn(ev.entries);
     if (ev.type === 'round-start') {
       // A repeated start of the round this client is in changes nothing (the agent says so).
       const current = this.agent.currentRound;
       if (!current || !sameRound(current, ev.round)) {
-        this.directory.clear();
+        this.peers.clear();
         this.training = undefined;
         // A declined round is sat out: the agent never hears of it, so no keys are advertised.
         const admission = await admitRound(this.admission, ev);
@@ -476,51 +461,6 @@ export class ClientRunner {
   private async coordinatorRegistry(): Promise<Uint8Array> {
     const reply = await callUnary(this.trustClient.getRegistry.bind(this.trustClient), create(trustPb.GetRegistryRequestSchema, {}), new grpc.Metadata(), { deadline: Date.now() + 15_000 });
     return reply.snapshot;
-  }
-
-  /** A model version's bytes over the mTLS channel, refusing more than `expectedBytes`. */
-  private fetchModel(manifestHash: Uint8Array, version: number, expectedBytes: number): Promise<Uint8Array> {
-    return new Promise((resolve, reject) => {
-      const out = new Uint8Array(expectedBytes);
-      let received = 0;
-      const call = this.client.fetchModel(create(pb.FetchModelRequestSchema, { manifestHash, version }), new grpc.Metadata(), { deadline: Date.now() + 5 * 60_000 });
-      call.on('data', (c: pb.ModelChunk) => {
-        const offset = Number(c.offset);
-        if (Number(c.totalBytes) !== expectedBytes || offset !== received || offset + c.data.length > expectedBytes) {
-          call.cancel();
-          reject(new AegisError(ErrorCode.HashMismatch, `the model does not have the manifest's size (${expectedBytes} bytes)`));
-          return;
-        }
-        out.set(c.data, offset);
-        received += c.data.length;
-      });
-      call.on('error', (err: unknown) => reject(asAegisError(err)));
-      call.on('end', () => (received === expectedBytes ? resolve(out) : reject(new AegisError(ErrorCode.HashMismatch, 'the model arrived incomplete'))));
-    });
-  }
-
-  /**
-   * Identity keys of the round's members, from their certificates: each must be signed by the
-   * pinned CA, be valid now, and name the entry's client id. Entries that fail are left out, so
-   * the state machine sees an unknown id (and aborts if it is a neighbour).
-   */
-  private learnIdentities(entries: readonly { clientId: string; certificate?: Uint8Array }[]): void {
-    const now = Date.now();
-    for (const e of entries) {
-      if (!e.certificate || e.certificate.length === 0) continue;
-      try {
-        const cert = new X509Certificate(Buffer.from(e.certificate));
-        if (!cert.checkIssued(this.ca) || !cert.verify(this.ca.publicKey)) continue;
-        if (!(Date.parse(cert.validFrom) <= now && now <= Date.parse(cert.validTo))) continue;
-        const uri = `URI:urn:aegis:client:${e.clientId}`;
-        if (cert.subjectAltName !== uri || cert.subject !== `CN=${e.clientId}`) continue;
-        const jwk = cert.publicKey.export({ format: 'jwk' });
-        if (jwk.crv !== 'Ed25519' || typeof jwk.x !== 'string') continue;
-        this.directory.set(e.clientId, new Uint8Array(Buffer.from(jwk.x, 'base64url')));
-      } catch {
-        continue;
-      }
-    }
   }
 
   /** Gives up on a round that outlives all its phase deadlines (plus a grace period). */
