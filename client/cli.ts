@@ -14,7 +14,7 @@ import { ClientRunner, type RunnerEvent } from './agent/connection.js';
 import { enrollAndWait, ENROLL_WAIT_MS } from './enroll/wait.js';
 import { parseDuration, progress } from '../shared/cli/output.js';
 import { loadClient, openOrCreateIdentity, readClientConfig, saveCertificate, saveEnrollment } from './agent/data-dir.js';
-import type { TrainingRound } from './agent/training-round.js';
+import type { TrainingRound } from './admission/training-round.js';
 import { MemoryDataStore, readJsonlRecords } from './store/memory.js';
 import { trainLocally, validateLocally } from './trainer/index.js';
 import { registerAudit } from './audit/cli.js';

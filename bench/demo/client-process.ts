@@ -11,7 +11,7 @@
  * parent says the round is over.
  */
 import { ClientRunner, type RunnerEvent } from '../../client/agent/connection.js';
-import type { TrainingRound } from '../../client/agent/training-round.js';
+import type { TrainingRound } from '../../client/admission/training-round.js';
 import { createIdentity, type ClientIdentity } from '../../client/enroll/csr.js';
 import { MemoryDataStore } from '../../client/store/memory.js';
 import { trainLocally, validateLocally } from '../../client/trainer/index.js';

@@ -4,6 +4,10 @@
  * to the coordinator, a pool of single-use round tokens, the Subscribe stream feeding a
  * ClientAgent, reconnection with exponential backoff and jitter, failover across several
  * coordinator front ends, per-round deadlines, and certificate renewal before expiry.
+ *
+ * Whether the client joins a round, and with what input, is not decided here: the runner hands
+ * each new round start to admission (client/admission/admission.ts) with the I/O it needs — the
+ * coordinator's registry and model downloads over this channel — and joins only if admitted.
  */
 import { X509Certificate } from 'node:crypto';
 import tls from 'node:tls';
@@ -20,41 +24,17 @@ import { reasonOf } from '../../shared/rpc/status.js';
 import { channelOptions } from '../../shared/rpc/channel.js';
 import { createCsr, identityKeyPem, needsRenewal, type ClientIdentity } from '../enroll/csr.js';
 import { ClientAgent, type AgentEvent } from './agent.js';
-import { encodeWeightedInput } from '../../shared/crypto/quantize.js';
-import { DeterministicRng } from '../../shared/crypto/rng.js';
-import type { RoundStart } from '../../shared/protocol/messages.js';
+import { asAegisError, isTransient } from './grpc-errors.js';
+import { fetchModel } from './model-fetch.js';
+import { PeerDirectory } from './peer-directory.js';
 import { sameRound } from '../../shared/protocol/session.js';
-import { isTrainingManifest, manifestOfRoundStart, verifiedModel, type Trainer, type TrainingRound } from './training-round.js';
 import * as trustPb from '../../shared/gen/aegis/v1/trust_pb.js';
-import { verifySignedManifest } from '../../shared/trust/manifest.js';
-import { checkRegistries, parseSnapshot, publisherKey, type RegistrySnapshot } from '../../shared/trust/registry.js';
+import type { RegistrySnapshot } from '../../shared/trust/registry.js';
 import type { AuditBook } from '../audit/audit.js';
 import type { TrustBook } from '../../shared/trust/trust-book.js';
-
-
-/**
- * How much an accuracy measured on `n` examples can move by chance: two standard errors at
- * the worst case p = 1/2. A drop counts against the gate only beyond it, so a small holdout does
- * not put an honest client in audit mode.
- */
-export const samplingNoise = (n: number): number => (n > 0 ? 2 * Math.sqrt(0.25 / n) : 1);
-
-/** A gRPC error as a typed AegisError: its reason code, or `unavailable` for transport failures. */
-export function asAegisError(err: unknown): AegisError {
-  if (isAegisError(err)) return err;
-  const code = reasonOf(err);
-  const details = (err as { details?: string }).details ?? (err instanceof Error ? err.message : String(err));
-  if (code) return new AegisError(code, details);
-  const status = (err as { code?: number }).code;
-  if (status === grpc.status.UNAUTHENTICATED) return new AegisError(ErrorCode.Unauthenticated, details);
-  if (status === grpc.status.RESOURCE_EXHAUSTED) return new AegisError(ErrorCode.TooLarge, details);
-  return new AegisError(ErrorCode.Unavailable, `coordinator unreachable: ${details}`);
-}
-
-const isTransient = (err: unknown): boolean => {
-  const s = (err as { code?: number }).code;
-  return reasonOf(err) === undefined && (s === grpc.status.UNAVAILABLE || s === grpc.status.DEADLINE_EXCEEDED || s === grpc.status.CANCELLED || s === grpc.status.INTERNAL);
-};
+import { admitRound, newAdmissionMemory, recordRoundOutcome, type AdmissionContext, type AdmissionEvent } from '../admission/admission.js';
+import type { Trainer } from '../admission/training-round.js';
+import type { LocalValidation } from '../admission/validation.js';
 
 /**
  * Enrolls: sends the CSR with the one-time token to the coordinator's enrollment address,
@@ -137,7 +117,7 @@ export interface RunnerOptions {
    * (undefined: none). When a new model version loses more accuracy than the manifest's gate,
    * the client enters audit mode and does not train on it.
    */
-  validate?: (round: TrainingRound) => Promise<{ accuracy: number; examples: number } | undefined>;
+  validate?: LocalValidation;
   /** Runs when a round starts, before the client joins it (e.g. to read and quantize its update). */
   beforeRound?: (round: RoundRef, params: RoundParams) => Promise<void>;
   /** Persists a renewed certificate. */
@@ -161,6 +141,8 @@ export interface RunnerOptions {
 
 export type RunnerEvent =
   | AgentEvent
+  /** The client sat a round out, trained for one, or was told of a poisoning flag. */
+  | AdmissionEvent
   /** `address`: the front end the stream is on. */
   | { kind: 'connected'; address?: string }
   /** `address`: the front end that was lost; `next`: the one tried next (when it changes). */
@@ -168,13 +150,7 @@ export type RunnerEvent =
   | { kind: 'renewed'; notAfter: string }
   /** A heartbeat went out (`ok`) or was refused / not delivered (`code`). */
   | { kind: 'heartbeat'; ok: boolean; code?: string }
-  | { kind: 'fatal'; code: string; message: string }
-  /** The client did not join a round (a check failed, or it has nothing to contribute). */
-  | { kind: 'sat-out'; roundIndex: number; code: string; message: string }
-  /** The coordinator flagged a round's model as suspected poisoning (the client enters audit mode). */
-  | { kind: 'poisoning-flag'; roundIndex: number }
-  /** Local training for a round finished. */
-  | { kind: 'trained'; roundIndex: number; modelVersion: number; examples: number; loss: number; trainMs: number; fetchMs: number };
+  | { kind: 'fatal'; code: string; message: string };
 
 type SecAggClient = TypedClient<MethodsOf<typeof pb.SecAgg>>;
 
@@ -201,8 +177,8 @@ export class ClientRunner {
   private stopped = false;
   private failures = 0;
   private events: Promise<void> = Promise.resolve();
-  /** Per job: the latest model version this client checked and its local validation accuracy. */
-  private readonly validated = new Map<string, { version: number; accuracy: number }>();
+  /** What admission needs for each round start: the options' checks, this channel's I/O, its memory. */
+  private readonly admission: AdmissionContext;
   /** The input being made by local training for the current training round. */
   private training: { round: RoundRef; input: Promise<Uint32Array> } | undefined;
   private roundTimer: NodeJS.Timeout | undefined;
@@ -210,8 +186,7 @@ export class ClientRunner {
   private reconnectTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
   /** Peers' identity keys, from certificates checked against the pinned CA. */
-  private readonly directory = new Map<string, Uint8Array>();
-  private readonly ca: X509Certificate;
+  private readonly peers: PeerDirectory;
   private finish!: (err?: AegisError) => void;
   /** Resolves when the runner stops: undefined after `stop()`, an error when it cannot go on. */
   readonly done: Promise<AegisError | undefined>;
@@ -220,7 +195,7 @@ export class ClientRunner {
     this.addresses = parseAddressList(opts.address);
     this.opts = opts;
     this.certificateDer = opts.certificateDer;
-    this.ca = new X509Certificate(opts.caPem);
+    this.peers = new PeerDirectory(opts.caPem);
     this.done = new Promise((resolve) => (this.finish = resolve));
     this.agent = new ClientAgent({
       clientId: opts.clientId,
@@ -228,7 +203,7 @@ export class ClientRunner {
       get identityKey() {
         return opts.identity.seed;
       },
-      identityOf: (id) => this.directory.get(id),
+      identityOf: (id) => this.peers.keyOf(id),
       input: (round, params) => {
         if (!opts.input) throw new AegisError(ErrorCode.InvalidArgument, 'this client has no input for the round');
         return opts.input(round, params);
@@ -237,6 +212,18 @@ export class ClientRunner {
       send: (m) => this.send(m),
       onEvent: (e) => opts.onEvent?.(e),
     });
+    const { trust } = opts;
+    this.admission = {
+      ...(trust ? { trust: { coordinatorRegistry: () => this.coordinatorRegistry(), backup: () => trust.backup(), book: trust.book } } : {}),
+      audit: opts.audit,
+      hasPlainInput: opts.input !== undefined,
+      train: opts.train,
+      validate: opts.validate,
+      fetchModel: (manifestHash, version, expectedBytes) => fetchModel(this.client, manifestHash, version, expectedBytes),
+      memory: newAdmissionMemory(),
+      asError: asAegisError,
+      onEvent: (e) => opts.onEvent?.(e),
+    };
   }
 
   /** The front end in use. */
@@ -447,29 +434,22 @@ export class ClientRunner {
   }
 
   private async handle(ev: ServerEvent): Promise<void> {
-    if (ev.type === 'advertise-broadcast') this.learnIdentities(ev.entries);
+    if (ev.type === 'advertise-broadcast') this.peers.learn(ev.entries);
     if (ev.type === 'round-start') {
       // A repeated start of the round this client is in changes nothing (the agent says so).
       const current = this.agent.currentRound;
       if (!current || !sameRound(current, ev.round)) {
-        this.directory.clear();
-        try {
-          await this.prepareRound(ev);
-        } catch (err) {
-          const e = asAegisError(err);
-          this.opts.onEvent?.({ kind: 'sat-out', roundIndex: ev.round.roundIndex, code: e.code, message: e.message });
-          // Every refusal goes to the audit log (an approval refusal is logged by the book itself).
-          if (this.opts.audit && e.code !== ErrorCode.ApprovalRequired) await this.opts.audit.refused(e.code, this.claimedJob(ev)).catch(() => undefined);
-          return;
-        }
+        this.peers.clear();
+        this.training = undefined;
+        // A declined round is sat out: the agent never hears of it, so no keys are advertised.
+        const admission = await admitRound(this.admission, ev);
+        if (!admission.admitted) return;
+        if (admission.kind === 'training') this.training = { round: ev.round, input: admission.input };
         this.armRoundDeadline(ev.round, ev.deadlines);
         await this.opts.beforeRound?.(ev.round, ev.params);
       }
     }
-    if (ev.type === 'round-outcome' && ev.poisoningFlagged) {
-      this.opts.onEvent?.({ kind: 'poisoning-flag', roundIndex: ev.round.roundIndex });
-      await this.opts.audit?.enter('poisoning-flag', `the coordinator held back the model of round ${ev.round.roundIndex} (validation gate)`);
-    }
+    if (ev.type === 'round-outcome') await recordRoundOutcome(this.admission, ev);
     await this.agent.onEvent(ev);
     if (ev.type === 'round-outcome' && this.agent.currentRound === null) {
       clearTimeout(this.roundTimer);
@@ -477,149 +457,10 @@ export class ClientRunner {
     }
   }
 
-  /** The job a round start claims to be (for the audit log only: it may be the refused lie). */
-  private claimedJob(ev: RoundStart): { jobId: string; manifestSha256: string } | undefined {
-    try {
-      const jobId = ev.manifestJson ? (JSON.parse(Buffer.from(ev.manifestJson).toString('utf8')) as { jobId?: unknown }).jobId : undefined;
-      return typeof jobId === 'string' ? { jobId, manifestSha256: Buffer.from(ev.round.manifestHash).toString('hex') } : undefined;
-    } catch {
-      return undefined;
-    }
-  }
-
-  /**
-   * Checks a round start and, for a training round, fetches and verifies the global model and
-   * starts local training (it runs while the keys are advertised and shared). Throws to sit the
-   * round out.
-   */
-  private async prepareRound(ev: RoundStart): Promise<void> {
-    this.training = undefined;
-    if (this.opts.trust) await this.checkTrust(ev, this.opts.trust);
-    const manifest = manifestOfRoundStart(ev);
-    if (manifest && this.opts.audit) await this.opts.audit.admit(manifest.jobId, Buffer.from(ev.round.manifestHash).toString('hex'));
-    if (!manifest || !isTrainingManifest(manifest)) {
-      if (!this.opts.input) throw new AegisError(ErrorCode.InvalidArgument, 'this client has no input for a plain round (aegis client run --input)');
-      return;
-    }
-    if (!this.opts.train) throw new AegisError(ErrorCode.InvalidArgument, 'this client has no training data for a training round (aegis client run --train-data)');
-    if (!ev.model) throw new AegisError(ErrorCode.HashMismatch, 'a training round start names no model version');
-    const fetchStart = Date.now();
-    const bytes = await this.fetchModel(ev.round.manifestHash, ev.model.version, manifest.round.dim * 4);
-    const globalWeights = verifiedModel(bytes, ev.model, manifest);
-    const fetchMs = Date.now() - fetchStart;
-    const { train } = this.opts;
-    const round = ev.round;
-    const modelVersion = ev.model.version;
-    await this.checkValidation({ roundIndex: round.roundIndex, manifest, globalWeights, modelVersion }, Buffer.from(round.manifestHash).toString('hex'));
-    const input = (async () => {
-      const u = await train({ roundIndex: round.roundIndex, manifest, globalWeights, modelVersion });
-      const maxWeight = 2 ** manifest.round.bits - 1;
-      if (!Number.isInteger(u.weight) || u.weight < 1 || u.weight > maxWeight) throw new AegisError(ErrorCode.InvalidArgument, `the update's weight must be an integer in 1..${maxWeight}`);
-      if (u.values.length !== manifest.round.dim) throw new AegisError(ErrorCode.InvalidArgument, `the update has ${u.values.length} values, the manifest's dim is ${manifest.round.dim}`);
-      this.opts.onEvent?.({ kind: 'trained', roundIndex: round.roundIndex, modelVersion, examples: u.examples ?? u.weight, loss: u.loss ?? Number.NaN, trainMs: u.trainMs ?? 0, fetchMs });
-      return encodeWeightedInput(u.values, u.weight, manifest.round, DeterministicRng.secure());
-    })();
-    input.catch(() => undefined);
-    this.training = { round, input };
-  }
-
-  /**
-   * The signed manifest of a round start: both registries verified and in agreement (else the
-   * client enters audit mode: `registry-mismatch`), a trusted publisher's valid signature, no
-   * older revision of the job than one accepted before, the signed bytes being the round's
-   * manifest, and — in audit mode — the operator's approval for this job and hash.
-   */
-  private async checkTrust(ev: RoundStart, trust: NonNullable<RunnerOptions['trust']>): Promise<void> {
-    if (!ev.signedManifest) throw new AegisError(ErrorCode.UnknownKey, 'the round start carries no signed manifest; this client takes only publisher-signed jobs');
-    const now = new Date();
+  /** The snapshot the coordinator's registry serves (Trust.GetRegistry on the front end in use). */
+  private async coordinatorRegistry(): Promise<Uint8Array> {
     const reply = await callUnary(this.trustClient.getRegistry.bind(this.trustClient), create(trustPb.GetRegistryRequestSchema, {}), new grpc.Metadata(), { deadline: Date.now() + 15_000 });
-    const primary = parseSnapshot(reply.snapshot);
-    const backup = await trust.backup();
-    const seen = await trust.book.load();
-    let checked: ReturnType<typeof checkRegistries>;
-    try {
-      checked = checkRegistries(primary, backup, seen.registry, now);
-    } catch (err) {
-      if (isAegisError(err, ErrorCode.RegistryMismatch)) await this.opts.audit?.enter('registry-mismatch', 'the coordinator registry and the backup registry disagree');
-      throw err;
-    }
-    const v = verifySignedManifest(ev.signedManifest, (id) => publisherKey(checked.publishers, id), { now });
-    const previous = seen.revisions[v.manifest.jobId];
-    if (previous !== undefined && v.manifest.revision < previous) {
-      throw new AegisError(ErrorCode.Rollback, `revision ${v.manifest.revision} of job '${v.manifest.jobId}' is older than revision ${previous}, already accepted`);
-    }
-    if (!Buffer.from(v.hash).equals(Buffer.from(ev.round.manifestHash)) || (ev.manifestJson && !Buffer.from(ev.manifestJson).equals(Buffer.from(v.manifestJson)))) {
-      throw new AegisError(ErrorCode.HashMismatch, 'the signed manifest is not the manifest of this round');
-    }
-    await trust.book.accept(checked.state, v.manifest.jobId, v.manifest.revision);
-  }
-
-  /**
-   * The poisoned-server check: a global model that loses more local validation accuracy than
-   * the manifest's gate, compared with the last version this client checked, puts the client
-   * in audit mode (`validation-drop`); it then does not train on the model, and this job and
-   * the next ones need the operator's approval.
-   */
-  private async checkValidation(r: TrainingRound, manifestSha256: string): Promise<void> {
-    const gate = r.manifest.validation?.gate;
-    if (!this.opts.validate || gate === undefined) return;
-    const measured = await this.opts.validate(r);
-    if (measured === undefined) return;
-    const { accuracy } = measured;
-    const prev = this.validated.get(r.manifest.jobId);
-    if (prev && prev.version < r.modelVersion && prev.accuracy - accuracy > gate + samplingNoise(measured.examples)) {
-      const detail = `model version ${r.modelVersion} of job ${r.manifest.jobId} lost ${((prev.accuracy - accuracy) * 100).toFixed(1)} points of local validation accuracy (gate ${(gate * 100).toFixed(1)})`;
-      await this.opts.audit?.enter('validation-drop', detail);
-      // In audit mode now: this job, too, runs only with the operator's approval.
-      if (this.opts.audit) await this.opts.audit.admit(r.manifest.jobId, manifestSha256);
-      else throw new AegisError(ErrorCode.ApprovalRequired, detail);
-    }
-    if (!prev || prev.version <= r.modelVersion) this.validated.set(r.manifest.jobId, { version: r.modelVersion, accuracy });
-  }
-
-  /** A model version's bytes over the mTLS channel, refusing more than `expectedBytes`. */
-  private fetchModel(manifestHash: Uint8Array, version: number, expectedBytes: number): Promise<Uint8Array> {
-    return new Promise((resolve, reject) => {
-      const out = new Uint8Array(expectedBytes);
-      let received = 0;
-      const call = this.client.fetchModel(create(pb.FetchModelRequestSchema, { manifestHash, version }), new grpc.Metadata(), { deadline: Date.now() + 5 * 60_000 });
-      call.on('data', (c: pb.ModelChunk) => {
-        const offset = Number(c.offset);
-        if (Number(c.totalBytes) !== expectedBytes || offset !== received || offset + c.data.length > expectedBytes) {
-          call.cancel();
-          reject(new AegisError(ErrorCode.HashMismatch, `the model does not have the manifest's size (${expectedBytes} bytes)`));
-          return;
-        }
-        out.set(c.data, offset);
-        received += c.data.length;
-      });
-      call.on('error', (err: unknown) => reject(asAegisError(err)));
-      call.on('end', () => (received === expectedBytes ? resolve(out) : reject(new AegisError(ErrorCode.HashMismatch, 'the model arrived incomplete'))));
-    });
-  }
-
-  /**
-   * Identity keys of the round's members, from their certificates: each must be signed by the
-   * pinned CA, be valid now, and name the entry's client id. Entries that fail are left out, so
-   * the state machine sees an unknown id (and aborts if it is a neighbour).
-   */
-  private learnIdentities(entries: readonly { clientId: string; certificate?: Uint8Array }[]): void {
-    const now = Date.now();
-    for (const e of entries) {
-      if (!e.certificate || e.certificate.length === 0) continue;
-      try {
-        const cert = new X509Certificate(Buffer.from(e.certificate));
-        if (!cert.checkIssued(this.ca) || !cert.verify(this.ca.publicKey)) continue;
-        if (!(Date.parse(cert.validFrom) <= now && now <= Date.parse(cert.validTo))) continue;
-        const uri = `URI:urn:aegis:client:${e.clientId}`;
-        if (cert.subjectAltName !== uri || cert.subject !== `CN=${e.clientId}`) continue;
-        const jwk = cert.publicKey.export({ format: 'jwk' });
-        if (jwk.crv !== 'Ed25519' || typeof jwk.x !== 'string') continue;
-        this.directory.set(e.clientId, new Uint8Array(Buffer.from(jwk.x, 'base64url')));
-      } catch {
-        continue;
-      }
-    }
+    return reply.snapshot;
   }
 
   /** Gives up on a round that outlives all its phase deadlines (plus a grace period). */

@@ -198,11 +198,6 @@ export class AuditBook {
   }
 
   /**
-   * Decides whether a job may run (called by the client before each round of a job). In audit
-   * mode a job not yet admitted needs an approval for its exact (jobId, manifestSha256): it is
-   * consumed and the counter goes down; when the counter reaches 0, audit mode is over.
-   */
-  /**
    * Records a round the client refused before admission (a trust check failed: unknown key,
    * rollback, registry mismatch, a model that does not match its hash, ...). Only the reason
    * code and, when known, the job and manifest hash go to the log.
@@ -216,6 +211,11 @@ export class AuditBook {
     });
   }
 
+  /**
+   * Decides whether a job may run (called by the client before each round of a job). In audit
+   * mode a job not yet admitted needs an approval for its exact (jobId, manifestSha256): it is
+   * consumed and the counter goes down; when the counter reaches 0, audit mode is over.
+   */
   async admit(jobId: string, manifestSha256: string): Promise<{ decision: 'run'; remaining: number }> {
     checkJob(jobId, manifestSha256);
     return this.locked(async () => {
@@ -253,7 +253,6 @@ export class AuditBook {
 
   // -------------------------------------------------------------------------------------------
 
-  /** Reads audit.json; a missing file = never entered, anything unreadable is refused. */
   /** Appends a backup, export or restore to the audit log (file, hash, size, count, key — no data). */
   async dataEvent(e: DataEventRecord): Promise<void> {
     await this.locked(async () => {
@@ -274,6 +273,7 @@ export class AuditBook {
       .map((l) => JSON.parse(l) as Record<string, unknown>);
   }
 
+  /** Reads audit.json; a missing file = never entered, anything unreadable is refused. */
   private async read(): Promise<State> {
     let text: string;
     try {

@@ -15,7 +15,7 @@ import { AegisError, ErrorCode } from '../../shared/errors.js';
 import * as enroll from '../../shared/gen/aegis/v1/enrollment_pb.js';
 import { channelOptions } from '../../shared/rpc/channel.js';
 import { callUnary, clientFor } from '../../shared/rpc/service.js';
-import { asAegisError } from '../agent/connection.js';
+import { asAegisError } from '../agent/grpc-errors.js';
 import { createCsr, type ClientIdentity } from './csr.js';
 
 /** Default time `aegis client enroll` waits for an offline CA: 10 minutes. */

@@ -1,7 +1,8 @@
 /** The client's checks before training: the manifest is the hashed one, the model the announced one. */
 import { describe, expect, it } from '@jest/globals';
 import { createHash } from 'node:crypto';
-import { manifestOfRoundStart, verifiedModel } from '../../client/agent/training-round.js';
+import { manifestOfRoundStart } from '../../client/admission/round-start.js';
+import { verifiedModel } from '../../client/admission/training-round.js';
 import { weightBytes } from '../../coordinator/jobs/training.js';
 import { isTrainingManifest, parseManifest, type TrainingManifest } from '../../shared/protocol/manifest.js';
 import type { RoundStart } from '../../shared/protocol/messages.js';

@@ -13,7 +13,7 @@ import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { ClientRunner, RunnerEvent } from '../../client/agent/connection.js';
-import type { TrainingRound } from '../../client/agent/training-round.js';
+import type { TrainingRound } from '../../client/admission/training-round.js';
 import { MemoryDataStore } from '../../client/store/memory.js';
 import { evaluateModel, trainLocally, validateLocally } from '../../client/trainer/index.js';
 import { splitDigits, type DigitsSplit } from '../../bench/demo/mnist.js';

@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { combineGroups, planGroups } from '../../coordinator/round/groups.js';
 import { simulate } from '../../bench/sim/simulate.js';
 import { codeOf } from '../support/codes.js';
-import { manifestOfRoundStart } from '../../client/agent/training-round.js';
+import { manifestOfRoundStart } from '../../client/admission/round-start.js';
 import { groupRoundParams, validateRoundParams } from '../../shared/protocol/params.js';
 import { sha256 } from '../../shared/protocol/session.js';
 import { manifest } from '../support/cluster.js';

@@ -15,7 +15,7 @@ import { serveDashboard, type DashboardJobDetail, type DashboardServer, type Das
 import { weightBytes } from '../../coordinator/jobs/training.js';
 import type { Coordinator } from '../../coordinator/service/coordinator.js';
 import type { ClientRunner } from '../../client/agent/connection.js';
-import type { TrainingRound } from '../../client/agent/training-round.js';
+import type { TrainingRound } from '../../client/admission/training-round.js';
 import { MemoryDataStore } from '../../client/store/memory.js';
 import { trainLocally } from '../../client/trainer/index.js';
 import { splitDigits, type DigitsSplit } from '../../bench/demo/mnist.js';

@@ -1,0 +1,189 @@
+/**
+ * Round admission: may this client join the round a coordinator just started, and with what
+ * input? The runner hands each new round start to `admitRound` and gets a typed decision back:
+ * admit (a plain round, or a training round whose input local training is now making) or
+ * decline with a reason code, and then the client sits the round out and never advertises keys
+ * for it.
+ *
+ * Admission does no networking itself: what it needs from the coordinator (its registry, a
+ * model version's bytes) comes in as functions of the context, so it runs the same against
+ * fakes in a test.
+ *
+ * A round start goes through these steps in order; the first that throws a typed error
+ * declines the round:
+ *
+ *   1. the manifest: with trust configured, the signed manifest (trust.ts); then the manifest
+ *      the start carries, against the round's manifest hash and parameters (round-start.ts);
+ *   2. the checks of the claimed round, `ROUND_CHECKS` (the operator's approval in audit mode);
+ *   3. what the client contributes: its input for a plain round; for a training round, the
+ *      global model, fetched and verified (training-round.ts), then the checks of that model,
+ *      `MODEL_CHECKS` (the validation gate, validation.ts), then local training starts.
+ *
+ * A new check goes into the list whose facts it needs: `ROUND_CHECKS` for what the round start
+ * and its manifest say (the round index, the model version named, each round parameter),
+ * `MODEL_CHECKS` for what needs the verified global model. What a check remembers from one
+ * round to the next lives in `AdmissionMemory`.
+ */
+import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
+import { isTrainingManifest, type JobManifest, type TrainingManifest } from '../../shared/protocol/manifest.js';
+import type { RoundOutcome, RoundStart } from '../../shared/protocol/messages.js';
+import type { AuditBook } from '../audit/audit.js';
+import { manifestOfRoundStart } from './round-start.js';
+import { trainingInput, verifiedModel, type Trainer, type TrainingRound } from './training-round.js';
+import { checkSignedManifest, type TrustSources } from './trust.js';
+import { checkValidationGate, type LocalValidation, type ValidatedModel } from './validation.js';
+
+/** What admission reports, beside its decision. */
+export type AdmissionEvent =
+  /** The client did not join a round (a check failed, or it has nothing to contribute). */
+  | { kind: 'sat-out'; roundIndex: number; code: string; message: string }
+  /** The coordinator flagged a round's model as suspected poisoning (the client enters audit mode). */
+  | { kind: 'poisoning-flag'; roundIndex: number }
+  /** Local training for a round finished. */
+  | { kind: 'trained'; roundIndex: number; modelVersion: number; examples: number; loss: number; trainMs: number; fetchMs: number };
+
+/** What admission keeps from one round to the next (for the client's whole run). */
+export interface AdmissionMemory {
+  /** Per job id: the latest model version checked against local validation, and its accuracy. */
+  readonly validated: Map<string, ValidatedModel>;
+}
+
+export const newAdmissionMemory = (): AdmissionMemory => ({ validated: new Map() });
+
+/** Everything admission needs, given by the runner once for its whole run. */
+export interface AdmissionContext {
+  /** Take only publisher-signed rounds, checked against these registries; absent: unsigned rounds are taken too. */
+  trust?: TrustSources;
+  /**
+   * Audit mode: a registry mismatch, a validation drop or a poisoning flag enters it; while in
+   * it, each new job needs the operator's approval bound to its manifest hash. Every refused
+   * round is logged in it.
+   */
+  audit?: Pick<AuditBook, 'enter' | 'admit' | 'refused'>;
+  /** Whether the client has an input for plain (non-training) rounds; without one it sits them out. */
+  hasPlainInput: boolean;
+  /** Local training; without it the client sits training rounds out. */
+  train?: Trainer;
+  /** Local validation of each global model (the validation gate); absent: no gate on this client. */
+  validate?: LocalValidation;
+  /** A model version's bytes from the coordinator, refusing more than `expectedBytes`. */
+  fetchModel: (manifestHash: Uint8Array, version: number, expectedBytes: number) => Promise<Uint8Array>;
+  memory: AdmissionMemory;
+  /**
+   * A failure of the functions above that is not a typed error, as one (the runner reads a
+   * gRPC status's reason); default: `unavailable`.
+   */
+  asError?: (err: unknown) => AegisError;
+  onEvent?: (e: AdmissionEvent) => void;
+}
+
+/** The decision on a round start. */
+export type RoundAdmission =
+  /** A plain round: the client's input for it is read when the masked input is due. */
+  | { admitted: true; kind: 'plain'; manifest: JobManifest | undefined }
+  /** A training round: `input` is the update local training is making from `modelVersion`. */
+  | { admitted: true; kind: 'training'; manifest: TrainingManifest; modelVersion: number; input: Promise<Uint32Array> }
+  /** Sat out, with the reason code and the reason in words. */
+  | { admitted: false; code: ErrorCode; message: string };
+
+/** A round start once its manifest is established: what the checks decide on. */
+export interface ClaimedRound {
+  start: RoundStart;
+  /** The round's manifest; undefined for a plain round of a coordinator that sends none. */
+  manifest: JobManifest | undefined;
+  /** The round's manifest hash in hex, as the audit book names a job's manifest. */
+  manifestSha256: string;
+}
+
+/** A check of a claimed round: throws a typed error to decline it. */
+export type RoundCheck = (ctx: AdmissionContext, round: ClaimedRound) => Promise<void>;
+/** A check of a training round's verified global model: throws a typed error to decline it. */
+export type ModelCheck = (ctx: AdmissionContext, round: ClaimedRound, model: TrainingRound) => Promise<void>;
+
+/** In audit mode, a job runs only with the operator's approval of its exact manifest hash. */
+const operatorApproval: RoundCheck = async (ctx, { manifest, manifestSha256 }) => {
+  if (manifest && ctx.audit) await ctx.audit.admit(manifest.jobId, manifestSha256);
+};
+
+/** A new global model that loses too much local validation accuracy puts the client in audit mode. */
+const validationGate: ModelCheck = async (ctx, { manifestSha256 }, model) => {
+  await checkValidationGate(model, manifestSha256, { validate: ctx.validate, validated: ctx.memory.validated, audit: ctx.audit });
+};
+
+const ROUND_CHECKS: readonly RoundCheck[] = [operatorApproval];
+const MODEL_CHECKS: readonly ModelCheck[] = [validationGate];
+
+const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
+
+/**
+ * Decides whether the client joins the round `start` begins, and prepares its input. Never
+ * throws: a failed check, or a failure of the context's I/O, declines the round — reported as
+ * a `sat-out` event and, with an audit book, logged as refused.
+ */
+export async function admitRound(ctx: AdmissionContext, start: RoundStart): Promise<RoundAdmission> {
+  try {
+    const round = await claimedRound(ctx, start);
+    for (const check of ROUND_CHECKS) await check(ctx, round);
+    const { manifest } = round;
+    if (!manifest || !isTrainingManifest(manifest)) {
+      if (!ctx.hasPlainInput) throw new AegisError(ErrorCode.InvalidArgument, 'this client has no input for a plain round (aegis client run --input)');
+      return { admitted: true, kind: 'plain', manifest };
+    }
+    return await admitTraining(ctx, round, manifest);
+  } catch (err) {
+    return decline(ctx, start, isAegisError(err) ? err : (ctx.asError ?? unavailable)(err));
+  }
+}
+
+/** Step 1: the round's manifest, from the signed manifest (with trust) and the one the start carries. */
+async function claimedRound(ctx: AdmissionContext, start: RoundStart): Promise<ClaimedRound> {
+  if (ctx.trust) await checkSignedManifest(start, ctx.trust, ctx.audit);
+  return { start, manifest: manifestOfRoundStart(start), manifestSha256: hex(start.round.manifestHash) };
+}
+
+/** Step 3 of a training round: the verified global model, its checks, and local training started. */
+async function admitTraining(ctx: AdmissionContext, round: ClaimedRound, manifest: TrainingManifest): Promise<RoundAdmission> {
+  const { train } = ctx;
+  if (!train) throw new AegisError(ErrorCode.InvalidArgument, 'this client has no training data for a training round (aegis client run --train-data)');
+  const { start } = round;
+  if (!start.model) throw new AegisError(ErrorCode.HashMismatch, 'a training round start names no model version');
+  const fetchStart = Date.now();
+  const bytes = await ctx.fetchModel(start.round.manifestHash, start.model.version, manifest.round.dim * 4);
+  const model: TrainingRound = { roundIndex: start.round.roundIndex, manifest, globalWeights: verifiedModel(bytes, start.model, manifest), modelVersion: start.model.version };
+  const fetchMs = Date.now() - fetchStart;
+  for (const check of MODEL_CHECKS) await check(ctx, round, model);
+  const input = trainingInput(train, model, (u) =>
+    ctx.onEvent?.({ kind: 'trained', roundIndex: model.roundIndex, modelVersion: model.modelVersion, examples: u.examples ?? u.weight, loss: u.loss ?? Number.NaN, trainMs: u.trainMs ?? 0, fetchMs }),
+  );
+  return { admitted: true, kind: 'training', manifest, modelVersion: model.modelVersion, input };
+}
+
+async function decline(ctx: AdmissionContext, start: RoundStart, e: AegisError): Promise<RoundAdmission> {
+  ctx.onEvent?.({ kind: 'sat-out', roundIndex: start.round.roundIndex, code: e.code, message: e.message });
+  // Every refusal goes to the audit log (an approval refusal is logged by the book itself).
+  if (ctx.audit && e.code !== ErrorCode.ApprovalRequired) await ctx.audit.refused(e.code, claimedJob(start)).catch(() => undefined);
+  return { admitted: false, code: e.code, message: e.message };
+}
+
+const unavailable = (err: unknown): AegisError => new AegisError(ErrorCode.Unavailable, err instanceof Error ? err.message : String(err));
+
+/** The job a round start claims to be (for the audit log only: it may be the refused lie). */
+function claimedJob(start: RoundStart): { jobId: string; manifestSha256: string } | undefined {
+  try {
+    const jobId = start.manifestJson ? (JSON.parse(Buffer.from(start.manifestJson).toString('utf8')) as { jobId?: unknown }).jobId : undefined;
+    return typeof jobId === 'string' ? { jobId, manifestSha256: hex(start.round.manifestHash) } : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * What admission learns from a round's outcome: a round whose model the coordinator held back
+ * (it failed the validation gate on the coordinator's validation set) puts the client in audit
+ * mode, so the next jobs need the operator's approval.
+ */
+export async function recordRoundOutcome(ctx: AdmissionContext, outcome: RoundOutcome): Promise<void> {
+  if (!outcome.poisoningFlagged) return;
+  ctx.onEvent?.({ kind: 'poisoning-flag', roundIndex: outcome.round.roundIndex });
+  await ctx.audit?.enter('poisoning-flag', `the coordinator held back the model of round ${outcome.round.roundIndex} (validation gate)`);
+}
