@@ -6,7 +6,7 @@
  *
  * Keys, for a round key K (`<job>.r<index>[.g<group>]`) under the prefix P:
  * - `P:round:K` (hash): `meta` (JSON: parameters, round ref, deadlines, cohort, identity keys —
- *   all public), `phase` (the phase name; `<phase>!` while it closes), `stats` and `timeline`
+ *   all public), `phase` (the phase open or closing: coordinator/round/phases.ts, `formatPhaseMark`), `stats` and `timeline`
  *   (JSON), `u3` (JSON ids), `sum` (sealed masked sum, once the masked-input phase closed),
  *   `outcome` (sealed), `transitions` (a counter: each phase change adds one, exactly once).
  * - `P:round:K:in:<phase>` (hash): client id → the client's sealed message of that phase; for
@@ -33,6 +33,7 @@ import type { ClientMessage, PhaseDeadlines, ServerMessage } from '../../shared/
 import type { RoundParams } from '../../shared/protocol/params.js';
 import { fromClientEnvelope, fromServerEnvelope, toClientEnvelope, toServerEnvelope, vectorFromBytes, vectorToBytes } from '../../shared/rpc/convert.js';
 import type { Phase } from '../../shared/protocol/vocabulary.js';
+import { formatPhaseMark } from '../round/phases.js';
 
 /** Public facts of one round (one aggregation group), fixed when it starts. */
 export interface SharedRoundMeta {
@@ -106,10 +107,10 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return {'ok', tostring(redis.call('HLEN', KEYS[2]))}
 `;
 
-/** phase -> phase! when it is still phase (the close starts); returns the phase found. */
+/** The open phase ARGV[1] becomes its closing mark ARGV[2] (the close starts); returns the phase mark found. */
 const MARK_CLOSING = `
 local ph = redis.call('HGET', KEYS[1], 'phase')
-if ph == ARGV[1] then redis.call('HSET', KEYS[1], 'phase', ARGV[1] .. '!') end
+if ph == ARGV[1] then redis.call('HSET', KEYS[1], 'phase', ARGV[2]) end
 return ph or ''
 `;
 
@@ -199,7 +200,7 @@ export class RoundStore {
     if (created === 0) return false;
     const m = this.redis.multi();
     for (const meta of metas) {
-      m.hset(this.roundKey(meta.key), 'meta', JSON.stringify(meta), 'phase', first, 'stats', JSON.stringify({ prgWords: 0 }), 'timeline', JSON.stringify([{ phase: first, at: Date.now() }]), 'transitions', 0);
+      m.hset(this.roundKey(meta.key), 'meta', JSON.stringify(meta), 'phase', formatPhaseMark({ phase: first, closing: false }), 'stats', JSON.stringify({ prgWords: 0 }), 'timeline', JSON.stringify([{ phase: first, at: Date.now() }]), 'transitions', 0);
     }
     m.sadd(this.activeKey, `${info.jobId}.r${info.index}`);
     await m.exec();
@@ -226,7 +227,7 @@ export class RoundStore {
       this.roundKey(k),
       this.inboxKey(k, phase),
       this.keysKey(k),
-      phase,
+      formatPhaseMark({ phase, closing: false }),
       clientId,
       value,
       String(opts.cap ?? 0),
@@ -242,9 +243,10 @@ export class RoundStore {
     return { kind: 'key-taken' };
   }
 
-  /** Starts closing `phase`; returns the phase found (`phase` itself when this call marked it). */
+  /** Starts closing `phase`; returns the phase mark found (`phase` open when this call marked it closing). */
   async markClosing(k: string, phase: Phase): Promise<string> {
-    return String(await (this.redis as unknown as { aegisMarkClosing: (...a: unknown[]) => Promise<string> }).aegisMarkClosing(this.roundKey(k), phase));
+    const mark = this.redis as unknown as { aegisMarkClosing: (...a: unknown[]) => Promise<string> };
+    return String(await mark.aegisMarkClosing(this.roundKey(k), formatPhaseMark({ phase, closing: false }), formatPhaseMark({ phase, closing: true })));
   }
 
   async inbox(k: string, phase: Phase): Promise<Map<string, Buffer>> {

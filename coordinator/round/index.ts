@@ -11,6 +11,7 @@ import { validateRoundParams } from '../../shared/protocol/params.js';
 import { assertClientMessage } from '../../shared/protocol/schemas.js';
 import { assertRoundRef } from '../../shared/protocol/session.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
+import { assertTakes, isFinalPhase } from './phases.js';
 import * as r0 from './r0-advertise-keys.js';
 import * as r1 from './r1-share-keys.js';
 import * as r2 from './r2-masked-input.js';
@@ -28,21 +29,9 @@ export function start(cfg: CoordinatorConfig): AdvertiseKeysState {
   return r0.start({ ...cfg, params });
 }
 
-const TAKES: Record<CoordinatorState['phase'], ClientMessage['type'] | null> = {
-  [Phase.AdvertiseKeys]: 'advertise-keys',
-  [Phase.ShareKeys]: 'share-keys',
-  [Phase.MaskedInput]: 'masked-input',
-  [Phase.ConsistencyCheck]: 'consistency-signature',
-  [Phase.Unmasking]: 'unmask-response',
-  [Phase.Completed]: null,
-  [Phase.Aborted]: null,
-};
-
 export function receive(state: CoordinatorState, msg: ClientMessage): CoordinatorTransition {
   assertClientMessage(msg);
-  if (TAKES[state.phase] !== msg.type) {
-    throw new AegisError(ErrorCode.WrongPhase, `the round is in phase ${state.phase} and does not take ${String(msg?.type)}`);
-  }
+  assertTakes({ phase: state.phase, closing: false }, msg.type);
   switch (state.phase) {
     case Phase.AdvertiseKeys:
       return r0.receive(state, msg as Parameters<typeof r0.receive>[1]);
@@ -99,4 +88,4 @@ export function phaseComplete(state: CoordinatorState): boolean {
   }
 }
 
-export const isFinal = (s: CoordinatorState): boolean => s.phase === Phase.Completed || s.phase === Phase.Aborted;
+export const isFinal = (s: CoordinatorState): boolean => isFinalPhase(s.phase);

@@ -12,6 +12,7 @@ import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { ClientMessage, ServerMessage } from '../../shared/protocol/messages.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { combineGroups } from '../round/groups.js';
+import { isFinalPhase, phaseIndex } from '../round/phases.js';
 import type { RoundHost, RoundOutcome, RoundStatus } from './round-host.js';
 
 /** What the coordinator needs of a round's host: a RoundHost, or a GroupedRoundHost. */
@@ -19,8 +20,6 @@ export type RoundHostLike = Pick<RoundHost, 'phase' | 'outcome' | 'timeline' | '
   /** Takes one message; a host on Redis (shared-rounds.ts) answers asynchronously. */
   submit(authenticatedId: string, msg: ClientMessage): void | Promise<void>;
 };
-
-const ORDER: readonly Phase[] = [Phase.AdvertiseKeys, Phase.ShareKeys, Phase.MaskedInput, Phase.ConsistencyCheck, Phase.Unmasking, Phase.Completed, Phase.Aborted];
 
 export class GroupedRoundHost implements RoundHostLike {
   readonly outcome: Promise<RoundOutcome>;
@@ -52,9 +51,9 @@ export class GroupedRoundHost implements RoundHostLike {
 
   /** The phase of the least advanced group still running (the round's phase as a whole). */
   get phase(): Phase {
-    const running = this.hosts.map((h) => h.phase).filter((p) => p !== Phase.Completed && p !== Phase.Aborted);
+    const running = this.hosts.map((h) => h.phase).filter((p) => !isFinalPhase(p));
     if (running.length === 0) return this.hosts.some((h) => h.phase === Phase.Completed) ? Phase.Completed : Phase.Aborted;
-    return running.reduce((a, b) => (ORDER.indexOf(a) <= ORDER.indexOf(b) ? a : b));
+    return running.reduce((a, b) => (phaseIndex(a) <= phaseIndex(b) ? a : b));
   }
 
   /** Group 0's phase timeline (every group starts together and runs the same deadlines). */

@@ -12,6 +12,7 @@ import { assertClientMessage } from '../../shared/protocol/schemas.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { close, finishUnmask, isFinal, phaseComplete, planUnmask, receive, start, type CoordinatorState, type CoordinatorTransition, type MaskJob } from '../round/index.js';
 import { abortRound } from '../round/aborted.js';
+import { assertTakes, awaitedClients, deadlineOf, expectedClients, hasAnswered, receivedCount, waitsOnlyForGone, type PhaseMark } from '../round/phases.js';
 
 export type { PhaseDeadlines };
 
@@ -101,47 +102,6 @@ export class Outbox {
   }
 }
 
-const DEADLINE_OF: Partial<Record<Phase, keyof PhaseDeadlines>> = {
-  [Phase.AdvertiseKeys]: 'advertiseMs',
-  [Phase.ShareKeys]: 'shareMs',
-  [Phase.MaskedInput]: 'maskedMs',
-  [Phase.ConsistencyCheck]: 'consistencyMs',
-  [Phase.Unmasking]: 'unmaskMs',
-};
-
-function receivedCount(s: CoordinatorState): number {
-  switch (s.phase) {
-    case Phase.AdvertiseKeys:
-    case Phase.ShareKeys:
-    case Phase.MaskedInput:
-      return s.received.size;
-    case Phase.ConsistencyCheck:
-      return s.signatures.size;
-    case Phase.Unmasking:
-      return s.responses.size;
-    default:
-      return 0;
-  }
-}
-
-/** How many clients a phase waits for: the invited cohort first, then the set the previous phase fixed (|U1|..|U4|). */
-export function expectedClients(phase: Phase, sets: { u1?: number; u2?: number; u3?: number; u4?: number }, invited: number): number {
-  switch (phase) {
-    case Phase.AdvertiseKeys:
-      return invited;
-    case Phase.ShareKeys:
-      return sets.u1 ?? 0;
-    case Phase.MaskedInput:
-      return sets.u2 ?? 0;
-    case Phase.ConsistencyCheck:
-      return sets.u3 ?? 0;
-    case Phase.Unmasking:
-      return sets.u4 ?? 0;
-    default:
-      return 0;
-  }
-}
-
 export class RoundHost {
   private state: CoordinatorState;
   private readonly cfg: RoundHostConfig;
@@ -159,8 +119,8 @@ export class RoundHost {
   /** Resolves once, when the round completes or aborts. */
   readonly outcome: Promise<RoundOutcome>;
   private cancelled: { detail: string; at: Phase } | null = null;
-  /** True while the unmask workers expand the masks (the phase is closing). */
-  private unmasking = false;
+  /** True while the unmask workers expand the masks: the phase is closing and takes no more messages. */
+  private closing = false;
   private phaseStartedAt = performance.now();
 
   constructor(cfg: RoundHostConfig) {
@@ -174,6 +134,10 @@ export class RoundHost {
     return this.state.phase;
   }
 
+  private get mark(): PhaseMark {
+    return { phase: this.state.phase, closing: this.closing };
+  }
+
   /**
    * Takes one message from an authenticated client. The id inside the message must be the
    * authenticated one. Throws a typed AegisError when refused; the round is then unchanged.
@@ -183,6 +147,7 @@ export class RoundHost {
     try {
       assertClientMessage(msg);
       if (msg.clientId !== authenticatedId) throw new AegisError(ErrorCode.UnknownSender, 'the message names another client than the authenticated one');
+      assertTakes(this.mark, msg.type);
       this.state = receive(this.state, msg).next;
     } catch (err) {
       this.refused++;
@@ -208,37 +173,10 @@ export class RoundHost {
   }
 
   private closeIfOnlyGoneAreMissing(): void {
-    if (this.gone.size === 0 || this.cancelled || isFinal(this.state)) return;
+    if (this.cancelled || isFinal(this.state) || this.closing) return;
     const s = this.state;
-    let awaited: Iterable<string> | undefined;
-    let has: (id: string) => boolean;
-    switch (s.phase) {
-      case Phase.AdvertiseKeys:
-        awaited = this.cfg.cohort;
-        has = (id) => s.received.has(id);
-        break;
-      case Phase.ShareKeys:
-        awaited = s.roster.ids;
-        has = (id) => s.received.has(id);
-        break;
-      case Phase.MaskedInput:
-        awaited = s.expected;
-        has = (id) => s.received.has(id);
-        break;
-      case Phase.ConsistencyCheck:
-        awaited = s.expected;
-        has = (id) => s.signatures.has(id);
-        break;
-      case Phase.Unmasking:
-        awaited = s.expected;
-        has = (id) => s.responses.has(id);
-        break;
-      default:
-        return;
-    }
-    if (!awaited) return;
-    for (const id of awaited) if (!has(id) && !this.gone.has(id)) return;
-    this.closePhase();
+    const awaited = awaitedClients(s, this.cfg.cohort);
+    if (awaited && waitsOnlyForGone(awaited, (id) => hasAnswered(s, id), this.gone)) this.closePhase();
   }
 
   private allInvitedAdvertised(): boolean {
@@ -271,27 +209,27 @@ export class RoundHost {
 
   private arm(): void {
     clearTimeout(this.timer);
-    const key = DEADLINE_OF[this.state.phase];
-    if (!key) return;
     const phase = this.state.phase;
+    const ms = deadlineOf(phase, this.cfg.deadlines);
+    if (ms === undefined) return;
     this.timer = setTimeout(() => {
       if (this.state.phase === phase && !this.cancelled) this.closePhase();
-    }, this.cfg.deadlines[key]);
+    }, ms);
     this.timer.unref?.();
   }
 
   private closePhase(): void {
-    const closing = this.state.phase;
-    if (this.unmasking) return;
+    if (this.closing) return;
+    const phase = this.state.phase;
     const answered = receivedCount(this.state);
-    const expected = this.expectedIn(closing);
+    const expected = this.expectedIn(phase);
     const t0 = performance.now();
-    if (closing === Phase.Unmasking && this.cfg.unmask) {
+    if (phase === Phase.Unmasking && this.cfg.unmask) {
       const s = this.state;
       const p = planUnmask(s);
       if (!('aborted' in p)) {
         // The masks go out to workers; the phase takes no more messages meanwhile.
-        this.unmasking = true;
+        this.closing = true;
         clearTimeout(this.timer);
         this.cfg
           .unmask(p.jobs, s.cfg.params.dim + 1)
@@ -300,24 +238,25 @@ export class RoundHost {
             () => abortRound(s, AbortReason.UnmaskFailed, 'the unmask workers failed or did not answer in time'),
           )
           .then((t) => {
+            this.closing = false;
             if (this.cancelled) return;
-            this.closeMs[closing] = performance.now() - t0;
-            this.applyClose(closing, answered, expected, t);
+            this.closeMs[phase] = performance.now() - t0;
+            this.applyClose(phase, answered, expected, t);
           });
         return;
       }
-      this.closeMs[closing] = performance.now() - t0;
-      this.applyClose(closing, answered, expected, p.aborted);
+      this.closeMs[phase] = performance.now() - t0;
+      this.applyClose(phase, answered, expected, p.aborted);
       return;
     }
     const transition = close(this.state);
-    this.closeMs[closing] = performance.now() - t0;
-    this.applyClose(closing, answered, expected, transition);
+    this.closeMs[phase] = performance.now() - t0;
+    this.applyClose(phase, answered, expected, transition);
   }
 
-  private applyClose(closing: Phase, answered: number, expected: number, { next, outbound }: CoordinatorTransition): void {
+  private applyClose(phase: Phase, answered: number, expected: number, { next, outbound }: CoordinatorTransition): void {
     this.state = next;
-    this.cfg.onPhaseClosed?.({ phase: closing, next: next.phase, seconds: (performance.now() - this.phaseStartedAt) / 1000, clients: answered, expected });
+    this.cfg.onPhaseClosed?.({ phase, next: next.phase, seconds: (performance.now() - this.phaseStartedAt) / 1000, clients: answered, expected });
     this.phaseStartedAt = performance.now();
     this.timeline.push({ phase: next.phase, at: Date.now() });
     this.cfg.onPhase?.(this.state.phase);

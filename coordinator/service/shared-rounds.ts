@@ -36,37 +36,11 @@ import { digestHex, HEARTBEAT_TTL_SECONDS, RoundStore, type SharedRoundInfo, typ
 import { abortRound } from '../round/aborted.js';
 import { refuseResend } from '../round/checks.js';
 import { applyMaskJobs, close, finishUnmask, phaseComplete, planUnmask, receive, start, type CoordinatorState, type CoordinatorTransition, type MaskJob } from '../round/index.js';
+import { assertTakes, atPhaseStart, awaitedClients, deadlineOf, expectedClients, formatPhaseMark, isFinalPhase, parsePhaseMark, phaseIndex, takes, waitsOnlyForGone, type PhaseMark } from '../round/phases.js';
 import type { RoundHostLike } from './grouped-host.js';
 import { Outbox, type PhaseClosedEvent, type RoundOutcome, type RoundStatus } from './round-host.js';
 
-const DEADLINE_OF: Partial<Record<Phase, 'advertiseMs' | 'shareMs' | 'maskedMs' | 'consistencyMs' | 'unmaskMs'>> = {
-  [Phase.AdvertiseKeys]: 'advertiseMs',
-  [Phase.ShareKeys]: 'shareMs',
-  [Phase.MaskedInput]: 'maskedMs',
-  [Phase.ConsistencyCheck]: 'consistencyMs',
-  [Phase.Unmasking]: 'unmaskMs',
-};
-
-const TAKES: Partial<Record<Phase, ClientMessage['type']>> = {
-  [Phase.AdvertiseKeys]: 'advertise-keys',
-  [Phase.ShareKeys]: 'share-keys',
-  [Phase.MaskedInput]: 'masked-input',
-  [Phase.ConsistencyCheck]: 'consistency-signature',
-  [Phase.Unmasking]: 'unmask-response',
-};
-
-const WHAT: Record<ClientMessage['type'], string> = {
-  'advertise-keys': 'key advertisement',
-  'share-keys': 'share pairs',
-  'masked-input': 'masked input',
-  'consistency-signature': 'consistency signature',
-  'unmask-response': 'unmasking response',
-};
-
 export const PHASE_QUEUE = 'aegis-phase';
-const isFinalPhase = (p: string): boolean => p === Phase.Completed || p === Phase.Aborted;
-const baseOf = (p: string): Phase => (p.endsWith('!') ? p.slice(0, -1) : p) as Phase;
-const order = (p: Phase): number => PHASE_ORDER.indexOf(p);
 
 interface CloseTask {
   k: string;
@@ -239,11 +213,11 @@ export class SharedRounds {
   }
 
   async scheduleDeadline(k: string, phase: Phase, delayMs: number): Promise<void> {
-    await this.queue.add('close', { k, phase }, { jobId: `${k}.${order(phase)}.deadline`, delay: Math.max(0, delayMs), attempts: 5, backoff: { type: 'fixed', delay: 500 }, removeOnComplete: { age: 3600 }, removeOnFail: { age: 86_400 } });
+    await this.queue.add('close', { k, phase }, { jobId: `${k}.${phaseIndex(phase)}.deadline`, delay: Math.max(0, delayMs), attempts: 5, backoff: { type: 'fixed', delay: 500 }, removeOnComplete: { age: 3600 }, removeOnFail: { age: 86_400 } });
   }
 
   async scheduleClose(k: string, phase: Phase): Promise<void> {
-    await this.queue.add('close', { k, phase }, { jobId: `${k}.${order(phase)}.early`, attempts: 5, backoff: { type: 'fixed', delay: 500 }, removeOnComplete: { age: 3600 }, removeOnFail: { age: 86_400 } });
+    await this.queue.add('close', { k, phase }, { jobId: `${k}.${phaseIndex(phase)}.early`, attempts: 5, backoff: { type: 'fixed', delay: 500 }, removeOnComplete: { age: 3600 }, removeOnFail: { age: 86_400 } });
   }
 
   /** The queue, for tests and operators (`getJob`, `getDelayed`). */
@@ -267,14 +241,14 @@ export class SharedRounds {
    */
   async closePhase(k: string, phase: Phase): Promise<boolean> {
     const st = this.store;
-    const found = await st.markClosing(k, phase);
-    if (found !== phase && found !== `${phase}!`) return false;
+    const found = parsePhaseMark(await st.markClosing(k, phase));
+    if (found?.phase !== phase) return false;
     await this.publish(k);
     const host = await this.host(k);
     const t0 = performance.now();
     const ctx = await host.contextAt(phase);
     if (!ctx) return false;
-    const state = emptyClone(ctx);
+    const state = atPhaseStart(ctx);
     let answered: number;
     if (phase === Phase.MaskedInput) {
       const { contributors, sum } = await this.collectPartials(k, host);
@@ -310,7 +284,8 @@ export class SharedRounds {
     const next = transition.next;
     this.opts.onPhaseClosed?.(host.meta, { phase, next: next.phase, seconds: (Date.now() - began) / 1000, clients: answered, expected: host.expectedIn(phase) });
     host.closeMs[phase] = performance.now() - t0;
-    if (!isFinalPhase(next.phase)) await this.scheduleDeadline(k, next.phase, host.meta.deadlines[DEADLINE_OF[next.phase]!]);
+    const deadline = deadlineOf(next.phase, host.meta.deadlines);
+    if (deadline !== undefined) await this.scheduleDeadline(k, next.phase, deadline);
     await this.publish(k);
     await host.refresh();
     return true;
@@ -325,7 +300,7 @@ export class SharedRounds {
     const rk = st.roundKey(k);
     return this.watching(rk, async (conn) => {
       const [ph, timelineB] = await conn.hmget(rk, 'phase', 'timeline');
-      if (ph !== `${phase}!`) {
+      if (ph !== formatPhaseMark({ phase, closing: true })) {
         await conn.unwatch();
         return undefined;
       }
@@ -333,7 +308,7 @@ export class SharedRounds {
       const began = timeline.filter((e) => e.phase === phase).pop()?.at ?? Date.now();
       timeline.push({ phase: next.phase, at: Date.now() });
       const m = conn.multi();
-      m.hset(rk, 'phase', next.phase, 'stats', JSON.stringify(next.stats), 'timeline', JSON.stringify(timeline));
+      m.hset(rk, 'phase', formatPhaseMark({ phase: next.phase, closing: false }), 'stats', JSON.stringify(next.stats), 'timeline', JSON.stringify(timeline));
       m.hincrby(rk, 'transitions', 1);
       if (phase === Phase.MaskedInput && next.phase === Phase.ConsistencyCheck) {
         m.hset(rk, 'u3', JSON.stringify(next.u3), 'sum', st.sealVector(k, 'sum', next.sum));
@@ -430,10 +405,11 @@ export class SharedRounds {
     const rk = st.roundKey(k);
     await this.watching(rk, async (conn) => {
       const ph = await conn.hget(rk, 'phase');
-      if (!ph || isFinalPhase(ph)) return void (await conn.unwatch());
-      const out: StoredOutcome = { ok: false, reason: 'cancelled', at: baseOf(ph), detail };
+      const mark = ph ? parsePhaseMark(ph) : undefined;
+      if (!mark || isFinalPhase(mark.phase)) return void (await conn.unwatch());
+      const out: StoredOutcome = { ok: false, reason: 'cancelled', at: mark.phase, detail };
       const m = conn.multi();
-      m.hset(rk, 'phase', Phase.Aborted, 'outcome', st.seal(k, 'outcome', Buffer.from(JSON.stringify(out))));
+      m.hset(rk, 'phase', formatPhaseMark({ phase: Phase.Aborted, closing: false }), 'outcome', st.seal(k, 'outcome', Buffer.from(JSON.stringify(out))));
       m.hincrby(rk, 'transitions', 1);
       st.expireRound(m, k, PHASE_ORDER.slice(0, 5));
       await m.exec();
@@ -459,24 +435,6 @@ function localUnmask(jobs: readonly MaskJob[], words: number): Uint32Array {
   return acc.vector;
 }
 
-/** A copy of a phase state with its per-phase collections empty (the phase's inputs go into it). */
-function emptyClone(s: CoordinatorState): CoordinatorState {
-  switch (s.phase) {
-    case Phase.AdvertiseKeys:
-      return { ...s, received: new Map(), keyOwners: new Map() };
-    case Phase.ShareKeys:
-      return { ...s, received: new Map() };
-    case Phase.MaskedInput:
-      return { ...s, received: new Map(), sum: new Uint32Array(s.cfg.params.dim + 1) };
-    case Phase.ConsistencyCheck:
-      return { ...s, signatures: new Map() };
-    case Phase.Unmasking:
-      return { ...s, responses: new Map() };
-    default:
-      return s;
-  }
-}
-
 type Listener = (m: ServerMessage) => void;
 
 /**
@@ -493,7 +451,8 @@ export class SharedRoundHost implements RoundHostLike {
   private readonly ref: RoundRef;
   private readonly identities: Map<string, Uint8Array>;
   private settle!: (o: RoundOutcome) => void;
-  private current: string = Phase.AdvertiseKeys;
+  /** The round's phase as last read from Redis, open or closing. */
+  private mark: PhaseMark = { phase: Phase.AdvertiseKeys, closing: false };
   private stats: RoundStatus['sets'] & { prgWords?: number } = {};
   private received = 0;
   private refused = 0;
@@ -523,25 +482,11 @@ export class SharedRoundHost implements RoundHostLike {
   }
 
   get phase(): Phase {
-    return baseOf(this.current);
+    return this.mark.phase;
   }
 
   expectedIn(phase: Phase): number {
-    const s = this.stats;
-    switch (phase) {
-      case Phase.AdvertiseKeys:
-        return this.meta.cohort.length;
-      case Phase.ShareKeys:
-        return s.u1 ?? 0;
-      case Phase.MaskedInput:
-        return s.u2 ?? 0;
-      case Phase.ConsistencyCheck:
-        return s.u3 ?? 0;
-      case Phase.Unmasking:
-        return s.u4 ?? 0;
-      default:
-        return 0;
-    }
+    return expectedClients(phase, this.stats, this.meta.cohort.length);
   }
 
   /** Re-reads the round from Redis: phase changes, deliveries, the partial flush, the outcome. */
@@ -565,21 +510,20 @@ export class SharedRoundHost implements RoundHostLike {
     const k = this.meta.key;
     const [phB, statsB, timelineB] = await st.fields(k, 'phase', 'stats', 'timeline');
     if (!phB) return;
-    const ph = phB.toString();
-    this.current = ph;
+    const mark = parsePhaseMark(phB.toString());
+    if (!mark) return;
+    this.mark = mark;
     if (statsB) this.stats = JSON.parse(statsB.toString()) as typeof this.stats;
     if (timelineB) this.timeline = JSON.parse(timelineB.toString()) as typeof this.timeline;
-    const base = baseOf(ph);
-    if (base === Phase.MaskedInput && ph.endsWith('!')) await this.flush();
-    if (!isFinalPhase(base)) {
-      if (TAKES[base]) {
-        this.received = await st.inboxSize(k, base);
-        // The front end that took the last message may have died before asking for the close.
-        if (!ph.endsWith('!') && this.received >= this.expectedIn(base) && this.expectedIn(base) > 0) await this.rounds.scheduleClose(k, base);
-      }
+    const { phase } = mark;
+    if (phase === Phase.MaskedInput && mark.closing) await this.flush();
+    if (!isFinalPhase(phase)) {
+      this.received = await st.inboxSize(k, phase);
+      // The front end that took the last message may have died before asking for the close.
+      if (!mark.closing && this.received >= this.expectedIn(phase) && this.expectedIn(phase) > 0) await this.rounds.scheduleClose(k, phase);
       // Deliver what each phase reached so far sent out (a broadcast, or one message per member).
-      for (let i = this.delivered + 1; i <= order(base); i++) await this.deliverPhase(PHASE_ORDER[i]!);
-      this.delivered = Math.max(this.delivered, order(base));
+      for (let i = this.delivered + 1; i <= phaseIndex(phase); i++) await this.deliverPhase(PHASE_ORDER[i]!);
+      this.delivered = Math.max(this.delivered, phaseIndex(phase));
       return;
     }
     const [outB] = await st.fields(k, 'outcome');
@@ -652,10 +596,10 @@ export class SharedRoundHost implements RoundHostLike {
   private async replayTo(phase: Phase): Promise<CoordinatorState | undefined> {
     const st = this.rounds.store;
     const k = this.meta.key;
-    while (order(this.ctx.phase) < order(phase)) {
+    while (phaseIndex(this.ctx.phase) < phaseIndex(phase)) {
       const p = this.ctx.phase;
       if (isFinalPhase(p)) return undefined;
-      const state = emptyClone(this.ctx);
+      const state = atPhaseStart(this.ctx);
       if (p === Phase.MaskedInput) {
         const [u3B] = await st.fields(k, 'u3');
         if (!u3B) return undefined;
@@ -664,7 +608,7 @@ export class SharedRoundHost implements RoundHostLike {
       } else {
         await this.fill(state, await st.inbox(k, p));
       }
-      this.ctx = emptyClone(close(state).next);
+      this.ctx = atPhaseStart(close(state).next);
     }
     return this.ctx.phase === phase ? this.ctx : undefined;
   }
@@ -689,9 +633,9 @@ export class SharedRoundHost implements RoundHostLike {
     try {
       assertClientMessage(msg);
       if (msg.clientId !== authenticatedId) throw new AegisError(ErrorCode.UnknownSender, 'the message names another client than the authenticated one');
-      if (TAKES[this.phase] !== msg.type || this.current.endsWith('!')) await this.refresh();
+      if (!takes(this.mark, msg.type)) await this.refresh();
+      assertTakes(this.mark, msg.type);
       const phase = this.phase;
-      if (TAKES[phase] !== msg.type || this.current.endsWith('!')) throw new AegisError(ErrorCode.WrongPhase, `the round is in phase ${this.current.endsWith('!') ? `${phase} (closing)` : phase} and does not take ${msg.type}`);
       const ctx = await this.contextAt(phase);
       if (!ctx) throw new AegisError(ErrorCode.WrongPhase, `the round is ${this.phase}`);
       await this.take(ctx, msg);
@@ -705,7 +649,7 @@ export class SharedRoundHost implements RoundHostLike {
     const st = this.rounds.store;
     const k = this.meta.key;
     const phase = ctx.phase;
-    const check = emptyClone(ctx);
+    const check = atPhaseStart(ctx);
     if (msg.type === 'masked-input') {
       // Checked against a scratch sum; added to this front end's partial once recorded.
       this.scratch ??= new Uint32Array(this.meta.params.dim + 1);
@@ -748,31 +692,13 @@ export class SharedRoundHost implements RoundHostLike {
   private refuse(r: Exclude<Awaited<ReturnType<RoundStore['record']>>, { kind: 'ok' }>, msg: ClientMessage, same: (existing: Buffer) => boolean): never {
     switch (r.kind) {
       case 'wrong-phase':
-        throw new AegisError(ErrorCode.WrongPhase, `the round is in phase ${baseOf(r.phase)} and does not take ${msg.type}`);
+        throw new AegisError(ErrorCode.WrongPhase, `the round is in phase ${parsePhaseMark(r.phase)?.phase ?? r.phase} and does not take ${msg.type}`);
       case 'exists':
-        return refuseResend(WHAT[msg.type], same(r.existing));
+        return refuseResend(msg.type, same(r.existing));
       case 'full':
         throw new AegisError(ErrorCode.UnknownSender, 'the cohort is full');
       case 'key-taken':
         throw new AegisError(ErrorCode.InvalidArgument, 'public key already advertised under another id');
-    }
-  }
-
-  /** The clients `phase` waits for. */
-  private awaited(ctx: CoordinatorState): readonly string[] {
-    switch (ctx.phase) {
-      case Phase.AdvertiseKeys:
-        return this.meta.cohort;
-      case Phase.ShareKeys:
-        return ctx.roster.ids;
-      case Phase.MaskedInput:
-        return ctx.u2;
-      case Phase.ConsistencyCheck:
-        return ctx.u3;
-      case Phase.Unmasking:
-        return ctx.u4;
-      default:
-        return [];
     }
   }
 
@@ -782,10 +708,10 @@ export class SharedRoundHost implements RoundHostLike {
     if (!ctx) return;
     const st = this.rounds.store;
     const k = this.meta.key;
-    const awaited = this.awaited(ctx);
+    const awaited = awaitedClients(ctx, this.meta.cohort) ?? [];
     let complete = count >= awaited.length;
     if (!complete && phase === Phase.Unmasking && count >= this.meta.params.threshold) {
-      const s = emptyClone(ctx);
+      const s = atPhaseStart(ctx);
       await this.fill(s, await st.inbox(k, phase));
       complete = phaseComplete(s);
     }
@@ -793,7 +719,7 @@ export class SharedRoundHost implements RoundHostLike {
       const gone = await st.gone(k);
       if (gone.size > 0) {
         const got = new Set(await st.redis.hkeys(st.inboxKey(k, phase)));
-        complete = awaited.every((id) => got.has(id) || gone.has(id));
+        complete = waitsOnlyForGone(awaited, (id) => got.has(id), gone);
       }
     }
     if (complete) await this.rounds.scheduleClose(k, phase);
@@ -804,7 +730,7 @@ export class SharedRoundHost implements RoundHostLike {
     const st = this.rounds.store;
     void st.redis
       .sadd(st.goneKey(this.meta.key), clientId)
-      .then(() => (TAKES[this.phase] ? this.maybeClose(this.phase, this.received) : undefined))
+      .then(() => (isFinalPhase(this.phase) ? undefined : this.maybeClose(this.phase, this.received)))
       .catch(() => undefined);
   }
 
