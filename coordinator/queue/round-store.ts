@@ -36,7 +36,7 @@ import type { Phase } from '../../shared/protocol/vocabulary.js';
 import { formatPhaseMark } from '../round/phases.js';
 
 /** Public facts of one round (one aggregation group), fixed when it starts. */
-export interface SharedRoundMeta {
+export interface RedisRoundMeta {
   v: 1;
   key: string;
   jobId: string;
@@ -57,7 +57,7 @@ export interface SharedRoundMeta {
 }
 
 /** A whole round (all its groups), for front ends that did not start it. */
-export interface SharedRoundInfo {
+export interface RedisRoundInfo {
   v: 1;
   jobId: string;
   index: number;
@@ -88,8 +88,8 @@ if ph ~= ARGV[1] then return {'wrong-phase', ph or ''} end
 local cur = redis.call('HGET', KEYS[2], ARGV[2])
 if cur then
   if ARGV[6] ~= '' then
-    local fe = string.match(cur, '^([^|]*)|')
-    if fe == ARGV[6] or redis.call('EXISTS', ARGV[7] .. fe) == 1 then return {'exists', cur} end
+    local frontEnd = string.match(cur, '^([^|]*)|')
+    if frontEnd == ARGV[6] or redis.call('EXISTS', ARGV[7] .. frontEnd) == 1 then return {'exists', cur} end
   else
     return {'exists', cur}
   end
@@ -195,7 +195,7 @@ export class RoundStore {
   }
 
   /** Creates a round's records (nothing if they exist: a second start of one round is a no-op). Returns true when created. */
-  async create(info: SharedRoundInfo, metas: readonly SharedRoundMeta[], first: Phase): Promise<boolean> {
+  async create(info: RedisRoundInfo, metas: readonly RedisRoundMeta[], first: Phase): Promise<boolean> {
     const created = await this.redis.hsetnx(this.infoKey(`${info.jobId}.r${info.index}`), 'info', JSON.stringify(info));
     if (created === 0) return false;
     const m = this.redis.multi();
@@ -207,22 +207,22 @@ export class RoundStore {
     return true;
   }
 
-  async info(roundId: string): Promise<SharedRoundInfo | undefined> {
+  async info(roundId: string): Promise<RedisRoundInfo | undefined> {
     const s = await this.redis.hget(this.infoKey(roundId), 'info');
-    return s ? (JSON.parse(s) as SharedRoundInfo) : undefined;
+    return s ? (JSON.parse(s) as RedisRoundInfo) : undefined;
   }
 
-  async meta(k: string): Promise<SharedRoundMeta> {
+  async meta(k: string): Promise<RedisRoundMeta> {
     const s = await this.redis.hget(this.roundKey(k), 'meta');
     if (!s) throw new AegisError(ErrorCode.NotFound, `no round ${k} on the Redis`);
-    return JSON.parse(s) as SharedRoundMeta;
+    return JSON.parse(s) as RedisRoundMeta;
   }
 
   async phase(k: string): Promise<string> {
     return (await this.redis.hget(this.roundKey(k), 'phase')) ?? '';
   }
 
-  async record(k: string, phase: Phase, clientId: string, value: Buffer | string, opts: { cap?: number; keys?: string[]; fe?: string } = {}): Promise<RecordResult> {
+  async record(k: string, phase: Phase, clientId: string, value: Buffer | string, opts: { cap?: number; keys?: string[]; frontEndId?: string } = {}): Promise<RecordResult> {
     const r = (await (this.redis as unknown as { aegisRecordBuffer: (...a: unknown[]) => Promise<[Buffer, Buffer]> }).aegisRecordBuffer(
       this.roundKey(k),
       this.inboxKey(k, phase),
@@ -232,7 +232,7 @@ export class RoundStore {
       value,
       String(opts.cap ?? 0),
       (opts.keys ?? []).join(','),
-      opts.fe ?? '',
+      opts.frontEndId ?? '',
       this.heartbeatPrefix,
     )) as [Buffer, Buffer];
     const kind = r[0].toString();
@@ -271,8 +271,8 @@ export class RoundStore {
   }
 
   /** Front ends with a live heartbeat. */
-  async alive(fe: string): Promise<boolean> {
-    return (await this.redis.exists(this.heartbeatPrefix + fe)) === 1;
+  async alive(frontEndId: string): Promise<boolean> {
+    return (await this.redis.exists(this.heartbeatPrefix + frontEndId)) === 1;
   }
 
   expireRound(m: ReturnType<Redis['multi']>, k: string, phases: readonly Phase[]): void {

@@ -114,6 +114,11 @@ export type CoordinatorState =
   | CompletedState
   | AbortedState;
 
+/** How a round ended, as its host reports it. */
+export type RoundOutcome =
+  | { ok: true; survivors: readonly string[]; sum: Uint32Array; state: CoordinatorState }
+  | { ok: false; reason: AbortReason | 'cancelled'; at: Phase; detail: string; state: CoordinatorState };
+
 export interface CoordinatorTransition {
   next: CoordinatorState;
   outbound: Addressed<ServerMessage>[];

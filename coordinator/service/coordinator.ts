@@ -24,8 +24,8 @@ import type { CoordinatorMetrics } from './metrics.js';
 import type { LaunchQueue, LaunchTask } from '../queue/launch-queue.js';
 import type { UnmaskQueue } from '../queue/unmask-queue.js';
 import type { JobDirectory } from '../queue/job-directory.js';
-import type { SharedRoundInfo, SharedRoundMeta } from '../queue/round-store.js';
-import type { SharedRounds } from './shared-rounds.js';
+import type { RedisRoundInfo, RedisRoundMeta } from '../queue/round-store.js';
+import type { RedisRounds } from '../queue/redis-rounds.js';
 import type { Logger } from 'pino';
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
@@ -54,10 +54,12 @@ import { AuthError, TokenVerifier, type TokenIssuer } from '../auth/tokens.js';
 import { saveRegistry, type ClientRecord, type Registry } from './data-dir.js';
 import { Mailbox } from './mailbox.js';
 import { UploadGate } from './upload-gate.js';
-import { RoundHost, type RoundOutcome } from './round-host.js';
+import { RoundHost } from '../hosts/round-host.js';
+import type { RoundOutcome } from '../round/index.js';
 import { expectedClients } from '../round/phases.js';
-import { GroupedRoundHost, type RoundHostLike } from './grouped-host.js';
-import { DEFAULT_ROUND_RETENTION_MS, RetiredHost, withoutClients } from './retention.js';
+import { GroupedRoundHost } from '../hosts/grouped-host.js';
+import type { RoundHostLike } from '../hosts/types.js';
+import { DEFAULT_ROUND_RETENTION_MS, RetiredHost, withoutClients } from '../hosts/retired-host.js';
 import { planGroups } from '../round/groups.js';
 import { groupRoundParams, type RoundParams } from '../../shared/protocol/params.js';
 import { DashboardTokens } from '../auth/dashboard-tokens.js';
@@ -91,10 +93,10 @@ export interface CoordinatorOptions {
   unmaskQueue?: UnmaskQueue;
   unmaskParts?: number;
   /**
-   * With Redis: round state lives on Redis (coordinator/service/shared-rounds.ts), so several
+   * With Redis: round state lives on Redis (coordinator/queue/redis-rounds.ts), so several
    * coordinator processes (front ends) run each round together and a client may reach any of them.
    */
-  sharedRounds?: SharedRounds;
+  redisRounds?: RedisRounds;
   /** With Redis: where this process publishes its jobs, so every coordinator on the Redis lists them. */
   jobDirectory?: JobDirectory;
   /** Client certificate lifetime; default 24 h. */
@@ -250,7 +252,7 @@ export class Coordinator {
     this.clock = opts.clock ?? Date.now;
     this.startedAt = this.clock();
     this.verifier = new TokenVerifier({ publicKey: opts.tokens.publicKey, keyring: opts.tokens.keyring, revocations: this.registry.revocations, clock: this.clock });
-    const shared = opts.sharedRounds;
+    const shared = opts.redisRounds;
     if (shared) {
       shared.connectedClients = () => this.connectedClients();
       shared.onNewRound = (info) =>
@@ -302,7 +304,7 @@ export class Coordinator {
     this.address = `${reachable(host)}:${mainPort}`;
     this.enrollAddress = `${reachable(enrollHost)}:${enrollPort}`;
     this.log?.info({ listen: this.address, enrollListen: this.enrollAddress }, 'coordinator listening');
-    await this.opts.sharedRounds?.start();
+    await this.opts.redisRounds?.start();
     this.opts.launchQueue?.work((task) => this.runQueuedLaunch(task));
     this.retireRounds();
     this.retentionTimer = setInterval(() => this.retireRounds(), 3_600_000);
@@ -325,7 +327,7 @@ export class Coordinator {
     clearInterval(this.retentionTimer);
     clearInterval(this.clientSweepTimer);
     // A shared round goes on with the other front ends; a round of this process alone ends here.
-    if (!this.opts.sharedRounds) for (const job of this.jobs.values()) for (const r of job.rounds) r.host.cancel('the coordinator is shutting down');
+    if (!this.opts.redisRounds) for (const job of this.jobs.values()) for (const r of job.rounds) r.host.cancel('the coordinator is shutting down');
     // Launches this process was running go back to the queue for another process.
     await this.opts.launchQueue?.close(true);
     for (const mb of this.mailboxes.values()) mb.close(new AegisError(ErrorCode.Unavailable, 'the coordinator is shutting down'));
@@ -345,7 +347,7 @@ export class Coordinator {
       ),
     );
     this.servers = [];
-    await this.opts.sharedRounds?.close();
+    await this.opts.redisRounds?.close();
     void this.flushLastSeen(true).catch(() => undefined);
     await this.persistChain;
     for (const job of this.jobs.values()) await job.training?.models.flushed().catch(() => undefined);
@@ -490,12 +492,12 @@ export class Coordinator {
     return out;
   }
 
-  /** Shared rounds another front end started, that this one serves too (with `sharedRounds`). */
+  /** Rounds on Redis another front end started, that this one serves too (with `redisRounds`). */
   private readonly remoteRounds = new Map<string, RoundRecord & { jobId: string }>();
 
   /** Follows a shared round another front end started: its cohort members connected here take part through this process. */
-  private async attachRemoteRound(info: SharedRoundInfo): Promise<void> {
-    const shared = this.opts.sharedRounds!;
+  private async attachRemoteRound(info: RedisRoundInfo): Promise<void> {
+    const shared = this.opts.redisRounds!;
     const id = `${info.jobId}.r${info.index}`;
     if (this.remoteRounds.has(id) || this.jobs.get(info.jobId)?.rounds.some((r) => r.index === info.index)) return;
     const hosts = await Promise.all(info.groups.map((k) => shared.host(k)));
@@ -519,7 +521,7 @@ export class Coordinator {
     };
     this.remoteRounds.set(id, record);
     this.wireRound(record, hosts[0]!.phase === Phase.AdvertiseKeys ? 'connected' : 'none');
-    this.log?.info({ job: info.jobId, round: info.index, groups: hosts.length, frontEnd: shared.fe }, 'following a round another front end started');
+    this.log?.info({ job: info.jobId, round: info.index, groups: hosts.length, frontEnd: shared.frontEndId }, 'following a round another front end started');
     void host.outcome.then((o) => {
       record.outcome = o;
       record.endedAt = this.clock();
@@ -773,7 +775,7 @@ export class Coordinator {
    * front end counts as seen first (its calls go there, not here).
    */
   private async sweepClientsEverywhere(): Promise<void> {
-    const shared = this.opts.sharedRounds;
+    const shared = this.opts.redisRounds;
     if (shared) {
       const present = await shared.presence().catch(() => [] as string[]);
       for (const id of present) if (this.registry.clients.has(id) && !this.registry.revocations.isRevoked({ clientId: id })) this.markSeen(id);
@@ -1097,15 +1099,15 @@ export class Coordinator {
     const enough = this.clock() + Math.max(gatherMs, minimumWaitMs);
     // With shared rounds, clients connected to any front end on the Redis count.
     const available = async (): Promise<string[]> => {
-      if (!this.opts.sharedRounds) return this.connectedClients();
-      const ids = await this.opts.sharedRounds.presence().catch(() => this.connectedClients());
+      if (!this.opts.redisRounds) return this.connectedClients();
+      const ids = await this.opts.redisRounds.presence().catch(() => this.connectedClients());
       return ids.filter((id) => this.registry.clients.has(id) && !this.registry.revocations.isRevoked({ clientId: id }));
     };
     for (;;) {
       const count = (await available()).length;
       const now = this.clock();
       if (count >= n || (now >= full && count >= needed) || now >= enough || this.closing) break;
-      await new Promise((r) => setTimeout(r, this.opts.sharedRounds ? 200 : 50));
+      await new Promise((r) => setTimeout(r, this.opts.redisRounds ? 200 : 50));
     }
     if (this.closing) throw new AegisError(ErrorCode.Unavailable, 'the coordinator is shutting down');
     const connected = await available();
@@ -1149,14 +1151,14 @@ export class Coordinator {
       });
     let host: RoundHostLike;
     const startEnvelopes = this.startEnvelopes(job, ref, groupParams);
-    const shared = this.opts.sharedRounds;
+    const shared = this.opts.redisRounds;
     if (shared) {
       const roundId = `${job.jobId}.r${index}`;
       const keys = split.map((_, i) => (split.length === 1 ? roundId : `${roundId}.g${i}`));
       const hashHex = Buffer.from(hash).toString('hex');
       const createdAt = this.clock();
-      const info: SharedRoundInfo = { v: 1, jobId: job.jobId, index, manifestHash: hashHex, groups: keys, starts: startEnvelopes.map((e) => Buffer.from(toBinary(pb.ServerEnvelopeSchema, e)).toString('base64')), owner: shared.fe, createdAt };
-      const metas: SharedRoundMeta[] = split.map((g, i) => ({
+      const info: RedisRoundInfo = { v: 1, jobId: job.jobId, index, manifestHash: hashHex, groups: keys, starts: startEnvelopes.map((e) => Buffer.from(toBinary(pb.ServerEnvelopeSchema, e)).toString('base64')), owner: shared.frontEndId, createdAt };
+      const metas: RedisRoundMeta[] = split.map((g, i) => ({
         v: 1,
         key: keys[i]!,
         jobId: job.jobId,
@@ -1168,7 +1170,7 @@ export class Coordinator {
         deadlines: manifest.deadlines,
         cohort: g,
         identities: Object.fromEntries(g.map((id) => [id, this.registry.clients.get(id)!.publicKey])),
-        owner: shared.fe,
+        owner: shared.frontEndId,
         createdAt,
       }));
       const { hosts, created } = await shared.create(info, metas);
@@ -1394,7 +1396,7 @@ export class Coordinator {
     try {
       return this.resultOf(jobId, roundIndex);
     } catch (e) {
-      const shared = this.opts.sharedRounds;
+      const shared = this.opts.redisRounds;
       if (!isAegisError(e, ErrorCode.NotFound) || !shared) throw e;
       const infos = (await shared.roundsOf(jobId)).filter((i) => roundIndex === undefined || i.index === roundIndex).sort((a, b) => b.index - a.index);
       for (const info of infos) {

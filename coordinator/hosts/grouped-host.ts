@@ -1,7 +1,7 @@
 /**
- * A round run as aggregation groups (coordinator/round/groups.ts; DESIGN.md §6): one RoundHost
- * per group — its own session, neighbour graph, threshold and deadlines — behind the RoundHost
- * surface the coordinator uses, so a grouped round is launched, followed, cancelled and finished
+ * A round run as aggregation groups (coordinator/round/groups.ts; DESIGN.md §6): one round host
+ * per group — its own session, neighbour graph, threshold and deadlines — behind the host
+ * surface the coordinator uses (types.ts), so a grouped round is launched, followed, cancelled and finished
  * like any other. Each client's messages go to its group's host only.
  *
  * The outcome waits for every group; it completes when at least one group did, with the sum of
@@ -12,14 +12,9 @@ import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { ClientMessage, ServerMessage } from '../../shared/protocol/messages.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { combineGroups } from '../round/groups.js';
+import type { RoundOutcome } from '../round/index.js';
 import { isFinalPhase, phaseIndex } from '../round/phases.js';
-import type { RoundHost, RoundOutcome, RoundStatus } from './round-host.js';
-
-/** What the coordinator needs of a round's host: a RoundHost, or a GroupedRoundHost. */
-export type RoundHostLike = Pick<RoundHost, 'phase' | 'outcome' | 'timeline' | 'closeMs' | 'lost' | 'back' | 'subscribe' | 'awaitsAdvertisement' | 'status' | 'cancel'> & {
-  /** Takes one message; a host on Redis (shared-rounds.ts) answers asynchronously. */
-  submit(authenticatedId: string, msg: ClientMessage): void | Promise<void>;
-};
+import type { PhaseStart, RoundHostLike, RoundStatus } from './types.js';
 
 export class GroupedRoundHost implements RoundHostLike {
   readonly outcome: Promise<RoundOutcome>;
@@ -57,11 +52,11 @@ export class GroupedRoundHost implements RoundHostLike {
   }
 
   /** Group 0's phase timeline (every group starts together and runs the same deadlines). */
-  get timeline(): RoundHost['timeline'] {
+  get timeline(): PhaseStart[] {
     return this.hosts[0]!.timeline;
   }
 
-  get closeMs(): RoundHost['closeMs'] {
+  get closeMs(): Partial<Record<Phase, number>> {
     return this.hosts[0]!.closeMs;
   }
 

@@ -10,9 +10,11 @@ import type { ClientMessage, PhaseDeadlines, RoundRef, ServerMessage } from '../
 import type { RoundParams } from '../../shared/protocol/params.js';
 import { assertClientMessage } from '../../shared/protocol/schemas.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
-import { close, finishUnmask, isFinal, phaseComplete, planUnmask, receive, start, type CoordinatorState, type CoordinatorTransition, type MaskJob } from '../round/index.js';
+import { close, finishUnmask, isFinal, phaseComplete, planUnmask, receive, start, type CoordinatorState, type CoordinatorTransition, type MaskJob, type RoundOutcome } from '../round/index.js';
 import { abortRound } from '../round/aborted.js';
 import { assertTakes, awaitedClients, deadlineOf, expectedClients, hasAnswered, receivedCount, waitsOnlyForGone, type PhaseMark } from '../round/phases.js';
+import { Outbox } from './outbox.js';
+import type { PhaseClosedEvent, PhaseStart, RoundHostLike, RoundStatus } from './types.js';
 
 export type { PhaseDeadlines };
 
@@ -42,74 +44,16 @@ export interface RoundHostConfig {
   cohort?: readonly string[];
 }
 
-export interface PhaseClosedEvent {
-  phase: Phase;
-  next: Phase;
-  /** From the phase's start to its close (deadline or early close), seconds. */
-  seconds: number;
-  /** Clients whose message for the phase was taken. */
-  clients: number;
-  /** Clients the phase waited for: the invited cohort, then |U1|..|U4|. */
-  expected: number;
-}
-
-export type RoundOutcome =
-  | { ok: true; survivors: readonly string[]; sum: Uint32Array; state: CoordinatorState }
-  | { ok: false; reason: AbortReason | 'cancelled'; at: Phase; detail: string; state: CoordinatorState };
-
-export interface RoundStatus {
-  phase: Phase;
-  /** Messages taken in the current phase. */
-  received: number;
-  /** Sizes of U1..U4 fixed so far. */
-  sets: { u1?: number; u2?: number; u3?: number; u4?: number };
-  refused: number;
-  elapsedMs: number;
-}
-
 type Listener = (m: ServerMessage) => void;
 
-/**
- * A round's outbound messages per client: delivered to the client's listener, or kept in order
- * until one subscribes. Used by RoundHost and by the shared host (shared-rounds.ts).
- */
-export class Outbox {
-  private readonly queues = new Map<string, ServerMessage[]>();
-  private readonly listeners = new Map<string, Listener>();
-
-  /** Delivers this client's queued and future messages to `listener`; returns an unsubscribe. */
-  subscribe(clientId: string, listener: Listener): () => void {
-    this.listeners.set(clientId, listener);
-    const q = this.queues.get(clientId);
-    if (q) {
-      this.queues.delete(clientId);
-      for (const m of q) listener(m);
-    }
-    return () => {
-      if (this.listeners.get(clientId) === listener) this.listeners.delete(clientId);
-    };
-  }
-
-  deliver(to: string, message: ServerMessage): void {
-    const l = this.listeners.get(to);
-    if (l) l(message);
-    else (this.queues.get(to) ?? this.queues.set(to, []).get(to)!).push(message);
-  }
-
-  clear(): void {
-    this.listeners.clear();
-    this.queues.clear();
-  }
-}
-
-export class RoundHost {
+export class RoundHost implements RoundHostLike {
   private state: CoordinatorState;
   private readonly cfg: RoundHostConfig;
   private readonly outbox = new Outbox();
   private timer: NodeJS.Timeout | undefined;
   private refused = 0;
   /** When each phase began (ms since the epoch), in order. */
-  readonly timeline: { phase: Phase; at: number }[] = [{ phase: Phase.AdvertiseKeys, at: Date.now() }];
+  readonly timeline: PhaseStart[] = [{ phase: Phase.AdvertiseKeys, at: Date.now() }];
   /** The coordinator's own compute time closing each phase (ms): unmasking's is the reconstruction. */
   readonly closeMs: Partial<Record<Phase, number>> = {};
   /** Members whose connection is gone: phases do not wait for them. */
