@@ -4,15 +4,15 @@
  * surface the coordinator uses (types.ts), so a grouped round is launched, followed, cancelled and finished
  * like any other. Each client's messages go to its group's host only.
  *
- * The outcome waits for every group; it completes when at least one group did, with the sum of
- * the completed groups' sums (mod 2^32, weights included) and their survivors, and aborts only
- * when every group aborted (with the first group's reason).
+ * The outcome waits for every group (coordinator/round/outcome.ts, `groupedOutcome`): it completes
+ * when at least one group did, with the sum of the completed groups' sums (mod 2^32, weights
+ * included) and their survivors, and aborts only when every group aborted (with the first
+ * group's reason).
  */
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { ClientMessage, ServerMessage } from '../../shared/protocol/messages.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
-import { combineGroups } from '../round/groups.js';
-import type { RoundOutcome } from '../round/index.js';
+import { groupedOutcome, type RoundOutcome } from '../round/index.js';
 import { isFinalPhase, phaseIndex } from '../round/phases.js';
 import type { PhaseStart, RoundHostLike, RoundStatus } from './types.js';
 
@@ -27,16 +27,7 @@ export class GroupedRoundHost implements RoundHostLike {
     groups.forEach((g, i) => {
       for (const id of g.members) this.groupOf.set(id, i);
     });
-    this.outcome = Promise.all(this.hosts.map((h) => h.outcome)).then((outcomes) => {
-      const members = groups.map((g) => g.members);
-      const combined = combineGroups(outcomes.map((o, i) => (o.ok ? { ok: true as const, survivors: o.survivors, sum: o.sum } : { ok: false as const, reason: o.reason, at: o.at, members: members[i]! })));
-      const firstOk = outcomes.find((o) => o.ok);
-      if (combined.ok && firstOk) return { ok: true, survivors: combined.survivors, sum: combined.sum!, state: firstOk.state };
-      const first = outcomes[0]!;
-      if (first.ok) throw new Error('unreachable: a completed group makes the round complete');
-      const detail = `all ${groups.length} aggregation groups aborted (first: ${first.reason} in ${first.at}${first.detail ? `: ${first.detail}` : ''})`;
-      return { ok: false, reason: first.reason, at: first.at, detail, state: first.state };
-    });
+    this.outcome = Promise.all(this.hosts.map((h) => h.outcome)).then((outcomes) => groupedOutcome(groups.map((g, i) => ({ members: g.members, outcome: outcomes[i]! }))));
   }
 
   /** The group count. */

@@ -14,11 +14,10 @@ import type { PhaseStart, RoundHostLike, RoundStatus } from './types.js';
 /** The default: 30 days. */
 export const DEFAULT_ROUND_RETENTION_MS = 30 * 86_400_000;
 
-/** The outcome without the client ids in it (a completed round's survivors; the sum stays). */
+/** The outcome without the client ids in it (a completed round's survivors; the sum and its decoding stay). */
 export function withoutClients(o: RoundOutcome): RoundOutcome {
   if (!o.ok) return o;
-  const state = o.state.phase === Phase.Completed ? { ...o.state, survivors: [] } : o.state;
-  return { ok: true, survivors: [], sum: o.sum, state };
+  return { ...o, survivors: [], state: { ...o.state, survivors: [] } };
 }
 
 /** A finished round's host once its participants are forgotten: counts, timeline and outcome only. */

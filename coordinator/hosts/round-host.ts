@@ -10,7 +10,7 @@ import type { ClientMessage, PhaseDeadlines, RoundRef, ServerMessage } from '../
 import type { RoundParams } from '../../shared/protocol/params.js';
 import { assertClientMessage } from '../../shared/protocol/schemas.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
-import { close, finishUnmask, isFinal, phaseComplete, planUnmask, receive, start, type CoordinatorState, type CoordinatorTransition, type MaskJob, type RoundOutcome } from '../round/index.js';
+import { cancelRound, close, finishUnmask, isFinal, outcomeOf, phaseComplete, planUnmask, receive, start, type CoordinatorState, type CoordinatorTransition, type MaskJob, type RoundOutcome } from '../round/index.js';
 import { abortRound } from '../round/aborted.js';
 import { assertTakes, awaitedClients, deadlineOf, expectedClients, hasAnswered, receivedCount, waitsOnlyForGone, type PhaseMark } from '../round/phases.js';
 import { Outbox } from './outbox.js';
@@ -62,7 +62,6 @@ export class RoundHost implements RoundHostLike {
   private settle!: (o: RoundOutcome) => void;
   /** Resolves once, when the round completes or aborts. */
   readonly outcome: Promise<RoundOutcome>;
-  private cancelled: { detail: string; at: Phase } | null = null;
   /** True while the unmask workers expand the masks: the phase is closing and takes no more messages. */
   private closing = false;
   private phaseStartedAt = performance.now();
@@ -87,7 +86,8 @@ export class RoundHost implements RoundHostLike {
    * authenticated one. Throws a typed AegisError when refused; the round is then unchanged.
    */
   submit(authenticatedId: string, msg: ClientMessage): void {
-    if (this.cancelled || isFinal(this.state)) throw new AegisError(ErrorCode.WrongPhase, `the round is ${this.cancelled ? 'cancelled' : this.state.phase}`);
+    const s = this.state;
+    if (isFinal(s)) throw new AegisError(ErrorCode.WrongPhase, `the round is ${s.phase === Phase.Aborted && s.reason === AbortReason.Cancelled ? 'cancelled' : s.phase}`);
     try {
       assertClientMessage(msg);
       if (msg.clientId !== authenticatedId) throw new AegisError(ErrorCode.UnknownSender, 'the message names another client than the authenticated one');
@@ -106,7 +106,7 @@ export class RoundHost implements RoundHostLike {
    * stop waiting for it. Its messages are still taken if it returns before a phase closes.
    */
   lost(clientId: string): void {
-    if (this.cancelled || isFinal(this.state)) return;
+    if (isFinal(this.state)) return;
     this.gone.add(clientId);
     this.closeIfOnlyGoneAreMissing();
   }
@@ -117,7 +117,7 @@ export class RoundHost implements RoundHostLike {
   }
 
   private closeIfOnlyGoneAreMissing(): void {
-    if (this.cancelled || isFinal(this.state) || this.closing) return;
+    if (isFinal(this.state) || this.closing) return;
     const s = this.state;
     const awaited = awaitedClients(s, this.cfg.cohort);
     if (awaited && waitsOnlyForGone(awaited, (id) => hasAnswered(s, id), this.gone)) this.closePhase();
@@ -136,19 +136,20 @@ export class RoundHost implements RoundHostLike {
   /** True while the round waits for keys this client has not advertised yet. */
   awaitsAdvertisement(clientId: string): boolean {
     const s = this.state;
-    return !this.cancelled && s.phase === Phase.AdvertiseKeys && !s.received.has(clientId);
+    return s.phase === Phase.AdvertiseKeys && !s.received.has(clientId);
   }
 
   status(): RoundStatus {
     return { phase: this.state.phase, received: receivedCount(this.state), sets: { ...this.state.stats }, refused: this.refused, elapsedMs: Date.now() - this.startedAt };
   }
 
-  /** Ends the round now; nothing is published. */
+  /** Ends the round now (it aborts with reason `cancelled` in its current phase); nothing is published. */
   cancel(detail = 'cancelled by an operator'): void {
-    if (isFinal(this.state) || this.cancelled) return;
-    this.cancelled = { detail, at: this.state.phase };
+    if (isFinal(this.state)) return;
+    const { next } = cancelRound(this.state, detail);
+    this.state = next;
     clearTimeout(this.timer);
-    this.settle({ ok: false, reason: 'cancelled', at: this.state.phase, detail, state: this.state });
+    this.settle(outcomeOf(next));
   }
 
   private arm(): void {
@@ -157,7 +158,7 @@ export class RoundHost implements RoundHostLike {
     const ms = deadlineOf(phase, this.cfg.deadlines);
     if (ms === undefined) return;
     this.timer = setTimeout(() => {
-      if (this.state.phase === phase && !this.cancelled) this.closePhase();
+      if (this.state.phase === phase) this.closePhase();
     }, ms);
     this.timer.unref?.();
   }
@@ -183,7 +184,8 @@ export class RoundHost implements RoundHostLike {
           )
           .then((t) => {
             this.closing = false;
-            if (this.cancelled) return;
+            // A round cancelled meanwhile stays as it is.
+            if (isFinal(this.state)) return;
             this.closeMs[phase] = performance.now() - t0;
             this.applyClose(phase, answered, expected, t);
           });
@@ -205,11 +207,9 @@ export class RoundHost implements RoundHostLike {
     this.timeline.push({ phase: next.phase, at: Date.now() });
     this.cfg.onPhase?.(this.state.phase);
     for (const { to, message } of outbound) this.outbox.deliver(to, message);
-    if (isFinal(this.state)) {
+    if (isFinal(next)) {
       clearTimeout(this.timer);
-      const s = this.state;
-      if (s.phase === Phase.Completed) this.settle({ ok: true, survivors: s.survivors, sum: s.sum, state: s });
-      else if (s.phase === Phase.Aborted) this.settle({ ok: false, reason: s.reason, at: s.at, detail: s.detail, state: s });
+      this.settle(outcomeOf(next));
       return;
     }
     this.arm();

@@ -8,21 +8,20 @@
  */
 import { toBinary } from '@bufbuild/protobuf';
 import { sameBytes } from '../../shared/bytes.js';
-import { decodeWeightedSum } from '../../shared/crypto/quantize.js';
 import { addInto } from '../../shared/crypto/vecops.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import type { Logger } from '../../shared/log.js';
 import type { ClientMessage, RoundRef, ServerMessage } from '../../shared/protocol/messages.js';
 import { assertClientMessage } from '../../shared/protocol/schemas.js';
-import { AbortReason, Phase, PHASE_ORDER } from '../../shared/protocol/vocabulary.js';
+import { Phase, PHASE_ORDER } from '../../shared/protocol/vocabulary.js';
 import { toClientEnvelope } from '../../shared/rpc/convert.js';
 import { Outbox } from '../hosts/outbox.js';
 import type { RoundHostLike, RoundStatus } from '../hosts/types.js';
 import { refuseResend } from '../round/checks.js';
-import { close, phaseComplete, receive, start, type CoordinatorState, type RoundOutcome } from '../round/index.js';
+import { close, outcomeOf, phaseComplete, receive, start, type CoordinatorConfig, type CoordinatorState, type RoundOutcome } from '../round/index.js';
 import { assertTakes, atPhaseStart, awaitedClients, expectedClients, isFinalPhase, parsePhaseMark, phaseIndex, takes, waitsOnlyForGone, type PhaseMark } from '../round/phases.js';
-import { digestHex, type RedisRoundMeta, type RoundStore, type StoredOutcome } from './round-store.js';
+import { digestHex, type RedisRoundMeta, type RoundStore } from './round-store.js';
 
 /** What a round's host needs of the front end it runs on (RedisRounds). */
 export interface RedisFrontEnd {
@@ -83,6 +82,11 @@ export class RedisRoundHost implements RoundHostLike {
     return this.mark.phase;
   }
 
+  /** The round's configuration: parameters, round ref and the members' identity keys. */
+  get config(): CoordinatorConfig {
+    return this.ctx.cfg;
+  }
+
   expectedIn(phase: Phase): number {
     return expectedClients(phase, this.stats, this.meta.cohort.length);
   }
@@ -126,24 +130,12 @@ export class RedisRoundHost implements RoundHostLike {
     }
     const [outB] = await st.fields(k, 'outcome');
     if (!outB) return;
-    const out = JSON.parse(Buffer.from(st.open(k, 'outcome', outB)).toString()) as StoredOutcome;
+    const final = st.openOutcome(k, outB, { cfg: this.ctx.cfg, stats: { prgWords: 0, ...this.stats } });
     this.settled = true;
     this.scratch = null;
     this.partial?.fill(0);
     this.partial = null;
-    const cfg = this.ctx.cfg;
-    const stats = { prgWords: 0, ...this.stats };
-    if (out.ok) {
-      const sum = new Uint32Array(new Uint8Array(Buffer.from(out.sum ?? '', 'base64')).buffer);
-      const survivors = out.survivors ?? [];
-      const state: CoordinatorState = { phase: Phase.Completed, cfg, stats, survivors, sum, result: decodeWeightedSum(sum, survivors.length, cfg.params) };
-      this.settle({ ok: true, survivors, sum, state });
-    } else {
-      const at = out.at ?? Phase.AdvertiseKeys;
-      const reason = (out.reason ?? AbortReason.TooFewClients) as AbortReason | 'cancelled';
-      const state: CoordinatorState = { phase: Phase.Aborted, cfg, stats, reason: reason === 'cancelled' ? AbortReason.TooFewClients : reason, at, detail: out.detail ?? '' };
-      this.settle({ ok: false, reason, at, detail: out.detail ?? '', state });
-    }
+    this.settle(outcomeOf(final));
   }
 
   private async deliverPhase(phase: Phase): Promise<void> {

@@ -27,10 +27,10 @@ import type { Logger } from '../../shared/log.js';
 import { AbortReason, Phase, PHASE_ORDER } from '../../shared/protocol/vocabulary.js';
 import type { PhaseClosedEvent } from '../hosts/types.js';
 import { abortRound } from '../round/aborted.js';
-import { applyMaskJobs, close, finishUnmask, planUnmask, type CoordinatorState, type CoordinatorTransition, type MaskJob } from '../round/index.js';
+import { applyMaskJobs, cancelRound, close, finishUnmask, isFinal, planUnmask, type CoordinatorState, type CoordinatorStats, type CoordinatorTransition, type MaskJob } from '../round/index.js';
 import { atPhaseStart, deadlineOf, formatPhaseMark, isFinalPhase, parsePhaseMark, phaseIndex } from '../round/phases.js';
 import { RedisRoundHost } from './redis-round-host.js';
-import { HEARTBEAT_TTL_SECONDS, RoundStore, type RedisRoundInfo, type RedisRoundMeta, type StoredOutcome } from './round-store.js';
+import { HEARTBEAT_TTL_SECONDS, RoundStore, type RedisRoundInfo, type RedisRoundMeta } from './round-store.js';
 
 export const PHASE_QUEUE = 'aegis-phase';
 
@@ -312,12 +312,8 @@ export class RedisRounds {
         if (broadcast) m.hset(ok, '*', st.sealServer(k, next.phase, '*', outbound[0]!.message));
         else for (const o of outbound) m.hset(ok, o.to, st.sealServer(k, next.phase, o.to, o.message));
       }
-      if (next.phase === Phase.Completed || next.phase === Phase.Aborted) {
-        const out: StoredOutcome =
-          next.phase === Phase.Completed
-            ? { ok: true, survivors: [...next.survivors], sum: Buffer.from(new Uint8Array(next.sum.buffer, next.sum.byteOffset, next.sum.byteLength)).toString('base64') }
-            : { ok: false, reason: next.reason, at: next.at, detail: next.detail };
-        m.hset(rk, 'outcome', st.seal(k, 'outcome', Buffer.from(JSON.stringify(out))));
+      if (isFinal(next)) {
+        m.hset(rk, 'outcome', st.sealOutcome(k, next));
         st.expireRound(m, k, PHASE_ORDER.slice(0, 5));
         m.expire(st.infoKey(`${host.meta.jobId}.r${host.meta.index}`), 86_400);
         m.srem(st.activeKey, `${host.meta.jobId}.r${host.meta.index}`);
@@ -397,12 +393,14 @@ export class RedisRounds {
     const st = this.store;
     const rk = st.roundKey(k);
     await this.watching(rk, async (conn) => {
-      const ph = await conn.hget(rk, 'phase');
+      const [ph, statsB] = await conn.hmget(rk, 'phase', 'stats');
       const mark = ph ? parsePhaseMark(ph) : undefined;
       if (!mark || isFinalPhase(mark.phase)) return void (await conn.unwatch());
-      const out: StoredOutcome = { ok: false, reason: 'cancelled', at: mark.phase, detail };
+      const { config } = await this.host(k);
+      const stats = { prgWords: 0, ...(JSON.parse(statsB ?? '{}') as Partial<CoordinatorStats>) };
+      const { next } = cancelRound({ phase: mark.phase, cfg: config, stats }, detail);
       const m = conn.multi();
-      m.hset(rk, 'phase', formatPhaseMark({ phase: Phase.Aborted, closing: false }), 'outcome', st.seal(k, 'outcome', Buffer.from(JSON.stringify(out))));
+      m.hset(rk, 'phase', formatPhaseMark({ phase: next.phase, closing: false }), 'outcome', st.sealOutcome(k, next));
       m.hincrby(rk, 'transitions', 1);
       st.expireRound(m, k, PHASE_ORDER.slice(0, 5));
       await m.exec();

@@ -32,8 +32,11 @@ import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import type { ClientMessage, PhaseDeadlines, ServerMessage } from '../../shared/protocol/messages.js';
 import type { RoundParams } from '../../shared/protocol/params.js';
 import { fromClientEnvelope, fromServerEnvelope, toClientEnvelope, toServerEnvelope, vectorFromBytes, vectorToBytes } from '../../shared/rpc/convert.js';
-import type { Phase } from '../../shared/protocol/vocabulary.js';
+import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
+import { abortRound } from '../round/aborted.js';
+import { completedState } from '../round/completed.js';
 import { formatPhaseMark } from '../round/phases.js';
+import type { FinalState, StateBase } from '../round/types.js';
 
 /** Public facts of one round (one aggregation group), fixed when it starts. */
 export interface RedisRoundMeta {
@@ -70,6 +73,7 @@ export interface RedisRoundInfo {
   createdAt: number;
 }
 
+/** How a round ended, as stored (sealed) on Redis: `sealOutcome` writes it from the final state, `openOutcome` reads the state back. */
 export interface StoredOutcome {
   ok: boolean;
   survivors?: string[];
@@ -184,6 +188,22 @@ export class RoundStore {
 
   openServer(k: string, phase: Phase, to: string, sealed: Uint8Array): ServerMessage | undefined {
     return fromServerEnvelope(fromBinary(pb.ServerEnvelopeSchema, this.open(k, `out:${phase}:${to}`, sealed)));
+  }
+
+  /** A round's final state as its sealed outcome record. */
+  sealOutcome(k: string, final: FinalState): Buffer {
+    const out: StoredOutcome =
+      final.phase === Phase.Completed
+        ? { ok: true, survivors: [...final.survivors], sum: Buffer.from(new Uint8Array(final.sum.buffer, final.sum.byteOffset, final.sum.byteLength)).toString('base64') }
+        : { ok: false, reason: final.reason, at: final.at, detail: final.detail };
+    return this.seal(k, 'outcome', Buffer.from(JSON.stringify(out)));
+  }
+
+  /** The final state a sealed outcome record stands for, rebuilt by the state machine's own constructors over `base`. */
+  openOutcome(k: string, sealed: Uint8Array, base: StateBase): FinalState {
+    const out = JSON.parse(Buffer.from(this.open(k, 'outcome', sealed)).toString()) as StoredOutcome;
+    if (out.ok) return completedState(base, out.survivors ?? [], new Uint32Array(new Uint8Array(Buffer.from(out.sum ?? '', 'base64')).buffer));
+    return abortRound({ ...base, phase: out.at ?? Phase.AdvertiseKeys }, (out.reason ?? AbortReason.TooFewClients) as AbortReason, out.detail ?? '').next;
   }
 
   sealVector(k: string, field: string, v: Uint32Array): Buffer {

@@ -3,7 +3,8 @@
  * and closes phases (`close`) when `phaseComplete` says nothing more is needed or a deadline
  * passes. `receive` never closes a phase by itself. Every message's shape is checked (zod)
  * before any handler reads it. A message the phase does not take throws `wrong-phase` and
- * leaves the state as it was.
+ * leaves the state as it was. `cancelRound` ends a running round; `outcomeOf` reads how a
+ * round ended from its final state.
  */
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { ClientMessage } from '../../shared/protocol/messages.js';
@@ -17,10 +18,12 @@ import * as r1 from './r1-share-keys.js';
 import * as r2 from './r2-masked-input.js';
 import * as r3 from './r3-consistency-check.js';
 import * as r4 from './r4-unmasking.js';
-import type { AdvertiseKeysState, CoordinatorConfig, CoordinatorState, CoordinatorTransition } from './types.js';
+import type { AdvertiseKeysState, CoordinatorConfig, CoordinatorState, CoordinatorTransition, FinalState } from './types.js';
 
 export type * from './types.js';
 export { applyMaskJobs, finish as finishUnmask, plan as planUnmask } from './r4-unmasking.js';
+export { cancelRound } from './aborted.js';
+export { groupedOutcome, outcomeOf } from './outcome.js';
 
 /** Opens a round (phase 0). Parameters are re-validated: a bad manifest never starts a round. */
 export function start(cfg: CoordinatorConfig): AdvertiseKeysState {
@@ -88,4 +91,4 @@ export function phaseComplete(state: CoordinatorState): boolean {
   }
 }
 
-export const isFinal = (s: CoordinatorState): boolean => isFinalPhase(s.phase);
+export const isFinal = (s: CoordinatorState): s is FinalState => isFinalPhase(s.phase);

@@ -37,7 +37,6 @@ import { readSnapshot } from '../../shared/trust/registry-dir.js';
 import { verifySignedManifest } from '../../shared/trust/manifest.js';
 import { evaluateModel } from '../../shared/model/evaluate.js';
 import type { LocalDataStore } from '../../shared/store/types.js';
-import { decodeWeightedSum } from '../../shared/crypto/quantize.js';
 import { isTrainingManifest, parseManifest, type JobManifest } from '../../shared/protocol/manifest.js';
 import type { ClientMessage, RoundRef, ServerEvent, ServerMessage } from '../../shared/protocol/messages.js';
 import { sameRound } from '../../shared/protocol/session.js';
@@ -1285,7 +1284,7 @@ export class Coordinator {
     if (o.ok) {
       let flagged = false;
       try {
-        const result = decodeWeightedSum(o.sum, o.survivors.length, manifest.round);
+        const { result } = o;
         const next = applyWeightedMean(t.models.latest.weights, result);
         const check = await this.validationCheck(job, t, next);
         const gate = manifest.validation?.gate ?? 1;
