@@ -8,9 +8,8 @@
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { ClientMessage, PhaseDeadlines, RoundRef, ServerMessage } from '../../shared/protocol/messages.js';
 import type { RoundParams } from '../../shared/protocol/params.js';
-import { assertClientMessage } from '../../shared/protocol/schemas.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
-import { cancelRound, close, finishUnmask, isFinal, outcomeOf, phaseComplete, planUnmask, receive, start, type CoordinatorState, type CoordinatorTransition, type MaskJob, type RoundOutcome } from '../round/index.js';
+import { assertMessageFrom, cancelRound, close, finishUnmask, isFinal, outcomeOf, phaseComplete, planUnmask, receiveChecked, start, type CoordinatorState, type CoordinatorTransition, type MaskJob, type RoundOutcome } from '../round/index.js';
 import { abortRound } from '../round/aborted.js';
 import { assertTakes, awaitedClients, deadlineOf, expectedClients, hasAnswered, receivedCount, waitsOnlyForGone, type PhaseMark } from '../round/phases.js';
 import { Outbox } from './outbox.js';
@@ -89,10 +88,9 @@ export class RoundHost implements RoundHostLike {
     const s = this.state;
     if (isFinal(s)) throw new AegisError(ErrorCode.WrongPhase, `the round is ${s.phase === Phase.Aborted && s.reason === AbortReason.Cancelled ? 'cancelled' : s.phase}`);
     try {
-      assertClientMessage(msg);
-      if (msg.clientId !== authenticatedId) throw new AegisError(ErrorCode.UnknownSender, 'the message names another client than the authenticated one');
+      assertMessageFrom(authenticatedId, msg);
       assertTakes(this.mark, msg.type);
-      this.state = receive(this.state, msg).next;
+      this.state = receiveChecked(this.state, msg).next;
     } catch (err) {
       this.refused++;
       throw err;

@@ -13,13 +13,12 @@ import { AegisError, ErrorCode } from '../../shared/errors.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import type { Logger } from '../../shared/log.js';
 import type { ClientMessage, RoundRef, ServerMessage } from '../../shared/protocol/messages.js';
-import { assertClientMessage } from '../../shared/protocol/schemas.js';
 import { Phase, PHASE_ORDER } from '../../shared/protocol/vocabulary.js';
 import { toClientEnvelope } from '../../shared/rpc/convert.js';
 import { Outbox } from '../hosts/outbox.js';
 import type { RoundHostLike, RoundStatus } from '../hosts/types.js';
 import { refuseResend } from '../round/checks.js';
-import { close, outcomeOf, phaseComplete, receive, start, type CoordinatorConfig, type CoordinatorState, type RoundOutcome } from '../round/index.js';
+import { assertMessageFrom, close, outcomeOf, phaseComplete, receive, receiveChecked, start, type CheckedMessage, type CoordinatorConfig, type CoordinatorState, type RoundOutcome } from '../round/index.js';
 import { assertTakes, atPhaseStart, awaitedClients, expectedClients, isFinalPhase, parsePhaseMark, phaseIndex, takes, waitsOnlyForGone, type PhaseMark } from '../round/phases.js';
 import { digestHex, type RedisRoundMeta, type RoundStore } from './round-store.js';
 
@@ -221,8 +220,7 @@ export class RedisRoundHost implements RoundHostLike {
   async submit(authenticatedId: string, msg: ClientMessage): Promise<void> {
     if (this.settled) throw new AegisError(ErrorCode.WrongPhase, `the round is ${this.phase}`);
     try {
-      assertClientMessage(msg);
-      if (msg.clientId !== authenticatedId) throw new AegisError(ErrorCode.UnknownSender, 'the message names another client than the authenticated one');
+      assertMessageFrom(authenticatedId, msg);
       if (!takes(this.mark, msg.type)) await this.refresh();
       assertTakes(this.mark, msg.type);
       const phase = this.phase;
@@ -235,7 +233,7 @@ export class RedisRoundHost implements RoundHostLike {
     }
   }
 
-  private async take(ctx: CoordinatorState, msg: ClientMessage): Promise<void> {
+  private async take(ctx: CoordinatorState, msg: CheckedMessage): Promise<void> {
     const st = this.rounds.store;
     const k = this.meta.key;
     const phase = ctx.phase;
@@ -244,7 +242,7 @@ export class RedisRoundHost implements RoundHostLike {
       // Checked against a scratch sum; added to this front end's partial once recorded.
       this.scratch ??= new Uint32Array(this.meta.params.dim + 1);
       (check as Extract<CoordinatorState, { phase: 'masked-input' }>).sum = this.scratch;
-      receive(check, msg);
+      receiveChecked(check, msg);
       const digest = digestHex(msg.vector);
       this.pending++;
       try {
@@ -260,7 +258,7 @@ export class RedisRoundHost implements RoundHostLike {
         this.pending--;
       }
     } else {
-      receive(check, msg);
+      receiveChecked(check, msg);
       const opts = msg.type === 'advertise-keys' ? { cap: this.meta.params.cohort, keys: [Buffer.from(msg.cPk).toString('hex'), Buffer.from(msg.sPk).toString('hex')] } : {};
       const r = await st.record(k, phase, msg.clientId, st.sealClient(k, phase, msg), opts);
       if (r.kind !== 'ok') {

@@ -32,8 +32,31 @@ export function start(cfg: CoordinatorConfig): AdvertiseKeysState {
   return r0.start({ ...cfg, params });
 }
 
+declare const checked: unique symbol;
+/** A client message checked on its way in (`assertMessageFrom`): its shape, and who sent it. */
+export type CheckedMessage = ClientMessage & { readonly [checked]: true };
+
+/**
+ * Checks a message once on its way into a host: its shape (zod; `invalid-argument`) and that it
+ * names the authenticated client (`unknown-sender`). Hosts then hand it to `receiveChecked`.
+ */
+export function assertMessageFrom(authenticatedId: string, msg: ClientMessage): asserts msg is CheckedMessage {
+  assertClientMessage(msg);
+  if (msg.clientId !== authenticatedId) throw new AegisError(ErrorCode.UnknownSender, 'the message names another client than the authenticated one');
+}
+
+/** Takes one client message into the current phase; its shape is checked first. */
 export function receive(state: CoordinatorState, msg: ClientMessage): CoordinatorTransition {
   assertClientMessage(msg);
+  return route(state, msg);
+}
+
+/** `receive` for a message a host checked already (`assertMessageFrom`): its shape is not checked again. */
+export function receiveChecked(state: CoordinatorState, msg: CheckedMessage): CoordinatorTransition {
+  return route(state, msg);
+}
+
+function route(state: CoordinatorState, msg: ClientMessage): CoordinatorTransition {
   assertTakes({ phase: state.phase, closing: false }, msg.type);
   switch (state.phase) {
     case Phase.AdvertiseKeys:
