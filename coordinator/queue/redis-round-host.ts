@@ -16,7 +16,7 @@ import type { ClientMessage, RoundRef, ServerMessage } from '../../shared/protoc
 import { Phase, PHASE_ORDER } from '../../shared/protocol/vocabulary.js';
 import { toClientEnvelope } from '../../shared/rpc/convert.js';
 import { Outbox } from '../hosts/outbox.js';
-import type { RoundHostLike, RoundStatus } from '../hosts/types.js';
+import type { PhaseStart, RoundHostLike, RoundStatus } from '../hosts/types.js';
 import { refuseResend } from '../round/checks.js';
 import { assertMessageFrom, close, outcomeOf, phaseComplete, receive, receiveChecked, start, type CheckedMessage, type CoordinatorConfig, type CoordinatorState, type RoundOutcome } from '../round/index.js';
 import { assertTakes, atPhaseStart, awaitedClients, expectedClients, isFinalPhase, parsePhaseMark, phaseIndex, takes, waitsOnlyForGone, type PhaseMark } from '../round/phases.js';
@@ -41,7 +41,7 @@ export class RedisRoundHost implements RoundHostLike {
   readonly meta: RedisRoundMeta;
   readonly outcome: Promise<RoundOutcome>;
   readonly closeMs: Partial<Record<Phase, number>> = {};
-  timeline: { phase: Phase; at: number }[] = [];
+  timeline: PhaseStart[] = [];
   settled = false;
   private readonly rounds: RedisFrontEnd;
   private readonly ref: RoundRef;
@@ -153,7 +153,6 @@ export class RedisRoundHost implements RoundHostLike {
       if (m) this.outbox.deliver(to, m);
     }
   }
-
 
   /** Writes this front end's partial sum once its masked-input phase closes (after any in-flight message). */
   private async flush(): Promise<void> {

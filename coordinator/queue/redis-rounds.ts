@@ -29,7 +29,7 @@ import type { PhaseClosedEvent } from '../hosts/types.js';
 import { abortRound } from '../round/aborted.js';
 import { applyMaskJobs, cancelRound, close, finishUnmask, isFinal, planUnmask, type CoordinatorState, type CoordinatorStats, type CoordinatorTransition, type MaskJob } from '../round/index.js';
 import { atPhaseStart, deadlineOf, formatPhaseMark, isFinalPhase, parsePhaseMark, phaseIndex } from '../round/phases.js';
-import { RedisRoundHost } from './redis-round-host.js';
+import { RedisRoundHost, type RedisFrontEnd } from './redis-round-host.js';
 import { HEARTBEAT_TTL_SECONDS, RoundStore, type RedisRoundInfo, type RedisRoundMeta } from './round-store.js';
 
 export const PHASE_QUEUE = 'aegis-phase';
@@ -58,7 +58,7 @@ export interface RedisRoundsOptions {
   onTaken?: (phase: Phase, clientId: string) => void;
 }
 
-export class RedisRounds {
+export class RedisRounds implements RedisFrontEnd {
   /** This front end's id: its heartbeat, and whose partial sum is whose. */
   readonly frontEndId: string;
   readonly store: RoundStore;
