@@ -34,7 +34,7 @@ import { hasCoordinatorSecrets, loadRegistry, openCoordinatorSecrets, openOperat
 import { Coordinator } from './service/coordinator.js';
 import { requireCaKey } from './auth/ca.js';
 import { awaitOfflineCredentials, OfflineEnrollment, serverHostsFor } from './auth/offline-ca.js';
-import { SharedRounds } from './service/shared-rounds.js';
+import { RedisRounds } from './queue/redis-rounds.js';
 import type { MaskJob } from './round/index.js';
 import { Phase } from '../shared/protocol/vocabulary.js';
 import { channelOptions } from '../shared/rpc/channel.js';
@@ -153,8 +153,8 @@ export function registerCoordinator(program: Command): void {
         await keyCheck();
         const keyChecks = scheduleKeyChecks(() => keyCheck().catch((err: unknown) => log.warn({ code: isAegisError(err) ? err.code : 'internal' }, 'key rotation check failed')));
         // Round state on Redis: every coordinator on it is a front end of the same rounds.
-        const sharedRounds = redis
-          ? new SharedRounds(redis, secrets.queueKey, {
+        const redisRounds = redis
+          ? new RedisRounds(redis, secrets.queueKey, {
               prefix: o.redisPrefix,
               log,
               ...(unmaskQueue ? { unmask: (key: string, jobs: readonly MaskJob[], words: number) => unmaskQueue.dispatch(key, jobs, words, o.unmaskParts) } : {}),
@@ -165,7 +165,7 @@ export function registerCoordinator(program: Command): void {
               },
             })
           : undefined;
-        if (redis) progress(`on Redis ${redactRedisUrl(o.redis!)} (prefix ${o.redisPrefix}) as front end ${sharedRounds!.fe}: round state and launches are shared with every coordinator on it`);
+        if (redis) progress(`on Redis ${redactRedisUrl(o.redis!)} (prefix ${o.redisPrefix}) as front end ${redisRounds!.frontEndId}: round state and launches are shared with every coordinator on it`);
         const metricsServer = metrics && o.metrics ? await serveMetrics(metrics, o.metrics) : undefined;
         if (metricsServer) progress(`metrics on http://${metricsServer.address}/metrics`);
         // Offline CA: the TLS server and operator certificates come from the CA host first.
@@ -177,7 +177,7 @@ export function registerCoordinator(program: Command): void {
           ...(metrics ? { metrics } : {}),
           ...(launchQueue ? { launchQueue } : {}),
           ...(unmaskQueue ? { unmaskQueue, unmaskParts: o.unmaskParts } : {}),
-          ...(sharedRounds ? { sharedRounds } : {}),
+          ...(redisRounds ? { redisRounds } : {}),
           ...(redis ? { jobDirectory: new JobDirectory(redis, { prefix: o.redisPrefix }) } : {}),
           ca: secrets.ca,
           tokens: secrets.tokens,

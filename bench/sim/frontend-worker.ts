@@ -1,6 +1,6 @@
 /**
  * Child-process entry of `aegis simulate --redis URL --frontends F`: one coordinator front end
- * (a `Coordinator` with its round state on Redis, coordinator/service/shared-rounds.ts) in a
+ * (a `Coordinator` with its round state on Redis, coordinator/queue/redis-rounds.ts) in a
  * process of its own, so the simulator can kill it with SIGKILL mid-round. The parent sends the
  * deployment's keys (as a data dir's vault would hold them: the CA, the token key, the queue
  * key) and the registry over IPC; the front end listens on a loopback port and answers `ready`.
@@ -11,7 +11,7 @@ import { connectRedis } from '../../coordinator/queue/redis.js';
 import { UnmaskQueue } from '../../coordinator/queue/unmask-queue.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
 import { Registry } from '../../coordinator/clients/registry.js';
-import { SharedRounds } from '../../coordinator/service/shared-rounds.js';
+import { RedisRounds } from '../../coordinator/queue/redis-rounds.js';
 
 export interface FrontEndInit {
   op: 'init';
@@ -45,9 +45,9 @@ async function init(req: FrontEndInit): Promise<FrontEndReply> {
   // Crash injection for --kill-frontend-at: SIGKILL this process as it hands a client the event
   // that opens the phase (no cleanup: as `kill -9`).
   const dieOn = process.env.AEGIS_SIM_DIE_ON === 'masked-taken' ? undefined : process.env.AEGIS_SIM_DIE_ON;
-  const shared = new SharedRounds(redis, req.queueKey, {
+  const shared = new RedisRounds(redis, req.queueKey, {
     prefix: req.prefix,
-    feId: req.feId,
+    frontEndId: req.feId,
     pollMs: 200,
     unmask: (key, jobs, words) => queue.dispatch(key, jobs, words, req.unmaskParts),
     // Crash injection (--kill-frontend-at masked-taken): SIGKILL right after taking a masked input,
@@ -58,7 +58,7 @@ async function init(req: FrontEndInit): Promise<FrontEndReply> {
     ca: await importCa({ seed: req.caSeed, certificateDer: req.caCertificateDer }),
     tokens: TokenIssuer.fromSeed(req.tokenSeed),
     registry: Registry.fromJSON(JSON.parse(req.registryJson)),
-    sharedRounds: shared,
+    redisRounds: shared,
     unmaskQueue: queue,
     unmaskParts: req.unmaskParts,
     lostAfterMs: 1_000,

@@ -1,7 +1,7 @@
 /**
  * `aegis simulate --redis URL --frontends F`: the gRPC simulation with the coordinator split into
  * F front-end processes (bench/sim/frontend-worker.ts) that share their round state on Redis
- * (coordinator/service/shared-rounds.ts), optional unmask worker processes, and the clients in
+ * (coordinator/queue/redis-rounds.ts), optional unmask worker processes, and the clients in
  * W client processes (bench/sim/grpc-worker.ts) — client process w starts on front end w mod F
  * and fails over to the others in turn.
  *
@@ -23,8 +23,8 @@ import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { connectRedis } from '../../coordinator/queue/redis.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
 import { Registry } from '../../coordinator/clients/registry.js';
-import { SharedRounds } from '../../coordinator/service/shared-rounds.js';
-import type { RoundOutcome } from '../../coordinator/service/round-host.js';
+import { RedisRounds } from '../../coordinator/queue/redis-rounds.js';
+import type { RoundOutcome } from '../../coordinator/round/index.js';
 import { enrollWithToken } from '../../client/agent/connection.js';
 import { createIdentity } from '../../client/enroll/csr.js';
 import { validateRoundParams, type RoundParams } from '../../shared/protocol/params.js';
@@ -101,7 +101,7 @@ export async function simulateFrontends(opts: FrontendsOptions): Promise<Simulat
   const ca = await createCa({ name: 'Aegis simulation CA' });
   const tokens = TokenIssuer.create();
   const registry = new Registry();
-  const follower = new SharedRounds(redis, queueKey, { prefix, feId: `sim-${process.pid}` });
+  const follower = new RedisRounds(redis, queueKey, { prefix, frontEndId: `sim-${process.pid}` });
   const fes: IpcChild<FrontEndRequest, FrontEndReply>[] = [];
   const unmaskers: IpcChild<FrontEndRequest, FrontEndReply>[] = [];
   const procs: ClientProcess[] = [];
@@ -159,7 +159,7 @@ export async function simulateFrontends(opts: FrontendsOptions): Promise<Simulat
     await launcher.request({ op: 'launch', manifestJson: simulationManifest(params, n, deadlines), gatherMs: 10_000 }).catch((err: unknown) => {
       if (!launcher.exited) throw err;
     });
-    let host: Awaited<ReturnType<SharedRounds['host']>> | undefined;
+    let host: Awaited<ReturnType<RedisRounds['host']>> | undefined;
     for (const until = Date.now() + 30_000; !host; ) {
       host = await follower.host(`${JOB_ID}.r0`).catch((err: unknown) => {
         if (Date.now() > until) throw err;

@@ -19,7 +19,7 @@ import { createCa } from '../../coordinator/auth/ca.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
 import { Registry } from '../../coordinator/clients/registry.js';
-import type { RoundOutcome } from '../../coordinator/service/round-host.js';
+import type { RoundOutcome } from '../../coordinator/round/index.js';
 import type { CompletedState } from '../../coordinator/round/index.js';
 import { enrollWithToken } from '../../client/agent/connection.js';
 import { createIdentity } from '../../client/enroll/csr.js';

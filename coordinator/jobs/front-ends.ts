@@ -1,6 +1,6 @@
 /**
  * Jobs as every front end sees them: status, results and listings from this process, or — with
- * Redis — from the job directory and the shared round state, whichever front end ran the job
+ * Redis — from the job directory and the round state on Redis, whichever front end ran the job
  * (also one that is gone); cancellation of another front end's job through the directory; and
  * this process's jobs published to the directory.
  */
@@ -10,15 +10,16 @@ import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
 import type { Phase } from '../../shared/protocol/vocabulary.js';
 import { phaseFromProto, vectorToBytes } from '../../shared/rpc/convert.js';
 import type { JobDirectory } from '../queue/job-directory.js';
-import { GroupedRoundHost, type RoundHostLike } from '../service/grouped-host.js';
-import type { SharedRounds } from '../service/shared-rounds.js';
+import { GroupedRoundHost } from '../hosts/grouped-host.js';
+import type { RoundHostLike } from '../hosts/types.js';
+import type { RedisRounds } from '../queue/redis-rounds.js';
 import type { Jobs } from './jobs.js';
 import { jobInfo, roundResult, roundStatus } from './views.js';
 
 export class JobsAcrossFrontEnds {
   constructor(
     private readonly jobs: Jobs,
-    private readonly opts: { jobDirectory?: JobDirectory; sharedRounds?: SharedRounds },
+    private readonly opts: { jobDirectory?: JobDirectory; redisRounds?: RedisRounds },
     private readonly clock: () => number,
   ) {}
 
@@ -64,14 +65,14 @@ export class JobsAcrossFrontEnds {
   }
 
   /**
-   * A round's result from this process, or — with shared rounds — from Redis, whichever front
+   * A round's result from this process, or — with rounds on Redis — from there, whichever front
    * end ran it (also one that is gone).
    */
   async resultAnywhere(jobId: string, roundIndex?: number): Promise<admin.RoundResultReply> {
     try {
       return this.resultOf(jobId, roundIndex);
     } catch (e) {
-      const shared = this.opts.sharedRounds;
+      const shared = this.opts.redisRounds;
       if (!isAegisError(e, ErrorCode.NotFound) || !shared) throw e;
       const infos = (await shared.roundsOf(jobId)).filter((i) => roundIndex === undefined || i.index === roundIndex).sort((a, b) => b.index - a.index);
       for (const info of infos) {

@@ -17,11 +17,12 @@ import { Phase } from '../../shared/protocol/vocabulary.js';
 import { fromEventEnvelope, toEventEnvelope } from '../../shared/rpc/convert.js';
 import type { ClientRegistry } from '../clients/client-registry.js';
 import type { LaunchTask } from '../queue/launch-queue.js';
-import type { SharedRoundInfo } from '../queue/round-store.js';
-import { GroupedRoundHost, type RoundHostLike } from '../service/grouped-host.js';
+import type { RedisRoundInfo } from '../queue/round-store.js';
+import { GroupedRoundHost } from '../hosts/grouped-host.js';
+import type { RoundHostLike } from '../hosts/types.js';
 import type { Mailboxes } from '../service/mailbox.js';
-import { DEFAULT_ROUND_RETENTION_MS, RetiredHost, withoutClients } from '../service/retention.js';
-import type { RoundOutcome } from '../service/round-host.js';
+import { DEFAULT_ROUND_RETENTION_MS, RetiredHost, withoutClients } from '../hosts/retired-host.js';
+import type { RoundOutcome } from '../round/index.js';
 import { UploadGate } from '../service/upload-gate.js';
 import { verifiedManifestBytes } from './manifest-check.js';
 import { DEFAULT_UPLOAD_BUDGET_BYTES, openRound } from './round-start.js';
@@ -30,12 +31,12 @@ import { ModelStore, newTrainingProgress, sha256, weightsOf, type ModelVersionRe
 import { newJob, type Job, type JobsOptions, type LaunchResult, type RoundRecord } from './types.js';
 import { jobStateOf, phaseOfRound, roundOf, JOB_STATE_NAMES } from './views.js';
 
-/** A shared round another front end started, followed by this one. */
+/** A round on Redis another front end started, followed by this one. */
 type RemoteRound = RoundRecord & { jobId: string };
 
 export class Jobs {
   private readonly jobs = new Map<string, Job>();
-  /** Shared rounds another front end started, that this one serves too (with `sharedRounds`). */
+  /** Rounds on Redis another front end started, that this one serves too (with `redisRounds`). */
   private readonly remoteRounds = new Map<string, RemoteRound>();
   /** Training jobs an operator cancelled, with when. */
   private readonly cancelledJobs = new Map<string, number>();
@@ -56,7 +57,7 @@ export class Jobs {
     this.connectedClients = deps.connectedClients;
     this.clock = deps.clock;
     this.log = opts.log;
-    const shared = opts.sharedRounds;
+    const shared = opts.redisRounds;
     if (shared) {
       shared.onNewRound = (info) =>
         void this.attachRemoteRound(info).catch((err: unknown) => this.log?.warn({ job: info.jobId, round: info.index, code: isAegisError(err) ? err.code : 'internal' }, 'could not follow a shared round'));
@@ -274,9 +275,9 @@ export class Jobs {
     throw last;
   }
 
-  /** Follows a shared round another front end started: its cohort members connected here take part through this process. */
-  private async attachRemoteRound(info: SharedRoundInfo): Promise<void> {
-    const shared = this.opts.sharedRounds!;
+  /** Follows a round on Redis another front end started: its cohort members connected here take part through this process. */
+  private async attachRemoteRound(info: RedisRoundInfo): Promise<void> {
+    const shared = this.opts.redisRounds!;
     const id = `${info.jobId}.r${info.index}`;
     if (this.remoteRounds.has(id) || this.jobs.get(info.jobId)?.rounds.some((r) => r.index === info.index)) return;
     const hosts = await Promise.all(info.groups.map((k) => shared.host(k)));
@@ -300,7 +301,7 @@ export class Jobs {
     };
     this.remoteRounds.set(id, record);
     this.wireRound(record, hosts[0]!.phase === Phase.AdvertiseKeys ? 'connected' : 'none');
-    this.log?.info({ job: info.jobId, round: info.index, groups: hosts.length, frontEnd: shared.fe }, 'following a round another front end started');
+    this.log?.info({ job: info.jobId, round: info.index, groups: hosts.length, frontEnd: shared.frontEndId }, 'following a round another front end started');
     void host.outcome.then((o) => {
       record.outcome = o;
       record.endedAt = this.clock();
@@ -480,7 +481,7 @@ export class Jobs {
   /** No new round starts from now on; a round of this process alone is cancelled (a shared one goes on with the other front ends). */
   stop(): void {
     this.closing = true;
-    if (!this.opts.sharedRounds) for (const job of this.jobs.values()) for (const r of job.rounds) r.host.cancel('the coordinator is shutting down');
+    if (!this.opts.redisRounds) for (const job of this.jobs.values()) for (const r of job.rounds) r.host.cancel('the coordinator is shutting down');
   }
 
   get stopped(): boolean {

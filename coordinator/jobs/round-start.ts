@@ -13,10 +13,11 @@ import { groupRoundParams, type RoundParams } from '../../shared/protocol/params
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { toEventEnvelope } from '../../shared/rpc/convert.js';
 import type { ClientRegistry } from '../clients/client-registry.js';
-import type { SharedRoundInfo, SharedRoundMeta } from '../queue/round-store.js';
+import type { RedisRoundInfo, RedisRoundMeta } from '../queue/round-store.js';
 import { planGroups } from '../round/groups.js';
-import { GroupedRoundHost, type RoundHostLike } from '../service/grouped-host.js';
-import { RoundHost } from '../service/round-host.js';
+import { GroupedRoundHost } from '../hosts/grouped-host.js';
+import type { RoundHostLike } from '../hosts/types.js';
+import { RoundHost } from '../hosts/round-host.js';
 import { UploadGate } from '../service/upload-gate.js';
 import type { Job, JobsOptions, RoundRecord } from './types.js';
 
@@ -71,14 +72,14 @@ export async function openRound(ctx: RoundStartContext, job: Job, gatherMs: numb
     });
   let host: RoundHostLike;
   const startEnvelopes = roundStarts(job, ref, groupParams);
-  const shared = opts.sharedRounds;
+  const shared = opts.redisRounds;
   if (shared) {
     const roundId = `${job.jobId}.r${index}`;
     const keys = split.map((_, i) => (split.length === 1 ? roundId : `${roundId}.g${i}`));
     const hashHex = Buffer.from(hash).toString('hex');
     const createdAt = clock();
-    const info: SharedRoundInfo = { v: 1, jobId: job.jobId, index, manifestHash: hashHex, groups: keys, starts: startEnvelopes.map((e) => Buffer.from(toBinary(pb.ServerEnvelopeSchema, e)).toString('base64')), owner: shared.fe, createdAt };
-    const metas: SharedRoundMeta[] = split.map((g, i) => ({
+    const info: RedisRoundInfo = { v: 1, jobId: job.jobId, index, manifestHash: hashHex, groups: keys, starts: startEnvelopes.map((e) => Buffer.from(toBinary(pb.ServerEnvelopeSchema, e)).toString('base64')), owner: shared.frontEndId, createdAt };
+    const metas: RedisRoundMeta[] = split.map((g, i) => ({
       v: 1,
       key: keys[i]!,
       jobId: job.jobId,
@@ -90,7 +91,7 @@ export async function openRound(ctx: RoundStartContext, job: Job, gatherMs: numb
       deadlines: manifest.deadlines,
       cohort: g,
       identities: Object.fromEntries(g.map((id) => [id, clients.get(id)!.publicKey])),
-      owner: shared.fe,
+      owner: shared.frontEndId,
       createdAt,
     }));
     const { hosts, created } = await shared.create(info, metas);
@@ -118,17 +119,17 @@ async function gatherCohort(ctx: RoundStartContext, n: number, t: number, gather
   const needed = Math.max(t + 1, 3);
   const full = clock() + gatherMs;
   const enough = clock() + Math.max(gatherMs, minimumWaitMs);
-  // With shared rounds, clients connected to any front end on the Redis count.
+  // With rounds on Redis, clients connected to any front end on the Redis count.
   const available = async (): Promise<string[]> => {
-    if (!opts.sharedRounds) return ctx.connectedClients();
-    const ids = await opts.sharedRounds.presence().catch(() => ctx.connectedClients());
+    if (!opts.redisRounds) return ctx.connectedClients();
+    const ids = await opts.redisRounds.presence().catch(() => ctx.connectedClients());
     return ids.filter((id) => clients.isActive(id));
   };
   for (;;) {
     const count = (await available()).length;
     const now = clock();
     if (count >= n || (now >= full && count >= needed) || now >= enough || ctx.closing()) break;
-    await new Promise((r) => setTimeout(r, opts.sharedRounds ? 200 : 50));
+    await new Promise((r) => setTimeout(r, opts.redisRounds ? 200 : 50));
   }
   if (ctx.closing()) throw new AegisError(ErrorCode.Unavailable, 'the coordinator is shutting down');
   const connected = await available();

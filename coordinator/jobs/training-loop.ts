@@ -6,11 +6,10 @@
  */
 import type { Logger } from 'pino';
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
-import { decodeWeightedSum } from '../../shared/crypto/quantize.js';
 import { evaluateModel } from '../../shared/model/evaluate.js';
 import type { ServerEvent } from '../../shared/protocol/messages.js';
 import type { LocalDataStore } from '../../shared/store/types.js';
-import type { RoundOutcome } from '../service/round-host.js';
+import type { RoundOutcome } from '../round/index.js';
 import { applyWeightedMean, type ModelVersionRecord, type TrainingProgress } from './training.js';
 import type { Job, RoundRecord } from './types.js';
 
@@ -51,7 +50,7 @@ export async function advanceTraining(ctx: TrainingLoopContext, job: Job, t: Tra
   if (o.ok) {
     let flagged = false;
     try {
-      const result = decodeWeightedSum(o.sum, o.survivors.length, manifest.round);
+      const { result } = o;
       const next = applyWeightedMean(t.models.latest.weights, result);
       const check = await validationCheck(ctx, job, t, next);
       const gate = manifest.validation?.gate ?? 1;

@@ -10,10 +10,10 @@ import type { LocalDataStore } from '../../shared/store/types.js';
 import type { JobDirectory } from '../queue/job-directory.js';
 import type { LaunchQueue } from '../queue/launch-queue.js';
 import type { UnmaskQueue } from '../queue/unmask-queue.js';
-import type { RoundHostLike } from '../service/grouped-host.js';
+import type { RoundHostLike } from '../hosts/types.js';
 import type { CoordinatorMetrics } from '../service/metrics.js';
-import type { RoundOutcome } from '../service/round-host.js';
-import type { SharedRounds } from '../service/shared-rounds.js';
+import type { RoundOutcome } from '../round/index.js';
+import type { RedisRounds } from '../queue/redis-rounds.js';
 import type { UploadGate } from '../service/upload-gate.js';
 import type { TrainingProgress } from './training.js';
 
@@ -36,10 +36,10 @@ export interface JobsOptions {
   unmaskQueue?: UnmaskQueue;
   unmaskParts?: number;
   /**
-   * With Redis: round state lives on Redis (coordinator/service/shared-rounds.ts), so several
+   * With Redis: round state lives on Redis (coordinator/queue/redis-rounds.ts), so several
    * coordinator processes (front ends) run each round together and a client may reach any of them.
    */
-  sharedRounds?: SharedRounds;
+  redisRounds?: RedisRounds;
   /** With Redis: where this process publishes its jobs, so every coordinator on the Redis lists them. */
   jobDirectory?: JobDirectory;
   /**

@@ -8,7 +8,7 @@ import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import { Phase, type AbortReason } from '../../shared/protocol/vocabulary.js';
 import { abortReasonToProto, phaseToProto, vectorToBytes } from '../../shared/rpc/convert.js';
-import { expectedClients } from '../service/round-host.js';
+import { expectedClients } from '../round/phases.js';
 import type { ModelVersionRecord, TrainingProgress } from './training.js';
 import { invitedOf, roundsDone, type Job, type RoundRecord } from './types.js';
 

@@ -6,7 +6,7 @@
  *
  * Keys, for a round key K (`<job>.r<index>[.g<group>]`) under the prefix P:
  * - `P:round:K` (hash): `meta` (JSON: parameters, round ref, deadlines, cohort, identity keys —
- *   all public), `phase` (the phase name; `<phase>!` while it closes), `stats` and `timeline`
+ *   all public), `phase` (the phase open or closing: coordinator/round/phases.ts, `formatPhaseMark`), `stats` and `timeline`
  *   (JSON), `u3` (JSON ids), `sum` (sealed masked sum, once the masked-input phase closed),
  *   `outcome` (sealed), `transitions` (a counter: each phase change adds one, exactly once).
  * - `P:round:K:in:<phase>` (hash): client id → the client's sealed message of that phase; for
@@ -32,10 +32,14 @@ import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import type { ClientMessage, PhaseDeadlines, ServerMessage } from '../../shared/protocol/messages.js';
 import type { RoundParams } from '../../shared/protocol/params.js';
 import { fromClientEnvelope, fromServerEnvelope, toClientEnvelope, toServerEnvelope, vectorFromBytes, vectorToBytes } from '../../shared/rpc/convert.js';
-import type { Phase } from '../../shared/protocol/vocabulary.js';
+import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
+import { abortRound } from '../round/aborted.js';
+import { completedState } from '../round/completed.js';
+import { formatPhaseMark } from '../round/phases.js';
+import type { FinalState, StateBase } from '../round/types.js';
 
 /** Public facts of one round (one aggregation group), fixed when it starts. */
-export interface SharedRoundMeta {
+export interface RedisRoundMeta {
   v: 1;
   key: string;
   jobId: string;
@@ -56,7 +60,7 @@ export interface SharedRoundMeta {
 }
 
 /** A whole round (all its groups), for front ends that did not start it. */
-export interface SharedRoundInfo {
+export interface RedisRoundInfo {
   v: 1;
   jobId: string;
   index: number;
@@ -69,6 +73,7 @@ export interface SharedRoundInfo {
   createdAt: number;
 }
 
+/** How a round ended, as stored (sealed) on Redis: `sealOutcome` writes it from the final state, `openOutcome` reads the state back. */
 export interface StoredOutcome {
   ok: boolean;
   survivors?: string[];
@@ -87,8 +92,8 @@ if ph ~= ARGV[1] then return {'wrong-phase', ph or ''} end
 local cur = redis.call('HGET', KEYS[2], ARGV[2])
 if cur then
   if ARGV[6] ~= '' then
-    local fe = string.match(cur, '^([^|]*)|')
-    if fe == ARGV[6] or redis.call('EXISTS', ARGV[7] .. fe) == 1 then return {'exists', cur} end
+    local frontEnd = string.match(cur, '^([^|]*)|')
+    if frontEnd == ARGV[6] or redis.call('EXISTS', ARGV[7] .. frontEnd) == 1 then return {'exists', cur} end
   else
     return {'exists', cur}
   end
@@ -106,10 +111,10 @@ redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
 return {'ok', tostring(redis.call('HLEN', KEYS[2]))}
 `;
 
-/** phase -> phase! when it is still phase (the close starts); returns the phase found. */
+/** The open phase ARGV[1] becomes its closing mark ARGV[2] (the close starts); returns the phase mark found. */
 const MARK_CLOSING = `
 local ph = redis.call('HGET', KEYS[1], 'phase')
-if ph == ARGV[1] then redis.call('HSET', KEYS[1], 'phase', ARGV[1] .. '!') end
+if ph == ARGV[1] then redis.call('HSET', KEYS[1], 'phase', ARGV[2]) end
 return ph or ''
 `;
 
@@ -185,6 +190,22 @@ export class RoundStore {
     return fromServerEnvelope(fromBinary(pb.ServerEnvelopeSchema, this.open(k, `out:${phase}:${to}`, sealed)));
   }
 
+  /** A round's final state as its sealed outcome record. */
+  sealOutcome(k: string, final: FinalState): Buffer {
+    const out: StoredOutcome =
+      final.phase === Phase.Completed
+        ? { ok: true, survivors: [...final.survivors], sum: Buffer.from(new Uint8Array(final.sum.buffer, final.sum.byteOffset, final.sum.byteLength)).toString('base64') }
+        : { ok: false, reason: final.reason, at: final.at, detail: final.detail };
+    return this.seal(k, 'outcome', Buffer.from(JSON.stringify(out)));
+  }
+
+  /** The final state a sealed outcome record stands for, rebuilt by the state machine's own constructors over `base`. */
+  openOutcome(k: string, sealed: Uint8Array, base: StateBase): FinalState {
+    const out = JSON.parse(Buffer.from(this.open(k, 'outcome', sealed)).toString()) as StoredOutcome;
+    if (out.ok) return completedState(base, out.survivors ?? [], new Uint32Array(new Uint8Array(Buffer.from(out.sum ?? '', 'base64')).buffer));
+    return abortRound({ ...base, phase: out.at ?? Phase.AdvertiseKeys }, (out.reason ?? AbortReason.TooFewClients) as AbortReason, out.detail ?? '').next;
+  }
+
   sealVector(k: string, field: string, v: Uint32Array): Buffer {
     return this.seal(k, field, vectorToBytes(v));
   }
@@ -194,44 +215,44 @@ export class RoundStore {
   }
 
   /** Creates a round's records (nothing if they exist: a second start of one round is a no-op). Returns true when created. */
-  async create(info: SharedRoundInfo, metas: readonly SharedRoundMeta[], first: Phase): Promise<boolean> {
+  async create(info: RedisRoundInfo, metas: readonly RedisRoundMeta[], first: Phase): Promise<boolean> {
     const created = await this.redis.hsetnx(this.infoKey(`${info.jobId}.r${info.index}`), 'info', JSON.stringify(info));
     if (created === 0) return false;
     const m = this.redis.multi();
     for (const meta of metas) {
-      m.hset(this.roundKey(meta.key), 'meta', JSON.stringify(meta), 'phase', first, 'stats', JSON.stringify({ prgWords: 0 }), 'timeline', JSON.stringify([{ phase: first, at: Date.now() }]), 'transitions', 0);
+      m.hset(this.roundKey(meta.key), 'meta', JSON.stringify(meta), 'phase', formatPhaseMark({ phase: first, closing: false }), 'stats', JSON.stringify({ prgWords: 0 }), 'timeline', JSON.stringify([{ phase: first, at: Date.now() }]), 'transitions', 0);
     }
     m.sadd(this.activeKey, `${info.jobId}.r${info.index}`);
     await m.exec();
     return true;
   }
 
-  async info(roundId: string): Promise<SharedRoundInfo | undefined> {
+  async info(roundId: string): Promise<RedisRoundInfo | undefined> {
     const s = await this.redis.hget(this.infoKey(roundId), 'info');
-    return s ? (JSON.parse(s) as SharedRoundInfo) : undefined;
+    return s ? (JSON.parse(s) as RedisRoundInfo) : undefined;
   }
 
-  async meta(k: string): Promise<SharedRoundMeta> {
+  async meta(k: string): Promise<RedisRoundMeta> {
     const s = await this.redis.hget(this.roundKey(k), 'meta');
     if (!s) throw new AegisError(ErrorCode.NotFound, `no round ${k} on the Redis`);
-    return JSON.parse(s) as SharedRoundMeta;
+    return JSON.parse(s) as RedisRoundMeta;
   }
 
   async phase(k: string): Promise<string> {
     return (await this.redis.hget(this.roundKey(k), 'phase')) ?? '';
   }
 
-  async record(k: string, phase: Phase, clientId: string, value: Buffer | string, opts: { cap?: number; keys?: string[]; fe?: string } = {}): Promise<RecordResult> {
+  async record(k: string, phase: Phase, clientId: string, value: Buffer | string, opts: { cap?: number; keys?: string[]; frontEndId?: string } = {}): Promise<RecordResult> {
     const r = (await (this.redis as unknown as { aegisRecordBuffer: (...a: unknown[]) => Promise<[Buffer, Buffer]> }).aegisRecordBuffer(
       this.roundKey(k),
       this.inboxKey(k, phase),
       this.keysKey(k),
-      phase,
+      formatPhaseMark({ phase, closing: false }),
       clientId,
       value,
       String(opts.cap ?? 0),
       (opts.keys ?? []).join(','),
-      opts.fe ?? '',
+      opts.frontEndId ?? '',
       this.heartbeatPrefix,
     )) as [Buffer, Buffer];
     const kind = r[0].toString();
@@ -242,9 +263,10 @@ export class RoundStore {
     return { kind: 'key-taken' };
   }
 
-  /** Starts closing `phase`; returns the phase found (`phase` itself when this call marked it). */
+  /** Starts closing `phase`; returns the phase mark found (`phase` open when this call marked it closing). */
   async markClosing(k: string, phase: Phase): Promise<string> {
-    return String(await (this.redis as unknown as { aegisMarkClosing: (...a: unknown[]) => Promise<string> }).aegisMarkClosing(this.roundKey(k), phase));
+    const mark = this.redis as unknown as { aegisMarkClosing: (...a: unknown[]) => Promise<string> };
+    return String(await mark.aegisMarkClosing(this.roundKey(k), formatPhaseMark({ phase, closing: false }), formatPhaseMark({ phase, closing: true })));
   }
 
   async inbox(k: string, phase: Phase): Promise<Map<string, Buffer>> {
@@ -269,8 +291,8 @@ export class RoundStore {
   }
 
   /** Front ends with a live heartbeat. */
-  async alive(fe: string): Promise<boolean> {
-    return (await this.redis.exists(this.heartbeatPrefix + fe)) === 1;
+  async alive(frontEndId: string): Promise<boolean> {
+    return (await this.redis.exists(this.heartbeatPrefix + frontEndId)) === 1;
   }
 
   expireRound(m: ReturnType<Redis['multi']>, k: string, phases: readonly Phase[]): void {

@@ -1,9 +1,15 @@
 /** The final state of a round that could not finish: nothing partial is ever published. */
-import type { AbortReason } from '../../shared/protocol/vocabulary.js';
+import { AbortReason } from '../../shared/protocol/vocabulary.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
-import type { AbortedState, CoordinatorState, CoordinatorTransition } from './types.js';
+import type { AbortedState, PhaseBase } from './types.js';
 
-export function abortRound(from: CoordinatorState, reason: AbortReason, detail: string): CoordinatorTransition {
+/** The round aborts in `from`'s phase with `reason`. */
+export function abortRound(from: PhaseBase, reason: AbortReason, detail: string): { next: AbortedState; outbound: [] } {
   const next: AbortedState = { phase: Phase.Aborted, cfg: from.cfg, stats: from.stats, reason, at: from.phase, detail };
   return { next, outbound: [] };
+}
+
+/** An operator ends a running round now: it aborts in its current phase with reason `cancelled`. */
+export function cancelRound(from: PhaseBase, detail: string): { next: AbortedState; outbound: [] } {
+  return abortRound(from, AbortReason.Cancelled, detail);
 }

@@ -1,9 +1,19 @@
 /** The final state of a round that finished: the unmasked sum and its decoding. */
-import { decodeWeightedSum } from '../../shared/crypto/quantize.js';
+import { decodeWeightedSum, type WeightedSum } from '../../shared/crypto/quantize.js';
+import type { RoundParams } from '../../shared/protocol/params.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
-import type { CompletedState, UnmaskingState } from './types.js';
+import type { CompletedState, StateBase, UnmaskingState } from './types.js';
+
+/** The decoding of an unmasked sum of `contributors` clients' inputs: float sum, total weight, mean. */
+export function decodeRoundSum(sum: Uint32Array, contributors: number, params: RoundParams): WeightedSum {
+  return decodeWeightedSum(sum, contributors, params);
+}
+
+/** A completed round: `survivors` (U3) and their unmasked `sum`, decoded here once. */
+export function completedState(base: StateBase, survivors: readonly string[], sum: Uint32Array): CompletedState {
+  return { phase: Phase.Completed, cfg: base.cfg, stats: base.stats, survivors, sum, result: decodeRoundSum(sum, survivors.length, base.cfg.params) };
+}
 
 export function completeRound(from: UnmaskingState, sum: Uint32Array, prgWords: number): CompletedState {
-  const result = decodeWeightedSum(sum, from.u3.length, from.cfg.params);
-  return { phase: Phase.Completed, cfg: from.cfg, stats: { ...from.stats, prgWords: from.stats.prgWords + prgWords }, survivors: from.u3, sum, result };
+  return completedState({ cfg: from.cfg, stats: { ...from.stats, prgWords: from.stats.prgWords + prgWords } }, from.u3, sum);
 }

@@ -3,7 +3,8 @@
  * and closes phases (`close`) when `phaseComplete` says nothing more is needed or a deadline
  * passes. `receive` never closes a phase by itself. Every message's shape is checked (zod)
  * before any handler reads it. A message the phase does not take throws `wrong-phase` and
- * leaves the state as it was.
+ * leaves the state as it was. `cancelRound` ends a running round; `outcomeOf` reads how a
+ * round ended from its final state.
  */
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { ClientMessage } from '../../shared/protocol/messages.js';
@@ -11,15 +12,18 @@ import { validateRoundParams } from '../../shared/protocol/params.js';
 import { assertClientMessage } from '../../shared/protocol/schemas.js';
 import { assertRoundRef } from '../../shared/protocol/session.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
+import { assertTakes, isFinalPhase } from './phases.js';
 import * as r0 from './r0-advertise-keys.js';
 import * as r1 from './r1-share-keys.js';
 import * as r2 from './r2-masked-input.js';
 import * as r3 from './r3-consistency-check.js';
 import * as r4 from './r4-unmasking.js';
-import type { AdvertiseKeysState, CoordinatorConfig, CoordinatorState, CoordinatorTransition } from './types.js';
+import type { AdvertiseKeysState, CoordinatorConfig, CoordinatorState, CoordinatorTransition, FinalState } from './types.js';
 
 export type * from './types.js';
 export { applyMaskJobs, finish as finishUnmask, plan as planUnmask } from './r4-unmasking.js';
+export { cancelRound } from './aborted.js';
+export { groupedOutcome, outcomeOf } from './outcome.js';
 
 /** Opens a round (phase 0). Parameters are re-validated: a bad manifest never starts a round. */
 export function start(cfg: CoordinatorConfig): AdvertiseKeysState {
@@ -28,21 +32,32 @@ export function start(cfg: CoordinatorConfig): AdvertiseKeysState {
   return r0.start({ ...cfg, params });
 }
 
-const TAKES: Record<CoordinatorState['phase'], ClientMessage['type'] | null> = {
-  [Phase.AdvertiseKeys]: 'advertise-keys',
-  [Phase.ShareKeys]: 'share-keys',
-  [Phase.MaskedInput]: 'masked-input',
-  [Phase.ConsistencyCheck]: 'consistency-signature',
-  [Phase.Unmasking]: 'unmask-response',
-  [Phase.Completed]: null,
-  [Phase.Aborted]: null,
-};
+declare const checked: unique symbol;
+/** A client message checked on its way in (`assertMessageFrom`): its shape, and who sent it. */
+export type CheckedMessage = ClientMessage & { readonly [checked]: true };
 
+/**
+ * Checks a message once on its way into a host: its shape (zod; `invalid-argument`) and that it
+ * names the authenticated client (`unknown-sender`). Hosts then hand it to `receiveChecked`.
+ */
+export function assertMessageFrom(authenticatedId: string, msg: ClientMessage): asserts msg is CheckedMessage {
+  assertClientMessage(msg);
+  if (msg.clientId !== authenticatedId) throw new AegisError(ErrorCode.UnknownSender, 'the message names another client than the authenticated one');
+}
+
+/** Takes one client message into the current phase; its shape is checked first. */
 export function receive(state: CoordinatorState, msg: ClientMessage): CoordinatorTransition {
   assertClientMessage(msg);
-  if (TAKES[state.phase] !== msg.type) {
-    throw new AegisError(ErrorCode.WrongPhase, `the round is in phase ${state.phase} and does not take ${String(msg?.type)}`);
-  }
+  return route(state, msg);
+}
+
+/** `receive` for a message a host checked already (`assertMessageFrom`): its shape is not checked again. */
+export function receiveChecked(state: CoordinatorState, msg: CheckedMessage): CoordinatorTransition {
+  return route(state, msg);
+}
+
+function route(state: CoordinatorState, msg: ClientMessage): CoordinatorTransition {
+  assertTakes({ phase: state.phase, closing: false }, msg.type);
   switch (state.phase) {
     case Phase.AdvertiseKeys:
       return r0.receive(state, msg as Parameters<typeof r0.receive>[1]);
@@ -99,4 +114,4 @@ export function phaseComplete(state: CoordinatorState): boolean {
   }
 }
 
-export const isFinal = (s: CoordinatorState): boolean => s.phase === Phase.Completed || s.phase === Phase.Aborted;
+export const isFinal = (s: CoordinatorState): s is FinalState => isFinalPhase(s.phase);

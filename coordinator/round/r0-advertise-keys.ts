@@ -28,7 +28,7 @@ export function receive(state: AdvertiseKeysState, msg: AdvertiseKeys): Coordina
   if (!isValidClientId(msg.clientId)) throw new AegisError(ErrorCode.InvalidArgument, 'malformed client id');
   const prior = state.received.get(msg.clientId);
   if (prior) {
-    refuseResend('key advertisement', sameBytes(prior.cPk, msg.cPk) && sameBytes(prior.sPk, msg.sPk) && sameBytes(prior.signature, msg.signature));
+    refuseResend(msg.type, sameBytes(prior.cPk, msg.cPk) && sameBytes(prior.sPk, msg.sPk) && sameBytes(prior.signature, msg.signature));
   }
   const idKey = cfg.identityOf(msg.clientId);
   if (!idKey) throw new AegisError(ErrorCode.UnknownSender, 'client is not enrolled');

@@ -23,7 +23,7 @@ export function receive(state: ShareKeysState, msg: ShareKeys): CoordinatorTrans
   const prior = state.received.get(msg.clientId);
   if (prior) {
     const same = prior.shares.length === msg.shares.length && prior.shares.every((s, i) => s.peer === msg.shares[i]!.peer && sameBytes(s.ciphertext, msg.shares[i]!.ciphertext));
-    refuseResend('share pairs', same);
+    refuseResend(msg.type, same);
   }
   const neighbours = roster.neighboursOf(msg.clientId);
   if (msg.shares.length !== neighbours.length) {

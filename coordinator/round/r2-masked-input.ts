@@ -24,7 +24,7 @@ export function receive(state: MaskedInputState, msg: MaskedInput): CoordinatorT
   if (msg.vector.length > want) throw new AegisError(ErrorCode.TooLarge, `masked input has ${msg.vector.length} words, the round takes ${want}`);
   if (msg.vector.length !== want) throw new AegisError(ErrorCode.InvalidArgument, `masked input has ${msg.vector.length} words, the round takes ${want}`);
   const prior = state.received.get(msg.clientId);
-  if (prior) refuseResend('masked input', sameBytes(prior, digest(msg.vector)));
+  if (prior) refuseResend(msg.type, sameBytes(prior, digest(msg.vector)));
   addInto(state.sum, msg.vector);
   state.received.set(msg.clientId, digest(msg.vector));
   return { next: state, outbound: [] };

@@ -20,7 +20,7 @@ export function receive(state: ConsistencyCheckState, msg: ConsistencySignature)
   assertSession(msg.sessionId, roster.sessionId);
   if (!state.expected.has(msg.clientId)) throw new AegisError(ErrorCode.UnknownSender, 'sender is not in U3');
   const prior = state.signatures.get(msg.clientId);
-  if (prior) refuseResend('consistency signature', sameBytes(prior, msg.signature));
+  if (prior) refuseResend(msg.type, sameBytes(prior, msg.signature));
   const key = cfg.identityOf(msg.clientId);
   if (!key) throw new AegisError(ErrorCode.UnknownSender, 'client is not enrolled');
   ed25519AssertValid(key, state.transcript, msg.signature, 'consistency signature');

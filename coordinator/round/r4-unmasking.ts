@@ -56,7 +56,7 @@ export function receive(state: UnmaskingState, msg: UnmaskResponse): Coordinator
   const prior = state.responses.get(msg.clientId);
   if (prior) {
     const same = (a: RevealedShare[], b: RevealedShare[]): boolean => a.length === b.length && a.every((s, i) => s.owner === b[i]!.owner && sameBytes(s.value, b[i]!.value));
-    refuseResend('unmasking response', same(prior.keyShares, msg.keyShares) && same(prior.selfMaskShares, msg.selfMaskShares));
+    refuseResend(msg.type, same(prior.keyShares, msg.keyShares) && same(prior.selfMaskShares, msg.selfMaskShares));
   }
   const req = state.requests.get(msg.clientId)!;
   assertExactly(msg.keyShares, req.keyShareOf, 'key shares');

@@ -31,25 +31,31 @@ export interface CoordinatorStats {
   u4?: number;
 }
 
-interface Base {
+/** What every state carries: the round's configuration and statistics. */
+export interface StateBase {
   cfg: CoordinatorConfig;
   stats: CoordinatorStats;
 }
 
-export interface AdvertiseKeysState extends Base {
+/** A state's phase with what every state carries: enough to end the round where it is. */
+export interface PhaseBase extends StateBase {
+  phase: Phase;
+}
+
+export interface AdvertiseKeysState extends StateBase {
   phase: typeof Phase.AdvertiseKeys;
   received: Map<string, AdvertiseKeys>;
   /** Public keys already advertised (hex) -> client id: one key never appears under two ids. */
   keyOwners: Map<string, string>;
 }
 
-export interface ShareKeysState extends Base {
+export interface ShareKeysState extends StateBase {
   phase: typeof Phase.ShareKeys;
   roster: Roster;
   received: Map<string, ShareKeys>;
 }
 
-export interface MaskedInputState extends Base {
+export interface MaskedInputState extends StateBase {
   phase: typeof Phase.MaskedInput;
   roster: Roster;
   u2: readonly string[];
@@ -61,7 +67,7 @@ export interface MaskedInputState extends Base {
   received: Map<string, Uint8Array>;
 }
 
-export interface ConsistencyCheckState extends Base {
+export interface ConsistencyCheckState extends StateBase {
   phase: typeof Phase.ConsistencyCheck;
   roster: Roster;
   u2: readonly string[];
@@ -74,7 +80,7 @@ export interface ConsistencyCheckState extends Base {
   signatures: Map<string, Uint8Array>;
 }
 
-export interface UnmaskingState extends Base {
+export interface UnmaskingState extends StateBase {
   phase: typeof Phase.Unmasking;
   roster: Roster;
   u2: readonly string[];
@@ -88,7 +94,7 @@ export interface UnmaskingState extends Base {
   responses: Map<string, UnmaskResponse>;
 }
 
-export interface CompletedState extends Base {
+export interface CompletedState extends StateBase {
   phase: typeof Phase.Completed;
   /** The clients whose inputs are in the sum (U3), sorted. */
   survivors: readonly string[];
@@ -97,7 +103,7 @@ export interface CompletedState extends Base {
   result: WeightedSum;
 }
 
-export interface AbortedState extends Base {
+export interface AbortedState extends StateBase {
   phase: typeof Phase.Aborted;
   reason: AbortReason;
   /** The phase in which the round aborted. */
@@ -113,6 +119,17 @@ export type CoordinatorState =
   | UnmaskingState
   | CompletedState
   | AbortedState;
+
+export type FinalState = CompletedState | AbortedState;
+
+/**
+ * How a round ended, as its host reports it (made from the final state by `outcomeOf`,
+ * coordinator/round/outcome.ts): a completed round's survivors, unmasked sum and its decoding, or
+ * an aborted round's reason, phase and detail.
+ */
+export type RoundOutcome =
+  | { ok: true; survivors: readonly string[]; sum: Uint32Array; result: WeightedSum; state: CompletedState }
+  | { ok: false; reason: AbortReason; at: Phase; detail: string; state: AbortedState };
 
 export interface CoordinatorTransition {
   next: CoordinatorState;

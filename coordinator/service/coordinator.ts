@@ -44,7 +44,7 @@ import { trustService } from '../rpc/trust-service.js';
 import { serveDashboard, type DashboardServer, type ServeDashboardOptions } from '../dashboard/server.js';
 import type { Registry } from '../clients/registry.js';
 import { Mailboxes } from './mailbox.js';
-import type { RoundOutcome } from './round-host.js';
+import type { RoundOutcome } from '../round/index.js';
 
 export interface CoordinatorOptions extends JobsOptions {
   /** The CA: with its key (embedded default) or without (offline CA: issuing fails closed with CaKeyUnavailableError). */
@@ -119,7 +119,7 @@ export class Coordinator {
     this.jobs = new Jobs(opts, { clients: this.clients, mailboxes: this.mailboxes, connectedClients: () => this.connectedClients(), clock: this.clock });
     this.reports = new JobsAcrossFrontEnds(this.jobs, opts, this.clock);
     this.jobs.onRoundEnded = () => void this.reports.publishJobs();
-    if (opts.sharedRounds) opts.sharedRounds.connectedClients = () => this.connectedClients();
+    if (opts.redisRounds) opts.redisRounds.connectedClients = () => this.connectedClients();
     const verifier = new TokenVerifier({ publicKey: opts.tokens.publicKey, keyring: opts.tokens.keyring, revocations: this.registry.revocations, clock: this.clock });
     this.auth = new CallerAuthorization(this.clients, verifier, this.clock);
   }
@@ -141,7 +141,7 @@ export class Coordinator {
     this.address = bound.address;
     this.enrollAddress = bound.enrollAddress;
     this.log?.info({ listen: this.address, enrollListen: this.enrollAddress }, 'coordinator listening');
-    await opts.sharedRounds?.start();
+    await opts.redisRounds?.start();
     opts.launchQueue?.work((task) => jobs.runQueuedLaunch(task));
     this.retireRounds();
     void this.sweepClientsEverywhere();
@@ -168,7 +168,7 @@ export class Coordinator {
     this.mailboxes.closeAll(new AegisError(ErrorCode.Unavailable, 'the coordinator is shutting down'));
     await shutdown(this.servers);
     this.servers = [];
-    await this.opts.sharedRounds?.close();
+    await this.opts.redisRounds?.close();
     await this.clients.flush();
     await this.jobs.flush();
   }
@@ -179,11 +179,11 @@ export class Coordinator {
   }
 
   /**
-   * The lost-device sweep; with shared rounds (several front ends), a client whose stream is open
+   * The lost-device sweep; with rounds on Redis (several front ends), a client whose stream is open
    * on another front end counts as seen first (its calls go there, not here).
    */
   private async sweepClientsEverywhere(): Promise<void> {
-    const shared = this.opts.sharedRounds;
+    const shared = this.opts.redisRounds;
     if (shared) {
       const present = await shared.presence().catch(() => [] as string[]);
       for (const id of present) if (this.clients.isActive(id)) this.clients.markSeen(id);

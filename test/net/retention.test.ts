@@ -1,5 +1,5 @@
 /**
- * Retention of round records (coordinator/service/retention.ts, `--retention-round-days`): a
+ * Retention of round records (coordinator/hosts/retired-host.ts, `--retention-round-days`): a
  * round that ended longer ago than the retention forgets which clients took part — cohort,
  * per-phase members, survivors and the protocol state — while its counts, timeline, outcome
  * and sum stay. The clock is moved, not waited for.

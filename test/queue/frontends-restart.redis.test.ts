@@ -1,5 +1,5 @@
 /**
- * Two coordinator front ends on one Redis (coordinator/service/shared-rounds.ts), and that Redis
+ * Two coordinator front ends on one Redis (coordinator/queue/redis-rounds.ts), and that Redis
  * restarted (graceful shutdown, AOF on) in the middle of a round: the recorded messages, the
  * phase and the delayed deadline job are still there after the restart, the front ends'
  * connections (commands, pub/sub, the BullMQ worker) come back by themselves, and the round
@@ -17,7 +17,7 @@ import { createCa } from '../../coordinator/auth/ca.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
 import { Registry } from '../../coordinator/clients/registry.js';
-import { SharedRounds } from '../../coordinator/service/shared-rounds.js';
+import { RedisRounds } from '../../coordinator/queue/redis-rounds.js';
 import type { ClientRunner } from '../../client/agent/connection.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { enrollClients, expectedSum, manifest, startRunners, waitFor } from '../support/cluster.js';
@@ -74,12 +74,12 @@ describe('Redis restarted with AOF on', () => {
     const ca = await createCa({ name: 'Aegis test CA' });
     const tokens = TokenIssuer.create();
     const registry = new Registry();
-    const fes: { c: Coordinator; shared: SharedRounds }[] = [];
+    const fes: { c: Coordinator; shared: RedisRounds }[] = [];
     for (let i = 0; i < 2; i++) {
       const conn = redis.duplicate({ maxRetriesPerRequest: null });
       connections.push(conn);
-      const shared = new SharedRounds(conn, queueKey, { prefix, feId: `fe-${i}-${randomBytes(2).toString('hex')}`, pollMs: 200 });
-      const c = new Coordinator({ ca, tokens, registry, sharedRounds: shared, lostAfterMs: 500 });
+      const shared = new RedisRounds(conn, queueKey, { prefix, frontEndId: `fe-${i}-${randomBytes(2).toString('hex')}`, pollMs: 200 });
+      const c = new Coordinator({ ca, tokens, registry, redisRounds: shared, lostAfterMs: 500 });
       coordinators.push(c);
       await c.listen('127.0.0.1:0', '127.0.0.1:0');
       fes.push({ c, shared });
@@ -159,6 +159,6 @@ describe('Redis restarted with AOF on', () => {
     expect(timeline[1]!.at - started).toBeGreaterThanOrEqual(advertiseMs);
     // Both front ends took masked inputs and wrote their partial sums after the restart.
     const partials = await fresh.hkeys(st.partialKey(k));
-    expect(partials.filter((f) => !f.endsWith(':ids')).sort()).toEqual([a.shared.fe, b.shared.fe].sort());
+    expect(partials.filter((f) => !f.endsWith(':ids')).sort()).toEqual([a.shared.frontEndId, b.shared.frontEndId].sort());
   }, 90_000);
 });

@@ -1,5 +1,5 @@
 /**
- * Several coordinator front ends on one real Redis (coordinator/service/shared-rounds.ts): a
+ * Several coordinator front ends on one real Redis (coordinator/queue/redis-rounds.ts): a
  * round whose clients are split over two front ends, each keeping its own partial running sum;
  * duplicate close jobs; a phase deadline as a delayed BullMQ job; two launches of one round.
  * Real gRPC over TLS 1.3 on loopback, real Redis, real clients: nothing mocked.
@@ -10,7 +10,7 @@ import { createCa } from '../../coordinator/auth/ca.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
 import { Registry } from '../../coordinator/clients/registry.js';
-import { SharedRounds } from '../../coordinator/service/shared-rounds.js';
+import { RedisRounds } from '../../coordinator/queue/redis-rounds.js';
 import type { ClientRunner } from '../../client/agent/connection.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { enrollClients, expectedSum, manifest, startRunners, waitFor, type Enrolled } from '../support/cluster.js';
@@ -22,7 +22,7 @@ const queueKey = randomBytes(32);
 
 interface FrontEnd {
   c: Coordinator;
-  shared: SharedRounds;
+  shared: RedisRounds;
 }
 
 let fes: FrontEnd[] = [];
@@ -44,8 +44,8 @@ async function frontEnds(n: number, prefix: string): Promise<FrontEnd[]> {
   for (let i = 0; i < n; i++) {
     const redis = ctx.redis.duplicate({ maxRetriesPerRequest: null });
     ctx.closers.push(() => redis.quit());
-    const shared = new SharedRounds(redis, queueKey, { prefix, feId: `fe-${i}-${randomBytes(2).toString('hex')}`, pollMs: 200 });
-    const c = new Coordinator({ ca, tokens, registry, sharedRounds: shared, lostAfterMs: 500 });
+    const shared = new RedisRounds(redis, queueKey, { prefix, frontEndId: `fe-${i}-${randomBytes(2).toString('hex')}`, pollMs: 200 });
+    const c = new Coordinator({ ca, tokens, registry, redisRounds: shared, lostAfterMs: 500 });
     await c.listen('127.0.0.1:0', '127.0.0.1:0');
     out.push({ c, shared });
   }
@@ -82,7 +82,7 @@ describe('a round across two front ends', () => {
     expect(await ctx.redis.hget(rk, 'transitions')).toBe('5');
     // Both front ends wrote a partial sum of their own clients; no client's vector is in Redis.
     const partials = await ctx.redis.hkeys(a!.shared.store.partialKey('two-fe.r0'));
-    expect(partials.filter((f) => !f.endsWith(':ids')).sort()).toEqual([a!.shared.fe, b!.shared.fe].sort());
+    expect(partials.filter((f) => !f.endsWith(':ids')).sort()).toEqual([a!.shared.frontEndId, b!.shared.frontEndId].sort());
     const masked = await ctx.redis.hgetall(a!.shared.store.inboxKey('two-fe.r0', Phase.MaskedInput));
     expect(Object.keys(masked)).toHaveLength(6);
     for (const v of Object.values(masked)) expect(v).toMatch(/^fe-\d-[0-9a-f]{4}\|[0-9a-f]{64}$/);

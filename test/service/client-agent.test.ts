@@ -4,7 +4,8 @@
  */
 import { describe, expect, test } from '@jest/globals';
 import { ClientAgent, type AgentEvent } from '../../client/agent/agent.js';
-import { RoundHost, type RoundOutcome } from '../../coordinator/service/round-host.js';
+import { RoundHost } from '../../coordinator/hosts/round-host.js';
+import type { RoundOutcome } from '../../coordinator/round/index.js';
 import { encodeWeightedInput } from '../../shared/crypto/quantize.js';
 import { DeterministicRng } from '../../shared/crypto/rng.js';
 import { addInto } from '../../shared/crypto/vecops.js';

@@ -4,7 +4,7 @@
  */
 import { describe, expect, test } from '@jest/globals';
 import { handle, start, type ClientState } from '../../client/round/index.js';
-import { RoundHost, type PhaseDeadlines } from '../../coordinator/service/round-host.js';
+import { RoundHost, type PhaseDeadlines } from '../../coordinator/hosts/round-host.js';
 import { encodeWeightedInput } from '../../shared/crypto/quantize.js';
 import { DeterministicRng } from '../../shared/crypto/rng.js';
 import { addInto } from '../../shared/crypto/vecops.js';

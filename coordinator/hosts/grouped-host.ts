@@ -1,26 +1,20 @@
 /**
- * A round run as aggregation groups (coordinator/round/groups.ts; DESIGN.md §6): one RoundHost
- * per group — its own session, neighbour graph, threshold and deadlines — behind the RoundHost
- * surface the coordinator uses, so a grouped round is launched, followed, cancelled and finished
+ * A round run as aggregation groups (coordinator/round/groups.ts; DESIGN.md §6): one round host
+ * per group — its own session, neighbour graph, threshold and deadlines — behind the host
+ * surface the coordinator uses (types.ts), so a grouped round is launched, followed, cancelled and finished
  * like any other. Each client's messages go to its group's host only.
  *
- * The outcome waits for every group; it completes when at least one group did, with the sum of
- * the completed groups' sums (mod 2^32, weights included) and their survivors, and aborts only
- * when every group aborted (with the first group's reason).
+ * The outcome waits for every group (coordinator/round/outcome.ts, `groupedOutcome`): it completes
+ * when at least one group did, with the sum of the completed groups' sums (mod 2^32, weights
+ * included) and their survivors, and aborts only when every group aborted (with the first
+ * group's reason).
  */
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { ClientMessage, ServerMessage } from '../../shared/protocol/messages.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
-import { combineGroups } from '../round/groups.js';
-import type { RoundHost, RoundOutcome, RoundStatus } from './round-host.js';
-
-/** What the coordinator needs of a round's host: a RoundHost, or a GroupedRoundHost. */
-export type RoundHostLike = Pick<RoundHost, 'phase' | 'outcome' | 'timeline' | 'closeMs' | 'lost' | 'back' | 'subscribe' | 'awaitsAdvertisement' | 'status' | 'cancel'> & {
-  /** Takes one message; a host on Redis (shared-rounds.ts) answers asynchronously. */
-  submit(authenticatedId: string, msg: ClientMessage): void | Promise<void>;
-};
-
-const ORDER: readonly Phase[] = [Phase.AdvertiseKeys, Phase.ShareKeys, Phase.MaskedInput, Phase.ConsistencyCheck, Phase.Unmasking, Phase.Completed, Phase.Aborted];
+import { groupedOutcome, type RoundOutcome } from '../round/index.js';
+import { isFinalPhase, phaseIndex } from '../round/phases.js';
+import type { PhaseStart, RoundHostLike, RoundStatus } from './types.js';
 
 export class GroupedRoundHost implements RoundHostLike {
   readonly outcome: Promise<RoundOutcome>;
@@ -33,16 +27,7 @@ export class GroupedRoundHost implements RoundHostLike {
     groups.forEach((g, i) => {
       for (const id of g.members) this.groupOf.set(id, i);
     });
-    this.outcome = Promise.all(this.hosts.map((h) => h.outcome)).then((outcomes) => {
-      const members = groups.map((g) => g.members);
-      const combined = combineGroups(outcomes.map((o, i) => (o.ok ? { ok: true as const, survivors: o.survivors, sum: o.sum } : { ok: false as const, reason: o.reason, at: o.at, members: members[i]! })));
-      const firstOk = outcomes.find((o) => o.ok);
-      if (combined.ok && firstOk) return { ok: true, survivors: combined.survivors, sum: combined.sum!, state: firstOk.state };
-      const first = outcomes[0]!;
-      if (first.ok) throw new Error('unreachable: a completed group makes the round complete');
-      const detail = `all ${groups.length} aggregation groups aborted (first: ${first.reason} in ${first.at}${first.detail ? `: ${first.detail}` : ''})`;
-      return { ok: false, reason: first.reason, at: first.at, detail, state: first.state };
-    });
+    this.outcome = Promise.all(this.hosts.map((h) => h.outcome)).then((outcomes) => groupedOutcome(groups.map((g, i) => ({ members: g.members, outcome: outcomes[i]! }))));
   }
 
   /** The group count. */
@@ -52,17 +37,17 @@ export class GroupedRoundHost implements RoundHostLike {
 
   /** The phase of the least advanced group still running (the round's phase as a whole). */
   get phase(): Phase {
-    const running = this.hosts.map((h) => h.phase).filter((p) => p !== Phase.Completed && p !== Phase.Aborted);
+    const running = this.hosts.map((h) => h.phase).filter((p) => !isFinalPhase(p));
     if (running.length === 0) return this.hosts.some((h) => h.phase === Phase.Completed) ? Phase.Completed : Phase.Aborted;
-    return running.reduce((a, b) => (ORDER.indexOf(a) <= ORDER.indexOf(b) ? a : b));
+    return running.reduce((a, b) => (phaseIndex(a) <= phaseIndex(b) ? a : b));
   }
 
   /** Group 0's phase timeline (every group starts together and runs the same deadlines). */
-  get timeline(): RoundHost['timeline'] {
+  get timeline(): PhaseStart[] {
     return this.hosts[0]!.timeline;
   }
 
-  get closeMs(): RoundHost['closeMs'] {
+  get closeMs(): Partial<Record<Phase, number>> {
     return this.hosts[0]!.closeMs;
   }
 

@@ -4,28 +4,27 @@
  * forgets which clients took part — its cohort, who answered in each phase, the survivors, and
  * the protocol state the round's host kept (the members' advertised keys and encrypted shares).
  * What stays is what an ML engineer reads: the counts per phase, the timeline, the outcome and
- * reason, and the unmasked sum.
+ * reason, and the unmasked sum. A retired round's RetiredHost stands in for the host it ran on.
  */
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
-import type { RoundHostLike } from './grouped-host.js';
-import type { RoundOutcome, RoundStatus } from './round-host.js';
+import type { RoundOutcome } from '../round/index.js';
+import type { PhaseStart, RoundHostLike, RoundStatus } from './types.js';
 
 /** The default: 30 days. */
 export const DEFAULT_ROUND_RETENTION_MS = 30 * 86_400_000;
 
-/** The outcome without the client ids in it (a completed round's survivors; the sum stays). */
+/** The outcome without the client ids in it (a completed round's survivors; the sum and its decoding stay). */
 export function withoutClients(o: RoundOutcome): RoundOutcome {
   if (!o.ok) return o;
-  const state = o.state.phase === Phase.Completed ? { ...o.state, survivors: [] } : o.state;
-  return { ok: true, survivors: [], sum: o.sum, state };
+  return { ...o, survivors: [], state: { ...o.state, survivors: [] } };
 }
 
 /** A finished round's host once its participants are forgotten: counts, timeline and outcome only. */
 export class RetiredHost implements RoundHostLike {
   readonly outcome: Promise<RoundOutcome>;
   readonly phase: Phase;
-  readonly timeline: { phase: Phase; at: number }[];
+  readonly timeline: PhaseStart[];
   readonly closeMs: Partial<Record<Phase, number>>;
   private readonly frozen: RoundStatus;
 
