@@ -67,6 +67,24 @@ export const ErrorCode = {
   ApprovalRequired: 'approval-required',
   /** The operation is not allowed in the current state (destroying a key still in use, disabling the primary). */
   FailedPrecondition: 'failed-precondition',
+  /**
+   * A round this client already joined (the same manifest hash and round index), or a training
+   * round from a model version it already contributed from: a coordinator replaying a round
+   * could learn one client's input as the difference of two sums.
+   */
+  ReplayedRound: 'replayed-round',
+  /** A round index at or past the manifest's number of rounds. */
+  RoundOutOfRange: 'round-out-of-range',
+  /** A training round's model version older than one this client trained from, or not the one the job's previous round published. */
+  ModelRollback: 'model-rollback',
+  /** This client's plain input was already contributed to a round (client run --input-reuse allows it). */
+  InputReused: 'input-reused',
+  /** A round start without a verifiable publisher-signed manifest, to a client that takes only those. */
+  ManifestRequired: 'manifest-required',
+  /** Round parameters, deadlines or the group differ from the signed manifest and the rules both sides use. */
+  ParametersMismatch: 'parameters-mismatch',
+  /** The client has nothing to contribute to the round (no input for a plain round, no training data). */
+  NoInput: 'no-input',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -102,6 +120,13 @@ const HINTS: Record<ErrorCode, string> = {
   'malformed': 'the envelope or metadata is not in the signed format',
   'approval-required': 'approve it on the client: aegis client approve JOB --manifest-sha256 H',
   'failed-precondition': 'the current state does not allow this (see the status command: aegis keys status, aegis round status)',
+  'replayed-round': 'each round of a job is joined once; the coordinator must start a new round (aegis client ledger shows what this client joined)',
+  'round-out-of-range': 'the job has run all the rounds its signed manifest allows; publish a new manifest to run more',
+  'model-rollback': 'the coordinator offered an older global model than this client already trained from; check the coordinator',
+  'input-reused': 'this input was already summed in a round; give a new --input, or accept the risk with client run --input-reuse',
+  'manifest-required': 'this client takes only rounds with a publisher-signed manifest it can verify; check the coordinator',
+  'parameters-mismatch': 'the coordinator sent round parameters, deadlines or a group that the signed manifest does not allow; check the coordinator',
+  'no-input': 'give --input (plain rounds) or --train-data (training jobs) to aegis client run',
 };
 
 export class AegisError extends Error {

@@ -4,6 +4,7 @@
  * also keeps, for the clients whose masked input it sent, the plain sum of their quantized
  * inputs and of their float inputs — the ground truth the simulator checks the round against.
  */
+import { roundViewDigest } from '../../shared/protocol/view.js';
 import type { KeyObject } from 'node:crypto';
 import { ed25519KeyPair, ed25519PrivateKeyObject } from '../../shared/crypto/ed25519.js';
 import { encodeWeightedInput } from '../../shared/crypto/quantize.js';
@@ -99,6 +100,7 @@ export class ClientHost {
 
   startAll(emit: Emit): void {
     const { params, round, seed } = this.init;
+    const view = roundViewDigest({ round, params });
     for (const c of this.init.clients) {
       if (c.dropAt === 'advertise') continue;
       const { next, outbound } = this.timed(c.id, () =>
@@ -107,6 +109,7 @@ export class ClientHost {
           identityKey: this.identities.get(c.id)!,
           params,
           round,
+          view,
           identityOf: (id) => this.directory.get(id),
           accumulator: this.acc,
           input: () => {

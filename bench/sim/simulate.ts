@@ -5,6 +5,7 @@
  * computes itself: `exact` means the unmasked integer sum equals the sum of the survivors'
  * quantized inputs, word for word.
  */
+import { roundViewDigest } from '../../shared/protocol/view.js';
 import { cpus } from 'node:os';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -71,7 +72,7 @@ export async function simulate(opts: SimulateOptions): Promise<SimulateResult> {
   let refused = 0;
   let state: CoordinatorState;
   try {
-    state = start({ params, round, identityOf: (id) => identityOf.get(id) });
+    state = start({ params, round, view: roundViewDigest({ round, params }), identityOf: (id) => identityOf.get(id) });
     const take = (m: ClientMessage): void => {
       try {
         state = receive(state, m).next;

@@ -6,9 +6,10 @@
  */
 import type { AegisError } from '../../shared/errors.js';
 import { isAegisError } from '../../shared/errors.js';
-import type { ClientMessage, RoundRef, ServerEvent } from '../../shared/protocol/messages.js';
+import type { ClientMessage, RoundRef, RoundStart, ServerEvent } from '../../shared/protocol/messages.js';
 import type { RoundParams } from '../../shared/protocol/params.js';
 import { sameRound } from '../../shared/protocol/session.js';
+import { roundViewDigest } from '../../shared/protocol/view.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { finish, handle, start, type ClientState } from '../round/index.js';
 import type { KeyObject } from 'node:crypto';
@@ -64,7 +65,7 @@ export class ClientAgent {
     if (e.type === 'round-start') {
       // A repeated start of the round this client is in (re-sent after a reconnect) changes nothing.
       if (this.round && sameRound(e.round, this.round)) return this.emit({ kind: 'ignored', type: e.type, code: 'already-exists' });
-      return this.join(e.round, e.params);
+      return this.join(e);
     }
     if (e.type === 'round-outcome') {
       if (this.round && sameRound(e.round, this.round)) {
@@ -136,14 +137,19 @@ export class ClientAgent {
     return this.round;
   }
 
-  private async join(round: RoundRef, params: RoundParams): Promise<void> {
+  private async join(e: RoundStart): Promise<void> {
     const { cfg } = this;
+    const { round, params } = e;
     try {
       const { next, outbound } = start({
         clientId: cfg.clientId,
         identityKey: cfg.identityKey,
         params,
         round,
+        // Everything this client acts on in the round, signed with its keys: peers shown another
+        // model, other parameters or another group abort in phase 0.
+        view: roundViewDigest(e),
+        ...(e.group ? { members: e.group.members } : {}),
         identityOf: cfg.identityOf,
         input: () => this.ready ?? cfg.input(round, params),
       });

@@ -1,8 +1,9 @@
 /**
  * Phase 0, AdvertiseKeys (Bonawitz et al. §4, round 0). The client makes two fresh X25519 pairs
- * (c: share encryption, s: masks), signs them bound to the round and its id, and sends them.
- * On the broadcast of U1 it checks every entry — ids known to the PKI, no id or key twice, keys
- * of the right length — and its neighbours' entries in full (keys not of small order,
+ * (c: share encryption, s: masks), signs them bound to the round, its view of the round
+ * (shared/protocol/view.ts) and its id, and sends them. On the broadcast of U1 it checks every
+ * entry — ids known to the PKI and members of its group, no id or key twice, keys of the right
+ * length, the same view as its own — and its neighbours' entries in full (keys not of small order,
  * signatures by their clients' identity keys), then Shamir-shares its
  * self-mask seed b_u and its s_sk among its neighbours and sends each share pair encrypted to
  * that neighbour (phase 1's message).
@@ -12,6 +13,7 @@ import { seal } from '../../shared/crypto/aead.js';
 import { ed25519PrivateKeyObject, ed25519Sign, ed25519Verify } from '../../shared/crypto/ed25519.js';
 import { encodeShareValue, split } from '../../shared/crypto/shamir.js';
 import { x25519KeyPair } from '../../shared/crypto/x25519.js';
+import { sameBytes } from '../../shared/bytes.js';
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
 import { validateRoundParams } from '../../shared/protocol/params.js';
 import { encodeSharePair, shareEncryptionKey } from '../../shared/protocol/keys.js';
@@ -33,7 +35,8 @@ export function start(input: ClientConfig): { next: AdvertiseKeysState; outbound
   const c = x25519KeyPair();
   const s = x25519KeyPair();
   const identity = cfg.identityKey instanceof Uint8Array ? ed25519PrivateKeyObject(cfg.identityKey) : cfg.identityKey;
-  const signature = ed25519Sign(identity, advertiseTranscript(cfg.round, cfg.clientId, c.publicKey, s.publicKey));
+  if (!(cfg.view instanceof Uint8Array) || cfg.view.length !== 32) throw new AegisError(ErrorCode.InvalidArgument, 'the round view must be 32 bytes');
+  const signature = ed25519Sign(identity, advertiseTranscript(cfg.round, cfg.view, cfg.clientId, c.publicKey, s.publicKey));
   const next: AdvertiseKeysState = {
     phase: Phase.AdvertiseKeys,
     cfg,
@@ -41,7 +44,7 @@ export function start(input: ClientConfig): { next: AdvertiseKeysState; outbound
     keys: { cPk: c.publicKey, cSk: c.privateKeyObject, sPk: s.publicKey, sSk: s.privateKey, sSkObject: s.privateKeyObject },
     identity,
   };
-  return { next, outbound: [{ type: 'advertise-keys', round: cfg.round, clientId: cfg.clientId, cPk: c.publicKey, sPk: s.publicKey, signature }] };
+  return { next, outbound: [{ type: 'advertise-keys', round: cfg.round, clientId: cfg.clientId, cPk: c.publicKey, sPk: s.publicKey, view: cfg.view, signature }] };
 }
 
 export function handle(state: AdvertiseKeysState, msg: AdvertiseBroadcast): ClientTransition {
@@ -55,12 +58,15 @@ export function handle(state: AdvertiseKeysState, msg: AdvertiseBroadcast): Clie
   // Cheap checks on every entry: ids well-formed, known to the PKI and unique; keys 32 bytes
   // and never under two ids.
   const ids = new Set<string>();
+  const members = cfg.members ? new Set(cfg.members) : undefined;
   const keysSeen = new Set<string>();
   for (const e of entries) {
     if (!isValidClientId(e.clientId)) return abort(state, AbortReason.UnknownId, 'U1 names a malformed client id');
     if (ids.has(e.clientId)) return abort(state, AbortReason.DuplicateId, 'U1 lists a client id twice');
     ids.add(e.clientId);
     if (!cfg.identityOf(e.clientId)) return abort(state, AbortReason.UnknownId, 'U1 names a client the PKI does not know');
+    if (members && !members.has(e.clientId)) return abort(state, AbortReason.UnknownId, 'U1 names a client outside this client’s group');
+    if (!(e.view instanceof Uint8Array) || !sameBytes(e.view, cfg.view)) return abort(state, AbortReason.ViewMismatch, 'a peer advertised keys for another view of the round (model, parameters or group)');
     for (const k of [e.cPk, e.sPk]) {
       if (!(k instanceof Uint8Array) || k.length !== 32) return abort(state, AbortReason.BadKey, 'a key in U1 is not 32 bytes');
       const hex = Buffer.from(k).toString('hex');
@@ -90,7 +96,7 @@ export function handle(state: AdvertiseKeysState, msg: AdvertiseBroadcast): Clie
       if (isAegisError(err)) return abort(state, AbortReason.BadKey, `a neighbour's key is unusable (${err.code})`);
       throw err;
     }
-    if (!ed25519Verify(cfg.identityOf(v)!, advertiseTranscript(cfg.round, v, e.cPk, e.sPk), e.signature)) {
+    if (!ed25519Verify(cfg.identityOf(v)!, advertiseTranscript(cfg.round, cfg.view, v, e.cPk, e.sPk), e.signature)) {
       return abort(state, AbortReason.BadSignature, 'a key advertisement in U1 is not signed by its client');
     }
   }

@@ -22,6 +22,10 @@ export interface ClientConfig {
   identityKey: Uint8Array | KeyObject;
   params: RoundParams;
   round: RoundRef;
+  /** This client's view of the round (shared/protocol/view.ts), signed with its keys; every peer must share it. */
+  view: Uint8Array;
+  /** The members of this client's group, as the round start listed them: U1 may name no one else. */
+  members?: readonly string[];
   /**
    * The PKI: the identity public key enrolled under a client id, or undefined when unknown.
    * (The transport layer answers it from enrollment certificates.)

@@ -20,6 +20,8 @@ export type { PhaseDeadlines };
 export interface RoundHostConfig {
   params: RoundParams;
   round: RoundRef;
+  /** The round view the members are sent (shared/protocol/view.ts). */
+  view: Uint8Array;
   identityOf: (clientId: string) => Uint8Array | undefined;
   deadlines: PhaseDeadlines;
   /**
@@ -67,7 +69,7 @@ export class RoundHost implements RoundHostLike {
 
   constructor(cfg: RoundHostConfig) {
     this.cfg = cfg;
-    this.state = start({ params: cfg.params, round: cfg.round, identityOf: cfg.identityOf });
+    this.state = start({ params: cfg.params, round: cfg.round, view: cfg.view, identityOf: cfg.identityOf });
     this.outcome = new Promise((resolve) => (this.settle = resolve));
     this.arm();
   }

@@ -8,8 +8,9 @@ import { toBinary } from '@bufbuild/protobuf';
 import type { Logger } from 'pino';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
-import type { RoundRef, ServerEvent } from '../../shared/protocol/messages.js';
+import type { RoundRef, RoundStart } from '../../shared/protocol/messages.js';
 import { groupRoundParams, type RoundParams } from '../../shared/protocol/params.js';
+import { roundViewDigest } from '../../shared/protocol/view.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { toEventEnvelope } from '../../shared/rpc/convert.js';
 import type { ClientRegistry } from '../clients/client-registry.js';
@@ -53,10 +54,13 @@ export async function openRound(ctx: RoundStartContext, job: Job, gatherMs: numb
   const groupSize = manifest.round.groupSize;
   const split = groupSize !== undefined && cohort.length > groupSize ? planGroups(cohort, groupSize, `${Buffer.from(hash).toString('hex')}:${index}`) : [cohort];
   const groupParams = split.map((g) => (split.length > 1 ? groupRoundParams(manifest.round, g.length) : manifest.round));
-  const hostFor = (groupMembers: string[], params: RoundParams): RoundHost =>
+  const startEvents = roundStarts(job, ref, groupParams, split);
+  const views = startEvents.map((e) => roundViewDigest(e));
+  const hostFor = (groupMembers: string[], params: RoundParams, view: Uint8Array): RoundHost =>
     new RoundHost({
       params,
       round: ref,
+      view,
       identityOf: (id) => members.get(id),
       deadlines: manifest.deadlines,
       invited: groupMembers.length,
@@ -71,7 +75,7 @@ export async function openRound(ctx: RoundStartContext, job: Job, gatherMs: numb
       },
     });
   let host: RoundHostLike;
-  const startEnvelopes = roundStarts(job, ref, groupParams);
+  const startEnvelopes = startEvents.map((e) => toEventEnvelope(e));
   const shared = opts.redisRounds;
   if (shared) {
     const roundId = `${job.jobId}.r${index}`;
@@ -88,6 +92,7 @@ export async function openRound(ctx: RoundStartContext, job: Job, gatherMs: numb
       groups: split.length,
       params: groupParams[i]!,
       manifestHash: hashHex,
+      view: Buffer.from(views[i]!).toString('hex'),
       deadlines: manifest.deadlines,
       cohort: g,
       identities: Object.fromEntries(g.map((id) => [id, clients.get(id)!.publicKey])),
@@ -100,7 +105,7 @@ export async function openRound(ctx: RoundStartContext, job: Job, gatherMs: numb
     if (!created) cohort.splice(0, cohort.length, ...hosts.flatMap((h) => h.meta.cohort).sort());
     void host.outcome.then(() => gate.open());
   } else {
-    host = split.length === 1 ? hostFor(cohort, manifest.round) : new GroupedRoundHost(split.map((g, i) => ({ members: g, host: hostFor(g, groupParams[i]!) })));
+    host = split.length === 1 ? hostFor(cohort, groupParams[0]!, views[0]!) : new GroupedRoundHost(split.map((g, i) => ({ members: g, host: hostFor(g, groupParams[i]!, views[i]!) })));
   }
   if (split.length > 1) log?.info({ job: job.jobId, round: index, groups: split.length, sizes: split.map((g) => g.length) }, 'round split into aggregation groups');
   opts.metrics?.roundStarted();
@@ -143,15 +148,19 @@ async function gatherCohort(ctx: RoundStartContext, n: number, t: number, gather
   return connected.slice(0, n).sort();
 }
 
-/** Each group's RoundStart: its members are sent their group's parameters (clients derive and check them). */
-function roundStarts(job: Job, ref: RoundRef, groupParams: readonly RoundParams[]): pb.ServerEnvelope[] {
-  return groupParams.map((params) => {
-    const start: ServerEvent = { type: 'round-start', round: ref, params, deadlines: job.manifest.deadlines, manifestJson: job.manifestJson };
+/**
+ * Each group's RoundStart: its members are sent their group's parameters (clients derive and
+ * check them) and the group's member list; all of it, with the model, makes the group's view.
+ */
+function roundStarts(job: Job, ref: RoundRef, groupParams: readonly RoundParams[], groups: readonly string[][]): RoundStart[] {
+  return groupParams.map((params, i) => {
+    const group = { index: i, count: groups.length, members: [...groups[i]!] };
+    const start: RoundStart = { type: 'round-start', round: ref, params, deadlines: job.manifest.deadlines, manifestJson: job.manifestJson, group };
     if (job.signedManifest) start.signedManifest = job.signedManifest;
     if (job.training) {
       const { version, sha256: digest } = job.training.models.latest;
       start.model = { version, sha256: digest };
     }
-    return toEventEnvelope(start);
+    return start;
   });
 }

@@ -49,6 +49,8 @@ export interface RedisRoundMeta {
   params: RoundParams;
   /** The round ref: manifest hash (hex) and round index. */
   manifestHash: string;
+  /** The group's round view (shared/protocol/view.ts), hex. */
+  view: string;
   deadlines: PhaseDeadlines;
   /** This group's members, sorted. */
   cohort: string[];

@@ -10,6 +10,7 @@ export function assertSession(got: unknown, want: Uint8Array): void {
 /** What each client message is called in a refusal. */
 const NOUN: Record<ClientMessage['type'], string> = {
   'advertise-keys': 'key advertisement',
+  decline: 'decline',
   'share-keys': 'share pairs',
   'masked-input': 'masked input',
   'consistency-signature': 'consistency signature',

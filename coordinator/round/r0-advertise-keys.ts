@@ -26,6 +26,7 @@ export function receive(state: AdvertiseKeysState, msg: AdvertiseKeys): Coordina
   assertRoundRef(msg.round);
   if (!sameRound(msg.round, cfg.round)) throw new AegisError(ErrorCode.SessionMismatch, 'key advertisement for another round');
   if (!isValidClientId(msg.clientId)) throw new AegisError(ErrorCode.InvalidArgument, 'malformed client id');
+  if (!sameBytes(msg.view, cfg.view)) throw new AegisError(ErrorCode.SessionMismatch, 'key advertisement for another view of the round (model, parameters or group)');
   const prior = state.received.get(msg.clientId);
   if (prior) {
     refuseResend(msg.type, sameBytes(prior.cPk, msg.cPk) && sameBytes(prior.sPk, msg.sPk) && sameBytes(prior.signature, msg.signature));
@@ -39,7 +40,7 @@ export function receive(state: AdvertiseKeysState, msg: AdvertiseKeys): Coordina
   for (const k of [msg.cPk, msg.sPk]) {
     if (state.keyOwners.has(Buffer.from(k).toString('hex'))) throw new AegisError(ErrorCode.InvalidArgument, 'public key already advertised under another id');
   }
-  ed25519AssertValid(idKey, advertiseTranscript(cfg.round, msg.clientId, msg.cPk, msg.sPk), msg.signature, 'key advertisement');
+  ed25519AssertValid(idKey, advertiseTranscript(cfg.round, msg.view, msg.clientId, msg.cPk, msg.sPk), msg.signature, 'key advertisement');
 
   state.received.set(msg.clientId, msg);
   state.keyOwners.set(Buffer.from(msg.cPk).toString('hex'), msg.clientId);
@@ -56,7 +57,7 @@ export function close(state: AdvertiseKeysState): CoordinatorTransition {
   if (n < cfg.params.threshold + 1 || n < 3) {
     return abortRound(state, AbortReason.TooFewClients, `${n} clients advertised keys, at least ${Math.max(cfg.params.threshold + 1, 3)} are needed`);
   }
-  const entries: AdvertisedEntry[] = [...state.received.values()].map((m) => ({ clientId: m.clientId, cPk: m.cPk, sPk: m.sPk, signature: m.signature }));
+  const entries: AdvertisedEntry[] = [...state.received.values()].map((m) => ({ clientId: m.clientId, cPk: m.cPk, sPk: m.sPk, view: m.view, signature: m.signature }));
   const roster = new Roster(cfg.round, entries, cfg.params.neighbors);
   const sorted = roster.ids.map((id) => roster.entries.get(id)!);
   const next: ShareKeysState = { phase: Phase.ShareKeys, cfg, stats: { ...state.stats, u1: n }, roster, received: new Map() };

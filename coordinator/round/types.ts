@@ -17,6 +17,8 @@ import type { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 export interface CoordinatorConfig {
   params: RoundParams;
   round: RoundRef;
+  /** The round view its members are sent (shared/protocol/view.ts): advertisements for another view are refused. */
+  view: Uint8Array;
   /** The PKI: identity public key enrolled under a client id, undefined when unknown. */
   identityOf: (clientId: string) => Uint8Array | undefined;
 }

@@ -21,14 +21,29 @@ export interface AdvertiseKeys {
   cPk: Uint8Array;
   /** X25519 public key for pairwise masks. */
   sPk: Uint8Array;
-  /** Ed25519 over advertiseTranscript(round, clientId, cPk, sPk) with the identity key. */
+  /** The round view this client acts on (view.ts): 32 bytes, signed with the keys. */
+  view: Uint8Array;
+  /** Ed25519 over advertiseTranscript(round, view, clientId, cPk, sPk) with the identity key. */
   signature: Uint8Array;
+}
+
+/**
+ * C→S, instead of phase 0: the client sits the round out. A reason code and nothing else; the
+ * coordinator stops waiting for it.
+ */
+export interface Decline {
+  type: 'decline';
+  round: RoundRef;
+  clientId: string;
+  reason: import('../errors.js').ErrorCode;
 }
 
 export interface AdvertisedEntry {
   clientId: string;
   cPk: Uint8Array;
   sPk: Uint8Array;
+  /** The round view the member signed its keys for. */
+  view: Uint8Array;
   signature: Uint8Array;
   /**
    * Over the network: the member's client certificate (DER), from which a client learns the
@@ -127,7 +142,7 @@ export interface UnmaskResponse {
   selfMaskShares: RevealedShare[];
 }
 
-export type ClientMessage = AdvertiseKeys | ShareKeys | MaskedInput | ConsistencySignature | UnmaskResponse;
+export type ClientMessage = AdvertiseKeys | Decline | ShareKeys | MaskedInput | ConsistencySignature | UnmaskResponse;
 export type ServerMessage = AdvertiseBroadcast | ShareBroadcast | ConsistencyRequest | UnmaskRequest;
 
 /** An outbound S→C message and its recipient. */
@@ -149,6 +164,18 @@ export interface RoundStart {
   model?: ModelVersionRef;
   /** The publisher-signed manifest (DSSE envelope JSON) whose payload is `manifestJson`. */
   signedManifest?: Uint8Array;
+  /** The client's aggregation group and its members (a round without groups: one group of the cohort). */
+  group?: RoundGroup;
+}
+
+/** An aggregation group of a round: every member is told the same list. */
+export interface RoundGroup {
+  /** 0-based index of the group in the round. */
+  index: number;
+  /** How many groups the round has. */
+  count: number;
+  /** The members' client ids, sorted. */
+  members: string[];
 }
 
 /** A version of a training job's global model and the SHA-256 of its weights. */

@@ -14,7 +14,8 @@ const share = z.object({ peer: id, ciphertext: bytes });
 const revealed = z.object({ owner: id, value: bytes });
 
 const ClientMessageSchema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('advertise-keys'), round: roundRef, clientId: id, cPk: bytes, sPk: bytes, signature: bytes }),
+  z.object({ type: z.literal('advertise-keys'), round: roundRef, clientId: id, cPk: bytes, sPk: bytes, view: bytes, signature: bytes }),
+  z.object({ type: z.literal('decline'), round: roundRef, clientId: id, reason: z.enum(Object.values(ErrorCode) as [ErrorCode, ...ErrorCode[]]) }),
   z.object({ type: z.literal('share-keys'), sessionId: bytes, clientId: id, shares: z.array(share).max(10000) }),
   z.object({ type: z.literal('masked-input'), sessionId: bytes, clientId: id, vector: z.instanceof(Uint32Array) }),
   z.object({ type: z.literal('consistency-signature'), sessionId: bytes, clientId: id, signature: bytes }),

@@ -26,22 +26,23 @@ export function assertRoundRef(r: RoundRef): void {
 export const sameRound = (a: RoundRef, b: RoundRef): boolean =>
   a.roundIndex === b.roundIndex && Buffer.compare(a.manifestHash, b.manifestHash) === 0;
 
-/** What a client signs in phase 0: its keys bound to the round and to its id. */
-export function advertiseTranscript(round: RoundRef, clientId: string, cPk: Uint8Array, sPk: Uint8Array): Uint8Array {
-  return lengthPrefixed(LABEL_ADVERTISE, round.manifestHash, u32be(round.roundIndex), clientId, cPk, sPk);
+/** What a client signs in phase 0: its keys bound to the round, to its view of it (view.ts) and to its id. */
+export function advertiseTranscript(round: RoundRef, view: Uint8Array, clientId: string, cPk: Uint8Array, sPk: Uint8Array): Uint8Array {
+  return lengthPrefixed(LABEL_ADVERTISE, round.manifestHash, u32be(round.roundIndex), view, clientId, cPk, sPk);
 }
 
 /**
- * session_id = SHA-256(label || manifest hash || round index || U1 sorted by id with keys).
- * Everyone computes it from the broadcast; every KDF of the round uses it as salt. Each entry
- * is length-prefixed (id, c_pk, s_pk), written into one buffer: every client hashes all of U1.
+ * session_id = SHA-256(label || manifest hash || round index || U1 sorted by id with keys and
+ * views). Everyone computes it from the broadcast; every KDF of the round uses it as salt. Each
+ * entry is length-prefixed (id, c_pk, s_pk, view), written into one buffer: every client hashes
+ * all of U1, so clients shown different views of the round end with different session ids.
  */
 export function computeSessionId(round: RoundRef, u1: readonly AdvertisedEntry[]): Uint8Array {
   const h = createHash('sha256');
   h.update(lengthPrefixed(LABEL_SESSION, round.manifestHash, u32be(round.roundIndex), u32be(u1.length)));
   const sorted = [...u1].sort((a, b) => compareIds(a.clientId, b.clientId));
   let size = 0;
-  for (const e of sorted) size += 12 + Buffer.byteLength(e.clientId) + e.cPk.length + e.sPk.length;
+  for (const e of sorted) size += 16 + Buffer.byteLength(e.clientId) + e.cPk.length + e.sPk.length + e.view.length;
   const buf = Buffer.allocUnsafe(size);
   let o = 0;
   for (const e of sorted) {
@@ -54,6 +55,9 @@ export function computeSessionId(round: RoundRef, u1: readonly AdvertisedEntry[]
     o = buf.writeUInt32BE(e.sPk.length, o);
     buf.set(e.sPk, o);
     o += e.sPk.length;
+    o = buf.writeUInt32BE(e.view.length, o);
+    buf.set(e.view, o);
+    o += e.view.length;
   }
   h.update(buf);
   return new Uint8Array(h.digest());

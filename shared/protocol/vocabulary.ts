@@ -64,5 +64,7 @@ export const AbortReason = {
   Cancelled: 'cancelled',
   /** The coordinator could not take the masks out (its unmask workers failed or timed out). */
   UnmaskFailed: 'unmask-failed',
+  /** A peer advertised keys for another view of the round (another model, other parameters, another group). */
+  ViewMismatch: 'view-mismatch',
 } as const;
 export type AbortReason = (typeof AbortReason)[keyof typeof AbortReason];

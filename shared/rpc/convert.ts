@@ -123,10 +123,17 @@ const revealedFromProto = (s: pb.RevealedShare[]): M.RevealedShare[] => s.map((x
 // C->S messages.
 
 export function advertiseKeysToProto(m: M.AdvertiseKeys): pb.AdvertiseKeys {
-  return create(pb.AdvertiseKeysSchema, { round: roundToProto(m.round), clientId: m.clientId, cPk: m.cPk, sPk: m.sPk, signature: m.signature });
+  return create(pb.AdvertiseKeysSchema, { round: roundToProto(m.round), clientId: m.clientId, cPk: m.cPk, sPk: m.sPk, view: m.view, signature: m.signature });
 }
 export function advertiseKeysFromProto(m: pb.AdvertiseKeys): M.AdvertiseKeys {
-  return { type: 'advertise-keys', round: roundFromProto(m.round, 'advertise keys'), clientId: m.clientId, cPk: m.cPk, sPk: m.sPk, signature: m.signature };
+  return { type: 'advertise-keys', round: roundFromProto(m.round, 'advertise keys'), clientId: m.clientId, cPk: m.cPk, sPk: m.sPk, view: m.view, signature: m.signature };
+}
+
+export function declineToProto(m: M.Decline): pb.Decline {
+  return create(pb.DeclineSchema, { round: roundToProto(m.round), clientId: m.clientId, reason: errorReasonToProto(m.reason) });
+}
+export function declineFromProto(m: pb.Decline): M.Decline {
+  return { type: 'decline', round: roundFromProto(m.round, 'decline'), clientId: m.clientId, reason: errorReasonFromProto(m.reason) };
 }
 
 export function shareKeysToProto(m: M.ShareKeys): pb.ShareKeys {
@@ -175,7 +182,7 @@ export function advertiseBroadcastToProto(m: M.AdvertiseBroadcast): pb.Advertise
   return create(pb.AdvertiseBroadcastSchema, {
     round: roundToProto(m.round),
     entries: m.entries.map((e) =>
-      create(pb.AdvertisedEntrySchema, { clientId: e.clientId, cPk: e.cPk, sPk: e.sPk, signature: e.signature, certificateDer: e.certificate ?? new Uint8Array(0) }),
+      create(pb.AdvertisedEntrySchema, { clientId: e.clientId, cPk: e.cPk, sPk: e.sPk, view: e.view, signature: e.signature, certificateDer: e.certificate ?? new Uint8Array(0) }),
     ),
   });
 }
@@ -184,7 +191,7 @@ export function advertiseBroadcastFromProto(m: pb.AdvertiseBroadcast): M.Adverti
     type: 'advertise-broadcast',
     round: roundFromProto(m.round, 'advertise broadcast'),
     entries: m.entries.map((e) => {
-      const entry: M.AdvertisedEntry = { clientId: e.clientId, cPk: e.cPk, sPk: e.sPk, signature: e.signature };
+      const entry: M.AdvertisedEntry = { clientId: e.clientId, cPk: e.cPk, sPk: e.sPk, view: e.view, signature: e.signature };
       if (e.certificateDer.length > 0) entry.certificate = e.certificateDer;
       return entry;
     }),
@@ -233,6 +240,8 @@ export function toClientEnvelope(m: M.ClientMessage): pb.ClientEnvelope {
   switch (m.type) {
     case 'advertise-keys':
       return create(pb.ClientEnvelopeSchema, { message: { case: 'advertiseKeys', value: advertiseKeysToProto(m) } });
+    case 'decline':
+      return create(pb.ClientEnvelopeSchema, { message: { case: 'decline', value: declineToProto(m) } });
     case 'share-keys':
       return create(pb.ClientEnvelopeSchema, { message: { case: 'shareKeys', value: shareKeysToProto(m) } });
     case 'masked-input':
@@ -252,6 +261,8 @@ export function fromClientEnvelope(e: pb.ClientEnvelope): M.ClientMessage {
   switch (message.case) {
     case 'advertiseKeys':
       return advertiseKeysFromProto(message.value);
+    case 'decline':
+      return declineFromProto(message.value);
     case 'shareKeys':
       return shareKeysFromProto(message.value);
     case 'maskedInput':
@@ -330,6 +341,7 @@ export function toEventEnvelope(e: M.ServerEvent): pb.ServerEnvelope {
     if (e.manifestJson) start.manifestJson = e.manifestJson;
     if (e.signedManifest) start.signedManifest = e.signedManifest;
     if (e.model) start.model = create(pb.ModelVersionSchema, { version: e.model.version, sha256: e.model.sha256 });
+    if (e.group) start.group = create(pb.RoundGroupSchema, { index: e.group.index, count: e.group.count, members: e.group.members });
     return create(pb.ServerEnvelopeSchema, { message: { case: 'roundStart', value: start } });
   }
   if (e.type === 'round-outcome') {
@@ -377,6 +389,8 @@ export function fromEventEnvelope(e: pb.ServerEnvelope): M.ServerEvent {
       if (model.sha256.length !== 32) invalid('model hash must be 32 bytes');
       ev.model = { version: model.version, sha256: model.sha256 };
     }
+    const group = message.value.group;
+    if (group) ev.group = { index: group.index, count: group.count, members: [...group.members] };
     return ev;
   }
   if (message.case === 'roundOutcome') {

@@ -17,6 +17,9 @@ import { x25519KeyPair } from '../../shared/crypto/x25519.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { AdvertiseBroadcast, AdvertisedEntry, ServerMessage, UnmaskRequest, UnmaskResponse } from '../../shared/protocol/messages.js';
 import { Roster } from '../../shared/protocol/roster.js';
+import { advertiseTranscript } from '../../shared/protocol/session.js';
+import { roundViewDigest } from '../../shared/protocol/view.js';
+import { ed25519Sign } from '../../shared/crypto/ed25519.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { HonestRound, manifestHash, STEPS, type PhaseOf, type Step } from '../support/round-fixture.js';
 
@@ -339,18 +342,56 @@ describe('AdvertiseKeys: a tampered U1 broadcast makes the client abort before i
     expectAbort(handle(classic().startState(ME), earlier().message('advertise-broadcast', ME)), AbortReason.SessionMismatch);
   });
 
-  test('the U1 broadcast of a real earlier round relabelled with this round makes the client abort with self-mismatch', () => {
+  test('the U1 broadcast of a real earlier round relabelled with this round makes the client abort with view-mismatch', () => {
     const msg = earlier().message('advertise-broadcast', ME);
     msg.round = structuredClone(classic().round);
+    expectAbort(handle(classic().startState(ME), msg), AbortReason.ViewMismatch);
+  });
+
+  test('the same relabelled broadcast with every entry claiming this round’s view makes the client abort with self-mismatch', () => {
+    const msg = earlier().message('advertise-broadcast', ME);
+    msg.round = structuredClone(classic().round);
+    for (const e of msg.entries) e.view = classic().view;
     expectAbort(handle(classic().startState(ME), msg), AbortReason.SelfMismatch);
   });
 
-  test('a peer’s advertisement replayed from a real earlier round makes the client abort with bad-signature', () => {
+  test('a peer’s advertisement replayed from a real earlier round makes the client abort with view-mismatch', () => {
     const old = entryOf(earlier().message('advertise-broadcast', ME), 'client-4');
     expectAbort(
       run((m) => {
         const i = m.entries.findIndex((e) => e.clientId === 'client-4');
         m.entries[i] = old;
+      }),
+      AbortReason.ViewMismatch,
+    );
+  });
+
+  test('a peer’s advertisement replayed from a real earlier round, its view relabelled as this round’s, makes the client abort with bad-signature', () => {
+    const old = entryOf(earlier().message('advertise-broadcast', ME), 'client-4');
+    expectAbort(
+      run((m) => {
+        const i = m.entries.findIndex((e) => e.clientId === 'client-4');
+        m.entries[i] = { ...old, view: classic().view };
+      }),
+      AbortReason.BadSignature,
+    );
+  });
+
+  test('a peer’s advertisement for another view (another model version shown to it) makes the client abort with view-mismatch, and its view relabelled makes it abort with bad-signature', () => {
+    const fx = classic();
+    const other = roundViewDigest({ round: fx.round, params: fx.params, model: { version: 3, sha256: new Uint8Array(32).fill(7) } });
+    expectAbort(
+      run((m) => {
+        const e = m.entries.find((x) => x.clientId === 'client-4')!;
+        e.view = other;
+      }),
+      AbortReason.ViewMismatch,
+    );
+    expectAbort(
+      run((m) => {
+        const e = m.entries.find((x) => x.clientId === 'client-4')!;
+        const forged = ed25519Sign(fx.identity('client-4').identityKey, advertiseTranscript(fx.round, other, 'client-4', e.cPk, e.sPk));
+        e.signature = forged;
       }),
       AbortReason.BadSignature,
     );

@@ -7,6 +7,7 @@
  *
  * Rounds run through the real client state machines; the harness only routes messages.
  */
+import { roundViewDigest } from '../../shared/protocol/view.js';
 import { describe, expect, test } from '@jest/globals';
 import { KeyObject } from 'node:crypto';
 import { makeIdentities } from '../../bench/sim/client-host.js';
@@ -47,6 +48,8 @@ interface HarnessOptions {
 class Harness {
   readonly params: RoundParams;
   readonly round: RoundRef = { manifestHash: sha256('aegis-test:coordinator'), roundIndex: 7 };
+  /** The round view every party signs (no model, group or deadlines in this harness). */
+  view!: Uint8Array;
   readonly parties: Party[];
   readonly directory: Map<string, Uint8Array>;
   readonly inputs = new Map<string, Uint32Array>();
@@ -63,8 +66,9 @@ class Harness {
   constructor(o: HarnessOptions) {
     this.params = validateRoundParams({ dim: o.dim ?? 24, cohort: o.n, neighbors: o.neighbors, threshold: o.threshold });
     this.parties = makeIdentities(o.enrolled ?? o.n);
+    this.view = roundViewDigest({ round: this.round, params: this.params });
     this.directory = new Map(this.parties.map((p) => [p.id, p.publicKey]));
-    this.coordinator = startCoordinator({ params: this.params, round: this.round, identityOf: (id) => this.directory.get(id) });
+    this.coordinator = startCoordinator({ params: this.params, round: this.round, view: this.view, identityOf: (id) => this.directory.get(id) });
     const m = this.params.dim + 1;
     this.parties.slice(0, o.n).forEach((p, i) => {
       const input = Uint32Array.from({ length: m }, (_, j) => (j === m - 1 ? i + 1 : (i * 7919 + j * 104729) % 2 ** this.params.bits));
@@ -74,6 +78,7 @@ class Harness {
         identityKey: p.identityKey,
         params: this.params,
         round: this.round,
+        view: this.view,
         identityOf: (id) => this.directory.get(id),
         input: () => input,
       });
@@ -171,6 +176,7 @@ class Harness {
 
 const TAKEN_IN: Record<ClientMessage['type'], LivePhase> = {
   'advertise-keys': Phase.AdvertiseKeys,
+  decline: Phase.AdvertiseKeys,
   'share-keys': Phase.ShareKeys,
   'masked-input': Phase.MaskedInput,
   'consistency-signature': Phase.ConsistencyCheck,
@@ -229,8 +235,8 @@ const otherSession = sha256('aegis-test:another-session');
 
 /** A signed advertisement of chosen keys by `party`. */
 function advertisement(h: Harness, party: Party, cPk: Uint8Array, sPk: Uint8Array, round: RoundRef = h.round): AdvertiseKeys {
-  const signature = ed25519Sign(party.identityKey, advertiseTranscript(round, party.id, cPk, sPk));
-  return { type: 'advertise-keys', round, clientId: party.id, cPk, sPk, signature };
+  const signature = ed25519Sign(party.identityKey, advertiseTranscript(round, h.view, party.id, cPk, sPk));
+  return { type: 'advertise-keys', round, clientId: party.id, cPk, sPk, view: h.view, signature };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -374,7 +380,7 @@ describe('the coordinator refuses bad messages with typed errors and keeps its s
     const [a, b] = h.ids as [string, string];
     const m = h.messageOf<AdvertiseKeys>(Phase.AdvertiseKeys, a);
     for (let bit = 0; bit < m.signature.length * 8; bit++) expectRefused(h, { ...m, signature: flipBit(m.signature, bit) }, ErrorCode.BadSignature);
-    const byB = ed25519Sign(h.party(b).identityKey, advertiseTranscript(h.round, a, m.cPk, m.sPk));
+    const byB = ed25519Sign(h.party(b).identityKey, advertiseTranscript(h.round, h.view, a, m.cPk, m.sPk));
     expectRefused(h, { ...m, signature: byB }, ErrorCode.BadSignature);
     expectRefused(h, { ...m, sPk: x25519KeyPair().publicKey }, ErrorCode.BadSignature);
     h.expectExactCompletion();
@@ -517,7 +523,7 @@ describe('round parameters', () => {
     expect(code(() => validateRoundParams({ ...base, cohort: 4095, bits: 20 }))).toBeUndefined();
     const round = { manifestHash: sha256('x'), roundIndex: 0 };
     const raw: RoundParams = { dim: 10, cohort: 300, threshold: 150, neighbors: 299, clip: 1, bits: 24 };
-    expect(code(() => startCoordinator({ params: raw, round, identityOf: () => undefined }))).toBe(ErrorCode.OverflowRisk);
+    expect(code(() => startCoordinator({ params: raw, round, view: roundViewDigest({ round, params: raw }), identityOf: () => undefined }))).toBe(ErrorCode.OverflowRisk);
   });
 
   test.each<[string, RoundParamsInput]>([

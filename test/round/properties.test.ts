@@ -20,6 +20,7 @@
  * scheduled |U3| < t or |U4| < t still abort there, and |U5| <= t always aborts; in between the
  * outcome depends on the session's random neighbour graph.
  */
+import { roundViewDigest } from '../../shared/protocol/view.js';
 import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
 import { DROP_PHASES, makeIdentities, type DropPhase } from '../../bench/sim/client-host.js';
@@ -226,11 +227,12 @@ function runRound(params: RoundParams, inputs: Uint32Array[]): RoundOutcome {
   const directory = new Map(parties.map((p) => [p.id, p.publicKey]));
   const identityOf = (id: string): Uint8Array | undefined => directory.get(id);
   const round = { manifestHash: sha256('aegis-test:masking'), roundIndex: 0 };
-  let coordinator: CoordinatorState = startCoordinator({ params, round, identityOf });
+  const view = roundViewDigest({ round, params });
+  let coordinator: CoordinatorState = startCoordinator({ params, round, view, identityOf });
   const clients = new Map<string, ClientState>();
   let outbox: ClientMessage[] = [];
   parties.forEach((p, i) => {
-    const { next, outbound } = startClient({ clientId: p.id, identityKey: p.identityKey, params, round, identityOf, input: () => inputs[i]! });
+    const { next, outbound } = startClient({ clientId: p.id, identityKey: p.identityKey, params, round, view, identityOf, input: () => inputs[i]! });
     clients.set(p.id, next);
     outbox.push(...outbound);
   });

@@ -3,6 +3,7 @@
  * thread (`workers: 0`): the JSON result the CLI prints, its keystream accounting, the decoded
  * weighted mean, determinism under a seed, and typed aborts.
  */
+import { roundViewDigest } from '../../shared/protocol/view.js';
 import { describe, expect, test } from '@jest/globals';
 import { ClientHost, makeIdentities, syntheticInput, type DropPhase } from '../../bench/sim/client-host.js';
 import { dropSchedule, simulate, type SimulateResult } from '../../bench/sim/simulate.js';
@@ -44,7 +45,7 @@ function runInThread(o: { clients: number; dim: number; dropout: number; dropPha
     directory,
     clients: parties.map((p, index) => ({ id: p.id, index, identityKey: p.identityKey, dropAt: schedule[index]! })),
   });
-  let state: CoordinatorState = start({ params, round, identityOf: (id) => identityOf.get(id) });
+  let state: CoordinatorState = start({ params, round, view: roundViewDigest({ round, params }), identityOf: (id) => identityOf.get(id) });
   const take = (m: ClientMessage): void => {
     state = receive(state, m).next;
   };

@@ -37,7 +37,8 @@ const revealed = fc.array(fc.record({ owner: id, value: bytes(33) }), { maxLengt
 const vector = fc.array(fc.nat({ max: 0xffffffff }), { maxLength: 64 }).map((a) => Uint32Array.from(a));
 
 const clientMessages: fc.Arbitrary<M.ClientMessage> = fc.oneof(
-  fc.record({ type: fc.constant('advertise-keys' as const), round, clientId: id, cPk: bytes(32), sPk: bytes(32), signature: bytes(64) }),
+  fc.record({ type: fc.constant('advertise-keys' as const), round, clientId: id, cPk: bytes(32), sPk: bytes(32), view: bytes(32), signature: bytes(64) }),
+  fc.record({ type: fc.constant('decline' as const), round, clientId: id, reason: fc.constantFrom(...Object.values(ErrorCode)) }),
   fc.record({ type: fc.constant('share-keys' as const), sessionId: bytes(32), clientId: id, shares }),
   fc.record({ type: fc.constant('masked-input' as const), sessionId: bytes(32), clientId: id, vector }),
   fc.record({ type: fc.constant('consistency-signature' as const), sessionId: bytes(32), clientId: id, signature: bytes(64) }),
@@ -48,7 +49,7 @@ const serverMessages: fc.Arbitrary<M.ServerMessage> = fc.oneof(
   fc.record({
     type: fc.constant('advertise-broadcast' as const),
     round,
-    entries: fc.array(fc.record({ clientId: id, cPk: bytes(32), sPk: bytes(32), signature: bytes(64) }), { maxLength: 5 }),
+    entries: fc.array(fc.record({ clientId: id, cPk: bytes(32), sPk: bytes(32), view: bytes(32), signature: bytes(64) }), { maxLength: 5 }),
   }),
   fc.record({ type: fc.constant('share-broadcast' as const), sessionId: bytes(32), u2: ids, shares }),
   fc.record({ type: fc.constant('consistency-request' as const), sessionId: bytes(32), u3: ids }),
@@ -93,11 +94,11 @@ describe('every protocol message survives the wire unchanged', () => {
     );
   });
 
-  test('each of the nine message types is covered', () => {
+  test('each of the ten message types is covered', () => {
     const seen = new Set<string>();
     fc.assert(fc.property(clientMessages, (m) => void seen.add(m.type)), { numRuns: 200 });
     fc.assert(fc.property(serverMessages, (m) => void seen.add(m.type)), { numRuns: 200 });
-    expect(seen.size).toBe(9);
+    expect(seen.size).toBe(10);
   });
 
   test('the vector travels as little-endian uint32 words', () => {
@@ -143,6 +144,7 @@ describe('malformed protobuf content is refused as invalid-argument', () => {
         round: { manifestHash: new Uint8Array(32), roundIndex },
         clientId: 'a',
         cPk: new Uint8Array(32),
+        view: new Uint8Array(32),
         sPk: new Uint8Array(32),
         signature: new Uint8Array(64),
       };

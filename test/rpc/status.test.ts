@@ -35,6 +35,13 @@ const EXPECTED: Record<ErrorCode, Status> = {
   'malformed': Status.INVALID_ARGUMENT,
   'approval-required': Status.FAILED_PRECONDITION,
   'failed-precondition': Status.FAILED_PRECONDITION,
+  'replayed-round': Status.FAILED_PRECONDITION,
+  'round-out-of-range': Status.FAILED_PRECONDITION,
+  'model-rollback': Status.FAILED_PRECONDITION,
+  'input-reused': Status.FAILED_PRECONDITION,
+  'manifest-required': Status.FAILED_PRECONDITION,
+  'parameters-mismatch': Status.INVALID_ARGUMENT,
+  'no-input': Status.FAILED_PRECONDITION,
 };
 
 describe('error codes become gRPC statuses', () => {

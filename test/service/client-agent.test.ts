@@ -2,6 +2,7 @@
  * ClientAgent against RoundHost, in process: agents join announced rounds, answer through the
  * host, and keep going after a round aborts.
  */
+import { roundViewDigest } from '../../shared/protocol/view.js';
 import { describe, expect, test } from '@jest/globals';
 import { ClientAgent, type AgentEvent } from '../../client/agent/agent.js';
 import { RoundHost } from '../../coordinator/hosts/round-host.js';
@@ -24,7 +25,7 @@ const inputOf = (id: string, round: RoundRef): Uint32Array =>
 /** Runs one round: announce to the online agents, pump the host's messages to them, report the outcome. */
 async function runRound(agents: Map<string, ClientAgent>, online: Set<string>, roundIndex: number): Promise<RoundOutcome> {
   const round = { manifestHash: sha256('agent test job'), roundIndex };
-  const host = new RoundHost({ params, round, identityOf: (id) => directory.get(id), deadlines });
+  const host = new RoundHost({ params, round, view: roundViewDigest({ round, params }), identityOf: (id) => directory.get(id), deadlines });
   const deliver = (id: string, e: ServerEvent): void => {
     if (online.has(id)) setImmediate(() => void agents.get(id)!.onEvent(e));
   };

@@ -2,6 +2,7 @@
  * RoundHost: the coordinator state machine with real timers (phase deadlines), per-client
  * queues and authenticated submission, driven by real client state machines in this thread.
  */
+import { roundViewDigest } from '../../shared/protocol/view.js';
 import { describe, expect, test } from '@jest/globals';
 import { handle, start, type ClientState } from '../../client/round/index.js';
 import { RoundHost, type PhaseDeadlines } from '../../coordinator/hosts/round-host.js';
@@ -21,7 +22,8 @@ function setup(n: number, neighbors: number, deadlines = FAST, silent: Record<st
   const round = { manifestHash: sha256('round-host test'), roundIndex: 0 };
   const ids = makeIdentities(n);
   const directory = new Map(ids.map((c) => [c.id, c.publicKey]));
-  const host = new RoundHost({ params, round, identityOf: (id) => directory.get(id), deadlines, ...(withCohort ? { cohort: ids.map((c) => c.id) } : {}) });
+  const view = roundViewDigest({ round, params });
+  const host = new RoundHost({ params, round, view, identityOf: (id) => directory.get(id), deadlines, ...(withCohort ? { cohort: ids.map((c) => c.id) } : {}) });
   const expected = new Uint32Array(params.dim + 1);
   const inputs = new Map<string, Uint32Array>();
   const states = new Map<string, ClientState>();
@@ -37,7 +39,7 @@ function setup(n: number, neighbors: number, deadlines = FAST, silent: Record<st
   ids.forEach((c, i) => {
     const q = encodeWeightedInput(Array.from({ length: params.dim }, (_, j) => Math.sin(i + j) / 2), 1 + i, params, DeterministicRng.fromSeed('rh', i));
     inputs.set(c.id, q);
-    const { next, outbound } = start({ clientId: c.id, identityKey: c.identityKey, params, round, identityOf: (id) => directory.get(id), input: () => q });
+    const { next, outbound } = start({ clientId: c.id, identityKey: c.identityKey, params, round, view, identityOf: (id) => directory.get(id), input: () => q });
     states.set(c.id, next);
     host.subscribe(c.id, (m) => {
       if (silent[c.id] === m.type) return void states.set(c.id, { ...states.get(c.id)!, phase: 'aborted' } as ClientState);

@@ -11,6 +11,7 @@
  * plain sum of the survivors' quantized inputs. Drops are chosen per round by a callback that
  * sees the roster (the SecAgg+ neighbour graph is a function of the random session id).
  */
+import { roundViewDigest } from '../../shared/protocol/view.js';
 import { createHash } from 'node:crypto';
 import { makeIdentities } from '../../bench/sim/client-host.js';
 import {
@@ -90,6 +91,8 @@ function inputOf(id: string, params: RoundParams): Uint32Array {
 export class HonestRound {
   readonly params: RoundParams;
   readonly round: RoundRef;
+  /** The round view every party signs. */
+  readonly view: Uint8Array;
   readonly identities: Identity[];
   readonly ids: string[];
   /** The coordinator's roster (U1, session id, neighbour graph). */
@@ -117,7 +120,8 @@ export class HonestRound {
     this.directory = new Map(this.identities.map((i) => [i.id, i.publicKey]));
     const identityOf = (id: string): Uint8Array | undefined => this.directory.get(id);
 
-    let cs: CoordinatorState = coordinator.start({ params: this.params, round: this.round, identityOf });
+    this.view = roundViewDigest({ round: this.round, params: this.params });
+    let cs: CoordinatorState = coordinator.start({ params: this.params, round: this.round, view: this.view, identityOf });
     const states = new Map<string, ClientState>();
     for (const who of this.identities) {
       const { next, outbound } = startClient(this.clientConfig(who.id));
@@ -176,6 +180,7 @@ export class HonestRound {
       identityKey: who.identityKey,
       params: this.params,
       round: this.round,
+      view: this.view,
       identityOf: (v) => this.directory.get(v),
       input: () => inputOf(id, this.params),
     };

@@ -9,7 +9,7 @@ import type { GenEnum, GenFile, GenMessage, GenService } from "@bufbuild/protobu
 import { enumDesc, fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
 import type { ModelChunkSchema, ModelVersion } from "./secagg_pb.js";
 import { file_aegis_v1_secagg } from "./secagg_pb.js";
-import type { AbortReason, Phase } from "./vocabulary_pb.js";
+import type { AbortReason, ErrorReason, Phase } from "./vocabulary_pb.js";
 import { file_aegis_v1_vocabulary } from "./vocabulary_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aegis/v1/admin.proto.
  */
 export const file_aegis_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChRhZWdpcy92MS9hZG1pbi5wcm90bxIIYWVnaXMudjEiPQoTQ3JlYXRlSW52aXRlUmVxdWVzdBITCgt0dGxfc2Vjb25kcxgBIAEoDRIRCgljbGllbnRfaWQYAiABKAkiOQoRQ3JlYXRlSW52aXRlUmVwbHkSDQoFdG9rZW4YASABKAkSFQoNZXhwaXJlc19hdF9tcxgCIAEoBCIUChJMaXN0Q2xpZW50c1JlcXVlc3QikgIKCkNsaWVudEluZm8SEQoJY2xpZW50X2lkGAEgASgJEhYKDmVucm9sbGVkX2F0X21zGAIgASgEEiEKGWNlcnRpZmljYXRlX2V4cGlyZXNfYXRfbXMYAyABKAQSDwoHcmV2b2tlZBgEIAEoCBIZChFyZXZvY2F0aW9uX3JlYXNvbhgFIAEoCRIcCg9sYXN0X3NlZW5fYXRfbXMYBiABKARIAIgBARImCgZzdGF0dXMYByABKA4yFi5hZWdpcy52MS5DbGllbnRTdGF0dXMSGQoRcmV2b2NhdGlvbl9kZXRhaWwYCCABKAkSFQoNcmV2b2tlZF9hdF9tcxgJIAEoBEISChBfbGFzdF9zZWVuX2F0X21zIjkKEExpc3RDbGllbnRzUmVwbHkSJQoHY2xpZW50cxgBIAMoCzIULmFlZ2lzLnYxLkNsaWVudEluZm8iSAoTUmV2b2tlQ2xpZW50UmVxdWVzdBIRCgljbGllbnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEg4KBmRldGFpbBgDIAEoCSJLChFSZXZva2VDbGllbnRSZXBseRIVCg1yZXZva2VkX2F0X21zGAEgASgEEg4KBnJlYXNvbhgCIAEoCRIPCgdzZXJpYWxzGAMgAygJIg8KDUdldENybFJlcXVlc3QibwoLR2V0Q3JsUmVwbHkSCwoDcGVtGAEgASgJEhYKDnRoaXNfdXBkYXRlX21zGAIgASgEEhYKDm5leHRfdXBkYXRlX21zGAMgASgEEhIKCmNybF9udW1iZXIYBCABKAQSDwoHZW50cmllcxgFIAEoDSJwChJMYXVuY2hSb3VuZFJlcXVlc3QSFQoNbWFuaWZlc3RfanNvbhgBIAEoDBIRCglnYXRoZXJfbXMYAiABKA0SFwoPaW5pdGlhbF93ZWlnaHRzGAMgASgMEhcKD3NpZ25lZF9tYW5pZmVzdBgEIAEoDCJxChBMYXVuY2hSb3VuZFJlcGx5Eg4KBmpvYl9pZBgBIAEoCRIVCg1tYW5pZmVzdF9oYXNoGAIgASgMEhMKC3JvdW5kX2luZGV4GAMgASgNEg4KBmNvaG9ydBgEIAMoCRIRCglxdWV1ZWRfYXMYBSABKAkiTgoSUm91bmRTdGF0dXNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIYCgtyb3VuZF9pbmRleBgCIAEoDUgAiAEBQg4KDF9yb3VuZF9pbmRleCJPCgpQaGFzZUNvdW50Eh4KBXBoYXNlGAEgASgOMg8uYWVnaXMudjEuUGhhc2USDwoHY2xpZW50cxgCIAEoDRIQCghleHBlY3RlZBgDIAEoDSLbAwoQUm91bmRTdGF0dXNSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SHgoFcGhhc2UYAyABKA4yDy5hZWdpcy52MS5QaGFzZRIvChFjbGllbnRzX3Blcl9waGFzZRgEIAMoCzIULmFlZ2lzLnYxLlBoYXNlQ291bnQSEAoIZHJvcG91dHMYBSABKA0SEgoKZWxhcHNlZF9tcxgGIAEoBBIKCgJvaxgHIAEoCBIrCgxhYm9ydF9yZWFzb24YCCABKA4yFS5hZWdpcy52MS5BYm9ydFJlYXNvbhIPCgdpbnZpdGVkGAkgASgNEg8KB3JlZnVzZWQYCiABKA0SEAoIZmluaXNoZWQYCyABKAgSDgoGZGV0YWlsGAwgASgJEg4KBnJvdW5kcxgNIAEoDRIqCgh0cmFpbmluZxgOIAEoCzIYLmFlZ2lzLnYxLlRyYWluaW5nU3RhdHVzEiUKCWpvYl9zdGF0ZRgPIAEoDjISLmFlZ2lzLnYxLkpvYlN0YXRlEh8KBGtpbmQYECABKA4yES5hZWdpcy52MS5Kb2JLaW5kEhUKDXN0YXJ0ZWRfYXRfbXMYESABKAQSEwoLcm91bmRzX2RvbmUYEiABKA0izgEKDlRyYWluaW5nU3RhdHVzEg0KBXN0YXRlGAEgASgJEhgKEHJvdW5kc19jb21wbGV0ZWQYAiABKA0SFgoOcm91bmRzX2Fib3J0ZWQYAyABKA0SJQoFbW9kZWwYBCABKAsyFi5hZWdpcy52MS5Nb2RlbFZlcnNpb24SDgoGZGV0YWlsGAUgASgJEiwKB2hpc3RvcnkYBiADKAsyGy5hZWdpcy52MS5Nb2RlbEhpc3RvcnlFbnRyeRIWCg5mbGFnZ2VkX3JvdW5kcxgHIAMoDSLFAQoRTW9kZWxIaXN0b3J5RW50cnkSJQoFbW9kZWwYASABKAsyFi5hZWdpcy52MS5Nb2RlbFZlcnNpb24SGAoLcm91bmRfaW5kZXgYAiABKA1IAIgBARIPCgdjbGllbnRzGAMgASgNEhQKDHRvdGFsX3dlaWdodBgEIAEoBBIgChN2YWxpZGF0aW9uX2FjY3VyYWN5GAUgASgBSAGIAQFCDgoMX3JvdW5kX2luZGV4QhYKFF92YWxpZGF0aW9uX2FjY3VyYWN5IkgKFEZldGNoSm9iTW9kZWxSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIUCgd2ZXJzaW9uGAIgASgNSACIAQFCCgoIX3ZlcnNpb24iTgoSUm91bmRSZXN1bHRSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIYCgtyb3VuZF9pbmRleBgCIAEoDUgAiAEBQg4KDF9yb3VuZF9pbmRleCKiAQoQUm91bmRSZXN1bHRSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SFQoNbWFuaWZlc3RfaGFzaBgDIAEoDBIRCglzdXJ2aXZvcnMYBCADKAkSCwoDc3VtGAUgASgMEgwKBGNsaXAYBiABKAESDAoEYml0cxgHIAEoDRIWCg5zdXJ2aXZvcl9jb3VudBgIIAEoDSITChFMaXN0Um91bmRzUmVxdWVzdCKRAgoHSm9iSW5mbxIOCgZqb2JfaWQYASABKAkSHwoEa2luZBgCIAEoDjIRLmFlZ2lzLnYxLkpvYktpbmQSIQoFc3RhdGUYAyABKA4yEi5hZWdpcy52MS5Kb2JTdGF0ZRITCgtyb3VuZHNfZG9uZRgEIAEoDRIUCgxyb3VuZHNfdG90YWwYBSABKA0SEwoLcm91bmRfaW5kZXgYBiABKA0SHgoFcGhhc2UYByABKA4yDy5hZWdpcy52MS5QaGFzZRIVCg1zdGFydGVkX2F0X21zGAggASgEEhIKCmVsYXBzZWRfbXMYCSABKAQSFgoOcm91bmRzX2Fib3J0ZWQYCiABKA0SDwoHaW52aXRlZBgLIAEoDSIyCg9MaXN0Um91bmRzUmVwbHkSHwoEam9icxgBIAMoCzIRLmFlZ2lzLnYxLkpvYkluZm8iNAoSQ2FuY2VsUm91bmRSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkicAoQQ2FuY2VsUm91bmRSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SHgoFcGhhc2UYAyABKA4yDy5hZWdpcy52MS5QaGFzZRIXCg9jYW5jZWxsZWRfYXRfbXMYBCABKAQiMQoaSXNzdWVEYXNoYm9hcmRUb2tlblJlcXVlc3QSEwoLdHRsX3NlY29uZHMYASABKA0iTQoYSXNzdWVEYXNoYm9hcmRUb2tlblJlcGx5Eg0KBXRva2VuGAEgASgJEhUKDWV4cGlyZXNfYXRfbXMYAiABKAQSCwoDdXJsGAMgASgJKoQBCgxDbGllbnRTdGF0dXMSHQoZQ0xJRU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFENMSUVOVF9TVEFUVVNfQUNUSVZFEAESIAocQ0xJRU5UX1NUQVRVU19TVVNQRUNURURfTE9TVBACEhkKFUNMSUVOVF9TVEFUVVNfUkVWT0tFRBADKk4KB0pvYktpbmQSGAoUSk9CX0tJTkRfVU5TUEVDSUZJRUQQABISCg5KT0JfS0lORF9QTEFJThABEhUKEUpPQl9LSU5EX1RSQUlOSU5HEAIqmwEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEUpPQl9TVEFURV9SVU5OSU5HEAESFwoTSk9CX1NUQVRFX0NPTVBMRVRFRBACEhQKEEpPQl9TVEFURV9GQUlMRUQQAxIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAQSFQoRSk9CX1NUQVRFX0FCT1JURUQQBTKzBgoFQWRtaW4SSgoMQ3JlYXRlSW52aXRlEh0uYWVnaXMudjEuQ3JlYXRlSW52aXRlUmVxdWVzdBobLmFlZ2lzLnYxLkNyZWF0ZUludml0ZVJlcGx5EkcKC0xpc3RDbGllbnRzEhwuYWVnaXMudjEuTGlzdENsaWVudHNSZXF1ZXN0GhouYWVnaXMudjEuTGlzdENsaWVudHNSZXBseRJKCgxSZXZva2VDbGllbnQSHS5hZWdpcy52MS5SZXZva2VDbGllbnRSZXF1ZXN0GhsuYWVnaXMudjEuUmV2b2tlQ2xpZW50UmVwbHkSRwoLTGF1bmNoUm91bmQSHC5hZWdpcy52MS5MYXVuY2hSb3VuZFJlcXVlc3QaGi5hZWdpcy52MS5MYXVuY2hSb3VuZFJlcGx5EkcKC1JvdW5kU3RhdHVzEhwuYWVnaXMudjEuUm91bmRTdGF0dXNSZXF1ZXN0GhouYWVnaXMudjEuUm91bmRTdGF0dXNSZXBseRJHCgtSb3VuZFJlc3VsdBIcLmFlZ2lzLnYxLlJvdW5kUmVzdWx0UmVxdWVzdBoaLmFlZ2lzLnYxLlJvdW5kUmVzdWx0UmVwbHkSRAoKRmV0Y2hNb2RlbBIeLmFlZ2lzLnYxLkZldGNoSm9iTW9kZWxSZXF1ZXN0GhQuYWVnaXMudjEuTW9kZWxDaHVuazABEkQKCkxpc3RSb3VuZHMSGy5hZWdpcy52MS5MaXN0Um91bmRzUmVxdWVzdBoZLmFlZ2lzLnYxLkxpc3RSb3VuZHNSZXBseRJHCgtDYW5jZWxSb3VuZBIcLmFlZ2lzLnYxLkNhbmNlbFJvdW5kUmVxdWVzdBoaLmFlZ2lzLnYxLkNhbmNlbFJvdW5kUmVwbHkSOAoGR2V0Q3JsEhcuYWVnaXMudjEuR2V0Q3JsUmVxdWVzdBoVLmFlZ2lzLnYxLkdldENybFJlcGx5El8KE0lzc3VlRGFzaGJvYXJkVG9rZW4SJC5hZWdpcy52MS5Jc3N1ZURhc2hib2FyZFRva2VuUmVxdWVzdBoiLmFlZ2lzLnYxLklzc3VlRGFzaGJvYXJkVG9rZW5SZXBseWIGcHJvdG8z", [file_aegis_v1_secagg, file_aegis_v1_vocabulary]);
+  fileDesc("ChRhZWdpcy92MS9hZG1pbi5wcm90bxIIYWVnaXMudjEiPQoTQ3JlYXRlSW52aXRlUmVxdWVzdBITCgt0dGxfc2Vjb25kcxgBIAEoDRIRCgljbGllbnRfaWQYAiABKAkiOQoRQ3JlYXRlSW52aXRlUmVwbHkSDQoFdG9rZW4YASABKAkSFQoNZXhwaXJlc19hdF9tcxgCIAEoBCIUChJMaXN0Q2xpZW50c1JlcXVlc3QikgIKCkNsaWVudEluZm8SEQoJY2xpZW50X2lkGAEgASgJEhYKDmVucm9sbGVkX2F0X21zGAIgASgEEiEKGWNlcnRpZmljYXRlX2V4cGlyZXNfYXRfbXMYAyABKAQSDwoHcmV2b2tlZBgEIAEoCBIZChFyZXZvY2F0aW9uX3JlYXNvbhgFIAEoCRIcCg9sYXN0X3NlZW5fYXRfbXMYBiABKARIAIgBARImCgZzdGF0dXMYByABKA4yFi5hZWdpcy52MS5DbGllbnRTdGF0dXMSGQoRcmV2b2NhdGlvbl9kZXRhaWwYCCABKAkSFQoNcmV2b2tlZF9hdF9tcxgJIAEoBEISChBfbGFzdF9zZWVuX2F0X21zIjkKEExpc3RDbGllbnRzUmVwbHkSJQoHY2xpZW50cxgBIAMoCzIULmFlZ2lzLnYxLkNsaWVudEluZm8iSAoTUmV2b2tlQ2xpZW50UmVxdWVzdBIRCgljbGllbnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEg4KBmRldGFpbBgDIAEoCSJLChFSZXZva2VDbGllbnRSZXBseRIVCg1yZXZva2VkX2F0X21zGAEgASgEEg4KBnJlYXNvbhgCIAEoCRIPCgdzZXJpYWxzGAMgAygJIg8KDUdldENybFJlcXVlc3QibwoLR2V0Q3JsUmVwbHkSCwoDcGVtGAEgASgJEhYKDnRoaXNfdXBkYXRlX21zGAIgASgEEhYKDm5leHRfdXBkYXRlX21zGAMgASgEEhIKCmNybF9udW1iZXIYBCABKAQSDwoHZW50cmllcxgFIAEoDSJwChJMYXVuY2hSb3VuZFJlcXVlc3QSFQoNbWFuaWZlc3RfanNvbhgBIAEoDBIRCglnYXRoZXJfbXMYAiABKA0SFwoPaW5pdGlhbF93ZWlnaHRzGAMgASgMEhcKD3NpZ25lZF9tYW5pZmVzdBgEIAEoDCJxChBMYXVuY2hSb3VuZFJlcGx5Eg4KBmpvYl9pZBgBIAEoCRIVCg1tYW5pZmVzdF9oYXNoGAIgASgMEhMKC3JvdW5kX2luZGV4GAMgASgNEg4KBmNvaG9ydBgEIAMoCRIRCglxdWV1ZWRfYXMYBSABKAkiTgoSUm91bmRTdGF0dXNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIYCgtyb3VuZF9pbmRleBgCIAEoDUgAiAEBQg4KDF9yb3VuZF9pbmRleCJPCgpQaGFzZUNvdW50Eh4KBXBoYXNlGAEgASgOMg8uYWVnaXMudjEuUGhhc2USDwoHY2xpZW50cxgCIAEoDRIQCghleHBlY3RlZBgDIAEoDSJGCgxEZWNsaW5lQ291bnQSJQoGcmVhc29uGAEgASgOMhUuYWVnaXMudjEuRXJyb3JSZWFzb24SDwoHY2xpZW50cxgCIAEoDSKFBAoQUm91bmRTdGF0dXNSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SHgoFcGhhc2UYAyABKA4yDy5hZWdpcy52MS5QaGFzZRIvChFjbGllbnRzX3Blcl9waGFzZRgEIAMoCzIULmFlZ2lzLnYxLlBoYXNlQ291bnQSEAoIZHJvcG91dHMYBSABKA0SEgoKZWxhcHNlZF9tcxgGIAEoBBIKCgJvaxgHIAEoCBIrCgxhYm9ydF9yZWFzb24YCCABKA4yFS5hZWdpcy52MS5BYm9ydFJlYXNvbhIPCgdpbnZpdGVkGAkgASgNEg8KB3JlZnVzZWQYCiABKA0SEAoIZmluaXNoZWQYCyABKAgSDgoGZGV0YWlsGAwgASgJEg4KBnJvdW5kcxgNIAEoDRIqCgh0cmFpbmluZxgOIAEoCzIYLmFlZ2lzLnYxLlRyYWluaW5nU3RhdHVzEiUKCWpvYl9zdGF0ZRgPIAEoDjISLmFlZ2lzLnYxLkpvYlN0YXRlEh8KBGtpbmQYECABKA4yES5hZWdpcy52MS5Kb2JLaW5kEhUKDXN0YXJ0ZWRfYXRfbXMYESABKAQSEwoLcm91bmRzX2RvbmUYEiABKA0SKAoIZGVjbGluZXMYEyADKAsyFi5hZWdpcy52MS5EZWNsaW5lQ291bnQizgEKDlRyYWluaW5nU3RhdHVzEg0KBXN0YXRlGAEgASgJEhgKEHJvdW5kc19jb21wbGV0ZWQYAiABKA0SFgoOcm91bmRzX2Fib3J0ZWQYAyABKA0SJQoFbW9kZWwYBCABKAsyFi5hZWdpcy52MS5Nb2RlbFZlcnNpb24SDgoGZGV0YWlsGAUgASgJEiwKB2hpc3RvcnkYBiADKAsyGy5hZWdpcy52MS5Nb2RlbEhpc3RvcnlFbnRyeRIWCg5mbGFnZ2VkX3JvdW5kcxgHIAMoDSLFAQoRTW9kZWxIaXN0b3J5RW50cnkSJQoFbW9kZWwYASABKAsyFi5hZWdpcy52MS5Nb2RlbFZlcnNpb24SGAoLcm91bmRfaW5kZXgYAiABKA1IAIgBARIPCgdjbGllbnRzGAMgASgNEhQKDHRvdGFsX3dlaWdodBgEIAEoBBIgChN2YWxpZGF0aW9uX2FjY3VyYWN5GAUgASgBSAGIAQFCDgoMX3JvdW5kX2luZGV4QhYKFF92YWxpZGF0aW9uX2FjY3VyYWN5IkgKFEZldGNoSm9iTW9kZWxSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIUCgd2ZXJzaW9uGAIgASgNSACIAQFCCgoIX3ZlcnNpb24iTgoSUm91bmRSZXN1bHRSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIYCgtyb3VuZF9pbmRleBgCIAEoDUgAiAEBQg4KDF9yb3VuZF9pbmRleCKiAQoQUm91bmRSZXN1bHRSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SFQoNbWFuaWZlc3RfaGFzaBgDIAEoDBIRCglzdXJ2aXZvcnMYBCADKAkSCwoDc3VtGAUgASgMEgwKBGNsaXAYBiABKAESDAoEYml0cxgHIAEoDRIWCg5zdXJ2aXZvcl9jb3VudBgIIAEoDSITChFMaXN0Um91bmRzUmVxdWVzdCK7AgoHSm9iSW5mbxIOCgZqb2JfaWQYASABKAkSHwoEa2luZBgCIAEoDjIRLmFlZ2lzLnYxLkpvYktpbmQSIQoFc3RhdGUYAyABKA4yEi5hZWdpcy52MS5Kb2JTdGF0ZRITCgtyb3VuZHNfZG9uZRgEIAEoDRIUCgxyb3VuZHNfdG90YWwYBSABKA0SEwoLcm91bmRfaW5kZXgYBiABKA0SHgoFcGhhc2UYByABKA4yDy5hZWdpcy52MS5QaGFzZRIVCg1zdGFydGVkX2F0X21zGAggASgEEhIKCmVsYXBzZWRfbXMYCSABKAQSFgoOcm91bmRzX2Fib3J0ZWQYCiABKA0SDwoHaW52aXRlZBgLIAEoDRIoCghkZWNsaW5lcxgMIAMoCzIWLmFlZ2lzLnYxLkRlY2xpbmVDb3VudCIyCg9MaXN0Um91bmRzUmVwbHkSHwoEam9icxgBIAMoCzIRLmFlZ2lzLnYxLkpvYkluZm8iNAoSQ2FuY2VsUm91bmRSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkicAoQQ2FuY2VsUm91bmRSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SHgoFcGhhc2UYAyABKA4yDy5hZWdpcy52MS5QaGFzZRIXCg9jYW5jZWxsZWRfYXRfbXMYBCABKAQiMQoaSXNzdWVEYXNoYm9hcmRUb2tlblJlcXVlc3QSEwoLdHRsX3NlY29uZHMYASABKA0iTQoYSXNzdWVEYXNoYm9hcmRUb2tlblJlcGx5Eg0KBXRva2VuGAEgASgJEhUKDWV4cGlyZXNfYXRfbXMYAiABKAQSCwoDdXJsGAMgASgJKoQBCgxDbGllbnRTdGF0dXMSHQoZQ0xJRU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFENMSUVOVF9TVEFUVVNfQUNUSVZFEAESIAocQ0xJRU5UX1NUQVRVU19TVVNQRUNURURfTE9TVBACEhkKFUNMSUVOVF9TVEFUVVNfUkVWT0tFRBADKk4KB0pvYktpbmQSGAoUSk9CX0tJTkRfVU5TUEVDSUZJRUQQABISCg5KT0JfS0lORF9QTEFJThABEhUKEUpPQl9LSU5EX1RSQUlOSU5HEAIqmwEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEUpPQl9TVEFURV9SVU5OSU5HEAESFwoTSk9CX1NUQVRFX0NPTVBMRVRFRBACEhQKEEpPQl9TVEFURV9GQUlMRUQQAxIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAQSFQoRSk9CX1NUQVRFX0FCT1JURUQQBTKzBgoFQWRtaW4SSgoMQ3JlYXRlSW52aXRlEh0uYWVnaXMudjEuQ3JlYXRlSW52aXRlUmVxdWVzdBobLmFlZ2lzLnYxLkNyZWF0ZUludml0ZVJlcGx5EkcKC0xpc3RDbGllbnRzEhwuYWVnaXMudjEuTGlzdENsaWVudHNSZXF1ZXN0GhouYWVnaXMudjEuTGlzdENsaWVudHNSZXBseRJKCgxSZXZva2VDbGllbnQSHS5hZWdpcy52MS5SZXZva2VDbGllbnRSZXF1ZXN0GhsuYWVnaXMudjEuUmV2b2tlQ2xpZW50UmVwbHkSRwoLTGF1bmNoUm91bmQSHC5hZWdpcy52MS5MYXVuY2hSb3VuZFJlcXVlc3QaGi5hZWdpcy52MS5MYXVuY2hSb3VuZFJlcGx5EkcKC1JvdW5kU3RhdHVzEhwuYWVnaXMudjEuUm91bmRTdGF0dXNSZXF1ZXN0GhouYWVnaXMudjEuUm91bmRTdGF0dXNSZXBseRJHCgtSb3VuZFJlc3VsdBIcLmFlZ2lzLnYxLlJvdW5kUmVzdWx0UmVxdWVzdBoaLmFlZ2lzLnYxLlJvdW5kUmVzdWx0UmVwbHkSRAoKRmV0Y2hNb2RlbBIeLmFlZ2lzLnYxLkZldGNoSm9iTW9kZWxSZXF1ZXN0GhQuYWVnaXMudjEuTW9kZWxDaHVuazABEkQKCkxpc3RSb3VuZHMSGy5hZWdpcy52MS5MaXN0Um91bmRzUmVxdWVzdBoZLmFlZ2lzLnYxLkxpc3RSb3VuZHNSZXBseRJHCgtDYW5jZWxSb3VuZBIcLmFlZ2lzLnYxLkNhbmNlbFJvdW5kUmVxdWVzdBoaLmFlZ2lzLnYxLkNhbmNlbFJvdW5kUmVwbHkSOAoGR2V0Q3JsEhcuYWVnaXMudjEuR2V0Q3JsUmVxdWVzdBoVLmFlZ2lzLnYxLkdldENybFJlcGx5El8KE0lzc3VlRGFzaGJvYXJkVG9rZW4SJC5hZWdpcy52MS5Jc3N1ZURhc2hib2FyZFRva2VuUmVxdWVzdBoiLmFlZ2lzLnYxLklzc3VlRGFzaGJvYXJkVG9rZW5SZXBseWIGcHJvdG8z", [file_aegis_v1_secagg, file_aegis_v1_vocabulary]);
 
 /**
  * Asks for a one-time enrollment token.
@@ -491,7 +491,32 @@ export const PhaseCountSchema: GenMessage<PhaseCount> = /*@__PURE__*/
 
 /**
  * The progress of a round.
+ * How many clients declined a round, for one reason.
  *
+ * @generated from message aegis.v1.DeclineCount
+ */
+export type DeclineCount = Message<"aegis.v1.DeclineCount"> & {
+  /**
+   * The reason code the clients sent.
+   *
+   * @generated from field: aegis.v1.ErrorReason reason = 1;
+   */
+  reason: ErrorReason;
+
+  /**
+   * @generated from field: uint32 clients = 2;
+   */
+  clients: number;
+};
+
+/**
+ * Describes the message aegis.v1.DeclineCount.
+ * Use `create(DeclineCountSchema)` to create a new message.
+ */
+export const DeclineCountSchema: GenMessage<DeclineCount> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 13);
+
+/**
  * @generated from message aegis.v1.RoundStatusReply
  */
 export type RoundStatusReply = Message<"aegis.v1.RoundStatusReply"> & {
@@ -620,6 +645,13 @@ export type RoundStatusReply = Message<"aegis.v1.RoundStatusReply"> & {
    * @generated from field: uint32 rounds_done = 18;
    */
   roundsDone: number;
+
+  /**
+   * Clients that sat the round out, by reason (they advertised no keys; phase 0 did not wait for them).
+   *
+   * @generated from field: repeated aegis.v1.DeclineCount declines = 19;
+   */
+  declines: DeclineCount[];
 };
 
 /**
@@ -627,7 +659,7 @@ export type RoundStatusReply = Message<"aegis.v1.RoundStatusReply"> & {
  * Use `create(RoundStatusReplySchema)` to create a new message.
  */
 export const RoundStatusReplySchema: GenMessage<RoundStatusReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 13);
+  messageDesc(file_aegis_v1_admin, 14);
 
 /**
  * Where a training job stands.
@@ -690,7 +722,7 @@ export type TrainingStatus = Message<"aegis.v1.TrainingStatus"> & {
  * Use `create(TrainingStatusSchema)` to create a new message.
  */
 export const TrainingStatusSchema: GenMessage<TrainingStatus> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 14);
+  messageDesc(file_aegis_v1_admin, 15);
 
 /**
  * One model version of a training job.
@@ -739,7 +771,7 @@ export type ModelHistoryEntry = Message<"aegis.v1.ModelHistoryEntry"> & {
  * Use `create(ModelHistoryEntrySchema)` to create a new message.
  */
 export const ModelHistoryEntrySchema: GenMessage<ModelHistoryEntry> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 15);
+  messageDesc(file_aegis_v1_admin, 16);
 
 /**
  * Asks for a training job's model.
@@ -767,7 +799,7 @@ export type FetchJobModelRequest = Message<"aegis.v1.FetchJobModelRequest"> & {
  * Use `create(FetchJobModelRequestSchema)` to create a new message.
  */
 export const FetchJobModelRequestSchema: GenMessage<FetchJobModelRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 16);
+  messageDesc(file_aegis_v1_admin, 17);
 
 /**
  * Asks for the published result of a completed round.
@@ -795,7 +827,7 @@ export type RoundResultRequest = Message<"aegis.v1.RoundResultRequest"> & {
  * Use `create(RoundResultRequestSchema)` to create a new message.
  */
 export const RoundResultRequestSchema: GenMessage<RoundResultRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 17);
+  messageDesc(file_aegis_v1_admin, 18);
 
 /**
  * The unmasked sum of a completed round: what the coordinator is allowed to learn.
@@ -866,7 +898,7 @@ export type RoundResultReply = Message<"aegis.v1.RoundResultReply"> & {
  * Use `create(RoundResultReplySchema)` to create a new message.
  */
 export const RoundResultReplySchema: GenMessage<RoundResultReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 18);
+  messageDesc(file_aegis_v1_admin, 19);
 
 /**
  * Lists the jobs the coordinator knows.
@@ -881,7 +913,7 @@ export type ListRoundsRequest = Message<"aegis.v1.ListRoundsRequest"> & {
  * Use `create(ListRoundsRequestSchema)` to create a new message.
  */
 export const ListRoundsRequestSchema: GenMessage<ListRoundsRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 19);
+  messageDesc(file_aegis_v1_admin, 20);
 
 /**
  * One job, as ListRounds shows it.
@@ -966,6 +998,13 @@ export type JobInfo = Message<"aegis.v1.JobInfo"> & {
    * @generated from field: uint32 invited = 11;
    */
   invited: number;
+
+  /**
+   * Clients that sat the job's latest round out, by reason.
+   *
+   * @generated from field: repeated aegis.v1.DeclineCount declines = 12;
+   */
+  declines: DeclineCount[];
 };
 
 /**
@@ -973,7 +1012,7 @@ export type JobInfo = Message<"aegis.v1.JobInfo"> & {
  * Use `create(JobInfoSchema)` to create a new message.
  */
 export const JobInfoSchema: GenMessage<JobInfo> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 20);
+  messageDesc(file_aegis_v1_admin, 21);
 
 /**
  * The jobs the coordinator knows (since it started: round state lives in memory).
@@ -994,7 +1033,7 @@ export type ListRoundsReply = Message<"aegis.v1.ListRoundsReply"> & {
  * Use `create(ListRoundsReplySchema)` to create a new message.
  */
 export const ListRoundsReplySchema: GenMessage<ListRoundsReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 21);
+  messageDesc(file_aegis_v1_admin, 22);
 
 /**
  * Cancels a job's running round.
@@ -1023,7 +1062,7 @@ export type CancelRoundRequest = Message<"aegis.v1.CancelRoundRequest"> & {
  * Use `create(CancelRoundRequestSchema)` to create a new message.
  */
 export const CancelRoundRequestSchema: GenMessage<CancelRoundRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 22);
+  messageDesc(file_aegis_v1_admin, 23);
 
 /**
  * The cancellation took effect.
@@ -1065,7 +1104,7 @@ export type CancelRoundReply = Message<"aegis.v1.CancelRoundReply"> & {
  * Use `create(CancelRoundReplySchema)` to create a new message.
  */
 export const CancelRoundReplySchema: GenMessage<CancelRoundReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 23);
+  messageDesc(file_aegis_v1_admin, 24);
 
 /**
  * Mints a one-time login link for the coordinator's web dashboard.
@@ -1086,7 +1125,7 @@ export type IssueDashboardTokenRequest = Message<"aegis.v1.IssueDashboardTokenRe
  * Use `create(IssueDashboardTokenRequestSchema)` to create a new message.
  */
 export const IssueDashboardTokenRequestSchema: GenMessage<IssueDashboardTokenRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 24);
+  messageDesc(file_aegis_v1_admin, 25);
 
 /**
  * A dashboard login token (single use; only its hash is kept by the coordinator).
@@ -1121,7 +1160,7 @@ export type IssueDashboardTokenReply = Message<"aegis.v1.IssueDashboardTokenRepl
  * Use `create(IssueDashboardTokenReplySchema)` to create a new message.
  */
 export const IssueDashboardTokenReplySchema: GenMessage<IssueDashboardTokenReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 25);
+  messageDesc(file_aegis_v1_admin, 26);
 
 /**
  * Where an enrolled client stands.

@@ -8,7 +8,7 @@
 
 import type { GenFile, GenMessage, GenService } from "@bufbuild/protobuf/codegenv2";
 import { fileDesc, messageDesc, serviceDesc } from "@bufbuild/protobuf/codegenv2";
-import type { AbortReason, Phase } from "./vocabulary_pb.js";
+import type { AbortReason, ErrorReason, Phase } from "./vocabulary_pb.js";
 import { file_aegis_v1_vocabulary } from "./vocabulary_pb.js";
 import type { Message } from "@bufbuild/protobuf";
 
@@ -16,7 +16,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aegis/v1/secagg.proto.
  */
 export const file_aegis_v1_secagg: GenFile = /*@__PURE__*/
-  fileDesc("ChVhZWdpcy92MS9zZWNhZ2cucHJvdG8SCGFlZ2lzLnYxIjYKCFJvdW5kUmVmEhUKDW1hbmlmZXN0X2hhc2gYASABKAwSEwoLcm91bmRfaW5kZXgYAiABKA0idAoNQWR2ZXJ0aXNlS2V5cxIhCgVyb3VuZBgBIAEoCzISLmFlZ2lzLnYxLlJvdW5kUmVmEhEKCWNsaWVudF9pZBgCIAEoCRIMCgRjX3BrGAMgASgMEgwKBHNfcGsYBCABKAwSEQoJc2lnbmF0dXJlGAUgASgMImwKD0FkdmVydGlzZWRFbnRyeRIRCgljbGllbnRfaWQYASABKAkSDAoEY19waxgCIAEoDBIMCgRzX3BrGAMgASgMEhEKCXNpZ25hdHVyZRgEIAEoDBIXCg9jZXJ0aWZpY2F0ZV9kZXIYBSABKAwiYwoSQWR2ZXJ0aXNlQnJvYWRjYXN0EiEKBXJvdW5kGAEgASgLMhIuYWVnaXMudjEuUm91bmRSZWYSKgoHZW50cmllcxgCIAMoCzIZLmFlZ2lzLnYxLkFkdmVydGlzZWRFbnRyeSIyCg5FbmNyeXB0ZWRTaGFyZRIMCgRwZWVyGAEgASgJEhIKCmNpcGhlcnRleHQYAiABKAwiXAoJU2hhcmVLZXlzEhIKCnNlc3Npb25faWQYASABKAwSEQoJY2xpZW50X2lkGAIgASgJEigKBnNoYXJlcxgDIAMoCzIYLmFlZ2lzLnYxLkVuY3J5cHRlZFNoYXJlIloKDlNoYXJlQnJvYWRjYXN0EhIKCnNlc3Npb25faWQYASABKAwSCgoCdTIYAiADKAkSKAoGc2hhcmVzGAMgAygLMhguYWVnaXMudjEuRW5jcnlwdGVkU2hhcmUiRAoLTWFza2VkSW5wdXQSEgoKc2Vzc2lvbl9pZBgBIAEoDBIRCgljbGllbnRfaWQYAiABKAkSDgoGdmVjdG9yGAMgASgMIjQKEkNvbnNpc3RlbmN5UmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgMEgoKAnUzGAIgAygJIlAKFENvbnNpc3RlbmN5U2lnbmF0dXJlEhIKCnNlc3Npb25faWQYASABKAwSEQoJY2xpZW50X2lkGAIgASgJEhEKCXNpZ25hdHVyZRgDIAEoDCI3Cg9TaWduZXJTaWduYXR1cmUSEQoJY2xpZW50X2lkGAEgASgJEhEKCXNpZ25hdHVyZRgCIAEoDCKQAQoNVW5tYXNrUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgMEgoKAnUzGAIgAygJEi0KCnNpZ25hdHVyZXMYAyADKAsyGS5hZWdpcy52MS5TaWduZXJTaWduYXR1cmUSFAoMa2V5X3NoYXJlX29mGAQgAygJEhoKEnNlbGZfbWFza19zaGFyZV9vZhgFIAMoCSItCg1SZXZlYWxlZFNoYXJlEg0KBW93bmVyGAEgASgJEg0KBXZhbHVlGAIgASgMIpcBCg5Vbm1hc2tSZXNwb25zZRISCgpzZXNzaW9uX2lkGAEgASgMEhEKCWNsaWVudF9pZBgCIAEoCRIrCgprZXlfc2hhcmVzGAMgAygLMhcuYWVnaXMudjEuUmV2ZWFsZWRTaGFyZRIxChBzZWxmX21hc2tfc2hhcmVzGAQgAygLMhcuYWVnaXMudjEuUmV2ZWFsZWRTaGFyZSKeAgoOQ2xpZW50RW52ZWxvcGUSMQoOYWR2ZXJ0aXNlX2tleXMYASABKAsyFy5hZWdpcy52MS5BZHZlcnRpc2VLZXlzSAASKQoKc2hhcmVfa2V5cxgCIAEoCzITLmFlZ2lzLnYxLlNoYXJlS2V5c0gAEi0KDG1hc2tlZF9pbnB1dBgDIAEoCzIVLmFlZ2lzLnYxLk1hc2tlZElucHV0SAASPwoVY29uc2lzdGVuY3lfc2lnbmF0dXJlGAQgASgLMh4uYWVnaXMudjEuQ29uc2lzdGVuY3lTaWduYXR1cmVIABIzCg91bm1hc2tfcmVzcG9uc2UYBSABKAsyGC5hZWdpcy52MS5Vbm1hc2tSZXNwb25zZUgAQgkKB21lc3NhZ2UinAIKD1JvdW5kUGFyYW1ldGVycxILCgNkaW0YASABKA0SDgoGY29ob3J0GAIgASgNEhEKCXRocmVzaG9sZBgDIAEoDRIRCgluZWlnaGJvcnMYBCABKA0SDAoEY2xpcBgFIAEoARIMCgRiaXRzGAYgASgNEiIKGmFkdmVydGlzZV9rZXlzX2RlYWRsaW5lX21zGAcgASgNEh4KFnNoYXJlX2tleXNfZGVhZGxpbmVfbXMYCCABKA0SIAoYbWFza2VkX2lucHV0X2RlYWRsaW5lX21zGAkgASgNEiUKHWNvbnNpc3RlbmN5X2NoZWNrX2RlYWRsaW5lX21zGAogASgNEh0KFXVubWFza2luZ19kZWFkbGluZV9tcxgLIAEoDSIvCgxNb2RlbFZlcnNpb24SDwoHdmVyc2lvbhgBIAEoDRIOCgZzaGEyNTYYAiABKAwitQEKClJvdW5kU3RhcnQSIQoFcm91bmQYASABKAsyEi5hZWdpcy52MS5Sb3VuZFJlZhItCgpwYXJhbWV0ZXJzGAIgASgLMhkuYWVnaXMudjEuUm91bmRQYXJhbWV0ZXJzEhUKDW1hbmlmZXN0X2pzb24YAyABKAwSJQoFbW9kZWwYBCABKAsyFi5hZWdpcy52MS5Nb2RlbFZlcnNpb24SFwoPc2lnbmVkX21hbmlmZXN0GAUgASgMIqUBCgxSb3VuZE91dGNvbWUSIQoFcm91bmQYASABKAsyEi5hZWdpcy52MS5Sb3VuZFJlZhIKCgJvaxgCIAEoCBIrCgxhYm9ydF9yZWFzb24YAyABKA4yFS5hZWdpcy52MS5BYm9ydFJlYXNvbhIeCgVwaGFzZRgEIAEoDjIPLmFlZ2lzLnYxLlBoYXNlEhkKEXBvaXNvbmluZ19mbGFnZ2VkGAUgASgIItsCCg5TZXJ2ZXJFbnZlbG9wZRI7ChNhZHZlcnRpc2VfYnJvYWRjYXN0GAEgASgLMhwuYWVnaXMudjEuQWR2ZXJ0aXNlQnJvYWRjYXN0SAASMwoPc2hhcmVfYnJvYWRjYXN0GAIgASgLMhguYWVnaXMudjEuU2hhcmVCcm9hZGNhc3RIABI7ChNjb25zaXN0ZW5jeV9yZXF1ZXN0GAMgASgLMhwuYWVnaXMudjEuQ29uc2lzdGVuY3lSZXF1ZXN0SAASMQoOdW5tYXNrX3JlcXVlc3QYBCABKAsyFy5hZWdpcy52MS5Vbm1hc2tSZXF1ZXN0SAASKwoLcm91bmRfc3RhcnQYBSABKAsyFC5hZWdpcy52MS5Sb3VuZFN0YXJ0SAASLwoNcm91bmRfb3V0Y29tZRgGIAEoCzIWLmFlZ2lzLnYxLlJvdW5kT3V0Y29tZUgAQgkKB21lc3NhZ2UiIgoQU3Vic2NyaWJlUmVxdWVzdBIOCgZqb2JfaWQYASABKAkiKwoJU2VuZFJlcGx5Eh4KBXBoYXNlGAEgASgOMg8uYWVnaXMudjEuUGhhc2UiNQoQSGVhcnRiZWF0UmVxdWVzdBIhCgVyb3VuZBgBIAEoCzISLmFlZ2lzLnYxLlJvdW5kUmVmIjAKDkhlYXJ0YmVhdFJlcGx5Eh4KBXBoYXNlGAEgASgOMg8uYWVnaXMudjEuUGhhc2UiIwoSSXNzdWVUb2tlbnNSZXF1ZXN0Eg0KBWNvdW50GAEgASgNIjkKEElzc3VlVG9rZW5zUmVwbHkSDgoGdG9rZW5zGAEgAygJEhUKDWV4cGlyZXNfYXRfbXMYAiABKAQiKgoUQWNxdWlyZVVwbG9hZFJlcXVlc3QSEgoKc2Vzc2lvbl9pZBgBIAEoDCIjChJBY3F1aXJlVXBsb2FkUmVwbHkSDQoFc2xvdHMYASABKA0iOwoRRmV0Y2hNb2RlbFJlcXVlc3QSFQoNbWFuaWZlc3RfaGFzaBgBIAEoDBIPCgd2ZXJzaW9uGAIgASgNIn0KCk1vZGVsQ2h1bmsSDAoEZGF0YRgBIAEoDBIOCgZvZmZzZXQYAiABKAQSEwoLdG90YWxfYnl0ZXMYAyABKAQSJQoFbW9kZWwYBCABKAsyFi5hZWdpcy52MS5Nb2RlbFZlcnNpb24SFQoNbWFuaWZlc3RfanNvbhgFIAEoDDKiAwoGU2VjQWdnEkMKCVN1YnNjcmliZRIaLmFlZ2lzLnYxLlN1YnNjcmliZVJlcXVlc3QaGC5hZWdpcy52MS5TZXJ2ZXJFbnZlbG9wZTABEjUKBFNlbmQSGC5hZWdpcy52MS5DbGllbnRFbnZlbG9wZRoTLmFlZ2lzLnYxLlNlbmRSZXBseRJBCglIZWFydGJlYXQSGi5hZWdpcy52MS5IZWFydGJlYXRSZXF1ZXN0GhguYWVnaXMudjEuSGVhcnRiZWF0UmVwbHkSRwoLSXNzdWVUb2tlbnMSHC5hZWdpcy52MS5Jc3N1ZVRva2Vuc1JlcXVlc3QaGi5hZWdpcy52MS5Jc3N1ZVRva2Vuc1JlcGx5Ek0KDUFjcXVpcmVVcGxvYWQSHi5hZWdpcy52MS5BY3F1aXJlVXBsb2FkUmVxdWVzdBocLmFlZ2lzLnYxLkFjcXVpcmVVcGxvYWRSZXBseRJBCgpGZXRjaE1vZGVsEhsuYWVnaXMudjEuRmV0Y2hNb2RlbFJlcXVlc3QaFC5hZWdpcy52MS5Nb2RlbENodW5rMAFiBnByb3RvMw", [file_aegis_v1_vocabulary]);
+  fileDesc("ChVhZWdpcy92MS9zZWNhZ2cucHJvdG8SCGFlZ2lzLnYxIjYKCFJvdW5kUmVmEhUKDW1hbmlmZXN0X2hhc2gYASABKAwSEwoLcm91bmRfaW5kZXgYAiABKA0iggEKDUFkdmVydGlzZUtleXMSIQoFcm91bmQYASABKAsyEi5hZWdpcy52MS5Sb3VuZFJlZhIRCgljbGllbnRfaWQYAiABKAkSDAoEY19waxgDIAEoDBIMCgRzX3BrGAQgASgMEhEKCXNpZ25hdHVyZRgFIAEoDBIMCgR2aWV3GAYgASgMInoKD0FkdmVydGlzZWRFbnRyeRIRCgljbGllbnRfaWQYASABKAkSDAoEY19waxgCIAEoDBIMCgRzX3BrGAMgASgMEhEKCXNpZ25hdHVyZRgEIAEoDBIXCg9jZXJ0aWZpY2F0ZV9kZXIYBSABKAwSDAoEdmlldxgGIAEoDCJjChJBZHZlcnRpc2VCcm9hZGNhc3QSIQoFcm91bmQYASABKAsyEi5hZWdpcy52MS5Sb3VuZFJlZhIqCgdlbnRyaWVzGAIgAygLMhkuYWVnaXMudjEuQWR2ZXJ0aXNlZEVudHJ5IjIKDkVuY3J5cHRlZFNoYXJlEgwKBHBlZXIYASABKAkSEgoKY2lwaGVydGV4dBgCIAEoDCJcCglTaGFyZUtleXMSEgoKc2Vzc2lvbl9pZBgBIAEoDBIRCgljbGllbnRfaWQYAiABKAkSKAoGc2hhcmVzGAMgAygLMhguYWVnaXMudjEuRW5jcnlwdGVkU2hhcmUiWgoOU2hhcmVCcm9hZGNhc3QSEgoKc2Vzc2lvbl9pZBgBIAEoDBIKCgJ1MhgCIAMoCRIoCgZzaGFyZXMYAyADKAsyGC5hZWdpcy52MS5FbmNyeXB0ZWRTaGFyZSJECgtNYXNrZWRJbnB1dBISCgpzZXNzaW9uX2lkGAEgASgMEhEKCWNsaWVudF9pZBgCIAEoCRIOCgZ2ZWN0b3IYAyABKAwiNAoSQ29uc2lzdGVuY3lSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAwSCgoCdTMYAiADKAkiUAoUQ29uc2lzdGVuY3lTaWduYXR1cmUSEgoKc2Vzc2lvbl9pZBgBIAEoDBIRCgljbGllbnRfaWQYAiABKAkSEQoJc2lnbmF0dXJlGAMgASgMIjcKD1NpZ25lclNpZ25hdHVyZRIRCgljbGllbnRfaWQYASABKAkSEQoJc2lnbmF0dXJlGAIgASgMIpABCg1Vbm1hc2tSZXF1ZXN0EhIKCnNlc3Npb25faWQYASABKAwSCgoCdTMYAiADKAkSLQoKc2lnbmF0dXJlcxgDIAMoCzIZLmFlZ2lzLnYxLlNpZ25lclNpZ25hdHVyZRIUCgxrZXlfc2hhcmVfb2YYBCADKAkSGgoSc2VsZl9tYXNrX3NoYXJlX29mGAUgAygJIi0KDVJldmVhbGVkU2hhcmUSDQoFb3duZXIYASABKAkSDQoFdmFsdWUYAiABKAwilwEKDlVubWFza1Jlc3BvbnNlEhIKCnNlc3Npb25faWQYASABKAwSEQoJY2xpZW50X2lkGAIgASgJEisKCmtleV9zaGFyZXMYAyADKAsyFy5hZWdpcy52MS5SZXZlYWxlZFNoYXJlEjEKEHNlbGZfbWFza19zaGFyZXMYBCADKAsyFy5hZWdpcy52MS5SZXZlYWxlZFNoYXJlImYKB0RlY2xpbmUSIQoFcm91bmQYASABKAsyEi5hZWdpcy52MS5Sb3VuZFJlZhIRCgljbGllbnRfaWQYAiABKAkSJQoGcmVhc29uGAMgASgOMhUuYWVnaXMudjEuRXJyb3JSZWFzb24ixAIKDkNsaWVudEVudmVsb3BlEjEKDmFkdmVydGlzZV9rZXlzGAEgASgLMhcuYWVnaXMudjEuQWR2ZXJ0aXNlS2V5c0gAEikKCnNoYXJlX2tleXMYAiABKAsyEy5hZWdpcy52MS5TaGFyZUtleXNIABItCgxtYXNrZWRfaW5wdXQYAyABKAsyFS5hZWdpcy52MS5NYXNrZWRJbnB1dEgAEj8KFWNvbnNpc3RlbmN5X3NpZ25hdHVyZRgEIAEoCzIeLmFlZ2lzLnYxLkNvbnNpc3RlbmN5U2lnbmF0dXJlSAASMwoPdW5tYXNrX3Jlc3BvbnNlGAUgASgLMhguYWVnaXMudjEuVW5tYXNrUmVzcG9uc2VIABIkCgdkZWNsaW5lGAYgASgLMhEuYWVnaXMudjEuRGVjbGluZUgAQgkKB21lc3NhZ2UinAIKD1JvdW5kUGFyYW1ldGVycxILCgNkaW0YASABKA0SDgoGY29ob3J0GAIgASgNEhEKCXRocmVzaG9sZBgDIAEoDRIRCgluZWlnaGJvcnMYBCABKA0SDAoEY2xpcBgFIAEoARIMCgRiaXRzGAYgASgNEiIKGmFkdmVydGlzZV9rZXlzX2RlYWRsaW5lX21zGAcgASgNEh4KFnNoYXJlX2tleXNfZGVhZGxpbmVfbXMYCCABKA0SIAoYbWFza2VkX2lucHV0X2RlYWRsaW5lX21zGAkgASgNEiUKHWNvbnNpc3RlbmN5X2NoZWNrX2RlYWRsaW5lX21zGAogASgNEh0KFXVubWFza2luZ19kZWFkbGluZV9tcxgLIAEoDSIvCgxNb2RlbFZlcnNpb24SDwoHdmVyc2lvbhgBIAEoDRIOCgZzaGEyNTYYAiABKAwiOwoKUm91bmRHcm91cBINCgVpbmRleBgBIAEoDRINCgVjb3VudBgCIAEoDRIPCgdtZW1iZXJzGAMgAygJItoBCgpSb3VuZFN0YXJ0EiEKBXJvdW5kGAEgASgLMhIuYWVnaXMudjEuUm91bmRSZWYSLQoKcGFyYW1ldGVycxgCIAEoCzIZLmFlZ2lzLnYxLlJvdW5kUGFyYW1ldGVycxIVCg1tYW5pZmVzdF9qc29uGAMgASgMEiUKBW1vZGVsGAQgASgLMhYuYWVnaXMudjEuTW9kZWxWZXJzaW9uEhcKD3NpZ25lZF9tYW5pZmVzdBgFIAEoDBIjCgVncm91cBgGIAEoCzIULmFlZ2lzLnYxLlJvdW5kR3JvdXAipQEKDFJvdW5kT3V0Y29tZRIhCgVyb3VuZBgBIAEoCzISLmFlZ2lzLnYxLlJvdW5kUmVmEgoKAm9rGAIgASgIEisKDGFib3J0X3JlYXNvbhgDIAEoDjIVLmFlZ2lzLnYxLkFib3J0UmVhc29uEh4KBXBoYXNlGAQgASgOMg8uYWVnaXMudjEuUGhhc2USGQoRcG9pc29uaW5nX2ZsYWdnZWQYBSABKAgi2wIKDlNlcnZlckVudmVsb3BlEjsKE2FkdmVydGlzZV9icm9hZGNhc3QYASABKAsyHC5hZWdpcy52MS5BZHZlcnRpc2VCcm9hZGNhc3RIABIzCg9zaGFyZV9icm9hZGNhc3QYAiABKAsyGC5hZWdpcy52MS5TaGFyZUJyb2FkY2FzdEgAEjsKE2NvbnNpc3RlbmN5X3JlcXVlc3QYAyABKAsyHC5hZWdpcy52MS5Db25zaXN0ZW5jeVJlcXVlc3RIABIxCg51bm1hc2tfcmVxdWVzdBgEIAEoCzIXLmFlZ2lzLnYxLlVubWFza1JlcXVlc3RIABIrCgtyb3VuZF9zdGFydBgFIAEoCzIULmFlZ2lzLnYxLlJvdW5kU3RhcnRIABIvCg1yb3VuZF9vdXRjb21lGAYgASgLMhYuYWVnaXMudjEuUm91bmRPdXRjb21lSABCCQoHbWVzc2FnZSIiChBTdWJzY3JpYmVSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCSIrCglTZW5kUmVwbHkSHgoFcGhhc2UYASABKA4yDy5hZWdpcy52MS5QaGFzZSI1ChBIZWFydGJlYXRSZXF1ZXN0EiEKBXJvdW5kGAEgASgLMhIuYWVnaXMudjEuUm91bmRSZWYiMAoOSGVhcnRiZWF0UmVwbHkSHgoFcGhhc2UYASABKA4yDy5hZWdpcy52MS5QaGFzZSIjChJJc3N1ZVRva2Vuc1JlcXVlc3QSDQoFY291bnQYASABKA0iOQoQSXNzdWVUb2tlbnNSZXBseRIOCgZ0b2tlbnMYASADKAkSFQoNZXhwaXJlc19hdF9tcxgCIAEoBCIqChRBY3F1aXJlVXBsb2FkUmVxdWVzdBISCgpzZXNzaW9uX2lkGAEgASgMIiMKEkFjcXVpcmVVcGxvYWRSZXBseRINCgVzbG90cxgBIAEoDSI7ChFGZXRjaE1vZGVsUmVxdWVzdBIVCg1tYW5pZmVzdF9oYXNoGAEgASgMEg8KB3ZlcnNpb24YAiABKA0ifQoKTW9kZWxDaHVuaxIMCgRkYXRhGAEgASgMEg4KBm9mZnNldBgCIAEoBBITCgt0b3RhbF9ieXRlcxgDIAEoBBIlCgVtb2RlbBgEIAEoCzIWLmFlZ2lzLnYxLk1vZGVsVmVyc2lvbhIVCg1tYW5pZmVzdF9qc29uGAUgASgMMqIDCgZTZWNBZ2cSQwoJU3Vic2NyaWJlEhouYWVnaXMudjEuU3Vic2NyaWJlUmVxdWVzdBoYLmFlZ2lzLnYxLlNlcnZlckVudmVsb3BlMAESNQoEU2VuZBIYLmFlZ2lzLnYxLkNsaWVudEVudmVsb3BlGhMuYWVnaXMudjEuU2VuZFJlcGx5EkEKCUhlYXJ0YmVhdBIaLmFlZ2lzLnYxLkhlYXJ0YmVhdFJlcXVlc3QaGC5hZWdpcy52MS5IZWFydGJlYXRSZXBseRJHCgtJc3N1ZVRva2VucxIcLmFlZ2lzLnYxLklzc3VlVG9rZW5zUmVxdWVzdBoaLmFlZ2lzLnYxLklzc3VlVG9rZW5zUmVwbHkSTQoNQWNxdWlyZVVwbG9hZBIeLmFlZ2lzLnYxLkFjcXVpcmVVcGxvYWRSZXF1ZXN0GhwuYWVnaXMudjEuQWNxdWlyZVVwbG9hZFJlcGx5EkEKCkZldGNoTW9kZWwSGy5hZWdpcy52MS5GZXRjaE1vZGVsUmVxdWVzdBoULmFlZ2lzLnYxLk1vZGVsQ2h1bmswAWIGcHJvdG8z", [file_aegis_v1_vocabulary]);
 
 /**
  * Names a round: the manifest it runs and its index within the job.
@@ -86,6 +86,15 @@ export type AdvertiseKeys = Message<"aegis.v1.AdvertiseKeys"> & {
    * @generated from field: bytes signature = 5;
    */
   signature: Uint8Array;
+
+  /**
+   * SHA-256 of the round view this client acts on (shared/protocol/view.ts): the manifest hash,
+   * round index, model version and digest, parameters, deadlines, group and its members.
+   * Signed with the keys and bound into the session id.
+   *
+   * @generated from field: bytes view = 6;
+   */
+  view: Uint8Array;
 };
 
 /**
@@ -136,6 +145,13 @@ export type AdvertisedEntry = Message<"aegis.v1.AdvertisedEntry"> & {
    * @generated from field: bytes certificate_der = 5;
    */
   certificateDer: Uint8Array;
+
+  /**
+   * The round view the client signed its keys for.
+   *
+   * @generated from field: bytes view = 6;
+   */
+  view: Uint8Array;
 };
 
 /**
@@ -519,6 +535,41 @@ export const UnmaskResponseSchema: GenMessage<UnmaskResponse> = /*@__PURE__*/
   messageDesc(file_aegis_v1_secagg, 13);
 
 /**
+ * C->S: the client sits this round out (it advertises no keys). A reason code and nothing else.
+ *
+ * @generated from message aegis.v1.Decline
+ */
+export type Decline = Message<"aegis.v1.Decline"> & {
+  /**
+   * The round declined.
+   *
+   * @generated from field: aegis.v1.RoundRef round = 1;
+   */
+  round?: RoundRef | undefined;
+
+  /**
+   * The declining client (must be the authenticated one).
+   *
+   * @generated from field: string client_id = 2;
+   */
+  clientId: string;
+
+  /**
+   * Why, as an error reason code (approval-required, replayed-round, registry-mismatch, ...).
+   *
+   * @generated from field: aegis.v1.ErrorReason reason = 3;
+   */
+  reason: ErrorReason;
+};
+
+/**
+ * Describes the message aegis.v1.Decline.
+ * Use `create(DeclineSchema)` to create a new message.
+ */
+export const DeclineSchema: GenMessage<Decline> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_secagg, 14);
+
+/**
  * Any C->S message.
  *
  * @generated from message aegis.v1.ClientEnvelope
@@ -569,6 +620,14 @@ export type ClientEnvelope = Message<"aegis.v1.ClientEnvelope"> & {
      */
     value: UnmaskResponse;
     case: "unmaskResponse";
+  } | {
+    /**
+     * C->S: the client sits the round out.
+     *
+     * @generated from field: aegis.v1.Decline decline = 6;
+     */
+    value: Decline;
+    case: "decline";
   } | { case: undefined; value?: undefined };
 };
 
@@ -577,7 +636,7 @@ export type ClientEnvelope = Message<"aegis.v1.ClientEnvelope"> & {
  * Use `create(ClientEnvelopeSchema)` to create a new message.
  */
 export const ClientEnvelopeSchema: GenMessage<ClientEnvelope> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 14);
+  messageDesc(file_aegis_v1_secagg, 15);
 
 /**
  * The round parameters a client needs (from the signed manifest, DESIGN.md §2).
@@ -668,7 +727,7 @@ export type RoundParameters = Message<"aegis.v1.RoundParameters"> & {
  * Use `create(RoundParametersSchema)` to create a new message.
  */
 export const RoundParametersSchema: GenMessage<RoundParameters> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 15);
+  messageDesc(file_aegis_v1_secagg, 16);
 
 /**
  * A version of a training job's global model.
@@ -696,11 +755,46 @@ export type ModelVersion = Message<"aegis.v1.ModelVersion"> & {
  * Use `create(ModelVersionSchema)` to create a new message.
  */
 export const ModelVersionSchema: GenMessage<ModelVersion> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 16);
+  messageDesc(file_aegis_v1_secagg, 17);
 
 /**
  * S->C: a round starts and this client is invited.
+ * The aggregation group a client is put in: every member is told the same list, and it is bound
+ * into the round view (a round without groups is one group of the whole cohort).
  *
+ * @generated from message aegis.v1.RoundGroup
+ */
+export type RoundGroup = Message<"aegis.v1.RoundGroup"> & {
+  /**
+   * 0-based index of the group in the round.
+   *
+   * @generated from field: uint32 index = 1;
+   */
+  index: number;
+
+  /**
+   * How many groups the round has.
+   *
+   * @generated from field: uint32 count = 2;
+   */
+  count: number;
+
+  /**
+   * The group's members, sorted.
+   *
+   * @generated from field: repeated string members = 3;
+   */
+  members: string[];
+};
+
+/**
+ * Describes the message aegis.v1.RoundGroup.
+ * Use `create(RoundGroupSchema)` to create a new message.
+ */
+export const RoundGroupSchema: GenMessage<RoundGroup> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_secagg, 18);
+
+/**
  * @generated from message aegis.v1.RoundStart
  */
 export type RoundStart = Message<"aegis.v1.RoundStart"> & {
@@ -740,6 +834,13 @@ export type RoundStart = Message<"aegis.v1.RoundStart"> & {
    * @generated from field: bytes signed_manifest = 5;
    */
   signedManifest: Uint8Array;
+
+  /**
+   * The client's group and its members.
+   *
+   * @generated from field: aegis.v1.RoundGroup group = 6;
+   */
+  group?: RoundGroup | undefined;
 };
 
 /**
@@ -747,7 +848,7 @@ export type RoundStart = Message<"aegis.v1.RoundStart"> & {
  * Use `create(RoundStartSchema)` to create a new message.
  */
 export const RoundStartSchema: GenMessage<RoundStart> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 17);
+  messageDesc(file_aegis_v1_secagg, 19);
 
 /**
  * S->C: how the round ended for this client.
@@ -797,7 +898,7 @@ export type RoundOutcome = Message<"aegis.v1.RoundOutcome"> & {
  * Use `create(RoundOutcomeSchema)` to create a new message.
  */
 export const RoundOutcomeSchema: GenMessage<RoundOutcome> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 18);
+  messageDesc(file_aegis_v1_secagg, 20);
 
 /**
  * Any S->C message.
@@ -866,7 +967,7 @@ export type ServerEnvelope = Message<"aegis.v1.ServerEnvelope"> & {
  * Use `create(ServerEnvelopeSchema)` to create a new message.
  */
 export const ServerEnvelopeSchema: GenMessage<ServerEnvelope> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 19);
+  messageDesc(file_aegis_v1_secagg, 21);
 
 /**
  * Opens the S->C stream of a client.
@@ -887,7 +988,7 @@ export type SubscribeRequest = Message<"aegis.v1.SubscribeRequest"> & {
  * Use `create(SubscribeRequestSchema)` to create a new message.
  */
 export const SubscribeRequestSchema: GenMessage<SubscribeRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 20);
+  messageDesc(file_aegis_v1_secagg, 22);
 
 /**
  * The reply to an accepted C->S message.
@@ -908,7 +1009,7 @@ export type SendReply = Message<"aegis.v1.SendReply"> & {
  * Use `create(SendReplySchema)` to create a new message.
  */
 export const SendReplySchema: GenMessage<SendReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 21);
+  messageDesc(file_aegis_v1_secagg, 23);
 
 /**
  * A liveness ping from a client between messages.
@@ -929,7 +1030,7 @@ export type HeartbeatRequest = Message<"aegis.v1.HeartbeatRequest"> & {
  * Use `create(HeartbeatRequestSchema)` to create a new message.
  */
 export const HeartbeatRequestSchema: GenMessage<HeartbeatRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 22);
+  messageDesc(file_aegis_v1_secagg, 24);
 
 /**
  * The coordinator's answer to a heartbeat.
@@ -950,7 +1051,7 @@ export type HeartbeatReply = Message<"aegis.v1.HeartbeatReply"> & {
  * Use `create(HeartbeatReplySchema)` to create a new message.
  */
 export const HeartbeatReplySchema: GenMessage<HeartbeatReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 23);
+  messageDesc(file_aegis_v1_secagg, 25);
 
 /**
  * Asks for round-call tokens (the call itself is authenticated by the mTLS certificate alone).
@@ -971,7 +1072,7 @@ export type IssueTokensRequest = Message<"aegis.v1.IssueTokensRequest"> & {
  * Use `create(IssueTokensRequestSchema)` to create a new message.
  */
 export const IssueTokensRequestSchema: GenMessage<IssueTokensRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 24);
+  messageDesc(file_aegis_v1_secagg, 26);
 
 /**
  * Single-use EdDSA JWTs for the caller (sub = its client id, unique jti, short expiry).
@@ -999,7 +1100,7 @@ export type IssueTokensReply = Message<"aegis.v1.IssueTokensReply"> & {
  * Use `create(IssueTokensReplySchema)` to create a new message.
  */
 export const IssueTokensReplySchema: GenMessage<IssueTokensReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 25);
+  messageDesc(file_aegis_v1_secagg, 27);
 
 /**
  * Asks for one of the coordinator's masked-input upload slots (sent before MaskedInput).
@@ -1020,7 +1121,7 @@ export type AcquireUploadRequest = Message<"aegis.v1.AcquireUploadRequest"> & {
  * Use `create(AcquireUploadRequestSchema)` to create a new message.
  */
 export const AcquireUploadRequestSchema: GenMessage<AcquireUploadRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 26);
+  messageDesc(file_aegis_v1_secagg, 28);
 
 /**
  * An upload slot is held for the caller until its MaskedInput is taken or refused (or a lease of
@@ -1042,7 +1143,7 @@ export type AcquireUploadReply = Message<"aegis.v1.AcquireUploadReply"> & {
  * Use `create(AcquireUploadReplySchema)` to create a new message.
  */
 export const AcquireUploadReplySchema: GenMessage<AcquireUploadReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 27);
+  messageDesc(file_aegis_v1_secagg, 29);
 
 /**
  * Asks for a version of a training job's global model.
@@ -1070,7 +1171,7 @@ export type FetchModelRequest = Message<"aegis.v1.FetchModelRequest"> & {
  * Use `create(FetchModelRequestSchema)` to create a new message.
  */
 export const FetchModelRequestSchema: GenMessage<FetchModelRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 28);
+  messageDesc(file_aegis_v1_secagg, 30);
 
 /**
  * One piece of a model's weights, in order.
@@ -1119,7 +1220,7 @@ export type ModelChunk = Message<"aegis.v1.ModelChunk"> & {
  * Use `create(ModelChunkSchema)` to create a new message.
  */
 export const ModelChunkSchema: GenMessage<ModelChunk> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_secagg, 29);
+  messageDesc(file_aegis_v1_secagg, 31);
 
 /**
  * The client <-> coordinator service. The caller's identity comes from its mTLS certificate;
