@@ -4,7 +4,7 @@
  * the state machine says to send, and keeps going after a round aborts (its own abort, or the
  * round's). It knows nothing of gRPC: a transport gives it events and takes its messages.
  */
-import type { AegisError } from '../../shared/errors.js';
+import type { AegisError, ErrorCode } from '../../shared/errors.js';
 import { isAegisError } from '../../shared/errors.js';
 import type { ClientMessage, RoundRef, RoundStart, ServerEvent } from '../../shared/protocol/messages.js';
 import type { RoundParams } from '../../shared/protocol/params.js';
@@ -162,10 +162,20 @@ export class ClientAgent {
       this.emit({ kind: 'joined', roundIndex: round.roundIndex });
       await this.sendAll(outbound);
     } catch (err) {
-      // Parameters a client refuses (e.g. a threshold that is no majority): it sits the round out.
-      if (isAegisError(err)) return this.emit({ kind: 'aborted', roundIndex: round.roundIndex, reason: err.code, phase: 'start' });
-      throw err;
+      // Parameters a client refuses (e.g. a threshold that is no majority): it sits the round out
+      // and says so, so the coordinator stops waiting for it.
+      if (!isAegisError(err)) throw err;
+      this.emit({ kind: 'aborted', roundIndex: round.roundIndex, reason: err.code, phase: 'start' });
+      await this.decline(round, err.code);
     }
+  }
+
+  /**
+   * Tells the coordinator this client sits `round` out, with a reason code and nothing else. A
+   * refusal of the decline (the round closed meanwhile) changes nothing for the client.
+   */
+  async decline(round: RoundRef, reason: ErrorCode): Promise<void> {
+    await this.sendAll([{ type: 'decline', round, clientId: this.cfg.clientId, reason }]);
   }
 
   private async sendAll(ms: ClientMessage[]): Promise<void> {

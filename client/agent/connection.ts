@@ -441,9 +441,10 @@ export class ClientRunner {
       if (!current || !sameRound(current, ev.round)) {
         this.peers.clear();
         this.training = undefined;
-        // A declined round is sat out: the agent never hears of it, so no keys are advertised.
+        // A declined round is sat out: the agent never joins it, so no keys are advertised; the
+        // coordinator is told why (a reason code only) and stops waiting for this client.
         const admission = await admitRound(this.admission, ev);
-        if (!admission.admitted) return;
+        if (!admission.admitted) return this.agent.decline(ev.round, admission.code);
         if (admission.kind === 'training') this.training = { round: ev.round, input: admission.input };
         this.armRoundDeadline(ev.round, ev.deadlines);
         await this.opts.beforeRound?.(ev.round, ev.params);
