@@ -12,8 +12,10 @@
  * A round start goes through these steps in order; the first that throws a typed error
  * declines the round:
  *
- *   1. the manifest: with trust configured, the signed manifest (trust.ts); then the manifest
- *      the start carries, against the round's manifest hash and parameters (round-start.ts);
+ *   1. the manifest: with trust configured, the payload of the signed manifest (trust.ts),
+ *      else the manifest the start carries, against the round's manifest hash; a start without
+ *      one is refused; then everything the start says beside it — parameters, deadlines, the
+ *      group and its members — against the manifest (round-start.ts);
  *   2. the checks of the claimed round, `ROUND_CHECKS` (the operator's approval in audit mode);
  *   3. what the client contributes: its input for a plain round; for a training round, the
  *      global model, fetched and verified (training-round.ts), then the checks of that model,
@@ -28,7 +30,7 @@ import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
 import { isTrainingManifest, type JobManifest, type TrainingManifest } from '../../shared/protocol/manifest.js';
 import type { RoundOutcome, RoundStart } from '../../shared/protocol/messages.js';
 import type { AuditBook } from '../audit/audit.js';
-import { manifestOfRoundStart } from './round-start.js';
+import { checkRoundStart, manifestOfRoundStart } from './round-start.js';
 import { trainingInput, verifiedModel, type Trainer, type TrainingRound } from './training-round.js';
 import { checkSignedManifest, type TrustSources } from './trust.js';
 import { checkValidationGate, type LocalValidation, type ValidatedModel } from './validation.js';
@@ -52,6 +54,8 @@ export const newAdmissionMemory = (): AdmissionMemory => ({ validated: new Map()
 
 /** Everything admission needs, given by the runner once for its whole run. */
 export interface AdmissionContext {
+  /** This client's id: it must be a member of the group it is put in. */
+  clientId: string;
   /** Take only publisher-signed rounds, checked against these registries; absent: unsigned rounds are taken too. */
   trust?: TrustSources;
   /**
@@ -80,7 +84,7 @@ export interface AdmissionContext {
 /** The decision on a round start. */
 export type RoundAdmission =
   /** A plain round: the client's input for it is read when the masked input is due. */
-  | { admitted: true; kind: 'plain'; manifest: JobManifest | undefined }
+  | { admitted: true; kind: 'plain'; manifest: JobManifest }
   /** A training round: `input` is the update local training is making from `modelVersion`. */
   | { admitted: true; kind: 'training'; manifest: TrainingManifest; modelVersion: number; input: Promise<Uint32Array> }
   /** Sat out, with the reason code and the reason in words. */
@@ -89,8 +93,8 @@ export type RoundAdmission =
 /** A round start once its manifest is established: what the checks decide on. */
 export interface ClaimedRound {
   start: RoundStart;
-  /** The round's manifest; undefined for a plain round of a coordinator that sends none. */
-  manifest: JobManifest | undefined;
+  /** The round's manifest: the signed one's payload with trust, else the start's own (hash-checked). */
+  manifest: JobManifest;
   /** The round's manifest hash in hex, as the audit book names a job's manifest. */
   manifestSha256: string;
 }
@@ -102,7 +106,7 @@ export type ModelCheck = (ctx: AdmissionContext, round: ClaimedRound, model: Tra
 
 /** In audit mode, a job runs only with the operator's approval of its exact manifest hash. */
 const operatorApproval: RoundCheck = async (ctx, { manifest, manifestSha256 }) => {
-  if (manifest && ctx.audit) await ctx.audit.admit(manifest.jobId, manifestSha256);
+  if (ctx.audit) await ctx.audit.admit(manifest.jobId, manifestSha256);
 };
 
 /** A new global model that loses too much local validation accuracy puts the client in audit mode. */
@@ -125,8 +129,8 @@ export async function admitRound(ctx: AdmissionContext, start: RoundStart): Prom
     const round = await claimedRound(ctx, start);
     for (const check of ROUND_CHECKS) await check(ctx, round);
     const { manifest } = round;
-    if (!manifest || !isTrainingManifest(manifest)) {
-      if (!ctx.hasPlainInput) throw new AegisError(ErrorCode.InvalidArgument, 'this client has no input for a plain round (aegis client run --input)');
+    if (!isTrainingManifest(manifest)) {
+      if (!ctx.hasPlainInput) throw new AegisError(ErrorCode.NoInput, 'this client has no input for a plain round (aegis client run --input)');
       return { admitted: true, kind: 'plain', manifest };
     }
     return await admitTraining(ctx, round, manifest);
@@ -135,16 +139,20 @@ export async function admitRound(ctx: AdmissionContext, start: RoundStart): Prom
   }
 }
 
-/** Step 1: the round's manifest, from the signed manifest (with trust) and the one the start carries. */
+/**
+ * Step 1: the round's manifest — the signed manifest's payload (with trust), else the one the
+ * start carries — and the start checked against it.
+ */
 async function claimedRound(ctx: AdmissionContext, start: RoundStart): Promise<ClaimedRound> {
-  if (ctx.trust) await checkSignedManifest(start, ctx.trust, ctx.audit);
-  return { start, manifest: manifestOfRoundStart(start), manifestSha256: hex(start.round.manifestHash) };
+  const manifest = ctx.trust ? await checkSignedManifest(start, ctx.trust, ctx.audit) : manifestOfRoundStart(start);
+  checkRoundStart(start, manifest, ctx.clientId);
+  return { start, manifest, manifestSha256: hex(start.round.manifestHash) };
 }
 
 /** Step 3 of a training round: the verified global model, its checks, and local training started. */
 async function admitTraining(ctx: AdmissionContext, round: ClaimedRound, manifest: TrainingManifest): Promise<RoundAdmission> {
   const { train } = ctx;
-  if (!train) throw new AegisError(ErrorCode.InvalidArgument, 'this client has no training data for a training round (aegis client run --train-data)');
+  if (!train) throw new AegisError(ErrorCode.NoInput, 'this client has no training data for a training round (aegis client run --train-data)');
   const { start } = round;
   if (!start.model) throw new AegisError(ErrorCode.HashMismatch, 'a training round start names no model version');
   const fetchStart = Date.now();

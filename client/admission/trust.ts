@@ -4,6 +4,7 @@
  * registry that must agree with it, and never an older revision of a job than one it accepted.
  */
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
+import type { JobManifest } from '../../shared/protocol/manifest.js';
 import type { RoundStart } from '../../shared/protocol/messages.js';
 import { verifySignedManifest } from '../../shared/trust/manifest.js';
 import { checkRegistries, parseSnapshot, publisherKey, type RegistrySnapshot } from '../../shared/trust/registry.js';
@@ -24,10 +25,11 @@ export interface TrustSources {
  * The signed manifest of a round start: both registries verified and in agreement (else the
  * client enters audit mode: `registry-mismatch`), a trusted publisher's valid signature, no
  * older revision of the job than one accepted before, and the signed bytes being the round's
- * manifest. What was checked is then remembered in the trust book.
+ * manifest. What was checked is then remembered in the trust book. Returns the signed manifest:
+ * the one the client acts on (the start's own manifest JSON, if any, must be its exact bytes).
  */
-export async function checkSignedManifest(ev: RoundStart, trust: TrustSources, audit?: Pick<AuditBook, 'enter'>): Promise<void> {
-  if (!ev.signedManifest) throw new AegisError(ErrorCode.UnknownKey, 'the round start carries no signed manifest; this client takes only publisher-signed jobs');
+export async function checkSignedManifest(ev: RoundStart, trust: TrustSources, audit?: Pick<AuditBook, 'enter'>): Promise<JobManifest> {
+  if (!ev.signedManifest) throw new AegisError(ErrorCode.ManifestRequired, 'the round start carries no signed manifest; this client takes only publisher-signed jobs');
   const now = new Date();
   const primary = parseSnapshot(await trust.coordinatorRegistry());
   const backup = await trust.backup();
@@ -48,4 +50,5 @@ export async function checkSignedManifest(ev: RoundStart, trust: TrustSources, a
     throw new AegisError(ErrorCode.HashMismatch, 'the signed manifest is not the manifest of this round');
   }
   await trust.book.accept(checked.state, v.manifest.jobId, v.manifest.revision);
+  return v.manifest;
 }

@@ -214,6 +214,7 @@ export class ClientRunner {
     });
     const { trust } = opts;
     this.admission = {
+      clientId: opts.clientId,
       ...(trust ? { trust: { coordinatorRegistry: () => this.coordinatorRegistry(), backup: () => trust.backup(), book: trust.book } } : {}),
       audit: opts.audit,
       hasPlainInput: opts.input !== undefined,

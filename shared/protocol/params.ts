@@ -107,3 +107,19 @@ export function groupRoundParams(p: RoundParams, size: number): RoundParams {
 
 /** True when this is classic SecAgg (everyone is everyone's neighbour). */
 export const isClassic = (p: Pick<RoundParams, 'cohort' | 'neighbors'>, u1Size = p.cohort): boolean => p.neighbors >= u1Size - 1;
+
+/**
+ * The fewest members a round's group may have — the rule both the coordinator (when it gathers a
+ * cohort) and each client (when it checks the group it is put in) apply. Always 3 or more (with
+ * 2, each would learn the other's input); a round of one group needs more than the threshold t;
+ * and when the manifest splits cohorts into groups of g, every group holds more than half of
+ * min(g, n). (A group of a split round runs with its own threshold, derived by
+ * `groupRoundParams`, which never exceeds its size − 1.) A coordinator therefore cannot put a
+ * client in a small group to learn its input from a sum over few clients.
+ */
+export function minimumGroupSize(p: Pick<RoundParams, 'threshold' | 'cohort' | 'groupSize'>, groups = 1): number {
+  let min = 3;
+  if (groups === 1) min = Math.max(min, p.threshold + 1);
+  if (p.groupSize !== undefined) min = Math.max(min, Math.floor(Math.min(p.groupSize, p.cohort) / 2) + 1);
+  return min;
+}

@@ -47,8 +47,13 @@ const plainJob = (jobId: string): Uint8Array => manifest({ jobId, round: { dim: 
 /** The round start of `json`, as a coordinator sends it. */
 function roundStart(json: Uint8Array, over: Partial<RoundStart> & { roundIndex?: number } = {}): RoundStart {
   const { roundIndex = 0, ...rest } = over;
-  return { type: 'round-start', round: { manifestHash: sha(json), roundIndex }, params: parseManifest(json).manifest.round, manifestJson: json, ...rest };
+  const m = parseManifest(json).manifest;
+  const group = { index: 0, count: 1, members: ['client-a', 'client-b', ME] };
+  return { type: 'round-start', round: { manifestHash: sha(json), roundIndex }, params: m.round, deadlines: m.deadlines, manifestJson: json, group, ...rest };
 }
+
+/** The client under test. */
+const ME = 'client-me';
 
 let dir: string;
 let events: AdmissionEvent[];
@@ -64,6 +69,7 @@ afterEach(async () => {
 /** A context with no trust, no audit book and no trainer; a model fetch that fails the test. */
 function context(over: Partial<AdmissionContext> = {}): AdmissionContext {
   return {
+    clientId: ME,
     hasPlainInput: true,
     fetchModel: () => Promise.reject(new Error('no model fetch expected')),
     memory: newAdmissionMemory(),
@@ -88,23 +94,23 @@ describe('plain rounds', () => {
     expect(events).toEqual([]);
   });
 
-  it('admits a start without a manifest (an older coordinator) as a plain round', async () => {
+  it('declines a start without a manifest: its parameters could not be checked (manifest-required)', async () => {
     const start = roundStart(plainJob('old'));
     delete start.manifestJson;
-    expect(await admitRound(context(), start)).toEqual({ admitted: true, kind: 'plain', manifest: undefined });
+    expect(await admitRound(context(), start)).toMatchObject({ admitted: false, code: ErrorCode.ManifestRequired });
   });
 
   it('declines a plain round without an input, reports it sat out and logs the refusal', async () => {
     const json = plainJob('no-input');
     const audit = await AuditBook.open(dir);
     const d = await admitRound(context({ hasPlainInput: false, audit }), roundStart(json, { roundIndex: 2 }));
-    expect(d).toMatchObject({ admitted: false, code: ErrorCode.InvalidArgument });
-    expect(events).toEqual([{ kind: 'sat-out', roundIndex: 2, code: ErrorCode.InvalidArgument, message: expect.stringContaining('no input') }]);
+    expect(d).toMatchObject({ admitted: false, code: ErrorCode.NoInput });
+    expect(events).toEqual([{ kind: 'sat-out', roundIndex: 2, code: ErrorCode.NoInput, message: expect.stringContaining('no input') }]);
     // The approval step ran first (outside audit mode it only logs the job), then the refusal.
     const lines = await auditLog();
     expect(lines.map((l) => [l.event, l.reason])).toEqual([
       ['admit-run', 'not-in-audit-mode'],
-      ['refused', 'invalid-argument'],
+      ['refused', 'no-input'],
     ]);
     expect(lines[1]).toMatchObject({ jobId: 'no-input', manifestSha256: hex(sha(json)) });
   });
@@ -115,7 +121,7 @@ describe('plain rounds', () => {
     expect(await admitRound(context(), other)).toMatchObject({ admitted: false, code: ErrorCode.HashMismatch });
     const start = roundStart(json);
     const params = { ...start.params, threshold: start.params.threshold - 1 };
-    expect(await admitRound(context(), { ...start, params })).toMatchObject({ admitted: false, code: ErrorCode.HashMismatch });
+    expect(await admitRound(context(), { ...start, params })).toMatchObject({ admitted: false, code: ErrorCode.ParametersMismatch });
   });
 });
 
@@ -177,7 +183,7 @@ describe('signed manifests', () => {
 
   it('declines an unsigned round, and one signed by a key the registries do not list', async () => {
     const json = plainJob('unsigned');
-    expect(await admitRound(context({ trust: trust(registry) }), roundStart(json))).toMatchObject({ admitted: false, code: ErrorCode.UnknownKey });
+    expect(await admitRound(context({ trust: trust(registry) }), roundStart(json))).toMatchObject({ admitted: false, code: ErrorCode.ManifestRequired });
     expect(await admitRound(context({ trust: trust(registry) }), roundStart(json, { signedManifest: signed(json, rogue) }))).toMatchObject({ admitted: false, code: ErrorCode.UnknownKey });
   });
 
@@ -255,7 +261,7 @@ describe('training rounds', () => {
 
   it('declines a training round without a trainer, or without a model version', async () => {
     const json = trainingJob('no-trainer');
-    expect(await admitRound(context(), roundStart(json, { model: modelRef(0) }))).toMatchObject({ admitted: false, code: ErrorCode.InvalidArgument });
+    expect(await admitRound(context(), roundStart(json, { model: modelRef(0) }))).toMatchObject({ admitted: false, code: ErrorCode.NoInput });
     const train = async () => ({ values: new Float32Array(DIM), weight: 1 });
     expect(await admitRound(context({ train }), roundStart(json))).toMatchObject({ admitted: false, code: ErrorCode.HashMismatch });
   });

@@ -129,7 +129,7 @@ describe('rogue coordinators', () => {
     try {
       await f.c.launch(job('unsigned-rogue', { advertiseMs: 1_500, shareMs: 1_500, maskedMs: 1_500, consistencyMs: 1_500, unmaskMs: 1_500 }), { gatherMs: 5_000 });
       expect((await f.c.outcomeOf('unsigned-rogue', 0)).ok).toBe(false);
-      expect(satOut(f, 'unknown-key').size).toBe(N);
+      expect(satOut(f, 'manifest-required').size).toBe(N);
     } finally {
       await f.stop();
     }
