@@ -89,7 +89,8 @@ export class Jobs {
    * applying each round's weighted mean update to the global model (FedAvg).
    *
    * A round waits up to `gatherMs` for a full cohort of connected clients, invites
-   * min(cohort, connected) of them (at least t + 1 and 3), and starts its phase clock.
+   * min(cohort, connected) of them (at least `minimumGroupSize`: more than t, 3 or more, and more
+   * than half the group size when the manifest names one), and starts its phase clock.
    */
   async launch(manifestJsonIn: Uint8Array, opts: { gatherMs?: number; initialWeights?: Uint8Array; signedManifest?: Uint8Array; roundIndex?: number } = {}): Promise<LaunchResult> {
     const { manifestJson, signer } = await verifiedManifestBytes(this.opts.registryDir, manifestJsonIn, opts.signedManifest, new Date(this.clock()));

@@ -105,5 +105,19 @@ export function groupRoundParams(p: RoundParams, size: number): RoundParams {
   return { ...base, cohort: size, neighbors, threshold };
 }
 
+/**
+ * The fewest clients a round's cohort (a round without groups) or one of its aggregation groups
+ * may have, a rule the coordinator (when it gathers a cohort) and the clients (when they check
+ * the group they are put in) both apply: more than t and at least 3 (with 2, each would learn the
+ * other's input), and, when the manifest names a group size g, more than half of min(g, n) — so a
+ * coordinator cannot put a client in a group much smaller than the signed group size promised.
+ * `p` is the round's parameters as the manifest signs them (for a group: with the group's t).
+ */
+export function minimumGroupSize(p: Pick<RoundParams, 'cohort' | 'threshold' | 'groupSize'>): number {
+  const base = Math.max(p.threshold + 1, 3);
+  if (p.groupSize === undefined) return base;
+  return Math.max(base, Math.floor(Math.min(p.groupSize, p.cohort) / 2) + 1);
+}
+
 /** True when this is classic SecAgg (everyone is everyone's neighbour). */
 export const isClassic = (p: Pick<RoundParams, 'cohort' | 'neighbors'>, u1Size = p.cohort): boolean => p.neighbors >= u1Size - 1;
