@@ -161,7 +161,7 @@ export function registerCoordinator(program: Command): void {
               onPhaseClosed: (meta, e) => {
                 metrics?.phaseClosed(e);
                 if (e.phase === Phase.Unmasking) metrics?.unmaskTime(e.seconds);
-                log.debug({ job: meta.jobId, round: meta.index, ...(meta.groups > 1 ? { group: meta.group } : {}), phase: e.phase, next: e.next, clients: e.clients, expected: e.expected, ms: Math.round(e.seconds * 1000) }, 'phase closed');
+                log.debug({ job: meta.jobId, round: meta.index, ...(meta.groups > 1 ? { group: meta.group } : {}), phase: e.phase, next: e.next, clients: e.clients, expected: e.expected, ...(e.declines ? { declines: e.declines } : {}), ms: Math.round(e.seconds * 1000) }, 'phase closed');
               },
             })
           : undefined;

@@ -255,7 +255,8 @@ export class Jobs {
     if (rounds.length === 0) throw new AegisError(ErrorCode.WrongPhase, 'no round is running for this client');
     let last: unknown;
     for (const r of rounds) {
-      if (msg.type === 'advertise-keys' && !sameRound(msg.round, r.ref)) {
+      // Phase 0's answers (keys, or a decline) name their round; later messages their session.
+      if ((msg.type === 'advertise-keys' || msg.type === 'decline') && !sameRound(msg.round, r.ref)) {
         last = new AegisError(ErrorCode.SessionMismatch, 'the message names another round');
         continue;
       }

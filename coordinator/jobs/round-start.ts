@@ -71,7 +71,7 @@ export async function openRound(ctx: RoundStartContext, job: Job, gatherMs: numb
       onPhaseClosed: (e) => {
         opts.metrics?.phaseClosed(e);
         if (e.phase === Phase.Unmasking) opts.metrics?.unmaskTime(e.seconds);
-        log?.debug({ job: job.jobId, round: index, ...(split.length > 1 ? { group: split.indexOf(groupMembers) } : {}), phase: e.phase, next: e.next, clients: e.clients, expected: e.expected, ms: Math.round(e.seconds * 1000) }, 'phase closed');
+        log?.debug({ job: job.jobId, round: index, ...(split.length > 1 ? { group: split.indexOf(groupMembers) } : {}), phase: e.phase, next: e.next, clients: e.clients, expected: e.expected, ...(e.declines ? { declines: e.declines } : {}), ms: Math.round(e.seconds * 1000) }, 'phase closed');
       },
     });
   let host: RoundHostLike;
