@@ -21,7 +21,7 @@ import { decodeWeightedSum } from '../shared/crypto/quantize.js';
 import { AegisError, ErrorCode, isAegisError } from '../shared/errors.js';
 import * as admin from '../shared/gen/aegis/v1/admin_pb.js';
 import { createLogger } from '../shared/log.js';
-import { phaseFromProto, vectorFromBytes, abortReasonFromProto } from '../shared/rpc/convert.js';
+import { phaseFromProto, vectorFromBytes, abortReasonFromProto, errorReasonFromProto } from '../shared/rpc/convert.js';
 import { callUnary, clientFor, type MethodsOf, type TypedClient } from '../shared/rpc/service.js';
 import { reasonOf } from '../shared/rpc/status.js';
 import { CoordinatorMetrics } from './service/metrics.js';
@@ -161,7 +161,7 @@ export function registerCoordinator(program: Command): void {
               onPhaseClosed: (meta, e) => {
                 metrics?.phaseClosed(e);
                 if (e.phase === Phase.Unmasking) metrics?.unmaskTime(e.seconds);
-                log.debug({ job: meta.jobId, round: meta.index, ...(meta.groups > 1 ? { group: meta.group } : {}), phase: e.phase, next: e.next, clients: e.clients, expected: e.expected, ms: Math.round(e.seconds * 1000) }, 'phase closed');
+                log.debug({ job: meta.jobId, round: meta.index, ...(meta.groups > 1 ? { group: meta.group } : {}), phase: e.phase, next: e.next, clients: e.clients, expected: e.expected, ...(e.declines ? { declines: e.declines } : {}), ms: Math.round(e.seconds * 1000) }, 'phase closed');
               },
             })
           : undefined;
@@ -396,6 +396,28 @@ const phaseName = (p: number): string => {
   }
 };
 
+/** Declines as the CLI prints them: reason code -> clients, most first. */
+function declinesJson(list: readonly admin.DeclineCount[]): Record<string, number> {
+  const out: Record<string, number> = {};
+  for (const d of list) {
+    let reason: string;
+    try {
+      reason = errorReasonFromProto(d.reason);
+    } catch {
+      reason = 'unspecified';
+    }
+    out[reason] = (out[reason] ?? 0) + d.clients;
+  }
+  return out;
+}
+
+/** "declined 3 (approval-required 2, no-input 1)", or '' without declines. */
+function declinesText(d: Record<string, number>): string {
+  const entries = Object.entries(d).filter(([, n]) => n > 0);
+  if (entries.length === 0) return '';
+  return `declined ${entries.reduce((a, [, n]) => a + n, 0)} (${entries.map(([r, n]) => `${r} ${n}`).join(', ')})`;
+}
+
 const JOB_STATES: Record<number, string> = {
   [admin.JobState.RUNNING]: 'running',
   [admin.JobState.COMPLETED]: 'completed',
@@ -433,6 +455,7 @@ function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
     phases: s.clientsPerPhase.map((c) => ({ phase: phaseName(c.phase), clients: c.clients, expected: c.expected })),
     current_phase: current ? { phase: phaseName(current.phase), received: current.clients, expected: current.expected } : null,
     dropouts: s.dropouts,
+    declines: declinesJson(s.declines),
     refused_messages: s.refused,
     started_at: s.startedAtMs > 0n ? new Date(Number(s.startedAtMs)).toISOString() : null,
     elapsed_ms: Number(s.elapsedMs),
@@ -457,7 +480,8 @@ function progressLine(j: Record<string, unknown>): string {
   const state = j.finished ? (j.ok ? 'completed' : `aborted: ${j.abort_reason}`) : `phase ${j.phase}`;
   const t = j.training as { state: string; rounds_completed: number } | undefined;
   const job = t ? `; job ${t.state}, ${t.rounds_completed} of ${j.rounds} rounds completed` : '';
-  return `job ${j.job_id} round ${j.round}: ${state}; ${phases || 'no messages yet'}; dropouts ${j.dropouts}${job}`;
+  const declined = declinesText(j.declines as Record<string, number>);
+  return `job ${j.job_id} round ${j.round}: ${state}; ${phases || 'no messages yet'}; ${declined ? `${declined}; ` : ''}dropouts ${j.dropouts}${job}`;
 }
 
 function statusText(j: Record<string, unknown>): string {
@@ -468,7 +492,8 @@ function statusText(j: Record<string, unknown>): string {
     ? `\n  training job ${t.state}${t.detail ? ` (${t.detail})` : ''}: ${t.rounds_completed} of ${j.rounds} rounds completed, ${t.rounds_aborted} aborted; model version ${t.model_version} sha256 ${t.model_sha256.slice(0, 16)}…`
     : `\n  job ${j.state}: ${j.rounds_done} of ${j.rounds} rounds completed`;
   const of = t ? `(attempt ${j.round}; ${j.rounds} rounds to complete)` : `of ${j.rounds}`;
-  return `job ${j.job_id} round ${j.round} ${of}: ${state}\n  invited ${j.invited}; ${counts || 'no messages yet'}; dropouts ${j.dropouts}; refused ${j.refused_messages}; ${((j.elapsed_ms as number) / 1000).toFixed(1)} s${training}`;
+  const declined = declinesText(j.declines as Record<string, number>);
+  return `job ${j.job_id} round ${j.round} ${of}: ${state}\n  invited ${j.invited}; ${declined ? `${declined}; ` : ''}${counts || 'no messages yet'}; dropouts ${j.dropouts}; refused ${j.refused_messages}; ${((j.elapsed_ms as number) / 1000).toFixed(1)} s${training}`;
 }
 
 /** How far a job (or, with a round given or for a plain job, its round) is, 0..1. */
@@ -621,7 +646,7 @@ export function registerRound(program: Command): void {
         }
       }),
     );
-  withAdmin(group.command('list').description('every job the coordinator knows (since it started), with its state and progress')).action((o: AdminOpts) =>
+  withAdmin(group.command('list').description('every job the coordinator knows (since it started), with its state, progress and the latest round\'s declines')).action((o: AdminOpts) =>
     run(o, async (client) => {
       const r = await call<admin.ListRoundsRequest, admin.ListRoundsReply>(client, 'listRounds', create(admin.ListRoundsRequestSchema, {}));
       const jobs = r.jobs.map((j) => ({
@@ -634,11 +659,13 @@ export function registerRound(program: Command): void {
         round: j.roundIndex,
         phase: phaseName(j.phase),
         invited: j.invited,
+        declines: declinesJson(j.declines),
         started_at: new Date(Number(j.startedAtMs)).toISOString(),
         elapsed_ms: Number(j.elapsedMs),
       }));
-      const header = 'JOB\tKIND\tSTATE\tROUNDS\tROUND\tPHASE\tSTARTED\tELAPSED';
-      const rows = jobs.map((j) => `${j.job_id}\t${j.kind}\t${j.state}\t${j.rounds_done}/${j.rounds_total}\t${j.round}\t${j.phase}\t${j.started_at}\t${(j.elapsed_ms / 1000).toFixed(1)} s`);
+      const header = 'JOB\tKIND\tSTATE\tROUNDS\tROUND\tPHASE\tSTARTED\tELAPSED\tDECLINED';
+      const declined = (d: Record<string, number>): string => Object.entries(d).map(([r, n]) => `${r} ${n}`).join(', ') || '-';
+      const rows = jobs.map((j) => `${j.job_id}\t${j.kind}\t${j.state}\t${j.rounds_done}/${j.rounds_total}\t${j.round}\t${j.phase}\t${j.started_at}\t${(j.elapsed_ms / 1000).toFixed(1)} s\t${declined(j.declines)}`);
       printResult(o, { jobs }, jobs.length === 0 ? 'no jobs have run on this coordinator since it started' : [header, ...rows].join('\n'));
     }),
   );

@@ -1,13 +1,13 @@
 /**
  * The dashboard's data, from the coordinator's owners: counts about the coordinator, the jobs
  * (this process's and, with a job directory, the others'), and one job with its rounds and model
- * history. Counts and ids only: no client ids, no inputs (the server projects again before
+ * history (declines per round by reason). Counts and ids only: no client ids, no inputs (the server projects again before
  * anything leaves the process).
  */
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
 import { parsePublishersPayload } from '../../shared/trust/registry.js';
 import { readSnapshot } from '../../shared/trust/registry-dir.js';
-import { abortReasonFromProto, phaseFromProto } from '../../shared/rpc/convert.js';
+import { abortReasonFromProto, errorReasonFromProto, phaseFromProto } from '../../shared/rpc/convert.js';
 import type { ClientRegistry } from '../clients/client-registry.js';
 import type { JobsAcrossFrontEnds } from '../jobs/front-ends.js';
 import type { Jobs } from '../jobs/jobs.js';
@@ -24,6 +24,15 @@ export interface DashboardDataDeps {
   /** When the coordinator started (ms since the epoch). */
   startedAt: number;
   clock: () => number;
+}
+
+/** A decline's reason code ('unspecified' for a value this build does not know). */
+function reasonName(r: admin.DeclineCount['reason']): string {
+  try {
+    return errorReasonFromProto(r);
+  } catch {
+    return 'unspecified';
+  }
 }
 
 export class DashboardData implements DashboardSource {
@@ -103,6 +112,7 @@ export class DashboardData implements DashboardSource {
         invited: s.invited,
         dropouts: s.dropouts,
         refused: s.refused,
+        declines: s.declines.map((d) => ({ reason: reasonName(d.reason), clients: d.clients })),
         abortReason: s.finished && !s.ok && s.abortReason !== 0 ? abortReasonFromProto(s.abortReason) : null,
         detail: s.detail,
         poisoningFlagged: flagged.has(s.roundIndex),

@@ -10,7 +10,7 @@
  * and HEAD (anything else 405); no request body is read.
  *
  * What it shows is what secure aggregation allows to be known about a round: job ids, phases,
- * counts, timings, reason codes, hashes and the coordinator's own validation accuracy/loss of
+ * counts (declines by reason too), timings, reason codes, hashes and the coordinator's own validation accuracy/loss of
  * each model version. Every response is built field by field from the source's values
  * (`project*` below), so nothing else — no client id, IP, certificate, key, share, vector or
  * weights — can ride along even if a source handed it over.
@@ -60,6 +60,8 @@ export interface DashboardRound {
   invited: number;
   dropouts: number;
   refused: number;
+  /** Clients that sat the round out, by the reason code they sent (counts only). */
+  declines: { reason: string; clients: number }[];
   abortReason: string | null;
   detail: string;
   poisoningFlagged: boolean;
@@ -188,6 +190,7 @@ function projectRound(r: DashboardRound): DashboardRound {
     invited: num(r.invited),
     dropouts: num(r.dropouts),
     refused: num(r.refused),
+    declines: (r.declines ?? []).slice(0, 64).map((d) => ({ reason: str(d.reason, 64), clients: num(d.clients) })),
     abortReason: strOrNull(r.abortReason, 64),
     detail: str(r.detail, 500),
     poisoningFlagged: r.poisoningFlagged === true,

@@ -12,7 +12,7 @@
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { ClientMessage, ServerMessage } from '../../shared/protocol/messages.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
-import { groupedOutcome, type RoundOutcome } from '../round/index.js';
+import { addDeclines, groupedOutcome, type RoundOutcome } from '../round/index.js';
 import { isFinalPhase, phaseIndex } from '../round/phases.js';
 import type { PhaseStart, RoundHostLike, RoundStatus } from './types.js';
 
@@ -77,7 +77,7 @@ export class GroupedRoundHost implements RoundHostLike {
     return this.groupOf.has(clientId) && this.hostOf(clientId).awaitsAdvertisement(clientId);
   }
 
-  /** Summed over the groups: messages taken, set sizes, refusals; the slowest group's phase. */
+  /** Summed over the groups: messages taken, set sizes, refusals, declines; the slowest group's phase. */
   status(): RoundStatus {
     const all = this.hosts.map((h) => h.status());
     const sets: RoundStatus['sets'] = {};
@@ -91,6 +91,7 @@ export class GroupedRoundHost implements RoundHostLike {
       sets,
       refused: all.reduce((a, s) => a + s.refused, 0),
       elapsedMs: Math.max(...all.map((s) => s.elapsedMs)),
+      declines: addDeclines(...all.map((s) => s.declines)),
     };
   }
 

@@ -3,8 +3,8 @@
  * `{"retention": {"round_days": N}}`): once a round ended longer ago than that, the coordinator
  * forgets which clients took part — its cohort, who answered in each phase, the survivors, and
  * the protocol state the round's host kept (the members' advertised keys and encrypted shares).
- * What stays is what an ML engineer reads: the counts per phase, the timeline, the outcome and
- * reason, and the unmasked sum. A retired round's RetiredHost stands in for the host it ran on.
+ * What stays is what an ML engineer reads: the counts per phase, the declines by reason (counts
+ * only), the timeline, the outcome and reason, and the unmasked sum. A retired round's RetiredHost stands in for the host it ran on.
  */
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
@@ -34,11 +34,11 @@ export class RetiredHost implements RoundHostLike {
     this.timeline = from.timeline.map((t) => ({ ...t }));
     this.closeMs = { ...from.closeMs };
     const s = from.status();
-    this.frozen = { phase: this.phase, received: s.received, sets: { ...s.sets }, refused: s.refused, elapsedMs: s.elapsedMs };
+    this.frozen = { phase: this.phase, received: s.received, sets: { ...s.sets }, refused: s.refused, elapsedMs: s.elapsedMs, declines: { ...s.declines } };
   }
 
   status(): RoundStatus {
-    return { ...this.frozen, sets: { ...this.frozen.sets } };
+    return { ...this.frozen, sets: { ...this.frozen.sets }, declines: { ...this.frozen.declines } };
   }
 
   submit(): void {

@@ -11,6 +11,7 @@ import type { RoundParams } from '../../shared/protocol/params.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { assertMessageFrom, cancelRound, close, finishUnmask, isFinal, outcomeOf, phaseComplete, planUnmask, receiveChecked, start, type CoordinatorState, type CoordinatorTransition, type MaskJob, type RoundOutcome } from '../round/index.js';
 import { abortRound } from '../round/aborted.js';
+import { declinesOf } from '../round/declines.js';
 import { assertTakes, awaitedClients, deadlineOf, expectedClients, hasAnswered, receivedCount, waitsOnlyForGone, type PhaseMark } from '../round/phases.js';
 import { Outbox } from './outbox.js';
 import type { PhaseClosedEvent, PhaseStart, RoundHostLike, RoundStatus } from './types.js';
@@ -26,7 +27,8 @@ export interface RoundHostConfig {
   deadlines: PhaseDeadlines;
   /**
    * How many clients were invited, when fewer than the manifest's cohort n were connected: phase
-   * 0 then closes as soon as all of them advertised instead of waiting out its deadline.
+   * 0 then closes as soon as all of them answered (advertised keys or declined) instead of
+   * waiting out its deadline.
    */
   invited?: number;
   /** Called after each phase change (also the final one). */
@@ -97,7 +99,7 @@ export class RoundHost implements RoundHostLike {
       this.refused++;
       throw err;
     }
-    if (phaseComplete(this.state) || this.allInvitedAdvertised()) this.closePhase();
+    if (phaseComplete(this.state) || this.allInvitedAnswered()) this.closePhase();
     else this.closeIfOnlyGoneAreMissing();
   }
 
@@ -123,9 +125,10 @@ export class RoundHost implements RoundHostLike {
     if (awaited && waitsOnlyForGone(awaited, (id) => hasAnswered(s, id), this.gone)) this.closePhase();
   }
 
-  private allInvitedAdvertised(): boolean {
+  /** Phase 0 has an answer from every invited client: keys, or a decline. */
+  private allInvitedAnswered(): boolean {
     const s = this.state;
-    return s.phase === Phase.AdvertiseKeys && this.cfg.invited !== undefined && s.received.size >= this.cfg.invited;
+    return s.phase === Phase.AdvertiseKeys && this.cfg.invited !== undefined && s.received.size + s.declined.size >= this.cfg.invited;
   }
 
   /** Delivers this client's queued and future messages to `listener`; returns an unsubscribe. */
@@ -133,14 +136,16 @@ export class RoundHost implements RoundHostLike {
     return this.outbox.subscribe(clientId, listener);
   }
 
-  /** True while the round waits for keys this client has not advertised yet. */
+  /** True while the round waits for keys this client has neither advertised nor declined. */
   awaitsAdvertisement(clientId: string): boolean {
     const s = this.state;
-    return s.phase === Phase.AdvertiseKeys && !s.received.has(clientId);
+    return s.phase === Phase.AdvertiseKeys && !hasAnswered(s, clientId);
   }
 
   status(): RoundStatus {
-    return { phase: this.state.phase, received: receivedCount(this.state), sets: { ...this.state.stats }, refused: this.refused, elapsedMs: Date.now() - this.startedAt };
+    const { u1, u2, u3, u4 } = this.state.stats;
+    const sets = { ...(u1 === undefined ? {} : { u1 }), ...(u2 === undefined ? {} : { u2 }), ...(u3 === undefined ? {} : { u3 }), ...(u4 === undefined ? {} : { u4 }) };
+    return { phase: this.state.phase, received: receivedCount(this.state), sets, refused: this.refused, elapsedMs: Date.now() - this.startedAt, declines: declinesOf(this.state) };
   }
 
   /** Ends the round now (it aborts with reason `cancelled` in its current phase); nothing is published. */
@@ -168,6 +173,7 @@ export class RoundHost implements RoundHostLike {
     const phase = this.state.phase;
     const answered = receivedCount(this.state);
     const expected = this.expectedIn(phase);
+    const declines = phase === Phase.AdvertiseKeys ? declinesOf(this.state) : undefined;
     const t0 = performance.now();
     if (phase === Phase.Unmasking && this.cfg.unmask) {
       const s = this.state;
@@ -187,22 +193,22 @@ export class RoundHost implements RoundHostLike {
             // A round cancelled meanwhile stays as it is.
             if (isFinal(this.state)) return;
             this.closeMs[phase] = performance.now() - t0;
-            this.applyClose(phase, answered, expected, t);
+            this.applyClose(phase, answered, expected, declines, t);
           });
         return;
       }
       this.closeMs[phase] = performance.now() - t0;
-      this.applyClose(phase, answered, expected, p.aborted);
+      this.applyClose(phase, answered, expected, declines, p.aborted);
       return;
     }
     const transition = close(this.state);
     this.closeMs[phase] = performance.now() - t0;
-    this.applyClose(phase, answered, expected, transition);
+    this.applyClose(phase, answered, expected, declines, transition);
   }
 
-  private applyClose(phase: Phase, answered: number, expected: number, { next, outbound }: CoordinatorTransition): void {
+  private applyClose(phase: Phase, answered: number, expected: number, declines: PhaseClosedEvent['declines'], { next, outbound }: CoordinatorTransition): void {
     this.state = next;
-    this.cfg.onPhaseClosed?.({ phase, next: next.phase, seconds: (performance.now() - this.phaseStartedAt) / 1000, clients: answered, expected });
+    this.cfg.onPhaseClosed?.({ phase, next: next.phase, seconds: (performance.now() - this.phaseStartedAt) / 1000, clients: answered, expected, ...(declines ? { declines } : {}) });
     this.phaseStartedAt = performance.now();
     this.timeline.push({ phase: next.phase, at: Date.now() });
     this.cfg.onPhase?.(this.state.phase);

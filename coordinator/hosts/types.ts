@@ -5,7 +5,7 @@
  */
 import type { ClientMessage, ServerMessage } from '../../shared/protocol/messages.js';
 import type { Phase } from '../../shared/protocol/vocabulary.js';
-import type { RoundOutcome } from '../round/index.js';
+import type { DeclineCounts, RoundOutcome } from '../round/index.js';
 
 export interface RoundStatus {
   phase: Phase;
@@ -15,6 +15,8 @@ export interface RoundStatus {
   sets: { u1?: number; u2?: number; u3?: number; u4?: number };
   refused: number;
   elapsedMs: number;
+  /** Clients that declined the round, by reason (counts only; phase 0 stopped waiting for them). */
+  declines: DeclineCounts;
 }
 
 export interface PhaseClosedEvent {
@@ -26,6 +28,8 @@ export interface PhaseClosedEvent {
   clients: number;
   /** Clients the phase waited for: the invited cohort, then |U1|..|U4|. */
   expected: number;
+  /** Phase 0: the clients that declined instead of advertising keys, by reason (not dropouts). */
+  declines?: DeclineCounts;
 }
 
 /** When a phase began (ms since the epoch). */
@@ -54,7 +58,7 @@ export interface RoundHostLike {
   back(clientId: string): void;
   /** Delivers this client's queued and future messages to `listener`; returns an unsubscribe. */
   subscribe(clientId: string, listener: (m: ServerMessage) => void): () => void;
-  /** True while the round waits for keys this client has not advertised yet. */
+  /** True while the round waits for keys this client has neither advertised nor declined. */
   awaitsAdvertisement(clientId: string): boolean;
   status(): RoundStatus;
   /** Ends the round now (it aborts with reason `cancelled`); nothing is published. */

@@ -24,6 +24,7 @@ import type { Mailboxes } from '../service/mailbox.js';
 import { DEFAULT_ROUND_RETENTION_MS, RetiredHost, withoutClients } from '../hosts/retired-host.js';
 import type { RoundOutcome } from '../round/index.js';
 import { UploadGate } from '../service/upload-gate.js';
+import { withDeclineDetail } from './decline-detail.js';
 import { verifiedManifestBytes } from './manifest-check.js';
 import { DEFAULT_UPLOAD_BUDGET_BYTES, openRound } from './round-start.js';
 import { advanceTraining, announcedAfterValidation, measureModel } from './training-loop.js';
@@ -89,7 +90,8 @@ export class Jobs {
    * applying each round's weighted mean update to the global model (FedAvg).
    *
    * A round waits up to `gatherMs` for a full cohort of connected clients, invites
-   * min(cohort, connected) of them (at least t + 1 and 3), and starts its phase clock.
+   * min(cohort, connected) of them (at least `minimumGroupSize`: more than t, 3 or more, and more
+   * than half the group size when the manifest names one), and starts its phase clock.
    */
   async launch(manifestJsonIn: Uint8Array, opts: { gatherMs?: number; initialWeights?: Uint8Array; signedManifest?: Uint8Array; roundIndex?: number } = {}): Promise<LaunchResult> {
     const { manifestJson, signer } = await verifiedManifestBytes(this.opts.registryDir, manifestJsonIn, opts.signedManifest, new Date(this.clock()));
@@ -101,7 +103,7 @@ export class Jobs {
     }
     const gatherMs = Math.min(opts.gatherMs ?? 0, 3_600_000);
     if (isTrainingManifest(manifest)) {
-      if (existing) throw new AegisError(ErrorCode.AlreadyExists, `training job '${manifest.jobId}' was launched already; the coordinator runs its rounds (aegis round status ${manifest.jobId})`);
+      if (existing) return this.relaunchTraining(existing, gatherMs, opts.initialWeights);
       if (!opts.initialWeights || opts.initialWeights.length === 0) throw new AegisError(ErrorCode.InvalidArgument, 'a training job needs its initial weights (aegis round launch --weights FILE)');
       const weights = weightsOf(opts.initialWeights, manifest.round.dim);
       const dataset = manifest.validation?.dataset;
@@ -129,6 +131,33 @@ export class Jobs {
     if (existing?.rounds.some((r) => r.index === index)) throw new AegisError(ErrorCode.AlreadyExists, `round ${index} of job '${manifest.jobId}' has run here already`);
     const job: Job = existing ?? { ...newJob(manifest, manifestJson, hash, opts.signedManifest), ...signedBy };
     return this.startRound(job, gatherMs, 0, index);
+  }
+
+  /**
+   * A training job launched again: one that failed (not one an operator cancelled) runs on from
+   * where it stopped — its latest model version, its next round — e.g. once the clients that held
+   * it up for approval approved it. Initial weights, if given, must still be the manifest's. A job
+   * still running, completed or cancelled is `already-exists`.
+   */
+  private async relaunchTraining(job: Job, gatherMs: number, initialWeights: Uint8Array | undefined): Promise<LaunchResult> {
+    const t = job.training;
+    if (!t || t.state !== 'failed' || this.isCancelled(job.jobId) || !job.rounds.every((r) => r.outcome)) {
+      throw new AegisError(ErrorCode.AlreadyExists, `training job '${job.jobId}' was launched already; the coordinator runs its rounds (aegis round status ${job.jobId})`);
+    }
+    if (initialWeights && initialWeights.length > 0 && Buffer.from(sha256(initialWeights)).toString('hex') !== job.manifest.model?.initialWeightsSha256) {
+      throw new AegisError(ErrorCode.HashMismatch, "the initial weights do not match the manifest's model.initialWeightsSha256");
+    }
+    const fresh = newTrainingProgress(t.models, gatherMs);
+    Object.assign(t, { state: fresh.state, detail: '', abortedInARow: 0, gatherMs, finished: fresh.finished, settle: fresh.settle });
+    this.log?.info({ job: job.jobId, version: t.models.latest.version, round: job.rounds.length }, 'training job launched again');
+    try {
+      return await this.startRound(job, gatherMs);
+    } catch (err) {
+      t.state = 'failed';
+      t.detail = `the next round could not start: ${isAegisError(err) ? err.message : 'internal error'}`;
+      t.settle('failed');
+      throw err;
+    }
   }
 
   /**
@@ -205,7 +234,9 @@ export class Jobs {
     return { jobId: job.jobId, manifestHash: job.manifestHash, roundIndex: record.index, cohort: record.cohort };
   }
 
-  private finishRound(job: Job, r: RoundRecord, o: RoundOutcome): void {
+  private finishRound(job: Job, r: RoundRecord, outcome: RoundOutcome): void {
+    // An aborted round's detail says who declined, by reason, and what clients awaiting approval need.
+    const o = withDeclineDetail(outcome, { jobId: job.jobId, manifestSha256: Buffer.from(job.manifestHash).toString('hex'), invited: r.cohort.length });
     r.outcome = o;
     r.endedAt = this.clock();
     setImmediate(() => this.onRoundEnded());
@@ -254,7 +285,8 @@ export class Jobs {
     if (rounds.length === 0) throw new AegisError(ErrorCode.WrongPhase, 'no round is running for this client');
     let last: unknown;
     for (const r of rounds) {
-      if (msg.type === 'advertise-keys' && !sameRound(msg.round, r.ref)) {
+      // Phase 0's answers (keys, or a decline) name their round; later messages their session.
+      if ((msg.type === 'advertise-keys' || msg.type === 'decline') && !sameRound(msg.round, r.ref)) {
         last = new AegisError(ErrorCode.SessionMismatch, 'the message names another round');
         continue;
       }
@@ -302,7 +334,8 @@ export class Jobs {
     this.remoteRounds.set(id, record);
     this.wireRound(record, hosts[0]!.phase === Phase.AdvertiseKeys ? 'connected' : 'none');
     this.log?.info({ job: info.jobId, round: info.index, groups: hosts.length, frontEnd: shared.frontEndId }, 'following a round another front end started');
-    void host.outcome.then((o) => {
+    void host.outcome.then((outcome) => {
+      const o = withDeclineDetail(outcome, { jobId: info.jobId, manifestSha256: info.manifestHash, invited: cohort.length });
       record.outcome = o;
       record.endedAt = this.clock();
       record.gate.open();

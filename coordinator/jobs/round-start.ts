@@ -9,13 +9,13 @@ import type { Logger } from 'pino';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import type { RoundRef, RoundStart } from '../../shared/protocol/messages.js';
-import { groupRoundParams, type RoundParams } from '../../shared/protocol/params.js';
+import { groupRoundParams, minimumGroupSize, type RoundParams } from '../../shared/protocol/params.js';
 import { roundViewDigest } from '../../shared/protocol/view.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { toEventEnvelope } from '../../shared/rpc/convert.js';
 import type { ClientRegistry } from '../clients/client-registry.js';
 import type { RedisRoundInfo, RedisRoundMeta } from '../queue/round-store.js';
-import { planGroups } from '../round/groups.js';
+import { groupableCohort, planGroups } from '../round/groups.js';
 import { GroupedRoundHost } from '../hosts/grouped-host.js';
 import type { RoundHostLike } from '../hosts/types.js';
 import { RoundHost } from '../hosts/round-host.js';
@@ -43,7 +43,7 @@ export async function openRound(ctx: RoundStartContext, job: Job, gatherMs: numb
   const { opts, clients, clock } = ctx;
   const log: Logger | undefined = opts.log;
   const { manifest, manifestHash: hash } = job;
-  const cohort = await gatherCohort(ctx, manifest.round.cohort, manifest.round.threshold, gatherMs, minimumWaitMs);
+  const cohort = await gatherCohort(ctx, manifest.round, gatherMs, minimumWaitMs);
   const members = new Map(cohort.map((id) => [id, new Uint8Array(Buffer.from(clients.get(id)!.publicKey, 'base64url'))]));
   register();
   const index = roundIndex ?? job.rounds.length;
@@ -71,7 +71,7 @@ export async function openRound(ctx: RoundStartContext, job: Job, gatherMs: numb
       onPhaseClosed: (e) => {
         opts.metrics?.phaseClosed(e);
         if (e.phase === Phase.Unmasking) opts.metrics?.unmaskTime(e.seconds);
-        log?.debug({ job: job.jobId, round: index, ...(split.length > 1 ? { group: split.indexOf(groupMembers) } : {}), phase: e.phase, next: e.next, clients: e.clients, expected: e.expected, ms: Math.round(e.seconds * 1000) }, 'phase closed');
+        log?.debug({ job: job.jobId, round: index, ...(split.length > 1 ? { group: split.indexOf(groupMembers) } : {}), phase: e.phase, next: e.next, clients: e.clients, expected: e.expected, ...(e.declines ? { declines: e.declines } : {}), ms: Math.round(e.seconds * 1000) }, 'phase closed');
       },
     });
   let host: RoundHostLike;
@@ -116,12 +116,17 @@ export async function openRound(ctx: RoundStartContext, job: Job, gatherMs: numb
 
 /**
  * Waits for clients, then draws a uniformly random cohort of up to n among those connected
- * (sorted). A round needs more than t and at least 3 clients (with 2, each would learn the
- * other's input): `too-few-clients` otherwise.
+ * (sorted). A round needs `minimumGroupSize` clients (more than t, at least 3, and more than
+ * half the group size when the manifest names one: clients refuse smaller groups):
+ * `too-few-clients` otherwise. A cohort larger than the group size is trimmed to one that splits
+ * into groups of more than half the group size each (`groupableCohort`).
  */
-async function gatherCohort(ctx: RoundStartContext, n: number, t: number, gatherMs: number, minimumWaitMs: number): Promise<string[]> {
+async function gatherCohort(ctx: RoundStartContext, params: RoundParams, gatherMs: number, minimumWaitMs: number): Promise<string[]> {
   const { opts, clients, clock } = ctx;
-  const needed = Math.max(t + 1, 3);
+  const n = params.cohort;
+  const needed = minimumGroupSize(params);
+  // How many of `count` connected clients a round invites.
+  const usable = (count: number): number => (params.groupSize === undefined ? Math.min(n, count) : groupableCohort(Math.min(n, count), params.groupSize));
   const full = clock() + gatherMs;
   const enough = clock() + Math.max(gatherMs, minimumWaitMs);
   // With rounds on Redis, clients connected to any front end on the Redis count.
@@ -133,19 +138,23 @@ async function gatherCohort(ctx: RoundStartContext, n: number, t: number, gather
   for (;;) {
     const count = (await available()).length;
     const now = clock();
-    if (count >= n || (now >= full && count >= needed) || now >= enough || ctx.closing()) break;
+    if (count >= n || (now >= full && usable(count) >= needed) || now >= enough || ctx.closing()) break;
     await new Promise((r) => setTimeout(r, opts.redisRounds ? 200 : 50));
   }
   if (ctx.closing()) throw new AegisError(ErrorCode.Unavailable, 'the coordinator is shutting down');
   const connected = await available();
-  if (connected.length < needed) {
-    throw new AegisError(ErrorCode.TooFewClients, `${connected.length} clients connected, the round needs at least ${needed} (t + 1, and 3 or more)`);
+  const size = usable(connected.length);
+  if (size < needed) {
+    const trimmed = size < Math.min(n, connected.length) ? `, of which ${size} split into groups of more than half the group size` : '';
+    throw new AegisError(ErrorCode.TooFewClients, `${connected.length} clients connected${trimmed}, the round needs at least ${needed} (t + 1, 3 or more${params.groupSize === undefined ? '' : ', and more than half the group size'})`);
   }
   for (let i = connected.length - 1; i > 0; i--) {
     const j = randomInt(i + 1);
     [connected[i], connected[j]] = [connected[j]!, connected[i]!];
   }
-  return connected.slice(0, n).sort();
+  // A cohort larger than the group size is split: only as many are invited as split into groups
+  // of more than half the group size each.
+  return connected.slice(0, size).sort();
 }
 
 /**

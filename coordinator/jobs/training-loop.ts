@@ -2,7 +2,8 @@
  * The training loop of a job (FedAvg over secure aggregation): after each round, a completed
  * round's weighted mean update makes the next model version — unless the job's validation set
  * shows the poisoning gate was crossed, when the model is held back and the round flagged — and
- * the next round starts, until the manifest's rounds are done or too many in a row failed.
+ * the next round starts, until the manifest's rounds are done or too many in a row failed — or
+ * at once, when the round failed because clients await an operator's approval (audit mode).
  */
 import type { Logger } from 'pino';
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
@@ -10,6 +11,7 @@ import { evaluateModel } from '../../shared/model/evaluate.js';
 import type { ServerEvent } from '../../shared/protocol/messages.js';
 import type { LocalDataStore } from '../../shared/store/types.js';
 import type { RoundOutcome } from '../round/index.js';
+import { declineDetail } from './decline-detail.js';
 import { applyWeightedMean, type ModelVersionRecord, type TrainingProgress } from './training.js';
 import type { Job, RoundRecord } from './types.js';
 
@@ -30,7 +32,9 @@ export const announcedAfterValidation = (job: Job): boolean => job.training !== 
 /**
  * After a training round: a completed round's weighted mean update makes the next model
  * version; an aborted one changes nothing. Then the next round starts, until the manifest's
- * rounds are done or too many rounds in a row aborted.
+ * rounds are done or too many rounds in a row aborted. A round that had too few clients because
+ * clients await approval fails the job at once, saying how many and what to do (approve, then
+ * launch the job again: it runs on from its latest model).
  */
 export async function advanceTraining(ctx: TrainingLoopContext, job: Job, t: TrainingProgress, r: RoundRecord, o: RoundOutcome): Promise<void> {
   const { log } = ctx;
@@ -81,7 +85,10 @@ export async function advanceTraining(ctx: TrainingLoopContext, job: Job, t: Tra
   } else {
     t.aborted++;
     t.abortedInARow++;
-    if (t.abortedInARow > maxAborted) return fail(`${t.abortedInARow} rounds in a row aborted (last: ${o.reason})`);
+    const declines = declineDetail(o, { jobId: job.jobId, manifestSha256: Buffer.from(job.manifestHash).toString('hex'), invited: r.cohort.length });
+    // Clients awaiting an operator's approval do not come round by themselves: retrying is no use.
+    if (o.approvalShortfall) return fail(declines);
+    if (t.abortedInARow > maxAborted) return fail(`${t.abortedInARow} rounds in a row aborted (last: ${o.reason}${declines ? `; ${declines}` : ''})`);
   }
   if (t.completed >= manifest.rounds) {
     t.state = 'completed';

@@ -7,7 +7,8 @@ import { AegisError, ErrorCode } from '../../shared/errors.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import { Phase, type AbortReason } from '../../shared/protocol/vocabulary.js';
-import { abortReasonToProto, phaseToProto, vectorToBytes } from '../../shared/rpc/convert.js';
+import { abortReasonToProto, errorReasonToProto, phaseToProto, vectorToBytes } from '../../shared/rpc/convert.js';
+import { totalDeclines, type DeclineCounts } from '../round/declines.js';
 import { expectedClients } from '../round/phases.js';
 import type { ModelVersionRecord, TrainingProgress } from './training.js';
 import { invitedOf, roundsDone, type Job, type RoundRecord } from './types.js';
@@ -47,7 +48,19 @@ export function jobStateOf(job: Job, cancelled: boolean): admin.JobState {
   return o.reason === 'cancelled' ? admin.JobState.CANCELLED : admin.JobState.ABORTED;
 }
 
-/** A round's status: its phase, the clients each phase heard from out of how many, dropouts, its outcome, and the job's. */
+/** Decline counts as the Admin replies carry them: one entry per reason, most first. */
+export function declineCountsToProto(c: DeclineCounts): admin.DeclineCount[] {
+  return (Object.entries(c) as [ErrorCode, number | undefined][])
+    .filter(([, n]) => (n ?? 0) > 0)
+    .sort(([a, x], [b, y]) => (y ?? 0) - (x ?? 0) || (a < b ? -1 : 1))
+    .map(([reason, n]) => create(admin.DeclineCountSchema, { reason: errorReasonToProto(reason), clients: n! }));
+}
+
+/**
+ * A round's status: its phase, the clients each phase heard from out of how many, the clients
+ * that declined by reason, dropouts (invited clients that neither declined nor reached the
+ * latest set), its outcome, and the job's.
+ */
 export function roundStatus(job: Job, r: RoundRecord, cancelled: boolean, now: number): admin.RoundStatusReply {
   const s = r.host.status();
   // Each phase with the clients it heard from and the clients it waited for (the previous set).
@@ -72,7 +85,8 @@ export function roundStatus(job: Job, r: RoundRecord, cancelled: boolean, now: n
     roundIndex: r.index,
     phase: phaseToProto(o ? (o.ok ? Phase.Completed : Phase.Aborted) : s.phase),
     clientsPerPhase: counts,
-    dropouts: latest === undefined ? 0 : invitedOf(r) - latest,
+    dropouts: latest === undefined ? 0 : Math.max(0, invitedOf(r) - totalDeclines(s.declines) - latest),
+    declines: declineCountsToProto(s.declines),
     // A finished round reports its duration (launch to outcome), not time since launch.
     elapsedMs: BigInt((r.endedAt ?? now) - r.startedAt),
     ok: o?.ok ?? false,
@@ -107,7 +121,7 @@ export function roundResult(job: Job | undefined, jobId: string, roundIndex?: nu
   });
 }
 
-/** One line of the job list. */
+/** One line of the job list (the declines are the latest round's). */
 export function jobInfo(job: Job, cancelled: boolean, now: number): admin.JobInfo {
   const first = job.rounds[0]!;
   const last = job.rounds[job.rounds.length - 1]!;
@@ -124,7 +138,8 @@ export function jobInfo(job: Job, cancelled: boolean, now: number): admin.JobInf
     startedAtMs: BigInt(first.startedAt),
     elapsedMs: BigInt(Math.max(0, end - first.startedAt)),
     roundsAborted: job.rounds.filter((r) => r.outcome && !r.outcome.ok).length,
-    invited: last.cohort.length,
+    invited: invitedOf(last),
+    declines: declineCountsToProto(last.host.status().declines),
   });
 }
 

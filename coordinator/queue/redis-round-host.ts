@@ -17,8 +17,9 @@ import { Phase, PHASE_ORDER } from '../../shared/protocol/vocabulary.js';
 import { toClientEnvelope } from '../../shared/rpc/convert.js';
 import { Outbox } from '../hosts/outbox.js';
 import type { PhaseStart, RoundHostLike, RoundStatus } from '../hosts/types.js';
-import { refuseResend } from '../round/checks.js';
-import { assertMessageFrom, close, outcomeOf, phaseComplete, receive, receiveChecked, start, type CheckedMessage, type CoordinatorConfig, type CoordinatorState, type RoundOutcome } from '../round/index.js';
+import { refuseResend, refuseSecondAnswer, type Phase0Answer } from '../round/checks.js';
+import { totalDeclines, type DeclineCounts } from '../round/declines.js';
+import { assertMessageFrom, close, outcomeOf, phaseComplete, receive, receiveChecked, start, type CheckedMessage, type CoordinatorConfig, type CoordinatorState, type CoordinatorStats, type RoundOutcome } from '../round/index.js';
 import { assertTakes, atPhaseStart, awaitedClients, expectedClients, isFinalPhase, parsePhaseMark, phaseIndex, takes, waitsOnlyForGone, type PhaseMark } from '../round/phases.js';
 import { digestHex, type RedisRoundMeta, type RoundStore } from './round-store.js';
 
@@ -49,15 +50,19 @@ export class RedisRoundHost implements RoundHostLike {
   private settle!: (o: RoundOutcome) => void;
   /** The round's phase as last read from Redis, open or closing. */
   private mark: PhaseMark = { phase: Phase.AdvertiseKeys, closing: false };
-  private stats: RoundStatus['sets'] & { prgWords?: number } = {};
+  private stats: Partial<CoordinatorStats> = {};
+  /** Answers the current phase took (phase 0: advertisements and declines), as last read. */
   private received = 0;
+  /** Phase 0's declines by reason, as last read (once phase 0 ended: `stats.declines`). */
+  private declines: DeclineCounts = {};
   private refused = 0;
   private readonly startedAt: number;
   /** The state at the start of the phase this front end last reached (empty collections). */
   private ctx: CoordinatorState;
   private delivered = -1;
   private readonly outbox = new Outbox();
-  private readonly advertised = new Set<string>();
+  /** Clients this front end took a phase-0 answer from (keys or a decline). */
+  private readonly answered = new Set<string>();
   /** This front end's partial running sum of masked inputs and who is in it. */
   private partial: Uint32Array | null = null;
   private scratch: Uint32Array | null = null;
@@ -120,6 +125,7 @@ export class RedisRoundHost implements RoundHostLike {
     if (phase === Phase.MaskedInput && mark.closing) await this.flush();
     if (!isFinalPhase(phase)) {
       this.received = await st.inboxSize(k, phase);
+      if (phase === Phase.AdvertiseKeys) this.declines = await st.declineCounts(k);
       // The front end that took the last message may have died before asking for the close.
       if (!mark.closing && this.received >= this.expectedIn(phase) && this.expectedIn(phase) > 0) await this.rounds.scheduleClose(k, phase);
       // Deliver what each phase reached so far sent out (a broadcast, or one message per member).
@@ -258,20 +264,35 @@ export class RedisRoundHost implements RoundHostLike {
       }
     } else {
       receiveChecked(check, msg);
-      const opts = msg.type === 'advertise-keys' ? { cap: this.meta.params.cohort, keys: [Buffer.from(msg.cPk).toString('hex'), Buffer.from(msg.sPk).toString('hex')] } : {};
+      const opts =
+        msg.type === 'advertise-keys'
+          ? { cap: this.meta.params.cohort, keys: [Buffer.from(msg.cPk).toString('hex'), Buffer.from(msg.sPk).toString('hex')] }
+          : msg.type === 'decline'
+            ? { decline: msg.reason }
+            : {};
       const r = await st.record(k, phase, msg.clientId, st.sealClient(k, phase, msg), opts);
       if (r.kind !== 'ok') {
         const mine = toBinary(pb.ClientEnvelopeSchema, toClientEnvelope(msg));
-        this.refuse(r, msg, (existing) => {
+        const recorded = (existing: Buffer): ClientMessage | undefined => {
           try {
-            return sameBytes(toBinary(pb.ClientEnvelopeSchema, toClientEnvelope(st.openClient(k, phase, msg.clientId, existing))), mine);
+            return st.openClient(k, phase, msg.clientId, existing);
           } catch {
-            return false;
+            return undefined;
           }
+        };
+        // Phase 0 takes keys or a decline, one per client: the other kind is refused as such.
+        if (r.kind === 'exists' && (msg.type === 'advertise-keys' || msg.type === 'decline')) {
+          const prior = recorded(r.existing)?.type;
+          if (prior !== undefined && prior !== msg.type) refuseSecondAnswer(prior as Phase0Answer, msg.type, false);
+        }
+        this.refuse(r, msg, (existing) => {
+          const prior = recorded(existing);
+          return prior !== undefined && sameBytes(toBinary(pb.ClientEnvelopeSchema, toClientEnvelope(prior)), mine);
         });
       }
       this.received = r.count;
-      if (msg.type === 'advertise-keys') this.advertised.add(msg.clientId);
+      if (msg.type === 'advertise-keys' || msg.type === 'decline') this.answered.add(msg.clientId);
+      if (msg.type === 'decline') this.declines = await st.declineCounts(k);
     }
     await this.maybeClose(phase, this.received);
   }
@@ -331,7 +352,7 @@ export class RedisRoundHost implements RoundHostLike {
   }
 
   awaitsAdvertisement(clientId: string): boolean {
-    return !this.settled && this.phase === Phase.AdvertiseKeys && !this.advertised.has(clientId);
+    return !this.settled && this.phase === Phase.AdvertiseKeys && !this.answered.has(clientId);
   }
 
   status(): RoundStatus {
@@ -341,7 +362,10 @@ export class RedisRoundHost implements RoundHostLike {
     if (u2 !== undefined) sets.u2 = u2;
     if (u3 !== undefined) sets.u3 = u3;
     if (u4 !== undefined) sets.u4 = u4;
-    return { phase: this.phase, received: isFinalPhase(this.phase) ? 0 : this.received, sets, refused: this.refused, elapsedMs: Date.now() - this.startedAt };
+    const declines = this.stats.declines ?? this.declines;
+    // Phase 0's inbox holds the declines too; `received` counts the keys taken.
+    const taken = this.phase === Phase.AdvertiseKeys ? Math.max(0, this.received - totalDeclines(declines)) : this.received;
+    return { phase: this.phase, received: isFinalPhase(this.phase) ? 0 : taken, sets, refused: this.refused, elapsedMs: Date.now() - this.startedAt, declines: { ...declines } };
   }
 
   cancel(detail = 'cancelled by an operator'): void {

@@ -27,8 +27,8 @@ import type { Logger } from '../../shared/log.js';
 import { AbortReason, Phase, PHASE_ORDER } from '../../shared/protocol/vocabulary.js';
 import type { PhaseClosedEvent } from '../hosts/types.js';
 import { abortRound } from '../round/aborted.js';
-import { applyMaskJobs, cancelRound, close, finishUnmask, isFinal, planUnmask, type CoordinatorState, type CoordinatorStats, type CoordinatorTransition, type MaskJob } from '../round/index.js';
-import { atPhaseStart, deadlineOf, formatPhaseMark, isFinalPhase, parsePhaseMark, phaseIndex } from '../round/phases.js';
+import { applyMaskJobs, cancelRound, close, declinesOf, finishUnmask, isFinal, planUnmask, type CoordinatorState, type CoordinatorStats, type CoordinatorTransition, type MaskJob } from '../round/index.js';
+import { atPhaseStart, deadlineOf, formatPhaseMark, isFinalPhase, parsePhaseMark, phaseIndex, receivedCount } from '../round/phases.js';
 import { RedisRoundHost, type RedisFrontEnd } from './redis-round-host.js';
 import { HEARTBEAT_TTL_SECONDS, RoundStore, type RedisRoundInfo, type RedisRoundMeta } from './round-store.js';
 
@@ -250,8 +250,11 @@ export class RedisRounds implements RedisFrontEnd {
       s.sum = sum;
       answered = contributors.length;
     } else {
-      answered = await host.fill(state, await st.inbox(k, phase));
+      await host.fill(state, await st.inbox(k, phase));
+      // Phase 0's inbox holds declines too: the clients it heard from are those whose keys it took.
+      answered = receivedCount(state);
     }
+    const declines = phase === Phase.AdvertiseKeys ? declinesOf(state) : undefined;
     let transition: CoordinatorTransition;
     if (phase === Phase.Unmasking) {
       const s = state as Extract<CoordinatorState, { phase: 'unmasking' }>;
@@ -275,7 +278,7 @@ export class RedisRounds implements RedisFrontEnd {
     if (began === undefined) return false;
     this.applied++;
     const next = transition.next;
-    this.opts.onPhaseClosed?.(host.meta, { phase, next: next.phase, seconds: (Date.now() - began) / 1000, clients: answered, expected: host.expectedIn(phase) });
+    this.opts.onPhaseClosed?.(host.meta, { phase, next: next.phase, seconds: (Date.now() - began) / 1000, clients: answered, expected: host.expectedIn(phase), ...(declines ? { declines } : {}) });
     host.closeMs[phase] = performance.now() - t0;
     const deadline = deadlineOf(next.phase, host.meta.deadlines);
     if (deadline !== undefined) await this.scheduleDeadline(k, next.phase, deadline);
@@ -397,10 +400,12 @@ export class RedisRounds implements RedisFrontEnd {
       const mark = ph ? parsePhaseMark(ph) : undefined;
       if (!mark || isFinalPhase(mark.phase)) return void (await conn.unwatch());
       const { config } = await this.host(k);
-      const stats = { prgWords: 0, ...(JSON.parse(statsB ?? '{}') as Partial<CoordinatorStats>) };
+      const stats: CoordinatorStats = { prgWords: 0, ...(JSON.parse(statsB ?? '{}') as Partial<CoordinatorStats>) };
+      // Cancelled in phase 0: the declines taken so far are the round's.
+      if (mark.phase === Phase.AdvertiseKeys) stats.declines = await st.declineCounts(k);
       const { next } = cancelRound({ phase: mark.phase, cfg: config, stats }, detail);
       const m = conn.multi();
-      m.hset(rk, 'phase', formatPhaseMark({ phase: next.phase, closing: false }), 'outcome', st.sealOutcome(k, next));
+      m.hset(rk, 'phase', formatPhaseMark({ phase: next.phase, closing: false }), 'outcome', st.sealOutcome(k, next), 'stats', JSON.stringify(next.stats));
       m.hincrby(rk, 'transitions', 1);
       st.expireRound(m, k, PHASE_ORDER.slice(0, 5));
       await m.exec();

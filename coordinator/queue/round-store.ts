@@ -16,11 +16,17 @@
  * - `P:round:K:out:<phase>` (hash): client id (or `*` for a broadcast) → sealed server message.
  * - `P:round:K:partial` (hash): front end → its sealed partial sum and contributor list.
  * - `P:round:K:gone` (set): clients whose connection is gone (phases stop waiting for them).
+ * - `P:round:K:declines` (hash): reason code → how many clients declined the round with it
+ *   (counts only; who declined is in phase 0's inbox, with the advertisements, as the round's
+ *   own protocol state).
+ * - Phase 0's inbox takes a client's keys or its decline, one of the two per client: a decline
+ *   counts as the client's answer, so the phase stops waiting for it.
  * - `P:fe:<id>` (hash, 5 s TTL): a live front end's heartbeat and connected clients.
  *
  * Recording a message is one Lua script: it checks the phase (no message is taken once its
  * phase closes), the cohort cap and key ownership, and sets the value only if the client has
- * none: two front ends cannot both take one client's message.
+ * none — two front ends cannot both take one client's message — counting a decline under its
+ * reason in the same step.
  */
 import { createHash } from 'node:crypto';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
@@ -35,6 +41,7 @@ import { fromClientEnvelope, fromServerEnvelope, toClientEnvelope, toServerEnvel
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from '../round/aborted.js';
 import { completedState } from '../round/completed.js';
+import { addDeclines, type DeclineCounts } from '../round/declines.js';
 import { formatPhaseMark } from '../round/phases.js';
 import type { FinalState, StateBase } from '../round/types.js';
 
@@ -110,6 +117,7 @@ if ARGV[5] ~= '' then
   for pk in string.gmatch(ARGV[5], '[^,]+') do redis.call('HSET', KEYS[3], pk, ARGV[2]) end
 end
 redis.call('HSET', KEYS[2], ARGV[2], ARGV[3])
+if ARGV[8] ~= '' then redis.call('HINCRBY', KEYS[4], ARGV[8], 1) end
 return {'ok', tostring(redis.call('HLEN', KEYS[2]))}
 `;
 
@@ -133,7 +141,7 @@ export class RoundStore {
     this.redis = redis;
     this.prefix = opts.prefix ?? 'aegis';
     this.#key = new Uint8Array(queueKey);
-    redis.defineCommand('aegisRecord', { numberOfKeys: 3, lua: RECORD });
+    redis.defineCommand('aegisRecord', { numberOfKeys: 4, lua: RECORD });
     redis.defineCommand('aegisMarkClosing', { numberOfKeys: 1, lua: MARK_CLOSING });
   }
 
@@ -154,6 +162,9 @@ export class RoundStore {
   }
   keysKey(k: string): string {
     return `${this.prefix}:round:${k}:keys`;
+  }
+  declinesKey(k: string): string {
+    return `${this.prefix}:round:${k}:declines`;
   }
   infoKey(roundId: string): string {
     return `${this.prefix}:shared-round:${roundId}`;
@@ -244,11 +255,16 @@ export class RoundStore {
     return (await this.redis.hget(this.roundKey(k), 'phase')) ?? '';
   }
 
-  async record(k: string, phase: Phase, clientId: string, value: Buffer | string, opts: { cap?: number; keys?: string[]; frontEndId?: string } = {}): Promise<RecordResult> {
+  /**
+   * Records a client's message of `phase` (atomically: see RECORD). `decline`: the message is a
+   * decline with this reason, which the round's decline counts take as well.
+   */
+  async record(k: string, phase: Phase, clientId: string, value: Buffer | string, opts: { cap?: number; keys?: string[]; frontEndId?: string; decline?: ErrorCode } = {}): Promise<RecordResult> {
     const r = (await (this.redis as unknown as { aegisRecordBuffer: (...a: unknown[]) => Promise<[Buffer, Buffer]> }).aegisRecordBuffer(
       this.roundKey(k),
       this.inboxKey(k, phase),
       this.keysKey(k),
+      this.declinesKey(k),
       formatPhaseMark({ phase, closing: false }),
       clientId,
       value,
@@ -256,6 +272,7 @@ export class RoundStore {
       (opts.keys ?? []).join(','),
       opts.frontEndId ?? '',
       this.heartbeatPrefix,
+      opts.decline ?? '',
     )) as [Buffer, Buffer];
     const kind = r[0].toString();
     if (kind === 'ok') return { kind, count: Number(r[1].toString()) };
@@ -280,6 +297,12 @@ export class RoundStore {
     return this.redis.hlen(this.inboxKey(k, phase));
   }
 
+  /** How many clients declined round `k` so far, by reason. */
+  async declineCounts(k: string): Promise<DeclineCounts> {
+    const h = await this.redis.hgetall(this.declinesKey(k));
+    return addDeclines(Object.fromEntries(Object.entries(h).map(([reason, n]) => [reason, Number(n)])) as DeclineCounts);
+  }
+
   async gone(k: string): Promise<Set<string>> {
     return new Set(await this.redis.smembers(this.goneKey(k)));
   }
@@ -298,7 +321,7 @@ export class RoundStore {
   }
 
   expireRound(m: ReturnType<Redis['multi']>, k: string, phases: readonly Phase[]): void {
-    for (const key of [this.roundKey(k), this.partialKey(k), this.goneKey(k), this.keysKey(k), ...phases.flatMap((p) => [this.inboxKey(k, p), this.outKey(k, p)])]) m.expire(key, ROUND_TTL_SECONDS);
+    for (const key of [this.roundKey(k), this.partialKey(k), this.goneKey(k), this.keysKey(k), this.declinesKey(k), ...phases.flatMap((p) => [this.inboxKey(k, p), this.outKey(k, p)])]) m.expire(key, ROUND_TTL_SECONDS);
   }
 }
 

@@ -1,6 +1,8 @@
 /** The final state of a round that could not finish: nothing partial is ever published. */
+import type { ErrorCode } from '../../shared/errors.js';
 import { AbortReason } from '../../shared/protocol/vocabulary.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
+import { statsWithDeclines } from './declines.js';
 import type { AbortedState, PhaseBase } from './types.js';
 
 /** The round aborts in `from`'s phase with `reason`. */
@@ -9,7 +11,7 @@ export function abortRound(from: PhaseBase, reason: AbortReason, detail: string)
   return { next, outbound: [] };
 }
 
-/** An operator ends a running round now: it aborts in its current phase with reason `cancelled`. */
-export function cancelRound(from: PhaseBase, detail: string): { next: AbortedState; outbound: [] } {
-  return abortRound(from, AbortReason.Cancelled, detail);
+/** An operator ends a running round now: it aborts in its current phase with reason `cancelled` (phase 0's declines counted). */
+export function cancelRound(from: PhaseBase & { declined?: ReadonlyMap<string, ErrorCode> }, detail: string): { next: AbortedState; outbound: [] } {
+  return abortRound({ ...from, stats: statsWithDeclines(from) }, AbortReason.Cancelled, detail);
 }

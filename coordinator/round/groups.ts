@@ -11,7 +11,7 @@
  *
  * Privacy: the coordinator learns each group's sum, not only the total — a group of g clients
  * hides each input among g, so groups must stay large enough for that to mean something
- * (MIN_GROUP_SIZE), and the split is a seeded permutation the coordinator cannot steer per client.
+ * (more than half the group size, and MIN_GROUP_SIZE), and the split is a seeded permutation the coordinator cannot steer per client.
  *
  * Pure: no I/O. The coordinator and the simulator call it.
  */
@@ -22,16 +22,30 @@ import { addInto } from '../../shared/crypto/vecops.js';
 /** The smallest group: below this a group sum says too much about each member. */
 export const MIN_GROUP_SIZE = 3;
 /**
- * The smallest group size a round may name: with n > g >= 2·MIN_GROUP_SIZE every group of the
- * balanced split has more than g/2 >= MIN_GROUP_SIZE members (n / ceil(n/g) > n·g / (n + g) > g/2).
+ * The smallest group size a round may name: a group of more than g/2 then has at least
+ * MIN_GROUP_SIZE members.
  */
 export const MIN_GROUP_SIZE_PARAM = 2 * MIN_GROUP_SIZE;
+
+/** The fewest members a group of a split cohort has: more than half the group size (clients refuse less). */
+const leastInGroup = (groupSize: number): number => Math.floor(groupSize / 2) + 1;
+
+/**
+ * The largest cohort of at most `n` clients that splits into groups of at most `groupSize` and
+ * more than half of it each (n itself, or fewer: 7 clients do not split into groups of 4..6, 6
+ * do). The coordinator invites that many.
+ */
+export function groupableCohort(n: number, groupSize: number): number {
+  for (let m = n; m > groupSize; m--) if (Math.ceil(m / groupSize) * leastInGroup(groupSize) <= m) return m;
+  return Math.min(n, groupSize);
+}
 
 /**
  * Splits `members` (in any order) into ceil(n / groupSize) groups whose sizes differ by at most
  * one, after a permutation seeded by `seed` (e.g. the round's session id): the assignment is
  * fixed by the seed, so it can be recomputed and checked, and no one picks who sits with whom.
- * With n <= groupSize it is one group of everyone.
+ * With n <= groupSize it is one group of everyone. A count that does not split into groups of
+ * more than half the group size each (`groupableCohort`) is refused with `invalid-argument`.
  */
 export function planGroups(members: readonly string[], groupSize: number, seed: Uint8Array | string | number): string[][] {
   if (!Number.isInteger(groupSize) || groupSize < MIN_GROUP_SIZE_PARAM) throw new AegisError(ErrorCode.InvalidArgument, `the group size must be an integer >= ${MIN_GROUP_SIZE_PARAM}`);
@@ -41,6 +55,9 @@ export function planGroups(members: readonly string[], groupSize: number, seed: 
   const count = Math.ceil(n / groupSize);
   // Sizes differ by at most one, none above groupSize, each > groupSize / 2 >= MIN_GROUP_SIZE.
   const base = Math.floor(n / count);
+  if (base < leastInGroup(groupSize)) {
+    throw new AegisError(ErrorCode.InvalidArgument, `${n} clients do not split into groups of more than half of ${groupSize} each (${groupableCohort(n, groupSize)} would)`);
+  }
   const extra = n % count;
   const sorted = [...members].sort();
   const perm = DeterministicRng.fromSeed('aegis-aggregation-groups', typeof seed === 'number' ? seed : Buffer.from(seed).toString('hex')).permutation(n);

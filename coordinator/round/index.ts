@@ -3,7 +3,7 @@
  * and closes phases (`close`) when `phaseComplete` says nothing more is needed or a deadline
  * passes. `receive` never closes a phase by itself. Every message's shape is checked (zod)
  * before any handler reads it. A message the phase does not take throws `wrong-phase` and
- * leaves the state as it was. `cancelRound` ends a running round; `outcomeOf` reads how a
+ * leaves the state as it was (phase 0 takes keys or a decline, each later phase one message). `cancelRound` ends a running round; `outcomeOf` reads how a
  * round ended from its final state.
  */
 import { AegisError, ErrorCode } from '../../shared/errors.js';
@@ -24,6 +24,7 @@ export type * from './types.js';
 export { applyMaskJobs, finish as finishUnmask, plan as planUnmask } from './r4-unmasking.js';
 export { cancelRound } from './aborted.js';
 export { groupedOutcome, outcomeOf } from './outcome.js';
+export { addDeclines, declinesOf, describeDeclines, totalDeclines, type DeclineCounts } from './declines.js';
 
 /** Opens a round (phase 0). Parameters are re-validated: a bad manifest never starts a round. */
 export function start(cfg: CoordinatorConfig): AdvertiseKeysState {

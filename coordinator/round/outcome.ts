@@ -4,12 +4,14 @@
  */
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { decodeRoundSum } from './completed.js';
+import { addDeclines, approvalShortfall } from './declines.js';
 import { combineGroups } from './groups.js';
 import type { FinalState, RoundOutcome } from './types.js';
 
 export function outcomeOf(final: FinalState): RoundOutcome {
-  if (final.phase === Phase.Completed) return { ok: true, survivors: final.survivors, sum: final.sum, result: final.result, state: final };
-  return { ok: false, reason: final.reason, at: final.at, detail: final.detail, state: final };
+  const declines = final.stats.declines ?? {};
+  if (final.phase === Phase.Completed) return { ok: true, survivors: final.survivors, sum: final.sum, result: final.result, declines, state: final };
+  return { ok: false, reason: final.reason, at: final.at, detail: final.detail, declines, approvalShortfall: approvalShortfall(final), state: final };
 }
 
 /**
@@ -22,12 +24,15 @@ export function groupedOutcome(groups: readonly { members: readonly string[]; ou
   const outcomes = groups.map((g) => g.outcome);
   const combined = combineGroups(outcomes.map((o, i) => (o.ok ? { ok: true as const, survivors: o.survivors, sum: o.sum } : { ok: false as const, reason: o.reason, at: o.at, members: groups[i]!.members })));
   const firstOk = outcomes.find((o) => o.ok);
+  const declines = addDeclines(...outcomes.map((o) => o.declines));
   if (combined.ok && firstOk?.ok) {
     const sum = combined.sum!;
-    return { ok: true, survivors: combined.survivors, sum, result: decodeRoundSum(sum, combined.survivors.length, firstOk.state.cfg.params), state: firstOk.state };
+    return { ok: true, survivors: combined.survivors, sum, result: decodeRoundSum(sum, combined.survivors.length, firstOk.state.cfg.params), declines, state: firstOk.state };
   }
   const first = outcomes[0]!;
   if (first.ok) throw new Error('unreachable: a completed group makes the round complete');
   const detail = `all ${groups.length} aggregation groups aborted (first: ${first.reason} in ${first.at}${first.detail ? `: ${first.detail}` : ''})`;
-  return { ok: false, reason: first.reason, at: first.at, detail, state: first.state };
+  // One group that would have run with its members' approval makes the round one that would have.
+  const shortfall = outcomes.some((o) => !o.ok && o.approvalShortfall);
+  return { ok: false, reason: first.reason, at: first.at, detail, declines, approvalShortfall: shortfall, state: first.state };
 }

@@ -9,15 +9,18 @@ import type { ClientMessage, PhaseDeadlines } from '../../shared/protocol/messag
 import { Phase, PHASE_ORDER } from '../../shared/protocol/vocabulary.js';
 import type { CoordinatorState, CoordinatorStats } from './types.js';
 
-/** The client message each phase takes; the two final states take none. */
-export const MESSAGE_OF_PHASE: Readonly<Record<Phase, ClientMessage['type'] | null>> = {
-  [Phase.AdvertiseKeys]: 'advertise-keys',
-  [Phase.ShareKeys]: 'share-keys',
-  [Phase.MaskedInput]: 'masked-input',
-  [Phase.ConsistencyCheck]: 'consistency-signature',
-  [Phase.Unmasking]: 'unmask-response',
-  [Phase.Completed]: null,
-  [Phase.Aborted]: null,
+/**
+ * The client messages each phase takes; the two final states take none. Phase 0 takes a client's
+ * keys or its decline (it sits the round out), one of the two per client.
+ */
+export const MESSAGES_OF_PHASE: Readonly<Record<Phase, readonly ClientMessage['type'][]>> = {
+  [Phase.AdvertiseKeys]: ['advertise-keys', 'decline'],
+  [Phase.ShareKeys]: ['share-keys'],
+  [Phase.MaskedInput]: ['masked-input'],
+  [Phase.ConsistencyCheck]: ['consistency-signature'],
+  [Phase.Unmasking]: ['unmask-response'],
+  [Phase.Completed]: [],
+  [Phase.Aborted]: [],
 };
 
 /** Which of the manifest's deadlines bounds each phase; the two final states have none. */
@@ -66,14 +69,14 @@ export function parsePhaseMark(s: string): PhaseMark | undefined {
 const describeMark = (m: PhaseMark): string => (m.closing ? `${m.phase} (closing)` : m.phase);
 
 /** True when the round, at `mark`, takes a message of this type. */
-export const takes = (mark: PhaseMark, type: unknown): boolean => !mark.closing && MESSAGE_OF_PHASE[mark.phase] === type;
+export const takes = (mark: PhaseMark, type: unknown): boolean => !mark.closing && (MESSAGES_OF_PHASE[mark.phase] as readonly unknown[]).includes(type);
 
 /** Throws `wrong-phase` unless the round, at `mark`, takes a message of this type. */
 export function assertTakes(mark: PhaseMark, type: unknown): void {
   if (!takes(mark, type)) throw new AegisError(ErrorCode.WrongPhase, `the round is in phase ${describeMark(mark)} and does not take ${String(type)}`);
 }
 
-/** How many clients the current phase has taken a message from. */
+/** How many clients the current phase has taken its message from (phase 0: keys; declines are counted apart). */
 export function receivedCount(s: CoordinatorState): number {
   switch (s.phase) {
     case Phase.AdvertiseKeys:
@@ -89,10 +92,11 @@ export function receivedCount(s: CoordinatorState): number {
   }
 }
 
-/** True when the current phase has taken a message from `clientId`. */
+/** True when the current phase has taken a message from `clientId` (in phase 0, its keys or its decline). */
 export function hasAnswered(s: CoordinatorState, clientId: string): boolean {
   switch (s.phase) {
     case Phase.AdvertiseKeys:
+      return s.received.has(clientId) || s.declined.has(clientId);
     case Phase.ShareKeys:
     case Phase.MaskedInput:
       return s.received.has(clientId);
@@ -149,7 +153,8 @@ export function awaitedClients(s: CoordinatorState, cohort: readonly string[] | 
 
 /**
  * True when a phase waits only for clients that are gone: every client in `awaited` has
- * answered or is gone, and some are gone. The phase can then close without its deadline.
+ * answered (in phase 0, a decline is an answer) or is gone, and some are gone. The phase can
+ * then close without its deadline.
  */
 export function waitsOnlyForGone(awaited: Iterable<string>, answered: (clientId: string) => boolean, gone: ReadonlySet<string>): boolean {
   if (gone.size === 0) return false;
@@ -165,7 +170,7 @@ export function waitsOnlyForGone(awaited: Iterable<string>, answered: (clientId:
 export function atPhaseStart(s: CoordinatorState): CoordinatorState {
   switch (s.phase) {
     case Phase.AdvertiseKeys:
-      return { ...s, received: new Map(), keyOwners: new Map() };
+      return { ...s, received: new Map(), keyOwners: new Map(), declined: new Map() };
     case Phase.ShareKeys:
       return { ...s, received: new Map() };
     case Phase.MaskedInput:

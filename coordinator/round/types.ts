@@ -8,11 +8,13 @@
  * sum, which `receive` updates in place (copying an O(m) sum per message would cost more than
  * the round); callers hold on to the returned `next`, never to an earlier state.
  */
+import type { ErrorCode } from '../../shared/errors.js';
 import type { Addressed, AdvertiseKeys, RoundRef, ServerMessage, ShareKeys, UnmaskRequest, UnmaskResponse } from '../../shared/protocol/messages.js';
 import type { RoundParams } from '../../shared/protocol/params.js';
 import type { Roster } from '../../shared/protocol/roster.js';
 import type { WeightedSum } from '../../shared/crypto/quantize.js';
 import type { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
+import type { DeclineCounts } from './declines.js';
 
 export interface CoordinatorConfig {
   params: RoundParams;
@@ -31,6 +33,10 @@ export interface CoordinatorStats {
   u2?: number;
   u3?: number;
   u4?: number;
+  /** Clients whose keys phase 0 took, fixed when it closed (U1's size when the round went on, also when it aborted there). */
+  advertised?: number;
+  /** Clients that declined the round, by reason: counts only, fixed when phase 0 ended. */
+  declines?: DeclineCounts;
 }
 
 /** What every state carries: the round's configuration and statistics. */
@@ -49,6 +55,8 @@ export interface AdvertiseKeysState extends StateBase {
   received: Map<string, AdvertiseKeys>;
   /** Public keys already advertised (hex) -> client id: one key never appears under two ids. */
   keyOwners: Map<string, string>;
+  /** Clients that declined the round -> the reason code they sent (phase 0 waits for them no longer). */
+  declined: Map<string, ErrorCode>;
 }
 
 export interface ShareKeysState extends StateBase {
@@ -127,11 +135,25 @@ export type FinalState = CompletedState | AbortedState;
 /**
  * How a round ended, as its host reports it (made from the final state by `outcomeOf`,
  * coordinator/round/outcome.ts): a completed round's survivors, unmasked sum and its decoding, or
- * an aborted round's reason, phase and detail.
+ * an aborted round's reason, phase and detail; either with its declines by reason.
  */
 export type RoundOutcome =
-  | { ok: true; survivors: readonly string[]; sum: Uint32Array; result: WeightedSum; state: CompletedState }
-  | { ok: false; reason: AbortReason; at: Phase; detail: string; state: AbortedState };
+  | { ok: true; survivors: readonly string[]; sum: Uint32Array; result: WeightedSum; declines: DeclineCounts; state: CompletedState }
+  | {
+      ok: false;
+      reason: AbortReason;
+      at: Phase;
+      detail: string;
+      /** The round's declines by reason (every group's, in a grouped round). */
+      declines: DeclineCounts;
+      /**
+       * True when the round aborted in phase 0 for too few clients and the clients awaiting an
+       * operator's approval (audit mode) account for the shortfall (in some group of a grouped
+       * round): it would have run with their approval.
+       */
+      approvalShortfall: boolean;
+      state: AbortedState;
+    };
 
 export interface CoordinatorTransition {
   next: CoordinatorState;

@@ -19,7 +19,8 @@
  * | `aegis_phase_duration_seconds`          | histogram | phase           | wall time of a phase, from open to close (10 ms .. 10 min buckets)       |
  * | `aegis_phase_clients`                   | gauge     | phase           | clients that sent the phase's message, in the latest closed phase        |
  * | `aegis_phase_expected_clients`          | gauge     | phase           | clients expected in the latest closed phase                              |
- * | `aegis_dropouts_total`                  | counter   | phase           | clients expected but missing when a phase closed                         |
+ * | `aegis_dropouts_total`                  | counter   | phase           | clients expected but missing when a phase closed (not those that declined) |
+ * | `aegis_round_declines_total`            | counter   | reason          | clients that declined a round (sat it out), by the `ErrorCode` they sent; counted when phase 0 closes |
  * | `aegis_unmask_seconds`                  | histogram | —               | time the coordinator spent reconstructing and removing masks             |
  * | `aegis_clients_suspected_lost`          | gauge     | —               | enrolled, unrevoked clients silent longer than `clients.lost_after`      |
  * | `aegis_clients_flagged_lost_total`      | counter   | —               | times a client was flagged suspected-lost                                |
@@ -28,8 +29,9 @@
  * | `aegis_key_age_seconds`                 | gauge     | key             | age of each key's current version at the last check (`RotatedKeyName`)   |
  *
  * Label vocabularies: `phase` is one of the five protocol phases of `Phase` (advertise-keys,
- * share-keys, masked-input, consistency-check, unmasking); `reason` is an `AbortReason` value;
- * `outcome` is `RoundOutcome`; `kind` is `KeyRotationKind`; each also admits `other`.
+ * share-keys, masked-input, consistency-check, unmasking); `reason` is an `AbortReason` value
+ * (an `ErrorCode` value for declines); `outcome` is `RoundOutcome`; `kind` is `KeyRotationKind`;
+ * each also admits `other`.
  *
  * Why there are no client or job labels (metadata minimisation): secure aggregation hides what
  * each client contributed, and the metadata around a round must not undo that. A client-id label
@@ -52,6 +54,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import { isDuration, label } from '../../shared/metrics/labels.js';
 import { rotatedKeyLabel, rotationReasonLabel, type RotatedKeyName, type RotationReason } from '../../shared/metrics/key-rotation.js';
 import type { MetricsSource } from '../../shared/metrics/serve.js';
+import { ErrorCode } from '../../shared/errors.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 
 /** How a round ended. */
@@ -85,6 +88,7 @@ export const METRIC_LABELS: Readonly<Record<string, readonly string[]>> = {
   aegis_phase_clients: ['phase'],
   aegis_phase_expected_clients: ['phase'],
   aegis_dropouts_total: ['phase'],
+  aegis_round_declines_total: ['reason'],
   aegis_unmask_seconds: [],
   aegis_clients_suspected_lost: [],
   aegis_clients_flagged_lost_total: [],
@@ -99,6 +103,7 @@ const ROUND_BUCKETS = [0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 180
 
 const PHASES = new Set<string>(METRIC_PHASES);
 const REASONS = new Set<string>(Object.values(AbortReason));
+const DECLINE_REASONS = new Set<string>(Object.values(ErrorCode));
 const OUTCOMES = new Set<string>(Object.values(RoundOutcome));
 const KINDS = new Set<string>(Object.values(KeyRotationKind));
 
@@ -114,6 +119,8 @@ export interface PhaseClosed {
   clients: number;
   /** Clients expected to send it (the survivors of the previous phase). */
   expected: number;
+  /** Phase 0: the clients that declined the round instead, by reason code (not dropouts). */
+  declines?: Readonly<Record<string, number | undefined>>;
 }
 
 export interface RoundFinished {
@@ -147,6 +154,7 @@ export class CoordinatorMetrics implements MetricsSource {
   private readonly phaseClients: Gauge<'phase'>;
   private readonly phaseExpected: Gauge<'phase'>;
   private readonly dropouts: Counter<'phase'>;
+  private readonly declines: Counter<'reason'>;
   private readonly unmask: Histogram;
   private readonly suspectedLost: Gauge;
   private readonly flaggedLost: Counter;
@@ -202,6 +210,12 @@ export class CoordinatorMetrics implements MetricsSource {
       labelNames: ['phase'] as const,
       registers,
     });
+    this.declines = new Counter({
+      name: 'aegis_round_declines_total',
+      help: 'Clients that declined a round (sat it out), by the reason code they sent; counted when phase 0 closes.',
+      labelNames: ['reason'] as const,
+      registers,
+    });
     this.unmask = new Histogram({
       name: 'aegis_unmask_seconds',
       help: 'Time spent reconstructing and removing the masks of a round.',
@@ -242,15 +256,25 @@ export class CoordinatorMetrics implements MetricsSource {
     this.roundsRunning.set(this.running);
   }
 
-  /** A phase closed: its duration, and how many of the expected clients sent its message. */
+  /**
+   * A phase closed: its duration, how many of the expected clients sent its message, and (phase
+   * 0) how many declined, by reason. A client that declined is not a dropout.
+   */
   phaseClosed(p: PhaseClosed): void {
     const phase = label(PHASES, p.phase);
     const clients = count(p.clients);
     const expected = count(p.expected);
+    let declined = 0;
+    for (const [reason, n] of Object.entries(p.declines ?? {})) {
+      const c = count(n);
+      if (c === 0) continue;
+      this.declines.inc({ reason: label(DECLINE_REASONS, reason) }, c);
+      declined += c;
+    }
     if (isDuration(p.seconds)) this.phaseDuration.observe({ phase }, p.seconds);
     this.phaseClients.set({ phase }, clients);
     this.phaseExpected.set({ phase }, expected);
-    if (expected > clients) this.dropouts.inc({ phase }, expected - clients);
+    if (expected > clients + declined) this.dropouts.inc({ phase }, expected - clients - declined);
   }
 
   /** A round finished; a round that did not complete also counts under its reason and phase. */

@@ -1,7 +1,7 @@
 /**
  * The dashboard's JSON API (see coordinator/service/dashboard.ts): the shapes the page reads, and
  * lenient readers that turn whatever arrived into those shapes. The page renders only these
- * fields — counts, phases, reason codes, job ids, hashes, accuracy and loss — and never dumps a
+ * fields — counts, phases, reason codes (declines by reason too), job ids, hashes, accuracy and loss — and never dumps a
  * body as it came, so a field the server might add later cannot leak onto the page.
  */
 
@@ -49,9 +49,16 @@ export interface RoundInfo {
   invited: number | null;
   dropouts: number | null;
   refused: number | null;
+  /** Clients that sat the round out, by reason code. */
+  declines: DeclineCount[];
   abortReason: string | null;
   detail: string;
   poisoningFlagged: boolean;
+}
+
+export interface DeclineCount {
+  reason: string;
+  clients: number;
 }
 
 export interface ModelVersion {
@@ -154,6 +161,11 @@ function readRound(v: unknown): RoundInfo | null {
     invited: num(o.invited),
     dropouts: num(o.dropouts),
     refused: num(o.refused),
+    declines: arr(o.declines).flatMap((m) => {
+      const x = obj(m);
+      const clients = num(x?.clients);
+      return x && typeof x.reason === 'string' && clients !== null && clients > 0 ? [{ reason: x.reason, clients }] : [];
+    }),
     abortReason: strOrNull(o.abortReason),
     detail: str(o.detail),
     poisoningFlagged: o.poisoningFlagged === true,

@@ -3,8 +3,8 @@
  * the coordinator's dashboard server). Two views, hash-routed:
  *   #/            jobs: id, kind, manifest signer, state, rounds done/total, current round and phase
  *   #/job/<id>    a job: the current round's phase timeline (clients per phase out of expected,
- *                 dropouts, refusals, abort reason), accuracy and loss per round (uPlot), the
- *                 rounds table, poisoning flags
+ *                 declines by reason, dropouts, refusals, abort reason), accuracy and loss per
+ *                 round (uPlot), the rounds table, poisoning flags
  * Live: Server-Sent Events from /api/events; when the stream drops the page polls the JSON API
  * and reopens the stream now and then. A 401 stops everything and says how to sign in.
  * Everything the API sends is rendered as text (textContent / text nodes), never as HTML.
@@ -54,6 +54,11 @@ const connEl = byId('conn');
 const registryEl = byId('registry');
 const flagsEl = byId('flags');
 const clientsEl = byId('clients');
+
+/** How many clients sat a round out. */
+const declinedCount = (r: RoundInfo): number => r.declines.reduce((a, d) => a + d.clients, 0);
+/** "approval-required 2, no-input 1" ('' without declines). */
+const declinesText = (r: RoundInfo): string => r.declines.map((d) => `${d.reason} ${d.clients}`).join(', ');
 
 function summaryOf(jobId: string): JobSummary | null {
   return state.jobs?.find((j) => j.jobId === jobId) ?? state.details.get(jobId)?.job ?? null;
@@ -265,6 +270,7 @@ function jobView(jobId: string): View {
   };
   const [invitedBox, invited] = stat('invited', 'invited');
   const [dropoutsBox, dropouts] = stat('dropouts', 'dropouts');
+  const [declinedBox, declined] = stat('declined', 'declined');
   const [refusedBox, refused] = stat('refused', 'refused');
   const [abortBox, abort] = stat('abort reason', 'abort-reason');
   const [roundTimeBox, roundTime] = stat('round time', 'round-time');
@@ -273,7 +279,7 @@ function jobView(jobId: string): View {
     { class: 'panel', 'data-testid': 'current-round' },
     h('h2', {}, 'Round ', roundIndex, roundOf, ' · ', phase),
     steps.element,
-    h('div', { class: 'stats' }, invitedBox, dropoutsBox, refusedBox, abortBox, roundTimeBox),
+    h('div', { class: 'stats' }, invitedBox, declinedBox, dropoutsBox, refusedBox, abortBox, roundTimeBox),
   );
 
   const acc = metricChart(ACCURACY);
@@ -281,7 +287,7 @@ function jobView(jobId: string): View {
   const charts = h('section', { class: 'charts' }, acc.element, loss.element);
   const noTraining = h('p', { class: 'muted', 'data-testid': 'no-training', hidden: true }, 'Not a training job: no model to check.');
 
-  const heads = ['Round', 'Outcome', 'Clients', 'Invited', 'Dropouts', 'Refused', 'Time', 'Model', 'Test acc', 'Test loss', 'Flags'];
+  const heads = ['Round', 'Outcome', 'Clients', 'Invited', 'Declined', 'Dropouts', 'Refused', 'Time', 'Model', 'Test acc', 'Test loss', 'Flags'];
   const tbody = h('tbody');
   const rounds = h(
     'section',
@@ -318,6 +324,7 @@ function jobView(jobId: string): View {
       h('td', { title: r.detail || undefined }, outcome),
       h('td', {}, lastCount ? fmtOf(lastCount.clients, lastCount.expected) : '–'),
       h('td', {}, fmtNum(r.invited)),
+      h('td', { title: declinesText(r) || undefined, 'data-testid': `round-declined-${r.index}` }, fmtNum(declinedCount(r))),
       h('td', {}, fmtNum(r.dropouts)),
       h('td', {}, fmtNum(r.refused)),
       h('td', {}, fmtMs(r.elapsedMs)),
@@ -354,6 +361,8 @@ function jobView(jobId: string): View {
       steps.update(r, running);
       setText(invited, fmtNum(r?.invited ?? null));
       setText(dropouts, fmtNum(r?.dropouts ?? null));
+      setText(declined, r ? `${fmtNum(declinedCount(r))}${declinesText(r) ? ` (${declinesText(r)})` : ''}` : '–');
+      declinedBox.classList.toggle('bad', r ? declinedCount(r) > 0 : false);
       setText(refused, fmtNum(r?.refused ?? null));
       setText(abort, r?.abortReason ?? (r?.finished ? 'none' : '–'));
       abort.parentElement?.classList.toggle('bad', Boolean(r?.abortReason));

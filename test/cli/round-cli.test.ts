@@ -1,7 +1,7 @@
 /**
  * The ML engineer's round commands end to end, each a real `aegis` process (dist/) against a real
  * coordinator and real client processes over TLS: `round list`, `round status --watch`,
- * `round cancel` and `round result --out DIR`.
+ * `round cancel` and `round result --out DIR`; a device's decline in status, list and /metrics.
  */
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -17,6 +17,7 @@ const VALUES = [0.5, -0.25, 0.125, 1];
 
 let root: string;
 let coordDir: string;
+let dev3: ChildProcess | undefined;
 const children: ChildProcess[] = [];
 
 const aegis = (args: string[]): CliRun => runCli(args, env, 60_000);
@@ -64,8 +65,8 @@ beforeAll(async () => {
   children.push(c);
   await waitFor(() => existsSync(join(coordDir, 'coordinator.json')), 30_000, 'the coordinator to listen');
   const { address, enrollAddress } = JSON.parse(readFileSync(join(coordDir, 'coordinator.json'), 'utf8')) as { address: string; enrollAddress: string };
-  // Four devices: dev-0..2 take part in everything; dev-3 (in audit mode: it sits out jobs nobody
-  // approved on it) joins later to hold a round in its first phase.
+  // Four devices: dev-0..2 take part in everything; dev-3 (in audit mode: it declines jobs nobody
+  // approved on it) joins later, declines a round, then is frozen to hold a round in its first phase.
   for (let i = 0; i < 4; i++) {
     const inv = json(admin('clients', 'invite'));
     const dir = join(root, `dev-${i}`);
@@ -166,9 +167,31 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
     expect(json(admin('round', 'result', 'no-such-job', '--out', join(root, 'x'))).error.code).toBe('not-found');
   }, 30_000);
 
+  test('a device in audit mode declines: phase 0 closes once the others advertised, and status and list show the decline by reason', async () => {
+    // dev-3 connects; in audit mode it declines (approval-required) instead of advertising keys.
+    dev3 = runClient(3);
+    const advertiseMs = 60_000;
+    const manifest = writeManifest('decline-job', { cohort: 4, rounds: 1, advertiseMs });
+    const launched = admin('round', 'launch', '--manifest', manifest, '--gather', '20s', '--wait');
+    expect(launched.status).toBe(0);
+    const s = json(launched).status;
+    expect(s).toMatchObject({ job_id: 'decline-job', state: 'completed', ok: true, invited: 4, dropouts: 0, declines: { 'approval-required': 1 } });
+    expect(s.phases[0]).toEqual({ phase: 'advertise-keys', clients: 3, expected: 4 });
+    // The round ended (so phase 0 closed) long before phase 0's one-minute deadline.
+    expect(s.elapsed_ms).toBeLessThan(advertiseMs);
+    const text = aegis(['round', 'status', 'decline-job', '--data-dir', coordDir]);
+    expect(text.stdout).toMatch(/invited 4; declined 1 \(approval-required 1\); advertise-keys 3\/4/);
+    expect(json(admin('round', 'list')).jobs.find((j: { job_id: string }) => j.job_id === 'decline-job')).toMatchObject({ state: 'completed', declines: { 'approval-required': 1 } });
+    const list = aegis(['round', 'list', '--data-dir', coordDir]).stdout;
+    expect(list).toMatch(/^JOB\tKIND\tSTATE\tROUNDS\tROUND\tPHASE\tSTARTED\tELAPSED\tDECLINED$/m);
+    expect(list).toMatch(/^decline-job\tplain\tcompleted\t1\/1\t0\tcompleted\t.*\tapproval-required 1$/m);
+    expect(list).toMatch(/^watch-job\t.*\t-$/m);
+  }, 60_000);
+
   test('cancel ends a running round (status cancelled); a second cancel is failed-precondition, an unknown job not-found', async () => {
-    // dev-3 connects; in audit mode it never advertises keys for this job, so phase 0 waits for it.
-    runClient(3);
+    // dev-3 stays connected but frozen (SIGSTOP): it neither advertises nor declines, so phase 0
+    // waits for it (its stream lives on for the transport's keepalive time, far longer than this test).
+    dev3!.kill('SIGSTOP');
     const manifest = writeManifest('cancel-job', { cohort: 4, rounds: 1, advertiseMs: 60_000 });
     const launched = admin('round', 'launch', '--manifest', manifest, '--gather', '20s');
     expect(launched.status).toBe(0);
@@ -214,15 +237,18 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
     expect(res.status).toBe(200);
     const text = await res.text();
     const value = (re: RegExp): number => Number(re.exec(text)?.[1] ?? NaN);
-    // The tests above ran one completed round (3 clients) and one cancelled in its first phase.
-    expect(value(/^aegis_rounds_started_total (\d+)$/m)).toBe(2);
-    expect(value(/^aegis_rounds_finished_total\{outcome="completed"\} (\d+)$/m)).toBe(1);
+    // The tests above ran two completed rounds (3 clients each; dev-3 declined the second) and one
+    // cancelled in its first phase.
+    expect(value(/^aegis_rounds_started_total (\d+)$/m)).toBe(3);
+    expect(value(/^aegis_rounds_finished_total\{outcome="completed"\} (\d+)$/m)).toBe(2);
+    expect(value(/^aegis_round_declines_total\{reason="approval-required"\} (\d+)$/m)).toBe(1);
+    expect(value(/^aegis_dropouts_total\{phase="advertise-keys"\} (\d+)$/m)).toBe(0);
     expect(value(/^aegis_rounds_finished_total\{outcome="cancelled"\} (\d+)$/m)).toBe(1);
     expect(value(/^aegis_round_aborts_total\{reason="cancelled",phase="advertise-keys"\} (\d+)$/m)).toBe(1);
     expect(value(/^aegis_rounds_running (\d+)$/m)).toBe(0);
-    expect(value(/^aegis_phase_duration_seconds_count\{phase="unmasking"\} (\d+)$/m)).toBe(1);
+    expect(value(/^aegis_phase_duration_seconds_count\{phase="unmasking"\} (\d+)$/m)).toBe(2);
     expect(value(/^aegis_phase_clients\{phase="masked-input"\} (\d+)$/m)).toBe(3);
-    expect(value(/^aegis_unmask_seconds_count (\d+)$/m)).toBe(1);
+    expect(value(/^aegis_unmask_seconds_count (\d+)$/m)).toBe(2);
     for (const id of ['dev-0', 'dev-1', 'dev-2', 'dev-3', '127.0.0.1']) expect(text).not.toContain(id);
     expect((await fetch(`http://${metrics}/other`)).status).toBe(404);
   });

@@ -44,6 +44,17 @@ describe('a round in aggregation groups', () => {
     expect(satOut).toEqual([]);
   }, 60_000);
 
+  test('a cohort of no more than half the group size is refused with too-few-clients (clients refuse such groups too)', async () => {
+    c = await startCoordinator();
+    const clients = await enrollClients(c, 6);
+    runners = startRunners(c, clients, DIM);
+    await waitFor(() => c!.connectedClients().length === 6, 20_000, 'all clients connected');
+    // t = 3 would take 4 clients; a group size of 12 takes 7 (more than half of min(12, 20)).
+    const m = manifest({ jobId: 'too-small', round: { dim: DIM, cohort: 20, groupSize: 12, neighbors: 4, threshold: 3 } });
+    await expect(c.launch(m, { gatherMs: 200 })).rejects.toMatchObject({ code: 'too-few-clients', message: expect.stringMatching(/6 clients connected, the round needs at least 7 .*more than half the group size/) });
+    expect(() => c!.statusOf('too-small')).toThrow(/no job/);
+  }, 60_000);
+
   test('a group whose clients vanish aborts alone: the round completes with the other group exactly', async () => {
     c = await startCoordinator({ lostAfterMs: 500 });
     const clients = await enrollClients(c, 9);

@@ -86,11 +86,11 @@ describe('Redis restarted with AOF on', () => {
     }
     const [a, b] = fes as [(typeof fes)[0], (typeof fes)[0]];
 
-    // Six clients, client i on front end i % 2. Client 5 is connected and in the cohort but has
-    // no input: it never advertises keys, so the advertise phase waits for its deadline, which
-    // holds the round in that phase while Redis restarts.
+    // Six clients, client i on front end i % 2. Client 5 is connected and in the cohort but held
+    // before it joins the round: it neither advertises keys nor declines, so the advertise phase
+    // waits for its deadline, which holds the round in that phase while Redis restarts.
     const clients = await enrollClients(a.c, 6);
-    runners = clients.map((e, i) => startRunners(fes[i % 2]!.c, [e], DIM, undefined, () => (i === 5 ? { input: undefined as unknown as () => Uint32Array } : { input: () => inputOf(i) }))[0]!);
+    runners = clients.map((e, i) => startRunners(fes[i % 2]!.c, [e], DIM, undefined, () => ({ input: () => inputOf(i), ...(i === 5 ? { beforeRound: () => new Promise<void>(() => undefined) } : {}) }))[0]!);
     await waitFor(() => a.c.connectedClients().length === 3 && b.c.connectedClients().length === 3, 20_000, 'clients on both front ends');
 
     const advertiseMs = 8_000;

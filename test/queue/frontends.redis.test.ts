@@ -61,6 +61,8 @@ function runOn(frontEndsList: FrontEnd[], clients: Enrolled[]): ClientRunner[] {
 }
 
 const inputOf = (i: number): Uint32Array => expectedSum([i], DIM);
+/** A client held before it joins a round: connected and invited, it never answers phase 0. */
+const held = (): Promise<void> => new Promise<void>(() => undefined);
 const sumEquals = (a: Uint32Array, b: Uint32Array): boolean => Buffer.from(a.buffer, a.byteOffset, a.byteLength).equals(Buffer.from(b.buffer, b.byteOffset, b.byteLength));
 
 describe('a round across two front ends', () => {
@@ -117,9 +119,9 @@ describe('a round across two front ends', () => {
     const prefix = `${ctx.prefix}-c`;
     const [a, b] = await frontEnds(2, prefix);
     const clients = await enrollClients(a!.c, 5);
-    // Client 4 is connected and in the cohort but has no input: it never advertises keys, and
-    // the advertise phase waits for it until its deadline.
-    runners = clients.map((e, i) => startRunners(i % 2 === 0 ? a!.c : b!.c, [e], DIM, undefined, () => (i === 4 ? { input: undefined as unknown as () => Uint32Array } : { input: () => inputOf(i) }))[0]!);
+    // Client 4 is connected and in the cohort but held before it joins the round: it neither
+    // advertises keys nor declines, and the advertise phase waits for it until its deadline.
+    runners = clients.map((e, i) => startRunners(i % 2 === 0 ? a!.c : b!.c, [e], DIM, undefined, () => ({ input: () => inputOf(i), ...(i === 4 ? { beforeRound: held } : {}) }))[0]!);
     await waitFor(() => a!.c.connectedClients().length + b!.c.connectedClients().length === 5, 20_000, 'clients connected');
     const advertiseMs = 3_000;
     const started = Date.now();
@@ -161,8 +163,9 @@ describe('a round across two front ends', () => {
     const prefix = `${ctx.prefix}-e`;
     const [a, b] = await frontEnds(2, prefix);
     const clients = await enrollClients(a!.c, 4);
-    // Client 3 never advertises: the round waits in its first phase (long deadline) until cancelled.
-    runners = clients.map((e, i) => startRunners(i % 2 === 0 ? a!.c : b!.c, [e], DIM, undefined, () => (i === 3 ? { input: undefined as unknown as () => Uint32Array } : { input: () => inputOf(i) }))[0]!);
+    // Client 3 is held before it joins (neither keys nor a decline): the round waits in its first
+    // phase (long deadline) until cancelled.
+    runners = clients.map((e, i) => startRunners(i % 2 === 0 ? a!.c : b!.c, [e], DIM, undefined, () => ({ input: () => inputOf(i), ...(i === 3 ? { beforeRound: held } : {}) }))[0]!);
     await waitFor(() => a!.c.connectedClients().length + b!.c.connectedClients().length === 4, 20_000, 'clients connected');
     const long = { advertiseMs: 60_000, shareMs: 60_000, maskedMs: 60_000, consistencyMs: 60_000, unmaskMs: 60_000 };
     await a!.c.launch(manifest({ jobId: 'cancel-shared', round: { dim: DIM, cohort: 4, threshold: 3 }, deadlines: long }), { gatherMs: 2_000 });

@@ -5,11 +5,11 @@
  */
 import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
-import { combineGroups, planGroups } from '../../coordinator/round/groups.js';
+import { combineGroups, groupableCohort, planGroups } from '../../coordinator/round/groups.js';
 import { simulate } from '../../bench/sim/simulate.js';
 import { codeOf } from '../support/codes.js';
 import { manifestOfRoundStart } from '../../client/admission/round-start.js';
-import { groupRoundParams, validateRoundParams } from '../../shared/protocol/params.js';
+import { groupRoundParams, minimumGroupSize, validateRoundParams } from '../../shared/protocol/params.js';
 import { sha256 } from '../../shared/protocol/session.js';
 import { manifest } from '../support/cluster.js';
 import type { RoundStart } from '../../shared/protocol/messages.js';
@@ -109,6 +109,49 @@ describe('group parameters', () => {
     // Without groups the parameters are the round's.
     const plain = validateRoundParams({ dim: 4, cohort: 10 });
     expect(groupRoundParams(plain, 10)).toEqual(plain);
+  });
+
+  test('minimumGroupSize: more than t, at least 3, and more than half of min(g, n) with a group size', () => {
+    expect(minimumGroupSize(validateRoundParams({ dim: 4, cohort: 10 }))).toBe(6); // t = 5
+    expect(minimumGroupSize(validateRoundParams({ dim: 4, cohort: 3, threshold: 2 }))).toBe(3);
+    expect(minimumGroupSize(validateRoundParams({ dim: 4, cohort: 20, neighbors: 4, threshold: 3 }))).toBe(4);
+    // A group size: more than half of it (a group of 3 out of a group size of 250 is refused).
+    expect(minimumGroupSize(validateRoundParams({ dim: 4, cohort: 1000, groupSize: 250, neighbors: 8, threshold: 5 }))).toBe(126);
+    expect(minimumGroupSize(validateRoundParams({ dim: 4, cohort: 20, groupSize: 12, neighbors: 4, threshold: 3 }))).toBe(7);
+    // n below g: more than half of n.
+    expect(minimumGroupSize(validateRoundParams({ dim: 4, cohort: 9, groupSize: 20, neighbors: 4, threshold: 3 }))).toBe(5);
+  });
+
+  test('a cohort that does not split into groups of more than half the group size is refused; groupableCohort trims it', () => {
+    const ids = (n: number): string[] => Array.from({ length: n }, (_, i) => `c-${i}`);
+    // 7 into groups of at most 6: 4 + 3, and 3 is not more than half of 6.
+    expect(codeOf(() => planGroups(ids(7), 6, 1))).toBe('invalid-argument');
+    expect(groupableCohort(7, 6)).toBe(6);
+    expect(groupableCohort(13, 12)).toBe(12);
+    expect(groupableCohort(14, 12)).toBe(14);
+    expect(groupableCohort(9, 6)).toBe(9);
+    expect(groupableCohort(5, 6)).toBe(5);
+    expect(planGroups(ids(14), 12, 1).map((g) => g.length)).toEqual([7, 7]);
+  });
+
+  test('a gathered cohort of at least minimumGroupSize splits into groups that each meet it with their own t', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 6, max: 60 }), fc.integer({ min: 7, max: 400 }), fc.integer({ min: 2, max: 12 }), fc.integer({ min: 0, max: 10_000 }), (g, n, k, seed) => {
+        const p = validateRoundParams({ dim: 4, cohort: n, groupSize: g, neighbors: Math.min(k, n - 1) });
+        const members = Array.from({ length: n }, (_, i) => `c-${i}`);
+        for (let connected = minimumGroupSize(p); connected <= n; connected += Math.max(1, Math.floor(n / 7))) {
+          const size = groupableCohort(connected, g);
+          // Fewer than that: the coordinator refuses to start the round (too-few-clients).
+          if (size < minimumGroupSize(p)) continue;
+          const groups = planGroups(members.slice(0, size), g, seed);
+          for (const group of groups) {
+            const gp = groups.length > 1 ? groupRoundParams(p, group.length) : p;
+            expect(group.length).toBeGreaterThanOrEqual(minimumGroupSize({ ...gp, cohort: n, groupSize: g }));
+          }
+        }
+      }),
+      { numRuns: 200 },
+    );
   });
 
   test("a client takes its group's parameters, and nothing else the manifest does not allow", () => {

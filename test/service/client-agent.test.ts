@@ -10,7 +10,7 @@ import type { RoundOutcome } from '../../coordinator/round/index.js';
 import { encodeWeightedInput } from '../../shared/crypto/quantize.js';
 import { DeterministicRng } from '../../shared/crypto/rng.js';
 import { addInto } from '../../shared/crypto/vecops.js';
-import type { RoundRef, ServerEvent } from '../../shared/protocol/messages.js';
+import type { ClientMessage, RoundRef, ServerEvent } from '../../shared/protocol/messages.js';
 import { validateRoundParams } from '../../shared/protocol/params.js';
 import { sha256 } from '../../shared/protocol/session.js';
 import { makeIdentities } from '../../bench/sim/client-host.js';
@@ -93,19 +93,20 @@ describe('ClientAgent', () => {
     expect(events.filter((e) => e.kind === 'joined').length).toBe(6 + 2 + 5);
   });
 
-  test('a round-start with parameters the client refuses is sat out, reported, and sends nothing', async () => {
+  test('a round-start with parameters the client refuses is sat out, reported, and sends only a decline with the reason', async () => {
     const events: AgentEvent[] = [];
-    const sent: string[] = [];
+    const sent: ClientMessage[] = [];
     const agent = new ClientAgent({
       clientId: ids[0]!.id,
       identityKey: ids[0]!.identityKey,
       identityOf: (id) => directory.get(id),
       input: () => new Uint32Array(params.dim + 1),
-      send: async (m) => void sent.push(m.type),
+      send: async (m) => void sent.push(m),
       onEvent: (e) => events.push(e),
     });
-    await agent.onEvent({ type: 'round-start', round: { manifestHash: new Uint8Array(32), roundIndex: 0 }, params: { ...params, threshold: 2 } });
-    expect(sent).toEqual([]);
+    const round = { manifestHash: new Uint8Array(32), roundIndex: 0 };
+    await agent.onEvent({ type: 'round-start', round, params: { ...params, threshold: 2 } });
+    expect(sent).toEqual([{ type: 'decline', round, clientId: ids[0]!.id, reason: 'invalid-argument' }]);
     expect(events).toEqual([{ kind: 'aborted', roundIndex: 0, reason: 'invalid-argument', phase: 'start' }]);
     await agent.onEvent({ type: 'consistency-request', sessionId: new Uint8Array(32), u3: [] });
     expect(events.at(-1)).toEqual({ kind: 'ignored', type: 'consistency-request', code: 'no-round' });

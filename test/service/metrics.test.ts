@@ -4,7 +4,7 @@ import { register as globalRegistry } from 'prom-client';
 import { CoordinatorMetrics } from '../../coordinator/service/metrics.js';
 import { serveMetrics, type MetricsServer } from '../../shared/metrics/serve.js';
 import { isLoopbackHost } from '../../shared/net/http-listen.js';
-import { isAegisError } from '../../shared/errors.js';
+import { ErrorCode, isAegisError } from '../../shared/errors.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 
 interface Sample {
@@ -59,6 +59,7 @@ const DOCUMENTED: Record<string, { type: string; labels: string[] }> = {
   aegis_phase_clients: { type: 'gauge', labels: ['phase'] },
   aegis_phase_expected_clients: { type: 'gauge', labels: ['phase'] },
   aegis_dropouts_total: { type: 'counter', labels: ['phase'] },
+  aegis_round_declines_total: { type: 'counter', labels: ['reason'] },
   aegis_unmask_seconds: { type: 'histogram', labels: [] },
   aegis_key_rotations_total: { type: 'counter', labels: ['kind'] },
   aegis_clients_suspected_lost: { type: 'gauge', labels: [] },
@@ -93,7 +94,8 @@ function drive(m: CoordinatorMetrics): void {
   m.roundFinished({ outcome: 'completed', seconds: 5.5 });
 
   m.roundStarted();
-  m.phaseClosed({ phase: Phase.AdvertiseKeys, seconds: 30, clients: 2, expected: 8 });
+  // Two of eight advertised, four declined (not dropouts), two vanished.
+  m.phaseClosed({ phase: Phase.AdvertiseKeys, seconds: 30, clients: 2, expected: 8, declines: { 'approval-required': 3, 'no-input': 1 } });
   m.roundFinished({ outcome: 'aborted', reason: AbortReason.TooFewClients, phase: Phase.AdvertiseKeys, seconds: 31 });
 
   m.roundStarted(); // still running
@@ -120,8 +122,12 @@ describe('coordinator metrics', () => {
     expect(value(samples, 'aegis_round_aborts_total', { reason: 'too-few-clients', phase: 'advertise-keys' })).toBe(1);
     expect(samples.filter((x) => x.name === 'aegis_round_aborts_total')).toHaveLength(1);
 
-    // Dropouts accumulate over rounds; the gauges show the latest closed phase of each name.
-    expect(value(samples, 'aegis_dropouts_total', { phase: 'advertise-keys' })).toBe(6);
+    // Dropouts accumulate over rounds (clients that declined are not dropouts); the gauges show
+    // the latest closed phase of each name.
+    expect(value(samples, 'aegis_dropouts_total', { phase: 'advertise-keys' })).toBe(2);
+    expect(value(samples, 'aegis_round_declines_total', { reason: 'approval-required' })).toBe(3);
+    expect(value(samples, 'aegis_round_declines_total', { reason: 'no-input' })).toBe(1);
+    expect(samples.filter((x) => x.name === 'aegis_round_declines_total')).toHaveLength(2);
     expect(value(samples, 'aegis_dropouts_total', { phase: 'share-keys' })).toBe(1);
     expect(value(samples, 'aegis_dropouts_total', { phase: 'masked-input' })).toBe(2);
     expect(value(samples, 'aegis_dropouts_total', { phase: 'consistency-check' })).toBe(0);
@@ -169,6 +175,7 @@ describe('coordinator metrics', () => {
     m.roundStarted();
     m.phaseClosed({ phase: evil as Phase, seconds: 1, clients: 3, expected: 5 });
     m.phaseClosed({ phase: Phase.Completed, seconds: Number.NaN, clients: Number.NaN, expected: -4 });
+    m.phaseClosed({ phase: Phase.AdvertiseKeys, seconds: 1, clients: 1, expected: 1, declines: { [evil]: 2, 'no-input': Number.NaN, 'replayed-round': -3 } });
     m.roundFinished({ outcome: 'aborted', reason: evil as AbortReason, phase: evil as Phase, seconds: Number.POSITIVE_INFINITY });
     m.roundFinished({ outcome: evil as 'aborted', reason: AbortReason.BadShare, phase: Phase.Unmasking, seconds: -1 });
     m.unmaskTime(Number.NaN);
@@ -182,6 +189,8 @@ describe('coordinator metrics', () => {
     expect(value(samples, 'aegis_phase_clients', { phase: 'other' })).toBe(0);
     expect(value(samples, 'aegis_phase_expected_clients', { phase: 'other' })).toBe(0);
     expect(value(samples, 'aegis_round_aborts_total', { reason: 'other', phase: 'other' })).toBe(1);
+    expect(value(samples, 'aegis_round_declines_total', { reason: 'other' })).toBe(2);
+    expect(samples.filter((x) => x.name === 'aegis_round_declines_total')).toHaveLength(1);
     expect(value(samples, 'aegis_round_aborts_total', { reason: 'bad-share', phase: 'unmasking' })).toBe(1);
     expect(value(samples, 'aegis_rounds_finished_total', { outcome: 'other' })).toBe(1);
     expect(value(samples, 'aegis_round_duration_seconds_count', { outcome: 'aborted' })).toBeUndefined();
@@ -205,7 +214,7 @@ describe('coordinator metrics', () => {
 
     const vocab: Record<string, Set<string>> = {
       phase: new Set(['advertise-keys', 'share-keys', 'masked-input', 'consistency-check', 'unmasking', 'other']),
-      reason: new Set([...Object.values(AbortReason), 'other']),
+      reason: new Set([...Object.values(AbortReason), ...Object.values(ErrorCode), 'other']),
       outcome: new Set(['completed', 'aborted', 'cancelled', 'other']),
       kind: new Set(['kek', 'kek-emergency', 'other']),
     };
