@@ -8,7 +8,7 @@ import fc from 'fast-check';
 import { combineGroups, groupableCohort, planGroups } from '../../coordinator/round/groups.js';
 import { simulate } from '../../bench/sim/simulate.js';
 import { codeOf } from '../support/codes.js';
-import { manifestOfRoundStart } from '../../client/admission/round-start.js';
+import { checkRoundStart, manifestOfRoundStart } from '../../client/admission/round-start.js';
 import { groupRoundParams, minimumGroupSize, validateRoundParams } from '../../shared/protocol/params.js';
 import { sha256 } from '../../shared/protocol/session.js';
 import { manifest } from '../support/cluster.js';
@@ -156,14 +156,18 @@ describe('group parameters', () => {
 
   test("a client takes its group's parameters, and nothing else the manifest does not allow", () => {
     const bytes = manifest({ jobId: 'g', round: { dim: 4, cohort: 9, groupSize: 6 } });
-    const m = validateRoundParams({ dim: 4, cohort: 9, groupSize: 6 });
-    const ev = (params: object): RoundStart =>
-      ({ type: 'round-start', round: { manifestHash: sha256(bytes), roundIndex: 0 }, params, deadlines: { advertiseMs: 1, shareMs: 1, maskedMs: 1, consistencyMs: 1, unmaskMs: 1 }, manifestJson: bytes }) as unknown as RoundStart;
-    expect(manifestOfRoundStart(ev(groupRoundParams(m, 5)))?.jobId).toBe('g');
-    expect(manifestOfRoundStart(ev(groupRoundParams(m, 4)))?.jobId).toBe('g');
-    // A weaker threshold, a group above the group size, or a 2-client group is refused.
-    expect(codeOf(() => manifestOfRoundStart(ev({ ...groupRoundParams(m, 5), threshold: 2 })))).toBe('hash-mismatch');
-    expect(codeOf(() => manifestOfRoundStart(ev(groupRoundParams(m, 7))))).toBe('hash-mismatch');
-    expect(codeOf(() => manifestOfRoundStart(ev({ ...groupRoundParams(m, 3), cohort: 2 })))).toBe('hash-mismatch');
+    const parsed = manifestOfRoundStart({ type: 'round-start', round: { manifestHash: sha256(bytes), roundIndex: 0 }, params: validateRoundParams({ dim: 4, cohort: 9 }), manifestJson: bytes });
+    const m = parsed.round;
+    const members = (n: number): string[] => ['me', ...Array.from({ length: n - 1 }, (_, i) => `peer-${i}`)].sort();
+    const ev = (params: object, size: number, count = 2): RoundStart =>
+      ({ type: 'round-start', round: { manifestHash: sha256(bytes), roundIndex: 0 }, params, deadlines: parsed.deadlines, manifestJson: bytes, group: { index: 0, count, members: members(size) } }) as unknown as RoundStart;
+    const check = (e: RoundStart): string | undefined => codeOf(() => checkRoundStart(e, parsed, 'me'));
+    expect(check(ev(groupRoundParams(m, 5), 5))).toBeUndefined();
+    expect(check(ev(groupRoundParams(m, 4), 4))).toBeUndefined();
+    // A weaker threshold, a group above the group size, or a group of half the group size or fewer is refused.
+    expect(check(ev({ ...groupRoundParams(m, 5), threshold: 2 }, 5))).toBe('parameters-mismatch');
+    expect(check(ev(groupRoundParams(m, 7), 7))).toBe('parameters-mismatch');
+    expect(check(ev(groupRoundParams(m, 3), 3))).toBe('parameters-mismatch');
+    expect(check(ev({ ...groupRoundParams(m, 3), cohort: 2 }, 2))).toBe('parameters-mismatch');
   });
 });
