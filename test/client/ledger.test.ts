@@ -2,9 +2,11 @@
  * The contribution ledger's rules (client/admission/ledger.ts), in memory: each round of a job
  * joined once and within the manifest's rounds, training model versions that only move forward
  * to the version the previous round published, and a plain input contributed once unless the
- * client opted in.
+ * client opted in. Then the same rules through admission, as a round start reaches them.
  */
 import { describe, expect, it } from '@jest/globals';
+import { createHash } from 'node:crypto';
+import { admitRound, newAdmissionMemory, recordRoundOutcome, type AdmissionContext, type AdmissionEvent } from '../../client/admission/admission.js';
 import {
   addRanges,
   emptyLedgerData,
@@ -18,7 +20,9 @@ import {
   type RoundClaim,
 } from '../../client/admission/ledger.js';
 import { ErrorCode } from '../../shared/errors.js';
-import type { RoundRef } from '../../shared/protocol/messages.js';
+import type { RoundRef, RoundStart } from '../../shared/protocol/messages.js';
+import { parseManifest } from '../../shared/protocol/manifest.js';
+import { manifest } from '../support/cluster.js';
 import { codeOf, codeOfAsync } from '../support/codes.js';
 
 const H1 = 'a'.repeat(64);
@@ -201,5 +205,49 @@ describe('merging two ledgers (restores)', () => {
     expect(job.recent.map((r) => r.roundIndex)).toEqual([1, 5]);
     expect(m.jobs.map((j) => j.manifestSha256).sort()).toEqual([H1, H2]);
     expect(m.inputKeys.size).toBe(2);
+  });
+});
+
+describe('through admission', () => {
+  const sha = (b: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(b).digest());
+  const job = manifest({ jobId: 'ledgered', rounds: 2, round: { dim: 4, cohort: 3 } });
+  const start = (roundIndex: number): RoundStart => ({ type: 'round-start', round: { manifestHash: sha(job), roundIndex }, params: parseManifest(job).manifest.round, manifestJson: job });
+
+  function context(events: AdmissionEvent[], over: Partial<AdmissionContext> = {}): AdmissionContext {
+    return {
+      hasPlainInput: true,
+      plainInput: async () => quantizedInputId(new Uint32Array([7, 7, 7, 1])),
+      fetchModel: () => Promise.reject(new Error('no model fetch expected')),
+      memory: newAdmissionMemory(),
+      ledger: memoryLedger(),
+      onEvent: (e) => events.push(e),
+      ...over,
+    };
+  }
+
+  it('records the join on admission, then declines the same round (replayed-round), a round past the manifest, and the same input', async () => {
+    const events: AdmissionEvent[] = [];
+    const ctx = context(events);
+    expect(await admitRound(ctx, start(0))).toMatchObject({ admitted: true, kind: 'plain' });
+    expect(await admitRound(ctx, start(0))).toEqual({ admitted: false, code: ErrorCode.ReplayedRound, message: expect.any(String) });
+    expect(await admitRound(ctx, start(2))).toMatchObject({ admitted: false, code: ErrorCode.RoundOutOfRange });
+    // Round 1 is new, but once round 0's input left, the same input is refused for it.
+    await ctx.ledger.contribute(start(0).round, { reuse: false });
+    expect(await admitRound(ctx, start(1))).toMatchObject({ admitted: false, code: ErrorCode.InputReused });
+    expect(events.map((e) => (e.kind === 'sat-out' ? [e.roundIndex, e.code] : e.kind))).toEqual([
+      [0, ErrorCode.ReplayedRound],
+      [2, ErrorCode.RoundOutOfRange],
+      [1, ErrorCode.InputReused],
+    ]);
+    // The opt-in takes it.
+    expect(await admitRound({ ...ctx, inputReuse: true }, start(1))).toMatchObject({ admitted: true });
+  });
+
+  it('an outcome reaches the ledger through recordRoundOutcome', async () => {
+    const events: AdmissionEvent[] = [];
+    const ctx = context(events);
+    await admitRound(ctx, start(0));
+    await recordRoundOutcome(ctx, { type: 'round-outcome', round: start(0).round, ok: false, reason: 'too-few-clients' });
+    expect(ctx.ledger.view().jobs[0]!.recent[0]!.outcome).toBe('aborted');
   });
 });
