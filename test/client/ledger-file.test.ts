@@ -2,19 +2,22 @@
  * The contribution ledger in a data dir (client/admission/ledger-file.ts), on real files in
  * temporary dirs: kept across restarts, refused when altered, truncated or another identity's
  * (never read as empty), the missing-ledger policy, crash-safe writes (temp file and rename; a
- * stale temp file is ignored; a lock a killed process left), identity rotation, and two
- * writers on one dir.
+ * stale temp file is ignored; a lock a killed process left), identity rotation, two writers on
+ * one dir, and restores that merge rather than roll the ledger back.
  */
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdtemp, open as openFile, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, open as openFile, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { quantizedInputId, type RoundClaim } from '../../client/admission/ledger.js';
 import { LEDGER_FILE, openLedger } from '../../client/admission/ledger-file.js';
+import { restoreBackup, writeBackup } from '../../client/store/backup.js';
+import { SqliteDataStore } from '../../client/store/sqlite.js';
 import { ErrorCode } from '../../shared/errors.js';
+import { PassphraseKek } from '../../shared/keystore/kek-passphrase.js';
 import type { RoundRef } from '../../shared/protocol/messages.js';
 import { codeOf, codeOfAsync } from '../support/codes.js';
 
@@ -213,5 +216,76 @@ describe('identity rotation', () => {
     expect(await codeOfAsync(openLedger(dir, seed, { missing: 'create' }))).toBe(ErrorCode.BadSignature);
     const b = await open(dir, next);
     expect(codeOf(() => b.check(claim(0)))).toBe(ErrorCode.ReplayedRound);
+  });
+});
+
+describe('restores', () => {
+  const PASS = 'ledger restore test passphrase';
+  const FAST = { N: 2 ** 14, r: 8, p: 1 };
+  const secrets = { passphrase: async () => PASS, pin: async () => '' };
+
+  async function backupOf(src: string, out: string): Promise<void> {
+    const kek = await PassphraseKek.create(join(src, `kek-${randomBytes(4).toString('hex')}.keyfile.json`), PASS, { kdf: FAST });
+    const store = await SqliteDataStore.open(src, kek);
+    try {
+      await writeBackup(src, store, out, { passphrase: PASS, kdf: FAST }, 'backup');
+    } finally {
+      store.close();
+      kek.close();
+    }
+  }
+
+  it('the ledger travels in a backup; restoring an older backup over a newer ledger loses nothing (the union)', async () => {
+    const src = join(dir, 'src');
+    await mkdir(src);
+    const a = await open(src);
+    await a.join(claim(0));
+    const old = join(dir, 'old.aegis');
+    await backupOf(src, old);
+    // Rounds joined after the backup.
+    await a.join(claim(1));
+    await a.join(claim(2));
+
+    // Into a fresh dir: the backup's ledger, as it was.
+    const fresh = join(dir, 'fresh');
+    const r1 = await restoreBackup(old, { passphrase: PASS }, fresh, { kind: 'passphrase' }, secrets);
+    expect(r1.files).toContain(LEDGER_FILE);
+    expect(r1.keptLedger).toBe(false);
+    expect((await open(fresh)).view().jobs[0]!.joined).toEqual([[0, 0]]);
+
+    // Into a dir that holds the newer ledger (and only that): it stays, the old one merges in.
+    const target = join(dir, 'target');
+    await mkdir(target);
+    await writeFile(join(target, LEDGER_FILE), await readFile(join(src, LEDGER_FILE)));
+    const r2 = await restoreBackup(old, { passphrase: PASS }, target, { kind: 'passphrase' }, secrets);
+    expect(r2.keptLedger).toBe(true);
+    expect((await readdir(target)).filter((n) => n.startsWith('ledger.restored-'))).toHaveLength(1);
+    const merged = await open(target);
+    expect(merged.view().jobs[0]!.joined).toEqual([[0, 2]]);
+    for (const i of [0, 1, 2]) expect(codeOf(() => merged.check(claim(i)))).toBe(ErrorCode.ReplayedRound);
+    // Merged into ledger.json, and the restored file is gone.
+    expect((await readdir(target)).filter((n) => n.startsWith('ledger'))).toEqual([LEDGER_FILE]);
+    expect(await readdir(dir)).not.toEqual(expect.arrayContaining([expect.stringMatching(/replaced|restoring/)]));
+  });
+
+  it('a restore into a dir with anything besides a ledger is still refused', async () => {
+    const src = join(dir, 'src');
+    await mkdir(src);
+    await open(src);
+    const b = join(dir, 'b.aegis');
+    await backupOf(src, b);
+    const target = join(dir, 'busy');
+    await mkdir(target);
+    await writeFile(join(target, LEDGER_FILE), await readFile(join(src, LEDGER_FILE)));
+    await writeFile(join(target, 'client.json'), '{}');
+    expect(await codeOfAsync(restoreBackup(b, { passphrase: PASS }, target, { kind: 'passphrase' }, secrets))).toBe(ErrorCode.AlreadyExists);
+  });
+
+  it('a restored ledger that fails its check stops the client (not merged, not dropped)', async () => {
+    const a = await open();
+    await a.join(claim(0));
+    await writeFile(join(dir, 'ledger.restored-0123456789ab.json'), '{"format":"aegis-contribution-ledger"');
+    expect(await codeOfAsync(openLedger(dir, seed, { missing: 'create' }))).toBe(ErrorCode.Malformed);
+    expect(existsSync(join(dir, 'ledger.restored-0123456789ab.json'))).toBe(true);
   });
 });
