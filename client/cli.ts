@@ -7,8 +7,9 @@ import { reportError } from '../shared/cli/output.js';
 import { obtainPassphrase } from '../shared/cli/passphrase.js';
 import { encodeWeightedInput } from '../shared/crypto/quantize.js';
 import { DeterministicRng } from '../shared/crypto/rng.js';
-import { AegisError, ErrorCode } from '../shared/errors.js';
+import { AegisError, ErrorCode, isAegisError } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
+import type { RoundRef } from '../shared/protocol/messages.js';
 import type { RoundParams } from '../shared/protocol/params.js';
 import { ClientRunner, type RunnerEvent } from './agent/connection.js';
 import { enrollAndWait, ENROLL_WAIT_MS } from './enroll/wait.js';
@@ -28,7 +29,10 @@ import { effectivePolicy, recordPolicy, runKeyCheck, scheduleKeyChecks, type Rot
 import { serveMetrics } from '../shared/metrics/serve.js';
 import { ClientMetrics } from './agent/metrics.js';
 import { applyConfigFile } from '../shared/cli/config.js';
-import { rekeyIfDue } from './agent/data-dir.js';
+import { rekeyIfDue, type Rekeyer } from './agent/data-dir.js';
+import { rawInputId } from './admission/ledger.js';
+import { openLedger } from './admission/ledger-file.js';
+import { registerLedger } from './admission/ledger-cli.js';
 import { existsSync } from 'node:fs';
 import { AuditBook } from './audit/audit.js';
 import { TrustBook } from '../shared/trust/trust-book.js';
@@ -111,6 +115,11 @@ export function registerClient(program: Command): void {
           onPending: (id) => progress(`waiting for the offline CA to sign request ${id} (up to ${Math.round(o.wait / 1000)} s; ops run aegis ca sign-csr)`),
         });
         await saveEnrollment(dir, { config: { version: 1, clientId: r.clientId, coordinator: o.coordinator, enrollAddress }, certificateDer: r.certificateDer, caDer: r.caDer });
+        // The contribution ledger starts with the enrollment. A dir that took part in rounds
+        // before keeps the ledger it has; without one, `client run` decides (--new-ledger).
+        await openLedger(dir, identity.seed, { missing: 'create-if-new' }).catch((err: unknown) => {
+          if (!isAegisError(err, ErrorCode.FailedPrecondition)) throw err;
+        });
         // The data dir's KEK and encrypted store, as `aegis client init` makes them (kept if already there).
         if (!(await hasKek(dir))) {
           const kek = await initKek(dir, kekOptions, { passphrase: async () => passphrase, pin: obtainPin });
@@ -132,6 +141,11 @@ export function registerClient(program: Command): void {
     .option('--config <file>', 'a JSON file of these options by their long names in camelCase, or sections (e.g. {"rotation": {"kek_days": 30, "signing_days": 30}}); options given on the command line win')
     .option('--data-dir <dir>', 'the enrolled data dir', DEFAULT_DIR)
     .option('--input <file>', 'for plain rounds: this client\'s update {"values": [...], "weight": n}, read at each round')
+    .option(
+      '--input-reuse',
+      'contribute the same plain input to more than one round; off by default (such a round is sat out with input-reused): a coordinator that sums one input in two cohorts learns it as the difference of the sums',
+    )
+    .option('--new-ledger', 'start an empty contribution ledger in a data dir that took part in rounds before but has no ledger.json (what it joined and contributed is then forgotten)')
     .option('--train-data <file>', 'for training jobs: local examples, one JSON object per line with the fields the manifest names (e.g. {"pixels": [...], "digit": 3})')
     .option('--coordinator <host:port[,host:port...]>', 'override the address recorded at enrollment; a comma-separated list of coordinator front ends (sharing one Redis) is accepted: the client uses one and fails over to the next when it goes away')
     .option('--backup-registry <dir|host:port>', "take only publisher-signed jobs, checked against the coordinator's registry and this backup registry (a registry directory, or another coordinator's enrollment address)")
@@ -139,7 +153,7 @@ export function registerClient(program: Command): void {
     .option('--registry-ca <file>', 'the CA of a backup registry address (default: the pinned coordinator CA)')
     .option('--heartbeat-interval <duration>', 'while connected, tell the coordinator this device is alive about this often (jittered; 0 = off); config heartbeat.interval', heartbeatInterval, 60_000)
     .option('--metrics <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (loopback only): key rotations and ages, heartbeats')
-    .action(async (o: { metrics?: string; heartbeatInterval: number; config?: string; dataDir: string; input?: string; trainData?: string; coordinator?: string; backupRegistry?: string; registryCa?: string; allowUnsigned?: boolean } & RotationCliOptions, cmd: Command) => {
+    .action(async (o: { metrics?: string; heartbeatInterval: number; config?: string; dataDir: string; input?: string; inputReuse?: boolean; newLedger?: boolean; trainData?: string; coordinator?: string; backupRegistry?: string; registryCa?: string; allowUnsigned?: boolean } & RotationCliOptions, cmd: Command) => {
       const log = createLogger('client');
       try {
         if (o.config) await applyConfigFile(o.config, o as unknown as Record<string, unknown>, cmd);
@@ -154,6 +168,10 @@ export function registerClient(program: Command): void {
         const passphrase = await obtainPassphrase({ what: `the identity key in ${dir}` });
         let storeKek: ManagedKek | undefined;
         const loaded = await loadClient(dir, passphrase);
+        // The contribution ledger (DATA_DIR/ledger.json), verified under the identity: a damaged
+        // one, or none in a dir that took part in rounds before, stops the client here.
+        const { ledger, created } = await openLedger(dir, loaded.identity.seed, { missing: o.newLedger ? 'create' : 'create-if-new' });
+        if (created) log.info({ file: join(dir, 'ledger.json') }, 'contribution ledger created');
         // Checked once up front so a broken file is reported before any round.
         if (o.input) await readInput(o.input);
         // Training data: a plain JSONL file given here, or else the data dir's encrypted store.
@@ -166,6 +184,11 @@ export function registerClient(program: Command): void {
         if (!o.input && records === 0) throw new AegisError(ErrorCode.InvalidArgument, `${noData}: the store in ${dir} is empty`);
         if (store) log.info({ records }, 'training data loaded');
         let pending: Uint32Array | null = null;
+        // A plain round's input is read once, when the round is admitted (its reuse check needs
+        // it), and that same input is then quantized for the round.
+        const roundKey = (r: RoundRef): string => `${Buffer.from(r.manifestHash).toString('hex')}:${r.roundIndex}`;
+        let admittedInput: { round: string; x: { values: number[]; weight: number } } | undefined;
+        const inputFile = o.input;
         const input = (_round: unknown, params: RoundParams): Uint32Array => {
           if (!pending || pending.length !== params.dim + 1) throw new AegisError(ErrorCode.InvalidArgument, `the input has ${pending ? pending.length - 1 : 0} values, the round wants ${params.dim}`);
           return pending;
@@ -179,7 +202,18 @@ export function registerClient(program: Command): void {
           clientId: loaded.config.clientId,
           identity: loaded.identity,
           certificateDer: loaded.certificateDer,
-          ...(o.input ? { input } : {}),
+          ...(inputFile
+            ? {
+                input,
+                inputIdentity: async (round: RoundRef) => {
+                  const x = await readInput(inputFile);
+                  admittedInput = { round: roundKey(round), x };
+                  return rawInputId(x.values, x.weight);
+                },
+              }
+            : {}),
+          ...(o.inputReuse ? { inputReuse: true } : {}),
+          ledger,
           audit: await AuditBook.open(dir),
           ...(o.backupRegistry
             ? { trust: { backup: registrySource(o.backupRegistry, o.registryCa ? await readFile(o.registryCa, 'utf8') : loaded.caPem), book: TrustBook.open(dir) } }
@@ -191,11 +225,11 @@ export function registerClient(program: Command): void {
                 validate: async (round: TrainingRound) => validateLocally({ manifest: round.manifest, weights: round.globalWeights, data: store }),
               }
             : {}),
-          beforeRound: async (_round, params) => {
-            if (!o.input) return;
-            // The input is read and quantized (fresh randomness for the rounding) at each round.
+          beforeRound: async (round, params) => {
+            if (!inputFile) return;
+            // The input is quantized (fresh randomness for the rounding) at each round.
             try {
-              const x = await readInput(o.input);
+              const x = admittedInput?.round === roundKey(round) ? admittedInput.x : await readInput(inputFile);
               pending = encodeWeightedInput(x.values, x.weight, params, DeterministicRng.secure());
             } catch (err) {
               pending = null;
@@ -218,8 +252,25 @@ export function registerClient(program: Command): void {
         const policy = await effectivePolicy(dir, o);
         await recordPolicy(dir, policy);
         const sink: RotationSink | undefined = metrics ? { rotated: (r) => metrics.keyRotatedBy(r.key, r.reason), age: (k, sec) => metrics.keyAgeSeconds(k, sec) } : undefined;
+        // An identity rotation re-seals the ledger: first for both identities (before the
+        // coordinator certifies the new key), then for the new one alone, so a crash at any step
+        // leaves a ledger that opens under the identity the data dir settles on.
+        let rotatingTo: Uint8Array | undefined;
+        const rekeyer: Rekeyer = {
+          rekey: async (next) => {
+            await ledger.sealAlsoFor(next.seed);
+            rotatingTo = Uint8Array.from(next.seed);
+            return runner.rekey(next);
+          },
+        };
+        const rotateIdentity = async (): Promise<RotatedKey | undefined> => {
+          const r = await rekeyIfDue(dir, passphrase, policy, rekeyer);
+          if (r && rotatingTo) await ledger.sealOnlyFor(rotatingTo);
+          rotatingTo = undefined;
+          return r;
+        };
         const keyCheck = async (): Promise<void> => {
-          const identity = (): Promise<RotatedKey | undefined> => rekeyIfDue(dir, passphrase, policy, runner);
+          const identity = rotateIdentity;
           if (storeKek && store instanceof SqliteDataStore) await runKeyCheck({ dir, kek: storeKek, holders: [store], policy, extra: [identity], log, ...(sink ? { sink } : {}) });
           else {
             const r = await identity();
@@ -252,5 +303,6 @@ export function registerClient(program: Command): void {
       }
     });
   registerAudit(group);
+  registerLedger(group);
   registerData(group);
 }

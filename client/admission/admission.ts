@@ -16,20 +16,27 @@
  *      else the manifest the start carries, against the round's manifest hash; a start without
  *      one is refused; then everything the start says beside it — parameters, deadlines, the
  *      group and its members — against the manifest (round-start.ts);
- *   2. the checks of the claimed round, `ROUND_CHECKS` (the operator's approval in audit mode);
- *   3. what the client contributes: its input for a plain round; for a training round, the
- *      global model, fetched and verified (training-round.ts), then the checks of that model,
- *      `MODEL_CHECKS` (the validation gate, validation.ts), then local training starts.
+ *   2. the checks of the claimed round, `ROUND_CHECKS`: the contribution ledger's rules (round
+ *      index in range, not joined before, model version; ledger.ts), then the operator's
+ *      approval in audit mode;
+ *   3. what the client contributes: its input for a plain round (not contributed to another
+ *      round before, unless the client opted in to reuse it); for a training round, the global
+ *      model, fetched and verified (training-round.ts), then the checks of that model,
+ *      `MODEL_CHECKS` (the validation gate, validation.ts);
+ *   4. the join is recorded in the contribution ledger — durably, before the runner advertises
+ *      any key — and for a training round local training starts.
  *
  * A new check goes into the list whose facts it needs: `ROUND_CHECKS` for what the round start
  * and its manifest say (the round index, the model version named, each round parameter),
  * `MODEL_CHECKS` for what needs the verified global model. What a check remembers from one
- * round to the next lives in `AdmissionMemory`.
+ * round to the next lives in `AdmissionMemory` (this run) or the ledger (across restarts).
  */
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
 import { isTrainingManifest, type JobManifest, type TrainingManifest } from '../../shared/protocol/manifest.js';
-import type { RoundOutcome, RoundStart } from '../../shared/protocol/messages.js';
+import type { RoundOutcome, RoundRef, RoundStart } from '../../shared/protocol/messages.js';
+import type { RoundParams } from '../../shared/protocol/params.js';
 import type { AuditBook } from '../audit/audit.js';
+import type { ContributionLedger, InputDigest, RoundClaim } from './ledger.js';
 import { checkRoundStart, manifestOfRoundStart } from './round-start.js';
 import { trainingInput, verifiedModel, type Trainer, type TrainingRound } from './training-round.js';
 import { checkSignedManifest, type TrustSources } from './trust.js';
@@ -66,6 +73,15 @@ export interface AdmissionContext {
   audit?: Pick<AuditBook, 'enter' | 'admit' | 'refused'>;
   /** Whether the client has an input for plain (non-training) rounds; without one it sits them out. */
   hasPlainInput: boolean;
+  /**
+   * What identifies the client's plain input for a round (ledger.ts: quantizedInputId,
+   * rawInputId); the ledger keeps only its HMAC. Absent: the input is not checked for reuse.
+   */
+  plainInput?: (round: RoundRef, params: RoundParams) => Promise<Uint8Array>;
+  /** Contribute one plain input to several rounds (`client run --input-reuse`): a coordinator may learn it as a difference of sums. */
+  inputReuse?: boolean;
+  /** Which rounds this client joined and what it contributed (in the data dir, or in memory). */
+  ledger: ContributionLedger;
   /** Local training; without it the client sits training rounds out. */
   train?: Trainer;
   /** Local validation of each global model (the validation gate); absent: no gate on this client. */
@@ -104,6 +120,25 @@ export type RoundCheck = (ctx: AdmissionContext, round: ClaimedRound) => Promise
 /** A check of a training round's verified global model: throws a typed error to decline it. */
 export type ModelCheck = (ctx: AdmissionContext, round: ClaimedRound, model: TrainingRound) => Promise<void>;
 
+/** The round as the contribution ledger's rules see it. */
+function claimOf({ start, manifest, manifestSha256 }: ClaimedRound): RoundClaim {
+  const training = isTrainingManifest(manifest);
+  return {
+    manifestSha256,
+    roundIndex: start.round.roundIndex,
+    kind: training ? 'training' : 'plain',
+    jobId: manifest.jobId,
+    rounds: manifest.rounds,
+    expiresAt: manifest.expiresAt,
+    ...(training && start.model ? { modelVersion: start.model.version } : {}),
+  };
+}
+
+/** Each round is joined once, within the manifest's rounds, from a model version that moves forward (ledger.ts). */
+const contributionLedger: RoundCheck = async (ctx, round) => {
+  ctx.ledger.check(claimOf(round));
+};
+
 /** In audit mode, a job runs only with the operator's approval of its exact manifest hash. */
 const operatorApproval: RoundCheck = async (ctx, { manifest, manifestSha256 }) => {
   if (ctx.audit) await ctx.audit.admit(manifest.jobId, manifestSha256);
@@ -114,7 +149,8 @@ const validationGate: ModelCheck = async (ctx, { manifestSha256 }, model) => {
   await checkValidationGate(model, manifestSha256, { validate: ctx.validate, validated: ctx.memory.validated, audit: ctx.audit });
 };
 
-const ROUND_CHECKS: readonly RoundCheck[] = [operatorApproval];
+// The ledger first: a round it refuses does not use up an operator's approval.
+const ROUND_CHECKS: readonly RoundCheck[] = [contributionLedger, operatorApproval];
 const MODEL_CHECKS: readonly ModelCheck[] = [validationGate];
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -131,6 +167,8 @@ export async function admitRound(ctx: AdmissionContext, start: RoundStart): Prom
     const { manifest } = round;
     if (!isTrainingManifest(manifest)) {
       if (!ctx.hasPlainInput) throw new AegisError(ErrorCode.NoInput, 'this client has no input for a plain round (aegis client run --input)');
+      const input = await plainInputDigest(ctx, start);
+      await ctx.ledger.join(claimOf(round), input);
       return { admitted: true, kind: 'plain', manifest };
     }
     return await admitTraining(ctx, round, manifest);
@@ -160,10 +198,17 @@ async function admitTraining(ctx: AdmissionContext, round: ClaimedRound, manifes
   const model: TrainingRound = { roundIndex: start.round.roundIndex, manifest, globalWeights: verifiedModel(bytes, start.model, manifest), modelVersion: start.model.version };
   const fetchMs = Date.now() - fetchStart;
   for (const check of MODEL_CHECKS) await check(ctx, round, model);
+  await ctx.ledger.join(claimOf(round));
   const input = trainingInput(train, model, (u) =>
     ctx.onEvent?.({ kind: 'trained', roundIndex: model.roundIndex, modelVersion: model.modelVersion, examples: u.examples ?? u.weight, loss: u.loss ?? Number.NaN, trainMs: u.trainMs ?? 0, fetchMs }),
   );
   return { admitted: true, kind: 'training', manifest, modelVersion: model.modelVersion, input };
+}
+
+/** Step 3 of a plain round: the input's digest, refused when it went to another round before (`input-reused`). */
+async function plainInputDigest(ctx: AdmissionContext, start: RoundStart): Promise<InputDigest | undefined> {
+  if (!ctx.plainInput) return undefined;
+  return ctx.ledger.inputDigest(await ctx.plainInput(start.round, start.params), start.round, { reuse: ctx.inputReuse === true });
 }
 
 async function decline(ctx: AdmissionContext, start: RoundStart, e: AegisError): Promise<RoundAdmission> {
@@ -186,11 +231,15 @@ function claimedJob(start: RoundStart): { jobId: string; manifestSha256: string 
 }
 
 /**
- * What admission learns from a round's outcome: a round whose model the coordinator held back
- * (it failed the validation gate on the coordinator's validation set) puts the client in audit
- * mode, so the next jobs need the operator's approval.
+ * What admission learns from a round's outcome: the ledger records how a round this client
+ * joined ended (the next round of a training job must then start from the model that round
+ * published); a round whose model the coordinator held back (it failed the validation gate on
+ * the coordinator's validation set) puts the client in audit mode, so the next jobs need the
+ * operator's approval.
  */
 export async function recordRoundOutcome(ctx: AdmissionContext, outcome: RoundOutcome): Promise<void> {
+  // An outcome only tightens the next round's rules; one that cannot be recorded loosens none.
+  await ctx.ledger.outcome(outcome.round, { ok: outcome.ok, poisoningFlagged: outcome.poisoningFlagged === true }).catch(() => undefined);
   if (!outcome.poisoningFlagged) return;
   ctx.onEvent?.({ kind: 'poisoning-flag', roundIndex: outcome.round.roundIndex });
   await ctx.audit?.enter('poisoning-flag', `the coordinator held back the model of round ${outcome.round.roundIndex} (validation gate)`);

@@ -29,6 +29,12 @@ export interface AgentConfig {
   pendingInput?: (round: RoundRef) => Promise<Uint32Array> | undefined;
   /** Sends one message; rejects with the coordinator's typed refusal. */
   send: (m: ClientMessage) => Promise<void>;
+  /**
+   * Awaited before each message of a round the agent is in leaves (the runner records the
+   * contribution before a masked input). If it throws, the message is not sent: the agent
+   * leaves the round (its secrets forgotten) and reports why.
+   */
+  beforeSend?: (m: ClientMessage, round: RoundRef) => Promise<void>;
   /** Structured events for logs and metrics (round, phase, outcome — never secrets). */
   onEvent?: (e: AgentEvent) => void;
 }
@@ -180,6 +186,18 @@ export class ClientAgent {
 
   private async sendAll(ms: ClientMessage[]): Promise<void> {
     for (const m of ms) {
+      const round = this.round;
+      if (this.cfg.beforeSend && round && m.type !== 'decline') {
+        try {
+          await this.cfg.beforeSend(m, round);
+        } catch (err) {
+          const code = isAegisError(err) ? err.code : 'internal';
+          this.emit({ kind: 'left', roundIndex: round.roundIndex, code, message: isAegisError(err) ? err.message : `${m.type} could not be recorded before it left` });
+          return this.leave(round, code);
+        }
+        // The round ended while the hook ran: nothing more of it leaves.
+        if (!this.round || !sameRound(round, this.round)) return;
+      }
       try {
         await this.cfg.send(m);
       } catch (err) {

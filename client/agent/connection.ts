@@ -35,6 +35,7 @@ import type { TrustBook } from '../../shared/trust/trust-book.js';
 import { admitRound, newAdmissionMemory, recordRoundOutcome, type AdmissionContext, type AdmissionEvent } from '../admission/admission.js';
 import type { Trainer } from '../admission/training-round.js';
 import type { LocalValidation } from '../admission/validation.js';
+import { memoryLedger, quantizedInputId, type ContributionLedger } from '../admission/ledger.js';
 
 /**
  * Enrolls: sends the CSR with the one-time token to the coordinator's enrollment address,
@@ -95,6 +96,24 @@ export interface RunnerOptions {
    * Without it the client sits such rounds out.
    */
   input?: (round: RoundRef, params: RoundParams) => Uint32Array;
+  /**
+   * What identifies the plain input of a round for the reuse check (the ledger keeps only its
+   * HMAC); default: the vector `input` returns (quantizedInputId). `aegis client run` gives the
+   * values it read (rawInputId), as it quantizes them with fresh randomness at each round.
+   */
+  inputIdentity?: (round: RoundRef, params: RoundParams) => Promise<Uint8Array>;
+  /**
+   * Contribute one plain input to several rounds (`client run --input-reuse`). Off by default: a
+   * coordinator that sums one input in two cohorts learns it as the difference of the sums.
+   */
+  inputReuse?: boolean;
+  /**
+   * Which rounds this client joined and what it contributed (client/admission/ledger.ts): a
+   * round is joined at most once, and the contribution is recorded before the masked input
+   * leaves. Default: an in-memory ledger, for this runner's lifetime (`client run` keeps it in
+   * its data dir).
+   */
+  ledger?: ContributionLedger;
   /**
    * Local training for a training round: given the verified global model, returns the weighted
    * update; the runner clips, quantizes and masks it. Without it the client sits training
@@ -197,6 +216,7 @@ export class ClientRunner {
     this.certificateDer = opts.certificateDer;
     this.peers = new PeerDirectory(opts.caPem);
     this.done = new Promise((resolve) => (this.finish = resolve));
+    const ledger = opts.ledger ?? memoryLedger();
     this.agent = new ClientAgent({
       clientId: opts.clientId,
       // Read at each round: an identity rotation (rekey) takes effect from the next round.
@@ -210,14 +230,21 @@ export class ClientRunner {
       },
       pendingInput: (round) => (this.training && sameRound(this.training.round, round) ? this.training.input : undefined),
       send: (m) => this.send(m),
+      // The contribution is on record before the masked input leaves; a refusal keeps it here.
+      beforeSend: async (m, round) => {
+        if (m.type === 'masked-input') await ledger.contribute(round, { reuse: opts.inputReuse === true });
+      },
       onEvent: (e) => opts.onEvent?.(e),
     });
-    const { trust } = opts;
+    const { trust, input } = opts;
     this.admission = {
       clientId: opts.clientId,
       ...(trust ? { trust: { coordinatorRegistry: () => this.coordinatorRegistry(), backup: () => trust.backup(), book: trust.book } } : {}),
       audit: opts.audit,
       hasPlainInput: opts.input !== undefined,
+      ...(input ? { plainInput: async (round: RoundRef, params: RoundParams) => (opts.inputIdentity ? opts.inputIdentity(round, params) : quantizedInputId(input(round, params))) } : {}),
+      ...(opts.inputReuse ? { inputReuse: true } : {}),
+      ledger,
       train: opts.train,
       validate: opts.validate,
       fetchModel: (manifestHash, version, expectedBytes) => fetchModel(this.client, manifestHash, version, expectedBytes),

@@ -12,26 +12,32 @@
  *           {"type":"end","files":F,"records":N}
  *   export: {"type":"aegis-export","version":1}, then records, then {"type":"end","files":0,"records":N}
  * The files copied are the client's identity (its keyfile stays sealed under its own passphrase),
- * certificates, trust and audit state; not the KEK (a restore makes the new dir's own) and not
+ * certificates, trust and audit state and its contribution ledger; not the KEK (a restore makes the new dir's own) and not
  * store.db (its records travel re-encrypted under the backup key, so a restore works without the
  * old KEK — on a new machine whose HSM or keyring never saw it).
  *
  * Restore writes into a fresh sibling temp dir, and moves it into place only once the whole file
  * has authenticated and every record is stored: a wrong key, a truncated or tampered file leaves
  * nothing behind.
+ *
+ * The contribution ledger never goes back in time: a restore may go into a dir that holds only a
+ * ledger (nothing else), and then that ledger stays, the backup's comes beside it as
+ * `ledger.restored-*.json`, and the client merges the two (the union) the next time it opens
+ * them — so restoring an older backup cannot make the client forget rounds it joined since.
  */
 import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { mkdir, readFile, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, readFile, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { initKek, type KekInitOptions, type KekSecrets } from '../../shared/keystore/kek-config.js';
 import { decryptFile, encryptToFile, parseRecipient, type StreamKey, type StreamRecipient } from '../../shared/keystore/stream.js';
 import { AuditBook } from '../audit/audit.js';
+import { isKeptLedgerFile, isLedgerFile, LEDGER_FILE, restoredLedgerName } from '../admission/ledger-file.js';
 import { SqliteDataStore, type PlainRecord } from './sqlite.js';
 
 /** The data dir's small files a backup carries (whichever exist). */
-export const BACKUP_FILES: readonly string[] = Object.freeze(['client.json', 'client.pem', 'ca.pem', 'identity.keyfile.json', 'trust.json', 'audit.json', 'audit.log']);
+export const BACKUP_FILES: readonly string[] = Object.freeze(['client.json', 'client.pem', 'ca.pem', 'identity.keyfile.json', 'trust.json', 'audit.json', 'audit.log', LEDGER_FILE]);
 const MAX_FILE_BYTES = 4 << 20;
 const RESTORE_BATCH = 500;
 
@@ -81,6 +87,31 @@ export async function writeBackup(dir: string, store: SqliteDataStore, out: stri
   return { file, bytes: r.bytes, sha256: r.sha256, records: counts.records, files: counts.files };
 }
 
+/**
+ * Puts the restored dir `tmp` in place of `target`, which holds only ledger files: they are
+ * linked into `tmp` first (fsynced), so at every moment one of the two dirs holds them; the old
+ * dir is moved aside, the new one into place, and only then is the old one removed.
+ */
+async function swapKeepingLedgers(target: string, tmp: string, kept: readonly string[]): Promise<void> {
+  for (const name of kept) await link(join(target, name), join(tmp, name));
+  const d = await open(tmp, 'r');
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+  const old = join(dirname(target), `.${basename(target)}.replaced-${process.pid}`);
+  await rm(old, { recursive: true, force: true });
+  await rename(target, old);
+  try {
+    await rename(tmp, target);
+  } catch (e) {
+    await rename(old, target);
+    throw e;
+  }
+  await rm(old, { recursive: true, force: true });
+}
+
 /** Splits decrypted chunks into JSON lines (a line may span chunks). */
 async function* jsonLines(chunks: AsyncIterable<Uint8Array>): AsyncGenerator<Record<string, unknown>> {
   let rest = '';
@@ -113,15 +144,20 @@ export interface RestoreReport {
   records: number;
   files: string[];
   kek: { kind: string; id: string };
+  /** The dir already held a contribution ledger: it was kept, to be merged with the backup's. */
+  keptLedger: boolean;
 }
 
 /**
- * Restores `file` into the fresh data dir `dataDir` (absent or empty) under a new KEK (`kek`),
- * all or nothing, and records the restore in the new dir's audit log.
+ * Restores `file` into the fresh data dir `dataDir` (absent, empty, or holding only a
+ * contribution ledger, which is kept) under a new KEK (`kek`), all or nothing, and records the
+ * restore in the new dir's audit log.
  */
 export async function restoreBackup(file: string, key: StreamKey, dataDir: string, kek: KekInitOptions, secrets: KekSecrets): Promise<RestoreReport> {
   const target = resolve(dataDir);
-  if (existsSync(target) && (await readdir(target)).length > 0) throw new AegisError(ErrorCode.AlreadyExists, `${target} is not empty; restore into a fresh data dir`);
+  const present = existsSync(target) ? await readdir(target) : [];
+  if (present.some((n) => !isLedgerFile(n))) throw new AegisError(ErrorCode.AlreadyExists, `${target} is not empty; restore into a fresh data dir (one that holds only a ledger.json is fine: its ledger is kept)`);
+  const keptLedgers = present.filter(isKeptLedgerFile);
   const src = resolve(file);
   const sha256 = createHash('sha256').update(await readFile(src)).digest('hex');
   const { meta, chunks } = await decryptFile(src, key);
@@ -150,7 +186,9 @@ export async function restoreBackup(file: string, key: StreamKey, dataDir: strin
           if (l.type === 'file' && header === 'aegis-backup') {
             const name = String(l.name);
             if (!BACKUP_FILES.includes(name) || typeof l.data !== 'string') throw new AegisError(ErrorCode.Malformed, 'the backup holds an unexpected file');
-            await writeFile(join(tmp, name), Buffer.from(l.data, 'base64'), { mode: name.endsWith('.pem') || name === 'client.json' ? 0o644 : 0o600, flag: 'wx' });
+            // Beside a ledger the dir keeps, the backup's waits to be merged into it.
+            const as = name === LEDGER_FILE && keptLedgers.length > 0 ? restoredLedgerName() : name;
+            await writeFile(join(tmp, as), Buffer.from(l.data, 'base64'), { mode: name.endsWith('.pem') || name === 'client.json' ? 0o644 : 0o600, flag: 'wx' });
             files.push(name);
           } else if (l.type === 'record') {
             batch.push({ id: l.id as string, createdAt: l.createdAt as string, fields: l.fields as PlainRecord['fields'] });
@@ -175,13 +213,18 @@ export async function restoreBackup(file: string, key: StreamKey, dataDir: strin
     } finally {
       await provider.close();
     }
-    if (existsSync(target)) await rmdir(target);
-    await rename(tmp, target);
+    if (keptLedgers.length > 0) await swapKeepingLedgers(target, tmp, keptLedgers);
+    else {
+      // Whatever is left are a ledger's lock or a temp file a crash left: never read, dropped.
+      for (const name of present) await rm(join(target, name), { force: true });
+      if (existsSync(target)) await rmdir(target);
+      await rename(tmp, target);
+    }
     const kind = meta.kind;
     const audit = await AuditBook.open(target);
     const by = 'passphrase' in key ? { passphrase: '' } : { x25519: key.identity.recipient };
     await audit.dataEvent({ event: 'restore', file: src, sha256, bytes: (await readFile(src)).length, records, protectedBy: protectedBy(by) });
-    return { dataDir: target, kind, records, files, kek: kekInfo };
+    return { dataDir: target, kind, records, files, kek: kekInfo, keptLedger: keptLedgers.length > 0 };
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
     throw e;

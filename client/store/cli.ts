@@ -67,7 +67,7 @@ export function registerData(client: Command): void {
 
   client
     .command('backup')
-    .description('write an encrypted backup of the data dir (records, identity, trust and audit state); logged in the audit log')
+    .description('write an encrypted backup of the data dir (records, identity, trust and audit state, contribution ledger); logged in the audit log')
     .requiredOption('--out <file>', 'the backup file (outside the data dir)')
     .option('--data-dir <dir>', 'the client data dir', DEFAULT_DIR)
     .option('--recipient <key>', `encrypt to an X25519 recipient (aegis keys recipient) instead of a backup passphrase (${BACKUP_PASSPHRASE_ENV})`)
@@ -103,7 +103,7 @@ export function registerData(client: Command): void {
   withKekOptions(
     client
       .command('restore')
-      .description('restore a backup (or an export) into a fresh data dir under a new KEK; all or nothing')
+      .description('restore a backup (or an export) into a fresh data dir under a new KEK; all or nothing (a dir holding only a contribution ledger keeps it: merged with the backup\'s)')
       .argument('<file>', 'the backup or export file')
       .requiredOption('--data-dir <dir>', 'the fresh data dir to create')
       .option('--identity <file>', 'the recipient identity file, for files encrypted to a recipient key'),
@@ -123,7 +123,8 @@ export function registerData(client: Command): void {
         }
         const dir = resolve(o.dataDir);
         const r = await restoreBackup(file, key, dir, kekOptions, cliKekSecrets(`the data key in ${dir}`, true));
-        printResult(o, { ok: true, ...r }, `restored ${r.records} records${r.files.length ? ` and ${r.files.join(', ')}` : ''} into ${r.dataDir} (KEK ${r.kek.id})`);
+        const kept = r.keptLedger ? `; the dir's contribution ledger was kept and is merged with the backup's when the client next opens it` : '';
+        printResult(o, { ok: true, ...r }, `restored ${r.records} records${r.files.length ? ` and ${r.files.join(', ')}` : ''} into ${r.dataDir} (KEK ${r.kek.id})${kept}`);
       } catch (err) {
         reportError(err, Boolean(o.json));
       } finally {

@@ -25,7 +25,8 @@ const json = cliJson;
 const admin = (...args: string[]): CliRun => aegis([...args, '--data-dir', coordDir, '--json']);
 
 function runClient(i: number): ChildProcess {
-  const child = spawn(process.execPath, [CLI, 'client', 'run', '--data-dir', join(root, `dev-${i}`), '--input', join(root, `update-${i}.json`), '--allow-unsigned'], {
+  // Each client keeps one input file for several jobs: it opts in to contribute it again.
+  const child = spawn(process.execPath, [CLI, 'client', 'run', '--data-dir', join(root, `dev-${i}`), '--input', join(root, `update-${i}.json`), '--input-reuse', '--allow-unsigned'], {
     env,
     stdio: ['ignore', 'ignore', 'pipe'],
   });

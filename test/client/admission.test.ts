@@ -9,6 +9,7 @@ import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { admitRound, newAdmissionMemory, recordRoundOutcome, type AdmissionContext, type AdmissionEvent } from '../../client/admission/admission.js';
+import { memoryLedger } from '../../client/admission/ledger.js';
 import type { TrainingRound } from '../../client/admission/training-round.js';
 import type { TrustSources } from '../../client/admission/trust.js';
 import { samplingNoise } from '../../client/admission/validation.js';
@@ -73,6 +74,7 @@ function context(over: Partial<AdmissionContext> = {}): AdmissionContext {
     hasPlainInput: true,
     fetchModel: () => Promise.reject(new Error('no model fetch expected')),
     memory: newAdmissionMemory(),
+    ledger: memoryLedger(),
     onEvent: (e) => events.push(e),
     ...over,
   };
@@ -101,7 +103,7 @@ describe('plain rounds', () => {
   });
 
   it('declines a plain round without an input, reports it sat out and logs the refusal', async () => {
-    const json = plainJob('no-input');
+    const json = manifest({ jobId: 'no-input', rounds: 3, round: { dim: DIM, cohort: 3 } });
     const audit = await AuditBook.open(dir);
     const d = await admitRound(context({ hasPlainInput: false, audit }), roundStart(json, { roundIndex: 2 }));
     expect(d).toMatchObject({ admitted: false, code: ErrorCode.NoInput });

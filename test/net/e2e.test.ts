@@ -53,7 +53,8 @@ const killed: { id: string; at: ServerEvent['type'] }[] = [];
 let jobRound = 0;
 
 function spawnClient(id: string, index: number, dir: string, input: string): Proc {
-  const child = spawn(process.execPath, [CLI, 'client', 'run', '--data-dir', dir, '--input', input, '--allow-unsigned'], {
+  // One input file for every round of the job: the clients opt in to contribute it again.
+  const child = spawn(process.execPath, [CLI, 'client', 'run', '--data-dir', dir, '--input', input, '--input-reuse', '--allow-unsigned'], {
     env: { ...process.env, AEGIS_PASSPHRASE: PASSPHRASE, AEGIS_LOG_LEVEL: 'warn' },
     stdio: ['ignore', 'ignore', 'pipe'],
   });

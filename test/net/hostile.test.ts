@@ -74,7 +74,8 @@ async function serving(): Promise<void> {
 
 describe('a hostile member during a live round', () => {
   test('every hostile input is refused with its status and reason, the coordinator stays SERVING, and the round completes with the exact sum', async () => {
-    runners = startRunners(c, members, DIM);
+    // Several rounds with the same inputs: the clients opt in to contribute them again.
+    runners = startRunners(c, members, DIM, undefined, () => ({ inputReuse: true }));
     const [att, slow] = [runners[0]!, runners[1]!];
     const attAdvertise = holdBefore(att, 'advertise-keys');
     const slowAdvertise = holdBefore(slow, 'advertise-keys');

@@ -36,7 +36,8 @@ describe('retention.round_days', () => {
     let offset = 0;
     c = await startCoordinator({ clock: () => Date.now() + offset, roundRetentionMs: 7 * DAY });
     const clients = await enrollClients(c, 4, 'retained');
-    runners = startRunners(c, clients, DIM);
+    // Two jobs with the same inputs: the clients opt in to contribute them again.
+    runners = startRunners(c, clients, DIM, undefined, () => ({ inputReuse: true }));
     await waitFor(() => c!.connectedClients().length === 4, 20_000, 'all clients connected');
     await c.launch(manifest({ jobId: 'old', round: { dim: DIM, cohort: 4, neighbors: 3 } }), { gatherMs: 5_000 });
     const o = await c.outcomeOf('old', 0);
