@@ -97,6 +97,11 @@ export async function advanceTraining(ctx: TrainingLoopContext, job: Job, t: Tra
     return;
   }
   if (ctx.closing()) return fail('the coordinator shut down');
+  // Round indexes are the manifest's: clients refuse one at or past its `rounds` (their ledger),
+  // so a job whose aborted rounds used up the indexes ends here.
+  if (job.rounds.length >= manifest.rounds) {
+    return fail(`all ${manifest.rounds} rounds the manifest allows have run (${t.completed} completed, ${t.aborted} aborted or held back)`);
+  }
   try {
     await ctx.startNextRound(job);
   } catch (err) {

@@ -166,7 +166,7 @@ describe('a coordinator that replays is refused by every client', () => {
     expect(h.sent('advertise-keys')).toEqual([]);
   });
 
-  it('a model version rolled back after a real training round is declined with model-rollback', async () => {
+  it('a model version rolled back after real training rounds is declined with model-rollback; the version already trained from, with replayed-round', async () => {
     const c = await coordinator();
     const h = await HostileCoordinator.start(ca, clients, registryDir);
     const f = await runnersOn([c.address, h.address], { train: true });
@@ -174,33 +174,43 @@ describe('a coordinator that replays is refused by every client', () => {
     const w0 = new Uint8Array(new Float32Array(DIM).fill(0.5).buffer);
     const job = signedJob({
       jobId: 'rolled-back',
-      rounds: 4,
+      rounds: 6,
       round: { dim: DIM, cohort: N, clip: 8, bits: 16 },
       model: { format: 'tfjs-layers', architecture: { class_name: 'Sequential', config: {} }, initialWeightsSha256: hex(sha(w0)) },
       training: { maxAbortedRounds: 0 },
     });
     await waitFor(() => c.connectedClients().length === N, 20_000, 'clients');
     await c.launch(new Uint8Array(), { signedManifest: job.envelope, initialWeights: w0, gatherMs: 5_000 });
+    // Two honest rounds: every client trains from version 0, then from version 1.
     expect((await c.outcomeOf('rolled-back', 0)).ok).toBe(true);
-    expect(c.modelsOf('rolled-back').map((v) => v.version)).toEqual([0, 1]);
+    await waitFor(() => c.modelsOf('rolled-back').length >= 2 && c.listJobs()[0]!.roundIndex >= 1, 20_000, 'round 1 to start');
+    expect((await c.outcomeOf('rolled-back', 1)).ok).toBe(true);
     c.cancelJob('rolled-back', 'the test takes over as the attacker');
     await c.close();
     await waitFor(() => h.connected().length === N, 20_000, 'clients on the attacker');
-    // Version 0 again: the model every client already trained from.
-    h.models.set(`${hex(job.hash)}:0`, w0);
-    h.startRound(f.ids, () => ({
-      type: 'round-start',
-      round: { manifestHash: job.hash, roundIndex: 3 },
-      params: job.manifest.round,
-      deadlines: job.manifest.deadlines,
-      manifestJson: job.json,
-      signedManifest: job.envelope,
-      model: { version: 0, sha256: sha(w0) },
-      group: { index: 0, count: 1, members: [...f.ids].sort() },
-    }));
-    await waitFor(() => f.ids.every((id) => h.sent('decline', id).some((d) => d.reason === 'model-rollback')), 20_000, 'declines');
+    const offer = (roundIndex: number, version: number, weights: Uint8Array): void => {
+      h.models.set(`${hex(job.hash)}:${version}`, weights);
+      h.startRound(f.ids, () => ({
+        type: 'round-start',
+        round: { manifestHash: job.hash, roundIndex },
+        params: job.manifest.round,
+        deadlines: job.manifest.deadlines,
+        manifestJson: job.json,
+        signedManifest: job.envelope,
+        model: { version, sha256: sha(weights) },
+        group: { index: 0, count: 1, members: [...f.ids].sort() },
+      }));
+    };
+    // Version 0: older than the one every client trained from last.
+    offer(4, 0, w0);
+    await waitFor(() => f.ids.every((id) => h.sent('decline', id).some((d) => d.reason === 'model-rollback')), 20_000, 'model-rollback declines');
+    // Version 1 again, as if it were new: the clients already contributed from it.
+    const models = c.modelsOf('rolled-back');
+    offer(5, 1, new Uint8Array(models[1]!.weights.buffer.slice(models[1]!.weights.byteOffset, models[1]!.weights.byteOffset + models[1]!.weights.byteLength)));
+    await waitFor(() => f.ids.every((id) => h.sent('decline', id).some((d) => d.reason === 'replayed-round' || d.reason === 'model-rollback') && h.sent('decline', id).length >= 2), 20_000, 'declines of the repeated version');
     expect(h.sent('advertise-keys')).toEqual([]);
   });
+
 });
 
 describe('a client killed with SIGKILL between two rounds', () => {

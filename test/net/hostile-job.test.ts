@@ -122,7 +122,7 @@ describe('a coordinator that lies about the job is refused before any key is adv
 
   it('in audit mode, the signed envelope without its JSON and with threshold 2 instead of the signed 3 is refused, and no approval is used up', async () => {
     const f = await hostileFleet(N, { audit: true });
-    const job = signedJob({ jobId: 'audited', round: { dim: DIM, cohort: N, threshold: 3, neighbors: 4, clip: 1e6, bits: 24 } });
+    const job = signedJob({ jobId: 'audited', rounds: 3, round: { dim: DIM, cohort: N, threshold: 3, neighbors: 4, clip: 1e6, bits: 24 } });
     // The attack as it was reported: the envelope is there, its JSON is not, the threshold is lowered.
     f.h.startRound(f.ids, () => {
       const s = honestStart(job, f.ids);
