@@ -144,6 +144,9 @@ export class Jobs {
     if (!t || t.state !== 'failed' || this.isCancelled(job.jobId) || !job.rounds.every((r) => r.outcome)) {
       throw new AegisError(ErrorCode.AlreadyExists, `training job '${job.jobId}' was launched already; the coordinator runs its rounds (aegis round status ${job.jobId})`);
     }
+    if (job.rounds.length >= job.manifest.rounds) {
+      throw new AegisError(ErrorCode.FailedPrecondition, `training job '${job.jobId}' has used all ${job.manifest.rounds} rounds its manifest allows; publish a new revision to train on`);
+    }
     if (initialWeights && initialWeights.length > 0 && Buffer.from(sha256(initialWeights)).toString('hex') !== job.manifest.model?.initialWeightsSha256) {
       throw new AegisError(ErrorCode.HashMismatch, "the initial weights do not match the manifest's model.initialWeightsSha256");
     }

@@ -90,18 +90,17 @@ export async function advanceTraining(ctx: TrainingLoopContext, job: Job, t: Tra
     if (o.approvalShortfall) return fail(declines);
     if (t.abortedInARow > maxAborted) return fail(`${t.abortedInARow} rounds in a row aborted (last: ${o.reason}${declines ? `; ${declines}` : ''})`);
   }
-  if (t.completed >= manifest.rounds) {
+  // Round indexes are the manifest's: clients refuse one at or past its `rounds` (their ledger),
+  // so a job ends when its indexes are used up — completed when it published a model in them.
+  if (t.completed >= manifest.rounds || (job.rounds.length >= manifest.rounds && t.completed > 0)) {
     t.state = 'completed';
+    if (t.completed < manifest.rounds) t.detail = `${t.completed} of ${manifest.rounds} rounds completed (${t.aborted} aborted or held back)`;
     log?.info({ job: job.jobId, rounds: t.completed, aborted: t.aborted, version: t.models.latest.version }, 'training job completed');
     t.settle('completed');
     return;
   }
+  if (job.rounds.length >= manifest.rounds) return fail(`all ${manifest.rounds} rounds the manifest allows have run, none completed`);
   if (ctx.closing()) return fail('the coordinator shut down');
-  // Round indexes are the manifest's: clients refuse one at or past its `rounds` (their ledger),
-  // so a job whose aborted rounds used up the indexes ends here.
-  if (job.rounds.length >= manifest.rounds) {
-    return fail(`all ${manifest.rounds} rounds the manifest allows have run (${t.completed} completed, ${t.aborted} aborted or held back)`);
-  }
   try {
     await ctx.startNextRound(job);
   } catch (err) {

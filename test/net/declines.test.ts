@@ -143,7 +143,7 @@ describe('a training job whose clients await approval', () => {
     const initial = new Float32Array(DIM).fill(0.5);
     const bytes = manifest({
       jobId: 'audited-training',
-      rounds: 1,
+      rounds: 2,
       round: { dim: DIM, cohort: 6, clip: 4, bits: 16 },
       deadlines: DEADLINES,
       model: { format: 'tfjs-layers', architecture: { class_name: 'Sequential' }, initialWeightsSha256: createHash('sha256').update(weightBytes(initial)).digest('hex') },
