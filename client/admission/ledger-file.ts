@@ -22,7 +22,7 @@
  */
 import { createHmac, randomBytes, timingSafeEqual } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { link, open as openFile, readFile, readdir, rename, stat, unlink, constants as fsc } from 'node:fs/promises';
+import { readFile, readdir, stat, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { open as aeadOpen, seal as aeadSeal } from '../../shared/crypto/aead.js';
@@ -30,6 +30,7 @@ import { hkdfSha256 } from '../../shared/crypto/hkdf.js';
 import { utf8 } from '../../shared/bytes.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { writeFileAtomic } from '../../shared/fs.js';
+import { withFileLock } from '../../shared/fs-lock.js';
 import { canonicalJson, parseStrictJson } from '../../shared/trust/strict-json.js';
 import { emptyLedgerData, inputKeyId, Ledger, MAX_INPUTS, MAX_JOBS, MAX_RANGES, mergeLedgers, RECENT_ROUNDS, type LedgerData, type LedgerStore } from './ledger.js';
 
@@ -54,8 +55,6 @@ const VERSION = 1;
 const MAX_FILE_BYTES = 8 << 20;
 const SALT = utf8('aegis/v1/contribution-ledger');
 const KEYS_AAD = utf8('aegis/v1/contribution-ledger/input-keys');
-const LOCK_WAIT_MS = 5_000;
-const LOCK_STALE_MS = 30_000;
 
 /** The two keys a seal needs, derived from one identity seed. */
 interface SealKey {
@@ -167,63 +166,6 @@ async function readIfExists(path: string): Promise<string | undefined> {
 // ---------------------------------------------------------------------------------------------
 // The store.
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-
-/** Whether the process named in a lock's content (`pid.random`) still runs on this host. */
-function holderAlive(content: string): boolean {
-  const pid = Number(content.split('.')[0]);
-  if (!Number.isInteger(pid) || pid <= 0) return true; // being written: not ours to judge yet
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
-}
-
-/**
- * Runs `fn` holding `path` (O_EXCL); waits up to ~5 s. A lock whose process is gone (killed
- * mid-write), or older than 30 s, is from a crashed process and is broken.
- */
-async function withLock<T>(path: string, fn: () => Promise<T>): Promise<T> {
-  const token = `${process.pid}.${randomBytes(8).toString('hex')}`;
-  const deadline = Date.now() + LOCK_WAIT_MS;
-  for (;;) {
-    try {
-      const fh = await openFile(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-      try {
-        await fh.write(token);
-      } finally {
-        await fh.close();
-      }
-      break;
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-    }
-    const st = await stat(path).catch(() => undefined);
-    const held = await readFile(path, 'utf8').catch(() => undefined);
-    if (st && held !== undefined && (Date.now() - st.mtimeMs > LOCK_STALE_MS || !holderAlive(held))) {
-      // Moved aside atomically: of two processes breaking it, one wins; a lock another process
-      // took meanwhile (not the one judged stale) is put back.
-      const aside = `${path}.stale.${randomBytes(6).toString('hex')}`;
-      if (await rename(path, aside).then(() => true, () => false)) {
-        if ((await readFile(aside, 'utf8').catch(() => held)) !== held) await link(aside, path).catch(() => undefined);
-        await unlink(aside).catch(() => undefined);
-      }
-      continue;
-    }
-    if (Date.now() > deadline) throw new AegisError(ErrorCode.Unavailable, `${path} is held by another process (aegis client run or client ledger); retry, or remove it if no aegis process is running`);
-    await sleep(20 + Math.floor(Math.random() * 20));
-  }
-  try {
-    return await fn();
-  } finally {
-    const held = await readFile(path, 'utf8').catch(() => undefined);
-    if (held === token) await unlink(path).catch(() => undefined);
-  }
-}
-
 /** The ledger files of `dir`: ledger.json and any restored ones waiting to be merged. */
 async function restoredFiles(dir: string): Promise<string[]> {
   return (await readdir(dir)).filter((n) => RESTORED.test(n)).sort();
@@ -256,7 +198,7 @@ class FileStore implements LedgerStore {
   }
 
   async sync(mine: LedgerData): Promise<LedgerData> {
-    return withLock(join(this.dir, LEDGER_LOCK), async () => {
+    return withFileLock(join(this.dir, LEDGER_LOCK), 'aegis client run or client ledger', async () => {
       const { data: disk, restored } = await this.read();
       const merged = disk ? mergeLedgers(mine, disk) : mine;
       await writeFileAtomic(this.path, sealLedger(merged, this.keys), 0o600);

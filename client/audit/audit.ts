@@ -12,12 +12,12 @@
  * coordinator sends can reset it, and a damaged file is refused rather than read as "not in
  * audit mode".
  */
-import { randomBytes } from 'node:crypto';
-import { link, mkdir, open, readFile, rename, stat, unlink, constants as fsc } from 'node:fs/promises';
+import { mkdir, open, readFile, constants as fsc } from 'node:fs/promises';
 import { join } from 'node:path';
 import { z } from 'zod';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { writeFileAtomic } from '../../shared/fs.js';
+import { withFileLock } from '../../shared/fs-lock.js';
 
 /** How many jobs after a trigger need an explicit approval. */
 export const AUDIT_JOBS = 5;
@@ -42,9 +42,6 @@ const FORMAT_VERSION = 1;
 const DETAIL_MAX = 200;
 /** Bounds the file: an operator approving in a loop cannot grow it without limit. */
 const MAX_APPROVALS = 64;
-const LOCK_WAIT_MS = 5_000;
-const LOCK_STALE_MS = 30_000;
-const LOCK_RETRY_MS = 25;
 
 const JOB_ID = /^[A-Za-z0-9._-]{1,64}$/;
 const SHA256_HEX = /^[0-9a-f]{64}$/;
@@ -98,7 +95,6 @@ interface LogLine {
   protectedBy?: string;
 }
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
 function checkJob(jobId: string, manifestSha256: string): void {
   if (typeof jobId !== 'string' || !JOB_ID.test(jobId)) {
@@ -317,51 +313,11 @@ export class AuditBook {
    * Runs `fn` holding audit.lock, so the CLI (approve) and a running client (admit) never lose
    * each other's update. Waits up to ~5 s; a lock older than 30 s is from a crashed process.
    */
-  private async locked<T>(fn: () => Promise<T>): Promise<T> {
-    const path = join(this.dir, AUDIT_LOCK);
-    const token = `${process.pid}.${randomBytes(8).toString('hex')}`;
-    const deadline = Date.now() + LOCK_WAIT_MS;
-    for (;;) {
-      try {
-        const fh = await open(path, fsc.O_WRONLY | fsc.O_CREAT | fsc.O_EXCL, 0o600);
-        try {
-          await fh.write(token);
-        } finally {
-          await fh.close();
-        }
-        break;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
-      }
-      await this.breakStaleLock(path);
-      if (Date.now() > deadline) {
-        throw new AegisError(ErrorCode.Unavailable, `${path} is held by another process (aegis client run or an audit command); retry, or remove it if no aegis process is running`);
-      }
-      await sleep(LOCK_RETRY_MS + Math.floor(Math.random() * LOCK_RETRY_MS));
-    }
-    try {
-      return await fn();
-    } finally {
-      // Removes the lock only if it is still ours (it may have been broken as stale meanwhile).
-      const held = await readFile(path, 'utf8').catch(() => undefined);
-      if (held === token) await unlink(path).catch(() => undefined);
-    }
+  private locked<T>(fn: () => Promise<T>): Promise<T> {
+    return withFileLock(join(this.dir, AUDIT_LOCK), 'aegis client run or an audit command', fn);
   }
 
+
   /** Moves a stale lock aside (rename is atomic: of two processes breaking it, one wins). */
-  private async breakStaleLock(path: string): Promise<void> {
-    const st = await stat(path).catch(() => undefined);
-    if (!st || Date.now() - st.mtimeMs < LOCK_STALE_MS) return;
-    const aside = `${path}.stale.${randomBytes(6).toString('hex')}`;
-    try {
-      await rename(path, aside);
-    } catch {
-      return;
-    }
-    // Between our stat and our rename another process may have broken it and taken a fresh
-    // lock: then we moved *that* one aside, so put it back (link fails if the name is taken).
-    const moved = await stat(aside).catch(() => undefined);
-    if (moved && Date.now() - moved.mtimeMs < LOCK_STALE_MS) await link(aside, path).catch(() => undefined);
-    await unlink(aside).catch(() => undefined);
-  }
+
 }

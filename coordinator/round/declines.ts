@@ -8,10 +8,9 @@
  */
 import { ErrorCode } from '../../shared/errors.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
-import type { CoordinatorStats, PhaseBase } from './types.js';
+import type { CoordinatorStats, DeclineCounts, PhaseBase } from './types.js';
 
-/** How many clients declined, by reason code (reasons nobody gave are absent). */
-export type DeclineCounts = Partial<Record<ErrorCode, number>>;
+export type { DeclineCounts } from './types.js';
 
 const CODES = new Set<string>(Object.values(ErrorCode));
 

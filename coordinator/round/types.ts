@@ -14,7 +14,9 @@ import type { RoundParams } from '../../shared/protocol/params.js';
 import type { Roster } from '../../shared/protocol/roster.js';
 import type { WeightedSum } from '../../shared/crypto/quantize.js';
 import type { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
-import type { DeclineCounts } from './declines.js';
+
+/** How many clients declined, by reason code (reasons nobody gave are absent). */
+export type DeclineCounts = Partial<Record<ErrorCode, number>>;
 
 export interface CoordinatorConfig {
   params: RoundParams;

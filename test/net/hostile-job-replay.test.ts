@@ -10,7 +10,7 @@
  */
 import { afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
@@ -21,25 +21,20 @@ import { createCa, type CaCertificate } from '../../coordinator/auth/ca.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { Registry } from '../../coordinator/clients/registry.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
-import { ed25519PublicFromSeed } from '../../shared/crypto/ed25519.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
-import { parseManifest, type JobManifest } from '../../shared/protocol/manifest.js';
 import { errorReasonFromProto } from '../../shared/rpc/convert.js';
-import { signManifest } from '../../shared/trust/manifest.js';
-import { addPublisher, initRegistry, readSnapshot } from '../../shared/trust/registry-dir.js';
+import { readSnapshot } from '../../shared/trust/registry-dir.js';
 import { TrustBook } from '../../shared/trust/trust-book.js';
 import { enrollClients, expectedSum, manifest, startRunners, waitFor, type Enrolled } from '../support/cluster.js';
 import { HostileCoordinator } from '../support/hostile-coordinator.js';
+import { hex, publisherRegistry, sha256, signedJob as signJob, type SignedJob } from '../support/signed-jobs.js';
 
-const PASS = 'registry passphrase for tests';
 const CLIENT_PASSPHRASE = 'replay test passphrase, long enough';
 const CLI = resolve('dist/bin/aegis.js');
 const DIM = 6;
 const N = 4;
 const publisher = randomBytes(32);
-const sha = (b: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(b).digest());
-const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
-const enc = (o: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(o));
+const sha = sha256;
 const DEADLINES = { advertiseMs: 20_000, shareMs: 10_000, maskedMs: 10_000, consistencyMs: 10_000, unmaskMs: 10_000 };
 
 let registryDir: string;
@@ -56,9 +51,7 @@ async function coordinator(): Promise<Coordinator> {
 }
 
 beforeAll(async () => {
-  registryDir = join(await mkdtemp(join(tmpdir(), 'aegis-replay-registry-')), 'r');
-  await initRegistry(registryDir, { roots: 1, threshold: 1, passphrase: PASS });
-  await addPublisher(registryDir, { publicKey: ed25519PublicFromSeed(publisher), name: 'ml-team', passphrase: PASS });
+  registryDir = await publisherRegistry(publisher);
   ca = await createCa({ name: 'Aegis replay test CA' });
   tokenSeed = TokenIssuer.create().exportSeed();
   registry = new Registry();
@@ -67,10 +60,7 @@ beforeAll(async () => {
   await c.close();
 });
 
-function signedJob(over: Parameters<typeof manifest>[0]): { json: Uint8Array; manifest: JobManifest; hash: Uint8Array; envelope: Uint8Array } {
-  const json = manifest({ deadlines: DEADLINES, ...over });
-  return { json, manifest: parseManifest(json).manifest, hash: sha(json), envelope: enc(signManifest(json, [publisher])) };
-}
+const signedJob = (over: Parameters<typeof manifest>[0]): SignedJob => signJob(publisher, { deadlines: DEADLINES, ...over });
 
 interface Fleet {
   runners: ClientRunner[];

@@ -6,39 +6,32 @@
  * must end in a typed refusal, and the victim's masked input must never leave it.
  */
 import { afterEach, beforeAll, describe, expect, it } from '@jest/globals';
-import { createHash, randomBytes } from 'node:crypto';
+import { randomBytes } from 'node:crypto';
 import { mkdtemp } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AuditBook } from '../../client/audit/audit.js';
 import type { ClientRunner, RunnerEvent } from '../../client/agent/connection.js';
 import type { CaCertificate } from '../../coordinator/auth/ca.js';
-import { ed25519PublicFromSeed } from '../../shared/crypto/ed25519.js';
-import { parseManifest, type JobManifest } from '../../shared/protocol/manifest.js';
 import type { RoundStart } from '../../shared/protocol/messages.js';
 import { groupRoundParams } from '../../shared/protocol/params.js';
-import { signManifest } from '../../shared/trust/manifest.js';
-import { addPublisher, initRegistry, readSnapshot } from '../../shared/trust/registry-dir.js';
+import { readSnapshot } from '../../shared/trust/registry-dir.js';
 import { TrustBook } from '../../shared/trust/trust-book.js';
 import { enrollClients, manifest, startCoordinator, startRunners, waitFor, type Enrolled } from '../support/cluster.js';
 import { HostileCoordinator } from '../support/hostile-coordinator.js';
+import { hex, publisherRegistry, sha256, signedJob as signJob, type SignedJob } from '../support/signed-jobs.js';
 
-const PASS = 'registry passphrase for tests';
 const DIM = 6;
 const N = 5;
 const publisher = randomBytes(32);
-const sha = (b: Uint8Array): Uint8Array => new Uint8Array(createHash('sha256').update(b).digest());
-const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
-const enc = (o: unknown): Uint8Array => new TextEncoder().encode(JSON.stringify(o));
+const sha = sha256;
 
 let registry: string;
 let ca: CaCertificate;
 let clients: Enrolled[];
 
 beforeAll(async () => {
-  registry = join(await mkdtemp(join(tmpdir(), 'aegis-hostile-registry-')), 'r');
-  await initRegistry(registry, { roots: 1, threshold: 1, passphrase: PASS });
-  await addPublisher(registry, { publicKey: ed25519PublicFromSeed(publisher), name: 'ml-team', passphrase: PASS });
+  registry = await publisherRegistry(publisher);
   // The real coordinator enrolls the clients; the same CA then serves the attacker.
   const honest = await startCoordinator({ registryDir: registry });
   clients = await enrollClients(honest, N, 'member');
@@ -46,14 +39,10 @@ beforeAll(async () => {
   await honest.close();
 });
 
-/** A signed job: its manifest bytes, parsed manifest, hash and DSSE envelope. */
-function signedJob(over: Parameters<typeof manifest>[0]): { json: Uint8Array; manifest: JobManifest; hash: Uint8Array; envelope: Uint8Array } {
-  const json = manifest(over);
-  return { json, manifest: parseManifest(json).manifest, hash: sha(json), envelope: enc(signManifest(json, [publisher])) };
-}
+const signedJob = (over: Parameters<typeof manifest>[0]): SignedJob => signJob(publisher, over);
 
 /** The honest round start of `job` for a group of `members`. */
-function honestStart(job: ReturnType<typeof signedJob>, members: readonly string[], roundIndex = 0): RoundStart {
+function honestStart(job: SignedJob, members: readonly string[], roundIndex = 0): RoundStart {
   return {
     type: 'round-start',
     round: { manifestHash: job.hash, roundIndex },
