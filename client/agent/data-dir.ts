@@ -7,6 +7,9 @@
  *   ca.pem                 the coordinator CA this client trusts (pinned at enrollment)
  *   client.json            the client id and the coordinator's addresses
  *   keys.json              key versions and dates (shared/keystore/policy.ts; no secret)
+ *   ledger.json            the contribution ledger: rounds joined, inputs contributed, sealed with
+ *                          an HMAC under a key derived from the identity seed (client/admission/
+ *                          ledger-file.ts)
  *   identity.next.keyfile.json  only during an identity key rotation: the new key, sealed like
  *                          the current one, until the coordinator has certified it
  *
