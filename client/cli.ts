@@ -280,10 +280,17 @@ export function registerClient(program: Command): void {
             }
           }
         };
-        const keyCheckLogged = (): Promise<void> => keyCheck().catch((err: unknown) => log.warn({ code: err instanceof AegisError ? err.code : 'internal' }, 'key rotation check failed'));
+        const keyCheckLogged = (attempt = 0): Promise<void> =>
+          keyCheck().catch((err: unknown) => {
+            const code = err instanceof AegisError ? err.code : 'internal';
+            log.warn({ code }, 'key rotation check failed');
+            // The coordinator not reachable yet, or busy with this client's certificate renewal:
+            // try again soon rather than at the next hourly check.
+            if (code === ErrorCode.Unavailable && attempt < 5) setTimeout(() => void keyCheckLogged(attempt + 1), 5_000).unref();
+          });
         runner.start();
         await keyCheckLogged();
-        const keyChecks = scheduleKeyChecks(keyCheckLogged);
+        const keyChecks = scheduleKeyChecks(() => keyCheckLogged());
         log.info({ client: loaded.config.clientId, coordinator: o.coordinator ?? loaded.config.coordinator }, 'client running');
         const stop = (signal: string): void => {
           log.info({ signal }, 'shutting down');
