@@ -27,7 +27,7 @@ import { readSnapshot } from '../../shared/trust/registry-dir.js';
 import { TrustBook } from '../../shared/trust/trust-book.js';
 import { enrollClients, expectedSum, manifest, startRunners, waitFor, type Enrolled } from '../support/cluster.js';
 import { HostileCoordinator } from '../support/hostile-coordinator.js';
-import { hex, publisherRegistry, sha256, signedJob as signJob, type SignedJob } from '../support/signed-jobs.js';
+import { hex, publisherRegistry, sha256, signedJob as signJob, signedRoundStart, type SignedJob } from '../support/signed-jobs.js';
 
 const CLIENT_PASSPHRASE = 'replay test passphrase, long enough';
 const CLI = resolve('dist/bin/aegis.js');
@@ -143,15 +143,7 @@ describe('a coordinator that replays is refused by every client', () => {
     f.closers.push(() => h.close());
     const job = signedJob({ jobId: 'past-the-end', rounds: 2, round: { dim: DIM, cohort: N, clip: 1e6, bits: 24 } });
     await waitFor(() => h.connected().length === N, 20_000, 'clients on the attacker');
-    h.startRound(f.ids, () => ({
-      type: 'round-start',
-      round: { manifestHash: job.hash, roundIndex: 2 },
-      params: job.manifest.round,
-      deadlines: job.manifest.deadlines,
-      manifestJson: job.json,
-      signedManifest: job.envelope,
-      group: { index: 0, count: 1, members: [...f.ids].sort() },
-    }));
+    h.startRound(f.ids, () => signedRoundStart(job, f.ids, 2));
     await waitFor(() => f.ids.every((id) => h.sent('decline', id).some((d) => d.reason === 'round-out-of-range')), 20_000, 'declines');
     expect(h.sent('advertise-keys')).toEqual([]);
   });
@@ -180,16 +172,7 @@ describe('a coordinator that replays is refused by every client', () => {
     await waitFor(() => h.connected().length === N, 20_000, 'clients on the attacker');
     const offer = (roundIndex: number, version: number, weights: Uint8Array): void => {
       h.models.set(`${hex(job.hash)}:${version}`, weights);
-      h.startRound(f.ids, () => ({
-        type: 'round-start',
-        round: { manifestHash: job.hash, roundIndex },
-        params: job.manifest.round,
-        deadlines: job.manifest.deadlines,
-        manifestJson: job.json,
-        signedManifest: job.envelope,
-        model: { version, sha256: sha(weights) },
-        group: { index: 0, count: 1, members: [...f.ids].sort() },
-      }));
+      h.startRound(f.ids, () => ({ ...signedRoundStart(job, f.ids, roundIndex), model: { version, sha256: sha(weights) } }));
     };
     // Version 0: older than the one every client trained from last.
     offer(4, 0, w0);

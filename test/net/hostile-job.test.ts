@@ -13,13 +13,12 @@ import { join } from 'node:path';
 import { AuditBook } from '../../client/audit/audit.js';
 import type { ClientRunner, RunnerEvent } from '../../client/agent/connection.js';
 import type { CaCertificate } from '../../coordinator/auth/ca.js';
-import type { RoundStart } from '../../shared/protocol/messages.js';
 import { groupRoundParams } from '../../shared/protocol/params.js';
 import { readSnapshot } from '../../shared/trust/registry-dir.js';
 import { TrustBook } from '../../shared/trust/trust-book.js';
 import { enrollClients, manifest, startCoordinator, startRunners, waitFor, type Enrolled } from '../support/cluster.js';
 import { HostileCoordinator } from '../support/hostile-coordinator.js';
-import { hex, publisherRegistry, sha256, signedJob as signJob, type SignedJob } from '../support/signed-jobs.js';
+import { hex, publisherRegistry, sha256, signedJob as signJob, signedRoundStart, type SignedJob } from '../support/signed-jobs.js';
 
 const DIM = 6;
 const N = 5;
@@ -42,17 +41,7 @@ beforeAll(async () => {
 const signedJob = (over: Parameters<typeof manifest>[0]): SignedJob => signJob(publisher, over);
 
 /** The honest round start of `job` for a group of `members`. */
-function honestStart(job: SignedJob, members: readonly string[], roundIndex = 0): RoundStart {
-  return {
-    type: 'round-start',
-    round: { manifestHash: job.hash, roundIndex },
-    params: job.manifest.round,
-    deadlines: job.manifest.deadlines,
-    manifestJson: job.json,
-    signedManifest: job.envelope,
-    group: { index: 0, count: 1, members: [...members].sort() },
-  };
-}
+const honestStart = signedRoundStart;
 
 interface Fleet {
   h: HostileCoordinator;

@@ -5,6 +5,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ed25519PublicFromSeed } from '../../shared/crypto/ed25519.js';
 import { parseManifest, type JobManifest } from '../../shared/protocol/manifest.js';
+import type { RoundStart } from '../../shared/protocol/messages.js';
 import { signManifest } from '../../shared/trust/manifest.js';
 import { addPublisher, initRegistry } from '../../shared/trust/registry-dir.js';
 import { manifest } from './cluster.js';
@@ -34,4 +35,17 @@ export interface SignedJob {
 export function signedJob(publisher: Uint8Array, over: Parameters<typeof manifest>[0]): SignedJob {
   const json = manifest(over);
   return { json, manifest: parseManifest(json).manifest, hash: sha256(json), envelope: new TextEncoder().encode(JSON.stringify(signManifest(json, [publisher]))) };
+}
+
+/** The round start an honest coordinator sends for `job` to a single group of `members`. */
+export function signedRoundStart(job: SignedJob, members: readonly string[], roundIndex = 0): RoundStart {
+  return {
+    type: 'round-start',
+    round: { manifestHash: job.hash, roundIndex },
+    params: job.manifest.round,
+    deadlines: job.manifest.deadlines,
+    manifestJson: job.json,
+    signedManifest: job.envelope,
+    group: { index: 0, count: 1, members: [...members].sort() },
+  };
 }
