@@ -6,7 +6,6 @@
 import { createHash } from 'node:crypto';
 import { mkdir, readdir, readFile, stat, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
-import tls from 'node:tls';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import cliProgress from 'cli-progress';
@@ -44,6 +43,7 @@ import { saveTfjsModel, weightsFromBytes } from '../shared/model/tfjs.js';
 import { readSnapshot } from '../shared/trust/registry-dir.js';
 import { parseEnvelope } from '../shared/trust/dsse.js';
 import { MemoryDataStore, readJsonlRecords } from '../shared/store/memory.js';
+import { channelCredentials } from '../shared/rpc/tls-credentials.js';
 
 const DEFAULT_DIR = process.env.AEGIS_COORDINATOR_DIR ?? './aegis-coordinator';
 
@@ -235,12 +235,11 @@ interface AdminOpts {
 }
 
 async function adminClient(o: AdminOpts): Promise<AdminClient> {
-  tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
   const dir = resolve(o.dataDir);
   const address = o.coordinator ?? (await readEndpoint(dir))?.address;
   if (!address) throw new AegisError(ErrorCode.Unavailable, `no running coordinator recorded in ${dir}: start one (aegis coordinator start) or pass --coordinator HOST:PORT`);
   const cred = await openOperatorCredential(dir, cliKekSecrets(`the operator credential in ${dir}`));
-  const creds = grpc.credentials.createSsl(Buffer.from(cred.caPem), Buffer.from(cred.keyPem), Buffer.from(cred.certificatePem));
+  const creds = channelCredentials(cred.caPem, { keyPem: cred.keyPem, certificatePem: cred.certificatePem });
   return new (clientFor(admin.Admin))(address, creds, { ...channelOptions(address), 'grpc.max_receive_message_length': 256 * 1024 * 1024 });
 }
 

@@ -10,7 +10,6 @@
  * coordinator's registry and model downloads over this channel — and joins only if admitted.
  */
 import { X509Certificate } from 'node:crypto';
-import tls from 'node:tls';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
@@ -36,6 +35,7 @@ import { admitRound, newAdmissionMemory, recordRoundOutcome, type AdmissionConte
 import type { Trainer } from '../admission/training-round.js';
 import type { LocalValidation } from '../admission/validation.js';
 import { memoryLedger, quantizedInputId, type ContributionLedger } from '../admission/ledger.js';
+import { channelCredentials } from '../../shared/rpc/tls-credentials.js';
 
 /**
  * Enrolls: sends the CSR with the one-time token to the coordinator's enrollment address,
@@ -49,9 +49,8 @@ export async function enrollWithToken(opts: {
   clientId: string;
   timeoutMs?: number;
 }): Promise<{ certificateDer: Uint8Array; caDer: Uint8Array; clientId: string }> {
-  tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
   const csrDer = await createCsr(opts.identity, opts.clientId);
-  const client = new (clientFor(enroll.Enrollment))(opts.enrollAddress, grpc.credentials.createSsl(Buffer.from(opts.caPem)), channelOptions(opts.enrollAddress));
+  const client = new (clientFor(enroll.Enrollment))(opts.enrollAddress, channelCredentials(opts.caPem), channelOptions(opts.enrollAddress));
   try {
     const reply = await callUnary(client.enroll.bind(client), create(enroll.EnrollRequestSchema, { token: opts.token, csrDer }), new grpc.Metadata(), {
       deadline: Date.now() + (opts.timeoutMs ?? 15_000),
@@ -260,7 +259,6 @@ export class ClientRunner {
   }
 
   start(): void {
-    tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
     this.connect();
     this.subscribe();
     this.renewTimer = setInterval(() => void this.maybeRenew(), this.opts.renewCheckMs ?? 60_000);
@@ -308,11 +306,10 @@ export class ClientRunner {
 
   /** mTLS credentials: the pinned CA, the identity key and the current certificate. */
   private credentials(): grpc.ChannelCredentials {
-    return grpc.credentials.createSsl(
-      Buffer.from(this.opts.caPem),
-      Buffer.from(identityKeyPem(this.opts.identity)),
-      Buffer.from(new X509Certificate(Buffer.from(this.certificateDer)).toString()),
-    );
+    return channelCredentials(this.opts.caPem, {
+      keyPem: identityKeyPem(this.opts.identity),
+      certificatePem: new X509Certificate(Buffer.from(this.certificateDer)).toString(),
+    });
   }
 
   /** One single-use round token (fetched in batches over mTLS). */

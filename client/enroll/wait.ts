@@ -8,7 +8,6 @@
  * the CA the coordinator names must be the pinned one.
  */
 import { X509Certificate, randomInt } from 'node:crypto';
-import tls from 'node:tls';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
@@ -17,6 +16,7 @@ import { channelOptions } from '../../shared/rpc/channel.js';
 import { callUnary, clientFor } from '../../shared/rpc/service.js';
 import { asAegisError } from '../agent/grpc-errors.js';
 import { createCsr, type ClientIdentity } from './csr.js';
+import { channelCredentials } from '../../shared/rpc/tls-credentials.js';
 
 /** Default time `aegis client enroll` waits for an offline CA: 10 minutes. */
 export const ENROLL_WAIT_MS = 10 * 60 * 1000;
@@ -52,14 +52,13 @@ export async function enrollAndWait(opts: {
   waitMs?: number;
   onPending?: (requestId: string, waitedMs: number) => void;
 }): Promise<{ certificateDer: Uint8Array; caDer: Uint8Array; clientId: string; waited: boolean }> {
-  tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
   const csrDer = await createCsr(opts.identity, opts.clientId);
   const pinned = new X509Certificate(opts.caPem);
   const started = Date.now();
   const waitMs = opts.waitMs ?? ENROLL_WAIT_MS;
   let delay = 1000;
   let announced: string | undefined;
-  const client = new (clientFor(enroll.Enrollment))(opts.enrollAddress, grpc.credentials.createSsl(Buffer.from(opts.caPem)), channelOptions(opts.enrollAddress));
+  const client = new (clientFor(enroll.Enrollment))(opts.enrollAddress, channelCredentials(opts.caPem), channelOptions(opts.enrollAddress));
   try {
     for (;;) {
       const reply = await callUnary(client.enroll.bind(client), create(enroll.EnrollRequestSchema, { token: opts.token, csrDer }), new grpc.Metadata(), {

@@ -1,5 +1,5 @@
 /**
- * The coordinator's two TLS 1.3 listeners:
+ * The coordinator's two TLS 1.3 listeners (the suites of shared/net/tls-policy.ts):
  * - the main address requires a client certificate issued by the coordinator CA
  *   (`checkClientCertificate`): SecAgg (clients), Enrollment.Renew (clients), Admin (operators),
  *   Trust;
@@ -7,7 +7,6 @@
  *   has no certificate yet trades a one-time token and a CSR for one, and Trust.
  * Both serve gRPC health and reflection.
  */
-import tls from 'node:tls';
 import * as grpc from '@grpc/grpc-js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
@@ -16,6 +15,7 @@ import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import * as trust from '../../shared/gen/aegis/v1/trust_pb.js';
 import { addHealthAndReflection } from '../../shared/rpc/server.js';
 import { addService, type MethodsOf, type ServerImpl } from '../../shared/rpc/service.js';
+import { PolicyServerCredentials } from '../../shared/rpc/tls-credentials.js';
 import { issueServerCertificate, type CaCertificate } from '../auth/ca.js';
 
 export interface ServiceImpls {
@@ -44,11 +44,10 @@ export interface Listening {
  * picks free ports. Resolves with the servers and the bound addresses.
  */
 export async function listenTls(opts: ListenOptions, services: ServiceImpls, listen: string, enrollListen?: string): Promise<Listening> {
-  tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
   const [host, portText] = splitHostPort(listen);
   const hosts = [...new Set([reachable(host), '127.0.0.1', 'localhost'])];
   const server = opts.serverCredential ?? (await issueServerCertificate(opts.ca, { hosts }));
-  const keyCert = [{ private_key: Buffer.from(server.privateKeyPem), cert_chain: Buffer.from(server.certificatePem) }];
+  const material = { keyPem: server.privateKeyPem, certificatePem: server.certificatePem };
   const maxBytes = opts.maxMessageBytes ?? 64 * 1024 * 1024;
   const options: grpc.ServerOptions = {
     'grpc.max_receive_message_length': maxBytes,
@@ -65,14 +64,14 @@ export async function listenTls(opts: ListenOptions, services: ServiceImpls, lis
   addService(main, admin.Admin, services.admin);
   addService(main, trust.Trust, services.trust);
   addHealthAndReflection(main, [pb.SecAgg, enroll.Enrollment, admin.Admin, trust.Trust]);
-  const mainCreds = grpc.ServerCredentials.createSsl(Buffer.from(opts.ca.certificatePem), keyCert, true);
+  const mainCreds = new PolicyServerCredentials({ ...material, clientCaPem: opts.ca.certificatePem });
   const mainPort = await bind(main, `${host}:${portText}`, mainCreds);
 
   const enrollServer = new grpc.Server({ 'grpc.max_receive_message_length': 64 * 1024 });
   addService(enrollServer, enroll.Enrollment, services.enrollment);
   addService(enrollServer, trust.Trust, services.trust);
   addHealthAndReflection(enrollServer, [enroll.Enrollment, trust.Trust]);
-  const enrollCreds = grpc.ServerCredentials.createSsl(null, keyCert, false);
+  const enrollCreds = new PolicyServerCredentials(material);
   const enrollTarget = enrollListen ?? `${host}:${portText === '0' ? 0 : Number(portText) + 1}`;
   const [enrollHost] = splitHostPort(enrollTarget);
   const enrollPort = await bind(enrollServer, enrollTarget, enrollCreds);

@@ -5,7 +5,6 @@
  */
 import { existsSync } from 'node:fs';
 import { resolve } from 'node:path';
-import tls from 'node:tls';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { AegisError, ErrorCode } from '../errors.js';
@@ -15,6 +14,7 @@ import { callUnary, clientFor } from '../rpc/service.js';
 import { reasonOf } from '../rpc/status.js';
 import { parseSnapshot, type RegistrySnapshot } from './registry.js';
 import { readSnapshot } from './registry-dir.js';
+import { channelCredentials } from '../rpc/tls-credentials.js';
 
 const ADDRESS = /^(\[[0-9a-fA-F:]+\]|[A-Za-z0-9.-]+):\d{1,5}$/;
 
@@ -23,8 +23,7 @@ export const isRegistryAddress = (spec: string): boolean => ADDRESS.test(spec) &
 
 /** The snapshot served at a coordinator address (its enrollment listener), checked against `caPem`. */
 export async function fetchSnapshot(address: string, caPem: string): Promise<RegistrySnapshot> {
-  tls.DEFAULT_MIN_VERSION = 'TLSv1.3';
-  const client = new (clientFor(trustPb.Trust))(address, grpc.credentials.createSsl(Buffer.from(caPem)), channelOptions(address));
+  const client = new (clientFor(trustPb.Trust))(address, channelCredentials(caPem), channelOptions(address));
   try {
     const reply = await callUnary(client.getRegistry.bind(client), create(trustPb.GetRegistryRequestSchema, {}), new grpc.Metadata(), { deadline: Date.now() + 15_000 });
     return parseSnapshot(reply.snapshot);
