@@ -196,6 +196,7 @@ export function registerCoordinator(program: Command): void {
         if (dashboard) progress(`dashboard on ${dashboard.url}/ (log in with a link from: aegis dashboard token --data-dir ${dir})`);
         await writeEndpoint(dir, { address, enrollAddress, pid: process.pid, ...(metricsServer ? { metrics: metricsServer.address } : {}), ...(dashboard ? { dashboard: dashboard.address } : {}) });
         progress(`coordinator listening on ${address} (mTLS), enrollment on ${enrollAddress}; CA certificate: ${join(dir, 'ca.pem')}`);
+        if (!secrets.offline) log.warn({ ca: 'embedded' }, EMBEDDED_CA_WARNING);
         let stopping = false;
         const stop = (signal: string): void => {
           if (stopping) return;
@@ -222,6 +223,13 @@ export function registerCoordinator(program: Command): void {
       }
     });
 }
+
+/**
+ * Said once at start by a coordinator whose data dir holds its CA key: the limit of the embedded
+ * CA that no client-side check can make up for.
+ */
+export const EMBEDDED_CA_WARNING =
+  'embedded CA: this host holds the CA key, so whoever controls it can mint client certificates and enroll clients of its own (a Sybil attack on secure aggregation: a round of one honest client and sybils gives away the honest input); an offline CA closes it (aegis ca init on another host, then coordinator start --offline-ca ca.pem on a new data dir)';
 
 // ---------------------------------------------------------------------------------------------
 // The operator's Admin client.

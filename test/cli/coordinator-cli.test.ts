@@ -47,9 +47,10 @@ function startCoordinator(): ChildProcess {
     env,
     stdio: ['ignore', 'ignore', 'pipe'],
   });
-  child.stderr!.resume();
+  child.stderr!.on('data', (d: Buffer) => (coordinatorOutput += d.toString('utf8')));
   return child;
 }
+let coordinatorOutput = '';
 
 const endpoint = (): { address: string; enrollAddress: string } => JSON.parse(readFileSync(join(coordDir, 'coordinator.json'), 'utf8'));
 
@@ -87,6 +88,16 @@ describe('aegis coordinator, clients, client and round commands', () => {
       const h = parseSealedHeader(new Uint8Array(Buffer.from(b64, 'base64')));
       expect([h.kekId, h.kekVersion]).toEqual(['passphrase:kek.keyfile.json', 1]);
     }
+  });
+
+  test('a coordinator holding its CA key says once at start that it could mint clients (Sybils) and that an offline CA closes it', async () => {
+    await waitFor(() => /embedded CA/.test(coordinatorOutput), 30_000, 'the start warning');
+    const lines = coordinatorOutput.split('\n').filter((l) => /embedded CA/.test(l));
+    expect(lines).toHaveLength(1);
+    const line = JSON.parse(lines[0]!) as { level: number; ca: string; msg: string };
+    expect(line).toMatchObject({ level: 40, ca: 'embedded' });
+    expect(line.msg).toMatch(/Sybil attack on secure aggregation/);
+    expect(line.msg).toMatch(/--offline-ca/);
   });
 
   test('three devices enroll with one-time tokens, run, and a launched round completes with the right mean', async () => {

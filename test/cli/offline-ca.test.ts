@@ -81,7 +81,9 @@ describe('offline CA: the coordinator host never holds the CA private key', () =
 
     const signed1 = cliJson(aegis(['ca', 'sign-csr', '--dir', caDir, requests, '--out', join(coordDir, 'ca-signed'), '--yes', '--json']));
     expect(signed1.signed.map((s: { kind: string }) => s.kind).sort()).toEqual(['operator', 'server']);
-    await waitFor(() => existsSync(join(coordDir, 'coordinator.json')), 30_000, 'the coordinator to serve');
+    await waitFor(() => existsSync(join(coordDir, 'coordinator.json')) && /coordinator listening on/.test(coord.out()), 30_000, 'the coordinator to serve');
+    // No CA key on this host: no warning about an embedded CA.
+    expect(coord.out()).not.toMatch(/embedded CA/);
     const { address, enrollAddress } = JSON.parse(readFileSync(join(coordDir, 'coordinator.json'), 'utf8')) as { address: string; enrollAddress: string };
 
     // An invite (the operator certificate from the offline CA works) and an enrollment that waits.
