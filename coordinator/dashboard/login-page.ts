@@ -45,7 +45,7 @@ export function loginPage(opts: { auto: boolean; message?: LoginMessage }): stri
 <head>
 <meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="referrer" content="no-referrer">
+<meta name="referrer" content="same-origin">
 <link rel="icon" href="data:,">
 <title>Aegis dashboard: sign in</title>
 <style>${STYLE}</style>

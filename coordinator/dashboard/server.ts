@@ -153,7 +153,9 @@ const FORM_TIMEOUT_MS = 10_000;
 const BASE_HEADERS: Record<string, string> = {
   'Content-Security-Policy': CSP,
   'X-Content-Type-Options': 'nosniff',
-  'Referrer-Policy': 'no-referrer',
+  // Nothing leaves for another origin in a Referer; same-origin requests keep it, which is what
+  // makes a browser send the real Origin (not "null") with the sign-in and sign-out POSTs.
+  'Referrer-Policy': 'same-origin',
   'Cache-Control': 'no-store',
 };
 const CONTENT_TYPES: Record<string, string> = {

@@ -79,7 +79,7 @@ const CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-
 function expectSecurityHeaders(r: Reply): void {
   expect(r.headers['content-security-policy']).toBe(CSP);
   expect(r.headers['x-content-type-options']).toBe('nosniff');
-  expect(r.headers['referrer-policy']).toBe('no-referrer');
+  expect(r.headers['referrer-policy']).toBe('same-origin');
 }
 
 // ---------------------------------------------------------------------------------------------
