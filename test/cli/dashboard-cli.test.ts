@@ -79,10 +79,10 @@ afterAll(() => {
 });
 
 describe('aegis dashboard token', () => {
-  test('against `coordinator start --dashboard` on loopback (from --config): plain HTTP; the printed link carries the token after "#" and signs in once by POST; coordinator.json records the address', async () => {
+  test('against `coordinator start --dashboard` on loopback (from --config, with an idle timeout): plain HTTP; the printed link carries the token after "#" and signs in once by POST; coordinator.json records the address', async () => {
     const dir = join(root, 'with');
     const config = join(root, 'config.json');
-    writeFileSync(config, JSON.stringify({ dashboard: '127.0.0.1:0' }));
+    writeFileSync(config, JSON.stringify({ dashboard: '127.0.0.1:0', dashboardIdleTimeout: '5m' }));
     const coordinator = start(dir, ['--config', config]);
     const endpoint = await started(dir);
     expect(endpoint.dashboard).toMatch(/^127\.0\.0\.1:\d+$/);
@@ -107,6 +107,9 @@ describe('aegis dashboard token', () => {
     expect(login.headers.location).toBe('/');
     expect(String(login.headers['set-cookie'])).toMatch(/^aegis_dashboard=[A-Za-z0-9_-]{43}; Path=\/; HttpOnly; SameSite=Strict; Max-Age=28800$/);
     expect((await loginRequest(base, out.token)).status).toBe(401);
+    // The idle timeout from the config file.
+    const session = /aegis_dashboard=([^;]+)/.exec(String(login.headers['set-cookie']))![1]!;
+    expect(JSON.parse((await dashRequest(base, '/api/session', { cookie: session })).body).idleTimeoutMs).toBe(300_000);
 
     // Text mode: the link on stdout, the expiry and how to paste the token instead on stderr.
     const text = runCli(['dashboard', 'token', '--data-dir', dir], env);
