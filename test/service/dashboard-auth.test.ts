@@ -9,12 +9,14 @@
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
 import { request, type IncomingMessage } from 'node:http';
+import { hostname } from 'node:os';
 import { connect as tlsConnect, type ConnectionOptions } from 'node:tls';
 import { createCa, issueServerCertificate, caCertificateFromPem, type CertificateAuthority } from '../../coordinator/auth/ca.js';
 import { DashboardTokens } from '../../coordinator/auth/dashboard-tokens.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { Registry } from '../../coordinator/clients/registry.js';
 import { serveDashboard, type DashboardServer, type DashboardSource } from '../../coordinator/dashboard/server.js';
+import { dashboardHosts } from '../../coordinator/dashboard/certificate.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
 import { codeOf, codeOfAsync } from '../support/codes.js';
 import { dashLogin, dashRequest, loginRequest } from '../support/dashboard-http.js';
@@ -300,6 +302,15 @@ describe('Coordinator.startDashboard: the TLS credential for remote exposure', (
     } finally {
       await c.close();
     }
+  });
+
+  it("the CA certificate's names: the listen host, or for a wildcard address this machine's name and addresses; loopback names always", () => {
+    expect(dashboardHosts('10.1.2.3:8443')).toEqual(['10.1.2.3', '127.0.0.1', 'localhost']);
+    expect(dashboardHosts('[2001:db8::5]:8443')).toEqual(['2001:db8::5', '127.0.0.1', 'localhost']);
+    const wildcard = dashboardHosts('0.0.0.0:8443');
+    expect(wildcard).not.toContain('0.0.0.0');
+    expect(wildcard).toEqual(expect.arrayContaining(['127.0.0.1', 'localhost', ...(/^[A-Za-z0-9.-]+$/.test(hostname()) ? [hostname()] : [])]));
+    expect(wildcard.length).toBeLessThanOrEqual(32);
   });
 
   it('without a CA key or a server credential on this host, refuses allowRemote without a certificate, naming the flags', async () => {
