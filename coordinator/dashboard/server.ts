@@ -419,7 +419,7 @@ export async function serveDashboard(source: DashboardSource, listen: string, op
     const method = req.method ?? '';
     const head = method === 'HEAD';
     const read = method === 'GET' || head;
-    if (!http.hostAllowed(req)) return error(res, 421, ErrorCode.InvalidArgument, 'this dashboard answers plain HTTP only under a loopback name (Host)', head);
+    if (!http.hostAllowed(req)) return error(res, 421, ErrorCode.InvalidArgument, 'this dashboard does not answer to that Host (over plain HTTP only to a loopback name)', head);
     const raw = req.url ?? '/';
     const q = raw.indexOf('?');
     const rawPath = q < 0 ? raw : raw.slice(0, q);
