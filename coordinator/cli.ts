@@ -100,17 +100,23 @@ export function registerCoordinator(program: Command): void {
     .option('--unmask-workers <n>', 'with --redis: unmask parts this process expands at once (0: leave them to `aegis coordinator unmask-worker` processes)', parseIntOption('unmask-workers', 0, 64), 1)
     .option('--unmask-parts <n>', "with --redis: worker jobs a round's unmasking is split into", parseIntOption('unmask-parts', 1, 1024), 2)
     .option('--metrics <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (loopback only; counts, phases and reason codes, no client ids)')
-    .option('--dashboard <host:port>', 'serve the web dashboard on http://HOST:PORT/ (loopback only unless --dashboard-allow-remote; log in with a link from `aegis dashboard token`)')
-    .option('--dashboard-allow-remote', 'let --dashboard listen on a non-loopback address')
+    .option('--dashboard <host:port>', 'serve the web dashboard on HOST:PORT (loopback, plain HTTP unless --dashboard-tls-cert; sign in with a link from `aegis dashboard token`)')
+    .option('--dashboard-allow-remote', "let --dashboard listen on a non-loopback address: HTTPS only (TLS 1.3), with --dashboard-tls-cert/--dashboard-tls-key or else the coordinator's own TLS certificate (its CA, ca.pem)")
+    .option('--dashboard-tls-cert <file>', 'serve the dashboard over HTTPS with this PEM certificate chain (with --dashboard-tls-key)')
+    .option('--dashboard-tls-key <file>', "the PEM private key of --dashboard-tls-cert's certificate")
+    .option('--dashboard-idle-timeout <duration>', 'a dashboard session ends after this long without a request', parseDuration('dashboard-idle-timeout', 60_000, 24 * 3_600_000), 15 * 60_000)
+    .option('--dashboard-session-lifetime <duration>', 'a dashboard session ends this long after its sign-in, active or not', parseDuration('dashboard-session-lifetime', 60_000, 24 * 3_600_000), 8 * 3_600_000)
     .option('--validation-data <name=file...>', "validation sets for the poisoning check of training jobs (JSONL examples; a manifest names one in validation.dataset)")
     .option('--retention-round-days <n>', 'how long a finished round keeps which clients took part (then only counts, timeline, outcome and sum stay); config retention.round_days', parseIntOption('retention-round-days', 1, 36_500), 30)
     .option('--clients-lost-after <duration>', 'flag a client suspected-lost (warn log, metric, clients list) once it is silent this long; config clients.lost_after', parseDuration('clients-lost-after', 60_000, 365 * 86_400_000), 7 * 86_400_000)
     .option('--offline-ca <ca.pem>', 'first start only: the CA is offline (aegis ca init): this host keeps only its certificate; certificates come from aegis ca sign-csr on the CA host (requests in DATA_DIR/ca-requests, signed ones back in DATA_DIR/ca-signed)')
     .option('--config <file>', 'a JSON file of these options by their long names in camelCase (e.g. {"redis": "redis://10.0.0.5:6379", "redisPrefix": "prod", "unmaskWorkers": 2}); options given on the command line win')
-    .action(async (o: { offlineCa?: string; retentionRoundDays: number; clientsLostAfter: number; config?: string; listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string; dashboard?: string; dashboardAllowRemote?: boolean; redis?: string; redisPrefix: string; unmaskWorkers: number; unmaskParts: number } & KekCliOptions & RotationCliOptions, cmd: Command) => {
+    .action(async (o: { offlineCa?: string; retentionRoundDays: number; clientsLostAfter: number; config?: string; listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string; redis?: string; redisPrefix: string; unmaskWorkers: number; unmaskParts: number } & DashboardCliOptions & KekCliOptions & RotationCliOptions, cmd: Command) => {
       const log = createLogger('coordinator');
       try {
         if (o.config) await applyConfigFile(o.config, o as unknown as Record<string, unknown>, cmd);
+        // Before anything listens: the dashboard's flags and TLS files.
+        const dashboardOptions = await dashboardStartOptions(o);
         if (!o.registry && !o.allowUnsigned) {
           throw new AegisError(ErrorCode.InvalidArgument, 'give --registry DIR (only manifests its publishers signed run), or --allow-unsigned for a local experiment');
         }
@@ -192,8 +198,8 @@ export function registerCoordinator(program: Command): void {
           ...(Object.keys(validationSets).length > 0 ? { validationSets } : {}),
         });
         const { address, enrollAddress } = await c.listen(o.listen, o.enrollListen);
-        const dashboard = o.dashboard ? await c.startDashboard(o.dashboard, { allowRemote: o.dashboardAllowRemote === true }) : undefined;
-        if (dashboard) progress(`dashboard on ${dashboard.url}/ (log in with a link from: aegis dashboard token --data-dir ${dir})`);
+        const dashboard = o.dashboard ? await c.startDashboard(o.dashboard, dashboardOptions) : undefined;
+        if (dashboard) progress(dashboardBanner(dashboard, o, dir));
         await writeEndpoint(dir, { address, enrollAddress, pid: process.pid, ...(metricsServer ? { metrics: metricsServer.address } : {}), ...(dashboard ? { dashboard: dashboard.address } : {}) });
         progress(`coordinator listening on ${address} (mTLS), enrollment on ${enrollAddress}; CA certificate: ${join(dir, 'ca.pem')}`);
         if (!secrets.offline) log.warn({ ca: 'embedded' }, EMBEDDED_CA_WARNING);
@@ -230,6 +236,54 @@ export function registerCoordinator(program: Command): void {
  */
 export const EMBEDDED_CA_WARNING =
   'embedded CA: this host holds the CA key, so whoever controls it can mint client certificates and enroll clients of its own (a Sybil attack on secure aggregation: a round of one honest client and sybils gives away the honest input); an offline CA closes it (aegis ca init on another host, then coordinator start --offline-ca ca.pem on a new data dir)';
+
+// ---------------------------------------------------------------------------------------------
+// coordinator start: the dashboard's flags
+
+interface DashboardCliOptions {
+  dashboard?: string;
+  dashboardAllowRemote?: boolean;
+  dashboardTlsCert?: string;
+  dashboardTlsKey?: string;
+  dashboardIdleTimeout: number;
+  dashboardSessionLifetime: number;
+}
+
+/** `startDashboard`'s options from the flags; `invalid-argument` naming the flag or file at fault. */
+async function dashboardStartOptions(o: DashboardCliOptions): Promise<Parameters<Coordinator['startDashboard']>[1]> {
+  if (!o.dashboard) {
+    const stray = (['dashboardAllowRemote', 'dashboardTlsCert', 'dashboardTlsKey'] as const).find((k) => o[k] !== undefined && o[k] !== false);
+    if (stray) throw new AegisError(ErrorCode.InvalidArgument, `--${stray.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} needs --dashboard HOST:PORT`);
+    return {};
+  }
+  if ((o.dashboardTlsCert === undefined) !== (o.dashboardTlsKey === undefined)) {
+    throw new AegisError(ErrorCode.InvalidArgument, o.dashboardTlsCert === undefined ? '--dashboard-tls-key needs --dashboard-tls-cert (the certificate chain of that key)' : '--dashboard-tls-cert needs --dashboard-tls-key (the private key of that certificate)');
+  }
+  const read = (flag: string, file: string): Promise<string> =>
+    readFile(file, 'utf8').catch(() => {
+      throw new AegisError(ErrorCode.NotFound, `cannot read ${flag} ${file}`);
+    });
+  const tls =
+    o.dashboardTlsCert !== undefined && o.dashboardTlsKey !== undefined
+      ? { certPem: await read('--dashboard-tls-cert', o.dashboardTlsCert), keyPem: await read('--dashboard-tls-key', o.dashboardTlsKey) }
+      : undefined;
+  return {
+    allowRemote: o.dashboardAllowRemote === true,
+    ...(tls ? { tls } : {}),
+    idleTimeoutMs: o.dashboardIdleTimeout,
+    sessionLifetimeMs: o.dashboardSessionLifetime,
+  };
+}
+
+/** The start line that says where the dashboard is, how it is protected and how to sign in. */
+function dashboardBanner(d: { url: string; tls: boolean }, o: DashboardCliOptions, dir: string): string {
+  const how = !d.tls
+    ? 'plain HTTP on loopback'
+    : o.dashboardTlsCert !== undefined
+      ? `HTTPS, TLS 1.3, certificate ${o.dashboardTlsCert}`
+      : `HTTPS, TLS 1.3, certificate from the coordinator CA (verify with ${join(dir, 'ca.pem')}; an Ed25519 certificate, which browsers do not accept yet: give --dashboard-tls-cert/--dashboard-tls-key for a browser)`;
+  return `dashboard on ${d.url}/ (${how}; sign in with a link from: aegis dashboard token --data-dir ${dir})`;
+}
 
 // ---------------------------------------------------------------------------------------------
 // The operator's Admin client.
@@ -288,7 +342,7 @@ async function run<T extends AdminOpts>(o: T, body: (client: AdminClient) => Pro
 
 export function registerDashboard(program: Command): void {
   const group = program.command('dashboard').description('the web dashboard (coordinator start --dashboard HOST:PORT): login links (operators)');
-  withAdmin(group.command('token').description('print a single-use login link for the dashboard'))
+  withAdmin(group.command('token').description('print a single-use login link for the dashboard (the token after "#": the browser sends it nowhere, the sign-in page posts it)'))
     .option('--ttl <duration>', 'how long the link stays valid (at most 24 h)', parseDuration('ttl', 1000, 24 * 3_600_000), 15 * 60_000)
     .action((o: AdminOpts & { ttl: number }) =>
       run(o, async (client) => {
@@ -298,7 +352,7 @@ export function registerDashboard(program: Command): void {
           create(admin.IssueDashboardTokenRequestSchema, { ttlSeconds: Math.ceil(o.ttl / 1000) }),
         );
         const expiresAt = new Date(Number(r.expiresAtMs)).toISOString();
-        if (!o.json) progress(`single-use login link, valid until ${expiresAt}; open it in a browser on this host:`);
+        if (!o.json) progress(`single-use login link, valid until ${expiresAt}; open it in a browser (or open ${r.url.replace(/#.*$/, '')} and paste the token after "#token="):`);
         printResult(o, { token: r.token, url: r.url, expires_at: expiresAt }, r.url);
       }),
     );

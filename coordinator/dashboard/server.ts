@@ -1,13 +1,21 @@
 /**
  * The coordinator's web dashboard, server side (docs/dashboard-api.md is the contract with the
- * page in dashboard/): a small node:http server on loopback (unless `allowRemote`) that serves
- * the built page (dist/dashboard/), a read-only JSON API and Server-Sent Events.
+ * page in dashboard/): a small node:http server that serves the built page (dist/dashboard/), a
+ * read-only JSON API and Server-Sent Events. On loopback it may speak plain HTTP; with `tls` (and
+ * always when `allowRemote`) it serves HTTPS only, TLS 1.3 with the 256-bit suites
+ * (shared/net/tls-policy.ts).
  *
- * Auth: `GET /login?token=T` trades a single-use login token (coordinator/auth/dashboard-tokens.ts,
- * minted by `aegis dashboard token` over the operator's mTLS Admin credential) for a session
- * cookie (`aegis_dashboard`, HttpOnly, SameSite=Strict, 12 h) and redirects to `/`. Every other
- * path needs that session (cookie or `Authorization: Bearer`); without it: 401 JSON. Only GET
- * and HEAD (anything else 405); no request body is read.
+ * Auth: a single-use login token (coordinator/auth/dashboard-tokens.ts, minted by `aegis
+ * dashboard token` over the operator's mTLS Admin credential) is traded for a session only by
+ * `POST /login` with the token in a form body, from the dashboard's own origin (the browser's
+ * Origin header must be this server's origin; Sec-Fetch-Site, when sent, `same-origin`). The
+ * login link `…/login#token=T` opens the sign-in page (login-page.ts) whose script posts the
+ * fragment's token; a token in a URL query signs nobody in. The session cookie is HttpOnly,
+ * SameSite=Strict, Path=/, and over TLS `Secure` with the `__Host-` name prefix. A session ends
+ * after the idle timeout, at its absolute lifetime, or by `POST /logout` (same-origin check too).
+ * Every other path needs the session (cookie or `Authorization: Bearer`); without it: 401.
+ * Reads are GET/HEAD only. Plain HTTP answers only requests whose Host names a loopback address
+ * (another name pointing at 127.0.0.1 — DNS rebinding — is refused).
  *
  * What it shows is what secure aggregation allows to be known about a round: job ids, phases,
  * counts (declines by reason too), timings, reason codes, hashes and the coordinator's own validation accuracy/loss of
@@ -18,10 +26,16 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import { realpath, readFile, stat } from 'node:fs/promises';
 import { extname, resolve as resolvePath, sep } from 'node:path';
+import { createSecureContext } from 'node:tls';
 import { fileURLToPath } from 'node:url';
-import { ErrorCode } from '../../shared/errors.js';
-import { DASHBOARD_SESSION_TTL_MS, type DashboardTokens } from '../auth/dashboard-tokens.js';
+import { AegisError, ErrorCode } from '../../shared/errors.js';
+import type { DashboardTokens } from '../auth/dashboard-tokens.js';
 import { listenLocalHttp } from '../../shared/net/http-listen.js';
+import { TLS_SERVER_POLICY } from '../../shared/net/tls-policy.js';
+import { LOGIN_SCRIPT, loginPage, type LoginMessage } from './login-page.js';
+import { readFormBody, sessionHttp, wantsHtml } from './session-http.js';
+
+export { DASHBOARD_COOKIE, DASHBOARD_COOKIE_TLS } from './session-http.js';
 
 // ---------------------------------------------------------------------------------------------
 // The API's shapes (docs/dashboard-api.md).
@@ -103,8 +117,13 @@ export interface DashboardSource {
 export interface ServeDashboardOptions {
   /** Login tokens and sessions. */
   auth: DashboardTokens;
-  /** Allow a non-loopback listen address; default false. */
+  /** Allow a non-loopback listen address (needs `tls`); default false. */
   allowRemote?: boolean;
+  /**
+   * Serve HTTPS only (TLS 1.3, TLS_AES_256_GCM_SHA384 / TLS_CHACHA20_POLY1305_SHA256) with this
+   * key and certificate chain (PEM). Required with `allowRemote`; without it (loopback) plain HTTP.
+   */
+  tls?: { keyPem: string; certPem: string };
   /** The built page (index.html, assets/); default dist/dashboard/ next to the built code. */
   assetsDir?: string | URL;
   /** How often SSE checks for changes; default 500 ms. */
@@ -118,19 +137,25 @@ export interface ServeDashboardOptions {
 export interface DashboardServer {
   /** `host:port` actually bound. */
   address: string;
-  /** `http://host:port` */
+  /** `https://host:port` (TLS) or `http://host:port` (plain, loopback only). */
   url: string;
+  /** Whether it serves HTTPS. */
+  tls: boolean;
   close(): Promise<void>;
 }
 
-export const DASHBOARD_COOKIE = 'aegis_dashboard';
 export const DEFAULT_DASHBOARD_ASSETS = new URL('../../dashboard/', import.meta.url);
 
-const CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'";
+const CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
+/** The sign-in form's body: `token=` and 43 characters, with room to spare. */
+const MAX_FORM_BYTES = 1024;
+const FORM_TIMEOUT_MS = 10_000;
 const BASE_HEADERS: Record<string, string> = {
   'Content-Security-Policy': CSP,
   'X-Content-Type-Options': 'nosniff',
-  'Referrer-Policy': 'no-referrer',
+  // Nothing leaves for another origin in a Referer; same-origin requests keep it, which is what
+  // makes a browser send the real Origin (not "null") with the sign-in and sign-out POSTs.
+  'Referrer-Policy': 'same-origin',
   'Cache-Control': 'no-store',
 };
 const CONTENT_TYPES: Record<string, string> = {
@@ -224,32 +249,32 @@ export function projectJobDetail(d: DashboardJobDetail): DashboardJobDetail {
 // ---------------------------------------------------------------------------------------------
 // The server.
 
-function cookieOf(req: IncomingMessage, name: string): string | undefined {
-  const header = req.headers.cookie;
-  if (typeof header !== 'string') return undefined;
-  for (const part of header.split(';')) {
-    const i = part.indexOf('=');
-    if (i > 0 && part.slice(0, i).trim() === name) return part.slice(i + 1).trim();
-  }
-  return undefined;
-}
-
-function sessionOf(req: IncomingMessage): string | undefined {
-  const auth = req.headers.authorization;
-  if (typeof auth === 'string' && auth.startsWith('Bearer ')) return auth.slice(7).trim();
-  return cookieOf(req, DASHBOARD_COOKIE);
-}
-
 function dirPath(dir: string | URL): string {
   return typeof dir === 'string' ? resolvePath(dir) : fileURLToPath(dir);
 }
 
+/** `invalid-argument` unless `tls` holds a PEM key and certificate chain that belong together. */
+function checkTlsMaterial(tls: { keyPem: string; certPem: string }): void {
+  try {
+    createSecureContext({ ...TLS_SERVER_POLICY, key: tls.keyPem, cert: tls.certPem });
+  } catch (err) {
+    // OpenSSL's reason ("key values mismatch", "no start line") names no key material.
+    const reason = err instanceof Error ? err.message.slice(0, 120) : 'unreadable';
+    throw new AegisError(ErrorCode.InvalidArgument, `the dashboard's TLS key and certificate do not load (a PEM private key and the certificate chain of that key are needed): ${reason}`);
+  }
+}
+
 /**
  * Serves the dashboard at `listen` (`HOST:PORT`, IPv6 as `[::1]:PORT`; port 0 picks a free one).
- * Refuses a non-loopback host unless `opts.allowRemote`.
+ * Refuses a non-loopback host unless `opts.allowRemote`, and `allowRemote` without `opts.tls`.
  */
 export async function serveDashboard(source: DashboardSource, listen: string, opts: ServeDashboardOptions): Promise<DashboardServer> {
   const auth = opts.auth;
+  if (opts.allowRemote === true && !opts.tls) {
+    throw new AegisError(ErrorCode.InvalidArgument, 'a dashboard reachable from other hosts (--dashboard-allow-remote) is served over TLS only, and no TLS certificate is available: pass --dashboard-tls-cert FILE and --dashboard-tls-key FILE');
+  }
+  if (opts.tls) checkTlsMaterial(opts.tls);
+  const http = sessionHttp(opts.tls !== undefined);
   const assets = dirPath(opts.assetsDir ?? DEFAULT_DASHBOARD_ASSETS);
   const pollMs = opts.pollMs ?? 500;
   const keepAliveMs = opts.keepAliveMs ?? 15_000;
@@ -349,14 +374,56 @@ export async function serveDashboard(source: DashboardSource, listen: string, op
     }, keepAliveMs);
   };
 
+  // ----- Sign-in, sign-out.
+  const page = (res: ServerResponse, status: number, req: IncomingMessage, message: LoginMessage | undefined, head: boolean, extra: Record<string, string | string[]> = {}): void => {
+    // Only a page the operator opened (typed, pasted, from the terminal or a bookmark) or one of
+    // ours submits a fragment's token by itself; a link followed from another site asks first.
+    const site = req.headers['sec-fetch-site'];
+    const auto = site === 'none' || site === 'same-origin';
+    send(res, status, loginPage({ auto, ...(message ? { message } : {}) }), 'text/html; charset=utf-8', head, { Vary: 'Sec-Fetch-Site', ...extra });
+  };
+  /** A refusal: the sign-in page with `message` for a browser, JSON otherwise. */
+  const refuse = (req: IncomingMessage, res: ServerResponse, status: number, code: string, text: string, message: LoginMessage, extra: Record<string, string | string[]> = {}): void => {
+    if (wantsHtml(req)) return page(res, status, req, message, false, extra);
+    error(res, status, code, text, false, extra);
+  };
+
+  const login = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
+    // The origin first: a cross-site attempt reads no body and spends no token.
+    if (!http.sameOrigin(req)) {
+      return refuse(req, res, 403, ErrorCode.PermissionDenied, "sign-in refused: it must come from this dashboard's own page (Origin)", 'cross-origin');
+    }
+    const form = await readFormBody(req, MAX_FORM_BYTES, FORM_TIMEOUT_MS);
+    if (form === 'unsupported-type') return error(res, 415, ErrorCode.InvalidArgument, 'sign in with a form body (application/x-www-form-urlencoded) holding token=…', false);
+    if (form === 'too-large' || form === 'timeout') return error(res, 413, ErrorCode.TooLarge, 'the sign-in body is too large or too slow', false, { Connection: 'close' });
+    const token = form.get('token')?.trim();
+    const s = token ? auth.redeem(token) : undefined;
+    if (!s) return refuse(req, res, 401, ErrorCode.Unauthenticated, 'this login token is not valid (unknown, used or expired): get a new one with `aegis dashboard token`', 'invalid');
+    res.writeHead(303, { ...BASE_HEADERS, Location: '/', 'Set-Cookie': http.sessionCookie(s.session, auth.lifetimeMs), 'Content-Length': 0 });
+    res.end();
+  };
+
+  const logout = (req: IncomingMessage, res: ServerResponse): void => {
+    if (!http.sameOrigin(req)) {
+      return refuse(req, res, 403, ErrorCode.PermissionDenied, "sign-out refused: it must come from this dashboard's own page (Origin)", 'cross-origin');
+    }
+    auth.end(http.sessionOf(req));
+    // The session's open event streams end with it.
+    for (const x of [...streams]) if (!auth.validSession(x.session)) endStream(x);
+    res.writeHead(303, { ...BASE_HEADERS, Location: '/login?m=signed-out', 'Set-Cookie': http.clearedCookie(), 'Content-Length': 0 });
+    res.end();
+  };
+
   // ----- Routes.
   const handle = async (req: IncomingMessage, res: ServerResponse): Promise<void> => {
     const method = req.method ?? '';
     const head = method === 'HEAD';
-    if (method !== 'GET' && !head) return error(res, 405, 'method-not-allowed', 'only GET and HEAD', false, { Allow: 'GET, HEAD' });
+    const read = method === 'GET' || head;
+    if (!http.hostAllowed(req)) return error(res, 421, ErrorCode.InvalidArgument, 'this dashboard does not answer to that Host (over plain HTTP only to a loopback name)', head);
     const raw = req.url ?? '/';
     const q = raw.indexOf('?');
     const rawPath = q < 0 ? raw : raw.slice(0, q);
+    const query = new URLSearchParams(q < 0 ? '' : raw.slice(q + 1));
     let path: string;
     try {
       path = decodeURIComponent(rawPath);
@@ -365,24 +432,30 @@ export async function serveDashboard(source: DashboardSource, listen: string, op
     }
 
     if (path === '/login') {
-      // HEAD never spends a token.
-      const token = head ? undefined : new URLSearchParams(q < 0 ? '' : raw.slice(q + 1)).get('token');
-      const s = token ? auth.redeem(token) : undefined;
-      if (!s) return error(res, 401, ErrorCode.Unauthenticated, 'this login link is not valid (unknown, used or expired): get a new one with `aegis dashboard token`', head);
-      const maxAge = Math.floor(DASHBOARD_SESSION_TTL_MS / 1000);
-      res.writeHead(303, {
-        ...BASE_HEADERS,
-        Location: '/',
-        'Set-Cookie': `${DASHBOARD_COOKIE}=${s.session}; HttpOnly; SameSite=Strict; Path=/; Max-Age=${maxAge}`,
-        'Content-Length': 0,
-      });
-      res.end();
-      return;
+      if (method === 'POST') return login(req, res);
+      if (!read) return error(res, 405, 'method-not-allowed', 'GET, HEAD or POST', head, { Allow: 'GET, HEAD, POST' });
+      // A token in the query signs nobody in (it has been in a URL); the page says how to sign in.
+      const message: LoginMessage | undefined = query.has('token') ? 'query-token' : query.get('m') === 'signed-out' ? 'signed-out' : undefined;
+      return page(res, 200, req, message, head);
+    }
+    if (path === '/login.js') {
+      if (!read) return error(res, 405, 'method-not-allowed', 'only GET and HEAD', head, { Allow: 'GET, HEAD' });
+      return send(res, 200, LOGIN_SCRIPT, 'text/javascript; charset=utf-8', head);
+    }
+    if (path === '/logout') {
+      if (method !== 'POST') return error(res, 405, 'method-not-allowed', 'only POST', head, { Allow: 'POST' });
+      return logout(req, res);
+    }
+    if (!read) return error(res, 405, 'method-not-allowed', 'only GET and HEAD', head, { Allow: 'GET, HEAD' });
+
+    const session = http.sessionOf(req);
+    const info = auth.use(session);
+    if (!info) {
+      if ((path === '/' || path === '/index.html') && wantsHtml(req)) return page(res, 401, req, 'required', head);
+      return error(res, 401, ErrorCode.Unauthenticated, 'sign in at /login with a token from `aegis dashboard token`', head);
     }
 
-    const session = sessionOf(req);
-    if (!auth.validSession(session)) return error(res, 401, ErrorCode.Unauthenticated, 'sign in with a link from `aegis dashboard token`', head);
-
+    if (path === '/api/session') return json(res, 200, info, head);
     if (path === '/api/overview') return json(res, 200, projectOverview(await source.overview()), head);
     if (path === '/api/jobs') return json(res, 200, { jobs: (await source.jobs()).map(projectJob) }, head);
     const m = JOB_ID_PATH.exec(path);
@@ -404,8 +477,8 @@ export async function serveDashboard(source: DashboardSource, listen: string, op
     if (path === '/' || path === '/index.html') {
       const f = await assetFile('/');
       if (!f) {
-        const page = '<!doctype html><meta charset="utf-8"><title>Aegis dashboard unavailable</title><h1>Dashboard not built</h1><p>The dashboard page is not built on this host (run <code>npm run build</code>). The JSON API under /api/ works.</p>\n';
-        return send(res, 503, page, 'text/html; charset=utf-8', head);
+        const notBuilt = '<!doctype html><meta charset="utf-8"><title>Aegis dashboard unavailable</title><h1>Dashboard not built</h1><p>The dashboard page is not built on this host (run <code>npm run build</code>). The JSON API under /api/ works.</p>\n';
+        return send(res, 503, notBuilt, 'text/html; charset=utf-8', head);
       }
       return send(res, 200, f.body, f.type, head);
     }
@@ -416,12 +489,13 @@ export async function serveDashboard(source: DashboardSource, listen: string, op
 
   const s = await listenLocalHttp(listen, 'dashboard', handle, (req, res) => error(res, 500, 'internal', 'dashboard data unavailable', req.method === 'HEAD'), {
     ...(opts.allowRemote === undefined ? {} : { allowRemote: opts.allowRemote }),
-    remoteHint: 'pass --dashboard-allow-remote to expose it beyond this host',
+    ...(opts.tls ? { tls: opts.tls } : {}),
+    remoteHint: 'pass --dashboard-allow-remote to expose it beyond this host (served over TLS)',
     // SSE streams outlive any request timeout.
     requestTimeoutMs: 0,
     beforeClose: () => {
       for (const x of [...streams]) endStream(x);
     },
   });
-  return { address: s.address, url: `http://${s.address}`, close: s.close };
+  return { address: s.address, url: `${opts.tls ? 'https' : 'http'}://${s.address}`, tls: opts.tls !== undefined, close: s.close };
 }

@@ -42,6 +42,7 @@ import { listenTls, shutdown } from '../rpc/listeners.js';
 import { secAggService } from '../rpc/secagg-service.js';
 import { trustService } from '../rpc/trust-service.js';
 import { serveDashboard, type DashboardServer, type ServeDashboardOptions } from '../dashboard/server.js';
+import { coordinatorDashboardCredential } from '../dashboard/certificate.js';
 import type { Registry } from '../clients/registry.js';
 import { Mailboxes } from './mailbox.js';
 import type { RoundOutcome } from '../round/index.js';
@@ -192,15 +193,25 @@ export class Coordinator {
   }
 
   // -------------------------------------------------------------------------------------------
-  // The web dashboard (coordinator/service/dashboard.ts, docs/dashboard-api.md).
+  // The web dashboard (coordinator/dashboard/, docs/dashboard-api.md).
 
   /**
    * Starts the web dashboard at `listen` (loopback unless `allowRemote`); logins from
-   * `issueDashboardToken`. Closed with the coordinator.
+   * `issueDashboardToken`. HTTPS with `opts.tls`; with `allowRemote` and no `opts.tls`, HTTPS
+   * with the coordinator's own TLS credential (coordinator/dashboard/certificate.ts), and
+   * `invalid-argument` when it has none. Plain HTTP on loopback otherwise. Sessions end after
+   * `idleTimeoutMs` without a request (default 15 min) or `sessionLifetimeMs` after the login
+   * (default 8 h). Closed with the coordinator.
    */
-  async startDashboard(listen: string, opts: Omit<ServeDashboardOptions, 'auth'> = {}): Promise<DashboardServer> {
+  async startDashboard(listen: string, opts: Omit<ServeDashboardOptions, 'auth'> & { idleTimeoutMs?: number; sessionLifetimeMs?: number } = {}): Promise<DashboardServer> {
     if (this.dashboard) throw new AegisError(ErrorCode.AlreadyExists, 'the dashboard runs already');
-    const auth = new DashboardTokens({ clock: this.clock });
+    const { idleTimeoutMs, sessionLifetimeMs, ...serve } = opts;
+    const auth = new DashboardTokens({
+      clock: this.clock,
+      ...(idleTimeoutMs === undefined ? {} : { idleMs: idleTimeoutMs }),
+      ...(sessionLifetimeMs === undefined ? {} : { lifetimeMs: sessionLifetimeMs }),
+    });
+    const tls = serve.tls ?? (serve.allowRemote === true ? await coordinatorDashboardCredential(this.ca, listen, this.opts.serverCredential) : undefined);
     const data = new DashboardData({
       jobs: this.jobs,
       reports: this.reports,
@@ -210,7 +221,7 @@ export class Coordinator {
       clock: this.clock,
       ...pick(this.opts, ['registryDir']),
     });
-    const server = await serveDashboard(data, listen, { ...opts, auth });
+    const server = await serveDashboard(data, listen, { ...serve, ...(tls ? { tls } : {}), auth });
     this.dashboard = { server, auth };
     return server;
   }
@@ -220,12 +231,16 @@ export class Coordinator {
     return this.dashboard?.server.address;
   }
 
-  /** A single-use dashboard login token and its URL; `failed-precondition` without a dashboard. */
+  /**
+   * A single-use dashboard login token and its link, `…/login#token=T`: the token rides in the
+   * fragment, which the browser keeps to itself (the sign-in page posts it); `failed-precondition`
+   * without a dashboard.
+   */
   issueDashboardToken(ttlMs?: number): { token: string; expiresAt: number; url: string } {
     const d = this.dashboard;
     if (!d) throw new AegisError(ErrorCode.FailedPrecondition, 'this coordinator runs no dashboard (coordinator start --dashboard HOST:PORT)');
     const t = d.auth.issue(ttlMs);
-    return { ...t, url: `${d.server.url}/login?token=${t.token}` };
+    return { ...t, url: `${d.server.url}/login#token=${t.token}` };
   }
 
   // -------------------------------------------------------------------------------------------

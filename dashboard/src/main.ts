@@ -7,6 +7,9 @@
  *                 round (uPlot), the rounds table, poisoning flags
  * Live: Server-Sent Events from /api/events; when the stream drops the page polls the JSON API
  * and reopens the stream now and then. A 401 stops everything and says how to sign in.
+ * Session: the event stream alone does not keep the session alive (the server's idle timeout
+ * counts requests); a click, key, wheel or the tab coming back into view sends a light
+ * `GET /api/session` at most once a minute. "Sign out" in the header is a form POST to /logout.
  * Everything the API sends is rendered as text (textContent / text nodes), never as HTML.
  */
 import './style.css';
@@ -31,6 +34,8 @@ const POISONING_TEXT = 'held back: suspected poisoning; clients enter audit mode
 const POLL_MS = 2000;
 const POLL_MAX_MS = 30_000;
 const REOPEN_STREAM_MS = 15_000;
+/** The operator's activity tells the server at most this often. */
+const ACTIVITY_PING_MS = 60_000;
 
 // ---------------------------------------------------------------------------------------------
 // State
@@ -436,7 +441,7 @@ function signOut(): void {
       'section',
       { class: 'notice signed-out', 'data-testid': 'unauthenticated' },
       h('h1', {}, 'Not signed in'),
-      h('p', {}, 'Not signed in: run ', h('code', {}, 'aegis dashboard token'), ' on the coordinator host and open the URL it prints (each URL works once).'),
+      h('p', {}, 'Not signed in: run ', h('code', {}, 'aegis dashboard token'), ' and open the link it prints (each link works once), or ', h('a', { href: '/login', 'data-testid': 'sign-in-link' }, 'sign in'), ' with a token.'),
     ),
   );
 }
@@ -550,8 +555,22 @@ async function pollOnce(): Promise<void> {
   live.pollTimer = window.setTimeout(() => void pollOnce(), live.pollDelay);
 }
 
+/** The operator is using the page: the session's idle timeout starts again (throttled). */
+let lastActivityPing = Date.now();
+function activity(): void {
+  if (state.signedOut || Date.now() - lastActivityPing < ACTIVITY_PING_MS) return;
+  lastActivityPing = Date.now();
+  getJson('/api/session').catch((e: unknown) => {
+    if (e instanceof Unauthenticated) signOut();
+  });
+}
+
 async function start(): Promise<void> {
   window.addEventListener('hashchange', mount);
+  for (const ev of ['pointerdown', 'keydown', 'wheel']) window.addEventListener(ev, activity, { passive: true });
+  document.addEventListener('visibilitychange', () => {
+    if (document.visibilityState === 'visible') activity();
+  });
   mount();
   try {
     await refreshAll();

@@ -2,11 +2,14 @@
  * The loopback HTTP listener under the small node:http servers of either side (`/metrics` on the
  * coordinator and the client, the coordinator's dashboard): an address parsed the same way,
  * loopback only unless allowed, request errors that never crash the process, and a close that
- * ends every connection.
+ * ends every connection. With `tls` it serves HTTPS under TLS_SERVER_POLICY (TLS 1.3, 256-bit
+ * suites only); a plain-HTTP request to it fails the handshake and gets no answer.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
 import { isIP } from 'node:net';
 import { AegisError, ErrorCode } from '../errors.js';
+import { TLS_SERVER_POLICY } from './tls-policy.js';
 
 /** localhost, 127.0.0.0/8, ::1 and ::ffff:127.x.y.z. */
 export function isLoopbackHost(host: string): boolean {
@@ -46,13 +49,21 @@ export async function listenLocalHttp(
   what: string,
   handle: (req: IncomingMessage, res: ServerResponse) => Promise<void>,
   onFailure: (req: IncomingMessage, res: ServerResponse) => void,
-  opts: { allowRemote?: boolean; remoteHint: string; beforeClose?: () => void; /** 0: none (long-lived streams); default 10 s. */ requestTimeoutMs?: number },
+  opts: {
+    allowRemote?: boolean;
+    remoteHint: string;
+    beforeClose?: () => void;
+    /** 0: none (long-lived streams); default 10 s. */
+    requestTimeoutMs?: number;
+    /** Serve HTTPS with this key and certificate chain (PEM). */
+    tls?: { keyPem: string; certPem: string };
+  },
 ): Promise<LocalHttpServer> {
   const [host, port] = splitHostPort(listen, what);
   if (!isLoopbackHost(host) && opts.allowRemote !== true) {
     throw new AegisError(ErrorCode.InvalidArgument, `${what} listen address '${listen.slice(0, 100)}' is not loopback; ${opts.remoteHint}`);
   }
-  const server = createServer({ requestTimeout: 10_000, headersTimeout: 5_000, maxHeaderSize: 8 * 1024 }, (req, res) => {
+  const onRequest = (req: IncomingMessage, res: ServerResponse): void => {
     req.on('error', () => undefined);
     res.on('error', () => undefined);
     handle(req, res).catch(() => {
@@ -62,9 +73,15 @@ export async function listenLocalHttp(
         res.destroy();
       }
     });
-  });
+  };
+  const httpOptions = { requestTimeout: 10_000, headersTimeout: 5_000, maxHeaderSize: 8 * 1024 };
+  const server: Server = opts.tls
+    ? createHttpsServer({ ...httpOptions, ...TLS_SERVER_POLICY, key: opts.tls.keyPem, cert: opts.tls.certPem }, onRequest)
+    : createServer(httpOptions, onRequest);
   if (opts.requestTimeoutMs !== undefined) server.requestTimeout = opts.requestTimeoutMs;
   server.on('clientError', (_err, socket) => socket.destroy());
+  // A failed TLS handshake (plain HTTP, an old protocol or a refused suite) only ends that socket.
+  server.on('tlsClientError', (_err, socket) => socket.destroy());
   await new Promise<void>((resolve, reject) => {
     const onError = (err: Error): void => reject(new AegisError(ErrorCode.Unavailable, `cannot listen on ${listen} for ${what}: ${err.message}`));
     server.once('error', onError);

@@ -23,6 +23,7 @@ import { serveMetrics, type MetricsServer } from '../../shared/metrics/serve.js'
 import { errorReasonToProto, phaseToProto } from '../../shared/rpc/convert.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { enrollClients, expectedSum, manifest, startCoordinator, startRunners, waitFor } from '../support/cluster.js';
+import { dashLogin } from '../support/dashboard-http.js';
 
 const DIM = 8;
 /** Phase 0 may wait a minute; every other phase 20 s. A round that ends sooner closed phase 0 early. */
@@ -61,10 +62,8 @@ function phase0Ms(coordinator: Coordinator, jobId: string, round: number): numbe
 /** The dashboard API's answer for `path`, after a real login. */
 async function dashboardGet(coordinator: Coordinator, path: string): Promise<string> {
   const dash = await coordinator.startDashboard('127.0.0.1:0');
-  const { url } = coordinator.issueDashboardToken(60_000);
-  const login = await fetch(url, { redirect: 'manual' });
-  expect(login.status).toBe(303);
-  const session = /aegis_dashboard=([^;]+)/.exec(login.headers.get('set-cookie') ?? '')![1]!;
+  const { token } = coordinator.issueDashboardToken(60_000);
+  const session = await dashLogin(dash.url, token);
   const res = await fetch(`http://${dash.address}${path}`, { headers: { cookie: `aegis_dashboard=${session}` } });
   expect(res.status).toBe(200);
   return res.text();

@@ -1,6 +1,7 @@
 /**
- * The dashboard's server side (coordinator/service/dashboard.ts, docs/dashboard-api.md): real HTTP
- * on loopback. First against a fixed source (auth, headers, methods, static files, traversal),
+ * The dashboard's server side (coordinator/dashboard/server.ts, docs/dashboard-api.md): real HTTP
+ * on loopback. First against a fixed source (auth, headers, methods, static files, traversal; the
+ * sign-in flow, sessions and TLS in depth: dashboard-auth.test.ts),
  * then against a real Coordinator running a training job over real gRPC/TLS with a validation
  * set, where round 1's model is wrecked by every client and held back by the poisoning check.
  */
@@ -28,44 +29,15 @@ import { signManifest } from '../../shared/trust/manifest.js';
 import { addPublisher, initRegistry } from '../../shared/trust/registry-dir.js';
 import { enrollClients, manifest, startCoordinator, startRunners, waitFor } from '../support/cluster.js';
 import { codeOfAsync } from '../support/codes.js';
+import { dashLogin, dashRequest, loginRequest, type DashReply, type DashRequestOptions } from '../support/dashboard-http.js';
 
-interface Reply {
-  status: number;
-  headers: Record<string, string | string[] | undefined>;
-  body: string;
-}
+type Reply = DashReply;
 
-/** One raw HTTP request (the path is sent as given: no normalisation of `..`). */
-function http(address: string, path: string, opts: { method?: string; cookie?: string; bearer?: string } = {}): Promise<Reply> {
-  const [host, port] = [address.slice(0, address.lastIndexOf(':')), Number(address.slice(address.lastIndexOf(':') + 1))];
-  return new Promise((resolve, reject) => {
-    const req = request(
-      {
-        host,
-        port,
-        path,
-        method: opts.method ?? 'GET',
-        headers: { ...(opts.cookie ? { cookie: `aegis_dashboard=${opts.cookie}` } : {}), ...(opts.bearer ? { authorization: `Bearer ${opts.bearer}` } : {}) },
-      },
-      (res) => {
-        let body = '';
-        res.setEncoding('utf8');
-        res.on('data', (d: string) => (body += d));
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body }));
-      },
-    );
-    req.on('error', reject);
-    req.end();
-  });
-}
+/** One raw HTTP request to a plain (loopback) dashboard at `address`. */
+const http = (address: string, path: string, opts: DashRequestOptions = {}): Promise<Reply> => dashRequest(`http://${address}`, path, opts);
 
-/** Logs in with `url`'s token; returns the session id from the cookie. */
-async function login(address: string, token: string): Promise<string> {
-  const r = await http(address, `/login?token=${encodeURIComponent(token)}`);
-  expect(r.status).toBe(303);
-  const cookie = String(r.headers['set-cookie']);
-  return /aegis_dashboard=([^;]+)/.exec(cookie)![1]!;
-}
+/** Signs in with `token` as the page's form does; returns the session id from the cookie. */
+const login = (address: string, token: string): Promise<string> => dashLogin(`http://${address}`, token);
 
 interface SseEvent {
   event: string;
@@ -102,12 +74,12 @@ function sse(address: string, cookie: string): { events: SseEvent[]; raw: string
   return { events, raw, status, close: () => req.destroy() };
 }
 
-const CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'; frame-ancestors 'none'";
+const CSP = "default-src 'self'; img-src 'self' data:; style-src 'self' 'unsafe-inline'; connect-src 'self'; form-action 'self'; base-uri 'none'; frame-ancestors 'none'";
 
 function expectSecurityHeaders(r: Reply): void {
   expect(r.headers['content-security-policy']).toBe(CSP);
   expect(r.headers['x-content-type-options']).toBe('nosniff');
-  expect(r.headers['referrer-policy']).toBe('no-referrer');
+  expect(r.headers['referrer-policy']).toBe('same-origin');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -159,24 +131,24 @@ describe('the dashboard server: auth, headers, methods, static files', () => {
     expect((await http(server.address, '/api/jobs', { bearer: fake })).status).toBe(401);
   });
 
-  it('a token logs in once (303 to / with the session cookie); bad, used and expired tokens are 401', async () => {
-    expect((await http(server.address, '/login')).status).toBe(401);
-    expect((await http(server.address, '/login?token=nonsense')).status).toBe(401);
-    expect((await http(server.address, `/login?token=${randomBytes(32).toString('base64url')}`)).status).toBe(401);
+  it('a token signs in once by POST /login (303 to / with the session cookie); bad, used and expired tokens are 401', async () => {
+    for (const bad of ['', 'nonsense', randomBytes(32).toString('base64url')]) {
+      const r = await loginRequest(`http://${server.address}`, bad);
+      expect([bad, r.status, r.headers['set-cookie']]).toEqual([bad, 401, undefined]);
+    }
 
     const { token } = auth.issue(60_000);
-    // HEAD does not spend it.
-    expect((await http(server.address, `/login?token=${token}`, { method: 'HEAD' })).status).toBe(401);
-    const r = await http(server.address, `/login?token=${token}`);
+    const r = await loginRequest(`http://${server.address}`, token);
     expect(r.status).toBe(303);
     expect(r.headers.location).toBe('/');
     expectSecurityHeaders(r);
     const cookie = String(r.headers['set-cookie']);
     expect(cookie).toMatch(/^aegis_dashboard=[A-Za-z0-9_-]{43}; /);
-    for (const flag of ['HttpOnly', 'SameSite=Strict', 'Path=/', 'Max-Age=43200']) expect(cookie.split('; ')).toContain(flag);
+    // Plain HTTP (loopback): no Secure, which a browser would refuse to store over http.
+    expect(cookie.split('; ').slice(1).sort()).toEqual(['HttpOnly', 'Max-Age=28800', 'Path=/', 'SameSite=Strict']);
     expect(cookie).not.toContain(token);
     // Used: refused the second time.
-    expect((await http(server.address, `/login?token=${token}`)).status).toBe(401);
+    expect((await loginRequest(`http://${server.address}`, token)).status).toBe(401);
 
     const session = /aegis_dashboard=([^;]+)/.exec(cookie)![1]!;
     const jobs = await http(server.address, '/api/jobs', { cookie: session });
@@ -189,19 +161,20 @@ describe('the dashboard server: auth, headers, methods, static files', () => {
     // Expired: the clock moves past the token's TTL.
     const late = auth.issue(1000);
     now += 1001;
-    expect((await http(server.address, `/login?token=${late.token}`)).status).toBe(401);
-    // The session lives 12 h.
-    now += 12 * 3_600_000;
+    expect((await loginRequest(`http://${server.address}`, late.token)).status).toBe(401);
+    // The session ends after 15 min without a request.
+    now += 15 * 60_000;
     expect((await http(server.address, '/api/jobs', { cookie: session })).status).toBe(401);
   });
 
-  it('only GET and HEAD: anything else is 405', async () => {
+  it('reads are GET and HEAD only (405 otherwise); /login takes POST, /logout only POST', async () => {
     const session = await login(server.address, auth.issue().token);
     for (const method of ['POST', 'PUT', 'DELETE', 'PATCH']) {
       const r = await http(server.address, '/api/jobs', { method, cookie: session });
       expect([method, r.status, r.headers.allow]).toEqual([method, 405, 'GET, HEAD']);
     }
-    expect((await http(server.address, '/login', { method: 'POST' })).status).toBe(405);
+    expect((await http(server.address, '/login', { method: 'PUT' })).headers.allow).toBe('GET, HEAD, POST');
+    expect((await http(server.address, '/logout', { cookie: session })).status).toBe(405);
     const head = await http(server.address, '/api/jobs', { method: 'HEAD', cookie: session });
     expect(head.status).toBe(200);
     expect(head.body).toBe('');
@@ -246,8 +219,9 @@ describe('the dashboard server: auth, headers, methods, static files', () => {
     }
   });
 
-  it('refuses a non-loopback listen address without allowRemote', async () => {
+  it('refuses a non-loopback listen address without allowRemote, and allowRemote without TLS', async () => {
     expect(await codeOfAsync(serveDashboard(fakeSource(), '0.0.0.0:0', { auth }))).toBe('invalid-argument');
+    expect(await codeOfAsync(serveDashboard(fakeSource(), '127.0.0.1:0', { auth, allowRemote: true }))).toBe('invalid-argument');
     expect(await codeOfAsync(serveDashboard(fakeSource(), '192.0.2.1:0', { auth }))).toBe('invalid-argument');
     expect(await codeOfAsync(serveDashboard(fakeSource(), 'nonsense', { auth }))).toBe('invalid-argument');
   });
@@ -336,7 +310,7 @@ describe('the dashboard of a real coordinator running a training job with a vali
     const dash = await c.startDashboard('127.0.0.1:0', { pollMs: 100 });
     expect(c.dashboardAddress).toBe(dash.address);
     const link = c.issueDashboardToken(60_000);
-    expect(link.url).toBe(`http://${dash.address}/login?token=${link.token}`);
+    expect(link.url).toBe(`http://${dash.address}/login#token=${link.token}`);
     const session = await login(dash.address, link.token);
     const get = async (path: string): Promise<unknown> => {
       const r = await http(dash.address, path, { cookie: session });

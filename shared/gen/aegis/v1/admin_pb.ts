@@ -1148,7 +1148,8 @@ export type IssueDashboardTokenReply = Message<"aegis.v1.IssueDashboardTokenRepl
   expiresAtMs: bigint;
 
   /**
-   * The login URL: http://HOST:PORT/login?token=TOKEN
+   * The login link: http(s)://HOST:PORT/login#token=TOKEN (the token in the fragment,
+   * which the browser sends nowhere; the sign-in page posts it).
    *
    * @generated from field: string url = 3;
    */
