@@ -148,9 +148,14 @@ export function withAdmin(cmd: Command): Command {
     .option('--json', 'print one JSON object on stdout');
 }
 
-export async function run<T extends AdminOpts>(o: T, body: (client: AdminSession) => Promise<void>): Promise<void> {
+/**
+ * Runs an operator command: `first` (checks of its own flags and files, before any passphrase is
+ * asked or the coordinator called), then `body` with an open session; errors are reported (exit 2).
+ */
+export async function run<T extends AdminOpts>(o: T, body: (client: AdminSession) => Promise<void>, first?: () => Promise<void> | void): Promise<void> {
   let session: AdminSession | undefined;
   try {
+    await first?.();
     session = await AdminSession.open(o);
     await body(session);
   } catch (err) {

@@ -20,7 +20,7 @@ import * as admin from '../shared/gen/aegis/v1/admin_pb.js';
 import { sealSecrets } from '../shared/keystore/passphrase-keyfile.js';
 import { call, OPERATOR_CREDENTIAL_LABEL, OPERATOR_PASSPHRASE_ENV, operatorTtlDays, run, usageErrorsExit2, withAdmin, type AdminOpts, type AdminSession } from './admin-client.js';
 import { assertClientId, certificatePublicKey, csrForSeed } from './auth/ca.js';
-import { REVOCATION_REASONS } from './auth/enrollment.js';
+import { parseRevocationReason, REVOCATION_REASONS } from './auth/enrollment.js';
 import { BUILT_IN_OPERATOR } from './auth/operators.js';
 import { JTI_PATTERN } from './auth/seen-tokens.js';
 
@@ -33,6 +33,8 @@ function parseName(v: string): string {
     throw new InvalidArgumentError('an operator name is 1..128 characters of [A-Za-z0-9._:@-]');
   }
 }
+
+const ttlSeconds = (days: number | undefined): number => (days === undefined ? 0 : Math.round(days * 86_400));
 
 const STATUS: Record<number, string> = { [admin.OperatorStatus.ACTIVE]: 'active', [admin.OperatorStatus.EXPIRED]: 'expired', [admin.OperatorStatus.REVOKED]: 'revoked' };
 
@@ -118,58 +120,73 @@ export function registerOperators(program: Command): void {
   withAdmin(group.command('issue').description('a credential for a new operator: the key is made here, the coordinator signs its certificate; sealed into --out').argument('<name>', 'the operator name', parseName))
     .requiredOption('--out <file-or-dir>', 'a new file, or a directory (then DIR/NAME.operator.json); never overwritten')
     .option('--ttl <days>', "the certificate's lifetime in days (default: the coordinator's operator.ttl_days, 7 unless set; at most 90)", operatorTtlDays('ttl'))
-    .action((name: string, o: AdminOpts & { out: string; ttl?: number }) =>
-      run(o, async (client) => {
-        const path = await credentialPath(o.out, name);
-        const key = await newKey(name);
-        const r = await call<admin.IssueOperatorRequest, admin.IssueOperatorReply>(
-          client,
-          'issueOperator',
-          create(admin.IssueOperatorRequestSchema, { name, csrDer: key.csrDer, ttlSeconds: o.ttl === undefined ? 0 : Math.round(o.ttl * 86_400) }),
-        );
-        await saveCredential(client, path, key, r.certificateDer);
-        const info = operatorJson(r.operator!);
-        printResult(o, { ok: true, ...info, out: path }, `issued operator '${name}' (serial ${info.serial}, expires ${info.expires_at}); credential sealed in ${path}\nuse it with: aegis clients list --credential ${path} --coordinator HOST:PORT`);
-      }),
-    );
+    .action(async (name: string, o: AdminOpts & { out: string; ttl?: number }) => {
+      let path = '';
+      const checkOut = async (): Promise<void> => {
+        path = await credentialPath(o.out, name);
+      };
+      await run(
+        o,
+        async (client) => {
+          const key = await newKey(name);
+          const req = create(admin.IssueOperatorRequestSchema, { name, csrDer: key.csrDer, ttlSeconds: ttlSeconds(o.ttl) });
+          const r = await call<admin.IssueOperatorRequest, admin.IssueOperatorReply>(client, 'issueOperator', req);
+          await saveCredential(client, path, key, r.certificateDer);
+          const info = operatorJson(r.operator!);
+          printResult(o, { ok: true, ...info, out: path }, `issued operator '${name}' (serial ${info.serial}, expires ${info.expires_at}); credential sealed in ${path}\nuse it with: aegis clients list --credential ${path} --coordinator HOST:PORT`);
+        },
+        checkOut,
+      );
+    });
 
   withAdmin(group.command('reissue').description(`a new credential for an operator; its earlier ones are revoked (superseded). For the built-in '${BUILT_IN_OPERATOR}' the coordinator replaces the data dir's credential`).argument('<name>', 'the operator name', parseName))
     .option('--out <file-or-dir>', `where the new credential goes (every name but '${BUILT_IN_OPERATOR}'); never overwritten`)
     .option('--ttl <days>', "the new certificate's lifetime in days (default: the coordinator's operator.ttl_days)", operatorTtlDays('ttl'))
-    .action((name: string, o: AdminOpts & { out?: string; ttl?: number }) =>
-      run(o, async (client) => {
-        const builtIn = name === BUILT_IN_OPERATOR;
+    .action(async (name: string, o: AdminOpts & { out?: string; ttl?: number }) => {
+      const builtIn = name === BUILT_IN_OPERATOR;
+      let path: string | undefined;
+      const checkOut = async (): Promise<void> => {
         if (builtIn && o.out !== undefined) throw new AegisError(ErrorCode.InvalidArgument, `--out: the built-in '${BUILT_IN_OPERATOR}' credential stays in the data dir; reissue it without --out (or issue a credential under another name)`);
         if (!builtIn && o.out === undefined) throw new AegisError(ErrorCode.InvalidArgument, `--out is needed: where the new credential of '${name}' goes`);
-        const path = builtIn ? undefined : await credentialPath(o.out!, name);
-        const key = builtIn ? undefined : await newKey(name);
-        const r = await call<admin.ReissueOperatorRequest, admin.ReissueOperatorReply>(
-          client,
-          'reissueOperator',
-          create(admin.ReissueOperatorRequestSchema, { name, ...(key ? { csrDer: key.csrDer } : {}), ttlSeconds: o.ttl === undefined ? 0 : Math.round(o.ttl * 86_400) }),
-        );
-        if (key && path) await saveCredential(client, path, key, r.certificateDer);
-        const info = operatorJson(r.operator!);
-        const where = path ?? `the data dir's vault (${resolve(o.dataDir)})`;
-        printResult(o, { ok: true, ...info, superseded: r.superseded, out: path ?? null }, `reissued operator '${name}' (serial ${info.serial}, expires ${info.expires_at}) into ${where}; revoked as superseded: ${r.superseded.join(', ') || 'none'}`);
-      }),
-    );
+        if (o.out !== undefined) path = await credentialPath(o.out, name);
+      };
+      await run(
+        o,
+        async (client) => {
+          const key = path === undefined ? undefined : await newKey(name);
+          const req = create(admin.ReissueOperatorRequestSchema, { name, ...(key ? { csrDer: key.csrDer } : {}), ttlSeconds: ttlSeconds(o.ttl) });
+          const r = await call<admin.ReissueOperatorRequest, admin.ReissueOperatorReply>(client, 'reissueOperator', req);
+          if (key && path) await saveCredential(client, path, key, r.certificateDer);
+          const info = operatorJson(r.operator!);
+          const where = path ?? `the data dir's vault (${resolve(o.dataDir)})`;
+          printResult(o, { ok: true, ...info, superseded: r.superseded, out: path ?? null }, `reissued operator '${name}' (serial ${info.serial}, expires ${info.expires_at}) into ${where}; revoked as superseded: ${r.superseded.join(', ') || 'none'}`);
+        },
+        checkOut,
+      );
+    });
 
   withAdmin(group.command('revoke').description("revoke an operator's credentials (every active one of NAME, or one --serial): refused from their next Admin call on, listed on the CRL").argument('[name]', 'the operator name', parseName))
     .option('--serial <hex>', 'one certificate serial instead of a name (also one the coordinator has no record of, e.g. signed by an offline CA)')
     .option('--reason <code>', `why: ${REVOCATION_REASONS.join(', ')} (written on the CRL)`, 'unspecified')
     .option('--detail <text>', 'free text kept with the record')
-    .action((name: string | undefined, o: AdminOpts & { serial?: string; reason: string; detail?: string }) =>
-      run(o, async (client) => {
+    .action(async (name: string | undefined, o: AdminOpts & { serial?: string; reason: string; detail?: string }) => {
+      const checkFlags = (): void => {
         if ((name === undefined) === (o.serial === undefined)) throw new AegisError(ErrorCode.InvalidArgument, 'give an operator NAME or --serial HEX (one of the two)');
         if (o.serial !== undefined && !/^[0-9a-fA-F]{1,40}$/.test(o.serial)) throw new AegisError(ErrorCode.InvalidArgument, '--serial is a certificate serial in hex (at most 20 bytes)');
-        const req = create(admin.RevokeOperatorRequestSchema, { name: name ?? '', serial: o.serial ?? '', reason: o.reason, detail: o.detail ?? '' });
-        const r = await call<admin.RevokeOperatorRequest, admin.RevokeOperatorReply>(client, 'revokeOperator', req);
-        if (!r.known && !o.json) progress(`serial ${r.serials[0]} is not on record here (an operator certificate signed elsewhere, e.g. by the offline CA host); revoked anyway`);
-        const at = iso(r.revokedAtMs);
-        printResult(o, { ok: true, name: name ?? null, serials: r.serials, revoked_at: at, reason: r.reason, known: r.known }, `revoked ${name ? `operator '${name}'` : 'serial'} at ${at} (${r.reason}); on the CRL: ${r.serials.join(', ')}`);
-      }),
-    );
+        parseRevocationReason(o.reason);
+      };
+      await run(
+        o,
+        async (client) => {
+          const req = create(admin.RevokeOperatorRequestSchema, { name: name ?? '', serial: o.serial ?? '', reason: o.reason, detail: o.detail ?? '' });
+          const r = await call<admin.RevokeOperatorRequest, admin.RevokeOperatorReply>(client, 'revokeOperator', req);
+          if (!r.known && !o.json) progress(`serial ${r.serials[0]} is not on record here (an operator certificate signed elsewhere, e.g. by the offline CA host); revoked anyway`);
+          const at = iso(r.revokedAtMs);
+          printResult(o, { ok: true, name: name ?? null, serials: r.serials, revoked_at: at, reason: r.reason, known: r.known }, `revoked ${name ? `operator '${name}'` : 'serial'} at ${at} (${r.reason}); on the CRL: ${r.serials.join(', ')}`);
+        },
+        checkFlags,
+      );
+    });
 }
 
 async function readStdin(): Promise<string> {
@@ -187,19 +204,27 @@ export function registerTokens(program: Command): void {
     })
     .option('--token <jwt>', 'one token, whole (- reads it from stdin, so it stays out of the process list)')
     .option('--client <client-id>', "every token of this client issued up to now (the client stays enrolled and gets new ones; revoke the client itself with aegis clients revoke)", parseName)
-    .action((o: AdminOpts & { jti?: string; token?: string; client?: string }) =>
-      run(o, async (client) => {
-        const given = [o.jti, o.token, o.client].filter((v) => v !== undefined).length;
-        if (given !== 1) throw new AegisError(ErrorCode.InvalidArgument, 'give exactly one of --jti, --token and --client');
-        const token = o.token === '-' ? await readStdin() : o.token;
-        const r = await call<admin.RevokeTokensRequest, admin.RevokeTokensReply>(client, 'revokeTokens', create(admin.RevokeTokensRequestSchema, { jti: o.jti ?? '', token: token ?? '', clientId: o.client ?? '' }));
-        const out = { ok: true, jti: r.jti || null, client_id: r.clientId || null, issued_up_to: iso(r.issuedUpToMs), until: iso(r.untilMs), already_expired: r.alreadyExpired };
-        const text = r.alreadyExpired
-          ? `token ${r.jti} had expired already: nothing to revoke`
-          : o.client
-            ? `revoked every token of ${r.clientId} issued up to ${out.issued_up_to} (kept until ${out.until})`
-            : `revoked token ${r.jti}${r.clientId ? ` of ${r.clientId}` : ''} (kept until ${out.until})`;
-        printResult(o, out, text);
-      }),
-    );
+    .action(async (o: AdminOpts & { jti?: string; token?: string; client?: string }) => {
+      let token = o.token;
+      const checkFlags = async (): Promise<void> => {
+        if ([o.jti, o.token, o.client].filter((v) => v !== undefined).length !== 1) throw new AegisError(ErrorCode.InvalidArgument, 'give exactly one of --jti, --token and --client');
+        if (token === '-') token = await readStdin();
+        if (token !== undefined && token.length === 0) throw new AegisError(ErrorCode.InvalidArgument, '--token: no token given');
+      };
+      await run(
+        o,
+        async (client) => {
+          const req = create(admin.RevokeTokensRequestSchema, { jti: o.jti ?? '', token: token ?? '', clientId: o.client ?? '' });
+          const r = await call<admin.RevokeTokensRequest, admin.RevokeTokensReply>(client, 'revokeTokens', req);
+          const out = { ok: true, jti: r.jti || null, client_id: r.clientId || null, issued_up_to: iso(r.issuedUpToMs), until: iso(r.untilMs), already_expired: r.alreadyExpired };
+          const text = r.alreadyExpired
+            ? `token ${r.jti} had expired already: nothing to revoke`
+            : o.client
+              ? `revoked every token of ${r.clientId} issued up to ${out.issued_up_to} (kept until ${out.until})`
+              : `revoked token ${r.jti}${r.clientId ? ` of ${r.clientId}` : ''} (kept until ${out.until})`;
+          printResult(o, out, text);
+        },
+        checkFlags,
+      );
+    });
 }
