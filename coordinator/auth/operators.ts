@@ -288,7 +288,7 @@ export class Operators {
     const rec = await this.adopt(certificateDer, { builtIn: true });
     if (!rec) return [];
     const superseded = await this.supersede(rec.name, rec.serial);
-    this.opts.log?.info({ operatorName: rec.name, serial: rec.serial, superseded: superseded.length }, 'built-in operator credential reissued');
+    this.opts.log?.info({ operatorName: rec.name, superseded: superseded.length }, 'built-in operator credential reissued');
     return superseded;
   }
 

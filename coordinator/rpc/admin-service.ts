@@ -163,13 +163,13 @@ export function adminService(deps: AdminServiceDeps) {
     issueOperator: unary<admin.IssueOperatorRequest, admin.IssueOperatorReply>(async (req, call) => {
       const operator = auth.operator(call);
       const r = await operators.issue(req.name, req.csrDer, ttlOf(req.ttlSeconds));
-      log?.info({ operator, operatorName: req.name, serial: r.record.serial }, 'operator credential issued by operator');
+      log?.info({ operator, operatorName: req.name, expiresAt: new Date(r.record.expiresAt).toISOString() }, 'operator credential issued by operator');
       return create(admin.IssueOperatorReplySchema, { certificateDer: r.certificateDer, caCertificateDer: deps.caCertificateDer, operator: operatorInfo({ ...r.record, status: 'active' }) });
     }),
     reissueOperator: unary<admin.ReissueOperatorRequest, admin.ReissueOperatorReply>(async (req, call) => {
       const operator = auth.operator(call);
       const r = await operators.reissue(req.name, req.csrDer.length > 0 ? req.csrDer : undefined, ttlOf(req.ttlSeconds));
-      log?.info({ operator, operatorName: req.name, serial: r.record.serial }, 'operator credential reissued by operator');
+      log?.info({ operator, operatorName: req.name, superseded: r.superseded.length }, 'operator credential reissued by operator');
       return create(admin.ReissueOperatorReplySchema, {
         ...(r.certificateDer ? { certificateDer: r.certificateDer } : {}),
         caCertificateDer: deps.caCertificateDer,
