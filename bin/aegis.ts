@@ -9,6 +9,7 @@ import { registerSimulate } from '../bench/sim/cli.js';
 import { registerClient } from '../client/cli.js';
 import { registerClients, registerCoordinator, registerDashboard, registerRound } from '../coordinator/cli.js';
 import { registerCa } from '../coordinator/ca-cli.js';
+import { registerOperators, registerTokens } from '../coordinator/operators-cli.js';
 import { registerManifest } from '../shared/trust/manifest-cli.js';
 import { registerRegistry } from '../shared/trust/registry-cli.js';
 import { installCrashHandler } from '../shared/log.js';
@@ -27,6 +28,8 @@ program
   .showHelpAfterError();
 registerCoordinator(program);
 registerClients(program);
+registerOperators(program);
+registerTokens(program);
 registerCa(program);
 registerRound(program);
 registerDashboard(program);

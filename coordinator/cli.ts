@@ -21,7 +21,6 @@ import { AegisError, ErrorCode, isAegisError } from '../shared/errors.js';
 import * as admin from '../shared/gen/aegis/v1/admin_pb.js';
 import { createLogger } from '../shared/log.js';
 import { phaseFromProto, vectorFromBytes, abortReasonFromProto, errorReasonFromProto } from '../shared/rpc/convert.js';
-import { callUnary, clientFor, type MethodsOf, type TypedClient } from '../shared/rpc/service.js';
 import { reasonOf } from '../shared/rpc/status.js';
 import { CoordinatorMetrics } from './service/metrics.js';
 import { serveMetrics } from '../shared/metrics/serve.js';
@@ -29,29 +28,27 @@ import { LaunchQueue } from './queue/launch-queue.js';
 import { UnmaskQueue } from './queue/unmask-queue.js';
 import { JobDirectory } from './queue/job-directory.js';
 import { connectRedis, redactRedisUrl } from './queue/redis.js';
-import { hasCoordinatorSecrets, loadRegistry, openCoordinatorSecrets, openOperatorCredential, readEndpoint, reissueOperatorIfDue, removeEndpoint, writeEndpoint } from './service/data-dir.js';
+import { builtInOperator, hasCoordinatorSecrets, loadRegistry, openCoordinatorSecrets, readEndpoint, reissueOperatorIfDue, removeEndpoint, writeEndpoint } from './service/data-dir.js';
+import { LocalTokenLedger, RedisTokenLedger, TOKEN_LEDGER_FILE } from './auth/seen-tokens.js';
 import { Coordinator } from './service/coordinator.js';
-import { requireCaKey } from './auth/ca.js';
 import { awaitOfflineCredentials, OfflineEnrollment, serverHostsFor } from './auth/offline-ca.js';
 import { RedisRounds } from './queue/redis-rounds.js';
 import type { MaskJob } from './round/index.js';
 import { Phase } from '../shared/protocol/vocabulary.js';
-import { channelOptions } from '../shared/rpc/channel.js';
 import type * as secagg from '../shared/gen/aegis/v1/secagg_pb.js';
 import { parseManifest, isTrainingManifest } from '../shared/protocol/manifest.js';
 import { saveTfjsModel, weightsFromBytes } from '../shared/model/tfjs.js';
 import { readSnapshot } from '../shared/trust/registry-dir.js';
 import { parseEnvelope } from '../shared/trust/dsse.js';
 import { MemoryDataStore, readJsonlRecords } from '../shared/store/memory.js';
-import { channelCredentials } from '../shared/rpc/tls-credentials.js';
+import { call, DEFAULT_DIR, operatorTtlDays, run, usageErrorsExit2, withAdmin, type AdminOpts, type AdminSession } from './admin-client.js';
 
-const DEFAULT_DIR = process.env.AEGIS_COORDINATOR_DIR ?? './aegis-coordinator';
 
 // ---------------------------------------------------------------------------------------------
 // aegis coordinator start
 
 export function registerCoordinator(program: Command): void {
-  const group = program.command('coordinator').description('run the coordinator');
+  const group = usageErrorsExit2(program.command('coordinator').description('run the coordinator'));
   group
     .command('unmask-worker')
     .description("expand unmask parts for the coordinators on a Redis (scale the unmasking phase out to more processes or machines)")
@@ -109,9 +106,10 @@ export function registerCoordinator(program: Command): void {
     .option('--validation-data <name=file...>', "validation sets for the poisoning check of training jobs (JSONL examples; a manifest names one in validation.dataset)")
     .option('--retention-round-days <n>', 'how long a finished round keeps which clients took part (then only counts, timeline, outcome and sum stay); config retention.round_days', parseIntOption('retention-round-days', 1, 36_500), 30)
     .option('--clients-lost-after <duration>', 'flag a client suspected-lost (warn log, metric, clients list) once it is silent this long; config clients.lost_after', parseDuration('clients-lost-after', 60_000, 365 * 86_400_000), 7 * 86_400_000)
+    .option('--operator-ttl-days <days>', 'lifetime of operator certificates, the built-in admin credential included (reissued by the coordinator at 2/3 of it); config operator.ttl_days', operatorTtlDays('operator-ttl-days'), 7)
     .option('--offline-ca <ca.pem>', 'first start only: the CA is offline (aegis ca init): this host keeps only its certificate; certificates come from aegis ca sign-csr on the CA host (requests in DATA_DIR/ca-requests, signed ones back in DATA_DIR/ca-signed)')
     .option('--config <file>', 'a JSON file of these options by their long names in camelCase (e.g. {"redis": "redis://10.0.0.5:6379", "redisPrefix": "prod", "unmaskWorkers": 2}); options given on the command line win')
-    .action(async (o: { offlineCa?: string; retentionRoundDays: number; clientsLostAfter: number; config?: string; listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string; redis?: string; redisPrefix: string; unmaskWorkers: number; unmaskParts: number } & DashboardCliOptions & KekCliOptions & RotationCliOptions, cmd: Command) => {
+    .action(async (o: { operatorTtlDays: number; offlineCa?: string; retentionRoundDays: number; clientsLostAfter: number; config?: string; listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string; redis?: string; redisPrefix: string; unmaskWorkers: number; unmaskParts: number } & DashboardCliOptions & KekCliOptions & RotationCliOptions, cmd: Command) => {
       const log = createLogger('coordinator');
       try {
         if (o.config) await applyConfigFile(o.config, o as unknown as Record<string, unknown>, cmd);
@@ -125,7 +123,8 @@ export function registerCoordinator(program: Command): void {
         const offlineCaPem = o.offlineCa === undefined ? undefined : await readFile(o.offlineCa, 'utf8').catch(() => {
           throw new AegisError(ErrorCode.NotFound, `cannot read the offline CA certificate ${o.offlineCa}`);
         });
-        const secrets = await openCoordinatorSecrets(dir, cliKekSecrets(`the coordinator keys in ${dir}`, first), { kek: kekInitOptions(o), ...(offlineCaPem !== undefined ? { offlineCaPem } : {}) });
+        const operatorTtlMs = Math.round(o.operatorTtlDays * 86_400_000);
+        const secrets = await openCoordinatorSecrets(dir, cliKekSecrets(`the coordinator keys in ${dir}`, first), { kek: kekInitOptions(o), operatorTtlMs, ...(offlineCaPem !== undefined ? { offlineCaPem } : {}) });
         if (secrets.created && secrets.offline) log.info({ dataDir: dir, ca: join(dir, 'ca.pem') }, 'offline CA: created the token key, server key and operator key (sealed); no CA key on this host');
         else if (secrets.created) log.info({ dataDir: dir, ca: join(dir, 'ca.pem') }, 'created the coordinator CA, token key and operator credential (sealed)');
         const registry = await loadRegistry(dir);
@@ -144,20 +143,6 @@ export function registerCoordinator(program: Command): void {
         // Time-based key rotation (shared/keystore/policy.ts): at start, then every hour.
         const policy = await effectivePolicy(dir, o);
         await recordPolicy(dir, policy);
-        const keyCheck = async (): Promise<void> => {
-          await runKeyCheck({
-            dir,
-            kek: secrets.kek,
-            holders: [await SealedVault.open(join(dir, VAULT_FILE))],
-            policy,
-            onTokenKey: (seed, version) => secrets.tokens.rotate(seed, version),
-            extra: secrets.offline ? [] : [() => reissueOperatorIfDue(dir, secrets.kek, requireCaKey(secrets.ca), policy)],
-            log,
-            ...(metrics ? { sink: { rotated: (r) => metrics.keyRotatedBy(r.key, r.reason), age: (k, sec) => metrics.keyAgeSeconds(k, sec) } } : {}),
-          });
-        };
-        await keyCheck();
-        const keyChecks = scheduleKeyChecks(() => keyCheck().catch((err: unknown) => log.warn({ code: isAegisError(err) ? err.code : 'internal' }, 'key rotation check failed')));
         // Round state on Redis: every coordinator on it is a front end of the same rounds.
         const redisRounds = redis
           ? new RedisRounds(redis, secrets.queueKey, {
@@ -178,8 +163,14 @@ export function registerCoordinator(program: Command): void {
         const offline = secrets.offline
           ? { server: await awaitOfflineCredentials(dir, secrets.kek, secrets.ca, { hosts: serverHostsFor(o.listen), log, announce: progress }), enrollment: new OfflineEnrollment(dir, secrets.ca, log) }
           : undefined;
+        // Seen and revoked round tokens outlive a restart: on Redis (shared by the front ends) or in DATA_DIR/tokens.log.
+        const tokenLedger = redis ? new RedisTokenLedger(redis, { prefix: o.redisPrefix }) : await LocalTokenLedger.open(join(dir, TOKEN_LEDGER_FILE), Math.floor(Date.now() / 1000));
+        if ('skipped' in tokenLedger && tokenLedger.skipped > 0) log.warn({ lines: tokenLedger.skipped }, `skipped malformed lines of ${TOKEN_LEDGER_FILE} (a torn last line after a machine crash)`);
         const c = new Coordinator({
           ...(offline ? { serverCredential: offline.server, offlineCa: offline.enrollment } : {}),
+          tokenLedger,
+          operatorTtlMs,
+          builtInOperator: builtInOperator(dir, secrets.kek, secrets.ca),
           ...(metrics ? { metrics } : {}),
           ...(launchQueue ? { launchQueue } : {}),
           ...(unmaskQueue ? { unmaskQueue, unmaskParts: o.unmaskParts } : {}),
@@ -197,6 +188,23 @@ export function registerCoordinator(program: Command): void {
           ...(o.registry ? { registryDir: resolve(o.registry) } : {}),
           ...(Object.keys(validationSets).length > 0 ? { validationSets } : {}),
         });
+        const keyCheck = async (): Promise<void> => {
+          await runKeyCheck({
+            dir,
+            kek: secrets.kek,
+            holders: [await SealedVault.open(join(dir, VAULT_FILE))],
+            policy,
+            onTokenKey: (seed, version) => secrets.tokens.rotate(seed, version),
+            // The built-in operator credential: reissued before it expires; the old serial is then revoked (superseded).
+            extra: secrets.offline
+              ? []
+              : [() => reissueOperatorIfDue(dir, secrets.kek, secrets.ca, policy, { ttlMs: operatorTtlMs, isRevoked: (serial) => c.clients.isRevoked({ serial }), onReplaced: (der) => c.operators.builtInReplaced(der) })],
+            log,
+            ...(metrics ? { sink: { rotated: (r) => metrics.keyRotatedBy(r.key, r.reason), age: (k, sec) => metrics.keyAgeSeconds(k, sec) } } : {}),
+          });
+        };
+        await keyCheck();
+        const keyChecks = scheduleKeyChecks(() => keyCheck().catch((err: unknown) => log.warn({ code: isAegisError(err) ? err.code : 'internal' }, 'key rotation check failed')));
         const { address, enrollAddress } = await c.listen(o.listen, o.enrollListen);
         const dashboard = o.dashboard ? await c.startDashboard(o.dashboard, dashboardOptions) : undefined;
         if (dashboard) progress(dashboardBanner(dashboard, o, dir));
@@ -284,58 +292,6 @@ function dashboardBanner(d: { url: string; tls: boolean }, o: DashboardCliOption
       : `HTTPS, TLS 1.3, certificate from the coordinator CA (verify with ${join(dir, 'ca.pem')}; an Ed25519 certificate, which browsers do not accept yet: give --dashboard-tls-cert/--dashboard-tls-key for a browser)`;
   return `dashboard on ${d.url}/ (${how}; sign in with a link from: aegis dashboard token --data-dir ${dir})`;
 }
-
-// ---------------------------------------------------------------------------------------------
-// The operator's Admin client.
-
-type AdminClient = TypedClient<MethodsOf<typeof admin.Admin>>;
-
-interface AdminOpts {
-  dataDir: string;
-  coordinator?: string;
-  json?: boolean;
-}
-
-async function adminClient(o: AdminOpts): Promise<AdminClient> {
-  const dir = resolve(o.dataDir);
-  const address = o.coordinator ?? (await readEndpoint(dir))?.address;
-  if (!address) throw new AegisError(ErrorCode.Unavailable, `no running coordinator recorded in ${dir}: start one (aegis coordinator start) or pass --coordinator HOST:PORT`);
-  const cred = await openOperatorCredential(dir, cliKekSecrets(`the operator credential in ${dir}`));
-  const creds = channelCredentials(cred.caPem, { keyPem: cred.keyPem, certificatePem: cred.certificatePem });
-  return new (clientFor(admin.Admin))(address, creds, { ...channelOptions(address), 'grpc.max_receive_message_length': 256 * 1024 * 1024 });
-}
-
-/** Calls an Admin method; errors become typed AegisErrors with the coordinator's reason. */
-async function call<I, O>(client: AdminClient, method: keyof AdminClient & string, request: I): Promise<O> {
-  const fn = (client[method] as unknown as (...a: unknown[]) => grpc.ClientUnaryCall).bind(client) as Parameters<typeof callUnary<I, O>>[0];
-  try {
-    return await callUnary<I, O>(fn, request, new grpc.Metadata(), { deadline: Date.now() + 3_600_000 });
-  } catch (err) {
-    const code = reasonOf(err);
-    const details = (err as { details?: string }).details ?? String(err);
-    throw new AegisError(code ?? ErrorCode.Unavailable, code ? details : `coordinator unreachable: ${details}`);
-  }
-}
-
-function withAdmin(cmd: Command): Command {
-  return cmd
-    .option('--data-dir <dir>', 'the coordinator data dir (holds the sealed operator credential)', DEFAULT_DIR)
-    .option('--coordinator <host:port>', 'the coordinator address (default: the one recorded in the data dir)')
-    .option('--json', 'print one JSON object on stdout');
-}
-
-async function run<T extends AdminOpts>(o: T, body: (client: AdminClient) => Promise<void>): Promise<void> {
-  let client: AdminClient | undefined;
-  try {
-    client = await adminClient(o);
-    await body(client);
-  } catch (err) {
-    reportError(err, Boolean(o.json));
-  } finally {
-    client?.close();
-  }
-}
-
 
 // ---------------------------------------------------------------------------------------------
 // aegis dashboard token
@@ -579,11 +535,11 @@ const watchDone = (s: admin.RoundStatusReply, wholeJob: boolean): boolean => (wh
 const watchOk = (s: admin.RoundStatusReply, wholeJob: boolean): boolean => (wholeJob && s.training ? s.jobState === admin.JobState.COMPLETED : s.ok);
 
 /** Fetches a training job's model version (latest when undefined) and saves it in tfjs format in `dir`. */
-async function saveJobModel(client: AdminClient, job: string, version: number | undefined, dir: string): Promise<{ version: number; sha256: string; modelJson: string; weightsBin: string }> {
+async function saveJobModel(session: AdminSession, job: string, version: number | undefined, dir: string): Promise<{ version: number; sha256: string; modelJson: string; weightsBin: string }> {
   const req = create(admin.FetchJobModelRequestSchema, { jobId: job, ...(version === undefined ? {} : { version }) });
   const chunks = await new Promise<secagg.ModelChunk[]>((resolveChunks, reject) => {
     const got: secagg.ModelChunk[] = [];
-    const stream = client.fetchModel(req, new grpc.Metadata(), { deadline: Date.now() + 600_000 });
+    const stream = session.client.fetchModel(req, new grpc.Metadata(), { deadline: Date.now() + 600_000 });
     stream.on('data', (c: secagg.ModelChunk) => got.push(c));
     stream.on('error', (err: unknown) => {
       const code = reasonOf(err);

@@ -179,6 +179,9 @@ const SEND_RETRIES_PER_FRONT_END = 3;
 /** A token is not used in its last 30 s (the call must reach the coordinator before it expires). */
 const TOKEN_MARGIN_MS = 30_000;
 
+/** The coordinator refuses this client's certificate (revoked, unknown): retrying cannot help. */
+const certificateRefused = (e: AegisError): boolean => e.code === ErrorCode.Unauthenticated && /peer certificate refused: (revoked|no-identity)/.test(e.message);
+
 export class ClientRunner {
   readonly agent: ClientAgent;
   private readonly opts: RunnerOptions;
@@ -338,6 +341,17 @@ export class ClientRunner {
     return t;
   }
 
+  /**
+   * An operator revoked this client's tokens (`aegis tokens revoke`), not the client: the pool is
+   * dropped and the next call fetches fresh tokens. True when `e` was such a refusal.
+   */
+  private dropRevokedTokens(e: AegisError): boolean {
+    if (e.code !== ErrorCode.Unauthenticated || !/token refused: revoked/.test(e.message)) return false;
+    this.tokens = [];
+    this.tokensExpireAt = 0;
+    return true;
+  }
+
   private async metadata(): Promise<grpc.Metadata> {
     const md = new grpc.Metadata();
     md.set('authorization', `Bearer ${await this.token()}`);
@@ -398,7 +412,8 @@ export class ClientRunner {
     if (this.stopped) return;
     const e = err === undefined ? new AegisError(ErrorCode.Unavailable, 'the coordinator ended the stream') : asAegisError(err);
     // A revoked or unknown client cannot fix that by retrying: stop with the reason.
-    if (e.code === ErrorCode.Unauthenticated && /revoked|no-identity/.test(e.message)) return this.fatal(e);
+    if (certificateRefused(e)) return this.fatal(e);
+    this.dropRevokedTokens(e);
     this.failures++;
     const wait = this.backoff();
     const lost = this.address;
@@ -440,7 +455,8 @@ export class ClientRunner {
     } catch (err) {
       const e = asAegisError(err);
       this.opts.onEvent?.({ kind: 'heartbeat', ok: false, code: e.code });
-      if (e.code === ErrorCode.Unauthenticated && /revoked|no-identity/.test(e.message)) this.fatal(e);
+      if (certificateRefused(e)) this.fatal(e);
+      this.dropRevokedTokens(e);
     }
   }
 
@@ -513,7 +529,8 @@ export class ClientRunner {
         return;
       } catch (err) {
         if (attempt > 0 && reasonOf(err) === ErrorCode.AlreadyExists) return; // the first try did arrive
-        if (!isTransient(err) || attempt >= retries || this.stopped) throw asAegisError(err);
+        const revokedToken = this.dropRevokedTokens(asAegisError(err));
+        if ((!isTransient(err) && !revokedToken) || attempt >= retries || this.stopped) throw asAegisError(err);
         this.failures++;
         await new Promise((r) => setTimeout(r, this.backoff()));
       }

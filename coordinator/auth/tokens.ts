@@ -6,13 +6,25 @@
  * verifies them, so one clock decides and no skew allowance is needed.
  *
  * `TokenVerifier.verify` refuses with one error class, `AuthError`, whose `reason` the
- * transport maps to UNAUTHENTICATED. Checks run in this order so nothing is trusted before the
- * signature: structure and header (`malformed`, `bad-algorithm` — only `alg: EdDSA`, never
- * `none`, HS*, or a key from the header), signature (`bad-signature`), claims (`malformed`,
- * `bad-audience`, `not-yet-valid`, `expired`), subject = the certificate's client id
- * (`wrong-subject`), revocation of the jti or the client (`revoked`), and last the replay check
- * (`replayed`). A jti is remembered only once every check has passed, until its `exp`: a refused
- * token leaves the verifier's state untouched.
+ * transport maps to UNAUTHENTICATED. Checks run in this order, so nothing is trusted before the
+ * signature and nothing is stored for a token that is refused:
+ *   1. structure and header (`malformed`, `bad-algorithm` — only `alg: EdDSA`, never `none`,
+ *      HS*, or a key from the header; a `kid` the key ring does not know is `bad-signature`);
+ *   2. the signature (`bad-signature`);
+ *   3. the claims (`malformed`, `bad-audience`, `not-yet-valid`, `expired`);
+ *   4. subject = the certificate's client id (`wrong-subject`);
+ *   5. the client's revocation (`revoked`, coordinator/auth/enrollment.ts `Revocations`);
+ *   6. the ledger (seen-tokens.ts), in one step: a revoked jti, or a token of a client whose
+ *      tokens an operator revoked up to a time at or after its `iat` (`revoked`); then a jti
+ *      seen before (`replayed`); else the jti is recorded until its `exp` and the token passes.
+ * Only step 6 changes state, and only for a token that passes: a refused token leaves the
+ * verifier and its ledger as they were. The ledger outlives the process (DATA_DIR/tokens.log, or
+ * Redis for front ends), so a token spent before a restart is still `replayed` after it; its
+ * entries are dropped once their tokens have expired.
+ *
+ * Operators revoke tokens (`aegis tokens revoke`): one by its jti or by the token itself
+ * (`revokeToken`, `revokeTokenString`), or every token of a client issued up to now
+ * (`revokeClientTokens`); revocations go to the same ledger and last until those tokens expire.
  *
  * Key versions (time-based rotation, shared/keystore/policy.ts): every token names its signing
  * key in the protected header's `kid` (`t<version>-<8 chars of the public key's SHA-256>`). The
@@ -28,6 +40,7 @@ import { abytes } from '../../shared/bytes.js';
 import { okpPrivateKeyObject, okpPublicKey } from '../../shared/crypto/okp.js';
 import { AegisError, ErrorCode, fail } from '../../shared/errors.js';
 import { assertClientId } from './ca.js';
+import { JTI_PATTERN, LocalTokenLedger, type TokenLedger } from './seen-tokens.js';
 
 export const TOKEN_AUDIENCE = 'aegis-coordinator';
 /** Default token lifetime: 5 minutes. */
@@ -233,9 +246,7 @@ export class TokenIssuer {
 }
 
 const B64URL = /^[A-Za-z0-9_-]*$/;
-const JTI = /^[A-Za-z0-9_-]{22}$/;
 const MAX_TOKEN_CHARS = 4096;
-const CLEANUP_EVERY_MS = 10_000;
 
 function decodeJson(part: string): unknown {
   try {
@@ -247,22 +258,32 @@ function decodeJson(part: string): unknown {
 
 const isNumericDate = (v: unknown): v is number => Number.isSafeInteger(v) && (v as number) >= 0;
 
+/** What a token revocation did: the jti and client it names (when known) and until when it holds (seconds). */
+export interface TokenRevocation {
+  jti?: string;
+  clientId?: string;
+  /** Tokens of the client issued at or before this second are refused (client revocations). */
+  issuedUpTo?: number;
+  /** The revocation is kept until then (the tokens it names have expired by then), seconds. */
+  until: number;
+  /** True when the token named had already expired: nothing needed revoking. */
+  alreadyExpired?: boolean;
+}
+
 export class TokenVerifier {
   private readonly keyring: TokenKeyRing;
   private readonly clock: () => number;
   private readonly audience: string;
   private readonly revocations: RevocationList | undefined;
-  /** jti -> exp (seconds): seen tokens, remembered until they expire. */
-  private readonly seen = new Map<string, number>();
-  /** jti -> exp (seconds): tokens revoked one by one. */
-  private readonly revokedJti = new Map<string, number>();
-  private nextCleanup = 0;
+  /** Seen and revoked tokens (seen-tokens.ts); in memory unless a durable one is given. */
+  readonly ledger: TokenLedger;
 
   /**
    * `keyring`: the issuer's key ring (follows its rotations: `issuer.keyring`); without it, one
-   * fixed `publicKey` (version 1).
+   * fixed `publicKey` (version 1). `ledger`: where seen and revoked tokens are kept (default: this
+   * process's memory).
    */
-  constructor(opts: { publicKey: Uint8Array; keyring?: TokenKeyRing; clock?: () => number; audience?: string; revocations?: RevocationList }) {
+  constructor(opts: { publicKey: Uint8Array; keyring?: TokenKeyRing; clock?: () => number; audience?: string; revocations?: RevocationList; ledger?: TokenLedger }) {
     abytes(opts.publicKey, 32, 'token public key');
     this.clock = opts.clock ?? Date.now;
     if (opts.keyring) {
@@ -273,24 +294,68 @@ export class TokenVerifier {
     }
     this.audience = opts.audience ?? TOKEN_AUDIENCE;
     this.revocations = opts.revocations;
+    this.ledger = opts.ledger ?? LocalTokenLedger.memory();
   }
 
-  /** Revokes one token by its jti until `exp` (seconds), after which it is expired anyway. */
-  revokeToken(jti: string, exp: number): void {
-    if (typeof jti !== 'string' || !JTI.test(jti) || !isNumericDate(exp)) fail(ErrorCode.InvalidArgument, 'malformed jti or exp');
-    this.revokedJti.set(jti, exp);
+  private nowSec(): number {
+    return Math.floor(this.clock() / 1000);
   }
 
-  /** Number of jti currently remembered against replay. */
-  get remembered(): number {
-    return this.seen.size;
+  /**
+   * Revokes one token by its jti: refused as `revoked` from now on. Kept until `exp` (seconds)
+   * when known, else for the longest token lifetime (any token with this jti has expired by then).
+   */
+  async revokeToken(jti: string, exp?: number): Promise<TokenRevocation> {
+    if (typeof jti !== 'string' || !JTI_PATTERN.test(jti) || (exp !== undefined && !isNumericDate(exp))) fail(ErrorCode.InvalidArgument, 'a jti is 22 base64url characters');
+    const until = exp ?? this.nowSec() + MAX_TOKEN_TTL_MS / 1000;
+    await this.ledger.revokeJti(jti, until);
+    return { jti, until };
+  }
+
+  /**
+   * Revokes the token given whole (as a client would send it). It must be one of ours: its
+   * signature is checked (`AuthError` otherwise, nothing stored); one that has expired already
+   * needs nothing (`alreadyExpired`).
+   */
+  async revokeTokenString(token: string): Promise<TokenRevocation> {
+    const c = await this.signedClaims(token);
+    if (this.nowSec() >= c.exp) return { jti: c.jti, clientId: c.sub, until: c.exp, alreadyExpired: true };
+    await this.ledger.revokeJti(c.jti, c.exp);
+    return { jti: c.jti, clientId: c.sub, until: c.exp };
+  }
+
+  /** Revokes every token of `clientId` issued up to now (this second included); later ones pass. */
+  async revokeClientTokens(clientId: string): Promise<TokenRevocation> {
+    assertClientId(clientId);
+    const now = this.nowSec();
+    const until = now + MAX_TOKEN_TTL_MS / 1000;
+    await this.ledger.revokeClient(clientId, now, until);
+    return { clientId, issuedUpTo: now, until };
+  }
+
+  /** Number of jti currently remembered against replay (local ledgers; undefined on Redis). */
+  get remembered(): number | undefined {
+    return this.ledger.size;
   }
 
   /**
    * Verifies `token` for a call from the client whose certificate names `clientId`; returns the
-   * claims or throws `AuthError`.
+   * claims or throws `AuthError` (the order of the checks: at the top of this file).
    */
   async verify(token: string, ctx: { clientId: string }): Promise<TokenClaims> {
+    const c = await this.signedClaims(token);
+    const now = this.nowSec();
+    if (c.iat > now || (c.nbf !== undefined && c.nbf > now)) throw new AuthError('not-yet-valid');
+    if (now >= c.exp) throw new AuthError('expired');
+    if (c.sub !== ctx.clientId) throw new AuthError('wrong-subject');
+    if (this.revocations?.isRevoked({ clientId: c.sub }) === true) throw new AuthError('revoked');
+    const admission = await this.ledger.admit({ jti: c.jti, sub: c.sub, iat: c.iat, exp: c.exp }, now);
+    if (admission !== 'accepted') throw new AuthError(admission);
+    return { sub: c.sub, aud: this.audience, jti: c.jti, iat: c.iat, exp: c.exp };
+  }
+
+  /** Steps 1-3 but the clock: structure, header, signature, claims and audience. */
+  private async signedClaims(token: string): Promise<TokenClaims & { nbf?: number }> {
     if (typeof token !== 'string' || token.length > MAX_TOKEN_CHARS) throw new AuthError('malformed');
     const parts = token.split('.');
     if (parts.length !== 3 || !parts.every((p) => B64URL.test(p)) || parts[0]!.length === 0 || parts[1]!.length === 0) {
@@ -321,30 +386,12 @@ export class TokenVerifier {
     const c = decodeJson(parts[1]!) as Record<string, unknown> | undefined;
     if (c === null || typeof c !== 'object' || Array.isArray(c)) throw new AuthError('malformed');
     const { sub, aud, jti, iat, exp, nbf } = c;
-    if (typeof sub !== 'string' || typeof jti !== 'string' || !JTI.test(jti) || !isNumericDate(iat) || !isNumericDate(exp)) {
+    if (typeof sub !== 'string' || typeof jti !== 'string' || !JTI_PATTERN.test(jti) || !isNumericDate(iat) || !isNumericDate(exp)) {
       throw new AuthError('malformed');
     }
     if (nbf !== undefined && !isNumericDate(nbf)) throw new AuthError('malformed');
     if (exp <= iat || (exp - iat) * 1000 > MAX_TOKEN_TTL_MS) throw new AuthError('malformed');
     if (aud !== this.audience && !(Array.isArray(aud) && aud.length === 1 && aud[0] === this.audience)) throw new AuthError('bad-audience');
-    const now = Math.floor(this.clock() / 1000);
-    if (iat > now || (nbf !== undefined && nbf > now)) throw new AuthError('not-yet-valid');
-    if (now >= exp) throw new AuthError('expired');
-    if (sub !== ctx.clientId) throw new AuthError('wrong-subject');
-    if (this.revokedJti.has(jti) || this.revocations?.isRevoked({ clientId: sub }) === true) throw new AuthError('revoked');
-
-    this.cleanup(now);
-    if (this.seen.has(jti)) throw new AuthError('replayed');
-    this.seen.set(jti, exp);
-    return { sub, aud: this.audience, jti, iat, exp };
-  }
-
-  /** Forgets jti whose tokens have expired (they are refused as expired from then on). */
-  private cleanup(nowSec: number): void {
-    const nowMs = nowSec * 1000;
-    if (nowMs < this.nextCleanup) return;
-    this.nextCleanup = nowMs + CLEANUP_EVERY_MS;
-    for (const [jti, exp] of this.seen) if (exp <= nowSec) this.seen.delete(jti);
-    for (const [jti, exp] of this.revokedJti) if (exp <= nowSec) this.revokedJti.delete(jti);
+    return { sub, aud: this.audience, jti, iat, exp, ...(nbf !== undefined ? { nbf } : {}) };
   }
 }

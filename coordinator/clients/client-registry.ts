@@ -235,6 +235,20 @@ export class ClientRegistry {
   }
 
   /**
+   * Revokes certificate serials that belong to no client record (operator credentials): each goes
+   * on the revocation list, and so on the CRL and into the per-call check, with the time of this
+   * call and `reason` (a serial revoked before keeps its first time and reason); persisted, then
+   * (offline CA) handed to the CA host for its next CRL. `detail` stays with the caller's records.
+   */
+  async revokeSerials(serials: readonly string[], opts: { reason: RevocationReason; detail?: string }): Promise<void> {
+    const now = this.clock();
+    for (const serial of serials) this.registry.revocations.revokeSerial(serial, { revokedAt: now, reason: opts.reason });
+    await this.persist();
+    if (this.opts.offlineCa && this.opts.dataDir !== undefined) await writeRevocationsRequest(this.opts.dataDir, this.crlEntries(now), now);
+    this.log?.warn({ serials: serials.length, reason: opts.reason }, 'certificate serials revoked');
+  }
+
+  /**
    * A CRL of every revoked serial, signed now by the coordinator CA, valid 7 days
    * (coordinator/auth/crl.ts); `failed-precondition` without the CA key (offline CA).
    */

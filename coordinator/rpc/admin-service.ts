@@ -1,8 +1,9 @@
 /**
  * The Admin service (operators, on the mTLS listener with an operator certificate): invites,
  * the client list, revocation and the CRL, launching and following jobs, cancelling them,
- * dashboard logins and model downloads. Thin: every call is authorized here and handled by the
- * owner of what it touches.
+ * dashboard logins, model downloads, operator credentials and round-token revocation. Thin:
+ * every call is authorized here (the operator's certificate checked again, revocation and
+ * expiry, on every call) and handled by the owner of what it touches.
  */
 import { create } from '@bufbuild/protobuf';
 import type { Logger } from 'pino';
@@ -12,6 +13,8 @@ import type * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import { phaseToProto } from '../../shared/rpc/convert.js';
 import { serverStream, unary } from '../../shared/rpc/service.js';
 import { parseRevocationReason } from '../auth/enrollment.js';
+import type { OperatorView, Operators } from '../auth/operators.js';
+import type { TokenRevocation, TokenVerifier } from '../auth/tokens.js';
 import type { ClientRegistry } from '../clients/client-registry.js';
 import { certificateSerialsOf, revocationCodeOf, revocationDetailOf } from '../clients/serials.js';
 import type { JobsAcrossFrontEnds } from '../jobs/front-ends.js';
@@ -26,13 +29,47 @@ export interface AdminServiceDeps {
   reports: JobsAcrossFrontEnds;
   /** A single-use dashboard login token; `failed-precondition` without a dashboard. */
   issueDashboardToken: (ttlMs?: number) => { token: string; expiresAt: number; url: string };
+  /** Operator credentials: list, issue, reissue, revoke. */
+  operators: Operators;
+  /** The round-token verifier (its ledger keeps token revocations). */
+  tokens: TokenVerifier;
+  /** The CA certificate (DER), returned with issued operator certificates. */
+  caCertificateDer: Uint8Array;
   log?: Logger;
+}
+
+const OPERATOR_STATUS = { active: admin.OperatorStatus.ACTIVE, expired: admin.OperatorStatus.EXPIRED, revoked: admin.OperatorStatus.REVOKED } as const;
+
+function operatorInfo(r: OperatorView): admin.OperatorInfo {
+  return create(admin.OperatorInfoSchema, {
+    name: r.name,
+    serial: r.serial,
+    issuedAtMs: BigInt(r.issuedAt),
+    expiresAtMs: BigInt(r.expiresAt),
+    status: OPERATOR_STATUS[r.status],
+    revokedAtMs: BigInt(r.revokedAt ?? 0),
+    revocationReason: r.status === 'revoked' ? (r.reason ?? 'unspecified') : '',
+    revocationDetail: r.detail ?? '',
+    builtIn: r.builtIn === true,
+  });
+}
+
+const ttlOf = (seconds: number): number | undefined => (seconds > 0 ? seconds * 1000 : undefined);
+
+function tokenRevocationReply(r: TokenRevocation): admin.RevokeTokensReply {
+  return create(admin.RevokeTokensReplySchema, {
+    jti: r.jti ?? '',
+    clientId: r.clientId ?? '',
+    issuedUpToMs: BigInt((r.issuedUpTo ?? 0) * 1000),
+    untilMs: BigInt(r.until * 1000),
+    alreadyExpired: r.alreadyExpired === true,
+  });
 }
 
 const CLIENT_STATUS = { active: admin.ClientStatus.ACTIVE, 'suspected-lost': admin.ClientStatus.SUSPECTED_LOST, revoked: admin.ClientStatus.REVOKED } as const;
 
 export function adminService(deps: AdminServiceDeps) {
-  const { auth, clients, jobs, reports, log } = deps;
+  const { auth, clients, jobs, reports, operators, tokens, log } = deps;
   return {
     createInvite: unary<admin.CreateInviteRequest, admin.CreateInviteReply>(async (req, call) => {
       const operator = auth.operator(call);
@@ -118,6 +155,50 @@ export function adminService(deps: AdminServiceDeps) {
       if (!job.training) throw new AegisError(ErrorCode.NotFound, `job '${req.jobId}' is not a training job`);
       const { models } = job.training;
       return modelChunks(req.version === undefined ? models.latest : models.get(req.version), job.manifestJson);
+    }),
+    listOperators: unary<admin.ListOperatorsRequest, admin.ListOperatorsReply>(async (_req, call) => {
+      auth.operator(call);
+      return create(admin.ListOperatorsReplySchema, { operators: (await operators.list()).map(operatorInfo) });
+    }),
+    issueOperator: unary<admin.IssueOperatorRequest, admin.IssueOperatorReply>(async (req, call) => {
+      const operator = auth.operator(call);
+      const r = await operators.issue(req.name, req.csrDer, ttlOf(req.ttlSeconds));
+      log?.info({ operator, operatorName: req.name, expiresAt: new Date(r.record.expiresAt).toISOString() }, 'operator credential issued by operator');
+      return create(admin.IssueOperatorReplySchema, { certificateDer: r.certificateDer, caCertificateDer: deps.caCertificateDer, operator: operatorInfo({ ...r.record, status: 'active' }) });
+    }),
+    reissueOperator: unary<admin.ReissueOperatorRequest, admin.ReissueOperatorReply>(async (req, call) => {
+      const operator = auth.operator(call);
+      const r = await operators.reissue(req.name, req.csrDer.length > 0 ? req.csrDer : undefined, ttlOf(req.ttlSeconds));
+      log?.info({ operator, operatorName: req.name, superseded: r.superseded.length }, 'operator credential reissued by operator');
+      return create(admin.ReissueOperatorReplySchema, {
+        ...(r.certificateDer ? { certificateDer: r.certificateDer } : {}),
+        caCertificateDer: deps.caCertificateDer,
+        operator: operatorInfo({ ...r.record, status: 'active' }),
+        superseded: r.superseded,
+      });
+    }),
+    revokeOperator: unary<admin.RevokeOperatorRequest, admin.RevokeOperatorReply>(async (req, call) => {
+      const operator = auth.operator(call);
+      const reason = parseRevocationReason(req.reason);
+      if ((req.name === '') === (req.serial === '')) throw new AegisError(ErrorCode.InvalidArgument, 'name an operator or one certificate serial, not both');
+      const r = await operators.revoke(req.name ? { name: req.name } : { serial: req.serial }, reason, req.detail);
+      log?.warn({ operator, serials: r.serials.length, reason }, 'operator revocation by operator');
+      return create(admin.RevokeOperatorReplySchema, { serials: r.serials, revokedAtMs: BigInt(r.revokedAt), reason, known: r.known });
+    }),
+    revokeTokens: unary<admin.RevokeTokensRequest, admin.RevokeTokensReply>(async (req, call) => {
+      const operator = auth.operator(call);
+      const given = [req.jti, req.token, req.clientId].filter((v) => v !== '').length;
+      if (given !== 1) throw new AegisError(ErrorCode.InvalidArgument, 'name exactly one of a jti, a token or a client id');
+      let r: TokenRevocation;
+      if (req.jti) r = await tokens.revokeToken(req.jti);
+      else if (req.token) {
+        r = await tokens.revokeTokenString(req.token).catch((e: unknown) => {
+          // The token's own refusal reason (malformed, bad-signature...), as invalid input here.
+          throw new AegisError(ErrorCode.InvalidArgument, `not a token this coordinator issued (${e instanceof Error ? e.message : 'refused'})`);
+        });
+      } else r = await tokens.revokeClientTokens(req.clientId);
+      log?.warn({ operator, ...(r.clientId ? { client: r.clientId } : {}), kind: req.clientId ? 'client' : 'one' }, 'token revocation by operator');
+      return tokenRevocationReply(r);
     }),
   };
 }

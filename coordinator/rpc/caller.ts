@@ -3,7 +3,9 @@
  * certificate, checked again on every call (a revoked client or serial is refused on its next
  * call even with an unexpired certificate, and a long-lived connection does not outlive its
  * certificate). Round calls also need a single-use token issued to the same identity; Admin
- * calls need an operator certificate.
+ * calls need an operator certificate, checked the same way on every call: its serial not revoked
+ * (operators share the client registry's revocation list) and not past its expiry by the
+ * coordinator's clock — a connection opened before either does not keep it working.
  */
 import { X509Certificate } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
@@ -62,13 +64,17 @@ export class CallerAuthorization {
     return rec;
   }
 
-  /** The calling operator's name; `permission-denied` for a client certificate. */
+  /**
+   * The calling operator's name; `permission-denied` for a client certificate, `unauthenticated`
+   * (`revoked`, `expired`) for an operator certificate revoked or past its expiry.
+   */
   operator(call: AuthenticatedCall): string {
     const der = peerCertificate(call);
     if (!der) throw new AuthError('no-identity', 'peer certificate');
     const name = operatorOf(der);
     if (name === undefined) throw new AegisError(ErrorCode.PermissionDenied, 'this call needs an operator certificate');
-    if (this.clients.isRevoked({ serial: serialOf(der) })) throw new AuthError('revoked', 'peer certificate');
+    if (this.clients.isRevoked({ serial: serialOf(der) })) throw new AuthError('revoked', 'operator certificate');
+    if (certificateExpiry(der) <= this.clock()) throw new AuthError('expired', 'operator certificate');
     return name;
   }
 }

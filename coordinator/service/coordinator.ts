@@ -7,7 +7,11 @@
  *   CRL, last seen and lost devices;
  * - the jobs (coordinator/jobs/): launches, rounds, the training loop, status, listing,
  *   cancellation and retention, here and across front ends;
- * - the mailboxes (mailbox.ts): what waits to be sent to each client.
+ * - the mailboxes (mailbox.ts): what waits to be sent to each client;
+ * - the operator credentials (coordinator/auth/operators.ts): their records, issue, reissue and
+ *   revocation (on the client registry's revocation list);
+ * - the round-token verifier and its ledger of seen and revoked tokens
+ *   (coordinator/auth/seen-tokens.ts: memory, DATA_DIR/tokens.log, or Redis).
  *
  * Transport (coordinator/rpc/): two TLS 1.3 listeners — the main one with client certificates
  * (SecAgg, Enrollment.Renew, Admin, Trust), the enrollment one with server authentication only
@@ -28,6 +32,8 @@ import type { Phase } from '../../shared/protocol/vocabulary.js';
 import type { CaCertificate } from '../auth/ca.js';
 import { DashboardTokens } from '../auth/dashboard-tokens.js';
 import type { OfflineEnrollment } from '../auth/offline-ca.js';
+import { Operators, type BuiltInOperatorCredential } from '../auth/operators.js';
+import type { TokenLedger } from '../auth/seen-tokens.js';
 import { AuthError, TokenVerifier, type TokenIssuer } from '../auth/tokens.js';
 import { ClientRegistry, type ClientStatus, type SignedCrl } from '../clients/client-registry.js';
 import { DashboardData } from '../dashboard/projections.js';
@@ -60,6 +66,15 @@ export interface CoordinatorOptions extends JobsOptions {
   clientCertTtlMs?: number;
   /** Round-call token lifetime; default 5 min. */
   tokenTtlMs?: number;
+  /**
+   * Where seen and revoked round tokens are kept (seen-tokens.ts); default this process's memory.
+   * The coordinator closes it.
+   */
+  tokenLedger?: TokenLedger;
+  /** Lifetime of operator certificates issued without one asked for; default 7 days. */
+  operatorTtlMs?: number;
+  /** The data dir's built-in operator credential (coordinator/service/data-dir.ts). */
+  builtInOperator?: BuiltInOperatorCredential;
   /** Largest message the server takes, bytes; default 64 MiB (m = 10^7 fits). */
   maxMessageBytes?: number;
   clock?: () => number;
@@ -86,6 +101,10 @@ export class Coordinator {
   readonly jobs: Jobs;
   /** Status, results, listings and cancellation, also of other front ends' jobs. */
   readonly reports: JobsAcrossFrontEnds;
+  /** Operator credentials: records, issue, reissue, revocation. */
+  readonly operators: Operators;
+  /** Round-call tokens: verification, replay and revocation (`verifier.ledger`). */
+  readonly verifier: TokenVerifier;
   /** When this coordinator was created (ms since epoch). */
   readonly startedAt: number;
   /** The two addresses once listening. */
@@ -121,8 +140,22 @@ export class Coordinator {
     this.reports = new JobsAcrossFrontEnds(this.jobs, opts, this.clock);
     this.jobs.onRoundEnded = () => void this.reports.publishJobs();
     if (opts.redisRounds) opts.redisRounds.connectedClients = () => this.connectedClients();
-    const verifier = new TokenVerifier({ publicKey: opts.tokens.publicKey, keyring: opts.tokens.keyring, revocations: this.registry.revocations, clock: this.clock });
-    this.auth = new CallerAuthorization(this.clients, verifier, this.clock);
+    this.verifier = new TokenVerifier({
+      publicKey: opts.tokens.publicKey,
+      keyring: opts.tokens.keyring,
+      revocations: this.registry.revocations,
+      clock: this.clock,
+      ...(opts.tokenLedger ? { ledger: opts.tokenLedger } : {}),
+    });
+    this.auth = new CallerAuthorization(this.clients, this.verifier, this.clock);
+    this.operators = new Operators({
+      ca: opts.ca,
+      revocations: this.clients,
+      clock: this.clock,
+      ...pick(opts, ['dataDir', 'log']),
+      ...(opts.operatorTtlMs !== undefined ? { ttlMs: opts.operatorTtlMs } : {}),
+      ...(opts.builtInOperator ? { builtIn: opts.builtInOperator } : {}),
+    });
   }
 
   /**
@@ -134,9 +167,22 @@ export class Coordinator {
     const services = {
       secAgg: secAggService({ auth, jobs, mailboxes: this.mailboxes, tokens: this.tokens, ...pick(opts, ['tokenTtlMs', 'lostAfterMs', 'log']) }),
       enrollment: enrollmentService({ auth, clients }),
-      admin: adminService({ auth, clients, jobs, reports, issueDashboardToken: (ttl) => this.issueDashboardToken(ttl), ...pick(opts, ['log']) }),
+      admin: adminService({
+        auth,
+        clients,
+        jobs,
+        reports,
+        operators: this.operators,
+        tokens: this.verifier,
+        caCertificateDer: opts.ca.certificateDer,
+        issueDashboardToken: (ttl) => this.issueDashboardToken(ttl),
+        ...pick(opts, ['log']),
+      }),
       trust: trustService(opts.registryDir),
     };
+    // The built-in operator credential is on record (a data dir of an older release has none yet).
+    const builtIn = await opts.builtInOperator?.current();
+    if (builtIn) await this.operators.adopt(builtIn, { builtIn: true });
     const bound = await listenTls(opts, services, listen, enrollListen);
     this.servers = bound.servers;
     this.address = bound.address;
@@ -172,6 +218,7 @@ export class Coordinator {
     await this.opts.redisRounds?.close();
     await this.clients.flush();
     await this.jobs.flush();
+    await this.verifier.ledger.close();
   }
 
   /** Client ids with an attached stream and no revocation. */

@@ -4,11 +4,15 @@
  *   kek.json                  which KEK provider protects the dir (passphrase keyfile, OS keyring
  *                             or PKCS#11 token; shared/keystore/kek-config.ts) — no secret
  *   kek.keyfile.json          the KEK versions, sealed under the passphrase (passphrase provider only)
- *   secrets.vault.json        the CA key and certificate, the token-signing seed and the operator
- *                             credential, each sealed under its own DEK wrapped by the KEK
- *                             (shared/keystore/vault.ts) — never in clear on disk; rotated with
- *                             `aegis keys rotate --data-dir DIR` like the client's store
+ *   secrets.vault.json        the CA key and certificate, the token-signing seed and the built-in
+ *                             operator credential ("admin"), each sealed under its own DEK wrapped
+ *                             by the KEK (shared/keystore/vault.ts) — never in clear on disk;
+ *                             rotated with `aegis keys rotate --data-dir DIR` like the client's store
  *   ca.pem, operator.pem      public certificates (ca.pem is what clients pin with --ca)
+ *   operators.json            every operator certificate issued or known: name, serial, issued,
+ *                             expires, revocation (coordinator/auth/operators.ts) — no key
+ *   tokens.log                round tokens seen (until they expire) and revoked, one line each
+ *                             (coordinator/auth/seen-tokens.ts); unused with --redis
  *   registry.json             enrolled clients, revocations, key bindings, pending invites (as
  *                             SHA-256 hashes only) — public keys and names, no secret
  *   coordinator.json          where the running coordinator listens (for the operator commands)
@@ -16,7 +20,7 @@
  * Round state stays in memory (the embedded default). The TLS server key is made fresh at each
  * start and never written anywhere.
  */
-import { randomBytes } from 'node:crypto';
+import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readFile, unlink } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -27,11 +31,13 @@ import { hasKek, initKek, openKek, type KekInitOptions, type KekSecrets } from '
 import type { ManagedKek } from '../../shared/keystore/kek.js';
 import { resumePendingRotation, VAULT_FILE } from '../../shared/keystore/keys-cli.js';
 import { SealedVault } from '../../shared/keystore/vault.js';
-import { createCa, exportCa, importCa, issueOperatorCertificate, type CaCertificate } from '../auth/ca.js';
+import { createCa, exportCa, importCa, issueOperatorCertificate, requireCaKey, serialOf, type CaCertificate, type IssuedCertificate } from '../auth/ca.js';
+import { BUILT_IN_OPERATOR, DEFAULT_OPERATOR_TTL_MS, type BuiltInOperatorCredential } from '../auth/operators.js';
+import { withFileLock } from '../../shared/fs-lock.js';
 import { Registry } from '../clients/registry.js';
 import { createOfflineCoordinatorVault, openOfflineCoordinatorVault } from '../auth/offline-ca.js';
 import { TokenIssuer } from '../auth/tokens.js';
-import { certificateDate, ensureKeyMeta, isDue, recordKey, tokenKeyState, type RotatedKey, type RotationPolicy } from '../../shared/keystore/policy.js';
+import { certificateDate, certificateRenewalAt, ensureKeyMeta, isDue, recordKey, tokenKeyState, type RotatedKey, type RotationPolicy } from '../../shared/keystore/policy.js';
 
 export const COORDINATOR_KEYFILE = 'coordinator.keyfile.json';
 export const OPERATOR_KEYFILE = 'operator.keyfile.json';
@@ -70,7 +76,7 @@ export const hasCoordinatorSecrets = (dir: string): boolean => existsSync(join(d
  * keyfile's). An interrupted key rotation is finished first. A wrong passphrase or PIN fails with
  * the provider's one error.
  */
-export async function openCoordinatorSecrets(dir: string, secrets: KekSecrets, opts: { kek?: KekInitOptions; offlineCaPem?: string } = {}): Promise<CoordinatorSecrets> {
+export async function openCoordinatorSecrets(dir: string, secrets: KekSecrets, opts: { kek?: KekInitOptions; offlineCaPem?: string; operatorTtlMs?: number } = {}): Promise<CoordinatorSecrets> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
   const vaultPath = join(dir, VAULT_FILE);
   if (existsSync(vaultPath)) {
@@ -106,7 +112,7 @@ export async function openCoordinatorSecrets(dir: string, secrets: KekSecrets, o
     const ca = await createCa({ name: 'Aegis coordinator CA' });
     const tokens = TokenIssuer.create();
     const exported = exportCa(ca);
-    const op = await issueOperatorCertificate(ca, { name: 'admin' });
+    const op = await issueOperatorCertificate(ca, { name: BUILT_IN_OPERATOR, ttlMs: opts.operatorTtlMs ?? DEFAULT_OPERATOR_TTL_MS });
     // The CA certificate is sealed with the seed, so the seed is only ever used with the
     // certificate it was made for (ca.pem is a public copy for clients).
     await SealedVault.create(vaultPath, kek, VAULT_LABEL, {
@@ -158,36 +164,51 @@ async function migrateKeyfiles(dir: string, secrets: KekSecrets): Promise<Coordi
   }
 }
 
-/** The operator credential (PEM key and certificate) for the Admin service, opened from DIR. */
+/**
+ * The built-in operator credential (PEM key and certificate) for the Admin service, opened from
+ * DIR. The key and certificate are two vault entries replaced one after the other when the
+ * coordinator reissues the credential: a pair that does not match is read again.
+ */
 export async function openOperatorCredential(dir: string, secrets: KekSecrets): Promise<{ keyPem: string; certificatePem: string; caPem: string }> {
   if (!hasCoordinatorSecrets(dir)) throw new AegisError(ErrorCode.NotFound, `no operator credential in ${dir}: start the coordinator there first (aegis coordinator start --data-dir ${dir})`);
   if (!existsSync(join(dir, VAULT_FILE))) (await openCoordinatorSecrets(dir, secrets)).kek.close(); // migrate an older dir first
   const kek = await openKek(dir, secrets);
   try {
-    const vault = await SealedVault.open(join(dir, VAULT_FILE));
-    const seed = await vault.get(kek, 'operator-seed');
-    const certificate = await vault.get(kek, 'operator-certificate');
     const { ed25519PrivateKeyPem } = await import('../../shared/keystore/webcrypto-ed25519.js');
-    const { X509Certificate } = await import('node:crypto');
-    const certificatePem = new X509Certificate(Buffer.from(certificate)).toString();
-    const keyPem = ed25519PrivateKeyPem(seed);
-    seed.fill(0);
-    const caPem = await readFile(join(dir, 'ca.pem'), 'utf8');
-    return { keyPem, certificatePem, caPem };
+    for (let attempt = 0; ; attempt++) {
+      const vault = await SealedVault.open(join(dir, VAULT_FILE));
+      const seed = await vault.get(kek, 'operator-seed');
+      const certificate = new X509Certificate(Buffer.from(await vault.get(kek, 'operator-certificate')));
+      const keyPem = ed25519PrivateKeyPem(seed);
+      seed.fill(0);
+      if (!certificate.checkPrivateKey(createPrivateKey(keyPem)) && attempt < 5) {
+        await new Promise((r) => setTimeout(r, 100));
+        continue;
+      }
+      const caPem = await readFile(join(dir, 'ca.pem'), 'utf8');
+      return { keyPem, certificatePem: certificate.toString(), caPem };
+    }
   } finally {
     await kek.close();
   }
 }
 
-/**
- * Re-issues the operator credential (new key, new certificate from the embedded CA) when it is
- * older than `policy.signingDays` (time-based rotation; run at coordinator start). The old
- * certificate stays valid until it expires: operators pick up the new one from the data dir.
- */
-export async function reissueOperatorIfDue(dir: string, kek: ManagedKek, ca: CaCertificate, policy: RotationPolicy, clock: () => number = Date.now): Promise<RotatedKey | undefined> {
+/** The built-in operator certificate (DIR/operator.pem, DER), if there is one. */
+export async function builtInOperatorCertificate(dir: string): Promise<Uint8Array | undefined> {
+  try {
+    return new Uint8Array(new X509Certificate(await readFile(join(dir, 'operator.pem'))).raw);
+  } catch {
+    return undefined;
+  }
+}
+
+/** One writer of the built-in credential at a time (front ends sharing the data dir, an operator's reissue). */
+const withOperatorLock = <T>(dir: string, fn: () => Promise<T>): Promise<T> => withFileLock(join(dir, 'operator.lock'), 'another coordinator on this data dir', fn);
+
+/** Replaces the built-in credential: new key and certificate in the vault, operator.pem, keys.json's version + 1. */
+async function replaceBuiltInOperator(dir: string, kek: ManagedKek, ca: CaCertificate, ttlMs: number, clock: () => number): Promise<IssuedCertificate & { previousVersion: number; version: number }> {
   const meta = await ensureKeyMeta(dir, 'operator', async () => ({ ...(await certificateDate(join(dir, 'operator.pem'), clock)), dateSource: 'certificate' }));
-  if (!isDue(meta.createdAt, policy.signingDays, clock())) return undefined;
-  const op = await issueOperatorCertificate(ca, { name: 'admin' });
+  const op = await issueOperatorCertificate(requireCaKey(ca), { name: BUILT_IN_OPERATOR, ttlMs, now: clock() });
   try {
     const vault = await SealedVault.open(join(dir, VAULT_FILE));
     await vault.put(kek, 'operator-seed', op.seed);
@@ -198,7 +219,59 @@ export async function reissueOperatorIfDue(dir: string, kek: ManagedKek, ca: CaC
   await writeFileAtomic(join(dir, 'operator.pem'), op.certificatePem, 0o644);
   const version = meta.version + 1;
   await recordKey(dir, 'operator', { version, createdAt: new Date(clock()).toISOString(), dateSource: 'recorded' });
-  return { key: 'operator', previousVersion: meta.version, version, reason: 'due' };
+  return { ...op, previousVersion: meta.version, version };
+}
+
+/**
+ * Why the built-in credential must be reissued now, if it must: it is revoked, past 2/3 of its
+ * lifetime (so it is replaced days before it expires), longer-lived than `ttlMs` allows (a
+ * credential of an older release, or a lifetime shortened since), or older than the rotation
+ * policy's `signingDays`.
+ */
+export function builtInOperatorDue(certificateDer: Uint8Array, o: { createdAt: string; policy: RotationPolicy; ttlMs: number; now: number; isRevoked?: (serial: string) => boolean }): string | undefined {
+  if (o.isRevoked?.(serialOf(certificateDer)) === true) return 'revoked';
+  const cert = new X509Certificate(Buffer.from(certificateDer));
+  const notBefore = Date.parse(cert.validFrom);
+  const notAfter = Date.parse(cert.validTo);
+  if (o.now >= certificateRenewalAt(notBefore, notAfter)) return 'renewal';
+  if (notAfter > o.now + o.ttlMs + 60_000) return 'lifetime';
+  if (isDue(o.createdAt, o.policy.signingDays, o.now)) return 'policy';
+  return undefined;
+}
+
+/**
+ * The key check's part for the built-in operator credential (at coordinator start, then every
+ * hour): reissues it when `builtInOperatorDue` says so, under DATA_DIR/operator.lock (front ends
+ * sharing the data dir reissue it once), and hands the new certificate to `onReplaced` (the
+ * coordinator records it and revokes the old serial as superseded).
+ */
+export async function reissueOperatorIfDue(
+  dir: string,
+  kek: ManagedKek,
+  ca: CaCertificate,
+  policy: RotationPolicy,
+  opts: { ttlMs?: number; clock?: () => number; isRevoked?: (serial: string) => boolean; onReplaced?: (certificateDer: Uint8Array) => Promise<unknown> } = {},
+): Promise<RotatedKey | undefined> {
+  const clock = opts.clock ?? Date.now;
+  const ttlMs = opts.ttlMs ?? DEFAULT_OPERATOR_TTL_MS;
+  const replaced = await withOperatorLock(dir, async () => {
+    const meta = await ensureKeyMeta(dir, 'operator', async () => ({ ...(await certificateDate(join(dir, 'operator.pem'), clock)), dateSource: 'certificate' }));
+    const current = await builtInOperatorCertificate(dir);
+    const why = current === undefined ? 'missing' : builtInOperatorDue(current, { createdAt: meta.createdAt, policy, ttlMs, now: clock(), ...(opts.isRevoked ? { isRevoked: opts.isRevoked } : {}) });
+    if (why === undefined) return undefined;
+    return replaceBuiltInOperator(dir, kek, ca, ttlMs, clock);
+  });
+  if (!replaced) return undefined;
+  await opts.onReplaced?.(replaced.certificateDer);
+  return { key: 'operator', previousVersion: replaced.previousVersion, version: replaced.version, reason: 'due' };
+}
+
+/** The built-in credential as the coordinator's operators see it (current certificate, reissue on request). */
+export function builtInOperator(dir: string, kek: ManagedKek, ca: CaCertificate, clock: () => number = Date.now): BuiltInOperatorCredential {
+  return {
+    current: () => builtInOperatorCertificate(dir),
+    reissue: (ttlMs) => withOperatorLock(dir, () => replaceBuiltInOperator(dir, kek, ca, ttlMs, clock)),
+  };
 }
 
 export async function loadRegistry(dir: string): Promise<Registry> {

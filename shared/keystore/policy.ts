@@ -145,6 +145,13 @@ export function dueAt(createdAt: string | number, days: number): number {
 
 export const isDue = (createdAt: string | number, days: number, now: number): boolean => now >= dueAt(createdAt, days);
 
+/**
+ * When a short-lived certificate the process renews itself (the coordinator's built-in operator
+ * credential) is renewed: at 2/3 of its lifetime, so a 7-day certificate is replaced with more
+ * than two days to spare.
+ */
+export const certificateRenewalAt = (notBefore: number, notAfter: number): number => notBefore + Math.floor(((notAfter - notBefore) * 2) / 3);
+
 const iso = (ms: number): string => new Date(ms).toISOString();
 
 /**
@@ -342,7 +349,11 @@ export async function keyAges(dir: string, kek: ManagedKek, policy: RotationPoli
     const meta = (await readKeysFile(dir)).keys.token!;
     out.push(row('token', t.createdAt, meta.dateSource, policy.signingDays, { version: t.version, ...(t.previous.length ? { previousVersions: t.previous.map((p) => p.version) } : {}) }));
     const op = await ensureKeyMeta(dir, 'operator', async () => ({ ...(await certificateDate(join(dir, 'operator.pem'), clock)), dateSource: 'certificate' }));
-    out.push(row('operator', op.createdAt, op.dateSource, policy.signingDays, { version: op.version, ...(await certExpiry(join(dir, 'operator.pem'))), note: 're-issued by the embedded CA at coordinator start when due' }));
+    const opRow = row('operator', op.createdAt, op.dateSource, policy.signingDays, { version: op.version, ...(await certExpiry(join(dir, 'operator.pem'))), note: 'reissued by the running coordinator (embedded CA) at 2/3 of its lifetime, or when the policy says so' });
+    // Due at the earlier of the policy's date and its renewal, well before it expires.
+    const renewal = await certRenewal(join(dir, 'operator.pem'));
+    if (renewal !== undefined && renewal < Date.parse(opRow.dueAt!)) Object.assign(opRow, { dueAt: iso(renewal), due: now >= renewal });
+    out.push(opRow);
     const ca = await certificateDate(join(dir, 'ca.pem'), clock);
     out.push(row('ca', iso(ca.createdAt), 'certificate', undefined, { ...(await certExpiry(join(dir, 'ca.pem'))), note: 'not rotated by this policy (clients pin it); replace it by re-enrolling' }));
   }
@@ -355,6 +366,15 @@ export async function keyAges(dir: string, kek: ManagedKek, policy: RotationPoli
     }
   }
   return out;
+}
+
+async function certRenewal(path: string): Promise<number | undefined> {
+  try {
+    const c = new X509Certificate(await readFile(path));
+    return certificateRenewalAt(Date.parse(c.validFrom), Date.parse(c.validTo));
+  } catch {
+    return undefined;
+  }
 }
 
 async function certExpiry(path: string): Promise<{ expiresAt?: string }> {

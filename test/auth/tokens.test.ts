@@ -114,7 +114,7 @@ describe('round-call tokens', () => {
     const { issuer, verifier } = fixture();
     const a = await issuer.issue('clinic-1');
     const b = await issuer.issue('clinic-1');
-    verifier.revokeToken(a.claims.jti, a.claims.exp);
+    await verifier.revokeToken(a.claims.jti, a.claims.exp);
     await expect(reason(verifier.verify(a.token, { clientId: 'clinic-1' }))).resolves.toBe('revoked');
     await expect(reason(verifier.verify(b.token, { clientId: 'clinic-1' }))).resolves.toBe('accepted');
   });
@@ -213,6 +213,51 @@ describe('round-call tokens', () => {
       const t = await new SignJWT(v).setProtectedHeader({ alg: 'EdDSA' }).sign(key);
       await expect(reason(verifier.verify(t, { clientId: 'clinic-1' }))).resolves.toBe('malformed');
     }
+  });
+
+  test('a jti revoked without its exp is kept for the longest token lifetime, then dropped', async () => {
+    const now = { t: T0 };
+    const { issuer, verifier } = fixture(now);
+    const a = await issuer.issue('clinic-1', { ttlMs: 15 * 60_000 });
+    await expect(verifier.revokeToken(a.claims.jti)).resolves.toEqual({ jti: a.claims.jti, until: T0 / 1000 + 900 });
+    now.t = T0 + 14 * 60_000;
+    await expect(reason(verifier.verify(a.token, { clientId: 'clinic-1' }))).resolves.toBe('revoked');
+    await expect(verifier.revokeToken('not-a-jti')).rejects.toThrow(/jti/);
+  });
+
+  test('a token revoked whole must be one of ours; an expired one needs nothing; the revocation refuses it', async () => {
+    const now = { t: T0 };
+    const { issuer, verifier } = fixture(now);
+    const a = await issuer.issue('clinic-1');
+    const b = await issuer.issue('clinic-1', { ttlMs: 60_000 });
+    await expect(verifier.revokeTokenString(a.token)).resolves.toEqual({ jti: a.claims.jti, clientId: 'clinic-1', until: a.claims.exp });
+    await expect(reason(verifier.verify(a.token, { clientId: 'clinic-1' }))).resolves.toBe('revoked');
+    // A token signed by another key, or garbage: refused with the token's reason, nothing stored.
+    const foreign = await TokenIssuer.create({ clock: () => now.t }).issue('clinic-1');
+    await expect(reason(verifier.revokeTokenString(foreign.token))).resolves.toBe('bad-signature');
+    await expect(reason(verifier.revokeTokenString('x.y.z'))).resolves.toBe('malformed');
+    await expect(reason(verifier.verify(foreign.token, { clientId: 'clinic-1' }))).resolves.toBe('bad-signature');
+    now.t = T0 + 120_000;
+    await expect(verifier.revokeTokenString(b.token)).resolves.toMatchObject({ jti: b.claims.jti, alreadyExpired: true });
+  });
+
+  test("revoking a client's tokens refuses every one issued up to that second; later ones and other clients' pass", async () => {
+    const now = { t: T0 + 400 };
+    const { issuer, verifier } = fixture(now);
+    const early = await issuer.issue('clinic-1');
+    const other = await issuer.issue('clinic-2');
+    now.t = T0 + 900;
+    await expect(verifier.revokeClientTokens('clinic-1')).resolves.toEqual({ clientId: 'clinic-1', issuedUpTo: T0 / 1000, until: T0 / 1000 + 900 });
+    // Issued in the second of the revocation (after it, by the millisecond): refused too, on the safe side.
+    const inSecond = await issuer.issue('clinic-1');
+    now.t = T0 + 1_000;
+    const later = await issuer.issue('clinic-1');
+    await expect(reason(verifier.verify(early.token, { clientId: 'clinic-1' }))).resolves.toBe('revoked');
+    await expect(reason(verifier.verify(inSecond.token, { clientId: 'clinic-1' }))).resolves.toBe('revoked');
+    await expect(reason(verifier.verify(later.token, { clientId: 'clinic-1' }))).resolves.toBe('accepted');
+    await expect(reason(verifier.verify(other.token, { clientId: 'clinic-2' }))).resolves.toBe('accepted');
+    // The refusals recorded nothing: only the two accepted tokens are remembered.
+    expect(verifier.remembered).toBe(2);
   });
 
   test('seen jti are forgotten once their tokens expire, and those tokens stay refused as expired', async () => {

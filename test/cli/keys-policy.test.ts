@@ -66,9 +66,14 @@ describe('aegis coordinator start with a rotation policy', () => {
       const k = keyOf(s1, name);
       expect(k.version).toBeGreaterThanOrEqual(1);
       expect(k.due).toBe(false);
-      expect(Date.parse(k.dueAt) - Date.parse(k.createdAt)).toBe(90 * 86_400_000);
+      if (name !== 'operator') expect(Date.parse(k.dueAt) - Date.parse(k.createdAt)).toBe(90 * 86_400_000);
       expect(typeof k.ageDays).toBe('number');
     }
+    // The operator credential lives 7 days (operator.ttl_days) and is due at 2/3 of that, well before the policy's 90 days.
+    const op = keyOf(s1, 'operator');
+    const lifetime = 7 * 86_400_000 + 60_000; // notBefore is a minute back
+    const notBefore = Date.parse(op.expiresAt) - lifetime;
+    expect(Date.parse(op.dueAt)).toBe(notBefore + Math.floor((lifetime * 2) / 3));
     expect(keyOf(s1, 'ca').dueAt).toBeUndefined();
     expect(typeof keyOf(s1, 'ca').expiresAt).toBe('string');
     // The KEK versions list stays as before.

@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aegis/v1/admin.proto.
  */
 export const file_aegis_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChRhZWdpcy92MS9hZG1pbi5wcm90bxIIYWVnaXMudjEiPQoTQ3JlYXRlSW52aXRlUmVxdWVzdBITCgt0dGxfc2Vjb25kcxgBIAEoDRIRCgljbGllbnRfaWQYAiABKAkiOQoRQ3JlYXRlSW52aXRlUmVwbHkSDQoFdG9rZW4YASABKAkSFQoNZXhwaXJlc19hdF9tcxgCIAEoBCIUChJMaXN0Q2xpZW50c1JlcXVlc3QikgIKCkNsaWVudEluZm8SEQoJY2xpZW50X2lkGAEgASgJEhYKDmVucm9sbGVkX2F0X21zGAIgASgEEiEKGWNlcnRpZmljYXRlX2V4cGlyZXNfYXRfbXMYAyABKAQSDwoHcmV2b2tlZBgEIAEoCBIZChFyZXZvY2F0aW9uX3JlYXNvbhgFIAEoCRIcCg9sYXN0X3NlZW5fYXRfbXMYBiABKARIAIgBARImCgZzdGF0dXMYByABKA4yFi5hZWdpcy52MS5DbGllbnRTdGF0dXMSGQoRcmV2b2NhdGlvbl9kZXRhaWwYCCABKAkSFQoNcmV2b2tlZF9hdF9tcxgJIAEoBEISChBfbGFzdF9zZWVuX2F0X21zIjkKEExpc3RDbGllbnRzUmVwbHkSJQoHY2xpZW50cxgBIAMoCzIULmFlZ2lzLnYxLkNsaWVudEluZm8iSAoTUmV2b2tlQ2xpZW50UmVxdWVzdBIRCgljbGllbnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEg4KBmRldGFpbBgDIAEoCSJLChFSZXZva2VDbGllbnRSZXBseRIVCg1yZXZva2VkX2F0X21zGAEgASgEEg4KBnJlYXNvbhgCIAEoCRIPCgdzZXJpYWxzGAMgAygJIg8KDUdldENybFJlcXVlc3QibwoLR2V0Q3JsUmVwbHkSCwoDcGVtGAEgASgJEhYKDnRoaXNfdXBkYXRlX21zGAIgASgEEhYKDm5leHRfdXBkYXRlX21zGAMgASgEEhIKCmNybF9udW1iZXIYBCABKAQSDwoHZW50cmllcxgFIAEoDSJwChJMYXVuY2hSb3VuZFJlcXVlc3QSFQoNbWFuaWZlc3RfanNvbhgBIAEoDBIRCglnYXRoZXJfbXMYAiABKA0SFwoPaW5pdGlhbF93ZWlnaHRzGAMgASgMEhcKD3NpZ25lZF9tYW5pZmVzdBgEIAEoDCJxChBMYXVuY2hSb3VuZFJlcGx5Eg4KBmpvYl9pZBgBIAEoCRIVCg1tYW5pZmVzdF9oYXNoGAIgASgMEhMKC3JvdW5kX2luZGV4GAMgASgNEg4KBmNvaG9ydBgEIAMoCRIRCglxdWV1ZWRfYXMYBSABKAkiTgoSUm91bmRTdGF0dXNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIYCgtyb3VuZF9pbmRleBgCIAEoDUgAiAEBQg4KDF9yb3VuZF9pbmRleCJPCgpQaGFzZUNvdW50Eh4KBXBoYXNlGAEgASgOMg8uYWVnaXMudjEuUGhhc2USDwoHY2xpZW50cxgCIAEoDRIQCghleHBlY3RlZBgDIAEoDSJGCgxEZWNsaW5lQ291bnQSJQoGcmVhc29uGAEgASgOMhUuYWVnaXMudjEuRXJyb3JSZWFzb24SDwoHY2xpZW50cxgCIAEoDSKFBAoQUm91bmRTdGF0dXNSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SHgoFcGhhc2UYAyABKA4yDy5hZWdpcy52MS5QaGFzZRIvChFjbGllbnRzX3Blcl9waGFzZRgEIAMoCzIULmFlZ2lzLnYxLlBoYXNlQ291bnQSEAoIZHJvcG91dHMYBSABKA0SEgoKZWxhcHNlZF9tcxgGIAEoBBIKCgJvaxgHIAEoCBIrCgxhYm9ydF9yZWFzb24YCCABKA4yFS5hZWdpcy52MS5BYm9ydFJlYXNvbhIPCgdpbnZpdGVkGAkgASgNEg8KB3JlZnVzZWQYCiABKA0SEAoIZmluaXNoZWQYCyABKAgSDgoGZGV0YWlsGAwgASgJEg4KBnJvdW5kcxgNIAEoDRIqCgh0cmFpbmluZxgOIAEoCzIYLmFlZ2lzLnYxLlRyYWluaW5nU3RhdHVzEiUKCWpvYl9zdGF0ZRgPIAEoDjISLmFlZ2lzLnYxLkpvYlN0YXRlEh8KBGtpbmQYECABKA4yES5hZWdpcy52MS5Kb2JLaW5kEhUKDXN0YXJ0ZWRfYXRfbXMYESABKAQSEwoLcm91bmRzX2RvbmUYEiABKA0SKAoIZGVjbGluZXMYEyADKAsyFi5hZWdpcy52MS5EZWNsaW5lQ291bnQizgEKDlRyYWluaW5nU3RhdHVzEg0KBXN0YXRlGAEgASgJEhgKEHJvdW5kc19jb21wbGV0ZWQYAiABKA0SFgoOcm91bmRzX2Fib3J0ZWQYAyABKA0SJQoFbW9kZWwYBCABKAsyFi5hZWdpcy52MS5Nb2RlbFZlcnNpb24SDgoGZGV0YWlsGAUgASgJEiwKB2hpc3RvcnkYBiADKAsyGy5hZWdpcy52MS5Nb2RlbEhpc3RvcnlFbnRyeRIWCg5mbGFnZ2VkX3JvdW5kcxgHIAMoDSLFAQoRTW9kZWxIaXN0b3J5RW50cnkSJQoFbW9kZWwYASABKAsyFi5hZWdpcy52MS5Nb2RlbFZlcnNpb24SGAoLcm91bmRfaW5kZXgYAiABKA1IAIgBARIPCgdjbGllbnRzGAMgASgNEhQKDHRvdGFsX3dlaWdodBgEIAEoBBIgChN2YWxpZGF0aW9uX2FjY3VyYWN5GAUgASgBSAGIAQFCDgoMX3JvdW5kX2luZGV4QhYKFF92YWxpZGF0aW9uX2FjY3VyYWN5IkgKFEZldGNoSm9iTW9kZWxSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIUCgd2ZXJzaW9uGAIgASgNSACIAQFCCgoIX3ZlcnNpb24iTgoSUm91bmRSZXN1bHRSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIYCgtyb3VuZF9pbmRleBgCIAEoDUgAiAEBQg4KDF9yb3VuZF9pbmRleCKiAQoQUm91bmRSZXN1bHRSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SFQoNbWFuaWZlc3RfaGFzaBgDIAEoDBIRCglzdXJ2aXZvcnMYBCADKAkSCwoDc3VtGAUgASgMEgwKBGNsaXAYBiABKAESDAoEYml0cxgHIAEoDRIWCg5zdXJ2aXZvcl9jb3VudBgIIAEoDSITChFMaXN0Um91bmRzUmVxdWVzdCK7AgoHSm9iSW5mbxIOCgZqb2JfaWQYASABKAkSHwoEa2luZBgCIAEoDjIRLmFlZ2lzLnYxLkpvYktpbmQSIQoFc3RhdGUYAyABKA4yEi5hZWdpcy52MS5Kb2JTdGF0ZRITCgtyb3VuZHNfZG9uZRgEIAEoDRIUCgxyb3VuZHNfdG90YWwYBSABKA0SEwoLcm91bmRfaW5kZXgYBiABKA0SHgoFcGhhc2UYByABKA4yDy5hZWdpcy52MS5QaGFzZRIVCg1zdGFydGVkX2F0X21zGAggASgEEhIKCmVsYXBzZWRfbXMYCSABKAQSFgoOcm91bmRzX2Fib3J0ZWQYCiABKA0SDwoHaW52aXRlZBgLIAEoDRIoCghkZWNsaW5lcxgMIAMoCzIWLmFlZ2lzLnYxLkRlY2xpbmVDb3VudCIyCg9MaXN0Um91bmRzUmVwbHkSHwoEam9icxgBIAMoCzIRLmFlZ2lzLnYxLkpvYkluZm8iNAoSQ2FuY2VsUm91bmRSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkicAoQQ2FuY2VsUm91bmRSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SHgoFcGhhc2UYAyABKA4yDy5hZWdpcy52MS5QaGFzZRIXCg9jYW5jZWxsZWRfYXRfbXMYBCABKAQiMQoaSXNzdWVEYXNoYm9hcmRUb2tlblJlcXVlc3QSEwoLdHRsX3NlY29uZHMYASABKA0iTQoYSXNzdWVEYXNoYm9hcmRUb2tlblJlcGx5Eg0KBXRva2VuGAEgASgJEhUKDWV4cGlyZXNfYXRfbXMYAiABKAQSCwoDdXJsGAMgASgJKoQBCgxDbGllbnRTdGF0dXMSHQoZQ0xJRU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFENMSUVOVF9TVEFUVVNfQUNUSVZFEAESIAocQ0xJRU5UX1NUQVRVU19TVVNQRUNURURfTE9TVBACEhkKFUNMSUVOVF9TVEFUVVNfUkVWT0tFRBADKk4KB0pvYktpbmQSGAoUSk9CX0tJTkRfVU5TUEVDSUZJRUQQABISCg5KT0JfS0lORF9QTEFJThABEhUKEUpPQl9LSU5EX1RSQUlOSU5HEAIqmwEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEUpPQl9TVEFURV9SVU5OSU5HEAESFwoTSk9CX1NUQVRFX0NPTVBMRVRFRBACEhQKEEpPQl9TVEFURV9GQUlMRUQQAxIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAQSFQoRSk9CX1NUQVRFX0FCT1JURUQQBTKzBgoFQWRtaW4SSgoMQ3JlYXRlSW52aXRlEh0uYWVnaXMudjEuQ3JlYXRlSW52aXRlUmVxdWVzdBobLmFlZ2lzLnYxLkNyZWF0ZUludml0ZVJlcGx5EkcKC0xpc3RDbGllbnRzEhwuYWVnaXMudjEuTGlzdENsaWVudHNSZXF1ZXN0GhouYWVnaXMudjEuTGlzdENsaWVudHNSZXBseRJKCgxSZXZva2VDbGllbnQSHS5hZWdpcy52MS5SZXZva2VDbGllbnRSZXF1ZXN0GhsuYWVnaXMudjEuUmV2b2tlQ2xpZW50UmVwbHkSRwoLTGF1bmNoUm91bmQSHC5hZWdpcy52MS5MYXVuY2hSb3VuZFJlcXVlc3QaGi5hZWdpcy52MS5MYXVuY2hSb3VuZFJlcGx5EkcKC1JvdW5kU3RhdHVzEhwuYWVnaXMudjEuUm91bmRTdGF0dXNSZXF1ZXN0GhouYWVnaXMudjEuUm91bmRTdGF0dXNSZXBseRJHCgtSb3VuZFJlc3VsdBIcLmFlZ2lzLnYxLlJvdW5kUmVzdWx0UmVxdWVzdBoaLmFlZ2lzLnYxLlJvdW5kUmVzdWx0UmVwbHkSRAoKRmV0Y2hNb2RlbBIeLmFlZ2lzLnYxLkZldGNoSm9iTW9kZWxSZXF1ZXN0GhQuYWVnaXMudjEuTW9kZWxDaHVuazABEkQKCkxpc3RSb3VuZHMSGy5hZWdpcy52MS5MaXN0Um91bmRzUmVxdWVzdBoZLmFlZ2lzLnYxLkxpc3RSb3VuZHNSZXBseRJHCgtDYW5jZWxSb3VuZBIcLmFlZ2lzLnYxLkNhbmNlbFJvdW5kUmVxdWVzdBoaLmFlZ2lzLnYxLkNhbmNlbFJvdW5kUmVwbHkSOAoGR2V0Q3JsEhcuYWVnaXMudjEuR2V0Q3JsUmVxdWVzdBoVLmFlZ2lzLnYxLkdldENybFJlcGx5El8KE0lzc3VlRGFzaGJvYXJkVG9rZW4SJC5hZWdpcy52MS5Jc3N1ZURhc2hib2FyZFRva2VuUmVxdWVzdBoiLmFlZ2lzLnYxLklzc3VlRGFzaGJvYXJkVG9rZW5SZXBseWIGcHJvdG8z", [file_aegis_v1_secagg, file_aegis_v1_vocabulary]);
+  fileDesc("ChRhZWdpcy92MS9hZG1pbi5wcm90bxIIYWVnaXMudjEiPQoTQ3JlYXRlSW52aXRlUmVxdWVzdBITCgt0dGxfc2Vjb25kcxgBIAEoDRIRCgljbGllbnRfaWQYAiABKAkiOQoRQ3JlYXRlSW52aXRlUmVwbHkSDQoFdG9rZW4YASABKAkSFQoNZXhwaXJlc19hdF9tcxgCIAEoBCIUChJMaXN0Q2xpZW50c1JlcXVlc3QikgIKCkNsaWVudEluZm8SEQoJY2xpZW50X2lkGAEgASgJEhYKDmVucm9sbGVkX2F0X21zGAIgASgEEiEKGWNlcnRpZmljYXRlX2V4cGlyZXNfYXRfbXMYAyABKAQSDwoHcmV2b2tlZBgEIAEoCBIZChFyZXZvY2F0aW9uX3JlYXNvbhgFIAEoCRIcCg9sYXN0X3NlZW5fYXRfbXMYBiABKARIAIgBARImCgZzdGF0dXMYByABKA4yFi5hZWdpcy52MS5DbGllbnRTdGF0dXMSGQoRcmV2b2NhdGlvbl9kZXRhaWwYCCABKAkSFQoNcmV2b2tlZF9hdF9tcxgJIAEoBEISChBfbGFzdF9zZWVuX2F0X21zIjkKEExpc3RDbGllbnRzUmVwbHkSJQoHY2xpZW50cxgBIAMoCzIULmFlZ2lzLnYxLkNsaWVudEluZm8iSAoTUmV2b2tlQ2xpZW50UmVxdWVzdBIRCgljbGllbnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEg4KBmRldGFpbBgDIAEoCSJLChFSZXZva2VDbGllbnRSZXBseRIVCg1yZXZva2VkX2F0X21zGAEgASgEEg4KBnJlYXNvbhgCIAEoCRIPCgdzZXJpYWxzGAMgAygJIg8KDUdldENybFJlcXVlc3QibwoLR2V0Q3JsUmVwbHkSCwoDcGVtGAEgASgJEhYKDnRoaXNfdXBkYXRlX21zGAIgASgEEhYKDm5leHRfdXBkYXRlX21zGAMgASgEEhIKCmNybF9udW1iZXIYBCABKAQSDwoHZW50cmllcxgFIAEoDSJwChJMYXVuY2hSb3VuZFJlcXVlc3QSFQoNbWFuaWZlc3RfanNvbhgBIAEoDBIRCglnYXRoZXJfbXMYAiABKA0SFwoPaW5pdGlhbF93ZWlnaHRzGAMgASgMEhcKD3NpZ25lZF9tYW5pZmVzdBgEIAEoDCJxChBMYXVuY2hSb3VuZFJlcGx5Eg4KBmpvYl9pZBgBIAEoCRIVCg1tYW5pZmVzdF9oYXNoGAIgASgMEhMKC3JvdW5kX2luZGV4GAMgASgNEg4KBmNvaG9ydBgEIAMoCRIRCglxdWV1ZWRfYXMYBSABKAkiTgoSUm91bmRTdGF0dXNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIYCgtyb3VuZF9pbmRleBgCIAEoDUgAiAEBQg4KDF9yb3VuZF9pbmRleCJPCgpQaGFzZUNvdW50Eh4KBXBoYXNlGAEgASgOMg8uYWVnaXMudjEuUGhhc2USDwoHY2xpZW50cxgCIAEoDRIQCghleHBlY3RlZBgDIAEoDSJGCgxEZWNsaW5lQ291bnQSJQoGcmVhc29uGAEgASgOMhUuYWVnaXMudjEuRXJyb3JSZWFzb24SDwoHY2xpZW50cxgCIAEoDSKFBAoQUm91bmRTdGF0dXNSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SHgoFcGhhc2UYAyABKA4yDy5hZWdpcy52MS5QaGFzZRIvChFjbGllbnRzX3Blcl9waGFzZRgEIAMoCzIULmFlZ2lzLnYxLlBoYXNlQ291bnQSEAoIZHJvcG91dHMYBSABKA0SEgoKZWxhcHNlZF9tcxgGIAEoBBIKCgJvaxgHIAEoCBIrCgxhYm9ydF9yZWFzb24YCCABKA4yFS5hZWdpcy52MS5BYm9ydFJlYXNvbhIPCgdpbnZpdGVkGAkgASgNEg8KB3JlZnVzZWQYCiABKA0SEAoIZmluaXNoZWQYCyABKAgSDgoGZGV0YWlsGAwgASgJEg4KBnJvdW5kcxgNIAEoDRIqCgh0cmFpbmluZxgOIAEoCzIYLmFlZ2lzLnYxLlRyYWluaW5nU3RhdHVzEiUKCWpvYl9zdGF0ZRgPIAEoDjISLmFlZ2lzLnYxLkpvYlN0YXRlEh8KBGtpbmQYECABKA4yES5hZWdpcy52MS5Kb2JLaW5kEhUKDXN0YXJ0ZWRfYXRfbXMYESABKAQSEwoLcm91bmRzX2RvbmUYEiABKA0SKAoIZGVjbGluZXMYEyADKAsyFi5hZWdpcy52MS5EZWNsaW5lQ291bnQizgEKDlRyYWluaW5nU3RhdHVzEg0KBXN0YXRlGAEgASgJEhgKEHJvdW5kc19jb21wbGV0ZWQYAiABKA0SFgoOcm91bmRzX2Fib3J0ZWQYAyABKA0SJQoFbW9kZWwYBCABKAsyFi5hZWdpcy52MS5Nb2RlbFZlcnNpb24SDgoGZGV0YWlsGAUgASgJEiwKB2hpc3RvcnkYBiADKAsyGy5hZWdpcy52MS5Nb2RlbEhpc3RvcnlFbnRyeRIWCg5mbGFnZ2VkX3JvdW5kcxgHIAMoDSLFAQoRTW9kZWxIaXN0b3J5RW50cnkSJQoFbW9kZWwYASABKAsyFi5hZWdpcy52MS5Nb2RlbFZlcnNpb24SGAoLcm91bmRfaW5kZXgYAiABKA1IAIgBARIPCgdjbGllbnRzGAMgASgNEhQKDHRvdGFsX3dlaWdodBgEIAEoBBIgChN2YWxpZGF0aW9uX2FjY3VyYWN5GAUgASgBSAGIAQFCDgoMX3JvdW5kX2luZGV4QhYKFF92YWxpZGF0aW9uX2FjY3VyYWN5IkgKFEZldGNoSm9iTW9kZWxSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIUCgd2ZXJzaW9uGAIgASgNSACIAQFCCgoIX3ZlcnNpb24iTgoSUm91bmRSZXN1bHRSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIYCgtyb3VuZF9pbmRleBgCIAEoDUgAiAEBQg4KDF9yb3VuZF9pbmRleCKiAQoQUm91bmRSZXN1bHRSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SFQoNbWFuaWZlc3RfaGFzaBgDIAEoDBIRCglzdXJ2aXZvcnMYBCADKAkSCwoDc3VtGAUgASgMEgwKBGNsaXAYBiABKAESDAoEYml0cxgHIAEoDRIWCg5zdXJ2aXZvcl9jb3VudBgIIAEoDSITChFMaXN0Um91bmRzUmVxdWVzdCK7AgoHSm9iSW5mbxIOCgZqb2JfaWQYASABKAkSHwoEa2luZBgCIAEoDjIRLmFlZ2lzLnYxLkpvYktpbmQSIQoFc3RhdGUYAyABKA4yEi5hZWdpcy52MS5Kb2JTdGF0ZRITCgtyb3VuZHNfZG9uZRgEIAEoDRIUCgxyb3VuZHNfdG90YWwYBSABKA0SEwoLcm91bmRfaW5kZXgYBiABKA0SHgoFcGhhc2UYByABKA4yDy5hZWdpcy52MS5QaGFzZRIVCg1zdGFydGVkX2F0X21zGAggASgEEhIKCmVsYXBzZWRfbXMYCSABKAQSFgoOcm91bmRzX2Fib3J0ZWQYCiABKA0SDwoHaW52aXRlZBgLIAEoDRIoCghkZWNsaW5lcxgMIAMoCzIWLmFlZ2lzLnYxLkRlY2xpbmVDb3VudCIyCg9MaXN0Um91bmRzUmVwbHkSHwoEam9icxgBIAMoCzIRLmFlZ2lzLnYxLkpvYkluZm8iNAoSQ2FuY2VsUm91bmRSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIOCgZyZWFzb24YAiABKAkicAoQQ2FuY2VsUm91bmRSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SHgoFcGhhc2UYAyABKA4yDy5hZWdpcy52MS5QaGFzZRIXCg9jYW5jZWxsZWRfYXRfbXMYBCABKAQiMQoaSXNzdWVEYXNoYm9hcmRUb2tlblJlcXVlc3QSEwoLdHRsX3NlY29uZHMYASABKA0iTQoYSXNzdWVEYXNoYm9hcmRUb2tlblJlcGx5Eg0KBXRva2VuGAEgASgJEhUKDWV4cGlyZXNfYXRfbXMYAiABKAQSCwoDdXJsGAMgASgJIhYKFExpc3RPcGVyYXRvcnNSZXF1ZXN0IuIBCgxPcGVyYXRvckluZm8SDAoEbmFtZRgBIAEoCRIOCgZzZXJpYWwYAiABKAkSFAoMaXNzdWVkX2F0X21zGAMgASgEEhUKDWV4cGlyZXNfYXRfbXMYBCABKAQSKAoGc3RhdHVzGAUgASgOMhguYWVnaXMudjEuT3BlcmF0b3JTdGF0dXMSFQoNcmV2b2tlZF9hdF9tcxgGIAEoBBIZChFyZXZvY2F0aW9uX3JlYXNvbhgHIAEoCRIZChFyZXZvY2F0aW9uX2RldGFpbBgIIAEoCRIQCghidWlsdF9pbhgJIAEoCCI/ChJMaXN0T3BlcmF0b3JzUmVwbHkSKQoJb3BlcmF0b3JzGAEgAygLMhYuYWVnaXMudjEuT3BlcmF0b3JJbmZvIkoKFElzc3VlT3BlcmF0b3JSZXF1ZXN0EgwKBG5hbWUYASABKAkSDwoHY3NyX2RlchgCIAEoDBITCgt0dGxfc2Vjb25kcxgDIAEoDSJzChJJc3N1ZU9wZXJhdG9yUmVwbHkSFwoPY2VydGlmaWNhdGVfZGVyGAEgASgMEhoKEmNhX2NlcnRpZmljYXRlX2RlchgCIAEoDBIoCghvcGVyYXRvchgDIAEoCzIWLmFlZ2lzLnYxLk9wZXJhdG9ySW5mbyJMChZSZWlzc3VlT3BlcmF0b3JSZXF1ZXN0EgwKBG5hbWUYASABKAkSDwoHY3NyX2RlchgCIAEoDBITCgt0dGxfc2Vjb25kcxgDIAEoDSKJAQoUUmVpc3N1ZU9wZXJhdG9yUmVwbHkSFwoPY2VydGlmaWNhdGVfZGVyGAEgASgMEhoKEmNhX2NlcnRpZmljYXRlX2RlchgCIAEoDBIoCghvcGVyYXRvchgDIAEoCzIWLmFlZ2lzLnYxLk9wZXJhdG9ySW5mbxISCgpzdXBlcnNlZGVkGAQgAygJIlUKFVJldm9rZU9wZXJhdG9yUmVxdWVzdBIMCgRuYW1lGAEgASgJEg4KBnNlcmlhbBgCIAEoCRIOCgZyZWFzb24YAyABKAkSDgoGZGV0YWlsGAQgASgJIlwKE1Jldm9rZU9wZXJhdG9yUmVwbHkSDwoHc2VyaWFscxgBIAMoCRIVCg1yZXZva2VkX2F0X21zGAIgASgEEg4KBnJlYXNvbhgDIAEoCRINCgVrbm93bhgEIAEoCCJEChNSZXZva2VUb2tlbnNSZXF1ZXN0EgsKA2p0aRgBIAEoCRINCgV0b2tlbhgCIAEoCRIRCgljbGllbnRfaWQYAyABKAkidwoRUmV2b2tlVG9rZW5zUmVwbHkSCwoDanRpGAEgASgJEhEKCWNsaWVudF9pZBgCIAEoCRIXCg9pc3N1ZWRfdXBfdG9fbXMYAyABKAQSEAoIdW50aWxfbXMYBCABKAQSFwoPYWxyZWFkeV9leHBpcmVkGAUgASgIKoQBCgxDbGllbnRTdGF0dXMSHQoZQ0xJRU5UX1NUQVRVU19VTlNQRUNJRklFRBAAEhgKFENMSUVOVF9TVEFUVVNfQUNUSVZFEAESIAocQ0xJRU5UX1NUQVRVU19TVVNQRUNURURfTE9TVBACEhkKFUNMSUVOVF9TVEFUVVNfUkVWT0tFRBADKk4KB0pvYktpbmQSGAoUSk9CX0tJTkRfVU5TUEVDSUZJRUQQABISCg5KT0JfS0lORF9QTEFJThABEhUKEUpPQl9LSU5EX1RSQUlOSU5HEAIqmwEKCEpvYlN0YXRlEhkKFUpPQl9TVEFURV9VTlNQRUNJRklFRBAAEhUKEUpPQl9TVEFURV9SVU5OSU5HEAESFwoTSk9CX1NUQVRFX0NPTVBMRVRFRBACEhQKEEpPQl9TVEFURV9GQUlMRUQQAxIXChNKT0JfU1RBVEVfQ0FOQ0VMTEVEEAQSFQoRSk9CX1NUQVRFX0FCT1JURUQQBSqHAQoOT3BlcmF0b3JTdGF0dXMSHwobT1BFUkFUT1JfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGgoWT1BFUkFUT1JfU1RBVFVTX0FDVElWRRABEhsKF09QRVJBVE9SX1NUQVRVU19FWFBJUkVEEAISGwoXT1BFUkFUT1JfU1RBVFVTX1JFVk9LRUQQAzLECQoFQWRtaW4SSgoMQ3JlYXRlSW52aXRlEh0uYWVnaXMudjEuQ3JlYXRlSW52aXRlUmVxdWVzdBobLmFlZ2lzLnYxLkNyZWF0ZUludml0ZVJlcGx5EkcKC0xpc3RDbGllbnRzEhwuYWVnaXMudjEuTGlzdENsaWVudHNSZXF1ZXN0GhouYWVnaXMudjEuTGlzdENsaWVudHNSZXBseRJKCgxSZXZva2VDbGllbnQSHS5hZWdpcy52MS5SZXZva2VDbGllbnRSZXF1ZXN0GhsuYWVnaXMudjEuUmV2b2tlQ2xpZW50UmVwbHkSRwoLTGF1bmNoUm91bmQSHC5hZWdpcy52MS5MYXVuY2hSb3VuZFJlcXVlc3QaGi5hZWdpcy52MS5MYXVuY2hSb3VuZFJlcGx5EkcKC1JvdW5kU3RhdHVzEhwuYWVnaXMudjEuUm91bmRTdGF0dXNSZXF1ZXN0GhouYWVnaXMudjEuUm91bmRTdGF0dXNSZXBseRJHCgtSb3VuZFJlc3VsdBIcLmFlZ2lzLnYxLlJvdW5kUmVzdWx0UmVxdWVzdBoaLmFlZ2lzLnYxLlJvdW5kUmVzdWx0UmVwbHkSRAoKRmV0Y2hNb2RlbBIeLmFlZ2lzLnYxLkZldGNoSm9iTW9kZWxSZXF1ZXN0GhQuYWVnaXMudjEuTW9kZWxDaHVuazABEkQKCkxpc3RSb3VuZHMSGy5hZWdpcy52MS5MaXN0Um91bmRzUmVxdWVzdBoZLmFlZ2lzLnYxLkxpc3RSb3VuZHNSZXBseRJHCgtDYW5jZWxSb3VuZBIcLmFlZ2lzLnYxLkNhbmNlbFJvdW5kUmVxdWVzdBoaLmFlZ2lzLnYxLkNhbmNlbFJvdW5kUmVwbHkSOAoGR2V0Q3JsEhcuYWVnaXMudjEuR2V0Q3JsUmVxdWVzdBoVLmFlZ2lzLnYxLkdldENybFJlcGx5El8KE0lzc3VlRGFzaGJvYXJkVG9rZW4SJC5hZWdpcy52MS5Jc3N1ZURhc2hib2FyZFRva2VuUmVxdWVzdBoiLmFlZ2lzLnYxLklzc3VlRGFzaGJvYXJkVG9rZW5SZXBseRJNCg1MaXN0T3BlcmF0b3JzEh4uYWVnaXMudjEuTGlzdE9wZXJhdG9yc1JlcXVlc3QaHC5hZWdpcy52MS5MaXN0T3BlcmF0b3JzUmVwbHkSTQoNSXNzdWVPcGVyYXRvchIeLmFlZ2lzLnYxLklzc3VlT3BlcmF0b3JSZXF1ZXN0GhwuYWVnaXMudjEuSXNzdWVPcGVyYXRvclJlcGx5ElMKD1JlaXNzdWVPcGVyYXRvchIgLmFlZ2lzLnYxLlJlaXNzdWVPcGVyYXRvclJlcXVlc3QaHi5hZWdpcy52MS5SZWlzc3VlT3BlcmF0b3JSZXBseRJQCg5SZXZva2VPcGVyYXRvchIfLmFlZ2lzLnYxLlJldm9rZU9wZXJhdG9yUmVxdWVzdBodLmFlZ2lzLnYxLlJldm9rZU9wZXJhdG9yUmVwbHkSSgoMUmV2b2tlVG9rZW5zEh0uYWVnaXMudjEuUmV2b2tlVG9rZW5zUmVxdWVzdBobLmFlZ2lzLnYxLlJldm9rZVRva2Vuc1JlcGx5YgZwcm90bzM", [file_aegis_v1_secagg, file_aegis_v1_vocabulary]);
 
 /**
  * Asks for a one-time enrollment token.
@@ -1164,6 +1164,445 @@ export const IssueDashboardTokenReplySchema: GenMessage<IssueDashboardTokenReply
   messageDesc(file_aegis_v1_admin, 26);
 
 /**
+ * Lists the operator credentials the coordinator has issued or knows.
+ *
+ * @generated from message aegis.v1.ListOperatorsRequest
+ */
+export type ListOperatorsRequest = Message<"aegis.v1.ListOperatorsRequest"> & {
+};
+
+/**
+ * Describes the message aegis.v1.ListOperatorsRequest.
+ * Use `create(ListOperatorsRequestSchema)` to create a new message.
+ */
+export const ListOperatorsRequestSchema: GenMessage<ListOperatorsRequest> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 27);
+
+/**
+ * One operator certificate.
+ *
+ * @generated from message aegis.v1.OperatorInfo
+ */
+export type OperatorInfo = Message<"aegis.v1.OperatorInfo"> & {
+  /**
+   * The operator name (the certificate's urn:aegis:operator:<name>).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * The certificate serial (hex).
+   *
+   * @generated from field: string serial = 2;
+   */
+  serial: string;
+
+  /**
+   * When it was issued (its notBefore), milliseconds since the Unix epoch.
+   *
+   * @generated from field: uint64 issued_at_ms = 3;
+   */
+  issuedAtMs: bigint;
+
+  /**
+   * When it expires (its notAfter), milliseconds since the Unix epoch.
+   *
+   * @generated from field: uint64 expires_at_ms = 4;
+   */
+  expiresAtMs: bigint;
+
+  /**
+   * Active, expired or revoked (the revocation list decides, checked on every Admin call).
+   *
+   * @generated from field: aegis.v1.OperatorStatus status = 5;
+   */
+  status: OperatorStatus;
+
+  /**
+   * Revocation time, milliseconds since the Unix epoch (0 when not revoked).
+   *
+   * @generated from field: uint64 revoked_at_ms = 6;
+   */
+  revokedAtMs: bigint;
+
+  /**
+   * The revocation reason code (unspecified, key-compromise, lost-device, superseded, retired);
+   * empty when not revoked.
+   *
+   * @generated from field: string revocation_reason = 7;
+   */
+  revocationReason: string;
+
+  /**
+   * The operator's free-text detail for the revocation.
+   *
+   * @generated from field: string revocation_detail = 8;
+   */
+  revocationDetail: string;
+
+  /**
+   * True for the data dir's built-in credential ("admin"), which the coordinator reissues itself
+   * before it expires.
+   *
+   * @generated from field: bool built_in = 9;
+   */
+  builtIn: boolean;
+};
+
+/**
+ * Describes the message aegis.v1.OperatorInfo.
+ * Use `create(OperatorInfoSchema)` to create a new message.
+ */
+export const OperatorInfoSchema: GenMessage<OperatorInfo> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 28);
+
+/**
+ * The operator credentials.
+ *
+ * @generated from message aegis.v1.ListOperatorsReply
+ */
+export type ListOperatorsReply = Message<"aegis.v1.ListOperatorsReply"> & {
+  /**
+   * Every operator certificate on record, by name then issue time (records of certificates
+   * expired more than 30 days ago are dropped).
+   *
+   * @generated from field: repeated aegis.v1.OperatorInfo operators = 1;
+   */
+  operators: OperatorInfo[];
+};
+
+/**
+ * Describes the message aegis.v1.ListOperatorsReply.
+ * Use `create(ListOperatorsReplySchema)` to create a new message.
+ */
+export const ListOperatorsReplySchema: GenMessage<ListOperatorsReply> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 29);
+
+/**
+ * Asks for a certificate for a new operator. The caller makes the key and sends only a CSR.
+ *
+ * @generated from message aegis.v1.IssueOperatorRequest
+ */
+export type IssueOperatorRequest = Message<"aegis.v1.IssueOperatorRequest"> & {
+  /**
+   * The operator name: 1..128 characters of [A-Za-z0-9._:@-]; not "admin" (the built-in one),
+   * and not a name that has an active credential (reissue that one instead).
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * A PKCS#10 CSR (DER) for an Ed25519 key, subject CN=operator:<name>, self-signature valid.
+   *
+   * @generated from field: bytes csr_der = 2;
+   */
+  csrDer: Uint8Array;
+
+  /**
+   * Lifetime, seconds (0: the coordinator's default, operator.ttl_days, 7 days unless set; at
+   * most 90 days).
+   *
+   * @generated from field: uint32 ttl_seconds = 3;
+   */
+  ttlSeconds: number;
+};
+
+/**
+ * Describes the message aegis.v1.IssueOperatorRequest.
+ * Use `create(IssueOperatorRequestSchema)` to create a new message.
+ */
+export const IssueOperatorRequestSchema: GenMessage<IssueOperatorRequest> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 30);
+
+/**
+ * A newly issued operator certificate.
+ *
+ * @generated from message aegis.v1.IssueOperatorReply
+ */
+export type IssueOperatorReply = Message<"aegis.v1.IssueOperatorReply"> & {
+  /**
+   * The certificate (DER), for the key of the CSR.
+   *
+   * @generated from field: bytes certificate_der = 1;
+   */
+  certificateDer: Uint8Array;
+
+  /**
+   * The CA certificate (DER) it chains to.
+   *
+   * @generated from field: bytes ca_certificate_der = 2;
+   */
+  caCertificateDer: Uint8Array;
+
+  /**
+   * The certificate as listed.
+   *
+   * @generated from field: aegis.v1.OperatorInfo operator = 3;
+   */
+  operator?: OperatorInfo | undefined;
+};
+
+/**
+ * Describes the message aegis.v1.IssueOperatorReply.
+ * Use `create(IssueOperatorReplySchema)` to create a new message.
+ */
+export const IssueOperatorReplySchema: GenMessage<IssueOperatorReply> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 31);
+
+/**
+ * Replaces an operator's credential: a new certificate, and every earlier one of the name
+ * revoked (reason superseded).
+ *
+ * @generated from message aegis.v1.ReissueOperatorRequest
+ */
+export type ReissueOperatorRequest = Message<"aegis.v1.ReissueOperatorRequest"> & {
+  /**
+   * The operator name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * A CSR as for IssueOperator. Empty for the built-in "admin": the coordinator then makes the
+   * new key itself and seals it in its data dir (where operator commands on that host open it).
+   *
+   * @generated from field: bytes csr_der = 2;
+   */
+  csrDer: Uint8Array;
+
+  /**
+   * Lifetime, seconds (0: the default).
+   *
+   * @generated from field: uint32 ttl_seconds = 3;
+   */
+  ttlSeconds: number;
+};
+
+/**
+ * Describes the message aegis.v1.ReissueOperatorRequest.
+ * Use `create(ReissueOperatorRequestSchema)` to create a new message.
+ */
+export const ReissueOperatorRequestSchema: GenMessage<ReissueOperatorRequest> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 32);
+
+/**
+ * The new credential and what it replaced.
+ *
+ * @generated from message aegis.v1.ReissueOperatorReply
+ */
+export type ReissueOperatorReply = Message<"aegis.v1.ReissueOperatorReply"> & {
+  /**
+   * The new certificate (DER); empty for the built-in credential (it is in the data dir).
+   *
+   * @generated from field: bytes certificate_der = 1;
+   */
+  certificateDer: Uint8Array;
+
+  /**
+   * The CA certificate (DER).
+   *
+   * @generated from field: bytes ca_certificate_der = 2;
+   */
+  caCertificateDer: Uint8Array;
+
+  /**
+   * The new certificate as listed.
+   *
+   * @generated from field: aegis.v1.OperatorInfo operator = 3;
+   */
+  operator?: OperatorInfo | undefined;
+
+  /**
+   * Serials (hex) revoked as superseded.
+   *
+   * @generated from field: repeated string superseded = 4;
+   */
+  superseded: string[];
+};
+
+/**
+ * Describes the message aegis.v1.ReissueOperatorReply.
+ * Use `create(ReissueOperatorReplySchema)` to create a new message.
+ */
+export const ReissueOperatorReplySchema: GenMessage<ReissueOperatorReply> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 33);
+
+/**
+ * Revokes operator credentials: by name (every unexpired, unrevoked certificate of it) or one
+ * serial. Exactly one of name and serial.
+ *
+ * @generated from message aegis.v1.RevokeOperatorRequest
+ */
+export type RevokeOperatorRequest = Message<"aegis.v1.RevokeOperatorRequest"> & {
+  /**
+   * The operator name.
+   *
+   * @generated from field: string name = 1;
+   */
+  name: string;
+
+  /**
+   * One certificate serial (hex): also one the coordinator has no record of (an operator
+   * certificate the offline CA signed).
+   *
+   * @generated from field: string serial = 2;
+   */
+  serial: string;
+
+  /**
+   * The reason code (as RevokeClient's; empty: unspecified).
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * Free text kept with the record (at most 200 characters).
+   *
+   * @generated from field: string detail = 4;
+   */
+  detail: string;
+};
+
+/**
+ * Describes the message aegis.v1.RevokeOperatorRequest.
+ * Use `create(RevokeOperatorRequestSchema)` to create a new message.
+ */
+export const RevokeOperatorRequestSchema: GenMessage<RevokeOperatorRequest> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 34);
+
+/**
+ * The revocation took effect: the serials are on the revocation list and the CRL.
+ *
+ * @generated from message aegis.v1.RevokeOperatorReply
+ */
+export type RevokeOperatorReply = Message<"aegis.v1.RevokeOperatorReply"> & {
+  /**
+   * Serials (hex) revoked.
+   *
+   * @generated from field: repeated string serials = 1;
+   */
+  serials: string[];
+
+  /**
+   * Revocation time, milliseconds since the Unix epoch.
+   *
+   * @generated from field: uint64 revoked_at_ms = 2;
+   */
+  revokedAtMs: bigint;
+
+  /**
+   * The reason code recorded.
+   *
+   * @generated from field: string reason = 3;
+   */
+  reason: string;
+
+  /**
+   * False for a serial the coordinator has no record of (revoked anyway).
+   *
+   * @generated from field: bool known = 4;
+   */
+  known: boolean;
+};
+
+/**
+ * Describes the message aegis.v1.RevokeOperatorReply.
+ * Use `create(RevokeOperatorReplySchema)` to create a new message.
+ */
+export const RevokeOperatorReplySchema: GenMessage<RevokeOperatorReply> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 35);
+
+/**
+ * Revokes round-call tokens. Exactly one of jti, token and client_id.
+ *
+ * @generated from message aegis.v1.RevokeTokensRequest
+ */
+export type RevokeTokensRequest = Message<"aegis.v1.RevokeTokensRequest"> & {
+  /**
+   * One token by its jti (22 base64url characters).
+   *
+   * @generated from field: string jti = 1;
+   */
+  jti: string;
+
+  /**
+   * One token, whole (a JWT this coordinator issued; its signature is checked).
+   *
+   * @generated from field: string token = 2;
+   */
+  token: string;
+
+  /**
+   * Every token of this client issued up to now (this second included); the client stays
+   * enrolled and gets new tokens.
+   *
+   * @generated from field: string client_id = 3;
+   */
+  clientId: string;
+};
+
+/**
+ * Describes the message aegis.v1.RevokeTokensRequest.
+ * Use `create(RevokeTokensRequestSchema)` to create a new message.
+ */
+export const RevokeTokensRequestSchema: GenMessage<RevokeTokensRequest> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 36);
+
+/**
+ * The revocation took effect (kept until the tokens it names have expired).
+ *
+ * @generated from message aegis.v1.RevokeTokensReply
+ */
+export type RevokeTokensReply = Message<"aegis.v1.RevokeTokensReply"> & {
+  /**
+   * The jti revoked (jti or token).
+   *
+   * @generated from field: string jti = 1;
+   */
+  jti: string;
+
+  /**
+   * The client whose tokens are revoked (client_id), or the subject of the token given whole.
+   *
+   * @generated from field: string client_id = 2;
+   */
+  clientId: string;
+
+  /**
+   * client_id: tokens issued at or before this time are refused, milliseconds since the Unix epoch.
+   *
+   * @generated from field: uint64 issued_up_to_ms = 3;
+   */
+  issuedUpToMs: bigint;
+
+  /**
+   * The revocation is kept until then (the tokens it names have expired by then), milliseconds
+   * since the Unix epoch.
+   *
+   * @generated from field: uint64 until_ms = 4;
+   */
+  untilMs: bigint;
+
+  /**
+   * True when the token given whole had expired already (nothing needed revoking).
+   *
+   * @generated from field: bool already_expired = 5;
+   */
+  alreadyExpired: boolean;
+};
+
+/**
+ * Describes the message aegis.v1.RevokeTokensReply.
+ * Use `create(RevokeTokensReplySchema)` to create a new message.
+ */
+export const RevokeTokensReplySchema: GenMessage<RevokeTokensReply> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 37);
+
+/**
  * Where an enrolled client stands.
  *
  * @generated from enum aegis.v1.ClientStatus
@@ -1295,6 +1734,47 @@ export const JobStateSchema: GenEnum<JobState> = /*@__PURE__*/
   enumDesc(file_aegis_v1_admin, 2);
 
 /**
+ * Where an operator credential stands.
+ *
+ * @generated from enum aegis.v1.OperatorStatus
+ */
+export enum OperatorStatus {
+  /**
+   * Not set; never sent on purpose.
+   *
+   * @generated from enum value: OPERATOR_STATUS_UNSPECIFIED = 0;
+   */
+  UNSPECIFIED = 0,
+
+  /**
+   * Valid and not revoked: Admin calls with it are served.
+   *
+   * @generated from enum value: OPERATOR_STATUS_ACTIVE = 1;
+   */
+  ACTIVE = 1,
+
+  /**
+   * Past its expiry: refused.
+   *
+   * @generated from enum value: OPERATOR_STATUS_EXPIRED = 2;
+   */
+  EXPIRED = 2,
+
+  /**
+   * Revoked: refused from its next call on (also on an open connection).
+   *
+   * @generated from enum value: OPERATOR_STATUS_REVOKED = 3;
+   */
+  REVOKED = 3,
+}
+
+/**
+ * Describes the enum aegis.v1.OperatorStatus.
+ */
+export const OperatorStatusSchema: GenEnum<OperatorStatus> = /*@__PURE__*/
+  enumDesc(file_aegis_v1_admin, 3);
+
+/**
  * Operations for engineers and ops.
  *
  * @generated from service aegis.v1.Admin
@@ -1413,6 +1893,61 @@ export const Admin: GenService<{
     methodKind: "unary";
     input: typeof IssueDashboardTokenRequestSchema;
     output: typeof IssueDashboardTokenReplySchema;
+  },
+  /**
+   * Every operator credential on record with its status.
+   *
+   * @generated from rpc aegis.v1.Admin.ListOperators
+   */
+  listOperators: {
+    methodKind: "unary";
+    input: typeof ListOperatorsRequestSchema;
+    output: typeof ListOperatorsReplySchema;
+  },
+  /**
+   * Issues a certificate for a new operator from its CSR; ALREADY_EXISTS for "admin" or a name
+   * with an active credential; FAILED_PRECONDITION with an offline CA (the CA host signs
+   * operator certificates).
+   *
+   * @generated from rpc aegis.v1.Admin.IssueOperator
+   */
+  issueOperator: {
+    methodKind: "unary";
+    input: typeof IssueOperatorRequestSchema;
+    output: typeof IssueOperatorReplySchema;
+  },
+  /**
+   * Replaces an operator's credential and revokes the earlier ones (superseded); NOT_FOUND for a
+   * name never issued; FAILED_PRECONDITION with an offline CA.
+   *
+   * @generated from rpc aegis.v1.Admin.ReissueOperator
+   */
+  reissueOperator: {
+    methodKind: "unary";
+    input: typeof ReissueOperatorRequestSchema;
+    output: typeof ReissueOperatorReplySchema;
+  },
+  /**
+   * Revokes an operator's credentials (or one serial): refused from their next call on, listed
+   * on the CRL; NOT_FOUND for an unknown name.
+   *
+   * @generated from rpc aegis.v1.Admin.RevokeOperator
+   */
+  revokeOperator: {
+    methodKind: "unary";
+    input: typeof RevokeOperatorRequestSchema;
+    output: typeof RevokeOperatorReplySchema;
+  },
+  /**
+   * Revokes round-call tokens (one, or every token of a client issued up to now): refused as
+   * revoked from then on, on every front end of the deployment.
+   *
+   * @generated from rpc aegis.v1.Admin.RevokeTokens
+   */
+  revokeTokens: {
+    methodKind: "unary";
+    input: typeof RevokeTokensRequestSchema;
+    output: typeof RevokeTokensReplySchema;
   },
 }> = /*@__PURE__*/
   serviceDesc(file_aegis_v1_admin, 0);
