@@ -1,8 +1,10 @@
 /**
- * The coordinator's client registry, kept in the data dir's registry.json (coordinator/service/
- * data-dir.ts loads and saves it): the enrolled clients (public key, certificate, revocation,
- * last seen), the pending invites (as SHA-256 hashes only), the revocations and the key
- * bindings — public keys and names, no secret. `Registry.fromJSON` reads it back through a strict
+ * The coordinator's client registry: the enrolled clients (public key, certificate, revocation,
+ * last seen), the invites (as SHA-256 hashes only), the revocations and the key bindings —
+ * public keys and names, no secret. Each process holds one as its cache (coordinator/clients/
+ * client-registry.ts); the shared copy is registry.json in the data dir (coordinator/service/
+ * data-dir.ts loads it and writes it merged under a lock) or, with Redis, the keys of
+ * coordinator/queue/redis-registry.ts. `Registry.fromJSON` reads it back through a strict
  * schema, so a malformed file is refused rather than half-read.
  */
 import { z } from 'zod';
@@ -59,12 +61,22 @@ const RegistrySchema = z
   })
   .strict();
 
-/** The coordinator's persistent registry (everything but round state). */
+/** One client record, checked against the schema; `invalid-argument` naming `what` otherwise. */
+export function parseClientRecord(json: unknown, what = 'a client record'): ClientRecord {
+  const r = ClientRecordSchema.safeParse(json);
+  if (!r.success) throw new AegisError(ErrorCode.InvalidArgument, `${what} is malformed`);
+  return r.data as ClientRecord;
+}
+
+/**
+ * The coordinator's persistent registry (everything but round state). Its parts are never
+ * replaced, only changed in place: the transport and the token verifier hold `revocations`.
+ */
 export class Registry {
   readonly clients = new Map<string, ClientRecord>();
-  invites: Invites;
-  revocations: Revocations;
-  bindings: KeyBindings;
+  readonly invites: Invites;
+  readonly revocations: Revocations;
+  readonly bindings: KeyBindings;
 
   constructor(parts?: { clients?: ClientRecord[]; invites?: Invites; revocations?: Revocations; bindings?: KeyBindings }) {
     for (const c of parts?.clients ?? []) this.clients.set(c.clientId, c);

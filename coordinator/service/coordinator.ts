@@ -43,6 +43,7 @@ import { secAggService } from '../rpc/secagg-service.js';
 import { trustService } from '../rpc/trust-service.js';
 import { serveDashboard, type DashboardServer, type ServeDashboardOptions } from '../dashboard/server.js';
 import type { Registry } from '../clients/registry.js';
+import type { RegistryStore } from '../clients/registry-store.js';
 import { Mailboxes } from './mailbox.js';
 import type { RoundOutcome } from '../round/index.js';
 
@@ -54,7 +55,13 @@ export interface CoordinatorOptions extends JobsOptions {
   /** Offline CA: Enroll queues CSRs for the CA host and answers pending until the certificate is back. */
   offlineCa?: OfflineEnrollment;
   tokens: TokenIssuer;
+  /** The client registry as loaded at start (the cache the per-call checks read). */
   registry: Registry;
+  /**
+   * Where the client registry is shared: default registry.json in `dataDir` (merged under a lock),
+   * or memory only without a data dir; with Redis, a RedisRegistryStore shared by every front end.
+   */
+  registryStore?: RegistryStore;
   /** Client certificate lifetime; default 24 h. */
   clientCertTtlMs?: number;
   /** Round-call token lifetime; default 5 min. */
@@ -113,7 +120,9 @@ export class Coordinator {
       ca: opts.ca,
       registry: opts.registry,
       clock: this.clock,
+      // Also for a revocation made on another front end, learned from the shared registry.
       onRevoked: (id) => this.mailboxes.close(id, new AuthError('revoked', 'peer certificate')),
+      ...(opts.registryStore ? { store: opts.registryStore } : {}),
       ...pick(opts, ['dataDir', 'offlineCa', 'clientCertTtlMs', 'clientsLostAfterMs', 'log', 'metrics']),
     });
     this.jobs = new Jobs(opts, { clients: this.clients, mailboxes: this.mailboxes, connectedClients: () => this.connectedClients(), clock: this.clock });
@@ -130,6 +139,8 @@ export class Coordinator {
    */
   async listen(listen: string, enrollListen?: string): Promise<{ address: string; enrollAddress: string }> {
     const { opts, auth, clients, jobs, reports } = this;
+    // The shared client registry is read (and followed) before the first call is taken.
+    await clients.start();
     const services = {
       secAgg: secAggService({ auth, jobs, mailboxes: this.mailboxes, tokens: this.tokens, ...pick(opts, ['tokenTtlMs', 'lostAfterMs', 'log']) }),
       enrollment: enrollmentService({ auth, clients }),
@@ -169,7 +180,7 @@ export class Coordinator {
     await shutdown(this.servers);
     this.servers = [];
     await this.opts.redisRounds?.close();
-    await this.clients.flush();
+    await this.clients.close();
     await this.jobs.flush();
   }
 
@@ -236,6 +247,9 @@ export class Coordinator {
   }
   revoke(clientId: string, reason?: string, detail?: string): Promise<number> {
     return this.clients.revoke(clientId, reason, detail);
+  }
+  revokeSerials(serials: string[], info: { reason: string; detail?: string }): Promise<number> {
+    return this.clients.revokeSerials(serials, info);
   }
   sweepClients(): string[] {
     return this.clients.sweep();
