@@ -6,11 +6,11 @@
  *
  * - revocations are add-only: a revoked client id or serial stays revoked; of two revocations of
  *   one serial the earlier one's time and reason stay;
- * - client records: for one client, the record with the newer certificate wins (the one whose
- *   `previousSerials` names the other's serial; else the later expiry; else the larger serial),
- *   and the other's serial joins `previousSerials` (so it still goes on the CRL if the client is
- *   revoked); the earliest enrollment and the earliest revocation (with its reason and detail)
- *   are kept, whichever record carried them; last seen is the later one;
+ * - client records: for one client, the record with the newer certificate wins (the later
+ *   `issuedAt` — each renewal records one later than the record it replaces — else the larger
+ *   serial), and the other's serial joins `previousSerials` (so it still goes on the CRL if the
+ *   client is revoked); the earliest enrollment and the earliest revocation (with its reason and
+ *   detail) are kept, whichever record carried them; last seen is the later one;
  * - a revoked record revokes its client id and every serial of it still valid when it was revoked;
  * - key bindings: union (a key bound to two ids keeps the binding already held);
  * - invites: union; a redeemed invite stays redeemed (the earliest use wins).
@@ -19,7 +19,7 @@
  */
 import type { InviteRecord, RevocationReason, SerialRevocationInfo } from '../auth/enrollment.js';
 import type { ClientRecord, Registry } from './registry.js';
-import { certificateSerialsOf, revocationCodeOf } from './serials.js';
+import { certificateSerialsOf, issuedAtOf, revocationCodeOf } from './serials.js';
 
 /** Earlier serials kept per client record (the same bound as `rememberSerial`). */
 const MAX_PREVIOUS_SERIALS = 64;
@@ -54,18 +54,15 @@ export function isEmptyDelta(d: RegistryDelta): boolean {
   return !d.clients?.length && !d.invites?.length && !d.bindings?.length && !d.revokedClients?.length && !d.revokedSerials?.length && !d.lastSeen?.length;
 }
 
-/** True when `a` replaced `b`: `a`'s earlier certificates include `b`'s current one. */
-function supersedes(a: ClientRecord, b: ClientRecord): boolean {
-  return a.serial !== b.serial && (a.previousSerials ?? []).some((p) => p.serial === b.serial);
-}
-
-/** [newer, older] of two records of one client. */
+/** [newer, older] of two records of one client: a total order, so merges agree in any order. */
 function byCertificate(a: ClientRecord, b: ClientRecord): [ClientRecord, ClientRecord] {
-  if (supersedes(a, b)) return [a, b];
-  if (supersedes(b, a)) return [b, a];
-  if (a.certificateExpiresAt !== b.certificateExpiresAt) return a.certificateExpiresAt > b.certificateExpiresAt ? [a, b] : [b, a];
+  const ta = issuedAtOf(a);
+  const tb = issuedAtOf(b);
+  if (ta !== tb) return ta > tb ? [a, b] : [b, a];
   return a.serial >= b.serial ? [a, b] : [b, a];
 }
+
+const revocationKey = (r: ClientRecord): string => `${r.revocationReason ?? ''}\u0000${r.revocationDetail ?? ''}`;
 
 /** The same record with its fields in one order and its earlier serials sorted (newest first). */
 export function canonicalRecord(r: ClientRecord): ClientRecord {
@@ -77,6 +74,7 @@ export function canonicalRecord(r: ClientRecord): ClientRecord {
     certificateExpiresAt: r.certificateExpiresAt,
     certificate: r.certificate,
   };
+  if (r.issuedAt !== undefined) out.issuedAt = r.issuedAt;
   if (r.revokedAt !== undefined) {
     out.revokedAt = r.revokedAt;
     if (r.revocationReason !== undefined) out.revocationReason = r.revocationReason;
@@ -103,8 +101,9 @@ export function mergeRecord(a: ClientRecord, b: ClientRecord): ClientRecord {
     certificateExpiresAt: newer.certificateExpiresAt,
     certificate: newer.certificate,
   };
+  if (newer.issuedAt !== undefined) out.issuedAt = newer.issuedAt;
   // The earliest revocation, with its own reason and detail.
-  const revoked = [a, b].filter((r) => r.revokedAt !== undefined).sort((x, y) => x.revokedAt! - y.revokedAt!)[0];
+  const revoked = [a, b].filter((r) => r.revokedAt !== undefined).sort((x, y) => x.revokedAt! - y.revokedAt! || (revocationKey(x) < revocationKey(y) ? -1 : revocationKey(x) > revocationKey(y) ? 1 : 0))[0];
   if (revoked) {
     out.revokedAt = revoked.revokedAt!;
     if (revoked.revocationReason !== undefined) out.revocationReason = revoked.revocationReason;

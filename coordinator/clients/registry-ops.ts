@@ -15,7 +15,7 @@ import { EnrollmentError, Invites, type InviteRecord, type RevocationReason } fr
 import { AuthError } from '../auth/tokens.js';
 import type { RegistryDelta } from './merge.js';
 import type { ClientRecord, Registry } from './registry.js';
-import { certificateSerialsOf, rememberSerial, revocationCodeOf } from './serials.js';
+import { certificateSerialsOf, nextIssuedAt, rememberSerial, revocationCodeOf } from './serials.js';
 
 /** The facts an operation reads (the Redis store fetches and WATCHes these; the file store has them all). */
 export interface RegistryReads {
@@ -80,6 +80,7 @@ export function enrollOp(e: { hash: string; clientId: string; publicKey: string;
         publicKey: e.publicKey,
         enrolledAt: existing?.enrolledAt ?? e.now,
         ...e.cert,
+        issuedAt: nextIssuedAt(existing, e.now),
         ...(existing ? { previousSerials: rememberSerial({ ...existing }, e.now) } : {}),
       };
       return { delta: { clients: [record], invites: [{ ...invite!, usedAt: e.now }], bindings: [[e.publicKey, e.clientId]] }, result: undefined };
@@ -110,7 +111,7 @@ export function renewOp(e: { clientId: string; baseKey: string; newKey: string; 
       }
       const base: ClientRecord = { ...cur };
       rememberSerial(base, e.now);
-      const record: ClientRecord = { ...base, publicKey: e.newKey, ...e.cert };
+      const record: ClientRecord = { ...base, publicKey: e.newKey, ...e.cert, issuedAt: nextIssuedAt(cur, e.now) };
       const delta: RegistryDelta = { clients: [record] };
       if (rekey) {
         const superseded = new Set([e.callerSerial, ...certificateSerialsOf(cur, e.now)]);

@@ -21,6 +21,12 @@ export interface ClientRecord {
   certificateExpiresAt: number;
   /** The current certificate, DER as base64 (public; sent to round peers). */
   certificate: string;
+  /**
+   * When the current certificate was recorded (ms; later than the record it replaced, whatever
+   * the clocks): of two records of one client, the later one is the current one. Records of older
+   * releases have none (the certificate's notBefore stands in).
+   */
+  issuedAt?: number;
   revokedAt?: number;
   /**
    * A revocation reason code (coordinator/auth/enrollment.ts `REVOCATION_REASONS`); registries of
@@ -43,6 +49,7 @@ const ClientRecordSchema = z
     serial: z.string().regex(/^[0-9a-f]{1,40}$/),
     certificateExpiresAt: z.number().int(),
     certificate: z.string().max(8192),
+    issuedAt: z.number().int().optional(),
     revokedAt: z.number().int().optional(),
     revocationReason: z.string().max(200).optional(),
     revocationDetail: z.string().max(200).optional(),
