@@ -14,8 +14,9 @@
  * - `P:bindings` (hash: public key → client id), `P:invites` (hash: SHA-256 of the token → the
  *   invite: expiry, named id, time of use), `P:last-seen` (hash: client id → ms, the later kept);
  * - `P:seq` (counter): one more for every write that changes anything but last seen;
- * - channel `P:events`: after each write, `{"from","q","c","s"}` — the writer, its `seq`, the
- *   client ids and serials it touched. Only a hint: a front end reads those facts from the keys.
+ * - channel `P:events`: after each write, `{"from","q","c","s","i"}` — the writer, its `seq`, the
+ *   client ids, serials and invites it touched. Only a hint: a front end reads those facts from
+ *   the keys.
  *
  * Operations (coordinator/clients/registry-ops.ts) run under WATCH on the keys they read, on a
  * connection of their own, one at a time per process; a conflicting write by another front end
@@ -97,13 +98,22 @@ interface Announcement {
   q?: unknown;
   c?: unknown;
   s?: unknown;
+  i?: unknown;
   resync?: unknown;
+}
+
+/** What a write touched, for its announcement. */
+interface Touched {
+  clients: string[];
+  serials: string[];
+  invites: string[];
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 const isKey = (k: unknown): k is string => typeof k === 'string' && /^[A-Za-z0-9_-]{43}$/.test(k);
 const isClientId = (id: unknown): id is string => typeof id === 'string' && CLIENT_ID_PATTERN.test(id);
 const isSerial = (s: unknown): s is string => typeof s === 'string' && /^[0-9a-f]{1,40}$/.test(s);
+const isHash = (h: unknown): h is string => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h);
 
 function serialValue(f: RevokedSerialFact): string {
   if (f.revokedAt === undefined || f.reason === undefined) return '{}';
@@ -233,7 +243,7 @@ export class RedisRegistryStore implements RegistryStore {
       this.sink!.absorb(out.written, 'write');
       if (out.seq !== undefined) {
         this.took(out.seq);
-        await this.announce(out.seq, out.clients, out.serials);
+        await this.announce(out.seq, out.touched);
         this.scheduleExport();
       }
       return out.result;
@@ -241,7 +251,7 @@ export class RedisRegistryStore implements RegistryStore {
   }
 
   /** Runs `op` under WATCH on what it reads; again on a conflicting write. */
-  private async transact<T>(op: RegistryOp<T>): Promise<{ result: T; written: RegistryDelta; seq?: number; clients: string[]; serials: string[] }> {
+  private async transact<T>(op: RegistryOp<T>): Promise<{ result: T; written: RegistryDelta; seq?: number; touched: Touched }> {
     const tx = this.tx!;
     const reads = op.reads;
     const watched = op.readOnly ? [] : this.keysOf(reads);
@@ -263,7 +273,7 @@ export class RedisRegistryStore implements RegistryStore {
       }
       if (op.readOnly || isEmptyDelta(out.delta)) {
         if (watched.length > 0) await tx.unwatch().catch(() => undefined);
-        return { result: out.result, written: deltaOf(state), clients: [], serials: [] };
+        return { result: out.result, written: deltaOf(state), touched: { clients: [], serials: [], invites: [] } };
       }
       const m = tx.multi();
       const w = this.queueWrites(m, state, out.delta, reads);
@@ -282,7 +292,7 @@ export class RedisRegistryStore implements RegistryStore {
       }
       if (res.some(([e]) => e !== null)) throw unavailable();
       const seq = w.counted ? Number(res[res.length - 1]![1]) : undefined;
-      return { result: out.result, written: w.written, ...(seq !== undefined ? { seq } : {}), clients: w.clients, serials: w.serials };
+      return { result: out.result, written: w.written, ...(seq !== undefined ? { seq } : {}), touched: w.touched };
     }
   }
 
@@ -341,7 +351,7 @@ export class RedisRegistryStore implements RegistryStore {
   }
 
   /** Queues the writes of `delta` on `m`, each merged with what was read (`state`). */
-  private queueWrites(m: ReturnType<Redis['multi']>, state: Registry, delta: RegistryDelta, reads: RegistryReads): { written: RegistryDelta; counted: boolean; clients: string[]; serials: string[] } {
+  private queueWrites(m: ReturnType<Redis['multi']>, state: Registry, delta: RegistryDelta, reads: RegistryReads): { written: RegistryDelta; counted: boolean; touched: Touched } {
     const written: RegistryDelta = { clients: [], invites: [], bindings: [], revokedClients: [], revokedSerials: [], lastSeen: [] };
     const clients = new Set<string>();
     const serialArgs = new Map<string, RevokedSerialFact>();
@@ -405,15 +415,15 @@ export class RedisRegistryStore implements RegistryStore {
       m.eval(LAST_SEEN_SCRIPT, 1, this.k('last-seen'), ...lastSeenArgs);
       for (let j = 0; j < lastSeenArgs.length; j += 2) written.lastSeen!.push([lastSeenArgs[j]!, Number(lastSeenArgs[j + 1])]);
     }
-    return { written, counted, clients: [...clients], serials: [...serialArgs.keys()] };
+    return { written, counted, touched: { clients: [...clients], serials: [...serialArgs.keys()], invites: written.invites!.map((i) => i.hash) } };
   }
 
   // -------------------------------------------------------------------------------------------
   // Announcements (pushed to every front end).
 
-  private async announce(seq: number, clients: string[], serials: string[]): Promise<void> {
-    const big = clients.length + serials.length > MAX_ANNOUNCED;
-    const msg = big ? { from: this.id, q: seq, resync: true } : { from: this.id, q: seq, c: clients, s: serials };
+  private async announce(seq: number, t: Touched): Promise<void> {
+    const big = t.clients.length + t.serials.length + t.invites.length > MAX_ANNOUNCED;
+    const msg = big ? { from: this.id, q: seq, resync: true } : { from: this.id, q: seq, c: t.clients, s: t.serials, i: t.invites };
     try {
       await this.tx!.publish(this.channel, JSON.stringify(msg));
       this.stats.published++;
@@ -434,19 +444,20 @@ export class RedisRegistryStore implements RegistryStore {
     const seq = Number.isSafeInteger(msg.q) ? (msg.q as number) : undefined;
     const ids = Array.isArray(msg.c) ? msg.c : [];
     const serials = Array.isArray(msg.s) ? msg.s : [];
-    if (msg.resync === true || ids.length + serials.length > MAX_ANNOUNCED || !ids.every(isClientId) || !serials.every(isSerial)) {
+    const invites = Array.isArray(msg.i) ? msg.i : [];
+    if (msg.resync === true || ids.length + serials.length + invites.length > MAX_ANNOUNCED || !ids.every(isClientId) || !serials.every(isSerial) || !invites.every(isHash)) {
       void this.resync('announced');
       return;
     }
     // In order of arrival; the facts are read from the keys (the message only names them).
     this.pushChain = this.pushChain
-      .then(() => this.takeIn(ids, serials, seq))
+      .then(() => this.takeIn({ clients: ids, serials, invites }, seq))
       .catch(() => void this.resync('push failed'));
   }
 
-  private async takeIn(ids: string[], serials: string[], seq: number | undefined): Promise<void> {
+  private async takeIn(t: Touched, seq: number | undefined): Promise<void> {
     if (this.closed) return;
-    const state = await this.readSome(this.redis, { clients: ids, revokedClients: ids, serials });
+    const state = await this.readSome(this.redis, { clients: t.clients, revokedClients: t.clients, serials: t.serials, invites: t.invites });
     this.stats.pushes++;
     this.sink!.absorb(deltaOf(state), 'push');
     // Last seen is not in deltaOf (it rides on the records).

@@ -17,7 +17,7 @@ import * as grpc from '@grpc/grpc-js';
 import { enrollWithToken } from '../../client/agent/connection.js';
 import { createCsr, createIdentity, type ClientIdentity } from '../../client/enroll/csr.js';
 import { createCa, serialOf, type CertificateAuthority } from '../../coordinator/auth/ca.js';
-import { EnrollmentError } from '../../coordinator/auth/enrollment.js';
+import { EnrollmentError, Invites } from '../../coordinator/auth/enrollment.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { ClientRegistry, type RevocationsChanged } from '../../coordinator/clients/client-registry.js';
 import { Registry } from '../../coordinator/clients/registry.js';
@@ -161,6 +161,8 @@ describe('the client registry shared by front ends on Redis', () => {
     const b = await frontEnd(d);
     for (let i = 0; i < 5; i++) {
       const { token } = await (i % 2 === 0 ? a : b).c.createInvite();
+      // The other front end's copy learns of the invite by push too.
+      await waitFor(() => (i % 2 === 0 ? b : a).c.registry.invites.byHash(Invites.hashOf(token)) !== undefined, 10_000, 'the invite to be announced');
       const results = await Promise.allSettled([enrollVia(a.c.clients, `x-${i}`, token), enrollVia(b.c.clients, `y-${i}`, token)]);
       expect(results.filter((r) => r.status === 'fulfilled')).toHaveLength(1);
       const refused = results.find((r) => r.status === 'rejected') as PromiseRejectedResult;
