@@ -189,7 +189,7 @@ export class RedisRegistryStore implements RegistryStore {
     this.sink = sink;
     this.tx = this.redis.duplicate({ maxRetriesPerRequest: 2 });
     this.tx.on('error', () => undefined);
-    const sub = (this.sub = this.redis.duplicate({ maxRetriesPerRequest: null }));
+    const sub = (this.sub = this.redis.duplicate({ maxRetriesPerRequest: null, connectionName: `aegis-registry-${this.id}` }));
     sub.on('error', () => undefined);
     let connected = false;
     sub.on('ready', () => {

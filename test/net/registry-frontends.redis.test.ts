@@ -208,6 +208,29 @@ describe('the client registry shared by front ends on Redis', () => {
     expect(watcher.c.clientStatus('dev-m')).toBe('revoked');
   }, 30_000);
 
+  test('a subscription that drops and reconnects re-reads the registry: a change made while it was down is taken in', async () => {
+    const d = deployment();
+    const a = await frontEnd(d);
+    await enrollVia(a.c.clients, 'dev-s');
+    const resyncs = a.store.stats.resyncs;
+    const heard = new Promise<RevocationsChanged>((resolve) => a.c.clients.onRevocationsChanged(resolve));
+    // Its subscriber connection is cut by the server; meanwhile a revocation is written (not announced).
+    const list = String(await ctx.redis.call('CLIENT', 'LIST'));
+    const id = /id=(\d+) [^\n]*name=aegis-registry-(\S+)/g;
+    let m: RegExpExecArray | null;
+    let killed = 0;
+    while ((m = id.exec(list)) !== null) {
+      if (m[2] !== a.store.id) continue;
+      const p = `${d.prefix}:registry`;
+      await ctx.redis.multi().sadd(`${p}:revoked-clients`, 'dev-s').incr(`${p}:seq`).exec();
+      await ctx.redis.call('CLIENT', 'KILL', 'ID', m[1]!);
+      killed++;
+    }
+    expect(killed).toBe(1);
+    await expect(heard).resolves.toMatchObject({ clients: ['dev-s'], source: 'resync' });
+    expect(a.store.stats.resyncs).toBeGreaterThan(resyncs);
+  }, 30_000);
+
   test('Redis loses the registry (restarted without its data) while a front end runs: its next resync writes back every revocation it holds', async () => {
     const d = deployment();
     const a = await frontEnd(d);
