@@ -407,6 +407,7 @@ export class ClientRegistry implements RegistrySink {
       this.log?.warn({ client: id }, 'client suspected lost');
     }
     this.opts.metrics?.clientsSuspectedLost(this.suspectedLost.size);
+    this.registry.invites.prune();
     void this.sweepTick().catch(() => undefined);
     return flagged;
   }

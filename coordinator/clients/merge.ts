@@ -17,7 +17,7 @@
  *
  * Pure functions over `Registry` values, no I/O.
  */
-import type { InviteRecord, RevocationReason, SerialRevocationInfo } from '../auth/enrollment.js';
+import { Invites, type InviteRecord, type RevocationReason, type SerialRevocationInfo } from '../auth/enrollment.js';
 import type { ClientRecord, Registry } from './registry.js';
 import { certificateSerialsOf, issuedAtOf, revocationCodeOf } from './serials.js';
 
@@ -175,4 +175,36 @@ export function deltaOf(reg: Registry): RegistryDelta {
 /** Merges every fact of `from` into `into` (in place); returns what it newly revoked there. */
 export function mergeRegistry(into: Registry, from: Registry): RevocationChange {
   return applyDelta(into, deltaOf(from));
+}
+
+function withoutLastSeen(r: ClientRecord): ClientRecord {
+  const { lastSeenAt: _, ...rest } = r;
+  return rest;
+}
+
+/**
+ * The facts of `mine` that `theirs` lacks (or holds older: an earlier revocation time, a later
+ * last seen, a newer record, an invite used), as a delta to merge into `theirs`. Invites that
+ * `prune` would drop at `now` are left out.
+ */
+export function factsMissing(mine: Registry, theirs: Registry, now: number): Required<RegistryDelta> {
+  const missing: Required<RegistryDelta> = { clients: [], invites: [], bindings: [], revokedClients: [], revokedSerials: [], lastSeen: [] };
+  for (const rec of mine.clients.values()) {
+    const stored = theirs.clients.get(rec.clientId);
+    const plain = withoutLastSeen(rec);
+    if (!stored || !sameRecord(withoutLastSeen(mergeRecord(stored, plain)), withoutLastSeen(stored))) missing.clients.push(plain);
+    if (rec.lastSeenAt !== undefined && (stored?.lastSeenAt ?? Number.NEGATIVE_INFINITY) < rec.lastSeenAt) missing.lastSeen.push([rec.clientId, rec.lastSeenAt]);
+  }
+  for (const id of mine.revocations.clientIds()) if (!theirs.revocations.isRevoked({ clientId: id })) missing.revokedClients.push(id);
+  for (const e of mine.revocations.entries()) {
+    const known = theirs.revocations.infoOf(e.serial);
+    if (!theirs.revocations.isRevoked({ serial: e.serial }) || (e.revokedAt !== undefined && (known === undefined || e.revokedAt < known.revokedAt))) missing.revokedSerials.push(e);
+  }
+  for (const [key, id] of mine.bindings.toJSON().bindings) if (theirs.bindings.owner(new Uint8Array(Buffer.from(key, 'base64url'))) === undefined) missing.bindings.push([key, id]);
+  for (const inv of mine.invites.list()) {
+    if (Invites.isStale(inv, now)) continue;
+    const known = theirs.invites.byHash(inv.hash);
+    if (!known || (inv.usedAt !== undefined && (known.usedAt === undefined || inv.usedAt < known.usedAt))) missing.invites.push(inv);
+  }
+  return missing;
 }

@@ -5,18 +5,13 @@
  * end merges it into its cache (coordinator/clients/merge.ts) — within a Redis round trip of the
  * announcement, without polling.
  *
- * Keys, under P = `<prefix>:registry` (the deployment's `--redis-prefix`):
- * - `P:client:<id>` (string): the client's record (JSON: key, certificate, serials, revocation;
- *   public), `P:clients` (set) the enrolled ids;
- * - `P:revoked-clients` (set), `P:revoked-serials` (hash: serial → `{"revokedAt","reason",
- *   "detail"}`, `{}` when unknown): add-only; of two revocations of a serial the earlier stays
- *   (a Lua script);
- * - `P:bindings` (hash: public key → client id), `P:invites` (hash: SHA-256 of the token → the
- *   invite: expiry, named id, time of use), `P:last-seen` (hash: client id → ms, the later kept);
- * - `P:seq` (counter): one more for every write that changes anything but last seen;
- * - channel `P:events`: after each write, `{"from","q","c","s","i"}` — the writer, its `seq`, the
- *   client ids, serials and invites it touched. Only a hint: a front end reads those facts from
- *   the keys.
+ * Keys, under P = `<prefix>:registry` (the deployment's `--redis-prefix`; registry-keys.ts):
+ * one record per client (public: key, certificate, serials, revocation) and the set of enrolled
+ * ids; the revoked client ids and serials (add-only; of two revocations of a serial the earlier
+ * stays); key bindings; invites (by the SHA-256 of the token); last seen (the later kept);
+ * `P:seq`, one more for every write that changes anything but last seen; and the channel
+ * `P:events`: after each write, `{"from","q","c","s","i"}` — the writer, its `seq`, the client
+ * ids, serials and invites it touched. Only a hint: a front end reads those facts from the keys.
  *
  * Operations (coordinator/clients/registry-ops.ts) run under WATCH on the keys they read, on a
  * connection of their own, one at a time per process; a conflicting write by another front end
@@ -39,14 +34,14 @@ import { randomBytes } from 'node:crypto';
 import type { Redis } from 'ioredis';
 import type { Logger } from 'pino';
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
-import { CLIENT_ID_PATTERN } from '../auth/ca.js';
-import { Invites, normalizeSerial, parseInviteRecord, revocationReasonOf, type InviteRecord } from '../auth/enrollment.js';
-import { applyDelta, canonicalRecord, deltaOf, isEmptyDelta, mergeRecord, sameRecord, type RegistryDelta, type RevokedSerialFact } from '../clients/merge.js';
+import { Invites, normalizeSerial } from '../auth/enrollment.js';
+import { applyDelta, canonicalRecord, deltaOf, factsMissing, isEmptyDelta, mergeRecord, type RegistryDelta, type RevokedSerialFact } from '../clients/merge.js';
 import type { RegistryOp, RegistryReads } from '../clients/registry-ops.js';
 import type { RegistrySink, RegistryStore } from '../clients/registry-store.js';
-import { parseClientRecord, Registry, type ClientRecord } from '../clients/registry.js';
+import { Registry, type ClientRecord } from '../clients/registry.js';
 import { certificateSerialsOf, revocationCodeOf } from '../clients/serials.js';
 import { loadRegistry, saveRegistry } from '../service/data-dir.js';
+import { isClientId, isHash, isKey, isSerial, LAST_SEEN_SCRIPT, parseInviteValue, parseRecordValue, parseSerialValue, RegistryKeys, SERIAL_SCRIPT, serialValue, type Announcement } from './registry-keys.js';
 
 export interface RedisRegistryOptions {
   /** The deployment's key prefix (`--redis-prefix`, default 'aegis'); the registry's keys are under `<prefix>:registry:`. */
@@ -61,46 +56,11 @@ export interface RedisRegistryOptions {
   clock?: () => number;
 }
 
-/** Of two revocations of a serial, the earlier stays; one without a time never replaces one with. */
-const SERIAL_SCRIPT = `
-for i = 1, #ARGV, 2 do
-  local cur = redis.call('HGET', KEYS[1], ARGV[i])
-  if not cur then
-    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-  else
-    local new = cjson.decode(ARGV[i + 1])
-    if new.revokedAt ~= nil then
-      local ok, old = pcall(cjson.decode, cur)
-      if not ok or type(old) ~= 'table' or old.revokedAt == nil or new.revokedAt < old.revokedAt then
-        redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
-      end
-    end
-  end
-end
-return 0`;
-
-/** The later last-seen time stays. */
-const LAST_SEEN_SCRIPT = `
-for i = 1, #ARGV, 2 do
-  local cur = tonumber(redis.call('HGET', KEYS[1], ARGV[i]) or '-1') or -1
-  if cur < tonumber(ARGV[i + 1]) then redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]) end
-end
-return 0`;
-
 /** A transaction that keeps meeting other writers gives up after this many attempts (`unavailable`). */
 const MAX_ATTEMPTS = 50;
-/** An announcement names at most this many ids and serials; a larger write announces a resync. */
+/** An announcement names at most this many ids, serials and invites; a larger write announces a resync. */
 const MAX_ANNOUNCED = 1000;
 const BATCH = 500;
-
-interface Announcement {
-  from?: unknown;
-  q?: unknown;
-  c?: unknown;
-  s?: unknown;
-  i?: unknown;
-  resync?: unknown;
-}
 
 /** What a write touched, for its announcement. */
 interface Touched {
@@ -110,26 +70,6 @@ interface Touched {
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const isKey = (k: unknown): k is string => typeof k === 'string' && /^[A-Za-z0-9_-]{43}$/.test(k);
-const isClientId = (id: unknown): id is string => typeof id === 'string' && CLIENT_ID_PATTERN.test(id);
-const isSerial = (s: unknown): s is string => typeof s === 'string' && /^[0-9a-f]{1,40}$/.test(s);
-const isHash = (h: unknown): h is string => typeof h === 'string' && /^[0-9a-f]{64}$/.test(h);
-
-function serialValue(f: RevokedSerialFact): string {
-  if (f.revokedAt === undefined || f.reason === undefined) return '{}';
-  return JSON.stringify({ revokedAt: f.revokedAt, reason: f.reason, ...(f.detail ? { detail: f.detail } : {}) });
-}
-
-function parseSerialValue(serial: string, v: string | null): RevokedSerialFact {
-  try {
-    const j = JSON.parse(v ?? '{}') as { revokedAt?: unknown; reason?: unknown; detail?: unknown };
-    const reason = revocationReasonOf(j.reason);
-    if (!Number.isSafeInteger(j.revokedAt) || reason === undefined) return { serial };
-    return { serial, revokedAt: j.revokedAt as number, reason, ...(typeof j.detail === 'string' && j.detail.length <= 200 && j.detail !== '' ? { detail: j.detail } : {}) };
-  } catch {
-    return { serial }; // still revoked: only its time and reason are unknown
-  }
-}
 
 /** Redis could not be reached (or kept failing) for the registry. */
 function unavailable(): AegisError {
@@ -140,8 +80,8 @@ export class RedisRegistryStore implements RegistryStore {
   readonly kind = 'redis';
   /** This front end's id in announcements (its own are not read back). */
   readonly id = randomBytes(6).toString('hex');
-  /** The registry's key prefix (`<prefix>:registry`). */
-  readonly keyPrefix: string;
+  /** The registry's keys. */
+  readonly keys: RegistryKeys;
   /** What happened so far (tests and logs): announcements taken in, full re-reads, writes announced, facts written back. */
   readonly stats = { pushes: 0, resyncs: 0, published: 0, healed: 0 };
   private readonly redis: Redis;
@@ -169,17 +109,7 @@ export class RedisRegistryStore implements RegistryStore {
     this.opts = opts;
     this.log = opts.log;
     this.clock = opts.clock ?? Date.now;
-    this.keyPrefix = `${opts.prefix ?? 'aegis'}:registry`;
-  }
-
-  private k(name: string): string {
-    return `${this.keyPrefix}:${name}`;
-  }
-  private clientKey(id: string): string {
-    return this.k(`client:${id}`);
-  }
-  get channel(): string {
-    return this.k('events');
+    this.keys = new RegistryKeys(opts.prefix ?? 'aegis');
   }
 
   // -------------------------------------------------------------------------------------------
@@ -198,10 +128,10 @@ export class RedisRegistryStore implements RegistryStore {
       connected = true;
     });
     sub.on('message', (channel: string, message: string) => {
-      if (channel === this.channel) this.onAnnouncement(message);
+      if (channel === this.keys.channel) this.onAnnouncement(message);
     });
     // Subscribed before the first read, so no change falls between the two.
-    await sub.subscribe(this.channel);
+    await sub.subscribe(this.keys.channel);
     if (this.opts.dataDir !== undefined) {
       // The import: what registry.json holds goes into the cache, and the first resync writes to
       // Redis whatever of it Redis lacks.
@@ -277,7 +207,7 @@ export class RedisRegistryStore implements RegistryStore {
       }
       const m = tx.multi();
       const w = this.queueWrites(m, state, out.delta, reads);
-      if (w.counted) m.incr(this.k('seq'));
+      if (w.counted) m.incr(this.keys.seq);
       let res: [Error | null, unknown][] | null;
       try {
         res = await m.exec();
@@ -298,11 +228,11 @@ export class RedisRegistryStore implements RegistryStore {
 
   private keysOf(reads: RegistryReads): string[] {
     return [
-      ...(reads.clients ?? []).map((id) => this.clientKey(id)),
-      ...(reads.invites?.length ? [this.k('invites')] : []),
-      ...(reads.bindings?.length ? [this.k('bindings')] : []),
-      ...(reads.revokedClients?.length ? [this.k('revoked-clients')] : []),
-      ...(reads.serials?.length ? [this.k('revoked-serials')] : []),
+      ...(reads.clients ?? []).map((id) => this.keys.client(id)),
+      ...(reads.invites?.length ? [this.keys.invites] : []),
+      ...(reads.bindings?.length ? [this.keys.bindings] : []),
+      ...(reads.revokedClients?.length ? [this.keys.revokedClients] : []),
+      ...(reads.serials?.length ? [this.keys.revokedSerials] : []),
     ];
   }
 
@@ -314,11 +244,11 @@ export class RedisRegistryStore implements RegistryStore {
     const bindings = reads.bindings ?? [];
     const revoked = reads.revokedClients ?? [];
     const serials = (reads.serials ?? []).map((s) => normalizeSerial(s));
-    for (const id of clients) p.get(this.clientKey(id)).hget(this.k('last-seen'), id);
-    for (const h of invites) p.hget(this.k('invites'), h);
-    for (const key of bindings) p.hget(this.k('bindings'), key);
-    for (const id of revoked) p.sismember(this.k('revoked-clients'), id);
-    if (serials.length > 0) p.hmget(this.k('revoked-serials'), ...serials);
+    for (const id of clients) p.get(this.keys.client(id)).hget(this.keys.lastSeen, id);
+    for (const h of invites) p.hget(this.keys.invites, h);
+    for (const key of bindings) p.hget(this.keys.bindings, key);
+    for (const id of revoked) p.sismember(this.keys.revokedClients, id);
+    if (serials.length > 0) p.hmget(this.keys.revokedSerials, ...serials);
     const res = await p.exec();
     if (!res || res.some(([e]) => e !== null)) throw unavailable();
     const vals = res.map(([, v]) => v);
@@ -331,7 +261,7 @@ export class RedisRegistryStore implements RegistryStore {
       if (seen !== null && Number.isSafeInteger(Number(seen))) delta.lastSeen!.push([id, Number(seen)]);
     }
     for (const h of invites) {
-      const inv = this.parseInvite(vals[i++] as string | null, h);
+      const inv = parseInviteValue(vals[i++] as string | null, h);
       if (inv) delta.invites!.push(inv);
     }
     for (const key of bindings) {
@@ -368,9 +298,9 @@ export class RedisRegistryStore implements RegistryStore {
       const stored = state.clients.get(rec.clientId);
       const merged = stored ? mergeRecord(stored, rec) : canonicalRecord(rec);
       const { lastSeenAt, ...plain } = merged;
-      m.set(this.clientKey(rec.clientId), JSON.stringify(plain)).sadd(this.k('clients'), rec.clientId);
+      m.set(this.keys.client(rec.clientId), JSON.stringify(plain)).sadd(this.keys.clients, rec.clientId);
       if (merged.revokedAt !== undefined) {
-        m.sadd(this.k('revoked-clients'), rec.clientId);
+        m.sadd(this.keys.revokedClients, rec.clientId);
         written.revokedClients!.push(rec.clientId);
         const info = { revokedAt: merged.revokedAt, reason: revocationCodeOf(merged) };
         for (const serial of certificateSerialsOf(merged, merged.revokedAt)) revokeSerial({ serial, ...info });
@@ -385,34 +315,34 @@ export class RedisRegistryStore implements RegistryStore {
         const both = new Invites();
         both.absorb([...(state.invites.byHash(inv.hash) ? [state.invites.byHash(inv.hash)!] : []), inv]);
         const merged = both.list()[0]!;
-        m.hset(this.k('invites'), inv.hash, JSON.stringify(merged));
+        m.hset(this.keys.invites, inv.hash, JSON.stringify(merged));
         written.invites!.push(merged);
       } else {
-        m.hsetnx(this.k('invites'), inv.hash, JSON.stringify(inv));
+        m.hsetnx(this.keys.invites, inv.hash, JSON.stringify(inv));
         written.invites!.push(inv);
       }
       counted = true;
     }
     for (const [key, id] of delta.bindings ?? []) {
-      m.hsetnx(this.k('bindings'), key, id);
+      m.hsetnx(this.keys.bindings, key, id);
       written.bindings!.push([key, id]);
       counted = true;
     }
     for (const id of delta.revokedClients ?? []) {
-      m.sadd(this.k('revoked-clients'), id);
+      m.sadd(this.keys.revokedClients, id);
       written.revokedClients!.push(id);
       clients.add(id);
       counted = true;
     }
     for (const f of delta.revokedSerials ?? []) revokeSerial(f);
     if (serialArgs.size > 0) {
-      m.eval(SERIAL_SCRIPT, 1, this.k('revoked-serials'), ...[...serialArgs.values()].flatMap((f) => [f.serial, serialValue(f)]));
+      m.eval(SERIAL_SCRIPT, 1, this.keys.revokedSerials, ...[...serialArgs.values()].flatMap((f) => [f.serial, serialValue(f)]));
       written.revokedSerials!.push(...serialArgs.values());
       counted = true;
     }
     for (const [id, at] of delta.lastSeen ?? []) lastSeenArgs.push(id, String(at));
     if (lastSeenArgs.length > 0) {
-      m.eval(LAST_SEEN_SCRIPT, 1, this.k('last-seen'), ...lastSeenArgs);
+      m.eval(LAST_SEEN_SCRIPT, 1, this.keys.lastSeen, ...lastSeenArgs);
       for (let j = 0; j < lastSeenArgs.length; j += 2) written.lastSeen!.push([lastSeenArgs[j]!, Number(lastSeenArgs[j + 1])]);
     }
     return { written, counted, touched: { clients: [...clients], serials: [...serialArgs.keys()], invites: written.invites!.map((i) => i.hash) } };
@@ -425,7 +355,7 @@ export class RedisRegistryStore implements RegistryStore {
     const big = t.clients.length + t.serials.length + t.invites.length > MAX_ANNOUNCED;
     const msg = big ? { from: this.id, q: seq, resync: true } : { from: this.id, q: seq, c: t.clients, s: t.serials, i: t.invites };
     try {
-      await this.tx!.publish(this.channel, JSON.stringify(msg));
+      await this.tx!.publish(this.keys.channel, JSON.stringify(msg));
       this.stats.published++;
     } catch {
       // Written but not announced: the other front ends' sequence check finds the write.
@@ -481,7 +411,7 @@ export class RedisRegistryStore implements RegistryStore {
   /** A write counter ahead of this front end at two checks in a row: an announcement was missed. */
   private async check(): Promise<void> {
     if (this.closed) return;
-    const seq = Number((await this.redis.get(this.k('seq'))) ?? 0);
+    const seq = Number((await this.redis.get(this.keys.seq)) ?? 0);
     if (seq <= this.lastSeq) {
       this.behindSince = undefined;
       return;
@@ -528,7 +458,7 @@ export class RedisRegistryStore implements RegistryStore {
     let seq: number;
     let snap: Registry;
     try {
-      seq = Number((await this.redis.get(this.k('seq'))) ?? 0);
+      seq = Number((await this.redis.get(this.keys.seq)) ?? 0);
       snap = await this.readAll();
     } catch (err) {
       throw isAegisError(err) ? err : unavailable();
@@ -546,18 +476,18 @@ export class RedisRegistryStore implements RegistryStore {
   private async readAll(): Promise<Registry> {
     const r = this.redis;
     const [ids, revokedClients, serials, bindings, invites, lastSeen] = await Promise.all([
-      r.smembers(this.k('clients')),
-      r.smembers(this.k('revoked-clients')),
-      r.hgetall(this.k('revoked-serials')),
-      r.hgetall(this.k('bindings')),
-      r.hgetall(this.k('invites')),
-      r.hgetall(this.k('last-seen')),
+      r.smembers(this.keys.clients),
+      r.smembers(this.keys.revokedClients),
+      r.hgetall(this.keys.revokedSerials),
+      r.hgetall(this.keys.bindings),
+      r.hgetall(this.keys.invites),
+      r.hgetall(this.keys.lastSeen),
     ]);
     const delta: RegistryDelta = { clients: [], invites: [], bindings: [], revokedClients: revokedClients.filter(isClientId), revokedSerials: [], lastSeen: [] };
     for (let i = 0; i < ids.length; i += BATCH) {
       const batch = ids.slice(i, i + BATCH).filter(isClientId);
       if (batch.length === 0) continue;
-      const vals = await r.mget(...batch.map((id) => this.clientKey(id)));
+      const vals = await r.mget(...batch.map((id) => this.keys.client(id)));
       batch.forEach((id, j) => {
         const rec = this.parseRecord(vals[j] ?? null, id);
         if (rec) delta.clients!.push(rec);
@@ -566,7 +496,7 @@ export class RedisRegistryStore implements RegistryStore {
     for (const [s, v] of Object.entries(serials)) if (isSerial(s)) delta.revokedSerials!.push(parseSerialValue(s, v));
     for (const [key, id] of Object.entries(bindings)) if (isKey(key) && isClientId(id)) delta.bindings!.push([key, id]);
     for (const [h, v] of Object.entries(invites)) {
-      const inv = this.parseInvite(v, h);
+      const inv = parseInviteValue(v, h);
       if (inv) delta.invites!.push(inv);
     }
     for (const [id, at] of Object.entries(lastSeen)) if (Number.isSafeInteger(Number(at))) delta.lastSeen!.push([id, Number(at)]);
@@ -581,25 +511,7 @@ export class RedisRegistryStore implements RegistryStore {
    * data) while this front end kept them.
    */
   private async heal(snap: Registry, why: string): Promise<void> {
-    const cache = this.sink!.cache;
-    const missing: Required<Pick<RegistryDelta, 'clients' | 'invites' | 'bindings' | 'revokedClients' | 'revokedSerials' | 'lastSeen'>> = { clients: [], invites: [], bindings: [], revokedClients: [], revokedSerials: [], lastSeen: [] };
-    for (const rec of cache.clients.values()) {
-      const stored = snap.clients.get(rec.clientId);
-      const { lastSeenAt, ...plain } = rec;
-      if (!stored || !sameRecord(withoutLastSeen(mergeRecord(stored, plain)), withoutLastSeen(stored))) missing.clients.push(plain);
-      if (lastSeenAt !== undefined && (stored?.lastSeenAt ?? Number.NEGATIVE_INFINITY) < lastSeenAt) missing.lastSeen.push([rec.clientId, lastSeenAt]);
-    }
-    for (const id of cache.revocations.clientIds()) if (!snap.revocations.isRevoked({ clientId: id })) missing.revokedClients.push(id);
-    for (const e of cache.revocations.entries()) {
-      const theirs = snap.revocations.infoOf(e.serial);
-      if (!snap.revocations.isRevoked({ serial: e.serial }) || (e.revokedAt !== undefined && (theirs === undefined || e.revokedAt < theirs.revokedAt))) missing.revokedSerials.push(e);
-    }
-    for (const [key, id] of cache.bindings.toJSON().bindings) if (snap.bindings.owner(new Uint8Array(Buffer.from(key, 'base64url'))) === undefined) missing.bindings.push([key, id]);
-    for (const inv of cache.invites.list()) {
-      const theirs = snap.invites.byHash(inv.hash);
-      if (Invites.isStale(inv, this.clock())) continue;
-      if (!theirs || (inv.usedAt !== undefined && (theirs.usedAt === undefined || inv.usedAt < theirs.usedAt))) missing.invites.push(inv);
-    }
+    const missing = factsMissing(this.sink!.cache, snap, this.clock());
     const security = missing.clients.length + missing.invites.length + missing.bindings.length + missing.revokedClients.length + missing.revokedSerials.length;
     if (security + missing.lastSeen.length === 0) return;
     const op: RegistryOp<void> = {
@@ -619,7 +531,7 @@ export class RedisRegistryStore implements RegistryStore {
   private async pruneInvites(snap: Registry): Promise<void> {
     const now = this.clock();
     const stale = snap.invites.list().filter((i) => Invites.isStale(i, now)).map((i) => i.hash);
-    if (stale.length > 0) await this.redis.hdel(this.k('invites'), ...stale).catch(() => undefined);
+    if (stale.length > 0) await this.redis.hdel(this.keys.invites, ...stale).catch(() => undefined);
   }
 
   // -------------------------------------------------------------------------------------------
@@ -648,29 +560,9 @@ export class RedisRegistryStore implements RegistryStore {
   }
 
   private parseRecord(v: string | null, id: string): ClientRecord | undefined {
-    if (v === null) return undefined;
-    try {
-      const rec = parseClientRecord(JSON.parse(v), `the Redis record of a client`);
-      if (rec.clientId !== id) throw new Error('the record names another client');
-      return rec;
-    } catch {
-      this.log?.error({ client: id }, 'a client record on Redis is malformed; left out');
-      return undefined;
-    }
-  }
-
-  private parseInvite(v: string | null, hash: string): InviteRecord | undefined {
-    if (v === null) return undefined;
-    try {
-      const inv = parseInviteRecord(JSON.parse(v));
-      return inv.hash === hash ? inv : undefined;
-    } catch {
-      return undefined;
-    }
+    const rec = parseRecordValue(v, id);
+    if (v !== null && rec === undefined) this.log?.error({ client: id }, 'a client record on Redis is malformed; left out');
+    return rec;
   }
 }
 
-function withoutLastSeen(r: ClientRecord): ClientRecord {
-  const { lastSeenAt: _, ...rest } = r;
-  return rest;
-}

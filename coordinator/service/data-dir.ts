@@ -242,11 +242,16 @@ export async function updateRegistry<T>(dir: string, fn: (disk: Registry) => T):
 
 /**
  * Merges `registry` into registry.json (coordinator/clients/merge.ts: what the file holds is
- * kept — no revocation, enrollment or redeemed invite of another writer is dropped) and returns
- * the merged registry.
+ * kept — no revocation, enrollment or redeemed invite of another writer is dropped; only invites
+ * expired or used more than 7 days ago go) and returns the merged registry.
  */
 export async function saveRegistry(dir: string, registry: Registry): Promise<Registry> {
-  return (await updateRegistry(dir, (disk) => mergeRegistry(disk, registry))).registry;
+  return (
+    await updateRegistry(dir, (disk) => {
+      mergeRegistry(disk, registry);
+      disk.invites.prune();
+    })
+  ).registry;
 }
 
 export interface Endpoint {

@@ -6,7 +6,7 @@
 import { describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
 import { Invites, Revocations } from '../../coordinator/auth/enrollment.js';
-import { applyDelta, mergeRecord, mergeRegistry, sameRecord } from '../../coordinator/clients/merge.js';
+import { applyDelta, factsMissing, mergeRecord, mergeRegistry, sameRecord } from '../../coordinator/clients/merge.js';
 import { Registry, type ClientRecord } from '../../coordinator/clients/registry.js';
 
 const T0 = Date.UTC(2030, 0, 1);
@@ -116,6 +116,27 @@ describe('registries', () => {
     expect(change.serials.sort()).toEqual(['a1', 'b2']);
     expect(reg.clients.get('dev-1')).toMatchObject({ serial: 'b2', revokedAt: T0 + 10 });
     expect(reg.revocations.infoOf('b2')).toEqual({ revokedAt: T0 + 10, reason: 'lost-device' });
+  });
+
+  test('factsMissing: what one copy holds and another lacks; once merged, nothing', () => {
+    const mine = new Registry({ clients: [rec({ serial: 'a1', issuedAt: T0, lastSeenAt: T0 + 60_000 })] });
+    mine.revocations.revokeClient('gone');
+    mine.revocations.revokeSerial('beef', { revokedAt: T0 + 1, reason: 'retired' });
+    mine.bindings.bind(new Uint8Array(Buffer.from(KEY, 'base64url')), 'dev-1');
+    const { token } = mine.invites.createInvite();
+    const theirs = new Registry();
+    // Theirs knows the serial, but revoked later: the earlier revocation is missing there.
+    theirs.revocations.revokeSerial('beef', { revokedAt: T0 + 9, reason: 'lost-device' });
+    const missing = factsMissing(mine, theirs, Date.now());
+    expect(missing.clients.map((c) => c.clientId)).toEqual(['dev-1']);
+    expect(missing.clients[0]!.lastSeenAt).toBeUndefined();
+    expect(missing.lastSeen).toEqual([['dev-1', T0 + 60_000]]);
+    expect(missing.revokedClients).toEqual(['gone']);
+    expect(missing.revokedSerials).toEqual([{ serial: 'beef', revokedAt: T0 + 1, reason: 'retired' }]);
+    expect(missing.bindings).toEqual([[KEY, 'dev-1']]);
+    expect(missing.invites.map((i) => i.hash)).toEqual([Invites.hashOf(token)]);
+    applyDelta(theirs, missing);
+    expect(factsMissing(mine, theirs, Date.now())).toEqual({ clients: [], invites: [], bindings: [], revokedClients: [], revokedSerials: [], lastSeen: [] });
   });
 
   test('the parts the transport holds stay the same objects through a merge', () => {
