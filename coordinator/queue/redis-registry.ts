@@ -101,6 +101,7 @@ export class RedisRegistryStore implements RegistryStore {
   private lastSeq = 0;
   private readonly taken = new Set<number>();
   private behindSince: number | undefined;
+  private checking = false;
   private exportChain: Promise<unknown> = Promise.resolve();
   private exportQueued = false;
 
@@ -206,7 +207,13 @@ export class RedisRegistryStore implements RegistryStore {
         return { result: out.result, written: deltaOf(state), touched: { clients: [], serials: [], invites: [] } };
       }
       const m = tx.multi();
-      const w = this.queueWrites(m, state, out.delta, reads);
+      let w: ReturnType<RedisRegistryStore['queueWrites']>;
+      try {
+        w = this.queueWrites(m, state, out.delta, reads);
+      } catch (err) {
+        await tx.unwatch().catch(() => undefined);
+        throw err;
+      }
       if (w.counted) m.incr(this.keys.seq);
       let res: [Error | null, unknown][] | null;
       try {
@@ -410,8 +417,14 @@ export class RedisRegistryStore implements RegistryStore {
 
   /** A write counter ahead of this front end at two checks in a row: an announcement was missed. */
   private async check(): Promise<void> {
-    if (this.closed) return;
-    const seq = Number((await this.redis.get(this.keys.seq)) ?? 0);
+    if (this.closed || this.checking) return;
+    this.checking = true;
+    let seq: number;
+    try {
+      seq = Number((await this.redis.get(this.keys.seq)) ?? 0);
+    } finally {
+      this.checking = false;
+    }
     if (seq <= this.lastSeq) {
       this.behindSince = undefined;
       return;
@@ -429,25 +442,28 @@ export class RedisRegistryStore implements RegistryStore {
   // -------------------------------------------------------------------------------------------
   // Full re-reads.
 
-  /** Re-reads everything (one at a time; a request during one runs once more after it). */
+  /**
+   * Re-reads everything (one at a time; a request during one runs once more after it). Only the
+   * first, at start, rejects when Redis cannot be read; later ones log and leave it to the next.
+   */
   resync(why: string): Promise<void> {
     if (this.closed) return Promise.resolve();
-    if (this.resyncing) {
+    if (!this.resyncing) {
+      const run = async (): Promise<void> => {
+        try {
+          do {
+            this.resyncAgain = false;
+            await this.resyncNow(why);
+          } while (this.resyncAgain && !this.closed);
+        } finally {
+          this.resyncing = undefined;
+        }
+      };
+      this.resyncing = run();
+      if (why === 'start') return this.resyncing;
+    } else {
       this.resyncAgain = true;
-      return this.resyncing;
     }
-    const run = async (): Promise<void> => {
-      try {
-        do {
-          this.resyncAgain = false;
-          await this.resyncNow(why);
-        } while (this.resyncAgain && !this.closed);
-      } finally {
-        this.resyncing = undefined;
-      }
-    };
-    this.resyncing = run();
-    if (why === 'start') return this.resyncing;
     return this.resyncing.catch((err: unknown) => {
       this.log?.warn({ code: isAegisError(err) ? err.code : 'unavailable', why }, 'could not re-read the client registry on Redis; retrying at the next check');
       this.behindSince = undefined;
@@ -455,21 +471,29 @@ export class RedisRegistryStore implements RegistryStore {
   }
 
   private async resyncNow(why: string): Promise<void> {
-    let seq: number;
-    let snap: Registry;
-    try {
-      seq = Number((await this.redis.get(this.keys.seq)) ?? 0);
-      snap = await this.readAll();
-    } catch (err) {
-      throw isAegisError(err) ? err : unavailable();
+    // A read while other front ends write may miss what they are writing: the write counter
+    // before and after tells; such a read is taken in, but writes nothing back (unless it is the
+    // third in a row).
+    for (let attempt = 1; ; attempt++) {
+      let before: number;
+      let after: number;
+      let snap: Registry;
+      try {
+        before = Number((await this.redis.get(this.keys.seq)) ?? 0);
+        snap = await this.readAll();
+        after = Number((await this.redis.get(this.keys.seq)) ?? 0);
+      } catch (err) {
+        throw isAegisError(err) ? err : unavailable();
+      }
+      this.sink!.absorb(deltaOf(snap), 'resync');
+      this.stats.resyncs++;
+      this.caughtUpTo(before);
+      if (after !== before && attempt < 3 && !this.closed) continue;
+      await this.heal(snap, why);
+      await this.pruneInvites(snap);
+      this.scheduleExport();
+      return;
     }
-    const sink = this.sink!;
-    sink.absorb(deltaOf(snap), 'resync');
-    this.stats.resyncs++;
-    this.caughtUpTo(seq);
-    await this.heal(snap, why);
-    await this.pruneInvites(snap);
-    this.scheduleExport();
   }
 
   /** Everything on Redis, as a registry (entries that do not parse are left out and logged). */
