@@ -9,12 +9,14 @@ import { benchRpc } from './rpc.js';
 import { benchSecagg } from './secagg.js';
 import { benchTrain } from './train.js';
 import { benchScale } from './scale.js';
+import { benchRegistry } from './registry.js';
 
 const TOPICS: Record<string, (o: { json: boolean; quick: boolean; budgetSeconds: number }) => Promise<void>> = {
   secagg: benchSecagg,
   rpc: benchRpc,
   train: benchTrain,
   scale: benchScale,
+  registry: benchRegistry,
 };
 
 const program = new Command();

@@ -33,6 +33,7 @@ import { LocalTokenLedger, RedisTokenLedger, TOKEN_LEDGER_FILE } from './auth/se
 import { Coordinator } from './service/coordinator.js';
 import { awaitOfflineCredentials, OfflineEnrollment, serverHostsFor } from './auth/offline-ca.js';
 import { RedisRounds } from './queue/redis-rounds.js';
+import { RedisRegistryStore } from './queue/redis-registry.js';
 import type { MaskJob } from './round/index.js';
 import { Phase } from '../shared/protocol/vocabulary.js';
 import type * as secagg from '../shared/gen/aegis/v1/secagg_pb.js';
@@ -156,7 +157,7 @@ export function registerCoordinator(program: Command): void {
               },
             })
           : undefined;
-        if (redis) progress(`on Redis ${redactRedisUrl(o.redis!)} (prefix ${o.redisPrefix}) as front end ${redisRounds!.frontEndId}: round state and launches are shared with every coordinator on it`);
+        if (redis) progress(`on Redis ${redactRedisUrl(o.redis!)} (prefix ${o.redisPrefix}) as front end ${redisRounds!.frontEndId}: the client registry, round state and launches are shared with every coordinator on it`);
         const metricsServer = metrics && o.metrics ? await serveMetrics(metrics, o.metrics) : undefined;
         if (metricsServer) progress(`metrics on http://${metricsServer.address}/metrics`);
         // Offline CA: the TLS server and operator certificates come from the CA host first.
@@ -176,6 +177,9 @@ export function registerCoordinator(program: Command): void {
           ...(unmaskQueue ? { unmaskQueue, unmaskParts: o.unmaskParts } : {}),
           ...(redisRounds ? { redisRounds } : {}),
           ...(redis ? { jobDirectory: new JobDirectory(redis, { prefix: o.redisPrefix }) } : {}),
+          // The client registry on Redis, shared by every front end (registry.json imported at
+          // start and written as an export).
+          ...(redis ? { registryStore: new RedisRegistryStore(redis, { prefix: o.redisPrefix, dataDir: dir, log }) } : {}),
           ca: secrets.ca,
           tokens: secrets.tokens,
           registry,

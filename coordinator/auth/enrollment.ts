@@ -12,7 +12,10 @@
  * `isRevoked` on every call; coordinator/auth/tokens.ts checks it on every token).
  *
  * Both are pure in-memory classes; the caller persists `toJSON()` (hashes, ids, serials and
- * times only — nothing that grants access).
+ * times only — nothing that grants access). Several coordinator processes may hold copies of
+ * them (coordinator/clients/merge.ts merges copies): both only grow by merging — an invite once
+ * redeemed stays redeemed (`absorb` keeps the earliest use), a revoked id or serial stays revoked
+ * (the earliest revocation's time and reason are kept).
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { ctEqual } from '../../shared/bytes.js';
@@ -38,7 +41,7 @@ export class EnrollmentError extends AegisError {
   }
 }
 
-interface InviteRecord {
+export interface InviteRecord {
   /** SHA-256 of the token, hex. */
   hash: string;
   expiresAt: number;
@@ -57,18 +60,58 @@ export class Invites {
     this.clock = opts.clock ?? Date.now;
   }
 
-  /** A new one-time token (base64url, 43 characters); only its hash is stored. */
-  createInvite(opts: { ttlMs?: number; clientId?: string } = {}): { token: string; expiresAt: number } {
+  /**
+   * A new one-time token (base64url, 43 characters) and the record to store for it (its hash
+   * only), without storing it: `createInvite` stores it here, the client registry in its store.
+   */
+  static mint(opts: { ttlMs?: number; clientId?: string }, now: number): { token: string; expiresAt: number; record: InviteRecord } {
     const ttl = opts.ttlMs ?? INVITE_TTL_MS;
     if (!Number.isInteger(ttl) || ttl < 1000 || ttl > MAX_INVITE_TTL_MS) fail(ErrorCode.InvalidArgument, 'invite ttl must be 1 s..7 days');
     if (opts.clientId !== undefined) assertClientId(opts.clientId);
-    this.prune();
     const raw = randomBytes(TOKEN_BYTES);
-    const expiresAt = this.clock() + ttl;
-    const rec: InviteRecord = { hash: Buffer.from(sha256(raw)).toString('hex'), expiresAt };
-    if (opts.clientId !== undefined) rec.clientId = opts.clientId;
-    this.records.push(rec);
-    return { token: raw.toString('base64url'), expiresAt };
+    const expiresAt = now + ttl;
+    const record: InviteRecord = { hash: Buffer.from(sha256(raw)).toString('hex'), expiresAt };
+    if (opts.clientId !== undefined) record.clientId = opts.clientId;
+    return { token: raw.toString('base64url'), expiresAt, record };
+  }
+
+  /** The stored hash (hex) of a token; `EnrollmentError('malformed')` for anything but 43 base64url characters. */
+  static hashOf(token: string): string {
+    if (typeof token !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(token)) throw new EnrollmentError('malformed');
+    return Buffer.from(sha256(new Uint8Array(Buffer.from(token, 'base64url')))).toString('hex');
+  }
+
+  /**
+   * Refuses (`EnrollmentError`) an invite that is unknown (undefined), already used, or expired
+   * at `now`; returns the client id it names, if any.
+   */
+  static checkRedeemable(rec: InviteRecord | undefined, now: number): { clientId?: string } {
+    if (rec === undefined) throw new EnrollmentError('unknown');
+    if (rec.usedAt !== undefined) throw new EnrollmentError('used');
+    if (now >= rec.expiresAt) throw new EnrollmentError('expired');
+    return rec.clientId === undefined ? {} : { clientId: rec.clientId };
+  }
+
+  /** A new one-time token (base64url, 43 characters); only its hash is stored. */
+  createInvite(opts: { ttlMs?: number; clientId?: string } = {}): { token: string; expiresAt: number } {
+    const { token, expiresAt, record } = Invites.mint(opts, this.clock());
+    this.prune();
+    this.records.push(record);
+    return { token, expiresAt };
+  }
+
+  /**
+   * The stored invite with hash `hash` (hex), compared against every record in constant time (no
+   * early exit, no lookup keyed by the secret's hash); a copy.
+   */
+  byHash(hash: string): InviteRecord | undefined {
+    if (typeof hash !== 'string' || !/^[0-9a-f]{64}$/.test(hash)) return undefined;
+    const h = new Uint8Array(Buffer.from(hash, 'hex'));
+    let found: InviteRecord | undefined;
+    for (const rec of this.records) {
+      if (ctEqual(h, new Uint8Array(Buffer.from(rec.hash, 'hex'))) && found === undefined) found = rec;
+    }
+    return found === undefined ? undefined : { ...found };
   }
 
   /**
@@ -76,19 +119,16 @@ export class Invites {
    * used token; a refusal changes nothing. Returns the client id the invite names, if any.
    */
   redeem(token: string): { clientId?: string } {
-    if (typeof token !== 'string' || !/^[A-Za-z0-9_-]{43}$/.test(token)) throw new EnrollmentError('malformed');
-    const hash = sha256(new Uint8Array(Buffer.from(token, 'base64url')));
+    const hash = new Uint8Array(Buffer.from(Invites.hashOf(token), 'hex'));
     let found: InviteRecord | undefined;
     for (const rec of this.records) {
       // Every record is compared; no early exit.
       if (ctEqual(hash, new Uint8Array(Buffer.from(rec.hash, 'hex'))) && found === undefined) found = rec;
     }
-    if (found === undefined) throw new EnrollmentError('unknown');
-    if (found.usedAt !== undefined) throw new EnrollmentError('used');
     const now = this.clock();
-    if (now >= found.expiresAt) throw new EnrollmentError('expired');
-    found.usedAt = now;
-    return found.clientId === undefined ? {} : { clientId: found.clientId };
+    const out = Invites.checkRedeemable(found, now);
+    found!.usedAt = now;
+    return out;
   }
 
   /**
@@ -108,9 +148,37 @@ export class Invites {
     return this.records.filter((r) => r.usedAt === undefined && now < r.expiresAt).length;
   }
 
-  private prune(): void {
+  /** Drops invites expired (or used) more than 7 days ago. */
+  prune(): void {
     const now = this.clock();
     this.records = this.records.filter((r) => Math.max(r.expiresAt, r.usedAt ?? 0) + TOMBSTONE_MS > now);
+  }
+
+  /** True when `rec` (expired or used long ago) would be dropped by `prune` at `now`. */
+  static isStale(rec: InviteRecord, now: number): boolean {
+    return Math.max(rec.expiresAt, rec.usedAt ?? 0) + TOMBSTONE_MS <= now;
+  }
+
+  /** Every stored invite (copies). */
+  list(): InviteRecord[] {
+    return this.records.map((r) => ({ ...r }));
+  }
+
+  /**
+   * Merges invites another copy holds: unknown ones are added; for one known here the earliest
+   * use (a redeemed invite stays redeemed, whichever copy is older) and the earliest expiry win.
+   */
+  absorb(records: readonly InviteRecord[]): void {
+    for (const r of records) {
+      const mine = this.records.find((x) => x.hash === r.hash);
+      if (!mine) {
+        this.records.push({ ...r });
+        continue;
+      }
+      if (r.usedAt !== undefined && (mine.usedAt === undefined || r.usedAt < mine.usedAt)) mine.usedAt = r.usedAt;
+      if (r.expiresAt < mine.expiresAt) mine.expiresAt = r.expiresAt;
+      if (mine.clientId === undefined && r.clientId !== undefined) mine.clientId = r.clientId;
+    }
   }
 
   toJSON(): { version: 1; invites: InviteRecord[] } {
@@ -121,20 +189,24 @@ export class Invites {
     const j = json as { version?: unknown; invites?: unknown };
     if (j === null || typeof j !== 'object' || j.version !== 1 || !Array.isArray(j.invites)) fail(ErrorCode.InvalidArgument, 'malformed invites');
     const out = new Invites(opts);
-    for (const r of j.invites as Record<string, unknown>[]) {
-      if (r === null || typeof r !== 'object' || typeof r.hash !== 'string' || !/^[0-9a-f]{64}$/.test(r.hash) || !Number.isSafeInteger(r.expiresAt)) {
-        fail(ErrorCode.InvalidArgument, 'malformed invites');
-      }
-      const rec: InviteRecord = { hash: r.hash, expiresAt: r.expiresAt as number };
-      if (r.clientId !== undefined) rec.clientId = assertClientId(r.clientId);
-      if (r.usedAt !== undefined) {
-        if (!Number.isSafeInteger(r.usedAt)) fail(ErrorCode.InvalidArgument, 'malformed invites');
-        rec.usedAt = r.usedAt as number;
-      }
-      out.records.push(rec);
-    }
+    for (const r of j.invites as unknown[]) out.records.push(parseInviteRecord(r));
     return out;
   }
+}
+
+/** One stored invite, checked field by field; `invalid-argument` for anything else. */
+export function parseInviteRecord(json: unknown): InviteRecord {
+  const r = json as Record<string, unknown>;
+  if (r === null || typeof r !== 'object' || typeof r.hash !== 'string' || !/^[0-9a-f]{64}$/.test(r.hash) || !Number.isSafeInteger(r.expiresAt)) {
+    fail(ErrorCode.InvalidArgument, 'malformed invites');
+  }
+  const rec: InviteRecord = { hash: r.hash, expiresAt: r.expiresAt as number };
+  if (r.clientId !== undefined) rec.clientId = assertClientId(r.clientId);
+  if (r.usedAt !== undefined) {
+    if (!Number.isSafeInteger(r.usedAt)) fail(ErrorCode.InvalidArgument, 'malformed invites');
+    rec.usedAt = r.usedAt as number;
+  }
+  return rec;
 }
 
 /**
@@ -160,41 +232,78 @@ export function parseRevocationReason(text: unknown): RevocationReason {
 }
 
 const SERIAL_PATTERN = /^[0-9a-f]{1,40}$/;
-function normSerial(serial: string): string {
+/** A certificate serial as the registry keeps it: lower-case hex without leading zeros; `invalid-argument` otherwise. */
+export function normalizeSerial(serial: string): string {
   const s = typeof serial === 'string' ? serial.toLowerCase().replace(/^0+(?=.)/, '') : '';
   if (!SERIAL_PATTERN.test(s)) fail(ErrorCode.InvalidArgument, 'certificate serial must be hex, at most 20 bytes');
   return s;
 }
 
-/** A revoked serial with when and why (what goes on the CRL). */
+/** A revoked serial with when and why (what goes on the CRL), and the operator's free-text detail if any. */
 export interface RevokedSerial {
   serial: string;
   revokedAt: number;
   reason: RevocationReason;
+  detail?: string;
+}
+
+/** When and why a serial was revoked. */
+export interface SerialRevocationInfo {
+  revokedAt: number;
+  reason: RevocationReason;
+  /** Free text, at most 200 characters. */
+  detail?: string;
+}
+
+function checkedInfo(info: SerialRevocationInfo): SerialRevocationInfo {
+  if (!Number.isSafeInteger(info.revokedAt) || revocationReasonOf(info.reason) !== info.reason) fail(ErrorCode.InvalidArgument, 'malformed revocation');
+  if (info.detail !== undefined && (typeof info.detail !== 'string' || info.detail.length > 200)) fail(ErrorCode.InvalidArgument, 'malformed revocation');
+  return info.detail === undefined || info.detail === '' ? { revokedAt: info.revokedAt, reason: info.reason } : { revokedAt: info.revokedAt, reason: info.reason, detail: info.detail };
 }
 
 /**
  * Revoked client ids and certificate serials (hex, compared without leading zeros), each serial
  * with its revocation time and reason when known (serials revoked by an older release, or
  * without a reason, have none: the CRL takes them from the client record, else unspecified).
+ * It only grows: nothing here un-revokes, and of two revocations of one serial the earlier one's
+ * time and reason stay (so merging copies in any order gives the same list).
  */
 export class Revocations {
   private readonly clients = new Set<string>();
   private readonly serials = new Set<string>();
-  private readonly details = new Map<string, { revokedAt: number; reason: RevocationReason }>();
+  private readonly details = new Map<string, SerialRevocationInfo>();
 
   revokeClient(clientId: string): void {
-    this.clients.add(assertClientId(clientId));
+    this.addClient(clientId);
   }
 
-  /** Revokes a serial; the first revocation's time and reason stay. */
-  revokeSerial(serial: string, info?: { revokedAt: number; reason: RevocationReason }): void {
-    const s = normSerial(serial);
+  /** Revokes a client id; true when it was not revoked before. */
+  addClient(clientId: string): boolean {
+    const id = assertClientId(clientId);
+    if (this.clients.has(id)) return false;
+    this.clients.add(id);
+    return true;
+  }
+
+  /** Revokes a serial; the earliest revocation's time and reason stay. */
+  revokeSerial(serial: string, info?: SerialRevocationInfo): void {
+    this.addSerial(serial, info);
+  }
+
+  /**
+   * Revokes a serial (with when and why, if known); of two revocations of one serial the earlier
+   * one's time, reason and detail stay. True when the serial was not revoked before.
+   */
+  addSerial(serial: string, info?: SerialRevocationInfo): boolean {
+    const s = normalizeSerial(serial);
+    const added = !this.serials.has(s);
     this.serials.add(s);
-    if (info && !this.details.has(s)) {
-      if (!Number.isSafeInteger(info.revokedAt) || revocationReasonOf(info.reason) !== info.reason) fail(ErrorCode.InvalidArgument, 'malformed revocation');
-      this.details.set(s, { revokedAt: info.revokedAt, reason: info.reason });
+    if (info) {
+      const d = checkedInfo(info);
+      const known = this.details.get(s);
+      if (known === undefined || d.revokedAt < known.revokedAt) this.details.set(s, d);
     }
+    return added;
   }
 
   /** True when the client id or the certificate serial (either may be omitted) is revoked. */
@@ -207,16 +316,32 @@ export class Revocations {
     return false;
   }
 
+  /** Every revoked client id, sorted. */
+  clientIds(): string[] {
+    return [...this.clients].sort();
+  }
+
+  /** How many client ids and serials are revoked. */
+  get size(): { clients: number; serials: number } {
+    return { clients: this.clients.size, serials: this.serials.size };
+  }
+
+  /** When and why `serial` was revoked, if it is and that is known. */
+  infoOf(serial: string): SerialRevocationInfo | undefined {
+    const d = this.details.get(typeof serial === 'string' ? serial.toLowerCase().replace(/^0+(?=.)/, '') : '');
+    return d === undefined ? undefined : { ...d };
+  }
+
   /** Every revoked serial, sorted, with its time and reason when known (the CRL's entries). */
   entries(): (Pick<RevokedSerial, 'serial'> & Partial<RevokedSerial>)[] {
     return [...this.serials].sort().map((serial) => {
       const d = this.details.get(serial);
-      return d ? { serial, revokedAt: d.revokedAt, reason: d.reason } : { serial };
+      return d ? { serial, ...d } : { serial };
     });
   }
 
   toJSON(): { version: 1; clients: string[]; serials: string[]; details?: RevokedSerial[] } {
-    const details = [...this.details.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([serial, d]) => ({ serial, revokedAt: d.revokedAt, reason: d.reason }));
+    const details = [...this.details.entries()].sort(([a], [b]) => (a < b ? -1 : 1)).map(([serial, d]) => ({ serial, ...d }));
     return { version: 1, clients: [...this.clients].sort(), serials: [...this.serials].sort(), ...(details.length > 0 ? { details } : {}) };
   }
 
@@ -228,11 +353,11 @@ export class Revocations {
     const out = new Revocations();
     for (const c of j.clients as unknown[]) out.revokeClient(c as string);
     for (const s of j.serials as unknown[]) out.revokeSerial(s as string);
-    for (const d of (j.details ?? []) as { serial?: unknown; revokedAt?: unknown; reason?: unknown }[]) {
+    for (const d of (j.details ?? []) as { serial?: unknown; revokedAt?: unknown; reason?: unknown; detail?: unknown }[]) {
       if (d === null || typeof d !== 'object' || typeof d.serial !== 'string') fail(ErrorCode.InvalidArgument, 'malformed revocations');
-      const s = normSerial(d.serial);
+      const s = normalizeSerial(d.serial);
       if (!out.serials.has(s)) fail(ErrorCode.InvalidArgument, 'malformed revocations');
-      out.revokeSerial(s, { revokedAt: d.revokedAt as number, reason: d.reason as RevocationReason });
+      out.revokeSerial(s, { revokedAt: d.revokedAt as number, reason: d.reason as RevocationReason, ...(d.detail !== undefined ? { detail: d.detail as string } : {}) });
     }
     return out;
   }

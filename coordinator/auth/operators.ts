@@ -149,7 +149,7 @@ export class OperatorBook {
 /** What operators need of the client registry: its revocation list (one list for every serial). */
 export interface OperatorRevocationList {
   isRevoked(q: { serial: string }): boolean;
-  revokeSerials(serials: readonly string[], opts: { reason: RevocationReason; detail?: string }): Promise<void>;
+  revokeSerials(serials: readonly string[], opts: { reason: RevocationReason; detail?: string }): Promise<unknown>;
 }
 
 /** The data dir's built-in credential (coordinator/service/data-dir.ts), when there is a data dir. */

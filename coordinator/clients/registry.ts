@@ -1,8 +1,10 @@
 /**
- * The coordinator's client registry, kept in the data dir's registry.json (coordinator/service/
- * data-dir.ts loads and saves it): the enrolled clients (public key, certificate, revocation,
- * last seen), the pending invites (as SHA-256 hashes only), the revocations and the key
- * bindings — public keys and names, no secret. `Registry.fromJSON` reads it back through a strict
+ * The coordinator's client registry: the enrolled clients (public key, certificate, revocation,
+ * last seen), the invites (as SHA-256 hashes only), the revocations and the key bindings —
+ * public keys and names, no secret. Each process holds one as its cache (coordinator/clients/
+ * client-registry.ts); the shared copy is registry.json in the data dir (coordinator/service/
+ * data-dir.ts loads it and writes it merged under a lock) or, with Redis, the keys of
+ * coordinator/queue/redis-registry.ts. `Registry.fromJSON` reads it back through a strict
  * schema, so a malformed file is refused rather than half-read.
  */
 import { z } from 'zod';
@@ -19,6 +21,12 @@ export interface ClientRecord {
   certificateExpiresAt: number;
   /** The current certificate, DER as base64 (public; sent to round peers). */
   certificate: string;
+  /**
+   * When the current certificate was recorded (ms; later than the record it replaced, whatever
+   * the clocks): of two records of one client, the later one is the current one. Records of older
+   * releases have none (the certificate's notBefore stands in).
+   */
+  issuedAt?: number;
   revokedAt?: number;
   /**
    * A revocation reason code (coordinator/auth/enrollment.ts `REVOCATION_REASONS`); registries of
@@ -41,6 +49,7 @@ const ClientRecordSchema = z
     serial: z.string().regex(/^[0-9a-f]{1,40}$/),
     certificateExpiresAt: z.number().int(),
     certificate: z.string().max(8192),
+    issuedAt: z.number().int().optional(),
     revokedAt: z.number().int().optional(),
     revocationReason: z.string().max(200).optional(),
     revocationDetail: z.string().max(200).optional(),
@@ -59,12 +68,22 @@ const RegistrySchema = z
   })
   .strict();
 
-/** The coordinator's persistent registry (everything but round state). */
+/** One client record, checked against the schema; `invalid-argument` naming `what` otherwise. */
+export function parseClientRecord(json: unknown, what = 'a client record'): ClientRecord {
+  const r = ClientRecordSchema.safeParse(json);
+  if (!r.success) throw new AegisError(ErrorCode.InvalidArgument, `${what} is malformed`);
+  return r.data as ClientRecord;
+}
+
+/**
+ * The coordinator's persistent registry (everything but round state). Its parts are never
+ * replaced, only changed in place: the transport and the token verifier hold `revocations`.
+ */
 export class Registry {
   readonly clients = new Map<string, ClientRecord>();
-  invites: Invites;
-  revocations: Revocations;
-  bindings: KeyBindings;
+  readonly invites: Invites;
+  readonly revocations: Revocations;
+  readonly bindings: KeyBindings;
 
   constructor(parts?: { clients?: ClientRecord[]; invites?: Invites; revocations?: Revocations; bindings?: KeyBindings }) {
     for (const c of parts?.clients ?? []) this.clients.set(c.clientId, c);

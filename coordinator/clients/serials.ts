@@ -3,6 +3,7 @@
  * (they all go on the CRL when the client is revoked), and the reason code and detail of a
  * revocation, also as registries of older releases wrote them (free text).
  */
+import { X509Certificate } from 'node:crypto';
 import { revocationReasonOf, type RevocationReason } from '../auth/enrollment.js';
 import type { ClientRecord } from './registry.js';
 
@@ -35,4 +36,31 @@ export function rememberSerial(rec: ClientRecord, now: number): { serial: string
   rec.previousSerials = kept.slice(0, MAX_PREVIOUS_SERIALS);
   if (rec.previousSerials.length === 0) delete rec.previousSerials;
   return rec.previousSerials ?? [];
+}
+
+const notBefore = new Map<string, number>();
+
+/**
+ * When the record's current certificate was recorded: `issuedAt`, or for records of older
+ * releases the certificate's notBefore (else its expiry). Orders two records of one client.
+ */
+export function issuedAtOf(rec: ClientRecord): number {
+  if (rec.issuedAt !== undefined) return rec.issuedAt;
+  let t = notBefore.get(rec.serial);
+  if (t === undefined) {
+    try {
+      t = Date.parse(new X509Certificate(Buffer.from(rec.certificate, 'base64')).validFrom);
+    } catch {
+      t = Number.NaN;
+    }
+    if (!Number.isFinite(t)) t = rec.certificateExpiresAt;
+    if (notBefore.size > 10_000) notBefore.clear();
+    notBefore.set(rec.serial, t);
+  }
+  return t;
+}
+
+/** The `issuedAt` of a certificate that replaces `previous` at `now`: later than `previous`'s, whatever the clocks. */
+export function nextIssuedAt(previous: ClientRecord | undefined, now: number): number {
+  return previous === undefined ? now : Math.max(now, issuedAtOf(previous) + 1);
 }

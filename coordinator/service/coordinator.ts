@@ -50,6 +50,7 @@ import { trustService } from '../rpc/trust-service.js';
 import { serveDashboard, type DashboardServer, type ServeDashboardOptions } from '../dashboard/server.js';
 import { coordinatorDashboardCredential } from '../dashboard/certificate.js';
 import type { Registry } from '../clients/registry.js';
+import type { RegistryStore } from '../clients/registry-store.js';
 import { Mailboxes } from './mailbox.js';
 import type { RoundOutcome } from '../round/index.js';
 
@@ -61,7 +62,13 @@ export interface CoordinatorOptions extends JobsOptions {
   /** Offline CA: Enroll queues CSRs for the CA host and answers pending until the certificate is back. */
   offlineCa?: OfflineEnrollment;
   tokens: TokenIssuer;
+  /** The client registry as loaded at start (the cache the per-call checks read). */
   registry: Registry;
+  /**
+   * Where the client registry is shared: default registry.json in `dataDir` (merged under a lock),
+   * or memory only without a data dir; with Redis, a RedisRegistryStore shared by every front end.
+   */
+  registryStore?: RegistryStore;
   /** Client certificate lifetime; default 24 h. */
   clientCertTtlMs?: number;
   /** Round-call token lifetime; default 5 min. */
@@ -133,7 +140,9 @@ export class Coordinator {
       ca: opts.ca,
       registry: opts.registry,
       clock: this.clock,
+      // Also for a revocation made on another front end, learned from the shared registry.
       onRevoked: (id) => this.mailboxes.close(id, new AuthError('revoked', 'peer certificate')),
+      ...(opts.registryStore ? { store: opts.registryStore } : {}),
       ...pick(opts, ['dataDir', 'offlineCa', 'clientCertTtlMs', 'clientsLostAfterMs', 'log', 'metrics']),
     });
     this.jobs = new Jobs(opts, { clients: this.clients, mailboxes: this.mailboxes, connectedClients: () => this.connectedClients(), clock: this.clock });
@@ -164,6 +173,8 @@ export class Coordinator {
    */
   async listen(listen: string, enrollListen?: string): Promise<{ address: string; enrollAddress: string }> {
     const { opts, auth, clients, jobs, reports } = this;
+    // The shared client registry is read (and followed) before the first call is taken.
+    await clients.start();
     const services = {
       secAgg: secAggService({ auth, jobs, mailboxes: this.mailboxes, tokens: this.tokens, ...pick(opts, ['tokenTtlMs', 'lostAfterMs', 'log']) }),
       enrollment: enrollmentService({ auth, clients }),
@@ -216,7 +227,7 @@ export class Coordinator {
     await shutdown(this.servers);
     this.servers = [];
     await this.opts.redisRounds?.close();
-    await this.clients.flush();
+    await this.clients.close();
     await this.jobs.flush();
     await this.verifier.ledger.close();
   }
@@ -298,6 +309,9 @@ export class Coordinator {
   }
   revoke(clientId: string, reason?: string, detail?: string): Promise<number> {
     return this.clients.revoke(clientId, reason, detail);
+  }
+  revokeSerials(serials: string[], info: { reason: string; detail?: string }): Promise<number> {
+    return this.clients.revokeSerials(serials, info);
   }
   sweepClients(): string[] {
     return this.clients.sweep();

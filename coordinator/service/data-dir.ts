@@ -13,8 +13,9 @@
  *                             expires, revocation (coordinator/auth/operators.ts) — no key
  *   tokens.log                round tokens seen (until they expire) and revoked, one line each
  *                             (coordinator/auth/seen-tokens.ts); unused with --redis
- *   registry.json             enrolled clients, revocations, key bindings, pending invites (as
- *                             SHA-256 hashes only) — public keys and names, no secret
+ *   registry.json             enrolled clients, revocations, key bindings, invites (as SHA-256
+ *                             hashes only) — public keys and names, no secret; written merged
+ *                             under registry.json.lock (`updateRegistry`); with Redis an export
  *   coordinator.json          where the running coordinator listens (for the operator commands)
  *
  * Round state stays in memory (the embedded default). The TLS server key is made fresh at each
@@ -33,8 +34,9 @@ import { resumePendingRotation, VAULT_FILE } from '../../shared/keystore/keys-cl
 import { SealedVault } from '../../shared/keystore/vault.js';
 import { createCa, exportCa, importCa, issueOperatorCertificate, requireCaKey, serialOf, type CaCertificate, type IssuedCertificate } from '../auth/ca.js';
 import { BUILT_IN_OPERATOR, DEFAULT_OPERATOR_TTL_MS, type BuiltInOperatorCredential } from '../auth/operators.js';
-import { withFileLock } from '../../shared/fs-lock.js';
+import { mergeRegistry } from '../clients/merge.js';
 import { Registry } from '../clients/registry.js';
+import { withFileLock } from '../../shared/fs-lock.js';
 import { createOfflineCoordinatorVault, openOfflineCoordinatorVault } from '../auth/offline-ca.js';
 import { TokenIssuer } from '../auth/tokens.js';
 import { certificateDate, certificateRenewalAt, ensureKeyMeta, isDue, recordKey, tokenKeyState, type RotatedKey, type RotationPolicy } from '../../shared/keystore/policy.js';
@@ -44,8 +46,8 @@ export const OPERATOR_KEYFILE = 'operator.keyfile.json';
 const COORDINATOR_LABEL = 'aegis/coordinator';
 const OPERATOR_LABEL = 'aegis/operator';
 
-// The registry kept in registry.json is defined with the rest of enrollment's state
-// (coordinator/auth/client-registry.ts); this module loads and saves it.
+// The registry kept in registry.json is defined in coordinator/clients/registry.ts and owned by
+// coordinator/clients/client-registry.ts; this module reads and writes the file.
 
 export interface CoordinatorSecrets {
   /** The CA: with its key (embedded default), or only its certificate (offline CA, `offline`). */
@@ -274,8 +276,11 @@ export function builtInOperator(dir: string, kek: ManagedKek, ca: CaCertificate,
   };
 }
 
+const REGISTRY_FILE = 'registry.json';
+
+/** registry.json as it is now (an empty registry when there is none); `invalid-argument` when it is not a registry. */
 export async function loadRegistry(dir: string): Promise<Registry> {
-  const path = join(dir, 'registry.json');
+  const path = join(dir, REGISTRY_FILE);
   if (!existsSync(path)) return new Registry();
   let json: unknown;
   try {
@@ -286,8 +291,39 @@ export async function loadRegistry(dir: string): Promise<Registry> {
   return Registry.fromJSON(json);
 }
 
-export async function saveRegistry(dir: string, registry: Registry): Promise<void> {
-  await writeFileAtomic(join(dir, 'registry.json'), `${JSON.stringify(registry.toJSON(), null, 1)}\n`);
+const registryText = (registry: Registry): string => `${JSON.stringify(registry.toJSON(), null, 1)}\n`;
+
+/**
+ * Changes registry.json under its lock file (registry.json.lock, shared/fs-lock.ts; every
+ * coordinator process on the data dir takes it): reads the file (empty when missing), lets `fn`
+ * change that copy, and writes it back atomically (temp file, fsync, rename) if it changed.
+ * Returns the copy as written and `fn`'s result. A file that cannot be read, or an `fn` that
+ * throws, leaves the file untouched.
+ */
+export async function updateRegistry<T>(dir: string, fn: (disk: Registry) => T): Promise<{ registry: Registry; result: T }> {
+  const path = join(dir, REGISTRY_FILE);
+  return withFileLock(`${path}.lock`, 'the coordinator processes on this data dir', async () => {
+    const disk = await loadRegistry(dir);
+    const before = registryText(disk);
+    const result = fn(disk);
+    const after = registryText(disk);
+    if (after !== before) await writeFileAtomic(path, after);
+    return { registry: disk, result };
+  });
+}
+
+/**
+ * Merges `registry` into registry.json (coordinator/clients/merge.ts: what the file holds is
+ * kept — no revocation, enrollment or redeemed invite of another writer is dropped; only invites
+ * expired or used more than 7 days ago go) and returns the merged registry.
+ */
+export async function saveRegistry(dir: string, registry: Registry): Promise<Registry> {
+  return (
+    await updateRegistry(dir, (disk) => {
+      mergeRegistry(disk, registry);
+      disk.invites.prune();
+    })
+  ).registry;
 }
 
 export interface Endpoint {
