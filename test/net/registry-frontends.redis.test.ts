@@ -16,7 +16,7 @@ import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { enrollWithToken } from '../../client/agent/connection.js';
 import { createCsr, createIdentity, type ClientIdentity } from '../../client/enroll/csr.js';
-import { createCa, serialOf, type CertificateAuthority } from '../../coordinator/auth/ca.js';
+import { createCa, csrForSeed, serialOf, type CertificateAuthority } from '../../coordinator/auth/ca.js';
 import { EnrollmentError, Invites } from '../../coordinator/auth/enrollment.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { ClientRegistry, type RevocationsChanged } from '../../coordinator/clients/client-registry.js';
@@ -27,7 +27,11 @@ import { loadRegistry } from '../../coordinator/service/data-dir.js';
 import { ErrorCode } from '../../shared/errors.js';
 import * as enroll from '../../shared/gen/aegis/v1/enrollment_pb.js';
 import { waitFor } from '../support/cluster.js';
-import { bearer, credentialsOf, heartbeat, issueTokens, refusal, secAgg, subscribe } from '../support/raw-calls.js';
+import { adminClient, bearer, credentialsOf, heartbeat, issueTokens, mtls, refusal, secAgg, subscribe } from '../support/raw-calls.js';
+import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
+import { callUnary } from '../../shared/rpc/service.js';
+import { ed25519PrivateKeyPem } from '../../shared/keystore/webcrypto-ed25519.js';
+import { randomBytes } from 'node:crypto';
 import { useTestRedis } from '../support/redis.js';
 
 const ctx = useTestRedis();
@@ -123,6 +127,23 @@ describe('the client registry shared by front ends on Redis', () => {
     // The latency is measured by `npm run bench -- registry`; here it is only reported.
     process.stderr.write(`revoke on A -> stream ended on B: ${latencyMs.toFixed(1)} ms\n`);
   }, 60_000);
+
+  test('an operator credential revoked on A is refused on B at its next Admin call, on the connection it already had open (learned by push)', async () => {
+    const d = deployment();
+    const a = await frontEnd(d);
+    const b = await frontEnd(d);
+    const seed = new Uint8Array(randomBytes(32));
+    const { certificateDer } = await a.c.operators.issue('night-shift', await csrForSeed(seed, 'operator:night-shift'));
+    const onB = adminClient(b.c.address, mtls(ca.certificatePem, ed25519PrivateKeyPem(seed), certificateDer));
+    cleanup.push(() => onB.close());
+    const list = () => callUnary(onB.listClients.bind(onB), create(admin.ListClientsRequestSchema, {}));
+    await expect(list()).resolves.toBeDefined();
+    const resyncs = b.store.stats.resyncs;
+    await a.c.operators.revoke({ name: 'night-shift' }, 'key-compromise');
+    await waitFor(() => b.c.clients.isRevoked({ serial: serialOf(certificateDer) }), 10_000, 'B to learn the revocation');
+    expect(b.store.stats.resyncs).toBe(resyncs);
+    expect(await refusal(list())).toMatchObject({ code: grpc.status.UNAUTHENTICATED, reason: ErrorCode.Unauthenticated });
+  });
 
   test('two revocations of two clients on two front ends at the same instant, many times over: both kept, on Redis and in every cache', async () => {
     const d = deployment();
