@@ -1,8 +1,9 @@
 /**
  * A client's data directory (`aegis client enroll|run --data-dir DIR`):
  *
- *   identity.keyfile.json  the Ed25519 identity seed, sealed under the passphrase (scrypt +
- *                          AES-256-GCM, mode 0600): the only secret, never in clear on disk
+ *   identity.keyfile.json  the identity seed, sealed under the passphrase (scrypt +
+ *                          AES-256-GCM, mode 0600): the only secret, never in clear on disk;
+ *                          it makes the Ed25519 round key and the P-256 TLS key (client/enroll/csr.ts)
  *   client.pem             the current client certificate (public; renewed before expiry)
  *   ca.pem                 the coordinator CA this client trusts (pinned at enrollment)
  *   client.json            the client id and the coordinator's addresses
