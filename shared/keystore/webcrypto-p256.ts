@@ -5,7 +5,7 @@
  *
  * Why P-256: it is the one certificate key every TLS 1.3 stack signs and verifies by default
  * (`ecdsa_secp256r1_sha256`, RFC 8446 §4.2.3). BoringSSL-based stacks (the PyPI grpcio wheel,
- * Chrome, Envoy) and Go's and Java's defaults leave Ed25519 out of the signature algorithms they
+ * Chrome) and Go's and Java's defaults leave Ed25519 out of the signature algorithms they
  * offer, so an Ed25519 certificate ends their handshake with an alert.
  *
  * Why from a seed: a key is stored as the 32 random bytes it comes from (the vault slots and
