@@ -101,6 +101,11 @@ describe('a data dir from before P-256', () => {
       expect(certOf(dir).publicKey.asymmetricKeyType).toBe(d.enroll.length > 0 ? 'ed25519' : 'ec');
       writeFileSync(join(root, `update-${i}.json`), JSON.stringify({ values: VALUES.map((v) => v * (i + 1)), weight: i + 1 }));
     }
+    // A key type other than p256/ed25519 is refused with the flag named, and nothing is written.
+    const bad = aegis(['client', 'enroll', '--coordinator', address, '--enroll-address', enrollAddress, '--token', 'x'.repeat(43), '--ca', join(coordDir, 'ca.pem'), '--data-dir', join(root, 'bad'), '--tls-key', 'rsa', '--json']);
+    expect(bad.status).toBe(2);
+    expect(cliJson(bad).error).toMatchObject({ code: 'invalid-argument', message: expect.stringMatching(/--tls-key/) });
+    expect(existsSync(join(root, 'bad'))).toBe(false);
     const movedBefore = certificateKeys(certOf(dirs[1]!));
     for (const [i, d] of devices.entries()) spawnAegis(['client', 'run', '--data-dir', dirs[i]!, '--input', join(root, `update-${i}.json`), '--allow-unsigned', ...d.run]);
     // The moved client renews at start for a P-256 key, for the same round key.
