@@ -13,6 +13,8 @@ import type { RoundRef } from '../shared/protocol/messages.js';
 import type { RoundParams } from '../shared/protocol/params.js';
 import { ClientRunner, type RunnerEvent } from './agent/connection.js';
 import { enrollAndWait, ENROLL_WAIT_MS } from './enroll/wait.js';
+import { DEFAULT_TLS_KEY_TYPE, type TlsKeyType } from './enroll/csr.js';
+import { TLS_KEY_TYPES } from '../shared/keystore/round-key.js';
 import { parseDuration, progress } from '../shared/cli/output.js';
 import { loadClient, openOrCreateIdentity, readClientConfig, saveCertificate, saveEnrollment } from './agent/data-dir.js';
 import type { TrainingRound } from './admission/training-round.js';
@@ -72,6 +74,13 @@ function heartbeatInterval(v: string): number {
   return ms;
 }
 
+/** `--tls-key`: p256 or ed25519 (checked in the action, so a bad value is an `invalid-argument` exit 2 like any CLI error). */
+function tlsKeyOption(v: string | undefined): TlsKeyType | undefined {
+  if (v === undefined) return undefined;
+  if (!(TLS_KEY_TYPES as readonly string[]).includes(v)) throw new AegisError(ErrorCode.InvalidArgument, `--tls-key must be one of ${TLS_KEY_TYPES.join(', ')}, got '${v.slice(0, 40)}'`);
+  return v as TlsKeyType;
+}
+
 function addressPlusOne(address: string): string {
   const m = /^(.*):(\d+)$/.exec(address);
   if (!m) throw new AegisError(ErrorCode.InvalidArgument, `--coordinator must be HOST:PORT, got '${address}'`);
@@ -89,9 +98,11 @@ export function registerClient(program: Command): void {
     .option('--id <client-id>', 'the client id to enroll as (default: a random one)')
     .option('--enroll-address <host:port>', 'the enrollment address (default: coordinator port + 1)')
     .option('--wait <duration>', 'with an offline CA: how long to wait for ops to sign the request', parseDuration('wait', 0, 7 * 86_400_000), ENROLL_WAIT_MS)
+    .option('--tls-key <type>', 'the TLS key type: p256 (accepted by every TLS stack), or ed25519 (for a coordinator from before P-256)', DEFAULT_TLS_KEY_TYPE)
     .option('--json', 'print one JSON object on stdout')
-    .action(async (o: KekCliOptions & { coordinator: string; token: string; ca: string; dataDir: string; id?: string; enrollAddress?: string; wait: number; json?: boolean }) => {
+    .action(async (o: KekCliOptions & { coordinator: string; token: string; ca: string; dataDir: string; id?: string; enrollAddress?: string; wait: number; tlsKey: string; json?: boolean }) => {
       try {
+        const tlsKeyType = tlsKeyOption(o.tlsKey);
         const dir = resolve(o.dataDir);
         const kekOptions = kekInitOptions(o);
         const existing = await readClientConfig(dir);
@@ -112,6 +123,7 @@ export function registerClient(program: Command): void {
           identity,
           clientId,
           waitMs: o.wait,
+          ...(tlsKeyType ? { tlsKeyType } : {}),
           onPending: (id) => progress(`waiting for the offline CA to sign request ${id} (up to ${Math.round(o.wait / 1000)} s; ops run aegis ca sign-csr)`),
         });
         await saveEnrollment(dir, { config: { version: 1, clientId: r.clientId, coordinator: o.coordinator, enrollAddress }, certificateDer: r.certificateDer, caDer: r.caDer });
@@ -153,10 +165,12 @@ export function registerClient(program: Command): void {
     .option('--registry-ca <file>', 'the CA of a backup registry address (default: the pinned coordinator CA)')
     .option('--heartbeat-interval <duration>', 'while connected, tell the coordinator this device is alive about this often (jittered; 0 = off); config heartbeat.interval', heartbeatInterval, 60_000)
     .option('--metrics <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (loopback only): key rotations and ages, heartbeats')
-    .action(async (o: { metrics?: string; heartbeatInterval: number; config?: string; dataDir: string; input?: string; inputReuse?: boolean; newLedger?: boolean; trainData?: string; coordinator?: string; backupRegistry?: string; registryCa?: string; allowUnsigned?: boolean } & RotationCliOptions, cmd: Command) => {
+    .option('--tls-key <type>', 'move the TLS certificate to this key type (p256 or ed25519) at start, keeping the round key; default: keep the current certificate\'s')
+    .action(async (o: { tlsKey?: string; metrics?: string; heartbeatInterval: number; config?: string; dataDir: string; input?: string; inputReuse?: boolean; newLedger?: boolean; trainData?: string; coordinator?: string; backupRegistry?: string; registryCa?: string; allowUnsigned?: boolean } & RotationCliOptions, cmd: Command) => {
       const log = createLogger('client');
       try {
         if (o.config) await applyConfigFile(o.config, o as unknown as Record<string, unknown>, cmd);
+        const tlsKeyType = tlsKeyOption(o.tlsKey);
         const dirForStore = resolve(o.dataDir);
         const hasStore = existsSync(join(dirForStore, STORE_FILE)) && (await hasKek(dirForStore));
         const noData = 'give --input (plain rounds), --train-data (training jobs), or import training data into the encrypted store (aegis client data import)';
@@ -202,6 +216,7 @@ export function registerClient(program: Command): void {
           clientId: loaded.config.clientId,
           identity: loaded.identity,
           certificateDer: loaded.certificateDer,
+          ...(tlsKeyType ? { tlsKeyType } : {}),
           ...(inputFile
             ? {
                 input,

@@ -15,7 +15,9 @@ import { assertNotCoordinatorDir, initOfflineCa, OFFLINE_CERT_TTL_MS, signReques
 
 function describe(s: RequestSummary): string {
   const what = s.kind === 'server' ? `server certificate for ${(s.hosts ?? []).join(', ')}` : s.kind === 'operator' ? `operator certificate for '${s.subject}'` : `client certificate for '${s.subject}'`;
-  return `  ${s.id}  ${what}\n      key ${s.fingerprint}${s.invite ? `\n      from invite ${s.invite}` : ''}`;
+  // A client is named by its Ed25519 round key (the device's identity whatever its TLS key type).
+  const key = s.kind === 'client' ? `round key ${s.fingerprint} (TLS key ${s.keyType === 'p256' ? 'P-256' : 'Ed25519'})` : `${s.keyType === 'p256' ? 'P-256' : 'Ed25519'} key ${s.fingerprint}`;
+  return `  ${s.id}  ${what}\n      ${key}${s.invite ? `\n      from invite ${s.invite}` : ''}`;
 }
 
 async function askYesNo(question: string): Promise<boolean> {
@@ -31,7 +33,7 @@ export function registerCa(program: Command): void {
   const group = program.command('ca').description('an offline CA: keep the CA key off the coordinator host (ops)');
 
   withKekOptions(group.command('init'))
-    .description('create a CA whose key is sealed in DIR under a KEK; writes DIR/ca.pem (start the coordinator with --offline-ca DIR/ca.pem)')
+    .description('create a CA (ECDSA P-256) whose key is sealed in DIR under a KEK; writes DIR/ca.pem (start the coordinator with --offline-ca DIR/ca.pem)')
     .requiredOption('--dir <dir>', 'the CA directory (new; keep it on the CA host)')
     .option('--name <name>', 'the CA name (subject CN)', 'Aegis offline CA')
     .option('--json', 'print one JSON object on stdout')
@@ -74,7 +76,7 @@ export function registerCa(program: Command): void {
           ...(r.crl ? [`signed CRL #${r.crl.crlNumber} (${r.crl.entries} entries) -> ${r.crl.file}`] : []),
           ...(r.skipped.length > 0 ? [`${r.skipped.length} request(s) already signed in ${resolve(o.out)}`] : []),
         ];
-        printResult(o, { ok: true, signed: r.signed.map((s) => ({ id: s.id, kind: s.kind, subject: s.subject, serial: s.serial, fingerprint: s.fingerprint, certificate: s.certificate })), skipped: r.skipped, crl: r.crl ?? null }, lines.length > 0 ? lines.join('\n') : 'nothing to sign');
+        printResult(o, { ok: true, signed: r.signed.map((s) => ({ id: s.id, kind: s.kind, subject: s.subject, serial: s.serial, fingerprint: s.fingerprint, key_type: s.keyType, certificate: s.certificate })), skipped: r.skipped, crl: r.crl ?? null }, lines.length > 0 ? lines.join('\n') : 'nothing to sign');
       } catch (err) {
         reportError(err, Boolean(o.json));
       }

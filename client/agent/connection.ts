@@ -21,7 +21,7 @@ import { fromEventEnvelope, toClientEnvelope } from '../../shared/rpc/convert.js
 import { callUnary, clientFor, type MethodsOf, type TypedClient } from '../../shared/rpc/service.js';
 import { reasonOf } from '../../shared/rpc/status.js';
 import { channelOptions } from '../../shared/rpc/channel.js';
-import { createCsr, identityKeyPem, needsRenewal, type ClientIdentity } from '../enroll/csr.js';
+import { createCsr, needsRenewal, tlsKeyPemFor, tlsKeyTypeOf, type ClientIdentity, type TlsKeyType } from '../enroll/csr.js';
 import { ClientAgent, type AgentEvent } from './agent.js';
 import { asAegisError, isTransient } from './grpc-errors.js';
 import { fetchModel } from './model-fetch.js';
@@ -40,6 +40,7 @@ import { channelCredentials } from '../../shared/rpc/tls-credentials.js';
 /**
  * Enrolls: sends the CSR with the one-time token to the coordinator's enrollment address,
  * trusting only `caPem` for the server. Returns the certificate, the CA and the assigned id.
+ * The TLS key is P-256 unless `tlsKeyType` says otherwise (client/enroll/csr.ts).
  */
 export async function enrollWithToken(opts: {
   enrollAddress: string;
@@ -48,8 +49,9 @@ export async function enrollWithToken(opts: {
   identity: ClientIdentity;
   clientId: string;
   timeoutMs?: number;
+  tlsKeyType?: TlsKeyType;
 }): Promise<{ certificateDer: Uint8Array; caDer: Uint8Array; clientId: string }> {
-  const csrDer = await createCsr(opts.identity, opts.clientId);
+  const csrDer = await createCsr(opts.identity, opts.clientId, opts.tlsKeyType ? { tlsKeyType: opts.tlsKeyType } : {});
   const client = new (clientFor(enroll.Enrollment))(opts.enrollAddress, channelCredentials(opts.caPem), channelOptions(opts.enrollAddress));
   try {
     const reply = await callUnary(client.enroll.bind(client), create(enroll.EnrollRequestSchema, { token: opts.token, csrDer }), new grpc.Metadata(), {
@@ -145,6 +147,13 @@ export interface RunnerOptions {
   renewCheckMs?: number;
   /** Renew once this fraction of the certificate's lifetime has passed; default 2/3. */
   renewAfter?: number;
+  /**
+   * The TLS key type the client certificate should have. Default: the current certificate's
+   * (a client enrolled with an Ed25519 certificate keeps renewing with Ed25519). When it differs
+   * from the current certificate's, the certificate is renewed at once for a key of this type,
+   * for the same round key (`aegis client run --tls-key p256`).
+   */
+  tlsKeyType?: TlsKeyType;
   /** Backoff bounds for reconnecting; default 250 ms .. 10 s. */
   backoffMs?: { min: number; max: number };
   /** Extra time given past a round's deadlines before giving up on it; default 10 s. */
@@ -307,10 +316,10 @@ export class ClientRunner {
     this.tokenFetch = null;
   }
 
-  /** mTLS credentials: the pinned CA, the identity key and the current certificate. */
+  /** mTLS credentials: the pinned CA, the current certificate and its TLS key (P-256, or Ed25519 for an older certificate). */
   private credentials(): grpc.ChannelCredentials {
     return channelCredentials(this.opts.caPem, {
-      keyPem: identityKeyPem(this.opts.identity),
+      keyPem: tlsKeyPemFor(this.opts.identity, this.certificateDer),
       certificatePem: new X509Certificate(Buffer.from(this.certificateDer)).toString(),
     });
   }
@@ -578,7 +587,7 @@ export class ClientRunner {
     if (this.agent.currentRound !== null || this.renewing) throw new AegisError(ErrorCode.Unavailable, 'a round or renewal is under way; the identity key rotates at the next check');
     this.renewing = true;
     try {
-      const csrDer = await createCsr(identity, this.opts.clientId);
+      const csrDer = await createCsr(identity, this.opts.clientId, { tlsKeyType: this.wantedTlsKeyType() });
       const address = this.address;
       const renewer = new (clientFor(enroll.Enrollment))(address, this.credentials(), channelOptions(address));
       let reply: enroll.RenewReply;
@@ -604,11 +613,18 @@ export class ClientRunner {
     }
   }
 
+  /** The TLS key type of the next certificate: the option's, else the current certificate's. */
+  private wantedTlsKeyType(): TlsKeyType {
+    return this.opts.tlsKeyType ?? tlsKeyTypeOf(this.certificateDer);
+  }
+
   private async maybeRenew(): Promise<void> {
-    if (this.stopped || this.renewing || !needsRenewal(this.certificateDer, Date.now(), this.opts.renewAfter)) return;
+    if (this.stopped || this.renewing) return;
+    const wanted = this.wantedTlsKeyType();
+    if (!needsRenewal(this.certificateDer, Date.now(), this.opts.renewAfter) && wanted === tlsKeyTypeOf(this.certificateDer)) return;
     this.renewing = true;
     try {
-      const csrDer = await createCsr(this.opts.identity, this.opts.clientId);
+      const csrDer = await createCsr(this.opts.identity, this.opts.clientId, { tlsKeyType: wanted });
       const address = this.address;
       const renewer = new (clientFor(enroll.Enrollment))(address, this.credentials(), channelOptions(address));
       try {

@@ -1,8 +1,9 @@
 /**
  * A client's data directory (`aegis client enroll|run --data-dir DIR`):
  *
- *   identity.keyfile.json  the Ed25519 identity seed, sealed under the passphrase (scrypt +
- *                          AES-256-GCM, mode 0600): the only secret, never in clear on disk
+ *   identity.keyfile.json  the identity seed, sealed under the passphrase (scrypt +
+ *                          AES-256-GCM, mode 0600): the only secret, never in clear on disk;
+ *                          it makes the Ed25519 round key and the P-256 TLS key (client/enroll/csr.ts)
  *   client.pem             the current client certificate (public; renewed before expiry)
  *   ca.pem                 the coordinator CA this client trusts (pinned at enrollment)
  *   client.json            the client id and the coordinator's addresses
@@ -28,6 +29,7 @@ import { z } from 'zod';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { writeFileAtomic } from '../../shared/fs.js';
 import { readKeyfile, writeKeyfile } from '../../shared/keystore/passphrase-keyfile.js';
+import { certificateKeys } from '../../shared/keystore/round-key.js';
 import { createIdentity, type ClientIdentity } from '../enroll/csr.js';
 import { ensureKeyMeta, fileDate, isDue, recordKey, type RotatedKey, type RotationPolicy } from '../../shared/keystore/policy.js';
 
@@ -104,11 +106,10 @@ export async function loadClient(dir: string, passphrase: string): Promise<Loade
   return { config, identity, certificateDer, caPem };
 }
 
-/** The raw Ed25519 public key a certificate (DER or PEM) certifies. */
+/** The Ed25519 round key a client certificate (DER or PEM) certifies, whatever its TLS key type. */
 function certifiedKey(cert: string | Uint8Array): Buffer {
   const x = typeof cert === 'string' ? new X509Certificate(cert) : new X509Certificate(Buffer.from(cert));
-  const jwk = x.publicKey.export({ format: 'jwk' });
-  return Buffer.from(String(jwk.x ?? ''), 'base64url');
+  return Buffer.from(certificateKeys(x).roundKey);
 }
 
 /** Finishes or drops an identity rotation a crash interrupted (see the header). */

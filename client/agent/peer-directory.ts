@@ -1,10 +1,14 @@
 /**
- * The identity keys of a round's members, as the client learns them from the certificates the
- * coordinator relays with the advertised keys. A certificate counts only if the pinned CA
- * signed it, it is valid now, and it names the entry's client id; entries that fail are left
- * out, so the state machine sees an unknown id (and aborts if it is a neighbour).
+ * The identity (round) keys of a round's members, as the client learns them from the
+ * certificates the coordinator relays with the advertised keys. A certificate counts only if the
+ * pinned CA signed it, it is valid now, and it names the entry's client id (and nothing else but
+ * its round key); entries that fail are left out, so the state machine sees an unknown id (and
+ * aborts if it is a neighbour). The round key is the certificate's `urn:aegis:round-key:` URI
+ * for a P-256 certificate, the certificate's own key for an Ed25519 one from before P-256
+ * (shared/keystore/round-key.ts).
  */
 import { X509Certificate } from 'node:crypto';
+import { certificateKeys, ROUND_KEY_URI_PREFIX, sanUris } from '../../shared/keystore/round-key.js';
 
 export class PeerDirectory {
   private readonly keys = new Map<string, Uint8Array>();
@@ -14,7 +18,7 @@ export class PeerDirectory {
     this.ca = new X509Certificate(caPem);
   }
 
-  /** The Ed25519 identity key of `clientId`, if a checked certificate gave one. */
+  /** The Ed25519 round key of `clientId`, if a checked certificate gave one. */
   keyOf(clientId: string): Uint8Array | undefined {
     return this.keys.get(clientId);
   }
@@ -33,11 +37,10 @@ export class PeerDirectory {
         const cert = new X509Certificate(Buffer.from(e.certificate));
         if (!cert.checkIssued(this.ca) || !cert.verify(this.ca.publicKey)) continue;
         if (!(Date.parse(cert.validFrom) <= now && now <= Date.parse(cert.validTo))) continue;
-        const uri = `URI:urn:aegis:client:${e.clientId}`;
-        if (cert.subjectAltName !== uri || cert.subject !== `CN=${e.clientId}`) continue;
-        const jwk = cert.publicKey.export({ format: 'jwk' });
-        if (jwk.crv !== 'Ed25519' || typeof jwk.x !== 'string') continue;
-        this.keys.set(e.clientId, new Uint8Array(Buffer.from(jwk.x, 'base64url')));
+        const names = sanUris(cert).filter((u) => !u.startsWith(ROUND_KEY_URI_PREFIX));
+        if (cert.subject !== `CN=${e.clientId}` || names.length !== 1 || names[0] !== `urn:aegis:client:${e.clientId}`) continue;
+        if ((cert.subjectAltName ?? '').split(', ').some((n) => !n.startsWith('URI:'))) continue;
+        this.keys.set(e.clientId, certificateKeys(cert).roundKey);
       } catch {
         continue;
       }

@@ -4,10 +4,10 @@
  * backoff (1 s doubling to 30 s, jittered), up to `waitMs`. Against an embedded CA the first
  * answer carries the certificate and nothing waits.
  *
- * Every certificate taken must chain to the pinned CA and carry this identity's key and id, and
- * the CA the coordinator names must be the pinned one.
+ * Every certificate taken must chain to the pinned CA and carry this identity's TLS key, round key
+ * and id, and the CA the coordinator names must be the pinned one.
  */
-import { X509Certificate, randomInt } from 'node:crypto';
+import { createPublicKey, X509Certificate, randomInt } from 'node:crypto';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
@@ -15,7 +15,8 @@ import * as enroll from '../../shared/gen/aegis/v1/enrollment_pb.js';
 import { channelOptions } from '../../shared/rpc/channel.js';
 import { callUnary, clientFor } from '../../shared/rpc/service.js';
 import { asAegisError } from '../agent/grpc-errors.js';
-import { createCsr, type ClientIdentity } from './csr.js';
+import { certificateKeys } from '../../shared/keystore/round-key.js';
+import { createCsr, tlsKeyPemFor, type ClientIdentity, type TlsKeyType } from './csr.js';
 import { channelCredentials } from '../../shared/rpc/tls-credentials.js';
 
 /** Default time `aegis client enroll` waits for an offline CA: 10 minutes. */
@@ -26,12 +27,12 @@ function checkIssued(certificateDer: Uint8Array, caPem: string, identity: Client
   try {
     const cert = new X509Certificate(Buffer.from(certificateDer));
     const ca = new X509Certificate(caPem);
-    const jwk = cert.publicKey.export({ format: 'jwk' });
+    const tlsKey = createPublicKey(tlsKeyPemFor(identity, certificateDer)).export({ format: 'der', type: 'spki' });
     ok =
       cert.checkIssued(ca) &&
       cert.verify(ca.publicKey) &&
-      jwk.crv === 'Ed25519' &&
-      Buffer.from(jwk.x ?? '', 'base64url').equals(Buffer.from(identity.publicKey)) &&
+      Buffer.from(certificateKeys(cert).roundKey).equals(Buffer.from(identity.publicKey)) &&
+      cert.publicKey.export({ format: 'der', type: 'spki' }).equals(tlsKey) &&
       (cert.subjectAltName ?? '').split(', ').includes(`URI:urn:aegis:client:${clientId}`);
   } catch {
     ok = false;
@@ -51,8 +52,10 @@ export async function enrollAndWait(opts: {
   clientId: string;
   waitMs?: number;
   onPending?: (requestId: string, waitedMs: number) => void;
+  /** The TLS key type to ask for; default P-256 (client/enroll/csr.ts). */
+  tlsKeyType?: TlsKeyType;
 }): Promise<{ certificateDer: Uint8Array; caDer: Uint8Array; clientId: string; waited: boolean }> {
-  const csrDer = await createCsr(opts.identity, opts.clientId);
+  const csrDer = await createCsr(opts.identity, opts.clientId, opts.tlsKeyType ? { tlsKeyType: opts.tlsKeyType } : {});
   const pinned = new X509Certificate(opts.caPem);
   const started = Date.now();
   const waitMs = opts.waitMs ?? ENROLL_WAIT_MS;

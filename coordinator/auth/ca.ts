@@ -1,29 +1,49 @@
 /**
- * The coordinator's certificate authority (RFC 5280 profile, Ed25519 keys per RFC 8410).
+ * The coordinator's certificate authority (RFC 5280 profile).
  *
- * Every key is Ed25519: the CA, the coordinator's TLS server key and each client's identity key.
- * Node 20's TLS 1.3 (OpenSSL 3) signs and verifies CertificateVerify with the `ed25519` scheme
- * (RFC 8446 §4.2.3) for both server and client certificates, so one algorithm serves the CA,
- * the handshake and each client's identity; test/auth/ca-mtls.test.ts checks it with a real
- * handshake.
+ * Keys (README "Certificates and TLS"): a new CA, the coordinator's TLS server key and each
+ * client's TLS key are ECDSA P-256 (RFC 5480; certificates signed ecdsa-with-SHA256, RFC 5758),
+ * the one certificate key every TLS 1.3 stack accepts by default — BoringSSL-based stacks, Go and
+ * Java refuse Ed25519 in CertificateVerify (RFC 8446 §4.2.3). A CA made before P-256 (Ed25519,
+ * RFC 8410) loads and keeps signing with Ed25519 (`importCa` reads the type from its
+ * certificate), and a client enrolled with an Ed25519 certificate keeps renewing with it.
  *
  * A client certificate carries its identity twice: subject CN = client id and a SAN URI
- * `urn:aegis:client:<id>`; `clientIdOf` requires both to agree. Serial numbers are 16 random
- * bytes (RFC 5280 §4.1.2.2 allows up to 20; randomness keeps them unpredictable). One public key
- * can be bound to one client id only (`KeyBindings`, persisted by the caller): otherwise a stolen
- * enrollment token plus a copied key would let two ids share a device identity.
+ * `urn:aegis:client:<id>`; `clientIdOf` requires both to agree. A P-256 client certificate also
+ * carries the client's Ed25519 round key (the key its round messages are signed with) as the SAN
+ * URI `urn:aegis:round-key:<b64url>` (shared/keystore/round-key.ts): the CSR proves possession of
+ * it, and `certificateKeys` reads it back. Serial numbers are 16 random bytes (RFC 5280 §4.1.2.2
+ * allows up to 20; randomness keeps them unpredictable). One round key can be bound to one client
+ * id only (`KeyBindings`, persisted by the caller): otherwise a stolen enrollment token plus a
+ * copied key would let two ids share a device identity.
  *
- * The CA's private key is a 32-byte seed; `exportCa` / `importCa` move it as raw bytes so the
- * caller can seal it with shared/keystore/passphrase-keyfile.ts. It never goes to disk in clear.
+ * The CA's private key is a 32-byte seed (Ed25519: the RFC 8032 seed; P-256: the seed of
+ * shared/keystore/webcrypto-p256.ts); `exportCa` / `importCa` move it as raw bytes so the caller
+ * can seal it (shared/keystore/vault.ts). It never goes to disk in clear.
  */
-import { createPublicKey, randomBytes, X509Certificate as NodeX509Certificate } from 'node:crypto';
-import { ed25519 } from '@noble/curves/ed25519.js';
+import { randomBytes, X509Certificate as NodeX509Certificate } from 'node:crypto';
 import { abytes } from '../../shared/bytes.js';
 import { AegisError, ErrorCode, fail } from '../../shared/errors.js';
-import { ED25519, ed25519CryptoKeys, ed25519PrivateKeyPem, loadX509, type X509 } from '../../shared/keystore/webcrypto-ed25519.js';
+import { ed25519CryptoKeys, ed25519PrivateKeyPem, loadX509, type X509 } from '../../shared/keystore/webcrypto-ed25519.js';
+import { p256CryptoKeys, p256PrivateKeyPem, P256Purpose } from '../../shared/keystore/webcrypto-p256.js';
+import { certificateKeys, normalizedSpki, rawPublicKey, roundKeyUri, type TlsKeyType } from '../../shared/keystore/round-key.js';
 
-/** Client ids: 1..128 characters of [A-Za-z0-9._:@-] (no characters special in X.500 names). */
-export const CLIENT_ID_PATTERN = /^[A-Za-z0-9._:@-]{1,128}$/;
+import {
+  assertClientId,
+  assertNotSmallOrder,
+  CLIENT_ID_PATTERN,
+  checkedCsr,
+  csrRoundKey,
+  expectedCsrCn,
+  publicKeyOfSpki,
+  signingAlgorithmOf,
+  verifyCsr,
+  type CertificateKind,
+} from './csr.js';
+
+export { certificateKeys, type TlsKeyType };
+export { assertClientId, CLIENT_ID_PATTERN, csrForSeed, expectedCsrCn, inspectCsr, publicKeyOfSpki, verifyCsr, type CertificateKind, type VerifiedCsr } from './csr.js';
+
 /** The SAN URI prefix that names a client. */
 export const CLIENT_URI_PREFIX = 'urn:aegis:client:';
 /** CA validity: 10 years. */
@@ -49,6 +69,9 @@ export interface CaCertificate {
   readonly certificateDer: Uint8Array;
   /** PEM of the CA certificate, for Node's `tls` `ca` option. */
   readonly certificatePem: string;
+  /** The CA's key type: P-256 for a CA made now, Ed25519 for one made before. */
+  readonly keyType: TlsKeyType;
+  /** The raw public key: 32 Ed25519 bytes, or the 65-byte uncompressed P-256 point. */
   readonly publicKey: Uint8Array;
 }
 
@@ -56,7 +79,7 @@ export interface CaCertificate {
 export interface CertificateAuthority extends CaCertificate {
   /** Internal: the signing keys. */
   readonly keys: SubtleKeyPair;
-  /** Internal: the 32-byte seed, only for `exportCa`. */
+  /** Internal: the 32-byte seed (of either key type), only for `exportCa`. */
   readonly seed: Uint8Array;
 }
 
@@ -80,7 +103,7 @@ export function requireCaKey(ca: CaCertificate): CertificateAuthority {
 }
 
 /**
- * The public CA from its certificate (PEM or DER): checks it is a self-signed Ed25519 CA
+ * The public CA from its certificate (PEM or DER): checks it is a self-signed P-256 or Ed25519 CA
  * certificate (basicConstraints cA, keyCertSign). It holds no key: issuing with it fails closed.
  */
 export async function caCertificateFromPem(pemOrDer: string | Uint8Array): Promise<CaCertificate> {
@@ -91,8 +114,8 @@ export async function caCertificateFromPem(pemOrDer: string | Uint8Array): Promi
   } catch {
     fail(ErrorCode.InvalidArgument, 'the CA certificate is not a PEM or DER X.509 certificate');
   }
-  const publicKey = ed25519RawFromSpki(toU8(certificate.publicKey.rawData));
-  if (publicKey === null) fail(ErrorCode.InvalidArgument, 'the CA certificate key must be Ed25519');
+  const key = publicKeyOfSpki(toU8(certificate.publicKey.rawData));
+  if (key === null) fail(ErrorCode.InvalidArgument, 'the CA certificate key must be ECDSA P-256 or Ed25519');
   const bc = certificate.getExtension(x509.BasicConstraintsExtension);
   if (!bc || !bc.ca) fail(ErrorCode.InvalidArgument, 'the certificate is not a CA certificate (basicConstraints cA is not set)');
   let selfSigned: boolean;
@@ -103,7 +126,7 @@ export async function caCertificateFromPem(pemOrDer: string | Uint8Array): Promi
   }
   if (!selfSigned) fail(ErrorCode.BadSignature, 'the CA certificate is not self-signed');
   const cn = certificate.subjectName.getField('CN')[0] ?? 'aegis';
-  return { name: cn, certificate, certificateDer: toU8(certificate.rawData), certificatePem: certificate.toString('pem'), publicKey };
+  return { name: cn, certificate, certificateDer: toU8(certificate.rawData), certificatePem: certificate.toString('pem'), keyType: key.type, publicKey: key.raw };
 }
 
 /** Raised when a public key is already bound to another client id. */
@@ -111,13 +134,6 @@ export class KeyAlreadyBoundError extends AegisError {
   constructor() {
     super(ErrorCode.KeyAlreadyBound, 'this public key is already enrolled under another client id');
   }
-}
-
-export function assertClientId(clientId: unknown): string {
-  if (typeof clientId !== 'string' || !CLIENT_ID_PATTERN.test(clientId)) {
-    fail(ErrorCode.InvalidArgument, 'client id must be 1..128 characters of [A-Za-z0-9._:@-]');
-  }
-  return clientId;
 }
 
 /** A random, positive 16-byte serial number as hex. */
@@ -129,33 +145,47 @@ function randomSerial(): string {
 
 const toU8 = (b: ArrayBuffer | Uint8Array): Uint8Array => (b instanceof Uint8Array ? b : new Uint8Array(b));
 
-function finish(name: string, certificate: X509.X509Certificate, keys: SubtleKeyPair, seed: Uint8Array, publicKey: Uint8Array): CertificateAuthority {
+function finish(name: string, certificate: X509.X509Certificate, keyType: TlsKeyType, keys: SubtleKeyPair, seed: Uint8Array, publicKey: Uint8Array): CertificateAuthority {
   return {
     name,
     certificate,
     certificateDer: toU8(certificate.rawData),
     certificatePem: certificate.toString('pem'),
+    keyType,
     publicKey,
     keys,
     seed,
   };
 }
 
-/** A new CA: an Ed25519 key from random bytes and a self-signed certificate valid 10 years. */
-export async function createCa(opts: { name: string; now?: number }): Promise<CertificateAuthority> {
+/** The CA's WebCrypto keys and raw public key from its seed. */
+async function caKeys(type: TlsKeyType, seed: Uint8Array): Promise<{ keys: SubtleKeyPair; publicKey: Uint8Array }> {
+  if (type === 'ed25519') return ed25519CryptoKeys(seed);
+  const { keys, spki } = await p256CryptoKeys(seed, P256Purpose.Ca);
+  return { keys, publicKey: rawPublicKey(normalizedSpki(spki).key) };
+}
+
+/**
+ * A new CA: a key from 32 random bytes and a self-signed certificate valid 10 years. The key is
+ * ECDSA P-256 unless `keyType` says `ed25519` (what CAs were before P-256; kept for tests of
+ * older data dirs and deployments that need it).
+ */
+export async function createCa(opts: { name: string; now?: number; keyType?: TlsKeyType }): Promise<CertificateAuthority> {
   if (typeof opts.name !== 'string' || opts.name.length < 1 || opts.name.length > 64 || !/^[A-Za-z0-9 ._-]+$/.test(opts.name)) {
     fail(ErrorCode.InvalidArgument, 'CA name must be 1..64 characters of [A-Za-z0-9 ._-]');
   }
+  const keyType = opts.keyType ?? 'p256';
+  if (keyType !== 'p256' && keyType !== 'ed25519') fail(ErrorCode.InvalidArgument, 'CA key type must be p256 or ed25519');
   const x509 = await loadX509();
   const seed = new Uint8Array(randomBytes(32));
-  const { keys, publicKey } = await ed25519CryptoKeys(seed);
+  const { keys, publicKey } = await caKeys(keyType, seed);
   const now = opts.now ?? Date.now();
   const certificate = await x509.X509CertificateGenerator.createSelfSigned({
     serialNumber: randomSerial(),
     name: [{ CN: [opts.name] }],
     notBefore: new Date(now - BACKDATE_MS),
     notAfter: new Date(now + CA_TTL_MS),
-    signingAlgorithm: ED25519,
+    signingAlgorithm: signingAlgorithmOf(keyType),
     keys,
     extensions: [
       new x509.BasicConstraintsExtension(true, 0, true),
@@ -163,7 +193,7 @@ export async function createCa(opts: { name: string; now?: number }): Promise<Ce
       await x509.SubjectKeyIdentifierExtension.create(keys.publicKey),
     ],
   });
-  return finish(opts.name, certificate, keys, seed, publicKey);
+  return finish(opts.name, certificate, keyType, keys, seed, publicKey);
 }
 
 /** The CA as raw bytes: `seed` (secret, seal it) and the certificate DER (public). */
@@ -171,35 +201,34 @@ export function exportCa(ca: CertificateAuthority): { seed: Uint8Array; certific
   return { seed: new Uint8Array(ca.seed), certificateDer: new Uint8Array(ca.certificateDer) };
 }
 
-/** Rebuilds a CA from `exportCa`'s bytes; refuses a seed that does not match the certificate. */
+/**
+ * Rebuilds a CA from `exportCa`'s bytes; the key type is the certificate's (an Ed25519 CA from an
+ * older data dir stays Ed25519). Refuses a seed that does not match the certificate.
+ */
 export async function importCa(bytes: { seed: Uint8Array; certificateDer: Uint8Array }): Promise<CertificateAuthority> {
   abytes(bytes.seed, 32, 'CA seed');
   abytes(bytes.certificateDer, undefined, 'CA certificate');
   const x509 = await loadX509();
   const certificate = new x509.X509Certificate(bytes.certificateDer);
-  const { keys, publicKey } = await ed25519CryptoKeys(new Uint8Array(bytes.seed));
-  const certKey = ed25519RawFromSpki(toU8(certificate.publicKey.rawData));
-  if (certKey === null || Buffer.compare(Buffer.from(certKey), Buffer.from(publicKey)) !== 0) {
+  const certKey = publicKeyOfSpki(toU8(certificate.publicKey.rawData));
+  if (certKey === null) fail(ErrorCode.InvalidArgument, 'the CA certificate key must be ECDSA P-256 or Ed25519');
+  const { keys, publicKey } = await caKeys(certKey.type, new Uint8Array(bytes.seed));
+  if (Buffer.compare(Buffer.from(certKey.raw), Buffer.from(publicKey)) !== 0) {
     fail(ErrorCode.InvalidArgument, 'CA key does not match the CA certificate');
   }
   const cn = certificate.subjectName.getField('CN')[0] ?? 'aegis';
-  return finish(cn, certificate, keys, new Uint8Array(bytes.seed), publicKey);
+  return finish(cn, certificate, certKey.type, keys, new Uint8Array(bytes.seed), publicKey);
 }
 
 /** The raw 32-byte key of an Ed25519 SubjectPublicKeyInfo, null for any other key type. */
 export function ed25519RawFromSpki(spki: Uint8Array): Uint8Array | null {
-  try {
-    const key = createPublicKey({ key: Buffer.from(spki), format: 'der', type: 'spki' });
-    if (key.asymmetricKeyType !== 'ed25519') return null;
-    return new Uint8Array(Buffer.from(key.export({ format: 'jwk' }).x!, 'base64url'));
-  } catch {
-    return null;
-  }
+  const key = publicKeyOfSpki(spki);
+  return key?.type === 'ed25519' ? key.raw : null;
 }
 
 /**
- * Which client id each enrolled public key belongs to. The caller persists it (`toJSON`) with
- * the rest of the coordinator's state; it holds public keys only.
+ * Which client id each enrolled round key (the client's Ed25519 identity key) belongs to. The
+ * caller persists it (`toJSON`) with the rest of the coordinator's state; it holds public keys only.
  */
 export class KeyBindings {
   private readonly byKey = new Map<string, string>();
@@ -279,7 +308,7 @@ async function issueLeaf(
     issuer: ca.certificate.subject,
     notBefore: new Date(leaf.now - BACKDATE_MS),
     notAfter: new Date(leaf.now + leaf.ttl),
-    signingAlgorithm: ED25519,
+    signingAlgorithm: signingAlgorithmOf(ca.keyType),
     publicKey: leaf.publicKey,
     signingKey: ca.keys.privateKey,
     extensions: [
@@ -292,7 +321,10 @@ async function issueLeaf(
   });
 }
 
-/** The coordinator's TLS server certificate and key (PEM for Node's `tls`). */
+/**
+ * The coordinator's TLS server certificate and key (PEM for Node's `tls`): a fresh ECDSA P-256
+ * key (from 32 random bytes), whatever the CA's key type.
+ */
 export async function issueServerCertificate(
   ca: CaCertificate,
   opts: { hosts: string[]; ttlMs?: number; now?: number },
@@ -309,30 +341,26 @@ export async function issueServerCertificate(
   });
   const x509 = await loadX509();
   const seed = new Uint8Array(randomBytes(32));
-  const { keys } = await ed25519CryptoKeys(seed);
+  const { keys } = await p256CryptoKeys(seed, P256Purpose.Server);
   const now = opts.now ?? Date.now();
   const cert = await issueLeaf(x509, ca, { cn: opts.hosts[0]!, publicKey: keys.publicKey, usage: x509.ExtendedKeyUsage.serverAuth, names, now, ttl });
-  return { ...issued(cert), privateKeyPem: ed25519PrivateKeyPem(seed) };
+  const privateKeyPem = p256PrivateKeyPem(seed, P256Purpose.Server);
+  seed.fill(0);
+  return { ...issued(cert), privateKeyPem };
 }
 
-/** A DER CSR and its raw Ed25519 key; `invalid-argument` for anything else. */
-function parseCsr(x509: typeof X509, csrDer: Uint8Array): { csr: X509.Pkcs10CertificateRequest; publicKey: Uint8Array } {
-  let csr: X509.Pkcs10CertificateRequest;
-  try {
-    csr = new x509.Pkcs10CertificateRequest(csrDer);
-  } catch {
-    fail(ErrorCode.InvalidArgument, 'malformed CSR');
-  }
-  const publicKey = ed25519RawFromSpki(toU8(csr.publicKey.rawData));
-  if (publicKey === null) fail(ErrorCode.InvalidArgument, 'the CSR key must be Ed25519');
-  return { csr, publicKey };
+/** The SAN of a client certificate: its id, and for a P-256 key its round key. */
+function clientNames(clientId: string, keyType: TlsKeyType, roundKey: Uint8Array): { type: 'url'; value: string }[] {
+  return [{ type: 'url', value: `${CLIENT_URI_PREFIX}${clientId}` }, ...(keyType === 'p256' ? [{ type: 'url' as const, value: roundKeyUri(roundKey) }] : [])];
 }
 
 /**
- * Issues a client certificate from a DER PKCS#10 CSR. Refuses (before signing anything): a CSR
- * whose signature does not verify (`bad-signature`), a key other than Ed25519 or of small order,
- * a CSR subject CN other than `clientId`, and a key already bound to another id
- * (`KeyAlreadyBoundError`). Binds the key to the id in `bindings` on success only.
+ * Issues a client certificate from a DER PKCS#10 CSR: for a P-256 CSR (the default) a P-256
+ * certificate naming the round key, for an Ed25519 CSR (a client enrolled before P-256) an
+ * Ed25519 certificate as before. Refuses (before signing anything): a CSR whose signature or
+ * round-key proof does not verify (`bad-signature`), another key type, a round key of small
+ * order, a CSR subject CN other than `clientId`, and a round key already bound to another id
+ * (`KeyAlreadyBoundError`). Binds the round key to the id in `bindings` on success only.
  */
 export async function issueClientCertificate(
   ca: CaCertificate,
@@ -344,16 +372,18 @@ export async function issueClientCertificate(
   const ttl = opts.ttlMs ?? CLIENT_CERT_TTL_MS;
   if (!Number.isInteger(ttl) || ttl < 60_000 || ttl > 7 * 24 * 3600 * 1000) fail(ErrorCode.InvalidArgument, 'client certificate ttl must be 1 min..7 days');
   const x509 = await loadX509();
-  const { csr, publicKey } = await checkedCsr(x509, csrDer, clientId);
+  const p = await checkedCsr(x509, csrDer, clientId);
+  const publicKey = csrRoundKey(x509, p, clientId);
+  assertNotSmallOrder(publicKey);
   const owner = opts.bindings.owner(publicKey);
   if (owner !== undefined && owner !== clientId) throw new KeyAlreadyBoundError();
 
   const now = opts.now ?? Date.now();
   const cert = await issueLeaf(x509, ca, {
     cn: clientId,
-    publicKey: csr.publicKey,
+    publicKey: p.csr.publicKey,
     usage: x509.ExtendedKeyUsage.clientAuth,
-    names: [{ type: 'url', value: `${CLIENT_URI_PREFIX}${clientId}` }],
+    names: clientNames(clientId, p.keyType, publicKey),
     now,
     ttl,
   });
@@ -445,79 +475,24 @@ export function operatorOf(certificateDer: Uint8Array): string | undefined {
   }
 }
 
-/**
- * What a CSR asks for, read before anything is signed: its subject CN (the client id it wants)
- * and its raw Ed25519 public key. Throws `invalid-argument` for a malformed CSR or another key
- * type. The CSR's signature is checked by `issueClientCertificate`.
- */
-export async function inspectCsr(csrDer: Uint8Array): Promise<{ clientId: string; publicKey: Uint8Array }> {
-  abytes(csrDer, undefined, 'CSR');
-  const { csr, publicKey } = parseCsr(await loadX509(), csrDer);
-  const cns = csr.subjectName.getField('CN');
-  if (cns.length !== 1) fail(ErrorCode.InvalidArgument, 'the CSR subject must be CN=<client id>');
-  return { clientId: assertClientId(cns[0]), publicKey };
+/** The SubjectPublicKeyInfo (DER, normalized) of a certificate or a CSR's key: what `chainsTo` compares. */
+export function certificateSpki(certificateDer: Uint8Array): Uint8Array {
+  return new Uint8Array(new NodeX509Certificate(Buffer.from(certificateDer)).publicKey.export({ format: 'der', type: 'spki' }));
 }
 
-/** The raw Ed25519 public key of a certificate (DER). */
+/** The raw public key of a certificate (DER): 32 Ed25519 bytes or the 65-byte P-256 point. */
 export function certificatePublicKey(certificateDer: Uint8Array): Uint8Array {
-  const cert = new NodeX509Certificate(Buffer.from(certificateDer));
-  const jwk = cert.publicKey.export({ format: 'jwk' });
-  if (jwk.crv !== 'Ed25519' || typeof jwk.x !== 'string') fail(ErrorCode.InvalidArgument, 'the certificate key is not Ed25519');
-  return new Uint8Array(Buffer.from(jwk.x, 'base64url'));
+  const key = publicKeyOfSpki(certificateSpki(certificateDer));
+  if (key === null) fail(ErrorCode.InvalidArgument, 'the certificate key is neither ECDSA P-256 nor Ed25519');
+  return key.raw;
 }
 
-/** What an offline CA request asks for (coordinator/auth/offline-ca.ts). */
-export type CertificateKind = 'client' | 'server' | 'operator';
 /** Longest lifetime the offline CA signs: 398 days (the CA/B Forum's ceiling for server certificates). */
 export const MAX_OFFLINE_CERT_TTL_MS = 398 * 24 * 3600 * 1000;
 
-/** The subject CN a CSR of each kind must carry. */
-export function expectedCsrCn(kind: CertificateKind, subject: string, hosts: readonly string[] = []): string {
-  if (kind === 'client') return assertClientId(subject);
-  if (kind === 'operator') return `operator:${assertClientId(subject)}`;
-  const first = hosts[0];
-  if (first === undefined) fail(ErrorCode.InvalidArgument, 'a server request needs at least one host');
-  return first;
-}
-
-/**
- * Checks a DER CSR fully before anything is signed: well-formed, an Ed25519 key that is not of
- * small order, a self-signature that verifies (`bad-signature` otherwise), and a subject that is
- * exactly CN=`cn`. Returns the raw public key.
- */
-export async function verifyCsr(csrDer: Uint8Array, cn: string): Promise<Uint8Array> {
-  return (await checkedCsr(await loadX509(), csrDer, cn)).publicKey;
-}
-
-async function checkedCsr(x509: typeof X509, csrDer: Uint8Array, cn: string): Promise<{ csr: X509.Pkcs10CertificateRequest; publicKey: Uint8Array }> {
-  abytes(csrDer, undefined, 'CSR');
-  const { csr, publicKey } = parseCsr(x509, csrDer);
-  let smallOrder: boolean;
-  try {
-    smallOrder = ed25519.Point.fromBytes(publicKey).isSmallOrder();
-  } catch {
-    smallOrder = true;
-  }
-  if (smallOrder) fail(ErrorCode.InvalidArgument, 'the CSR key is not a valid Ed25519 public key');
-  let ok: boolean;
-  try {
-    ok = await csr.verify();
-  } catch {
-    ok = false;
-  }
-  if (!ok) fail(ErrorCode.BadSignature, 'CSR: signature does not verify');
-  const cns = csr.subjectName.getField('CN');
-  if (csr.subjectName.toJSON().length !== 1 || cns.length !== 1 || cns[0] !== cn) fail(ErrorCode.InvalidArgument, `the CSR subject must be CN=${cn}`);
-  return { csr, publicKey };
-}
-
-/** A DER CSR with subject CN=`cn` for the Ed25519 key of `seed` (the coordinator's server and operator keys). */
-export async function csrForSeed(seed: Uint8Array, cn: string): Promise<Uint8Array> {
-  abytes(seed, 32, 'key seed');
-  const x509 = await loadX509();
-  const { keys } = await ed25519CryptoKeys(seed);
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: [{ CN: [cn] }], signingAlgorithm: ED25519, keys });
-  return toU8(csr.rawData);
+/** The PKCS#8 PEM of the TLS server key of `seed` whose type is `keyType` (for `csrForSeed`'s keys). */
+export function serverKeyPem(seed: Uint8Array, keyType: TlsKeyType): string {
+  return keyType === 'p256' ? p256PrivateKeyPem(seed, P256Purpose.Server) : ed25519PrivateKeyPem(seed);
 }
 
 function hostNames(hosts: readonly string[]): { type: 'ip' | 'dns'; value: string }[] {
@@ -532,8 +507,9 @@ function hostNames(hosts: readonly string[]): { type: 'ip' | 'dns'; value: strin
 /**
  * The offline CA's one issuing path: a certificate of `kind` for the key of a verified CSR
  * (`verifyCsr`), with the same profile as the embedded CA's (client: CN = id and SAN
- * urn:aegis:client:<id>; operator: CN = operator:<name> and SAN urn:aegis:operator:<name>;
- * server: CN = first host, SAN = hosts, serverAuth). Needs the CA's key.
+ * urn:aegis:client:<id>, plus urn:aegis:round-key:<b64url> for a P-256 key; operator: CN =
+ * operator:<name> and SAN urn:aegis:operator:<name>; server: CN = first host, SAN = hosts,
+ * serverAuth), signed with the CA's algorithm. Needs the CA's key.
  */
 export async function issueFromCsr(
   ca: CaCertificate,
@@ -545,12 +521,12 @@ export async function issueFromCsr(
   if (!Number.isInteger(ttl) || ttl < 60_000 || ttl > MAX_OFFLINE_CERT_TTL_MS) fail(ErrorCode.InvalidArgument, 'certificate ttl must be 1 min..398 days');
   if (req.kind !== 'client' && req.kind !== 'server' && req.kind !== 'operator') fail(ErrorCode.InvalidArgument, 'request kind must be client, server or operator');
   const cn = expectedCsrCn(req.kind, req.subject, req.hosts ?? []);
-  await verifyCsr(req.csrDer, cn);
+  const v = await verifyCsr(req.csrDer, req.kind, cn);
   const x509 = await loadX509();
   const csr = new x509.Pkcs10CertificateRequest(req.csrDer);
   const names =
     req.kind === 'client'
-      ? [{ type: 'url' as const, value: `${CLIENT_URI_PREFIX}${req.subject}` }]
+      ? clientNames(req.subject, v.keyType, v.roundKey!)
       : req.kind === 'operator'
         ? [{ type: 'url' as const, value: `${OPERATOR_URI_PREFIX}${req.subject}` }]
         : hostNames(req.hosts ?? []);

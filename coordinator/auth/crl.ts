@@ -1,5 +1,6 @@
 /**
- * Certificate revocation lists (RFC 5280 §5, CRL v2) signed by the coordinator CA (Ed25519).
+ * Certificate revocation lists (RFC 5280 §5, CRL v2) signed by the coordinator CA with its own
+ * algorithm: ecdsa-with-SHA256 for a P-256 CA (RFC 5758 §3.2), Ed25519 for one made before P-256.
  *
  * `signCrl` is the one way a CRL is made: by the embedded CA (Admin `GetCrl`, `aegis clients crl`)
  * and by the offline CA host. Each entry is a certificate serial with its revocation date and an
@@ -22,6 +23,7 @@
 import { webcrypto } from 'node:crypto';
 import { AegisError, ErrorCode, fail } from '../../shared/errors.js';
 import { ED25519, loadX509, type X509 } from '../../shared/keystore/webcrypto-ed25519.js';
+import { ECDSA_SHA256 } from '../../shared/keystore/webcrypto-p256.js';
 import { requireCaKey, type CaCertificate, type CertificateAuthority } from './ca.js';
 import { REVOCATION_REASONS, type RevocationReason } from './enrollment.js';
 
@@ -84,6 +86,17 @@ function derTime(ms: number): Uint8Array {
 }
 /** AlgorithmIdentifier id-Ed25519 (RFC 8410: no parameters). */
 const ED25519_ALG = new Uint8Array([0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70]);
+/** AlgorithmIdentifier ecdsa-with-SHA256, 1.2.840.10045.4.3.2 (RFC 5758 §3.2: no parameters). */
+const ECDSA_SHA256_ALG = new Uint8Array([0x30, 0x0a, 0x06, 0x08, 0x2a, 0x86, 0x48, 0xce, 0x3d, 0x04, 0x03, 0x02]);
+/** A positive DER INTEGER of big-endian magnitude `b`. */
+function derUnsigned(b: Uint8Array): Uint8Array {
+  let i = 0;
+  while (i < b.length - 1 && b[i] === 0) i++;
+  const v = b.subarray(i);
+  return tlv(0x02, v[0]! >= 0x80 ? Buffer.concat([Buffer.from([0]), v]) : v);
+}
+/** WebCrypto's ECDSA signature (r || s, IEEE P1363) as the X.509 Ecdsa-Sig-Value SEQUENCE { r, s } (RFC 3279 §2.2.3). */
+const ecdsaDer = (p1363: Uint8Array): Uint8Array => seq(derUnsigned(p1363.subarray(0, p1363.length / 2)), derUnsigned(p1363.subarray(p1363.length / 2)));
 /** Extension id-ce-cRLReasons (2.5.29.21), non-critical, ENUMERATED `code`. */
 const reasonExtension = (code: number): Uint8Array => seq(new Uint8Array([0x06, 0x03, 0x55, 0x1d, 0x15]), tlv(0x04, tlv(0x0a, Buffer.from([code]))));
 /** Extension id-ce-cRLNumber (2.5.29.20), non-critical. */
@@ -126,17 +139,20 @@ export async function signCrl(
     revoked.push(seq(...parts));
   }
   const aki = await x509.AuthorityKeyIdentifierExtension.create(signer.keys.publicKey);
+  const ecdsa = signer.keyType === 'p256';
+  const alg = ecdsa ? ECDSA_SHA256_ALG : ED25519_ALG;
   const tbs = seq(
     hexInteger('01'), // v2
-    ED25519_ALG,
+    alg,
     new Uint8Array(signer.certificate.subjectName.toArrayBuffer()),
     derTime(opts.thisUpdate),
     derTime(opts.nextUpdate),
     ...(revoked.length > 0 ? [seq(...revoked)] : []),
     tlv(0xa0, seq(new Uint8Array(aki.rawData), crlNumberExtension(opts.crlNumber))),
   );
-  const signature = new Uint8Array(await webcrypto.subtle.sign(ED25519, signer.keys.privateKey as unknown as webcrypto.CryptoKey, tbs));
-  const der = seq(tbs, ED25519_ALG, tlv(0x03, new Uint8Array([0]), signature));
+  const key = signer.keys.privateKey as unknown as webcrypto.CryptoKey;
+  const signature = ecdsa ? ecdsaDer(new Uint8Array(await webcrypto.subtle.sign(ECDSA_SHA256, key, tbs))) : new Uint8Array(await webcrypto.subtle.sign(ED25519, key, tbs));
+  const der = seq(tbs, alg, tlv(0x03, new Uint8Array([0]), signature));
   const b64 = Buffer.from(der).toString('base64').replace(/(.{64})/g, '$1\n').replace(/\n$/, '');
   return { der, pem: `-----BEGIN X509 CRL-----\n${b64}\n-----END X509 CRL-----\n` };
 }

@@ -29,12 +29,11 @@
  * after it was written (kind, subject, hosts, CSR, invite) no longer matches its id and is refused;
  * the CSR's self-signature and its subject (CN) are checked against the declared kind and subject.
  */
-import { createHash, randomBytes, X509Certificate as NodeX509Certificate } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, X509Certificate as NodeX509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, readdir, readFile, stat, unlink } from 'node:fs/promises';
 import { basename, join, resolve } from 'node:path';
 import { create } from '@bufbuild/protobuf';
-import { ed25519 } from '@noble/curves/ed25519.js';
 import type { Logger } from 'pino';
 import { z } from 'zod';
 import { ctEqual } from '../../shared/bytes.js';
@@ -45,11 +44,15 @@ import { hasKek, initKek, openKek, type KekInitOptions, type KekSecrets } from '
 import type { ManagedKek } from '../../shared/keystore/kek.js';
 import { VAULT_FILE } from '../../shared/keystore/keys-cli.js';
 import { SealedVault } from '../../shared/keystore/vault.js';
-import { ed25519PrivateKeyPem, loadX509 } from '../../shared/keystore/webcrypto-ed25519.js';
+import { loadX509 } from '../../shared/keystore/webcrypto-ed25519.js';
+import { p256Spki, P256Purpose } from '../../shared/keystore/webcrypto-p256.js';
+import { ed25519PrivateKeyObject } from '../../shared/crypto/ed25519.js';
+import { certificateKeyType } from '../../shared/keystore/round-key.js';
 import {
   assertClientId,
   caCertificateFromPem,
-  certificatePublicKey,
+  certificateKeys,
+  certificateSpki,
   clientIdOf,
   createCa,
   csrForSeed,
@@ -60,10 +63,12 @@ import {
   issueFromCsr,
   KeyAlreadyBoundError,
   operatorOf,
+  serverKeyPem,
   verifyCsr,
   type CaCertificate,
   type CertificateAuthority,
   type CertificateKind,
+  type TlsKeyType,
 } from './ca.js';
 import { signCrl, verifyCrl } from './crl.js';
 import { EnrollmentError } from './enrollment.js';
@@ -87,7 +92,11 @@ export const OPERATOR_NAME = 'admin';
 const sha256 = (b: Uint8Array | string): Buffer => createHash('sha256').update(b).digest();
 const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64');
 
-/** `sha256:<hex>` of a raw Ed25519 public key: what ops compare with the device's own. */
+/**
+ * `sha256:<hex>` of a raw public key: what ops compare with the device's own. A client request
+ * shows its Ed25519 round key's (the device's identity, whatever its TLS key type); a server or
+ * operator request the key it certifies.
+ */
 export const keyFingerprint = (publicKey: Uint8Array): string => `sha256:${sha256(publicKey).toString('hex')}`;
 /** `sha256:<hex>` of a certificate (DER). */
 export const certificateFingerprint = (der: Uint8Array): string => `sha256:${sha256(der).toString('hex')}`;
@@ -120,8 +129,11 @@ export interface RequestBody {
 
 export interface ValidRequest extends RequestBody {
   id: string;
+  /** Client: the Ed25519 round key; server, operator: the raw key the certificate certifies. */
   publicKey: Uint8Array;
   fingerprint: string;
+  /** The type of the key the certificate certifies. */
+  keyType: TlsKeyType;
 }
 
 function requestId(b: { kind: string; subject: string; hosts?: string[] | undefined; csr: string; invite?: string | undefined; createdAt: number }): string {
@@ -164,7 +176,8 @@ export async function validateRequest(text: string): Promise<ValidRequest> {
   if (d.invite !== undefined && kind !== 'client') throw new AegisError(ErrorCode.InvalidArgument, 'only a client request comes from an invite');
   if (requestId(d) !== d.id) throw new AegisError(ErrorCode.Malformed, 'the request was altered after it was written (its id does not match its content)');
   const csrDer = new Uint8Array(Buffer.from(d.csr, 'base64'));
-  const publicKey = await verifyCsr(csrDer, expectedCsrCn(kind, d.subject, d.hosts ?? []));
+  const v = await verifyCsr(csrDer, kind, expectedCsrCn(kind, d.subject, d.hosts ?? []));
+  const publicKey = v.roundKey ?? v.publicKey;
   return {
     id: d.id,
     kind,
@@ -175,6 +188,7 @@ export async function validateRequest(text: string): Promise<ValidRequest> {
     createdAt: d.createdAt,
     publicKey,
     fingerprint: keyFingerprint(publicKey),
+    keyType: v.keyType,
   };
 }
 
@@ -188,20 +202,25 @@ export async function writeRequest(dataDir: string, body: RequestBody): Promise<
 }
 
 /**
- * True when `der` is a leaf certificate of this CA, valid at `now`, for `publicKey`. Public-key
- * operations only: this is what the coordinator checks on every certificate it gets back.
+ * True when `der` is a leaf certificate of this CA, valid at `now`, for the key whose
+ * SubjectPublicKeyInfo is one of `spki` (DER, as `certificateSpki` / `verifyCsr` give it).
+ * Public-key operations only: this is what the coordinator checks on every certificate it gets back.
  */
-export function chainsTo(ca: CaCertificate, der: Uint8Array, publicKey: Uint8Array, now = Date.now()): boolean {
+export function chainsTo(ca: CaCertificate, der: Uint8Array, spki: Uint8Array | readonly Uint8Array[], now = Date.now()): boolean {
   try {
     const cert = new NodeX509Certificate(Buffer.from(der));
     const caCert = new NodeX509Certificate(Buffer.from(ca.certificateDer));
     if (cert.ca || !cert.checkIssued(caCert) || !cert.verify(caCert.publicKey)) return false;
     if (!(Date.parse(cert.validFrom) <= now && now <= Date.parse(cert.validTo))) return false;
-    return Buffer.from(certificatePublicKey(der)).equals(Buffer.from(publicKey));
+    const mine = Buffer.from(certificateSpki(der));
+    return (spki instanceof Uint8Array ? [spki] : spki).some((k) => mine.equals(Buffer.from(k)));
   } catch {
     return false;
   }
 }
+
+/** The SubjectPublicKeyInfo (DER) of the Ed25519 key of `seed`. */
+const ed25519Spki = (seed: Uint8Array): Uint8Array => new Uint8Array(createPublicKey(ed25519PrivateKeyObject(seed)).export({ format: 'der', type: 'spki' }));
 
 // ---------------------------------------------------------------------------------------------
 // The CA directory (on the CA host).
@@ -230,8 +249,9 @@ const writeCaState = (dir: string, s: CaState): Promise<void> => writeFileAtomic
 export const isOfflineCaDir = (dir: string): boolean => existsSync(join(dir, VAULT_FILE)) && existsSync(join(dir, CA_STATE_FILE));
 
 /**
- * `aegis ca init`: a new CA (an Ed25519 key from 32 random bytes) whose seed is sealed in DIR
- * under a new KEK; writes DIR/ca.pem and the state file. Refuses a DIR that already has a KEK.
+ * `aegis ca init`: a new CA (an ECDSA P-256 key from a 32-byte random seed) whose seed is sealed
+ * in DIR under a new KEK; writes DIR/ca.pem and the state file. Refuses a DIR that already has a
+ * KEK. An offline CA made before P-256 (Ed25519) keeps working (`openOfflineCa`).
  */
 export async function initOfflineCa(dir: string, opts: { name: string; kek: KekInitOptions; secrets: KekSecrets }): Promise<{ caPem: string; fingerprint: string; dir: string }> {
   const abs = resolve(dir);
@@ -294,6 +314,8 @@ export interface RequestSummary {
   subject: string;
   hosts?: string[];
   fingerprint: string;
+  /** The type of the key the certificate certifies: p256, or ed25519 (a client enrolled before P-256, the operator key). */
+  keyType: TlsKeyType;
   invite?: string;
 }
 
@@ -358,6 +380,7 @@ export const summarize = (r: ValidRequest & { file: string }): RequestSummary =>
   subject: r.subject,
   ...(r.hosts ? { hosts: r.hosts } : {}),
   fingerprint: r.fingerprint,
+  keyType: r.keyType,
   ...(r.invite ? { invite: r.invite } : {}),
 });
 
@@ -534,9 +557,11 @@ export async function awaitOfflineCredentials(
   const vault = await SealedVault.open(join(dataDir, VAULT_FILE));
   const serverSeed = await vault.get(kek, 'server-seed');
   const operatorSeed = await vault.get(kek, 'operator-seed');
-  const serverKey = ed25519.getPublicKey(serverSeed);
-  const operatorKey = ed25519.getPublicKey(operatorSeed);
-  const fitsServer = (der: Uint8Array): boolean => chainsTo(ca, der, serverKey) && opts.hosts.every((h) => sanHosts(der).includes(h));
+  // The server key is P-256; a server certificate signed before P-256 (for the Ed25519 key of the
+  // same seed) is used until it no longer fits, then a P-256 one is asked for.
+  const serverKeys = [p256Spki(serverSeed, P256Purpose.Server), ed25519Spki(serverSeed)];
+  const operatorKey = ed25519Spki(operatorSeed);
+  const fitsServer = (der: Uint8Array): boolean => chainsTo(ca, der, serverKeys) && opts.hosts.every((h) => sanHosts(der).includes(h));
   const fitsOperator = (der: Uint8Array): boolean => chainsTo(ca, der, operatorKey) && operatorOf(der) === OPERATOR_NAME;
   const have = async (name: string, fits: (der: Uint8Array) => boolean): Promise<Uint8Array | undefined> => {
     if (!vault.names().includes(name)) return undefined;
@@ -547,7 +572,7 @@ export async function awaitOfflineCredentials(
   let operator = await have('operator-certificate', fitsOperator);
   const wanted: { name: string; id: string; fits: (der: Uint8Array) => boolean }[] = [];
   const ask = async (kind: CertificateKind, name: string, subject: string, seed: Uint8Array, fits: (der: Uint8Array) => boolean, hosts?: string[]): Promise<void> => {
-    const csrDer = await csrForSeed(seed, expectedCsrCn(kind, subject, hosts ?? []));
+    const csrDer = await csrForSeed(seed, expectedCsrCn(kind, subject, hosts ?? []), kind === 'server' ? 'p256' : 'ed25519');
     const id = (await findRequest(dataDir, kind, csrDer)) ?? (await writeRequest(dataDir, { kind, subject, ...(hosts ? { hosts } : {}), csrDer, createdAt: Date.now() }));
     wanted.push({ name, id, fits });
   };
@@ -582,7 +607,7 @@ export async function awaitOfflineCredentials(
     opts.log?.info('offline CA certificates received');
   }
   await writeFileAtomic(join(dataDir, 'operator.pem'), new NodeX509Certificate(Buffer.from(operator!)).toString(), 0o644);
-  const privateKeyPem = ed25519PrivateKeyPem(serverSeed);
+  const privateKeyPem = serverKeyPem(serverSeed, certificateKeyType(server!));
   serverSeed.fill(0);
   operatorSeed.fill(0);
   return { privateKeyPem, certificatePem: new NodeX509Certificate(Buffer.from(server!)).toString() };
@@ -657,9 +682,11 @@ export class OfflineEnrollment {
       if (found.csr !== csrHash || found.clientId !== clientId) throw new EnrollmentError('used');
       const der = await readSigned(this.dataDir, found.request);
       if (der === undefined) return reply({ pendingRequestId: found.request });
-      let ok = chainsTo(this.ca, der, publicKey, ctx.clock());
+      // The certificate must certify the CSR's key and name the client id and its round key.
+      const { spki } = await verifyCsr(req.csrDer, 'client', clientId);
+      let ok = chainsTo(this.ca, der, spki, ctx.clock());
       try {
-        ok = ok && clientIdOf(der) === clientId;
+        ok = ok && clientIdOf(der) === clientId && Buffer.from(certificateKeys(der).roundKey).equals(Buffer.from(publicKey));
       } catch {
         ok = false;
       }
@@ -692,7 +719,7 @@ export class OfflineEnrollment {
       if (invite.clientId !== undefined && invite.clientId !== clientId) throw new EnrollmentError('malformed');
       checkRegistry();
       if (pending.some((p) => p.clientId === clientId)) throw new AegisError(ErrorCode.KeyAlreadyBound, `client id '${clientId}' already waits for the offline CA under another invite`);
-      await verifyCsr(req.csrDer, clientId);
+      await verifyCsr(req.csrDer, 'client', clientId);
       const now = ctx.clock();
       const id = await writeRequest(this.dataDir, { kind: 'client', subject: clientId, csrDer: req.csrDer, invite: sha256(th).subarray(0, 8).toString('hex'), createdAt: now });
       await this.save([...pending, { request: id, token: th.toString('hex'), csr: csrHash, clientId, createdAt: now }]);

@@ -18,8 +18,10 @@
  *                             under registry.json.lock (`updateRegistry`); with Redis an export
  *   coordinator.json          where the running coordinator listens (for the operator commands)
  *
- * Round state stays in memory (the embedded default). The TLS server key is made fresh at each
- * start and never written anywhere.
+ * The CA key is ECDSA P-256 for a data dir made now; a data dir made before P-256 keeps its
+ * Ed25519 CA (its seed is sealed the same way; `importCa` reads the type from the certificate).
+ * Round state stays in memory (the embedded default). The TLS server key (ECDSA P-256, whatever
+ * the CA's type) is made fresh at each start and never written anywhere.
  */
 import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
 import { existsSync } from 'node:fs';

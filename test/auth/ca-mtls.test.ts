@@ -1,7 +1,8 @@
 /**
- * The coordinator CA (RFC 5280, Ed25519 per RFC 8410) and a real TLS 1.3 mutual-auth handshake
- * (RFC 8446 §4.4.2-4.4.3) on 127.0.0.1 with Node's `tls`: certificates the CA issued connect and
- * name their client id; anything else is refused.
+ * The coordinator CA (RFC 5280; ECDSA P-256 per RFC 5480, Ed25519 per RFC 8410 for CAs and
+ * clients from before P-256) and a real TLS 1.3 mutual-auth handshake (RFC 8446 §4.4.2-4.4.3) on
+ * 127.0.0.1 with Node's `tls`: certificates the CA issued connect and name their client id;
+ * anything else is refused. Key types in detail: test/auth/certificate-keys.test.ts.
  */
 import { describe, expect, test } from '@jest/globals';
 import { X509Certificate } from 'node:crypto';
@@ -24,7 +25,8 @@ import {
 import { Revocations } from '../../coordinator/auth/enrollment.js';
 import { authorizePeer } from '../../coordinator/auth/peer.js';
 import { AuthError } from '../../coordinator/auth/tokens.js';
-import { createCsr, createIdentity, identityKeyPem, needsRenewal } from '../../client/enroll/csr.js';
+import { createECDH } from 'node:crypto';
+import { createCsr, createIdentity, identityKeyPem, needsRenewal, tlsKeyPemFor } from '../../client/enroll/csr.js';
 import { ErrorCode } from '../../shared/errors.js';
 import { ED25519, ed25519CryptoKeys, loadX509 } from '../../shared/keystore/webcrypto-ed25519.js';
 
@@ -38,8 +40,8 @@ describe('coordinator CA', () => {
     expect(serialOf(cert.certificateDer)).toBe(cert.serial);
     expect(cert.serial).toMatch(/^[0-9a-f]{32}$/);
     const node = new X509Certificate(Buffer.from(cert.certificateDer));
-    expect(node.subjectAltName).toBe('URI:urn:aegis:client:hospital-7@eu');
-    expect(node.publicKey.asymmetricKeyType).toBe('ed25519');
+    expect(node.subjectAltName).toBe(`URI:urn:aegis:client:hospital-7@eu, URI:urn:aegis:round-key:${Buffer.from(id.publicKey).toString('base64url')}`);
+    expect(node.publicKey.asymmetricKeyType).toBe('ec');
     expect(Date.parse(node.validTo) - Date.now()).toBeLessThanOrEqual(24 * 3600 * 1000);
   });
 
@@ -85,24 +87,22 @@ describe('coordinator CA', () => {
     await expect(codeOfAsync(issueClientCertificate(ca, csr, 'mallory', { bindings: new KeyBindings() }))).resolves.toBe(ErrorCode.InvalidArgument);
   });
 
-  test('a CSR with a key other than Ed25519 is refused', async () => {
+  test('a CSR with a key other than P-256 or Ed25519 (here P-384) is refused', async () => {
     const ca = await createCa({ name: 'ca' });
-    // An ECDSA P-256 key from a fixed JWK (no key generation in the repository, see okp.ts).
-    const jwk = {
-      kty: 'EC',
-      crv: 'P-256',
-      x: 'f83OJ3D2xF1Bg8vub9tLe1gHMzV76e8Tus9uPHvRVEU',
-      y: 'x_FEzRu9m36HLN_tue659LNpXW6pCyStikYjKIWI5a0',
-      d: 'jpsQnnGQmL-YBIffH1136cspYG6-0iY7X1fCE9-E9LI',
-    };
+    // A P-384 key from fixed bytes (no key generation in the repository, see okp.ts).
+    const ecdh = createECDH('secp384r1');
+    ecdh.setPrivateKey(Buffer.alloc(48, 7));
+    const point = ecdh.getPublicKey();
+    const b64 = (b: Buffer): string => b.toString('base64url');
+    const jwk = { kty: 'EC', crv: 'P-384', x: b64(point.subarray(1, 49)), y: b64(point.subarray(49)), d: b64(Buffer.alloc(48, 7)) };
     const x509 = await loadX509();
-    const alg = { name: 'ECDSA', namedCurve: 'P-256' };
+    const alg = { name: 'ECDSA', namedCurve: 'P-384' };
     const privateKey = await globalThis.crypto.subtle.importKey('jwk', jwk, alg, false, ['sign']);
     const { d: _d, ...pub } = jwk;
     const publicKey = await globalThis.crypto.subtle.importKey('jwk', pub, alg, true, ['verify']);
     const csr = await x509.Pkcs10CertificateRequestGenerator.create({
       name: [{ CN: ['c1'] }],
-      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-256' } as unknown as typeof ED25519,
+      signingAlgorithm: { name: 'ECDSA', hash: 'SHA-384' } as unknown as typeof ED25519,
       keys: { privateKey, publicKey } as unknown as Parameters<typeof x509.Pkcs10CertificateRequestGenerator.create>[0]['keys'],
     });
     await expect(codeOfAsync(issueClientCertificate(ca, new Uint8Array(csr.rawData), 'c1', { bindings: new KeyBindings() }))).resolves.toBe(ErrorCode.InvalidArgument);
@@ -216,7 +216,7 @@ describe('TLS 1.3 mutual authentication on 127.0.0.1', () => {
     try {
       const id = await createIdentity();
       const cert = await issueClientCertificate(ca, await createCsr(id, 'clinic-42'), 'clinic-42', { bindings: new KeyBindings() });
-      const out = await connect(port, ca.certificatePem, { key: identityKeyPem(id), cert: cert.certificatePem });
+      const out = await connect(port, ca.certificatePem, { key: tlsKeyPemFor(id, cert.certificateDer), cert: cert.certificatePem });
       expect(out).toEqual({ ok: true, protocol: 'TLSv1.3' });
       expect(seen).toEqual(['clinic-42']);
     } finally {
@@ -250,7 +250,7 @@ describe('TLS 1.3 mutual authentication on 127.0.0.1', () => {
       const other = await createCa({ name: 'other CA' });
       const id = await createIdentity();
       const cert = await issueClientCertificate(other, await createCsr(id, 'clinic-42'), 'clinic-42', { bindings: new KeyBindings() });
-      const out = await connect(port, ca.certificatePem, { key: identityKeyPem(id), cert: cert.certificatePem });
+      const out = await connect(port, ca.certificatePem, { key: tlsKeyPemFor(id, cert.certificateDer), cert: cert.certificatePem });
       expect(out.ok).toBe(false);
       expect(seen).toEqual([]);
     } finally {
@@ -274,7 +274,7 @@ describe('TLS 1.3 mutual authentication on 127.0.0.1', () => {
     try {
       const id = await createIdentity();
       const cert = await issueClientCertificate(ca, await createCsr(id, 'clinic-42'), 'clinic-42', { bindings: new KeyBindings() });
-      const out = await connect(port, ca.certificatePem, { key: identityKeyPem(id), cert: cert.certificatePem, maxVersion: 'TLSv1.2' });
+      const out = await connect(port, ca.certificatePem, { key: tlsKeyPemFor(id, cert.certificateDer), cert: cert.certificatePem, maxVersion: 'TLSv1.2' });
       expect(out.ok).toBe(false);
       expect(seen).toEqual([]);
     } finally {
@@ -287,7 +287,7 @@ describe('TLS 1.3 mutual authentication on 127.0.0.1', () => {
     try {
       const id = await createIdentity();
       const cert = await issueClientCertificate(ca, await createCsr(id, 'lost-laptop'), 'lost-laptop', { bindings: new KeyBindings() });
-      const opts = { key: identityKeyPem(id), cert: cert.certificatePem };
+      const opts = { key: tlsKeyPemFor(id, cert.certificateDer), cert: cert.certificatePem };
       expect((await connect(port, ca.certificatePem, opts)).ok).toBe(true);
       revocations.revokeClient('lost-laptop');
       expect(await connect(port, ca.certificatePem, opts)).toEqual({ ok: false, data: 'refused: revoked' });
@@ -306,8 +306,8 @@ describe('TLS 1.3 mutual authentication on 127.0.0.1', () => {
       const renewed = await issueClientCertificate(ca, await createCsr(id, 'clinic-9'), 'clinic-9', { bindings });
       expect(renewed.serial).not.toBe(old.serial);
       revocations.revokeSerial(old.serial);
-      expect(await connect(port, ca.certificatePem, { key: identityKeyPem(id), cert: old.certificatePem })).toEqual({ ok: false, data: 'refused: revoked' });
-      expect((await connect(port, ca.certificatePem, { key: identityKeyPem(id), cert: renewed.certificatePem })).ok).toBe(true);
+      expect(await connect(port, ca.certificatePem, { key: tlsKeyPemFor(id, old.certificateDer), cert: old.certificatePem })).toEqual({ ok: false, data: 'refused: revoked' });
+      expect((await connect(port, ca.certificatePem, { key: tlsKeyPemFor(id, renewed.certificateDer), cert: renewed.certificatePem })).ok).toBe(true);
       expect(seen).toEqual(['clinic-9']);
     } finally {
       srv.close();

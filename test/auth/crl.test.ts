@@ -1,7 +1,7 @@
 /**
  * coordinator/auth/crl.ts and the revocation bookkeeping it reads (coordinator/auth/enrollment.ts):
- * a CRL v2 signed by the Ed25519 CA with one entry per serial, its date and RFC 5280 reason,
- * CRL number and AKI; it verifies under the CA only, and (when openssl is on the machine)
+ * a CRL v2 signed by the CA (ecdsa-with-SHA256 for a P-256 CA; an Ed25519 CA's in
+ * certificate-keys.test.ts) with one entry per serial, its date and RFC 5280 reason, CRL number and AKI; it verifies under the CA only, and (when openssl is on the machine)
  * OpenSSL reads and verifies it too. Reason codes are a fixed set; registries of older releases
  * (free-text reasons, revocations without details) still load.
  */
@@ -52,7 +52,7 @@ describe('signCrl / parseCrl / verifyCrl', () => {
       const text = spawnSync('openssl', ['crl', '-in', join(dir, 'crl.pem'), '-noout', '-text'], { encoding: 'utf8' });
       expect({ status: text.status, stderr: text.stderr }).toEqual({ status: 0, stderr: '' });
       expect(text.stdout).toMatch(/Version 2/);
-      expect(text.stdout).toMatch(/Signature Algorithm: ED25519/i);
+      expect(text.stdout).toMatch(/Signature Algorithm: ecdsa-with-SHA256/);
       expect(text.stdout).toMatch(/X509v3 CRL Number:\s*\n\s*42/);
       expect(text.stdout).toMatch(/X509v3 Authority Key Identifier/);
       expect(text.stdout).toMatch(/Serial Number: 4A0B\s*\n\s*Revocation Date: [^\n]+\n\s*CRL entry extensions:\s*\n\s*X509v3 CRL Reason Code:\s*\n\s*Cessation Of Operation/);

@@ -1,11 +1,19 @@
 /**
  * Offline CA request validation (coordinator/auth/offline-ca.ts) and the fail-closed CA: a
- * coordinator given only the CA certificate cannot issue anything.
+ * coordinator given only the CA certificate cannot issue anything. And the server certificate of
+ * an offline-mode data dir from before P-256: used while it fits, then replaced by a P-256 one.
  */
 import { describe, expect, test } from '@jest/globals';
-import { randomBytes } from 'node:crypto';
+import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdir } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { CaKeyUnavailableError, caCertificateFromPem, createCa, csrForSeed, issueClientCertificate, issueFromCsr, KeyBindings } from '../../coordinator/auth/ca.js';
-import { encodeRequest, validateRequest } from '../../coordinator/auth/offline-ca.js';
+import { awaitOfflineCredentials, CA_REQUESTS_DIR, CA_SIGNED_DIR, encodeRequest, validateRequest } from '../../coordinator/auth/offline-ca.js';
+import { openCoordinatorSecrets } from '../../coordinator/service/data-dir.js';
+import { VAULT_FILE } from '../../shared/keystore/keys-cli.js';
+import { SealedVault } from '../../shared/keystore/vault.js';
 import { Registry } from '../../coordinator/clients/registry.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
@@ -89,4 +97,53 @@ describe('a coordinator with an offline CA cannot issue certificates', () => {
     expect(err).toBeInstanceOf(CaKeyUnavailableError);
     expect((err as CaKeyUnavailableError).code).toBe(ErrorCode.FailedPrecondition);
   });
+});
+
+describe('the offline-mode server certificate across the move to P-256', () => {
+  test('an Ed25519 server certificate from before P-256 is used while it fits; for other hosts a P-256 one is requested, and its key is served', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'aegis-offline-server-'));
+    const full = await createCa({ name: 'offline CA', keyType: 'ed25519' });
+    const passphrase = 'offline server test passphrase';
+    const s = await openCoordinatorSecrets(dir, { passphrase: async () => passphrase, pin: async () => '' }, { offlineCaPem: full.certificatePem });
+    try {
+      // What the release before P-256 left in the vault: certificates for the Ed25519 keys of the seeds.
+      const vault = await SealedVault.open(join(dir, VAULT_FILE));
+      const hosts = ['127.0.0.1', 'localhost'];
+      const serverSeed = await vault.get(s.kek, 'server-seed');
+      const operatorSeed = await vault.get(s.kek, 'operator-seed');
+      const oldServer = await issueFromCsr(full, { kind: 'server', subject: hosts[0]!, hosts, csrDer: await csrForSeed(serverSeed, hosts[0]!) }, { ttlMs: 86_400_000 });
+      const operator = await issueFromCsr(full, { kind: 'operator', subject: 'admin', csrDer: await csrForSeed(operatorSeed, 'operator:admin') }, { ttlMs: 86_400_000 });
+      await vault.put(s.kek, 'server-certificate', oldServer.certificateDer);
+      await vault.put(s.kek, 'operator-certificate', operator.certificateDer);
+
+      const kept = await awaitOfflineCredentials(dir, s.kek, s.ca, { hosts, pollMs: 50 });
+      expect(new X509Certificate(kept.certificatePem).raw.equals(Buffer.from(oldServer.certificateDer))).toBe(true);
+      expect(createPrivateKey(kept.privateKeyPem).asymmetricKeyType).toBe('ed25519');
+      expect(new X509Certificate(kept.certificatePem).checkPrivateKey(createPrivateKey(kept.privateKeyPem))).toBe(true);
+
+      // Another host: the old certificate no longer fits, a P-256 request is written and waited for.
+      const moved = ['10.0.0.9', '127.0.0.1', 'localhost'];
+      const waiting = awaitOfflineCredentials(dir, s.kek, s.ca, { hosts: moved, pollMs: 50 });
+      const requests = join(dir, CA_REQUESTS_DIR);
+      const file = await (async () => {
+        for (;;) {
+          const found = existsSync(requests) ? readdirSync(requests).find((f) => f.endsWith('.json') && f !== 'revocations.json') : undefined;
+          if (found) return join(requests, found);
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      })();
+      const req = await validateRequest(readFileSync(file, 'utf8'));
+      expect({ kind: req.kind, keyType: req.keyType, hosts: req.hosts }).toEqual({ kind: 'server', keyType: 'p256', hosts: moved });
+      const cert = await issueFromCsr(full, req, { ttlMs: 86_400_000 });
+      await mkdir(join(dir, CA_SIGNED_DIR), { recursive: true });
+      writeFileSync(join(dir, CA_SIGNED_DIR, `${req.id}.pem`), cert.certificatePem);
+      const next = await waiting;
+      expect(new X509Certificate(next.certificatePem).raw.equals(Buffer.from(cert.certificateDer))).toBe(true);
+      expect(createPrivateKey(next.privateKeyPem).asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+      expect(new X509Certificate(next.certificatePem).checkPrivateKey(createPrivateKey(next.privateKeyPem))).toBe(true);
+    } finally {
+      await s.kek.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
 });

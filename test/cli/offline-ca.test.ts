@@ -16,6 +16,7 @@ import { caCertificateFromPem } from '../../coordinator/auth/ca.js';
 import { parseCrl, verifyCrl } from '../../coordinator/auth/crl.js';
 import { PassphraseKek } from '../../shared/keystore/kek-passphrase.js';
 import { SealedVault } from '../../shared/keystore/vault.js';
+import { P256Purpose, p256Scalar } from '../../shared/keystore/webcrypto-p256.js';
 import { encodingsOf, filesUnder, makeCanaries, scanFilesReport, type Needle } from '../support/canary.js';
 import { CLI, cliJson, runCli, type CliRun } from '../support/cli.js';
 import { waitFor } from '../support/cluster.js';
@@ -70,6 +71,7 @@ describe('offline CA: the coordinator host never holds the CA private key', () =
     const init = cliJson(aegis(['ca', 'init', '--dir', caDir, '--json']));
     expect(init.ok).toBe(true);
     const caPem = readFileSync(join(caDir, 'ca.pem'), 'utf8');
+    expect((await caCertificateFromPem(caPem)).keyType).toBe('p256');
 
     // First start in offline mode: requests in ca-requests/, and it waits (no coordinator.json yet).
     const coord = spawnLogged(['coordinator', 'start', '--listen', '127.0.0.1:0', '--enroll-listen', '127.0.0.1:0', '--data-dir', coordDir, '--allow-unsigned', '--offline-ca', join(caDir, 'ca.pem')]);
@@ -81,6 +83,8 @@ describe('offline CA: the coordinator host never holds the CA private key', () =
 
     const signed1 = cliJson(aegis(['ca', 'sign-csr', '--dir', caDir, requests, '--out', join(coordDir, 'ca-signed'), '--yes', '--json']));
     expect(signed1.signed.map((s: { kind: string }) => s.kind).sort()).toEqual(['operator', 'server']);
+    // The server key is P-256; the operator credential stays Ed25519.
+    expect(Object.fromEntries(signed1.signed.map((s: { kind: string; key_type: string }) => [s.kind, s.key_type]))).toEqual({ server: 'p256', operator: 'ed25519' });
     await waitFor(() => existsSync(join(coordDir, 'coordinator.json')) && /coordinator listening on/.test(coord.out()), 30_000, 'the coordinator to serve');
     // No CA key on this host: no warning about an embedded CA.
     expect(coord.out()).not.toMatch(/embedded CA/);
@@ -97,12 +101,13 @@ describe('offline CA: the coordinator host never holds the CA private key', () =
 
     const signed2 = cliJson(aegis(['ca', 'sign-csr', '--dir', caDir, requests, '--out', join(coordDir, 'ca-signed'), '--yes', '--json']));
     expect(signed2.signed).toHaveLength(1);
-    expect(signed2.signed[0]).toMatchObject({ kind: 'client', subject: 'dev-1' });
+    expect(signed2.signed[0]).toMatchObject({ kind: 'client', subject: 'dev-1', key_type: 'p256' });
     expect(await enroll.done).toBe(0);
     const cert = new X509Certificate(readFileSync(join(dev, 'client.pem'), 'utf8'));
     const ca = new X509Certificate(caPem);
     expect(cert.checkIssued(ca) && cert.verify(ca.publicKey)).toBe(true);
     expect(cert.serialNumber.toLowerCase()).toBe(signed2.signed[0].serial);
+    expect(cert.publicKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
     const listed = cliJson(aegis(['clients', 'list', '--data-dir', coordDir, '--json']));
     expect(JSON.stringify(listed)).toContain('dev-1');
 
@@ -127,7 +132,8 @@ describe('offline CA: the coordinator host never holds the CA private key', () =
     const caSeed = await (await SealedVault.open(join(caDir, 'secrets.vault.json'))).get(kek, 'ca-seed');
     kek.close();
     expect(caSeed.length).toBe(32);
-    const needles = keyNeedles(caSeed, 'offline CA seed');
+    // The seed, and the P-256 private scalar derived from it.
+    const needles = [...keyNeedles(caSeed, 'offline CA seed'), ...keyNeedles(p256Scalar(caSeed, P256Purpose.Ca), 'offline CA scalar')];
 
     const logFile = join(root, 'all-output.log');
     writeFileSync(logFile, logs.join('\n'));

@@ -28,6 +28,7 @@ import {
   type Rekeyer,
 } from '../../client/agent/data-dir.js';
 import { createCsr, createIdentity, type ClientIdentity } from '../../client/enroll/csr.js';
+import { certificateKeys } from '../../shared/keystore/round-key.js';
 import type { Coordinator } from '../../coordinator/service/coordinator.js';
 import { ErrorCode } from '../../shared/errors.js';
 import * as enroll from '../../shared/gen/aegis/v1/enrollment_pb.js';
@@ -61,8 +62,8 @@ afterAll(async () => {
 const b64u = (b: Uint8Array): string => Buffer.from(b).toString('base64url');
 const copyOf = (id: ClientIdentity): ClientIdentity => ({ seed: new Uint8Array(id.seed), publicKey: new Uint8Array(id.publicKey) });
 const cert = (der: Uint8Array): X509Certificate => new X509Certificate(Buffer.from(der));
-/** The raw Ed25519 key a certificate certifies. */
-const certifiedKey = (der: Uint8Array): string => String(cert(der).publicKey.export({ format: 'jwk' }).x);
+/** The Ed25519 round key a client certificate certifies (base64url). */
+const certifiedKey = (der: Uint8Array): string => b64u(certificateKeys(der).roundKey);
 const serialOf = (der: Uint8Array): string => cert(der).serialNumber.toLowerCase().replace(/^0+(?=.)/, '');
 /** The registry as registry.json would hold it, without the (timer-driven) last-seen times. */
 const registrySnapshot = (): string => JSON.stringify(c.registry.toJSON(), (k, v: unknown) => (k === 'lastSeenAt' ? undefined : v));

@@ -13,7 +13,7 @@ import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { SignJWT } from 'jose';
 import type { ClientRunner } from '../../client/agent/connection.js';
-import { createCsr, createIdentity, identityKeyPem, type ClientIdentity } from '../../client/enroll/csr.js';
+import { createCsr, createIdentity, tlsKeyPemFor, type ClientIdentity } from '../../client/enroll/csr.js';
 import { createCa, issueClientCertificate, issueOperatorCertificate, KeyBindings } from '../../coordinator/auth/ca.js';
 import { TOKEN_AUDIENCE, TokenIssuer } from '../../coordinator/auth/tokens.js';
 import type { Coordinator } from '../../coordinator/service/coordinator.js';
@@ -80,7 +80,7 @@ afterAll(async () => {
 
 describe('TLS 1.3 only, client certificates required on the main listener', () => {
   test('an enrolled client completes a TLS 1.3 handshake (ALPN h2) on the main listener; TLS 1.2 is refused there', async () => {
-    const who = { key: identityKeyPem(solo[0]!.identity), cert: new X509Certificate(Buffer.from(solo[0]!.certificateDer)).toString() };
+    const who = { key: tlsKeyPemFor(solo[0]!.identity, solo[0]!.certificateDer), cert: new X509Certificate(Buffer.from(solo[0]!.certificateDer)).toString() };
     await expect(handshake(c.address, c.ca.certificatePem, who)).resolves.toEqual({ ok: true, protocol: 'TLSv1.3', alpn: 'h2' });
     const v12 = await handshake(c.address, c.ca.certificatePem, { ...who, minVersion: 'TLSv1.2', maxVersion: 'TLSv1.2' });
     expect(v12.ok).toBe(false);
@@ -109,12 +109,12 @@ describe('TLS 1.3 only, client certificates required on the main listener', () =
   test('a certificate from another CA (same client id, same key as an enrolled client) is refused: the connection is closed before any HTTP/2 byte', async () => {
     const other = await createCa({ name: 'other CA' });
     const forged = await issueClientCertificate(other, await createCsr(solo[0]!.identity, solo[0]!.clientId), solo[0]!.clientId, { bindings: new KeyBindings() });
-    const h = await handshake(c.address, c.ca.certificatePem, { key: identityKeyPem(solo[0]!.identity), cert: forged.certificatePem });
+    const h = await handshake(c.address, c.ca.certificatePem, { key: tlsKeyPemFor(solo[0]!.identity, forged.certificateDer), cert: forged.certificatePem });
     expect(h.ok).toBe(false);
     // grpc-js hands the chain check to Node, which destroys the socket without a TLS alert and
     // before the server's HTTP/2 preface: nothing of the gRPC server is reachable.
     expect(h).toEqual({ ok: false, error: 'closed by the server after 0 bytes' });
-    const cl = secAgg(c.address, mtls(c.ca.certificatePem, identityKeyPem(solo[0]!.identity), forged.certificateDer));
+    const cl = secAgg(c.address, mtls(c.ca.certificatePem, tlsKeyPemFor(solo[0]!.identity, forged.certificateDer), forged.certificateDer));
     closers.push(cl);
     const r = await refusal(callUnary(cl.issueTokens.bind(cl), create(pb.IssueTokensRequestSchema, { count: 1 }), new grpc.Metadata(), { deadline: Date.now() + 5_000 }));
     expect(r.code).toBe(grpc.status.UNAVAILABLE);

@@ -11,7 +11,7 @@ import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
 import type { ClientRunner } from '../../client/agent/connection.js';
-import { identityKeyPem } from '../../client/enroll/csr.js';
+import { tlsKeyPemFor } from '../../client/enroll/csr.js';
 import * as enroll from '../../shared/gen/aegis/v1/enrollment_pb.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
@@ -51,7 +51,7 @@ export function mtls(caPem: string, keyPem: string, certificateDer: Uint8Array):
 }
 
 export function credentialsOf(caPem: string, who: Pick<Enrolled, 'identity' | 'certificateDer'>): grpc.ChannelCredentials {
-  return mtls(caPem, identityKeyPem(who.identity), who.certificateDer);
+  return mtls(caPem, tlsKeyPemFor(who.identity, who.certificateDer), who.certificateDer);
 }
 
 /** Every test channel gets its own connection, so one test's certificate never serves another. */
