@@ -21,10 +21,10 @@ import { cliKekSecrets, obtainPassphrase } from '../shared/cli/passphrase.js';
 import { AegisError, ErrorCode } from '../shared/errors.js';
 import * as admin from '../shared/gen/aegis/v1/admin_pb.js';
 import { readKeyfile } from '../shared/keystore/passphrase-keyfile.js';
-import { ed25519PrivateKeyPem } from '../shared/keystore/webcrypto-ed25519.js';
 import { channelOptions } from '../shared/rpc/channel.js';
 import { callUnary, clientFor, type MethodsOf, type TypedClient } from '../shared/rpc/service.js';
 import { reasonOf } from '../shared/rpc/status.js';
+import { operatorKeyPem } from './auth/ca.js';
 import { MAX_OPERATOR_TTL_MS, MIN_OPERATOR_TTL_MS } from './auth/operators.js';
 import { openOperatorCredential, readEndpoint } from './service/data-dir.js';
 
@@ -49,7 +49,10 @@ interface Credential {
   caPem: string;
 }
 
-/** Opens an operator credential file (`aegis operators issue --out`). */
+/**
+ * Opens an operator credential file (`aegis operators issue --out`): its key is the one its
+ * certificate certifies, P-256 from the sealed seed (or Ed25519 for a file made before P-256).
+ */
 export async function openCredentialFile(path: string): Promise<Credential> {
   const passphrase = await obtainPassphrase({ env: OPERATOR_PASSPHRASE_ENV, what: `the operator credential ${path}` });
   let secrets: Record<string, Uint8Array>;
@@ -63,8 +66,14 @@ export async function openCredentialFile(path: string): Promise<Credential> {
   const certificate = secrets['operator-certificate'];
   const ca = secrets['ca-certificate'];
   if (!seed || seed.length !== 32 || !certificate || !ca) throw new AegisError(ErrorCode.InvalidArgument, `--credential: ${path} is not an operator credential`);
-  const keyPem = ed25519PrivateKeyPem(seed);
-  seed.fill(0);
+  let keyPem: string;
+  try {
+    keyPem = operatorKeyPem(seed, certificate);
+  } catch {
+    throw new AegisError(ErrorCode.InvalidArgument, `--credential: ${path} is not an operator credential`);
+  } finally {
+    seed.fill(0);
+  }
   return { keyPem, certificatePem: new X509Certificate(Buffer.from(certificate)).toString(), caPem: new X509Certificate(Buffer.from(ca)).toString() };
 }
 

@@ -1,7 +1,8 @@
 /**
  * `aegis operators list|issue|revoke|reissue` and `aegis tokens revoke`: operator credentials and
  * round-token revocation, against a running coordinator over its Admin service
- * (coordinator/admin-client.ts). A new operator's key is made here and never leaves this host:
+ * (coordinator/admin-client.ts). A new operator's key (ECDSA P-256, from 32 random bytes) is made
+ * here and never leaves this host:
  * the coordinator gets a CSR and returns the certificate, and the credential file is sealed under
  * a passphrase (AEGIS_OPERATOR_PASSPHRASE, or asked twice on the terminal) and never overwrites a
  * file. A bad flag or value exits 2, naming it.
@@ -14,12 +15,12 @@ import { create } from '@bufbuild/protobuf';
 import { Command, InvalidArgumentError } from 'commander';
 import { printResult, progress } from '../shared/cli/output.js';
 import { obtainPassphrase } from '../shared/cli/passphrase.js';
-import { okpPrivateKeyObject, okpPublicKey } from '../shared/crypto/okp.js';
 import { AegisError, ErrorCode } from '../shared/errors.js';
 import * as admin from '../shared/gen/aegis/v1/admin_pb.js';
 import { sealSecrets } from '../shared/keystore/passphrase-keyfile.js';
+import { p256Spki, P256Purpose } from '../shared/keystore/webcrypto-p256.js';
 import { call, OPERATOR_CREDENTIAL_LABEL, OPERATOR_PASSPHRASE_ENV, operatorTtlDays, run, usageErrorsExit2, withAdmin, type AdminOpts, type AdminSession } from './admin-client.js';
-import { assertClientId, certificatePublicKey, csrForSeed } from './auth/ca.js';
+import { assertClientId, certificateSpki, csrForSeed } from './auth/ca.js';
 import { parseRevocationReason, REVOCATION_REASONS } from './auth/enrollment.js';
 import { BUILT_IN_OPERATOR } from './auth/operators.js';
 import { JTI_PATTERN } from './auth/seen-tokens.js';
@@ -82,11 +83,11 @@ async function writeNewFile(path: string, data: string): Promise<void> {
   }
 }
 
-/** A new operator key, its CSR, and the passphrase its credential file will be sealed under (asked before anything is issued). */
+/** A new operator key (ECDSA P-256 from a fresh seed), its CSR, and the passphrase its credential file will be sealed under (asked before anything is issued). */
 async function newKey(name: string): Promise<{ seed: Uint8Array; csrDer: Uint8Array; passphrase: string }> {
   const passphrase = await obtainPassphrase({ env: OPERATOR_PASSPHRASE_ENV, confirm: true, what: `the new credential of operator '${name}'` });
   const seed = new Uint8Array(randomBytes(32));
-  return { seed, csrDer: await csrForSeed(seed, `operator:${name}`), passphrase };
+  return { seed, csrDer: await csrForSeed(seed, `operator:${name}`, P256Purpose.Operator), passphrase };
 }
 
 /** Checks the certificate is for our key and issued by the CA the channel pins, then seals the credential into `path`. */
@@ -94,8 +95,8 @@ async function saveCredential(session: AdminSession, path: string, key: { seed: 
   try {
     const cert = new X509Certificate(Buffer.from(certificateDer));
     const ca = new X509Certificate(session.caPem);
-    const ours = Buffer.from(okpPublicKey(okpPrivateKeyObject('Ed25519', key.seed)));
-    if (!ours.equals(Buffer.from(certificatePublicKey(certificateDer))) || !cert.checkIssued(ca) || !cert.verify(ca.publicKey)) {
+    const ours = Buffer.from(p256Spki(key.seed, P256Purpose.Operator));
+    if (!ours.equals(Buffer.from(certificateSpki(certificateDer))) || !cert.checkIssued(ca) || !cert.verify(ca.publicKey)) {
       throw new AegisError(ErrorCode.BadSignature, 'the coordinator returned a certificate that is not for this key or not from its CA; nothing was written');
     }
     const sealed = await sealSecrets(key.passphrase, OPERATOR_CREDENTIAL_LABEL, { 'operator-seed': key.seed, 'operator-certificate': certificateDer, 'ca-certificate': new Uint8Array(ca.raw) });

@@ -26,7 +26,7 @@ import { abytes } from '../../shared/bytes.js';
 import { AegisError, ErrorCode, fail } from '../../shared/errors.js';
 import { ed25519CryptoKeys, ed25519PrivateKeyPem, loadX509, type X509 } from '../../shared/keystore/webcrypto-ed25519.js';
 import { p256CryptoKeys, p256PrivateKeyPem, P256Purpose } from '../../shared/keystore/webcrypto-p256.js';
-import { certificateKeys, normalizedSpki, rawPublicKey, roundKeyUri, type TlsKeyType } from '../../shared/keystore/round-key.js';
+import { certificateKeys, certificateKeyType, normalizedSpki, rawPublicKey, roundKeyUri, type TlsKeyType } from '../../shared/keystore/round-key.js';
 
 import {
   assertClientId,
@@ -438,9 +438,11 @@ export const OPERATOR_URI_PREFIX = 'urn:aegis:operator:';
 export const OPERATOR_CERT_TTL_MS = 365 * 24 * 3600 * 1000;
 
 /**
- * An operator credential: a fresh Ed25519 key (32 random bytes) and a certificate naming
+ * An operator credential: a fresh seed (32 random bytes), the ECDSA P-256 key derived from it for
+ * `P256Purpose.Operator` (shared/keystore/webcrypto-p256.ts), and a certificate naming
  * `urn:aegis:operator:<name>` (CN = operator:<name>), usable for mTLS to the Admin service only:
- * `clientIdOf` refuses it, so it can never take part in a round.
+ * `clientIdOf` refuses it, so it can never take part in a round. The seed is what the caller
+ * keeps (the vault's `operator-seed`); `operatorKeyPem` turns it back into the key.
  */
 export async function issueOperatorCertificate(
   ca: CaCertificate,
@@ -449,7 +451,7 @@ export async function issueOperatorCertificate(
   assertClientId(opts.name);
   const x509 = await loadX509();
   const seed = new Uint8Array(randomBytes(32));
-  const { keys } = await ed25519CryptoKeys(seed);
+  const { keys } = await p256CryptoKeys(seed, P256Purpose.Operator);
   const cert = await issueLeaf(x509, ca, {
     cn: `operator:${opts.name}`,
     publicKey: keys.publicKey,
@@ -458,7 +460,16 @@ export async function issueOperatorCertificate(
     now: opts.now ?? Date.now(),
     ttl: opts.ttlMs ?? OPERATOR_CERT_TTL_MS,
   });
-  return { ...issued(cert), seed, privateKeyPem: ed25519PrivateKeyPem(seed) };
+  return { ...issued(cert), seed, privateKeyPem: p256PrivateKeyPem(seed, P256Purpose.Operator) };
+}
+
+/**
+ * The PKCS#8 PEM of the operator key of `seed` that `certificateDer` certifies: the P-256 key for
+ * `P256Purpose.Operator`, or for an operator certificate from before P-256 the Ed25519 key of the
+ * same seed (such credentials keep working until they are reissued).
+ */
+export function operatorKeyPem(seed: Uint8Array, certificateDer: Uint8Array): string {
+  return certificateKeyType(certificateDer) === 'p256' ? p256PrivateKeyPem(seed, P256Purpose.Operator) : ed25519PrivateKeyPem(seed);
 }
 
 /** The operator name of an operator certificate (DER), or undefined for any other certificate. */

@@ -195,13 +195,16 @@ export async function checkedCsr(x509: typeof X509, csrDer: Uint8Array, cn: stri
 }
 
 /**
- * A DER CSR with subject CN=`cn` for the key of `seed`: Ed25519 (the operator key), or P-256
- * for the coordinator's TLS server key (`keyType` 'p256', shared/keystore/webcrypto-p256.ts).
+ * A DER CSR with subject CN=`cn` for the key of `seed`: Ed25519 (`'ed25519'`, the RFC 8032 seed:
+ * a client or operator key from before P-256), or the P-256 key derived from the seed for
+ * `purpose` (shared/keystore/webcrypto-p256.ts: `P256Purpose.Server` for the coordinator's TLS
+ * server key, `P256Purpose.Operator` for an operator's key).
  */
-export async function csrForSeed(seed: Uint8Array, cn: string, keyType: TlsKeyType = 'ed25519'): Promise<Uint8Array> {
+export async function csrForSeed(seed: Uint8Array, cn: string, key: 'ed25519' | P256Purpose = 'ed25519'): Promise<Uint8Array> {
   abytes(seed, 32, 'key seed');
   const x509 = await loadX509();
-  const { keys } = keyType === 'p256' ? await p256CryptoKeys(seed, P256Purpose.Server) : await ed25519CryptoKeys(seed);
+  const keyType: TlsKeyType = key === 'ed25519' ? 'ed25519' : 'p256';
+  const { keys } = key === 'ed25519' ? await ed25519CryptoKeys(seed) : await p256CryptoKeys(seed, key);
   const csr = await x509.Pkcs10CertificateRequestGenerator.create({ name: [{ CN: [cn] }], signingAlgorithm: signingAlgorithmOf(keyType), keys });
   return toU8(csr.rawData);
 }

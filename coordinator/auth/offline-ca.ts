@@ -560,9 +560,11 @@ export async function awaitOfflineCredentials(
   // The server key is P-256; a server certificate signed before P-256 (for the Ed25519 key of the
   // same seed) is used until it no longer fits, then a P-256 one is asked for.
   const serverKeys = [p256Spki(serverSeed, P256Purpose.Server), ed25519Spki(serverSeed)];
-  const operatorKey = ed25519Spki(operatorSeed);
+  // The operator key is P-256 too; an operator certificate signed before P-256 (for the Ed25519
+  // key of the same seed) is used until it no longer fits, then a P-256 one is asked for.
+  const operatorKeys = [p256Spki(operatorSeed, P256Purpose.Operator), ed25519Spki(operatorSeed)];
   const fitsServer = (der: Uint8Array): boolean => chainsTo(ca, der, serverKeys) && opts.hosts.every((h) => sanHosts(der).includes(h));
-  const fitsOperator = (der: Uint8Array): boolean => chainsTo(ca, der, operatorKey) && operatorOf(der) === OPERATOR_NAME;
+  const fitsOperator = (der: Uint8Array): boolean => chainsTo(ca, der, operatorKeys) && operatorOf(der) === OPERATOR_NAME;
   const have = async (name: string, fits: (der: Uint8Array) => boolean): Promise<Uint8Array | undefined> => {
     if (!vault.names().includes(name)) return undefined;
     const der = await vault.get(kek, name);
@@ -572,7 +574,7 @@ export async function awaitOfflineCredentials(
   let operator = await have('operator-certificate', fitsOperator);
   const wanted: { name: string; id: string; fits: (der: Uint8Array) => boolean }[] = [];
   const ask = async (kind: CertificateKind, name: string, subject: string, seed: Uint8Array, fits: (der: Uint8Array) => boolean, hosts?: string[]): Promise<void> => {
-    const csrDer = await csrForSeed(seed, expectedCsrCn(kind, subject, hosts ?? []), kind === 'server' ? 'p256' : 'ed25519');
+    const csrDer = await csrForSeed(seed, expectedCsrCn(kind, subject, hosts ?? []), kind === 'server' ? P256Purpose.Server : P256Purpose.Operator);
     const id = (await findRequest(dataDir, kind, csrDer)) ?? (await writeRequest(dataDir, { kind, subject, ...(hosts ? { hosts } : {}), csrDer, createdAt: Date.now() }));
     wanted.push({ name, id, fits });
   };

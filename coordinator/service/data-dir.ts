@@ -34,7 +34,7 @@ import { hasKek, initKek, openKek, type KekInitOptions, type KekSecrets } from '
 import type { ManagedKek } from '../../shared/keystore/kek.js';
 import { resumePendingRotation, VAULT_FILE } from '../../shared/keystore/keys-cli.js';
 import { SealedVault } from '../../shared/keystore/vault.js';
-import { createCa, exportCa, importCa, issueOperatorCertificate, requireCaKey, serialOf, type CaCertificate, type IssuedCertificate } from '../auth/ca.js';
+import { createCa, exportCa, importCa, issueOperatorCertificate, operatorKeyPem, requireCaKey, serialOf, type CaCertificate, type IssuedCertificate } from '../auth/ca.js';
 import { BUILT_IN_OPERATOR, DEFAULT_OPERATOR_TTL_MS, type BuiltInOperatorCredential } from '../auth/operators.js';
 import { mergeRegistry } from '../clients/merge.js';
 import { Registry } from '../clients/registry.js';
@@ -170,7 +170,8 @@ async function migrateKeyfiles(dir: string, secrets: KekSecrets): Promise<Coordi
 
 /**
  * The built-in operator credential (PEM key and certificate) for the Admin service, opened from
- * DIR. The key and certificate are two vault entries replaced one after the other when the
+ * DIR. The key is the one the certificate certifies (`operatorKeyPem`): P-256 from the sealed
+ * `operator-seed`, or Ed25519 from it for a credential made before P-256. The key and certificate are two vault entries replaced one after the other when the
  * coordinator reissues the credential: a pair that does not match is read again.
  */
 export async function openOperatorCredential(dir: string, secrets: KekSecrets): Promise<{ keyPem: string; certificatePem: string; caPem: string }> {
@@ -178,12 +179,12 @@ export async function openOperatorCredential(dir: string, secrets: KekSecrets): 
   if (!existsSync(join(dir, VAULT_FILE))) (await openCoordinatorSecrets(dir, secrets)).kek.close(); // migrate an older dir first
   const kek = await openKek(dir, secrets);
   try {
-    const { ed25519PrivateKeyPem } = await import('../../shared/keystore/webcrypto-ed25519.js');
     for (let attempt = 0; ; attempt++) {
       const vault = await SealedVault.open(join(dir, VAULT_FILE));
       const seed = await vault.get(kek, 'operator-seed');
-      const certificate = new X509Certificate(Buffer.from(await vault.get(kek, 'operator-certificate')));
-      const keyPem = ed25519PrivateKeyPem(seed);
+      const certificateDer = await vault.get(kek, 'operator-certificate');
+      const certificate = new X509Certificate(Buffer.from(certificateDer));
+      const keyPem = operatorKeyPem(seed, certificateDer);
       seed.fill(0);
       if (!certificate.checkPrivateKey(createPrivateKey(keyPem)) && attempt < 5) {
         await new Promise((r) => setTimeout(r, 100));

@@ -37,6 +37,8 @@ export const P256Purpose = {
   Server: 'aegis/v1/p256/tls-server',
   /** A client's TLS key, derived from its Ed25519 identity seed. */
   ClientTls: 'aegis/v1/p256/client-tls',
+  /** An operator's key (`operator-seed`: the built-in credential and `aegis operators issue` files). */
+  Operator: 'aegis/v1/p256/operator',
 } as const;
 export type P256Purpose = (typeof P256Purpose)[keyof typeof P256Purpose];
 

@@ -229,15 +229,20 @@ describe('certificate keys', () => {
     }
   });
 
-  test('the offline CA path signs a P-256 server CSR and keeps the Ed25519 operator CSR as it is', async () => {
+  test('the offline CA path signs P-256 server and operator CSRs, and an Ed25519 operator CSR (from before P-256) as it is', async () => {
     const ca = await createCa({ name: 'offline' });
     const seed = (await createIdentity()).seed;
-    const serverCsr = await csrForSeed(seed, '127.0.0.1', 'p256');
+    const serverCsr = await csrForSeed(seed, '127.0.0.1', P256Purpose.Server);
     const server = await issueFromCsr(ca, { kind: 'server', subject: '127.0.0.1', hosts: ['127.0.0.1', 'localhost'], csrDer: serverCsr }, { ttlMs: 3_600_000 });
     expectP256SignedBy(opensslText(server.certificatePem), 'ecdsa-with-SHA256');
     expect(spkiOf(server.certificateDer).equals(Buffer.from(p256Spki(seed, P256Purpose.Server)))).toBe(true);
-    const operator = await issueFromCsr(ca, { kind: 'operator', subject: 'admin', csrDer: await csrForSeed(seed, 'operator:admin') }, { ttlMs: 3_600_000 });
-    expect(opensslText(operator.certificatePem)).toMatch(/Public Key Algorithm: ED25519/);
+    const operator = await issueFromCsr(ca, { kind: 'operator', subject: 'admin', csrDer: await csrForSeed(seed, 'operator:admin', P256Purpose.Operator) }, { ttlMs: 3_600_000 });
+    expectP256SignedBy(opensslText(operator.certificatePem), 'ecdsa-with-SHA256');
+    expect(spkiOf(operator.certificateDer).equals(Buffer.from(p256Spki(seed, P256Purpose.Operator)))).toBe(true);
+    // The operator and server keys of one seed differ (one label per use).
+    expect(spkiOf(operator.certificateDer).equals(spkiOf(server.certificateDer))).toBe(false);
+    const legacyOperator = await issueFromCsr(ca, { kind: 'operator', subject: 'admin', csrDer: await csrForSeed(seed, 'operator:admin') }, { ttlMs: 3_600_000 });
+    expect(opensslText(legacyOperator.certificatePem)).toMatch(/Public Key Algorithm: ED25519/);
     // A client request through the offline path gets the same profile as the embedded CA's.
     const id = await createIdentity();
     const client = await issueFromCsr(ca, { kind: 'client', subject: 'dev-1', csrDer: await createCsr(id, 'dev-1') }, { ttlMs: 3_600_000 });

@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { CaKeyUnavailableError, caCertificateFromPem, createCa, csrForSeed, issueClientCertificate, issueFromCsr, KeyBindings } from '../../coordinator/auth/ca.js';
 import { awaitOfflineCredentials, CA_REQUESTS_DIR, CA_SIGNED_DIR, encodeRequest, validateRequest } from '../../coordinator/auth/offline-ca.js';
-import { openCoordinatorSecrets } from '../../coordinator/service/data-dir.js';
+import { openCoordinatorSecrets, openOperatorCredential } from '../../coordinator/service/data-dir.js';
 import { VAULT_FILE } from '../../shared/keystore/keys-cli.js';
 import { SealedVault } from '../../shared/keystore/vault.js';
 import { Registry } from '../../coordinator/clients/registry.js';
@@ -104,7 +104,8 @@ describe('the offline-mode server certificate across the move to P-256', () => {
     const dir = mkdtempSync(join(tmpdir(), 'aegis-offline-server-'));
     const full = await createCa({ name: 'offline CA', keyType: 'ed25519' });
     const passphrase = 'offline server test passphrase';
-    const s = await openCoordinatorSecrets(dir, { passphrase: async () => passphrase, pin: async () => '' }, { offlineCaPem: full.certificatePem });
+    const secrets = { passphrase: async () => passphrase, pin: async () => '' };
+    const s = await openCoordinatorSecrets(dir, secrets, { offlineCaPem: full.certificatePem });
     try {
       // What the release before P-256 left in the vault: certificates for the Ed25519 keys of the seeds.
       const vault = await SealedVault.open(join(dir, VAULT_FILE));
@@ -120,6 +121,11 @@ describe('the offline-mode server certificate across the move to P-256', () => {
       expect(new X509Certificate(kept.certificatePem).raw.equals(Buffer.from(oldServer.certificateDer))).toBe(true);
       expect(createPrivateKey(kept.privateKeyPem).asymmetricKeyType).toBe('ed25519');
       expect(new X509Certificate(kept.certificatePem).checkPrivateKey(createPrivateKey(kept.privateKeyPem))).toBe(true);
+      // The Ed25519 operator certificate fits too and is opened with the Ed25519 key of its seed.
+      const keptOperator = await openOperatorCredential(dir, secrets);
+      expect(new X509Certificate(keptOperator.certificatePem).raw.equals(Buffer.from(operator.certificateDer))).toBe(true);
+      expect(createPrivateKey(keptOperator.keyPem).asymmetricKeyType).toBe('ed25519');
+      expect(new X509Certificate(keptOperator.certificatePem).checkPrivateKey(createPrivateKey(keptOperator.keyPem))).toBe(true);
 
       // Another host: the old certificate no longer fits, a P-256 request is written and waited for.
       const moved = ['10.0.0.9', '127.0.0.1', 'localhost'];
@@ -141,6 +147,40 @@ describe('the offline-mode server certificate across the move to P-256', () => {
       expect(new X509Certificate(next.certificatePem).raw.equals(Buffer.from(cert.certificateDer))).toBe(true);
       expect(createPrivateKey(next.privateKeyPem).asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
       expect(new X509Certificate(next.certificatePem).checkPrivateKey(createPrivateKey(next.privateKeyPem))).toBe(true);
+    } finally {
+      await s.kek.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+});
+
+describe('the offline-mode operator credential', () => {
+  test('a new data dir asks the offline CA for a P-256 operator certificate (and server certificate); the credential opens with the P-256 key', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'aegis-offline-operator-'));
+    const full = await createCa({ name: 'offline CA' });
+    const secrets = { passphrase: async () => 'offline operator test passphrase', pin: async () => '' };
+    const s = await openCoordinatorSecrets(dir, secrets, { offlineCaPem: full.certificatePem });
+    try {
+      const hosts = ['127.0.0.1', 'localhost'];
+      const waiting = awaitOfflineCredentials(dir, s.kek, s.ca, { hosts, pollMs: 50 });
+      const requests = join(dir, CA_REQUESTS_DIR);
+      const files = await (async () => {
+        for (;;) {
+          const found = existsSync(requests) ? readdirSync(requests).filter((f) => f.endsWith('.json') && f !== 'revocations.json') : [];
+          if (found.length === 2) return found.map((f) => join(requests, f));
+          await new Promise((r) => setTimeout(r, 50));
+        }
+      })();
+      const reqs = await Promise.all(files.map(async (f) => validateRequest(readFileSync(f, 'utf8'))));
+      expect(Object.fromEntries(reqs.map((r) => [r.kind, r.keyType]))).toEqual({ server: 'p256', operator: 'p256' });
+      await mkdir(join(dir, CA_SIGNED_DIR), { recursive: true });
+      for (const r of reqs) writeFileSync(join(dir, CA_SIGNED_DIR, `${r.id}.pem`), (await issueFromCsr(full, r, { ttlMs: 86_400_000 })).certificatePem);
+      await waiting;
+      const op = await openOperatorCredential(dir, secrets);
+      expect(createPrivateKey(op.keyPem).asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+      expect(new X509Certificate(op.certificatePem).checkPrivateKey(createPrivateKey(op.keyPem))).toBe(true);
+      expect(new X509Certificate(op.certificatePem).checkIssued(new X509Certificate(full.certificatePem))).toBe(true);
+      expect(readFileSync(join(dir, 'operator.pem'), 'utf8')).toBe(op.certificatePem);
     } finally {
       await s.kek.close();
       rmSync(dir, { recursive: true, force: true });

@@ -6,17 +6,19 @@
  * Ed25519 and keeps issuing; the TLS server certificate is P-256 now; a client enrolled the old
  * way (`--tls-key ed25519`) keeps its Ed25519 certificate, one moves to P-256 with `client run
  * --tls-key p256` (same round key), a new client gets P-256; all three complete a round together;
- * and a client offering only BoringSSL's default signature algorithms connects with the new
- * client's certificate.
+ * a client offering only BoringSSL's default signature algorithms connects with the new client's
+ * certificate; its Ed25519 operator credential opens with the Ed25519 key of its sealed seed, and
+ * operator credentials issued now (the built-in one reissued at start, `operators issue`) are P-256.
  */
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
-import { X509Certificate } from 'node:crypto';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
 import { chmodSync, cpSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { fileURLToPath } from 'node:url';
+import { openOperatorCredential } from '../../coordinator/service/data-dir.js';
 import { readKeyfile } from '../../shared/keystore/passphrase-keyfile.js';
 import { certificateKeys } from '../../shared/keystore/round-key.js';
 import { p256PrivateKeyPem, P256Purpose } from '../../shared/keystore/webcrypto-p256.js';
@@ -82,6 +84,37 @@ describe('a data dir from before P-256', () => {
     const text = opensslText(server.toString());
     expect(text).toMatch(/NIST CURVE: P-256/);
     expect(text).toMatch(/Signature Algorithm: ED25519/);
+  }, 60_000);
+
+  test('its Ed25519 operator credential opens with the Ed25519 key of the sealed seed; the coordinator reissued it at start as P-256 (it lived longer than 7 days), and operator commands run with it', async () => {
+    // An untouched copy: the credential as the release before P-256 left it.
+    const copy = join(root, 'untouched');
+    cpSync(FIXTURE, copy, { recursive: true });
+    chmodSync(copy, 0o700);
+    for (const f of readdirSync(copy)) chmodSync(join(copy, f), 0o600);
+    const old = await openOperatorCredential(copy, { passphrase: async () => PASS, pin: async () => '' });
+    expect(createPrivateKey(old.keyPem).asymmetricKeyType).toBe('ed25519');
+    expect(new X509Certificate(old.certificatePem).checkPrivateKey(createPrivateKey(old.keyPem))).toBe(true);
+    expect(new X509Certificate(old.certificatePem).raw.equals(new X509Certificate(readFileSync(join(FIXTURE, 'operator.pem'))).raw)).toBe(true);
+
+    // The started data dir: its 1-year credential was replaced at start by a 7-day P-256 one, signed by the Ed25519 CA.
+    const text = opensslText(readFileSync(join(coordDir, 'operator.pem'), 'utf8'));
+    expect(text).toMatch(/NIST CURVE: P-256/);
+    expect(text).toMatch(/Signature Algorithm: ED25519/);
+    const ops = cliJson(aegis(['operators', 'list', '--data-dir', coordDir, '--json'])).operators as { built_in: boolean; status: string; serial: string }[];
+    const oldSerial = new X509Certificate(old.certificatePem).serialNumber.toLowerCase().replace(/^0+/, '');
+    const active = ops.filter((o) => o.built_in && o.status === 'active');
+    expect(active).toHaveLength(1);
+    expect(active[0]!.serial).not.toBe(oldSerial);
+    expect(active[0]!.serial).toBe(new X509Certificate(readFileSync(join(coordDir, 'operator.pem'))).serialNumber.toLowerCase().replace(/^0+/, ''));
+    // An operator credential issued now under the Ed25519 CA is P-256 as well, and works.
+    const file = join(root, 'ops.operator.json');
+    const issued = runCli(['operators', 'issue', 'ops', '--out', file, '--data-dir', coordDir, '--json'], { ...env, AEGIS_OPERATOR_PASSPHRASE: PASS });
+    expect(cliJson(issued)).toMatchObject({ ok: true, name: 'ops', out: file });
+    const sealed = await readKeyfile(file, PASS, { expectedLabel: 'aegis/operator-credential' });
+    expect(new X509Certificate(Buffer.from(sealed['operator-certificate']!)).publicKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+    const asOps = runCli(['clients', 'list', '--credential', file, '--data-dir', coordDir, '--json'], { ...env, AEGIS_OPERATOR_PASSPHRASE: PASS });
+    expect(cliJson(asOps).clients.map((c: { client_id: string }) => c.client_id)).toContain('legacy-1');
   }, 60_000);
 
   test('old-style, moved and new clients complete a round together; the moved one keeps its round key on a P-256 certificate', async () => {

@@ -83,8 +83,8 @@ describe('offline CA: the coordinator host never holds the CA private key', () =
 
     const signed1 = cliJson(aegis(['ca', 'sign-csr', '--dir', caDir, requests, '--out', join(coordDir, 'ca-signed'), '--yes', '--json']));
     expect(signed1.signed.map((s: { kind: string }) => s.kind).sort()).toEqual(['operator', 'server']);
-    // The server key is P-256; the operator credential stays Ed25519.
-    expect(Object.fromEntries(signed1.signed.map((s: { kind: string; key_type: string }) => [s.kind, s.key_type]))).toEqual({ server: 'p256', operator: 'ed25519' });
+    // The server key and the operator credential are P-256.
+    expect(Object.fromEntries(signed1.signed.map((s: { kind: string; key_type: string }) => [s.kind, s.key_type]))).toEqual({ server: 'p256', operator: 'p256' });
     await waitFor(() => existsSync(join(coordDir, 'coordinator.json')) && /coordinator listening on/.test(coord.out()), 30_000, 'the coordinator to serve');
     // No CA key on this host: no warning about an embedded CA.
     expect(coord.out()).not.toMatch(/embedded CA/);

@@ -1,7 +1,9 @@
 /**
  * `aegis operators list|issue|revoke|reissue` and `aegis tokens revoke` against real
  * `aegis coordinator start` processes (dist/): the built-in admin credential lives 7 days; an
- * operator issues a sealed credential file for another, who uses it with --credential; revoked,
+ * operator issues a sealed credential file (an ECDSA P-256 key) for another, who uses it with
+ * --credential; a credential file from before P-256 (Ed25519) keeps working until its reissue,
+ * which is P-256; revoked,
  * it is refused; a reissue refuses the old file, lists its serial on the CRL (superseded) and the
  * new file works; the built-in credential is reissued on request and when its lifetime is
  * shortened at a restart; bad flags exit 2 naming the flag and change nothing. Round tokens: a
@@ -10,16 +12,25 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { enrollWithToken } from '../../client/agent/connection.js';
 import { createIdentity } from '../../client/enroll/csr.js';
+import { create } from '@bufbuild/protobuf';
+import * as grpc from '@grpc/grpc-js';
+import { csrForSeed } from '../../coordinator/auth/ca.js';
 import { parseCrl } from '../../coordinator/auth/crl.js';
+import { openOperatorCredential } from '../../coordinator/service/data-dir.js';
+import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
+import { readKeyfile, sealSecrets } from '../../shared/keystore/passphrase-keyfile.js';
+import { P256Purpose, p256Spki } from '../../shared/keystore/webcrypto-p256.js';
+import { callUnary } from '../../shared/rpc/service.js';
 import { CLI, cliJson, runCli, type CliRun } from '../support/cli.js';
 import { waitFor, type Enrolled } from '../support/cluster.js';
-import { bearer, credentialsOf, heartbeat, issueTokens, refusal, secAgg } from '../support/raw-calls.js';
+import { adminClient, bearer, credentialsOf, heartbeat, issueTokens, refusal, secAgg } from '../support/raw-calls.js';
 
 const env = { ...process.env, AEGIS_PASSPHRASE: 'operators cli test passphrase', AEGIS_OPERATOR_PASSPHRASE: 'operator credential passphrase', AEGIS_LOG_LEVEL: 'warn' };
 const DAY = 86_400_000;
@@ -76,7 +87,7 @@ describe('aegis operators', () => {
     expect(life).toBe(7 * DAY + 60_000); // notBefore is set a minute back for clock skew
   });
 
-  test('issue: a sealed credential file another operator uses with --credential; revoked, it is refused', () => {
+  test('issue: a sealed credential file another operator uses with --credential; revoked, it is refused', async () => {
     const r = json(['operators', 'issue', 'bob', '--out', root]);
     const file = join(root, 'bob.operator.json');
     expect(r).toMatchObject({ ok: true, name: 'bob', status: 'active', out: file });
@@ -86,6 +97,11 @@ describe('aegis operators', () => {
     const text = readFileSync(file, 'utf8');
     expect(text).not.toMatch(/PRIVATE KEY/);
     expect(JSON.parse(text)).toMatchObject({ format: 'aegis-keyfile', label: 'aegis/operator-credential' });
+    // An ECDSA P-256 certificate for the key derived from the sealed seed.
+    const sealed = await readKeyfile(file, env.AEGIS_OPERATOR_PASSPHRASE, { expectedLabel: 'aegis/operator-credential' });
+    const bobCert = new X509Certificate(Buffer.from(sealed['operator-certificate']!));
+    expect(bobCert.publicKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+    expect(Buffer.from(bobCert.publicKey.export({ format: 'der', type: 'spki' })).equals(Buffer.from(p256Spki(sealed['operator-seed']!, P256Purpose.Operator)))).toBe(true);
     expect(operators().map((o) => [o.name, o.status])).toEqual([
       ['admin', 'active'],
       ['bob', 'active'],
@@ -117,6 +133,33 @@ describe('aegis operators', () => {
     const crl = await parseCrl(json(['clients', 'crl']).pem as string);
     expect(crl.entries).toContainEqual(expect.objectContaining({ serial: first.serial, crlReason: 'superseded' }));
     expect(crl.entries).toContainEqual(expect.objectContaining({ crlReason: 'keyCompromise' })); // bob's
+  });
+
+  test('a credential file from before P-256 (an Ed25519 key) keeps working with --credential; its reissue is P-256 and the old file is refused', async () => {
+    // Made as `operators issue` made it before P-256: an Ed25519 CSR, sealed in the same file format.
+    const builtIn = await openOperatorCredential(dir, { passphrase: async () => env.AEGIS_PASSPHRASE, pin: async () => '' });
+    const ops = adminClient(endpoint().address, grpc.credentials.createSsl(Buffer.from(builtIn.caPem), Buffer.from(builtIn.keyPem), Buffer.from(builtIn.certificatePem)));
+    const seed = new Uint8Array(randomBytes(32));
+    let reply: admin.IssueOperatorReply;
+    try {
+      reply = await callUnary(ops.issueOperator.bind(ops), create(admin.IssueOperatorRequestSchema, { name: 'erin', csrDer: await csrForSeed(seed, 'operator:erin') }));
+    } finally {
+      ops.close();
+    }
+    expect(new X509Certificate(Buffer.from(reply.certificateDer)).publicKey.asymmetricKeyType).toBe('ed25519');
+    const oldFile = join(root, 'erin-ed25519.json');
+    const sealed = await sealSecrets(env.AEGIS_OPERATOR_PASSPHRASE, 'aegis/operator-credential', { 'operator-seed': seed, 'operator-certificate': reply.certificateDer, 'ca-certificate': new Uint8Array(new X509Certificate(builtIn.caPem).raw) });
+    writeFileSync(oldFile, `${JSON.stringify(sealed, null, 2)}\n`, { mode: 0o600 });
+    expect(cliJson(aegis(['clients', 'list', '--credential', oldFile, '--data-dir', join(root, 'nowhere'), '--coordinator', endpoint().address, '--json']))).toEqual({ clients: [] });
+
+    const newFile = join(root, 'erin-p256.json');
+    expect(json(['operators', 'reissue', 'erin', '--out', newFile, '--credential', oldFile])).toMatchObject({ ok: true, name: 'erin', superseded: [reply.operator!.serial] });
+    const fresh = await readKeyfile(newFile, env.AEGIS_OPERATOR_PASSPHRASE, { expectedLabel: 'aegis/operator-credential' });
+    expect(new X509Certificate(Buffer.from(fresh['operator-certificate']!)).publicKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+    expect(cliJson(aegis(['clients', 'list', '--credential', newFile, '--data-dir', dir, '--json']))).toEqual({ clients: [] });
+    const refused = aegis(['clients', 'list', '--credential', oldFile, '--data-dir', dir, '--json']);
+    expect(refused.status).toBe(2);
+    expect(cliJson(refused).error.message).toBe('operator certificate refused: revoked');
   });
 
   test("reissue admin: the data dir's credential is replaced (commands go on with the new one), the old serial is revoked", async () => {

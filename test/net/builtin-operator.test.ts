@@ -4,21 +4,26 @@
  * key check reissues it at 2/3 of its lifetime (the clock moves, nothing sleeps), when it is
  * revoked, and when it lives longer than allowed, revoking the old serial as superseded; an
  * operator's `reissue admin` replaces it in the vault, and an operator session still holding the
- * old one opens the new one and repeats the refused call once.
+ * old one opens the new one and repeats the refused call once. The credential is ECDSA P-256 (from
+ * the sealed operator-seed); an Ed25519 one of a data dir from before P-256 keeps working until it
+ * is reissued, and its reissue is P-256.
  */
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { createPrivateKey, X509Certificate } from 'node:crypto';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { create } from '@bufbuild/protobuf';
 import { AdminSession, call } from '../../coordinator/admin-client.js';
-import { serialOf } from '../../coordinator/auth/ca.js';
+import { csrForSeed, issueFromCsr, serialOf } from '../../coordinator/auth/ca.js';
 import { Registry } from '../../coordinator/clients/registry.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
-import { builtInOperator, builtInOperatorCertificate, openCoordinatorSecrets, reissueOperatorIfDue, writeEndpoint, type CoordinatorSecrets } from '../../coordinator/service/data-dir.js';
+import { builtInOperator, builtInOperatorCertificate, openCoordinatorSecrets, openOperatorCredential, reissueOperatorIfDue, writeEndpoint, type CoordinatorSecrets } from '../../coordinator/service/data-dir.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
+import { VAULT_FILE } from '../../shared/keystore/keys-cli.js';
 import { DEFAULT_POLICY } from '../../shared/keystore/policy.js';
+import { SealedVault } from '../../shared/keystore/vault.js';
 
 const PASS = 'built-in operator test passphrase';
 const DAY = 86_400_000;
@@ -59,6 +64,11 @@ describe('the built-in operator credential', () => {
       const [row] = await listOperators(session);
       expect(row).toMatchObject({ name: 'admin', builtIn: true, status: admin.OperatorStatus.ACTIVE, serial: (await serialNow()).replace(/^0+/, '') });
       expect(Number(row!.expiresAtMs) - Number(row!.issuedAtMs)).toBe(7 * DAY + 60_000);
+      // An ECDSA P-256 key (from the sealed operator-seed), opened to match its certificate.
+      const opened = await openOperatorCredential(dir, { passphrase: async () => PASS, pin: async () => '' });
+      expect(createPrivateKey(opened.keyPem).asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+      expect(new X509Certificate(opened.certificatePem).checkPrivateKey(createPrivateKey(opened.keyPem))).toBe(true);
+      expect(new X509Certificate(opened.certificatePem).raw.equals(new X509Certificate(readFileSync(join(dir, 'operator.pem'))).raw)).toBe(true);
     } finally {
       session.close();
     }
@@ -93,6 +103,33 @@ describe('the built-in operator credential', () => {
     const row = (await c.operators.list()).find((o) => o.status === 'active' && o.name === 'admin')!;
     expect(row.expiresAt - row.issuedAt).toBe(DAY + 60_000);
     expect(c.clients.isRevoked({ serial: old })).toBe(true);
+  });
+
+  test('an Ed25519 built-in credential from before P-256 (same sealed seed) keeps opening the Admin service; its reissue is P-256', async () => {
+    now = Date.now();
+    // What a data dir from before P-256 holds: a certificate for the Ed25519 key of operator-seed.
+    const vault = await SealedVault.open(join(dir, VAULT_FILE));
+    const seed = await vault.get(secrets.kek, 'operator-seed');
+    const legacy = await issueFromCsr(secrets.ca, { kind: 'operator', subject: 'admin', csrDer: await csrForSeed(seed, 'operator:admin') }, { ttlMs: 7 * DAY, now });
+    seed.fill(0);
+    await vault.put(secrets.kek, 'operator-certificate', legacy.certificateDer);
+    writeFileSync(join(dir, 'operator.pem'), legacy.certificatePem);
+    await c.operators.builtInReplaced(legacy.certificateDer);
+    const opened = await openOperatorCredential(dir, { passphrase: async () => PASS, pin: async () => '' });
+    expect(createPrivateKey(opened.keyPem).asymmetricKeyType).toBe('ed25519');
+    expect(new X509Certificate(opened.certificatePem).checkPrivateKey(createPrivateKey(opened.keyPem))).toBe(true);
+    const session = await AdminSession.open({ dataDir: dir });
+    try {
+      expect((await listOperators(session)).find((o) => o.serial === legacy.serial.replace(/^0+/, ''))).toMatchObject({ status: admin.OperatorStatus.ACTIVE, builtIn: true });
+      const r = await c.operators.reissue('admin', undefined);
+      expect(r.superseded).toEqual([legacy.serial.replace(/^0+/, '')]);
+      const fresh = new X509Certificate(readFileSync(join(dir, 'operator.pem')));
+      expect(fresh.publicKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+      // The session's Ed25519 certificate is refused now; it opens the P-256 one and goes on.
+      expect((await listOperators(session)).find((o) => o.serial === legacy.serial.replace(/^0+/, ''))).toMatchObject({ status: admin.OperatorStatus.REVOKED });
+    } finally {
+      session.close();
+    }
   });
 
   test('an operator reissue replaces it in the vault; a session holding the old one renews and repeats its call once', async () => {

@@ -8,20 +8,20 @@
  * an offline CA the coordinator cannot issue, says so naming the CA host's flow, and still revokes.
  */
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { randomBytes } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import tls from 'node:tls';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
-import { caCertificateFromPem, createCa, csrForSeed, issueOperatorCertificate, issueServerCertificate, serialOf } from '../../coordinator/auth/ca.js';
+import { caCertificateFromPem, certificateSpki, createCa, csrForSeed, issueOperatorCertificate, issueServerCertificate, operatorKeyPem, serialOf } from '../../coordinator/auth/ca.js';
 import { parseCrl } from '../../coordinator/auth/crl.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import type { Coordinator } from '../../coordinator/service/coordinator.js';
 import { ErrorCode } from '../../shared/errors.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
-import { ed25519PrivateKeyPem } from '../../shared/keystore/webcrypto-ed25519.js';
+import { P256Purpose, p256Spki } from '../../shared/keystore/webcrypto-p256.js';
 import { callUnary } from '../../shared/rpc/service.js';
 import { enrollClients, startCoordinator } from '../support/cluster.js';
 import { adminClient, credentialsOf, mtls, refusal, type AdminClient } from '../support/raw-calls.js';
@@ -39,23 +39,26 @@ const listClients = (cl: AdminClient) => callUnary(cl.listClients.bind(cl), crea
 const listOperators = async (): Promise<admin.OperatorInfo[]> => (await callUnary(ops.listOperators.bind(ops), create(admin.ListOperatorsRequestSchema, {}))).operators;
 const unauthenticated = (re: RegExp) => ({ code: grpc.status.UNAUTHENTICATED, codeName: 'UNAUTHENTICATED', reason: ErrorCode.Unauthenticated, details: expect.stringMatching(re) });
 
-/** A new operator key made here, and its CSR (the only thing that goes to the coordinator). */
-async function newKey(name: string): Promise<{ seed: Uint8Array; csrDer: Uint8Array }> {
+/**
+ * A new operator key made here, and its CSR (the only thing that goes to the coordinator): P-256
+ * as `aegis operators issue` makes it, or Ed25519 as operator tools did before P-256.
+ */
+async function newKey(name: string, key: 'ed25519' | typeof P256Purpose.Operator = P256Purpose.Operator): Promise<{ seed: Uint8Array; csrDer: Uint8Array }> {
   const seed = new Uint8Array(randomBytes(32));
-  return { seed, csrDer: await csrForSeed(seed, `operator:${name}`) };
+  return { seed, csrDer: await csrForSeed(seed, `operator:${name}`, key) };
 }
 
 /** An Admin channel with the operator key `seed` and its certificate; a first call opens the connection. */
 async function connectAs(seed: Uint8Array, certificateDer: Uint8Array): Promise<AdminClient> {
-  const cl = adminClient(c.address, mtls(c.ca.certificatePem, ed25519PrivateKeyPem(seed), certificateDer));
+  const cl = adminClient(c.address, mtls(c.ca.certificatePem, operatorKeyPem(seed, certificateDer), certificateDer));
   closers.push(cl);
   await listClients(cl);
   expect(cl.getChannel().getConnectivityState(false)).toBe(grpc.connectivityState.READY);
   return cl;
 }
 
-async function issue(name: string, ttlSeconds = 0): Promise<{ seed: Uint8Array; reply: admin.IssueOperatorReply }> {
-  const key = await newKey(name);
+async function issue(name: string, ttlSeconds = 0, keyType: 'ed25519' | typeof P256Purpose.Operator = P256Purpose.Operator): Promise<{ seed: Uint8Array; reply: admin.IssueOperatorReply }> {
+  const key = await newKey(name, keyType);
   const reply = await callUnary(ops.issueOperator.bind(ops), create(admin.IssueOperatorRequestSchema, { name, csrDer: key.csrDer, ttlSeconds }));
   return { seed: key.seed, reply };
 }
@@ -80,6 +83,8 @@ describe('operator credentials', () => {
     const { seed, reply } = await issue('bob');
     const serial = serialOf(reply.certificateDer).replace(/^0+/, '');
     expect(Buffer.from(reply.caCertificateDer).equals(Buffer.from(c.ca.certificateDer))).toBe(true);
+    // For the caller's P-256 key (derived from its seed for the operator label).
+    expect(Buffer.from(certificateSpki(reply.certificateDer)).equals(Buffer.from(p256Spki(seed, P256Purpose.Operator)))).toBe(true);
     expect(reply.operator).toMatchObject({ name: 'bob', serial, status: admin.OperatorStatus.ACTIVE, builtIn: false });
     // The default lifetime: 7 days.
     expect(Number(reply.operator!.expiresAtMs) - now).toBeGreaterThan(7 * DAY - 60_000);
@@ -103,6 +108,19 @@ describe('operator credentials', () => {
     });
     // Nothing left to revoke under that name.
     await expect(refusal(callUnary(ops.revokeOperator.bind(ops), create(admin.RevokeOperatorRequestSchema, { name: 'bob' })))).resolves.toMatchObject({ code: grpc.status.FAILED_PRECONDITION });
+  });
+
+  test('an Ed25519 operator CSR (an operator tool from before P-256) is still issued as such and opens the Admin service; its reissue from a P-256 CSR is P-256', async () => {
+    const { seed, reply } = await issue('old-tool', 0, 'ed25519');
+    expect(new X509Certificate(Buffer.from(reply.certificateDer)).publicKey.asymmetricKeyType).toBe('ed25519');
+    const old = await connectAs(seed, reply.certificateDer);
+    await expect(listClients(old)).resolves.toBeDefined();
+    const key = await newKey('old-tool');
+    const r = await callUnary(ops.reissueOperator.bind(ops), create(admin.ReissueOperatorRequestSchema, { name: 'old-tool', csrDer: key.csrDer }));
+    expect(r.superseded).toEqual([reply.operator!.serial]);
+    expect(new X509Certificate(Buffer.from(r.certificateDer)).publicKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+    await expect(listClients(await connectAs(key.seed, r.certificateDer))).resolves.toBeDefined();
+    await expect(refusal(listClients(old))).resolves.toEqual(unauthenticated(/operator certificate refused: revoked/));
   });
 
   test('a reissue revokes the earlier certificate as superseded (listed on the CRL); the new one works', async () => {

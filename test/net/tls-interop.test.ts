@@ -12,13 +12,15 @@
  * - Signature algorithms: a client that offers only what BoringSSL offers by default for
  *   certificates (ECDSA P-256 and RSA-PSS with SHA-256; no Ed25519) completes the handshake on
  *   both listeners with the P-256 client certificate it got by real enrollment, and makes a gRPC
- *   call with Node restricted to the same list. An Ed25519 server certificate (what the
+ *   call with Node restricted to the same list; so does an operator credential (P-256, as
+ *   `issueOperatorCertificate` makes it now) on the Admin service, while an Ed25519 operator
+ *   certificate from before P-256 cannot sign under that list. An Ed25519 server certificate (what the
  *   coordinator used before P-256) gets an alert from that client: the control that shows the
  *   restriction bites.
  */
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { spawn } from 'node:child_process';
-import { X509Certificate } from 'node:crypto';
+import { randomBytes, X509Certificate } from 'node:crypto';
 import { once } from 'node:events';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import type { AddressInfo } from 'node:net';
@@ -29,9 +31,10 @@ import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { enrollWithToken } from '../../client/agent/connection.js';
 import { createCsr, createIdentity, tlsKeyPemFor, type ClientIdentity } from '../../client/enroll/csr.js';
-import { createCa, exportCa, issueClientCertificate, issueServerCertificate, KeyBindings } from '../../coordinator/auth/ca.js';
+import { createCa, csrForSeed, exportCa, issueClientCertificate, issueOperatorCertificate, issueServerCertificate, KeyBindings } from '../../coordinator/auth/ca.js';
 import type { Coordinator } from '../../coordinator/service/coordinator.js';
 import { ErrorCode } from '../../shared/errors.js';
+import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import { ed25519PrivateKeyPem } from '../../shared/keystore/webcrypto-ed25519.js';
 import { TLS_CLIENT_POLICY } from '../../shared/net/tls-policy.js';
@@ -269,6 +272,55 @@ describe("BoringSSL's default signature algorithms", () => {
     expect(await call(context(BORINGSSL_SIGALGS_NODE))).toBe(grpc.status.UNAVAILABLE);
     // With OpenSSL's default list (Ed25519 in it) the same old certificate still works.
     expect(await call(context())).toBe(grpc.status.OK);
+  }, 60_000);
+
+  test('an operator credential (P-256, as issued now) opens the Admin service under that list: openssl s_client, and a Node gRPC Admin call', async () => {
+    const op = await issueOperatorCertificate(c.ca, { name: 'interop-ops' });
+    op.seed.fill(0);
+    const cert = new X509Certificate(Buffer.from(op.certificateDer));
+    expect(cert.publicKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
+    const opCert = join(dir, 'operator.pem');
+    const opKey = join(dir, 'operator.key');
+    await writeFile(opCert, cert.toString());
+    await writeFile(opKey, op.privateKeyPem, { mode: 0o600 });
+    const r = await sClient(c.address, ['-cert', opCert, '-key', opKey, '-sigalgs', BORINGSSL_SIGALGS]);
+    expect({ accepted: r.accepted, protocol: r.protocol, signatureType: r.signatureType }).toEqual({ accepted: true, protocol: 'TLSv1.3', signatureType: 'ECDSA' });
+    const context = tls.createSecureContext({ ...TLS_CLIENT_POLICY, sigalgs: BORINGSSL_SIGALGS_NODE, ca: c.ca.certificatePem, key: op.privateKeyPem, cert: cert.toString() });
+    const cl = new (clientFor(admin.Admin))(c.address, grpc.credentials.createFromSecureContext(context), OWN_CHANNEL);
+    try {
+      const listed = await callUnary(cl.listOperators.bind(cl), create(admin.ListOperatorsRequestSchema, {}), new grpc.Metadata(), { deadline: Date.now() + 15_000 });
+      expect(listed.operators).toBeDefined();
+    } finally {
+      cl.close();
+    }
+  }, 60_000);
+
+  test('the control on the operator side: an Ed25519 operator certificate (from before P-256) cannot sign under that list, and works with OpenSSL\'s default one', async () => {
+    const seed = new Uint8Array(randomBytes(32));
+    const ops = await issueOperatorCertificate(c.ca, { name: 'interop-admin' });
+    const adminCl = new (clientFor(admin.Admin))(c.address, grpc.credentials.createFromSecureContext(tls.createSecureContext({ ...TLS_CLIENT_POLICY, ca: c.ca.certificatePem, key: ops.privateKeyPem, cert: ops.certificatePem })), OWN_CHANNEL);
+    let legacy: admin.IssueOperatorReply;
+    try {
+      legacy = await callUnary(adminCl.issueOperator.bind(adminCl), create(admin.IssueOperatorRequestSchema, { name: 'interop-legacy-op', csrDer: await csrForSeed(seed, 'operator:interop-legacy-op') }));
+    } finally {
+      adminCl.close();
+    }
+    const cert = new X509Certificate(Buffer.from(legacy.certificateDer));
+    expect(cert.publicKey.asymmetricKeyType).toBe('ed25519');
+    const call = async (sigalgs?: string): Promise<number> => {
+      const ctx = tls.createSecureContext({ ...TLS_CLIENT_POLICY, ...(sigalgs ? { sigalgs } : {}), ca: c.ca.certificatePem, key: ed25519PrivateKeyPem(seed), cert: cert.toString() });
+      const cl = new (clientFor(admin.Admin))(c.address, grpc.credentials.createFromSecureContext(ctx), OWN_CHANNEL);
+      try {
+        await callUnary(cl.listOperators.bind(cl), create(admin.ListOperatorsRequestSchema, {}), new grpc.Metadata(), { deadline: Date.now() + 10_000 });
+        return grpc.status.OK;
+      } catch (e) {
+        return (e as grpc.ServiceError).code;
+      } finally {
+        cl.close();
+      }
+    };
+    expect(await call(BORINGSSL_SIGALGS_NODE)).toBe(grpc.status.UNAVAILABLE);
+    expect(await call()).toBe(grpc.status.OK);
   }, 60_000);
 
   test('the control: an Ed25519 server certificate, as the coordinator had before P-256, gets an alert from that client', async () => {
