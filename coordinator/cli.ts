@@ -16,6 +16,7 @@ import { applyConfigFile } from '../shared/cli/config.js';
 import { kekInitOptions, VAULT_FILE, withKekOptions, withRotationOptions, type KekCliOptions, type RotationCliOptions } from '../shared/keystore/keys-cli.js';
 import { effectivePolicy, recordPolicy, runKeyCheck, scheduleKeyChecks } from '../shared/keystore/policy.js';
 import { SealedVault } from '../shared/keystore/vault.js';
+import type { TlsKeyType } from '../shared/keystore/round-key.js';
 import { decodeWeightedSum } from '../shared/crypto/quantize.js';
 import { AegisError, ErrorCode, isAegisError } from '../shared/errors.js';
 import * as admin from '../shared/gen/aegis/v1/admin_pb.js';
@@ -211,7 +212,7 @@ export function registerCoordinator(program: Command): void {
         const keyChecks = scheduleKeyChecks(() => keyCheck().catch((err: unknown) => log.warn({ code: isAegisError(err) ? err.code : 'internal' }, 'key rotation check failed')));
         const { address, enrollAddress } = await c.listen(o.listen, o.enrollListen);
         const dashboard = o.dashboard ? await c.startDashboard(o.dashboard, dashboardOptions) : undefined;
-        if (dashboard) progress(dashboardBanner(dashboard, o, dir));
+        if (dashboard) progress(dashboardBanner(dashboard, o, dir, secrets.ca.keyType));
         await writeEndpoint(dir, { address, enrollAddress, pid: process.pid, ...(metricsServer ? { metrics: metricsServer.address } : {}), ...(dashboard ? { dashboard: dashboard.address } : {}) });
         progress(`coordinator listening on ${address} (mTLS), enrollment on ${enrollAddress}; CA certificate: ${join(dir, 'ca.pem')}`);
         if (!secrets.offline) log.warn({ ca: 'embedded' }, EMBEDDED_CA_WARNING);
@@ -288,12 +289,21 @@ async function dashboardStartOptions(o: DashboardCliOptions): Promise<Parameters
 }
 
 /** The start line that says where the dashboard is, how it is protected and how to sign in. */
-function dashboardBanner(d: { url: string; tls: boolean }, o: DashboardCliOptions, dir: string): string {
+/**
+ * The start line naming the dashboard's URL and TLS. Its default certificate comes from the
+ * coordinator CA with an ECDSA P-256 key: a browser opens it once it trusts that CA. A CA from
+ * before P-256 is Ed25519: its signature on the certificate is one browsers do not verify (nor
+ * can their trust stores hold such a CA), so a browser refuses it whatever it trusts.
+ */
+function dashboardBanner(d: { url: string; tls: boolean }, o: DashboardCliOptions, dir: string, caKeyType: TlsKeyType): string {
+  const ca = join(dir, 'ca.pem');
   const how = !d.tls
     ? 'plain HTTP on loopback'
     : o.dashboardTlsCert !== undefined
       ? `HTTPS, TLS 1.3, certificate ${o.dashboardTlsCert}`
-      : `HTTPS, TLS 1.3, certificate from the coordinator CA (verify with ${join(dir, 'ca.pem')}; an Ed25519 certificate, which browsers do not accept yet: give --dashboard-tls-cert/--dashboard-tls-key for a browser)`;
+      : caKeyType === 'p256'
+        ? `HTTPS, TLS 1.3, certificate from the coordinator CA (verify with ${ca}; ECDSA P-256: a browser opens it once it trusts that CA)`
+        : `HTTPS, TLS 1.3, certificate from the coordinator CA (verify with ${ca}; that CA is Ed25519, made before P-256, and browsers refuse certificates it signs: give --dashboard-tls-cert/--dashboard-tls-key for a browser)`;
   return `dashboard on ${d.url}/ (${how}; sign in with a link from: aegis dashboard token --data-dir ${dir})`;
 }
 

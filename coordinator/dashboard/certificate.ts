@@ -3,10 +3,11 @@
  * (`--dashboard-allow-remote` without `--dashboard-tls-cert`): the coordinator's own TLS server
  * credential — with an offline CA the one signed on the CA host, otherwise a server certificate
  * its CA issues at start for the dashboard's address. Clients verify it with the coordinator's
- * `ca.pem`. Its key is Ed25519 like every key the coordinator CA certifies, which tools (curl,
- * openssl, Node) accept and browsers so far do not (Chromium ends the handshake with
- * ERR_SSL_VERSION_OR_CIPHER_MISMATCH): a browser needs `--dashboard-tls-cert` with an ECDSA or
- * RSA certificate it trusts.
+ * `ca.pem`. Its key is ECDSA P-256 (`issueServerCertificate`), so any TLS client completes the
+ * handshake, and with a P-256 CA (every CA made now) a browser that trusts that CA opens the
+ * dashboard. A CA made before P-256 is Ed25519 and signs the certificate with Ed25519, which
+ * browsers do not verify (Chromium: ERR_CERT_AUTHORITY_INVALID; NSS cannot even import such a
+ * CA): there a browser needs `--dashboard-tls-cert` with a certificate it trusts.
  */
 import { hostname, networkInterfaces } from 'node:os';
 import { hasCaKey, issueServerCertificate, type CaCertificate } from '../auth/ca.js';

@@ -5,8 +5,9 @@
  *   the fragment (`/login#token=…`), which signs in once by the page's POST; opening the link
  *   without the page's script (the fragment never travels) signs nobody in; coordinator.json
  *   records the address;
- * - with --dashboard-allow-remote and no certificate: HTTPS with a certificate from the
- *   coordinator's CA (verified with the data dir's ca.pem), TLS 1.3 with AES-256-GCM, while
+ * - with --dashboard-allow-remote and no certificate: HTTPS with an ECDSA P-256 certificate from
+ *   the coordinator's (P-256) CA, verified with the data dir's ca.pem, also by openssl offering
+ *   only BoringSSL's default signature algorithms; TLS 1.3 with AES-256-GCM, while
  *   TLS_AES_128_GCM_SHA256 (Node and `openssl s_client`), TLS 1.2 and plain HTTP are refused; a
  *   Secure `__Host-` cookie; the idle timeout and lifetime flags reach the sessions;
  * - with --dashboard-tls-cert/--dashboard-tls-key: the operator's certificate (ECDSA P-256 from
@@ -151,7 +152,18 @@ describe('coordinator start --dashboard-allow-remote: HTTPS only', () => {
     const address = endpoint.dashboard!;
     const caFile = join(dir, 'ca.pem');
     const ca = readFileSync(caFile, 'utf8');
-    expect(coordinator.stderr()).toContain(`dashboard on https://${address}/ (HTTPS, TLS 1.3, certificate from the coordinator CA (verify with ${caFile};`);
+    expect(coordinator.stderr()).toContain(`dashboard on https://${address}/ (HTTPS, TLS 1.3, certificate from the coordinator CA (verify with ${caFile}; ECDSA P-256: a browser opens it once it trusts that CA)`);
+    // The certificate is ECDSA P-256, signed ecdsa-with-SHA256 by the (P-256) CA: what a browser
+    // verifies. openssl offering only BoringSSL's (Chrome's) default signature algorithms
+    // completes the handshake and verifies the chain against ca.pem.
+    const boring = spawnSync('openssl', ['s_client', '-connect', address, '-tls1_3', '-sigalgs', 'ECDSA+SHA256:RSA-PSS+SHA256', '-CAfile', caFile, '-verify_return_error', '-showcerts'], { input: '', encoding: 'utf8', timeout: 30_000 });
+    expect(boring.status).toBe(0);
+    expect(boring.stdout).toMatch(/Verify return code: 0 \(ok\)/);
+    const leafPem = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/.exec(boring.stdout)![0];
+    const leafText = spawnSync('openssl', ['x509', '-noout', '-text'], { input: leafPem, encoding: 'utf8' }).stdout;
+    expect(leafText).toMatch(/NIST CURVE: P-256/);
+    expect(leafText).toMatch(/Signature Algorithm: ecdsa-with-SHA256/);
+    expect(new X509Certificate(leafPem).checkIssued(new X509Certificate(ca))).toBe(true);
 
     const ok = await probe(address, { ca });
     expect(ok).toMatchObject({ protocol: 'TLSv1.3', cipher: 'TLS_AES_256_GCM_SHA384', authorized: true });
