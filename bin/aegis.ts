@@ -13,6 +13,7 @@ import { registerOperators, registerTokens } from '../coordinator/operators-cli.
 import { registerManifest } from '../shared/trust/manifest-cli.js';
 import { registerRegistry } from '../shared/trust/registry-cli.js';
 import { installCrashHandler } from '../shared/log.js';
+import { usageErrorsExit2Everywhere } from '../shared/cli/usage.js';
 import { registerKeys } from '../shared/keystore/keys-cli.js';
 import { openStoreHolder } from '../client/store/cli.js';
 
@@ -39,5 +40,7 @@ registerRegistry(program);
 registerKeys(program, [openStoreHolder]);
 registerSimulate(program);
 registerDemo(program);
+// Every bad flag or value exits 2 naming it (shared/cli/usage.ts), whatever its parser throws.
+usageErrorsExit2Everywhere(program);
 
 await program.parseAsync(process.argv);

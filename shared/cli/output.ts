@@ -2,6 +2,7 @@
  * CLI conventions (NVIDIA FLARE style): data goes to stdout as one JSON document with
  * `--json`, human progress goes to stderr, errors carry a stable code and a hint.
  */
+import { InvalidArgumentError } from 'commander';
 import { isAegisError } from '../errors.js';
 
 export const progress = (line: string): void => {
@@ -26,7 +27,7 @@ export function reportError(err: unknown, json: boolean): void {
 export function parseIntOption(name: string, min: number, max: number) {
   return (v: string): number => {
     const n = Number(v);
-    if (!Number.isInteger(n) || n < min || n > max) throw new Error(`--${name} must be an integer in ${min}..${max}`);
+    if (!Number.isInteger(n) || n < min || n > max) throw new InvalidArgumentError(`--${name} must be an integer in ${min}..${max}`);
     return n;
   };
 }
@@ -34,7 +35,7 @@ export function parseIntOption(name: string, min: number, max: number) {
 export function parseFloatOption(name: string, min: number, max: number) {
   return (v: string): number => {
     const n = Number(v);
-    if (!Number.isFinite(n) || n < min || n > max) throw new Error(`--${name} must be a number in ${min}..${max}`);
+    if (!Number.isFinite(n) || n < min || n > max) throw new InvalidArgumentError(`--${name} must be a number in ${min}..${max}`);
     return n;
   };
 }
@@ -45,7 +46,7 @@ export function parseDuration(name: string, minMs: number, maxMs: number) {
     const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(v.trim());
     const unit = { ms: 1, s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 }[(m?.[2] ?? 's') as 'ms' | 's' | 'm' | 'h' | 'd'];
     const ms = m ? Math.round(Number(m[1]) * unit) : NaN;
-    if (!Number.isFinite(ms) || ms < minMs || ms > maxMs) throw new Error(`--${name} must be a duration like 30s, 15m or 24h, between ${minMs / 1000} s and ${maxMs / 1000} s`);
+    if (!Number.isFinite(ms) || ms < minMs || ms > maxMs) throw new InvalidArgumentError(`--${name} must be a duration like 30s, 15m or 24h, between ${minMs / 1000} s and ${maxMs / 1000} s`);
     return ms;
   };
 }
