@@ -16,7 +16,6 @@ import { applyConfigFile } from '../shared/cli/config.js';
 import { kekInitOptions, VAULT_FILE, withKekOptions, withRotationOptions, type KekCliOptions, type RotationCliOptions } from '../shared/keystore/keys-cli.js';
 import { effectivePolicy, recordPolicy, runKeyCheck, scheduleKeyChecks } from '../shared/keystore/policy.js';
 import { SealedVault } from '../shared/keystore/vault.js';
-import type { TlsKeyType } from '../shared/keystore/round-key.js';
 import { decodeWeightedSum } from '../shared/crypto/quantize.js';
 import { AegisError, ErrorCode, isAegisError } from '../shared/errors.js';
 import * as admin from '../shared/gen/aegis/v1/admin_pb.js';
@@ -43,6 +42,7 @@ import { saveTfjsModel, weightsFromBytes } from '../shared/model/tfjs.js';
 import { readSnapshot } from '../shared/trust/registry-dir.js';
 import { parseEnvelope } from '../shared/trust/dsse.js';
 import { MemoryDataStore, readJsonlRecords } from '../shared/store/memory.js';
+import { dashboardBanner, dashboardStartOptions, withDashboardOptions, type DashboardCliOptions } from './dashboard/cli.js';
 import { call, DEFAULT_DIR, operatorTtlDays, run, usageErrorsExit2, withAdmin, type AdminOpts, type AdminSession } from './admin-client.js';
 
 
@@ -85,7 +85,7 @@ export function registerCoordinator(program: Command): void {
       }
     });
 
-  withRotationOptions(withKekOptions(group.command('start'), 'first start only: '))
+  withDashboardOptions(withRotationOptions(withKekOptions(group.command('start'), 'first start only: ')))
     .description('start the coordinator (embedded by default: one process, round state in memory; with --redis: one front end of rounds whose state is shared on Redis)')
     .requiredOption('--listen <host:port>', 'mTLS address for clients and operators')
     .option('--enroll-listen <host:port>', 'server-TLS address for enrollment (default: the next port)')
@@ -99,12 +99,6 @@ export function registerCoordinator(program: Command): void {
     .option('--unmask-workers <n>', 'with --redis: unmask parts this process expands at once (0: leave them to `aegis coordinator unmask-worker` processes)', parseIntOption('unmask-workers', 0, 64), 1)
     .option('--unmask-parts <n>', "with --redis: worker jobs a round's unmasking is split into", parseIntOption('unmask-parts', 1, 1024), 2)
     .option('--metrics <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (loopback only; counts, phases and reason codes, no client ids)')
-    .option('--dashboard <host:port>', 'serve the web dashboard on HOST:PORT (loopback, plain HTTP unless --dashboard-tls-cert; sign in with a link from `aegis dashboard token`)')
-    .option('--dashboard-allow-remote', "let --dashboard listen on a non-loopback address: HTTPS only (TLS 1.3), with --dashboard-tls-cert/--dashboard-tls-key or else the coordinator's own TLS certificate (its CA, ca.pem)")
-    .option('--dashboard-tls-cert <file>', 'serve the dashboard over HTTPS with this PEM certificate chain (with --dashboard-tls-key)')
-    .option('--dashboard-tls-key <file>', "the PEM private key of --dashboard-tls-cert's certificate")
-    .option('--dashboard-idle-timeout <duration>', 'a dashboard session ends after this long without a request', parseDuration('dashboard-idle-timeout', 60_000, 24 * 3_600_000), 15 * 60_000)
-    .option('--dashboard-session-lifetime <duration>', 'a dashboard session ends this long after its sign-in, active or not', parseDuration('dashboard-session-lifetime', 60_000, 24 * 3_600_000), 8 * 3_600_000)
     .option('--validation-data <name=file...>', "validation sets for the poisoning check of training jobs (JSONL examples; a manifest names one in validation.dataset)")
     .option('--retention-round-days <n>', 'how long a finished round keeps which clients took part (then only counts, timeline, outcome and sum stay); config retention.round_days', parseIntOption('retention-round-days', 1, 36_500), 30)
     .option('--clients-lost-after <duration>', 'flag a client suspected-lost (warn log, metric, clients list) once it is silent this long; config clients.lost_after', parseDuration('clients-lost-after', 60_000, 365 * 86_400_000), 7 * 86_400_000)
@@ -249,84 +243,6 @@ export function registerCoordinator(program: Command): void {
  */
 export const EMBEDDED_CA_WARNING =
   'embedded CA: this host holds the CA key, so whoever controls it can mint client certificates and enroll clients of its own (a Sybil attack on secure aggregation: a round of one honest client and sybils gives away the honest input); an offline CA closes it (aegis ca init on another host, then coordinator start --offline-ca ca.pem on a new data dir)';
-
-// ---------------------------------------------------------------------------------------------
-// coordinator start: the dashboard's flags
-
-interface DashboardCliOptions {
-  dashboard?: string;
-  dashboardAllowRemote?: boolean;
-  dashboardTlsCert?: string;
-  dashboardTlsKey?: string;
-  dashboardIdleTimeout: number;
-  dashboardSessionLifetime: number;
-}
-
-/** `startDashboard`'s options from the flags; `invalid-argument` naming the flag or file at fault. */
-async function dashboardStartOptions(o: DashboardCliOptions): Promise<Parameters<Coordinator['startDashboard']>[1]> {
-  if (!o.dashboard) {
-    const stray = (['dashboardAllowRemote', 'dashboardTlsCert', 'dashboardTlsKey'] as const).find((k) => o[k] !== undefined && o[k] !== false);
-    if (stray) throw new AegisError(ErrorCode.InvalidArgument, `--${stray.replace(/[A-Z]/g, (c) => `-${c.toLowerCase()}`)} needs --dashboard HOST:PORT`);
-    return {};
-  }
-  if ((o.dashboardTlsCert === undefined) !== (o.dashboardTlsKey === undefined)) {
-    throw new AegisError(ErrorCode.InvalidArgument, o.dashboardTlsCert === undefined ? '--dashboard-tls-key needs --dashboard-tls-cert (the certificate chain of that key)' : '--dashboard-tls-cert needs --dashboard-tls-key (the private key of that certificate)');
-  }
-  const read = (flag: string, file: string): Promise<string> =>
-    readFile(file, 'utf8').catch(() => {
-      throw new AegisError(ErrorCode.NotFound, `cannot read ${flag} ${file}`);
-    });
-  const tls =
-    o.dashboardTlsCert !== undefined && o.dashboardTlsKey !== undefined
-      ? { certPem: await read('--dashboard-tls-cert', o.dashboardTlsCert), keyPem: await read('--dashboard-tls-key', o.dashboardTlsKey) }
-      : undefined;
-  return {
-    allowRemote: o.dashboardAllowRemote === true,
-    ...(tls ? { tls } : {}),
-    idleTimeoutMs: o.dashboardIdleTimeout,
-    sessionLifetimeMs: o.dashboardSessionLifetime,
-  };
-}
-
-/** The start line that says where the dashboard is, how it is protected and how to sign in. */
-/**
- * The start line naming the dashboard's URL and TLS. Its default certificate comes from the
- * coordinator CA with an ECDSA P-256 key: a browser opens it once it trusts that CA. A CA from
- * before P-256 is Ed25519: its signature on the certificate is one browsers do not verify (nor
- * can their trust stores hold such a CA), so a browser refuses it whatever it trusts.
- */
-function dashboardBanner(d: { url: string; tls: boolean }, o: DashboardCliOptions, dir: string, caKeyType: TlsKeyType): string {
-  const ca = join(dir, 'ca.pem');
-  const how = !d.tls
-    ? 'plain HTTP on loopback'
-    : o.dashboardTlsCert !== undefined
-      ? `HTTPS, TLS 1.3, certificate ${o.dashboardTlsCert}`
-      : caKeyType === 'p256'
-        ? `HTTPS, TLS 1.3, certificate from the coordinator CA (verify with ${ca}; ECDSA P-256: a browser opens it once it trusts that CA)`
-        : `HTTPS, TLS 1.3, certificate from the coordinator CA (verify with ${ca}; that CA is Ed25519, made before P-256, and browsers refuse certificates it signs: give --dashboard-tls-cert/--dashboard-tls-key for a browser)`;
-  return `dashboard on ${d.url}/ (${how}; sign in with a link from: aegis dashboard token --data-dir ${dir})`;
-}
-
-// ---------------------------------------------------------------------------------------------
-// aegis dashboard token
-
-export function registerDashboard(program: Command): void {
-  const group = program.command('dashboard').description('the web dashboard (coordinator start --dashboard HOST:PORT): login links (operators)');
-  withAdmin(group.command('token').description('print a single-use login link for the dashboard (the token after "#": the browser sends it nowhere, the sign-in page posts it)'))
-    .option('--ttl <duration>', 'how long the link stays valid (at most 24 h)', parseDuration('ttl', 1000, 24 * 3_600_000), 15 * 60_000)
-    .action((o: AdminOpts & { ttl: number }) =>
-      run(o, async (client) => {
-        const r = await call<admin.IssueDashboardTokenRequest, admin.IssueDashboardTokenReply>(
-          client,
-          'issueDashboardToken',
-          create(admin.IssueDashboardTokenRequestSchema, { ttlSeconds: Math.ceil(o.ttl / 1000) }),
-        );
-        const expiresAt = new Date(Number(r.expiresAtMs)).toISOString();
-        if (!o.json) progress(`single-use login link, valid until ${expiresAt}; open it in a browser (or open ${r.url.replace(/#.*$/, '')} and paste the token after "#token="):`);
-        printResult(o, { token: r.token, url: r.url, expires_at: expiresAt }, r.url);
-      }),
-    );
-}
 
 // ---------------------------------------------------------------------------------------------
 // aegis clients invite|list|revoke
