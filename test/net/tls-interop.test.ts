@@ -164,6 +164,19 @@ describe('the TLS policy against openssl s_client', () => {
   }, 120_000);
 });
 
+/** One SecAgg call over `creds` to `address`: resolves with the refusal's gRPC code. */
+async function callCode(address: string, creds: grpc.ChannelCredentials): Promise<number> {
+  const cl = new (clientFor(pb.SecAgg))(address, creds, OWN_CHANNEL);
+  try {
+    await callUnary(cl.issueTokens.bind(cl), create(pb.IssueTokensRequestSchema, { count: 1 }), new grpc.Metadata(), { deadline: Date.now() + 10_000 });
+    return grpc.status.OK;
+  } catch (e) {
+    return (e as grpc.ServiceError).code;
+  } finally {
+    cl.close();
+  }
+}
+
 describe('outgoing connections keep the policy', () => {
   /** A TLS 1.3 server offering only `suite`, with a certificate from the coordinator CA; counts handshakes. */
   async function suiteServer(suite: string): Promise<{ address: string; handshakes: () => number; errors: string[]; close: () => void }> {
@@ -180,18 +193,6 @@ describe('outgoing connections keep the policy', () => {
     return { address: `127.0.0.1:${(srv.address() as AddressInfo).port}`, handshakes: () => handshakes, errors, close: () => srv.close() };
   }
 
-  /** One SecAgg call over `creds` to `address`: resolves with the refusal's gRPC code. */
-  async function callCode(address: string, creds: grpc.ChannelCredentials): Promise<number> {
-    const cl = new (clientFor(pb.SecAgg))(address, creds, OWN_CHANNEL);
-    try {
-      await callUnary(cl.issueTokens.bind(cl), create(pb.IssueTokensRequestSchema, { count: 1 }), new grpc.Metadata(), { deadline: Date.now() + 10_000 });
-      return grpc.status.OK;
-    } catch (e) {
-      return (e as grpc.ServiceError).code;
-    } finally {
-      cl.close();
-    }
-  }
 
   test('a server offering only TLS_AES_128_GCM_SHA256 gets no handshake from an enrolling client or an mTLS client channel', async () => {
     const only128 = await suiteServer('TLS_AES_128_GCM_SHA256');
@@ -258,17 +259,7 @@ describe("BoringSSL's default signature algorithms", () => {
         key: tlsKeyPemFor(identity, legacy.certificateDer),
         cert: new X509Certificate(Buffer.from(legacy.certificateDer)).toString(),
       });
-    const call = async (ctx: tls.SecureContext): Promise<number> => {
-      const cl = new (clientFor(pb.SecAgg))(c.address, grpc.credentials.createFromSecureContext(ctx), OWN_CHANNEL);
-      try {
-        await callUnary(cl.issueTokens.bind(cl), create(pb.IssueTokensRequestSchema, { count: 1 }), new grpc.Metadata(), { deadline: Date.now() + 10_000 });
-        return grpc.status.OK;
-      } catch (e) {
-        return (e as grpc.ServiceError).code;
-      } finally {
-        cl.close();
-      }
-    };
+    const call = (ctx: tls.SecureContext): Promise<number> => callCode(c.address, grpc.credentials.createFromSecureContext(ctx));
     expect(await call(context(BORINGSSL_SIGALGS_NODE))).toBe(grpc.status.UNAVAILABLE);
     // With OpenSSL's default list (Ed25519 in it) the same old certificate still works.
     expect(await call(context())).toBe(grpc.status.OK);
