@@ -85,6 +85,8 @@ export const ErrorCode = {
   ParametersMismatch: 'parameters-mismatch',
   /** The client has nothing to contribute to the round (no input for a plain round, no training data). */
   NoInput: 'no-input',
+  /** A masked input sent without an upload slot of its round (SecAgg.AcquireUpload first). */
+  UploadSlotRequired: 'upload-slot-required',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -127,6 +129,7 @@ const HINTS: Record<ErrorCode, string> = {
   'manifest-required': 'this client takes only rounds with a publisher-signed manifest it can verify; check the coordinator',
   'parameters-mismatch': 'the coordinator sent round parameters, deadlines or a group that the signed manifest does not allow; check the coordinator',
   'no-input': 'give --input (plain rounds) or --train-data (training jobs) to aegis client run',
+  'upload-slot-required': 'ask for an upload slot (SecAgg.AcquireUpload) and send the masked input once it is granted',
 };
 
 export class AegisError extends Error {

@@ -185,6 +185,8 @@ const TOKEN_BATCH = 8;
 /** Retries of a transport failure in `send` (more with several front ends: the stream may be moving). */
 const SEND_RETRIES = 4;
 const SEND_RETRIES_PER_FRONT_END = 3;
+/** Times a masked input is sent again after asking anew for an upload slot it had lost. */
+const SLOT_RETRIES = 3;
 /** A token is not used in its last 30 s (the call must reach the coordinator before it expires). */
 const TOKEN_MARGIN_MS = 30_000;
 
@@ -389,6 +391,7 @@ export class ClientRunner {
       (md) => {
         if (this.stopped || this.client !== client) return;
         const stream = client.subscribe(create(pb.SubscribeRequestSchema, {}), md);
+        const certificate = this.certificateDer;
         this.stream = stream;
         let announced = false;
         stream.on('metadata', () => {
@@ -405,8 +408,8 @@ export class ClientRunner {
           }
           this.enqueue(env);
         });
-        stream.on('error', (err: unknown) => this.streamEnded(stream, err));
-        stream.on('end', () => this.streamEnded(stream, undefined));
+        stream.on('error', (err: unknown) => this.streamEnded(stream, err, certificate));
+        stream.on('end', () => this.streamEnded(stream, undefined, certificate));
       },
       (err: unknown) => {
         if (this.client === client) this.streamEnded(null, err);
@@ -414,14 +417,17 @@ export class ClientRunner {
     );
   }
 
-  private streamEnded(stream: grpc.ClientReadableStream<pb.ServerEnvelope> | null, err: unknown): void {
+  private streamEnded(stream: grpc.ClientReadableStream<pb.ServerEnvelope> | null, err: unknown, certificate?: Uint8Array): void {
     if (stream !== null && this.stream !== stream) return;
     this.stream = null;
     clearTimeout(this.heartbeatTimer);
     if (this.stopped) return;
     const e = err === undefined ? new AegisError(ErrorCode.Unavailable, 'the coordinator ended the stream') : asAegisError(err);
-    // A revoked or unknown client cannot fix that by retrying: stop with the reason.
-    if (certificateRefused(e)) return this.fatal(e);
+    // A revoked or unknown client cannot fix that by retrying: stop with the reason. Not so a
+    // stream whose certificate this client's own renewal or rekey superseded (the coordinator
+    // ends it as revoked): the channel moves to the new certificate.
+    const superseded = this.renewing || (certificate !== undefined && certificate !== this.certificateDer);
+    if (certificateRefused(e) && !superseded) return this.fatal(e);
     this.dropRevokedTokens(e);
     this.failures++;
     const wait = this.backoff();
@@ -532,12 +538,21 @@ export class ClientRunner {
     // With several front ends a send may fail while the stream moves to another one: give it
     // enough (bounded) retries to reach the next front end.
     const retries = this.addresses.length > 1 ? SEND_RETRIES + SEND_RETRIES_PER_FRONT_END * (this.addresses.length - 1) : SEND_RETRIES;
+    let slotRetries = 0;
     for (let attempt = 0; ; attempt++) {
       try {
         await callUnary(this.client.send.bind(this.client), env, await this.metadata(), { deadline: Date.now() + 60_000 });
         return;
       } catch (err) {
         if (attempt > 0 && reasonOf(err) === ErrorCode.AlreadyExists) return; // the first try did arrive
+        // The slot's lease ran out, or a resend came after the slot was given back: the coordinator
+        // takes a masked input (and a message that large) only under a slot. Ask again.
+        const reason = reasonOf(err);
+        if (m.type === 'masked-input' && (reason === ErrorCode.UploadSlotRequired || reason === ErrorCode.TooLarge) && slotRetries < SLOT_RETRIES && !this.stopped) {
+          slotRetries++;
+          await this.acquireUploadSlot(m.sessionId);
+          continue;
+        }
         const revokedToken = this.dropRevokedTokens(asAegisError(err));
         if ((!isTransient(err) && !revokedToken) || attempt >= retries || this.stopped) throw asAegisError(err);
         this.failures++;

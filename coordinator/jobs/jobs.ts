@@ -35,6 +35,11 @@ import { jobStateOf, phaseOfRound, roundOf, JOB_STATE_NAMES } from './views.js';
 /** A round on Redis another front end started, followed by this one. */
 type RemoteRound = RoundRecord & { jobId: string };
 
+/** A Send's room besides its vectors and per-neighbour lists (ids, signatures, the envelope). */
+const SEND_BASE_BYTES = 64 * 1024;
+/** Room per neighbour of a round in a Send (an encrypted share pair or an unmask answer, with the peer's id). */
+const SEND_PER_NEIGHBOUR_BYTES = 1024;
+
 export class Jobs {
   private readonly jobs = new Map<string, Job>();
   /** Rounds on Redis another front end started, that this one serves too (with `redisRounds`). */
@@ -287,10 +292,18 @@ export class Jobs {
     const rounds = this.activeRoundsOf(clientId);
     if (rounds.length === 0) throw new AegisError(ErrorCode.WrongPhase, 'no round is running for this client');
     let last: unknown;
+    let noSlot: AegisError | undefined;
     for (const r of rounds) {
       // Phase 0's answers (keys, or a decline) name their round; later messages their session.
       if ((msg.type === 'advertise-keys' || msg.type === 'decline') && !sameRound(msg.round, r.ref)) {
         last = new AegisError(ErrorCode.SessionMismatch, 'the message names another round');
+        continue;
+      }
+      // A masked input is taken only with an upload slot of its round (the back-pressure that
+      // keeps the coordinator's memory O(m)); a message naming another client is left to the
+      // round, which refuses it as unknown-sender whatever else is wrong with it.
+      if (msg.type === 'masked-input' && msg.clientId === clientId && r.host.phase === Phase.MaskedInput && !r.gate.holds(clientId)) {
+        noSlot = new AegisError(ErrorCode.UploadSlotRequired, 'a masked input needs an upload slot first (SecAgg.AcquireUpload)');
         continue;
       }
       try {
@@ -307,7 +320,25 @@ export class Jobs {
         throw err;
       }
     }
-    throw last;
+    if (noSlot) this.log?.info({ client: clientId, type: msg.type, code: noSlot.code }, 'message refused');
+    throw noSlot ?? last;
+  }
+
+  /**
+   * The largest SecAgg.Send this client may make now, bytes: 64 KiB plus 1 KiB per neighbour of
+   * its running rounds (shares and unmask answers grow with the neighbours), and a whole masked
+   * vector (4(m+1) bytes) while it holds an upload slot of a round taking masked inputs.
+   */
+  sendLimitOf(clientId: string): number {
+    let limit = SEND_BASE_BYTES;
+    for (const r of this.activeRoundsOf(clientId)) {
+      const start = r.startOf.get(clientId) ?? r.startEnvelope;
+      const params = start.message.case === 'roundStart' ? start.message.value.parameters : undefined;
+      if (!params) continue;
+      limit = Math.max(limit, SEND_BASE_BYTES + SEND_PER_NEIGHBOUR_BYTES * Math.max(params.neighbors, params.cohort));
+      if (r.host.phase === Phase.MaskedInput && r.gate.holds(clientId)) limit = Math.max(limit, SEND_BASE_BYTES + 4 * (params.dim + 1));
+    }
+    return limit;
   }
 
   /** Follows a round on Redis another front end started: its cohort members connected here take part through this process. */

@@ -5,7 +5,9 @@
  *   Trust;
  * - the enrollment address authenticates only the server: Enrollment.Enroll, where a device that
  *   has no certificate yet trades a one-time token and a CSR for one, and Trust.
- * Both serve gRPC health and reflection.
+ * Both serve gRPC health and reflection, and take at most 32 streams per connection. The main
+ * listener's calls pass admission first (admission.ts: refused at their headers, capped in size
+ * per call kind, ended with their certificate); the enrollment listener takes 64 KiB messages.
  */
 import * as grpc from '@grpc/grpc-js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
@@ -17,6 +19,7 @@ import { addHealthAndReflection } from '../../shared/rpc/server.js';
 import { addService, type MethodsOf, type ServerImpl } from '../../shared/rpc/service.js';
 import { PolicyServerCredentials } from '../../shared/rpc/tls-credentials.js';
 import { issueServerCertificate, type CaCertificate } from '../auth/ca.js';
+import { DEFAULT_REQUEST_CAP, MAX_STREAMS_PER_CONNECTION } from './admission.js';
 
 export interface ServiceImpls {
   secAgg: ServerImpl<MethodsOf<typeof pb.SecAgg>>;
@@ -33,6 +36,9 @@ export interface ListenOptions {
   maxMessageBytes?: number;
 }
 
+/** The largest message the main listener takes by default (Admin.LaunchRound with a model; a masked input of m = 10^7). */
+export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
+
 export interface Listening {
   servers: grpc.Server[];
   address: string;
@@ -43,12 +49,12 @@ export interface Listening {
  * Listens on `listen` (mTLS) and `enrollListen` (server TLS; default: the next port). Port 0
  * picks free ports. Resolves with the servers and the bound addresses.
  */
-export async function listenTls(opts: ListenOptions, services: ServiceImpls, listen: string, enrollListen?: string): Promise<Listening> {
+export async function listenTls(opts: ListenOptions, services: ServiceImpls, listen: string, enrollListen?: string, admission?: grpc.ServerInterceptor): Promise<Listening> {
   const [host, portText] = splitHostPort(listen);
   const hosts = [...new Set([reachable(host), '127.0.0.1', 'localhost'])];
   const server = opts.serverCredential ?? (await issueServerCertificate(opts.ca, { hosts }));
   const material = { keyPem: server.privateKeyPem, certificatePem: server.certificatePem };
-  const maxBytes = opts.maxMessageBytes ?? 64 * 1024 * 1024;
+  const maxBytes = opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES;
   const options: grpc.ServerOptions = {
     'grpc.max_receive_message_length': maxBytes,
     'grpc.max_send_message_length': maxBytes,
@@ -56,9 +62,10 @@ export async function listenTls(opts: ListenOptions, services: ServiceImpls, lis
     'grpc.keepalive_timeout_ms': 10_000,
     'grpc.http2.min_ping_interval_without_data_ms': 5_000,
     'grpc.keepalive_permit_without_calls': 1,
+    'grpc.max_concurrent_streams': MAX_STREAMS_PER_CONNECTION,
   };
 
-  const main = new grpc.Server(options);
+  const main = new grpc.Server({ ...options, ...(admission ? { interceptors: [admission] } : {}) });
   addService(main, pb.SecAgg, services.secAgg);
   addService(main, enroll.Enrollment, services.enrollment);
   addService(main, admin.Admin, services.admin);
@@ -67,7 +74,7 @@ export async function listenTls(opts: ListenOptions, services: ServiceImpls, lis
   const mainCreds = new PolicyServerCredentials({ ...material, clientCaPem: opts.ca.certificatePem });
   const mainPort = await bind(main, `${host}:${portText}`, mainCreds);
 
-  const enrollServer = new grpc.Server({ 'grpc.max_receive_message_length': 64 * 1024 });
+  const enrollServer = new grpc.Server({ 'grpc.max_receive_message_length': DEFAULT_REQUEST_CAP, 'grpc.max_concurrent_streams': MAX_STREAMS_PER_CONNECTION });
   addService(enrollServer, enroll.Enrollment, services.enrollment);
   addService(enrollServer, trust.Trust, services.trust);
   addHealthAndReflection(enrollServer, [enroll.Enrollment, trust.Trust]);

@@ -44,7 +44,8 @@ import type { JobsOptions, LaunchResult } from '../jobs/types.js';
 import { adminService } from '../rpc/admin-service.js';
 import { CallerAuthorization } from '../rpc/caller.js';
 import { enrollmentService } from '../rpc/enrollment-service.js';
-import { listenTls, shutdown } from '../rpc/listeners.js';
+import { Admission } from '../rpc/admission.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, listenTls, shutdown } from '../rpc/listeners.js';
 import { secAggService } from '../rpc/secagg-service.js';
 import { trustService } from '../rpc/trust-service.js';
 import { serveDashboard, type DashboardServer, type ServeDashboardOptions } from '../dashboard/server.js';
@@ -124,6 +125,8 @@ export class Coordinator {
   private readonly log: Logger | undefined;
   private readonly clock: () => number;
   private servers: grpc.Server[] = [];
+  /** The main listener's admission (refusal at the headers, size caps, calls ended with their certificate). */
+  private admission: Admission | undefined;
   private timers: NodeJS.Timeout[] = [];
   /** The web dashboard (startDashboard): its server and login tokens. */
   private dashboard: { server: DashboardServer; auth: DashboardTokens } | undefined;
@@ -194,7 +197,14 @@ export class Coordinator {
     // The built-in operator credential is on record (a data dir of an older release has none yet).
     const builtIn = await opts.builtInOperator?.current();
     if (builtIn) await this.operators.adopt(builtIn, { builtIn: true });
-    const bound = await listenTls(opts, services, listen, enrollListen);
+    this.admission = new Admission({
+      clients,
+      clock: this.clock,
+      maxMessageBytes: opts.maxMessageBytes ?? DEFAULT_MAX_MESSAGE_BYTES,
+      sendLimit: (clientId) => jobs.sendLimitOf(clientId),
+      ...pick(opts, ['log']),
+    });
+    const bound = await listenTls(opts, services, listen, enrollListen, this.admission.interceptor);
     this.servers = bound.servers;
     this.address = bound.address;
     this.enrollAddress = bound.enrollAddress;
@@ -226,6 +236,7 @@ export class Coordinator {
     this.mailboxes.closeAll(new AegisError(ErrorCode.Unavailable, 'the coordinator is shutting down'));
     await shutdown(this.servers);
     this.servers = [];
+    this.admission?.close();
     await this.opts.redisRounds?.close();
     await this.clients.close();
     await this.jobs.flush();

@@ -50,6 +50,11 @@ export class UploadGate {
     });
   }
 
+  /** True while `clientId` holds a slot. */
+  holds(clientId: string): boolean {
+    return this.holders.has(clientId);
+  }
+
   release(clientId: string): void {
     const t = this.holders.get(clientId);
     if (t === undefined) return;

@@ -53,6 +53,7 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, Status>> = {
   'manifest-required': Status.FAILED_PRECONDITION,
   'parameters-mismatch': Status.INVALID_ARGUMENT,
   'no-input': Status.FAILED_PRECONDITION,
+  'upload-slot-required': Status.FAILED_PRECONDITION,
 };
 
 /** The gRPC status code for an error code. */

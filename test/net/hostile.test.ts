@@ -20,6 +20,7 @@ import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import type { AdvertiseKeys, ClientMessage, MaskedInput } from '../../shared/protocol/messages.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { phaseToProto, toClientEnvelope } from '../../shared/rpc/convert.js';
+import { callUnary } from '../../shared/rpc/service.js';
 import { SMALL_ORDER_X25519_HEX } from '../support/codes.js';
 import { enrollClients, expectedSum, manifest, startCoordinator, startRunners, waitFor, type Enrolled } from '../support/cluster.js';
 import { credentialsOf, healthStatus, issueTokens, holdBefore, dropBefore, rawSendClient, refusal, releaseAll, secAgg, send, TokenPool, type Refusal, type SecAggClient } from '../support/raw-calls.js';
@@ -64,6 +65,11 @@ const encode = (m: ClientMessage): Uint8Array => toBinary(pb.ClientEnvelopeSchem
 const sendMsg = async (m: ClientMessage): Promise<Refusal> => refusal(send(attacker, toClientEnvelope(m), await pool.next()));
 const sendBytes = async (b: Uint8Array): Promise<Refusal> => refusal(raw.send(b, await pool.next()));
 const status = (code: grpc.status, reason: ErrorCode | undefined) => ({ code, reason });
+/** Takes one of the round's upload slots as the attacker, then sends. */
+const withSlot = async <T>(sendIt: () => Promise<T>): Promise<T> => {
+  await callUnary(attacker.acquireUpload.bind(attacker), create(pb.AcquireUploadRequestSchema, {}), await pool.next());
+  return sendIt();
+};
 const pick = (r: Refusal) => ({ code: r.code, reason: r.reason });
 
 async function serving(): Promise<void> {
@@ -102,9 +108,10 @@ describe('a hostile member during a live round', () => {
     expect(pick(await sendBytes(Uint8Array.from([0x08, 0x01])))).toEqual(status(grpc.status.INVALID_ARGUMENT, 'invalid-argument'));
     // Well-formed protobuf that is not a protocol message: an empty envelope.
     expect(pick(await sendBytes(new Uint8Array(0)))).toEqual(status(grpc.status.INVALID_ARGUMENT, ErrorCode.InvalidArgument));
-    // Above the server's max_receive_message_length: RESOURCE_EXHAUSTED from grpc-js, no reason.
+    // Above the server's max_receive_message_length, and above what a Send of this round takes:
+    // RESOURCE_EXHAUSTED with the reason too-large, from the length prefix.
     const oversized = await sendBytes(noise('oversized', MAX_MESSAGE_BYTES + 1024));
-    expect(pick(oversized)).toEqual(status(grpc.status.RESOURCE_EXHAUSTED, undefined));
+    expect(pick(oversized)).toEqual(status(grpc.status.RESOURCE_EXHAUSTED, ErrorCode.TooLarge));
 
     // Wrong phase, another round, another client.
     const maskedNow: MaskedInput = { type: 'masked-input', sessionId: new Uint8Array(32), clientId: adv.clientId, vector: new Uint32Array(DIM + 1) };
@@ -146,19 +153,24 @@ describe('a hostile member during a live round', () => {
     await slowMasked.reached;
     expect(c.statusOf('job-1').phase).toBe(phaseToProto(Phase.MaskedInput));
     const m = (over: Partial<MaskedInput>): MaskedInput => ({ ...masked, ...over });
-    // A vector longer than dim + 1 (within the message limit): the state machine's too-large.
-    const huge = await sendMsg(m({ vector: new Uint32Array(50_000) }));
+    // Without an upload slot a masked input is refused whatever it holds.
+    expect(pick(await sendMsg(masked))).toEqual(status(grpc.status.FAILED_PRECONDITION, ErrorCode.UploadSlotRequired));
+    // With one (each refusal gives it back, so it is asked for again before every send):
+    // a vector far longer than dim + 1 is refused from its length prefix, more than a Send of
+    // this round takes even with a slot.
+    const huge = await withSlot(() => sendMsg(m({ vector: new Uint32Array(50_000) })));
     expect(pick(huge)).toEqual(status(grpc.status.RESOURCE_EXHAUSTED, ErrorCode.TooLarge));
-    expect(huge.details).toMatch(/50000 words, the round takes 1001/);
-    expect(pick(await sendMsg(m({ vector: new Uint32Array(DIM + 2) })))).toEqual(status(grpc.status.RESOURCE_EXHAUSTED, ErrorCode.TooLarge));
-    expect(pick(await sendMsg(m({ vector: new Uint32Array(DIM) })))).toEqual(status(grpc.status.INVALID_ARGUMENT, ErrorCode.InvalidArgument));
-    expect(pick(await sendMsg(m({ vector: new Uint32Array(0) })))).toEqual(status(grpc.status.INVALID_ARGUMENT, ErrorCode.InvalidArgument));
+    expect(huge.details).toMatch(/larger than aegis\.v1\.SecAgg\.Send takes \(\d+ bytes\)/);
+    // One word too many, or too few: the state machine's too-large and invalid-argument.
+    expect(pick(await withSlot(() => sendMsg(m({ vector: new Uint32Array(DIM + 2) }))))).toEqual(status(grpc.status.RESOURCE_EXHAUSTED, ErrorCode.TooLarge));
+    expect(pick(await withSlot(() => sendMsg(m({ vector: new Uint32Array(DIM) }))))).toEqual(status(grpc.status.INVALID_ARGUMENT, ErrorCode.InvalidArgument));
+    expect(pick(await withSlot(() => sendMsg(m({ vector: new Uint32Array(0) }))))).toEqual(status(grpc.status.INVALID_ARGUMENT, ErrorCode.InvalidArgument));
     // A ragged vector (bytes not a multiple of 4), straight on the wire.
     const ragged = toBinary(pb.ClientEnvelopeSchema, create(pb.ClientEnvelopeSchema, { message: { case: 'maskedInput', value: { sessionId: masked.sessionId, clientId: masked.clientId, vector: new Uint8Array(4 * (DIM + 1) + 1) } } }));
-    expect(pick(await sendBytes(ragged))).toEqual(status(grpc.status.INVALID_ARGUMENT, ErrorCode.InvalidArgument));
+    expect(pick(await withSlot(() => sendBytes(ragged)))).toEqual(status(grpc.status.INVALID_ARGUMENT, ErrorCode.InvalidArgument));
     // Another session, a session id of the wrong length, the previous phase, the next phase.
-    expect(pick(await sendMsg(m({ sessionId: noise('other-session', 32) })))).toEqual(status(grpc.status.FAILED_PRECONDITION, ErrorCode.SessionMismatch));
-    expect(pick(await sendMsg(m({ sessionId: masked.sessionId.subarray(0, 16) })))).toEqual(status(grpc.status.INVALID_ARGUMENT, ErrorCode.InvalidArgument));
+    expect(pick(await withSlot(() => sendMsg(m({ sessionId: noise('other-session', 32) }))))).toEqual(status(grpc.status.FAILED_PRECONDITION, ErrorCode.SessionMismatch));
+    expect(pick(await withSlot(() => sendMsg(m({ sessionId: masked.sessionId.subarray(0, 16) }))))).toEqual(status(grpc.status.INVALID_ARGUMENT, ErrorCode.InvalidArgument));
     expect(pick(await sendMsg(adv))).toEqual(status(grpc.status.FAILED_PRECONDITION, ErrorCode.WrongPhase));
     expect(pick(await sendMsg({ type: 'share-keys', sessionId: masked.sessionId, clientId: masked.clientId, shares: [] }))).toEqual(status(grpc.status.FAILED_PRECONDITION, ErrorCode.WrongPhase));
     expect(pick(await sendMsg({ type: 'unmask-response', sessionId: masked.sessionId, clientId: masked.clientId, keyShares: [], selfMaskShares: [] }))).toEqual(
@@ -171,12 +183,12 @@ describe('a hostile member during a live round', () => {
     // The real masked input is taken; an exact resend changes nothing, a changed one is refused.
     attMasked.release();
     await attMasked.sent;
-    const dupMasked = await sendMsg(masked);
+    const dupMasked = await withSlot(() => sendMsg(masked));
     expect(pick(dupMasked)).toEqual(status(grpc.status.ALREADY_EXISTS, ErrorCode.AlreadyExists));
     expect(dupMasked.details).toMatch(/identical resend changes nothing/);
     const changed = new Uint32Array(masked.vector);
     changed[0] = (changed[0]! + 1) >>> 0;
-    const conflictMasked = await sendMsg(m({ vector: changed }));
+    const conflictMasked = await withSlot(() => sendMsg(m({ vector: changed })));
     expect(pick(conflictMasked)).toEqual(status(grpc.status.ALREADY_EXISTS, ErrorCode.AlreadyExists));
     expect(conflictMasked.details).toMatch(/conflicting resend refused/);
     slowMasked.release();
@@ -215,7 +227,8 @@ describe('a hostile member during a live round', () => {
     await c.launch(manifest({ jobId: 'job-2', round: { dim: DIM, cohort: 4, neighbors: 3 }, deadlines }));
     const masked = (await dropped) as MaskedInput;
     // While it is gone, more junk under its name (its certificate and tokens still work).
-    expect(pick(await sendMsg({ ...masked, vector: new Uint32Array(DIM + 100) }))).toEqual(status(grpc.status.RESOURCE_EXHAUSTED, ErrorCode.TooLarge));
+    expect(pick(await sendMsg({ ...masked, vector: new Uint32Array(DIM + 100) }))).toEqual(status(grpc.status.FAILED_PRECONDITION, ErrorCode.UploadSlotRequired));
+    expect(pick(await withSlot(() => sendMsg({ ...masked, vector: new Uint32Array(DIM + 100) })))).toEqual(status(grpc.status.RESOURCE_EXHAUSTED, ErrorCode.TooLarge));
     expect(pick(await sendBytes(noise('random-3', 512)))).toEqual(status(grpc.status.INVALID_ARGUMENT, 'invalid-argument'));
     const o = await c.outcomeOf('job-2', 0);
     expect(o.ok).toBe(true);

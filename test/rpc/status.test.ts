@@ -42,6 +42,7 @@ const EXPECTED: Record<ErrorCode, Status> = {
   'manifest-required': Status.FAILED_PRECONDITION,
   'parameters-mismatch': Status.INVALID_ARGUMENT,
   'no-input': Status.FAILED_PRECONDITION,
+  'upload-slot-required': Status.FAILED_PRECONDITION,
 };
 
 describe('error codes become gRPC statuses', () => {
