@@ -10,6 +10,7 @@ import { benchSecagg } from './secagg.js';
 import { benchTrain } from './train.js';
 import { benchScale } from './scale.js';
 import { benchRegistry } from './registry.js';
+import { benchRefuse } from './refuse.js';
 
 const TOPICS: Record<string, (o: { json: boolean; quick: boolean; budgetSeconds: number }) => Promise<void>> = {
   secagg: benchSecagg,
@@ -17,6 +18,7 @@ const TOPICS: Record<string, (o: { json: boolean; quick: boolean; budgetSeconds:
   train: benchTrain,
   scale: benchScale,
   registry: benchRegistry,
+  refuse: benchRefuse,
 };
 
 const program = new Command();

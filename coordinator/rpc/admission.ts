@@ -11,8 +11,10 @@
  * server closes the socket without an alert), so a device revoked while offline would retry for
  * ever; refused at its first call it gets `unauthenticated` with the detail `revoked` and stops.
  * Before the body is what matters for the cost: grpc-js pauses a call's HTTP/2 stream until the
- * handler asks for the first message, and a refused call's incoming DATA frames are dropped as
- * they arrive, never decoded nor buffered.
+ * handler asks for the first message, so a refused call's body is never decoded nor buffered:
+ * once the call has its status, grpc-js drops its DATA frames as they arrive. (Resetting the
+ * stream right after the status, to stop the sender sooner, was tried: Node then kept the unread
+ * DATA against the session's memory and wedged the connection, so it is not done.)
  *
  * The service handlers check the certificate again (caller.ts): this layer adds no trust, it
  * moves the refusal before the body and ends calls that are already running.

@@ -4,7 +4,8 @@
  * (`grpc.max_receive_message_length`, checked by its stream decoder as soon as the prefix is
  * read); it has no per-method limit, so this lowers the decoder's limit of one call from a server
  * interceptor that runs before the first read. A call over its cap ends RESOURCE_EXHAUSTED with
- * the reason `too-large`, and its body is dropped as it arrives (never held in memory).
+ * the reason `too-large`; the rest of its body is dropped as it arrives (grpc-js discards the
+ * DATA of a call that has ended), never held in memory.
  *
  * This reaches two fields of grpc-js's base server call (`decoder.maxReadMessageLength`,
  * `maxReceiveMessageSize`). When a grpc-js release no longer has them, `capReceive` returns
