@@ -2,7 +2,7 @@
  * The attacker process of `npm run bench -- refuse` (forked with an IPC channel; its orders,
  * certificate and key arrive as one IPC message, never in argv or the environment):
  * - `flood`: a revoked client, over HTTP/2 on mTLS with its still-unexpired certificate, starts
- *   SecAgg.Send calls declaring 60 MiB, four at a time, and writes each body in 1 MiB pieces for
+ *   SecAgg.Send calls declaring 60 MiB, 16 at a time, and writes each body in 1 MiB pieces for
  *   as long as the server lets it, for `seconds`;
  * - `cpu`: a process that only spins on the CPU for `seconds` (the control: what any busy
  *   neighbour on the same cores costs the round).
@@ -24,13 +24,17 @@ export interface AttackReport {
   calls: number;
   statuses: Record<string, number>;
   bytesWritten: number;
+  /** How the streams closed: RST_STREAM codes (0 NO_ERROR, 7 REFUSED_STREAM, 11 ENHANCE_YOUR_CALM, ...). */
+  resets: Record<string, number>;
 }
 
 const MiB = 1024 * 1024;
+/** Calls the flood keeps open at once (the server takes 32 streams per connection). */
+const CONCURRENT_CALLS = 16;
 const piece = Buffer.alloc(MiB, 0x5a);
 
 async function flood(o: Orders): Promise<AttackReport> {
-  const report: AttackReport = { calls: 0, statuses: {}, bytesWritten: 0 };
+  const report: AttackReport = { calls: 0, statuses: {}, bytesWritten: 0, resets: {} };
   const end = Date.now() + o.seconds * 1000;
   const session = http2.connect(`https://${o.address!}`, { ca: o.caPem!, key: o.keyPem!, cert: o.certPem!, servername: 'localhost', ...TLS_CLIENT_POLICY });
   session.on('error', () => undefined);
@@ -58,13 +62,17 @@ async function flood(o: Orders): Promise<AttackReport> {
       req.on('trailers', take);
       req.on('data', () => undefined);
       req.on('error', () => undefined);
-      req.on('close', () => resolve());
+      req.on('close', () => {
+        const code = String(req.rstCode ?? '-');
+        report.resets[code] = (report.resets[code] ?? 0) + 1;
+        resolve();
+      });
       pump();
     });
   const worker = async (): Promise<void> => {
     while (Date.now() < end && !session.destroyed) await one();
   };
-  await Promise.all(Array.from({ length: 4 }, worker));
+  await Promise.all(Array.from({ length: CONCURRENT_CALLS }, worker));
   session.close();
   return report;
 }
@@ -73,7 +81,7 @@ function spin(o: Orders): AttackReport {
   const end = Date.now() + o.seconds * 1000;
   let x = 0;
   while (Date.now() < end) for (let i = 0; i < 100_000; i++) x = (x * 31 + i) >>> 0;
-  return { calls: 0, statuses: { spin: x & 1 }, bytesWritten: 0 };
+  return { calls: 0, statuses: { spin: x & 1 }, bytesWritten: 0, resets: {} };
 }
 
 process.once('message', (o: Orders) => {

@@ -1,20 +1,25 @@
 /**
  * `npm run bench -- refuse`: what a revoked client flooding the coordinator costs it. A real
- * coordinator (gRPC, TLS 1.3, mTLS on loopback) runs back-to-back rounds (n = 8 ClientRunners in
- * this process, m = 10^5, classic SecAgg) for a fixed window in each of three conditions:
+ * coordinator (gRPC, TLS 1.3, mTLS on loopback) with n = 8 ClientRunners in this process.
+ * Memory: the coordinator idle between rounds for a window, alone, then while the revoked client
+ * floods it (peak RSS over the window's start, after a full GC). Time: back-to-back rounds
+ * (m = 10^5, classic SecAgg) for a window in each of three conditions:
  * 1. alone — the baseline, measured in this run;
  * 2. next to a process that only spins on one core for the window (the control: what any busy
  *    neighbour costs on this machine);
  * 3. next to a revoked client (forked process, refuse-attacker.ts) starting SecAgg.Send calls that
- *    declare 60 MiB, four at a time, writing their bodies for as long as the server lets it.
+ *    declare 60 MiB, 16 at a time, writing their bodies for as long as the server lets it.
  * Reported per condition: rounds completed, mean round time and its ratio to the baseline,
- * this process's RSS growth over the window (coordinator and runners; the attacker's memory is
- * its own), and what the attacker managed (calls, statuses, body bytes written, streams reset).
+ * this process's peak RSS in the window (coordinator and runners; the attacker's memory is its
+ * own) and its excess over the baseline's, and what the attacker managed (calls, statuses, body
+ * bytes written).
  * The goal: under 50 MB of extra RSS, and the flood's slowdown close to the spinning control's.
  */
 import { fork } from 'node:child_process';
 import { X509Certificate } from 'node:crypto';
 import { cpus } from 'node:os';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { fileURLToPath } from 'node:url';
 import { ClientRunner, enrollWithToken } from '../client/agent/connection.js';
 import { createIdentity, tlsKeyPemFor } from '../client/enroll/csr.js';
@@ -30,9 +35,14 @@ interface Row {
   rounds: number;
   meanRoundMs: number;
   ratio: number;
+  /** Peak RSS in the window minus RSS at its start (after a full GC). */
   rssGrowthMb: number;
   attack?: AttackReport;
 }
+
+setFlagsFromString('--expose-gc');
+/** A full garbage collection (V8's gc, exposed for this measurement). */
+const gc = runInNewContext('gc') as () => void;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
@@ -101,10 +111,11 @@ export async function benchRefuse(opts: { json: boolean; quick: boolean; budgetS
     // Warm-up: JIT, TLS sessions, worker threads.
     for (let i = 0; i < 3; i++) await round();
 
-    const measure = async (condition: string, attack?: 'flood' | 'cpu'): Promise<Row> => {
-      process.stderr.write(`${condition}: ${seconds} s of rounds...\n`);
-      global.gc?.();
+    const measure = async (condition: string, attack: 'flood' | 'cpu' | undefined, withRounds: boolean): Promise<Row> => {
+      process.stderr.write(`${condition}: ${seconds} s${withRounds ? ' of rounds' : ''}...\n`);
+      gc();
       await sleep(200);
+      gc();
       const rss0 = process.memoryUsage().rss;
       let peak = rss0;
       const sampler = setInterval(() => (peak = Math.max(peak, process.memoryUsage().rss)), 50);
@@ -125,16 +136,25 @@ export async function benchRefuse(opts: { json: boolean; quick: boolean; budgetS
       }
       const end = Date.now() + seconds * 1000;
       const times: number[] = [];
-      while (Date.now() < end) times.push(await round());
+      if (withRounds) while (Date.now() < end) times.push(await round());
+      else await sleep(seconds * 1000);
       clearInterval(sampler);
       const attackReport = report ? await report : undefined;
-      const mean = times.reduce((a, b) => a + b, 0) / times.length;
+      const mean = times.length > 0 ? times.reduce((a, b) => a + b, 0) / times.length : Number.NaN;
       return { condition, rounds: times.length, meanRoundMs: mean, ratio: Number.NaN, rssGrowthMb: (peak - rss0) / 1024 / 1024, ...(attackReport ? { attack: attackReport } : {}) };
     };
-    rows.push(await measure('rounds alone (baseline)'));
-    rows.push(await measure('next to a process spinning on one core', 'cpu'));
-    rows.push(await measure('next to a revoked client sending 60 MiB Sends', 'flood'));
-    for (const r of rows) r.ratio = r.meanRoundMs / rows[0]!.meanRoundMs;
+    // Memory: the coordinator between rounds, alone and then under the flood (no round's vectors
+    // to blur the figure).
+    rows.push(await measure('idle coordinator, alone', undefined, false));
+    rows.push(await measure('idle coordinator, revoked client flooding', 'flood', false));
+    // Time: back-to-back rounds alone (the baseline), next to the control, next to the flood.
+    const timed = [
+      await measure('rounds alone (baseline)', undefined, true),
+      await measure('rounds next to a process spinning on one core', 'cpu', true),
+      await measure('rounds next to a revoked client flooding', 'flood', true),
+    ];
+    for (const r of timed) r.ratio = r.meanRoundMs / timed[0]!.meanRoundMs;
+    rows.push(...timed);
   } finally {
     await Promise.all(runners.map((r) => r.stop()));
     await c.close();
@@ -146,21 +166,22 @@ export async function benchRefuse(opts: { json: boolean; quick: boolean; budgetS
   process.stdout.write(`A revoked client flooding the coordinator (n = ${n}, m = ${dim}, classic SecAgg; ${seconds} s per condition; ${cpus().length} cores)\n\n`);
   process.stdout.write(
     `${table(
-      ['condition', 'rounds', 'mean round ms', 'vs alone', 'RSS growth MB', 'attacker calls', 'statuses', 'body MiB written'],
+      ['condition', 'rounds', 'mean round ms', 'vs alone', 'RSS growth MB', 'attacker calls', 'statuses', 'stream resets', 'body MiB written'],
       rows.map((r) => [
         r.condition,
-        r.rounds,
+        r.rounds || '-',
         fmt(r.meanRoundMs),
-        `${fmt(r.ratio, 2)}x`,
+        Number.isFinite(r.ratio) ? `${fmt(r.ratio, 2)}x` : '-',
         fmt(r.rssGrowthMb),
         r.attack && r.attack.calls > 0 ? r.attack.calls : '-',
-        r.attack && r.attack.calls > 0 ? Object.entries(r.attack.statuses).map(([k, v]) => `${k}:${v}`).join(' ') : '-',
+        r.attack && r.attack.calls > 0 ? Object.entries(r.attack.statuses).map(([k, v]) => `${k}:${v}`).join(' ') || 'none' : '-',
+        r.attack && r.attack.calls > 0 ? Object.entries(r.attack.resets).map(([k, v]) => `${k}:${v}`).join(' ') : '-',
         r.attack && r.attack.calls > 0 ? fmt(r.attack.bytesWritten / 1024 / 1024, 0) : '-',
       ]),
     )}\n`,
   );
   process.stdout.write(
-    '\n"RSS growth": peak RSS of this process (coordinator and the runners) during the window minus RSS at its start. "statuses": gRPC status codes the attacker got (16 = UNAUTHENTICATED). ' +
+    '\n"RSS growth": this process\'s (coordinator and runners) peak RSS in the window minus its RSS at the start, after a full GC. "statuses": gRPC status codes the attacker got (16 = UNAUTHENTICATED); "stream resets": the RST_STREAM codes its streams closed with (0 NO_ERROR, 7 REFUSED_STREAM, 11 ENHANCE_YOUR_CALM: Node refusing streams on a connection whose unread data is over its memory limit). ' +
       '"body MiB written": what the attacker handed to its socket; the coordinator drops it as it arrives (its cost is the TLS decryption). The attacker and the spinning control are separate processes on the same cores.\n',
   );
 }
