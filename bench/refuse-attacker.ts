@@ -2,7 +2,7 @@
  * The attacker process of `npm run bench -- refuse` (forked with an IPC channel; its orders,
  * certificate and key arrive as one IPC message, never in argv or the environment):
  * - `flood`: a revoked client, over HTTP/2 on mTLS with its still-unexpired certificate, starts
- *   SecAgg.Send calls declaring 60 MiB, 16 at a time, and writes each body in 1 MiB pieces for
+ *   SecAgg.Send calls declaring 60 MiB, `concurrency` at a time, and writes each body in 1 MiB pieces for
  *   as long as the server lets it, for `seconds`;
  * - `cpu`: a process that only spins on the CPU for `seconds` (the control: what any busy
  *   neighbour on the same cores costs the round).
@@ -14,6 +14,8 @@ import { TLS_CLIENT_POLICY } from '../shared/net/tls-policy.js';
 interface Orders {
   mode: 'flood' | 'cpu';
   seconds: number;
+  /** flood: calls kept open at once. */
+  concurrency?: number;
   address?: string;
   caPem?: string;
   keyPem?: string;
@@ -29,8 +31,6 @@ export interface AttackReport {
 }
 
 const MiB = 1024 * 1024;
-/** Calls the flood keeps open at once (the server takes 32 streams per connection). */
-const CONCURRENT_CALLS = 16;
 const piece = Buffer.alloc(MiB, 0x5a);
 
 async function flood(o: Orders): Promise<AttackReport> {
@@ -72,7 +72,7 @@ async function flood(o: Orders): Promise<AttackReport> {
   const worker = async (): Promise<void> => {
     while (Date.now() < end && !session.destroyed) await one();
   };
-  await Promise.all(Array.from({ length: CONCURRENT_CALLS }, worker));
+  await Promise.all(Array.from({ length: o.concurrency ?? 4 }, worker));
   session.close();
   return report;
 }

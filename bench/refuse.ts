@@ -8,7 +8,7 @@
  * 2. next to a process that only spins on one core for the window (the control: what any busy
  *    neighbour costs on this machine);
  * 3. next to a revoked client (forked process, refuse-attacker.ts) starting SecAgg.Send calls that
- *    declare 60 MiB, 16 at a time, writing their bodies for as long as the server lets it.
+ *    declare 60 MiB, 4 or 16 at a time, writing their bodies for as long as the server lets it.
  * Reported per condition: rounds completed, mean round time and its ratio to the baseline,
  * this process's peak RSS in the window (coordinator and runners; the attacker's memory is its
  * own) and its excess over the baseline's, and what the attacker managed (calls, statuses, body
@@ -111,7 +111,7 @@ export async function benchRefuse(opts: { json: boolean; quick: boolean; budgetS
     // Warm-up: JIT, TLS sessions, worker threads.
     for (let i = 0; i < 3; i++) await round();
 
-    const measure = async (condition: string, attack: 'flood' | 'cpu' | undefined, withRounds: boolean): Promise<Row> => {
+    const measure = async (condition: string, attack: 'flood' | 'cpu' | undefined, withRounds: boolean, concurrency = 4): Promise<Row> => {
       process.stderr.write(`${condition}: ${seconds} s${withRounds ? ' of rounds' : ''}...\n`);
       gc();
       await sleep(200);
@@ -127,6 +127,7 @@ export async function benchRefuse(opts: { json: boolean; quick: boolean; budgetS
         child.send({
           mode: attack,
           seconds,
+          concurrency,
           address: c.address,
           caPem: ca.certificatePem,
           keyPem: tlsKeyPemFor(attacker.identity, attacker.certificateDer),
@@ -146,12 +147,14 @@ export async function benchRefuse(opts: { json: boolean; quick: boolean; budgetS
     // Memory: the coordinator between rounds, alone and then under the flood (no round's vectors
     // to blur the figure).
     rows.push(await measure('idle coordinator, alone', undefined, false));
-    rows.push(await measure('idle coordinator, revoked client flooding', 'flood', false));
+    rows.push(await measure('idle coordinator, flood of 4 calls at a time', 'flood', false, 4));
+    rows.push(await measure('idle coordinator, flood of 16 calls at a time', 'flood', false, 16));
     // Time: back-to-back rounds alone (the baseline), next to the control, next to the flood.
     const timed = [
       await measure('rounds alone (baseline)', undefined, true),
       await measure('rounds next to a process spinning on one core', 'cpu', true),
-      await measure('rounds next to a revoked client flooding', 'flood', true),
+      await measure('rounds next to a flood of 4 calls at a time', 'flood', true, 4),
+      await measure('rounds next to a flood of 16 calls at a time', 'flood', true, 16),
     ];
     for (const r of timed) r.ratio = r.meanRoundMs / timed[0]!.meanRoundMs;
     rows.push(...timed);

@@ -20,10 +20,9 @@ import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
 import type { MaskedInput } from '../../shared/protocol/messages.js';
 import { toClientEnvelope } from '../../shared/rpc/convert.js';
 import { callUnary } from '../../shared/rpc/service.js';
-import { reasonOf } from '../../shared/rpc/status.js';
 import { TLS_CLIENT_POLICY } from '../../shared/net/tls-policy.js';
 import { enrollClients, expectedSum, manifest, startCoordinator, startRunners, waitFor, type Enrolled } from '../support/cluster.js';
-import { adminClient, bearer, credentialsOf, holdBefore, issueTokens, mtls, refusal, releaseAll, secAgg, send, subscribe, type SecAggClient } from '../support/raw-calls.js';
+import { adminClient, bearer, credentialsOf, healthWatch, holdBefore, issueTokens, mtls, refusal, releaseAll, secAgg, send, subscribe, type SecAggClient } from '../support/raw-calls.js';
 
 let c: Coordinator;
 let members: Enrolled[];
@@ -310,7 +309,6 @@ function secAggOf(e: Enrolled): SecAggClient {
 const Health = grpc.makeGenericClientConstructor(healthService as unknown as grpc.ServiceDefinition, 'Health');
 type HealthClient = grpc.Client & {
   check: (req: { service: string }, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: { status: string }) => void) => void;
-  watch: (req: { service: string }) => grpc.ClientReadableStream<{ status: string }>;
 };
 const OWN: grpc.ChannelOptions = { 'grpc.use_local_subchannel_pool': 1 };
 
@@ -320,16 +318,10 @@ function healthClientOn(e: Enrolled): () => Promise<string> {
   return () => new Promise((resolve, reject) => h.check({ service: '' }, new grpc.Metadata(), { deadline: Date.now() + 10_000 }, (err, res) => (err ? reject(err) : resolve(String(res?.status)))));
 }
 
-/** An open Health.Watch on the main listener: `first` when the first status arrives, `ended` with its end. */
-function watchOn(creds: grpc.ChannelCredentials): { first: Promise<unknown>; ended: Promise<{ code: number; reason: string | undefined; details: string }> } {
-  const h = new Health(c.address, creds, OWN) as unknown as HealthClient;
-  closers.push(h);
-  const stream = h.watch({ service: '' });
-  const first = new Promise((resolve) => stream.once('data', resolve));
-  const ended = new Promise<{ code: number; reason: string | undefined; details: string }>((resolve) => {
-    stream.on('error', (e: grpc.ServiceError) => resolve({ code: e.code, reason: reasonOf(e), details: e.details }));
-  });
-  return { first, ended };
+function watchOn(creds: grpc.ChannelCredentials): ReturnType<typeof healthWatch> {
+  const w = healthWatch(c.address, creds);
+  closers.push(w);
+  return w;
 }
 
 async function callUnaryAdminLaunch(op: { privateKeyPem: string; certificateDer: Uint8Array }, bytes: number): Promise<unknown> {

@@ -27,7 +27,7 @@ import { loadRegistry } from '../../coordinator/service/data-dir.js';
 import { ErrorCode } from '../../shared/errors.js';
 import * as enroll from '../../shared/gen/aegis/v1/enrollment_pb.js';
 import { waitFor } from '../support/cluster.js';
-import { adminClient, bearer, credentialsOf, heartbeat, issueTokens, mtls, refusal, secAgg, subscribe } from '../support/raw-calls.js';
+import { adminClient, bearer, credentialsOf, healthWatch, heartbeat, issueTokens, mtls, refusal, secAgg, subscribe } from '../support/raw-calls.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
 import { callUnary } from '../../shared/rpc/service.js';
 import { ed25519PrivateKeyPem } from '../../shared/keystore/webcrypto-ed25519.js';
@@ -128,7 +128,7 @@ describe('the client registry shared by front ends on Redis', () => {
     process.stderr.write(`revoke on A -> stream ended on B: ${latencyMs.toFixed(1)} ms\n`);
   }, 60_000);
 
-  test('an operator credential revoked on A is refused on B at its next Admin call, on the connection it already had open (learned by push)', async () => {
+  test('an operator credential revoked on A is refused on B at its next Admin call, on the connection it already had open, and its open stream on B ends (learned by push)', async () => {
     const d = deployment();
     const a = await frontEnd(d);
     const b = await frontEnd(d);
@@ -138,11 +138,16 @@ describe('the client registry shared by front ends on Redis', () => {
     cleanup.push(() => onB.close());
     const list = () => callUnary(onB.listClients.bind(onB), create(admin.ListClientsRequestSchema, {}));
     await expect(list()).resolves.toBeDefined();
+    // A stream it holds open on B, too.
+    const watch = healthWatch(b.c.address, mtls(ca.certificatePem, ed25519PrivateKeyPem(seed), certificateDer));
+    cleanup.push(() => watch.close());
+    await watch.first;
     const resyncs = b.store.stats.resyncs;
     await a.c.operators.revoke({ name: 'night-shift' }, 'key-compromise');
     await waitFor(() => b.c.clients.isRevoked({ serial: serialOf(certificateDer) }), 10_000, 'B to learn the revocation');
     expect(b.store.stats.resyncs).toBe(resyncs);
     expect(await refusal(list())).toMatchObject({ code: grpc.status.UNAUTHENTICATED, reason: ErrorCode.Unauthenticated });
+    await expect(watch.ended).resolves.toMatchObject({ code: grpc.status.UNAUTHENTICATED, reason: ErrorCode.Unauthenticated, details: 'operator certificate refused: revoked' });
   });
 
   test('two revocations of two clients on two front ends at the same instant, many times over: both kept, on Redis and in every cache', async () => {

@@ -156,6 +156,19 @@ export async function healthStatus(address: string, creds: grpc.ChannelCredentia
   }
 }
 
+/**
+ * An open `grpc.health.v1.Health/Watch` stream (a stream with no round logic behind it):
+ * `first` resolves with its first status message, `ended` with the status it ends with.
+ */
+export function healthWatch(address: string, creds: grpc.ChannelCredentials): { first: Promise<unknown>; ended: Promise<Refusal>; close: () => void } {
+  const Health = grpc.makeGenericClientConstructor(healthService as unknown as grpc.ServiceDefinition, 'Health');
+  const health = new Health(address, creds, OWN_CHANNEL) as unknown as grpc.Client & { watch: (req: { service: string }) => grpc.ClientReadableStream<{ status: string }> };
+  const stream = health.watch({ service: '' });
+  const first = new Promise((resolve) => stream.once('data', resolve));
+  const ended = new Promise<Refusal>((resolve) => stream.on('error', (e: grpc.ServiceError) => resolve({ code: e.code, codeName: grpc.status[e.code], reason: reasonOf(e), details: e.details })));
+  return { first, ended, close: () => health.close() };
+}
+
 export type Handshake = { ok: true; protocol: string | null; alpn: string | false | null } | { ok: false; error: string };
 
 /**
