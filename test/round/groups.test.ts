@@ -68,11 +68,15 @@ describe('combineGroups', () => {
 
 describe('a grouped simulated round', () => {
   test('300 clients in groups of 100 with dropouts: every group exact, survivors add up', async () => {
-    const r = await simulate({ clients: 300, dim: 64, groupSize: 100, neighbors: 12, dropout: 0.1, seed: 5, workers: 0 });
+    // The neighbour graph comes from the session id, which hashes the clients' fresh keys, so it
+    // changes every run. With k = 12 (t = 7) and 10 of 100 dropping, about one run in seven had a
+    // client with 6 of its 12 neighbours gone: that group aborts (insufficient-shares) by chance.
+    // k = 24 (t = 13) and 5% dropping make that chance negligible (under 10^-9 per run).
+    const r = await simulate({ clients: 300, dim: 64, groupSize: 100, neighbors: 24, dropout: 0.05, seed: 5, workers: 0 });
     expect(r.ok && r.exact).toBe(true);
     expect(r.groups).toMatchObject({ group_size: 100, count: 3, completed: 3, failed: [], sizes: [100, 100, 100] });
     expect(r.survivors).toBeLessThan(300);
-    expect(r.survivors).toBeGreaterThan(240);
+    expect(r.survivors).toBeGreaterThan(270);
     expect(r.total_weight).toBeGreaterThan(0);
   });
 
