@@ -560,7 +560,7 @@ describe('a PKCS#11 (SoftHSM2) data dir through the CLI', () => {
     await hsm?.cleanup();
   });
 
-  test('init, import, rotate, status, disable and destroy v1; the data still lists and reads; a wrong PIN is unauthenticated', async () => {
+  test('init, import, rotate, status, disable and destroy v1, emergency (v2 destroyed); the data still lists and reads; a wrong PIN is unauthenticated', async () => {
     const env = { SOFTHSM2_CONF: hsm.conf, AEGIS_PKCS11_PIN: tok.pin };
     const dir = freshDir('pkcs11');
     const init = ok(['client', 'init', '--kek', 'pkcs11', '--pkcs11-module', hsm.module, '--pkcs11-token', tok.label, '--data-dir', dir], env, tok.pin);
@@ -587,6 +587,15 @@ describe('a PKCS#11 (SoftHSM2) data dir through the CLI', () => {
     expect(listed.records[0].sensitive.sort()).toEqual(['address', 'lat', 'lon', 'transcript']);
     expect(versionCounts(rawValues(dir))).toEqual({ 2: 33 });
     // Read in process through the token (SOFTHSM2_CONF is in the real environment): every value opens.
+    expect(await readDir(dir, tok.pin)).toEqual(records);
+
+    // An emergency on a PKCS#11 dir: a new key object in the token, every value re-sealed, the old
+    // object destroyed; no passphrase keyfile, so no new passphrase is asked for.
+    const e = ok(['keys', 'rotate', '--emergency', '--data-dir', dir], env, tok.pin);
+    expect(e).toMatchObject({ primary: 3, emergency: true, moved: { store: 33 }, disabled: [], destroyed: [2], resealed: [] });
+    expect(statusOf(dir, env).states).toEqual({ 1: 'destroyed', 2: 'destroyed', 3: 'primary' });
+    expect(failCode(['keys', 'enable', '--version', '2', '--data-dir', dir], env, tok.pin).code).toBe('failed-precondition');
+    expect(versionCounts(rawValues(dir))).toEqual({ 3: 33 });
     expect(await readDir(dir, tok.pin)).toEqual(records);
 
     const bad = failCode(['keys', 'status', '--data-dir', dir], { ...env, AEGIS_PKCS11_PIN: 'not-the-pin-0' }, tok.pin);
