@@ -1,8 +1,11 @@
 /**
- * `aegis keys status|rotate|disable|enable|destroy --data-dir DIR` — the same commands on a client
- * data dir and on a coordinator data dir (DESIGN.md §5 "Rotation"). What a dir holds under its KEK
- * is found by looking: the client's store (store.db) and the sealed secrets (secrets.vault.json).
- * Output names versions, states, dates and counts — never key material.
+ * `aegis keys status|rotate|passphrase|disable|enable|destroy --data-dir DIR` — the same commands
+ * on a client data dir and on a coordinator data dir (DESIGN.md §5 "Rotation"). What a dir holds
+ * under its KEK is found by looking: the client's store (store.db) and the sealed secrets
+ * (secrets.vault.json, as coordinatorVaultHolder). `rotate --emergency` first moves the dir's
+ * keyfiles to a new passphrase (passphrase-change.ts), then runs a leak rotation (rotation.ts:
+ * fresh DEKs, token and queue keys replaced, old KEK versions destroyed). Output names versions,
+ * states, dates, counts and file names — never key material or a passphrase.
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
