@@ -30,6 +30,7 @@ import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { writeFileAtomic } from '../../shared/fs.js';
 import { readKeyfile, writeKeyfile } from '../../shared/keystore/passphrase-keyfile.js';
 import { certificateKeys } from '../../shared/keystore/round-key.js';
+import { settlePassphraseChange } from '../../shared/keystore/passphrase-change.js';
 import { createIdentity, type ClientIdentity } from '../enroll/csr.js';
 import { ensureKeyMeta, fileDate, isDue, recordKey, type RotatedKey, type RotationPolicy } from '../../shared/keystore/policy.js';
 
@@ -64,6 +65,7 @@ export const pemToDer = (pem: string): Uint8Array => new Uint8Array(new X509Cert
  */
 export async function openOrCreateIdentity(dir: string, passphrase: string): Promise<{ identity: ClientIdentity; created: boolean }> {
   await mkdir(dir, { recursive: true, mode: 0o700 });
+  await settlePassphraseChange(dir); // an interrupted passphrase change is finished first
   const path = join(dir, IDENTITY_KEYFILE);
   if (existsSync(path)) {
     const s = await readKeyfile(path, passphrase, { expectedLabel: IDENTITY_LABEL });
@@ -99,6 +101,7 @@ export async function loadClient(dir: string, passphrase: string): Promise<Loade
   if (!config || !existsSync(join(dir, 'client.pem'))) {
     throw new AegisError(ErrorCode.NotFound, `${dir} holds no enrolled client: run aegis client enroll --data-dir ${dir} first`);
   }
+  await settlePassphraseChange(dir);
   await settlePendingRekey(dir, passphrase);
   const { identity } = await openOrCreateIdentity(dir, passphrase);
   const certificateDer = pemToDer(await readFile(join(dir, 'client.pem'), 'utf8'));

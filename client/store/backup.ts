@@ -31,6 +31,7 @@ import { link, mkdir, open, readFile, readdir, rename, rm, rmdir, writeFile } fr
 import { basename, dirname, join, resolve } from 'node:path';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { initKek, type KekInitOptions, type KekSecrets } from '../../shared/keystore/kek-config.js';
+import { adoptKeyfiles } from '../../shared/keystore/passphrase-change.js';
 import { decryptFile, encryptToFile, parseRecipient, type StreamKey, type StreamRecipient } from '../../shared/keystore/stream.js';
 import { AuditBook } from '../audit/audit.js';
 import { isKeptLedgerFile, isLedgerFile, LEDGER_FILE, restoredLedgerName } from '../admission/ledger-file.js';
@@ -146,6 +147,13 @@ export interface RestoreReport {
   kek: { kind: string; id: string };
   /** The dir already held a contribution ledger: it was kept, to be merged with the backup's. */
   keptLedger: boolean;
+  /** Keyfiles sealed again under the new dir's passphrase (they came under the backed-up dir's). */
+  resealed: string[];
+}
+
+export interface RestoreOptions {
+  /** The backed-up dir's passphrase, asked only when a restored keyfile does not open with the new dir's. */
+  sourcePassphrase?: () => Promise<string>;
 }
 
 /**
@@ -153,7 +161,7 @@ export interface RestoreReport {
  * contribution ledger, which is kept) under a new KEK (`kek`), all or nothing, and records the
  * restore in the new dir's audit log.
  */
-export async function restoreBackup(file: string, key: StreamKey, dataDir: string, kek: KekInitOptions, secrets: KekSecrets): Promise<RestoreReport> {
+export async function restoreBackup(file: string, key: StreamKey, dataDir: string, kek: KekInitOptions, secrets: KekSecrets, opts: RestoreOptions = {}): Promise<RestoreReport> {
   const target = resolve(dataDir);
   const present = existsSync(target) ? await readdir(target) : [];
   if (present.some((n) => !isLedgerFile(n))) throw new AegisError(ErrorCode.AlreadyExists, `${target} is not empty; restore into a fresh data dir (one that holds only a ledger.json is fine: its ledger is kept)`);
@@ -213,6 +221,9 @@ export async function restoreBackup(file: string, key: StreamKey, dataDir: strin
     } finally {
       await provider.close();
     }
+    // The identity keyfile travels sealed under the backed-up dir's passphrase: sealed again
+    // under this dir's, so the restored dir starts (the KEK keyfile is this dir's own already).
+    const resealed = files.length > 0 ? await adoptKeyfiles(tmp, secrets.passphrase, opts.sourcePassphrase) : [];
     if (keptLedgers.length > 0) await swapKeepingLedgers(target, tmp, keptLedgers);
     else {
       // Whatever is left are a ledger's lock or a temp file a crash left: never read, dropped.
@@ -224,7 +235,7 @@ export async function restoreBackup(file: string, key: StreamKey, dataDir: strin
     const audit = await AuditBook.open(target);
     const by = 'passphrase' in key ? { passphrase: '' } : { x25519: key.identity.recipient };
     await audit.dataEvent({ event: 'restore', file: src, sha256, bytes: (await readFile(src)).length, records, protectedBy: protectedBy(by) });
-    return { dataDir: target, kind, records, files, kek: kekInfo, keptLedger: keptLedgers.length > 0 };
+    return { dataDir: target, kind, records, files, kek: kekInfo, keptLedger: keptLedgers.length > 0, resealed };
   } catch (e) {
     await rm(tmp, { recursive: true, force: true });
     throw e;

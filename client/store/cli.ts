@@ -6,7 +6,7 @@ import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { reportError, printResult } from '../../shared/cli/output.js';
-import { BACKUP_PASSPHRASE_ENV, cliKekSecrets, obtainPassphrase } from '../../shared/cli/passphrase.js';
+import { BACKUP_PASSPHRASE_ENV, cliKekSecrets, obtainPassphrase, SOURCE_PASSPHRASE_ENV } from '../../shared/cli/passphrase.js';
 import { openRecipientIdentity, readStreamMeta, type StreamKey, type StreamRecipient } from '../../shared/keystore/stream.js';
 import { restoreBackup, writeBackup } from './backup.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
@@ -122,9 +122,12 @@ export function registerData(client: Command): void {
           key = { passphrase: await obtainPassphrase({ env: BACKUP_PASSPHRASE_ENV, what: 'the backup' }) };
         }
         const dir = resolve(o.dataDir);
-        const r = await restoreBackup(file, key, dir, kekOptions, cliKekSecrets(`the data key in ${dir}`, true));
+        // Keyfiles of the backed-up dir (its identity key) are sealed again under the new dir's
+        // passphrase; the old passphrase is asked (AEGIS_SOURCE_PASSPHRASE or a prompt) only if they differ.
+        const sourcePassphrase = (): Promise<string> => obtainPassphrase({ env: SOURCE_PASSPHRASE_ENV, what: 'the backed-up data dir (its identity key)' });
+        const r = await restoreBackup(file, key, dir, kekOptions, cliKekSecrets(`the data key in ${dir}`, true), { sourcePassphrase });
         const kept = r.keptLedger ? `; the dir's contribution ledger was kept and is merged with the backup's when the client next opens it` : '';
-        printResult(o, { ok: true, ...r }, `restored ${r.records} records${r.files.length ? ` and ${r.files.join(', ')}` : ''} into ${r.dataDir} (KEK ${r.kek.id})${kept}`);
+        printResult(o, { ok: true, ...r }, `restored ${r.records} records${r.files.length ? ` and ${r.files.join(', ')}` : ''} into ${r.dataDir} (KEK ${r.kek.id})${r.resealed.length ? `; re-sealed under the new passphrase: ${r.resealed.join(', ')}` : ''}${kept}`);
       } catch (err) {
         reportError(err, Boolean(o.json));
       } finally {

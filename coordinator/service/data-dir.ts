@@ -34,6 +34,7 @@ import { hasKek, initKek, openKek, type KekInitOptions, type KekSecrets } from '
 import type { ManagedKek } from '../../shared/keystore/kek.js';
 import { resumePendingRotation, VAULT_FILE } from '../../shared/keystore/keys-cli.js';
 import { SealedVault } from '../../shared/keystore/vault.js';
+import { coordinatorVaultHolder } from '../../shared/keystore/vault-holder.js';
 import { createCa, exportCa, importCa, issueOperatorCertificate, operatorKeyPem, requireCaKey, serialOf, type CaCertificate, type IssuedCertificate } from '../auth/ca.js';
 import { BUILT_IN_OPERATOR, DEFAULT_OPERATOR_TTL_MS, type BuiltInOperatorCredential } from '../auth/operators.js';
 import { mergeRegistry } from '../clients/merge.js';
@@ -86,8 +87,10 @@ export async function openCoordinatorSecrets(dir: string, secrets: KekSecrets, o
   if (existsSync(vaultPath)) {
     const kek = await openKek(dir, secrets);
     try {
+      // A rotation a crash interrupted is finished first (a leak rotation also replaces the token
+      // and queue keys: coordinatorVaultHolder); the vault is read after it.
+      await resumePendingRotation(dir, kek, [await coordinatorVaultHolder(dir)]);
       const vault = await SealedVault.open(vaultPath);
-      await resumePendingRotation(dir, kek, [vault]);
       if (opts.offlineCaPem !== undefined || !vault.names().includes('ca-seed')) return { ...(await openOfflineCoordinatorVault(dir, kek, vault, opts.offlineCaPem)), kek, created: false, offline: true };
       const [caSeed, caCertificate, tokenSeed] = [await vault.get(kek, 'ca-seed'), await vault.get(kek, 'ca-certificate'), await vault.get(kek, 'token-seed')];
       const ca = await importCa({ seed: caSeed, certificateDer: caCertificate });

@@ -35,6 +35,11 @@ function promptHidden(question: string): Promise<string> {
   });
 }
 
+/** The new passphrase of a data dir (`aegis keys passphrase`, `aegis keys rotate --emergency`). */
+export const NEW_PASSPHRASE_ENV = 'AEGIS_NEW_PASSPHRASE';
+/** The passphrase a backed-up dir had, when a restore goes under another (`aegis client restore`). */
+export const SOURCE_PASSPHRASE_ENV = 'AEGIS_SOURCE_PASSPHRASE';
+
 /** The passphrase of backups (separate from the data dir's: a backup outlives the dir's keys). */
 export const BACKUP_PASSPHRASE_ENV = 'AEGIS_BACKUP_PASSPHRASE';
 

@@ -21,6 +21,7 @@ import type { KekKind, ManagedKek } from './kek.js';
 import { OsKeyringKek, osKeyringAvailable } from './kek-os.js';
 import { PassphraseKek } from './kek-passphrase.js';
 import { Pkcs11Kek } from './kek-pkcs11.js';
+import { settlePassphraseChange } from './passphrase-change.js';
 
 export const KEK_CONFIG_FILE = 'kek.json';
 export const KEK_KEYFILE = 'kek.keyfile.json';
@@ -116,6 +117,9 @@ async function createKek(abs: string, opts: KekInitOptions, secrets: KekSecrets)
 /** Opens the data dir's KEK as recorded in kek.json. */
 export async function openKek(dir: string, secrets: KekSecrets): Promise<ManagedKek> {
   const abs = resolve(dir);
+  // A passphrase change a crash interrupted is finished (or dropped) first: the keyfiles then all
+  // open with one passphrase, the old or the new.
+  await settlePassphraseChange(abs);
   const config = await readKekConfig(abs);
   if (config === undefined) throw new AegisError(ErrorCode.NotFound, `no KEK in ${abs}; run: aegis client init --data-dir ${abs} (or start the coordinator there)`);
   switch (config.kind) {

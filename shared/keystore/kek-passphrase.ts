@@ -283,6 +283,21 @@ export class PassphraseKek implements ManagedKek {
     return this.#transition(version, 'destroyed', ['enabled', 'disabled']);
   }
 
+  /**
+   * Takes `passphrase` as the one the file is sealed under from now on: called once the file has
+   * been re-sealed under it (passphrase-change.ts), so later lifecycle changes (a new version, a
+   * destroyed one) are written under the new passphrase, never under the old one.
+   */
+  adoptPassphrase(passphrase: string): Promise<void> {
+    assertStrongPassphrase(passphrase);
+    const run = this.#lock.then(() => {
+      this.#assertOpen();
+      this.#passphrase = passphrase;
+    });
+    this.#lock = run.catch(() => undefined);
+    return run;
+  }
+
   /** Zeroes the KEKs held in memory; the object is unusable afterwards. */
   close(): void {
     for (const k of this.#state.keys.values()) k.fill(0);

@@ -1,19 +1,24 @@
 /**
- * `aegis keys status|rotate|disable|enable|destroy --data-dir DIR` — the same commands on a client
- * data dir and on a coordinator data dir (DESIGN.md §5 "Rotation"). What a dir holds under its KEK
- * is found by looking: the client's store (store.db) and the sealed secrets (secrets.vault.json).
- * Output names versions, states, dates and counts — never key material.
+ * `aegis keys status|rotate|passphrase|disable|enable|destroy --data-dir DIR` — the same commands
+ * on a client data dir and on a coordinator data dir (DESIGN.md §5 "Rotation"). What a dir holds
+ * under its KEK is found by looking: the client's store (store.db) and the sealed secrets
+ * (secrets.vault.json, as coordinatorVaultHolder). `rotate --emergency` first moves the dir's
+ * keyfiles to a new passphrase (passphrase-change.ts), then runs a leak rotation (rotation.ts:
+ * fresh DEKs, token and queue keys replaced, old KEK versions destroyed). Output names versions,
+ * states, dates, counts and file names — never key material or a passphrase.
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
 import { AegisError, ErrorCode } from '../errors.js';
 import { parseIntOption, printResult, progress, reportError } from '../cli/output.js';
-import { cliKekSecrets, obtainPassphrase } from '../cli/passphrase.js';
-import { openKek, type KekInitOptions } from './kek-config.js';
+import { cliKekSecrets, NEW_PASSPHRASE_ENV, obtainPassphrase } from '../cli/passphrase.js';
+import { openKek, type KekInitOptions, type KekSecrets } from './kek-config.js';
+import { changeDirPassphrase, passphraseKeyfiles } from './passphrase-change.js';
+import { PassphraseKek } from './kek-passphrase.js';
+import { coordinatorVaultHolder } from './vault-holder.js';
 import { KEK_KINDS, type KekKind, type ManagedKek } from './kek.js';
-import { DEFAULT_ROTATION_BATCH, destroyKeyVersion, disableKeyVersion, keyStatus, readJournal, rotateKeys, type KeyHolder } from './rotation.js';
-import { SealedVault } from './vault.js';
+import { DEFAULT_ROTATION_BATCH, destroyKeyVersion, disableKeyVersion, keyStatus, readJournal, rotateKeys, type KeyHolder, type RotationReport } from './rotation.js';
 import { createRecipientIdentity } from './stream.js';
 import { applyConfigFile } from '../cli/config.js';
 import { effectivePolicy, keyAges, parseDaysOption, recordKey, recordPolicy, rotateDueKeys, type RotationPolicy } from './policy.js';
@@ -26,20 +31,23 @@ export type HolderOpener = (dir: string, kek: ManagedKek) => Promise<(KeyHolder 
 interface Opened {
   kek: ManagedKek;
   holders: (KeyHolder & { close?: () => void })[];
+  /** Where the dir's passphrase came from (asked once). */
+  secrets: KekSecrets;
 }
 
 /** Opens a data dir's KEK and every holder, runs `fn`, closes everything. */
 export async function withDirKeys<T>(dataDir: string, openers: readonly HolderOpener[], fn: (o: Opened & { dir: string }) => Promise<T>): Promise<T> {
   const dir = resolve(dataDir);
-  const kek = await openKek(dir, cliKekSecrets(`the keys in ${dir}`));
+  const secrets = cliKekSecrets(`the keys in ${dir}`);
+  const kek = await openKek(dir, secrets);
   const holders: Opened['holders'] = [];
   try {
     for (const open of openers) {
       const h = await open(dir, kek);
       if (h !== undefined) holders.push(h);
     }
-    if (existsSync(join(dir, VAULT_FILE))) holders.push(await SealedVault.open(join(dir, VAULT_FILE)));
-    return await fn({ dir, kek, holders });
+    if (existsSync(join(dir, VAULT_FILE))) holders.push(await coordinatorVaultHolder(dir));
+    return await fn({ dir, kek, holders, secrets });
   } finally {
     for (const h of holders) h.close?.();
     await kek.close();
@@ -58,6 +66,38 @@ export async function resumePendingRotation(dir: string, kek: ManagedKek, holder
 }
 
 const DAY = 86_400_000;
+
+/**
+ * Re-seals DIR's passphrase keyfiles under a new passphrase (passphrase-change.ts) and makes the
+ * open KEK write under it from now on. With `leak`, the change also journals the leak rotation
+ * (rotation.ts); a dir with no passphrase keyfile (OS keyring or PKCS#11 KEK, no identity key)
+ * needs no new passphrase and only journals the rotation. Returns the files re-sealed.
+ */
+async function newDirPassphrase(dir: string, kek: ManagedKek, secrets: KekSecrets, leak: boolean): Promise<string[]> {
+  if ((await passphraseKeyfiles(dir)).length === 0) {
+    if (!leak) throw new AegisError(ErrorCode.NotFound, `no passphrase-sealed keyfile in ${dir}: its KEK needs no passphrase`);
+    return [];
+  }
+  const old = await secrets.passphrase();
+  const next = await obtainPassphrase({ env: NEW_PASSPHRASE_ENV, confirm: true, what: `the NEW passphrase of ${dir}` });
+  const killAt = process.env.AEGIS_TEST_KILL_AT;
+  const files = await changeDirPassphrase(dir, old, next, { thenLeakRotation: leak, ...(killAt !== undefined ? { killAt } : {}) });
+  if (kek instanceof PassphraseKek) await kek.adoptPassphrase(next);
+  return files;
+}
+
+/** One line per fact of a rotation: what moved, what was disabled or destroyed, what was (not) replaced. */
+function rotationText(r: RotationReport & { resealed?: string[] }): string {
+  const moved = Object.entries(r.moved)
+    .map(([h, n]) => `${h} ${n}`)
+    .join(', ');
+  const lines = [`${r.resumed ? 'resumed and finished' : 'finished'} ${r.emergency ? 'emergency ' : ''}rotation: v${r.primary} is primary; moved ${moved || 'nothing'}${r.disabled.length ? `; disabled v${r.disabled.join(', v')}` : ''}`];
+  if (r.resealed?.length) lines.push(`re-sealed under the new passphrase: ${r.resealed.join(', ')}`);
+  if (r.destroyed !== undefined) lines.push(r.destroyed.length ? `destroyed v${r.destroyed.join(', v')} (key material erased; cannot be enabled again)` : 'no older version to destroy');
+  for (const x of r.replaced ?? []) lines.push(`replaced ${x.secret}: ${x.detail}`);
+  for (const x of r.notReplaced ?? []) lines.push(`NOT replaced ${x.secret}: ${x.how}`);
+  return lines.join('\n');
+}
 
 /** The options that choose a new data dir's KEK: --kek, --pkcs11-module, --pkcs11-token. */
 export interface KekCliOptions {
@@ -141,7 +181,7 @@ export function registerKeys(program: Command, openers: readonly HolderOpener[])
       .command('rotate')
       .description('make a new KEK version primary and re-wrap every DEK under it (data untouched); resumes an interrupted rotation; --due: rotate only what the policy says is due')
       .option(...dirOpt)
-      .option('--emergency', 'also re-encrypt every value under a fresh DEK and disable every older version at once')
+      .option('--emergency', `the keys may have leaked: a new passphrase (${NEW_PASSPHRASE_ENV} or a prompt) for the passphrase keyfiles, every value re-encrypted under a fresh DEK, the coordinator's token and queue keys replaced, every older KEK version destroyed`)
       .option('--due', 'rotate only the keys past their due date under the rotation policy (KEK, token key), as a running coordinator or client does')
       .option('--batch-size <n>', 'values changed per transaction', parseIntOption('batch-size', 1, 100_000), DEFAULT_ROTATION_BATCH)
       .option('--json', 'print one JSON object on stdout'),
@@ -160,22 +200,36 @@ export function registerKeys(program: Command, openers: readonly HolderOpener[])
           return;
         }
         const kill = process.env.AEGIS_TEST_KILL_AFTER_BATCHES;
-        const r = await withDirKeys(o.dataDir, openers, async ({ dir, kek, holders }) => {
+        const r = await withDirKeys(o.dataDir, openers, async ({ dir, kek, holders, secrets }) => {
+          // An emergency assumes the keys leaked: a new passphrase first (so no new key is ever
+          // sealed under the old one), then the leak rotation it journals.
+          const resealed = o.emergency ? await newDirPassphrase(dir, kek, secrets, true) : [];
           const r = await rotateKeys(dir, kek, holders, {
             emergency: o.emergency === true,
+            ...(o.emergency ? { leak: true } : {}),
             batchSize: o.batchSize,
             onProgress: (n, h) => progress(`${h}: ${n} values moved`),
             ...(kill !== undefined ? { killAfterBatches: Number(kill) } : {}),
           });
           // The new primary's age starts now (the policy's due date follows it).
           await recordKey(dir, 'kek', { version: r.primary, createdAt: new Date().toISOString(), dateSource: 'recorded' });
-          return r;
+          return { ...r, ...(o.emergency ? { resealed } : {}) };
         });
-        const moved = Object.entries(r.moved)
-          .map(([h, n]) => `${h} ${n}`)
-          .join(', ');
-        const text = `${r.resumed ? 'resumed and finished' : 'finished'} ${r.emergency ? 'emergency ' : ''}rotation: v${r.primary} is primary; moved ${moved || 'nothing'}${r.disabled.length ? `; disabled v${r.disabled.join(', v')}` : ''}`;
-        printResult(o, { ok: true, ...r }, text);
+        printResult(o, { ok: true, ...r }, rotationText(r));
+      } catch (err) {
+        reportError(err, Boolean(o.json));
+      }
+    });
+
+  keys
+    .command('passphrase')
+    .description(`seal the data dir's keyfiles (KEK keyfile, identity key) under a new passphrase (${NEW_PASSPHRASE_ENV} or a prompt); the old one opens nothing afterwards`)
+    .option(...dirOpt)
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (o: { dataDir: string; json?: boolean }) => {
+      try {
+        const resealed = await withDirKeys(o.dataDir, openers, ({ dir, kek, secrets }) => newDirPassphrase(dir, kek, secrets, false));
+        printResult(o, { ok: true, resealed }, `re-sealed under the new passphrase: ${resealed.join(', ')}`);
       } catch (err) {
         reportError(err, Boolean(o.json));
       }

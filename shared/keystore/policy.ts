@@ -223,7 +223,7 @@ const ed25519Public = (seed: Uint8Array): Uint8Array => okpPublicKey(okpPrivateK
  * stays in keys.json until its tokens have expired; its seed is gone. Returns the new seed (the
  * caller hands it to the running issuer and zeroes it) and versions.
  */
-export async function rotateTokenKey(dir: string, kek: ManagedKek, clock: () => number): Promise<{ seed: Uint8Array; previousVersion: number; version: number }> {
+export async function rotateTokenKey(dir: string, kek: ManagedKek, clock: () => number, opts: { retainOld?: boolean } = {}): Promise<{ seed: Uint8Array; previousVersion: number; version: number }> {
   const vault = await SealedVault.open(join(dir, VAULT_FILE_NAME));
   const state = await tokenKeyState(dir, clock);
   const old = await vault.get(kek, TOKEN_SEED);
@@ -235,10 +235,15 @@ export async function rotateTokenKey(dir: string, kek: ManagedKek, clock: () => 
   // The public key goes on record first: a crash after the vault write still lets the old
   // key's tokens verify (and a crash before leaves the old key in place, still current).
   const f = await readKeysFile(dir);
-  const previous = [
-    { version: state.version, publicKey: Buffer.from(oldPublic).toString('base64url'), retiredAt: iso(now) },
-    ...state.previous.map((p) => ({ version: p.version, publicKey: Buffer.from(p.publicKey).toString('base64url'), retiredAt: iso(p.retiredAt) })),
-  ];
+  // retainOld: false (a leak rotation): the replaced keys may be known to someone else, so none
+  // of them verifies anything from now on; tokens they signed are refused and fetched again.
+  const previous =
+    opts.retainOld === false
+      ? []
+      : [
+          { version: state.version, publicKey: Buffer.from(oldPublic).toString('base64url'), retiredAt: iso(now) },
+          ...state.previous.map((p) => ({ version: p.version, publicKey: Buffer.from(p.publicKey).toString('base64url'), retiredAt: iso(p.retiredAt) })),
+        ];
   f.keys.token = { ...(f.keys.token ?? { version: state.version, createdAt: state.createdAt, dateSource: 'now' }), previous };
   await writeKeysFile(dir, f);
   await vault.put(kek, TOKEN_SEED, seed);

@@ -7,13 +7,20 @@
  * nonce, commitment and ciphertext stay byte-identical, envelope.ts `rewrapField`).
  * rotate --emergency: every value is re-encrypted under a fresh DEK wrapped by the new version,
  * then every older usable version is disabled at once.
+ * A leak rotation (`leak` in the journal; `aegis keys rotate --emergency` from the CLI) is an
+ * emergency rotation that assumes the old keys are known to someone else: after every value has
+ * moved, the holders replace the secrets they can replace (`replaceSecrets`: the coordinator's
+ * token and queue keys), then every older version is DESTROYED (its key material erased; it can
+ * never be enabled again) instead of disabled.
  *
  * Crash safety: the rotation is journaled in `DATA_DIR/keys-rotation.json` (written atomically)
  * before anything changes, and each holder changes values in small transactions, each value
  * either old or new. A rotation killed at any point resumes on the next `aegis keys rotate` (and
  * on every command that opens the data dir's keys): the journal names the target version, and
  * only values not yet under it are touched. Nothing is lost: an old version is disabled only after
- * every value has moved, and is never destroyed by a rotation.
+ * every value has moved, and is destroyed only by a leak rotation, after the check that no value
+ * names it; a leak rotation killed after its secrets were replaced does not replace them twice
+ * (`replaced` in the journal).
  */
 import { existsSync } from 'node:fs';
 import { readFile, unlink } from 'node:fs/promises';
@@ -37,6 +44,17 @@ export interface KeyHolder {
    * `emergency` re-seals them under a fresh DEK. Returns how many it moved (0: none left).
    */
   rotateSome(kek: ManagedKek, target: number, emergency: boolean, limit: number): Promise<number>;
+  /**
+   * Leak rotations only: replaces the secrets this holder can replace without anyone else's help
+   * (new random values, sealed under the new primary) and says what it could not replace and how
+   * to replace it.
+   */
+  replaceSecrets?(kek: ManagedKek): Promise<SecretReplacement>;
+}
+
+export interface SecretReplacement {
+  replaced: { secret: string; detail: string }[];
+  notReplaced: { secret: string; how: string }[];
 }
 
 const JournalSchema = z
@@ -46,6 +64,11 @@ const JournalSchema = z
     startedAt: z.string(),
     /** Unset until the new version exists (a crash in between re-uses a fresh enabled version). */
     target: z.number().int().positive().optional(),
+    /** A leak rotation: replace what can be replaced, then destroy every older version. */
+    leak: z.boolean().optional(),
+    /** The secrets a leak rotation already replaced (so a resumed one does not replace them again). */
+    replaced: z.array(z.object({ secret: z.string(), detail: z.string() }).strict()).optional(),
+    notReplaced: z.array(z.object({ secret: z.string(), how: z.string() }).strict()).optional(),
   })
   .strict();
 export type RotationJournal = z.infer<typeof JournalSchema>;
@@ -66,6 +89,23 @@ export async function readJournal(dir: string): Promise<RotationJournal | undefi
 
 const writeJournal = (dir: string, j: RotationJournal): Promise<void> => writeFileAtomic(join(dir, ROTATION_JOURNAL), `${JSON.stringify(j)}\n`);
 
+/**
+ * Journals a leak rotation (passphrase-change.ts calls it once the new passphrase is in place).
+ * A pending normal rotation becomes a leak rotation towards a fresh version (the values it
+ * re-wrapped kept their old DEKs); a pending emergency one just gains `leak`.
+ */
+export async function markLeakRotation(dir: string): Promise<void> {
+  const pending = await readJournal(dir);
+  if (pending?.leak === true) return;
+  const j: RotationJournal = pending ?? { version: 1, emergency: true, startedAt: new Date().toISOString() };
+  if (!j.emergency) {
+    j.emergency = true;
+    delete j.target;
+  }
+  j.leak = true;
+  await writeJournal(dir, j);
+}
+
 export interface RotationOptions {
   emergency?: boolean;
   batchSize?: number;
@@ -76,6 +116,8 @@ export interface RotationOptions {
    * with SIGKILL (read from AEGIS_TEST_KILL_AFTER_BATCHES by the CLI; never set in production).
    */
   killAfterBatches?: number;
+  /** A leak rotation (see the header); `keys rotate --emergency` journals it with the passphrase change instead. */
+  leak?: boolean;
 }
 
 export interface RotationReport {
@@ -87,6 +129,11 @@ export interface RotationReport {
   moved: Record<string, number>;
   /** Versions disabled at the end (emergency only). */
   disabled: number[];
+  /** Leak rotations: versions destroyed at the end. */
+  destroyed?: number[];
+  /** Leak rotations: what the holders replaced and what they could not. */
+  replaced?: SecretReplacement['replaced'];
+  notReplaced?: SecretReplacement['notReplaced'];
 }
 
 /**
@@ -95,6 +142,7 @@ export interface RotationReport {
  * upgrades it to an emergency towards a fresh version, so every value gets a fresh DEK.
  */
 export async function rotateKeys(dir: string, kek: ManagedKek, holders: readonly KeyHolder[], opts: RotationOptions = {}): Promise<RotationReport> {
+  if (opts.leak === true) await markLeakRotation(dir);
   const batch = opts.batchSize ?? DEFAULT_ROTATION_BATCH;
   if (!Number.isInteger(batch) || batch < 1 || batch > 100_000) throw new AegisError(ErrorCode.InvalidArgument, 'the batch size must be 1..100000');
   const pending = await readJournal(dir);
@@ -142,7 +190,32 @@ export async function rotateKeys(dir: string, kek: ManagedKek, holders: readonly
     }
   }
   const disabled: number[] = [];
-  if (journal.emergency) {
+  const destroyed: number[] = [];
+  const leak: Pick<RotationReport, 'replaced' | 'notReplaced'> = {};
+  if (journal.leak === true) {
+    // Replace what can be replaced (once: a resumed run finds it in the journal), then erase
+    // every older version: nothing names them any more.
+    if (journal.replaced === undefined) {
+      const replaced: SecretReplacement['replaced'] = [];
+      const notReplaced: SecretReplacement['notReplaced'] = [];
+      for (const h of holders) {
+        const r = await h.replaceSecrets?.(kek);
+        replaced.push(...(r?.replaced ?? []));
+        notReplaced.push(...(r?.notReplaced ?? []));
+      }
+      journal.replaced = replaced;
+      journal.notReplaced = notReplaced;
+      await writeJournal(dir, journal);
+    }
+    for (const i of await kek.versions()) {
+      if (i.version !== target && (i.state === 'enabled' || i.state === 'disabled')) {
+        await kek.destroy(i.version);
+        destroyed.push(i.version);
+      }
+    }
+    leak.replaced = journal.replaced;
+    leak.notReplaced = journal.notReplaced ?? [];
+  } else if (journal.emergency) {
     for (const i of await kek.versions()) {
       if (i.version !== target && i.state === 'enabled') {
         await kek.disable(i.version);
@@ -151,7 +224,7 @@ export async function rotateKeys(dir: string, kek: ManagedKek, holders: readonly
     }
   }
   await unlink(join(dir, ROTATION_JOURNAL));
-  return { primary: target, emergency: journal.emergency, resumed, moved, disabled };
+  return { primary: target, emergency: journal.emergency, resumed, moved, disabled, ...(journal.leak === true ? { destroyed, ...leak } : {}) };
 }
 
 export interface KeyVersionStatus extends KekVersionInfo {

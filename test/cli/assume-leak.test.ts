@@ -34,6 +34,8 @@ import { CLI, cliJson, runCli, type CliRun } from '../support/cli.js';
 import { manifest as jobManifest, waitFor } from '../support/cluster.js';
 
 const c = makeCanaries();
+/** dev-0's passphrase after its emergency rotation. */
+const newPassphrase = `rekeyed ${c.runId} passphrase`;
 const env = { ...process.env, AEGIS_PASSPHRASE: c.passphrase, AEGIS_BACKUP_PASSPHRASE: c.token, AEGIS_LOG_LEVEL: 'debug' };
 const logs: string[] = [];
 const children: ChildProcess[] = [];
@@ -143,7 +145,10 @@ describe('assume leak: no canary and no key in any DB, backup, export or log', (
     expect(cliJson(aegis(['client', 'restore', backup, '--data-dir', join(root, 'restored'), '--json']))).toMatchObject({ ok: true, records: split.shards[0]!.length + 1 });
     expect(cliJson(aegis(['client', 'restore', exported, '--data-dir', join(root, 'restored-export'), '--identity', join(root, 'recipient.id'), '--json'])).records).toBe(split.shards[0]!.length + 1);
     expect(cliJson(aegis(['keys', 'rotate', '--data-dir', dev0, '--json'])).primary).toBe(2);
-    expect(cliJson(aegis(['keys', 'rotate', '--emergency', '--data-dir', dev0, '--json']))).toMatchObject({ primary: 3, disabled: [1, 2] });
+    // The emergency assumes the passphrase leaked too: dev-0 moves to a new one, and its old KEK
+    // versions (captured here, before they are destroyed) are scanned for like the live ones.
+    const oldKeks = await readKeyfile(join(dev0, 'kek.keyfile.json'), c.passphrase, { expectedLabel: 'aegis-kek' });
+    expect(cliJson(aegis(['keys', 'rotate', '--emergency', '--data-dir', dev0, '--json'], { AEGIS_NEW_PASSPHRASE: newPassphrase }))).toMatchObject({ primary: 3, disabled: [], destroyed: [1, 2] });
     expect(cliJson(aegis(['keys', 'rotate', '--data-dir', coordDir, '--json'])).primary).toBe(2);
     // Every backup and export is in the audit log.
     const audit = readFileSync(join(dev0, 'audit.log'), 'utf8');
@@ -152,11 +157,12 @@ describe('assume leak: no canary and no key in any DB, backup, export or log', (
 
     // The keys an attacker would need: every KEK version of every dir, DEKs of live values, and the coordinator's secrets.
     const needles = encodingsOf(c);
+    for (const [name, v] of Object.entries(oldKeks)) if (/^v\d+$/.test(name)) needles.push(...keyNeedles(v, `destroyed KEK ${name} of ${dev0}`));
     for (const dir of [...dirs, join(root, 'dev-csv'), join(root, 'restored'), join(root, 'restored-export'), coordDir]) {
-      const secrets = await readKeyfile(join(dir, 'kek.keyfile.json'), c.passphrase, { expectedLabel: 'aegis-kek' });
+      const secrets = await readKeyfile(join(dir, 'kek.keyfile.json'), dir === dev0 ? newPassphrase : c.passphrase, { expectedLabel: 'aegis-kek' });
       for (const [name, v] of Object.entries(secrets)) if (/^v\d+$/.test(name)) needles.push(...keyNeedles(v, `KEK ${name} of ${dir}`));
     }
-    const kek0 = await PassphraseKek.open(join(dev0, 'kek.keyfile.json'), c.passphrase);
+    const kek0 = await PassphraseKek.open(join(dev0, 'kek.keyfile.json'), newPassphrase);
     const db = new Database(join(dev0, 'store.db'), { readonly: true });
     const sealed = db.prepare<[], { value: Buffer }>('SELECT value FROM fields WHERE sensitive = 1 LIMIT 8').all();
     db.close();

@@ -25,6 +25,8 @@ import { softHsmAvailable, startSoftHsm, type SoftHsm, type SoftHsmToken } from 
 
 const FAST = { N: 2 ** 14, r: 8, p: 1 };
 const PASS = 'store rotation passphrase 7f3a';
+/** The passphrase an emergency rotation (`--emergency` assumes the old one leaked) moves the dir to. */
+const NEW = 'store rotation new passphrase 9c1e';
 const KEYFILE = 'kek.keyfile.json';
 const STORE_SCHEMA = 1;
 const KEK_CHECK_CTX: FieldContext = { assetUuid: '00000000-0000-4000-8000-000000000000', fieldName: 'aegis-store-kek-check', schemaVersion: STORE_SCHEMA };
@@ -137,11 +139,11 @@ function failCode(args: string[], extraEnv: NodeJS.ProcessEnv = {}, secret?: str
 }
 
 /** `aegis keys rotate` with the SIGKILL fault hook, run directly so the signal is visible. */
-function rotateKilled(dir: string, afterBatches: number, extra: string[] = []): ReturnType<typeof spawnSync> {
+function rotateKilled(dir: string, afterBatches: number, extra: string[] = [], extraEnv: NodeJS.ProcessEnv = {}): ReturnType<typeof spawnSync> {
   const r = spawnSync(process.execPath, [CLI, 'keys', 'rotate', '--data-dir', dir, '--batch-size', '100', ...extra], {
     encoding: 'utf8',
     timeout: 60_000,
-    env: { ...process.env, AEGIS_PASSPHRASE: PASS, AEGIS_LOG_LEVEL: 'warn', AEGIS_TEST_KILL_AFTER_BATCHES: String(afterBatches) },
+    env: { ...process.env, AEGIS_PASSPHRASE: PASS, AEGIS_LOG_LEVEL: 'warn', AEGIS_TEST_KILL_AFTER_BATCHES: String(afterBatches), ...extraEnv },
   });
   expect(`${String(r.stdout)}${String(r.stderr)}`).not.toContain(PASS);
   return r;
@@ -159,8 +161,8 @@ function cliDataDir(name: string, records: readonly Rec[]): string {
 }
 
 /** Opens a CLI-made data dir in process (its own KEK provider, per kek.json) and reads every record. */
-async function readDir(dir: string, pin = ''): Promise<Record<string, unknown>[]> {
-  const kek = await openKek(dir, { passphrase: async () => PASS, pin: async () => pin });
+async function readDir(dir: string, pin = '', passphrase = PASS): Promise<Record<string, unknown>[]> {
+  const kek = await openKek(dir, { passphrase: async () => passphrase, pin: async () => pin });
   try {
     const store = await SqliteDataStore.open(dir, kek);
     try {
@@ -433,23 +435,25 @@ describe('a rotation killed half-way (CLI, SIGKILL)', () => {
     expect(await readDir(dir)).toEqual(RECORDS);
   });
 
-  test('keys rotate --emergency killed half-way resumes as an emergency: fresh ciphertexts, old version disabled', async () => {
+  test('keys rotate --emergency killed half-way resumes as an emergency under the new passphrase: fresh ciphertexts, old version destroyed', async () => {
     const dir = cliDataDir('kill-emergency', RECORDS);
     const before = rawValues(dir);
 
-    const k = rotateKilled(dir, 4, ['--emergency']);
+    const k = rotateKilled(dir, 4, ['--emergency'], { AEGIS_NEW_PASSPHRASE: NEW });
     expect([k.status, k.signal]).toEqual([null, 'SIGKILL']);
-    const s = statusOf(dir);
-    expect(s.pending).toMatchObject({ emergency: true, target: 2 });
+    // The new passphrase was in place before the first value moved: the old one opens nothing.
+    expect(failCode(['keys', 'status', '--data-dir', dir]).code).toBe('decryption-failed');
+    const s = statusOf(dir, { AEGIS_PASSPHRASE: NEW });
+    expect(s.pending).toMatchObject({ emergency: true, leak: true, target: 2 });
     expect(s.refs).toEqual({ 1: TOTAL - 400, 2: 400 });
     expect(s.states).toEqual({ 1: 'enabled', 2: 'primary' });
 
-    // Resumed without --emergency: the journal says emergency, so it finishes as one.
-    const r = ok(['keys', 'rotate', '--data-dir', dir]);
-    expect(r).toMatchObject({ primary: 2, emergency: true, resumed: true, moved: { store: TOTAL - 400 }, disabled: [1] });
+    // Resumed without --emergency: the journal says it is a leak rotation, so it finishes as one.
+    const r = ok(['keys', 'rotate', '--data-dir', dir], { AEGIS_PASSPHRASE: NEW });
+    expect(r).toMatchObject({ primary: 2, emergency: true, resumed: true, moved: { store: TOTAL - 400 }, disabled: [], destroyed: [1] });
     expect(existsSync(join(dir, ROTATION_JOURNAL))).toBe(false);
-    const after = statusOf(dir);
-    expect(after.states).toEqual({ 1: 'disabled', 2: 'primary' });
+    const after = statusOf(dir, { AEGIS_PASSPHRASE: NEW });
+    expect(after.states).toEqual({ 1: 'destroyed', 2: 'primary' });
     expect(after.refs).toEqual({ 1: 0, 2: TOTAL });
     const fresh = rawValues(dir);
     expect(fresh.size).toBe(TOTAL);
@@ -460,7 +464,7 @@ describe('a rotation killed half-way (CLI, SIGKILL)', () => {
       if (bodyOf(f.value).equals(bodyOf(b.value)) || bodyOf(f.value).subarray(0, 12).equals(bodyOf(b.value).subarray(0, 12))) sameBodies++;
     }
     expect(sameBodies).toBe(0);
-    expect(await readDir(dir)).toEqual(RECORDS);
+    expect(await readDir(dir, '', NEW)).toEqual(RECORDS);
   });
 
   test('an emergency asked for while a killed normal rotation is pending re-seals every value under a fresh version', async () => {
@@ -471,16 +475,16 @@ describe('a rotation killed half-way (CLI, SIGKILL)', () => {
     expect(statusOf(dir).refs).toEqual({ 1: TOTAL - 100, 2: 100 });
     const half = rawValues(dir);
 
-    const r = ok(['keys', 'rotate', '--emergency', '--data-dir', dir]);
+    const r = ok(['keys', 'rotate', '--emergency', '--data-dir', dir], { AEGIS_NEW_PASSPHRASE: NEW });
     // Not v2: the values the normal run re-wrapped still carried their old DEKs.
-    expect(r).toMatchObject({ primary: 3, emergency: true, resumed: true, moved: { store: TOTAL }, disabled: [1, 2] });
-    expect(statusOf(dir).states).toEqual({ 1: 'disabled', 2: 'disabled', 3: 'primary' });
+    expect(r).toMatchObject({ primary: 3, emergency: true, resumed: true, moved: { store: TOTAL }, disabled: [], destroyed: [1, 2] });
+    expect(statusOf(dir, { AEGIS_PASSPHRASE: NEW }).states).toEqual({ 1: 'destroyed', 2: 'destroyed', 3: 'primary' });
     const fresh = rawValues(dir);
     for (const [key, f] of fresh) {
       expect(versionOf(f.value)).toBe(3);
       for (const old of [before.get(key)!, half.get(key)!]) expect([key, bodyOf(f.value).subarray(0, 12).equals(bodyOf(old.value).subarray(0, 12))]).toEqual([key, false]);
     }
-    expect(await readDir(dir)).toEqual(RECORDS);
+    expect(await readDir(dir, '', NEW)).toEqual(RECORDS);
   });
 
   test('any command that opens the store (client data list) finishes a killed rotation', async () => {
@@ -556,7 +560,7 @@ describe('a PKCS#11 (SoftHSM2) data dir through the CLI', () => {
     await hsm?.cleanup();
   });
 
-  test('init, import, rotate, status, disable and destroy v1; the data still lists and reads; a wrong PIN is unauthenticated', async () => {
+  test('init, import, rotate, status, disable and destroy v1, emergency (v2 destroyed); the data still lists and reads; a wrong PIN is unauthenticated', async () => {
     const env = { SOFTHSM2_CONF: hsm.conf, AEGIS_PKCS11_PIN: tok.pin };
     const dir = freshDir('pkcs11');
     const init = ok(['client', 'init', '--kek', 'pkcs11', '--pkcs11-module', hsm.module, '--pkcs11-token', tok.label, '--data-dir', dir], env, tok.pin);
@@ -583,6 +587,15 @@ describe('a PKCS#11 (SoftHSM2) data dir through the CLI', () => {
     expect(listed.records[0].sensitive.sort()).toEqual(['address', 'lat', 'lon', 'transcript']);
     expect(versionCounts(rawValues(dir))).toEqual({ 2: 33 });
     // Read in process through the token (SOFTHSM2_CONF is in the real environment): every value opens.
+    expect(await readDir(dir, tok.pin)).toEqual(records);
+
+    // An emergency on a PKCS#11 dir: a new key object in the token, every value re-sealed, the old
+    // object destroyed; no passphrase keyfile, so no new passphrase is asked for.
+    const e = ok(['keys', 'rotate', '--emergency', '--data-dir', dir], env, tok.pin);
+    expect(e).toMatchObject({ primary: 3, emergency: true, moved: { store: 33 }, disabled: [], destroyed: [2], resealed: [] });
+    expect(statusOf(dir, env).states).toEqual({ 1: 'destroyed', 2: 'destroyed', 3: 'primary' });
+    expect(failCode(['keys', 'enable', '--version', '2', '--data-dir', dir], env, tok.pin).code).toBe('failed-precondition');
+    expect(versionCounts(rawValues(dir))).toEqual({ 3: 33 });
     expect(await readDir(dir, tok.pin)).toEqual(records);
 
     const bad = failCode(['keys', 'status', '--data-dir', dir], { ...env, AEGIS_PKCS11_PIN: 'not-the-pin-0' }, tok.pin);
