@@ -244,7 +244,11 @@ export function registerData(client: Command): void {
           const eq = kv.indexOf('=');
           if (eq <= 0) throw new AegisError(ErrorCode.InvalidArgument, '--set takes field=value');
           const name = kv.slice(0, eq).trim();
-          values[name] = csvCell(0, name, kv.slice(eq + 1));
+          try {
+            values[name] = csvCell(0, name, kv.slice(eq + 1));
+          } catch {
+            throw new AegisError(ErrorCode.InvalidArgument, `--set ${name}: a value starting with '[' must be a JSON array of numbers`);
+          }
         }
         const r = await withStore(o.dataDir, (store) => store.updateFields(id, values));
         printResult(o, { ok: true, ...r }, `updated ${r.fields.join(', ')} of ${r.id} (record version ${r.version})`);
