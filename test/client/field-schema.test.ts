@@ -192,6 +192,11 @@ describe('the store under default deny', () => {
     );
     expect(isAegisError(err) && err.code).toBe('malformed');
     expect((err as Error).message).toContain('postal address');
+    // The forged schema row does not make a later import store the class in clear either.
+    expect(store.schema().fields.get('home_address')).toBe('plain');
+    const later = await store.importRecords([{ home_address: '2 rue de la Paix', 'Home Address': '3 rue de la Paix' }]);
+    const listed = (await store.list()).find((l) => l.id === later.ids[0])!;
+    expect(listed.sensitive.sort()).toEqual(['Home Address', 'home_address']);
   });
 
   it('the record version: an update re-seals the record, and the v1 ciphertext copied back fails to open', async () => {
