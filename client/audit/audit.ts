@@ -66,7 +66,7 @@ type State = z.infer<typeof StateSchema>;
 /** A missing file: audit mode was never entered. */
 const NEVER_ENTERED: State = { version: FORMAT_VERSION, remaining: 0, approvals: [], admitted: [] };
 
-type LogEvent = 'enter' | 'approve' | 'admit-run' | 'admit-refused' | 'leave' | 'refused' | DataEvent;
+type LogEvent = 'enter' | 'approve' | 'admit-run' | 'admit-refused' | 'leave' | 'refused' | DataEvent | 'schema';
 /** Data leaving (backup, export) or entering (restore) the data dir; every one is logged. */
 export type DataEvent = 'backup' | 'export' | 'restore';
 
@@ -93,6 +93,9 @@ interface LogLine {
   bytes?: number;
   records?: number;
   protectedBy?: string;
+  /** A change of the store's field schema: its new version and each field's old and new class (names only). */
+  schemaVersion?: number;
+  changes?: { field: string; from: string; to: string }[];
 }
 
 
@@ -254,6 +257,17 @@ export class AuditBook {
     await this.locked(async () => {
       const s = await this.read();
       await this.log({ at: this.now(), event: e.event, file: e.file, sha256: e.sha256, bytes: e.bytes, records: e.records, protectedBy: e.protectedBy, remaining: s.remaining });
+    });
+  }
+
+  /**
+   * Appends a change of the store's field schema (which fields are stored in clear): the new
+   * schema version and, per field, its normalised name, old and new class — never a value.
+   */
+  async schemaEvent(e: { schemaVersion: number; changes: readonly { field: string; from: string; to: string }[] }): Promise<void> {
+    await this.locked(async () => {
+      const s = await this.read();
+      await this.log({ at: this.now(), event: 'schema', schemaVersion: e.schemaVersion, changes: e.changes.map((c) => ({ field: c.field, from: c.from, to: c.to })), remaining: s.remaining });
     });
   }
 

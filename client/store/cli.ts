@@ -13,6 +13,9 @@ import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { ManagedKek } from '../../shared/keystore/kek.js';
 import { hasKek, initKek, openKek } from '../../shared/keystore/kek-config.js';
 import { kekInitOptions, resumePendingRotation, withKekOptions, type HolderOpener, type KekCliOptions } from '../../shared/keystore/keys-cli.js';
+import { AuditBook } from '../audit/audit.js';
+import { csvCell } from './csv.js';
+import { fieldList, mandatoryClass, normaliseFieldName, planSchemaChange, type SchemaChange } from './schema.js';
 import { SqliteDataStore, STORE_FILE, readRecordsFile } from './sqlite.js';
 
 const DEFAULT_DIR = process.env.AEGIS_CLIENT_DIR ?? './aegis-client';
@@ -41,7 +44,32 @@ export async function withStore<T>(dataDir: string, fn: (store: SqliteDataStore,
   }
 }
 
-/** Adds `init` and `data import|list` to the `aegis client` group. */
+/** Each stored or declared field with its class and why: declared, default (sealed), or its mandatory class. */
+export function schemaView(store: SqliteDataStore): { version: number; fields: { field: string; class: 'plain' | 'sealed'; why: string }[] } {
+  const schema = store.schema();
+  const names = new Set([...schema.fields.keys(), ...store.fieldNames().map(normaliseFieldName)]);
+  const fields = [...names].sort().map((field) => {
+    const m = mandatoryClass(field);
+    if (m !== undefined) return { field, class: 'sealed' as const, why: `always (${m})` };
+    const d = schema.fields.get(field);
+    return d === undefined ? { field, class: 'sealed' as const, why: 'default' } : { field, class: d, why: 'declared' };
+  });
+  return { version: schema.version, fields };
+}
+
+function schemaText(v: ReturnType<typeof schemaView>): string {
+  const rows = v.fields.map((f) => `  ${f.field}  ${f.class}  (${f.why})`);
+  return [`field schema version ${v.version} (every field not declared plain is sealed)`, ...(rows.length ? rows : ['  (no fields yet)'])].join('\n');
+}
+
+/** Changes the store's field schema and, when anything changed, records it in the audit log. */
+async function changeSchemaAudited(store: SqliteDataStore, dir: string, want: { plain: string[]; sealed: string[] }): Promise<{ version: number; changes: SchemaChange[]; resealed: number }> {
+  const r = await store.changeSchema(want);
+  if (r.changes.length > 0) await (await AuditBook.open(dir)).schemaEvent({ schemaVersion: r.version, changes: r.changes });
+  return r;
+}
+
+/** Adds `init` and `data import|list|schema|update` to the `aegis client` group. */
 export function registerData(client: Command): void {
   withKekOptions(
     client
@@ -49,17 +77,32 @@ export function registerData(client: Command): void {
       .description('create the data dir, its KEK (passphrase keyfile, OS keyring or PKCS#11 token) and the encrypted local store')
       .option('--data-dir <dir>', 'the client data dir', DEFAULT_DIR),
   )
+    .option('--plain <fields>', 'fields to store in clear, comma-separated (every other field is encrypted; addresses, coordinates and transcripts always are)')
     .option('--json', 'print one JSON object on stdout')
-    .action(async (o: KekCliOptions & { dataDir: string; json?: boolean }) => {
+    .action(async (o: KekCliOptions & { dataDir: string; plain?: string; json?: boolean }) => {
       try {
         const dir = resolve(o.dataDir);
+        const plain = fieldList(o.plain);
+        // Refused names (a mandatory class) are refused before anything is created.
+        planSchemaChange({ version: 1, fields: new Map() }, { plain });
         const kek = await initKek(dir, kekInitOptions(o), cliKekSecrets(`the data key in ${dir}`, true));
+        let version = 1;
         try {
-          (await SqliteDataStore.open(dir, kek)).close();
+          const store = await SqliteDataStore.open(dir, kek);
+          try {
+            if (plain.length > 0) version = (await changeSchemaAudited(store, dir, { plain, sealed: [] })).version;
+          } finally {
+            store.close();
+          }
         } finally {
           await kek.close();
         }
-        printResult(o, { ok: true, data_dir: dir, kek: { kind: kek.kind, id: kek.id } }, `initialized ${dir} (KEK ${kek.id}); import data: aegis client data import FILE --data-dir ${dir}`);
+        const declared = plain.length ? `; stored in clear: ${plain.map(normaliseFieldName).join(', ')}` : '';
+        printResult(
+          o,
+          { ok: true, data_dir: dir, kek: { kind: kek.kind, id: kek.id }, schema: { version, plain: plain.map(normaliseFieldName) } },
+          `initialized ${dir} (KEK ${kek.id})${declared}; import data: aegis client data import FILE --data-dir ${dir}`,
+        );
       } catch (err) {
         reportError(err, Boolean(o.json));
       }
@@ -138,17 +181,14 @@ export function registerData(client: Command): void {
   const data = client.command('data').description("the client's encrypted local training data");
   data
     .command('import')
-    .description('import records from JSON Lines or CSV (.csv, header row); address, lat, lon, transcript are always encrypted')
+    .description('import records from JSON Lines or CSV (.csv, header row); every field is encrypted unless the field schema declares it plain (aegis client data schema)')
     .argument('<file>', 'a .jsonl file (one JSON object per line) or a .csv file')
     .option('--data-dir <dir>', 'the client data dir', DEFAULT_DIR)
-    .option('--sensitive <fields>', 'more fields to encrypt, comma-separated')
+    .option('--sensitive <fields>', 'fields to encrypt in this import even if declared plain, comma-separated')
     .option('--json', 'print one JSON object on stdout')
     .action(async (file: string, o: { dataDir: string; sensitive?: string; json?: boolean }) => {
       try {
-        const sensitive = (o.sensitive ?? '')
-          .split(',')
-          .map((s) => s.trim())
-          .filter((s) => s.length > 0);
+        const sensitive = fieldList(o.sensitive);
         const records = await readRecordsFile(file);
         const r = await withStore(o.dataDir, (store) => store.importRecords(records, { sensitive }));
         printResult(o, { ok: true, imported: r.imported, ids: r.ids }, `imported ${r.imported} records`);
@@ -159,14 +199,62 @@ export function registerData(client: Command): void {
 
   data
     .command('list')
-    .description('record ids and field names (never values)')
+    .description('the field schema, then record ids and field names (never values)')
     .option('--data-dir <dir>', 'the client data dir', DEFAULT_DIR)
     .option('--json', 'print one JSON object on stdout')
     .action(async (o: { dataDir: string; json?: boolean }) => {
       try {
-        const records = await withStore(o.dataDir, (store) => store.list());
+        const { records, schema } = await withStore(o.dataDir, async (store) => ({ records: await store.list(), schema: schemaView(store) }));
         const human = records.map((r) => `${r.id}  ${r.fields.map((f) => (r.sensitive.includes(f) ? `${f}*` : f)).join(', ')}`).join('\n');
-        printResult(o, { ok: true, count: records.length, records }, records.length === 0 ? 'no records' : `${human}\n(* encrypted)`);
+        printResult(o, { ok: true, schema, count: records.length, records }, `${schemaText(schema)}\n${records.length === 0 ? 'no records' : `${human}\n(* encrypted)`}`);
+      } catch (err) {
+        reportError(err, Boolean(o.json));
+      }
+    });
+
+  data
+    .command('schema')
+    .description('show the field schema, or declare fields plain (stored in clear by later imports) or sealed (also seals the values stored in clear); changes are logged in the audit log')
+    .option('--data-dir <dir>', 'the client data dir', DEFAULT_DIR)
+    .option('--plain <fields>', 'fields to store in clear from now on, comma-separated (refused for addresses, coordinates and transcripts)')
+    .option('--sealed <fields>', 'fields to encrypt from now on, comma-separated; their values stored in clear are sealed now')
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (o: { dataDir: string; plain?: string; sealed?: string; json?: boolean }) => {
+      try {
+        const want = { plain: fieldList(o.plain), sealed: fieldList(o.sealed) };
+        const r = await withStore(o.dataDir, async (store, _kek, dir) => {
+          const changed = want.plain.length + want.sealed.length > 0 ? await changeSchemaAudited(store, dir, want) : undefined;
+          return { changed, schema: schemaView(store) };
+        });
+        const head = r.changed === undefined ? '' : r.changed.changes.length === 0 ? 'no change\n' : `${r.changed.changes.map((c) => `${c.field}: ${c.from} -> ${c.to}`).join('\n')}\n${r.changed.resealed} values sealed\n`;
+        printResult(o, { ok: true, ...(r.changed ? { changes: r.changed.changes, resealed: r.changed.resealed } : {}), schema: r.schema }, `${head}${schemaText(r.schema)}`);
+      } catch (err) {
+        reportError(err, Boolean(o.json));
+      }
+    });
+
+  data
+    .command('update')
+    .description("write new values into a record (sealed unless declared plain); bumps the record's version, so its older ciphertexts no longer open")
+    .argument('<id>', 'the record id (aegis client data list)')
+    .requiredOption('--set <field=value>', 'a field and its value (a number, a JSON array of numbers, else a string); repeatable', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .option('--data-dir <dir>', 'the client data dir', DEFAULT_DIR)
+    .option('--json', 'print one JSON object on stdout')
+    .action(async (id: string, o: { set: string[]; dataDir: string; json?: boolean }) => {
+      try {
+        const values: Record<string, unknown> = {};
+        for (const kv of o.set) {
+          const eq = kv.indexOf('=');
+          if (eq <= 0) throw new AegisError(ErrorCode.InvalidArgument, '--set takes field=value');
+          const name = kv.slice(0, eq).trim();
+          try {
+            values[name] = csvCell(0, name, kv.slice(eq + 1));
+          } catch {
+            throw new AegisError(ErrorCode.InvalidArgument, `--set ${name}: a value starting with '[' must be a JSON array of numbers`);
+          }
+        }
+        const r = await withStore(o.dataDir, (store) => store.updateFields(id, values));
+        printResult(o, { ok: true, ...r }, `updated ${r.fields.join(', ')} of ${r.id} (record version ${r.version})`);
       } catch (err) {
         reportError(err, Boolean(o.json));
       }

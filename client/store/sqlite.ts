@@ -1,41 +1,55 @@
 /**
  * The client's encrypted local store (DESIGN.md §5 "Data at rest, assume leak"): records in
- * `DATA_DIR/store.db` (SQLite through better-sqlite3), every sensitive field value sealed on its
- * own with `sealField` (one fresh DEK per value, AAD bound to record id, field name and schema
- * version), so a copied `store.db` — or its WAL — holds no address, coordinate or transcript in
- * clear, and a ciphertext moved to another record or field no longer opens.
+ * `DATA_DIR/store.db` (SQLite through better-sqlite3), every field value sealed on its own with
+ * `sealField` (one fresh DEK per value, AAD bound to record id, field name, schema version and
+ * record version) unless the data dir's field schema (schema.ts) declares the field plain —
+ * default deny — so a copied `store.db` — or its WAL — holds no address, coordinate or
+ * transcript in clear, a ciphertext moved to another record or field no longer opens, and a
+ * stale ciphertext copied back over a newer one of the same record fails too.
  *
- * Schema (version 1):
+ * Layout (version 2; meta 'schema'):
  *   records(id TEXT PRIMARY KEY  -- lowercase UUID v4, the AAD's asset id
- *           created_at TEXT)      -- ISO 8601
+ *           created_at TEXT,      -- ISO 8601
+ *           version INTEGER)      -- the record version: 1 when imported, +1 on every update;
+ *                                    0 for records of a layout-1 store never updated since
  *   fields(record_id, name, schema_version INTEGER, sensitive INTEGER, value BLOB,
  *          kek_version INTEGER, PRIMARY KEY(record_id, name))
- *     sensitive = 1: value = sealField(kek, { record id, name, schema_version }, utf8(JSON)),
- *                    kek_version = the KEK version its DEK is wrapped under (an index for
- *                    rotation; the sealed header is the truth and `references(true)` reads it)
+ *     sensitive = 1: value = sealField(kek, { record id, name, schema_version, record version },
+ *                    utf8(JSON)) — format 2; a record of version 0 holds format-1 values (no
+ *                    record version in their AAD). kek_version = the KEK version its DEK is
+ *                    wrapped under (an index for rotation; the sealed header is the truth and
+ *                    `references(true)` reads it)
  *     sensitive = 0: value = utf8(JSON), kek_version NULL
- *   meta(key TEXT PRIMARY KEY, value BLOB) -- schema version and a sealed KEK check value
+ *   field_schema, meta 'field-schema-version': the field schema (schema.ts)
+ *   meta(key TEXT PRIMARY KEY, value BLOB) -- layout version, field schema version, KEK check value
+ * `schema_version` in the AAD is the encoding of values (STORE_SCHEMA_VERSION, 1); the field
+ * schema's own version counts its changes and is not bound into values.
+ *
+ * A layout-1 store is migrated when opened: the record version column (0 for its records), an
+ * empty field schema in which every field it held in clear is declared plain — except fields of a
+ * mandatory class (`home_address`, `GPS`, ...), whose clear values are sealed there and then.
  *
  * Errors name record indexes, field names and line numbers — never a value.
  */
 import { randomUUID } from 'node:crypto';
 import { chmodSync, closeSync, constants as fsc, existsSync, openSync } from 'node:fs';
-import { mkdir, readFile } from 'node:fs/promises';
-import { extname, join } from 'node:path';
+import { mkdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { utf8 } from '../../shared/bytes.js';
 import { AegisError, ErrorCode, fail } from '../../shared/errors.js';
 import { openField, parseSealedHeader, rewrapField, sealField, type FieldContext, type KekProvider } from '../../shared/keystore/envelope.js';
 import type { ManagedKek } from '../../shared/keystore/kek.js';
 import type { KeyHolder } from '../../shared/keystore/rotation.js';
-import { MemoryDataStore, readJsonlRecords } from '../../shared/store/memory.js';
+import { MemoryDataStore } from '../../shared/store/memory.js';
 import type { DataRecord, ExampleFields, LocalDataStore, TrainingExamples } from '../../shared/store/types.js';
+import { classify, mandatoryClass, normaliseFieldName, planSchemaChange, type FieldClass, type FieldSchema, type SchemaChange } from './schema.js';
 
 /** Bound into every sealed value's AAD; bump it when the encoding of a value changes. */
 export const STORE_SCHEMA_VERSION = 1;
+/** The layout of store.db (tables and columns); a layout-1 store is migrated when opened. */
+export const STORE_LAYOUT_VERSION = 2;
 export const STORE_FILE = 'store.db';
-/** DESIGN.md §5: postal addresses, GPS coordinates and transcripts are always encrypted. */
-export const MANDATORY_SENSITIVE_FIELDS: readonly string[] = Object.freeze(['address', 'lat', 'lon', 'transcript']);
 
 /** A fixed context for the KEK check value (no record can use it: record ids are random v4). */
 const KEK_CHECK_CTX: FieldContext = { assetUuid: '00000000-0000-4000-8000-000000000000', fieldName: 'aegis-store-kek-check', schemaVersion: STORE_SCHEMA_VERSION };
@@ -44,7 +58,7 @@ const MAX_FIELD_NAME_BYTES = 1024;
 
 const SCHEMA = `
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE IF NOT EXISTS records (id TEXT PRIMARY KEY, created_at TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS records (id TEXT PRIMARY KEY, created_at TEXT NOT NULL, version INTEGER NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS fields (
   record_id TEXT NOT NULL REFERENCES records(id) ON DELETE CASCADE,
   name TEXT NOT NULL,
@@ -53,8 +67,11 @@ CREATE TABLE IF NOT EXISTS fields (
   value BLOB NOT NULL,
   kek_version INTEGER,
   PRIMARY KEY (record_id, name)
-);`;
+);
+CREATE TABLE IF NOT EXISTS field_schema (name TEXT PRIMARY KEY, class TEXT NOT NULL CHECK (class IN ('plain', 'sealed')), since INTEGER NOT NULL);`;
 const INDEX = 'CREATE INDEX IF NOT EXISTS fields_kek_version ON fields (kek_version) WHERE kek_version IS NOT NULL';
+/** A field row with its record's version (what its AAD is bound to). */
+const FIELD_COLUMNS = 'f.record_id, f.name, f.schema_version, f.sensitive, f.value, r.version AS record_version FROM fields f JOIN records r ON r.id = f.record_id';
 
 type FieldValue = number | string | number[];
 
@@ -64,6 +81,42 @@ interface FieldRow {
   schema_version: number;
   sensitive: number;
   value: Buffer;
+  record_version: number;
+}
+
+/** A sealed value's context; a version-0 record's values have no record version (format 1). */
+function contextOf(recordId: string, name: string, schemaVersion: number, recordVersion: number): FieldContext {
+  return { assetUuid: recordId, fieldName: name, schemaVersion, ...(recordVersion > 0 ? { recordVersion } : {}) };
+}
+
+/** A field's value prepared for its row. */
+interface StoredField {
+  name: string;
+  sensitive: 0 | 1;
+  value: Buffer;
+  kekVersion: number | null;
+}
+
+/** The field schema as stored. */
+function readSchema(db: Database.Database): FieldSchema {
+  const v = db.prepare<[], { value: Buffer }>("SELECT value FROM meta WHERE key = 'field-schema-version'").get();
+  const version = v === undefined ? 0 : Number(Buffer.from(v.value).toString('utf8'));
+  if (!Number.isSafeInteger(version) || version < 1) throw new AegisError(ErrorCode.Malformed, 'the store has no valid field schema version');
+  const fields = new Map<string, FieldClass>();
+  for (const r of db.prepare<[], { name: string; class: FieldClass }>('SELECT name, class FROM field_schema').all()) fields.set(r.name, r.class);
+  return { version, fields };
+}
+
+/** Writes `changes` as schema version `version` (inside the caller's transaction). */
+function writeSchema(db: Database.Database, version: number, changes: readonly { field: string; to: FieldClass }[]): void {
+  const put = db.prepare('INSERT INTO field_schema (name, class, since) VALUES (?, ?, ?) ON CONFLICT(name) DO UPDATE SET class = excluded.class, since = excluded.since');
+  for (const c of changes) put.run(c.field, c.to, version);
+  db.prepare("INSERT INTO meta (key, value) VALUES ('field-schema-version', ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value").run(Buffer.from(String(version)));
+}
+
+/** In a transaction: refuses to go on if the field schema changed since `version` was read. */
+function assertSchemaVersion(db: Database.Database, version: number): void {
+  if (readSchema(db).version !== version) fail(ErrorCode.FailedPrecondition, 'the field schema changed meanwhile; try again');
 }
 
 /** Normalizes one value to what JSON can carry exactly, or throws naming record and field. */
@@ -116,7 +169,7 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
   /**
    * Opens (or creates) `dataDir/store.db`. A new store records a value sealed under `kek`; an
    * existing one must open it, so a wrong KEK fails here (`decryption-failed`) rather than at
-   * the first read.
+   * the first read. A layout-1 store is migrated (see the header).
    */
   static async open(dataDir: string, kek: KekProvider): Promise<SqliteDataStore> {
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
@@ -138,6 +191,8 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
           for (const r of rows) set.run(parseSealedHeader(new Uint8Array(r.value)).kekVersion, r.record_id, r.name);
         })();
       }
+      // Layout-1 stores: their records are version 0 (values sealed without a record version).
+      if (!(db.pragma('table_info(records)') as { name: string }[]).some((c) => c.name === 'version')) db.exec('ALTER TABLE records ADD COLUMN version INTEGER NOT NULL DEFAULT 0');
       db.exec(INDEX);
       // SQLite gives -wal/-shm the database's mode; tighten them anyway in case they pre-existed.
       for (const s of ['-wal', '-shm']) if (existsSync(path + s)) chmodSync(path + s, 0o600);
@@ -148,18 +203,21 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
         const sealed = await sealField(kek, KEK_CHECK_CTX, utf8(KEK_CHECK_PLAINTEXT));
         const put = db.prepare('INSERT INTO meta (key, value) VALUES (?, ?)');
         db.transaction(() => {
-          put.run('schema', Buffer.from(String(STORE_SCHEMA_VERSION)));
+          put.run('schema', Buffer.from(String(STORE_LAYOUT_VERSION)));
           put.run('kek-check', Buffer.from(sealed));
+          writeSchema(db, 1, []);
         })();
       } else {
-        if (schema === undefined || check === undefined || Buffer.from(schema.value).toString('utf8') !== String(STORE_SCHEMA_VERSION)) {
-          throw new AegisError(ErrorCode.Malformed, `${path} is not an Aegis store of schema version ${STORE_SCHEMA_VERSION}`);
+        const layout = schema === undefined ? undefined : Buffer.from(schema.value).toString('utf8');
+        if (check === undefined || (layout !== '1' && layout !== String(STORE_LAYOUT_VERSION))) {
+          throw new AegisError(ErrorCode.Malformed, `${path} is not an Aegis store of layout version 1 or ${STORE_LAYOUT_VERSION}`);
         }
         try {
           await openField(kek, KEK_CHECK_CTX, new Uint8Array(check.value));
         } catch {
           throw new AegisError(ErrorCode.DecryptionFailed, `the KEK ${kek.id} does not open ${path}`);
         }
+        if (layout === '1') await migrateLayout1(db, kek);
       }
     } catch (e) {
       db.close();
@@ -170,15 +228,17 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
 
   /**
    * Stores `records` in one transaction: every value is validated and sealed first, then all
-   * rows are written or none. `address`, `lat`, `lon`, `transcript` are always sealed; `opts.sensitive`
-   * names further fields to seal.
+   * rows are written or none. A field is sealed unless the field schema declares it plain
+   * (default deny; mandatory classes always); `opts.sensitive` names further fields to seal in
+   * this import (redundant under default deny; it can only add sealed fields).
    */
   async importRecords(records: readonly DataRecord[], opts: { sensitive?: readonly string[] } = {}): Promise<{ imported: number; ids: string[] }> {
-    const sensitive = new Set(MANDATORY_SENSITIVE_FIELDS);
+    const schema = readSchema(this.#db);
+    const extra = new Set<string>();
     for (const s of opts.sensitive ?? []) {
       if (typeof s !== 'string') fail(ErrorCode.InvalidArgument, 'sensitive field names must be strings');
       assertFieldName(s, 'sensitive');
-      sensitive.add(s);
+      extra.add(normaliseFieldName(s));
     }
     const created = new Date().toISOString();
     const plain: PlainRecord[] = [];
@@ -191,18 +251,20 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
         createdAt: created,
         fields: names.map((name) => {
           assertFieldName(name, `record ${index}`);
-          return { name, sensitive: sensitive.has(name), value: normalizeValue(index, name, record[name]) };
+          const sensitive = classify(schema, name) === 'sealed' || extra.has(normaliseFieldName(name));
+          return { name, sensitive, value: normalizeValue(index, name, record[name]) };
         }),
       });
     }
-    await this.#insert(plain);
+    await this.#insert(plain, schema.version);
     return { imported: plain.length, ids: plain.map((r) => r.id) };
   }
 
   /**
    * Puts records back as a backup or export carried them: same ids, creation times and
-   * sensitivity (mandatory fields are sealed whatever the source says). One transaction; an id
-   * already in the store is refused.
+   * sensitivity — but a mandatory-class field, or one the field schema declares sealed, is sealed
+   * whatever the source says, and a field the source held in clear is declared plain in the
+   * schema (so later imports keep it so). One transaction; an id already in the store is refused.
    */
   async restoreRecords(records: readonly PlainRecord[]): Promise<number> {
     const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/;
@@ -215,40 +277,130 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
         normalizeValue(index, f.name, f.value);
       }
     }
-    await this.#insert(records.map((r) => ({ ...r, fields: r.fields.map((f) => ({ ...f, sensitive: f.sensitive || MANDATORY_SENSITIVE_FIELDS.includes(f.name) })) })));
+    const schema = readSchema(this.#db);
+    const declare = new Map<string, FieldClass>();
+    const restored = records.map((r) => ({
+      ...r,
+      fields: r.fields.map((f) => {
+        const n = normaliseFieldName(f.name);
+        const sensitive = f.sensitive === true || mandatoryClass(f.name) !== undefined || schema.fields.get(n) === 'sealed';
+        if (!sensitive && schema.fields.get(n) !== 'plain') declare.set(n, 'plain');
+        return { ...f, sensitive };
+      }),
+    }));
+    const changes = [...declare].map(([field, to]) => ({ field, to }));
+    await this.#insert(restored, schema.version, changes.length > 0 ? () => writeSchema(this.#db, schema.version + 1, changes) : undefined);
     return records.length;
   }
 
-  /** Seals every sensitive value first, then writes all rows in one transaction or none. */
-  async #insert(records: readonly PlainRecord[]): Promise<void> {
-    const rows: { id: string; createdAt: string; fields: { name: string; sensitive: 0 | 1; value: Buffer; kekVersion: number | null }[] }[] = [];
+  /** Seals or encodes one value for a record of version `recordVersion`. */
+  async #store(recordId: string, recordVersion: number, name: string, sensitive: boolean, value: FieldValue): Promise<StoredField> {
+    const json = utf8(JSON.stringify(value));
+    if (!sensitive) return { name, sensitive: 0, value: Buffer.from(json), kekVersion: null };
+    const sealed = await sealField(this.#kek, contextOf(recordId, name, STORE_SCHEMA_VERSION, recordVersion), json);
+    json.fill(0);
+    return { name, sensitive: 1, value: Buffer.from(sealed), kekVersion: parseSealedHeader(sealed).kekVersion };
+  }
+
+  /**
+   * Seals every sensitive value first (records of version 1), then writes all rows in one
+   * transaction or none — refused if the field schema is no longer version `schemaVersion`.
+   */
+  async #insert(records: readonly PlainRecord[], schemaVersion: number, alsoInTransaction?: () => void): Promise<void> {
+    const rows: { id: string; createdAt: string; fields: StoredField[] }[] = [];
     for (const r of records) {
-      const fields: { name: string; sensitive: 0 | 1; value: Buffer; kekVersion: number | null }[] = [];
-      for (const f of r.fields) {
-        const json = utf8(JSON.stringify(f.value));
-        if (f.sensitive) {
-          const sealed = await sealField(this.#kek, { assetUuid: r.id, fieldName: f.name, schemaVersion: STORE_SCHEMA_VERSION }, json);
-          json.fill(0);
-          fields.push({ name: f.name, sensitive: 1, value: Buffer.from(sealed), kekVersion: parseSealedHeader(sealed).kekVersion });
-        } else {
-          fields.push({ name: f.name, sensitive: 0, value: Buffer.from(json), kekVersion: null });
-        }
-      }
+      const fields: StoredField[] = [];
+      for (const f of r.fields) fields.push(await this.#store(r.id, 1, f.name, f.sensitive, f.value));
       rows.push({ id: r.id, createdAt: r.createdAt, fields });
     }
-    const putRecord = this.#db.prepare('INSERT INTO records (id, created_at) VALUES (?, ?)');
+    const putRecord = this.#db.prepare('INSERT INTO records (id, created_at, version) VALUES (?, ?, 1)');
     const putField = this.#db.prepare('INSERT INTO fields (record_id, name, schema_version, sensitive, value, kek_version) VALUES (?, ?, ?, ?, ?, ?)');
     try {
       this.#db.transaction(() => {
+        assertSchemaVersion(this.#db, schemaVersion);
         for (const r of rows) {
           putRecord.run(r.id, r.createdAt);
           for (const f of r.fields) putField.run(r.id, f.name, STORE_SCHEMA_VERSION, f.sensitive, f.value, f.kekVersion);
         }
+        alsoInTransaction?.();
       })();
     } catch (e) {
       if ((e as { code?: string }).code === 'SQLITE_CONSTRAINT_PRIMARYKEY') fail(ErrorCode.AlreadyExists, 'a record with the same id is already in the store');
       throw e;
     }
+  }
+
+  /**
+   * Writes `values` into the record `id` (new fields or new values of its fields; each sealed
+   * unless the field schema declares it plain) and bumps the record version: every sealed value
+   * of the record is sealed again for the new version, so none of its older ciphertexts opens
+   * any more. One transaction; a record changed meanwhile is refused (`failed-precondition`).
+   */
+  async updateFields(id: string, values: Readonly<Record<string, unknown>>): Promise<{ id: string; version: number; fields: string[] }> {
+    const rec = this.#db.prepare<[string], { version: number }>('SELECT version FROM records WHERE id = ?').get(String(id));
+    if (rec === undefined) fail(ErrorCode.NotFound, `no record ${String(id)} in the store`);
+    if (typeof values !== 'object' || values === null || Object.keys(values).length === 0) fail(ErrorCode.InvalidArgument, 'give at least one field to update');
+    const schema = readSchema(this.#db);
+    const next = rec.version + 1;
+    const out: StoredField[] = [];
+    for (const name of Object.keys(values)) {
+      assertFieldName(name, 'update');
+      out.push(await this.#store(id, next, name, classify(schema, name) === 'sealed', normalizeValue(0, name, values[name])));
+    }
+    const current = this.#db.prepare<[string], FieldRow>(`SELECT ${FIELD_COLUMNS} WHERE f.record_id = ? AND f.sensitive = 1`).all(id);
+    for (const f of current) {
+      if (Object.hasOwn(values, f.name)) continue;
+      const plain = await openField(this.#kek, contextOf(id, f.name, f.schema_version, f.record_version), new Uint8Array(f.value));
+      try {
+        const sealed = await sealField(this.#kek, contextOf(id, f.name, STORE_SCHEMA_VERSION, next), plain);
+        out.push({ name: f.name, sensitive: 1, value: Buffer.from(sealed), kekVersion: parseSealedHeader(sealed).kekVersion });
+      } finally {
+        plain.fill(0);
+      }
+    }
+    const put = this.#db.prepare(
+      `INSERT INTO fields (record_id, name, schema_version, sensitive, value, kek_version) VALUES (?, ?, ?, ?, ?, ?)
+       ON CONFLICT(record_id, name) DO UPDATE SET schema_version = excluded.schema_version, sensitive = excluded.sensitive, value = excluded.value, kek_version = excluded.kek_version`,
+    );
+    this.#db.transaction(() => {
+      if (this.#db.prepare('UPDATE records SET version = ? WHERE id = ? AND version = ?').run(next, id, rec.version).changes !== 1) fail(ErrorCode.FailedPrecondition, `record ${id} changed meanwhile; try again`);
+      assertSchemaVersion(this.#db, schema.version);
+      for (const f of out) put.run(id, f.name, STORE_SCHEMA_VERSION, f.sensitive, f.value, f.kekVersion);
+    })();
+    return { id, version: next, fields: Object.keys(values) };
+  }
+
+  /** The field schema: its version and every declared field with its class. */
+  schema(): FieldSchema {
+    return readSchema(this.#db);
+  }
+
+  /**
+   * Declares fields plain or sealed (schema.ts `planSchemaChange`: a mandatory-class field asked
+   * to be plain is refused and nothing changes) and bumps the schema version. Plain only affects
+   * later writes (sealed values stay sealed); sealed also seals the values the store holds in
+   * clear for those fields, in the same transaction.
+   */
+  async changeSchema(want: { plain?: readonly string[]; sealed?: readonly string[] }): Promise<{ version: number; changes: SchemaChange[]; resealed: number }> {
+    const schema = readSchema(this.#db);
+    const changes = planSchemaChange(schema, want);
+    if (changes.length === 0) return { version: schema.version, changes, resealed: 0 };
+    const sealing = new Set(changes.filter((c) => c.to === 'sealed').map((c) => c.field));
+    const rows = sealing.size === 0 ? [] : this.#db.prepare<[], FieldRow>(`SELECT ${FIELD_COLUMNS} WHERE f.sensitive = 0`).all().filter((f) => sealing.has(normaliseFieldName(f.name)));
+    const sealed: { row: FieldRow; value: StoredField }[] = [];
+    for (const row of rows) {
+      const value = JSON.parse(Buffer.from(row.value).toString('utf8')) as FieldValue;
+      sealed.push({ row, value: await this.#store(row.record_id, row.record_version, row.name, true, value) });
+    }
+    const set = this.#db.prepare('UPDATE fields SET sensitive = 1, schema_version = ?, value = ?, kek_version = ? WHERE record_id = ? AND name = ? AND sensitive = 0 AND value = ?');
+    this.#db.transaction(() => {
+      assertSchemaVersion(this.#db, schema.version);
+      for (const { row, value } of sealed) {
+        if (set.run(STORE_SCHEMA_VERSION, value.value, value.kekVersion, row.record_id, row.name, row.value).changes !== 1) fail(ErrorCode.FailedPrecondition, 'a value changed meanwhile; try again');
+      }
+      writeSchema(this.#db, schema.version + 1, changes);
+    })();
+    return { version: schema.version + 1, changes, resealed: sealed.length };
   }
 
   /**
@@ -262,7 +414,7 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
         .prepare<[number, number], { rowid: number; id: string; created_at: string }>('SELECT rowid, id, created_at FROM records WHERE rowid > ? ORDER BY rowid LIMIT ?')
         .all(after, pageSize);
       if (page.length === 0) return;
-      const get = this.#db.prepare<[string], FieldRow>('SELECT record_id, name, schema_version, sensitive, value FROM fields WHERE record_id = ? ORDER BY name');
+      const get = this.#db.prepare<[string], FieldRow>(`SELECT ${FIELD_COLUMNS} WHERE f.record_id = ? ORDER BY f.name`);
       for (const [i, r] of page.entries()) {
         const fields: PlainRecord['fields'] = [];
         for (const f of get.all(r.id)) fields.push({ name: f.name, sensitive: f.sensitive === 1, value: await this.#decode(i, f) });
@@ -287,6 +439,7 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
     return out;
   }
 
+  /** Moves values to KEK version `target`; an emergency re-seal keeps each value's record version. */
   async rotateSome(kek: ManagedKek, target: number, emergency: boolean, limit: number): Promise<number> {
     const move = async (ctx: FieldContext, sealed: Uint8Array): Promise<Buffer> => {
       if (!emergency) return Buffer.from(await rewrapField(kek, kek, sealed, target));
@@ -306,14 +459,12 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
       this.#db.prepare("UPDATE meta SET value = ? WHERE key = 'kek-check' AND value = ?").run(next, check.value);
       moved++;
     }
-    const rows = this.#db
-      .prepare<[number, number], FieldRow>('SELECT record_id, name, schema_version, sensitive, value FROM fields WHERE sensitive = 1 AND kek_version IS NOT ? LIMIT ?')
-      .all(target, Math.max(0, limit - moved));
+    const rows = this.#db.prepare<[number, number], FieldRow>(`SELECT ${FIELD_COLUMNS} WHERE f.sensitive = 1 AND f.kek_version IS NOT ? LIMIT ?`).all(target, Math.max(0, limit - moved));
     const updates: { row: FieldRow; value: Buffer }[] = [];
     for (const row of rows) {
-      updates.push({ row, value: await move({ assetUuid: row.record_id, fieldName: row.name, schemaVersion: row.schema_version }, new Uint8Array(row.value)) });
+      updates.push({ row, value: await move(contextOf(row.record_id, row.name, row.schema_version, row.record_version), new Uint8Array(row.value)) });
     }
-    // Compare-and-set on the old value: a row changed meanwhile is left for the next batch.
+    // Compare-and-set on the old value: a row changed meanwhile (an update) is left for the next batch.
     const set = this.#db.prepare('UPDATE fields SET value = ?, kek_version = ? WHERE record_id = ? AND name = ? AND value = ?');
     this.#db.transaction(() => {
       for (const u of updates) moved += set.run(u.value, target, u.row.record_id, u.row.name, u.row.value).changes;
@@ -335,6 +486,11 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
     return [...out.values()];
   }
 
+  /** The stored field names (as imported), each once, sorted. */
+  fieldNames(): string[] {
+    return this.#db.prepare<[], { name: string }>('SELECT DISTINCT name FROM fields ORDER BY name').all().map((r) => r.name);
+  }
+
   async count(): Promise<number> {
     return this.#db.prepare<[], { n: number }>('SELECT count(*) AS n FROM records').get()?.n ?? 0;
   }
@@ -345,9 +501,7 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
    */
   async trainingExamples(fields: ExampleFields): Promise<TrainingExamples> {
     const ids = this.#db.prepare<[], { id: string }>('SELECT id FROM records ORDER BY rowid').all();
-    const rows = this.#db
-      .prepare<[string, string], FieldRow>('SELECT record_id, name, schema_version, sensitive, value FROM fields WHERE name IN (?, ?)')
-      .all(fields.features, fields.label);
+    const rows = this.#db.prepare<[string, string], FieldRow>(`SELECT ${FIELD_COLUMNS} WHERE f.name IN (?, ?)`).all(fields.features, fields.label);
     const byRecord = new Map<string, FieldRow[]>();
     for (const r of rows) byRecord.set(r.record_id, [...(byRecord.get(r.record_id) ?? []), r]);
     const records: DataRecord[] = [];
@@ -364,13 +518,17 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
     if (this.#db.open) this.#db.close();
   }
 
-  /** One stored value back to JSON; a mandatory-sensitive field stored in clear is refused (tampering). */
+  /**
+   * One stored value back to JSON, opened for its record's version; a value of a mandatory
+   * class (schema.ts) stored in clear is refused as tampering, whatever the field schema says.
+   */
   async #decode(index: number, f: FieldRow): Promise<FieldValue> {
     let bytes: Uint8Array;
     if (f.sensitive === 1) {
-      bytes = await openField(this.#kek, { assetUuid: f.record_id, fieldName: f.name, schemaVersion: f.schema_version }, new Uint8Array(f.value));
+      bytes = await openField(this.#kek, contextOf(f.record_id, f.name, f.schema_version, f.record_version), new Uint8Array(f.value));
     } else {
-      if (MANDATORY_SENSITIVE_FIELDS.includes(f.name)) fail(ErrorCode.Malformed, `record ${index}: field '${f.name}' must be sealed but is stored in clear`);
+      const cls = mandatoryClass(f.name);
+      if (cls !== undefined) fail(ErrorCode.Malformed, `record ${index}: field '${f.name}' is a ${cls} field and must be sealed, but is stored in clear`);
       bytes = new Uint8Array(f.value);
     }
     try {
@@ -383,119 +541,31 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
   }
 }
 
-/** A cell: a finite number, a JSON array of numbers (starting with '['), else the string. */
-function csvCell(line: number, column: string, raw: string): FieldValue {
-  const t = raw.trim();
-  if (t.startsWith('[')) {
-    let v: unknown;
-    try {
-      v = JSON.parse(t);
-    } catch {
-      v = undefined;
-    }
-    if (!Array.isArray(v) || !v.every((x) => typeof x === 'number' && Number.isFinite(x))) {
-      fail(ErrorCode.InvalidArgument, `line ${line}, column '${column}': not a JSON array of numbers`);
-    }
-    return v as number[];
-  }
-  if (t !== '' && Number.isFinite(Number(t))) return Number(t);
-  return raw;
-}
-
 /**
- * Splits CSV text (RFC 4180: quoted fields may hold commas, newlines and doubled quotes) into
- * rows, each with the 1-based line it starts on.
+ * Layout 1 -> 2 (the record version column is already there): an empty field schema in which
+ * every field held in clear is declared plain, except mandatory-class fields, whose clear values
+ * are sealed now (format 1, as their records are version 0).
  */
-function csvRows(text: string): { line: number; cells: string[] }[] {
-  const rows: { line: number; cells: string[] }[] = [];
-  let cells: string[] = [];
-  let cell = '';
-  let line = 1;
-  let start = 1;
-  let i = 0;
-  let quoted = false; // the current cell began with a quote (and it is closed)
-  const endRow = (): void => {
-    cells.push(cell);
-    if (!(cells.length === 1 && cells[0] === '' && !quoted)) rows.push({ line: start, cells });
-    cells = [];
-    cell = '';
-    quoted = false;
-  };
-  while (i < text.length) {
-    const c = text[i]!;
-    if (c === '"' && cell === '' && !quoted) {
-      // A quoted cell: read to the closing quote.
-      i++;
-      for (;;) {
-        if (i >= text.length) fail(ErrorCode.InvalidArgument, `line ${start}: unterminated quoted field`);
-        const q = text[i]!;
-        if (q === '"') {
-          if (text[i + 1] === '"') {
-            cell += '"';
-            i += 2;
-            continue;
-          }
-          i++;
-          break;
-        }
-        if (q === '\n') line++;
-        cell += q;
-        i++;
-      }
-      quoted = true;
-      const next = text[i];
-      if (next !== undefined && next !== ',' && next !== '\n' && next !== '\r') fail(ErrorCode.InvalidArgument, `line ${line}: text after a closing quote`);
+async function migrateLayout1(db: Database.Database, kek: KekProvider): Promise<void> {
+  const clear = db.prepare<[], FieldRow>(`SELECT ${FIELD_COLUMNS} WHERE f.sensitive = 0`).all();
+  const plain = new Map<string, FieldClass>();
+  const seal: { row: FieldRow; value: Buffer; kekVersion: number }[] = [];
+  for (const row of clear) {
+    if (mandatoryClass(row.name) === undefined) {
+      plain.set(normaliseFieldName(row.name), 'plain');
       continue;
     }
-    if (c === ',') {
-      cells.push(cell);
-      cell = '';
-      quoted = false;
-      i++;
-    } else if (c === '\r' || c === '\n') {
-      endRow();
-      i += c === '\r' && text[i + 1] === '\n' ? 2 : 1;
-      line++;
-      start = line;
-    } else {
-      if (c === '"' || quoted) fail(ErrorCode.InvalidArgument, `line ${line}: a quote inside an unquoted field`);
-      cell += c;
-      i++;
-    }
+    const sealed = await sealField(kek, contextOf(row.record_id, row.name, STORE_SCHEMA_VERSION, row.record_version), new Uint8Array(row.value));
+    seal.push({ row, value: Buffer.from(sealed), kekVersion: parseSealedHeader(sealed).kekVersion });
   }
-  if (cell !== '' || cells.length > 0 || quoted) endRow();
-  return rows;
+  const set = db.prepare('UPDATE fields SET sensitive = 1, schema_version = ?, value = ?, kek_version = ? WHERE record_id = ? AND name = ? AND sensitive = 0 AND value = ?');
+  db.transaction(() => {
+    const layout = db.prepare<[], { value: Buffer }>("SELECT value FROM meta WHERE key = 'schema'").get();
+    if (layout === undefined || Buffer.from(layout.value).toString('utf8') !== '1') return; // another process migrated it
+    for (const s of seal) set.run(STORE_SCHEMA_VERSION, s.value, s.kekVersion, s.row.record_id, s.row.name, s.row.value);
+    writeSchema(db, 1, [...plain].map(([field, to]) => ({ field, to })));
+    db.prepare("UPDATE meta SET value = ? WHERE key = 'schema'").run(Buffer.from(String(STORE_LAYOUT_VERSION)));
+  })();
 }
 
-/** Parses a CSV file's text: a header row, then records; an empty cell leaves the field out. */
-export function parseCsvRecords(text: string): DataRecord[] {
-  const rows = csvRows(text.startsWith('\uFEFF') ? text.slice(1) : text);
-  const header = rows.shift();
-  if (header === undefined) fail(ErrorCode.InvalidArgument, 'the CSV file has no header row');
-  const names = header.cells.map((c) => c.trim());
-  const seen = new Set<string>();
-  for (const n of names) {
-    if (n === '') fail(ErrorCode.InvalidArgument, `line ${header.line}: an empty column name`);
-    if (seen.has(n)) fail(ErrorCode.InvalidArgument, `line ${header.line}: column '${n}' appears twice`);
-    seen.add(n);
-  }
-  return rows.map(({ line, cells }) => {
-    if (cells.length !== names.length) fail(ErrorCode.InvalidArgument, `line ${line} has ${cells.length} fields, the header has ${names.length}`);
-    const rec: Record<string, FieldValue> = {};
-    cells.forEach((raw, j) => {
-      const name = names[j]!;
-      if (raw !== '') rec[name] = csvCell(line, name, raw);
-    });
-    return rec;
-  });
-}
-
-/** Reads records from JSON Lines (one object per line) or, for a `.csv` name, CSV with a header. */
-export async function readRecordsFile(path: string): Promise<DataRecord[]> {
-  if (extname(path).toLowerCase() !== '.csv') return readJsonlRecords(path);
-  const text = await readFile(path, 'utf8').catch((e: NodeJS.ErrnoException) => {
-    if (e.code === 'ENOENT') throw new AegisError(ErrorCode.NotFound, `no such file: ${path}`);
-    throw e;
-  });
-  return parseCsvRecords(text);
-}
+export { parseCsvRecords, readRecordsFile } from './csv.js';

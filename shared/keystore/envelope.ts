@@ -3,11 +3,11 @@
  * value, AES-256-GCM (NIST SP 800-38D) under the DEK, the DEK wrapped by a KEK version that never
  * leaves its provider (passphrase keyfile, OS keyring, PKCS#11 HSM).
  *
- * Sealed value, format version 1 (all integers big-endian):
+ * Sealed value, format versions 1 and 2 (the same layout; all integers big-endian):
  *
  *   offset  size  field
  *   0       4     magic 'AEF1' (0x41 0x45 0x46 0x31)
- *   4       1     format version = 1
+ *   4       1     format version: 1 (no record version) or 2 (record version in the AAD)
  *   5       2     L_id: KEK id length (1..1024)
  *   7       L_id  KEK id, UTF-8 (e.g. 'passphrase:kek.json')
  *   .       4     KEK version
@@ -17,9 +17,18 @@
  *   .       32    key commitment = HMAC-SHA256(DEK, 'aegis-dek-commit-v1')
  *   .       n+16  GCM ciphertext of the n-byte plaintext, then the 16-byte tag
  *
- * GCM AAD = lengthPrefixed('AEF1', [format version], asset_uuid, field_name, decimal(schema_version)),
+ * GCM AAD, format 1 = lengthPrefixed('AEF1', [1], asset_uuid, field_name, decimal(schema_version)),
+ *          format 2 = lengthPrefixed('AEF1', [2], asset_uuid, field_name, decimal(schema_version),
+ *                                    decimal(record_version)),
  * each item a u32 big-endian length and its UTF-8 bytes, so a value moved to another asset, field or
  * schema version, or read as another format, fails authentication.
+ *
+ * The record version (format 2): the store counts the writes of a record, and a value sealed for
+ * version 3 does not open as version 4 — a stale ciphertext copied back over a newer one fails.
+ * The caller's context picks the format, never the stored byte: a context with `recordVersion`
+ * opens only format 2, one without only format 1, so a version-2 value cannot be passed off as
+ * a version-less one (or the reverse). Format 1 values (sealed before record versions, and the
+ * committed test vectors) keep opening with a context that has no record version.
  *
  * Why the KEK id and version are NOT in the GCM AAD: rotation must re-wrap DEKs without touching
  * data (`rewrapField` keeps nonce, commitment and ciphertext byte-identical), and a re-wrap changes
@@ -64,6 +73,11 @@ export interface FieldContext {
   fieldName: string;
   /** Non-negative safe integer, bound as its decimal string. */
   schemaVersion: number;
+  /**
+   * The write count of the value's record (non-negative safe integer, bound as its decimal
+   * string). Present: the value is sealed (and must have been sealed) in format 2; absent: format 1.
+   */
+  recordVersion?: number;
 }
 
 export interface SealedHeader {
@@ -74,7 +88,10 @@ export interface SealedHeader {
 }
 
 export const FIELD_MAGIC = 'AEF1';
+/** The format of values sealed without a record version (and of every value sealed before it existed). */
 export const FIELD_FORMAT_VERSION = 1;
+/** The format of values sealed with a record version in their AAD. */
+export const FIELD_FORMAT_VERSION_RECORD = 2;
 export const DEK_BYTES = AEAD_KEY_BYTES;
 export const COMMITMENT_BYTES = 32;
 const COMMIT_LABEL = 'aegis-dek-commit-v1';
@@ -104,17 +121,22 @@ function assertContext(ctx: FieldContext): void {
   if (typeof ctx.assetUuid !== 'string' || !UUID.test(ctx.assetUuid)) throw invalid('assetUuid must be a lowercase UUID');
   if (textBytes(ctx.fieldName, MAX_CONTEXT_BYTES) === undefined) throw invalid(`fieldName must be 1..${MAX_CONTEXT_BYTES} bytes of well-formed UTF-8`);
   if (!Number.isSafeInteger(ctx.schemaVersion) || ctx.schemaVersion < 0) throw invalid('schemaVersion must be a non-negative integer');
+  if (ctx.recordVersion !== undefined && (!Number.isSafeInteger(ctx.recordVersion) || ctx.recordVersion < 0)) throw invalid('recordVersion must be a non-negative integer');
 }
 
+/** The format a context seals to and must open from. */
+const formatFor = (ctx: FieldContext): number => (ctx.recordVersion === undefined ? FIELD_FORMAT_VERSION : FIELD_FORMAT_VERSION_RECORD);
+
 function fieldAad(formatVersion: number, ctx: FieldContext): Uint8Array {
-  return lengthPrefixed(FIELD_MAGIC, Uint8Array.of(formatVersion), ctx.assetUuid, ctx.fieldName, String(ctx.schemaVersion));
+  if (formatVersion === FIELD_FORMAT_VERSION) return lengthPrefixed(FIELD_MAGIC, Uint8Array.of(formatVersion), ctx.assetUuid, ctx.fieldName, String(ctx.schemaVersion));
+  return lengthPrefixed(FIELD_MAGIC, Uint8Array.of(formatVersion), ctx.assetUuid, ctx.fieldName, String(ctx.schemaVersion), String(ctx.recordVersion));
 }
 
 function commitment(dek: Uint8Array): Uint8Array {
   return new Uint8Array(createHmac('sha256', dek).update(COMMIT_LABEL).digest());
 }
 
-function encodeHeader(kekId: string, kekVersion: number, wrapped: Uint8Array): Uint8Array {
+function encodeHeader(formatVersion: number, kekId: string, kekVersion: number, wrapped: Uint8Array): Uint8Array {
   const id = textBytes(kekId, MAX_KEK_ID_BYTES);
   if (id === undefined) throw invalid(`KEK id must be 1..${MAX_KEK_ID_BYTES} bytes of well-formed UTF-8`);
   if (!Number.isInteger(kekVersion) || kekVersion < 0 || kekVersion > 0xffffffff) throw invalid('KEK version must be a u32');
@@ -124,7 +146,7 @@ function encodeHeader(kekId: string, kekVersion: number, wrapped: Uint8Array): U
   const out = new Uint8Array(4 + 1 + 2 + id.length + 4 + 2 + wrapped.length);
   const v = new DataView(out.buffer);
   out.set(MAGIC_BYTES, 0);
-  out[4] = FIELD_FORMAT_VERSION;
+  out[4] = formatVersion;
   v.setUint16(5, id.length, false);
   out.set(id, 7);
   const o = 7 + id.length;
@@ -139,7 +161,7 @@ function parse(sealed: Uint8Array): SealedHeader & { bodyOffset: number } {
   if (!(sealed instanceof Uint8Array) || sealed.length < 7) throw malformed();
   for (let i = 0; i < 4; i++) if (sealed[i] !== MAGIC_BYTES[i]) throw malformed();
   const formatVersion = sealed[4]!;
-  if (formatVersion !== FIELD_FORMAT_VERSION) throw malformed();
+  if (formatVersion !== FIELD_FORMAT_VERSION && formatVersion !== FIELD_FORMAT_VERSION_RECORD) throw malformed();
   const v = new DataView(sealed.buffer, sealed.byteOffset, sealed.byteLength);
   const idLen = v.getUint16(5, false);
   if (idLen === 0 || idLen > MAX_KEK_ID_BYTES || 7 + idLen + 6 > sealed.length) throw malformed();
@@ -165,16 +187,20 @@ export function parseSealedHeader(sealed: Uint8Array): SealedHeader {
   return { formatVersion, kekId, kekVersion, wrappedDek };
 }
 
-/** Seals `plaintext` for the field `ctx` under a fresh DEK wrapped by `kek`'s primary version. */
+/**
+ * Seals `plaintext` for the field `ctx` under a fresh DEK wrapped by `kek`'s primary version:
+ * format 2 when `ctx` has a record version, else format 1.
+ */
 export async function sealField(kek: KekProvider, ctx: FieldContext, plaintext: Uint8Array): Promise<Uint8Array> {
   assertContext(ctx);
   if (!(plaintext instanceof Uint8Array)) throw invalid('plaintext must be bytes');
   const dek = randomBytes(DEK_BYTES);
   try {
     const { version, wrapped } = await kek.wrap(dek);
-    const header = encodeHeader(kek.id, version, wrapped);
+    const format = formatFor(ctx);
+    const header = encodeHeader(format, kek.id, version, wrapped);
     const nonce = randomBytes(AEAD_NONCE_BYTES);
-    const { ciphertext, tag } = gcmEncrypt(dek, nonce, plaintext, fieldAad(FIELD_FORMAT_VERSION, ctx));
+    const { ciphertext, tag } = gcmEncrypt(dek, nonce, plaintext, fieldAad(format, ctx));
     return concatBytes(header, nonce, commitment(dek), ciphertext, tag);
   } finally {
     dek.fill(0);
@@ -213,12 +239,14 @@ export async function openField(
   let dek: Uint8Array | undefined;
   try {
     const h = parse(sealed);
+    // The context decides the format: a format-1 value never opens where a record version is expected.
+    if (h.formatVersion !== formatFor(ctx)) throw fieldFailed();
     const nonce = sealed.subarray(h.bodyOffset, h.bodyOffset + AEAD_NONCE_BYTES);
     const commit = sealed.subarray(h.bodyOffset + AEAD_NONCE_BYTES, h.bodyOffset + AEAD_NONCE_BYTES + COMMITMENT_BYTES);
     const ct = sealed.subarray(h.bodyOffset + AEAD_NONCE_BYTES + COMMITMENT_BYTES, sealed.length - AEAD_TAG_BYTES);
     const tag = sealed.subarray(sealed.length - AEAD_TAG_BYTES);
     dek = await unwrapCommitted(providerFor(kek, h.kekId), h, commit);
-    return gcmDecrypt(dek, nonce, ct, tag, fieldAad(h.formatVersion, ctx));
+    return gcmDecrypt(dek, nonce, ct, tag, fieldAad(formatFor(ctx), ctx));
   } catch {
     throw fieldFailed();
   } finally {
@@ -236,8 +264,10 @@ export async function openField(
 export async function rewrapField(from: KekProvider, to: KekProvider, sealed: Uint8Array, toVersion?: number): Promise<Uint8Array> {
   let dek: Uint8Array | undefined;
   let body: Uint8Array;
+  let format: number;
   try {
     const h = parse(sealed);
+    format = h.formatVersion;
     body = sealed.subarray(h.bodyOffset);
     dek = await unwrapCommitted(providerFor(from, h.kekId), h, body.subarray(AEAD_NONCE_BYTES, AEAD_NONCE_BYTES + COMMITMENT_BYTES));
   } catch {
@@ -246,7 +276,8 @@ export async function rewrapField(from: KekProvider, to: KekProvider, sealed: Ui
   }
   try {
     const { version, wrapped } = await to.wrap(dek, toVersion);
-    return concatBytes(encodeHeader(to.id, version, wrapped), body);
+    // The format byte is in the AAD: a re-wrap keeps it.
+    return concatBytes(encodeHeader(format, to.id, version, wrapped), body);
   } finally {
     dek.fill(0);
   }

@@ -194,3 +194,114 @@ describe('assume leak: no canary and no key in any DB, backup, export or log', (
     expect(report.hits.filter((h) => h.file !== planted)).toEqual([]);
   });
 });
+
+describe('assume leak, default deny: columns named in any case, by synonym or in French are sealed', () => {
+  test('CSV and JSONL with Address, GPS, latitude, longitude, Transcript, home_address, Adresse, coordonnées, Rue: no canary in store.db, -wal, journal, backup or export', async () => {
+    const dir = join(root, 'dev-names');
+    const q = (s: string): string => `"${s.replaceAll('"', '""')}"`;
+    // A mandatory class cannot be declared plain at init: refused, exit 2, nothing created.
+    const refused = aegis(['client', 'init', '--data-dir', dir, '--plain', 'label,Home-Address', '--json']);
+    expect(refused.status).toBe(2);
+    expect(cliJson(refused).error).toMatchObject({ code: 'invalid-argument' });
+    expect(cliJson(refused).error.message).toMatch(/'Home-Address'.*postal address/);
+    expect(existsSync(dir)).toBe(false);
+    expect(cliJson(aegis(['client', 'init', '--data-dir', dir, '--plain', 'Label', '--json']))).toMatchObject({ ok: true, schema: { version: 2, plain: ['label'] } });
+
+    const columns = ['Address', 'GPS', 'latitude', 'longitude', 'Transcript', 'home_address', 'Adresse', 'coordonnées', 'Rue', 'label'];
+    const csv = join(root, 'names.csv');
+    writeFileSync(
+      csv,
+      `${columns.join(',')}\n${[q(c.address), q(`${c.lat},${c.lon}`), String(c.lat), String(c.lon), q(c.transcript), q(c.address), q(c.address), q(`${c.lat} ${c.lon}`), q(c.address), '7'].join(',')}\n`,
+    );
+    expect(cliJson(aegis(['client', 'data', 'import', csv, '--data-dir', dir, '--json'])).imported).toBe(1);
+    // JSONL: numbers as numbers and as strings, other spellings of the same columns.
+    const jsonl = join(root, 'names.jsonl');
+    const rec = { ADDRESS: c.address, gps: [c.lat, c.lon], Latitude: String(c.lat), LONGITUDE: c.lon, 'voice transcript': c.transcript, HomeAddress: c.address, 'Adresse postale': c.address, coordonnees: `${c.lat};${c.lon}`, rue: c.address, label: 8 };
+    writeFileSync(jsonl, `${JSON.stringify(rec)}\n${JSON.stringify({ user_lat: c.lat, user_lon: String(c.lon), label: 9 })}\n`);
+    expect(cliJson(aegis(['client', 'data', 'import', jsonl, '--data-dir', dir, '--json'])).imported).toBe(2);
+    rmSync(csv);
+    rmSync(jsonl);
+
+    // Asking for a mandatory column to be plain later is refused and changes nothing.
+    const before = cliJson(aegis(['client', 'data', 'schema', '--data-dir', dir, '--json'])).schema;
+    for (const col of ['Address', 'home_address', 'coordonnées', 'GPS']) {
+      const r = aegis(['client', 'data', 'schema', '--plain', col, '--data-dir', dir, '--json']);
+      expect([col, r.status, cliJson(r).error.code]).toEqual([col, 2, 'invalid-argument']);
+    }
+    expect(cliJson(aegis(['client', 'data', 'schema', '--data-dir', dir, '--json'])).schema).toEqual(before);
+    // A schema change is in the audit log (names and classes only); a new column of a later import is sealed.
+    expect(cliJson(aegis(['client', 'data', 'schema', '--plain', 'note', '--data-dir', dir, '--json']))).toMatchObject({ ok: true, changes: [{ field: 'note', from: 'default', to: 'plain' }], schema: { version: 3 } });
+    const audit = readFileSync(join(dir, 'audit.log'), 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as Record<string, unknown>)
+      .filter((l) => l.event === 'schema');
+    expect(audit.map((l) => [l.schemaVersion, l.changes])).toEqual([
+      [2, [{ field: 'label', from: 'default', to: 'plain' }]],
+      [3, [{ field: 'note', from: 'default', to: 'plain' }]],
+    ]);
+    const later = join(root, 'later.jsonl');
+    writeFileSync(later, `${JSON.stringify({ label: 1, note: 'n', brand_new_column: c.transcript })}\n`);
+    expect(cliJson(aegis(['client', 'data', 'import', later, '--data-dir', dir, '--json'])).imported).toBe(1);
+    rmSync(later);
+
+    // `data list` shows the schema and every canary column sealed; label and note plain.
+    const listed = cliJson(aegis(['client', 'data', 'list', '--data-dir', dir, '--json']));
+    const cls = Object.fromEntries((listed.schema.fields as { field: string; class: string }[]).map((f) => [f.field, f.class]));
+    expect(listed.schema.version).toBe(3);
+    for (const f of ['address', 'gps', 'latitude', 'longitude', 'transcript', 'home_address', 'adresse', 'coordonnées', 'coordonnees', 'rue', 'voice_transcript', 'adresse_postale', 'user_lat', 'user_lon', 'brand_new_column']) {
+      expect([f, cls[f]]).toEqual([f, 'sealed']);
+    }
+    expect([cls.label, cls.note]).toEqual(['plain', 'plain']);
+    for (const r of listed.records as { fields: string[]; sensitive: string[] }[]) expect(r.fields.filter((f) => !r.sensitive.includes(f)).sort()).toEqual(r.fields.includes('note') ? ['label', 'note'] : ['label']);
+    const text = aegis(['client', 'data', 'list', '--data-dir', dir]).stdout;
+    expect(text).toMatch(/field schema version 3/);
+    expect(text).toMatch(/home_address {2}sealed {2}\(always \(postal address\)\)/);
+    expect(text).toMatch(/label {2}plain {2}\(declared\)/);
+
+    // An update through the CLI: a new record version.
+    const id = (listed.records as { id: string }[])[0]!.id;
+    expect(cliJson(aegis(['client', 'data', 'update', id, '--set', `Transcript=${c.transcript}`, '--set', 'label=5', '--data-dir', dir, '--json']))).toMatchObject({ ok: true, id, version: 2 });
+
+    // The plain field is stored in clear (the check that the scan below could see a value).
+    {
+      const db = new Database(join(dir, 'store.db'), { readonly: true });
+      const rows = db.prepare<[], { name: string; sensitive: number; value: Buffer }>('SELECT name, sensitive, value FROM fields').all();
+      db.close();
+      expect(rows.filter((r) => r.sensitive === 0).map((r) => r.name).sort()).toEqual(['label', 'label', 'label', 'label', 'note']);
+      expect(rows.filter((r) => r.name === 'label').map((r) => r.value.toString()).sort()).toEqual(['1', '5', '8', '9']);
+    }
+
+    // A live writer: the store open with a fresh import in its WAL (and a rollback journal's name checked too), copied as is.
+    const snap = join(root, 'snapshot-names');
+    mkdirSync(snap);
+    {
+      const kek = await PassphraseKek.open(join(dir, 'kek.keyfile.json'), c.passphrase);
+      const store = await SqliteDataStore.open(dir, kek);
+      await store.importRecords([{ Adresse: c.address, 'Coordonnées GPS': `${c.lat}, ${c.lon}`, Lat: c.lat, LON: c.lon, Transcription: c.transcript, label: 2 }]);
+      for (const s of ['', '-wal', '-shm', '-journal']) if (existsSync(join(dir, `store.db${s}`))) copyFileSync(join(dir, `store.db${s}`), join(snap, `store.db${s}`));
+      store.close();
+      kek.close();
+    }
+    const backup = join(root, 'out-names', 'names.backup');
+    mkdirSync(join(root, 'out-names'));
+    expect(cliJson(aegis(['client', 'backup', '--data-dir', dir, '--out', backup, '--json']))).toMatchObject({ ok: true, records: 5 });
+    const rid = cliJson(aegis(['keys', 'recipient', '--out', join(root, 'names-recipient.id'), '--json']));
+    const exported = join(root, 'out-names', 'names.export');
+    expect(cliJson(aegis(['client', 'export', '--data-dir', dir, '--out', exported, '--recipient', rid.recipient, '--json'])).ok).toBe(true);
+    // The backup restores with the same classes: label plain, the rest sealed.
+    const restored = join(root, 'restored-names');
+    expect(cliJson(aegis(['client', 'restore', backup, '--data-dir', restored, '--json']))).toMatchObject({ ok: true, records: 5 });
+    const rl = cliJson(aegis(['client', 'data', 'list', '--data-dir', restored, '--json']));
+    expect((rl.schema.fields as { field: string; class: string }[]).filter((f) => f.class === 'plain').map((f) => f.field)).toEqual(['label', 'note']);
+
+    const planted = plantedFile(join(root, 'planted-names'), c);
+    const files = [...filesUnder(dir), ...filesUnder(snap), ...filesUnder(restored), backup, exported, planted];
+    const report = scanFilesReport(files, encodingsOf(c));
+    const scanned = new Map(report.scanned.map((s) => [s.file, s.bytes]));
+    for (const f of [join(dir, 'store.db'), join(snap, 'store.db'), join(snap, 'store.db-wal'), join(restored, 'store.db'), backup, exported]) expect([f, (scanned.get(f) ?? 0) > 0]).toEqual([f, true]);
+    const plantedHits = report.hits.filter((h) => h.file === planted).flatMap((h) => h.what.split(' | '));
+    for (const w of PLANTED_WHAT) expect(plantedHits).toContain(w);
+    expect(report.hits.filter((h) => h.file !== planted)).toEqual([]);
+  });
+});

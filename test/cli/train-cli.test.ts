@@ -59,6 +59,8 @@ describe('a training job from the command line', () => {
         // Enrollment made the data dir's KEK and store; `client init` has nothing left to do.
         expect(existsSync(join(dir, 'store.db')) && existsSync(join(dir, 'kek.json'))).toBe(true);
         expect(json(aegis(['client', 'init', '--data-dir', dir, '--json'])).error.code).toBe('already-exists');
+        // The features and label are declared plain (every other field would be sealed): training reads them without decrypting.
+        expect(cliJson(aegis(['client', 'data', 'schema', '--plain', 'pixels,digit', '--data-dir', dir, '--json'])).schema.version).toBe(2);
         expect(cliJson(aegis(['client', 'data', 'import', data, '--data-dir', dir, '--json'])).imported).toBe(split.shards[i]!.length);
         source = [];
       }

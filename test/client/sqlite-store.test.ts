@@ -49,9 +49,11 @@ async function diskBytes(): Promise<Buffer> {
 }
 
 describe('SqliteDataStore', () => {
-  it('keeps sensitive values off the disk, lists names only, and packs like MemoryDataStore', async () => {
+  it('seals every field not declared plain, lists names only, and packs like MemoryDataStore', async () => {
     store = await SqliteDataStore.open(dir, kek);
-    const r = await store.importRecords(records, { sensitive: ['secret'] });
+    // Default deny: only the declared fields are stored in clear; 'secret' is sealed without being named.
+    await store.changeSchema({ plain: ['note', 'x', 'y'] });
+    const r = await store.importRecords(records);
     expect(r.imported).toBe(4);
     expect(r.ids.every((id) => /^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$/.test(id))).toBe(true);
     expect(await store.count()).toBe(4);
@@ -86,6 +88,7 @@ describe('SqliteDataStore', () => {
 
   it('finds no plaintext in the WAL either, while the store is open', async () => {
     store = await SqliteDataStore.open(dir, kek);
+    await store.changeSchema({ plain: ['note'] });
     await store.importRecords(records.slice(0, 2));
     expect((await stat(join(dir, 'store.db-wal'))).size).toBeGreaterThan(0);
     const disk = await diskBytes();

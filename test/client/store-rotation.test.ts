@@ -63,6 +63,13 @@ function makeRecords(n: number, tag: string): Rec[] {
   }));
 }
 
+/** A store whose schema declares the features and label (x, y) plain, as the CLI tests' data dirs. */
+async function openStore(dir: string, kek: ManagedKek | PassphraseKek): Promise<SqliteDataStore> {
+  const store = await SqliteDataStore.open(dir, kek);
+  await store.changeSchema({ plain: ['x', 'y'] });
+  return store;
+}
+
 /** Every record of the store, opened, in import order, as plain objects (throws on the first failure). */
 async function readAll(store: SqliteDataStore): Promise<Record<string, unknown>[]> {
   const out: Record<string, unknown>[] = [];
@@ -82,8 +89,14 @@ function rawValues(dir: string): Map<string, RawValue> {
   const db = new Database(join(dir, 'store.db'), { readonly: true });
   try {
     const out = new Map<string, RawValue>();
-    const rows = db.prepare<[], { record_id: string; name: string; schema_version: number; value: Buffer }>('SELECT record_id, name, schema_version, value FROM fields WHERE sensitive = 1').all();
-    for (const r of rows) out.set(`${r.record_id}/${r.name}`, { key: `${r.record_id}/${r.name}`, ctx: { assetUuid: r.record_id, fieldName: r.name, schemaVersion: r.schema_version }, value: r.value });
+    const rows = db
+      .prepare<[], { record_id: string; name: string; schema_version: number; value: Buffer; version: number }>(
+        'SELECT f.record_id, f.name, f.schema_version, f.value, r.version FROM fields f JOIN records r ON r.id = f.record_id WHERE f.sensitive = 1',
+      )
+      .all();
+    for (const r of rows) {
+      out.set(`${r.record_id}/${r.name}`, { key: `${r.record_id}/${r.name}`, ctx: { assetUuid: r.record_id, fieldName: r.name, schemaVersion: r.schema_version, recordVersion: r.version }, value: r.value });
+    }
     const check = db.prepare<[], { value: Buffer }>("SELECT value FROM meta WHERE key = 'kek-check'").get();
     if (check !== undefined) out.set('meta/kek-check', { key: 'meta/kek-check', ctx: KEK_CHECK_CTX, value: check.value });
     return out;
@@ -152,7 +165,8 @@ function rotateKilled(dir: string, afterBatches: number, extra: string[] = [], e
 /** A client data dir made through the CLI, holding `records` (imported from a JSONL file). */
 function cliDataDir(name: string, records: readonly Rec[]): string {
   const dir = freshDir(name);
-  ok(['client', 'init', '--data-dir', dir]);
+  // The features and label are declared plain: addresses, coordinates and transcripts stay sealed.
+  ok(['client', 'init', '--data-dir', dir, '--plain', 'x,y']);
   const file = join(root, `${name}-${dirCount}.jsonl`);
   writeFileSync(file, `${records.map((r) => JSON.stringify(r)).join('\n')}\n`);
   const imp = ok(['client', 'data', 'import', file, '--data-dir', dir]);
@@ -164,7 +178,7 @@ function cliDataDir(name: string, records: readonly Rec[]): string {
 async function readDir(dir: string, pin = '', passphrase = PASS): Promise<Record<string, unknown>[]> {
   const kek = await openKek(dir, { passphrase: async () => passphrase, pin: async () => pin });
   try {
-    const store = await SqliteDataStore.open(dir, kek);
+    const store = await openStore(dir, kek);
     try {
       return await readAll(store);
     } finally {
@@ -193,7 +207,7 @@ describe('store-level rotation matrix (in process)', () => {
   test('every imported record reads back exactly while an active KEK version protects all its values', async () => {
     const dir = freshDir('matrix');
     const kek = await PassphraseKek.create(join(dir, KEYFILE), PASS, { kdf: FAST });
-    const store = await SqliteDataStore.open(dir, kek);
+    const store = await openStore(dir, kek);
     const batches: { stage: string; ids: string[]; records: Rec[] }[] = [];
     const rows: { stage: string; states: Record<number, KekVersionState>; readable: Record<string, boolean> }[] = [];
 
@@ -320,7 +334,7 @@ describe('store-level rotation matrix (in process)', () => {
   test('destroy is refused while the store references a non-primary version, and allowed after the rotation', async () => {
     const dir = freshDir('destroy');
     const kek = await PassphraseKek.create(join(dir, KEYFILE), PASS, { kdf: FAST });
-    const store = await SqliteDataStore.open(dir, kek);
+    const store = await openStore(dir, kek);
     const records = makeRecords(4, 'destroy');
     await store.importRecords(records);
     // A new primary made by the provider alone (no journal, no re-wrap): v1 still protects 17 values.
@@ -356,7 +370,7 @@ describe('what a rotation changes on disk', () => {
   test('a re-wrap changes only the header; an emergency rotation re-encrypts every value and disables the old versions', async () => {
     const dir = freshDir('bytes');
     const kek = await PassphraseKek.create(join(dir, KEYFILE), PASS, { kdf: FAST });
-    const store = await SqliteDataStore.open(dir, kek);
+    const store = await openStore(dir, kek);
     const records = makeRecords(10, 'bytes');
     await store.importRecords(records);
     const before = rawValues(dir);
@@ -511,7 +525,7 @@ describe('a sealed vault rotates with the store', () => {
   test('one rotateKeys call moves both holders; keyStatus and keys status count references per holder', async () => {
     const dir = freshDir('vault');
     const kek = await PassphraseKek.create(join(dir, KEYFILE), PASS, { kdf: FAST });
-    const store = await SqliteDataStore.open(dir, kek);
+    const store = await openStore(dir, kek);
     const records = makeRecords(5, 'vault');
     await store.importRecords(records);
     const secrets: Record<string, Uint8Array> = { 'ca-key': Buffer.from('ca key bytes 01'), 'token-key': Buffer.from('token key bytes 02'), operator: Buffer.from('operator credential 03') };
@@ -563,7 +577,7 @@ describe('a PKCS#11 (SoftHSM2) data dir through the CLI', () => {
   test('init, import, rotate, status, disable and destroy v1, emergency (v2 destroyed); the data still lists and reads; a wrong PIN is unauthenticated', async () => {
     const env = { SOFTHSM2_CONF: hsm.conf, AEGIS_PKCS11_PIN: tok.pin };
     const dir = freshDir('pkcs11');
-    const init = ok(['client', 'init', '--kek', 'pkcs11', '--pkcs11-module', hsm.module, '--pkcs11-token', tok.label, '--data-dir', dir], env, tok.pin);
+    const init = ok(['client', 'init', '--kek', 'pkcs11', '--pkcs11-module', hsm.module, '--pkcs11-token', tok.label, '--data-dir', dir, '--plain', 'x,y'], env, tok.pin);
     expect(init.kek.kind).toBe('pkcs11');
     expect(JSON.parse(readFileSync(join(dir, 'kek.json'), 'utf8'))).toMatchObject({ kind: 'pkcs11', module: hsm.module, token: tok.label });
     const records = makeRecords(8, 'hsm');

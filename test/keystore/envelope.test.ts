@@ -6,7 +6,7 @@
  * Low scrypt N (2^14) keeps it fast.
  */
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { createCipheriv, createHmac, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, createHmac, randomBytes } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -323,5 +323,54 @@ describe('PassphraseKek keyfile', () => {
     expect((await failure(kek.wrap(new Uint8Array(16)))).code).toBe(ErrorCode.BadKeyLength);
     kek.close();
     expect((await failure(kek.unwrap(wrapped, 1))).code).toBe(ErrorCode.InvalidArgument);
+  });
+});
+
+describe('format 2: the record version in the AAD', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'aegis-envelope-rv-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const V3: FieldContext = { ...CTX, recordVersion: 3 };
+
+  test('a value sealed for record version 3 has format byte 2 and the documented AAD, and opens only as version 3', async () => {
+    const kek = await PassphraseKek.create(join(dir, 'kek.json'), PASS, { kdf: FAST });
+    const sealed = await sealField(kek, V3, text('record v3'));
+    expect(Buffer.from(sealed.subarray(0, 5))).toEqual(Buffer.from([0x41, 0x45, 0x46, 0x31, 2]));
+    expect(parseSealedHeader(sealed).formatVersion).toBe(2);
+    // Opened by hand: the AAD is lengthPrefixed('AEF1', [2], uuid, field, schema, record version).
+    const { header, nonce, ctTag } = split(sealed);
+    const dek = await kek.unwrap(parseSealedHeader(sealed).wrappedDek, parseSealedHeader(sealed).kekVersion);
+    const d = createDecipheriv('aes-256-gcm', dek, nonce);
+    d.setAAD(lp('AEF1', Uint8Array.of(2), CTX.assetUuid, CTX.fieldName, String(CTX.schemaVersion), '3'));
+    d.setAuthTag(ctTag.subarray(ctTag.length - 16));
+    expect(Buffer.concat([d.update(ctTag.subarray(0, ctTag.length - 16)), d.final()]).toString()).toBe('record v3');
+    expect(header.length).toBeGreaterThan(5);
+
+    expect(Buffer.from(await openField(kek, V3, sealed)).toString()).toBe('record v3');
+    for (const ctx of [{ ...CTX, recordVersion: 2 }, { ...CTX, recordVersion: 4 }, { ...CTX, recordVersion: 0 }, CTX]) {
+      expect((await failure(openField(kek, ctx, sealed))).code).toBe(ErrorCode.DecryptionFailed);
+    }
+    // The byte flipped to 1 (a downgrade to the version-less AAD) opens neither way.
+    const flipped = new Uint8Array(sealed);
+    flipped[4] = 1;
+    for (const ctx of [CTX, V3]) expect((await failure(openField(kek, ctx, flipped))).code).toBe(ErrorCode.DecryptionFailed);
+    // A format-1 value does not open where a record version is expected.
+    const old = await sealField(kek, CTX, text('no record version'));
+    expect(Buffer.from(await openField(kek, CTX, old)).toString()).toBe('no record version');
+    expect((await failure(openField(kek, { ...CTX, recordVersion: 0 }, old))).code).toBe(ErrorCode.DecryptionFailed);
+    expect((await failure(sealField(kek, { ...CTX, recordVersion: -1 }, text('x')))).code).toBe(ErrorCode.InvalidArgument);
+    expect((await failure(sealField(kek, { ...CTX, recordVersion: 1.5 }, text('x')))).code).toBe(ErrorCode.InvalidArgument);
+    kek.close();
+  });
+
+  test('a re-wrap keeps format 2 and the body; the value still opens only as its version', async () => {
+    const kek = await PassphraseKek.create(join(dir, 'kek2.json'), PASS, { kdf: FAST });
+    const sealed = await sealField(kek, V3, text('rewrap v3'));
+    await kek.rotate();
+    const rewrapped = await rewrapField(kek, kek, sealed);
+    expect(parseSealedHeader(rewrapped)).toMatchObject({ formatVersion: 2, kekVersion: 2 });
+    expect(hex(split(rewrapped).ctTag)).toBe(hex(split(sealed).ctTag));
+    expect(Buffer.from(await openField(kek, V3, rewrapped)).toString()).toBe('rewrap v3');
+    expect((await failure(openField(kek, CTX, rewrapped))).code).toBe(ErrorCode.DecryptionFailed);
+    kek.close();
   });
 });
