@@ -296,10 +296,13 @@ describe('assume leak, default deny: columns named in any case, by synonym or in
     expect((rl.schema.fields as { field: string; class: string }[]).filter((f) => f.class === 'plain').map((f) => f.field)).toEqual(['label', 'note']);
 
     const planted = plantedFile(join(root, 'planted-names'), c);
-    const files = [...filesUnder(dir), ...filesUnder(snap), ...filesUnder(restored), backup, exported, planted];
+    // Everything the commands printed at debug level (the refused ones included).
+    const logFile = join(root, 'names-output.log');
+    writeFileSync(logFile, logs.join('\n'));
+    const files = [...filesUnder(dir), ...filesUnder(snap), ...filesUnder(restored), backup, exported, logFile, planted];
     const report = scanFilesReport(files, encodingsOf(c));
     const scanned = new Map(report.scanned.map((s) => [s.file, s.bytes]));
-    for (const f of [join(dir, 'store.db'), join(snap, 'store.db'), join(snap, 'store.db-wal'), join(restored, 'store.db'), backup, exported]) expect([f, (scanned.get(f) ?? 0) > 0]).toEqual([f, true]);
+    for (const f of [join(dir, 'store.db'), join(snap, 'store.db'), join(snap, 'store.db-wal'), join(restored, 'store.db'), backup, exported, logFile]) expect([f, (scanned.get(f) ?? 0) > 0]).toEqual([f, true]);
     const plantedHits = report.hits.filter((h) => h.file === planted).flatMap((h) => h.what.split(' | '));
     for (const w of PLANTED_WHAT) expect(plantedHits).toContain(w);
     expect(report.hits.filter((h) => h.file !== planted)).toEqual([]);
