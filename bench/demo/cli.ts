@@ -108,7 +108,7 @@ export function summary(r: DemoResult): string {
     `${r.ok ? 'completed' : `FAILED (${r.detail})`}: ${r.per_round.length} rounds, ${r.clients} clients (${r.dropped} dropouts, ${r.aborted_rounds} aborted rounds), ${(r.total_ms / 1000).toFixed(1)} s`,
     `final test accuracy ${pct(r.final.accuracy)} (loss ${r.final.loss.toFixed(4)}) on ${r.test_examples} held-out digits; ${r.train_examples} digits across the clients (each holds 10% out to check new models); ${r.parameters} parameters; tfjs ${r.backend}`,
     `chart: ${r.chart}`,
-    `model (tfjs format): ${r.model_dir}/model.json  sha256 ${r.model_sha256}`,
+    `model (tfjs format): ${r.model_dir}/model.json  (weights.bin sha256 ${r.model_sha256})`,
   ];
   return `${out.join('\n')}\n`;
 }

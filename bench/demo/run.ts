@@ -116,6 +116,7 @@ export interface DemoResult {
   total_ms: number;
   chart: string;
   model_dir: string;
+  /** SHA-256 of the final weights (weights.bin), as the job's model versions are pinned. */
   model_sha256: string;
   manifest_sha256: string;
 }
