@@ -7,6 +7,7 @@ import { reportError } from '../shared/cli/output.js';
 import { obtainPassphrase } from '../shared/cli/passphrase.js';
 import { encodeWeightedInput } from '../shared/crypto/quantize.js';
 import { DeterministicRng } from '../shared/crypto/rng.js';
+import { claimDataDir } from '../shared/data-dir-lock.js';
 import { AegisError, ErrorCode, isAegisError } from '../shared/errors.js';
 import { createLogger } from '../shared/log.js';
 import type { RoundRef } from '../shared/protocol/messages.js';
@@ -182,6 +183,8 @@ export function registerClient(program: Command): void {
         const passphrase = await obtainPassphrase({ what: `the identity key in ${dir}` });
         let storeKek: ManagedKek | undefined;
         const loaded = await loadClient(dir, passphrase);
+        // One client per data dir, and no key change under it while it runs (released at exit).
+        await claimDataDir(dir, { command: 'aegis client run', mode: 'exclusive' });
         // The contribution ledger (DATA_DIR/ledger.json), verified under the identity: a damaged
         // one, or none in a dir that took part in rounds before, stops the client here.
         const { ledger, created } = await openLedger(dir, loaded.identity.seed, { missing: o.newLedger ? 'create' : 'create-if-new' });

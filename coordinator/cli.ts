@@ -17,6 +17,7 @@ import { kekInitOptions, VAULT_FILE, withKekOptions, withRotationOptions, type K
 import { effectivePolicy, recordPolicy, runKeyCheck, scheduleKeyChecks } from '../shared/keystore/policy.js';
 import { SealedVault } from '../shared/keystore/vault.js';
 import { decodeWeightedSum } from '../shared/crypto/quantize.js';
+import { claimDataDir } from '../shared/data-dir-lock.js';
 import { AegisError, ErrorCode, isAegisError } from '../shared/errors.js';
 import * as admin from '../shared/gen/aegis/v1/admin_pb.js';
 import { createLogger } from '../shared/log.js';
@@ -121,6 +122,8 @@ export function registerCoordinator(program: Command): void {
         });
         const operatorTtlMs = Math.round(o.operatorTtlDays * 86_400_000);
         const secrets = await openCoordinatorSecrets(dir, cliKekSecrets(`the coordinator keys in ${dir}`, first), { kek: kekInitOptions(o), operatorTtlMs, ...(offlineCaPem !== undefined ? { offlineCaPem } : {}) });
+        // Front ends may share the data dir; a key change (aegis keys …) may not run meanwhile.
+        await claimDataDir(dir, { command: 'aegis coordinator start', mode: 'shared' });
         if (secrets.created && secrets.offline) log.info({ dataDir: dir, ca: join(dir, 'ca.pem') }, 'offline CA: created the token key, server key and operator key (sealed); no CA key on this host');
         else if (secrets.created) log.info({ dataDir: dir, ca: join(dir, 'ca.pem') }, 'created the coordinator CA, token key and operator credential (sealed)');
         const registry = await loadRegistry(dir);

@@ -10,6 +10,7 @@
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import type { Command } from 'commander';
+import { claimDataDir } from '../data-dir-lock.js';
 import { AegisError, ErrorCode } from '../errors.js';
 import { parseIntOption, printResult, progress, reportError } from '../cli/output.js';
 import { cliKekSecrets, NEW_PASSPHRASE_ENV, obtainPassphrase } from '../cli/passphrase.js';
@@ -36,12 +37,20 @@ interface Opened {
 }
 
 /** Opens a data dir's KEK and every holder, runs `fn`, closes everything. */
-export async function withDirKeys<T>(dataDir: string, openers: readonly HolderOpener[], fn: (o: Opened & { dir: string }) => Promise<T>): Promise<T> {
+export async function withDirKeys<T>(
+  dataDir: string,
+  openers: readonly HolderOpener[],
+  fn: (o: Opened & { dir: string }) => Promise<T>,
+  /** The command, for one that changes keys: it holds the dir alone (no client or coordinator running on it). */
+  changing?: string,
+): Promise<T> {
   const dir = resolve(dataDir);
   const secrets = cliKekSecrets(`the keys in ${dir}`);
   const kek = await openKek(dir, secrets);
   const holders: Opened['holders'] = [];
+  let release: (() => void) | undefined;
   try {
+    if (changing !== undefined) release = await claimDataDir(dir, { command: changing, mode: 'exclusive' });
     for (const open of openers) {
       const h = await open(dir, kek);
       if (h !== undefined) holders.push(h);
@@ -51,6 +60,7 @@ export async function withDirKeys<T>(dataDir: string, openers: readonly HolderOp
   } finally {
     for (const h of holders) h.close?.();
     await kek.close();
+    release?.();
   }
 }
 
@@ -194,7 +204,7 @@ export function registerKeys(program: Command, openers: readonly HolderOpener[])
             const policy = await policyOf(dir, o);
             await recordPolicy(dir, policy);
             return rotateDueKeys({ dir, kek, holders, policy });
-          });
+          }, 'aegis keys rotate --due');
           const text = rotated.length ? rotated.map((r) => `${r.key}: v${r.previousVersion} -> v${r.version} (due)`).join('\n') : 'nothing is due';
           printResult(o, { ok: true, rotated }, text);
           return;
@@ -214,7 +224,7 @@ export function registerKeys(program: Command, openers: readonly HolderOpener[])
           // The new primary's age starts now (the policy's due date follows it).
           await recordKey(dir, 'kek', { version: r.primary, createdAt: new Date().toISOString(), dateSource: 'recorded' });
           return { ...r, ...(o.emergency ? { resealed } : {}) };
-        });
+        }, 'aegis keys rotate');
         printResult(o, { ok: true, ...r }, rotationText(r));
       } catch (err) {
         reportError(err, Boolean(o.json));
@@ -228,7 +238,7 @@ export function registerKeys(program: Command, openers: readonly HolderOpener[])
     .option('--json', 'print one JSON object on stdout')
     .action(async (o: { dataDir: string; json?: boolean }) => {
       try {
-        const resealed = await withDirKeys(o.dataDir, openers, ({ dir, kek, secrets }) => newDirPassphrase(dir, kek, secrets, false));
+        const resealed = await withDirKeys(o.dataDir, openers, ({ dir, kek, secrets }) => newDirPassphrase(dir, kek, secrets, false), 'aegis keys passphrase');
         printResult(o, { ok: true, resealed }, `re-sealed under the new passphrase: ${resealed.join(', ')}`);
       } catch (err) {
         reportError(err, Boolean(o.json));
@@ -259,7 +269,7 @@ export function registerKeys(program: Command, openers: readonly HolderOpener[])
     .option('--json', 'print one JSON object on stdout')
     .action(async (o: { dataDir: string; version: number; force?: boolean; json?: boolean }) => {
       try {
-        await withDirKeys(o.dataDir, openers, ({ dir, kek, holders }) => disableKeyVersion(dir, kek, holders, o.version, o.force === true));
+        await withDirKeys(o.dataDir, openers, ({ dir, kek, holders }) => disableKeyVersion(dir, kek, holders, o.version, o.force === true), 'aegis keys disable');
         printResult(o, { ok: true, version: o.version, state: 'disabled' }, `v${o.version} disabled`);
       } catch (err) {
         reportError(err, Boolean(o.json));
@@ -274,7 +284,7 @@ export function registerKeys(program: Command, openers: readonly HolderOpener[])
     .option('--json', 'print one JSON object on stdout')
     .action(async (o: { dataDir: string; version: number; json?: boolean }) => {
       try {
-        await withDirKeys(o.dataDir, openers, ({ kek }) => kek.enable(o.version));
+        await withDirKeys(o.dataDir, openers, ({ kek }) => kek.enable(o.version), 'aegis keys enable');
         printResult(o, { ok: true, version: o.version, state: 'enabled' }, `v${o.version} enabled`);
       } catch (err) {
         reportError(err, Boolean(o.json));
@@ -289,7 +299,7 @@ export function registerKeys(program: Command, openers: readonly HolderOpener[])
     .option('--json', 'print one JSON object on stdout')
     .action(async (o: { dataDir: string; version: number; json?: boolean }) => {
       try {
-        await withDirKeys(o.dataDir, openers, ({ dir, kek, holders }) => destroyKeyVersion(dir, kek, holders, o.version));
+        await withDirKeys(o.dataDir, openers, ({ dir, kek, holders }) => destroyKeyVersion(dir, kek, holders, o.version), 'aegis keys destroy');
         printResult(o, { ok: true, version: o.version, state: 'destroyed' }, `v${o.version} destroyed`);
       } catch (err) {
         reportError(err, Boolean(o.json));
