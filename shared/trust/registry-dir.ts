@@ -68,8 +68,8 @@ export interface RootKeyFile {
 
 const rootDir = (dir: string): string => join(dir, 'root');
 const keysDir = (dir: string): string => join(dir, 'keys');
-const publishersPath = (dir: string): string => join(dir, 'publishers.json');
-const rootPath = (dir: string, version: number): string => join(rootDir(dir), `${version}.root.json`);
+export const publishersPath = (dir: string): string => join(dir, 'publishers.json');
+export const rootPath = (dir: string, version: number): string => join(rootDir(dir), `${version}.root.json`);
 const keyPath = (dir: string, index: number): string => join(keysDir(dir), `root-${index}.key`);
 const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64');
 
@@ -83,7 +83,7 @@ function assertPassphrase(passphrase: unknown): asserts passphrase is string {
   if (typeof passphrase !== 'string' || passphrase.length === 0) throw new AegisError(ErrorCode.InvalidArgument, 'a passphrase is needed to open the root keys');
 }
 
-const writeEnvelope = (path: string, env: DsseEnvelope): Promise<void> => writeFileAtomic(path, `${JSON.stringify(env, null, 2)}\n`, 0o644);
+export const writeEnvelope = (path: string, env: DsseEnvelope): Promise<void> => writeFileAtomic(path, `${JSON.stringify(env, null, 2)}\n`, 0o644);
 
 /** Reads the registry's public files (root chain and publishers); `not-found` when there is none. */
 export async function readSnapshot(dir: string): Promise<RegistrySnapshot> {
@@ -118,7 +118,7 @@ export async function readSnapshot(dir: string): Promise<RegistrySnapshot> {
  * the root it names, so a registry left half-rotated (new root, publishers not yet re-signed)
  * can still be repaired by signing again.
  */
-async function loadVerified(dir: string): Promise<{ snapshot: RegistrySnapshot; roots: RootDoc[]; root: RootDoc; publishers: PublishersDoc }> {
+export async function loadVerified(dir: string): Promise<{ snapshot: RegistrySnapshot; roots: RootDoc[]; root: RootDoc; publishers: PublishersDoc }> {
   const snapshot = await readSnapshot(dir);
   const now = new Date();
   const roots = verifyRootHistory(undefined, snapshot.roots, now, { checkExpiry: false }).map((h) => h.doc);
