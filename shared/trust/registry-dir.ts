@@ -50,7 +50,8 @@ MOVE THE ROOT KEYS OFFLINE. Whoever holds a threshold of them controls which pub
 client trusts. Copy keys/ to offline media (ideally each key to a different holder or place),
 check the copies, then delete keys/ from this machine. Bring back a threshold of keys only to
 sign (aegis registry add-publisher | revoke-publisher | sign | rotate-root), and remove them again
-afterwards. Serve root/ and publishers.json (never keys/) from the primary and the backup place.
+afterwards. Serve root/ and publishers.json (never keys/) from the primary and the backup place:
+after every change, aegis registry publish --dir THIS_DIR --to BACKUP_DIR.
 The publishers list expires: re-sign it (aegis registry sign) before then, or clients freeze.
 `;
 
