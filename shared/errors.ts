@@ -61,6 +61,11 @@ export const ErrorCode = {
   Rollback: 'rollback',
   /** The registry and the backup registry do not serve the same signed metadata. */
   RegistryMismatch: 'registry-mismatch',
+  /**
+   * The backup registry lags the primary (an older version the primary validly extends) and does
+   * not list the job's publisher yet: the job is refused, the client does not enter audit mode.
+   */
+  BackupBehind: 'backup-behind',
   /** Signed data that does not parse strictly (duplicate keys, bad encoding, extra fields). */
   Malformed: 'malformed',
   /** In audit mode: a job that needs the operator’s approval bound to its manifest hash. */
@@ -119,6 +124,7 @@ const HINTS: Record<ErrorCode, string> = {
   'expired': 're-sign with a later expiry (aegis registry sign / aegis manifest sign)',
   'rollback': 'a newer version was already accepted; an older one is never taken back',
   'registry-mismatch': 'the registries disagree: check both; the client stays in audit mode until they agree',
+  'backup-behind': 'the backup registry is an older version that does not list this publisher yet: publish the registry to it (aegis registry publish --dir REGISTRY --to BACKUP_DIR)',
   'malformed': 'the envelope or metadata is not in the signed format',
   'approval-required': 'approve it on the client: aegis client approve JOB --manifest-sha256 H',
   'failed-precondition': 'the current state does not allow this (see the status command: aegis keys status, aegis round status)',

@@ -7,7 +7,7 @@ import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
 import type { JobManifest } from '../../shared/protocol/manifest.js';
 import type { RoundStart } from '../../shared/protocol/messages.js';
 import { verifySignedManifest } from '../../shared/trust/manifest.js';
-import { checkRegistries, parseSnapshot, publisherKey, type RegistrySnapshot } from '../../shared/trust/registry.js';
+import { checkRegistries, parseSnapshot, verifyWithPublishers, type RegistrySnapshot } from '../../shared/trust/registry.js';
 import type { TrustBook } from '../../shared/trust/trust-book.js';
 import type { AuditBook } from '../audit/audit.js';
 
@@ -22,8 +22,9 @@ export interface TrustSources {
 }
 
 /**
- * The signed manifest of a round start: both registries verified and in agreement (else the
- * client enters audit mode: `registry-mismatch`), a trusted publisher's valid signature, no
+ * The signed manifest of a round start: both registries verified and in agreement, or the
+ * backup only lagging the primary (else the client enters audit mode: `registry-mismatch`;
+ * checkRegistries says which is which), a trusted publisher's valid signature, no
  * older revision of the job than one accepted before, and the signed bytes being the round's
  * manifest. What was checked is then remembered in the trust book. Returns the signed manifest:
  * the one the client acts on (the start's own manifest JSON, if any, must be its exact bytes).
@@ -41,7 +42,10 @@ export async function checkSignedManifest(ev: RoundStart, trust: TrustSources, a
     if (isAegisError(err, ErrorCode.RegistryMismatch)) await audit?.enter('registry-mismatch', 'the coordinator registry and the backup registry disagree');
     throw err;
   }
-  const v = verifySignedManifest(ev.signedManifest, (id) => publisherKey(checked.publishers, id), { now });
+  // A backup that only lags the primary is no sign of a rogue coordinator: jobs are verified
+  // against it, and a publisher it does not list yet is `backup-behind` (no audit mode).
+  const signed = ev.signedManifest;
+  const v = verifyWithPublishers(checked, (key) => verifySignedManifest(signed, key, { now }));
   const previous = seen.revisions[v.manifest.jobId];
   if (previous !== undefined && v.manifest.revision < previous) {
     throw new AegisError(ErrorCode.Rollback, `revision ${v.manifest.revision} of job '${v.manifest.jobId}' is older than revision ${previous}, already accepted`);

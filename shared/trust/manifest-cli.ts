@@ -16,7 +16,7 @@ import { loadTf, weightsToBytes } from '../model/tfjs.js';
 import { parseManifest, type JobManifestInput } from '../protocol/manifest.js';
 import { keyIdOf, MANIFEST_PAYLOAD_TYPE, parseEnvelope, verifyEnvelope } from './dsse.js';
 import { describeManifest, PUBLISHER_KEY_LABEL, signManifest, verifySignedManifest } from './manifest.js';
-import { checkRegistries, publisherKey } from './registry.js';
+import { checkRegistries, verifyWithPublishers } from './registry.js';
 import { registrySource } from './registry-source.js';
 import { TrustBook } from './trust-book.js';
 
@@ -147,7 +147,8 @@ export function registerManifest(program: Command): void {
         const seen = o.state ? await TrustBook.open(o.state).load() : { revisions: {} as Record<string, number> };
         const now = new Date();
         const checked = checkRegistries(primary, backup, seen.registry, now);
-        const v = verifySignedManifest(await readOrFail(file, 'the envelope'), (id) => publisherKey(checked.publishers, id), { now });
+        const envelope = await readOrFail(file, 'the envelope');
+        const v = verifyWithPublishers(checked, (key) => verifySignedManifest(envelope, key, { now }));
         const previous = seen.revisions[v.manifest.jobId];
         if (previous !== undefined && v.manifest.revision < previous) {
           throw new AegisError(ErrorCode.Rollback, `revision ${v.manifest.revision} of job '${v.manifest.jobId}' is older than revision ${previous}, already accepted`);
@@ -160,10 +161,18 @@ export function registerManifest(program: Command): void {
           manifest_sha256: Buffer.from(v.hash).toString('hex'),
           expires_at: v.manifest.expiresAt,
           signers,
-          registry: { root_version: checked.root.version, publishers_version: checked.publishers.version },
+          registry: {
+            root_version: checked.root.version,
+            publishers_version: checked.publishers.version,
+            // Set while the backup lags: the primary's newer publishers version.
+            primary_publishers_version: checked.primaryPublishers?.version ?? null,
+          },
         };
+        const agreement = checked.primaryPublishers
+          ? `the backup lags (root v${out.registry.root_version}, publishers v${out.registry.publishers_version}; the primary has publishers v${checked.primaryPublishers.version})`
+          : `registries agree at root v${out.registry.root_version}, publishers v${out.registry.publishers_version}`;
         if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);
-        else process.stdout.write(`valid: job ${out.job_id} revision ${out.revision} (manifest sha256 ${out.manifest_sha256}), signed by ${signers.map((s) => `${s.name} (${s.keyid.slice(0, 16)}…)`).join(', ')}; registries agree at root v${out.registry.root_version}, publishers v${out.registry.publishers_version}\n`);
+        else process.stdout.write(`valid: job ${out.job_id} revision ${out.revision} (manifest sha256 ${out.manifest_sha256}), signed by ${signers.map((s) => `${s.name} (${s.keyid.slice(0, 16)}…)`).join(', ')}; ${agreement}\n`);
       } catch (err) {
         reportError(err, Boolean(o.json));
       }

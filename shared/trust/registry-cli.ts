@@ -1,7 +1,8 @@
 /**
- * `aegis registry init|add-publisher|revoke-publisher|sign|rotate-root|show` (ops): the signed
- * publisher registry in a directory (shared/trust/registry-dir.ts). The root keys are sealed
- * under one passphrase (AEGIS_PASSPHRASE or a prompt) and belong offline between uses.
+ * `aegis registry init|add-publisher|revoke-publisher|sign|rotate-root|show|publish` (ops): the
+ * signed publisher registry in a directory (shared/trust/registry-dir.ts), and its copy at the
+ * backup location (registry-publish.ts). The root keys are sealed under one passphrase
+ * (AEGIS_PASSPHRASE or a prompt) and belong offline between uses.
  */
 import { readFile, stat } from 'node:fs/promises';
 import { resolve } from 'node:path';
@@ -14,6 +15,7 @@ import { keyIdOf } from './dsse.js';
 import { parseStrictJson } from './strict-json.js';
 import { DEFAULT_EXPIRES_DAYS, addPublisher, initRegistry, listKeyFiles, readRegistry, revokePublisher, rotateRoot, signPublishers, type RegistryDocs } from './registry-dir.js';
 import { MAX_ROOT_KEYS } from './registry.js';
+import { publishRegistry } from './registry-publish.js';
 
 const DAY_MS = 86_400_000;
 const expiresOption = parseDuration('expires', 60_000, 10 * 365 * DAY_MS);
@@ -203,6 +205,21 @@ export function registerRegistry(program: Command): void {
             retired_key_files: r.retiredKeyFiles.map((k) => ({ path: k.path, keyid: k.keyid })),
           },
           `root v${r.root.version}: threshold ${r.root.threshold} of ${Object.keys(r.root.keys).length} keys, expires ${r.root.expires}; publishers v${r.publishers.version} re-signed`,
+        );
+      }),
+    );
+
+  withDir(group.command('publish').description("copy the signed registry (root chain and publishers, never keys/) to the backup location clients check against; after every change"))
+    .requiredOption('--to <dir>', 'the backup registry directory (what client run --backup-registry reads, or what a backup coordinator serves with --registry)')
+    .action((o: Common & { to: string }) =>
+      run(o, async () => {
+        const r = await publishRegistry(o.dir, o.to);
+        const before = r.previous ? `root v${r.previous.rootVersion}, publishers v${r.previous.publishersVersion}` : 'no registry';
+        const now = `root v${r.root.version}, publishers v${r.publishers.version}`;
+        printResult(
+          o,
+          { ok: true, to: r.to, changed: r.changed, previous: r.previous ? { root_version: r.previous.rootVersion, publishers_version: r.previous.publishersVersion } : null, ...describe(r) },
+          r.changed ? `published to ${r.to}: ${now} (was ${before})` : `${r.to} is up to date: ${now}`,
         );
       }),
     );

@@ -50,7 +50,8 @@ MOVE THE ROOT KEYS OFFLINE. Whoever holds a threshold of them controls which pub
 client trusts. Copy keys/ to offline media (ideally each key to a different holder or place),
 check the copies, then delete keys/ from this machine. Bring back a threshold of keys only to
 sign (aegis registry add-publisher | revoke-publisher | sign | rotate-root), and remove them again
-afterwards. Serve root/ and publishers.json (never keys/) from the primary and the backup place.
+afterwards. Serve root/ and publishers.json (never keys/) from the primary and the backup place:
+after every change, aegis registry publish --dir THIS_DIR --to BACKUP_DIR.
 The publishers list expires: re-sign it (aegis registry sign) before then, or clients freeze.
 `;
 
@@ -68,8 +69,8 @@ export interface RootKeyFile {
 
 const rootDir = (dir: string): string => join(dir, 'root');
 const keysDir = (dir: string): string => join(dir, 'keys');
-const publishersPath = (dir: string): string => join(dir, 'publishers.json');
-const rootPath = (dir: string, version: number): string => join(rootDir(dir), `${version}.root.json`);
+export const publishersPath = (dir: string): string => join(dir, 'publishers.json');
+export const rootPath = (dir: string, version: number): string => join(rootDir(dir), `${version}.root.json`);
 const keyPath = (dir: string, index: number): string => join(keysDir(dir), `root-${index}.key`);
 const b64 = (b: Uint8Array): string => Buffer.from(b).toString('base64');
 
@@ -83,7 +84,7 @@ function assertPassphrase(passphrase: unknown): asserts passphrase is string {
   if (typeof passphrase !== 'string' || passphrase.length === 0) throw new AegisError(ErrorCode.InvalidArgument, 'a passphrase is needed to open the root keys');
 }
 
-const writeEnvelope = (path: string, env: DsseEnvelope): Promise<void> => writeFileAtomic(path, `${JSON.stringify(env, null, 2)}\n`, 0o644);
+export const writeEnvelope = (path: string, env: DsseEnvelope): Promise<void> => writeFileAtomic(path, `${JSON.stringify(env, null, 2)}\n`, 0o644);
 
 /** Reads the registry's public files (root chain and publishers); `not-found` when there is none. */
 export async function readSnapshot(dir: string): Promise<RegistrySnapshot> {
@@ -118,7 +119,7 @@ export async function readSnapshot(dir: string): Promise<RegistrySnapshot> {
  * the root it names, so a registry left half-rotated (new root, publishers not yet re-signed)
  * can still be repaired by signing again.
  */
-async function loadVerified(dir: string): Promise<{ snapshot: RegistrySnapshot; roots: RootDoc[]; root: RootDoc; publishers: PublishersDoc }> {
+export async function loadVerified(dir: string): Promise<{ snapshot: RegistrySnapshot; roots: RootDoc[]; root: RootDoc; publishers: PublishersDoc }> {
   const snapshot = await readSnapshot(dir);
   const now = new Date();
   const roots = verifyRootHistory(undefined, snapshot.roots, now, { checkExpiry: false }).map((h) => h.doc);

@@ -71,12 +71,21 @@ export interface RegistrySnapshot {
   publishers: DsseEnvelope;
 }
 
-/** What a client persists between checks: the versions (and root hash) it has accepted. */
-export interface TrustState {
+/** The versions (and root hash) of one registry that a client accepted. */
+export interface RegistryVersions {
   rootVersion: number;
   /** Hex SHA-256 of the accepted latest root's payload bytes. */
   rootSha256: string;
   publishersVersion: number;
+}
+
+/**
+ * What a client persists between checks: the versions both registries served (the backup's,
+ * when it lagged) and, while the primary was ahead of a lagging backup, the primary's own — so
+ * that neither registry is ever taken back to something older.
+ */
+export interface TrustState extends RegistryVersions {
+  primary?: RegistryVersions;
 }
 
 /** A root of a verified chain, with its hash. */
@@ -287,7 +296,7 @@ export function parseSnapshot(bytes: Uint8Array | string): RegistrySnapshot {
 }
 
 /** Verifies one snapshot against the anchors; returns its latest root, hash and publishers. */
-function checkOne(s: RegistrySnapshot, state: TrustState | undefined, now: Date, pinnedRoot: RootDoc | undefined, which: string) {
+function checkOne(s: RegistrySnapshot, state: RegistryVersions | undefined, now: Date, pinnedRoot: RootDoc | undefined, which: string) {
   try {
     const history = verifyRootHistory(pinnedRoot, s.roots, now);
     const latest = history[history.length - 1]!;
@@ -302,39 +311,113 @@ function checkOne(s: RegistrySnapshot, state: TrustState | undefined, now: Date,
       }
     }
     const publishers = verifyPublishers(latest.doc, s.publishers, now, state?.publishersVersion);
-    return { root: latest.doc, rootSha256: latest.sha256, publishers, publishersPayload: s.publishers.payload };
+    return { root: latest.doc, rootSha256: latest.sha256, history, publishers, publishersPayload: s.publishers.payload };
   } catch (e) {
     if (e instanceof AegisError) throw new AegisError(e.code, `${which} registry: ${e.message}`);
     throw e;
   }
 }
 
+/** What checkRegistries accepted. */
+export interface CheckedRegistries {
+  /** The latest root both registries hold (the backup's, when it lags). */
+  root: RootDoc;
+  /** The publishers jobs are verified against: the backup's (equal to the primary's unless it lags). */
+  publishers: PublishersDoc;
+  /** Present only while the backup lags: the primary's newer publishers list. */
+  primaryPublishers?: PublishersDoc;
+  /** The state to persist. */
+  state: TrustState;
+}
+
+function mismatch(what: string): never {
+  throw new AegisError(ErrorCode.RegistryMismatch, what);
+}
+
 /**
- * Verifies the primary and the backup registry and requires them to agree: same latest root
- * (version and hash), same publishers version and payload bytes — else `registry-mismatch`.
- * Versions below `state` are `rollback`; expired metadata `expired`. Returns the new state to
- * persist (the caller writes it only after this returns).
+ * A newer primary publishers list must extend the backup's older one the way the registry tools
+ * change it: every publisher the backup lists is still listed, under the same name, and one the
+ * backup revoked stays revoked (a revocation is never undone). It may add publishers and revoke
+ * more.
  */
-export function checkRegistries(
-  primary: RegistrySnapshot,
-  backup: RegistrySnapshot,
-  state: TrustState | undefined,
-  now: Date,
-  pinnedRoot?: RootDoc,
-): { root: RootDoc; publishers: PublishersDoc; state: TrustState } {
-  const a = checkOne(primary, state, now, pinnedRoot, 'primary');
+function checkExtends(older: PublishersDoc, newer: PublishersDoc): void {
+  for (const [id, p] of Object.entries(older.publishers)) {
+    const n = Object.hasOwn(newer.publishers, id) ? newer.publishers[id] : undefined;
+    if (!n) mismatch(`the primary's publishers v${newer.version} drop publisher ${id.slice(0, 16)}…, listed in the backup's v${older.version}`);
+    if (n.publicKey !== p.publicKey || n.name !== p.name) mismatch(`publisher ${id.slice(0, 16)}… differs between the backup's v${older.version} and the primary's v${newer.version}`);
+    if (p.revoked === true && (n.revoked !== true || n.revokedAt !== p.revokedAt)) {
+      mismatch(`publisher ${id.slice(0, 16)}… is revoked in the backup's v${older.version} but listed in the primary's v${newer.version}`);
+    }
+  }
+}
+
+/**
+ * Verifies the primary and the backup registry and requires them to agree, or the backup only
+ * to lag. They agree when they serve the same latest root (version and hash) and the same
+ * publishers (version and payload bytes). The backup lags when the primary is a newer version
+ * validly chained from what the backup holds: the backup's latest root is in the primary's
+ * verified chain (same version, same hash), the primary's publishers version is higher, and its
+ * list extends the backup's (checkExtends). Jobs are then verified against the backup's list
+ * less anything the primary revoked (`trustedPublisherKey`), so a lag only ever narrows trust.
+ * Anything else — another root at the backup's version (a foreign or forked root), the same
+ * publishers version with other bytes, a backup newer than the primary, a revocation undone —
+ * is `registry-mismatch`. Versions below `state` are `rollback`; expired metadata `expired`.
+ * Returns the new state to persist (the caller writes it only after this returns).
+ */
+export function checkRegistries(primary: RegistrySnapshot, backup: RegistrySnapshot, state: TrustState | undefined, now: Date, pinnedRoot?: RootDoc): CheckedRegistries {
+  const a = checkOne(primary, state?.primary ?? state, now, pinnedRoot, 'primary');
   const b = checkOne(backup, state, now, pinnedRoot, 'backup');
-  if (a.root.version !== b.root.version || a.rootSha256 !== b.rootSha256) {
-    throw new AegisError(ErrorCode.RegistryMismatch, `the registries serve different roots (primary v${a.root.version}, backup v${b.root.version})`);
+  const versions = (x: typeof a): RegistryVersions => ({ rootVersion: x.root.version, rootSha256: x.rootSha256, publishersVersion: x.publishers.version });
+  const sameRoot = a.root.version === b.root.version && a.rootSha256 === b.rootSha256;
+  if (sameRoot && a.publishers.version === b.publishers.version) {
+    if (a.publishersPayload !== b.publishersPayload) mismatch(`the registries serve different publishers under one version (v${a.publishers.version})`);
+    return { root: a.root, publishers: a.publishers, state: versions(a) };
   }
-  if (a.publishers.version !== b.publishers.version || a.publishersPayload !== b.publishersPayload) {
-    throw new AegisError(ErrorCode.RegistryMismatch, `the registries serve different publishers (primary v${a.publishers.version}, backup v${b.publishers.version})`);
+  if (!sameRoot) {
+    if (a.root.version < b.root.version) mismatch(`the registries serve different roots (primary v${a.root.version}, backup v${b.root.version})`);
+    const at = a.history.find((h) => h.doc.version === b.root.version);
+    // The primary's history is verified from the same anchor: its root at the backup's version
+    // must be the backup's root, else the two are not one registry.
+    if (!at || at.sha256 !== b.rootSha256) mismatch(`the primary's root chain does not extend the backup's root v${b.root.version} (a foreign or forked root)`);
   }
-  return {
-    root: a.root,
-    publishers: a.publishers,
-    state: { rootVersion: a.root.version, rootSha256: a.rootSha256, publishersVersion: a.publishers.version },
-  };
+  if (a.publishers.version <= b.publishers.version) {
+    mismatch(`the registries serve different publishers (primary v${a.publishers.version}, backup v${b.publishers.version})`);
+  }
+  checkExtends(b.publishers, a.publishers);
+  return { root: b.root, publishers: b.publishers, primaryPublishers: a.publishers, state: { ...versions(b), primary: versions(a) } };
+}
+
+/**
+ * The key of a publisher the client trusts: listed and unrevoked in the registries' agreed
+ * list (the backup's), and not revoked in a newer primary's.
+ */
+export function trustedPublisherKey(checked: Pick<CheckedRegistries, 'publishers' | 'primaryPublishers'>, keyid: string): Uint8Array | undefined {
+  if (checked.primaryPublishers && publisherKey(checked.primaryPublishers, keyid) === undefined) return undefined;
+  return publisherKey(checked.publishers, keyid);
+}
+
+/**
+ * Runs `verify` (a signature check taking a key lookup) against the trusted publishers. When it
+ * fails with `unknown-key` while the backup lags, and the signature verifies against the
+ * primary's newer list, the job's publisher is one the backup does not list yet: `backup-behind`
+ * (refused, but no sign of a rogue coordinator), not `unknown-key`.
+ */
+export function verifyWithPublishers<T>(checked: Pick<CheckedRegistries, 'publishers' | 'primaryPublishers'>, verify: (key: (keyid: string) => Uint8Array | undefined) => T): T {
+  try {
+    return verify((id) => trustedPublisherKey(checked, id));
+  } catch (err) {
+    const newer = checked.primaryPublishers;
+    if (!newer || !(err instanceof AegisError) || err.code !== ErrorCode.UnknownKey) throw err;
+    try {
+      verify((id) => publisherKey(newer, id));
+    } catch {
+      throw err;
+    }
+    throw new AegisError(
+      ErrorCode.BackupBehind,
+      `the job's publisher is listed in the primary registry (publishers v${newer.version}) but not in the backup registry (publishers v${checked.publishers.version}), which lags behind`,
+    );
+  }
 }
 
 /** A publisher's public key, or undefined when the registry does not list it or it is revoked. */

@@ -13,9 +13,17 @@ import type { TrustState } from './registry.js';
 
 export const TRUST_FILE = 'trust.json';
 
+const RegistryVersionsSchema = z.strictObject({ rootVersion: z.number().int().min(1), rootSha256: z.string().regex(/^[0-9a-f]{64}$/), publishersVersion: z.number().int().min(1) });
+
 const TrustFileSchema = z.strictObject({
   version: z.literal(1),
-  registry: z.strictObject({ rootVersion: z.number().int().min(1), rootSha256: z.string().regex(/^[0-9a-f]{64}$/), publishersVersion: z.number().int().min(1) }).optional(),
+  registry: z
+    .strictObject({
+      ...RegistryVersionsSchema.shape,
+      /** The primary's own versions, recorded while it was ahead of a lagging backup. */
+      primary: RegistryVersionsSchema.optional(),
+    })
+    .optional(),
   revisions: z.record(z.string().regex(/^[A-Za-z0-9._-]{1,64}$/), z.number().int().min(1)),
 });
 type TrustFile = z.infer<typeof TrustFileSchema>;

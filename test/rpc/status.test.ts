@@ -32,6 +32,7 @@ const EXPECTED: Record<ErrorCode, Status> = {
   'expired': Status.FAILED_PRECONDITION,
   'rollback': Status.FAILED_PRECONDITION,
   'registry-mismatch': Status.FAILED_PRECONDITION,
+  'backup-behind': Status.FAILED_PRECONDITION,
   'malformed': Status.INVALID_ARGUMENT,
   'approval-required': Status.FAILED_PRECONDITION,
   'failed-precondition': Status.FAILED_PRECONDITION,

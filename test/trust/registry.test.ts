@@ -219,8 +219,9 @@ describe('primary and backup registries', () => {
     expect(checkRegistries(s2, s2, r.state, NOW, r1).root).toEqual(r2);
   });
 
-  test('different publishers versions, different publishers bytes, different roots: registry-mismatch', () => {
-    expect(codeOf(() => checkRegistries(snap([e1], 2, 1), snap([e1], 1, 1), undefined, NOW))).toBe('registry-mismatch');
+  test('a backup newer than the primary, different publishers bytes, different roots: registry-mismatch', () => {
+    // A primary behind its backup may be hiding a revocation (registry-lag.test.ts: the reverse only lags).
+    expect(codeOf(() => checkRegistries(snap([e1], 1, 1), snap([e1], 2, 1), undefined, NOW))).toBe('registry-mismatch');
     expect(codeOf(() => checkRegistries(snap([e1], 2, 1), snap([e1], 2, 1, {}), undefined, NOW))).toBe('registry-mismatch');
     expect(codeOf(() => checkRegistries(snap([e1, e2], 2, 2), snap([e1], 2, 1), undefined, NOW))).toBe('registry-mismatch');
     // Another root v1 altogether (another key set, self-signed).
