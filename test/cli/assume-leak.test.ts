@@ -149,6 +149,12 @@ describe('assume leak: no canary and no key in any DB, backup, export or log', (
     // versions (captured here, before they are destroyed) are scanned for like the live ones.
     const oldKeks = await readKeyfile(join(dev0, 'kek.keyfile.json'), c.passphrase, { expectedLabel: 'aegis-kek' });
     expect(cliJson(aegis(['keys', 'rotate', '--emergency', '--data-dir', dev0, '--json'], { AEGIS_NEW_PASSPHRASE: newPassphrase }))).toMatchObject({ primary: 3, disabled: [], destroyed: [1, 2] });
+    // A key change refuses the dir of a running coordinator; stopped, the dir rotates.
+    expect(cliJson(aegis(['keys', 'rotate', '--data-dir', coordDir, '--json'])).error.code).toBe('failed-precondition');
+    const coordinator = children[0]!;
+    const stopped = new Promise((resolve) => (coordinator.exitCode !== null ? resolve(null) : coordinator.once('exit', resolve)));
+    coordinator.kill('SIGTERM');
+    await stopped;
     expect(cliJson(aegis(['keys', 'rotate', '--data-dir', coordDir, '--json'])).primary).toBe(2);
     // Every backup and export is in the audit log.
     const audit = readFileSync(join(dev0, 'audit.log'), 'utf8');
