@@ -75,7 +75,8 @@ describe('aegis coordinator, clients, client and round commands', () => {
     const files = readdirSync(coordDir);
     expect(files).toEqual(expect.arrayContaining(['ca.pem', 'kek.json', 'kek.keyfile.json', 'secrets.vault.json', 'coordinator.json']));
     expect(files).not.toContain('coordinator.keyfile.json');
-    for (const f of files) {
+    // Every file, in subfolders too (in-use/ names the running coordinator).
+    for (const f of (readdirSync(coordDir, { recursive: true }) as string[]).filter((p) => statSync(join(coordDir, p)).isFile())) {
       const text = readFileSync(join(coordDir, f), 'utf8');
       expect(text).not.toMatch(/PRIVATE KEY/);
     }
