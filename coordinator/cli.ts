@@ -23,6 +23,7 @@ import { createLogger } from '../shared/log.js';
 import { phaseFromProto, vectorFromBytes, abortReasonFromProto, errorReasonFromProto } from '../shared/rpc/convert.js';
 import { reasonOf } from '../shared/rpc/status.js';
 import { CoordinatorMetrics } from './service/metrics.js';
+import { crashPoints } from './service/crash-points.js';
 import { serveMetrics } from '../shared/metrics/serve.js';
 import { LaunchQueue } from './queue/launch-queue.js';
 import { UnmaskQueue } from './queue/unmask-queue.js';
@@ -186,6 +187,7 @@ export function registerCoordinator(program: Command): void {
           maxMessageBytes: o.maxMessageMb * 1024 * 1024,
           ...(o.registry ? { registryDir: resolve(o.registry) } : {}),
           ...(Object.keys(validationSets).length > 0 ? { validationSets } : {}),
+          ...crashPoints(process.env.AEGIS_TEST_KILL_AT),
         });
         const keyCheck = async (): Promise<void> => {
           await runKeyCheck({

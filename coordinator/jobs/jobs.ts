@@ -201,6 +201,8 @@ export class Jobs {
     const record = await openRound(ctx, job, gatherMs, minimumWaitMs, roundIndex, () => {
       // A new revision takes the place of the ended job of the same id (its rows stay in the history).
       if (this.jobs.get(job.jobId) !== job) {
+        // Listed by its new launch (the history reads jobs back in launch order).
+        this.jobs.delete(job.jobId);
         this.jobs.set(job.jobId, job);
         this.cancelledJobs.delete(job.jobId);
       }
@@ -240,6 +242,7 @@ export class Jobs {
       // deadline. The model version the last round made is saved before the next round gathers.
       startNextRound: (j: Job) => {
         this.save(j);
+        this.opts.onBetweenRounds?.(j.jobId, j.rounds.length);
         return this.startRound(j, gatherMs, j.manifest.deadlines.advertiseMs);
       },
       closing: () => this.closing,
