@@ -30,6 +30,7 @@ let listen = '127.0.0.1:0';
 let enrollListen = '127.0.0.1:0';
 let coordinator: ChildProcess | undefined;
 const children: ChildProcess[] = [];
+const clientProcesses: ChildProcess[] = [];
 let spec: ModelSpec;
 let dim: number;
 let weightsPath: string;
@@ -67,7 +68,7 @@ async function killCoordinator(): Promise<void> {
 }
 
 /** A training manifest for the digits model (written once per job id, rounds and revision: the same file is the same manifest). */
-function manifestFile(jobId: string, rounds: number, revision = 1): string {
+function manifestFile(jobId: string, rounds: number, revision = 1, advertiseMs = 20_000): string {
   const now = Date.now();
   const path = join(root, `${jobId}-n${rounds}-r${revision}.json`);
   if (existsSync(path)) return path;
@@ -79,7 +80,7 @@ function manifestFile(jobId: string, rounds: number, revision = 1): string {
       revision,
       rounds,
       round: { dim, cohort: CLIENTS, clip: 2048, bits: 24 },
-      deadlines: { advertiseMs: 20_000, shareMs: 20_000, maskedMs: 120_000, consistencyMs: 20_000, unmaskMs: 20_000 },
+      deadlines: { advertiseMs, shareMs: 20_000, maskedMs: 120_000, consistencyMs: 20_000, unmaskMs: 20_000 },
       model: spec,
       training: { ...DIGITS_TRAINING, epochs: 1 },
       issuedAt: new Date(now - 60_000).toISOString(),
@@ -127,6 +128,7 @@ beforeAll(async () => {
     const child = spawn(process.execPath, [CLI, 'client', 'run', '--data-dir', dir, '--train-data', data, '--allow-unsigned'], { env, stdio: ['ignore', 'ignore', 'pipe'] });
     child.stderr!.resume();
     children.push(child);
+    clientProcesses.push(child);
   }
 }, 120_000);
 
@@ -211,11 +213,16 @@ describe('the job history across coordinator restarts', () => {
     expect(exportedIndex('hist-a@r2').map((v) => v.version)).toEqual([0, 1]);
     expect(exportedIndex('hist-a').map((v) => v.version)).toEqual([0, 1, 2]);
 
-    // A cancelled job too.
-    expect(launch(manifestFile('hist-d', 2), false).status).toBe(0);
-    expect(admin('round', 'cancel', 'hist-d').status).toBe(0);
+    // A cancelled job too: its round waits for the keys of clients held stopped until it is cancelled.
+    for (const c of clientProcesses) c.kill('SIGSTOP');
+    try {
+      expect(launch(manifestFile('hist-d', 2, 1, 600_000), false).status).toBe(0);
+      expect(json(admin('round', 'cancel', 'hist-d'))).toMatchObject({ ok: true, job_id: 'hist-d', round: 0 });
+    } finally {
+      for (const c of clientProcesses) c.kill('SIGCONT');
+    }
     expect(json(admin('round', 'status', 'hist-d'))).toMatchObject({ revision: 1, state: 'cancelled' });
-    expect(json(launch(manifestFile('hist-d', 2), false)).error.code).toBe('already-exists');
+    expect(json(launch(manifestFile('hist-d', 2, 1, 600_000), false)).error.code).toBe('already-exists');
     const d2 = json(launch(manifestFile('hist-d', 1, 2), true));
     expect(d2.status).toMatchObject({ job_id: 'hist-d', revision: 2, state: 'completed' });
 
