@@ -144,6 +144,15 @@ export class JobHistory {
   }
 
   /**
+   * Moves every committed change into the database file and empties the WAL (`TRUNCATE`), so
+   * rows retention rewrote are gone from both files: secure_delete zeroed their old content in
+   * the database, and the WAL's older frames that still held it are cut off.
+   */
+  checkpoint(): void {
+    if (this.db.open) this.db.pragma('wal_checkpoint(TRUNCATE)');
+  }
+
+  /**
    * Writes a job as it stands: its row, every round that changed since it was last saved, and
    * its model versions not written yet — in one transaction.
    */

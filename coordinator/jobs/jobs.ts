@@ -584,7 +584,14 @@ export class Jobs {
     }
     if (n > 0) this.log?.info({ rounds: n }, 'retention: rounds forgot who took part');
     // The history forgets them too (secure_delete: the old rows' pages are zeroed).
-    if (n > 0) for (const job of this.jobs.values()) this.save(job);
+    if (n > 0) {
+      for (const job of this.jobs.values()) this.save(job);
+      try {
+        this.history?.checkpoint();
+      } catch {
+        this.log?.error('could not checkpoint the job history after retention');
+      }
+    }
     return n;
   }
 
