@@ -24,6 +24,7 @@ import { createLogger } from '../shared/log.js';
 import { phaseFromProto, vectorFromBytes, abortReasonFromProto, errorReasonFromProto } from '../shared/rpc/convert.js';
 import { reasonOf } from '../shared/rpc/status.js';
 import { CoordinatorMetrics } from './service/metrics.js';
+import { crashPoints } from './service/crash-points.js';
 import { serveMetrics } from '../shared/metrics/serve.js';
 import { LaunchQueue } from './queue/launch-queue.js';
 import { UnmaskQueue } from './queue/unmask-queue.js';
@@ -189,6 +190,7 @@ export function registerCoordinator(program: Command): void {
           maxMessageBytes: o.maxMessageMb * 1024 * 1024,
           ...(o.registry ? { registryDir: resolve(o.registry) } : {}),
           ...(Object.keys(validationSets).length > 0 ? { validationSets } : {}),
+          ...crashPoints(process.env.AEGIS_TEST_KILL_AT),
         });
         const keyCheck = async (): Promise<void> => {
           await runKeyCheck({
@@ -390,6 +392,7 @@ function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
   const current = s.finished ? undefined : s.clientsPerPhase.find((c) => c.phase === s.phase);
   return {
     job_id: s.jobId,
+    revision: s.revision,
     kind: jobKindName(s.kind),
     state: jobStateName(s.jobState),
     round: s.roundIndex,
@@ -443,7 +446,7 @@ function statusText(j: Record<string, unknown>): string {
     : `\n  job ${j.state}: ${j.rounds_done} of ${j.rounds} rounds completed`;
   const of = t ? `(attempt ${j.round}; ${j.rounds} rounds to complete)` : `of ${j.rounds}`;
   const declined = declinesText(j.declines as Record<string, number>);
-  return `job ${j.job_id} round ${j.round} ${of}: ${state}\n  invited ${j.invited}; ${declined ? `${declined}; ` : ''}${counts || 'no messages yet'}; dropouts ${j.dropouts}; refused ${j.refused_messages}; ${((j.elapsed_ms as number) / 1000).toFixed(1)} s${training}`;
+  return `job ${j.job_id}${(j.revision as number) > 1 ? ` revision ${j.revision}` : ''} round ${j.round} ${of}: ${state}\n  invited ${j.invited}; ${declined ? `${declined}; ` : ''}${counts || 'no messages yet'}; dropouts ${j.dropouts}; refused ${j.refused_messages}; ${((j.elapsed_ms as number) / 1000).toFixed(1)} s${training}`;
 }
 
 /** How far a job (or, with a round given or for a plain job, its round) is, 0..1. */
@@ -596,11 +599,12 @@ export function registerRound(program: Command): void {
         }
       }),
     );
-  withAdmin(group.command('list').description('every job the coordinator knows (since it started), with its state, progress and the latest round\'s declines')).action((o: AdminOpts) =>
+  withAdmin(group.command('list').description('every job the coordinator knows (with a data dir: also from before a restart), with its revision, state, progress and the latest round\'s declines')).action((o: AdminOpts) =>
     run(o, async (client) => {
       const r = await call<admin.ListRoundsRequest, admin.ListRoundsReply>(client, 'listRounds', create(admin.ListRoundsRequestSchema, {}));
       const jobs = r.jobs.map((j) => ({
         job_id: j.jobId,
+        revision: j.revision,
         kind: jobKindName(j.kind),
         state: jobStateName(j.state),
         rounds_done: j.roundsDone,
@@ -613,10 +617,10 @@ export function registerRound(program: Command): void {
         started_at: new Date(Number(j.startedAtMs)).toISOString(),
         elapsed_ms: Number(j.elapsedMs),
       }));
-      const header = 'JOB\tKIND\tSTATE\tROUNDS\tROUND\tPHASE\tSTARTED\tELAPSED\tDECLINED';
+      const header = 'JOB\tREVISION\tKIND\tSTATE\tROUNDS\tROUND\tPHASE\tSTARTED\tELAPSED\tDECLINED';
       const declined = (d: Record<string, number>): string => Object.entries(d).map(([r, n]) => `${r} ${n}`).join(', ') || '-';
-      const rows = jobs.map((j) => `${j.job_id}\t${j.kind}\t${j.state}\t${j.rounds_done}/${j.rounds_total}\t${j.round}\t${j.phase}\t${j.started_at}\t${(j.elapsed_ms / 1000).toFixed(1)} s\t${declined(j.declines)}`);
-      printResult(o, { jobs }, jobs.length === 0 ? 'no jobs have run on this coordinator since it started' : [header, ...rows].join('\n'));
+      const rows = jobs.map((j) => `${j.job_id}\t${j.revision}\t${j.kind}\t${j.state}\t${j.rounds_done}/${j.rounds_total}\t${j.round}\t${j.phase}\t${j.started_at}\t${(j.elapsed_ms / 1000).toFixed(1)} s\t${declined(j.declines)}`);
+      printResult(o, { jobs }, jobs.length === 0 ? 'no jobs have run on this coordinator' : [header, ...rows].join('\n'));
     }),
   );
   withAdmin(group.command('status').description("a job's current (or given) round; --watch follows it until it ends").argument('<job-id>'))

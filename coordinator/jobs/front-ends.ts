@@ -34,7 +34,7 @@ export class JobsAcrossFrontEnds {
     return roundResult(this.jobs.get(jobId), jobId, roundIndex);
   }
 
-  /** Every job this coordinator knows (since it started), oldest first. */
+  /** Every job this coordinator knows (with a job history: also from its earlier runs), oldest first. */
   listJobs(): admin.JobInfo[] {
     const now = this.clock();
     return this.jobs

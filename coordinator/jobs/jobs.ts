@@ -3,7 +3,9 @@
  * launching (here or through the launch queue), starting rounds, routing clients' messages to
  * the round they belong to, delivering rounds' messages to the cohort, the training loop,
  * cancellation, and retention of finished rounds. Status and listings across front ends are in
- * ./front-ends.ts, the reports themselves in ./views.ts.
+ * ./front-ends.ts, the reports themselves in ./views.ts. With a data dir and no Redis, every change
+ * it reports is saved to the job history (./job-history.ts) before it can be read, and read back
+ * when the coordinator starts again; a training job that was running resumes.
  */
 import { fromBinary } from '@bufbuild/protobuf';
 import type { Logger } from 'pino';
@@ -25,9 +27,11 @@ import { DEFAULT_ROUND_RETENTION_MS, RetiredHost, withoutClients } from '../host
 import type { RoundOutcome } from '../round/index.js';
 import { UploadGate } from '../service/upload-gate.js';
 import { withDeclineDetail } from './decline-detail.js';
+import { queueLaunch, runQueuedLaunch } from './queued-launch.js';
+import { JobHistory, modelDirName } from './job-history.js';
 import { verifiedManifestBytes } from './manifest-check.js';
 import { DEFAULT_UPLOAD_BUDGET_BYTES, openRound } from './round-start.js';
-import { advanceTraining, announcedAfterValidation, measureModel } from './training-loop.js';
+import { advanceTraining, announcedAfterValidation, continueTraining, measureModel, type TrainingLoopContext } from './training-loop.js';
 import { ModelStore, newTrainingProgress, sha256, weightsOf, type ModelVersionRecord } from './training.js';
 import { newJob, type Job, type JobsOptions, type LaunchResult, type RoundRecord } from './types.js';
 import { jobStateOf, phaseOfRound, roundOf, JOB_STATE_NAMES } from './views.js';
@@ -53,6 +57,8 @@ export class Jobs {
   private readonly clock: () => number;
   private readonly log: Logger | undefined;
   private closing = false;
+  /** Where jobs are kept across restarts (a data dir without Redis). */
+  private readonly history: JobHistory | undefined;
   /** Called when a round of this process ends (the job directory publishes then). */
   onRoundEnded: () => void = () => undefined;
 
@@ -63,6 +69,7 @@ export class Jobs {
     this.connectedClients = deps.connectedClients;
     this.clock = deps.clock;
     this.log = opts.log;
+    if (opts.dataDir !== undefined && !opts.redisRounds && !opts.launchQueue && !opts.jobDirectory) this.history = JobHistory.open(opts.dataDir);
     const shared = opts.redisRounds;
     if (shared) {
       shared.onNewRound = (info) =>
@@ -102,9 +109,15 @@ export class Jobs {
     const { manifestJson, signer } = await verifiedManifestBytes(this.opts.registryDir, manifestJsonIn, opts.signedManifest, new Date(this.clock()));
     const signedBy = signer ? { signer } : {};
     const { manifest, hash } = parseManifest(manifestJson, new Date(this.clock()));
-    const existing = this.jobs.get(manifest.jobId);
-    if (existing && Buffer.compare(Buffer.from(existing.manifestHash), Buffer.from(hash)) !== 0) {
-      throw new AegisError(ErrorCode.AlreadyExists, `job '${manifest.jobId}' already runs another manifest`);
+    const current = this.jobs.get(manifest.jobId);
+    const existing = current && Buffer.compare(Buffer.from(current.manifestHash), Buffer.from(hash)) === 0 ? current : undefined;
+    // Another manifest under a known job id: a higher revision, once the job ended, starts anew.
+    if (current && !existing) {
+      const state = jobStateOf(current, this.isCancelled(current.jobId));
+      if (state === admin.JobState.RUNNING) throw new AegisError(ErrorCode.AlreadyExists, `job '${manifest.jobId}' runs another manifest (revision ${current.manifest.revision}); cancel it or wait for its end first`);
+      if (manifest.revision <= current.manifest.revision) {
+        throw new AegisError(ErrorCode.AlreadyExists, `job '${manifest.jobId}' ran revision ${current.manifest.revision} already; to launch it again, publish the manifest with a higher revision`);
+      }
     }
     const gatherMs = Math.min(opts.gatherMs ?? 0, 3_600_000);
     if (isTrainingManifest(manifest)) {
@@ -118,7 +131,7 @@ export class Jobs {
       if (Buffer.from(sha256(opts.initialWeights)).toString('hex') !== manifest.model.initialWeightsSha256) {
         throw new AegisError(ErrorCode.HashMismatch, "the initial weights do not match the manifest's model.initialWeightsSha256");
       }
-      const models = new ModelStore(manifest.jobId, this.clock);
+      const models = new ModelStore(manifest.jobId, this.clock, modelDirName(manifest.jobId, manifest.revision));
       models.add(weights, { clients: 0, totalWeight: 0 });
       const job: Job = { ...newJob(manifest, manifestJson, hash, opts.signedManifest), ...signedBy, training: newTrainingProgress(models, gatherMs) };
       const started = await this.startRound(job, gatherMs);
@@ -168,63 +181,15 @@ export class Jobs {
     }
   }
 
-  /**
-   * With a launch queue (`--redis`): checks everything a launch can be refused for — signature,
-   * expiry, parameters, initial weights — then queues it for whichever coordinator process takes
-   * it. Without one, launches here (`launch`).
-   */
+  /** With a launch queue (`--redis`): checks, then queues the launch (./queued-launch.ts); without one, launches here. */
   async requestLaunch(manifestJsonIn: Uint8Array, opts: { gatherMs?: number; initialWeights?: Uint8Array; signedManifest?: Uint8Array } = {}): Promise<LaunchResult & { queued?: string }> {
-    const queue = this.opts.launchQueue;
-    if (!queue) return this.launch(manifestJsonIn, opts);
-    const { manifestJson } = await verifiedManifestBytes(this.opts.registryDir, manifestJsonIn, opts.signedManifest, new Date(this.clock()));
-    const { manifest, hash } = parseManifest(manifestJson, new Date(this.clock()));
-    const training = isTrainingManifest(manifest);
-    if (training) {
-      if (!opts.initialWeights || opts.initialWeights.length === 0) throw new AegisError(ErrorCode.InvalidArgument, 'a training job needs its initial weights (aegis round launch --weights FILE)');
-      weightsOf(opts.initialWeights, manifest.round.dim);
-      if (Buffer.from(sha256(opts.initialWeights)).toString('hex') !== manifest.model.initialWeightsSha256) {
-        throw new AegisError(ErrorCode.HashMismatch, "the initial weights do not match the manifest's model.initialWeightsSha256");
-      }
-    }
-    const q = await queue.enqueue({
-      jobId: manifest.jobId,
-      training,
-      rounds: manifest.rounds,
-      manifestJson: manifestJsonIn,
-      gatherMs: Math.min(opts.gatherMs ?? 0, 3_600_000),
-      ...(opts.signedManifest ? { signedManifest: opts.signedManifest } : {}),
-      ...(training && opts.initialWeights ? { initialWeights: opts.initialWeights } : {}),
-    });
-    this.log?.info({ job: manifest.jobId, round: q.roundIndex, queued: q.id }, 'launch queued');
-    return { jobId: manifest.jobId, manifestHash: hash, roundIndex: q.roundIndex, cohort: [], queued: q.id };
+    if (!this.opts.launchQueue) return this.launch(manifestJsonIn, opts);
+    return queueLaunch(this.opts.launchQueue, { ...this.opts, clock: this.clock }, manifestJsonIn, opts);
   }
 
-  /**
-   * Runs one launch taken from the queue and resolves when it has ended. A delivery of a launch
-   * this process already ran (or runs) is not started again: it waits for and reports that run.
-   */
+  /** Runs one launch taken from the queue and resolves when it has ended (./queued-launch.ts). */
   async runQueuedLaunch(task: LaunchTask): Promise<{ ok: boolean; state: string; survivors?: number }> {
-    const known = this.jobs.get(task.jobId);
-    const existing = known?.training ? known.rounds[0] : known?.rounds.find((r) => r.index === task.roundIndex);
-    if (!existing) {
-      await this.launch(task.manifestJson, {
-        gatherMs: task.gatherMs,
-        ...(task.initialWeights ? { initialWeights: task.initialWeights } : {}),
-        ...(task.signedManifest ? { signedManifest: task.signedManifest } : {}),
-        ...(known?.training || task.initialWeights ? {} : { roundIndex: task.roundIndex }),
-      });
-    } else {
-      this.log?.warn({ job: task.jobId, round: task.roundIndex, attempt: task.attempt }, 'launch delivered again: not started twice');
-    }
-    const job = this.jobs.get(task.jobId)!;
-    if (job.training) {
-      const state = await this.trainingFinished(task.jobId);
-      return { ok: state === 'completed', state };
-    }
-    const r = job.rounds.find((x) => x.index === task.roundIndex)!;
-    const o = await r.host.outcome;
-    if (!o.ok && this.closing) throw new AegisError(ErrorCode.Unavailable, 'this coordinator shut down during the round');
-    return o.ok ? { ok: true, state: 'completed', survivors: o.survivors.length } : { ok: false, state: o.reason };
+    return runQueuedLaunch(this, task, this.log);
   }
 
   /**
@@ -234,9 +199,16 @@ export class Jobs {
   private async startRound(job: Job, gatherMs: number, minimumWaitMs = 0, roundIndex?: number): Promise<LaunchResult> {
     const ctx = { opts: this.opts, clients: this.clients, connectedClients: this.connectedClients, clock: this.clock, closing: () => this.closing };
     const record = await openRound(ctx, job, gatherMs, minimumWaitMs, roundIndex, () => {
-      if (!this.jobs.has(job.jobId)) this.jobs.set(job.jobId, job);
+      // A new revision takes the place of the ended job of the same id (its rows stay in the history).
+      if (this.jobs.get(job.jobId) !== job) {
+        // Listed by its new launch (the history reads jobs back in launch order).
+        this.jobs.delete(job.jobId);
+        this.jobs.set(job.jobId, job);
+        this.cancelledJobs.delete(job.jobId);
+      }
     });
     job.rounds.push(record);
+    this.save(job);
     this.wireRound(record, 'all');
     void record.host.outcome.then((o) => this.finishRound(job, record, o));
     return { jobId: job.jobId, manifestHash: job.manifestHash, roundIndex: record.index, cohort: record.cohort };
@@ -256,16 +228,84 @@ export class Jobs {
     if (o.ok) this.log?.info({ job: job.jobId, round: r.index, survivors: o.survivors.length, ms: this.clock() - r.startedAt }, 'round completed');
     else this.log?.warn({ job: job.jobId, round: r.index, reason: o.reason, at: o.at }, 'round aborted');
     const t = job.training;
-    if (t) {
-      const ctx = {
-        ...(this.opts.log ? { log: this.opts.log } : {}),
-        ...(this.opts.validationSets ? { validationSets: this.opts.validationSets } : {}),
-        announce: (round: RoundRecord, ev: ServerEvent) => this.announce(round, ev),
-        // Clients that dropped out may be reconnecting: wait for the threshold up to the advertise deadline.
-        startNextRound: (j: Job) => this.startRound(j, t.gatherMs, j.manifest.deadlines.advertiseMs),
-        closing: () => this.closing,
-      };
-      void advanceTraining(ctx, job, t, r, o);
+    // A training round is saved with the model version it made (or the job's end), not before.
+    if (!t) return this.save(job);
+    void advanceTraining(this.trainingContext(t.gatherMs), job, t, r, o).then(() => this.save(job));
+  }
+
+  private trainingContext(gatherMs: number): TrainingLoopContext {
+    return {
+      ...(this.opts.log ? { log: this.opts.log } : {}),
+      ...(this.opts.validationSets ? { validationSets: this.opts.validationSets } : {}),
+      announce: (round: RoundRecord, ev: ServerEvent) => this.announce(round, ev),
+      // Clients that dropped out may be reconnecting: wait for the threshold up to the advertise
+      // deadline. The model version the last round made is saved before the next round gathers.
+      startNextRound: (j: Job) => {
+        this.save(j);
+        this.opts.onBetweenRounds?.(j.jobId, j.rounds.length);
+        return this.startRound(j, gatherMs, j.manifest.deadlines.advertiseMs);
+      },
+      closing: () => this.closing,
+    };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // The job history.
+
+  /** Writes a job to the job history (with a data dir and no Redis); a failed write is logged, the job goes on. */
+  private save(job: Job): void {
+    if (!this.history) return;
+    try {
+      this.history.save(job, this.cancelledJobs.get(job.jobId));
+    } catch (err) {
+      this.log?.error({ job: job.jobId, code: (err as NodeJS.ErrnoException).code ?? 'io' }, 'could not write the job history');
+    }
+  }
+
+  /**
+   * Reads the job history back (at start, before any call is taken): every job's latest
+   * revision answers status, list, result and model queries as before. A round that was running
+   * when the previous process stopped is recorded as aborted (`interrupted`). Returns the
+   * training jobs that were running, for `resumeTraining` once clients can connect.
+   */
+  restoreHistory(): Job[] {
+    if (!this.history) return [];
+    const resume: Job[] = [];
+    for (const { job, cancelledAt, interrupted } of this.history.load(this.opts.dataDir!, this.clock)) {
+      if (this.jobs.has(job.jobId)) continue;
+      this.jobs.set(job.jobId, job);
+      if (cancelledAt !== undefined) this.cancelledJobs.set(job.jobId, cancelledAt);
+      const t = job.training;
+      if (interrupted.length > 0) this.log?.warn({ job: job.jobId, rounds: interrupted }, 'rounds interrupted by the previous coordinator process recorded as aborted');
+      if (t?.state === 'running') {
+        // An interrupted round counts as an aborted one: its index is used, its model unchanged.
+        t.aborted += interrupted.length;
+        t.abortedInARow += interrupted.length;
+        resume.push(job);
+      }
+      this.save(job);
+    }
+    return resume;
+  }
+
+  /**
+   * Resumes training jobs the previous coordinator process was running: from the latest model
+   * version the history holds, with the job's next round index (an interrupted round's index is
+   * not used again), waiting up to the job's gather time for a full cohort of reconnecting clients.
+   */
+  resumeTraining(jobs: Job[]): void {
+    for (const job of jobs) {
+      const t = job.training!;
+      const maxAborted = job.manifest.training?.maxAbortedRounds ?? 3;
+      this.log?.info({ job: job.jobId, version: t.models.latest.version, round: job.rounds.length }, 'training job resumed after a restart');
+      if (t.abortedInARow > maxAborted) {
+        t.state = 'failed';
+        t.detail = `${t.abortedInARow} rounds in a row aborted (last: interrupted)`;
+        t.settle('failed');
+        this.save(job);
+        continue;
+      }
+      void continueTraining(this.trainingContext(t.gatherMs), job, t).then(() => this.save(job));
     }
   }
 
@@ -506,6 +546,7 @@ export class Jobs {
       if (r.outcome) this.cancelNextRound(job, job.rounds.length, at + t.gatherMs + job.manifest.deadlines.advertiseMs + 60_000);
     }
     r.host.cancel(detail);
+    this.save(job);
     this.log?.warn({ job: jobId, round: r.index, phase }, 'round cancelled');
     return { roundIndex: r.index, phase, at };
   }
@@ -542,6 +583,15 @@ export class Jobs {
       n++;
     }
     if (n > 0) this.log?.info({ rounds: n }, 'retention: rounds forgot who took part');
+    // The history forgets them too (secure_delete: the old rows' pages are zeroed).
+    if (n > 0) {
+      for (const job of this.jobs.values()) this.save(job);
+      try {
+        this.history?.checkpoint();
+      } catch {
+        this.log?.error('could not checkpoint the job history after retention');
+      }
+    }
     return n;
   }
 
@@ -555,8 +605,10 @@ export class Jobs {
     return this.closing;
   }
 
-  /** Waits for training jobs' model versions to be written. */
+  /** Waits for training jobs' model versions to be written, then closes the job history. */
   async flush(): Promise<void> {
     for (const job of this.jobs.values()) await job.training?.models.flushed().catch(() => undefined);
+    for (const job of this.jobs.values()) this.save(job);
+    this.history?.close();
   }
 }

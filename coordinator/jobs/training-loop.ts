@@ -90,6 +90,23 @@ export async function advanceTraining(ctx: TrainingLoopContext, job: Job, t: Tra
     if (o.approvalShortfall) return fail(declines);
     if (t.abortedInARow > maxAborted) return fail(`${t.abortedInARow} rounds in a row aborted (last: ${o.reason}${declines ? `; ${declines}` : ''})`);
   }
+  await continueTraining(ctx, job, t);
+}
+
+/**
+ * The training loop's next step once a round's outcome is taken in (or, after a restart, once
+ * the job is read back from the job history): the job completes or fails when its round
+ * indexes are used up, else its next round starts.
+ */
+export async function continueTraining(ctx: TrainingLoopContext, job: Job, t: TrainingProgress): Promise<void> {
+  const { log } = ctx;
+  const { manifest } = job;
+  const fail = (detail: string): void => {
+    t.state = 'failed';
+    t.detail = detail;
+    log?.warn({ job: job.jobId, completed: t.completed, aborted: t.aborted }, `training job failed: ${detail}`);
+    t.settle('failed');
+  };
   // Round indexes are the manifest's: clients refuse one at or past its `rounds` (their ledger),
   // so a job ends when its indexes are used up — completed when it published a model in them.
   if (t.completed >= manifest.rounds || (job.rounds.length >= manifest.rounds && t.completed > 0)) {

@@ -9,6 +9,7 @@
  * nothing: the next round starts from the same version.
  */
 import { createHash } from 'node:crypto';
+import { existsSync } from 'node:fs';
 import { mkdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
@@ -77,7 +78,9 @@ export function applyWeightedMean(global: Float32Array, result: WeightedSum): Fl
 
 /**
  * The versions of one job's global model, kept in memory and, with a data dir, written to
- * `<dataDir>/models/<jobId>/v<N>.bin` (plus `index.json` with the hashes) as they are made.
+ * `<dataDir>/models/<jobId>/v<N>.bin` (plus `index.json` with the hashes) as they are made — an
+ * export for operators; the job history (job-history.ts) is what a restarted coordinator reads.
+ * A job id launched again under a higher revision N writes to `models/<jobId>@r<N>/`.
  */
 export class ModelStore {
   private readonly versions: ModelVersionRecord[] = [];
@@ -88,12 +91,24 @@ export class ModelStore {
   constructor(
     private readonly jobId: string,
     private readonly clock: () => number = Date.now,
+    /** The folder under `models/` (default: the job id). */
+    private readonly dirName: string = jobId,
   ) {}
 
-  /** From now on every version is written under `dataDir`, starting with those made so far. */
-  persistTo(dataDir: string): void {
+  /**
+   * From now on every version is written under `dataDir`, starting with those made so far (with
+   * `missingOnly`, only those whose file is not there yet).
+   */
+  persistTo(dataDir: string, missingOnly = false): void {
     this.dataDir = dataDir;
-    for (const v of this.versions) this.write(v);
+    const dir = join(dataDir, 'models', this.dirName);
+    for (const v of this.versions) if (!missingOnly || !existsSync(join(dir, `v${v.version}.bin`))) this.write(v);
+  }
+
+  /** Puts back a version read from the job history (in order, from 0); nothing is written. */
+  restore(rec: ModelVersionRecord): void {
+    if (rec.version !== this.versions.length) throw new AegisError(ErrorCode.Malformed, `job '${this.jobId}': model version ${rec.version} out of order`);
+    this.versions.push(rec);
   }
 
   get latest(): ModelVersionRecord {
@@ -123,7 +138,7 @@ export class ModelStore {
 
   private write(rec: ModelVersionRecord): void {
     if (this.dataDir === undefined) return;
-    const dir = join(this.dataDir, 'models', this.jobId);
+    const dir = join(this.dataDir, 'models', this.dirName);
     const index = this.versions
       .filter((v) => v.version <= rec.version)
       .map((v) => ({ version: v.version, sha256: Buffer.from(v.sha256).toString('hex'), roundIndex: v.roundIndex, clients: v.clients, totalWeight: v.totalWeight, createdAt: new Date(v.createdAt).toISOString() }));

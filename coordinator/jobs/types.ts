@@ -18,7 +18,11 @@ import type { UploadGate } from '../service/upload-gate.js';
 import type { TrainingProgress } from './training.js';
 
 export interface JobsOptions {
-  /** Where training jobs' model versions are persisted; undefined keeps them in memory only. */
+  /**
+   * The coordinator's data dir: training jobs' model versions are exported under `models/`, and —
+   * without Redis — the job history (jobs.db, job-history.ts) keeps every job across restarts.
+   * Undefined keeps everything in memory only.
+   */
   dataDir?: string;
   log?: Logger;
   /** Prometheus metrics (coordinator/service/metrics.ts): phase durations, clients, dropouts, outcomes. */
@@ -57,6 +61,12 @@ export interface JobsOptions {
    * end-to-end tests' crash injection). Must not throw.
    */
   tap?: (clientId: string, event: ServerEvent['type']) => void;
+  /**
+   * Called once a training job's state after a round (its new model version, if any) is written
+   * to the job history, just before its next round gathers (the end-to-end tests' crash
+   * injection, coordinator/service/crash-points.ts). Must not throw.
+   */
+  onBetweenRounds?: (jobId: string, nextRound: number) => void;
   /**
    * A publisher registry directory (aegis registry init): the coordinator then takes only
    * manifests signed by a publisher it lists, and serves its signed metadata (Trust service).

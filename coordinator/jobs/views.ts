@@ -101,6 +101,7 @@ export function roundStatus(job: Job, r: RoundRecord, cancelled: boolean, now: n
     kind: job.training ? admin.JobKind.TRAINING : admin.JobKind.PLAIN,
     startedAtMs: BigInt(r.startedAt),
     roundsDone: roundsDone(job),
+    revision: job.manifest.revision,
   });
 }
 
@@ -140,6 +141,7 @@ export function jobInfo(job: Job, cancelled: boolean, now: number): admin.JobInf
     roundsAborted: job.rounds.filter((r) => r.outcome && !r.outcome.ok).length,
     invited: invitedOf(last),
     declines: declineCountsToProto(last.host.status().declines),
+    revision: job.manifest.revision,
   });
 }
 

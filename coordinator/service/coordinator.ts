@@ -178,6 +178,8 @@ export class Coordinator {
     const { opts, auth, clients, jobs, reports } = this;
     // The shared client registry is read (and followed) before the first call is taken.
     await clients.start();
+    // The job history is read back before any call is taken; running training jobs resume once listening.
+    const resume = jobs.restoreHistory();
     const services = {
       secAgg: secAggService({ auth, jobs, mailboxes: this.mailboxes, tokens: this.tokens, ...pick(opts, ['tokenTtlMs', 'lostAfterMs', 'log']) }),
       enrollment: enrollmentService({ auth, clients }),
@@ -212,6 +214,7 @@ export class Coordinator {
     await opts.redisRounds?.start();
     opts.launchQueue?.work((task) => jobs.runQueuedLaunch(task));
     this.retireRounds();
+    jobs.resumeTraining(resume);
     void this.sweepClientsEverywhere();
     this.every(3_600_000, () => this.retireRounds());
     this.every(60_000, () => void this.sweepClientsEverywhere());

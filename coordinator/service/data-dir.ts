@@ -17,10 +17,13 @@
  *                             hashes only) — public keys and names, no secret; written merged
  *                             under registry.json.lock (`updateRegistry`); with Redis an export
  *   coordinator.json          where the running coordinator listens (for the operator commands)
+ *   jobs.db                   the job history (coordinator/jobs/job-history.ts): jobs, rounds,
+ *                             outcomes, sums and model versions, read back at start (no Redis only)
+ *   models/<job>/             each training job's model versions, an export for operators
  *
  * The CA key is ECDSA P-256 for a data dir made now; a data dir made before P-256 keeps its
  * Ed25519 CA (its seed is sealed the same way; `importCa` reads the type from the certificate).
- * Round state stays in memory (the embedded default). The TLS server key (ECDSA P-256, whatever
+ * A round's protocol state stays in memory (the embedded default); what it reports is kept in jobs.db. The TLS server key (ECDSA P-256, whatever
  * the CA's type) is made fresh at each start and never written anywhere.
  */
 import { createPrivateKey, randomBytes, X509Certificate } from 'node:crypto';

@@ -66,5 +66,7 @@ export const AbortReason = {
   UnmaskFailed: 'unmask-failed',
   /** A peer advertised keys for another view of the round (another model, other parameters, another group). */
   ViewMismatch: 'view-mismatch',
+  /** The coordinator stopped (killed or crashed) during the round; recorded so when it started again. */
+  Interrupted: 'interrupted',
 } as const;
 export type AbortReason = (typeof AbortReason)[keyof typeof AbortReason];

@@ -135,8 +135,8 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
     const after = json(admin('round', 'list')).jobs;
     expect(after[0]).toMatchObject({ job_id: 'watch-job', state: 'completed', rounds_done: 1, rounds_total: 2, phase: 'completed', rounds_aborted: 0 });
     const text = aegis(['round', 'list', '--data-dir', coordDir]);
-    expect(text.stdout).toMatch(/^JOB\tKIND\tSTATE/);
-    expect(text.stdout).toMatch(/watch-job\tplain\tcompleted\t1\/2\t0\tcompleted/);
+    expect(text.stdout).toMatch(/^JOB\tREVISION\tKIND\tSTATE/);
+    expect(text.stdout).toMatch(/watch-job\t1\tplain\tcompleted\t1\/2\t0\tcompleted/);
   }, 40_000);
 
   test('result --out DIR writes result.json with the mean; a non-empty DIR is refused; without --out it prints as before', () => {
@@ -184,8 +184,8 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
     expect(text.stdout).toMatch(/invited 4; declined 1 \(approval-required 1\); advertise-keys 3\/4/);
     expect(json(admin('round', 'list')).jobs.find((j: { job_id: string }) => j.job_id === 'decline-job')).toMatchObject({ state: 'completed', declines: { 'approval-required': 1 } });
     const list = aegis(['round', 'list', '--data-dir', coordDir]).stdout;
-    expect(list).toMatch(/^JOB\tKIND\tSTATE\tROUNDS\tROUND\tPHASE\tSTARTED\tELAPSED\tDECLINED$/m);
-    expect(list).toMatch(/^decline-job\tplain\tcompleted\t1\/1\t0\tcompleted\t.*\tapproval-required 1$/m);
+    expect(list).toMatch(/^JOB\tREVISION\tKIND\tSTATE\tROUNDS\tROUND\tPHASE\tSTARTED\tELAPSED\tDECLINED$/m);
+    expect(list).toMatch(/^decline-job\t1\tplain\tcompleted\t1\/1\t0\tcompleted\t.*\tapproval-required 1$/m);
     expect(list).toMatch(/^watch-job\t.*\t-$/m);
   }, 60_000);
 
