@@ -708,7 +708,9 @@ export function registerRound(program: Command): void {
           sum: Array.from(decoded.sum),
           mean: Array.from(decoded.mean),
         };
-        if (out === undefined) return printResult(o, result, JSON.stringify(result));
+        // Without --json or --out: a short summary (a training round's sum holds a value per
+        // model parameter, megabytes of JSON a terminal has no use for).
+        if (out === undefined) return printResult(o, result, resultSummary(result));
         // A training job's latest model goes next to the result.
         const status = await call<admin.RoundStatusRequest, admin.RoundStatusReply>(client, 'roundStatus', create(admin.RoundStatusRequestSchema, { jobId: job }));
         await assertEmptyOutDir(out);
@@ -732,4 +734,15 @@ export function registerRound(program: Command): void {
         );
       }),
     );
+}
+
+/** `round result` for people: the counts and the first values of the mean, and where the rest is. */
+function resultSummary(r: { job_id: string; round: number; survivor_count: number; total_weight: number; mean: number[] }): string {
+  const shown = r.mean.slice(0, 8).map((x) => Number(x.toPrecision(6)));
+  const more = r.mean.length > shown.length ? `, … (${r.mean.length - shown.length} more)` : '';
+  return [
+    `job ${r.job_id} round ${r.round}: ${r.survivor_count} survivors, total weight ${r.total_weight}, ${r.mean.length} values`,
+    `mean: [${shown.join(', ')}${more}]`,
+    `the whole sum, mean and survivors: --json (stdout) or --out DIR (result.json, and a training job's model)`,
+  ].join('\n');
 }

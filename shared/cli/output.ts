@@ -41,6 +41,14 @@ export function parseFloatOption(name: string, min: number, max: number) {
 }
 
 /** Parses a duration such as 500ms, 30s, 15m, 24h, 7d (a bare number is seconds). */
+/** One of `choices`, or a usage error naming the flag and the accepted values. */
+export function parseChoice<T extends string>(name: string, choices: readonly T[]) {
+  return (v: string): T => {
+    if (!(choices as readonly string[]).includes(v)) throw new InvalidArgumentError(`--${name} must be one of ${choices.join(', ')}`);
+    return v as T;
+  };
+}
+
 export function parseDuration(name: string, minMs: number, maxMs: number) {
   return (v: string): number => {
     const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(v.trim());

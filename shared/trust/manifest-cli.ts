@@ -5,7 +5,7 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { parseIntOption, reportError } from '../cli/output.js';
+import { parseChoice, parseDuration, parseIntOption, reportError } from '../cli/output.js';
 import { obtainPassphrase } from '../cli/passphrase.js';
 import { ed25519PublicFromSeed } from '../crypto/ed25519.js';
 import { AegisError, ErrorCode } from '../errors.js';
@@ -71,37 +71,69 @@ export function registerManifest(program: Command): void {
 
   group
     .command('new')
-    .description("write a complete, valid example manifest to edit (the demo's digits model) and its initial weights")
+    .description("write a complete, valid manifest to edit: a training job (the demo's digits model, with its initial weights) or a plain job (clients sum vectors they supply)")
     .requiredOption('--out <file>', 'the manifest (JSON)')
-    .option('--weights-out <file>', 'the initial weights (default: <out>.weights.bin)')
+    .option('--kind <kind>', 'training (a model trained by FedAvg) or plain (a sum of vectors)', parseChoice('kind', ['training', 'plain']), 'training')
+    .option('--weights-out <file>', 'training: the initial weights (default: <out>.weights.bin)')
     .option('--job <id>', 'the job id', 'digits')
-    .option('--clients <n>', 'the cohort size', parseIntOption('clients', 3, 10_000), 10)
+    .option('--clients <n>', 'the cohort size n (rounds need at least t = n/2 + 1 of them connected)', parseIntOption('clients', 3, 10_000), 10)
+    .option('--rounds <n>', 'rounds the job runs (default: 10 for training, 1 for plain)', parseIntOption('rounds', 1, 10_000))
+    .option('--dim <m>', 'plain: values per client vector', parseIntOption('dim', 1, 10_000_000), 10)
+    .option('--valid-for <duration>', 'how long the manifest stays valid from now (e.g. 7d, 30d, 12h)', parseDuration('valid-for', 60_000, 366 * 86_400_000), 7 * 86_400_000)
     .option('--json', 'print one JSON object on stdout')
-    .action(async (o: { out: string; weightsOut?: string; job: string; clients: number; json?: boolean }) => {
+    .action(async (o: { out: string; kind: 'training' | 'plain'; weightsOut?: string; job: string; clients: number; rounds?: number; dim: number; validFor: number; json?: boolean }) => {
       try {
-        const { tf } = await loadTf();
-        const { spec, weights } = await digitsModel(tf);
         const now = Date.now();
-        const m: JobManifestInput = {
-          version: 1,
+        const common = {
+          version: 1 as const,
           jobId: o.job,
           revision: 1,
-          rounds: 10,
-          round: { dim: weights.length, cohort: o.clients, clip: 4096, bits: 24 },
           deadlines: { advertiseMs: 60_000, shareMs: 30_000, maskedMs: 600_000, consistencyMs: 30_000, unmaskMs: 30_000 },
-          model: spec,
-          training: { ...DIGITS_TRAINING },
-          validation: { gate: 0.05, localFraction: 0.1 },
           issuedAt: new Date(now).toISOString(),
-          expiresAt: new Date(now + 7 * 86_400_000).toISOString(),
+          expiresAt: new Date(now + o.validFor).toISOString(),
         };
+        const threshold = Math.floor(o.clients / 2) + 1;
+        let m: JobManifestInput;
+        let weights: Float32Array | undefined;
+        if (o.kind === 'plain') {
+          m = { ...common, rounds: o.rounds ?? 1, round: { dim: o.dim, cohort: o.clients, clip: 1, bits: 16 } };
+        } else {
+          const { tf } = await loadTf();
+          const digits = await digitsModel(tf);
+          weights = digits.weights;
+          m = {
+            ...common,
+            rounds: o.rounds ?? 10,
+            round: { dim: weights.length, cohort: o.clients, clip: 4096, bits: 24 },
+            model: digits.spec,
+            training: { ...DIGITS_TRAINING },
+            validation: { gate: 0.05, localFraction: 0.1 },
+          };
+        }
         const bytes = new TextEncoder().encode(`${JSON.stringify(m, null, 2)}\n`);
-        parseManifest(bytes); // what we write is valid
-        const weightsOut = o.weightsOut ?? `${o.out.replace(/\.json$/, '')}.weights.bin`;
+        const parsed = parseManifest(bytes); // what we write is valid
+        const weightsOut = weights ? (o.weightsOut ?? `${o.out.replace(/\.json$/, '')}.weights.bin`) : undefined;
         await writeFile(o.out, bytes);
-        await writeFile(weightsOut, weightsToBytes(weights));
-        if (o.json) process.stdout.write(`${JSON.stringify({ manifest: o.out, weights: weightsOut, job_id: o.job, dim: weights.length, initial_weights_sha256: spec.initialWeightsSha256 })}\n`);
-        else process.stdout.write(`wrote ${o.out} (job ${o.job}, ${weights.length} parameters) and ${weightsOut}; edit it, then: aegis manifest sign ${o.out} --key publisher.key --out ${o.out.replace(/\.json$/, '')}.dsse.json\n`);
+        if (weights && weightsOut) await writeFile(weightsOut, weightsToBytes(weights));
+        const signed = `${o.out.replace(/\.json$/, '')}.dsse.json`;
+        const out = {
+          manifest: o.out,
+          kind: o.kind,
+          ...(weightsOut ? { weights: weightsOut, initial_weights_sha256: parsed.manifest.model?.initialWeightsSha256 } : {}),
+          job_id: o.job,
+          dim: parsed.manifest.round.dim,
+          clients: o.clients,
+          threshold,
+          rounds: parsed.manifest.rounds,
+          expires_at: parsed.manifest.expiresAt,
+        };
+        if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);
+        else {
+          process.stdout.write(
+            `wrote ${o.out} (${o.kind} job ${o.job}, ${out.dim} ${o.kind === 'plain' ? 'values per client' : 'parameters'}, ${out.rounds} round${out.rounds === 1 ? '' : 's'}, cohort ${o.clients}: rounds start with at least ${threshold} clients connected; valid until ${out.expires_at})` +
+              `${weightsOut ? ` and ${weightsOut}` : ''}; edit it, then: aegis manifest sign ${o.out} --key publisher.key --out ${signed}\n`,
+          );
+        }
       } catch (err) {
         reportError(err, Boolean(o.json));
       }

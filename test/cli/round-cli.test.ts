@@ -155,6 +155,12 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
     const stdoutResult = json(admin('round', 'result', 'watch-job'));
     expect(stdoutResult.mean).toEqual(doc.mean);
     expect(stdoutResult.survivors).toEqual(doc.survivors);
+    // Without --json or --out: a short summary for a terminal, which says where the rest is.
+    const human = aegis(['round', 'result', 'watch-job', '--data-dir', coordDir]);
+    expect(human.status).toBe(0);
+    expect(human.stdout).toMatch(new RegExp(`^job watch-job round ${doc.round}: ${doc.survivors.length} survivors, total weight \\d+, ${DIM} values\nmean: \\[`));
+    expect(human.stdout).toContain('--out DIR');
+    expect(human.stdout.split('\n').length).toBeLessThanOrEqual(4);
 
     // The folder now holds result.json: nothing is overwritten.
     const again = admin('round', 'result', 'watch-job', '--out', out);
