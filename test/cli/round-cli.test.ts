@@ -139,7 +139,7 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
     expect(text.stdout).toMatch(/watch-job\t1\tplain\tcompleted\t1\/2\t0\tcompleted/);
   }, 40_000);
 
-  test('result --out DIR writes result.json with the mean; a non-empty DIR is refused; without --out it prints as before', () => {
+  test('result --out DIR writes result.json with the mean; a non-empty DIR is refused; --json prints the same fields, and without either a short summary', () => {
     const out = join(root, 'result-out');
     const r = admin('round', 'result', 'watch-job', '--out', out);
     expect(r.status).toBe(0);
