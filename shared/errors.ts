@@ -90,7 +90,10 @@ export const ErrorCode = {
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
-/** A short, actionable hint per code, shown by the CLI under the message. */
+/**
+ * A short, actionable hint per code, shown by the CLI under the message when the error carries
+ * no hint of its own (see `AegisError`).
+ */
 const HINTS: Record<ErrorCode, string> = {
   'invalid-argument': 'check the value against the documented range',
   'bad-key-length': 'keys are 32 bytes (X25519, Ed25519 public keys and seeds)',
@@ -132,14 +135,18 @@ const HINTS: Record<ErrorCode, string> = {
   'upload-slot-required': 'ask for an upload slot (SecAgg.AcquireUpload) and send the masked input once it is granted',
 };
 
+/**
+ * `hint` is what the CLI prints under the message: by default the code's hint (HINTS); an error
+ * raised where the situation is known passes its own (a string), or `null` when no hint helps.
+ */
 export class AegisError extends Error {
   override readonly name = 'AegisError';
   readonly code: ErrorCode;
-  readonly hint: string;
-  constructor(code: ErrorCode, message: string) {
+  readonly hint: string | undefined;
+  constructor(code: ErrorCode, message: string, hint?: string | null) {
     super(message);
     this.code = code;
-    this.hint = HINTS[code];
+    this.hint = hint === null ? undefined : (hint ?? HINTS[code]);
   }
 }
 
@@ -148,6 +155,6 @@ export function isAegisError(err: unknown, code?: ErrorCode): err is AegisError 
   return err instanceof AegisError && (code === undefined || err.code === code);
 }
 
-export function fail(code: ErrorCode, message: string): never {
-  throw new AegisError(code, message);
+export function fail(code: ErrorCode, message: string, hint?: string | null): never {
+  throw new AegisError(code, message, hint);
 }
