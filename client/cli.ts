@@ -19,7 +19,7 @@ import { parseDuration, progress } from '../shared/cli/output.js';
 import { loadClient, openOrCreateIdentity, readClientConfig, saveCertificate, saveEnrollment } from './agent/data-dir.js';
 import type { TrainingRound } from './admission/training-round.js';
 import { MemoryDataStore, readExampleFile } from './store/memory.js';
-import { readJsonFile } from '../shared/cli/files.js';
+import { assertFileExists, readJsonFile } from '../shared/cli/files.js';
 import { trainLocally, validateLocally } from './trainer/index.js';
 import { registerAudit } from './audit/cli.js';
 import { registerData } from './store/cli.js';
@@ -111,7 +111,7 @@ export function registerClient(program: Command): void {
           throw new AegisError(ErrorCode.KeyAlreadyBound, `${dir} already holds client '${existing.clientId}'; use another data dir for another id`);
         }
         const caPem = await readFile(o.ca, 'utf8').catch(() => {
-          throw new AegisError(ErrorCode.NotFound, `cannot read the CA certificate ${o.ca}`);
+          throw new AegisError(ErrorCode.NotFound, `cannot read the CA certificate ${o.ca}`, 'check the path');
         });
         const passphrase = await obtainPassphrase({ confirm: existing === undefined, what: `the identity key in ${dir}` });
         const { identity } = await openOrCreateIdentity(dir, passphrase);
@@ -182,6 +182,7 @@ export function registerClient(program: Command): void {
         // The input files are checked before any key is opened: a bad one is reported at start,
         // naming the file, the line and the field.
         if (o.input) await readInput(o.input);
+        if (o.registryCa) await assertFileExists(o.registryCa, '--registry-ca');
         const trainRecords = o.trainData ? await readExampleFile(o.trainData) : undefined;
         const dir = resolve(o.dataDir);
         const passphrase = await obtainPassphrase({ what: `the identity key in ${dir}` });

@@ -127,7 +127,7 @@ export function registerCoordinator(program: Command): void {
         const dir = resolve(o.dataDir);
         const first = !hasCoordinatorSecrets(dir);
         const offlineCaPem = o.offlineCa === undefined ? undefined : await readFile(o.offlineCa, 'utf8').catch(() => {
-          throw new AegisError(ErrorCode.NotFound, `cannot read the offline CA certificate ${o.offlineCa}`);
+          throw new AegisError(ErrorCode.NotFound, `cannot read the offline CA certificate ${o.offlineCa}`, 'check the path');
         });
         const operatorTtlMs = Math.round(o.operatorTtlDays * 86_400_000);
         const secrets = await openCoordinatorSecrets(dir, cliKekSecrets(`the coordinator keys in ${dir}`, first), { kek: kekInitOptions(o), operatorTtlMs, ...(offlineCaPem !== undefined ? { offlineCaPem } : {}) });

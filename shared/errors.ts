@@ -95,7 +95,7 @@ export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
  * no hint of its own (see `AegisError`).
  */
 const HINTS: Record<ErrorCode, string> = {
-  'invalid-argument': 'check the value against the documented range',
+  'invalid-argument': "check the flags and values against the command's --help (aegis COMMAND --help)",
   'bad-key-length': 'keys are 32 bytes (X25519, Ed25519 public keys and seeds)',
   'low-order-point': 'the peer sent a degenerate X25519 key; it cannot take part',
   'bad-signature': 'the signature does not verify under the expected key',
@@ -114,7 +114,7 @@ const HINTS: Record<ErrorCode, string> = {
   'key-already-bound': 'each identity key enrolls under one client id; create a new data dir to enroll another client',
   'insecure-keyfile': 'keyfiles must be sealed and mode 0600 (chmod 600 FILE)',
   'enrollment-refused': 'ask the operator for a fresh one-time token: aegis clients invite',
-  'not-found': 'check the id (aegis clients list, aegis round status)',
+  'not-found': 'check the id, path or directory the message names (ids: aegis clients list, aegis round status)',
   'too-few-clients': 'wait for more clients to connect (aegis client run) or lower the threshold',
   unavailable: 'a service this needs could not be reached (the message names it: the coordinator, the OS keyring, an HSM); check it is running and the address or path is right',
   'hash-mismatch': 'the model or manifest is not the one that was signed; do not train on it (see aegis round status)',

@@ -3,7 +3,7 @@
  * file is `not-found` naming the file and its flag, a file that is not JSON is
  * `invalid-argument` naming the file and the line where parsing stopped — never the content.
  */
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import { AegisError, ErrorCode } from '../errors.js';
 
 /** The file's text; `what` is the flag or argument it was given as (`--config`, `<manifest>`). */
@@ -24,15 +24,41 @@ export async function readJsonFile(path: string, what: string): Promise<unknown>
   const text = await readTextFile(path, what);
   try {
     return JSON.parse(text);
-  } catch (err) {
-    throw new AegisError(ErrorCode.InvalidArgument, `${what}: ${path} is not JSON${jsonErrorLine(text, err)}`, 'check the file is the JSON document the command takes');
+  } catch {
+    throw new AegisError(ErrorCode.InvalidArgument, `${what}: ${path} is not JSON${jsonErrorLine(text)}`, 'check the file is the JSON document the command takes');
   }
 }
 
-/** ` (line N)` from V8's "at position N", when it says one; its message itself quotes content. */
-function jsonErrorLine(text: string, err: unknown): string {
-  const m = /at position (\d+)/.exec(err instanceof Error ? err.message : '');
-  if (!m) return text.trim() === '' ? ' (the file is empty)' : '';
-  const line = text.slice(0, Number(m[1])).split('\n').length;
-  return ` (line ${line})`;
+/**
+ * ` (line N)`: the first line whose end no longer reads as the start of a JSON document (for a
+ * good prefix V8 says "Unexpected end of JSON input" or names the position at its very end; past
+ * the error it names an earlier position or none). Its message itself is never shown: it quotes
+ * the content. Files over 2,000 lines get no line number.
+ */
+function jsonErrorLine(text: string): string {
+  if (text.trim() === '') return ' (the file is empty)';
+  const lines = text.split('\n');
+  if (lines.length > 2000) return '';
+  for (let n = 1; n <= lines.length; n++) {
+    try {
+      JSON.parse(lines.slice(0, n).join('\n'));
+    } catch (err) {
+      if (!(err instanceof SyntaxError)) return '';
+      const prefix = lines.slice(0, n).join('\n').trimEnd();
+      const at = /at position (\d+)/.exec(err.message);
+      const atEnd = /Unexpected end of JSON input/.test(err.message) || (at !== null && Number(at[1]) >= prefix.length);
+      if (!atEnd) return ` (line ${n})`;
+    }
+  }
+  return '';
+}
+
+/** Refuses a path that does not exist (before a command that streams the file opens it). */
+export async function assertFileExists(path: string, what: string): Promise<void> {
+  try {
+    await stat(path);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new AegisError(ErrorCode.NotFound, `${what}: no such file: ${path}`, 'check the path');
+    throw err;
+  }
 }

@@ -32,15 +32,27 @@ function asUsageParser(parse: Parser): Parser {
   };
 }
 
+const ownParser = new WeakSet<Option | Argument>();
+
+/** Whether an option or argument checks its value with a parser of its own (beyond non-empty). */
+export function hasOwnParser(target: Option | Argument): boolean {
+  return ownParser.has(target);
+}
+
 /** The parser of an option or argument, refusing an empty value before its own check. */
 function wrap(target: Option | Argument, label: string): void {
   const parse = target.parseArg as Parser | undefined;
-  // Without a parser of its own, commander concatenates a variadic value: keep that as it is.
-  if (parse === undefined && target.variadic) return;
+  if (parse !== undefined) ownParser.add(target);
+  // Without a parser of its own, commander collects a variadic argument's values itself: keep that.
+  if (parse === undefined && target.variadic && !('long' in target)) return;
   const inner = parse === undefined ? undefined : asUsageParser(parse);
+  const defaultValue: unknown = target.defaultValue;
   target.parseArg = ((value: string, previous: unknown) => {
     if (value === '') throw new InvalidArgumentError(`${label} needs a value`);
-    return inner === undefined ? value : inner(value, previous);
+    if (inner !== undefined) return inner(value, previous);
+    // A variadic option without a parser: commander's own collection (the default is replaced).
+    if (target.variadic) return previous === defaultValue || !Array.isArray(previous) ? [value] : [...(previous as unknown[]), value];
+    return value;
   }) as typeof target.parseArg;
 }
 
