@@ -40,9 +40,8 @@ import type * as secagg from '../shared/gen/aegis/v1/secagg_pb.js';
 import { parseManifest, isTrainingManifest } from '../shared/protocol/manifest.js';
 import { saveTfjsModel, weightsFromBytes } from '../shared/model/tfjs.js';
 import { readSnapshot } from '../shared/trust/registry-dir.js';
-import { parseEnvelope } from '../shared/trust/dsse.js';
 import { MemoryDataStore, readExampleFile } from '../shared/store/memory.js';
-import { readTextFile } from '../shared/cli/files.js';
+import { readLaunchFiles, type LaunchFiles } from './launch-files.js';
 import { dashboardBanner, dashboardStartOptions, withDashboardOptions, type DashboardCliOptions } from './dashboard/cli.js';
 import { call, DEFAULT_DIR, operatorTtlDays, run, usageErrorsExit2, withAdmin, type AdminOpts, type AdminSession } from './admin-client.js';
 
@@ -522,42 +521,9 @@ export function registerRound(program: Command): void {
     .option('--gather <duration>', 'wait this long for a full cohort of connected clients', parseDuration('gather', 0, 3_600_000), 10_000)
     .option('--wait', 'follow the round (a training job: all its rounds) until it ends (exit 1 if it aborts or fails)')
     .action((signedPath: string | undefined, o: AdminOpts & { manifest?: string; weights?: string; gather: number; wait?: boolean }) => {
-      let bytes = Buffer.alloc(0);
-      let signedManifest: Buffer | undefined;
-      let initialWeights: Buffer | undefined;
-      // The files are read and checked before any passphrase is asked or the coordinator called.
-      const readFiles = async (): Promise<void> => {
-        if ((signedPath === undefined) === (o.manifest === undefined)) {
-          throw new AegisError(ErrorCode.InvalidArgument, 'give the signed manifest (aegis round launch job.dsse.json) or, to a coordinator without a registry, --manifest job.json', 'sign a manifest with aegis manifest sign; --manifest is for a coordinator started with --allow-unsigned');
-        }
-        if (signedPath !== undefined) {
-          const read = Buffer.from(await readTextFile(signedPath, '<signed-manifest>'));
-          try {
-            parseEnvelope(read); // malformed (or unsigned) envelopes are refused here, with their reason
-          } catch (e) {
-            if (e instanceof AegisError) throw new AegisError(e.code, `${signedPath}: ${e.message}`, e.hint ?? null);
-            throw e;
-          }
-          signedManifest = read;
-        } else {
-          bytes = Buffer.from(await readTextFile(o.manifest!, '--manifest'));
-          try {
-            // Structure only: the coordinator checks the dates when the round is launched.
-            parseManifest(bytes, new Date(0));
-          } catch (e) {
-            if (e instanceof AegisError) throw new AegisError(e.code, `--manifest ${o.manifest!}: ${e.message}`, 'a manifest as aegis manifest new writes it; see README, Manifests');
-            throw e;
-          }
-        }
-        if (o.weights) {
-          try {
-            initialWeights = await readFile(o.weights);
-          } catch {
-            throw new AegisError(ErrorCode.NotFound, `--weights: cannot read the initial weights ${o.weights}`, 'check the path');
-          }
-        }
-      };
+      let files: LaunchFiles | undefined;
       return run(o, async (client) => {
+        const { manifestJson: bytes, signedManifest, initialWeights } = files!;
         const r = await call<admin.LaunchRoundRequest, admin.LaunchRoundReply>(
           client,
           'launchRound',
@@ -605,7 +571,10 @@ export function registerRound(program: Command): void {
           }
           await new Promise((res) => setTimeout(res, 250));
         }
-      }, readFiles);
+      }, async () => {
+        // The files are read and checked before any passphrase is asked or the coordinator called.
+        files = await readLaunchFiles(signedPath, o);
+      });
     });
   withAdmin(group.command('list').description('every job the coordinator knows (since it started), with its state, progress and the latest round\'s declines')).action((o: AdminOpts) =>
     run(o, async (client) => {
