@@ -19,7 +19,8 @@ import { TLS_KEY_TYPES } from '../shared/keystore/round-key.js';
 import { parseDuration, progress } from '../shared/cli/output.js';
 import { loadClient, openOrCreateIdentity, readClientConfig, saveCertificate, saveEnrollment } from './agent/data-dir.js';
 import type { TrainingRound } from './admission/training-round.js';
-import { MemoryDataStore, readJsonlRecords } from './store/memory.js';
+import { MemoryDataStore, readExampleFile } from './store/memory.js';
+import { assertFileExists, readJsonFile } from '../shared/cli/files.js';
 import { trainLocally, validateLocally } from './trainer/index.js';
 import { registerAudit } from './audit/cli.js';
 import { registerData } from './store/cli.js';
@@ -48,14 +49,14 @@ const InputSchema = z.object({ values: z.array(z.number()).min(1), weight: z.num
 
 /** Reads the input file at each round (so a fresh update is picked up) and quantizes it. */
 async function readInput(path: string): Promise<{ values: number[]; weight: number }> {
-  let json: unknown;
-  try {
-    json = JSON.parse(await readFile(path, 'utf8'));
-  } catch {
-    throw new AegisError(ErrorCode.InvalidArgument, `cannot read ${path} as JSON`);
-  }
+  const json = await readJsonFile(path, '--input');
   const r = InputSchema.safeParse(Array.isArray(json) ? { values: json } : json);
-  if (!r.success) throw new AegisError(ErrorCode.InvalidArgument, `${path}: expected {"values": [numbers], "weight": integer}`);
+  if (!r.success) {
+    const issue = r.error.issues[0]!;
+    const [field, index] = issue.path;
+    const where = field === undefined ? '' : ` field '${String(field)}'${index === undefined ? '' : ` value ${String(index)}`}`;
+    throw new AegisError(ErrorCode.InvalidArgument, `${path}:${where} ${issue.message.toLowerCase()}`, 'an --input file holds {"values": [numbers], "weight": integer} (or a bare array of numbers)');
+  }
   return r.data;
 }
 
@@ -111,7 +112,7 @@ export function registerClient(program: Command): void {
           throw new AegisError(ErrorCode.KeyAlreadyBound, `${dir} already holds client '${existing.clientId}'; use another data dir for another id`);
         }
         const caPem = await readFile(o.ca, 'utf8').catch(() => {
-          throw new AegisError(ErrorCode.NotFound, `cannot read the CA certificate ${o.ca}`);
+          throw new AegisError(ErrorCode.NotFound, `cannot read the CA certificate ${o.ca}`, 'check the path');
         });
         const passphrase = await obtainPassphrase({ confirm: existing === undefined, what: `the identity key in ${dir}` });
         const { identity } = await openOrCreateIdentity(dir, passphrase);
@@ -179,6 +180,11 @@ export function registerClient(program: Command): void {
         if (!o.backupRegistry && !o.allowUnsigned) {
           throw new AegisError(ErrorCode.InvalidArgument, 'give --backup-registry DIR|HOST:PORT (only jobs a trusted publisher signed run), or --allow-unsigned for a local experiment');
         }
+        // The input files are checked before any key is opened: a bad one is reported at start,
+        // naming the file, the line and the field.
+        if (o.input) await readInput(o.input);
+        if (o.registryCa) await assertFileExists(o.registryCa, '--registry-ca');
+        const trainRecords = o.trainData ? await readExampleFile(o.trainData) : undefined;
         const dir = resolve(o.dataDir);
         const passphrase = await obtainPassphrase({ what: `the identity key in ${dir}` });
         let storeKek: ManagedKek | undefined;
@@ -189,11 +195,9 @@ export function registerClient(program: Command): void {
         // one, or none in a dir that took part in rounds before, stops the client here.
         const { ledger, created } = await openLedger(dir, loaded.identity.seed, { missing: o.newLedger ? 'create' : 'create-if-new' });
         if (created) log.info({ file: join(dir, 'ledger.json') }, 'contribution ledger created');
-        // Checked once up front so a broken file is reported before any round.
-        if (o.input) await readInput(o.input);
         // Training data: a plain JSONL file given here, or else the data dir's encrypted store.
-        const store = o.trainData
-          ? new MemoryDataStore(await readJsonlRecords(o.trainData))
+        const store = trainRecords
+          ? new MemoryDataStore(trainRecords)
           : hasStore
             ? await openStoreForRun(dir, passphrase, (k) => (storeKek = k))
             : undefined;

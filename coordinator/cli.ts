@@ -42,8 +42,8 @@ import type * as secagg from '../shared/gen/aegis/v1/secagg_pb.js';
 import { parseManifest, isTrainingManifest } from '../shared/protocol/manifest.js';
 import { saveTfjsModel, weightsFromBytes } from '../shared/model/tfjs.js';
 import { readSnapshot } from '../shared/trust/registry-dir.js';
-import { parseEnvelope } from '../shared/trust/dsse.js';
-import { MemoryDataStore, readJsonlRecords } from '../shared/store/memory.js';
+import { MemoryDataStore, readExampleFile } from '../shared/store/memory.js';
+import { readLaunchFiles, type LaunchFiles } from './launch-files.js';
 import { dashboardBanner, dashboardStartOptions, withDashboardOptions, type DashboardCliOptions } from './dashboard/cli.js';
 import { call, DEFAULT_DIR, operatorTtlDays, run, usageErrorsExit2, withAdmin, type AdminOpts, type AdminSession } from './admin-client.js';
 
@@ -116,10 +116,19 @@ export function registerCoordinator(program: Command): void {
         if (!o.registry && !o.allowUnsigned) {
           throw new AegisError(ErrorCode.InvalidArgument, 'give --registry DIR (only manifests its publishers signed run), or --allow-unsigned for a local experiment');
         }
+        // Every input file is read and checked here, before any key is opened: a bad one is
+        // reported at start naming the file, the line and the field, not at the first launch.
+        if (o.registry) await readSnapshot(resolve(o.registry));
+        const validationSets: Record<string, MemoryDataStore> = {};
+        for (const spec of o.validationData ?? []) {
+          const m = /^([A-Za-z0-9_.-]{1,64})=(.+)$/.exec(spec);
+          if (!m) throw new AegisError(ErrorCode.InvalidArgument, `--validation-data takes NAME=FILE, got '${spec.slice(0, 80)}'`, 'e.g. --validation-data digits=digits-val.jsonl (the name a manifest gives in validation.dataset)');
+          validationSets[m[1]!] = new MemoryDataStore(await readExampleFile(m[2]!));
+        }
         const dir = resolve(o.dataDir);
         const first = !hasCoordinatorSecrets(dir);
         const offlineCaPem = o.offlineCa === undefined ? undefined : await readFile(o.offlineCa, 'utf8').catch(() => {
-          throw new AegisError(ErrorCode.NotFound, `cannot read the offline CA certificate ${o.offlineCa}`);
+          throw new AegisError(ErrorCode.NotFound, `cannot read the offline CA certificate ${o.offlineCa}`, 'check the path');
         });
         const operatorTtlMs = Math.round(o.operatorTtlDays * 86_400_000);
         const secrets = await openCoordinatorSecrets(dir, cliKekSecrets(`the coordinator keys in ${dir}`, first), { kek: kekInitOptions(o), operatorTtlMs, ...(offlineCaPem !== undefined ? { offlineCaPem } : {}) });
@@ -128,13 +137,6 @@ export function registerCoordinator(program: Command): void {
         if (secrets.created && secrets.offline) log.info({ dataDir: dir, ca: join(dir, 'ca.pem') }, 'offline CA: created the token key, server key and operator key (sealed); no CA key on this host');
         else if (secrets.created) log.info({ dataDir: dir, ca: join(dir, 'ca.pem') }, 'created the coordinator CA, token key and operator credential (sealed)');
         const registry = await loadRegistry(dir);
-        if (o.registry) await readSnapshot(resolve(o.registry)); // a broken registry is reported at start, not at the first launch
-        const validationSets: Record<string, MemoryDataStore> = {};
-        for (const spec of o.validationData ?? []) {
-          const m = /^([A-Za-z0-9_.-]{1,64})=(.+)$/.exec(spec);
-          if (!m) throw new AegisError(ErrorCode.InvalidArgument, `--validation-data takes NAME=FILE, got '${spec.slice(0, 80)}'`);
-          validationSets[m[1]!] = new MemoryDataStore(await readJsonlRecords(m[2]!));
-        }
         const redis = o.redis ? await connectRedis(o.redis) : undefined;
         const launchQueue = redis ? new LaunchQueue(redis, { prefix: o.redisPrefix }) : undefined;
         const unmaskQueue = redis ? new UnmaskQueue(redis, secrets.queueKey, { prefix: o.redisPrefix }) : undefined;
@@ -524,32 +526,10 @@ export function registerRound(program: Command): void {
     .option('--weights <file>', "a training job's initial weights (float32 little-endian, tfjs weights.bin layout); must hash to the manifest's model.initialWeightsSha256")
     .option('--gather <duration>', 'wait this long for a full cohort of connected clients', parseDuration('gather', 0, 3_600_000), 10_000)
     .option('--wait', 'follow the round (a training job: all its rounds) until it ends (exit 1 if it aborts or fails)')
-    .action((signedPath: string | undefined, o: AdminOpts & { manifest?: string; weights?: string; gather: number; wait?: boolean }) =>
-      run(o, async (client) => {
-        if ((signedPath === undefined) === (o.manifest === undefined)) {
-          throw new AegisError(ErrorCode.InvalidArgument, 'give the signed manifest (aegis round launch job.dsse.json) or, to a coordinator without a registry, --manifest job.json');
-        }
-        const path = signedPath ?? o.manifest!;
-        let bytes: Buffer;
-        try {
-          bytes = await readFile(path);
-        } catch {
-          throw new AegisError(ErrorCode.NotFound, `cannot read the manifest ${path}`);
-        }
-        let signedManifest: Buffer | undefined;
-        if (signedPath !== undefined) {
-          parseEnvelope(bytes); // malformed envelopes are refused here, with their reason
-          signedManifest = bytes;
-          bytes = Buffer.alloc(0);
-        }
-        let initialWeights: Buffer | undefined;
-        if (o.weights) {
-          try {
-            initialWeights = await readFile(o.weights);
-          } catch {
-            throw new AegisError(ErrorCode.NotFound, `cannot read the initial weights ${o.weights}`);
-          }
-        }
+    .action((signedPath: string | undefined, o: AdminOpts & { manifest?: string; weights?: string; gather: number; wait?: boolean }) => {
+      let files: LaunchFiles | undefined;
+      return run(o, async (client) => {
+        const { manifestJson: bytes, signedManifest, initialWeights } = files!;
         const r = await call<admin.LaunchRoundRequest, admin.LaunchRoundReply>(
           client,
           'launchRound',
@@ -597,8 +577,11 @@ export function registerRound(program: Command): void {
           }
           await new Promise((res) => setTimeout(res, 250));
         }
-      }),
-    );
+      }, async () => {
+        // The files are read and checked before any passphrase is asked or the coordinator called.
+        files = await readLaunchFiles(signedPath, o);
+      });
+    });
   withAdmin(group.command('list').description('every job the coordinator knows (with a data dir: also from before a restart), with its revision, state, progress and the latest round\'s declines')).action((o: AdminOpts) =>
     run(o, async (client) => {
       const r = await call<admin.ListRoundsRequest, admin.ListRoundsReply>(client, 'listRounds', create(admin.ListRoundsRequestSchema, {}));

@@ -95,9 +95,12 @@ export const ErrorCode = {
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
-/** A short, actionable hint per code, shown by the CLI under the message. */
+/**
+ * A short, actionable hint per code, shown by the CLI under the message when the error carries
+ * no hint of its own (see `AegisError`).
+ */
 const HINTS: Record<ErrorCode, string> = {
-  'invalid-argument': 'check the value against the documented range',
+  'invalid-argument': "check the flags and values against the command's --help (aegis COMMAND --help)",
   'bad-key-length': 'keys are 32 bytes (X25519, Ed25519 public keys and seeds)',
   'low-order-point': 'the peer sent a degenerate X25519 key; it cannot take part',
   'bad-signature': 'the signature does not verify under the expected key',
@@ -116,7 +119,7 @@ const HINTS: Record<ErrorCode, string> = {
   'key-already-bound': 'each identity key enrolls under one client id; create a new data dir to enroll another client',
   'insecure-keyfile': 'keyfiles must be sealed and mode 0600 (chmod 600 FILE)',
   'enrollment-refused': 'ask the operator for a fresh one-time token: aegis clients invite',
-  'not-found': 'check the id (aegis clients list, aegis round status)',
+  'not-found': 'check the id, path or directory the message names (ids: aegis clients list, aegis round status)',
   'too-few-clients': 'wait for more clients to connect (aegis client run) or lower the threshold',
   unavailable: 'a service this needs could not be reached (the message names it: the coordinator, the OS keyring, an HSM); check it is running and the address or path is right',
   'hash-mismatch': 'the model or manifest is not the one that was signed; do not train on it (see aegis round status)',
@@ -138,14 +141,18 @@ const HINTS: Record<ErrorCode, string> = {
   'upload-slot-required': 'ask for an upload slot (SecAgg.AcquireUpload) and send the masked input once it is granted',
 };
 
+/**
+ * `hint` is what the CLI prints under the message: by default the code's hint (HINTS); an error
+ * raised where the situation is known passes its own (a string), or `null` when no hint helps.
+ */
 export class AegisError extends Error {
   override readonly name = 'AegisError';
   readonly code: ErrorCode;
-  readonly hint: string;
-  constructor(code: ErrorCode, message: string) {
+  readonly hint: string | undefined;
+  constructor(code: ErrorCode, message: string, hint?: string | null) {
     super(message);
     this.code = code;
-    this.hint = HINTS[code];
+    this.hint = hint === null ? undefined : (hint ?? HINTS[code]);
   }
 }
 
@@ -154,6 +161,6 @@ export function isAegisError(err: unknown, code?: ErrorCode): err is AegisError 
   return err instanceof AegisError && (code === undefined || err.code === code);
 }
 
-export function fail(code: ErrorCode, message: string): never {
-  throw new AegisError(code, message);
+export function fail(code: ErrorCode, message: string, hint?: string | null): never {
+  throw new AegisError(code, message, hint);
 }

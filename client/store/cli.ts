@@ -4,7 +4,8 @@
  */
 import { existsSync } from 'node:fs';
 import { join, resolve } from 'node:path';
-import type { Command } from 'commander';
+import { InvalidArgumentError, type Command } from 'commander';
+import { assertFileExists } from '../../shared/cli/files.js';
 import { reportError, printResult } from '../../shared/cli/output.js';
 import { BACKUP_PASSPHRASE_ENV, cliKekSecrets, obtainPassphrase, SOURCE_PASSPHRASE_ENV } from '../../shared/cli/passphrase.js';
 import { openRecipientIdentity, readStreamMeta, type StreamKey, type StreamRecipient } from '../../shared/keystore/stream.js';
@@ -157,6 +158,7 @@ export function registerData(client: Command): void {
       let key: StreamKey | undefined;
       try {
         const kekOptions = kekInitOptions(o);
+        await assertFileExists(file, '<file>');
         const { recipient } = await readStreamMeta(file);
         if (recipient.type === 'x25519') {
           if (!o.identity) throw new AegisError(ErrorCode.InvalidArgument, `${file} is encrypted to a recipient key: pass --identity FILE`);
@@ -237,7 +239,10 @@ export function registerData(client: Command): void {
     .command('update')
     .description("write new values into a record (sealed unless declared plain); bumps the record's version, so its older ciphertexts no longer open")
     .argument('<id>', 'the record id (aegis client data list)')
-    .requiredOption('--set <field=value>', 'a field and its value (a number, a JSON array of numbers, else a string); repeatable', (v: string, prev: string[]) => [...prev, v], [] as string[])
+    .requiredOption('--set <field=value>', 'a field and its value (a number, a JSON array of numbers, else a string); repeatable', (v: string, prev: string[] | undefined) => {
+      if (v.indexOf('=') <= 0) throw new InvalidArgumentError('--set takes field=value');
+      return [...(prev ?? []), v];
+    })
     .option('--data-dir <dir>', 'the client data dir', DEFAULT_DIR)
     .option('--json', 'print one JSON object on stdout')
     .action(async (id: string, o: { set: string[]; dataDir: string; json?: boolean }) => {

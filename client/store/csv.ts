@@ -121,7 +121,7 @@ export function parseCsvRecords(text: string): DataRecord[] {
 export async function readRecordsFile(path: string): Promise<DataRecord[]> {
   if (extname(path).toLowerCase() !== '.csv') return readJsonlRecords(path);
   const text = await readFile(path, 'utf8').catch((e: NodeJS.ErrnoException) => {
-    if (e.code === 'ENOENT') throw new AegisError(ErrorCode.NotFound, `no such file: ${path}`);
+    if (e.code === 'ENOENT') throw new AegisError(ErrorCode.NotFound, `no such file: ${path}`, 'check the path');
     throw e;
   });
   return parseCsvRecords(text);

@@ -1,2 +1,2 @@
 /** The in-memory local data store (shared/store/memory.ts). */
-export { MemoryDataStore, readJsonlRecords } from '../../shared/store/memory.js';
+export { MemoryDataStore, readExampleFile, readJsonlRecords } from '../../shared/store/memory.js';

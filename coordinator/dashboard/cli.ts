@@ -46,7 +46,7 @@ export async function dashboardStartOptions(o: DashboardCliOptions): Promise<Par
   }
   const read = (flag: string, file: string): Promise<string> =>
     readFile(file, 'utf8').catch(() => {
-      throw new AegisError(ErrorCode.NotFound, `cannot read ${flag} ${file}`);
+      throw new AegisError(ErrorCode.NotFound, `cannot read ${flag} ${file}`, 'check the path');
     });
   const tls =
     o.dashboardTlsCert !== undefined && o.dashboardTlsKey !== undefined

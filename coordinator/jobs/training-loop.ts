@@ -78,7 +78,8 @@ export async function advanceTraining(ctx: TrainingLoopContext, job: Job, t: Tra
       }
     } catch (err) {
       if (validated) ctx.announce(r, { type: 'round-outcome', round: r.ref, ok: true });
-      return fail(`round ${r.index}'s sum could not be applied (${isAegisError(err) ? err.code : 'internal'})`);
+      // An AegisError's message names the record and field (never a value): the cause, not just its code.
+      return fail(`round ${r.index}'s sum could not be applied (${isAegisError(err) ? `${err.code}: ${err.message}` : 'internal'})`);
     }
     if (validated) ctx.announce(r, { type: 'round-outcome', round: r.ref, ok: true, ...(flagged ? { poisoningFlagged: true } : {}) });
     if (flagged && t.abortedInARow > maxAborted) return fail(`round ${r.index}'s model failed the validation gate (suspected poisoning); ${t.abortedInARow} rounds in a row without a published model`);

@@ -8,21 +8,17 @@
  * `--rotation-kek-days 30`; `{"clients": {"lost_after": "7d"}}` is `--clients-lost-after 7d`).
  * A bad file is refused whole, before anything runs: never half read.
  */
-import { readFile } from 'node:fs/promises';
 import type { Command, Option } from 'commander';
 import { AegisError, ErrorCode } from '../errors.js';
+import { readJsonFile } from './files.js';
+
+const CONFIG_HINT = 'a config file is one JSON object of options by their long names in camelCase (e.g. {"redisPrefix": "prod"}), or sections such as {"rotation": {"kek_days": 90}}';
 
 const camel = (s: string): string => s.replace(/[-_]([a-z0-9])/g, (_, c: string) => c.toUpperCase());
 
 export async function applyConfigFile(file: string, o: Record<string, unknown>, cmd: Command): Promise<void> {
-  let json: unknown;
-  try {
-    json = JSON.parse(await readFile(file, 'utf8'));
-  } catch (err) {
-    const code = (err as NodeJS.ErrnoException).code;
-    throw new AegisError(code === 'ENOENT' ? ErrorCode.NotFound : ErrorCode.InvalidArgument, code === 'ENOENT' ? `no config file at ${file}` : `the config file ${file} is not JSON`);
-  }
-  if (!isObject(json)) throw new AegisError(ErrorCode.InvalidArgument, 'the config file must hold one JSON object of options');
+  const json = await readJsonFile(file, '--config');
+  if (!isObject(json)) throw new AegisError(ErrorCode.InvalidArgument, `--config: ${file} must hold one JSON object of options`, CONFIG_HINT);
   const entries: [string, string, unknown][] = [];
   for (const [key, value] of Object.entries(json)) {
     if (isObject(value)) {
@@ -34,9 +30,14 @@ export async function applyConfigFile(file: string, o: Record<string, unknown>, 
   const parsed: [string, unknown][] = entries.map(([shown, attr, value]) => {
     const opt = cmd.options.find((x) => x.attributeName() === attr);
     if (!opt || attr === 'config') {
-      throw new AegisError(ErrorCode.InvalidArgument, `the config file names an unknown option '${shown.slice(0, 60)}' (use the long option names in camelCase, e.g. redisPrefix, or sections such as {"rotation": {"kek_days": 90}})`);
+      throw new AegisError(ErrorCode.InvalidArgument, `--config: ${file} names an unknown option '${shown.slice(0, 60)}'`, CONFIG_HINT);
     }
-    return [attr, parseValue(opt, shown, value)];
+    try {
+      return [attr, parseValue(opt, shown, value)];
+    } catch (err) {
+      if (err instanceof AegisError) throw new AegisError(err.code, `--config: ${file}: ${err.message}`, `the value of '${shown.slice(0, 60)}' is checked like --${opt.long?.replace(/^--/, '') ?? attr} on the command line`);
+      throw err;
+    }
   });
   for (const [attr, value] of parsed) if (cmd.getOptionValueSource(attr) !== 'cli') o[attr] = value;
 }

@@ -72,7 +72,11 @@ export type KeyfileRefusal =
 export class KeyfileError extends AegisError {
   readonly reason: KeyfileRefusal;
   constructor(reason: KeyfileRefusal, message: string) {
-    super(reason === 'weak-passphrase' || reason === 'bad-input' || reason === 'kdf-out-of-bounds' ? ErrorCode.InvalidArgument : ErrorCode.InsecureKeyfile, message);
+    super(
+      reason === 'weak-passphrase' || reason === 'bad-input' || reason === 'kdf-out-of-bounds' ? ErrorCode.InvalidArgument : ErrorCode.InsecureKeyfile,
+      message,
+      reason === 'weak-passphrase' ? `set ${PASSPHRASE_ENV} (or type the passphrase when asked): at least ${MIN_PASSPHRASE_LENGTH} characters` : undefined,
+    );
     this.reason = reason;
   }
 }
@@ -315,7 +319,10 @@ export async function writeKeyfile(
  */
 export async function readKeyfile(path: string, passphrase: string, opts: { expectedLabel?: string } = {}): Promise<Record<string, Uint8Array>> {
   assertPassphrase(passphrase);
-  const fh = await openFile(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+  const fh = await openFile(path, fsc.O_RDONLY | fsc.O_NOFOLLOW).catch((e: NodeJS.ErrnoException) => {
+    if (e.code === 'ENOENT') throw new AegisError(ErrorCode.NotFound, `the keyfile ${path} does not exist`, 'check the path (or the --data-dir it is in)');
+    throw e;
+  });
   let data: Buffer;
   try {
     const st = await fh.stat();
@@ -331,7 +338,20 @@ export async function readKeyfile(path: string, passphrase: string, opts: { expe
   } finally {
     await fh.close();
   }
-  return openSecrets(passphrase, parseKeyfile(new Uint8Array(data)), opts);
+  try {
+    return await openSecrets(passphrase, parseKeyfile(new Uint8Array(data)), opts);
+  } catch (e) {
+    // The AEAD says only that it failed (one failure for every cause); around it, the CLI can say
+    // which file did not open and the two things the operator can check, without telling them apart.
+    if (e instanceof AegisError && e.code === ErrorCode.DecryptionFailed) {
+      throw new AegisError(
+        ErrorCode.DecryptionFailed,
+        `decryption failed: ${path} does not open: the passphrase is wrong or the file was altered`,
+        `check the passphrase (${PASSPHRASE_ENV}, or the one typed when asked); if it is right, restore the file from a backup`,
+      );
+    }
+    throw e;
+  }
 }
 
 /**

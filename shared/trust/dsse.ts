@@ -59,6 +59,12 @@ const malformed = (what: string): never => {
   throw new AegisError(ErrorCode.Malformed, `envelope: ${what}`);
 };
 
+/** Field names for a message: at most 8, each cut to 40 characters at most, never mid-list. */
+function listFields(fields: string[]): string {
+  const shown = fields.slice(0, 8).map((f) => (f.length > 40 ? `${f.slice(0, 40)}…` : f));
+  return fields.length > 8 ? `${shown.join(', ')} and ${fields.length - 8} more` : shown.join(', ');
+}
+
 /** Canonical base64 only (what Buffer.from would silently accept otherwise: junk, missing padding). */
 function strictBase64(s: unknown, what: string): Buffer {
   if (typeof s !== 'string' || !/^[A-Za-z0-9+/]*={0,2}$/.test(s) || s.length % 4 !== 0) return malformed(`${what} is not base64`);
@@ -73,8 +79,12 @@ export function parseEnvelope(bytes: Uint8Array | string): DsseEnvelope {
   const v = parseStrictJson(text, 'envelope');
   if (typeof v !== 'object' || v === null || Array.isArray(v)) return malformed('not an object');
   const o = v as Record<string, unknown>;
-  const keys = Object.keys(o).sort().join(',');
-  if (keys !== 'payload,payloadType,signatures') malformed(`fields must be payload, payloadType, signatures (got ${keys.slice(0, 80)})`);
+  const fields = Object.keys(o).sort();
+  if (!('payload' in o) && !('signatures' in o)) {
+    // A plain JSON document (an unsigned manifest, most often) where an envelope belongs.
+    throw new AegisError(ErrorCode.Malformed, 'envelope: not signed: a plain JSON document, not a DSSE envelope (payload, payloadType, signatures)', 'sign the manifest first: aegis manifest sign job.json --key publisher.key --out job.dsse.json');
+  }
+  if (fields.join(',') !== 'payload,payloadType,signatures') malformed(`fields must be payload, payloadType, signatures (got ${listFields(fields)})`);
   if (typeof o.payloadType !== 'string' || o.payloadType.length === 0 || o.payloadType.length > 200) malformed('payloadType');
   strictBase64(o.payload, 'payload');
   if (!Array.isArray(o.signatures) || o.signatures.length === 0) return malformed('no signatures');

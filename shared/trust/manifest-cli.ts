@@ -24,7 +24,7 @@ async function readOrFail(path: string, what: string): Promise<Buffer> {
   try {
     return await readFile(path);
   } catch {
-    throw new AegisError(ErrorCode.NotFound, `cannot read ${what} ${path}`);
+    throw new AegisError(ErrorCode.NotFound, `cannot read ${what} ${path}`, 'check the path');
   }
 }
 

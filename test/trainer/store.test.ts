@@ -63,7 +63,7 @@ describe('JSON Lines records', () => {
         await writeFile(bad, content);
         expect(await codeOfAsync(readJsonlRecords(bad))).toBe('invalid-argument');
         const msg = await messageOf(readJsonlRecords(bad));
-        expect(msg).toBe(`line ${line} is not a JSON object`);
+        expect(msg).toBe(`${bad} line ${line}: not a JSON object`);
       }
       expect(await codeOfAsync(readJsonlRecords(join(dir, 'missing.jsonl')))).toBe('not-found');
     } finally {
