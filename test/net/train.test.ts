@@ -320,7 +320,10 @@ describe('the coordinator’s poisoning check', () => {
       const status = c.statusOf('checked').training!;
       expect(status.flaggedRounds).toEqual([1]);
       expect(status.detail).toMatch(/validation gate/);
-      expect(status.history[1]!.validationAccuracy).toBeGreaterThan(0.5);
+      // Round 0's model is a real step up from the initial one (its accuracy after one round of
+      // local training varies around 0.5 from run to run, so it is measured against the initial model's).
+      expect(status.history[0]!.validationAccuracy).toBeDefined();
+      expect(status.history[1]!.validationAccuracy).toBeGreaterThan(status.history[0]!.validationAccuracy! + 0.2);
       await waitFor(() => new Set(events.filter((x) => x.e.kind === 'poisoning-flag').map((x) => x.id)).size === CLIENTS, 10_000, 'every client to be told');
       for (const a of audits) expect(await a.status()).toMatchObject({ inAuditMode: true, reason: 'poisoning-flag', remaining: 5 });
     } finally {
