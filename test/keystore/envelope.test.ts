@@ -286,7 +286,10 @@ describe('PassphraseKek keyfile', () => {
   test('a wrong passphrase, a weak passphrase, an existing file and a foreign keyfile are refused', async () => {
     const path = join(dir, 'kek2.json');
     await PassphraseKek.create(path, PASS, { kdf: FAST });
-    expect(await failure(PassphraseKek.open(path, 'correct horse battery stapler'))).toEqual({ code: ErrorCode.DecryptionFailed, message: 'decryption failed' });
+    // The one failure for every cause, with the file named (never the passphrase).
+    const wrong = await failure(PassphraseKek.open(path, 'correct horse battery stapler'));
+    expect(wrong).toEqual({ code: ErrorCode.DecryptionFailed, message: `decryption failed: ${path} does not open: the passphrase is wrong or the file was altered` });
+    expect(wrong.message).not.toContain('correct horse');
     expect((await failure(PassphraseKek.create(join(dir, 'weak.json'), 'short pass', { kdf: FAST }))).code).toBe(ErrorCode.InvalidArgument);
     expect(await failure(PassphraseKek.create(path, PASS, { kdf: FAST }))).toEqual({
       code: ErrorCode.InvalidArgument,
