@@ -11,25 +11,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Coordinator } from '../../coordinator/service/coordinator.js';
 import { claimDataDir, IN_USE_DIR } from '../../shared/data-dir-lock.js';
-import { CLI, cliJson, runCli, type CliRun } from '../support/cli.js';
+import { CLI, cliJson, runCli, runCliAsync, type CliRun } from '../support/cli.js';
 import { startCoordinator, waitFor } from '../support/cluster.js';
 
 const env = { ...process.env, AEGIS_PASSPHRASE: 'data dir lock test passphrase', AEGIS_LOG_LEVEL: 'warn' };
 
-function aegisAsync(args: string[]): Promise<CliRun> {
-  return new Promise((resolve) => {
-    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-    const out: string[] = [];
-    const err: string[] = [];
-    child.stdout!.setEncoding('utf8').on('data', (d: string) => out.push(d));
-    child.stderr!.setEncoding('utf8').on('data', (d: string) => err.push(d));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
-    child.once('exit', (status) => {
-      clearTimeout(timer);
-      resolve({ status, stdout: out.join(''), stderr: err.join('') });
-    });
-  });
-}
+const aegisAsync = (args: string[]): Promise<CliRun> => runCliAsync(args, env);
 
 let root: string;
 let c: Coordinator;

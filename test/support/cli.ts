@@ -1,5 +1,5 @@
 /** Running the built CLI (dist/) from tests, and reading its one-line JSON answers. */
-import { spawnSync } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 
@@ -16,6 +16,25 @@ export function runCli(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_00
   if (!existsSync(CLI)) throw new Error('dist/ is missing: run "npm run build" first');
   const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: timeoutMs, env });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
+}
+
+/**
+ * Runs `aegis args…` without blocking this process (whose in-process coordinator must keep
+ * answering); SIGKILLed after `timeoutMs`.
+ */
+export function runCliAsync(args: string[], env: NodeJS.ProcessEnv, timeoutMs = 60_000): Promise<CliRun> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [CLI, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+    const out: string[] = [];
+    const err: string[] = [];
+    child.stdout!.setEncoding('utf8').on('data', (d: string) => out.push(d));
+    child.stderr!.setEncoding('utf8').on('data', (d: string) => err.push(d));
+    const timer = setTimeout(() => child.kill('SIGKILL'), timeoutMs);
+    child.once('exit', (status) => {
+      clearTimeout(timer);
+      resolve({ status, stdout: out.join(''), stderr: err.join('') });
+    });
+  });
 }
 
 /** The JSON document a `--json` command printed; the error says what went wrong instead. */
