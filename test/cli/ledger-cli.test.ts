@@ -60,7 +60,8 @@ describe('aegis client ledger, and client run with its ledger', () => {
     expect(cliJson(aegis(['client', 'ledger', '--data-dir', dirOf(0), '--json']))).toEqual({ ok: true, data_dir: dirOf(0), jobs: [], inputs: 0 });
 
     const runners = Array.from({ length: N }, (_, i) => run(i));
-    await waitFor(() => c.connectedClients().length === N, 30_000, 'three clients');
+    await waitFor(() => c.connectedClients().length === N || runners.some((r) => r.exitCode !== null), 100_000, 'three clients');
+    expect(runners.map((r) => r.exitCode)).toEqual([null, null, null]);
     const job = manifest({ jobId: 'ledger-cli', rounds: 2, round: { dim: 4, cohort: N, clip: 2, bits: 16 } });
     const hash = (await c.launch(job)).manifestHash;
     expect((await c.outcomeOf('ledger-cli', 0)).ok).toBe(true);
@@ -85,7 +86,7 @@ describe('aegis client ledger, and client run with its ledger', () => {
     // The input's values appear nowhere: not in the output, not in the file.
     for (const text of [shown.stdout, aegis(['client', 'ledger', '--data-dir', dirOf(1)]).stdout, readFileSync(join(dirOf(1), 'ledger.json'), 'utf8')]) expect(text).not.toMatch(/1\.25|0\.125/);
     expect(aegis(['client', 'ledger', '--data-dir', dirOf(1)]).stdout).toMatch(/ledger-cli {2}plain {2}manifest [0-9a-f]{64}\n {2}rounds joined: 0 of 2; contributed to 1/);
-  }, 120_000);
+  }, 240_000);
 
   test('an altered ledger stops client run and client ledger with exit 2, naming the file', async () => {
     const path = join(dirOf(2), 'ledger.json');
@@ -118,12 +119,16 @@ describe('aegis client ledger, and client run with its ledger', () => {
     expect(shown.status).toBe(2);
     expect(cliJson(shown).error.code).toBe('not-found');
 
+    // The new ledger is written as the client starts; a client that stops first fails the test
+    // with its stderr, a slow start only waits (the bound is the test's own).
     const fresh = run(0, ['--new-ledger']);
-    await waitFor(() => existsSync(path), 30_000, 'a new ledger');
+    await waitFor(() => existsSync(path) || fresh.exitCode !== null, 170_000, 'a new ledger');
+    expect({ exited: fresh.exitCode, stderr: fresh.exitCode === null ? '' : stderrOf.get(fresh)!.join('') }).toEqual({ exited: null, stderr: '' });
+    expect(existsSync(path)).toBe(true);
     fresh.kill('SIGTERM');
     await exited(fresh);
     expect(cliJson(aegis(['client', 'ledger', '--data-dir', dirOf(0), '--json'])).jobs).toEqual([]);
-  }, 60_000);
+  }, 240_000);
 
   test('an identity key rotation in client run re-seals the ledger: it opens under the new identity, with its rounds', async () => {
     const before = cliJson(aegis(['client', 'ledger', '--data-dir', dirOf(1), '--json'])).jobs;
@@ -138,13 +143,14 @@ describe('aegis client ledger, and client run with its ledger', () => {
     const child = run(1, ['--rotation-signing-days', '0.000001']);
     const seals = (): number => (JSON.parse(readFileSync(join(dirOf(1), 'ledger.json'), 'utf8')) as { seals: unknown[] }).seals.length;
     // Rotated, and the ledger sealed for the new identity alone (both seals only in between).
-    await waitFor(() => identityVersion() === 2 && seals() === 1, 30_000, 'the identity key to rotate').catch((e: unknown) => {
+    await waitFor(() => (identityVersion() === 2 && seals() === 1) || child.exitCode !== null, 170_000, 'the identity key to rotate').catch((e: unknown) => {
       throw new Error(`${String(e)}; client stderr: ${stderrOf.get(child)!.join('').slice(-2000)}`);
     });
+    expect({ exited: child.exitCode, stderr: child.exitCode === null ? '' : stderrOf.get(child)!.join('').slice(-2000) }).toEqual({ exited: null, stderr: '' });
     child.kill('SIGTERM');
     await exited(child);
     const shown = aegis(['client', 'ledger', '--data-dir', dirOf(1), '--json']);
     expect(shown.status).toBe(0);
     expect(cliJson(shown).jobs).toEqual(before);
-  }, 60_000);
+  }, 240_000);
 });
