@@ -36,7 +36,8 @@ export function plainSumMs(n: number, dim: number, reps = 15): number {
 }
 
 export interface TrainBenchRow {
-  round: number;
+  /** The round's number in the job (from 1). */
+  round_number: number;
   clients: number;
   round_ms: number;
   training_ms: number;
@@ -54,7 +55,7 @@ export function splitRound(r: DemoRound, plainMs: number): TrainBenchRow {
   const network = Math.max(0, r.ms - training - masking - coordinator);
   const plain = training + plainMs;
   return {
-    round: r.round,
+    round_number: r.round_number,
     clients: r.clients,
     round_ms: r.ms,
     training_ms: training,
@@ -107,7 +108,7 @@ export async function benchTrain(o: { json: boolean; quick: boolean }): Promise<
     process.stdout.write(
       `${table(
         ['round', 'clients', 'round ms', 'training', 'masking', 'network', 'unmasking', 'plain FedAvg', 'overhead'],
-        rows.map((r) => [r.round, r.clients, r.round_ms, r.training_ms, r.masking_ms, r.network_ms, r.unmasking_ms, r.plain_fedavg_ms, `${fmt(r.overhead * 100)}%`]),
+        rows.map((r) => [r.round_number, r.clients, r.round_ms, r.training_ms, r.masking_ms, r.network_ms, r.unmasking_ms, r.plain_fedavg_ms, `${fmt(r.overhead * 100)}%`]),
       )}\n`,
     );
     const s = result.steady_state;

@@ -46,6 +46,7 @@ import { MemoryDataStore, readExampleFile } from '../shared/store/memory.js';
 import { readLaunchFiles, type LaunchFiles } from './launch-files.js';
 import { dashboardBanner, dashboardStartOptions, withDashboardOptions, type DashboardCliOptions } from './dashboard/cli.js';
 import { call, DEFAULT_DIR, operatorTtlDays, run, usageErrorsExit2, withAdmin, type AdminOpts, type AdminSession } from './admin-client.js';
+import { roundJson, roundName } from '../shared/round-number.js';
 
 
 // ---------------------------------------------------------------------------------------------
@@ -397,7 +398,7 @@ function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
     revision: s.revision,
     kind: jobKindName(s.kind),
     state: jobStateName(s.jobState),
-    round: s.roundIndex,
+    ...roundJson(s.roundIndex),
     rounds: s.rounds,
     rounds_done: s.roundsDone,
     phase: phaseName(s.phase),
@@ -436,7 +437,7 @@ function progressLine(j: Record<string, unknown>): string {
   const t = j.training as { state: string; rounds_completed: number } | undefined;
   const job = t ? `; job ${t.state}, ${t.rounds_completed} of ${j.rounds} rounds completed` : '';
   const declined = declinesText(j.declines as Record<string, number>);
-  return `job ${j.job_id} round ${j.round}: ${state}; ${phases || 'no messages yet'}; ${declined ? `${declined}; ` : ''}dropouts ${j.dropouts}${job}`;
+  return `job ${j.job_id} round ${j.round_number}: ${state}; ${phases || 'no messages yet'}; ${declined ? `${declined}; ` : ''}dropouts ${j.dropouts}${job}`;
 }
 
 function statusText(j: Record<string, unknown>): string {
@@ -446,9 +447,11 @@ function statusText(j: Record<string, unknown>): string {
   const training = t
     ? `\n  training job ${t.state}${t.detail ? ` (${t.detail})` : ''}: ${t.rounds_completed} of ${j.rounds} rounds completed, ${t.rounds_aborted} aborted; model version ${t.model_version} sha256 ${t.model_sha256.slice(0, 16)}…`
     : `\n  job ${j.state}: ${j.rounds_done} of ${j.rounds} rounds completed`;
-  const of = t ? `(attempt ${j.round}; ${j.rounds} rounds to complete)` : `of ${j.rounds}`;
+  // A training job's rounds go on after an aborted one until enough completed: its line below
+  // counts those; a plain job's round is one of a fixed number.
+  const of = t ? '' : ` of ${j.rounds}`;
   const declined = declinesText(j.declines as Record<string, number>);
-  return `job ${j.job_id}${(j.revision as number) > 1 ? ` revision ${j.revision}` : ''} round ${j.round} ${of}: ${state}\n  invited ${j.invited}; ${declined ? `${declined}; ` : ''}${counts || 'no messages yet'}; dropouts ${j.dropouts}; refused ${j.refused_messages}; ${((j.elapsed_ms as number) / 1000).toFixed(1)} s${training}`;
+  return `job ${j.job_id}${(j.revision as number) > 1 ? ` revision ${j.revision}` : ''} round ${j.round_number}${of}: ${state}\n  invited ${j.invited}; ${declined ? `${declined}; ` : ''}${counts || 'no messages yet'}; dropouts ${j.dropouts}; refused ${j.refused_messages}; ${((j.elapsed_ms as number) / 1000).toFixed(1)} s${training}`;
 }
 
 /** How far a job (or, with a round given or for a plain job, its round) is, 0..1. */
@@ -535,8 +538,8 @@ export function registerRound(program: Command): void {
           'launchRound',
           create(admin.LaunchRoundRequestSchema, { manifestJson: bytes, gatherMs: o.gather, ...(initialWeights ? { initialWeights } : {}), ...(signedManifest ? { signedManifest } : {}) }),
         );
-        const launched = { job_id: r.jobId, round: r.roundIndex, manifest_hash: Buffer.from(r.manifestHash).toString('hex'), cohort: r.cohort, ...(r.queuedAs ? { queued_as: r.queuedAs } : {}) };
-        const said = r.queuedAs ? `queued round ${r.roundIndex} of job ${r.jobId} as ${r.queuedAs} (a coordinator on the same Redis takes it)` : `launched round ${r.roundIndex} of job ${r.jobId} with ${r.cohort.length} clients`;
+        const launched = { job_id: r.jobId, ...roundJson(r.roundIndex), manifest_hash: Buffer.from(r.manifestHash).toString('hex'), cohort: r.cohort, ...(r.queuedAs ? { queued_as: r.queuedAs } : {}) };
+        const said = r.queuedAs ? `queued ${roundName(r.roundIndex)} of job ${r.jobId} as ${r.queuedAs} (a coordinator on the same Redis takes it)` : `launched ${roundName(r.roundIndex)} of job ${r.jobId} with ${r.cohort.length} clients`;
         if (!o.wait) return printResult(o, launched, said);
         progress(said);
         let last = '';
@@ -593,7 +596,7 @@ export function registerRound(program: Command): void {
         rounds_done: j.roundsDone,
         rounds_total: j.roundsTotal,
         rounds_aborted: j.roundsAborted,
-        round: j.roundIndex,
+        ...roundJson(j.roundIndex),
         phase: phaseName(j.phase),
         invited: j.invited,
         declines: declinesJson(j.declines),
@@ -602,17 +605,17 @@ export function registerRound(program: Command): void {
       }));
       const header = 'JOB\tREVISION\tKIND\tSTATE\tROUNDS\tROUND\tPHASE\tSTARTED\tELAPSED\tDECLINED';
       const declined = (d: Record<string, number>): string => Object.entries(d).map(([r, n]) => `${r} ${n}`).join(', ') || '-';
-      const rows = jobs.map((j) => `${j.job_id}\t${j.revision}\t${j.kind}\t${j.state}\t${j.rounds_done}/${j.rounds_total}\t${j.round}\t${j.phase}\t${j.started_at}\t${(j.elapsed_ms / 1000).toFixed(1)} s\t${declined(j.declines)}`);
+      const rows = jobs.map((j) => `${j.job_id}\t${j.revision}\t${j.kind}\t${j.state}\t${j.rounds_done}/${j.rounds_total}\t${j.round_number}\t${j.phase}\t${j.started_at}\t${(j.elapsed_ms / 1000).toFixed(1)} s\t${declined(j.declines)}`);
       printResult(o, { jobs }, jobs.length === 0 ? 'no jobs have run on this coordinator' : [header, ...rows].join('\n'));
     }),
   );
   withAdmin(group.command('status').description("a job's current (or given) round; --watch follows it until it ends").argument('<job-id>'))
-    .option('--round <n>', 'round index', parseIntOption('round', 0, 1e6))
+    .option('--round <n>', 'the round by its number as shown (1 = the first)', parseIntOption('round', 1, 1e6))
     .option('--watch', 'follow the job (with --round: that round) until it ends, with a progress bar on stderr, then print its final status (exit 1 if it did not complete)')
     .option('--interval <duration>', 'how often --watch asks', parseDuration('interval', 100, 60_000), 1000)
     .action((job: string, o: AdminOpts & { round?: number; watch?: boolean; interval: number }) =>
       run(o, async (client) => {
-        const req = create(admin.RoundStatusRequestSchema, { jobId: job, ...(o.round === undefined ? {} : { roundIndex: o.round }) });
+        const req = create(admin.RoundStatusRequestSchema, { jobId: job, ...(o.round === undefined ? {} : { roundIndex: o.round - 1 }) });
         const ask = (): Promise<admin.RoundStatusReply> => call<admin.RoundStatusRequest, admin.RoundStatusReply>(client, 'roundStatus', req);
         if (!o.watch) {
           const s = statusJson(await ask());
@@ -657,7 +660,7 @@ export function registerRound(program: Command): void {
       run(o, async (client) => {
         const r = await call<admin.CancelRoundRequest, admin.CancelRoundReply>(client, 'cancelRound', create(admin.CancelRoundRequestSchema, { jobId: job, reason: o.reason }));
         const at = new Date(Number(r.cancelledAtMs)).toISOString();
-        printResult(o, { ok: true, job_id: r.jobId, round: r.roundIndex, phase: phaseName(r.phase), cancelled_at: at }, `cancelled round ${r.roundIndex} of job ${r.jobId} (in phase ${phaseName(r.phase)}) at ${at}`);
+        printResult(o, { ok: true, job_id: r.jobId, ...roundJson(r.roundIndex), phase: phaseName(r.phase), cancelled_at: at }, `cancelled ${roundName(r.roundIndex)} of job ${r.jobId} (in phase ${phaseName(r.phase)}) at ${at}`);
       }),
     );
   withAdmin(group.command('model').description("a training job's global model, saved in tfjs format (model.json + weights.bin)").argument('<job-id>'))
@@ -670,19 +673,19 @@ export function registerRound(program: Command): void {
       }),
     );
   withAdmin(group.command('result').description('the unmasked sum of a completed round').argument('<job-id>'))
-    .option('--round <n>', 'round index (default: the last completed)', parseIntOption('round', 0, 1e6))
+    .option('--round <n>', 'the round by its number as shown (1 = the first; default: the last completed)', parseIntOption('round', 1, 1e6))
     .option('--out <dir>', 'write DIR/result.json (and, for a training job, its latest model in tfjs format) to a new or empty directory')
     .action((job: string, o: AdminOpts & { round?: number; out?: string }) =>
       run(o, async (client) => {
         const out = o.out === undefined ? undefined : resolve(o.out);
         if (out !== undefined) await assertEmptyOutDir(out);
-        const req = create(admin.RoundResultRequestSchema, { jobId: job, ...(o.round === undefined ? {} : { roundIndex: o.round }) });
+        const req = create(admin.RoundResultRequestSchema, { jobId: job, ...(o.round === undefined ? {} : { roundIndex: o.round - 1 }) });
         const r = await call<admin.RoundResultRequest, admin.RoundResultReply>(client, 'roundResult', req);
         const words = vectorFromBytes(r.sum);
         const decoded = decodeWeightedSum(words, r.survivorCount || r.survivors.length, { clip: r.clip, bits: r.bits });
         const result = {
           job_id: r.jobId,
-          round: r.roundIndex,
+          ...roundJson(r.roundIndex),
           manifest_hash: Buffer.from(r.manifestHash).toString('hex'),
           survivors: r.survivors,
           survivor_count: r.survivorCount || r.survivors.length,
@@ -712,7 +715,7 @@ export function registerRound(program: Command): void {
         const text = `wrote ${resultJson}: ${doc.dim} values from ${r.survivorCount || r.survivors.length} clients, total weight ${decoded.totalWeight}${model ? `; model version ${model.version} (sha256 ${model.sha256.slice(0, 16)}…) in ${model.modelJson}` : ''}`;
         printResult(
           o,
-          { ok: true, job_id: r.jobId, round: r.roundIndex, dir: out, files, survivors: r.survivors, dim: doc.dim, total_weight: decoded.totalWeight, model: model ? { version: model.version, sha256: model.sha256 } : null },
+          { ok: true, job_id: r.jobId, ...roundJson(r.roundIndex), dir: out, files, survivors: r.survivors, dim: doc.dim, total_weight: decoded.totalWeight, model: model ? { version: model.version, sha256: model.sha256 } : null },
           text,
         );
       }),
@@ -720,11 +723,11 @@ export function registerRound(program: Command): void {
 }
 
 /** `round result` for people: the counts and the first values of the mean, and where the rest is. */
-function resultSummary(r: { job_id: string; round: number; survivor_count: number; total_weight: number; mean: number[] }): string {
+function resultSummary(r: { job_id: string; round_number: number; survivor_count: number; total_weight: number; mean: number[] }): string {
   const shown = r.mean.slice(0, 8).map((x) => Number(x.toPrecision(6)));
   const more = r.mean.length > shown.length ? `, … (${r.mean.length - shown.length} more)` : '';
   return [
-    `job ${r.job_id} round ${r.round}: ${r.survivor_count} survivors, total weight ${r.total_weight}, ${r.mean.length} values`,
+    `job ${r.job_id} round ${r.round_number}: ${r.survivor_count} survivors, total weight ${r.total_weight}, ${r.mean.length} values`,
     `mean: [${shown.join(', ')}${more}]`,
     `the whole sum, mean and survivors: --json (stdout) or --out DIR (result.json, and a training job's model)`,
   ].join('\n');

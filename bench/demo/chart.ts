@@ -166,7 +166,7 @@ export function renderChart(points: readonly ChartPoint[], opts: ChartOptions = 
     for (const q of vals) {
       if (!Number.isFinite(q.v)) continue;
       out.push(
-        `<circle class="${cls}-point" cx="${n(xOf(q.r))}" cy="${n(yOf(q.v))}" r="${r}" fill="${color}"><title>${esc(`round ${q.r}: ${fmt(q.v)}`)}</title></circle>`,
+        `<circle class="${cls}-point" cx="${n(xOf(q.r))}" cy="${n(yOf(q.v))}" r="${r}" fill="${color}"><title>${esc(`after ${q.r} rounds: ${fmt(q.v)}`)}</title></circle>`,
       );
     }
     out.push('</g>');
@@ -177,7 +177,7 @@ export function renderChart(points: readonly ChartPoint[], opts: ChartOptions = 
   const ld = decimals(lt.step);
   panel(loss, lt.values.map((v) => ({ v, label: v.toFixed(ld), y: lossY(v) })), 'loss');
   out.push(
-    `<text x="${n((left + right) / 2)}" y="${n(height - 10)}" text-anchor="middle" font-size="12" fill="#333333" ${FONT}>round</text>`,
+    `<text x="${n((left + right) / 2)}" y="${n(height - 10)}" text-anchor="middle" font-size="12" fill="#333333" ${FONT}>rounds completed</text>`,
   );
   series('accuracy', ACC_COLOR, pts.map((p) => ({ r: p.round, v: p.accuracy })), accY, pct);
   series('loss', LOSS_COLOR, pts.map((p) => ({ r: p.round, v: p.loss })), lossY, (v) => v.toPrecision(4));
@@ -198,7 +198,7 @@ export function renderChart(points: readonly ChartPoint[], opts: ChartOptions = 
     out.push(
       `<circle class="final" cx="${n(x)}" cy="${n(y)}" r="6" fill="none" stroke="${ACC_COLOR}" stroke-width="1.5"/>`,
       // Above the final point when there is room, below it otherwise (never across the line's top).
-      `<text class="final-label" x="${n(right - 6)}" y="${n(y - acc.top > 28 ? y - 12 : y + 24)}" text-anchor="end" font-size="13" font-weight="bold" fill="${ACC_COLOR}" ${FONT}>${esc(`final accuracy ${pct(last.accuracy)} (round ${last.round})`)}</text>`,
+      `<text class="final-label" x="${n(right - 6)}" y="${n(y - acc.top > 28 ? y - 12 : y + 24)}" text-anchor="end" font-size="13" font-weight="bold" fill="${ACC_COLOR}" ${FONT}>${esc(`final accuracy ${pct(last.accuracy)} (after ${last.round} rounds)`)}</text>`,
     );
   }
   out.push('</svg>');

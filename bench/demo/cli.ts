@@ -81,11 +81,12 @@ const pct = (x: number): string => `${(x * 100).toFixed(1)}%`;
 
 /** The per-round table and where the outputs went. */
 export function summary(r: DemoResult): string {
-  const head = ['round', 'clients', 'dropouts', 'examples', 'test acc', 'test loss', 'time', 'train max', 'mask max', 'unmask'];
+  const head = ['model', 'round', 'clients', 'dropouts', 'examples', 'test acc', 'test loss', 'time', 'train max', 'mask max', 'unmask'];
   const rows = [
-    ['0', '-', '-', '-', pct(r.initial.accuracy), r.initial.loss.toFixed(4), '-', '-', '-', '-'],
+    ['v0', '-', '-', '-', '-', pct(r.initial.accuracy), r.initial.loss.toFixed(4), '-', '-', '-', '-'],
     ...r.per_round.map((x) => [
-      String(x.round),
+      `v${x.model_version}`,
+      String(x.round_number),
       `${x.clients}/${x.invited}`,
       String(x.dropouts),
       String(x.examples),
@@ -104,7 +105,7 @@ export function summary(r: DemoResult): string {
     line(widths.map((w) => '-'.repeat(w))),
     ...rows.map(line),
     '',
-    ...r.aborted.map((a) => `round attempt ${a.roundIndex} aborted (${a.reason}): ${a.detail}`),
+    ...r.aborted.map((a) => `round ${a.round_number} aborted (${a.reason}): ${a.detail}`),
     `${r.ok ? 'completed' : `FAILED (${r.detail})`}: ${r.per_round.length} rounds, ${r.clients} clients (${r.dropped} dropouts, ${r.aborted_rounds} aborted rounds), ${(r.total_ms / 1000).toFixed(1)} s`,
     `final test accuracy ${pct(r.final.accuracy)} (loss ${r.final.loss.toFixed(4)}) on ${r.test_examples} held-out digits; ${r.train_examples} digits across the clients (each holds 10% out to check new models); ${r.parameters} parameters; tfjs ${r.backend}`,
     `chart: ${r.chart}`,

@@ -38,6 +38,7 @@ import { Phase } from '../../shared/protocol/vocabulary.js';
 import { writeChart } from './chart.js';
 import type { DemoClient, DemoInit, DemoReport, DemoRequest } from './ipc.js';
 import { splitDigits } from './mnist.js';
+import { roundJson, roundName } from '../../shared/round-number.js';
 
 export const DEMO_JOB = 'digits-demo';
 
@@ -73,10 +74,11 @@ export interface DemoOptions {
 }
 
 export interface DemoRound {
-  /** 1-based number of the completed round (the model version it made). */
-  round: number;
-  /** The coordinator's round index (aborted attempts also take an index). */
-  roundIndex: number;
+  /** The model version the round made (1 for the first completed round; 0 is the initial model). */
+  model_version: number;
+  /** The round's index (from 0) and number (from 1) in the job: aborted rounds also count. */
+  round_index: number;
+  round_number: number;
   invited: number;
   /** Clients whose updates are in the model (U3). */
   clients: number;
@@ -110,8 +112,8 @@ export interface DemoResult {
   final: { accuracy: number; loss: number };
   per_round: DemoRound[];
   aborted_rounds: number;
-  /** Round attempts that aborted (they changed nothing; the next attempt started from the same model). */
-  aborted: { roundIndex: number; reason: string; detail: string }[];
+  /** Rounds that aborted (they changed nothing; the next round started from the same model). */
+  aborted: { round_index: number; round_number: number; reason: string; detail: string }[];
   dropped: number;
   total_ms: number;
   chart: string;
@@ -258,7 +260,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       } else if (r.op === 'dropped') {
         dropped++;
       } else if (r.op === 'audit') {
-        say(`${r.clientId}: the coordinator flagged round ${r.roundIndex} (suspected poisoning); the client entered audit mode`);
+        say(`${r.clientId}: the coordinator flagged ${roundName(r.roundIndex)} (suspected poisoning); the client entered audit mode`);
       } else if (r.op === 'fatal' || r.op === 'sat-out' || r.op === 'left') {
         say(`${r.clientId}: ${r.op} (${r.code})`);
       }
@@ -324,8 +326,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
         const trainedAt = Math.max(timing.startedAt, ...[...t.at].filter(([id]) => survivors.has(id)).map(([, at]) => at));
         const coordinatorMs = Object.values(timing.closeMs).reduce((a, b) => a + (b ?? 0), 0);
         rows.push({
-          round: v.version,
-          roundIndex: idx,
+          model_version: v.version,
+          ...roundJson(idx),
           invited: s.invited,
           clients: v.clients,
           dropouts: s.invited - v.clients,
@@ -344,19 +346,19 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
         });
         for (let i = evaluatedIndex + 1; i < idx; i++) {
           const a = coordinator.statusOf(DEMO_JOB, i);
-          say(`round attempt ${i} aborted (${a.abortReason ? abortReasonFromProto(a.abortReason) : 'cancelled'}): ${a.detail}; the next attempt starts from the same model`);
+          say(`${roundName(i)} aborted (${a.abortReason ? abortReasonFromProto(a.abortReason) : 'cancelled'}): ${a.detail}; the next round starts from the same model`);
         }
         evaluatedIndex = idx;
-        say(`round ${v.version}/${o.rounds} done: test accuracy ${(ev.accuracy * 100).toFixed(1)}%, loss ${ev.loss.toFixed(3)} (${v.clients}/${s.invited} clients, ${mmss(Number(s.elapsedMs))})`);
+        say(`${roundName(idx)} completed (model version ${v.version} of ${o.rounds}): test accuracy ${(ev.accuracy * 100).toFixed(1)}%, loss ${ev.loss.toFixed(3)} (${v.clients}/${s.invited} clients, ${mmss(Number(s.elapsedMs))})`);
         evaluated++;
       }
       if (finished) break;
       const phase = status.finished ? 'between rounds' : phaseFromProto(status.phase);
       const answered = status.clientsPerPhase.length > 0 ? status.clientsPerPhase[status.clientsPerPhase.length - 1]!.clients : 0;
-      const round = Math.min(versions.length, o.rounds);
+      const completed = Math.min(Math.max(0, versions.length - 1), o.rounds);
       show(
-        `[${mmss(Date.now() - t0)}] round ${round}/${o.rounds} · ${phase} · ${answered}/${status.invited} clients done · trained ${trained.get(status.roundIndex)?.trainMs.length ?? 0} · dropouts ${status.dropouts}`,
-        `${round}:${phase}`,
+        `[${mmss(Date.now() - t0)}] ${roundName(status.roundIndex)} · ${completed}/${o.rounds} completed · ${phase} · ${answered}/${status.invited} clients done · trained ${trained.get(status.roundIndex)?.trainMs.length ?? 0} · dropouts ${status.dropouts}`,
+        `${status.roundIndex}:${completed}:${phase}`,
       );
       await new Promise((r) => setTimeout(r, 250));
     }
@@ -364,12 +366,12 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     const aborted: DemoResult['aborted'] = [];
     for (let i = 0; i <= coordinator.statusOf(DEMO_JOB).roundIndex; i++) {
       const s = coordinator.statusOf(DEMO_JOB, i);
-      if (s.finished && !s.ok) aborted.push({ roundIndex: i, reason: s.abortReason ? abortReasonFromProto(s.abortReason) : 'cancelled', detail: s.detail });
+      if (s.finished && !s.ok) aborted.push({ ...roundJson(i), reason: s.abortReason ? abortReasonFromProto(s.abortReason) : 'cancelled', detail: s.detail });
     }
     const tstatus = coordinator.statusOf(DEMO_JOB).training!;
     const latest = coordinator.modelsOf(DEMO_JOB).at(-1)!;
     await mkdir(outDir, { recursive: true });
-    const chart = await writeChart(join(outDir, 'chart.svg'), [{ round: 0, accuracy: initial.accuracy, loss: initial.loss }, ...rows.map((r) => ({ round: r.round, accuracy: r.accuracy, loss: r.loss }))], {
+    const chart = await writeChart(join(outDir, 'chart.svg'), [{ round: 0, accuracy: initial.accuracy, loss: initial.loss }, ...rows.map((r) => ({ round: r.model_version, accuracy: r.accuracy, loss: r.loss }))], {
       title: `Aegis FedAvg with secure aggregation: ${o.clients} clients, non-IID digits`,
     });
     const modelDir = join(outDir, 'model');

@@ -41,6 +41,7 @@ import { checkRoundStart, manifestOfRoundStart } from './round-start.js';
 import { trainingInput, verifiedModel, type Trainer, type TrainingRound } from './training-round.js';
 import { checkSignedManifest, type TrustSources } from './trust.js';
 import { checkValidationGate, type LocalValidation, type ValidatedModel } from './validation.js';
+import { roundName } from '../../shared/round-number.js';
 
 /** What admission reports, beside its decision. */
 export type AdmissionEvent =
@@ -242,5 +243,5 @@ export async function recordRoundOutcome(ctx: AdmissionContext, outcome: RoundOu
   await ctx.ledger.outcome(outcome.round, { ok: outcome.ok, poisoningFlagged: outcome.poisoningFlagged === true }).catch(() => undefined);
   if (!outcome.poisoningFlagged) return;
   ctx.onEvent?.({ kind: 'poisoning-flag', roundIndex: outcome.round.roundIndex });
-  await ctx.audit?.enter('poisoning-flag', `the coordinator held back the model of round ${outcome.round.roundIndex} (validation gate)`);
+  await ctx.audit?.enter('poisoning-flag', `the coordinator held back the model of ${roundName(outcome.round.roundIndex)} (validation gate)`);
 }

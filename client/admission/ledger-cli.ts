@@ -1,6 +1,6 @@
 /**
  * `aegis client ledger`: what this client joined and contributed, from its contribution ledger
- * (DATA_DIR/ledger.json) — job ids, manifest hashes, round indexes, model versions and times;
+ * (DATA_DIR/ledger.json) — job ids, manifest hashes, rounds, model versions and times;
  * never an input. Opening the ledger verifies it under the client's identity, so it asks for the
  * identity passphrase like `client run`.
  */
@@ -11,6 +11,7 @@ import { obtainPassphrase } from '../../shared/cli/passphrase.js';
 import { loadClient } from '../agent/data-dir.js';
 import type { LedgerView } from './ledger.js';
 import { openLedger } from './ledger-file.js';
+import { roundJson, roundName, roundRanges } from '../../shared/round-number.js';
 
 const DEFAULT_DIR = process.env.AEGIS_CLIENT_DIR ?? './aegis-client';
 
@@ -25,11 +26,11 @@ export function ledgerJson(dir: string, v: LedgerView): Record<string, unknown> 
       kind: j.kind,
       rounds: j.rounds ?? null,
       expires_at: j.expiresAt ?? null,
-      joined: j.joined,
+      joined_round_indexes: j.joined,
       contributions: j.contributions,
       contributed_from_version: j.contributedFrom ?? null,
       recent: j.recent.map((r) => ({
-        round: r.roundIndex,
+        ...roundJson(r.roundIndex),
         model_version: r.modelVersion ?? null,
         joined_at: r.joinedAt,
         contributed_at: r.contributedAt ?? null,
@@ -41,20 +42,18 @@ export function ledgerJson(dir: string, v: LedgerView): Record<string, unknown> 
   };
 }
 
-const ranges = (rs: readonly [number, number][]): string => (rs.length === 0 ? 'none' : rs.map(([a, b]) => (a === b ? `${a}` : `${a}-${b}`)).join(', '));
-
 export function ledgerText(v: LedgerView): string {
   if (v.jobs.length === 0) return 'no rounds joined yet';
   const lines: string[] = [];
   for (const j of v.jobs) {
     lines.push(
       `${j.jobId ?? '(no manifest)'}  ${j.kind}  manifest ${j.manifestSha256}`,
-      `  rounds joined: ${ranges(j.joined)}${j.rounds !== undefined ? ` of ${j.rounds}` : ''}; contributed to ${j.contributions}${j.contributedFrom !== undefined ? `, last from model version ${j.contributedFrom}` : ''}`,
+      `  rounds joined: ${roundRanges(j.joined)}${j.rounds !== undefined ? ` of ${j.rounds}` : ''}; contributed to ${j.contributions}${j.contributedFrom !== undefined ? `, last from model version ${j.contributedFrom}` : ''}`,
     );
     for (const r of j.recent) {
       const version = r.modelVersion !== undefined ? ` model v${r.modelVersion}` : '';
       const sent = r.contributedAt ? `contributed ${r.contributedAt}` : 'no input sent';
-      lines.push(`    round ${r.roundIndex}${version}  joined ${r.joinedAt}  ${sent}  ${r.outcome ?? 'no outcome seen'}${r.input ? `  input ${r.input}` : ''}`);
+      lines.push(`    ${roundName(r.roundIndex)}${version}  joined ${r.joinedAt}  ${sent}  ${r.outcome ?? 'no outcome seen'}${r.input ? `  input ${r.input}` : ''}`);
     }
   }
   lines.push(`${v.inputs} plain input digest(s) kept`);
@@ -64,7 +63,7 @@ export function ledgerText(v: LedgerView): string {
 export function registerLedger(client: Command): void {
   client
     .command('ledger')
-    .description('what this client joined and contributed (job ids, manifest hashes, round indexes, model versions, times; never inputs)')
+    .description('what this client joined and contributed (job ids, manifest hashes, rounds, model versions, times; never inputs)')
     .option('--data-dir <dir>', 'the client data dir', DEFAULT_DIR)
     .option('--json', 'print one JSON object on stdout')
     .action(async (o: { dataDir: string; json?: boolean }) => {

@@ -33,6 +33,7 @@
 import { createHmac, randomBytes } from 'node:crypto';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { RoundRef } from '../../shared/protocol/messages.js';
+import { roundName } from '../../shared/round-number.js';
 
 /** Per job, how many of the latest rounds joined are kept in detail (the rules need the previous one). */
 export const RECENT_ROUNDS = 8;
@@ -205,10 +206,10 @@ export function checkClaim(job: JobEntry | undefined, claim: RoundClaim): void {
   const { roundIndex: i } = claim;
   const name = jobName(claim);
   if (claim.rounds !== undefined && i >= claim.rounds) {
-    throw new AegisError(ErrorCode.RoundOutOfRange, `round ${i} of ${name} is at or past the ${claim.rounds} rounds its manifest allows`);
+    throw new AegisError(ErrorCode.RoundOutOfRange, `${roundName(i)} of ${name} is past the ${claim.rounds} rounds its manifest allows`);
   }
   if (!job) return;
-  if (inRanges(job.joined, i)) throw new AegisError(ErrorCode.ReplayedRound, `this client already joined round ${i} of ${name}`);
+  if (inRanges(job.joined, i)) throw new AegisError(ErrorCode.ReplayedRound, `this client already joined ${roundName(i)} of ${name}`);
   if (claim.kind !== 'training' || claim.modelVersion === undefined) return;
   const v = claim.modelVersion;
   if (job.contributedFrom !== undefined && v <= job.contributedFrom) {
@@ -219,7 +220,7 @@ export function checkClaim(job: JobEntry | undefined, claim: RoundClaim): void {
   if (previous?.outcome !== undefined && previous.modelVersion !== undefined) {
     const published = previous.outcome === 'ok' ? previous.modelVersion + 1 : previous.modelVersion;
     if (v !== published) {
-      throw new AegisError(ErrorCode.ModelRollback, `round ${i} of ${name} names model version ${v}, but round ${i - 1} (${previous.outcome}) left version ${published}`);
+      throw new AegisError(ErrorCode.ModelRollback, `${roundName(i)} of ${name} names model version ${v}, but ${roundName(i - 1)} (${previous.outcome}) left version ${published}`);
     }
   }
 }
@@ -331,7 +332,7 @@ export class Ledger implements ContributionLedger {
         const d = createHmac('sha256', key).update(id).digest('hex');
         const earlier = this.inputs.find((e) => e.key === keyId && e.digest === d && (e.manifestSha256 !== manifestSha256 || e.roundIndex !== round.roundIndex));
         if (earlier) {
-          const where = earlier.manifestSha256 === manifestSha256 ? `round ${earlier.roundIndex} of this job` : `round ${earlier.roundIndex} of the job of manifest ${short(earlier.manifestSha256)}`;
+          const where = earlier.manifestSha256 === manifestSha256 ? `${roundName(earlier.roundIndex)} of this job` : `${roundName(earlier.roundIndex)} of the job of manifest ${short(earlier.manifestSha256)}`;
           throw new AegisError(ErrorCode.InputReused, `this plain input was already contributed to ${where} (at ${earlier.at}); a coordinator could learn it as the difference of two sums`);
         }
       }
@@ -374,14 +375,14 @@ export class Ledger implements ContributionLedger {
       const job = this.jobs.get(manifestSha256);
       const entry = job?.recent.find((r) => r.roundIndex === round.roundIndex);
       if (!job || !entry || !inRanges(job.joined, round.roundIndex)) {
-        throw new AegisError(ErrorCode.FailedPrecondition, `round ${round.roundIndex} of the job of manifest ${short(manifestSha256)} was not joined through the ledger; its masked input is not sent`);
+        throw new AegisError(ErrorCode.FailedPrecondition, `${roundName(round.roundIndex)} of the job of manifest ${short(manifestSha256)} was not joined through the ledger; its masked input is not sent`);
       }
       if (entry.contributedAt !== undefined) return; // the same round's input, sent again after a reconnect
       const key = roundKey(manifestSha256, round.roundIndex);
       const input = this.pending.get(key);
       if (input && !opts.reuse) {
         const earlier = this.inputs.find((e) => e.key === input.key && e.digest === input.digest && (e.manifestSha256 !== manifestSha256 || e.roundIndex !== round.roundIndex));
-        if (earlier) throw new AegisError(ErrorCode.InputReused, `this plain input was already contributed to round ${earlier.roundIndex} of the job of manifest ${short(earlier.manifestSha256)}`);
+        if (earlier) throw new AegisError(ErrorCode.InputReused, `this plain input was already contributed to ${roundName(earlier.roundIndex)} of the job of manifest ${short(earlier.manifestSha256)}`);
       }
       const now = new Date(this.clock()).toISOString();
       entry.contributedAt = now;

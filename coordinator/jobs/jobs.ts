@@ -35,6 +35,7 @@ import { advanceTraining, announcedAfterValidation, continueTraining, measureMod
 import { ModelStore, newTrainingProgress, sha256, weightsOf, type ModelVersionRecord } from './training.js';
 import { newJob, type Job, type JobsOptions, type LaunchResult, type RoundRecord } from './types.js';
 import { jobStateOf, phaseOfRound, roundOf, JOB_STATE_NAMES } from './views.js';
+import { roundName } from '../../shared/round-number.js';
 
 /** A round on Redis another front end started, followed by this one. */
 type RemoteRound = RoundRecord & { jobId: string };
@@ -142,11 +143,11 @@ export class Jobs {
       return started;
     }
     const last = existing?.rounds[existing.rounds.length - 1];
-    if (last && !last.outcome) throw new AegisError(ErrorCode.WrongPhase, `round ${last.index} of job '${manifest.jobId}' is still running`);
+    if (last && !last.outcome) throw new AegisError(ErrorCode.WrongPhase, `${roundName(last.index)} of job '${manifest.jobId}' is still running`);
     // A queued launch names its round (the launch queue numbers a job's rounds across processes).
     const index = opts.roundIndex ?? existing?.rounds.length ?? 0;
     if (index >= manifest.rounds) throw new AegisError(ErrorCode.WrongPhase, `job '${manifest.jobId}' has run all its ${manifest.rounds} rounds`);
-    if (existing?.rounds.some((r) => r.index === index)) throw new AegisError(ErrorCode.AlreadyExists, `round ${index} of job '${manifest.jobId}' has run here already`);
+    if (existing?.rounds.some((r) => r.index === index)) throw new AegisError(ErrorCode.AlreadyExists, `${roundName(index)} of job '${manifest.jobId}' has run here already`);
     const job: Job = existing ?? { ...newJob(manifest, manifestJson, hash, opts.signedManifest), ...signedBy };
     return this.startRound(job, gatherMs, 0, index);
   }

@@ -14,6 +14,7 @@ import type { RoundOutcome } from '../round/index.js';
 import { declineDetail } from './decline-detail.js';
 import { applyWeightedMean, type ModelVersionRecord, type TrainingProgress } from './training.js';
 import type { Job, RoundRecord } from './types.js';
+import { roundName } from '../../shared/round-number.js';
 
 export interface TrainingLoopContext {
   log?: Logger;
@@ -79,10 +80,10 @@ export async function advanceTraining(ctx: TrainingLoopContext, job: Job, t: Tra
     } catch (err) {
       if (validated) ctx.announce(r, { type: 'round-outcome', round: r.ref, ok: true });
       // An AegisError's message names the record and field (never a value): the cause, not just its code.
-      return fail(`round ${r.index}'s sum could not be applied (${isAegisError(err) ? `${err.code}: ${err.message}` : 'internal'})`);
+      return fail(`${roundName(r.index)}'s sum could not be applied (${isAegisError(err) ? `${err.code}: ${err.message}` : 'internal'})`);
     }
     if (validated) ctx.announce(r, { type: 'round-outcome', round: r.ref, ok: true, ...(flagged ? { poisoningFlagged: true } : {}) });
-    if (flagged && t.abortedInARow > maxAborted) return fail(`round ${r.index}'s model failed the validation gate (suspected poisoning); ${t.abortedInARow} rounds in a row without a published model`);
+    if (flagged && t.abortedInARow > maxAborted) return fail(`${roundName(r.index)}'s model failed the validation gate (suspected poisoning); ${t.abortedInARow} rounds in a row without a published model`);
   } else {
     t.aborted++;
     t.abortedInARow++;

@@ -12,6 +12,7 @@ import { totalDeclines, type DeclineCounts } from '../round/declines.js';
 import { expectedClients } from '../round/phases.js';
 import type { ModelVersionRecord, TrainingProgress } from './training.js';
 import { invitedOf, roundsDone, type Job, type RoundRecord } from './types.js';
+import { roundName, roundNumber } from '../../shared/round-number.js';
 
 export const JOB_STATE_NAMES: Partial<Record<admin.JobState, string>> = {
   [admin.JobState.RUNNING]: 'running',
@@ -25,7 +26,7 @@ export const JOB_STATE_NAMES: Partial<Record<admin.JobState, string>> = {
 export function roundOf(job: Job | undefined, jobId: string, roundIndex?: number): RoundRecord {
   if (!job || job.rounds.length === 0) throw new AegisError(ErrorCode.NotFound, `no job '${jobId}' has run here`);
   const r = roundIndex === undefined ? job.rounds[job.rounds.length - 1] : job.rounds.find((x) => x.index === roundIndex);
-  if (!r) throw new AegisError(ErrorCode.NotFound, `job '${jobId}' has no round ${roundIndex}`);
+  if (!r) throw new AegisError(ErrorCode.NotFound, `job '${jobId}' has no ${roundName(roundIndex!)}`);
   return r;
 }
 
@@ -109,7 +110,7 @@ export function roundStatus(job: Job, r: RoundRecord, cancelled: boolean, now: n
 export function roundResult(job: Job | undefined, jobId: string, roundIndex?: number): admin.RoundResultReply {
   if (!job) throw new AegisError(ErrorCode.NotFound, `no job '${jobId}' has run here`);
   const r = roundIndex === undefined ? [...job.rounds].reverse().find((x) => x.outcome?.ok) : job.rounds.find((x) => x.index === roundIndex);
-  if (!r || !r.outcome || !r.outcome.ok) throw new AegisError(ErrorCode.NotFound, `job '${jobId}' has no completed round${roundIndex === undefined ? '' : ` ${roundIndex}`}`);
+  if (!r || !r.outcome || !r.outcome.ok) throw new AegisError(ErrorCode.NotFound, `job '${jobId}' has no completed round${roundIndex === undefined ? '' : ` ${roundNumber(roundIndex)}`}`);
   return create(admin.RoundResultReplySchema, {
     jobId,
     roundIndex: r.index,

@@ -85,13 +85,13 @@ export function metricChart(spec: MetricSpec): MetricChart {
           y: spec.range ? { range: spec.range } : { range: (_u, min, max) => [0, Math.max(max * 1.1, 0.1)] },
         },
         axes: [
-          { label: 'round (0 = initial model)', incrs: [1, 2, 5, 10, 20, 50, 100], values: (_u, vals) => vals.map((v) => String(v)) },
+          { label: 'model version (0 = initial; +1 per completed round)', incrs: [1, 2, 5, 10, 20, 50, 100], values: (_u, vals) => vals.map((v) => String(v)) },
           { label: spec.label, size: 56 },
         ],
         cursor: { drag: { x: false, y: false } },
         legend: { show: false },
         series: [
-          { label: 'round' },
+          { label: 'model version' },
           {
             label: spec.label,
             stroke: spec.color,

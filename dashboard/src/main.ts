@@ -143,9 +143,9 @@ function signerText(j: JobSummary): string {
 const jobHref = (jobId: string): string => `#/job/${encodeURIComponent(jobId)}`;
 
 /**
- * Rounds are shown counted from 1, as the CLI's progress does ("round 1/3"); the API's round
- * index counts from 0 and stays in the elements' data-value. Model version v is the model after
- * v successful rounds, so on the charts round 0 is the initial model.
+ * Rounds are shown counted from 1, as everywhere people read them (the CLI, the demo); the API's
+ * round index counts from 0 and stays in the elements' data-value. Model version v is the model
+ * after v completed rounds: the charts' x axis is the model version, 0 the initial model.
  */
 const roundNo = (index: number | null): string => (index === null ? '–' : String(index + 1));
 
@@ -359,7 +359,9 @@ function jobView(jobId: string): View {
       const idx = j?.roundIndex ?? r?.index ?? null;
       const ph = (running ? j?.phase : null) ?? r?.phase ?? j?.state ?? null;
       setText(roundIndex, roundNo(idx));
-      setText(roundOf, j?.rounds ? ` of ${j.rounds}` : '');
+      // A training job's rounds go on after an aborted one until enough completed: it shows that
+      // count; a plain job's round is one of a fixed number.
+      setText(roundOf, !j?.rounds ? '' : j.kind === 'training' ? ` (${j.roundsDone ?? 0} of ${j.rounds} completed)` : ` of ${j.rounds}`);
       roundIndex.setAttribute('data-value', idx === null ? '' : String(idx));
       setText(phase, ph ?? '–');
       phase.setAttribute('data-value', ph ?? '');

@@ -146,7 +146,7 @@ describe('aegis coordinator, clients, client and round commands', () => {
     expect(l.status).toMatchObject({ finished: true, ok: true, phase: 'completed', invited: 3, dropouts: 0 });
 
     const status = json(aegis(['round', 'status', 'cli-job', '--data-dir', coordDir, '--json']));
-    expect(status).toMatchObject({ job_id: 'cli-job', round: 0, rounds: 3, ok: true, clients_per_phase: { 'advertise-keys': 3, 'masked-input': 3 } });
+    expect(status).toMatchObject({ job_id: 'cli-job', round_index: 0, round_number: 1, rounds: 3, ok: true, clients_per_phase: { 'advertise-keys': 3, 'masked-input': 3 } });
 
     const result = json(aegis(['round', 'result', 'cli-job', '--data-dir', coordDir, '--json']));
     expect(result.survivors).toEqual(['dev-0', 'dev-1', 'dev-2']);

@@ -37,7 +37,7 @@ describe('aegis demo', () => {
     expect(lines).toHaveLength(1);
     const j = JSON.parse(lines[0]!) as {
       ok: boolean;
-      per_round: { round: number; clients: number; accuracy: number; loss: number }[];
+      per_round: { model_version: number; round_number: number; clients: number; accuracy: number; loss: number }[];
       initial: { accuracy: number; loss: number };
       final: { accuracy: number; loss: number };
       chart: string;
@@ -46,13 +46,15 @@ describe('aegis demo', () => {
       test_examples: number;
     };
     expect(j.ok).toBe(true);
-    expect(j.per_round.map((x) => x.round)).toEqual([1, 2, 3]);
+    expect(j.per_round.map((x) => x.model_version)).toEqual([1, 2, 3]);
+    // Rounds are numbered from 1; an aborted round also takes a number, so a number is never below its version.
+    expect(j.per_round.every((x) => x.round_number >= x.model_version)).toBe(true);
     expect(j.final.accuracy).toBeGreaterThan(0.5); // chance is 0.1
     expect(j.final.accuracy).toBeGreaterThan(j.initial.accuracy + 0.3);
     expect(j.final.loss).toBeLessThan(j.initial.loss);
     // Progress went to stderr: rounds and phases.
-    expect(r.stderr).toMatch(/round 1\/3 · [a-z-]+ · \d+\/4 clients done/);
-    expect(r.stderr).toMatch(/round 3\/3 done: test accuracy/);
+    expect(r.stderr).toMatch(/round 1 · 0\/3 completed · [a-z-]+ · \d+\/4 clients done/);
+    expect(r.stderr).toMatch(/round \d+ completed \(model version 3 of 3\): test accuracy/);
     // The chart has one point per round plus the initial model.
     const svg = await readFile(j.chart, 'utf8');
     expect(svg.startsWith('<?xml')).toBe(true);

@@ -148,9 +148,9 @@ describe('the job history across coordinator restarts', () => {
       return {
         list: json(admin('round', 'list')),
         status: json(admin('round', 'status', 'hist-a')),
-        status0: json(admin('round', 'status', 'hist-a', '--round', '0')),
+        status0: json(admin('round', 'status', 'hist-a', '--round', '1')),
         result: json(admin('round', 'result', 'hist-a')),
-        result0: json(admin('round', 'result', 'hist-a', '--round', '0')),
+        result0: json(admin('round', 'result', 'hist-a', '--round', '1')),
         model: { version: model.version, sha256: model.sha256, weights: readFileSync(join(out, 'weights.bin')).toString('base64') },
         model0: json(admin('round', 'model', 'hist-a', '--model-version', '0', '--out', join(root, `model-out-${outs++}`))).sha256,
       };
@@ -167,35 +167,35 @@ describe('the job history across coordinator restarts', () => {
 
   test('a training job whose coordinator was killed between two rounds resumes from its last model version and completes', async () => {
     await killCoordinator();
-    // This process kills itself once round 0's model version is in the history, before round 1 starts.
+    // This process kills itself once round 1's model version is in the history, before round 2 starts.
     const dying = await startCoordinator({ AEGIS_TEST_KILL_AT: 'between-rounds:1' });
     expect(launch(manifestFile('hist-b', 3), false).status).toBe(0);
     expect(await exited(dying)).toBe('SIGKILL');
     await startCoordinator();
     const s = watchToEnd('hist-b');
     expect(s.training).toMatchObject({ state: 'completed', rounds_completed: 3, rounds_aborted: 0, model_version: 3 });
-    // Model versions go on from version 1 (made by round 0 before the kill): one per round.
+    // Model versions go on from version 1 (made by round 1 before the kill): one per round.
     expect(exportedIndex('hist-b').map((v) => [v.version, v.roundIndex ?? null])).toEqual([[0, null], [1, 0], [2, 1], [3, 2]]);
-    for (const round of ['0', '1', '2']) expect(json(admin('round', 'result', 'hist-b', '--round', round)).survivors).toEqual(['dev-0', 'dev-1', 'dev-2']);
+    for (const round of ['1', '2', '3']) expect(json(admin('round', 'result', 'hist-b', '--round', round)).survivors).toEqual(['dev-0', 'dev-1', 'dev-2']);
   }, 600_000);
 
   test('a training job whose coordinator was killed inside a round reruns it as the next round index from the same model version', async () => {
     await killCoordinator();
-    // Round 1's advertise broadcast: every client joined round 1 (advertised keys), none sent an input.
+    // Round 2's advertise broadcast: every client joined round 2 (advertised keys), none sent an input.
     const dying = await startCoordinator({ AEGIS_TEST_KILL_AT: 'advertise-broadcast:4' });
     expect(launch(manifestFile('hist-c', 3), false).status).toBe(0);
     expect(await exited(dying)).toBe('SIGKILL');
     await startCoordinator();
     const s = watchToEnd('hist-c');
-    // Round indexes are the manifest's 3: round 1 was interrupted, round 2 reran it.
-    expect(s).toMatchObject({ round: 2, finished: true, ok: true, state: 'completed' });
+    // Three rounds, the manifest's 3: round 2 (index 1) was interrupted, round 3 (index 2) reran it.
+    expect(s).toMatchObject({ round_index: 2, round_number: 3, finished: true, ok: true, state: 'completed' });
     expect(s.training).toMatchObject({ state: 'completed', rounds_completed: 2, rounds_aborted: 1, model_version: 2 });
-    const interrupted = json(admin('round', 'status', 'hist-c', '--round', '1'));
+    const interrupted = json(admin('round', 'status', 'hist-c', '--round', '2'));
     expect(interrupted).toMatchObject({ finished: true, ok: false, abort_reason: 'interrupted', phase: 'aborted' });
-    expect(json(admin('round', 'result', 'hist-c', '--round', '1')).error.code).toBe('not-found');
+    expect(json(admin('round', 'result', 'hist-c', '--round', '2')).error.code).toBe('not-found');
     // The rerun started from version 1 and made version 2; every client's ledger accepted it.
     expect(exportedIndex('hist-c').map((v) => [v.version, v.roundIndex ?? null])).toEqual([[0, null], [1, 0], [2, 2]]);
-    expect(json(admin('round', 'result', 'hist-c', '--round', '2')).survivors).toEqual(['dev-0', 'dev-1', 'dev-2']);
+    expect(json(admin('round', 'result', 'hist-c', '--round', '3')).survivors).toEqual(['dev-0', 'dev-1', 'dev-2']);
   }, 600_000);
 
   test('an ended job id is launched again under a higher revision, with no restart', async () => {
@@ -208,7 +208,7 @@ describe('the job history across coordinator restarts', () => {
     expect(again.status).toMatchObject({ job_id: 'hist-a', revision: 2, state: 'completed' });
     expect(again.status.training).toMatchObject({ state: 'completed', rounds_completed: 1, model_version: 1 });
     expect(json(admin('round', 'list')).jobs.find((j: { job_id: string }) => j.job_id === 'hist-a')).toMatchObject({ revision: 2, state: 'completed', rounds_done: 1, rounds_total: 1 });
-    expect(aegis(['round', 'status', 'hist-a', '--data-dir', coordDir]).stdout).toMatch(/^job hist-a revision 2 round 0/);
+    expect(aegis(['round', 'status', 'hist-a', '--data-dir', coordDir]).stdout).toMatch(/^job hist-a revision 2 round 1: completed\n(.*\n)* {2}training job completed: 1 of 1 rounds completed/);
     // Revision 2's model versions are exported apart from revision 1's.
     expect(exportedIndex('hist-a@r2').map((v) => v.version)).toEqual([0, 1]);
     expect(exportedIndex('hist-a').map((v) => v.version)).toEqual([0, 1, 2]);
@@ -217,7 +217,7 @@ describe('the job history across coordinator restarts', () => {
     for (const c of clientProcesses) c.kill('SIGSTOP');
     try {
       expect(launch(manifestFile('hist-d', 2, 1, 600_000), false).status).toBe(0);
-      expect(json(admin('round', 'cancel', 'hist-d'))).toMatchObject({ ok: true, job_id: 'hist-d', round: 0 });
+      expect(json(admin('round', 'cancel', 'hist-d'))).toMatchObject({ ok: true, job_id: 'hist-d', round_index: 0, round_number: 1 });
     } finally {
       for (const c of clientProcesses) c.kill('SIGCONT');
     }

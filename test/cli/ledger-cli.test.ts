@@ -78,14 +78,14 @@ describe('aegis client ledger, and client run with its ledger', () => {
         manifest_sha256: Buffer.from(hash).toString('hex'),
         kind: 'plain',
         rounds: 2,
-        joined: [[0, 0]],
+        joined_round_indexes: [[0, 0]],
         contributions: 1,
-        recent: [expect.objectContaining({ round: 0, model_version: null, joined_at: expect.any(String), contributed_at: expect.any(String), input_id: expect.stringMatching(/^[0-9a-f]{12}$/) })],
+        recent: [expect.objectContaining({ round_index: 0, round_number: 1, model_version: null, joined_at: expect.any(String), contributed_at: expect.any(String), input_id: expect.stringMatching(/^[0-9a-f]{12}$/) })],
       }),
     ]);
     // The input's values appear nowhere: not in the output, not in the file.
     for (const text of [shown.stdout, aegis(['client', 'ledger', '--data-dir', dirOf(1)]).stdout, readFileSync(join(dirOf(1), 'ledger.json'), 'utf8')]) expect(text).not.toMatch(/1\.25|0\.125/);
-    expect(aegis(['client', 'ledger', '--data-dir', dirOf(1)]).stdout).toMatch(/ledger-cli {2}plain {2}manifest [0-9a-f]{64}\n {2}rounds joined: 0 of 2; contributed to 1/);
+    expect(aegis(['client', 'ledger', '--data-dir', dirOf(1)]).stdout).toMatch(/ledger-cli {2}plain {2}manifest [0-9a-f]{64}\n {2}rounds joined: 1 of 2; contributed to 1\n {4}round 1  joined /);
   }, 240_000);
 
   test('an altered ledger stops client run and client ledger with exit 2, naming the file', async () => {

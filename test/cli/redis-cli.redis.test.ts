@@ -60,7 +60,7 @@ describe('coordinator start --redis', () => {
     const r = aegis(['round', 'launch', '--data-dir', coordDir, '--manifest', manifest, '--gather', '20s', '--wait', '--json']);
     expect([r.status, r.status === 0 ? '' : `${r.stdout}\n${r.stderr.slice(-2000)}`]).toEqual([0, '']);
     const out = cliJson(r);
-    expect(out).toMatchObject({ job_id: 'via-redis', round: 0, queued_as: 'via-redis.r0', status: { finished: true, ok: true } });
+    expect(out).toMatchObject({ job_id: 'via-redis', round_index: 0, round_number: 1, queued_as: 'via-redis.r0', status: { finished: true, ok: true } });
     const result = cliJson(aegis(['round', 'result', 'via-redis', '--data-dir', coordDir, '--json']));
     expect(result.survivors).toEqual(['dev-0', 'dev-1', 'dev-2']);
     expect(result.mean[0]).toBeCloseTo(1, 3);

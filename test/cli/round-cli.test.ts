@@ -93,13 +93,13 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
     const manifest = writeManifest('watch-job', { cohort: 3, rounds: 2, advertiseMs: 10_000 });
     const launched = admin('round', 'launch', '--manifest', manifest, '--gather', '20s');
     expect(launched.status).toBe(0);
-    expect(json(launched)).toMatchObject({ job_id: 'watch-job', round: 0, cohort: ['dev-0', 'dev-1', 'dev-2'] });
+    expect(json(launched)).toMatchObject({ job_id: 'watch-job', round_index: 0, round_number: 1, cohort: ['dev-0', 'dev-1', 'dev-2'] });
 
     const listed = admin('round', 'list');
     expect(listed.status).toBe(0);
     const jobs = json(listed).jobs;
     expect(jobs).toHaveLength(1);
-    expect(jobs[0]).toMatchObject({ job_id: 'watch-job', kind: 'plain', rounds_total: 2, round: 0, invited: 3 });
+    expect(jobs[0]).toMatchObject({ job_id: 'watch-job', kind: 'plain', rounds_total: 2, round_index: 0, round_number: 1, invited: 3 });
     expect(['running', 'completed']).toContain(jobs[0].state);
     expect(Date.parse(jobs[0].started_at)).toBeGreaterThan(Date.now() - 60_000);
 
@@ -112,7 +112,8 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
       job_id: 'watch-job',
       kind: 'plain',
       state: 'completed',
-      round: 0,
+      round_index: 0,
+      round_number: 1,
       rounds: 2,
       rounds_done: 1,
       phase: 'completed',
@@ -130,23 +131,23 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
       { phase: 'consistency-check', clients: 3, expected: 3 },
     ]);
     expect(s.elapsed_ms).toBeGreaterThan(0);
-    expect(watched.stderr).toMatch(/job watch-job round 0: completed/);
+    expect(watched.stderr).toMatch(/job watch-job round 1: completed/);
 
     const after = json(admin('round', 'list')).jobs;
     expect(after[0]).toMatchObject({ job_id: 'watch-job', state: 'completed', rounds_done: 1, rounds_total: 2, phase: 'completed', rounds_aborted: 0 });
     const text = aegis(['round', 'list', '--data-dir', coordDir]);
     expect(text.stdout).toMatch(/^JOB\tREVISION\tKIND\tSTATE/);
-    expect(text.stdout).toMatch(/watch-job\t1\tplain\tcompleted\t1\/2\t0\tcompleted/);
+    expect(text.stdout).toMatch(/watch-job\t1\tplain\tcompleted\t1\/2\t1\tcompleted/);
   }, 40_000);
 
   test('result --out DIR writes result.json with the mean; a non-empty DIR is refused; --json prints the same fields, and without either a short summary', () => {
     const out = join(root, 'result-out');
     const r = admin('round', 'result', 'watch-job', '--out', out);
     expect(r.status).toBe(0);
-    expect(json(r)).toMatchObject({ ok: true, job_id: 'watch-job', round: 0, dir: out, dim: DIM, total_weight: 6, model: null, files: [join(out, 'result.json')] });
+    expect(json(r)).toMatchObject({ ok: true, job_id: 'watch-job', round_index: 0, round_number: 1, dir: out, dim: DIM, total_weight: 6, model: null, files: [join(out, 'result.json')] });
     expect(readdirSync(out)).toEqual(['result.json']);
     const doc = JSON.parse(readFileSync(join(out, 'result.json'), 'utf8'));
-    expect(doc).toMatchObject({ job_id: 'watch-job', round: 0, survivors: ['dev-0', 'dev-1', 'dev-2'], dim: DIM, total_weight: 6, clip: 4, bits: 16 });
+    expect(doc).toMatchObject({ job_id: 'watch-job', round_index: 0, round_number: 1, survivors: ['dev-0', 'dev-1', 'dev-2'], dim: DIM, total_weight: 6, clip: 4, bits: 16 });
     // Each client sends weight x VALUES: the mean is VALUES within quantization.
     const step = (2 * 4) / (2 ** 16 - 1);
     expect(doc.mean).toHaveLength(DIM);
@@ -158,9 +159,14 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
     // Without --json or --out: a short summary for a terminal, which says where the rest is.
     const human = aegis(['round', 'result', 'watch-job', '--data-dir', coordDir]);
     expect(human.status).toBe(0);
-    expect(human.stdout).toMatch(new RegExp(`^job watch-job round ${doc.round}: ${doc.survivors.length} survivors, total weight \\d+, ${DIM} values\nmean: \\[`));
+    expect(human.stdout).toMatch(new RegExp(`^job watch-job round ${doc.round_number}: ${doc.survivors.length} survivors, total weight \\d+, ${DIM} values\nmean: \\[`));
     expect(human.stdout).toContain('--out DIR');
     expect(human.stdout.split('\n').length).toBeLessThanOrEqual(4);
+    // --round takes the number people see: round 1 is the first; there is no round 0.
+    expect(json(admin('round', 'result', 'watch-job', '--round', '1')).mean).toEqual(doc.mean);
+    const zero = admin('round', 'result', 'watch-job', '--round', '0');
+    expect(zero.status).toBe(2);
+    expect(json(zero).error).toMatchObject({ code: 'invalid-argument', message: expect.stringContaining('--round') });
 
     // The folder now holds result.json: nothing is overwritten.
     const again = admin('round', 'result', 'watch-job', '--out', out);
@@ -191,7 +197,7 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
     expect(json(admin('round', 'list')).jobs.find((j: { job_id: string }) => j.job_id === 'decline-job')).toMatchObject({ state: 'completed', declines: { 'approval-required': 1 } });
     const list = aegis(['round', 'list', '--data-dir', coordDir]).stdout;
     expect(list).toMatch(/^JOB\tREVISION\tKIND\tSTATE\tROUNDS\tROUND\tPHASE\tSTARTED\tELAPSED\tDECLINED$/m);
-    expect(list).toMatch(/^decline-job\t1\tplain\tcompleted\t1\/1\t0\tcompleted\t.*\tapproval-required 1$/m);
+    expect(list).toMatch(/^decline-job\t1\tplain\tcompleted\t1\/1\t1\tcompleted\t.*\tapproval-required 1$/m);
     expect(list).toMatch(/^watch-job\t.*\t-$/m);
   }, 60_000);
 
@@ -213,7 +219,7 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
 
     const cancelled = admin('round', 'cancel', 'cancel-job', '--reason', 'wrong cohort');
     expect(cancelled.status).toBe(0);
-    expect(json(cancelled)).toMatchObject({ ok: true, job_id: 'cancel-job', round: 0, phase: 'advertise-keys' });
+    expect(json(cancelled)).toMatchObject({ ok: true, job_id: 'cancel-job', round_index: 0, round_number: 1, phase: 'advertise-keys' });
 
     const s = json(admin('round', 'status', 'cancel-job'));
     expect(s).toMatchObject({ job_id: 'cancel-job', state: 'cancelled', phase: 'aborted', finished: true, ok: false, abort_reason: 'cancelled', current_phase: null });

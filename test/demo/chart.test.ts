@@ -60,7 +60,7 @@ describe('training chart', () => {
     expect(count(svg, /<circle class="accuracy-point"/g)).toBe(n);
     expect(count(svg, /<circle class="loss-point"/g)).toBe(n);
     const last = run(n)[n - 1]!;
-    expect(svg).toContain(`final accuracy ${(last.accuracy * 100).toFixed(1)}% (round ${n})`);
+    expect(svg).toContain(`final accuracy ${(last.accuracy * 100).toFixed(1)}% (after ${n} rounds)`);
     expect(svg).toContain('>test accuracy (%)</text>');
     expect(svg).toContain('>loss</text>');
     expect(svg).toContain('>100%</text>');

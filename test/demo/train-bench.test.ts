@@ -4,8 +4,9 @@ import { plainSumMs, splitRound } from '../../bench/train.js';
 import type { DemoRound } from '../../bench/demo/run.js';
 
 const round: DemoRound = {
-  round: 2,
-  roundIndex: 1,
+  model_version: 2,
+  round_index: 1,
+  round_number: 2,
   invited: 10,
   clients: 10,
   dropouts: 0,
