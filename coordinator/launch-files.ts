@@ -45,7 +45,7 @@ export async function readLaunchFiles(signedPath: string | undefined, o: { manif
       // Structure only: the coordinator checks the dates when the round is launched.
       parseManifest(files.manifestJson, new Date(0));
     } catch (e) {
-      throw naming(e, `--manifest ${o.manifest!}`, 'a manifest as aegis manifest new writes it (see README, Training jobs)');
+      throw naming(e, `--manifest ${o.manifest!}`, 'a manifest as aegis manifest new writes it (see docs/ml-engineer-guide.md, Training jobs)');
     }
   }
   if (o.weights) {

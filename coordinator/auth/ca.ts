@@ -1,7 +1,7 @@
 /**
  * The coordinator's certificate authority (RFC 5280 profile).
  *
- * Keys (README "Certificates and TLS"): a new CA, the coordinator's TLS server key and each
+ * Keys (docs/operator-guide.md, "Certificates and TLS"): a new CA, the coordinator's TLS server key and each
  * client's TLS key are ECDSA P-256 (RFC 5480; certificates signed ecdsa-with-SHA256, RFC 5758),
  * the one certificate key every TLS 1.3 stack accepts by default — BoringSSL-based stacks, Go and
  * Java refuse Ed25519 in CertificateVerify (RFC 8446 §4.2.3). A CA made before P-256 (Ed25519,

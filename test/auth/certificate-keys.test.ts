@@ -1,5 +1,5 @@
 /**
- * Which key every certificate has (README "Certificates and TLS"): a new CA, the TLS server
+ * Which key every certificate has (docs/operator-guide.md, "Certificates and TLS"): a new CA, the TLS server
  * certificate and each new client certificate are ECDSA P-256 signed ecdsa-with-SHA256 (RFC 5480,
  * RFC 5758) — read back with the system `openssl`, not only with the code that wrote them; a
  * client certificate carries the client's Ed25519 round key (SAN urn:aegis:round-key:…) whose

@@ -1,5 +1,5 @@
 /**
- * An existing deployment after the move to P-256 (README "Certificates and TLS"), with real
+ * An existing deployment after the move to P-256 (docs/operator-guide.md, "Certificates and TLS"), with real
  * processes: a coordinator data dir made by the release before P-256 (test/vectors/
  * legacy-ed25519-coordinator: its Ed25519 CA, token and operator keys sealed under the passphrase
  * below, and one enrolled client) is started by today's `aegis coordinator start`. Its CA stays

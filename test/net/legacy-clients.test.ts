@@ -1,5 +1,5 @@
 /**
- * Clients keep the TLS key type of their certificate (README "Certificates and TLS"), over real
+ * Clients keep the TLS key type of their certificate (docs/operator-guide.md, "Certificates and TLS"), over real
  * gRPC/TLS with real ClientRunners under an Ed25519 CA (a data dir from before P-256): a client
  * enrolled with an Ed25519 certificate renews with Ed25519 and rotates its identity key on
  * Ed25519; a client enrolled since renews on its P-256 key; and the registry keeps each client
