@@ -13,6 +13,7 @@ import { registerCa } from '../coordinator/ca-cli.js';
 import { registerOperators, registerTokens } from '../coordinator/operators-cli.js';
 import { registerManifest } from '../shared/trust/manifest-cli.js';
 import { registerRegistry } from '../shared/trust/registry-cli.js';
+import { formatDuration } from '../shared/cli/output.js';
 import { usageErrorsExit2Everywhere } from '../shared/cli/usage.js';
 import { registerKeys } from '../shared/keystore/keys-cli.js';
 import { openStoreHolder } from '../client/store/cli.js';
@@ -39,6 +40,15 @@ export function buildProgram(): Command {
   registerKeys(program, [openStoreHolder]);
   registerSimulate(program);
   registerDemo(program);
+  describeDurationDefaults(program);
   // Every bad flag or value exits 2 naming it (shared/cli/usage.ts), whatever its parser throws.
   return usageErrorsExit2Everywhere(program);
+}
+
+/** Help shows a duration option's default as it would be typed ("7d"), not in milliseconds. */
+function describeDurationDefaults(cmd: Command): void {
+  for (const opt of cmd.options) {
+    if (/<duration>/.test(opt.flags) && typeof opt.defaultValue === 'number' && opt.defaultValueDescription === undefined) opt.defaultValueDescription = formatDuration(opt.defaultValue);
+  }
+  for (const sub of cmd.commands) describeDurationDefaults(sub);
 }

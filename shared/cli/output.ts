@@ -49,6 +49,14 @@ export function parseChoice<T extends string>(name: string, choices: readonly T[
   };
 }
 
+/** A duration as `parseDuration` reads it back, in the largest unit that keeps it whole: 604800000 → "7d". */
+export function formatDuration(ms: number): string {
+  for (const [unit, size] of [['d', 86_400_000], ['h', 3_600_000], ['m', 60_000], ['s', 1000]] as const) {
+    if (ms >= size && ms % size === 0) return `${ms / size}${unit}`;
+  }
+  return `${ms}ms`;
+}
+
 export function parseDuration(name: string, minMs: number, maxMs: number) {
   return (v: string): number => {
     const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(v.trim());
