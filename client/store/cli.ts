@@ -17,7 +17,7 @@ import { kekInitOptions, resumePendingRotation, withKekOptions, type HolderOpene
 import { AuditBook } from '../audit/audit.js';
 import { csvCell } from './csv.js';
 import { fieldList, mandatoryClass, normaliseFieldName, planSchemaChange, type SchemaChange } from './schema.js';
-import { SqliteDataStore, STORE_FILE, readRecordsFile } from './sqlite.js';
+import { SqliteDataStore, STORE_FILE, readRecordsFileLines } from './sqlite.js';
 
 const DEFAULT_DIR = process.env.AEGIS_CLIENT_DIR ?? './aegis-client';
 
@@ -191,8 +191,9 @@ export function registerData(client: Command): void {
     .action(async (file: string, o: { dataDir: string; sensitive?: string; json?: boolean }) => {
       try {
         const sensitive = fieldList(o.sensitive);
-        const records = await readRecordsFile(file);
-        const r = await withStore(o.dataDir, (store) => store.importRecords(records, { sensitive }));
+        // Read and parsed before the store is opened; a record the store refuses is named by its line.
+        const { records, lines } = await readRecordsFileLines(file);
+        const r = await withStore(o.dataDir, (store) => store.importRecords(records, { sensitive, where: (i) => `${file} line ${lines[i] ?? i + 1}` }));
         printResult(o, { ok: true, imported: r.imported, ids: r.ids }, `imported ${r.imported} records`);
       } catch (err) {
         reportError(err, Boolean(o.json));

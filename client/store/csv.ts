@@ -5,7 +5,7 @@
 import { readFile } from 'node:fs/promises';
 import { extname } from 'node:path';
 import { AegisError, ErrorCode, fail } from '../../shared/errors.js';
-import { readJsonlRecords } from '../../shared/store/memory.js';
+import { readJsonlLines } from '../../shared/store/memory.js';
 import type { DataRecord } from '../../shared/store/types.js';
 
 type FieldValue = number | string | number[];
@@ -96,6 +96,11 @@ function csvRows(text: string): { line: number; cells: string[] }[] {
 
 /** Parses a CSV file's text: a header row, then records; an empty cell leaves the field out. */
 export function parseCsvRecords(text: string): DataRecord[] {
+  return parseCsvLines(text).records;
+}
+
+/** `parseCsvRecords`, with the line (1-based) each record starts on. */
+function parseCsvLines(text: string): { records: DataRecord[]; lines: number[] } {
   const rows = csvRows(text.startsWith('\uFEFF') ? text.slice(1) : text);
   const header = rows.shift();
   if (header === undefined) fail(ErrorCode.InvalidArgument, 'the CSV file has no header row');
@@ -106,7 +111,7 @@ export function parseCsvRecords(text: string): DataRecord[] {
     if (seen.has(n)) fail(ErrorCode.InvalidArgument, `line ${header.line}: column '${n}' appears twice`);
     seen.add(n);
   }
-  return rows.map(({ line, cells }) => {
+  const records = rows.map(({ line, cells }) => {
     if (cells.length !== names.length) fail(ErrorCode.InvalidArgument, `line ${line} has ${cells.length} fields, the header has ${names.length}`);
     const rec: Record<string, FieldValue> = {};
     cells.forEach((raw, j) => {
@@ -115,14 +120,29 @@ export function parseCsvRecords(text: string): DataRecord[] {
     });
     return rec;
   });
+  return { records, lines: rows.map((r) => r.line) };
 }
 
 /** Reads records from JSON Lines (one object per line) or, for a `.csv` name, CSV with a header. */
 export async function readRecordsFile(path: string): Promise<DataRecord[]> {
-  if (extname(path).toLowerCase() !== '.csv') return readJsonlRecords(path);
+  return (await readRecordsFileLines(path)).records;
+}
+
+/**
+ * `readRecordsFile`, with the line (1-based) each record starts on, so that a record the store
+ * refuses later is named by its file and line. Errors name the file.
+ */
+export async function readRecordsFileLines(path: string): Promise<{ records: DataRecord[]; lines: number[] }> {
+  if (extname(path).toLowerCase() !== '.csv') return readJsonlLines(path);
   const text = await readFile(path, 'utf8').catch((e: NodeJS.ErrnoException) => {
     if (e.code === 'ENOENT') throw new AegisError(ErrorCode.NotFound, `no such file: ${path}`, 'check the path');
+    if (e.code === 'EISDIR') throw new AegisError(ErrorCode.InvalidArgument, `${path} is a directory, not a CSV file`);
     throw e;
   });
-  return parseCsvRecords(text);
+  try {
+    return parseCsvLines(text);
+  } catch (err) {
+    if (err instanceof AegisError) throw new AegisError(err.code, `${path}: ${err.message}`, 'fix that line: a header row, then the same number of fields on every line (RFC 4180 quoting)');
+    throw err;
+  }
 }

@@ -120,10 +120,10 @@ function assertSchemaVersion(db: Database.Database, version: number): void {
 }
 
 /** Normalizes one value to what JSON can carry exactly, or throws naming record and field. */
-function normalizeValue(index: number, name: string, v: unknown): FieldValue {
+function normalizeValue(where: string, name: string, v: unknown): FieldValue {
   if (typeof v === 'string') return v;
   if (typeof v === 'number') {
-    if (!Number.isFinite(v)) fail(ErrorCode.InvalidArgument, `record ${index}: field '${name}' is not a finite number`);
+    if (!Number.isFinite(v)) fail(ErrorCode.InvalidArgument, `${where}: field '${name}' is not a finite number`);
     return v;
   }
   // Arrays and typed arrays (DataRecord allows ArrayLike<number>) become plain arrays.
@@ -131,7 +131,7 @@ function normalizeValue(index: number, name: string, v: unknown): FieldValue {
     const arr = Array.from(v as ArrayLike<unknown>);
     if (arr.every((x) => typeof x === 'number' && Number.isFinite(x))) return arr as number[];
   }
-  return fail(ErrorCode.InvalidArgument, `record ${index}: field '${name}' must be a string, a finite number or an array of finite numbers`);
+  return fail(ErrorCode.InvalidArgument, `${where}: field '${name}' must be a string, a finite number or an array of finite numbers`);
 }
 
 function assertFieldName(name: string, where: string): void {
@@ -232,7 +232,8 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
    * (default deny; mandatory classes always); `opts.sensitive` names further fields to seal in
    * this import (redundant under default deny; it can only add sealed fields).
    */
-  async importRecords(records: readonly DataRecord[], opts: { sensitive?: readonly string[] } = {}): Promise<{ imported: number; ids: string[] }> {
+  async importRecords(records: readonly DataRecord[], opts: { sensitive?: readonly string[]; where?: (index: number) => string } = {}): Promise<{ imported: number; ids: string[] }> {
+    const where = opts.where ?? ((index: number): string => `record ${index}`);
     const schema = readSchema(this.#db);
     const extra = new Set<string>();
     for (const s of opts.sensitive ?? []) {
@@ -243,16 +244,16 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
     const created = new Date().toISOString();
     const plain: PlainRecord[] = [];
     for (const [index, record] of records.entries()) {
-      if (typeof record !== 'object' || record === null || Array.isArray(record)) fail(ErrorCode.InvalidArgument, `record ${index} is not an object`);
+      if (typeof record !== 'object' || record === null || Array.isArray(record)) fail(ErrorCode.InvalidArgument, `${where(index)} is not an object`);
       const names = Object.keys(record);
-      if (names.length === 0) fail(ErrorCode.InvalidArgument, `record ${index} has no fields`);
+      if (names.length === 0) fail(ErrorCode.InvalidArgument, `${where(index)} has no fields`);
       plain.push({
         id: randomUUID(),
         createdAt: created,
         fields: names.map((name) => {
-          assertFieldName(name, `record ${index}`);
+          assertFieldName(name, where(index));
           const sensitive = classify(schema, name) === 'sealed' || extra.has(normaliseFieldName(name));
-          return { name, sensitive, value: normalizeValue(index, name, record[name]) };
+          return { name, sensitive, value: normalizeValue(where(index), name, record[name]) };
         }),
       });
     }
@@ -274,7 +275,7 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
       }
       for (const f of r.fields) {
         assertFieldName(f.name, `record ${index}`);
-        normalizeValue(index, f.name, f.value);
+        normalizeValue(`record ${index}`, f.name, f.value);
       }
     }
     const schema = readSchema(this.#db);
@@ -345,7 +346,7 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
     const out: StoredField[] = [];
     for (const name of Object.keys(values)) {
       assertFieldName(name, 'update');
-      out.push(await this.#store(id, next, name, classify(schema, name) === 'sealed', normalizeValue(0, name, values[name])));
+      out.push(await this.#store(id, next, name, classify(schema, name) === 'sealed', normalizeValue(`record ${id}`, name, values[name])));
     }
     const current = this.#db.prepare<[string], FieldRow>(`SELECT ${FIELD_COLUMNS} WHERE f.record_id = ? AND f.sensitive = 1`).all(id);
     for (const f of current) {
@@ -532,7 +533,7 @@ export class SqliteDataStore implements LocalDataStore, KeyHolder {
       bytes = new Uint8Array(f.value);
     }
     try {
-      return normalizeValue(index, f.name, JSON.parse(Buffer.from(bytes).toString('utf8')));
+      return normalizeValue(`record ${index}`, f.name, JSON.parse(Buffer.from(bytes).toString('utf8')));
     } catch {
       return fail(ErrorCode.Malformed, `record ${index}: field '${f.name}' does not hold a valid value`);
     } finally {
@@ -568,4 +569,4 @@ async function migrateLayout1(db: Database.Database, kek: KekProvider): Promise<
   })();
 }
 
-export { parseCsvRecords, readRecordsFile } from './csv.js';
+export { parseCsvRecords, readRecordsFile, readRecordsFileLines } from './csv.js';

@@ -107,7 +107,7 @@ export async function readExampleFile(path: string): Promise<DataRecord[]> {
 const EXAMPLE_HINT = 'fix or drop that line: every example holds finite numbers (arrays of one length per field), strings or booleans';
 
 /** The records of a JSON Lines file with the line (1-based) each came from. */
-async function readJsonlLines(path: string): Promise<{ records: DataRecord[]; lines: number[] }> {
+export async function readJsonlLines(path: string): Promise<{ records: DataRecord[]; lines: number[] }> {
   const out: DataRecord[] = [];
   const at: number[] = [];
   const input = createReadStream(path, { encoding: 'utf8' });

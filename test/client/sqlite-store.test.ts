@@ -223,6 +223,22 @@ describe('aegis client init / data import / data list', () => {
       expect(listed).toMatchObject({ ok: true, count: 1 });
       expect(JSON.stringify(listed)).not.toContain(ADDRESS);
       expect(JSON.stringify(listed)).not.toContain(VISIBLE);
+
+      // A bad file is refused naming the file, the line and the field (never a value), and nothing
+      // of it is imported: neither the good lines before the bad one nor the rest.
+      const badCsv = join(dir, 'bad.csv');
+      await writeFile(badCsv, 'x,label\n"[1, 2]",1\n"[3, 4]",secret-cell-7,extra\n');
+      const csvRefusal = await run('data', 'import', badCsv);
+      expect(csvRefusal).toMatchObject({ ok: false, error: { code: 'invalid-argument', message: `${badCsv}: line 3 has 3 fields, the header has 2` } });
+      const badJsonl = join(dir, 'bad.jsonl');
+      await writeFile(badJsonl, `${JSON.stringify({ x: [1], label: 1 })}\n\n${JSON.stringify({ x: [2], label: { secret: 'nested-secret-9' } })}\n`);
+      const jsonlRefusal = await run('data', 'import', badJsonl);
+      expect(jsonlRefusal).toMatchObject({ ok: false, error: { code: 'invalid-argument', message: `${badJsonl} line 3: field 'label' must be a string, a finite number or an array of finite numbers` } });
+      const badCell = join(dir, 'bad-cell.csv');
+      await writeFile(badCell, 'x,label\n"[1, 2]",1\n"[3, oops]",0\n');
+      expect(await run('data', 'import', badCell)).toMatchObject({ ok: false, error: { code: 'invalid-argument', message: `${badCell}: line 3, column 'x': not a JSON array of numbers` } });
+      for (const r of [csvRefusal, jsonlRefusal]) expect(JSON.stringify(r)).not.toMatch(/secret-cell-7|nested-secret-9/);
+      expect(await run('data', 'list')).toMatchObject({ ok: true, count: 1 });
     } finally {
       spy.mockRestore();
       process.exitCode = 0;
