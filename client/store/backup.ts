@@ -29,10 +29,11 @@ import { createHash } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { link, mkdir, open, readFile, readdir, rename, rm, rmdir, writeFile } from 'node:fs/promises';
 import { basename, dirname, join, resolve } from 'node:path';
-import { AegisError, ErrorCode } from '../../shared/errors.js';
+import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
+import { BACKUP_PASSPHRASE_ENV } from '../../shared/cli/passphrase.js';
 import { initKek, type KekInitOptions, type KekSecrets } from '../../shared/keystore/kek-config.js';
 import { adoptKeyfiles } from '../../shared/keystore/passphrase-change.js';
-import { decryptFile, encryptToFile, parseRecipient, type StreamKey, type StreamRecipient } from '../../shared/keystore/stream.js';
+import { decryptFile, encryptToFile, parseRecipient, STREAM_DECRYPTION_FAILED, type StreamKey, type StreamRecipient } from '../../shared/keystore/stream.js';
 import { AuditBook } from '../audit/audit.js';
 import { isKeptLedgerFile, isLedgerFile, LEDGER_FILE, restoredLedgerName } from '../admission/ledger-file.js';
 import { SqliteDataStore, type PlainRecord } from './sqlite.js';
@@ -162,6 +163,19 @@ export interface RestoreOptions {
  * restore in the new dir's audit log.
  */
 export async function restoreBackup(file: string, key: StreamKey, dataDir: string, kek: KekInitOptions, secrets: KekSecrets, opts: RestoreOptions = {}): Promise<RestoreReport> {
+  try {
+    return await restoreInto(file, key, dataDir, kek, secrets, opts);
+  } catch (err) {
+    // The stream's one failure, for every cause, said with the file's name and what to check.
+    if (isAegisError(err, ErrorCode.DecryptionFailed) && err.message === STREAM_DECRYPTION_FAILED) {
+      const check = 'passphrase' in key ? `the backup passphrase (${BACKUP_PASSPHRASE_ENV} or the prompt) is wrong` : 'the identity is not one the file was encrypted to';
+      throw new AegisError(ErrorCode.DecryptionFailed, `decryption failed: ${resolve(file)} does not open: ${check}, or the file was altered`);
+    }
+    throw err;
+  }
+}
+
+async function restoreInto(file: string, key: StreamKey, dataDir: string, kek: KekInitOptions, secrets: KekSecrets, opts: RestoreOptions): Promise<RestoreReport> {
   const target = resolve(dataDir);
   const present = existsSync(target) ? await readdir(target) : [];
   if (present.some((n) => !isLedgerFile(n))) throw new AegisError(ErrorCode.AlreadyExists, `${target} is not empty; restore into a fresh data dir (one that holds only a ledger.json is fine: its ledger is kept)`);

@@ -140,7 +140,8 @@ describe('assume leak: no canary and no key in any DB, backup, export or log', (
     const exported = join(root, 'out', 'dev-0.export');
     expect(cliJson(aegis(['client', 'export', '--data-dir', dev0, '--out', exported, '--recipient', id.recipient, '--json'])).ok).toBe(true);
     const wrong = aegis(['client', 'restore', backup, '--data-dir', join(root, 'restored-wrong'), '--json'], { AEGIS_BACKUP_PASSPHRASE: 'not the backup passphrase' });
-    expect(cliJson(wrong).error.code).toBe('decryption-failed');
+    expect(cliJson(wrong).error).toMatchObject({ code: 'decryption-failed', message: expect.stringContaining(`${backup} does not open: the backup passphrase`) });
+    expect(wrong.stdout).not.toContain('not the backup passphrase');
     expect(existsSync(join(root, 'restored-wrong'))).toBe(false);
     expect(cliJson(aegis(['client', 'restore', backup, '--data-dir', join(root, 'restored'), '--json']))).toMatchObject({ ok: true, records: split.shards[0]!.length + 1 });
     expect(cliJson(aegis(['client', 'restore', exported, '--data-dir', join(root, 'restored-export'), '--identity', join(root, 'recipient.id'), '--json'])).records).toBe(split.shards[0]!.length + 1);
