@@ -231,6 +231,7 @@ describe('every command', () => {
     'client run --train-data': ['client', 'run', '--allow-unsigned', '--data-dir', 'never', '--train-data', MISSING],
     'client run --registry-ca': ['client', 'run', '--allow-unsigned', '--data-dir', 'never', '--input', 'input-ok.json', '--registry-ca', MISSING],
     'client restore <file>': ['client', 'restore', MISSING, '--data-dir', 'never'],
+    'client data import <file>': ['client', 'data', 'import', MISSING, '--data-dir', 'never'],
     'manifest sign <manifest>': ['manifest', 'sign', MISSING, '--key', 'pub.key', '--out', 'never.json'],
     'manifest sign --key': ['manifest', 'sign', 'job.json', '--key', MISSING, '--out', 'never.json'],
     'manifest verify <envelope>': ['manifest', 'verify', MISSING, '--registry', 'reg', '--backup-registry', 'reg'],
@@ -250,7 +251,6 @@ describe('every command', () => {
   /** File inputs whose check needs state this offline test does not build, and where it is tested. */
   const ELSEWHERE: Record<string, string> = {
     'client restore --identity': 'read only for a backup encrypted to a recipient key (test/cli/keys-rekey.test.ts, store backup tests)',
-    'client data import <file>': 'read only in an enrolled client dir (test/cli/assume-leak.test.ts imports files)',
   };
   const isFileInput = (name: string, placeholder: string): boolean =>
     !/^--(out|weights-out|manifest-sha256)$/.test(name) && /file|pem|manifest|envelope|requests/.test(`${name} ${placeholder}`);
