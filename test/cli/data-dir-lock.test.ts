@@ -70,7 +70,7 @@ describe('a data dir used by one command at a time where it matters', () => {
     expect(cliJson(after)).toMatchObject({ ok: true, primary: 2 });
     // The dead run's entry was dropped, and the rotate's own is gone with it.
     expect(entries(dir)).toEqual([]);
-  }, 90_000);
+  }, 180_000);
 
   test('coordinator processes share their dir; a key change refuses while one holds it, and a coordinator while a key change runs', async () => {
     const dir = join(root, 'shared-dir');
@@ -100,5 +100,5 @@ describe('a data dir used by one command at a time where it matters', () => {
     await exited(coord);
     const after = await aegisAsync(['keys', 'rotate', '--data-dir', dir, '--json']);
     expect(after.status).toBe(0);
-  }, 90_000);
+  }, 180_000);
 });

@@ -104,7 +104,7 @@ describe('aegis client ledger, and client run with its ledger', () => {
     expect(aegis(['client', 'ledger', '--data-dir', dirOf(2)]).status).toBe(2);
     writeFileSync(path, good);
     expect(aegis(['client', 'ledger', '--data-dir', dirOf(2)]).status).toBe(0);
-  }, 60_000);
+  }, 180_000);
 
   test('a missing ledger in a dir that took part in rounds is refused (exit 2, --new-ledger named) until the operator asks for a new one', async () => {
     const path = join(dirOf(0), 'ledger.json');

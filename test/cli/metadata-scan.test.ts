@@ -65,7 +65,7 @@ beforeAll(async () => {
   coordinator.stdout!.on('data', (d: Buffer) => (coordinatorOut += d.toString('utf8')));
   coordinator.stderr!.on('data', (d: Buffer) => (coordinatorOut += d.toString('utf8')));
   await waitFor(() => existsSync(join(coordDir, 'coordinator.json')), 30_000, 'the coordinator to listen');
-}, 60_000);
+}, 180_000);
 
 afterAll(() => {
   for (const c of [...clients, coordinator]) c?.kill('SIGKILL');

@@ -53,5 +53,5 @@ describe('a bad value for a flag with its own parser', () => {
     expect(missing.stderr).toMatch(/required option '--coordinator <host:port>' not specified/);
     expect(runCli(['--version'], env)).toMatchObject({ status: 0, stdout: '0.1.0\n' });
     expect(runCli(['client', 'enroll', '--help'], env)).toMatchObject({ status: 0, stdout: expect.stringContaining('--wait') });
-  }, 60_000);
+  }, 180_000);
 });

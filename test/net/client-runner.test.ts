@@ -40,7 +40,7 @@ describe('client runner', () => {
     const o = await c.outcomeOf('job-1', 0);
     expect(o.ok).toBe(true);
     if (o.ok) expect(Array.from(o.sum)).toEqual(Array.from(expectedSum([0, 1, 2, 3], 16)));
-  }, 60_000);
+  }, 180_000);
 
   test('reconnects with backoff after the coordinator restarts on the same address, then completes a round', async () => {
     const first = await startCoordinator();
@@ -62,7 +62,7 @@ describe('client runner', () => {
     expect(o.ok).toBe(true);
     if (o.ok) expect(Array.from(o.sum)).toEqual(Array.from(expectedSum([0, 1, 2, 3], 8)));
     expect(disconnects.every((code) => code === 'unavailable')).toBe(true);
-  }, 60_000);
+  }, 180_000);
 
   test('gives up on a round whose coordinator went silent once all its deadlines have passed', async () => {
     const box: { c?: Coordinator } = {};
@@ -87,5 +87,5 @@ describe('client runner', () => {
     await waitFor(() => ended.length === 4, 30_000, 'every client to give up');
     expect(ended.every((e) => !e.ok && e.reason === 'deadline-passed')).toBe(true);
     expect(runners.every((r) => r.agent.currentRound === null)).toBe(true);
-  }, 60_000);
+  }, 180_000);
 });

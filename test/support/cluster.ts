@@ -79,8 +79,14 @@ export function startRunners(
   });
 }
 
-export async function waitFor(cond: () => boolean, timeoutMs = 20_000, what = 'condition'): Promise<void> {
-  const until = Date.now() + timeoutMs;
+/**
+ * Waits until `cond` holds. The bound only ends a hung test: it never judges the machine's speed,
+ * so one under a minute is raised to a minute (a loaded CI machine can be many times slower than
+ * a quiet one). A test that must see something NOT happen takes its timing from the scenario
+ * instead (a deadline its own manifest sets, an event), never from this.
+ */
+export async function waitFor(cond: () => boolean, timeoutMs = 60_000, what = 'condition'): Promise<void> {
+  const until = Date.now() + Math.max(timeoutMs, 60_000);
   while (!cond()) {
     if (Date.now() > until) throw new Error(`timed out waiting for ${what}`);
     await new Promise((r) => setTimeout(r, 20));
