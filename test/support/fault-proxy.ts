@@ -7,8 +7,9 @@
  * - `latencyMs` per direction: each chunk read is held for that long before it is forwarded;
  *   chunks leave in the order they came (a chunk never overtakes an earlier one, even when the
  *   latency is lowered meanwhile);
- * - `bytesPerSecond` per direction: a token bucket (one second's worth of burst) caps the rate;
- *   a chunk larger than the tokens at hand is split and its rest waits for the bucket to refill;
+ * - `bytesPerSecond` per direction: a token bucket caps the rate (its burst, the bucket's size,
+ *   is a tenth of a second's worth unless given); a chunk larger than the tokens at hand is
+ *   split and its rest waits for the bucket to refill;
  * - `blackhole()`: a partition, not a reset. Open connections stay open and nothing moves in
  *   either direction; new connections are accepted and stay silent too. What arrives meanwhile
  *   is held (and, past a high-water mark, the proxy stops reading, so the sender's TCP buffers
@@ -147,8 +148,8 @@ export class FaultProxy {
   uploadBudget: number | undefined;
   private readonly server: net.Server;
   private readonly links = new Set<Link>();
-  /** The token bucket per direction: tokens (bytes) and when it was last refilled. */
-  private readonly bucket: Record<Direction, { tokens: number; at: number }> = { up: { tokens: 0, at: 0 }, down: { tokens: 0, at: 0 } };
+  /** The token bucket per direction: its size and tokens (bytes), and when it was last refilled. */
+  private readonly bucket: Record<Direction, { size: number; tokens: number; at: number }> = { up: { size: 1, tokens: 0, at: 0 }, down: { size: 1, tokens: 0, at: 0 } };
 
   private constructor(
     private readonly targetHost: string,
@@ -188,12 +189,23 @@ export class FaultProxy {
     return this;
   }
 
-  /** Caps the rate (bytes/s, 0 = no cap); the bucket starts full (one second's worth). */
-  setBandwidth(bps: number | Partial<Record<Direction, number>>): this {
+  /**
+   * Caps the rate (bytes/s, 0 = no cap). The bucket holds `burstBytes` (default a tenth of a
+   * second's worth) and starts full.
+   */
+  setBandwidth(bps: number | Partial<Record<Direction, number>>, burstBytes?: number): this {
     Object.assign(this.bytesPerSecond, typeof bps === 'number' ? { up: bps, down: bps } : bps);
-    for (const d of ['up', 'down'] as const) this.bucket[d] = { tokens: this.bytesPerSecond[d], at: performance.now() };
+    for (const d of ['up', 'down'] as const) {
+      const size = Math.max(1, Math.floor(burstBytes ?? this.bytesPerSecond[d] / 10));
+      this.bucket[d] = { size, tokens: size, at: performance.now() };
+    }
     this.pumpAll();
     return this;
+  }
+
+  /** The bucket size (burst) of `dir`, bytes. */
+  burst(dir: Direction): number {
+    return this.bucket[dir].size;
   }
 
   /** A partition: every connection, open or new, goes silent both ways (see the file comment). */
@@ -233,17 +245,17 @@ export class FaultProxy {
     const rate = this.bytesPerSecond[dir];
     if (!(rate > 0)) return want;
     const b = this.bucket[dir];
-    b.tokens = Math.min(rate, b.tokens + ((now - b.at) / 1000) * rate);
+    b.tokens = Math.min(b.size, b.tokens + ((now - b.at) / 1000) * rate);
     b.at = now;
     const n = Math.min(want, Math.floor(b.tokens));
     b.tokens -= n;
     return n;
   }
 
-  /** How long until `dir`'s bucket holds at least one chunk worth sending (1 ms .. 50 ms). */
+  /** How long until `dir`'s bucket holds a chunk worth sending (up to 16 KiB, at most its size), ms. */
   refillWaitMs(dir: Direction): number {
     const rate = this.bytesPerSecond[dir];
-    return Math.min(50, Math.max(1, (1000 * Math.min(16_384, rate)) / rate));
+    return Math.max(1, (1000 * Math.min(16_384, this.bucket[dir].size)) / rate);
   }
 
   private pumpAll(): void {
