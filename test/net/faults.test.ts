@@ -132,6 +132,10 @@ function logLines(p: Proc, from = 0): Record<string, unknown>[] {
 beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), 'aegis-faults-'));
   coordinator = await startCoordinator({
+    // A client away from its stream counts as gone for its phases after 10 s here (default 2 s),
+    // so a reconnect on a busy machine does not race that grace; no case relies on a client
+    // being gone (a blackholed one keeps its stream open).
+    lostAfterMs: 10_000,
     tap: (clientId, type) => {
       const f = faultAt.get(clientId);
       if (f?.at !== type) return;
@@ -255,7 +259,9 @@ describe(`${N} client processes, each behind its own fault proxy`, () => {
     // Half the masked input is through and the rest held: reset every connection of that link.
     await waitFor(() => victim.proxy.uploadBudget === 0 && victim.proxy.held('up') > 0, 60_000, 'the upload half way');
     expect(victim.proxy.forwarded.up - mark).toBe(HALF);
-    victim.proxy.heal().reset();
+    // Reset first (the held rest of the upload is dropped with the connections), then lift the
+    // stall for the connections the client opens next.
+    victim.proxy.reset().heal();
     const { outcome } = await round;
     expect(outcome.ok).toBe(true);
     if (!outcome.ok) return;
