@@ -229,6 +229,17 @@ export class LaunchQueue {
     await this.queue.close();
   }
 
+  /**
+   * Stops at once without waiting for Redis (it is unreachable: BullMQ's graceful close would wait
+   * for it forever). Running launches are not handed back here; their locks lapse and another
+   * process takes them once Redis is back.
+   */
+  closeNow(): void {
+    void this.worker?.close(true).catch(() => undefined);
+    this.workerConnection?.disconnect();
+    void this.queue.close().catch(() => undefined);
+  }
+
   /** Removes everything this prefix holds (tests). */
   async obliterate(): Promise<void> {
     await this.queue.obliterate({ force: true });

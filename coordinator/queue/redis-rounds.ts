@@ -490,6 +490,18 @@ export class RedisRounds implements RedisFrontEnd {
     await this.redis.del(this.store.heartbeatPrefix + this.frontEndId).catch(() => undefined);
     for (const h of this.hosts.values()) h.detach();
   }
+
+  /** Stops at once without waiting for Redis (it is unreachable: BullMQ's graceful close would wait for it forever). */
+  closeNow(): void {
+    this.closed = true;
+    clearTimeout(this.unreachableTimer);
+    for (const t of this.timers) clearInterval(t);
+    void this.worker?.close(true).catch(() => undefined);
+    this.workerConnection?.disconnect();
+    this.sub?.disconnect();
+    void this.queue.close().catch(() => undefined);
+    for (const h of this.hosts.values()) h.detach();
+  }
 }
 
 function localUnmask(jobs: readonly MaskJob[], words: number): Uint32Array {

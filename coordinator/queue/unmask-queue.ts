@@ -153,6 +153,16 @@ export class UnmaskQueue {
     this.#key.fill(0);
   }
 
+  /** Stops at once without waiting for Redis (it is unreachable: BullMQ's graceful close would wait for it forever). */
+  closeNow(): void {
+    void this.worker?.close(true).catch(() => undefined);
+    this.workerConnection?.disconnect();
+    this.eventsConnection.disconnect();
+    void this.events.close().catch(() => undefined);
+    void this.queue.close().catch(() => undefined);
+    this.#key.fill(0);
+  }
+
   async obliterate(): Promise<void> {
     await this.queue.obliterate({ force: true });
   }
