@@ -141,7 +141,15 @@ export class RedisHealth {
 
   /** Drops every watched connection at once (shutdown while Redis is down: nothing waits for it). */
   disconnectAll(): void {
-    for (const c of this.connections) c.disconnect();
+    for (const c of this.connections) {
+      // No reconnect after this one: the connection ends, and commands waiting for it fail.
+      c.options.retryStrategy = () => null;
+      // ioredis leaves a connection that waits to reconnect in 'reconnecting' on disconnect(),
+      // its queued commands pending for ever; one last attempt ends it (refused, or closed once made).
+      const waiting = c.status === 'reconnecting';
+      c.disconnect();
+      if (waiting) void c.connect().then(() => c.disconnect(), () => undefined);
+    }
   }
 
   stop(): void {
