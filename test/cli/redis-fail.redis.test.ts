@@ -4,7 +4,8 @@
  * while Redis is gone the front end writes only JSON log lines — one "lost" line, then at most
  * one "still unreachable" line per `--redis-log-every` — and reports the loss on /metrics and in
  * its gRPC health; when Redis is back on the same port it is SERVING again and a round runs to the
- * exact mean; killed again, SIGTERM still stops it, with exit code 0.
+ * exact mean; killed again, SIGTERM still stops it, with exit code 0. An `aegis coordinator
+ * unmask-worker` on the same Redis goes through the same and is checked the same way.
  */
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -30,6 +31,23 @@ let exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
 const children: ChildProcess[] = [];
 /** Every line the coordinator wrote, stdout and stderr, in order. */
 const lines: string[] = [];
+let worker: ChildProcess | undefined;
+let workerExited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+/** Every line the unmask worker wrote. */
+const workerLines: string[] = [];
+
+/** Collects `child`'s stdout and stderr lines into `into`; resolves with how it exited. */
+function follow(child: ChildProcess, into: string[]): Promise<{ code: number | null; signal: NodeJS.Signals | null }> {
+  for (const stream of [child.stdout!, child.stderr!]) {
+    let rest = '';
+    stream.setEncoding('utf8').on('data', (d: string) => {
+      const parts = (rest + d).split('\n');
+      rest = parts.pop()!;
+      into.push(...parts.filter((l) => l.length > 0));
+    });
+  }
+  return new Promise((r) => child.once('exit', (code, signal) => r({ code, signal })));
+}
 const aegis = (args: string[]): CliRun => runCli(args, env, 90_000);
 
 async function startRedis(): Promise<void> {
@@ -83,16 +101,11 @@ beforeAll(async () => {
     [CLI, 'coordinator', 'start', '--listen', '127.0.0.1:0', '--enroll-listen', '127.0.0.1:0', '--data-dir', coordDir, '--allow-unsigned', '--redis', `redis://127.0.0.1:${port}`, '--metrics', '127.0.0.1:0', '--redis-log-every', `${LOG_EVERY_MS}ms`],
     { env, stdio: ['ignore', 'pipe', 'pipe'] },
   );
-  exited = new Promise((r) => coordinator!.once('exit', (code, signal) => r({ code, signal })));
-  for (const stream of [coordinator.stdout!, coordinator.stderr!]) {
-    let rest = '';
-    stream.setEncoding('utf8').on('data', (d: string) => {
-      const parts = (rest + d).split('\n');
-      rest = parts.pop()!;
-      lines.push(...parts.filter((l) => l.length > 0));
-    });
-  }
+  exited = follow(coordinator, lines);
   await waitFor(() => existsSync(join(coordDir, 'coordinator.json')), 30_000, 'the coordinator to listen');
+  worker = spawn(process.execPath, [CLI, 'coordinator', 'unmask-worker', '--redis', `redis://127.0.0.1:${port}`, '--data-dir', coordDir, '--redis-log-every', `${LOG_EVERY_MS}ms`], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  workerExited = follow(worker, workerLines);
+  await waitFor(() => workerLines.some((l) => l.includes('"msg":"unmask worker running"')), 30_000, 'the unmask worker to run');
   const { address, enrollAddress } = JSON.parse(readFileSync(join(coordDir, 'coordinator.json'), 'utf8')) as { address: string; enrollAddress: string };
   for (let i = 0; i < 3; i++) {
     const inv = cliJson(aegis(['clients', 'invite', '--data-dir', coordDir, '--json']));
@@ -106,7 +119,7 @@ beforeAll(async () => {
 }, 90_000);
 
 afterAll(() => {
-  for (const c of [...children, coordinator]) c?.kill('SIGKILL');
+  for (const c of [...children, coordinator, worker]) c?.kill('SIGKILL');
   redisServer?.kill('SIGKILL');
   rmSync(root, { recursive: true, force: true });
 });
@@ -116,6 +129,7 @@ describe('coordinator start --redis, with Redis killed under it', () => {
     expect(await health()).toBe('SERVING');
     expect(gauge(await metrics(), 'aegis_redis_up')).toBe(1);
     const from = lines.length;
+    const workerFrom = workerLines.length;
     await killRedis();
     await eventually(async () => count(from, 'Redis connection lost') === 1, 30_000, 'the lost-connection line');
     // Three periods of the configured rate limit while Redis stays down.
@@ -137,6 +151,14 @@ describe('coordinator start --redis, with Redis killed under it', () => {
     for (let i = 1; i < times.length; i++) expect(times[i]! - times[i - 1]!).toBeGreaterThanOrEqual(LOG_EVERY_MS);
     // Nothing else said about Redis meanwhile (no line per failed reconnect or command).
     expect(out.filter((l) => /redis/i.test(l.msg) && l.msg !== 'Redis still unreachable' && l.msg !== 'Redis connection lost')).toEqual([]);
+
+    // The unmask worker: the same lines, JSON only.
+    const w = workerLines.slice(workerFrom);
+    expect(w.filter((l) => !l.startsWith('{'))).toEqual([]);
+    const wOut = w.map((l) => JSON.parse(l) as LogLine);
+    expect(wOut.filter((l) => l.msg === 'Redis connection lost')).toHaveLength(1);
+    const wTimes = wOut.filter((l) => /^Redis (connection lost|still unreachable)$/.test(l.msg)).map((l) => l.time);
+    for (let i = 1; i < wTimes.length; i++) expect(wTimes[i]! - wTimes[i - 1]!).toBeGreaterThanOrEqual(LOG_EVERY_MS);
   }, 90_000);
 
   test('Redis back on the same port: one "back" line, health SERVING and aegis_redis_up 1 again, and a round runs to the exact mean', async () => {
@@ -160,10 +182,13 @@ describe('coordinator start --redis, with Redis killed under it', () => {
     expect(lines.slice(from).filter((l) => !l.startsWith('{'))).toEqual([]);
   }, 120_000);
 
-  test('Redis killed again, then SIGTERM: the front end stops and exits 0', async () => {
+  test('Redis killed again, then SIGTERM: the front end and the unmask worker stop and exit 0', async () => {
     const from = lines.length;
+    const workerFrom = workerLines.length;
     await killRedis();
     await eventually(async () => count(from, 'Redis connection lost') === 1, 30_000, 'the lost-connection line');
+    await eventually(async () => workerLines.slice(workerFrom).some((l) => l.includes('"msg":"Redis connection lost"')), 30_000, "the worker's lost-connection line");
+    worker!.kill('SIGTERM');
     coordinator!.kill('SIGTERM');
     // A generous bound: the point is that it exits at all while Redis is down.
     const timeout = new Promise<'still running'>((r) => setTimeout(() => r('still running'), 20_000).unref());
@@ -173,5 +198,9 @@ describe('coordinator start --redis, with Redis killed under it', () => {
     // Every step finished (nothing waited for the dead Redis until its bound ran out).
     expect(out.filter((l) => /^shutdown/.test(l.msg))).toEqual([]);
     expect(lines.slice(from).filter((l) => !l.startsWith('{'))).toEqual([]);
+    expect(await Promise.race([workerExited, timeout])).toEqual({ code: 0, signal: null });
+    const w = workerLines.slice(workerFrom);
+    expect(w.filter((l) => !l.startsWith('{'))).toEqual([]);
+    expect(w.map((l) => (JSON.parse(l) as LogLine).msg)).toEqual(expect.arrayContaining(['shutting down', 'stopped']));
   }, 60_000);
 });
