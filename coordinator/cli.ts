@@ -30,11 +30,13 @@ import { LaunchQueue } from './queue/launch-queue.js';
 import { UnmaskQueue } from './queue/unmask-queue.js';
 import { JobDirectory } from './queue/job-directory.js';
 import { connectRedis, redactRedisUrl } from './queue/redis.js';
+import { DEFAULT_REDIS_LOG_EVERY_MS, RedisHealth } from './queue/redis-health.js';
+import { onStopSignals } from './service/shutdown.js';
 import { builtInOperator, hasCoordinatorSecrets, loadRegistry, openCoordinatorSecrets, readEndpoint, reissueOperatorIfDue, removeEndpoint, writeEndpoint } from './service/data-dir.js';
 import { LocalTokenLedger, RedisTokenLedger, TOKEN_LEDGER_FILE } from './auth/seen-tokens.js';
 import { Coordinator } from './service/coordinator.js';
 import { awaitOfflineCredentials, OfflineEnrollment, serverHostsFor } from './auth/offline-ca.js';
-import { RedisRounds } from './queue/redis-rounds.js';
+import { DEFAULT_STATE_UNREACHABLE_AFTER_MS, RedisRounds } from './queue/redis-rounds.js';
 import { RedisRegistryStore } from './queue/redis-registry.js';
 import type { MaskJob } from './round/index.js';
 import { Phase } from '../shared/protocol/vocabulary.js';
@@ -61,27 +63,31 @@ export function registerCoordinator(program: Command): void {
     .option('--redis-prefix <prefix>', 'the key prefix on Redis', 'aegis')
     .option('--data-dir <dir>', "a coordinator data dir (for the deployment's queue key, sealed under its KEK)", DEFAULT_DIR)
     .option('--concurrency <n>', 'parts expanded at once', parseIntOption('concurrency', 1, 64), 1)
-    .action(async (o: { redis: string; redisPrefix: string; dataDir: string; concurrency: number }) => {
+    .option('--redis-log-every <duration>', 'while Redis is unreachable, at most one log line per this long', parseDuration('redis-log-every', 1000, 3_600_000), DEFAULT_REDIS_LOG_EVERY_MS)
+    .action(async (o: { redis: string; redisPrefix: string; dataDir: string; concurrency: number; redisLogEvery: number }) => {
       const log = createLogger('unmask-worker');
       try {
         const dir = resolve(o.dataDir);
         if (!hasCoordinatorSecrets(dir)) throw new AegisError(ErrorCode.NotFound, `${dir} is not a coordinator data dir (start the coordinator there first)`);
         const secrets = await openCoordinatorSecrets(dir, cliKekSecrets(`the coordinator keys in ${dir}`));
         const redis = await connectRedis(o.redis);
-        const queue = new UnmaskQueue(redis, secrets.queueKey, { prefix: o.redisPrefix });
+        const health = new RedisHealth(redis, { url: redactRedisUrl(o.redis), log, logEveryMs: o.redisLogEvery }).start();
+        const queue = new UnmaskQueue(redis, secrets.queueKey, { prefix: o.redisPrefix, watch: (e) => health.watch(e) });
         secrets.queueKey.fill(0);
         await secrets.kek.close();
         queue.work({ concurrency: o.concurrency });
         progress(`unmask worker on ${redactRedisUrl(o.redis)} (prefix ${o.redisPrefix}), ${o.concurrency} at once`);
         log.info({ concurrency: o.concurrency }, 'unmask worker running');
-        const stop = (): void => {
-          void queue
-            .close()
-            .then(() => redis.quit())
-            .then(() => process.exit(0));
-        };
-        process.on('SIGINT', stop);
-        process.on('SIGTERM', stop);
+        onStopSignals(
+          () => [
+            // Redis down: nothing waits for it (its pending commands fail at once).
+            ['redis-down', () => (health.up ? undefined : health.disconnectAll())],
+            ['unmask-queue', () => (health.up ? queue.close() : queue.closeNow())],
+            ['redis', () => (health.up ? redis.quit() : redis.disconnect())],
+            ['redis-health', () => health.stop()],
+          ],
+          log,
+        );
       } catch (err) {
         reportError(err, false);
         process.exit(2);
@@ -101,6 +107,8 @@ export function registerCoordinator(program: Command): void {
     .option('--redis-prefix <prefix>', 'the key prefix on Redis (several deployments on one Redis)', 'aegis')
     .option('--unmask-workers <n>', 'with --redis: unmask parts this process expands at once (0: leave them to `aegis coordinator unmask-worker` processes)', parseIntOption('unmask-workers', 0, 64), 1)
     .option('--unmask-parts <n>', "with --redis: worker jobs a round's unmasking is split into", parseIntOption('unmask-parts', 1, 1024), 2)
+    .option('--redis-log-every <duration>', 'with --redis: while Redis is unreachable, at most one log line per this long', parseDuration('redis-log-every', 1000, 3_600_000), DEFAULT_REDIS_LOG_EVERY_MS)
+    .option('--redis-down-abort-after <duration>', 'with --redis: rounds followed here abort (state-unreachable) once Redis has been unreachable this long', parseDuration('redis-down-abort-after', 1000, 86_400_000), DEFAULT_STATE_UNREACHABLE_AFTER_MS)
     .option('--metrics <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (loopback only; counts, phases and reason codes, no client ids)')
     .option('--validation-data <name=file...>', "validation sets for the poisoning check of training jobs (JSONL examples; a manifest names one in validation.dataset)")
     .option('--retention-round-days <n>', 'how long a finished round keeps which clients took part (then only counts, timeline, outcome and sum stay); config retention.round_days', parseIntOption('retention-round-days', 1, 36_500), 30)
@@ -108,7 +116,7 @@ export function registerCoordinator(program: Command): void {
     .option('--operator-ttl-days <days>', 'lifetime of operator certificates, the built-in admin credential included (reissued by the coordinator at 2/3 of it); config operator.ttl_days', operatorTtlDays('operator-ttl-days'), 7)
     .option('--offline-ca <ca.pem>', 'first start only: the CA is offline (aegis ca init): this host keeps only its certificate; certificates come from aegis ca sign-csr on the CA host (requests in DATA_DIR/ca-requests, signed ones back in DATA_DIR/ca-signed)')
     .option('--config <file>', 'a JSON file of these options by their long names in camelCase (e.g. {"redis": "redis://10.0.0.5:6379", "redisPrefix": "prod", "unmaskWorkers": 2}); options given on the command line win')
-    .action(async (o: { operatorTtlDays: number; offlineCa?: string; retentionRoundDays: number; clientsLostAfter: number; config?: string; listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string; redis?: string; redisPrefix: string; unmaskWorkers: number; unmaskParts: number } & DashboardCliOptions & KekCliOptions & RotationCliOptions, cmd: Command) => {
+    .action(async (o: { operatorTtlDays: number; offlineCa?: string; retentionRoundDays: number; clientsLostAfter: number; config?: string; listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string; redis?: string; redisPrefix: string; unmaskWorkers: number; unmaskParts: number; redisLogEvery: number; redisDownAbortAfter: number } & DashboardCliOptions & KekCliOptions & RotationCliOptions, cmd: Command) => {
       const log = createLogger('coordinator');
       try {
         if (o.config) await applyConfigFile(o.config, o as unknown as Record<string, unknown>, cmd);
@@ -139,10 +147,13 @@ export function registerCoordinator(program: Command): void {
         else if (secrets.created) log.info({ dataDir: dir, ca: join(dir, 'ca.pem') }, 'created the coordinator CA, token key and operator credential (sealed)');
         const registry = await loadRegistry(dir);
         const redis = o.redis ? await connectRedis(o.redis) : undefined;
-        const launchQueue = redis ? new LaunchQueue(redis, { prefix: o.redisPrefix }) : undefined;
-        const unmaskQueue = redis ? new UnmaskQueue(redis, secrets.queueKey, { prefix: o.redisPrefix }) : undefined;
-        if (unmaskQueue && o.unmaskWorkers > 0) unmaskQueue.work({ concurrency: o.unmaskWorkers });
         const metrics = o.metrics ? new CoordinatorMetrics() : undefined;
+        // Every connection, queue and worker on Redis reports its errors to one place: structured, rate-limited log lines, metrics, health.
+        const redisHealth = redis ? new RedisHealth(redis, { url: redactRedisUrl(o.redis!), log, logEveryMs: o.redisLogEvery, ...(metrics ? { sink: metrics } : {}) }).start() : undefined;
+        const watch = redisHealth ? { watch: <T extends Parameters<RedisHealth['watch']>[0]>(e: T): T => redisHealth.watch(e) } : {};
+        const launchQueue = redis ? new LaunchQueue(redis, { prefix: o.redisPrefix, ...watch }) : undefined;
+        const unmaskQueue = redis ? new UnmaskQueue(redis, secrets.queueKey, { prefix: o.redisPrefix, ...watch }) : undefined;
+        if (unmaskQueue && o.unmaskWorkers > 0) unmaskQueue.work({ concurrency: o.unmaskWorkers });
         // Time-based key rotation (shared/keystore/policy.ts): at start, then every hour.
         const policy = await effectivePolicy(dir, o);
         await recordPolicy(dir, policy);
@@ -151,6 +162,9 @@ export function registerCoordinator(program: Command): void {
           ? new RedisRounds(redis, secrets.queueKey, {
               prefix: o.redisPrefix,
               log,
+              ...watch,
+              health: redisHealth!,
+              stateUnreachableAfterMs: o.redisDownAbortAfter,
               ...(unmaskQueue ? { unmask: (key: string, jobs: readonly MaskJob[], words: number) => unmaskQueue.dispatch(key, jobs, words, o.unmaskParts) } : {}),
               onPhaseClosed: (meta, e) => {
                 metrics?.phaseClosed(e);
@@ -181,7 +195,8 @@ export function registerCoordinator(program: Command): void {
           ...(redis ? { jobDirectory: new JobDirectory(redis, { prefix: o.redisPrefix }) } : {}),
           // The client registry on Redis, shared by every front end (registry.json imported at
           // start and written as an export).
-          ...(redis ? { registryStore: new RedisRegistryStore(redis, { prefix: o.redisPrefix, dataDir: dir, log }) } : {}),
+          ...(redis ? { registryStore: new RedisRegistryStore(redis, { prefix: o.redisPrefix, dataDir: dir, log, ...watch }) } : {}),
+          ...(redisHealth ? { redisHealth } : {}),
           ca: secrets.ca,
           tokens: secrets.tokens,
           registry,
@@ -218,26 +233,21 @@ export function registerCoordinator(program: Command): void {
         await writeEndpoint(dir, { address, enrollAddress, pid: process.pid, ...(metricsServer ? { metrics: metricsServer.address } : {}), ...(dashboard ? { dashboard: dashboard.address } : {}) });
         progress(`coordinator listening on ${address} (mTLS), enrollment on ${enrollAddress}; CA certificate: ${join(dir, 'ca.pem')}`);
         if (!secrets.offline) log.warn({ ca: 'embedded' }, EMBEDDED_CA_WARNING);
-        let stopping = false;
-        const stop = (signal: string): void => {
-          if (stopping) return;
-          stopping = true;
-          log.info({ signal }, 'shutting down');
-          keyChecks.stop();
-          void c
-            .close()
-            .then(() => removeEndpoint(dir))
-            .then(() => metricsServer?.close())
-            .then(() => unmaskQueue?.close())
-            .then(() => redis?.quit())
-            .then(() => secrets.kek.close())
-            .then(() => {
-              log.info('stopped');
-              process.exit(0);
-            });
-        };
-        process.on('SIGINT', () => stop('SIGINT'));
-        process.on('SIGTERM', () => stop('SIGTERM'));
+        onStopSignals(
+          () => [
+            ['key-checks', () => keyChecks.stop()],
+            // Redis down: nothing waits for it (its pending commands fail at once, BullMQ closes without it).
+            ['redis-down', () => (redisHealth && !redisHealth.up ? redisHealth.disconnectAll() : undefined)],
+            ['coordinator', () => c.close()],
+            ['endpoint', () => removeEndpoint(dir)],
+            ['metrics', () => metricsServer?.close()],
+            ['unmask-queue', () => (redisHealth?.up === false ? unmaskQueue?.closeNow() : unmaskQueue?.close())],
+            ['redis', () => (redis === undefined ? undefined : redisHealth?.up ? redis.quit() : redis.disconnect())],
+            ['redis-health', () => redisHealth?.stop()],
+            ['kek', () => secrets.kek.close()],
+          ],
+          log,
+        );
       } catch (err) {
         reportError(err, false);
         process.exit(2);

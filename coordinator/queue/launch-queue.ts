@@ -23,6 +23,7 @@
 import { Queue, UnrecoverableError, Worker, type Job as BullJob } from 'bullmq';
 import type { Redis } from 'ioredis';
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
+import { dropErrors, type WatchErrors } from './redis.js';
 
 export const LAUNCH_QUEUE = 'aegis-launch';
 /** Codes a retry cannot fix. */
@@ -79,6 +80,8 @@ export interface LaunchQueueOptions {
   attempts?: number;
   /** First retry delay, ms, doubled each time (default 2000). */
   backoffMs?: number;
+  /** Takes over the 'error' events of the queue, its worker and connection (RedisHealth.watch); default: dropped. */
+  watch?: WatchErrors;
 }
 
 export interface QueuedLaunch {
@@ -98,12 +101,14 @@ export class LaunchQueue {
   private readonly opts: Required<Pick<LaunchQueueOptions, 'attempts' | 'backoffMs'>>;
   private worker: Worker<LaunchData> | undefined;
   private workerConnection: Redis | undefined;
+  private readonly watch: WatchErrors;
 
   constructor(redis: Redis, opts: LaunchQueueOptions = {}) {
     this.redis = redis;
+    this.watch = opts.watch ?? dropErrors;
     this.prefix = opts.prefix ?? 'aegis';
     this.opts = { attempts: opts.attempts ?? 5, backoffMs: opts.backoffMs ?? 2000 };
-    this.queue = new Queue<LaunchData>(LAUNCH_QUEUE, { connection: redis, prefix: this.prefix });
+    this.queue = this.watch(new Queue<LaunchData>(LAUNCH_QUEUE, { connection: redis, prefix: this.prefix }));
   }
 
   private counterKey(jobId: string): string {
@@ -175,9 +180,9 @@ export class LaunchQueue {
           throw e instanceof Error ? e : new Error(String(e));
         }
       },
-      { connection: (this.workerConnection = this.redis.duplicate({ maxRetriesPerRequest: null })), prefix: this.prefix, concurrency: opts.concurrency ?? 4, lockDuration: 30_000 },
+      { connection: (this.workerConnection = this.watch(this.redis.duplicate({ maxRetriesPerRequest: null }))), prefix: this.prefix, concurrency: opts.concurrency ?? 4, lockDuration: 30_000 },
     );
-    this.worker.on('error', () => undefined);
+    this.watch(this.worker);
   }
 
   /** Every launch BullMQ still holds, newest first, with its state. */
@@ -222,6 +227,17 @@ export class LaunchQueue {
     await this.worker?.close(force);
     this.workerConnection?.disconnect();
     await this.queue.close();
+  }
+
+  /**
+   * Stops at once without waiting for Redis (it is unreachable: BullMQ's graceful close would wait
+   * for it forever). Running launches are not handed back here; their locks lapse and another
+   * process takes them once Redis is back.
+   */
+  closeNow(): void {
+    void this.worker?.close(true).catch(() => undefined);
+    this.workerConnection?.disconnect();
+    void this.queue.close().catch(() => undefined);
   }
 
   /** Removes everything this prefix holds (tests). */

@@ -41,6 +41,7 @@ import type { RegistrySink, RegistryStore } from '../clients/registry-store.js';
 import { Registry, type ClientRecord } from '../clients/registry.js';
 import { certificateSerialsOf, revocationCodeOf } from '../clients/serials.js';
 import { loadRegistry, saveRegistry } from '../service/data-dir.js';
+import { dropErrors, type WatchErrors } from './redis.js';
 import { isClientId, isHash, isKey, isSerial, LAST_SEEN_SCRIPT, parseInviteValue, parseRecordValue, parseSerialValue, RegistryKeys, SERIAL_SCRIPT, serialValue, type Announcement } from './registry-keys.js';
 
 export interface RedisRegistryOptions {
@@ -54,6 +55,8 @@ export interface RedisRegistryOptions {
   checkMs?: number;
   log?: Logger;
   clock?: () => number;
+  /** Takes over the 'error' events of its connections (RedisHealth.watch); default: dropped. */
+  watch?: WatchErrors;
 }
 
 /** A transaction that keeps meeting other writers gives up after this many attempts (`unavailable`). */
@@ -118,10 +121,10 @@ export class RedisRegistryStore implements RegistryStore {
 
   async start(sink: RegistrySink): Promise<void> {
     this.sink = sink;
-    this.tx = this.redis.duplicate({ maxRetriesPerRequest: 2 });
-    this.tx.on('error', () => undefined);
+    const watch = this.opts.watch ?? dropErrors;
+    this.tx = watch(this.redis.duplicate({ maxRetriesPerRequest: 2 }));
     const sub = (this.sub = this.redis.duplicate({ maxRetriesPerRequest: null, connectionName: `aegis-registry-${this.id}` }));
-    sub.on('error', () => undefined);
+    watch(sub);
     let connected = false;
     sub.on('ready', () => {
       // A reconnect: announcements sent meanwhile were lost.

@@ -13,10 +13,11 @@ import { AegisError, ErrorCode } from '../../shared/errors.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import type { Logger } from '../../shared/log.js';
 import type { ClientMessage, RoundRef, ServerMessage } from '../../shared/protocol/messages.js';
-import { Phase, PHASE_ORDER } from '../../shared/protocol/vocabulary.js';
+import { AbortReason, Phase, PHASE_ORDER } from '../../shared/protocol/vocabulary.js';
 import { toClientEnvelope } from '../../shared/rpc/convert.js';
 import { Outbox } from '../hosts/outbox.js';
 import type { PhaseStart, RoundHostLike, RoundStatus } from '../hosts/types.js';
+import { abortRound } from '../round/aborted.js';
 import { refuseResend, refuseSecondAnswer, type Phase0Answer } from '../round/checks.js';
 import { totalDeclines, type DeclineCounts } from '../round/declines.js';
 import { assertMessageFrom, close, outcomeOf, phaseComplete, receive, receiveChecked, start, type CheckedMessage, type CoordinatorConfig, type CoordinatorState, type CoordinatorStats, type RoundOutcome } from '../round/index.js';
@@ -115,7 +116,8 @@ export class RedisRoundHost implements RoundHostLike {
     const st = this.rounds.store;
     const k = this.meta.key;
     const [phB, statsB, timelineB] = await st.fields(k, 'phase', 'stats', 'timeline');
-    if (!phB) return;
+    // The round's records are gone (a Redis restarted without its data): it cannot go on.
+    if (!phB) return this.abandon('Redis answers but holds no record of the round (restarted without its data?)');
     const mark = parsePhaseMark(phB.toString());
     if (!mark) return;
     this.mark = mark;
@@ -373,6 +375,23 @@ export class RedisRoundHost implements RoundHostLike {
       .cancel(this.meta.key, detail)
       .then(() => this.refresh())
       .catch(() => undefined);
+  }
+
+  /**
+   * Ends the round here as aborted with `state-unreachable` (its records on Redis cannot be read:
+   * Redis down too long, or back without them); nothing partial is published.
+   */
+  abandon(detail: string): void {
+    if (this.settled) return;
+    const phase = isFinalPhase(this.mark.phase) ? Phase.AdvertiseKeys : this.mark.phase;
+    const stats: CoordinatorStats = { prgWords: 0, ...this.stats, ...(phase === Phase.AdvertiseKeys ? { declines: { ...this.declines } } : {}) };
+    const { next } = abortRound({ phase, cfg: this.ctx.cfg, stats }, AbortReason.StateUnreachable, detail);
+    this.settled = true;
+    this.scratch = null;
+    this.partial?.fill(0);
+    this.partial = null;
+    this.rounds.log?.warn({ round: this.meta.key, phase, reason: AbortReason.StateUnreachable }, 'round aborted: its state on Redis is unreachable');
+    this.settle(outcomeOf(next));
   }
 
   /** Stops delivering (the front end closes); the outcome stays unsettled here. */

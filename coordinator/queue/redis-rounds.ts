@@ -31,6 +31,8 @@ import { applyMaskJobs, cancelRound, close, declinesOf, finishUnmask, isFinal, p
 import { atPhaseStart, deadlineOf, formatPhaseMark, isFinalPhase, parsePhaseMark, phaseIndex, receivedCount } from '../round/phases.js';
 import { RedisRoundHost, type RedisFrontEnd } from './redis-round-host.js';
 import { HEARTBEAT_TTL_SECONDS, RoundStore, type RedisRoundInfo, type RedisRoundMeta } from './round-store.js';
+import { dropErrors, type WatchErrors } from './redis.js';
+import type { RedisHealth } from './redis-health.js';
 
 export const PHASE_QUEUE = 'aegis-phase';
 
@@ -56,7 +58,20 @@ export interface RedisRoundsOptions {
   connected?: () => string[];
   /** Called when this front end has taken (recorded) a client's message (tracing; the simulator's crash injection). */
   onTaken?: (phase: Phase, clientId: string) => void;
+  /** Takes over the 'error' events of the phase queue, its worker and every connection (RedisHealth.watch); default: dropped. */
+  watch?: WatchErrors;
+  /**
+   * Whether Redis answers (RedisHealth): while it does not, the heartbeat and the poll pause, and
+   * rounds this front end follows end with `state-unreachable` once it has been down
+   * `stateUnreachableAfterMs`.
+   */
+  health?: Pick<RedisHealth, 'up' | 'onChange'>;
+  /** How long Redis may be unreachable before the rounds followed here abort with `state-unreachable`, ms; default 30 s. */
+  stateUnreachableAfterMs?: number;
 }
+
+/** The default of `stateUnreachableAfterMs`. */
+export const DEFAULT_STATE_UNREACHABLE_AFTER_MS = 30_000;
 
 export class RedisRounds implements RedisFrontEnd {
   /** This front end's id: its heartbeat, and whose partial sum is whose. */
@@ -79,13 +94,19 @@ export class RedisRounds implements RedisFrontEnd {
   /** The clients connected to this front end (its presence on Redis); the coordinator sets it. */
   connectedClients: () => string[];
   private started = false;
+  private readonly watch: WatchErrors;
+  private unreachableTimer: NodeJS.Timeout | undefined;
+  /** Rounds this front end ended with `state-unreachable` while Redis was down: recorded on Redis once it is back. */
+  private readonly abandoned = new Map<string, string>();
+  private polling = false;
 
   constructor(redis: Redis, queueKey: Uint8Array, opts: RedisRoundsOptions = {}) {
     this.redis = redis;
     this.opts = opts;
     this.frontEndId = opts.frontEndId ?? `fe-${process.pid}-${Math.random().toString(36).slice(2, 8)}`;
     this.store = new RoundStore(redis, queueKey, opts.prefix === undefined ? {} : { prefix: opts.prefix });
-    this.queue = new Queue<CloseTask>(PHASE_QUEUE, { connection: redis, prefix: this.store.prefix });
+    this.watch = opts.watch ?? dropErrors;
+    this.queue = this.watch(new Queue<CloseTask>(PHASE_QUEUE, { connection: redis, prefix: this.store.prefix }));
     this.connectedClients = () => opts.connected?.() ?? [];
   }
 
@@ -98,15 +119,15 @@ export class RedisRounds implements RedisFrontEnd {
     if (this.started) return;
     this.started = true;
     await this.beat();
+    this.opts.health?.onChange((up) => (up ? this.redisBack() : this.redisLost()));
     this.timers.push(setInterval(() => void this.beat().catch(() => undefined), 500));
-    this.sub = this.redis.duplicate({ maxRetriesPerRequest: null });
-    this.sub.on('error', () => undefined);
+    this.sub = this.watch(this.redis.duplicate({ maxRetriesPerRequest: null }));
     this.sub.on('message', (_ch: string, msg: string) => {
       const h = this.hosts.get(msg);
       if (h) void h.refresh().catch(() => undefined);
     });
     await this.sub.subscribe(this.store.channel);
-    this.workerConnection = this.redis.duplicate({ maxRetriesPerRequest: null });
+    this.workerConnection = this.watch(this.redis.duplicate({ maxRetriesPerRequest: null }));
     this.worker = new Worker<CloseTask>(PHASE_QUEUE, async (job) => this.closePhase(job.data.k, job.data.phase), {
       connection: this.workerConnection,
       prefix: this.store.prefix,
@@ -115,12 +136,46 @@ export class RedisRounds implements RedisFrontEnd {
       stalledInterval: 2_000,
       maxStalledCount: 5,
     });
-    this.worker.on('error', () => undefined);
+    this.watch(this.worker);
     this.timers.push(setInterval(() => void this.poll().catch(() => undefined), this.opts.pollMs ?? 500));
     for (const t of this.timers) t.unref();
   }
 
+  private get redisDown(): boolean {
+    return this.opts.health !== undefined && !this.opts.health.up;
+  }
+
+  /** Redis stopped answering: the rounds followed here end with `state-unreachable` if it stays so. */
+  private redisLost(): void {
+    if (this.closed || this.unreachableTimer) return;
+    const after = this.opts.stateUnreachableAfterMs ?? DEFAULT_STATE_UNREACHABLE_AFTER_MS;
+    this.unreachableTimer = setTimeout(() => {
+      this.unreachableTimer = undefined;
+      if (this.closed || !this.redisDown) return;
+      const detail = `Redis did not answer for ${Math.round(after / 1000)} s`;
+      for (const [k, h] of this.hosts) {
+        if (h.settled) continue;
+        h.abandon(detail);
+        this.abandoned.set(k, detail);
+      }
+    }, after);
+    this.unreachableTimer.unref();
+  }
+
+  /** Redis answers again: the rounds ended meanwhile are ended on Redis too (every front end agrees), the others re-read. */
+  private redisBack(): void {
+    clearTimeout(this.unreachableTimer);
+    this.unreachableTimer = undefined;
+    if (this.closed) return;
+    for (const [k, detail] of this.abandoned) {
+      this.abandoned.delete(k);
+      void this.end(k, AbortReason.StateUnreachable, detail).catch(() => undefined);
+    }
+    for (const h of this.hosts.values()) if (!h.settled) void h.refresh().catch(() => undefined);
+  }
+
   private async beat(): Promise<void> {
+    if (this.redisDown) return;
     const k = this.store.heartbeatPrefix + this.frontEndId;
     await this.redis
       .multi()
@@ -145,14 +200,20 @@ export class RedisRounds implements RedisFrontEnd {
   }
 
   private async poll(): Promise<void> {
-    if (this.closed) return;
-    for (const h of this.hosts.values()) if (!h.settled) await h.refresh().catch(() => undefined);
-    if (!this.onNewRound) return;
-    for (const id of await this.redis.smembers(this.store.activeKey)) {
-      if (this.seenRounds.has(id)) continue;
-      this.seenRounds.add(id);
-      const info = await this.store.info(id);
-      if (info && info.owner !== this.frontEndId) this.onNewRound(info);
+    // Nothing piles up on the connection while Redis is down, and one poll at a time.
+    if (this.closed || this.redisDown || this.polling) return;
+    this.polling = true;
+    try {
+      for (const h of this.hosts.values()) if (!h.settled) await h.refresh().catch(() => undefined);
+      if (!this.onNewRound) return;
+      for (const id of await this.redis.smembers(this.store.activeKey)) {
+        if (this.seenRounds.has(id)) continue;
+        this.seenRounds.add(id);
+        const info = await this.store.info(id);
+        if (info && info.owner !== this.frontEndId) this.onNewRound(info);
+      }
+    } finally {
+      this.polling = false;
     }
   }
 
@@ -331,8 +392,7 @@ export class RedisRounds implements RedisFrontEnd {
    * changed the key meanwhile); the connection is closed afterwards.
    */
   private async watching<T>(key: string, f: (conn: Redis) => Promise<T>): Promise<T> {
-    const conn = this.redis.duplicate({ maxRetriesPerRequest: null });
-    conn.on('error', () => undefined);
+    const conn = this.watch(this.redis.duplicate({ maxRetriesPerRequest: null }));
     try {
       await conn.watch(key);
       return await f(conn);
@@ -392,7 +452,12 @@ export class RedisRounds implements RedisFrontEnd {
   }
 
   /** Cancels a round (one group) on the Redis: it ends as `cancelled` wherever it is followed. */
-  async cancel(k: string, detail: string): Promise<void> {
+  cancel(k: string, detail: string): Promise<void> {
+    return this.end(k, AbortReason.Cancelled, detail);
+  }
+
+  /** Ends a round (one group) on the Redis, unless it has ended already: aborted with `reason` wherever it is followed. */
+  private async end(k: string, reason: AbortReason, detail: string): Promise<void> {
     const st = this.store;
     const rk = st.roundKey(k);
     await this.watching(rk, async (conn) => {
@@ -403,7 +468,8 @@ export class RedisRounds implements RedisFrontEnd {
       const stats: CoordinatorStats = { prgWords: 0, ...(JSON.parse(statsB ?? '{}') as Partial<CoordinatorStats>) };
       // Cancelled in phase 0: the declines taken so far are the round's.
       if (mark.phase === Phase.AdvertiseKeys) stats.declines = await st.declineCounts(k);
-      const { next } = cancelRound({ phase: mark.phase, cfg: config, stats }, detail);
+      const from = { phase: mark.phase, cfg: config, stats };
+      const { next } = reason === AbortReason.Cancelled ? cancelRound(from, detail) : abortRound(from, reason, detail);
       const m = conn.multi();
       m.hset(rk, 'phase', formatPhaseMark({ phase: next.phase, closing: false }), 'outcome', st.sealOutcome(k, next), 'stats', JSON.stringify(next.stats));
       m.hincrby(rk, 'transitions', 1);
@@ -415,12 +481,25 @@ export class RedisRounds implements RedisFrontEnd {
 
   async close(): Promise<void> {
     this.closed = true;
+    clearTimeout(this.unreachableTimer);
     for (const t of this.timers) clearInterval(t);
     await this.worker?.close();
     this.workerConnection?.disconnect();
     await this.sub?.quit().catch(() => undefined);
     await this.queue.close();
     await this.redis.del(this.store.heartbeatPrefix + this.frontEndId).catch(() => undefined);
+    for (const h of this.hosts.values()) h.detach();
+  }
+
+  /** Stops at once without waiting for Redis (it is unreachable: BullMQ's graceful close would wait for it forever). */
+  closeNow(): void {
+    this.closed = true;
+    clearTimeout(this.unreachableTimer);
+    for (const t of this.timers) clearInterval(t);
+    void this.worker?.close(true).catch(() => undefined);
+    this.workerConnection?.disconnect();
+    this.sub?.disconnect();
+    void this.queue.close().catch(() => undefined);
     for (const h of this.hosts.values()) h.detach();
   }
 }

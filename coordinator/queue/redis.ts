@@ -5,6 +5,23 @@
  */
 import { Redis } from 'ioredis';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
+import type { ErrorEmitter } from './redis-health.js';
+
+/**
+ * Takes over an emitter's 'error' events (RedisHealth.watch: counted and logged rate limited,
+ * never printed raw) and returns it. Every Redis connection, BullMQ Queue, Worker and QueueEvents
+ * goes through one.
+ */
+export type WatchErrors = <T extends ErrorEmitter>(emitter: T) => T;
+
+/** The default: errors are dropped (reported through the calls that fail). */
+export const dropErrors: WatchErrors = (emitter) => {
+  emitter.on('error', () => undefined);
+  return emitter;
+};
+
+/** Delay before reconnect attempt `n` (1, 2, …): 200 ms more each time, at most 2 s. */
+export const reconnectDelayMs = (n: number): number => Math.min(n * 200, 2000);
 
 /** The URL without credentials, for messages and logs. */
 export function redactRedisUrl(url: string): string {
@@ -33,7 +50,7 @@ export async function connectRedis(url: string, opts: RedisOptions = {}): Promis
   }
   if (parsed.protocol !== 'redis:' && parsed.protocol !== 'rediss:') throw new AegisError(ErrorCode.InvalidArgument, '--redis takes a redis:// or rediss:// URL');
   const timeout = opts.connectTimeoutMs ?? 3000;
-  const redis = new Redis(url, { maxRetriesPerRequest: null, lazyConnect: true, connectTimeout: timeout, retryStrategy: (n) => Math.min(n * 200, 2000) });
+  const redis = new Redis(url, { maxRetriesPerRequest: null, lazyConnect: true, connectTimeout: timeout, retryStrategy: reconnectDelayMs });
   redis.on('error', () => undefined); // reported through the calls that fail; never an unhandled event
   try {
     await Promise.race([

@@ -22,6 +22,7 @@ import { open as aeadOpen, seal as aeadSeal } from '../../shared/crypto/aead.js'
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { VectorAccumulator } from '../../shared/crypto/vecops.js';
 import { applyMaskJobs, type MaskJob } from '../round/index.js';
+import { dropErrors, type WatchErrors } from './redis.js';
 
 export const UNMASK_QUEUE = 'aegis-unmask';
 const KEY_BYTES = 32;
@@ -56,6 +57,8 @@ export interface UnmaskQueueOptions {
   prefix?: string;
   /** How long a dispatch waits for its parts, ms (default 10 minutes). */
   timeoutMs?: number;
+  /** Takes over the 'error' events of the queue, its events, worker and connections (RedisHealth.watch); default: dropped. */
+  watch?: WatchErrors;
 }
 
 export class UnmaskQueue {
@@ -68,6 +71,7 @@ export class UnmaskQueue {
   private worker: Worker<PartData, string> | undefined;
   private workerConnection: Redis | undefined;
   private readonly eventsConnection: Redis;
+  private readonly watch: WatchErrors;
 
   /** `queueKey`: 32 bytes shared by every process of the deployment (from the coordinator vault). */
   constructor(redis: Redis, queueKey: Uint8Array, opts: UnmaskQueueOptions = {}) {
@@ -76,10 +80,10 @@ export class UnmaskQueue {
     this.#key = new Uint8Array(queueKey);
     this.prefix = opts.prefix ?? 'aegis';
     this.timeoutMs = opts.timeoutMs ?? 600_000;
-    this.queue = new Queue<PartData, string>(UNMASK_QUEUE, { connection: redis, prefix: this.prefix });
-    this.eventsConnection = redis.duplicate({ maxRetriesPerRequest: null });
-    this.events = new QueueEvents(UNMASK_QUEUE, { connection: this.eventsConnection, prefix: this.prefix });
-    this.events.on('error', () => undefined);
+    this.watch = opts.watch ?? dropErrors;
+    this.queue = this.watch(new Queue<PartData, string>(UNMASK_QUEUE, { connection: redis, prefix: this.prefix }));
+    this.eventsConnection = this.watch(redis.duplicate({ maxRetriesPerRequest: null }));
+    this.events = this.watch(new QueueEvents(UNMASK_QUEUE, { connection: this.eventsConnection, prefix: this.prefix }));
   }
 
   /**
@@ -117,7 +121,7 @@ export class UnmaskQueue {
   /** Works parts: expands each into a partial sum and returns it sealed. */
   work(opts: { concurrency?: number } = {}): void {
     if (this.worker) throw new AegisError(ErrorCode.FailedPrecondition, 'this unmask queue is already being worked');
-    this.workerConnection = this.redis.duplicate({ maxRetriesPerRequest: null });
+    this.workerConnection = this.watch(this.redis.duplicate({ maxRetriesPerRequest: null }));
     this.worker = new Worker<PartData, string>(
       UNMASK_QUEUE,
       async (job) => {
@@ -137,7 +141,7 @@ export class UnmaskQueue {
       },
       { connection: this.workerConnection, prefix: this.prefix, concurrency: opts.concurrency ?? 1 },
     );
-    this.worker.on('error', () => undefined);
+    this.watch(this.worker);
   }
 
   async close(): Promise<void> {
@@ -146,6 +150,16 @@ export class UnmaskQueue {
     await this.events.close();
     this.eventsConnection.disconnect();
     await this.queue.close();
+    this.#key.fill(0);
+  }
+
+  /** Stops at once without waiting for Redis (it is unreachable: BullMQ's graceful close would wait for it forever). */
+  closeNow(): void {
+    void this.worker?.close(true).catch(() => undefined);
+    this.workerConnection?.disconnect();
+    this.eventsConnection.disconnect();
+    void this.events.close().catch(() => undefined);
+    void this.queue.close().catch(() => undefined);
     this.#key.fill(0);
   }
 

@@ -10,6 +10,7 @@
  * per call kind, ended with their certificate); the enrollment listener takes 64 KiB messages.
  */
 import * as grpc from '@grpc/grpc-js';
+import type { HealthImplementation } from 'grpc-health-check';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
 import * as enroll from '../../shared/gen/aegis/v1/enrollment_pb.js';
@@ -41,6 +42,11 @@ export const DEFAULT_MAX_MESSAGE_BYTES = 64 * 1024 * 1024;
 
 export interface Listening {
   servers: grpc.Server[];
+  /**
+   * Each listener's health service and the services on it that need the coordinator's state (all
+   * but Trust): `setStateReachable` turns them NOT_SERVING and back.
+   */
+  health: { service: HealthImplementation; stateful: string[] }[];
   address: string;
   enrollAddress: string;
 }
@@ -70,19 +76,32 @@ export async function listenTls(opts: ListenOptions, services: ServiceImpls, lis
   addService(main, enroll.Enrollment, services.enrollment);
   addService(main, admin.Admin, services.admin);
   addService(main, trust.Trust, services.trust);
-  addHealthAndReflection(main, [pb.SecAgg, enroll.Enrollment, admin.Admin, trust.Trust]);
+  const mainHealth = addHealthAndReflection(main, [pb.SecAgg, enroll.Enrollment, admin.Admin, trust.Trust]);
   const mainCreds = new PolicyServerCredentials({ ...material, clientCaPem: opts.ca.certificatePem });
   const mainPort = await bind(main, `${host}:${portText}`, mainCreds);
 
   const enrollServer = new grpc.Server({ 'grpc.max_receive_message_length': DEFAULT_REQUEST_CAP, 'grpc.max_concurrent_streams': MAX_STREAMS_PER_CONNECTION });
   addService(enrollServer, enroll.Enrollment, services.enrollment);
   addService(enrollServer, trust.Trust, services.trust);
-  addHealthAndReflection(enrollServer, [enroll.Enrollment, trust.Trust]);
+  const enrollHealth = addHealthAndReflection(enrollServer, [enroll.Enrollment, trust.Trust]);
   const enrollCreds = new PolicyServerCredentials(material);
   const enrollTarget = enrollListen ?? `${host}:${portText === '0' ? 0 : Number(portText) + 1}`;
   const [enrollHost] = splitHostPort(enrollTarget);
   const enrollPort = await bind(enrollServer, enrollTarget, enrollCreds);
-  return { servers: [main, enrollServer], address: `${reachable(host)}:${mainPort}`, enrollAddress: `${reachable(enrollHost)}:${enrollPort}` };
+  const health = [
+    { service: mainHealth, stateful: ['', pb.SecAgg.typeName, enroll.Enrollment.typeName, admin.Admin.typeName] },
+    { service: enrollHealth, stateful: ['', enroll.Enrollment.typeName] },
+  ];
+  return { servers: [main, enrollServer], health, address: `${reachable(host)}:${mainPort}`, enrollAddress: `${reachable(enrollHost)}:${enrollPort}` };
+}
+
+/**
+ * The health status of every service that needs the coordinator's state (and of each server as a
+ * whole, the empty name): SERVING while it is reachable, NOT_SERVING while not (Redis down).
+ * Trust needs no state and stays SERVING.
+ */
+export function setStateReachable(health: Listening['health'], reachable: boolean): void {
+  for (const h of health) for (const name of h.stateful) h.service.setStatus(name, reachable ? 'SERVING' : 'NOT_SERVING');
 }
 
 /** Stops each server: calls in flight may finish for up to 2 s, then the rest are cut. */

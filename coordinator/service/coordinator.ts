@@ -45,7 +45,8 @@ import { adminService } from '../rpc/admin-service.js';
 import { CallerAuthorization } from '../rpc/caller.js';
 import { enrollmentService } from '../rpc/enrollment-service.js';
 import { Admission } from '../rpc/admission.js';
-import { DEFAULT_MAX_MESSAGE_BYTES, listenTls, shutdown } from '../rpc/listeners.js';
+import { DEFAULT_MAX_MESSAGE_BYTES, listenTls, setStateReachable, shutdown } from '../rpc/listeners.js';
+import type { RedisHealth } from '../queue/redis-health.js';
 import { secAggService } from '../rpc/secagg-service.js';
 import { trustService } from '../rpc/trust-service.js';
 import { serveDashboard, type DashboardServer, type ServeDashboardOptions } from '../dashboard/server.js';
@@ -98,6 +99,12 @@ export interface CoordinatorOptions extends JobsOptions {
    * and every minute.
    */
   clientsLostAfterMs?: number;
+  /**
+   * Whether the Redis under this front end answers (with `--redis`): while it does not, the gRPC
+   * health of every service that needs it (all but Trust, and each server as a whole) is
+   * NOT_SERVING, and the job directory is not published.
+   */
+  redisHealth?: Pick<RedisHealth, 'up' | 'onChange'>;
 }
 
 export class Coordinator {
@@ -210,6 +217,13 @@ export class Coordinator {
     this.servers = bound.servers;
     this.address = bound.address;
     this.enrollAddress = bound.enrollAddress;
+    const redisHealth = opts.redisHealth;
+    if (redisHealth) {
+      if (!redisHealth.up) setStateReachable(bound.health, false);
+      redisHealth.onChange((up) => {
+        if (this.servers.length > 0) setStateReachable(bound.health, up);
+      });
+    }
     this.log?.info({ listen: this.address, enrollListen: this.enrollAddress }, 'coordinator listening');
     await opts.redisRounds?.start();
     opts.launchQueue?.work((task) => jobs.runQueuedLaunch(task));
@@ -218,7 +232,7 @@ export class Coordinator {
     void this.sweepClientsEverywhere();
     this.every(3_600_000, () => this.retireRounds());
     this.every(60_000, () => void this.sweepClientsEverywhere());
-    if (opts.jobDirectory) this.every(1000, () => void reports.publishJobs());
+    if (opts.jobDirectory) this.every(1000, () => void (opts.redisHealth?.up === false ? undefined : reports.publishJobs()));
     return { address: this.address, enrollAddress: this.enrollAddress };
   }
 
@@ -234,13 +248,17 @@ export class Coordinator {
     await this.dashboard?.server.close();
     for (const t of this.timers) clearInterval(t);
     this.timers = [];
+    // Redis unreachable: nothing on it is waited for (its graceful closes would wait forever).
+    const redisDown = this.opts.redisHealth?.up === false;
     // Launches this process was running go back to the queue for another process.
-    await this.opts.launchQueue?.close(true);
+    if (redisDown) this.opts.launchQueue?.closeNow();
+    else await this.opts.launchQueue?.close(true);
     this.mailboxes.closeAll(new AegisError(ErrorCode.Unavailable, 'the coordinator is shutting down'));
     await shutdown(this.servers);
     this.servers = [];
     this.admission?.close();
-    await this.opts.redisRounds?.close();
+    if (redisDown) this.opts.redisRounds?.closeNow();
+    else await this.opts.redisRounds?.close();
     await this.clients.close();
     await this.jobs.flush();
     await this.verifier.ledger.close();
@@ -257,7 +275,7 @@ export class Coordinator {
    */
   private async sweepClientsEverywhere(): Promise<void> {
     const shared = this.opts.redisRounds;
-    if (shared) {
+    if (shared && this.opts.redisHealth?.up !== false) {
       const present = await shared.presence().catch(() => [] as string[]);
       for (const id of present) if (this.clients.isActive(id)) this.clients.markSeen(id);
     }

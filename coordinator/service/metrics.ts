@@ -27,6 +27,8 @@
  * | `aegis_key_rotations_total`             | counter   | kind            | key rotations (`kek`, `kek-emergency`)                                   |
  * | `aegis_key_rotations_total`             | counter   | key, reason     | time-based rotations (shared/keystore/policy.ts): `key` = `RotatedKeyName`, `reason` = `due` |
  * | `aegis_key_age_seconds`                 | gauge     | key             | age of each key's current version at the last check (`RotatedKeyName`)   |
+ * | `aegis_redis_up`                        | gauge     | —               | with `--redis`: 1 while Redis answers, 0 while it is unreachable         |
+ * | `aegis_redis_disconnects_total`         | counter   | —               | with `--redis`: times the Redis connection was lost                      |
  *
  * Label vocabularies: `phase` is one of the five protocol phases of `Phase` (advertise-keys,
  * share-keys, masked-input, consistency-check, unmasking); `reason` is an `AbortReason` value
@@ -54,6 +56,7 @@ import { collectDefaultMetrics, Counter, Gauge, Histogram, Registry } from 'prom
 import { isDuration, label } from '../../shared/metrics/labels.js';
 import { rotatedKeyLabel, rotationReasonLabel, type RotatedKeyName, type RotationReason } from '../../shared/metrics/key-rotation.js';
 import type { MetricsSource } from '../../shared/metrics/serve.js';
+import type { RedisHealthSink } from '../queue/redis-health.js';
 import { ErrorCode } from '../../shared/errors.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 
@@ -94,6 +97,8 @@ export const METRIC_LABELS: Readonly<Record<string, readonly string[]>> = {
   aegis_clients_flagged_lost_total: [],
   aegis_key_rotations_total: ['kind', 'key', 'reason'],
   aegis_key_age_seconds: ['key'],
+  aegis_redis_up: [],
+  aegis_redis_disconnects_total: [],
 };
 
 /** Buckets for phase and unmask times: 10 ms .. 10 min. */
@@ -142,7 +147,7 @@ export interface CoordinatorMetricsOptions {
  * The coordinator's metrics. The methods never throw: a bad value is mapped to `other` (labels)
  * or ignored (non-finite or negative durations), so metrics can never break a round.
  */
-export class CoordinatorMetrics implements MetricsSource {
+export class CoordinatorMetrics implements MetricsSource, RedisHealthSink {
   /** This instance's own registry. */
   readonly registry: Registry;
   private readonly roundsStarted: Counter;
@@ -160,6 +165,8 @@ export class CoordinatorMetrics implements MetricsSource {
   private readonly flaggedLost: Counter;
   private readonly keyRotations: Counter<'kind' | 'key' | 'reason'>;
   private readonly keyAge: Gauge<'key'>;
+  private redisUpGauge: Gauge | undefined;
+  private redisDisconnects: Counter | undefined;
   private running = 0;
 
   constructor(opts: CoordinatorMetricsOptions = {}) {
@@ -288,6 +295,29 @@ export class CoordinatorMetrics implements MetricsSource {
     }
     this.running = Math.max(0, this.running - 1);
     this.roundsRunning.set(this.running);
+  }
+
+  /**
+   * Whether Redis answers (RedisHealth). The Redis series appear with the first call, so a
+   * coordinator without `--redis` has none.
+   */
+  redisUp(up: boolean): void {
+    this.redisSeries().up.set(up ? 1 : 0);
+  }
+
+  /** The Redis connection was lost. */
+  redisDisconnected(): void {
+    this.redisSeries().disconnects.inc();
+  }
+
+  private redisSeries(): { up: Gauge; disconnects: Counter } {
+    const registers = [this.registry];
+    this.redisUpGauge ??= new Gauge({ name: 'aegis_redis_up', help: 'Whether Redis answers (1) or is unreachable (0).', registers });
+    if (!this.redisDisconnects) {
+      this.redisDisconnects = new Counter({ name: 'aegis_redis_disconnects_total', help: 'Times the Redis connection was lost.', registers });
+      this.redisDisconnects.inc(0);
+    }
+    return { up: this.redisUpGauge, disconnects: this.redisDisconnects };
   }
 
   /** `n` clients are suspected lost now. */

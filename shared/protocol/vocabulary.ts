@@ -68,5 +68,7 @@ export const AbortReason = {
   ViewMismatch: 'view-mismatch',
   /** The coordinator stopped (killed or crashed) during the round; recorded so when it started again. */
   Interrupted: 'interrupted',
+  /** The round's shared state (on Redis) could not be reached: Redis down or hung for too long, or back without the round's records. */
+  StateUnreachable: 'state-unreachable',
 } as const;
 export type AbortReason = (typeof AbortReason)[keyof typeof AbortReason];
