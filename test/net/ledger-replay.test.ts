@@ -49,7 +49,7 @@ describe('a replayed round over gRPC', () => {
       jobId: 'replayed',
       rounds: 3,
       round: { dim: DIM, cohort: N, neighbors: 4 },
-      deadlines: { advertiseMs: 3000, shareMs: 3000, maskedMs: 3000, consistencyMs: 3000, unmaskMs: 3000 },
+      deadlines: { advertiseMs: 30_000, shareMs: 30_000, maskedMs: 30_000, consistencyMs: 30_000, unmaskMs: 30_000 },
     });
     const firstRunners = await start(first, clients, await ledgersIn());
     await waitFor(() => first.connectedClients().length === N, 20_000, 'five subscribers');

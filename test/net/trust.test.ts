@@ -107,7 +107,7 @@ describe('rogue coordinators', () => {
   it('one serving its own registry (a rogue publisher) is refused by every client, which enter audit mode', async () => {
     const f = await fleet(rogueRegistry);
     try {
-      const env = signManifest(job('rogue-job', { advertiseMs: 1_500, shareMs: 1_500, maskedMs: 1_500, consistencyMs: 1_500, unmaskMs: 1_500 }), [rogue]);
+      const env = signManifest(job('rogue-job', { advertiseMs: 120_000, shareMs: 60_000, maskedMs: 60_000, consistencyMs: 60_000, unmaskMs: 60_000 }), [rogue]);
       await f.c.launch(new Uint8Array(), { gatherMs: 5_000, signedManifest: new TextEncoder().encode(JSON.stringify(env)) });
       const out = await f.c.outcomeOf('rogue-job', 0);
       expect(out.ok).toBe(false);
@@ -127,7 +127,7 @@ describe('rogue coordinators', () => {
   it('one without a registry, launching an unsigned job, is refused by every client', async () => {
     const f = await fleet(undefined);
     try {
-      await f.c.launch(job('unsigned-rogue', { advertiseMs: 1_500, shareMs: 1_500, maskedMs: 1_500, consistencyMs: 1_500, unmaskMs: 1_500 }), { gatherMs: 5_000 });
+      await f.c.launch(job('unsigned-rogue', { advertiseMs: 120_000, shareMs: 60_000, maskedMs: 60_000, consistencyMs: 60_000, unmaskMs: 60_000 }), { gatherMs: 5_000 });
       expect((await f.c.outcomeOf('unsigned-rogue', 0)).ok).toBe(false);
       expect(satOut(f, 'manifest-required').size).toBe(N);
     } finally {
@@ -143,7 +143,7 @@ describe('audit mode gates jobs', () => {
     for (const a of audits) await a.enter('operator', 'test');
     const f = await fleet(realRegistry, audits);
     try {
-      const bytes = job('audited', { advertiseMs: 1_500, shareMs: 10_000, maskedMs: 10_000, consistencyMs: 10_000, unmaskMs: 10_000 });
+      const bytes = job('audited', { advertiseMs: 120_000, shareMs: 10_000, maskedMs: 10_000, consistencyMs: 10_000, unmaskMs: 10_000 });
       const signed = new TextEncoder().encode(JSON.stringify(signManifest(bytes, [publisher])));
       await f.c.launch(new Uint8Array(), { gatherMs: 5_000, signedManifest: signed });
       expect((await f.c.outcomeOf('audited', 0)).ok).toBe(false);
