@@ -177,7 +177,7 @@ describe('a coordinator that serves other weights than the ones it announced', (
     );
     try {
       await waitFor(() => c.connectedClients().length === CLIENTS, 20_000, 'clients to connect');
-      await c.launch(trainingManifest('digits-rogue', { maxAbortedRounds: 0, advertiseMs: 1_500 }), { gatherMs: 5_000, initialWeights: weightBytes(initial) });
+      await c.launch(trainingManifest('digits-rogue', { maxAbortedRounds: 0, advertiseMs: 120_000 }), { gatherMs: 5_000, initialWeights: weightBytes(initial) });
       // Poison the served model after it was announced (what a compromised coordinator could do).
       const served = c.modelsOf('digits-rogue')[0]!.weights;
       served[0] = served[0]! + 1;
@@ -261,7 +261,7 @@ describe('the poisoned-server scenario', () => {
     }));
     try {
       await waitFor(() => c.connectedClients().length === CLIENTS, 20_000, 'clients to connect');
-      const bytes = trainingManifest('poisoned', { maxAbortedRounds: 0, advertiseMs: 3_000, validation: { gate: 0.05, localFraction: 0.2 } });
+      const bytes = trainingManifest('poisoned', { maxAbortedRounds: 0, advertiseMs: 120_000, validation: { gate: 0.05, localFraction: 0.2 } });
       await c.launch(bytes, { gatherMs: 5_000, initialWeights: weightBytes(initial) });
       // Rounds 0 and 1 complete; round 2 would train on the poisoned version 2: nobody does.
       expect(await c.trainingFinished('poisoned')).toBe('failed');
@@ -274,7 +274,7 @@ describe('the poisoned-server scenario', () => {
         expect(s).toMatchObject({ inAuditMode: true, remaining: 5, reason: 'validation-drop' });
       }
       // The next job is refused until each operator approves exactly that job and manifest hash.
-      const next = manifest({ jobId: 'after-poison', rounds: 2, round: { dim: 4, cohort: CLIENTS }, deadlines: { advertiseMs: 1_500, shareMs: 5_000, maskedMs: 5_000, consistencyMs: 5_000, unmaskMs: 5_000 } });
+      const next = manifest({ jobId: 'after-poison', rounds: 2, round: { dim: 4, cohort: CLIENTS }, deadlines: { advertiseMs: 120_000, shareMs: 60_000, maskedMs: 60_000, consistencyMs: 60_000, unmaskMs: 60_000 } });
       await c.launch(next, { gatherMs: 5_000 });
       expect((await c.outcomeOf('after-poison', 0)).ok).toBe(false);
       expect(new Set(events.filter((x) => x.e.kind === 'sat-out' && x.e.code === 'approval-required' && x.e.roundIndex === 0).map((x) => x.id)).size).toBe(CLIENTS);
