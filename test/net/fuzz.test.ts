@@ -38,7 +38,7 @@ import { phaseToProto } from '../../shared/rpc/convert.js';
 import { callUnary } from '../../shared/rpc/service.js';
 import { GRPC_STATUS, reasonOf } from '../../shared/rpc/status.js';
 import { enrollClients, expectedSum, manifest, startCoordinator, startRunners, waitFor, type Enrolled } from '../support/cluster.js';
-import { answeredPhaseCalls, fuzzSettings, heldPhaseCalls, otherRpcCalls, HEALTH_CHECK, type Call, type RoundContext, type RpcContext } from '../support/fuzz-gen.js';
+import { answeredPhaseCalls, fuzzSettings, heldPhaseCalls, otherRpcCalls, type Call, type RoundContext, type RpcContext } from '../support/fuzz-gen.js';
 import { memoryLog, watchCrashes, type CrashWatch, type MemoryLog } from '../support/fuzz-watch.js';
 import { bearer, credentialsOf, healthStatus, holdBefore, issueTokens, mtls, onSend, rawClient, releaseAll, secAgg, TokenPool, type Held, type RawOutcome, type SecAggClient } from '../support/raw-calls.js';
 
@@ -131,7 +131,7 @@ async function metadataFor(call: Call): Promise<grpc.Metadata> {
 async function perform(call: Call): Promise<RawOutcome> {
   const md = await metadataFor(call);
   const client = raw[call.as];
-  if (call.stream) return client.stream(call.path, call.bytes, md, { untilHeaders: call.as === 'outsider' });
+  if (call.stream) return client.stream(call.path, call.bytes, md, { untilHeaders: call.staysOpen === true });
   try {
     return { ok: true, replies: [await client.unary(call.path, call.bytes, md)] };
   } catch (e) {
@@ -174,8 +174,6 @@ async function check(call: Call): Promise<void> {
   const r = out.refusal;
   const seen = `${r.codeName} ${r.reason ?? '(no aegis-reason)'}: ${r.details}`;
   tally.refusedBy.set(`${r.codeName}/${r.reason ?? '-'}`, (tally.refusedBy.get(`${r.codeName}/${r.reason ?? '-'}`) ?? 0) + 1);
-  // grpc-health-check answers an unknown service name NOT_FOUND; it is no Aegis service and gives no reason.
-  if (call.path === HEALTH_CHECK && r.code === grpc.status.NOT_FOUND && r.reason === undefined) return;
   if (r.code === grpc.status.INTERNAL || r.code === grpc.status.UNKNOWN || r.reason === undefined) throw new Error(`refused without a stable reason (${seen}): ${call.label}`);
   if (r.code !== GRPC_STATUS[r.reason as ErrorCode]) throw new Error(`refused with ${r.codeName}, but the reason ${r.reason} is ${grpc.status[GRPC_STATUS[r.reason as ErrorCode]]} (${seen}): ${call.label}`);
   const after = await snapshot();

@@ -71,12 +71,14 @@ export interface Call {
   expect: 'refused' | 'any';
   /** Ask for an upload slot (SecAgg.AcquireUpload) right before this call. */
   withSlot?: boolean;
+  /** A stream that stays open when taken (Subscribe, health Watch): the fuzzer ends it once answered. */
+  staysOpen?: boolean;
 }
 
 const SECAGG = '/aegis.v1.SecAgg/';
 const ADMIN = '/aegis.v1.Admin/';
 export const SEND = `${SECAGG}Send`;
-export const HEALTH_CHECK = '/grpc.health.v1.Health/Check';
+const HEALTH = '/grpc.health.v1.Health/';
 
 /** A call printed by its label in fast-check's reports (not as kilobytes of bytes). */
 function call(c: Call): Call {
@@ -241,8 +243,12 @@ function senderPoison<M extends { clientId: string }>(ctx: RoundContext): Poison
   return otherString(ctx.clientId, ctx).map((id) => ({ how: `client id '${id.slice(0, 40)}'`, apply: (m: M) => ({ ...m, clientId: id }) }));
 }
 
+/** `base` with 1-3 poisons, each of another field (so that no two undo each other). */
 function poisoned<M extends ClientMessage>(base: M, poisons: Poison<M>[]): fc.Arbitrary<{ how: string; msg: M }> {
-  return fc.array(fc.oneof(...poisons), { minLength: 1, maxLength: 3 }).map((ps) => ({ how: ps.map((p) => p.how).join(' + '), msg: ps.reduce((m, p) => p.apply(m), base) }));
+  return fc
+    .shuffledSubarray(poisons, { minLength: 1, maxLength: Math.min(3, poisons.length) })
+    .chain((chosen) => fc.tuple(...chosen))
+    .map((ps) => ({ how: ps.map((p) => p.how).join(' + '), msg: ps.reduce((m, p) => p.apply(m), base) }));
 }
 
 /** Shares of the wrong shape: none, too many, renamed or twice the same peer, ciphertexts of the wrong length. */
@@ -521,7 +527,7 @@ export function otherRpcCalls(ctx: RpcContext): fc.Arbitrary<Call> {
     // Subscribe on the attacker's connection without a usable token (a usable one would take its
     // runner's stream over); with a fresh token only as the outsider, whose stream is then closed.
     fc.tuple(fc.constantFrom<Auth>('none', 'garbage', 'replayed'), bytesOf(hostileString.map((j) => ({ how: `subscribe to '${j.slice(0, 40)}'`, bytes: req(pb.SubscribeRequestSchema, { jobId: j }) })))).map(([a, v]) => rpc(`${SECAGG}Subscribe`, 'attacker', a, true, 'refused', v)),
-    bytesOf(hostileString.map((j) => ({ how: `outsider subscribes to '${j.slice(0, 40)}'`, bytes: req(pb.SubscribeRequestSchema, { jobId: j }) }))).map((v) => rpc(`${SECAGG}Subscribe`, 'outsider', 'token', true, 'any', v)),
+    bytesOf(hostileString.map((j) => ({ how: `outsider subscribes to '${j.slice(0, 40)}'`, bytes: req(pb.SubscribeRequestSchema, { jobId: j }) }))).map((v) => ({ ...rpc(`${SECAGG}Subscribe`, 'outsider', 'token', true, 'any', v), staysOpen: true })),
   ];
   const enrollment: fc.Arbitrary<Call>[] = [
     bytesOf(fc.tuple(hostileString, hostileBytes(300)).map(([t, csr]) => ({ how: `enroll with token '${t.slice(0, 40)}' and a CSR of ${csr.length} bytes`, bytes: req(enroll.EnrollRequestSchema, { token: t, csrDer: csr }) }))).map((v) => rpc('/aegis.v1.Enrollment/Enroll', 'anonymous', 'none', false, 'refused', v)),
@@ -560,9 +566,9 @@ export function otherRpcCalls(ctx: RpcContext): fc.Arbitrary<Call> {
   const trust: fc.Arbitrary<Call>[] = [
     fc.tuple(fc.constantFrom<Caller>('attacker', 'anonymous'), fc.uint8Array({ maxLength: 64 })).map(([as, b]) => rpc('/aegis.v1.Trust/GetRegistry', as, 'none', false, 'any', { how: 'the publisher registry', bytes: b })),
   ];
-  const health = fc.tuple(fc.constantFrom<Caller>('attacker', 'anonymous', 'operator'), bytesOf(fc.oneof(fc.constantFrom('', 'aegis.v1.SecAgg', 'aegis.v1.Admin'), hostileString).map((s) => ({ how: `health of '${s.slice(0, 40)}'`, bytes: healthRequest(s) })))).map(([as, v]) =>
-    rpc(HEALTH_CHECK, as, 'none', false, 'any', v),
-  );
+  const health = fc
+    .tuple(fc.constantFrom('Check', 'Watch', 'List'), fc.constantFrom<Caller>('attacker', 'anonymous', 'operator'), bytesOf(fc.oneof(fc.constantFrom('', 'aegis.v1.SecAgg', 'aegis.v1.Admin'), hostileString).map((s) => ({ how: `health of '${s.slice(0, 40)}'`, bytes: healthRequest(s) }))))
+    .map(([method, as, v]) => (method === 'Watch' ? { ...rpc(`${HEALTH}Watch`, as, 'none', true, 'any', v), staysOpen: true } : rpc(`${HEALTH}${method}`, as, 'none', false, 'any', v)));
   return fc.oneof(...secagg, ...enrollment, ...adminCalls, ...wrongCaller, ...trust, health);
 }
 
