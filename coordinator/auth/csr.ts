@@ -62,6 +62,14 @@ export function parseCsr(x509: typeof X509, csrDer: Uint8Array): ParsedCsr {
   let csr: X509.Pkcs10CertificateRequest;
   try {
     csr = new x509.Pkcs10CertificateRequest(csrDer);
+    // @peculiar/x509 decodes the subject, the key, the attributes and the extensions on first
+    // use: decoded here, so a malformed part is `invalid-argument` now rather than a library
+    // error (an internal error) wherever it is read later.
+    csr.subjectName.toJSON();
+    void csr.publicKey.rawData;
+    void csr.attributes;
+    for (const e of csr.extensions) void e.value;
+    csr.getExtensions('2.5.29.17');
   } catch {
     fail(ErrorCode.InvalidArgument, 'malformed CSR');
   }

@@ -47,15 +47,19 @@ const deserializer = (desc: DescMessage) => (buf: Buffer) => fromBinary(desc, bu
  * `serverStream` answer INVALID_ARGUMENT with the reason `invalid-argument` instead.
  */
 const UNPARSEABLE = Object.freeze({ [Symbol.for('aegis.unparseable')]: true });
-const isUnparseable = (request: unknown): boolean => request === UNPARSEABLE;
-const unparseableError = (): AegisError => new AegisError(ErrorCode.InvalidArgument, 'the request is not a valid protobuf message for this method');
-const lenientDeserializer = (desc: DescMessage) => (buf: Buffer) => {
-  try {
-    return fromBinary(desc, buf);
-  } catch {
-    return UNPARSEABLE;
-  }
-};
+export const isUnparseable = (request: unknown): boolean => request === UNPARSEABLE;
+export const unparseableError = (): AegisError => new AegisError(ErrorCode.InvalidArgument, 'the request is not a valid protobuf message for this method');
+/** `deserialize`, returning the unparseable marker instead of throwing (for services not built here). */
+export const lenient =
+  <T>(deserialize: (buf: Buffer) => T) =>
+  (buf: Buffer): T | typeof UNPARSEABLE => {
+    try {
+      return deserialize(buf);
+    } catch {
+      return UNPARSEABLE;
+    }
+  };
+const lenientDeserializer = (desc: DescMessage) => lenient((buf: Buffer) => fromBinary(desc, buf));
 
 /** The grpc-js definition of `service`: paths `/aegis.v1.SecAgg/Send`, protobuf binary on the wire. */
 export function serviceDefinition<M extends GenServiceMethods>(service: GenService<M>): grpc.ServiceDefinition<ServerImpl<M>> {

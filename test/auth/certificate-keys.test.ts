@@ -186,6 +186,23 @@ describe('certificate keys', () => {
     await expectRefused(ca, new Uint8Array(named.rawData), 'c1', ErrorCode.InvalidArgument);
   });
 
+  test('a client CSR with any five bytes overwritten is taken or refused with a reason code, never a library error (lazily decoded parts included)', async () => {
+    const ca = await createCa({ name: 'ca' });
+    const csr = await createCsr(await createIdentity(), 'c1');
+    const unexpected: string[] = [];
+    for (let at = 0; at < csr.length; at++) {
+      for (const fill of [0x00, 0xff]) {
+        const b = new Uint8Array(csr);
+        b.fill(fill, at, at + 5);
+        for (const step of [() => inspectCsr(b), () => verifyCsr(b, 'client', 'c1'), () => issueClientCertificate(ca, b, 'c1', { bindings: new KeyBindings() })]) {
+          const code = await codeOfAsync(step());
+          if (code?.startsWith('unexpected')) unexpected.push(`bytes ${at}..${at + 4} = ${fill}: ${code}`);
+        }
+      }
+    }
+    expect(unexpected).toEqual([]);
+  });
+
   test('one round key is bound to one client id across key types: a P-256 CSR cannot take an id an Ed25519 enrollment holds, and the same id renews in either type', async () => {
     const ca = await createCa({ name: 'ca', keyType: 'ed25519' });
     const id = await createIdentity();

@@ -162,6 +162,35 @@ describe('SecAgg over gRPC with TLS 1.3', () => {
     }
   });
 
+  test('the health service keeps the error contract: bytes that are no HealthCheckRequest are INVALID_ARGUMENT invalid-argument, an unknown service NOT_FOUND not-found; it still answers', async () => {
+    const raw = new grpc.Client(address, credentials);
+    const call = (path: string, bytes: Uint8Array): Promise<{ code: grpc.status; reason: string | undefined; stream?: boolean }> =>
+      new Promise((resolve) => {
+        const id = (b: Buffer): Buffer => b;
+        if (path.endsWith('/Watch')) {
+          const s = raw.makeServerStreamRequest(path, id, id, Buffer.from(bytes));
+          s.on('data', () => s.cancel());
+          s.on('error', (e: grpc.ServiceError) => resolve({ code: e.code, reason: reasonOf(e), stream: true }));
+          return;
+        }
+        raw.makeUnaryRequest(path, id, id, Buffer.from(bytes), (e: grpc.ServiceError | null) => resolve({ code: e ? e.code : grpc.status.OK, reason: e ? reasonOf(e) : undefined }));
+      });
+    try {
+      // A field tag whose varint never ends: no protobuf message.
+      const garbage = Uint8Array.from([0xff]);
+      for (const method of ['Check', 'Watch', 'List']) {
+        expect(await call(`/grpc.health.v1.Health/${method}`, garbage)).toMatchObject({ code: grpc.status.INVALID_ARGUMENT, reason: ErrorCode.InvalidArgument });
+      }
+      const unknown = new BinaryWriter().tag(1, 2).string('no.such.Service').finish();
+      expect(await call('/grpc.health.v1.Health/Check', unknown)).toEqual({ code: grpc.status.NOT_FOUND, reason: ErrorCode.NotFound });
+      // A Watch of an unknown service is no refusal: it streams SERVICE_UNKNOWN (ended here by the test).
+      expect(await call('/grpc.health.v1.Health/Watch', unknown)).toMatchObject({ code: grpc.status.CANCELLED, reason: undefined });
+      expect(await call('/grpc.health.v1.Health/Check', new Uint8Array(0))).toEqual({ code: grpc.status.OK, reason: undefined });
+    } finally {
+      raw.close();
+    }
+  });
+
   test('reflection lists aegis.v1.SecAgg', async () => {
     // ServerReflectionRequest { list_services = 7: "*" }, hand-encoded: the test needs no reflection stubs.
     const request = new BinaryWriter().tag(7, 2).string('*').finish();

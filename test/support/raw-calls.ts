@@ -98,33 +98,55 @@ export async function heartbeat(client: SecAggClient, md: grpc.Metadata): Promis
   return callUnary(client.heartbeat.bind(client), create(pb.HeartbeatRequestSchema, {}), md, { deadline: Date.now() + 10_000 });
 }
 
-/** A client for `/aegis.v1.SecAgg/Send` that puts the given bytes on the wire as they are. */
-export function rawSendClient(address: string, creds: grpc.ChannelCredentials): { send: (bytes: Uint8Array, md: grpc.Metadata) => Promise<Buffer>; close: () => void } {
+/** The outcome of a raw call: the reply bytes (a stream's messages), or the status it was refused with. */
+export type RawOutcome = { ok: true; replies: Buffer[] } | { ok: false; refusal: Refusal };
+
+/**
+ * A client that puts the given bytes on the wire as they are, on any method path: `unary` for
+ * unary methods, `stream` for server-streaming ones (it collects the messages until the status;
+ * `untilHeaders` cancels the call once the server sent its headers, for a stream that stays open).
+ */
+export function rawClient(
+  address: string,
+  creds: grpc.ChannelCredentials,
+): {
+  unary: (path: string, bytes: Uint8Array, md: grpc.Metadata) => Promise<Buffer>;
+  stream: (path: string, bytes: Uint8Array, md: grpc.Metadata, opts?: { untilHeaders?: boolean }) => Promise<RawOutcome>;
+  close: () => void;
+} {
   const identity = (b: Buffer): Buffer => b;
-  const Ctor = grpc.makeGenericClientConstructor(
-    {
-      send: {
-        path: '/aegis.v1.SecAgg/Send',
-        requestStream: false,
-        responseStream: false,
-        requestSerialize: identity,
-        requestDeserialize: identity,
-        responseSerialize: identity,
-        responseDeserialize: identity,
-      },
-    },
-    'RawSecAgg',
-  );
-  const client = new Ctor(address, creds, OWN_CHANNEL) as unknown as grpc.Client & {
-    send: (req: Buffer, md: grpc.Metadata, opts: grpc.CallOptions, cb: (err: grpc.ServiceError | null, res?: Buffer) => void) => void;
-  };
+  const client = new grpc.Client(address, creds, OWN_CHANNEL);
   return {
-    send: (bytes, md) =>
+    unary: (path, bytes, md) =>
       new Promise((resolve, reject) =>
-        client.send(Buffer.from(bytes), md, { deadline: Date.now() + 10_000 }, (err, res) => (err ? reject(err) : resolve(res ?? Buffer.alloc(0)))),
+        client.makeUnaryRequest(path, identity, identity, Buffer.from(bytes), md, { deadline: Date.now() + 10_000 }, (err, res) => (err ? reject(err) : resolve(res ?? Buffer.alloc(0)))),
       ),
+    stream: (path, bytes, md, opts = {}) =>
+      new Promise((resolve) => {
+        const call = client.makeServerStreamRequest(path, identity, identity, Buffer.from(bytes), md, { deadline: Date.now() + 10_000 });
+        const replies: Buffer[] = [];
+        let headers = false;
+        call.on('metadata', () => {
+          headers = true;
+          if (opts.untilHeaders) call.cancel();
+        });
+        call.on('data', (b: Buffer) => replies.push(b));
+        call.on('error', (e: grpc.ServiceError) => {
+          if (e.code === grpc.status.CANCELLED && headers && opts.untilHeaders) resolve({ ok: true, replies });
+          else resolve({ ok: false, refusal: { code: e.code, codeName: grpc.status[e.code], reason: reasonOf(e), details: e.details } });
+        });
+        call.on('status', (s: grpc.StatusObject) => {
+          if (s.code === grpc.status.OK) resolve({ ok: true, replies });
+        });
+      }),
     close: () => client.close(),
   };
+}
+
+/** A client for `/aegis.v1.SecAgg/Send` that puts the given bytes on the wire as they are. */
+export function rawSendClient(address: string, creds: grpc.ChannelCredentials): { send: (bytes: Uint8Array, md: grpc.Metadata) => Promise<Buffer>; close: () => void } {
+  const raw = rawClient(address, creds);
+  return { send: (bytes, md) => raw.unary('/aegis.v1.SecAgg/Send', bytes, md), close: raw.close };
 }
 
 /** Opens a Subscribe stream; `ended` resolves with the status it ends with. */
