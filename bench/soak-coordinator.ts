@@ -8,10 +8,12 @@
  *
  * Requests come in order over IPC and are answered in order (bench/sim/grpc-sim.ts IpcChild):
  * `init`, `invite` (one-time enrollment tokens), `wait-connected`, `round` (launch the job's next
- * round and answer with its outcome and unmasked sum), `sample`, `stop`.
+ * round and answer with its outcome and unmasked sum), `sample` (optionally writing a heap
+ * snapshot after the figures are taken), `stop`.
  */
 import { readdirSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { writeHeapSnapshot } from 'node:v8';
 import { createCa } from '../coordinator/auth/ca.js';
 import { TokenIssuer } from '../coordinator/auth/tokens.js';
 import { Registry } from '../coordinator/clients/registry.js';
@@ -34,7 +36,7 @@ export type SoakCoordinatorRequest =
   | { op: 'invite'; clientIds: string[] }
   | { op: 'wait-connected'; count: number; timeoutMs: number }
   | { op: 'round'; manifest: Uint8Array; gatherMs: number }
-  | { op: 'sample' }
+  | { op: 'sample'; heapSnapshot?: string }
   | { op: 'stop' };
 
 export type SoakCoordinatorReply =
@@ -66,7 +68,7 @@ function openFds(): number {
 
 const gc = (globalThis as { gc?: () => void }).gc;
 
-async function sample(): Promise<SoakSample> {
+async function sample(heapSnapshot?: string): Promise<SoakSample> {
   // The delay first: the collection below pauses the loop, and that pause is the benchmark's, not the coordinator's.
   const eldP99Ms = eld.percentile(99) / 1e6;
   const eldMaxMs = eld.max / 1e6;
@@ -76,6 +78,8 @@ async function sample(): Promise<SoakSample> {
   }
   const u = process.memoryUsage();
   const s: SoakSample = { rss: u.rss, heapUsed: u.heapUsed, fds: openFds(), eldP99Ms, eldMaxMs };
+  // For finding what grows: a snapshot to compare with another (Chrome DevTools, Memory tab).
+  if (heapSnapshot) writeHeapSnapshot(heapSnapshot);
   // The timer due during the collection fires late; let it, then start the next interval afresh.
   await sleep(2 * RESOLUTION_MS);
   eld.reset();
@@ -118,7 +122,7 @@ async function handle(req: SoakCoordinatorRequest): Promise<SoakCoordinatorReply
       return { op: 'round', ok: true, roundIndex: launched.roundIndex, survivors: o.survivors.length, sum: o.sum, ms };
     }
     case 'sample':
-      return { op: 'sample', sample: await sample() };
+      return { op: 'sample', sample: await sample(req.heapSnapshot) };
     case 'stop':
       await coordinator?.close();
       coordinator = undefined;

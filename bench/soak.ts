@@ -22,6 +22,7 @@
  * value at the end. The round time's late/early ratio is printed too.
  *
  * `--quick` (CI): 40 rounds, 10 clients, m = 10^3, growth from rounds 10–14 to rounds 36–40.
+ * `AEGIS_SOAK_HEAP_SNAPSHOTS=DIR`: heap snapshots of the coordinator at the end of both windows.
  */
 import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
@@ -50,6 +51,12 @@ export interface SoakOptions {
   neighbors?: number;
   /** Where the SVG chart goes; none when undefined. */
   chartPath?: string;
+  /**
+   * A directory for heap snapshots of the coordinator running the rounds, taken after the last
+   * round of each window (`soak-early-R.heapsnapshot`, `soak-late-R.heapsnapshot`), to compare
+   * when a figure grows. None when undefined.
+   */
+  heapSnapshotDir?: string;
   progress?: (line: string) => void;
 }
 
@@ -225,7 +232,8 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     await Promise.all([ask(soak, { op: 'sample' }, 'sample'), ask(idle, { op: 'sample' }, 'sample')]);
     for (let r = 0; r < o.rounds; r++) {
       const out = await ask(soak, { op: 'round', manifest, gatherMs: 30_000 }, 'round');
-      const [s, i] = await Promise.all([ask(soak, { op: 'sample' }, 'sample'), ask(idle, { op: 'sample' }, 'sample')]);
+      const snapshot = o.heapSnapshotDir && (r + 1 === w.early[1] || r + 1 === w.late[1]) ? join(o.heapSnapshotDir, `soak-${r + 1 === w.early[1] ? 'early' : 'late'}-${r + 1}.heapsnapshot`) : undefined;
+      const [s, i] = await Promise.all([ask(soak, { op: 'sample', ...(snapshot ? { heapSnapshot: snapshot } : {}) }, 'sample'), ask(idle, { op: 'sample' }, 'sample')]);
       let problem: string | undefined;
       if (!out.ok) problem = `aborted: ${out.reason ?? 'unknown'}`;
       else if (out.roundIndex !== r) problem = `ran as round index ${out.roundIndex}, expected ${r}`;
@@ -303,7 +311,8 @@ const LABELS: Record<GrowthKey, string> = { rss_mb: 'RSS', heap_used_mb: 'heap u
 export async function benchSoak(opts: { json: boolean; quick: boolean; budgetSeconds: number }): Promise<void> {
   const o = opts.quick ? QUICK : FULL;
   const chartPath = join(tmpdir(), `aegis-soak-${process.pid}.svg`);
-  const r = await runSoak({ ...o, chartPath, progress: (l) => process.stderr.write(`${l}\n`) });
+  const heapSnapshotDir = process.env.AEGIS_SOAK_HEAP_SNAPSHOTS;
+  const r = await runSoak({ ...o, chartPath, ...(heapSnapshotDir ? { heapSnapshotDir } : {}), progress: (l) => process.stderr.write(`${l}\n`) });
   for (const key of GROWTH_KEYS) process.stderr.write(`${LABELS[key].padEnd(21)} ${sparkline(r.rounds.map((x) => x[key]))}\n`);
   process.stderr.write(`chart: ${chartPath}\n`);
   const notExact = r.rounds.filter((x) => !x.exact);
