@@ -5,6 +5,9 @@
  * every round's sum was checked and exact — no timing is asserted.
  */
 import { describe, expect, test } from '@jest/globals';
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { GROWTH_KEYS, median, runSoak, soakInput, windowsOf, type SoakFigures } from '../../bench/soak.js';
 import { sparkline } from '../../bench/soak-chart.js';
 
@@ -18,7 +21,9 @@ const positive = (f: SoakFigures): void => {
 
 describe('soak benchmark', () => {
   test('six rounds with five clients: every round exact, every figure sampled, growth reported as numbers', async () => {
-    const r = await runSoak({ rounds: 6, clients: 5, dim: 200, warmup: 2, window: 2 });
+    const dir = mkdtempSync(join(tmpdir(), 'aegis-soak-test-'));
+    const chartPath = join(dir, 'soak.svg');
+    const r = await runSoak({ rounds: 6, clients: 5, dim: 200, warmup: 2, window: 2, chartPath });
     expect(r.bench).toBe('soak');
     expect(r.rounds_run).toBe(6);
     expect(r.windows).toEqual({ early: [2, 3], late: [5, 6] });
@@ -43,6 +48,13 @@ describe('soak benchmark', () => {
     expect(Number.isFinite(r.growth.round_ms)).toBe(true);
     // The idle coordinator ran no round: the one that did holds more (its clients' streams, its rounds).
     expect(r.rounds[5]!.fds).toBeGreaterThan(r.rounds[5]!.idle.fds);
+    // The chart: one panel per figure, the soak and the idle coordinator as lines over the six rounds.
+    expect(r.chart).toBe(chartPath);
+    const svg = readFileSync(chartPath, 'utf8');
+    rmSync(dir, { recursive: true, force: true });
+    expect(svg.startsWith('<svg')).toBe(true);
+    expect(svg.match(/<polyline /g)).toHaveLength(8);
+    expect(svg).toContain('RSS after GC (MB)');
     // The JSON document is what --json prints.
     expect(JSON.parse(JSON.stringify(r))).toMatchObject({ growth: r.growth, rounds: expect.any(Array) });
   });
