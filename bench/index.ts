@@ -11,6 +11,7 @@ import { benchTrain } from './train.js';
 import { benchScale } from './scale.js';
 import { benchRegistry } from './registry.js';
 import { benchRefuse } from './refuse.js';
+import { benchSoak } from './soak.js';
 
 const TOPICS: Record<string, (o: { json: boolean; quick: boolean; budgetSeconds: number }) => Promise<void>> = {
   secagg: benchSecagg,
@@ -19,6 +20,7 @@ const TOPICS: Record<string, (o: { json: boolean; quick: boolean; budgetSeconds:
   scale: benchScale,
   registry: benchRegistry,
   refuse: benchRefuse,
+  soak: benchSoak,
 };
 
 const program = new Command();

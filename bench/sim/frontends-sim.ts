@@ -200,7 +200,7 @@ export async function simulateFrontends(opts: FrontendsOptions): Promise<Simulat
     }
     const { exact, maxErr } = syntheticTruth(final, indexOf, seed, params);
     log(`round completed: ${final.survivors.length}/${n} survivors, exact=${exact}, max |error| ${maxErr.toExponential(2)}, ${(tEnd - t0).toFixed(0)} ms`);
-    return { ok: true, exact, max_abs_error: maxErr, survivors: final.survivors.length, total_weight: final.result.totalWeight, ...base, peak_rss_mb: peak, frontends };
+    return { ok: true, exact, max_abs_error: maxErr, survivors: final.survivors.length, total_weight: final.sum[params.dim]!, ...base, peak_rss_mb: peak, frontends };
   } finally {
     await Promise.all(procs.map((p) => p.stop()));
     await Promise.all([...fes, ...unmaskers].map((p) => p.stop()));

@@ -297,7 +297,7 @@ export async function simulateGrpc(opts: SimulateOptions): Promise<SimulateResul
     const expected = schedule.filter((d) => d === null || d === 'consistency' || d === 'unmask').length;
     if (final.survivors.length !== expected) log(`  note: ${final.survivors.length} survivors, the drop schedule expected ${expected} (a phase deadline cut some client off?)`);
     log(`round completed: ${final.survivors.length}/${n} survivors, exact=${exact}, max |error| ${maxErr.toExponential(2)}, ${totalMs.toFixed(0)} ms`);
-    return { ok: true, exact, max_abs_error: maxErr, survivors: final.survivors.length, total_weight: final.result.totalWeight, ...base, peak_rss_mb: peak };
+    return { ok: true, exact, max_abs_error: maxErr, survivors: final.survivors.length, total_weight: final.sum[params.dim]!, ...base, peak_rss_mb: peak };
   } finally {
     await Promise.all(procs.map((p) => p.stop()));
     if (!closed) await coordinator.close();

@@ -3,7 +3,7 @@
  * every transport computes the same way: the round's shape and timings, and the comparison of
  * the unmasked sum with the ground truth.
  */
-import type { CoordinatorState, CompletedState } from '../../coordinator/round/index.js';
+import { decodeRoundSum, type CoordinatorState, type CompletedState } from '../../coordinator/round/index.js';
 import type { RoundParams } from '../../shared/protocol/params.js';
 import type { DropPhase } from './client-host.js';
 
@@ -118,6 +118,7 @@ export function compareToTruth(final: CompletedState, qSum: Uint32Array, xSum: F
   let exact = survivorsMatch;
   for (let i = 0; exact && i < qSum.length; i++) if (qSum[i] !== final.sum[i]) exact = false;
   let maxErr = 0;
-  for (let i = 0; i < xSum.length; i++) maxErr = Math.max(maxErr, Math.abs(final.result.sum[i]! - xSum[i]!));
+  const decoded = decodeRoundSum(final.sum, final.survivors.length, final.cfg.params).sum;
+  for (let i = 0; i < xSum.length; i++) maxErr = Math.max(maxErr, Math.abs(decoded[i]! - xSum[i]!));
   return { exact, maxErr };
 }

@@ -142,7 +142,7 @@ export async function simulate(opts: SimulateOptions): Promise<SimulateResult> {
     exact,
     max_abs_error: maxErr,
     survivors: final.survivors.length,
-    total_weight: final.result.totalWeight,
+    total_weight: final.sum[params.dim]!,
     ...base,
     peak_rss_mb: peakRssMb(),
   };

@@ -131,8 +131,15 @@ export class RoundHost implements RoundHostLike {
     return s.phase === Phase.AdvertiseKeys && this.cfg.invited !== undefined && s.received.size + s.declined.size >= this.cfg.invited;
   }
 
-  /** Delivers this client's queued and future messages to `listener`; returns an unsubscribe. */
+  /**
+   * Delivers this client's queued and future messages to `listener`; returns an unsubscribe. A
+   * round that has ended sends nothing more: its subscriptions are dropped when it ends (a
+   * finished round stays on record for its retention period, and each listener holds what it
+   * needs to reach its member — the advertise broadcast's certificates among it), and a later
+   * subscription is not kept.
+   */
   subscribe(clientId: string, listener: Listener): () => void {
+    if (isFinal(this.state)) return () => undefined;
     return this.outbox.subscribe(clientId, listener);
   }
 
@@ -154,6 +161,7 @@ export class RoundHost implements RoundHostLike {
     const { next } = cancelRound(this.state, detail);
     this.state = next;
     clearTimeout(this.timer);
+    this.outbox.clear();
     this.settle(outcomeOf(next));
   }
 
@@ -215,6 +223,7 @@ export class RoundHost implements RoundHostLike {
     for (const { to, message } of outbound) this.outbox.deliver(to, message);
     if (isFinal(next)) {
       clearTimeout(this.timer);
+      this.outbox.clear();
       this.settle(outcomeOf(next));
       return;
     }

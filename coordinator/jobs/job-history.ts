@@ -30,7 +30,6 @@ import { create } from '@bufbuild/protobuf';
 import { chmodSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
-import { decodeWeightedSum } from '../../shared/crypto/quantize.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import { parseManifest } from '../../shared/protocol/manifest.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
@@ -311,9 +310,7 @@ function roundRecord(job: Job, s: StoredRound, sum: Buffer | null, clock: () => 
   let status = s.status;
   if (s.outcome?.ok && sum) {
     const words = vectorFromBytes(new Uint8Array(sum));
-    const count = s.retired?.survivors ?? s.outcome.survivors.length;
-    const result = decodeWeightedSum(words, count, { clip: job.manifest.round.clip, bits: job.manifest.round.bits });
-    outcome = { ok: true, survivors: s.outcome.survivors, sum: words, result, declines: s.outcome.declines, state: { phase: Phase.Completed, survivors: [...s.outcome.survivors] } as unknown as CompletedState };
+    outcome = { ok: true, survivors: s.outcome.survivors, sum: words, declines: s.outcome.declines, state: { phase: Phase.Completed, survivors: [...s.outcome.survivors] } as unknown as CompletedState };
   } else if (s.outcome && !s.outcome.ok) {
     outcome = { ...s.outcome, state: { phase: Phase.Aborted } as unknown as AbortedState };
   } else {

@@ -10,7 +10,7 @@ import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
 import { evaluateModel } from '../../shared/model/evaluate.js';
 import type { ServerEvent } from '../../shared/protocol/messages.js';
 import type { LocalDataStore } from '../../shared/store/types.js';
-import type { RoundOutcome } from '../round/index.js';
+import { decodeRoundSum, type RoundOutcome } from '../round/index.js';
 import { declineDetail } from './decline-detail.js';
 import { applyWeightedMean, type ModelVersionRecord, type TrainingProgress } from './training.js';
 import type { Job, RoundRecord } from './types.js';
@@ -55,7 +55,7 @@ export async function advanceTraining(ctx: TrainingLoopContext, job: Job, t: Tra
   if (o.ok) {
     let flagged = false;
     try {
-      const { result } = o;
+      const result = decodeRoundSum(o.sum, o.survivors.length, o.state.cfg.params);
       const next = applyWeightedMean(t.models.latest.weights, result);
       const check = await validationCheck(ctx, job, t, next);
       const gate = manifest.validation?.gate ?? 1;

@@ -1,4 +1,4 @@
-/** The final state of a round that finished: the unmasked sum and its decoding. */
+/** The final state of a round that finished: the unmasked sum; and the sum's decoding, made when it is read. */
 import { decodeWeightedSum, type WeightedSum } from '../../shared/crypto/quantize.js';
 import type { RoundParams } from '../../shared/protocol/params.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
@@ -9,9 +9,9 @@ export function decodeRoundSum(sum: Uint32Array, contributors: number, params: R
   return decodeWeightedSum(sum, contributors, params);
 }
 
-/** A completed round: `survivors` (U3) and their unmasked `sum`, decoded here once. */
+/** A completed round: `survivors` (U3) and their unmasked `sum` (decoded by its readers: `decodeRoundSum`). */
 export function completedState(base: StateBase, survivors: readonly string[], sum: Uint32Array): CompletedState {
-  return { phase: Phase.Completed, cfg: base.cfg, stats: base.stats, survivors, sum, result: decodeRoundSum(sum, survivors.length, base.cfg.params) };
+  return { phase: Phase.Completed, cfg: base.cfg, stats: base.stats, survivors, sum };
 }
 
 export function completeRound(from: UnmaskingState, sum: Uint32Array, prgWords: number): CompletedState {

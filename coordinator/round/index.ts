@@ -23,6 +23,7 @@ import type { AdvertiseKeysState, CoordinatorConfig, CoordinatorState, Coordinat
 export type * from './types.js';
 export { applyMaskJobs, finish as finishUnmask, plan as planUnmask } from './r4-unmasking.js';
 export { cancelRound } from './aborted.js';
+export { decodeRoundSum } from './completed.js';
 export { groupedOutcome, outcomeOf } from './outcome.js';
 export { addDeclines, declinesOf, describeDeclines, totalDeclines, type DeclineCounts } from './declines.js';
 

@@ -3,20 +3,19 @@
  * in-memory host, the Redis host and (combining its groups' outcomes) a grouped round.
  */
 import { Phase } from '../../shared/protocol/vocabulary.js';
-import { decodeRoundSum } from './completed.js';
 import { addDeclines, approvalShortfall } from './declines.js';
 import { combineGroups } from './groups.js';
 import type { FinalState, RoundOutcome } from './types.js';
 
 export function outcomeOf(final: FinalState): RoundOutcome {
   const declines = final.stats.declines ?? {};
-  if (final.phase === Phase.Completed) return { ok: true, survivors: final.survivors, sum: final.sum, result: final.result, declines, state: final };
+  if (final.phase === Phase.Completed) return { ok: true, survivors: final.survivors, sum: final.sum, declines, state: final };
   return { ok: false, reason: final.reason, at: final.at, detail: final.detail, declines, approvalShortfall: approvalShortfall(final), state: final };
 }
 
 /**
  * A round run as aggregation groups: complete when at least one group completed, with the sum of
- * the completed groups' sums (mod 2^32, weights included), decoded once, and their survivors;
+ * the completed groups' sums (mod 2^32, weights included) and their survivors;
  * aborted only when every group aborted, with the first group's reason. `state` is the first
  * completed (or, aborted, the first) group's final state.
  */
@@ -26,8 +25,7 @@ export function groupedOutcome(groups: readonly { members: readonly string[]; ou
   const firstOk = outcomes.find((o) => o.ok);
   const declines = addDeclines(...outcomes.map((o) => o.declines));
   if (combined.ok && firstOk?.ok) {
-    const sum = combined.sum!;
-    return { ok: true, survivors: combined.survivors, sum, result: decodeRoundSum(sum, combined.survivors.length, firstOk.state.cfg.params), declines, state: firstOk.state };
+    return { ok: true, survivors: combined.survivors, sum: combined.sum!, declines, state: firstOk.state };
   }
   const first = outcomes[0]!;
   if (first.ok) throw new Error('unreachable: a completed group makes the round complete');

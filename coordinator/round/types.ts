@@ -12,7 +12,6 @@ import type { ErrorCode } from '../../shared/errors.js';
 import type { Addressed, AdvertiseKeys, RoundRef, ServerMessage, ShareKeys, UnmaskRequest, UnmaskResponse } from '../../shared/protocol/messages.js';
 import type { RoundParams } from '../../shared/protocol/params.js';
 import type { Roster } from '../../shared/protocol/roster.js';
-import type { WeightedSum } from '../../shared/crypto/quantize.js';
 import type { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 
 /** How many clients declined, by reason code (reasons nobody gave are absent). */
@@ -110,9 +109,12 @@ export interface CompletedState extends StateBase {
   phase: typeof Phase.Completed;
   /** The clients whose inputs are in the sum (U3), sorted. */
   survivors: readonly string[];
-  /** The unmasked integer sum, length dim + 1 (last word: total weight). */
+  /**
+   * The unmasked integer sum, length dim + 1 (last word: total weight). Its decoding (float sum,
+   * mean) is made by whoever reads it (`decodeRoundSum`), not kept: a finished round stays on
+   * record for its retention period, and the decoding is four times the sum's size.
+   */
   sum: Uint32Array;
-  result: WeightedSum;
 }
 
 export interface AbortedState extends StateBase {
@@ -136,11 +138,11 @@ export type FinalState = CompletedState | AbortedState;
 
 /**
  * How a round ended, as its host reports it (made from the final state by `outcomeOf`,
- * coordinator/round/outcome.ts): a completed round's survivors, unmasked sum and its decoding, or
+ * coordinator/round/outcome.ts): a completed round's survivors and unmasked sum, or
  * an aborted round's reason, phase and detail; either with its declines by reason.
  */
 export type RoundOutcome =
-  | { ok: true; survivors: readonly string[]; sum: Uint32Array; result: WeightedSum; declines: DeclineCounts; state: CompletedState }
+  | { ok: true; survivors: readonly string[]; sum: Uint32Array; declines: DeclineCounts; state: CompletedState }
   | {
       ok: false;
       reason: AbortReason;

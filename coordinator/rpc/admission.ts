@@ -67,8 +67,15 @@ interface OpenCall {
 /** A serial as the registry keeps it: lower-case hex without leading zeros. */
 const canonicalSerial = (serial: string): string => serial.toLowerCase().replace(/^0+(?=.)/, '');
 
-/** The longest single timer Node takes (about 24.8 days); later expiries are re-armed. */
-const MAX_TIMER_MS = 2 ** 31 - 1;
+/**
+ * How long a tracked call's certificate timer waits at most before it looks again: a certificate
+ * further from its expiry is re-checked every minute, and the exact expiry is armed within the
+ * last minute. One fixed wait for (nearly) every call, not one per call: Node keeps a timer list
+ * per distinct duration, and the list of an unref'd timer that is cleared stays until its
+ * duration has passed — with one exact time-to-expiry per call (about a day for a client
+ * certificate), every upload slot request and stream left one behind for a day.
+ */
+const RECHECK_MS = 60_000;
 
 export class Admission {
   private readonly opts: AdmissionOptions;
@@ -141,7 +148,7 @@ export class Admission {
             const arm = (): void => {
               const left = facts.notAfter - this.opts.clock();
               if (left <= 0) return tracked?.end('expired');
-              timer = setTimeout(arm, Math.min(left, MAX_TIMER_MS));
+              timer = setTimeout(arm, Math.min(left, RECHECK_MS));
               timer.unref();
             };
             arm();
