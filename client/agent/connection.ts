@@ -214,6 +214,8 @@ export class ClientRunner {
   /** The input being made by local training for the current training round. */
   private training: { round: RoundRef; input: Promise<Uint32Array> } | undefined;
   private roundTimer: NodeJS.Timeout | undefined;
+  /** When the client gives up on the round it is in (all its phase deadlines and the grace passed). */
+  private roundGiveUp: { round: RoundRef; at: number } | undefined;
   private renewTimer: NodeJS.Timeout | undefined;
   private reconnectTimer: NodeJS.Timeout | undefined;
   private heartbeatTimer: NodeJS.Timeout | undefined;
@@ -523,15 +525,28 @@ export class ClientRunner {
   /** Gives up on a round that outlives all its phase deadlines (plus a grace period). */
   private armRoundDeadline(round: RoundRef, d: { advertiseMs: number; shareMs: number; maskedMs: number; consistencyMs: number; unmaskMs: number } | undefined): void {
     clearTimeout(this.roundTimer);
+    this.roundGiveUp = undefined;
     if (!d) return;
     const total = d.advertiseMs + d.shareMs + d.maskedMs + d.consistencyMs + d.unmaskMs + (this.opts.roundGraceMs ?? 10_000);
+    this.roundGiveUp = { round, at: Date.now() + total };
     this.roundTimer = setTimeout(() => {
       this.events = this.events.then(() => this.agent.abandon(round));
     }, total);
     this.roundTimer.unref();
   }
 
-  /** Sends one message; retries transport failures (an identical resend is harmless). */
+  /**
+   * Until when a call for the current round is worth making: past the round's give-up time a
+   * call (and its retries) would only hold up the client's events — behind a silent network
+   * each attempt would wait its whole deadline — and the round is abandoned anyway.
+   */
+  private roundCallsUntil(): number {
+    const g = this.roundGiveUp;
+    const current = this.agent.currentRound;
+    return g && current && sameRound(g.round, current) ? g.at : Infinity;
+  }
+
+  /** Sends one message; retries transport failures (an identical resend is harmless), not past the round's give-up time. */
   private async send(m: ClientMessage): Promise<void> {
     if (m.type === 'masked-input') await this.acquireUploadSlot(m.sessionId);
     const env = toClientEnvelope(m);
@@ -541,7 +556,7 @@ export class ClientRunner {
     let slotRetries = 0;
     for (let attempt = 0; ; attempt++) {
       try {
-        await callUnary(this.client.send.bind(this.client), env, await this.metadata(), { deadline: Date.now() + 60_000 });
+        await callUnary(this.client.send.bind(this.client), env, await this.metadata(), { deadline: Math.min(Date.now() + 60_000, this.roundCallsUntil()) });
         return;
       } catch (err) {
         if (attempt > 0 && reasonOf(err) === ErrorCode.AlreadyExists) return; // the first try did arrive
@@ -554,7 +569,7 @@ export class ClientRunner {
           continue;
         }
         const revokedToken = this.dropRevokedTokens(asAegisError(err));
-        if ((!isTransient(err) && !revokedToken) || attempt >= retries || this.stopped) throw asAegisError(err);
+        if ((!isTransient(err) && !revokedToken) || attempt >= retries || this.stopped || Date.now() >= this.roundCallsUntil()) throw asAegisError(err);
         this.failures++;
         await new Promise((r) => setTimeout(r, this.backoff()));
       }
@@ -569,7 +584,7 @@ export class ClientRunner {
   private async acquireUploadSlot(sessionId: Uint8Array): Promise<void> {
     try {
       await callUnary(this.client.acquireUpload.bind(this.client), create(pb.AcquireUploadRequestSchema, { sessionId }), await this.metadata(), {
-        deadline: Date.now() + 15 * 60_000,
+        deadline: Math.min(Date.now() + 15 * 60_000, this.roundCallsUntil()),
       });
     } catch {
       // fall through to the send

@@ -8,6 +8,7 @@ import type { RunnerEvent } from '../../client/agent/connection.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
 import { enrollClients, expectedSum, manifest, startCoordinator, startRunners, waitFor } from '../support/cluster.js';
+import { FaultProxy } from '../support/fault-proxy.js';
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -65,27 +66,33 @@ describe('client runner', () => {
   }, 180_000);
 
   test('gives up on a round whose coordinator went silent once all its deadlines have passed', async () => {
-    const box: { c?: Coordinator } = {};
-    const c = await startCoordinator({
-      // The coordinator dies just as it would open phase 1 of the round.
-      tap: (_id, type) => void (type === 'share-broadcast' && box.c?.close()),
-    });
-    box.c = c;
+    // Silent, not closed: every client reaches the coordinator through a proxy of its own, and
+    // the proxies turn into a partition just as the coordinator would open phase 1 — the
+    // connections stay open and nothing more arrives (a closing coordinator would instead tell
+    // the clients the round was cancelled).
+    const proxies: FaultProxy[] = [];
+    const c = await startCoordinator({ tap: (_id, type) => void (type === 'share-broadcast' && proxies.forEach((p) => p.blackhole())) });
+    cleanups.push(() => c.close());
+    cleanups.push(async () => void (await Promise.all(proxies.map((p) => p.close()))));
     const clients = await enrollClients(c, 4);
+    for (const _ of clients) proxies.push(await FaultProxy.start(c.address));
     const ended: { ok: boolean; reason?: string }[] = [];
     const runners = startRunners(
       c,
       clients,
       8,
       (_id, ev) => void (ev.kind === 'round-ended' && ended.push({ ok: ev.ok, ...(ev.reason ? { reason: ev.reason } : {}) })),
-      () => ({ roundGraceMs: 200, backoffMs: { min: 50, max: 200 } }),
+      (i) => ({ address: proxies[i]!.address, roundGraceMs: 200, backoffMs: { min: 50, max: 200 } }),
     );
     cleanups.push(async () => void (await Promise.all(runners.map((r) => r.stop()))));
     await waitFor(() => c.connectedClients().length === 4, 20_000, 'four subscribers');
-    const deadlines = { advertiseMs: 5000, shareMs: 300, maskedMs: 300, consistencyMs: 300, unmaskMs: 300 };
+    // Phase 0 closes as soon as all four advertised: its deadline is long enough for a loaded
+    // machine (a client late for it would be left out of the round). The clients give up once
+    // the sum of the deadlines (and their grace) has passed since the round started.
+    const deadlines = { advertiseMs: 30_000, shareMs: 300, maskedMs: 300, consistencyMs: 300, unmaskMs: 300 };
     await c.launch(manifest({ round: { dim: 8, cohort: 4, neighbors: 3 }, deadlines }));
-    await waitFor(() => ended.length === 4, 30_000, 'every client to give up');
-    expect(ended.every((e) => !e.ok && e.reason === 'deadline-passed')).toBe(true);
+    await waitFor(() => ended.length === 4, 120_000, 'every client to give up');
+    expect(ended).toEqual([0, 1, 2, 3].map(() => ({ ok: false, reason: 'deadline-passed' })));
     expect(runners.every((r) => r.agent.currentRound === null)).toBe(true);
   }, 180_000);
 });
