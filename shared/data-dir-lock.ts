@@ -15,7 +15,7 @@ import { readdirSync, unlinkSync } from 'node:fs';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { AegisError, ErrorCode } from './errors.js';
-import { withFileLock } from './fs-lock.js';
+import { processAlive, withFileLock } from './fs-lock.js';
 
 export const IN_USE_DIR = 'in-use';
 const CLAIM_LOCK = 'in-use.lock';
@@ -30,16 +30,6 @@ export interface DataDirUse {
 interface Entry extends DataDirUse {
   pid: number;
   since: string;
-}
-
-function alive(pid: number): boolean {
-  if (pid === process.pid) return true;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code !== 'ESRCH';
-  }
 }
 
 const held = new Set<string>();
@@ -63,7 +53,7 @@ export async function claimDataDir(dir: string, use: DataDirUse): Promise<() => 
       } catch {
         continue; // being written by a claim that holds the lock: cannot happen; or torn by a kill
       }
-      if (!Number.isInteger(e.pid) || !alive(e.pid)) {
+      if (!Number.isInteger(e.pid) || !processAlive(e.pid)) {
         try {
           unlinkSync(path);
         } catch {

@@ -15,10 +15,8 @@ const LOCK_RETRY_MS = 20;
 
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
 
-/** False only when the lock names a process that no longer exists. */
-function holderAlive(content: string): boolean {
-  const pid = Number(content.split('.')[0]);
-  if (!Number.isInteger(pid) || pid <= 0) return true; // being written: not ours to judge yet
+/** False only when `pid` names a process that no longer exists (this one always exists). */
+export function processAlive(pid: number): boolean {
   if (pid === process.pid) return true;
   try {
     process.kill(pid, 0);
@@ -26,6 +24,13 @@ function holderAlive(content: string): boolean {
   } catch (e) {
     return (e as NodeJS.ErrnoException).code !== 'ESRCH';
   }
+}
+
+/** False only when the lock names a process that no longer exists. */
+function holderAlive(content: string): boolean {
+  const pid = Number(content.split('.')[0]);
+  if (!Number.isInteger(pid) || pid <= 0) return true; // being written: not ours to judge yet
+  return processAlive(pid);
 }
 
 /**
