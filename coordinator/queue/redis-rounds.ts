@@ -483,10 +483,13 @@ export class RedisRounds implements RedisFrontEnd {
     this.closed = true;
     clearTimeout(this.unreachableTimer);
     for (const t of this.timers) clearInterval(t);
-    await this.worker?.close();
+    // Each step goes on whatever the one before met: a connection dropped under it (shut down
+    // while Redis went away, or by `RedisHealth.disconnectAll`) fails its pending commands, and
+    // the rest must still be let go.
+    await this.worker?.close().catch(() => undefined);
     this.workerConnection?.disconnect();
     await this.sub?.quit().catch(() => undefined);
-    await this.queue.close();
+    await this.queue.close().catch(() => undefined);
     await this.redis.del(this.store.heartbeatPrefix + this.frontEndId).catch(() => undefined);
     for (const h of this.hosts.values()) h.detach();
   }
