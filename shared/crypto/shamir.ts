@@ -83,14 +83,23 @@ export function split(secrets: Uint8Array[], threshold: number, xs: number[]): b
 }
 
 // Lagrange coefficients at 0 are a function of the x-set alone; a coordinator reconstructs
-// many secrets from the same responders, so cache them per set.
+// many secrets from the same responders (every secret of classic SecAgg; a client's two secrets
+// in SecAgg+, whose neighbour sets differ per client and per round), so cache them per set. The
+// cache keeps the sets used last (least recently used out first): a round's sets are used
+// together, and a new round's graph rarely repeats an old one, so a long-running coordinator's
+// cache stays at its bound instead of filling with the sets of rounds long over.
 const lagrangeCache = new Map<string, bigint[]>();
-const LAGRANGE_CACHE_MAX = 4096;
+const LAGRANGE_CACHE_MAX = 256;
 
 function lagrangeAtZero(xs: number[]): bigint[] {
   const key = xs.join(',');
   const hit = lagrangeCache.get(key);
-  if (hit) return hit;
+  if (hit) {
+    // Most recently used: moved to the end of the Map's insertion order.
+    lagrangeCache.delete(key);
+    lagrangeCache.set(key, hit);
+    return hit;
+  }
   const bx = xs.map(BigInt);
   // l_i(0) = prod_{j != i} x_j / (x_j - x_i); numerators and denominators, then one batch inverse.
   const nums: bigint[] = [];
@@ -108,7 +117,7 @@ function lagrangeAtZero(xs: number[]): bigint[] {
   }
   const inv = Fp.invertBatch(dens);
   const coeffs = nums.map((n, i) => Fp.mul(n, inv[i]!));
-  if (lagrangeCache.size >= LAGRANGE_CACHE_MAX) lagrangeCache.clear();
+  if (lagrangeCache.size >= LAGRANGE_CACHE_MAX) lagrangeCache.delete(lagrangeCache.keys().next().value!);
   lagrangeCache.set(key, coeffs);
   return coeffs;
 }
