@@ -30,11 +30,13 @@ import { create } from '@bufbuild/protobuf';
 import { chmodSync, closeSync, constants as fsc, existsSync, mkdirSync, openSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
+import { AegisError, ErrorCode } from '../../shared/errors.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import { parseManifest } from '../../shared/protocol/manifest.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { vectorFromBytes, vectorToBytes } from '../../shared/rpc/convert.js';
-import { StoredHost } from '../hosts/stored-host.js';
+import { roundName } from '../../shared/round-number.js';
+import { FrozenHost } from '../hosts/frozen-host.js';
 import type { PhaseStart, RoundHostLike, RoundStatus } from '../hosts/types.js';
 import type { DeclineCounts, RoundOutcome } from '../round/index.js';
 import type { CompletedState, AbortedState } from '../round/types.js';
@@ -101,6 +103,57 @@ export interface RestoredJob {
 /** Where a job's model versions are exported as files: `models/<jobId>` (revision 1) or `models/<jobId>@r<N>`. */
 export const modelDirName = (jobId: string, revision: number): string => (revision <= 1 ? jobId : `${jobId}@r${revision}`);
 
+const noIdentity = (): undefined => undefined;
+/** The start envelope of a round no longer running (nothing is sent from it again). */
+const NO_START = create(pb.ServerEnvelopeSchema, {});
+
+/** Where a completed round's sum is read from: the history's row of the round. */
+interface SumSource {
+  history: JobHistory;
+  jobId: string;
+  revision: number;
+  index: number;
+}
+
+/**
+ * A completed round's final state whose `sum` is read from the job history each time it is asked
+ * for: the history holds it, memory does not. `sum` is a getter of the class, so every such
+ * state shares one shape. Copy one with `copyWith` (its prototype kept), never by spreading: a
+ * spread copy has no `sum`.
+ */
+class StateWithStoredSum {
+  readonly phase = Phase.Completed;
+  constructor(
+    readonly cfg: CompletedState['cfg'],
+    readonly stats: CompletedState['stats'],
+    readonly survivors: readonly string[],
+    private readonly source: SumSource,
+  ) {}
+
+  get sum(): Uint32Array {
+    const { history, jobId, revision, index } = this.source;
+    return history.readSum(jobId, revision, index);
+  }
+}
+
+/** A completed outcome whose `sum` (and its state's) is read from the job history when asked for; see StateWithStoredSum. */
+class OutcomeWithStoredSum {
+  readonly ok = true as const;
+  constructor(
+    readonly survivors: readonly string[],
+    readonly declines: DeclineCounts,
+    readonly state: StateWithStoredSum,
+  ) {}
+
+  get sum(): Uint32Array {
+    return this.state.sum;
+  }
+}
+
+function outcomeWithStoredSum(survivors: readonly string[], declines: DeclineCounts, cfg: CompletedState['cfg'], stats: CompletedState['stats'], source: SumSource): RoundOutcome {
+  return new OutcomeWithStoredSum(survivors, declines, new StateWithStoredSum(cfg, stats, survivors, source)) as unknown as RoundOutcome;
+}
+
 const INTERRUPTED_DETAIL = 'the coordinator stopped during this round (killed or crashed); nothing was published';
 
 export class JobHistory {
@@ -128,6 +181,11 @@ export class JobHistory {
       db.pragma('synchronous = FULL');
       // Freed pages are zeroed: rows retention rewrote do not linger in the file.
       db.pragma('secure_delete = ON');
+      // A page cache of 1 MiB: the history is written round after round and read back by point
+      // lookups (a round's sum when asked for), so a larger cache buys nothing — better-sqlite3's
+      // default of 16 MB would fill with the rows of past rounds, and a coordinator's memory
+      // would grow with its rounds until it did.
+      db.pragma('cache_size = -1024');
       db.exec(SCHEMA);
       db.prepare("INSERT OR IGNORE INTO meta (key, value) VALUES ('layout', '1')").run();
       for (const s of ['-wal', '-shm']) if (existsSync(path + s)) chmodSync(path + s, 0o600);
@@ -153,16 +211,17 @@ export class JobHistory {
 
   /**
    * Writes a job as it stands: its row, every round that changed since it was last saved, and
-   * its model versions not written yet — in one transaction.
+   * its model versions not written yet — in one transaction. Returns the rounds it wrote.
    */
-  save(job: Job, cancelledAt: number | undefined): void {
-    if (!this.db.open) return;
+  save(job: Job, cancelledAt: number | undefined): RoundRecord[] {
+    if (!this.db.open) return [];
     const revision = job.manifest.revision;
     const t = job.training;
     const training: StoredTraining | null = t
       ? { state: t.state, completed: t.completed, aborted: t.aborted, abortedInARow: t.abortedInARow, detail: t.detail, flagged: [...t.flagged], gatherMs: t.gatherMs }
       : null;
     const rounds = job.rounds
+      .filter((r) => !r.released)
       .map((r) => ({ r, stored: storedRound(r) }))
       .map(({ r, stored }) => ({ r, stored, json: JSON.stringify(stored) }))
       .filter(({ r, json }) => this.savedRounds.get(r) !== json);
@@ -200,6 +259,50 @@ export class JobHistory {
     })();
     for (const { r, json } of rounds) this.savedRounds.set(r, json);
     this.savedModels.set(key, models.length);
+    return rounds.map(({ r }) => r);
+  }
+
+  /** A completed round's sum as saved, a fresh copy each time (`not-found` when none is saved). */
+  readSum(jobId: string, revision: number, index: number): Uint32Array {
+    if (!this.db.open) throw new AegisError(ErrorCode.Unavailable, 'the job history is closed (the coordinator has stopped)');
+    const row = this.db.prepare<[string, number, number], { sum: Buffer | null }>('SELECT sum FROM rounds WHERE job_id = ? AND revision = ? AND idx = ?').get(jobId, revision, index);
+    if (!row?.sum) throw new AegisError(ErrorCode.NotFound, `job '${jobId}' has no saved sum for ${roundName(index)}`);
+    return vectorFromBytes(new Uint8Array(row.sum));
+  }
+
+  /**
+   * Lets go of what a finished round no longer needs in memory once the history holds it as it
+   * stands: its live host (the cohort's identity keys, its protocol state) becomes a FrozenHost,
+   * its start envelopes are dropped, and a completed round's sum is read from here each time it
+   * is asked for. A coordinator that runs for weeks then keeps per round only its counts,
+   * timeline and cohort (until retention). Call it right after `save` wrote the round (`save`
+   * returns the rounds it wrote); returns false, changing nothing, for a round still running or
+   * never saved.
+   */
+  release(job: Job, r: RoundRecord): boolean {
+    if (r.released || !r.outcome || !this.db.open || !this.savedRounds.has(r)) return false;
+    const o = r.outcome;
+    const revision = job.manifest.revision;
+    const state = { ...o.state, cfg: { ...o.state.cfg, view: new Uint8Array(0), identityOf: noIdentity } };
+    let outcome: RoundOutcome;
+    if (o.ok) {
+      // The survivors' ids as the cohort's strings (those decoded from the members' messages are
+      // copies of their own), in one array for the outcome and its state.
+      const ofCohort = new Map(r.cohort.map((id) => [id, id]));
+      const survivors = o.survivors.map((id) => ofCohort.get(id) ?? id);
+      outcome = outcomeWithStoredSum(survivors, o.declines, state.cfg, state.stats, { history: this, jobId: job.jobId, revision, index: r.index });
+    } else {
+      outcome = { ...o, state: state as AbortedState };
+    }
+    r.host = FrozenHost.of(r.host, outcome);
+    r.outcome = outcome;
+    r.startEnvelope = NO_START;
+    r.startOf.clear();
+    r.released = true;
+    // A released round is not saved again until something changes it (retention), which
+    // clears `released`: what it was last saved as need not be kept either.
+    this.savedRounds.delete(r);
+    return true;
   }
 
   /**
@@ -214,7 +317,7 @@ export class JobHistory {
         'SELECT j.* FROM jobs j WHERE j.revision = (SELECT MAX(revision) FROM jobs k WHERE k.job_id = j.job_id) ORDER BY j.launched_at, j.job_id',
       )
       .all();
-    const roundsOf = this.db.prepare<[string, number], { idx: number; round: string; sum: Buffer | null }>('SELECT idx, round, sum FROM rounds WHERE job_id = ? AND revision = ? ORDER BY idx');
+    const roundsOf = this.db.prepare<[string, number], { idx: number; round: string; has_sum: number }>('SELECT idx, round, sum IS NOT NULL AS has_sum FROM rounds WHERE job_id = ? AND revision = ? ORDER BY idx');
     const modelsOf = this.db.prepare<[string, number], { version: number; sha256: Buffer; weights: Buffer; meta: string }>('SELECT version, sha256, weights, meta FROM models WHERE job_id = ? AND revision = ? ORDER BY version');
     const out: RestoredJob[] = [];
     for (const row of rows) {
@@ -233,10 +336,10 @@ export class JobHistory {
       for (const rr of roundsOf.all(row.job_id, row.revision)) {
         const stored = JSON.parse(rr.round) as StoredRound;
         if (!stored.outcome) interrupted.push(stored.index);
-        const record = roundRecord(job, stored, rr.sum, clock);
+        const record = roundRecord(job, stored, rr.has_sum === 1 ? { history: this, jobId: row.job_id, revision: row.revision, index: stored.index } : undefined, clock);
         job.rounds.push(record);
         // An interrupted round is written again (now aborted) at the next save.
-        if (stored.outcome) this.savedRounds.set(record, rr.round);
+        if (!stored.outcome) record.released = false;
       }
       if (row.training) {
         const st = JSON.parse(row.training) as StoredTraining;
@@ -303,14 +406,14 @@ function storedRound(r: RoundRecord): StoredRound {
   };
 }
 
-/** A round record served again from the history (a StoredHost stands in for the host it ran on). */
-function roundRecord(job: Job, s: StoredRound, sum: Buffer | null, clock: () => number): RoundRecord {
+/** A round record served again from the history (a FrozenHost stands in for the host it ran on); a completed round's sum is read from the history when asked for. */
+function roundRecord(job: Job, s: StoredRound, sum: SumSource | undefined, clock: () => number): RoundRecord {
   let outcome: RoundOutcome;
   let endedAt = s.endedAt;
   let status = s.status;
   if (s.outcome?.ok && sum) {
-    const words = vectorFromBytes(new Uint8Array(sum));
-    outcome = { ok: true, survivors: s.outcome.survivors, sum: words, declines: s.outcome.declines, state: { phase: Phase.Completed, survivors: [...s.outcome.survivors] } as unknown as CompletedState };
+    const cfg = { params: job.manifest.round, round: { manifestHash: job.manifestHash, roundIndex: s.index }, view: new Uint8Array(0), identityOf: noIdentity } as unknown as CompletedState['cfg'];
+    outcome = outcomeWithStoredSum(s.outcome.survivors, s.outcome.declines, cfg, { prgWords: 0 }, sum);
   } else if (s.outcome && !s.outcome.ok) {
     outcome = { ...s.outcome, state: { phase: Phase.Aborted } as unknown as AbortedState };
   } else {
@@ -319,11 +422,12 @@ function roundRecord(job: Job, s: StoredRound, sum: Buffer | null, clock: () => 
     endedAt = clock();
     status = { ...s.status, phase: Phase.Aborted };
   }
-  const host: RoundHostLike = new StoredHost(outcome, status, s.timeline, s.closeMs);
+  const host: RoundHostLike = new FrozenHost(outcome, status, s.timeline, s.closeMs);
   return {
     gate: UploadGate.forDim(job.manifest.round.dim, 12 * (job.manifest.round.dim + 1)),
-    startEnvelope: create(pb.ServerEnvelopeSchema, {}),
+    startEnvelope: NO_START,
     startOf: new Map(),
+    released: true,
     index: s.index,
     ref: { manifestHash: job.manifestHash, roundIndex: s.index },
     host,

@@ -23,7 +23,7 @@ import type { RedisRoundInfo } from '../queue/round-store.js';
 import { GroupedRoundHost } from '../hosts/grouped-host.js';
 import type { RoundHostLike } from '../hosts/types.js';
 import type { Mailboxes } from '../service/mailbox.js';
-import { DEFAULT_ROUND_RETENTION_MS, RetiredHost, withoutClients } from '../hosts/retired-host.js';
+import { DEFAULT_ROUND_RETENTION_MS, retiredHost, withoutClients } from '../hosts/retired-host.js';
 import type { RoundOutcome } from '../round/index.js';
 import { UploadGate } from '../service/upload-gate.js';
 import { withDeclineDetail } from './decline-detail.js';
@@ -257,7 +257,8 @@ export class Jobs {
   private save(job: Job): void {
     if (!this.history) return;
     try {
-      this.history.save(job, this.cancelledJobs.get(job.jobId));
+      // What the history now holds of a finished round need not stay in memory as well.
+      for (const r of this.history.save(job, this.cancelledJobs.get(job.jobId))) if (r.outcome) this.history.release(job, r);
     } catch (err) {
       this.log?.error({ job: job.jobId, code: (err as NodeJS.ErrnoException).code ?? 'io' }, 'could not write the job history');
     }
@@ -577,10 +578,12 @@ export class Jobs {
     for (const r of [...[...this.jobs.values()].flatMap((j) => j.rounds), ...this.remoteRounds.values()]) {
       if (r.retired || !r.outcome || r.endedAt === undefined || r.endedAt > before) continue;
       r.retired = { invited: r.cohort.length, survivors: r.outcome.ok ? r.outcome.survivors.length : 0 };
-      r.host = new RetiredHost(r.host, r.outcome);
+      r.host = retiredHost(r.host, r.outcome);
       r.outcome = withoutClients(r.outcome);
       r.cohort = [];
       r.startOf.clear();
+      // Changed: written again at the save below, then let go of again.
+      r.released = false;
       n++;
     }
     if (n > 0) this.log?.info({ rounds: n }, 'retention: rounds forgot who took part');

@@ -95,6 +95,11 @@ export interface RoundRecord {
   /** When the outcome arrived. */
   endedAt?: number;
   outcome?: RoundOutcome;
+  /**
+   * Held by the job history as it stands (job-history.ts `release`): its host is frozen, its start
+   * envelopes dropped, and a completed round's sum is read from the history when asked for.
+   */
+  released?: boolean;
   /** Past its retention (retention.ts): who took part is forgotten; `cohort` is empty, the counts stay. */
   retired?: { invited: number; survivors: number };
 }

@@ -8,7 +8,7 @@ import { describe, expect, test } from '@jest/globals';
 import { makeIdentities } from '../../bench/sim/client-host.js';
 import { handle, start, type ClientState } from '../../client/round/index.js';
 import { GroupedRoundHost } from '../../coordinator/hosts/grouped-host.js';
-import { RetiredHost } from '../../coordinator/hosts/retired-host.js';
+import { retiredHost } from '../../coordinator/hosts/retired-host.js';
 import { RoundHost, type PhaseDeadlines } from '../../coordinator/hosts/round-host.js';
 import type { PhaseClosedEvent } from '../../coordinator/hosts/types.js';
 import { addInto } from '../../shared/crypto/vecops.js';
@@ -108,7 +108,7 @@ describe('a round host with declines', () => {
     expect(out).toMatchObject({ ok: false, reason: 'too-few-clients', at: Phase.AdvertiseKeys, declines: { 'approval-required': 4 }, approvalShortfall: true });
     expect(phase0Ms(host)).toBeLessThan(LONG_ADVERTISE.advertiseMs / 4);
     // The counts survive retention, which forgets who took part.
-    const retired = new RetiredHost(host, out);
+    const retired = retiredHost(host, out);
     expect(retired.status().declines).toEqual({ 'approval-required': 4 });
   });
 
