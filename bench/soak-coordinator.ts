@@ -11,7 +11,9 @@
  * round and answer with its outcome and unmasked sum), `sample` (optionally writing a heap
  * snapshot after the figures are taken), `stop`.
  */
-import { readdirSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { writeHeapSnapshot } from 'node:v8';
 import { createCa } from '../coordinator/auth/ca.js';
@@ -52,6 +54,9 @@ export type SoakCoordinatorReply =
 const RESOLUTION_MS = 10;
 
 let coordinator: Coordinator | undefined;
+let dataDir: string | undefined;
+/** Round tokens' lifetime in the soak, ms (see `init`). */
+export const SOAK_TOKEN_TTL_MS = 40_000;
 const eld = monitorEventLoopDelay({ resolution: RESOLUTION_MS });
 eld.enable();
 
@@ -94,7 +99,14 @@ const current = (): Coordinator => {
 async function handle(req: SoakCoordinatorRequest): Promise<SoakCoordinatorReply> {
   switch (req.op) {
     case 'init': {
-      const c = new Coordinator({ ca: await createCa({ name: 'Aegis soak CA' }), tokens: TokenIssuer.create(), registry: new Registry() });
+      // Set up as `aegis coordinator start` runs: with a data dir, whose job history holds every
+      // finished round (its sum included) so memory need not. Round tokens live 40 s instead of
+      // 5 min: the soak runs its rounds back to back, a second or two each, where a deployment runs
+      // a few an hour, and the replay ledger keeps each used token until it expires — bounded by
+      // the tokens used in one lifetime. With 5 min the whole soak would still be filling it; with
+      // 40 s it is full before the early window, and what still grows is what a round leaves.
+      dataDir = mkdtempSync(join(tmpdir(), 'aegis-soak-'));
+      const c = new Coordinator({ ca: await createCa({ name: 'Aegis soak CA' }), tokens: TokenIssuer.create(), registry: new Registry(), dataDir, tokenTtlMs: SOAK_TOKEN_TTL_MS });
       coordinator = c;
       await c.listen('127.0.0.1:0', '127.0.0.1:0');
       return { op: 'ready', address: c.address, enrollAddress: c.enrollAddress, caPem: c.ca.certificatePem };
@@ -126,6 +138,7 @@ async function handle(req: SoakCoordinatorRequest): Promise<SoakCoordinatorReply
     case 'stop':
       await coordinator?.close();
       coordinator = undefined;
+      if (dataDir) rmSync(dataDir, { recursive: true, force: true });
       return { op: 'stopped' };
   }
 }
