@@ -262,6 +262,26 @@ export class JobHistory {
     return rounds.map(({ r }) => r);
   }
 
+  /**
+   * Lets go of the weights of a training job's older model versions written here: they are read
+   * back from the history when asked for (ModelStore.release). The latest stays in memory.
+   */
+  releaseModels(job: Job): void {
+    const t = job.training;
+    if (!t || !this.db.open) return;
+    const revision = job.manifest.revision;
+    const written = this.savedModels.get(`${job.jobId}@${revision}`) ?? 0;
+    for (let version = 0; version < written; version++) t.models.release(version, () => this.readWeights(job.jobId, revision, version, job.manifest.round.dim));
+  }
+
+  /** A model version's weights as saved, a fresh copy each time. */
+  readWeights(jobId: string, revision: number, version: number, dim: number): Float32Array {
+    if (!this.db.open) throw new AegisError(ErrorCode.Unavailable, 'the job history is closed (the coordinator has stopped)');
+    const row = this.db.prepare<[string, number, number], { weights: Buffer }>('SELECT weights FROM models WHERE job_id = ? AND revision = ? AND version = ?').get(jobId, revision, version);
+    if (!row) throw new AegisError(ErrorCode.NotFound, `job '${jobId}' has no saved model version ${version}`);
+    return weightsOf(new Uint8Array(row.weights), dim);
+  }
+
   /** A completed round's sum as saved, a fresh copy each time (`not-found` when none is saved). */
   readSum(jobId: string, revision: number, index: number): Uint32Array {
     if (!this.db.open) throw new AegisError(ErrorCode.Unavailable, 'the job history is closed (the coordinator has stopped)');
@@ -318,7 +338,7 @@ export class JobHistory {
       )
       .all();
     const roundsOf = this.db.prepare<[string, number], { idx: number; round: string; has_sum: number }>('SELECT idx, round, sum IS NOT NULL AS has_sum FROM rounds WHERE job_id = ? AND revision = ? ORDER BY idx');
-    const modelsOf = this.db.prepare<[string, number], { version: number; sha256: Buffer; weights: Buffer; meta: string }>('SELECT version, sha256, weights, meta FROM models WHERE job_id = ? AND revision = ? ORDER BY version');
+    const modelsOf = this.db.prepare<[string, number], { version: number; sha256: Buffer; meta: string }>('SELECT version, sha256, meta FROM models WHERE job_id = ? AND revision = ? ORDER BY version');
     const out: RestoredJob[] = [];
     for (const row of rows) {
       // The manifest was valid when it was launched; its expiry since then does not erase the job.
@@ -345,12 +365,15 @@ export class JobHistory {
         const st = JSON.parse(row.training) as StoredTraining;
         const models = new ModelStore(job.jobId, clock, modelDirName(job.jobId, manifest.revision));
         const versions = modelsOf.all(row.job_id, row.revision);
+        const latest = versions.length - 1;
+        const read = (version: number) => (): Float32Array => this.readWeights(job.jobId, manifest.revision, version, manifest.round.dim);
         for (const m of versions) {
           const meta = JSON.parse(m.meta) as StoredModelMeta;
           models.restore({
             version: m.version,
             sha256: new Uint8Array(m.sha256),
-            weights: weightsOf(new Uint8Array(m.weights), manifest.round.dim),
+            // Only the latest version's weights are read into memory; the others when asked for.
+            weights: m.version === latest ? read(m.version)() : new Float32Array(0),
             clients: meta.clients,
             totalWeight: meta.totalWeight,
             createdAt: meta.createdAt,
@@ -360,6 +383,7 @@ export class JobHistory {
           });
         }
         this.savedModels.set(`${job.jobId}@${manifest.revision}`, versions.length);
+        for (let version = 0; version < latest; version++) models.release(version, read(version));
         // The exported files are written again where missing (a kill may have come before them).
         models.persistTo(dataDir, true);
         const t = newTrainingProgress(models, st.gatherMs);

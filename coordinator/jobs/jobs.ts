@@ -259,6 +259,7 @@ export class Jobs {
     try {
       // What the history now holds of a finished round need not stay in memory as well.
       for (const r of this.history.save(job, this.cancelledJobs.get(job.jobId))) if (r.outcome) this.history.release(job, r);
+      this.history.releaseModels(job);
     } catch (err) {
       this.log?.error({ job: job.jobId, code: (err as NodeJS.ErrnoException).code ?? 'io' }, 'could not write the job history');
     }

@@ -84,6 +84,8 @@ export function applyWeightedMean(global: Float32Array, result: WeightedSum): Fl
  */
 export class ModelStore {
   private readonly versions: ModelVersionRecord[] = [];
+  /** Versions whose weights are read from the job history when asked for (`release`). */
+  private readonly released = new Set<number>();
   private writes: Promise<void> = Promise.resolve();
   private dataDir: string | undefined;
   private writeError: Error | undefined;
@@ -125,6 +127,21 @@ export class ModelStore {
     const v = this.versions[version];
     if (!v) throw new AegisError(ErrorCode.NotFound, `job '${this.jobId}' has no model version ${version}`);
     return v;
+  }
+
+  /**
+   * Lets go of an older version's weights once the job history holds them: from now on they are
+   * read with `read` each time they are asked for (a model download, the exported file written
+   * again). The latest version stays in memory — the next round starts from it. Returns false,
+   * changing nothing, for the latest version or one already let go of.
+   */
+  release(version: number, read: () => Float32Array): boolean {
+    const v = this.versions[version];
+    if (!v || version >= this.versions.length - 1 || this.released.has(version)) return false;
+    // In place (the record may be held elsewhere, e.g. while its validation is measured).
+    Object.defineProperty(v, 'weights', { get: read, enumerable: true, configurable: true });
+    this.released.add(version);
+    return true;
   }
 
   /** Adds the next version (0 first) and starts writing it out. */

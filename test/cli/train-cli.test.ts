@@ -126,6 +126,8 @@ describe('a training job from the command line', () => {
     // Version 0 is the initial weights.
     const v0 = json(aegis(['round', 'model', 'cli-train', '--data-dir', coordDir, '--out', join(root, 'v0'), '--model-version', '0', '--json']));
     expect(v0.sha256).toBe(createHash('sha256').update(weightBytes(weights)).digest('hex'));
+    // Served from the job history (an older version's weights are not kept in memory): the bytes themselves are exact.
+    expect((await loadTfjsModel(join(root, 'v0'))).weights).toEqual(weights);
     // The coordinator kept every version in its data dir.
     expect(readFileSync(join(coordDir, 'models', 'cli-train', 'v2.bin')).equals(readFileSync(join(outDir, 'weights.bin')))).toBe(true);
     expect(aegis(['round', 'model', 'no-such-job', '--data-dir', coordDir, '--out', join(root, 'x'), '--json']).status).toBe(2);
