@@ -483,14 +483,15 @@ export class RedisRounds implements RedisFrontEnd {
     this.closed = true;
     clearTimeout(this.unreachableTimer);
     for (const t of this.timers) clearInterval(t);
-    // Each step goes on whatever the one before met: a connection dropped under it (shut down
-    // while Redis went away, or by `RedisHealth.disconnectAll`) fails its pending commands, and
-    // the rest must still be let go.
-    await this.worker?.close().catch(() => undefined);
+    // Each step goes on whatever the one before met, and waits for it at most CLOSE_STEP_MS: a
+    // connection dropped under it (shut down while Redis went away, or by
+    // `RedisHealth.disconnectAll`) fails its pending commands or leaves them waiting for ever
+    // (BullMQ's graceful close waits for its blocking connection), and the rest must still be let go.
+    if (!(await settled(this.worker?.close()))) void this.worker?.close(true).catch(() => undefined);
     this.workerConnection?.disconnect();
-    await this.sub?.quit().catch(() => undefined);
-    await this.queue.close().catch(() => undefined);
-    await this.redis.del(this.store.heartbeatPrefix + this.frontEndId).catch(() => undefined);
+    if (!(await settled(this.sub?.quit()))) this.sub?.disconnect();
+    await settled(this.queue.close());
+    await settled(this.redis.del(this.store.heartbeatPrefix + this.frontEndId));
     for (const h of this.hosts.values()) h.detach();
   }
 
@@ -504,6 +505,21 @@ export class RedisRounds implements RedisFrontEnd {
     this.sub?.disconnect();
     void this.queue.close().catch(() => undefined);
     for (const h of this.hosts.values()) h.detach();
+  }
+}
+
+/** How long closing waits for one graceful step (a BullMQ close, a QUIT) before going on, ms. */
+const CLOSE_STEP_MS = 5000;
+
+/** Waits for `p` (ignoring its failure) at most CLOSE_STEP_MS; true when it settled in that time. */
+async function settled(p: Promise<unknown> | undefined): Promise<boolean> {
+  if (!p) return true;
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((r) => (timer = setTimeout(() => r(false), CLOSE_STEP_MS)));
+  try {
+    return await Promise.race([p.then(() => true, () => true), late]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -61,9 +61,12 @@ async function stuckRound(redis: Redis, stateUnreachableAfterMs: number): Promis
   const runners: ClientRunner[] = startRunners(c, clients, DIM, undefined, (i) => (i === 2 ? { beforeRound: () => new Promise<void>(() => undefined) } : {}));
   cleanup.push(async () => {
     for (const r of runners) await r.stop();
-    health.disconnectAll();
+    // As the coordinator's shutdown does: the connections are dropped first only while Redis is
+    // down (so nothing waits for it); with Redis up, the coordinator closes first.
+    if (!health.up) health.disconnectAll();
     await c.close();
     health.stop();
+    health.disconnectAll();
   });
   const hour = 3_600_000;
   await c.launch(manifest({ jobId: 'stuck', round: { dim: DIM, cohort: 3, threshold: 2 }, deadlines: { advertiseMs: hour, shareMs: hour, maskedMs: hour, consistencyMs: hour, unmaskMs: hour } }), { gatherMs: 5_000 });
