@@ -170,7 +170,9 @@ export class RedisHealth {
     const now = Date.now();
     if (now - this.lastUpErrorLine < this.logEveryMs) return;
     this.opts.log?.warn({ redis: this.opts.url, code: this.lastCode, errors: this.upErrors }, 'Redis error');
-    this.lastUpErrorLine = now;
+    // Taken after the line is written: its timestamp is then no later than this, so the next
+    // line's is a whole period after it (as read in the log), not a millisecond short.
+    this.lastUpErrorLine = Date.now();
     this.upErrors = 0;
   }
 
@@ -214,10 +216,11 @@ export class RedisHealth {
     const log = this.opts.log;
     if (!up) {
       this.downSince = now;
-      this.lastLine = now;
       this.disconnects++;
       this.opts.sink?.redisDisconnected();
       log?.warn({ redis: this.opts.url, code: this.lastCode || 'connection-closed' }, 'Redis connection lost');
+      // After the line is written (see `error`).
+      this.lastLine = Date.now();
       this.attempts = 0;
       this.errors = 0;
     } else {
@@ -235,8 +238,9 @@ export class RedisHealth {
     if (this.isUp || this.stopped) return;
     const now = Date.now();
     if (now - this.lastLine < this.logEveryMs) return;
-    this.lastLine = now;
     this.opts.log?.warn({ redis: this.opts.url, downMs: now - this.downSince, attempts: this.attempts, errors: this.errors, code: this.lastCode || 'connection-closed' }, 'Redis still unreachable');
+    // After the line is written (see `error`).
+    this.lastLine = Date.now();
     this.attempts = 0;
     this.errors = 0;
   }
