@@ -26,14 +26,17 @@ import { freePort, spawnAofRedis } from '../support/redis.js';
 
 const DIM = 4;
 let cleanup: (() => Promise<unknown> | void)[] = [];
+/** The Redis servers go after everything else: the coordinator closes while its Redis still answers. */
+let servers: (() => Promise<unknown> | void)[] = [];
 afterEach(async () => {
-  for (const c of cleanup.reverse()) await c();
+  for (const c of [...cleanup.reverse(), ...servers.reverse()]) await c();
   cleanup = [];
+  servers = [];
 });
 
 async function redisServer(port: number, dir: string): Promise<{ server: ChildProcess; redis: Redis }> {
   const started = await spawnAofRedis(port, dir);
-  cleanup.push(() => {
+  servers.push(() => {
     started.redis.disconnect();
     started.server.kill('SIGKILL');
   });
