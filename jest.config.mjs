@@ -14,5 +14,8 @@ export default {
   },
   transformIgnorePatterns: ['/node_modules/(?!@noble/)'],
   reporters: ['default', '<rootDir>/test/support/summary-reporter.cjs'],
-  testTimeout: 120000,
+  // One hang guard for every test and hook: long enough that a slow or busy machine never trips it
+  // (a test's own waits take their timing from its scenario), short enough that a real hang
+  // ends within CI's limit.
+  testTimeout: 600000,
 };

@@ -151,7 +151,7 @@ describe('the offline-mode server certificate across the move to P-256', () => {
       await s.kek.close();
       rmSync(dir, { recursive: true, force: true });
     }
-  }, 180_000);
+  });
 });
 
 describe('the offline-mode operator credential', () => {
@@ -185,5 +185,5 @@ describe('the offline-mode operator credential', () => {
       await s.kek.close();
       rmSync(dir, { recursive: true, force: true });
     }
-  }, 180_000);
+  });
 });

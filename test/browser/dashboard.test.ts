@@ -118,7 +118,7 @@ beforeAll(async () => {
   base = m[1]!;
   demoToken = m[2]!;
   loginUrl = `${m[1]}/login#token=${m[2]}`;
-}, 180_000);
+});
 
 afterAll(async () => {
   await browser?.close();
@@ -271,7 +271,7 @@ describe('dashboard in Chromium during a real demo run', () => {
     if (process.env.AEGIS_UPDATE_SCREENSHOT === '1') copyFileSync(ARTIFACT, DOCS_SCREENSHOT);
 
     expect(problems).toEqual([]);
-  }, 300_000);
+  });
 
   test('refuses without a session: a fresh browser, a plain fetch, the login link a second time; the page stops on a 401', async () => {
     expect(livePage).toBeDefined(); // the live test spent the login link
@@ -319,7 +319,7 @@ describe('dashboard in Chromium during a real demo run', () => {
     await live.waitForTimeout(5_000); // longer than the page's polling interval (2 s)
     expect(apiRequests.length).toBe(after);
     await liveContext!.close();
-  }, 120_000);
+  });
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -378,7 +378,7 @@ describe('sign-in and sign-out in Chromium against `aegis coordinator start --da
     evilPort = (evil.address() as { port: number }).port;
     plain = await startCoordinator('plain', []);
     dash = `http://${plain.address}`;
-  }, 120_000);
+  });
 
   /** The dashboard's cookies in `context`. */
   const dashCookies = async (context: BrowserContext, url: string): Promise<string[]> => (await context.cookies(url)).map((c) => c.name);
@@ -432,7 +432,7 @@ describe('sign-in and sign-out in Chromium against `aegis coordinator start --da
     await page.waitForSelector('[data-testid="connection"][data-state="live"]', { timeout: 30_000 });
     expect(await dashCookies(context, dash)).toEqual(['aegis_dashboard']);
     await context.close();
-  }, 120_000);
+  });
 
   test('"Sign out" ends the session on the server: the page goes to the sign-in page, the API refuses the old cookie', async () => {
     const context = await browser!.newContext();
@@ -456,7 +456,7 @@ describe('sign-in and sign-out in Chromium against `aegis coordinator start --da
     const back = await page.goto(`${dash}/`);
     expect(back?.status()).toBe(401);
     await context.close();
-  }, 120_000);
+  });
 
   test('over HTTPS (the operator\'s ECDSA certificate, --dashboard-allow-remote): the login link signs in with a Secure, HttpOnly, SameSite=Strict __Host- cookie', async () => {
     const secure = await startCoordinator('tls', ['--dashboard-allow-remote', '--dashboard-tls-cert', certFile, '--dashboard-tls-key', keyFile]);
@@ -478,5 +478,5 @@ describe('sign-in and sign-out in Chromium against `aegis coordinator start --da
     expect(await other.cookies(origin)).toEqual([]);
     await other.close();
     await context.close();
-  }, 180_000);
+  });
 });

@@ -66,7 +66,7 @@ beforeAll(async () => {
   coordDir = join(root, 'coord');
   spawnLogged(['coordinator', 'start', '--listen', '127.0.0.1:0', '--enroll-listen', '127.0.0.1:0', '--data-dir', coordDir, '--allow-unsigned']);
   await waitFor(() => existsSync(join(coordDir, 'coordinator.json')), 30_000, 'the coordinator to listen');
-}, 180_000);
+});
 
 afterAll(() => {
   for (const p of children) p.kill('SIGKILL');

@@ -182,7 +182,7 @@ describe('every command', () => {
     expect(cases.length).toBeGreaterThan(30);
     const runs = await runAll(cases.map((k) => k.args));
     expect(cases.map((k, i) => notRefused(k.label, runs[i]!, k.text, 'error [invalid-argument]')).filter(Boolean)).toEqual([]);
-  }, 300_000);
+  });
 
   test('a bad value for each option that takes one exits 2 naming the flag and the usage line', async () => {
     // A malformed value where the option checks its form; an empty one where it takes any text
@@ -197,7 +197,7 @@ describe('every command', () => {
       notRefused(`${cmdName(k.c)} ${k.o.long} '${k.args.at(-1) ?? ''}'`, runs[i]!, `option '${k.o.flags}' argument`, /^error \[invalid-argument\]: /, `hint: usage: aegis ${cmdName(k.c)} `),
     );
     expect(failures.filter(Boolean)).toEqual([]);
-  }, 600_000);
+  });
 
   test('an unknown option exits 2 naming it; with --json the error is one JSON document', async () => {
     // Commands with nothing required (commander reports a missing required option first).
@@ -208,7 +208,7 @@ describe('every command', () => {
     const json = runCli(['clients', 'list', '--json', '--no-such-flag'], env);
     expect(json.status).toBe(2);
     expect(JSON.parse(json.stdout)).toEqual({ ok: false, error: { code: 'invalid-argument', message: "unknown option '--no-such-flag'", hint: expect.stringContaining('aegis clients list --help') } });
-  }, 300_000);
+  });
 
   /**
    * The options and arguments that name an input file, each with an invocation (run in the
@@ -279,7 +279,7 @@ describe('every command', () => {
     expect(cases.map(([k], i) => notRefused(k, runs[i]!, MISSING, /error \[not-found\]/)).filter(Boolean)).toEqual([]);
     expect(existsSync(join(root, 'co'))).toBe(false); // nothing was created before the check
     expect(existsSync(join(root, 'never'))).toBe(false);
-  }, 600_000);
+  });
 
   test('a wrong passphrase names the keyfile and says the passphrase is wrong or the file was altered', async () => {
     await makeFixtures();
@@ -301,7 +301,7 @@ describe('every command', () => {
     expect(failures.filter(Boolean)).toEqual([]);
     for (const r of runs!) expect(`${r.stdout}${r.stderr}`).not.toContain(WRONG);
     expect(existsSync(join(root, 'never.json'))).toBe(false);
-  }, 300_000);
+  });
 
   test('a bad input file is refused when it is given, naming the file, the line and the field', async () => {
     await makeFixtures();
@@ -327,5 +327,5 @@ describe('every command', () => {
     // The data's values are never quoted.
     expect(readFileSync(join(root, 'input.json'), 'utf8')).toContain('three');
     for (const r of runs) expect(r.stderr).not.toContain('three');
-  }, 300_000);
+  });
 });

@@ -57,7 +57,7 @@ beforeAll(async () => {
   });
   device.stderr!.on('data', (d: Buffer) => (deviceErr += d.toString('utf8')));
   deviceExit = new Promise((resolve) => device!.on('exit', (code) => resolve(code)));
-}, 120_000);
+});
 
 afterAll(() => {
   for (const p of [device, coordinator]) p?.kill('SIGKILL');

@@ -118,7 +118,7 @@ describe('aegis dashboard token', () => {
     expect(text.stdout.trim()).toMatch(new RegExp(`^http://${endpoint.dashboard!.replace(/\./g, '\\.')}/login#token=[A-Za-z0-9_-]{43}$`));
     expect(text.stderr).toMatch(/valid until \d{4}-/);
     expect(text.stderr).toContain(`open ${base}/login and paste the token`);
-  }, 120_000);
+  });
 
   test('a coordinator without --dashboard answers failed-precondition', async () => {
     const dir = join(root, 'without');
@@ -127,7 +127,7 @@ describe('aegis dashboard token', () => {
     const r = runCli(['dashboard', 'token', '--json', '--data-dir', dir], env);
     expect(r.status).toBe(2);
     expect(cliJson(r).error.code).toBe('failed-precondition');
-  }, 120_000);
+  });
 });
 
 describe('coordinator start --dashboard-allow-remote: HTTPS only', () => {
@@ -196,7 +196,7 @@ describe('coordinator start --dashboard-allow-remote: HTTPS only', () => {
     expect(info.expiresAt).toBeLessThanOrEqual(loginTo + 3_600_000);
     expect(info.idleExpiresAt).toBeGreaterThanOrEqual(loginFrom + 120_000);
     expect(info.idleExpiresAt).toBeLessThanOrEqual(Date.now() + 120_000);
-  }, 120_000);
+  });
 
   test('with --dashboard-tls-cert/--dashboard-tls-key: that certificate (ECDSA P-256) is served', async () => {
     const dir = join(root, 'own-cert');
@@ -209,7 +209,7 @@ describe('coordinator start --dashboard-allow-remote: HTTPS only', () => {
     expect((served as { cert: PeerCertificate }).cert.fingerprint256).toBe(new X509Certificate(pem).fingerprint256);
     const { token } = cliJson(runCli(['dashboard', 'token', '--json', '--data-dir', dir], env));
     expect(await dashLogin(`https://${address}`, token, { ca: pem })).toMatch(/^[A-Za-z0-9_-]{43}$/);
-  }, 120_000);
+  });
 
   test('bad dashboard flags exit 2 naming the flag or file, before anything listens', () => {
     const cases: [string[], RegExp][] = [
@@ -225,7 +225,7 @@ describe('coordinator start --dashboard-allow-remote: HTTPS only', () => {
       expect(r.stderr).toMatch(message);
       expect(existsSync(join(dir, 'coordinator.json'))).toBe(false);
     }
-  }, 120_000);
+  });
 
   test('a key that does not belong to the certificate, and a non-loopback address without --dashboard-allow-remote, exit 2', () => {
     const mismatch = runCli(['coordinator', 'start', '--listen', '127.0.0.1:0', '--enroll-listen', '127.0.0.1:0', '--data-dir', join(root, 'mismatch'), '--allow-unsigned', '--dashboard', '127.0.0.1:0', '--dashboard-tls-cert', cert, '--dashboard-tls-key', otherKey], env);
@@ -234,5 +234,5 @@ describe('coordinator start --dashboard-allow-remote: HTTPS only', () => {
     const wildcard = runCli(['coordinator', 'start', '--listen', '127.0.0.1:0', '--enroll-listen', '127.0.0.1:0', '--data-dir', join(root, 'wildcard'), '--allow-unsigned', '--dashboard', '0.0.0.0:0'], env);
     expect(wildcard.status).toBe(2);
     expect(wildcard.stderr).toMatch(/not loopback; pass --dashboard-allow-remote/);
-  }, 120_000);
+  });
 });

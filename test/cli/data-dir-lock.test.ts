@@ -33,7 +33,7 @@ beforeAll(async () => {
   const r = await aegisAsync(['client', 'enroll', '--coordinator', c.address, '--enroll-address', c.enrollAddress, '--token', token, '--ca', join(root, 'ca.pem'), '--data-dir', join(root, 'dev'), '--id', 'dev', '--kek', 'passphrase', '--json']);
   expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
   writeFileSync(join(root, 'update.json'), JSON.stringify({ values: [0.25, -0.5], weight: 1 }));
-}, 120_000);
+});
 
 afterAll(async () => {
   for (const child of children) child.kill('SIGKILL');
@@ -70,7 +70,7 @@ describe('a data dir used by one command at a time where it matters', () => {
     expect(cliJson(after)).toMatchObject({ ok: true, primary: 2 });
     // The dead run's entry was dropped, and the rotate's own is gone with it.
     expect(entries(dir)).toEqual([]);
-  }, 180_000);
+  });
 
   test('coordinator processes share their dir; a key change refuses while one holds it, and a coordinator while a key change runs', async () => {
     const dir = join(root, 'shared-dir');
@@ -100,5 +100,5 @@ describe('a data dir used by one command at a time where it matters', () => {
     await exited(coord);
     const after = await aegisAsync(['keys', 'rotate', '--data-dir', dir, '--json']);
     expect(after.status).toBe(0);
-  }, 180_000);
+  });
 });

@@ -75,10 +75,10 @@ describe('a front end killed with SIGKILL mid-round', () => {
     } else {
       expect(d).toMatchObject({ ok: true, exact: true, survivors: 10 });
     }
-  }, 120_000);
+  });
 
   test('the front-end options need --redis', async () => {
     const r = await aegis('simulate', '--json', '--clients', '4', '--dim', '8', '--kill-frontend-at', 'masked');
     expect(json(r).error.code).toBe('invalid-argument');
-  }, 180_000);
+  });
 });

@@ -28,7 +28,7 @@ let initialSha: string;
 beforeAll(async () => {
   await h.setUp();
   ({ root, coordDir, initialSha } = h);
-}, 120_000);
+});
 
 afterAll(() => h.tearDown());
 
@@ -58,7 +58,7 @@ describe('the job history across coordinator restarts', () => {
     expect(statSync(join(coordDir, 'jobs.db')).mode & 0o777).toBe(0o600);
     await startCoordinator();
     expect(answers()).toEqual(before);
-  }, 600_000);
+  });
 
   test('a training job whose coordinator was killed between two rounds resumes from its last model version and completes', async () => {
     await killCoordinator();
@@ -72,7 +72,7 @@ describe('the job history across coordinator restarts', () => {
     // Model versions go on from version 1 (made by round 1 before the kill): one per round.
     expect(exportedIndex('hist-b').map((v) => [v.version, v.roundIndex ?? null])).toEqual([[0, null], [1, 0], [2, 1], [3, 2]]);
     for (const round of ['1', '2', '3']) expect(json(admin('round', 'result', 'hist-b', '--round', round)).survivors).toEqual(['dev-0', 'dev-1', 'dev-2']);
-  }, 600_000);
+  });
 
   test('an ended job id is launched again under a higher revision, with no restart', async () => {
     // A completed job: the same manifest is refused, so is another of the same revision.
@@ -112,5 +112,5 @@ describe('the job history across coordinator restarts', () => {
       ['hist-a', 2, 'completed'],
       ['hist-d', 2, 'completed'],
     ]);
-  }, 600_000);
+  });
 });

@@ -112,5 +112,5 @@ describe('aegis coordinator start with a rotation policy', () => {
     expect(third.stderr).not.toContain('key rotated');
     // No log line carries key material (the passphrase stands in for any secret we know).
     for (const out of [first.stderr, second.stderr, third.stderr]) expect(out).not.toContain(PASS);
-  }, 180_000);
+  });
 });

@@ -46,7 +46,7 @@ beforeAll(async () => {
     expect({ status: r.status, stderr: r.stderr }).toEqual({ status: 0, stderr: '' });
     writeFileSync(join(root, `update-${i}.json`), JSON.stringify({ values: [i + 0.25, -0.5, 0.125, 0], weight: 1 }));
   }
-}, 120_000);
+});
 
 afterAll(async () => {
   for (const child of children) child.kill('SIGKILL');
@@ -86,7 +86,7 @@ describe('aegis client ledger, and client run with its ledger', () => {
     // The input's values appear nowhere: not in the output, not in the file.
     for (const text of [shown.stdout, aegis(['client', 'ledger', '--data-dir', dirOf(1)]).stdout, readFileSync(join(dirOf(1), 'ledger.json'), 'utf8')]) expect(text).not.toMatch(/1\.25|0\.125/);
     expect(aegis(['client', 'ledger', '--data-dir', dirOf(1)]).stdout).toMatch(/ledger-cli {2}plain {2}manifest [0-9a-f]{64}\n {2}rounds joined: 1 of 2; contributed to 1\n {4}round 1 {2}joined /);
-  }, 240_000);
+  });
 
   test('an altered ledger stops client run and client ledger with exit 2, naming the file', async () => {
     const path = join(dirOf(2), 'ledger.json');
@@ -104,7 +104,7 @@ describe('aegis client ledger, and client run with its ledger', () => {
     expect(aegis(['client', 'ledger', '--data-dir', dirOf(2)]).status).toBe(2);
     writeFileSync(path, good);
     expect(aegis(['client', 'ledger', '--data-dir', dirOf(2)]).status).toBe(0);
-  }, 180_000);
+  });
 
   test('a missing ledger in a dir that took part in rounds is refused (exit 2, --new-ledger named) until the operator asks for a new one', async () => {
     const path = join(dirOf(0), 'ledger.json');
@@ -128,7 +128,7 @@ describe('aegis client ledger, and client run with its ledger', () => {
     fresh.kill('SIGTERM');
     await exited(fresh);
     expect(cliJson(aegis(['client', 'ledger', '--data-dir', dirOf(0), '--json'])).jobs).toEqual([]);
-  }, 240_000);
+  });
 
   test('an identity key rotation in client run re-seals the ledger: it opens under the new identity, with its rounds', async () => {
     const before = cliJson(aegis(['client', 'ledger', '--data-dir', dirOf(1), '--json'])).jobs;
@@ -152,5 +152,5 @@ describe('aegis client ledger, and client run with its ledger', () => {
     const shown = aegis(['client', 'ledger', '--data-dir', dirOf(1), '--json']);
     expect(shown.status).toBe(0);
     expect(cliJson(shown).jobs).toEqual(before);
-  }, 240_000);
+  });
 });

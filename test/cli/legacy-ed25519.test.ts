@@ -58,7 +58,7 @@ beforeAll(async () => {
   for (const f of readdirSync(coordDir)) chmodSync(join(coordDir, f), 0o600);
   spawnAegis(['coordinator', 'start', '--listen', '127.0.0.1:0', '--enroll-listen', '127.0.0.1:0', '--data-dir', coordDir, '--allow-unsigned']);
   await waitFor(() => existsSync(join(coordDir, 'coordinator.json')), 60_000, 'the coordinator to listen');
-}, 180_000);
+});
 
 afterAll(() => {
   for (const c of children) c.kill('SIGKILL');
@@ -84,7 +84,7 @@ describe('a data dir from before P-256', () => {
     const text = opensslText(server.toString());
     expect(text).toMatch(/NIST CURVE: P-256/);
     expect(text).toMatch(/Signature Algorithm: ED25519/);
-  }, 180_000);
+  });
 
   test('its Ed25519 operator credential opens with the Ed25519 key of the sealed seed; the coordinator reissued it at start as P-256 (it lived longer than 7 days), and operator commands run with it', async () => {
     // An untouched copy: the credential as the release before P-256 left it.
@@ -115,7 +115,7 @@ describe('a data dir from before P-256', () => {
     expect(new X509Certificate(Buffer.from(sealed['operator-certificate']!)).publicKey.asymmetricKeyDetails?.namedCurve).toBe('prime256v1');
     const asOps = runCli(['clients', 'list', '--credential', file, '--data-dir', coordDir, '--json'], { ...env, AEGIS_OPERATOR_PASSPHRASE: PASS });
     expect(cliJson(asOps).clients.map((c: { client_id: string }) => c.client_id)).toContain('legacy-1');
-  }, 180_000);
+  });
 
   test('old-style, moved and new clients complete a round together; the moved one keeps its round key on a P-256 certificate', async () => {
     const { address, enrollAddress } = endpoint();
@@ -192,5 +192,5 @@ describe('a data dir from before P-256', () => {
     expect(out).toMatch(/CONNECTION ESTABLISHED/);
     expect(out).toMatch(/Verification: OK/);
     expect(out).not.toMatch(/app-data:0$/);
-  }, 180_000);
+  });
 });

@@ -65,7 +65,7 @@ beforeAll(async () => {
   coordinator.stdout!.on('data', (d: Buffer) => (coordinatorOut += d.toString('utf8')));
   coordinator.stderr!.on('data', (d: Buffer) => (coordinatorOut += d.toString('utf8')));
   await waitFor(() => existsSync(join(coordDir, 'coordinator.json')), 30_000, 'the coordinator to listen');
-}, 180_000);
+});
 
 afterAll(() => {
   for (const c of [...clients, coordinator]) c?.kill('SIGKILL');
@@ -142,5 +142,5 @@ describe('what the coordinator keeps of a round: ids, phases, counts and reason 
     }
     // Certificate details stay in the registry (which needs them), never in logs or metrics.
     for (const s of serials) expect(found(s, [everything[0]!, everything[1]!])).toEqual([]);
-  }, 180_000);
+  });
 });

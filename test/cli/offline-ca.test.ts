@@ -151,5 +151,5 @@ describe('offline CA: the coordinator host never holds the CA private key', () =
     const control = scanFilesReport([planted], needles);
     expect(control.hits.map((h) => h.what).join('\n')).toMatch(/offline CA seed: key raw bytes/);
     expect(control.hits.map((h) => h.what).join('\n')).toMatch(/offline CA seed: key base64/);
-  }, 240_000);
+  });
 });

@@ -70,7 +70,7 @@ beforeAll(async () => {
   root = mkdtempSync(join(tmpdir(), 'aegis-operators-cli-'));
   dir = join(root, 'coord');
   await startCoordinator();
-}, 120_000);
+});
 
 afterAll(async () => {
   await stopCoordinator('SIGKILL');
@@ -239,7 +239,7 @@ describe('round tokens across coordinator restarts', () => {
     } finally {
       after.close();
     }
-  }, 120_000);
+  });
 
   test("tokens revoke --client (and --token from stdin): refused, and still after a restart; later tokens pass", async () => {
     const cl = calls();
@@ -269,7 +269,7 @@ describe('round tokens across coordinator restarts', () => {
     } finally {
       after.close();
     }
-  }, 120_000);
+  });
 
   test('a restart with a shorter --operator-ttl-days reissues the built-in credential and revokes the old one', async () => {
     const before = operators().find((o) => o.name === 'admin' && o.status === 'active');
@@ -281,5 +281,5 @@ describe('round tokens across coordinator restarts', () => {
     expect(Date.parse(current.expires_at) - Date.parse(current.issued_at)).toBe(DAY + 60_000);
     expect(admins.find((o) => o.serial === before.serial)).toMatchObject({ status: 'revoked', revocation_reason: 'superseded' });
     expect(stderr).not.toContain(env.AEGIS_PASSPHRASE);
-  }, 120_000);
+  });
 });

@@ -41,7 +41,7 @@ beforeAll(async () => {
     p.stderr!.resume();
     children.push(p);
   }
-}, 180_000);
+});
 
 afterAll(async () => {
   for (const c of children) c.kill('SIGKILL');
@@ -66,5 +66,5 @@ describe('coordinator start --redis', () => {
     expect(result.mean[0]).toBeCloseTo(1, 3);
     // All its rounds are launched: a further launch is refused before anything is queued.
     expect(cliJson(aegis(['round', 'launch', '--data-dir', coordDir, '--manifest', manifest, '--json'])).error.code).toBe('wrong-phase');
-  }, 180_000);
+  });
 });

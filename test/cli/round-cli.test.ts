@@ -77,7 +77,7 @@ beforeAll(async () => {
   }
   expect(aegis(['client', 'audit', 'enter', '--data-dir', join(root, 'dev-3'), '--reason', 'holds the cancel test round', '--json']).status).toBe(0);
   for (let i = 0; i < 3; i++) runClient(i);
-}, 180_000);
+});
 
 afterAll(() => {
   for (const c of children) c.kill('SIGKILL');
@@ -138,7 +138,7 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
     const text = aegis(['round', 'list', '--data-dir', coordDir]);
     expect(text.stdout).toMatch(/^JOB\tREVISION\tKIND\tSTATE/);
     expect(text.stdout).toMatch(/watch-job\t1\tplain\tcompleted\t1\/2\t1\tcompleted/);
-  }, 180_000);
+  });
 
   test('result --out DIR writes result.json with the mean; a non-empty DIR is refused; --json prints the same fields, and without either a short summary', () => {
     const out = join(root, 'result-out');
@@ -178,7 +178,7 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
     expect(json(admin('round', 'result', 'watch-job', '--out', other)).error.code).toBe('already-exists');
     expect(readdirSync(other)).toEqual(['notes.txt']);
     expect(json(admin('round', 'result', 'no-such-job', '--out', join(root, 'x'))).error.code).toBe('not-found');
-  }, 180_000);
+  });
 
   test('a device in audit mode declines: phase 0 closes once the others advertised, and status and list show the decline by reason', async () => {
     // dev-3 connects; in audit mode it declines (approval-required) instead of advertising keys.
@@ -199,7 +199,7 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
     expect(list).toMatch(/^JOB\tREVISION\tKIND\tSTATE\tROUNDS\tROUND\tPHASE\tSTARTED\tELAPSED\tDECLINED$/m);
     expect(list).toMatch(/^decline-job\t1\tplain\tcompleted\t1\/1\t1\tcompleted\t.*\tapproval-required 1$/m);
     expect(list).toMatch(/^watch-job\t.*\t-$/m);
-  }, 180_000);
+  });
 
   test('cancel ends a running round (status cancelled); a second cancel is failed-precondition, an unknown job not-found', async () => {
     // dev-3 stays connected but frozen (SIGSTOP): it neither advertises nor declines, so phase 0
@@ -241,7 +241,7 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
     const unknown = admin('round', 'cancel', 'no-such-job');
     expect(unknown.status).toBe(2);
     expect(json(unknown).error.code).toBe('not-found');
-  }, 180_000);
+  });
 
   test('/metrics counts the rounds by outcome, phase durations, clients per phase and abort reasons — and names no client', async () => {
     const { metrics } = JSON.parse(readFileSync(join(coordDir, 'coordinator.json'), 'utf8')) as { metrics: string };

@@ -76,5 +76,5 @@ describe('aegis simulate --transport grpc', () => {
     const b = json(below);
     expect(b).toMatchObject({ ok: false, exact: false, transport: 'grpc', reason: 'too-few-clients', aborted_at: 'share-keys', survivors: 0, max_abs_error: null });
     expect(b.detail).toContain('threshold is 4');
-  }, 180_000);
+  });
 });

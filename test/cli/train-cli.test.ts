@@ -36,7 +36,7 @@ beforeAll(async () => {
   c.stderr!.resume();
   children.push(c);
   await waitFor(() => existsSync(join(coordDir, 'coordinator.json')), 30_000, 'the coordinator to listen');
-}, 180_000);
+});
 
 afterAll(() => {
   for (const c of children) c.kill('SIGKILL');

@@ -42,7 +42,7 @@ describe('a bad value for a flag with its own parser', () => {
       expect(r.stderr).not.toMatch(/crashed|uncaught|unhandled/i);
     }
     expect(existsSync(dir)).toBe(false);
-  }, 180_000);
+  });
 
   test('unknown and missing flags exit 2 naming them; --help and --version exit 0', () => {
     const unknown = runCli(['clients', 'list', '--bogus'], env);
@@ -53,5 +53,5 @@ describe('a bad value for a flag with its own parser', () => {
     expect(missing.stderr).toMatch(/required option '--coordinator <host:port>' not specified/);
     expect(runCli(['--version'], env)).toMatchObject({ status: 0, stdout: '0.1.0\n' });
     expect(runCli(['client', 'enroll', '--help'], env)).toMatchObject({ status: 0, stdout: expect.stringContaining('--wait') });
-  }, 180_000);
+  });
 });

@@ -132,7 +132,7 @@ describe('registry.json shared by two writers without Redis', () => {
     expect(disk.clients.size).toBe(24);
     // Every write was whole: no temporary file or lock left behind.
     expect(readdirSync(dir).sort()).toEqual(['registry.json']);
-  }, 180_000);
+  });
 
   test('an invite redeems once across writers: two enrollments with one token at the same time, one enrolls, the other is refused as used', async () => {
     const dir = dataDir();
@@ -150,7 +150,7 @@ describe('registry.json shared by two writers without Redis', () => {
     }
     const disk = await loadRegistry(dir);
     expect(disk.clients.size).toBe(4);
-  }, 180_000);
+  });
 
   test('a refused enrollment leaves the token usable (the id is taken under another key; the token then enrolls another id)', async () => {
     const dir = dataDir();

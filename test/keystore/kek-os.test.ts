@@ -156,7 +156,7 @@ if (MODE === undefined) {
       } finally {
         rmSync(empty, { recursive: true, force: true });
       }
-    }, 300_000);
+    });
   });
 
   describe('OS keyring KEK on a private Secret Service (child Jest process)', () => {
@@ -164,7 +164,7 @@ if (MODE === undefined) {
     beforeAll(async () => {
       assertSecretServiceTools(); // fails (not skips) without gnome-keyring / dbus
       ss = await startSecretService();
-    }, 60_000);
+    });
     afterAll(async () => {
       await ss?.stop();
     });
@@ -173,7 +173,7 @@ if (MODE === undefined) {
       const r = await runChild({ ...process.env, ...ss!.env, AEGIS_KEK_OS_MODE: 'secret-service', AEGIS_KEK_OS_COLLECTION: ss!.collection });
       if (process.env.AEGIS_KEK_OS_DEBUG === '1') process.stderr.write(`${summary(r)}\n`);
       expectChildPassed(r, 10);
-    }, 300_000);
+    });
   });
 }
 

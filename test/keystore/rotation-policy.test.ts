@@ -95,7 +95,7 @@ describe('rotating what is due in a data dir', () => {
     } finally {
       await again.kek.close();
     }
-  }, 180_000);
+  });
 
   test("a client dir whose KEK is past due: the store's KEK rotates and every value still opens", async () => {
     const dir = fresh('client');
@@ -121,7 +121,7 @@ describe('rotating what is due in a data dir', () => {
     } finally {
       await kek.close();
     }
-  }, 180_000);
+  });
 });
 
 describe('token key versions', () => {

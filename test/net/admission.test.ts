@@ -237,7 +237,7 @@ describe('a masked input needs an upload slot', () => {
     expect(Buffer.from(o.sum.buffer).equals(Buffer.from(expectedSum([0, 1, 2], dim).buffer))).toBe(true);
     await Promise.all(runners.map((x) => x.stop()));
     runners = [];
-  }, 180_000);
+  });
 
   test('a client whose slot lapsed before its Send asks again and its input is taken', async () => {
     const dim = 16;
@@ -261,7 +261,7 @@ describe('a masked input needs an upload slot', () => {
     expect(acquired).toBe(2);
     await Promise.all(runners.map((x) => x.stop()));
     runners = [];
-  }, 180_000);
+  });
 });
 
 describe('calls end with their certificate', () => {
@@ -281,7 +281,7 @@ describe('calls end with their certificate', () => {
     const ended = await watch.ended;
     expect(ended).toMatchObject({ code: grpc.status.UNAUTHENTICATED, reason: ErrorCode.Unauthenticated, details: 'operator certificate refused: expired' });
     expect(Date.now()).toBeGreaterThanOrEqual(notAfter);
-  }, 180_000);
+  });
 
   test("a client's Subscribe ends `expired` at its certificate's notAfter", async () => {
     // A certificate of the coordinator CA for an enrolled client, one minute long (the shortest
@@ -297,7 +297,7 @@ describe('calls end with their certificate', () => {
     await expect(s.ended).resolves.toMatchObject({ code: grpc.status.UNAUTHENTICATED, reason: ErrorCode.Unauthenticated, details: 'peer certificate refused: expired' });
     expect(Date.now()).toBeGreaterThanOrEqual(notAfter);
     await waitFor(() => !c.connectedClients().includes(e.clientId), 10_000, 'stream detached');
-  }, 180_000);
+  });
 });
 
 function secAggOf(e: Enrolled): SecAggClient {

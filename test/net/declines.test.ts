@@ -122,7 +122,7 @@ describe('a plain round some clients decline', () => {
     expect(text).toMatch(new RegExp(`^aegis_round_declines_total\\{reason="${noInput}"\\} 1$`, 'm'));
     expect(text).toMatch(/^aegis_dropouts_total\{phase="advertise-keys"\} 0$/m);
     for (const x of clients) expect(text).not.toContain(x.clientId);
-  }, 180_000);
+  });
 });
 
 describe('a training job whose clients await approval', () => {
@@ -176,5 +176,5 @@ describe('a training job whose clients await approval', () => {
     expect(trained.filter((r) => r === 1)).toHaveLength(5);
     // A completed job is not launched a third time.
     await expect(c.launch(bytes, { gatherMs: 1_000 })).rejects.toMatchObject({ code: 'already-exists' });
-  }, 120_000);
+  });
 });

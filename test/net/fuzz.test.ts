@@ -230,7 +230,7 @@ async function honestRound(jobId: string): Promise<void> {
 describe(`protocol fuzzer (seed ${seed}, ${numRuns} runs per property)`, () => {
   test('an honest round completes first (its messages are replayed later as another round)', async () => {
     await honestRound('warmup');
-  }, 60_000);
+  });
 
   test('a round held in each phase: every hostile, mutated, repeated or misplaced message is refused with a reason and changes nothing; the round completes exact', async () => {
     const [att, slow] = [runners[0]!, runners[1]!];
@@ -295,5 +295,5 @@ describe(`protocol fuzzer (seed ${seed}, ${numRuns} runs per property)`, () => {
     expect(lines.filter((l) => l.code === 'internal')).toEqual([]);
     const by = [...tally.refusedBy.entries()].sort(([, a], [, b]) => b - a).map(([k, n]) => `${k} ${n}`);
     console.log(`protocol fuzzer: seed ${seed}, ${numRuns} runs per property, ${properties} properties, ${tally.calls} calls, ${tally.taken} taken (calls that may be), refused: ${by.join(', ')}`);
-  }, 60_000);
+  });
 });

@@ -235,5 +235,5 @@ describe('a client killed with SIGKILL between two rounds', () => {
       for (const p of procs.values()) p.kill('SIGKILL');
       await replayer.close();
     }
-  }, 120_000);
+  });
 });

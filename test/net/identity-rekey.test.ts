@@ -180,7 +180,7 @@ describe('identity key rotation through the data dir (the path of aegis client r
     expect(Array.from(o.sum)).toEqual(Array.from(expectedSum([0, 1, 2, 3], dim)));
     await waitFor(() => runner.agent.history.length > 0, 10_000, 'the rotated client to see the outcome');
     expect(runner.agent.history).toEqual([{ roundIndex: 0, ok: true }]);
-  }, 180_000);
+  });
 
   test('the old certificate (old key, not expired) is refused on its next call of every kind; the new one works', async () => {
     expect(fresh).toBeDefined();
@@ -205,7 +205,7 @@ describe('identity key rotation through the data dir (the path of aegis client r
     await expect(tokensWork(fresh)).resolves.toBe(true);
     // The rounds of this file are over: the runners go (the next tests launch none).
     await Promise.all(runners.map((r) => r.stop()));
-  }, 180_000);
+  });
 });
 
 describe('the coordinator refuses a rekey it must not do, and changes nothing', () => {
@@ -371,5 +371,5 @@ describe('a rotation a crash interrupted is settled at the next load', () => {
     const done = await loadClient(dir, PASSPHRASE);
     expect(b64u(done.identity.publicKey)).toBe(newKey);
     await runner.stop();
-  }, 180_000);
+  });
 });

@@ -71,7 +71,7 @@ describe('the job history', () => {
     expect(c.resultOf('kept')).toEqual(retired);
     expect(c.statusOf('kept').invited).toBe(4);
     expect({ ...c.statusOf('kept'), elapsedMs: 0n }).toEqual({ ...before.status, elapsedMs: 0n });
-  }, 120_000);
+  });
 
   test('a finished round the history holds is let go of in memory: a frozen host, no sum held, the sum read back exact, also after retention and a restart', async () => {
     dir = mkdtempSync(join(tmpdir(), 'aegis-history-'));
@@ -132,7 +132,7 @@ describe('the job history', () => {
       const o = await c.outcomeOf('released', i);
       expect(o.ok && Buffer.from(o.sum.buffer).equals(exactOf(i))).toBe(true);
     }
-  }, 120_000);
+  });
 
   test('without a data dir, a finished round keeps its sum in memory (nothing else holds it)', async () => {
     c = await startCoordinator({});
@@ -145,5 +145,5 @@ describe('the job history', () => {
     expect(r.released).toBeUndefined();
     expect(Object.hasOwn(r.outcome!, 'sum')).toBe(true);
     expect(Buffer.from(c.resultOf('in-memory', 0).sum).equals(Buffer.from(expectedSum([0, 1, 2], DIM).buffer))).toBe(true);
-  }, 120_000);
+  });
 });

@@ -86,5 +86,5 @@ describe('model versions with a job history', () => {
     const again = c.modelsOf('weeks');
     expect(again.map(held)).toEqual([false, false, false, true]);
     expect(again.map((v) => sha(v.weights))).toEqual(recorded);
-  }, 180_000);
+  });
 });

@@ -142,7 +142,7 @@ describe('the TLS policy against openssl s_client', () => {
         expect({ listener: l.name, accepted: ok.accepted, protocol: ok.protocol, suite: ok.suite }).toEqual({ listener: l.name, accepted: true, protocol: 'TLSv1.3', suite });
       }
     }
-  }, 120_000);
+  });
 
   test('the main listener takes no connection without a client certificate or with one from another CA (what "accepted" tells apart)', async () => {
     const none = await sClient(c.address, []);
@@ -154,14 +154,14 @@ describe('the TLS policy against openssl s_client', () => {
     await writeFile(join(dir, 'forged.key'), tlsKeyPemFor(id, forged.certificateDer), { mode: 0o600 });
     const r = await sClient(c.address, ['-cert', join(dir, 'forged.pem'), '-key', join(dir, 'forged.key')]);
     expect({ established: r.established, accepted: r.accepted }).toEqual({ established: true, accepted: false });
-  }, 180_000);
+  });
 
   test('each listener refuses TLS 1.2', async () => {
     for (const l of listeners()) {
       const r = await sClient(l.address, [...l.auth, '-tls1_2']);
       expect({ listener: l.name, established: r.established, alert: r.alert }).toEqual({ listener: l.name, established: false, alert: 'protocol version' });
     }
-  }, 120_000);
+  });
 });
 
 /** One SecAgg call over `creds` to `address`: resolves with the refusal's gRPC code. */
@@ -213,7 +213,7 @@ describe('outgoing connections keep the policy', () => {
       only128.close();
       only256.close();
     }
-  }, 180_000);
+  });
 });
 
 describe("BoringSSL's default signature algorithms", () => {
@@ -227,7 +227,7 @@ describe("BoringSSL's default signature algorithms", () => {
         signatureType: 'ECDSA',
       });
     }
-  }, 120_000);
+  });
 
   test('a gRPC call with Node restricted to the same signature algorithms succeeds over mTLS with the enrolled P-256 certificate', async () => {
     const context = tls.createSecureContext({
@@ -244,7 +244,7 @@ describe("BoringSSL's default signature algorithms", () => {
     } finally {
       cl.close();
     }
-  }, 180_000);
+  });
 
   test('the control on the client side: a client certificate from before P-256 (Ed25519, enrolled as such) cannot sign under that list', async () => {
     const identity = await createIdentity();
@@ -263,7 +263,7 @@ describe("BoringSSL's default signature algorithms", () => {
     expect(await call(context(BORINGSSL_SIGALGS_NODE))).toBe(grpc.status.UNAVAILABLE);
     // With OpenSSL's default list (Ed25519 in it) the same old certificate still works.
     expect(await call(context())).toBe(grpc.status.OK);
-  }, 180_000);
+  });
 
   test('an operator credential (P-256, as issued now) opens the Admin service under that list: openssl s_client, and a Node gRPC Admin call', async () => {
     const op = await issueOperatorCertificate(c.ca, { name: 'interop-ops' });
@@ -284,7 +284,7 @@ describe("BoringSSL's default signature algorithms", () => {
     } finally {
       cl.close();
     }
-  }, 180_000);
+  });
 
   test('the control on the operator side: an Ed25519 operator certificate (from before P-256) cannot sign under that list, and works with OpenSSL\'s default one', async () => {
     const seed = new Uint8Array(randomBytes(32));
@@ -312,7 +312,7 @@ describe("BoringSSL's default signature algorithms", () => {
     };
     expect(await call(BORINGSSL_SIGALGS_NODE)).toBe(grpc.status.UNAVAILABLE);
     expect(await call()).toBe(grpc.status.OK);
-  }, 180_000);
+  });
 
   test('the control: an Ed25519 server certificate, as the coordinator had before P-256, gets an alert from that client', async () => {
     // A self-signed Ed25519 certificate and its key (the CA of createCa keyType ed25519 serves as
@@ -333,5 +333,5 @@ describe("BoringSSL's default signature algorithms", () => {
     } finally {
       srv.close();
     }
-  }, 180_000);
+  });
 });

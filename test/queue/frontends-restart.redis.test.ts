@@ -160,5 +160,5 @@ describe('Redis restarted with AOF on', () => {
     // Both front ends took masked inputs and wrote their partial sums after the restart.
     const partials = await fresh.hkeys(st.partialKey(k));
     expect(partials.filter((f) => !f.endsWith(':ids')).sort()).toEqual([a.shared.frontEndId, b.shared.frontEndId].sort());
-  }, 180_000);
+  });
 });

@@ -88,7 +88,7 @@ describe('a round across two front ends', () => {
     const masked = await ctx.redis.hgetall(a!.shared.store.inboxKey('two-fe.r0', Phase.MaskedInput));
     expect(Object.keys(masked)).toHaveLength(6);
     for (const v of Object.values(masked)) expect(v).toMatch(/^fe-\d-[0-9a-f]{4}\|[0-9a-f]{64}$/);
-  }, 180_000);
+  });
 
   test('a close job delivered twice (and a late deadline job) applies its transition once', async () => {
     const prefix = `${ctx.prefix}-b`;
@@ -113,7 +113,7 @@ describe('a round across two front ends', () => {
     expect(early?.id).toBe('dupes.r0.0.early');
     await q.add('close', { k: 'dupes.r0', phase: Phase.AdvertiseKeys }, { jobId: 'dupes.r0.0.early' });
     expect((await q.getJobs(['waiting', 'active', 'delayed', 'completed'])).filter((j) => j.id === 'dupes.r0.0.early')).toHaveLength(1);
-  }, 180_000);
+  });
 
   test('a deadline is a delayed job: with one client missing, the phase closes when it expires, not before', async () => {
     const prefix = `${ctx.prefix}-c`;
@@ -139,7 +139,7 @@ describe('a round across two front ends', () => {
     expect(timeline[1]!.phase).toBe(Phase.ShareKeys);
     expect(timeline[1]!.at - started).toBeGreaterThanOrEqual(advertiseMs);
     expect((await q.getJob('deadline.r0.0.early')) ?? null).toBeNull();
-  }, 180_000);
+  });
 
   test('the same round launched twice (a launch delivered again) is followed, not started twice', async () => {
     const prefix = `${ctx.prefix}-d`;
@@ -157,7 +157,7 @@ describe('a round across two front ends', () => {
     expect(sumEquals(o1.sum, o2.sum)).toBe(true);
     expect(sumEquals(o1.sum, expectedSum([0, 1, 2, 3], DIM))).toBe(true);
     expect(await ctx.redis.hget(a!.shared.store.roundKey('twice.r0'), 'transitions')).toBe('5');
-  }, 180_000);
+  });
 
   test('round cancel on the launching front end ends the shared round everywhere as cancelled', async () => {
     const prefix = `${ctx.prefix}-e`;
@@ -177,5 +177,5 @@ describe('a round across two front ends', () => {
     expect(oa).toMatchObject({ ok: false, reason: 'cancelled' });
     expect(ob).toMatchObject({ ok: false, reason: 'cancelled', detail: 'stop it' });
     expect(await ctx.redis.hget(rk, 'phase')).toBe(Phase.Aborted);
-  }, 180_000);
+  });
 });

@@ -89,7 +89,7 @@ describe('a slow or hung Redis under a front end', () => {
     expect(o.ok ? Array.from(o.sum) : o).toEqual(Array.from(expectedSum([0, 1, 2], DIM)));
     // The latency was really on the path: bytes were held by it.
     expect(proxy.forwarded.up).toBeGreaterThan(0);
-  }, 180_000);
+  });
 
   test('Redis silent (socket open): marked down by the probe, the round aborts with state-unreachable, and after healing the abort is on Redis', async () => {
     const { proxy, direct } = await redisBehindProxy();
@@ -108,7 +108,7 @@ describe('a slow or hung Redis under a front end', () => {
     await waitFor(() => health.up, 60_000, 'Redis marked up again');
     const rk = shared.store.roundKey('hung.r0');
     await waitForAsync(async () => (await direct.hget(rk, 'phase')) === Phase.Aborted, 'the abort recorded on Redis');
-  }, 180_000);
+  });
 
   test('closing a front end while its Redis is silent returns (nothing waits for the silent Redis)', async () => {
     const { proxy } = await redisBehindProxy();
@@ -122,5 +122,5 @@ describe('a slow or hung Redis under a front end', () => {
     // It returned while Redis was still silent (had it waited for Redis, the test would hang here).
     expect(proxy.blackholed).toBe(true);
     expect(health.up).toBe(false);
-  }, 180_000);
+  });
 });

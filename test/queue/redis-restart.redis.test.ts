@@ -53,5 +53,5 @@ describe('Redis restarted (AOF on)', () => {
     expect(await queue.waitFor(q.id, 60_000)).toMatchObject({ state: 'completed', result: { ok: true, survivors: 3 } });
     // The launch counter survived too: the job's one round is taken, a second launch is refused.
     await expect(queue.enqueue({ jobId: 'survives', training: false, rounds: 1, manifestJson: new Uint8Array([1]), gatherMs: 0 })).rejects.toMatchObject({ code: 'wrong-phase' });
-  }, 180_000);
+  });
 });

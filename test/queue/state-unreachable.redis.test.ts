@@ -107,7 +107,7 @@ describe('a round whose state on Redis becomes unreachable', () => {
     }
     const ended = await shared.host(k);
     expect(await ended.outcome).toMatchObject({ ok: false, reason: AbortReason.StateUnreachable });
-  }, 90_000);
+  });
 
   test('Redis restarted without its data: the round aborts with state-unreachable as soon as Redis answers', async () => {
     const port = await freePort();
@@ -122,5 +122,5 @@ describe('a round whose state on Redis becomes unreachable', () => {
     mkdirSync(join(dir, 'b'));
     await redisServer(port, join(dir, 'b'));
     expect(await outcome).toMatchObject({ ok: false, reason: AbortReason.StateUnreachable, at: Phase.AdvertiseKeys, detail: expect.stringMatching(/no record of the round/) });
-  }, 90_000);
+  });
 });

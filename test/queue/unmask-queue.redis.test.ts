@@ -96,7 +96,7 @@ describe('a round that unmasks through workers', () => {
     const o = await c.outcomeOf('worker-unmask', 0);
     expect(o.ok).toBe(true);
     if (o.ok) expect(Buffer.from(o.sum.buffer).equals(Buffer.from(expectedSum([0, 1, 2, 3, 4], 32).buffer))).toBe(true);
-  }, 180_000);
+  });
 
   test('when the workers cannot take the masks out, the round aborts with unmask-failed (never a wrong sum)', async () => {
     const p = `${suite.prefix}-badround`;
@@ -111,5 +111,5 @@ describe('a round that unmasks through workers', () => {
     await c.launch(manifest({ jobId: 'bad-unmask', round: { dim: 8, cohort: 4, neighbors: 3 } }), { gatherMs: 10_000 });
     const o = await c.outcomeOf('bad-unmask', 0);
     expect(o).toMatchObject({ ok: false, reason: 'unmask-failed', at: 'unmasking' });
-  }, 180_000);
+  });
 });

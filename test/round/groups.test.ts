@@ -99,7 +99,7 @@ describe('a grouped simulated round', () => {
     expect(parallel.ok && parallel.exact).toBe(true);
     expect(parallel.groups).toEqual(serial.groups);
     expect([parallel.survivors, parallel.total_weight, parallel.sets]).toEqual([serial.survivors, serial.total_weight, serial.sets]);
-  }, 180_000);
+  });
 
   test('n * 2^b must fit 32 bits over the whole cohort, not per group', async () => {
     await expect(simulate({ clients: 600, dim: 4, groupSize: 100, bits: 23, workers: 0 })).rejects.toThrow(/2\^32/);

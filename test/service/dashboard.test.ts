@@ -389,5 +389,5 @@ describe('the dashboard of a real coordinator running a training job with a vali
     const allowed = new Set([...models.map((m) => Buffer.from(m.sha256).toString('hex')), publisherKeyId]);
     const blobs = all.match(/[A-Za-z0-9+/_=-]{32,}/g) ?? [];
     expect(blobs.filter((b) => !allowed.has(b))).toEqual([]);
-  }, 240_000);
+  });
 });
