@@ -72,6 +72,14 @@ function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
       reason = 'unspecified';
     }
   }
+  let hold: string | null = null;
+  if (s.holdReason !== 0) {
+    try {
+      hold = abortReasonFromProto(s.holdReason);
+    } catch {
+      hold = 'unspecified';
+    }
+  }
   const current = s.finished ? undefined : s.clientsPerPhase.find((c) => c.phase === s.phase);
   return {
     job_id: s.jobId,
@@ -85,6 +93,8 @@ function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
     finished: s.finished,
     ok: s.ok,
     abort_reason: reason,
+    // A completed round whose model was held back, not published (model-unchecked).
+    hold_reason: hold,
     detail: s.detail || null,
     invited: s.invited,
     clients_per_phase: Object.fromEntries(s.clientsPerPhase.map((c) => [phaseName(c.phase), c.clients])),
@@ -104,6 +114,8 @@ function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
             model_version: s.training.model?.version ?? 0,
             model_sha256: Buffer.from(s.training.model?.sha256 ?? new Uint8Array()).toString('hex'),
             detail: s.training.detail || null,
+            flagged_rounds: s.training.flaggedRounds.map((i) => i + 1),
+            unchecked_rounds: s.training.uncheckedRounds.map((i) => i + 1),
           },
         }
       : {}),
@@ -113,7 +125,7 @@ function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
 /** The one-line summary of a round's progress (elapsed time left out: it changes at every poll). */
 function progressLine(j: Record<string, unknown>): string {
   const phases = (j.phases as { phase: string; clients: number; expected: number }[]).map((p) => `${p.phase} ${p.clients}/${p.expected}`).join(', ');
-  const state = j.finished ? (j.ok ? 'completed' : `aborted: ${j.abort_reason}`) : `phase ${j.phase}`;
+  const state = j.finished ? (j.ok ? (j.hold_reason ? `completed, model held back: ${j.hold_reason}` : 'completed') : `aborted: ${j.abort_reason}`) : `phase ${j.phase}`;
   const t = j.training as { state: string; rounds_completed: number } | undefined;
   const job = t ? `; job ${t.state}, ${t.rounds_completed} of ${j.rounds} rounds completed` : '';
   const declined = declinesText(j.declines as Record<string, number>);
@@ -122,10 +134,11 @@ function progressLine(j: Record<string, unknown>): string {
 
 function statusText(j: Record<string, unknown>): string {
   const counts = (j.phases as { phase: string; clients: number; expected: number }[]).map((p) => `${p.phase} ${p.clients}/${p.expected}`).join(', ');
-  const state = j.finished ? (j.ok ? 'completed' : `aborted: ${j.abort_reason} (${j.detail})`) : `running, phase ${j.phase}`;
-  const t = j.training as { state: string; rounds_completed: number; rounds_aborted: number; model_version: number; model_sha256: string; detail: string | null } | undefined;
+  const state = j.finished ? (j.ok ? (j.hold_reason ? `completed, model held back: ${j.hold_reason} (${j.detail})` : 'completed') : `aborted: ${j.abort_reason} (${j.detail})`) : `running, phase ${j.phase}`;
+  const t = j.training as { state: string; rounds_completed: number; rounds_aborted: number; model_version: number; model_sha256: string; detail: string | null; unchecked_rounds: number[] } | undefined;
+  const unchecked = t && t.unchecked_rounds.length > 0 ? `; unchecked (model held back): round${t.unchecked_rounds.length === 1 ? '' : 's'} ${t.unchecked_rounds.join(', ')}` : '';
   const training = t
-    ? `\n  training job ${t.state}${t.detail ? ` (${t.detail})` : ''}: ${t.rounds_completed} of ${j.rounds} rounds completed, ${t.rounds_aborted} aborted; model version ${t.model_version} sha256 ${t.model_sha256.slice(0, 16)}…`
+    ? `\n  training job ${t.state}${t.detail ? ` (${t.detail})` : ''}: ${t.rounds_completed} of ${j.rounds} rounds completed, ${t.rounds_aborted} aborted or held back${unchecked}; model version ${t.model_version} sha256 ${t.model_sha256.slice(0, 16)}…`
     : `\n  job ${j.state}: ${j.rounds_done} of ${j.rounds} rounds completed`;
   // A training job's rounds go on after an aborted one until enough completed: its line below
   // counts those; a plain job's round is one of a fixed number.
