@@ -8,6 +8,8 @@ import { join, resolve } from 'node:path';
 import { create } from '@bufbuild/protobuf';
 import { Command } from 'commander';
 import { parseDuration, parseIntOption, progress, reportError, printResult } from '../shared/cli/output.js';
+import { splitCommand } from '../shared/trainer/process.js';
+import { DEFAULT_EVALUATOR_TIMEOUT_MS, type EvaluatorOptions } from './jobs/evaluator.js';
 import { cliKekSecrets } from '../shared/cli/passphrase.js';
 import { applyConfigFile } from '../shared/cli/config.js';
 import { kekInitOptions, VAULT_FILE, withKekOptions, withRotationOptions, type KekCliOptions, type RotationCliOptions } from '../shared/keystore/keys-cli.js';
@@ -100,12 +102,14 @@ export function registerCoordinator(program: Command): void {
     .option('--redis-down-abort-after <duration>', 'with --redis: rounds followed here abort (state-unreachable) once Redis has been unreachable this long', parseDuration('redis-down-abort-after', 1000, 86_400_000), DEFAULT_STATE_UNREACHABLE_AFTER_MS)
     .option('--metrics <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (loopback only; counts, phases and reason codes, no client ids)')
     .option('--validation-data <name=file...>', "validation sets for the poisoning check of training jobs (JSONL examples; a manifest names one in validation.dataset)")
+    .option('--evaluator-cmd <cmd>', 'the external evaluator that checks the models of safetensors-format training jobs on their validation set (trainer protocol, evaluate calls; run without a shell); a model it cannot check is held back (model-unchecked)')
+    .option('--evaluator-timeout <duration>', 'how long one --evaluator-cmd evaluation may run before it is killed and the model held back', parseDuration('evaluator-timeout', 1000, 86_400_000), DEFAULT_EVALUATOR_TIMEOUT_MS)
     .option('--retention-round-days <n>', 'how long a finished round keeps which clients took part (then only counts, timeline, outcome and sum stay); config retention.round_days', parseIntOption('retention-round-days', 1, 36_500), 30)
     .option('--clients-lost-after <duration>', 'flag a client suspected-lost (warn log, metric, clients list) once it is silent this long; config clients.lost_after', parseDuration('clients-lost-after', 60_000, 365 * 86_400_000), 7 * 86_400_000)
     .option('--operator-ttl-days <days>', 'lifetime of operator certificates, the built-in admin credential included (reissued by the coordinator at 2/3 of it); config operator.ttl_days', operatorTtlDays('operator-ttl-days'), 7)
     .option('--offline-ca <ca.pem>', 'first start only: the CA is offline (aegis ca init): this host keeps only its certificate; certificates come from aegis ca sign-csr on the CA host (requests in DATA_DIR/ca-requests, signed ones back in DATA_DIR/ca-signed)')
     .option('--config <file>', 'a JSON file of these options by their long names in camelCase (e.g. {"redis": "redis://10.0.0.5:6379", "redisPrefix": "prod", "unmaskWorkers": 2}); options given on the command line win')
-    .action(async (o: { operatorTtlDays: number; offlineCa?: string; retentionRoundDays: number; clientsLostAfter: number; config?: string; listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; metrics?: string; redis?: string; redisPrefix: string; unmaskWorkers: number; unmaskParts: number; redisLogEvery: number; redisDownAbortAfter: number } & DashboardCliOptions & KekCliOptions & RotationCliOptions, cmd: Command) => {
+    .action(async (o: { operatorTtlDays: number; offlineCa?: string; retentionRoundDays: number; clientsLostAfter: number; config?: string; listen: string; enrollListen?: string; dataDir: string; clientCertTtl: number; maxMessageMb: number; registry?: string; allowUnsigned?: boolean; validationData?: string[]; evaluatorCmd?: string; evaluatorTimeout: number; metrics?: string; redis?: string; redisPrefix: string; unmaskWorkers: number; unmaskParts: number; redisLogEvery: number; redisDownAbortAfter: number } & DashboardCliOptions & KekCliOptions & RotationCliOptions, cmd: Command) => {
       const log = createLogger('coordinator');
       try {
         if (o.config) await applyConfigFile(o.config, o as unknown as Record<string, unknown>, cmd);
@@ -123,6 +127,7 @@ export function registerCoordinator(program: Command): void {
           if (!m) throw new AegisError(ErrorCode.InvalidArgument, `--validation-data takes NAME=FILE, got '${spec.slice(0, 80)}'`, 'e.g. --validation-data digits=digits-val.jsonl (the name a manifest gives in validation.dataset)');
           validationSets[m[1]!] = new MemoryDataStore(await readExampleFile(m[2]!));
         }
+        const evaluator = o.evaluatorCmd === undefined ? undefined : evaluatorOf(o.evaluatorCmd, o.evaluatorTimeout);
         const dir = resolve(o.dataDir);
         const first = !hasCoordinatorSecrets(dir);
         const offlineCaPem = o.offlineCa === undefined ? undefined : await readFile(o.offlineCa, 'utf8').catch(() => {
@@ -197,6 +202,7 @@ export function registerCoordinator(program: Command): void {
           maxMessageBytes: o.maxMessageMb * 1024 * 1024,
           ...(o.registry ? { registryDir: resolve(o.registry) } : {}),
           ...(Object.keys(validationSets).length > 0 ? { validationSets } : {}),
+          ...(evaluator ? { evaluator } : {}),
           ...crashPoints(process.env.AEGIS_TEST_KILL_AT),
         });
         const keyCheck = async (): Promise<void> => {
@@ -341,3 +347,15 @@ const CLIENT_STATUSES: Record<number, string> = {
 
 // ---------------------------------------------------------------------------------------------
 // aegis round launch|list|status|cancel|result|model
+
+/** `--evaluator-cmd`, checked at start: a command line that splits into at least one word. */
+function evaluatorOf(cmd: string, timeoutMs: number): EvaluatorOptions {
+  let words: string[];
+  try {
+    words = splitCommand(cmd);
+  } catch {
+    throw new AegisError(ErrorCode.InvalidArgument, '--evaluator-cmd is not a valid command line (an unclosed quote?)', "e.g. --evaluator-cmd '/usr/bin/python3 examples/pytorch-digits/train.py'");
+  }
+  if (words.length === 0) throw new AegisError(ErrorCode.InvalidArgument, '--evaluator-cmd is empty', "e.g. --evaluator-cmd '/usr/bin/python3 examples/pytorch-digits/train.py'");
+  return { cmd, timeoutMs };
+}

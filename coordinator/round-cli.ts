@@ -18,6 +18,7 @@ import { reasonOf } from '../shared/rpc/status.js';
 import type * as secagg from '../shared/gen/aegis/v1/secagg_pb.js';
 import { parseManifest, isTrainingManifest } from '../shared/protocol/manifest.js';
 import { saveTfjsModel, weightsFromBytes } from '../shared/model/tfjs.js';
+import { encodeSafetensors, flatToTensors } from '../shared/model/safetensors.js';
 import { readLaunchFiles, type LaunchFiles } from './launch-files.js';
 import { call, run, withAdmin, type AdminOpts, type AdminSession } from './admin-client.js';
 import { roundJson, roundName } from '../shared/round-number.js';
@@ -71,6 +72,14 @@ function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
       reason = 'unspecified';
     }
   }
+  let hold: string | null = null;
+  if (s.holdReason !== 0) {
+    try {
+      hold = abortReasonFromProto(s.holdReason);
+    } catch {
+      hold = 'unspecified';
+    }
+  }
   const current = s.finished ? undefined : s.clientsPerPhase.find((c) => c.phase === s.phase);
   return {
     job_id: s.jobId,
@@ -84,6 +93,8 @@ function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
     finished: s.finished,
     ok: s.ok,
     abort_reason: reason,
+    // A completed round whose model was held back, not published (model-unchecked).
+    hold_reason: hold,
     detail: s.detail || null,
     invited: s.invited,
     clients_per_phase: Object.fromEntries(s.clientsPerPhase.map((c) => [phaseName(c.phase), c.clients])),
@@ -103,6 +114,8 @@ function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
             model_version: s.training.model?.version ?? 0,
             model_sha256: Buffer.from(s.training.model?.sha256 ?? new Uint8Array()).toString('hex'),
             detail: s.training.detail || null,
+            flagged_rounds: s.training.flaggedRounds.map((i) => i + 1),
+            unchecked_rounds: s.training.uncheckedRounds.map((i) => i + 1),
           },
         }
       : {}),
@@ -112,7 +125,7 @@ function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
 /** The one-line summary of a round's progress (elapsed time left out: it changes at every poll). */
 function progressLine(j: Record<string, unknown>): string {
   const phases = (j.phases as { phase: string; clients: number; expected: number }[]).map((p) => `${p.phase} ${p.clients}/${p.expected}`).join(', ');
-  const state = j.finished ? (j.ok ? 'completed' : `aborted: ${j.abort_reason}`) : `phase ${j.phase}`;
+  const state = j.finished ? (j.ok ? (j.hold_reason ? `completed, model held back: ${j.hold_reason}` : 'completed') : `aborted: ${j.abort_reason}`) : `phase ${j.phase}`;
   const t = j.training as { state: string; rounds_completed: number } | undefined;
   const job = t ? `; job ${t.state}, ${t.rounds_completed} of ${j.rounds} rounds completed` : '';
   const declined = declinesText(j.declines as Record<string, number>);
@@ -121,10 +134,11 @@ function progressLine(j: Record<string, unknown>): string {
 
 function statusText(j: Record<string, unknown>): string {
   const counts = (j.phases as { phase: string; clients: number; expected: number }[]).map((p) => `${p.phase} ${p.clients}/${p.expected}`).join(', ');
-  const state = j.finished ? (j.ok ? 'completed' : `aborted: ${j.abort_reason} (${j.detail})`) : `running, phase ${j.phase}`;
-  const t = j.training as { state: string; rounds_completed: number; rounds_aborted: number; model_version: number; model_sha256: string; detail: string | null } | undefined;
+  const state = j.finished ? (j.ok ? (j.hold_reason ? `completed, model held back: ${j.hold_reason} (${j.detail})` : 'completed') : `aborted: ${j.abort_reason} (${j.detail})`) : `running, phase ${j.phase}`;
+  const t = j.training as { state: string; rounds_completed: number; rounds_aborted: number; model_version: number; model_sha256: string; detail: string | null; unchecked_rounds: number[] } | undefined;
+  const unchecked = t && t.unchecked_rounds.length > 0 ? `; unchecked (model held back): round${t.unchecked_rounds.length === 1 ? '' : 's'} ${t.unchecked_rounds.join(', ')}` : '';
   const training = t
-    ? `\n  training job ${t.state}${t.detail ? ` (${t.detail})` : ''}: ${t.rounds_completed} of ${j.rounds} rounds completed, ${t.rounds_aborted} aborted; model version ${t.model_version} sha256 ${t.model_sha256.slice(0, 16)}…`
+    ? `\n  training job ${t.state}${t.detail ? ` (${t.detail})` : ''}: ${t.rounds_completed} of ${j.rounds} rounds completed, ${t.rounds_aborted} aborted or held back${unchecked}; model version ${t.model_version} sha256 ${t.model_sha256.slice(0, 16)}…`
     : `\n  job ${j.state}: ${j.rounds_done} of ${j.rounds} rounds completed`;
   // A training job's rounds go on after an aborted one until enough completed: its line below
   // counts those; a plain job's round is one of a fixed number.
@@ -155,7 +169,12 @@ const watchDone = (s: admin.RoundStatusReply, wholeJob: boolean): boolean => (wh
 const watchOk = (s: admin.RoundStatusReply, wholeJob: boolean): boolean => (wholeJob && s.training ? s.jobState === admin.JobState.COMPLETED : s.ok);
 
 /** Fetches a training job's model version (latest when undefined) and saves it in tfjs format in `dir`. */
-async function saveJobModel(session: AdminSession, job: string, version: number | undefined, dir: string): Promise<{ version: number; sha256: string; modelJson: string; weightsBin: string }> {
+/**
+ * A training job's model saved to `dir`: a tfjs-layers job's as model.json + weights.bin, a
+ * safetensors job's as model.safetensors (its declared tensors). `main` is the file to open,
+ * `files` all it wrote.
+ */
+async function saveJobModel(session: AdminSession, job: string, version: number | undefined, dir: string): Promise<{ version: number; sha256: string; main: string; files: string[] }> {
   const req = create(admin.FetchJobModelRequestSchema, { jobId: job, ...(version === undefined ? {} : { version }) });
   const chunks = await new Promise<secagg.ModelChunk[]>((resolveChunks, reject) => {
     const got: secagg.ModelChunk[] = [];
@@ -177,8 +196,15 @@ async function saveJobModel(session: AdminSession, job: string, version: number 
   // The architecture is read from the job's manifest (valid or since expired: the model stays the job's).
   const { manifest } = parseManifest(first.manifestJson, new Date(0));
   if (!isTrainingManifest(manifest)) throw new AegisError(ErrorCode.InvalidArgument, `job '${job}' is not a training job`);
+  const ref = { version: first.model.version, sha256: Buffer.from(first.model.sha256).toString('hex') };
+  if (manifest.model.format === 'safetensors') {
+    const file = join(dir, 'model.safetensors');
+    await mkdir(dir, { recursive: true });
+    await writeFile(file, encodeSafetensors(flatToTensors(weightsFromBytes(bytes), manifest.model.tensors), { format: 'pt' }));
+    return { ...ref, main: file, files: [file] };
+  }
   const files = await saveTfjsModel(dir, manifest.model, weightsFromBytes(bytes));
-  return { version: first.model.version, sha256: Buffer.from(first.model.sha256).toString('hex'), ...files };
+  return { ...ref, main: files.modelJson, files: [files.modelJson, files.weightsBin] };
 }
 
 /** Refuses an output folder that exists and is not an empty directory. */
@@ -205,7 +231,7 @@ export function registerRound(program: Command): void {
   )
     .argument('[signed-manifest]', 'the publisher-signed manifest (DSSE envelope, aegis manifest sign)')
     .option('--manifest <file>', 'an unsigned manifest (JSON): only a coordinator without a registry takes it')
-    .option('--weights <file>', "a training job's initial weights (float32 little-endian, tfjs weights.bin layout); must hash to the manifest's model.initialWeightsSha256")
+    .option('--weights <file>', "a training job's initial weights: float32 little-endian (tfjs weights.bin layout), or a .safetensors file of a safetensors job's tensors; must hash (as the flat vector) to the manifest's model.initialWeightsSha256")
     .option('--gather <duration>', 'wait this long for a full cohort of connected clients', parseDuration('gather', 0, 3_600_000), 10_000)
     .option('--wait', 'follow the round (a training job: all its rounds) until it ends (exit 1 if it aborts or fails)')
     .action((signedPath: string | undefined, o: AdminOpts & { manifest?: string; weights?: string; gather: number; wait?: boolean }) => {
@@ -342,13 +368,14 @@ export function registerRound(program: Command): void {
         printResult(o, { ok: true, job_id: r.jobId, ...roundJson(r.roundIndex), phase: phaseName(r.phase), cancelled_at: at }, `cancelled ${roundName(r.roundIndex)} of job ${r.jobId} (in phase ${phaseName(r.phase)}) at ${at}`);
       }),
     );
-  withAdmin(group.command('model').description("a training job's global model, saved in tfjs format (model.json + weights.bin)").argument('<job-id>'))
-    .requiredOption('--out <dir>', 'the folder to write model.json and weights.bin to')
+  withAdmin(group.command('model').description("a training job's global model: tfjs format (model.json + weights.bin), or model.safetensors for a safetensors job").argument('<job-id>'))
+    .requiredOption('--out <dir>', 'the folder to write the model files to')
     .option('--model-version <n>', 'the model version (default: the latest)', parseIntOption('model-version', 0, 1e6))
     .action((job: string, o: AdminOpts & { out: string; modelVersion?: number }) =>
       run(o, async (client) => {
         const m = await saveJobModel(client, job, o.modelVersion, resolve(o.out));
-        printResult(o, { job_id: job, version: m.version, sha256: m.sha256, model_json: m.modelJson, weights_bin: m.weightsBin }, `model version ${m.version} of ${job} (sha256 ${m.sha256}) written to ${m.modelJson}`);
+        const files = m.main.endsWith('.safetensors') ? { safetensors: m.main } : { model_json: m.files[0], weights_bin: m.files[1] };
+        printResult(o, { job_id: job, version: m.version, sha256: m.sha256, ...files }, `model version ${m.version} of ${job} (sha256 ${m.sha256}) written to ${m.main}`);
       }),
     );
   withAdmin(group.command('result').description('the unmasked sum of a completed round').argument('<job-id>'))
@@ -387,11 +414,13 @@ export function registerRound(program: Command): void {
           dim: decoded.mean.length,
           clip: r.clip,
           bits: r.bits,
-          ...(model ? { model: { version: model.version, sha256: model.sha256, model_json: 'model.json', weights_bin: 'weights.bin' } } : {}),
+          ...(model
+            ? { model: { version: model.version, sha256: model.sha256, ...(model.main.endsWith('.safetensors') ? { safetensors: 'model.safetensors' } : { model_json: 'model.json', weights_bin: 'weights.bin' }) } }
+            : {}),
         };
         await writeFile(resultJson, `${JSON.stringify(doc)}\n`, { flag: 'wx' });
-        const files = [resultJson, ...(model ? [model.modelJson, model.weightsBin] : [])];
-        const text = `wrote ${resultJson}: ${doc.dim} values from ${r.survivorCount || r.survivors.length} clients, total weight ${decoded.totalWeight}${model ? `; model version ${model.version} (sha256 ${model.sha256.slice(0, 16)}…) in ${model.modelJson}` : ''}`;
+        const files = [resultJson, ...(model ? model.files : [])];
+        const text = `wrote ${resultJson}: ${doc.dim} values from ${r.survivorCount || r.survivors.length} clients, total weight ${decoded.totalWeight}${model ? `; model version ${model.version} (sha256 ${model.sha256.slice(0, 16)}…) in ${model.main}` : ''}`;
         printResult(
           o,
           { ok: true, job_id: r.jobId, ...roundJson(r.roundIndex), dir: out, files, survivors: r.survivors, dim: doc.dim, total_weight: decoded.totalWeight, model: model ? { version: model.version, sha256: model.sha256 } : null },

@@ -1,6 +1,9 @@
 /** `aegis demo`: registers the command on the CLI root (see run.ts for what it does). */
 import type { Command } from 'commander';
-import { parseDuration, parseFloatOption, parseIntOption, progress, reportError } from '../../shared/cli/output.js';
+import { access, constants, stat } from 'node:fs/promises';
+import { AegisError, ErrorCode } from '../../shared/errors.js';
+import { parseChoice, parseDuration, parseFloatOption, parseIntOption, progress, reportError } from '../../shared/cli/output.js';
+import { DEFAULT_PYTHON, DEMO_TRAINERS, type DemoTrainer } from './trainers.js';
 import { runDemo, type DemoResult } from './run.js';
 
 export function registerDemo(program: Command): void {
@@ -15,14 +18,19 @@ export function registerDemo(program: Command): void {
     .option('--workers <w>', 'client processes (default: min(2, cores))', parseIntOption('workers', 1, 64))
     .option('--per-digit <n>', 'use only the first n digits of each class (quick runs)', parseIntOption('per-digit', 20, 2000))
     .option('--out <dir>', 'where the chart, the final model and result.json go', './aegis-demo')
+    .option('--trainer <trainer>', 'who trains in every client: tfjs (built in), pytorch (examples/pytorch-digits, a small CNN) or numpy (examples/numpy-logreg); an external trainer runs as a process per fit, and the coordinator checks each model with the same script (--evaluator-cmd)', parseChoice('trainer', DEMO_TRAINERS), 'tfjs')
+    .option('--python <path>', 'the Python that runs --trainer pytorch|numpy (it needs torch or numpy)', DEFAULT_PYTHON)
     .option('--json', 'print one JSON object on stdout (progress still goes to stderr)')
     .option('--dashboard <host:port>', "serve the coordinator's web dashboard there (loopback only unless --dashboard-allow-remote); its login link is printed on stderr")
     .option('--dashboard-allow-remote', 'let --dashboard listen on a non-loopback address')
     .option('--dashboard-hold <duration>', 'keep the coordinator and dashboard up this long after the last round', parseDuration('dashboard-hold', 0, 24 * 3_600_000), 0)
-    .action(async (o: { clients: number; rounds: number; dropout: number; seed: number; alpha: number; workers?: number; perDigit?: number; out: string; json?: boolean; dashboard?: string; dashboardAllowRemote?: boolean; dashboardHold: number }) => {
+    .action(async (o: { trainer: DemoTrainer; python: string; clients: number; rounds: number; dropout: number; seed: number; alpha: number; workers?: number; perDigit?: number; out: string; json?: boolean; dashboard?: string; dashboardAllowRemote?: boolean; dashboardHold: number }) => {
       const live = liveProgress();
       try {
+        if (o.trainer !== 'tfjs') await checkPython(o.python);
         const r = await runDemo({
+          trainer: o.trainer,
+          python: o.python,
           clients: o.clients,
           rounds: o.rounds,
           dropout: o.dropout,
@@ -44,6 +52,14 @@ export function registerDemo(program: Command): void {
         reportError(err, Boolean(o.json));
       }
     });
+}
+
+/** `--python` must be an executable file (a missing one is named before any coordinator starts). */
+async function checkPython(path: string): Promise<void> {
+  const ok = await stat(path)
+    .then(async (st) => st.isFile() && (await access(path, constants.X_OK).then(() => true, () => false)))
+    .catch(() => false);
+  if (!ok) throw new AegisError(ErrorCode.InvalidArgument, `--python ${path} is not an executable file`, 'give the Python that has torch (pytorch) or numpy (numpy), e.g. --python /usr/bin/python3');
 }
 
 /**
@@ -107,9 +123,9 @@ export function summary(r: DemoResult): string {
     '',
     ...r.aborted.map((a) => `round ${a.round_number} aborted (${a.reason}): ${a.detail}`),
     `${r.ok ? 'completed' : `FAILED (${r.detail})`}: ${r.per_round.length} rounds, ${r.clients} clients (${r.dropped} dropouts, ${r.aborted_rounds} aborted rounds), ${(r.total_ms / 1000).toFixed(1)} s`,
-    `final test accuracy ${pct(r.final.accuracy)} (loss ${r.final.loss.toFixed(4)}) on ${r.test_examples} held-out digits; ${r.train_examples} digits across the clients (each holds 10% out to check new models); ${r.parameters} parameters; tfjs ${r.backend}`,
+    `final test accuracy ${pct(r.final.accuracy)} (loss ${r.final.loss.toFixed(4)}) on ${r.test_examples} held-out digits; ${r.train_examples} digits across the clients (each holds 10% out to check new models); ${r.parameters} parameters; ${r.trainer === 'tfjs' ? `tfjs ${r.backend}` : `trainer ${r.trainer} (an external process per fit; the coordinator's evaluator measured the accuracy)`}`,
     `chart: ${r.chart}`,
-    `model (tfjs format): ${r.model_dir}/model.json  (weights.bin sha256 ${r.model_sha256})`,
+    r.trainer === 'tfjs' ? `model (tfjs format): ${r.model_dir}/model.json  (weights.bin sha256 ${r.model_sha256})` : `model (safetensors): ${r.model_dir}/model.safetensors  (weights sha256 ${r.model_sha256})`,
   ];
   return `${out.join('\n')}\n`;
 }

@@ -1,8 +1,8 @@
 /**
  * Child-process entry of `aegis demo` and `npm run bench -- train`: hosts some of the demo's
  * clients, each a real `ClientRunner` (its own mTLS channel, round tokens, Subscribe stream)
- * with a tfjs trainer reading its shard through the client's local data store interface
- * (`MemoryDataStore`). The shard is this process's own: it re-derives the seeded split
+ * with a tfjs trainer — or an external trainer process (`--trainer pytorch|numpy`) — reading its
+ * shard through the client's local data store interface (`MemoryDataStore`). The shard is this process's own: it re-derives the seeded split
  * (bench/demo/mnist.ts) and keeps the shards of its clients, so no training sample crosses IPC.
  *
  * Dropouts: with probability `dropout` per client and round (seeded), a client vanishes in one
@@ -15,6 +15,7 @@ import type { TrainingRound } from '../../client/admission/training-round.js';
 import { createIdentity, type ClientIdentity } from '../../client/enroll/csr.js';
 import { MemoryDataStore } from '../../client/store/memory.js';
 import { trainLocally, validateLocally } from '../../client/trainer/index.js';
+import { externalTrainerRunner } from '../../client/trainer/external.js';
 import { AuditBook } from '../../client/audit/audit.js';
 import { TrustBook } from '../../shared/trust/trust-book.js';
 import { readSnapshot } from '../../shared/trust/registry-dir.js';
@@ -31,6 +32,8 @@ interface Hosted {
   store: MemoryDataStore;
   dataDir: string;
   audit: AuditBook;
+  /** The external trainer process's fit and evaluate (demo --trainer pytorch|numpy); absent: tfjs. */
+  external: ReturnType<typeof externalTrainerRunner> | undefined;
   runner: ClientRunner | undefined;
   /** The round this client vanished from; it comes back when that round is over. */
   droppedIn: number | undefined;
@@ -54,11 +57,13 @@ function startRunner(h: Hosted): void {
     // own audit book, and its local validation of every global model.
     trust: { backup: () => readSnapshot(req.registryDir), book: TrustBook.open(h.dataDir) },
     audit: h.audit,
-    validate: async (round: TrainingRound) => validateLocally({ manifest: round.manifest, weights: round.globalWeights, data: h.store }),
-    train: async (round: TrainingRound) => {
-      const u = await trainLocally({ manifest: round.manifest, globalWeights: round.globalWeights, data: h.store, maxWeight: 2 ** round.manifest.round.bits - 1 });
-      return u;
-    },
+    // An external trainer trains before the client answers phase 0 (trainFirst), so a failure declines the round.
+    ...(h.external
+      ? h.external
+      : {
+          validate: async (round: TrainingRound) => validateLocally({ manifest: round.manifest, weights: round.globalWeights, data: h.store }),
+          train: async (round: TrainingRound) => trainLocally({ manifest: round.manifest, globalWeights: round.globalWeights, data: h.store, maxWeight: 2 ** round.manifest.round.bits - 1 }),
+        }),
     onEvent: (e: RunnerEvent) => {
       if (e.kind === 'trained') send({ op: 'trained', clientId: h.c.clientId, roundIndex: e.roundIndex, modelVersion: e.modelVersion, examples: e.examples, loss: e.loss, trainMs: e.trainMs, fetchMs: e.fetchMs });
       else if (e.kind === 'sat-out') send({ op: 'sat-out', clientId: h.c.clientId, roundIndex: e.roundIndex, code: e.code });
@@ -96,10 +101,12 @@ async function start(req: DemoInit): Promise<void> {
   for (const c of req.clients) {
     const dataDir = join(req.clientsDir, c.clientId);
     await mkdir(dataDir, { recursive: true, mode: 0o700 });
+    const store = new MemoryDataStore(split.shards[c.index]!);
     const h: Hosted = {
       c,
       identity: await createIdentity(c.identitySeed),
-      store: new MemoryDataStore(split.shards[c.index]!),
+      store,
+      external: req.trainerCmd === undefined ? undefined : externalTrainerRunner({ cmd: req.trainerCmd, timeoutMs: 600_000, data: store }),
       dataDir,
       audit: await AuditBook.open(dataDir),
       runner: undefined,

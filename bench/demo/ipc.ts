@@ -36,6 +36,8 @@ export interface DemoInit {
   registryDir: string;
   /** A folder for the clients' data dirs (trust state, audit book). */
   clientsDir: string;
+  /** An external trainer's command line (client run --trainer-cmd); absent: tfjs trains. */
+  trainerCmd?: string;
 }
 
 export type DemoRequest = DemoInit | { op: 'round-ended'; roundIndex: number } | { op: 'stop' };

@@ -26,18 +26,20 @@ import { createCa } from '../../coordinator/auth/ca.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
 import { Registry } from '../../coordinator/clients/registry.js';
-import { weightBytes } from '../../coordinator/jobs/training.js';
+import { weightBytes, type ModelVersionRecord } from '../../coordinator/jobs/training.js';
 import { enrollWithToken } from '../../client/agent/connection.js';
 import { createIdentity } from '../../client/enroll/csr.js';
 import { evaluateModel } from '../../client/trainer/index.js';
 import { DIGITS_TRAINING, digitsModel } from '../../shared/model/digits.js';
 import { loadTf, saveTfjsModel } from '../../shared/model/tfjs.js';
-import type { JobManifestInput, TrainingSpec } from '../../shared/protocol/manifest.js';
+import type { AnyModelSpec, JobManifestInput, ModelSpec, TrainingSpec } from '../../shared/protocol/manifest.js';
+import { encodeSafetensors, flatToTensors } from '../../shared/model/safetensors.js';
 import { abortReasonFromProto, phaseFromProto } from '../../shared/rpc/convert.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { writeChart } from './chart.js';
 import type { DemoClient, DemoInit, DemoReport, DemoRequest } from './ipc.js';
 import { splitDigits } from './mnist.js';
+import { DEFAULT_PYTHON, loadExternalTrainer, type DemoTrainer } from './trainers.js';
 import { roundJson, roundName } from '../../shared/round-number.js';
 
 export const DEMO_JOB = 'digits-demo';
@@ -57,6 +59,13 @@ export interface DemoOptions {
   perDigitLimit?: number;
   /** Overrides of the manifest's local training. */
   training?: Partial<TrainingSpec>;
+  /**
+   * Who trains in every client (bench/demo/trainers.ts): tfjs (built in, the default), or an
+   * external trainer process from examples/ — pytorch or numpy — run with `python`.
+   */
+  trainer?: DemoTrainer;
+  /** The Python an external trainer runs on; default /usr/bin/python3. */
+  python?: string;
   hidden?: number;
   /** A line of progress that stays (stderr). */
   progress?: (line: string) => void;
@@ -103,6 +112,8 @@ export interface DemoResult {
   clients: number;
   rounds: number;
   dropout: number;
+  /** Who trained in the clients: tfjs, pytorch or numpy (bench/demo/trainers.ts). */
+  trainer: DemoTrainer;
   backend: string;
   workers: number;
   train_examples: number;
@@ -117,8 +128,9 @@ export interface DemoResult {
   dropped: number;
   total_ms: number;
   chart: string;
+  /** The final model's folder: tfjs format (model.json + weights.bin), or model.safetensors for an external trainer. */
   model_dir: string;
-  /** SHA-256 of the final weights (weights.bin), as the job's model versions are pinned. */
+  /** SHA-256 of the final weights (the flat float32 vector), as the job's model versions are pinned. */
   model_sha256: string;
   manifest_sha256: string;
 }
@@ -192,7 +204,12 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const say = o.progress ?? (() => undefined);
   const { tf, backend } = await loadTf();
   const split = splitDigits({ clients: o.clients, seed: o.seed, alpha: o.alpha, ...(o.perDigitLimit ? { perDigitLimit: o.perDigitLimit } : {}) });
-  const { spec, weights } = await digitsModel(tf, { hidden: o.hidden ?? 128, seed: o.seed });
+  const trainerKind = o.trainer ?? 'tfjs';
+  // An external trainer brings its own model, training and initial weights (examples/<dir>/).
+  const external = trainerKind === 'tfjs' ? undefined : await loadExternalTrainer(trainerKind, o.python ?? DEFAULT_PYTHON);
+  const tfjsModel = external ? undefined : await digitsModel(tf, { hidden: o.hidden ?? 128, seed: o.seed });
+  const spec: AnyModelSpec = external ? external.model : tfjsModel!.spec;
+  const weights = external ? external.weights : tfjsModel!.weights;
   const bits = bitsFor(o.clients);
   const now = Date.now();
   const manifestInput: JobManifestInput = {
@@ -201,9 +218,11 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     rounds: o.rounds,
     // Weighted updates (delta times example count) stay well inside ±4096 for this model.
     round: { dim: weights.length, cohort: o.clients, clip: 4096, bits, ...(o.clients > 32 ? { neighbors: 2 * Math.ceil(Math.log2(o.clients)) + 1 } : {}) },
-    deadlines: { advertiseMs: 20_000, shareMs: 20_000, maskedMs: 300_000, consistencyMs: 20_000, unmaskMs: 20_000 },
+    // An external trainer fits before its client answers phase 0 (a process per client, on a
+    // shared machine): phase 0 then has the time training needs.
+    deadlines: { advertiseMs: external ? 300_000 : 20_000, shareMs: 20_000, maskedMs: 300_000, consistencyMs: 20_000, unmaskMs: 20_000 },
     model: spec,
-    training: { ...DIGITS_TRAINING, ...o.training },
+    training: { ...(external ? (external.training as TrainingSpec) : DIGITS_TRAINING), ...o.training },
     // Clients hold out 10% to check every new global model; the coordinator checks each round's
     // model on the held-out test split before publishing it.
     validation: { gate: 0.05, dataset: 'digits-test', localFraction: 0.1 },
@@ -231,6 +250,8 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     lostAfterMs: 500,
     registryDir,
     validationSets: { 'digits-test': validationSet },
+    // tfjs cannot run an external trainer's model: the coordinator checks it with the same script (evaluate calls).
+    ...(external ? { evaluator: { cmd: external.cmd, timeoutMs: 600_000 } } : {}),
   });
   await coordinator.listen('127.0.0.1:0', '127.0.0.1:0');
   const processes: ClientProcess[] = [];
@@ -279,6 +300,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
           clients: enrolled.filter((_, i) => i % workers === w),
           registryDir,
           clientsDir: join(work, 'clients'),
+          ...(external ? { trainerCmd: external.cmd } : {}),
         }),
       ),
     );
@@ -287,7 +309,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       if (Date.now() > until) throw new Error(`only ${coordinator.connectedClients().length} of ${o.clients} clients connected`);
       await new Promise((r) => setTimeout(r, 50));
     }
-    say(`${o.clients} clients connected over ${workers} processes (tfjs backend: ${backends[0]}); launching ${o.rounds} rounds`);
+    say(`${o.clients} clients connected over ${workers} processes (${external ? `trainer: ${external.cmd}` : `tfjs backend: ${backends[0]}`}); launching ${o.rounds} rounds`);
     if (o.dashboard !== undefined) {
       await coordinator.startDashboard(o.dashboard, { allowRemote: o.dashboardAllowRemote === true });
       // The link stays valid for the run (a generous bound per round) and the hold after it, at most 24 h.
@@ -295,7 +317,15 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       say(`dashboard: ${coordinator.issueDashboardToken(ttl).url}`);
     }
 
-    const initial = await evaluateModel({ spec, loss: manifestInput.training!.loss ?? 'categoricalCrossentropy', weights, examples: split.test });
+    // The test split is the coordinator's validation set: with an external trainer, its evaluator
+    // measures every version (tfjs cannot run the model); with tfjs, this process does.
+    const lossName = manifestInput.training!.loss ?? 'categoricalCrossentropy';
+    const measure = async (v: ModelVersionRecord): Promise<{ accuracy: number; loss: number }> => {
+      if (!external) return evaluateModel({ spec: spec as ModelSpec, loss: lossName, weights: v.weights, examples: split.test });
+      if (v.validationAccuracy === undefined || v.validationLoss === undefined) throw new Error(`model version ${v.version} was published without the coordinator's evaluation`);
+      return { accuracy: v.validationAccuracy, loss: v.validationLoss };
+    };
+    const initial = external ? undefined : await evaluateModel({ spec: spec as ModelSpec, loss: lossName, weights, examples: split.test });
     await coordinator.launch(new Uint8Array(), { gatherMs: 5_000, initialWeights: weightBytes(weights), signedManifest });
     say(`job ${DEMO_JOB} signed by the demo publisher; the coordinator and every client verified it against the registry`);
     const rows: DemoRound[] = [];
@@ -320,7 +350,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
         const idx = v.roundIndex!;
         const s = coordinator.statusOf(DEMO_JOB, idx);
         const timing = coordinator.timingOf(DEMO_JOB, idx);
-        const ev = await evaluateModel({ spec, loss: manifestInput.training!.loss ?? 'categoricalCrossentropy', weights: v.weights, examples: split.test });
+        const ev = await measure(v);
         const t = trained.get(idx) ?? { trainMs: [], examples: 0, at: new Map<string, number>() };
         const survivors = new Set(coordinator.resultOf(DEMO_JOB, idx).survivors);
         const trainedAt = Math.max(timing.startedAt, ...[...t.at].filter(([id]) => survivors.has(id)).map(([, at]) => at));
@@ -367,20 +397,29 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     for (let i = 0; i <= coordinator.statusOf(DEMO_JOB).roundIndex; i++) {
       const s = coordinator.statusOf(DEMO_JOB, i);
       if (s.finished && !s.ok) aborted.push({ ...roundJson(i), reason: s.abortReason ? abortReasonFromProto(s.abortReason) : 'cancelled', detail: s.detail });
+      // A completed round whose model was held back (model-unchecked) published nothing either.
+      else if (s.finished && s.holdReason) aborted.push({ ...roundJson(i), reason: abortReasonFromProto(s.holdReason), detail: s.detail });
     }
     const tstatus = coordinator.statusOf(DEMO_JOB).training!;
     const latest = coordinator.modelsOf(DEMO_JOB).at(-1)!;
+    // Version 0 was measured by the coordinator's evaluator before round 1's model was checked.
+    const initialMeasured = initial ?? (await measure(coordinator.modelsOf(DEMO_JOB)[0]!).catch(() => ({ accuracy: Number.NaN, loss: Number.NaN })));
     await mkdir(outDir, { recursive: true });
-    const chart = await writeChart(join(outDir, 'chart.svg'), [{ round: 0, accuracy: initial.accuracy, loss: initial.loss }, ...rows.map((r) => ({ round: r.model_version, accuracy: r.accuracy, loss: r.loss }))], {
+    const chart = await writeChart(join(outDir, 'chart.svg'), [{ round: 0, accuracy: initialMeasured.accuracy, loss: initialMeasured.loss }, ...rows.map((r) => ({ round: r.model_version, accuracy: r.accuracy, loss: r.loss }))], {
       title: `Aegis FedAvg with secure aggregation: ${o.clients} clients, non-IID digits`,
     });
     const modelDir = join(outDir, 'model');
-    await saveTfjsModel(modelDir, spec, latest.weights);
+    if (spec.format === 'safetensors') {
+      await mkdir(modelDir, { recursive: true });
+      await writeFile(join(modelDir, 'model.safetensors'), encodeSafetensors(flatToTensors(latest.weights, spec.tensors)));
+    } else {
+      await saveTfjsModel(modelDir, spec, latest.weights);
+    }
     await writeFile(join(outDir, 'manifest.json'), `${JSON.stringify(manifestInput, null, 2)}\n`);
     await writeFile(join(outDir, 'manifest.dsse.json'), signedManifest);
     // With the manifest, the initial weights let the same job be launched by hand (aegis round launch --weights).
     await writeFile(join(outDir, 'initial-weights.bin'), weightBytes(weights));
-    const final = rows.length > 0 ? { accuracy: rows.at(-1)!.accuracy, loss: rows.at(-1)!.loss } : initial;
+    const final = rows.length > 0 ? { accuracy: rows.at(-1)!.accuracy, loss: rows.at(-1)!.loss } : initialMeasured;
     const result: DemoResult = {
       ok: state === 'completed',
       state,
@@ -388,12 +427,13 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       clients: o.clients,
       rounds: o.rounds,
       dropout: o.dropout,
+      trainer: trainerKind,
       backend,
       workers,
       train_examples: split.trainCount,
       test_examples: split.testCount,
       parameters: weights.length,
-      initial,
+      initial: initialMeasured,
       final,
       per_round: rows,
       aborted_rounds: tstatus.roundsAborted,

@@ -10,7 +10,7 @@
  *        training, PRIMARY KEY(job_id, revision))
  *     manifest_json  the manifest's bytes as launched (its SHA-256 is the manifest hash)
  *     signed_manifest the publisher-signed envelope it came in, if any; signer: key id, publisher
- *     training       JSON: state, rounds completed / aborted (in a row), detail, flagged rounds, gather
+ *     training       JSON: state, rounds completed / aborted (in a row), detail, flagged rounds, unchecked rounds, gather
  *   rounds(job_id, revision, idx, round, sum, PRIMARY KEY(job_id, revision, idx))
  *     round          JSON: start and end times, the cohort (client ids, until retention), the
  *                    outcome (survivors until retention; reason, phase and detail of an abort;
@@ -80,6 +80,8 @@ interface StoredTraining {
   abortedInARow: number;
   detail: string;
   flagged: number[];
+  /** Absent in rows written before the evaluator hold existed. */
+  unchecked?: { round: number; detail: string }[];
   gatherMs: number;
 }
 
@@ -218,7 +220,7 @@ export class JobHistory {
     const revision = job.manifest.revision;
     const t = job.training;
     const training: StoredTraining | null = t
-      ? { state: t.state, completed: t.completed, aborted: t.aborted, abortedInARow: t.abortedInARow, detail: t.detail, flagged: [...t.flagged], gatherMs: t.gatherMs }
+      ? { state: t.state, completed: t.completed, aborted: t.aborted, abortedInARow: t.abortedInARow, detail: t.detail, flagged: [...t.flagged], unchecked: t.unchecked.map((u) => ({ ...u })), gatherMs: t.gatherMs }
       : null;
     const rounds = job.rounds
       .filter((r) => !r.released)
@@ -387,7 +389,7 @@ export class JobHistory {
         // The exported files are written again where missing (a kill may have come before them).
         models.persistTo(dataDir, true);
         const t = newTrainingProgress(models, st.gatherMs);
-        Object.assign(t, { state: st.state, completed: st.completed, aborted: st.aborted, abortedInARow: st.abortedInARow, detail: st.detail, flagged: st.flagged });
+        Object.assign(t, { state: st.state, completed: st.completed, aborted: st.aborted, abortedInARow: st.abortedInARow, detail: st.detail, flagged: st.flagged, unchecked: st.unchecked ?? [] });
         if (st.state !== 'running') t.settle(st.state);
         job.training = t;
       }

@@ -32,6 +32,7 @@ import { JobHistory, modelDirName } from './job-history.js';
 import { verifiedManifestBytes } from './manifest-check.js';
 import { DEFAULT_UPLOAD_BUDGET_BYTES, openRound } from './round-start.js';
 import { advanceTraining, announcedAfterValidation, continueTraining, measureModel, type TrainingLoopContext } from './training-loop.js';
+import { checkedByEvaluator } from './evaluator.js';
 import { ModelStore, newTrainingProgress, sha256, weightsOf, type ModelVersionRecord } from './training.js';
 import { newJob, type Job, type JobsOptions, type LaunchResult, type RoundRecord } from './types.js';
 import { jobStateOf, phaseOfRound, roundOf, JOB_STATE_NAMES } from './views.js';
@@ -129,6 +130,10 @@ export class Jobs {
       if (dataset !== undefined && !this.opts.validationSets?.[dataset]) {
         throw new AegisError(ErrorCode.NotFound, `this coordinator has no validation set '${dataset}' (coordinator start --validation-data ${dataset}=FILE.jsonl)`);
       }
+      // tfjs cannot run a safetensors model: without an evaluator every round's model would be held back unchecked.
+      if (dataset !== undefined && checkedByEvaluator(manifest) && !this.opts.evaluator) {
+        throw new AegisError(ErrorCode.FailedPrecondition, `job '${manifest.jobId}' has a safetensors model checked on validation set '${dataset}': this coordinator needs an evaluator for it (coordinator start --evaluator-cmd CMD)`);
+      }
       if (Buffer.from(sha256(opts.initialWeights)).toString('hex') !== manifest.model.initialWeightsSha256) {
         throw new AegisError(ErrorCode.HashMismatch, "the initial weights do not match the manifest's model.initialWeightsSha256");
       }
@@ -137,7 +142,7 @@ export class Jobs {
       const job: Job = { ...newJob(manifest, manifestJson, hash, opts.signedManifest), ...signedBy, training: newTrainingProgress(models, gatherMs) };
       const started = await this.startRound(job, gatherMs);
       // With a validation set, version 0 is measured too (the dashboard's chart starts at round 0).
-      if (dataset !== undefined) void measureModel(this.opts.validationSets, job, models.latest).catch(() => undefined);
+      if (dataset !== undefined) void measureModel(this.opts.validationSets, job, models.latest, this.opts.evaluator).catch(() => undefined);
       // Only a job that started is written out: a refused launch leaves nothing behind.
       if (this.opts.dataDir !== undefined) models.persistTo(this.opts.dataDir);
       return started;
@@ -238,6 +243,7 @@ export class Jobs {
     return {
       ...(this.opts.log ? { log: this.opts.log } : {}),
       ...(this.opts.validationSets ? { validationSets: this.opts.validationSets } : {}),
+      ...(this.opts.evaluator ? { evaluator: this.opts.evaluator } : {}),
       announce: (round: RoundRecord, ev: ServerEvent) => this.announce(round, ev),
       // Clients that dropped out may be reconnecting: wait for the threshold up to the advertise
       // deadline. The model version the last round made is saved before the next round gathers.

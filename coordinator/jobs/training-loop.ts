@@ -1,9 +1,10 @@
 /**
  * The training loop of a job (FedAvg over secure aggregation): after each round, a completed
  * round's weighted mean update makes the next model version — unless the job's validation set
- * shows the poisoning gate was crossed, when the model is held back and the round flagged — and
- * the next round starts, until the manifest's rounds are done or too many in a row failed — or
- * at once, when the round failed because clients await an operator's approval (audit mode).
+ * shows the poisoning gate was crossed, when the model is held back and the round flagged, or the
+ * coordinator's evaluator could not check the model, when it is held back all the same
+ * (`model-unchecked`: fail closed) — and the next round starts, until the manifest's rounds are
+ * done or too many in a row failed — or at once, when the round failed because clients await an operator's approval (audit mode).
  */
 import type { Logger } from 'pino';
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
@@ -15,6 +16,9 @@ import { declineDetail } from './decline-detail.js';
 import { applyWeightedMean, type ModelVersionRecord, type TrainingProgress } from './training.js';
 import type { Job, RoundRecord } from './types.js';
 import { roundName } from '../../shared/round-number.js';
+import { isTrainingManifest, type ModelSpec, type TrainingManifest } from '../../shared/protocol/manifest.js';
+import { AbortReason } from '../../shared/protocol/vocabulary.js';
+import { checkedByEvaluator, evaluateByCommand, UncheckedModel, type EvaluatorOptions } from './evaluator.js';
 
 export interface TrainingLoopContext {
   log?: Logger;
@@ -25,6 +29,8 @@ export interface TrainingLoopContext {
   startNextRound: (job: Job) => Promise<unknown>;
   /** True once the coordinator is shutting down. */
   closing: () => boolean;
+  /** The external evaluator that checks safetensors models (coordinator start --evaluator-cmd). */
+  evaluator?: EvaluatorOptions;
 }
 
 /** True when a completed round of this job is announced only after its validation check. */
@@ -54,13 +60,22 @@ export async function advanceTraining(ctx: TrainingLoopContext, job: Job, t: Tra
   };
   if (o.ok) {
     let flagged = false;
+    let unchecked: string | undefined;
     try {
       const result = decodeRoundSum(o.sum, o.survivors.length, o.state.cfg.params);
       const next = applyWeightedMean(t.models.latest.weights, result);
-      const check = await validationCheck(ctx, job, t, next);
+      const check = await validationCheck(ctx, job, t, next, r.index);
       const gate = manifest.validation?.gate ?? 1;
-      // Beyond the gate plus the validation set's sampling noise (two standard errors).
-      if (check && check.previous - check.accuracy > gate + 2 * Math.sqrt(0.25 / check.examples)) {
+      if (check && 'unchecked' in check) {
+        // Fail closed: a model the evaluator could not check is held back like a poisoned one,
+        // never published; the next round starts from the same version.
+        unchecked = check.unchecked;
+        t.unchecked.push({ round: r.index, detail: `model held back: ${check.unchecked}` });
+        t.aborted++;
+        t.abortedInARow++;
+        log?.warn({ job: job.jobId, round: r.index, reason: AbortReason.ModelUnchecked }, `model held back: ${check.unchecked}`);
+      } else if (check && check.previous - check.accuracy > gate + 2 * Math.sqrt(0.25 / check.examples)) {
+        // Beyond the gate plus the validation set's sampling noise (two standard errors).
         // Held back: not published; the next round starts from the same version.
         flagged = true;
         t.flagged.push(r.index);
@@ -82,8 +97,11 @@ export async function advanceTraining(ctx: TrainingLoopContext, job: Job, t: Tra
       // An AegisError's message names the record and field (never a value): the cause, not just its code.
       return fail(`${roundName(r.index)}'s sum could not be applied (${isAegisError(err) ? `${err.code}: ${err.message}` : 'internal'})`);
     }
-    if (validated) ctx.announce(r, { type: 'round-outcome', round: r.ref, ok: true, ...(flagged ? { poisoningFlagged: true } : {}) });
+    // Clients hear an unchecked round as not ok: their ledgers then expect the same model version next.
+    if (unchecked !== undefined) ctx.announce(r, { type: 'round-outcome', round: r.ref, ok: false, reason: AbortReason.ModelUnchecked });
+    else if (validated) ctx.announce(r, { type: 'round-outcome', round: r.ref, ok: true, ...(flagged ? { poisoningFlagged: true } : {}) });
     if (flagged && t.abortedInARow > maxAborted) return fail(`${roundName(r.index)}'s model failed the validation gate (suspected poisoning); ${t.abortedInARow} rounds in a row without a published model`);
+    if (unchecked !== undefined && t.abortedInARow > maxAborted) return fail(`${roundName(r.index)}'s model could not be checked (model-unchecked: ${unchecked}); ${t.abortedInARow} rounds in a row without a published model`);
   } else {
     t.aborted++;
     t.abortedInARow++;
@@ -129,36 +147,62 @@ export async function continueTraining(ctx: TrainingLoopContext, job: Job, t: Tr
 
 /**
  * The poisoning check: accuracy on the manifest's validation set of the latest published
- * model and of the candidate. Returns undefined when the job names no validation set.
+ * model and of the candidate — by tfjs for a tfjs model, by the external evaluator for a
+ * safetensors one. Returns undefined when the job names no validation set, and `{ unchecked }`
+ * when the evaluator could not check a model (the candidate must then be held back).
  */
-async function validationCheck(ctx: TrainingLoopContext, job: Job, t: TrainingProgress, candidate: Float32Array): Promise<{ previous: number; accuracy: number; loss: number; examples: number } | undefined> {
+async function validationCheck(
+  ctx: TrainingLoopContext,
+  job: Job,
+  t: TrainingProgress,
+  candidate: Float32Array,
+  round: number,
+): Promise<{ previous: number; accuracy: number; loss: number; examples: number } | { unchecked: string } | undefined> {
   const { manifest } = job;
   const dataset = manifest.validation?.dataset;
-  if (dataset === undefined || !manifest.model || !manifest.training) return undefined;
+  if (dataset === undefined || !isTrainingManifest(manifest)) return undefined;
   const set = ctx.validationSets?.[dataset];
   if (!set) throw new AegisError(ErrorCode.NotFound, `validation set '${dataset}' is gone`);
-  const examples = await set.trainingExamples({ features: manifest.training.features, label: manifest.training.label });
-  const spec = manifest.model;
-  const lossFn = manifest.training.loss;
   const latest = t.models.latest;
-  if (latest.validationAccuracy === undefined || latest.validationLoss === undefined) {
-    const e = await evaluateModel({ spec, loss: lossFn, weights: latest.weights, examples });
-    latest.validationAccuracy ??= e.accuracy;
-    latest.validationLoss ??= e.loss;
+  try {
+    const measure = (weights: Float32Array, version: number) => measureWeights(ctx.evaluator, job.jobId, manifest, set, weights, round, version);
+    if (latest.validationAccuracy === undefined || latest.validationLoss === undefined) {
+      const e = await measure(latest.weights, latest.version);
+      latest.validationAccuracy ??= e.accuracy;
+      latest.validationLoss ??= e.loss;
+    }
+    const { accuracy, loss, examples } = await measure(candidate, latest.version + 1);
+    return { previous: latest.validationAccuracy, accuracy, loss, examples };
+  } catch (err) {
+    if (err instanceof UncheckedModel) return { unchecked: err.detail };
+    throw err;
   }
-  const { accuracy, loss } = await evaluateModel({ spec, loss: lossFn, weights: candidate, examples });
-  return { previous: latest.validationAccuracy, accuracy, loss, examples: examples.count };
+}
+
+/** Accuracy and loss of weights on a validation set: tfjs, or the external evaluator (throws `UncheckedModel`). */
+async function measureWeights(
+  evaluator: EvaluatorOptions | undefined,
+  jobId: string,
+  manifest: TrainingManifest,
+  set: LocalDataStore,
+  weights: Float32Array,
+  round: number,
+  modelVersion: number,
+): Promise<{ accuracy: number; loss: number; examples: number }> {
+  if (checkedByEvaluator(manifest)) return evaluateByCommand({ evaluator, jobId, manifest, set, weights, round, modelVersion });
+  const examples = await set.trainingExamples({ features: manifest.training.features, label: manifest.training.label });
+  const e = await evaluateModel({ spec: manifest.model as ModelSpec, loss: manifest.training.loss, weights, examples });
+  return { ...e, examples: examples.count };
 }
 
 /** Measures a model version on the job's validation set (accuracy and loss), if not yet done. */
-export async function measureModel(validationSets: Record<string, LocalDataStore> | undefined, job: Job, v: ModelVersionRecord): Promise<void> {
+export async function measureModel(validationSets: Record<string, LocalDataStore> | undefined, job: Job, v: ModelVersionRecord, evaluator?: EvaluatorOptions): Promise<void> {
   const { manifest } = job;
   const dataset = manifest.validation?.dataset;
-  if (dataset === undefined || !manifest.model || !manifest.training || (v.validationAccuracy !== undefined && v.validationLoss !== undefined)) return;
+  if (dataset === undefined || !isTrainingManifest(manifest) || (v.validationAccuracy !== undefined && v.validationLoss !== undefined)) return;
   const set = validationSets?.[dataset];
   if (!set) return;
-  const examples = await set.trainingExamples({ features: manifest.training.features, label: manifest.training.label });
-  const e = await evaluateModel({ spec: manifest.model, loss: manifest.training.loss, weights: v.weights, examples });
+  const e = await measureWeights(evaluator, job.jobId, manifest, set, v.weights, v.roundIndex ?? 0, v.version);
   v.validationAccuracy ??= e.accuracy;
   v.validationLoss ??= e.loss;
 }

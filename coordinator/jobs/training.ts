@@ -187,6 +187,11 @@ export interface TrainingProgress {
   detail: string;
   /** Rounds whose model the poisoning check held back. */
   flagged: number[];
+  /**
+   * Rounds whose model was held back because the coordinator's evaluator could not check it
+   * (hold reason `model-unchecked`), with why (the failure's kind, never the trainer's output).
+   */
+  unchecked: { round: number; detail: string }[];
   gatherMs: number;
   /** Settles when the job completes or fails. */
   finished: Promise<TrainingJobState>;
@@ -196,5 +201,5 @@ export interface TrainingProgress {
 export function newTrainingProgress(models: ModelStore, gatherMs: number): TrainingProgress {
   let settle!: (s: TrainingJobState) => void;
   const finished = new Promise<TrainingJobState>((r) => (settle = r));
-  return { state: 'running', models, completed: 0, aborted: 0, abortedInARow: 0, detail: '', flagged: [], gatherMs, finished, settle };
+  return { state: 'running', models, completed: 0, aborted: 0, abortedInARow: 0, detail: '', flagged: [], unchecked: [], gatherMs, finished, settle };
 }

@@ -3,6 +3,7 @@
  * life), and the options that shape how jobs run.
  */
 import type { Logger } from 'pino';
+import type { EvaluatorOptions } from './evaluator.js';
 import type * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import type { JobManifest } from '../../shared/protocol/manifest.js';
 import type { RoundRef, ServerEvent } from '../../shared/protocol/messages.js';
@@ -78,6 +79,12 @@ export interface JobsOptions {
    * held back, the round flagged, and the clients told.
    */
   validationSets?: Record<string, LocalDataStore>;
+  /**
+   * The external evaluator (`coordinator start --evaluator-cmd`) that checks the models of
+   * training jobs in safetensors format on their validation set (coordinator/jobs/evaluator.ts).
+   * When it cannot check a model, the model is held back (`model-unchecked`).
+   */
+  evaluator?: EvaluatorOptions;
 }
 
 export interface RoundRecord {

@@ -6,7 +6,7 @@ import { create } from '@bufbuild/protobuf';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
-import { Phase, type AbortReason } from '../../shared/protocol/vocabulary.js';
+import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abortReasonToProto, errorReasonToProto, phaseToProto, vectorToBytes } from '../../shared/rpc/convert.js';
 import { totalDeclines, type DeclineCounts } from '../round/declines.js';
 import { expectedClients } from '../round/phases.js';
@@ -81,6 +81,8 @@ export function roundStatus(job: Job, r: RoundRecord, cancelled: boolean, now: n
   const o = r.outcome;
   const training = job.training ? trainingStatus(job.training) : undefined;
   if (training && cancelled) training.state = 'cancelled';
+  // A completed round whose model the evaluator could not check: held back (model-unchecked).
+  const held = o?.ok ? job.training?.unchecked.find((u) => u.round === r.index) : undefined;
   return create(admin.RoundStatusReplySchema, {
     jobId: job.jobId,
     roundIndex: r.index,
@@ -95,7 +97,8 @@ export function roundStatus(job: Job, r: RoundRecord, cancelled: boolean, now: n
     invited: invitedOf(r),
     refused: s.refused,
     finished: o !== undefined,
-    detail: o && !o.ok ? o.detail : '',
+    detail: o && !o.ok ? o.detail : held ? held.detail : '',
+    holdReason: held ? abortReasonToProto(AbortReason.ModelUnchecked) : 0,
     rounds: job.manifest.rounds,
     ...(training ? { training } : {}),
     jobState: jobStateOf(job, cancelled),
@@ -155,6 +158,7 @@ function trainingStatus(t: TrainingProgress): admin.TrainingStatus {
     model: version(t.models.latest),
     detail: t.detail,
     flaggedRounds: t.flagged,
+    uncheckedRounds: t.unchecked.map((u) => u.round),
     history: t.models.all.map((v) =>
       create(admin.ModelHistoryEntrySchema, {
         model: version(v),

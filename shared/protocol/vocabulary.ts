@@ -70,5 +70,13 @@ export const AbortReason = {
   Interrupted: 'interrupted',
   /** The round's shared state (on Redis) could not be reached: Redis down or hung for too long, or back without the round's records. */
   StateUnreachable: 'state-unreachable',
+  /**
+   * A hold reason rather than a SecAgg abort: the round's sum was unmasked, but the
+   * coordinator's evaluator (`coordinator start --evaluator-cmd`) could not check the new model
+   * (timeout, crash, garbage reply), so it was held back, never published — fail closed: an
+   * unchecked model must never reach clients. The job keeps its previous model version; clients
+   * hear the round as not ok with this reason.
+   */
+  ModelUnchecked: 'model-unchecked',
 } as const;
 export type AbortReason = (typeof AbortReason)[keyof typeof AbortReason];
