@@ -1,6 +1,6 @@
 /**
  * `aegis demo --trainer`: the built CLI (dist/) with an external trainer process in every client
- * (examples/numpy-logreg on /usr/bin/python3) and the coordinator checking each model with the
+ * (examples/numpy-logreg or examples/pytorch-digits on /usr/bin/python3) and the coordinator checking each model with the
  * same script (--evaluator-cmd): one round on small shards prints one valid JSON object whose
  * accuracy is the coordinator evaluator's. A trainer that is not one of the three, or a --python
  * that is not there, is a usage error naming the flag (exit 2) before anything starts.
@@ -52,7 +52,20 @@ describe('aegis demo --trainer', () => {
     expect(j.final.accuracy).toBeGreaterThan(j.initial.accuracy);
     expect(existsSync(join(j.model_dir, 'model.safetensors'))).toBe(true);
     expect(r.stderr).toMatch(/trainer: \/usr\/bin\/python3 \S+numpy-logreg\/trainer\.py/);
-  }, 1_800_000);
+  });
+
+  test('pytorch --rounds 1 --json: one round with the PyTorch CNN in every client, checked by the same script as evaluator', async () => {
+    const out = await mkdtemp(join(tmpdir(), 'aegis-demo-pytorch-'));
+    const r = await aegis('demo', '--trainer', 'pytorch', '--clients', '3', '--rounds', '1', '--per-digit', '60', '--out', out, '--json');
+    expect(r.status).toBe(0);
+    const j = JSON.parse(r.stdout.trim()) as DemoJson;
+    expect(j).toMatchObject({ ok: true, trainer: 'pytorch', parameters: 9098 });
+    expect(j.per_round.map((x) => x.model_version)).toEqual([1]);
+    expect(j.final.accuracy).toBe(j.per_round[0]!.accuracy);
+    expect(j.final.accuracy).toBeGreaterThan(j.initial.accuracy);
+    expect(existsSync(join(j.model_dir, 'model.safetensors'))).toBe(true);
+    expect(r.stderr).toMatch(/trainer: \/usr\/bin\/python3 \S+pytorch-digits\/train\.py/);
+  });
 
   test('--trainer nonsense exits 2 naming the flag and the trainers (with --json, as a JSON error on stdout)', async () => {
     const plain = await aegis('demo', '--trainer', 'nonsense');
