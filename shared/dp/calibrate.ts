@@ -6,7 +6,7 @@
  *
  * Noise: the released sum must carry Gaussian noise of standard deviation z·C (real units) even
  * when only n_min clients survive, so each client adds variance (z·C/γ)²/n_min in integer units
- * (rounded up to a rational with denominator 2^20, which only adds noise). More survivors add
+ * (rounded up to a rational the exact sampler handles quickly, samplerVariance, which only adds noise). More survivors add
  * more noise; fewer cannot complete the round.
  *
  * Granularity γ from the modulus (no wrap). Coordinate j of the integer sum of up to n_max
@@ -33,7 +33,7 @@ import { ErrorCode, fail } from '../errors.js';
 import { accountDdg, gaussianEpsilon, roundedNormBound2 } from './accountant.js';
 import type { DpParams } from './encode.js';
 import { paddedDim } from './hadamard.js';
-import { formatRational, parseRational, rationalAtLeast, rationalToNumber } from './sampler.js';
+import { formatRational, parseRational, rationalToNumber, samplerVariance } from './sampler.js';
 
 /** Default β of conditional randomized rounding: e^(−1/2), as in TensorFlow Federated. */
 export const DEFAULT_BETA = Math.exp(-0.5);
@@ -152,11 +152,11 @@ function evaluate(s: Setting, z: number, bits: number): Calibration | string {
   const headroom = 2 ** (bits - 1) - 1 - s.maxClients;
   if (headroom <= 0) return `${bits} bits cannot hold the rounding error of ${s.maxClients} clients`;
   const spread = Math.sqrt(2 * Math.log((2 * s.padded) / s.wrapProbability) * ((s.maxClients * s.maxClients) / s.padded + (s.maxClients * z * z) / s.clients));
-  // The 1e-6 slack absorbs σ² being rounded up to a rational (relative 2^−20/σ² at most).
-  const gamma = (s.clip * spread) / (headroom * (1 - 1e-6));
+  // The 1e-5 slack absorbs σ² being rounded up to a rational (relative 2^−18 at most, σ² >= 1/4).
+  const gamma = (s.clip * spread) / (headroom * (1 - 1e-5));
   const scaledClip = s.clip / gamma;
   if (scaledClip > 2 ** 50) return 'the scaled clip exceeds 2^50';
-  const sigma2 = rationalAtLeast((z * scaledClip) ** 2 / s.clients);
+  const sigma2 = samplerVariance((z * scaledClip) ** 2 / s.clients);
   const sigma2Num = rationalToNumber(sigma2);
   if (sigma2Num < 0.25) return `${bits} bits leave a per-client σ below 1/2 integer step (KLS21 needs σ >= 1/2)`;
   const normBound2 = roundedNormBound2(scaledClip, s.padded, s.beta);

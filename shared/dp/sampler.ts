@@ -268,6 +268,18 @@ export function rationalAtLeast(x: number, den = 1n << 20n): Rational {
   return { num, den };
 }
 
+/**
+ * σ² >= x as a rational the sampler handles in doubles when it can: the denominator is the
+ * largest power of two up to 2^20 with x·den <= 2^24, so a = x·den, b·t and 2abt² stay below
+ * 2^26, 2^26 and 2^52 for σ up to 2^12 (the exact double path of `DiscreteGaussian`); the
+ * rounding up adds at most a relative 2^−20 (or 1/x for larger x) to the variance.
+ */
+export function samplerVariance(x: number): Rational {
+  if (!(Number.isFinite(x) && x > 0)) fail(ErrorCode.InvalidArgument, 'a variance must be a finite positive number');
+  const k = Math.max(0, Math.min(20, Math.floor(24 - Math.log2(x))));
+  return rationalAtLeast(x, 1n << BigInt(k));
+}
+
 /** σ² as a float (for accounting and reporting). */
 export const rationalToNumber = (r: Rational): number => Number(r.num) / Number(r.den);
 
