@@ -7,6 +7,7 @@ import { Command } from 'commander';
 import { registerDemo } from '../bench/demo/cli.js';
 import { registerSimulate } from '../bench/sim/cli.js';
 import { registerClient } from '../client/cli.js';
+import { registerTrainer } from '../client/trainer/check-cli.js';
 import { registerClients, registerCoordinator } from '../coordinator/cli.js';
 import { registerRound } from '../coordinator/round-cli.js';
 import { registerDashboard } from '../coordinator/dashboard/cli.js';
@@ -37,6 +38,7 @@ export function buildProgram(): Command {
   registerRound(program);
   registerDashboard(program);
   registerClient(program);
+  registerTrainer(program);
   registerManifest(program);
   registerRegistry(program);
   registerDp(program);

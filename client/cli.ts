@@ -16,12 +16,14 @@ import { ClientRunner, type RunnerEvent } from './agent/connection.js';
 import { enrollAndWait, ENROLL_WAIT_MS } from './enroll/wait.js';
 import { DEFAULT_TLS_KEY_TYPE, type TlsKeyType } from './enroll/csr.js';
 import { TLS_KEY_TYPES } from '../shared/keystore/round-key.js';
-import { parseDuration, progress } from '../shared/cli/output.js';
+import { parseDuration, parseIntOption, progress } from '../shared/cli/output.js';
 import { loadClient, openOrCreateIdentity, readClientConfig, saveCertificate, saveEnrollment } from './agent/data-dir.js';
 import type { TrainingRound } from './admission/training-round.js';
 import { MemoryDataStore, readExampleFile } from './store/memory.js';
 import { assertFileExists, readJsonFile } from '../shared/cli/files.js';
 import { trainLocally, validateLocally } from './trainer/index.js';
+import { externalTrainerRunner } from './trainer/external.js';
+import { splitCommand } from '../shared/trainer/process.js';
 import { registerAudit } from './audit/cli.js';
 import { registerData } from './store/cli.js';
 import { SqliteDataStore, STORE_FILE } from './store/sqlite.js';
@@ -81,6 +83,15 @@ function tlsKeyOption(v: string | undefined): TlsKeyType | undefined {
   if (v === undefined) return undefined;
   if (!(TLS_KEY_TYPES as readonly string[]).includes(v)) throw new AegisError(ErrorCode.InvalidArgument, `--tls-key must be one of ${TLS_KEY_TYPES.join(', ')}, got '${v.slice(0, 40)}'`);
   return v as TlsKeyType;
+}
+
+/** `--trainer-cmd`: the argv, or a usage error naming the flag. */
+function trainerCommand(line: string): string[] {
+  try {
+    return splitCommand(line);
+  } catch (err) {
+    throw new AegisError(ErrorCode.InvalidArgument, `--trainer-cmd: ${err instanceof Error ? err.message : String(err)}`, "quote the command as a shell would, e.g. --trainer-cmd '/usr/bin/python3 train.py --epochs 2'");
+  }
 }
 
 function addressPlusOne(address: string): string {
@@ -161,6 +172,8 @@ export function registerClient(program: Command): void {
     )
     .option('--new-ledger', 'start an empty contribution ledger in a data dir that took part in rounds before but has no ledger.json (what it joined and contributed is then forgotten)')
     .option('--train-data <file>', 'for training jobs: local examples, one JSON object per line with the fields the manifest names (e.g. {"pixels": [...], "digit": 3})')
+    .option('--trainer-cmd <command>', 'for training jobs: run local training (fit, and the validation evaluate) in this external process instead of tfjs, one process per call (docs/trainer-protocol.md); the job\'s model must be format safetensors. Split like a shell line, run without a shell')
+    .option('--trainer-timeout <seconds>', 'with --trainer-cmd: the most one trainer call may take (a round\'s phase-0 deadline may cut it shorter)', parseIntOption('trainer-timeout', 1, 7 * 86_400), 600)
     .option('--coordinator <host:port[,host:port...]>', 'override the address recorded at enrollment; a comma-separated list of coordinator front ends (sharing one Redis) is accepted: the client uses one and fails over to the next when it goes away')
     .option('--backup-registry <dir|host:port>', "take only publisher-signed jobs, checked against the coordinator's registry and this backup registry (a registry directory, or another coordinator's enrollment address)")
     .option('--allow-unsigned', 'take part in unsigned jobs (no registries): local experiments only')
@@ -168,7 +181,7 @@ export function registerClient(program: Command): void {
     .option('--heartbeat-interval <duration>', 'while connected, tell the coordinator this device is alive about this often (jittered; 0 = off); config heartbeat.interval', heartbeatInterval, 60_000)
     .option('--metrics <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (loopback only): key rotations and ages, heartbeats')
     .option('--tls-key <type>', 'move the TLS certificate to this key type (p256 or ed25519) at start, keeping the round key; default: keep the current certificate\'s')
-    .action(async (o: { tlsKey?: string; metrics?: string; heartbeatInterval: number; config?: string; dataDir: string; input?: string; inputReuse?: boolean; newLedger?: boolean; trainData?: string; coordinator?: string; backupRegistry?: string; registryCa?: string; allowUnsigned?: boolean } & RotationCliOptions, cmd: Command) => {
+    .action(async (o: { tlsKey?: string; metrics?: string; heartbeatInterval: number; config?: string; dataDir: string; input?: string; inputReuse?: boolean; newLedger?: boolean; trainData?: string; trainerCmd?: string; trainerTimeout: number; coordinator?: string; backupRegistry?: string; registryCa?: string; allowUnsigned?: boolean } & RotationCliOptions, cmd: Command) => {
       const log = createLogger('client');
       try {
         if (o.config) await applyConfigFile(o.config, o as unknown as Record<string, unknown>, cmd);
@@ -184,6 +197,8 @@ export function registerClient(program: Command): void {
         // naming the file, the line and the field.
         if (o.input) await readInput(o.input);
         if (o.registryCa) await assertFileExists(o.registryCa, '--registry-ca');
+        const trainerArgv = o.trainerCmd === undefined ? undefined : trainerCommand(o.trainerCmd);
+        if (trainerArgv && !o.trainData && !hasStore) throw new AegisError(ErrorCode.InvalidArgument, "--trainer-cmd needs training data: --train-data FILE, or records imported into the data dir's encrypted store (aegis client data import)");
         const trainRecords = o.trainData ? await readExampleFile(o.trainData) : undefined;
         const dir = resolve(o.dataDir);
         const passphrase = await obtainPassphrase({ what: `the identity key in ${dir}` });
@@ -240,7 +255,18 @@ export function registerClient(program: Command): void {
           ...(o.backupRegistry
             ? { trust: { backup: registrySource(o.backupRegistry, o.registryCa ? await readFile(o.registryCa, 'utf8') : loaded.caPem), book: TrustBook.open(dir) } }
             : {}),
-          ...(store
+          ...(store && trainerArgv
+            ? {
+                ...externalTrainerRunner({
+                  cmd: trainerArgv,
+                  timeoutMs: o.trainerTimeout * 1000,
+                  data: store,
+                  // The trainer's stderr is logged only redacted (shared/trainer/redact.ts).
+                  onFailure: (err, call, round) => log.warn({ code: err.code, kind: err.kind, call, round: round.roundIndex, ...(err.tensor ? { tensor: err.tensor } : {}), reason: err.message, stderrTail: err.stderrTail }, 'trainer failed'),
+                }),
+              }
+            : {}),
+          ...(store && !trainerArgv
             ? {
                 train: (round: TrainingRound) =>
                   trainLocally({ manifest: round.manifest, globalWeights: round.globalWeights, data: store, maxWeight: 2 ** round.manifest.round.bits - 1 }),

@@ -8,6 +8,7 @@ import { readFile } from 'node:fs/promises';
 import { readTextFile } from '../shared/cli/files.js';
 import { AegisError, ErrorCode } from '../shared/errors.js';
 import { parseManifest } from '../shared/protocol/manifest.js';
+import { decodeSafetensors, SafetensorsError, tensorsToFlat } from '../shared/model/safetensors.js';
 import { parseEnvelope } from '../shared/trust/dsse.js';
 
 export interface LaunchFiles {
@@ -54,6 +55,27 @@ export async function readLaunchFiles(signedPath: string | undefined, o: { manif
     } catch {
       throw new AegisError(ErrorCode.NotFound, `--weights: cannot read the initial weights ${o.weights}`, 'check the path');
     }
+    if (o.weights.endsWith('.safetensors')) files.initialWeights = flatFromSafetensors(files.initialWeights, files, o.weights);
   }
   return files;
+}
+
+/**
+ * Initial weights given as a safetensors file (a job for external trainers): the flat vector the
+ * coordinator keeps and hashes — the manifest's declared tensors concatenated in order — checked
+ * tensor by tensor.
+ */
+function flatFromSafetensors(bytes: Uint8Array, files: LaunchFiles, path: string): Buffer {
+  const json = files.signedManifest ? Buffer.from(parseEnvelope(files.signedManifest).payload, 'base64') : files.manifestJson;
+  const { manifest } = parseManifest(json, new Date(0));
+  if (manifest.model?.format !== 'safetensors') {
+    throw new AegisError(ErrorCode.InvalidArgument, `--weights ${path}: a safetensors file needs a manifest whose model is format safetensors`, 'give the flat float32 weights file (the tfjs weights.bin layout)');
+  }
+  try {
+    const flat = tensorsToFlat(decodeSafetensors(bytes), manifest.model.tensors);
+    return Buffer.from(flat.buffer, flat.byteOffset, flat.byteLength);
+  } catch (e) {
+    if (e instanceof SafetensorsError) throw new AegisError(ErrorCode.InvalidArgument, `--weights ${path}: ${e.message}`);
+    throw e;
+  }
 }

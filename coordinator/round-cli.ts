@@ -18,6 +18,7 @@ import { reasonOf } from '../shared/rpc/status.js';
 import type * as secagg from '../shared/gen/aegis/v1/secagg_pb.js';
 import { parseManifest, isTrainingManifest } from '../shared/protocol/manifest.js';
 import { saveTfjsModel, weightsFromBytes } from '../shared/model/tfjs.js';
+import { encodeSafetensors, flatToTensors } from '../shared/model/safetensors.js';
 import { readLaunchFiles, type LaunchFiles } from './launch-files.js';
 import { call, run, withAdmin, type AdminOpts, type AdminSession } from './admin-client.js';
 import { roundJson, roundName } from '../shared/round-number.js';
@@ -155,7 +156,12 @@ const watchDone = (s: admin.RoundStatusReply, wholeJob: boolean): boolean => (wh
 const watchOk = (s: admin.RoundStatusReply, wholeJob: boolean): boolean => (wholeJob && s.training ? s.jobState === admin.JobState.COMPLETED : s.ok);
 
 /** Fetches a training job's model version (latest when undefined) and saves it in tfjs format in `dir`. */
-async function saveJobModel(session: AdminSession, job: string, version: number | undefined, dir: string): Promise<{ version: number; sha256: string; modelJson: string; weightsBin: string }> {
+/**
+ * A training job's model saved to `dir`: a tfjs-layers job's as model.json + weights.bin, a
+ * safetensors job's as model.safetensors (its declared tensors). `main` is the file to open,
+ * `files` all it wrote.
+ */
+async function saveJobModel(session: AdminSession, job: string, version: number | undefined, dir: string): Promise<{ version: number; sha256: string; main: string; files: string[] }> {
   const req = create(admin.FetchJobModelRequestSchema, { jobId: job, ...(version === undefined ? {} : { version }) });
   const chunks = await new Promise<secagg.ModelChunk[]>((resolveChunks, reject) => {
     const got: secagg.ModelChunk[] = [];
@@ -177,8 +183,15 @@ async function saveJobModel(session: AdminSession, job: string, version: number 
   // The architecture is read from the job's manifest (valid or since expired: the model stays the job's).
   const { manifest } = parseManifest(first.manifestJson, new Date(0));
   if (!isTrainingManifest(manifest)) throw new AegisError(ErrorCode.InvalidArgument, `job '${job}' is not a training job`);
+  const ref = { version: first.model.version, sha256: Buffer.from(first.model.sha256).toString('hex') };
+  if (manifest.model.format === 'safetensors') {
+    const file = join(dir, 'model.safetensors');
+    await mkdir(dir, { recursive: true });
+    await writeFile(file, encodeSafetensors(flatToTensors(weightsFromBytes(bytes), manifest.model.tensors), { format: 'pt' }));
+    return { ...ref, main: file, files: [file] };
+  }
   const files = await saveTfjsModel(dir, manifest.model, weightsFromBytes(bytes));
-  return { version: first.model.version, sha256: Buffer.from(first.model.sha256).toString('hex'), ...files };
+  return { ...ref, main: files.modelJson, files: [files.modelJson, files.weightsBin] };
 }
 
 /** Refuses an output folder that exists and is not an empty directory. */
@@ -205,7 +218,7 @@ export function registerRound(program: Command): void {
   )
     .argument('[signed-manifest]', 'the publisher-signed manifest (DSSE envelope, aegis manifest sign)')
     .option('--manifest <file>', 'an unsigned manifest (JSON): only a coordinator without a registry takes it')
-    .option('--weights <file>', "a training job's initial weights (float32 little-endian, tfjs weights.bin layout); must hash to the manifest's model.initialWeightsSha256")
+    .option('--weights <file>', "a training job's initial weights: float32 little-endian (tfjs weights.bin layout), or a .safetensors file of a safetensors job's tensors; must hash (as the flat vector) to the manifest's model.initialWeightsSha256")
     .option('--gather <duration>', 'wait this long for a full cohort of connected clients', parseDuration('gather', 0, 3_600_000), 10_000)
     .option('--wait', 'follow the round (a training job: all its rounds) until it ends (exit 1 if it aborts or fails)')
     .action((signedPath: string | undefined, o: AdminOpts & { manifest?: string; weights?: string; gather: number; wait?: boolean }) => {
@@ -342,13 +355,14 @@ export function registerRound(program: Command): void {
         printResult(o, { ok: true, job_id: r.jobId, ...roundJson(r.roundIndex), phase: phaseName(r.phase), cancelled_at: at }, `cancelled ${roundName(r.roundIndex)} of job ${r.jobId} (in phase ${phaseName(r.phase)}) at ${at}`);
       }),
     );
-  withAdmin(group.command('model').description("a training job's global model, saved in tfjs format (model.json + weights.bin)").argument('<job-id>'))
-    .requiredOption('--out <dir>', 'the folder to write model.json and weights.bin to')
+  withAdmin(group.command('model').description("a training job's global model: tfjs format (model.json + weights.bin), or model.safetensors for a safetensors job").argument('<job-id>'))
+    .requiredOption('--out <dir>', 'the folder to write the model files to')
     .option('--model-version <n>', 'the model version (default: the latest)', parseIntOption('model-version', 0, 1e6))
     .action((job: string, o: AdminOpts & { out: string; modelVersion?: number }) =>
       run(o, async (client) => {
         const m = await saveJobModel(client, job, o.modelVersion, resolve(o.out));
-        printResult(o, { job_id: job, version: m.version, sha256: m.sha256, model_json: m.modelJson, weights_bin: m.weightsBin }, `model version ${m.version} of ${job} (sha256 ${m.sha256}) written to ${m.modelJson}`);
+        const files = m.main.endsWith('.safetensors') ? { safetensors: m.main } : { model_json: m.files[0], weights_bin: m.files[1] };
+        printResult(o, { job_id: job, version: m.version, sha256: m.sha256, ...files }, `model version ${m.version} of ${job} (sha256 ${m.sha256}) written to ${m.main}`);
       }),
     );
   withAdmin(group.command('result').description('the unmasked sum of a completed round').argument('<job-id>'))
@@ -387,11 +401,13 @@ export function registerRound(program: Command): void {
           dim: decoded.mean.length,
           clip: r.clip,
           bits: r.bits,
-          ...(model ? { model: { version: model.version, sha256: model.sha256, model_json: 'model.json', weights_bin: 'weights.bin' } } : {}),
+          ...(model
+            ? { model: { version: model.version, sha256: model.sha256, ...(model.main.endsWith('.safetensors') ? { safetensors: 'model.safetensors' } : { model_json: 'model.json', weights_bin: 'weights.bin' }) } }
+            : {}),
         };
         await writeFile(resultJson, `${JSON.stringify(doc)}\n`, { flag: 'wx' });
-        const files = [resultJson, ...(model ? [model.modelJson, model.weightsBin] : [])];
-        const text = `wrote ${resultJson}: ${doc.dim} values from ${r.survivorCount || r.survivors.length} clients, total weight ${decoded.totalWeight}${model ? `; model version ${model.version} (sha256 ${model.sha256.slice(0, 16)}…) in ${model.modelJson}` : ''}`;
+        const files = [resultJson, ...(model ? model.files : [])];
+        const text = `wrote ${resultJson}: ${doc.dim} values from ${r.survivorCount || r.survivors.length} clients, total weight ${decoded.totalWeight}${model ? `; model version ${model.version} (sha256 ${model.sha256.slice(0, 16)}…) in ${model.main}` : ''}`;
         printResult(
           o,
           { ok: true, job_id: r.jobId, ...roundJson(r.roundIndex), dir: out, files, survivors: r.survivors, dim: doc.dim, total_weight: decoded.totalWeight, model: model ? { version: model.version, sha256: model.sha256 } : null },

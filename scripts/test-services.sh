@@ -3,7 +3,8 @@
 # every step checks first and does nothing when the thing is already there.
 # - Debian packages: SoftHSM2 (the PKCS#11 KEK provider), D-Bus and gnome-keyring (a real Secret
 #   Service for the OS keyring provider), Chromium (the dashboard's browser test drives
-#   /usr/bin/chromium), redis-server (the *.redis.test.ts suites). Installed with apt-get as root,
+#   /usr/bin/chromium), redis-server (the *.redis.test.ts suites), python3-numpy and python3-torch
+#   for /usr/bin/python3 (the external-trainer tests and examples). Installed with apt-get as root,
 #   or through sudo; without either, the missing ones are named with the command to install them.
 # - A SoftHSM2 token labelled "aegis" (the one the README's `--kek pkcs11` example uses; the tests
 #   make their own tokens in temp dirs).
@@ -17,6 +18,8 @@ command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v dbus-daemon >/dev/null || need+=(dbus)
 command -v gnome-keyring-daemon >/dev/null || need+=(gnome-keyring)
 [ -x /usr/bin/chromium ] || need+=(chromium)
+/usr/bin/python3 -c 'import numpy' 2>/dev/null || need+=(python3-numpy)
+/usr/bin/python3 -c 'import torch' 2>/dev/null || need+=(python3-torch)
 redis_up() { (exec 3<>/dev/tcp/127.0.0.1/6379 && printf 'PING\r\n' >&3 && timeout 2 head -c 5 <&3 | grep -q PONG) 2>/dev/null; }
 redis_up || command -v redis-server >/dev/null || need+=(redis-server)
 if [ ${#need[@]} -gt 0 ]; then

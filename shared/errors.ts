@@ -92,6 +92,14 @@ export const ErrorCode = {
   NoInput: 'no-input',
   /** A masked input sent without an upload slot of its round (SecAgg.AcquireUpload first). */
   UploadSlotRequired: 'upload-slot-required',
+  /**
+   * The client's external trainer (client run --trainer-cmd) failed for a round: it timed out,
+   * crashed, exited non-zero, broke the trainer protocol, or wrote weights that do not match the
+   * manifest's tensors. The client declines the round and takes part in the next ones.
+   */
+  TrainerFailed: 'trainer-failed',
+  /** The client's external trainer command could not be started (not found, not executable). */
+  TrainerUnavailable: 'trainer-unavailable',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -139,6 +147,8 @@ const HINTS: Record<ErrorCode, string> = {
   'parameters-mismatch': 'the coordinator sent round parameters, deadlines or a group that the signed manifest does not allow; check the coordinator',
   'no-input': 'give --input (plain rounds) or --train-data (training jobs) to aegis client run',
   'upload-slot-required': 'ask for an upload slot (SecAgg.AcquireUpload) and send the masked input once it is granted',
+  'trainer-failed': "test the trainer alone: aegis trainer check --trainer-cmd CMD --manifest MANIFEST (the client's log has the trainer's redacted stderr)",
+  'trainer-unavailable': 'check the --trainer-cmd program exists and is executable (an absolute path avoids PATH surprises)',
 };
 
 /**

@@ -38,7 +38,7 @@ import type { RoundParams } from '../../shared/protocol/params.js';
 import type { AuditBook } from '../audit/audit.js';
 import type { ContributionLedger, InputDigest, RoundClaim } from './ledger.js';
 import { checkRoundStart, manifestOfRoundStart } from './round-start.js';
-import { trainingInput, verifiedModel, type Trainer, type TrainingRound } from './training-round.js';
+import { trainingInput, verifiedModel, type TrainedUpdate, type Trainer, type TrainingRound } from './training-round.js';
 import { checkSignedManifest, type TrustSources } from './trust.js';
 import { checkValidationGate, type LocalValidation, type ValidatedModel } from './validation.js';
 import { roundName } from '../../shared/round-number.js';
@@ -85,6 +85,18 @@ export interface AdmissionContext {
   ledger: ContributionLedger;
   /** Local training; without it the client sits training rounds out. */
   train?: Trainer;
+  /**
+   * The model formats `train` can train (default: `tfjs-layers`, the built-in trainer); a round
+   * of another format is declined with `trainer-unavailable`.
+   */
+  trainerFormats?: readonly string[];
+  /**
+   * Train to the end before answering phase 0 (an external trainer): a failure then declines
+   * the round with its reason (`trainer-failed`, …) instead of leaving it later as a dropout.
+   * The trainer and the validation evaluate get `TrainingRound.deadlineAt`: phase 0's deadline
+   * less a margin, so the decline still arrives in time.
+   */
+  trainFirst?: boolean;
   /** Local validation of each global model (the validation gate); absent: no gate on this client. */
   validate?: LocalValidation;
   /** A model version's bytes from the coordinator, refusing more than `expectedBytes`. */
@@ -162,6 +174,7 @@ const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
  * a `sat-out` event and, with an audit book, logged as refused.
  */
 export async function admitRound(ctx: AdmissionContext, start: RoundStart): Promise<RoundAdmission> {
+  const startedAt = Date.now();
   try {
     const round = await claimedRound(ctx, start);
     for (const check of ROUND_CHECKS) await check(ctx, round);
@@ -172,7 +185,7 @@ export async function admitRound(ctx: AdmissionContext, start: RoundStart): Prom
       await ctx.ledger.join(claimOf(round), input);
       return { admitted: true, kind: 'plain', manifest };
     }
-    return await admitTraining(ctx, round, manifest);
+    return await admitTraining(ctx, round, manifest, startedAt);
   } catch (err) {
     return decline(ctx, start, isAegisError(err) ? err : (ctx.asError ?? unavailable)(err));
   }
@@ -189,22 +202,50 @@ async function claimedRound(ctx: AdmissionContext, start: RoundStart): Promise<C
 }
 
 /** Step 3 of a training round: the verified global model, its checks, and local training started. */
-async function admitTraining(ctx: AdmissionContext, round: ClaimedRound, manifest: TrainingManifest): Promise<RoundAdmission> {
+async function admitTraining(ctx: AdmissionContext, round: ClaimedRound, manifest: TrainingManifest, startedAt: number): Promise<RoundAdmission> {
   const { train } = ctx;
   if (!train) throw new AegisError(ErrorCode.NoInput, 'this client has no training data for a training round (aegis client run --train-data)');
+  const formats = ctx.trainerFormats ?? ['tfjs-layers'];
+  if (!formats.includes(manifest.model.format)) {
+    throw new AegisError(
+      ErrorCode.TrainerUnavailable,
+      manifest.model.format === 'safetensors'
+        ? "this job's model is safetensors: it needs an external trainer (aegis client run --trainer-cmd)"
+        : `this client's trainer takes ${formats.join(', ')} models, this job's model is ${manifest.model.format}`,
+    );
+  }
   const { start } = round;
   if (!start.model) throw new AegisError(ErrorCode.HashMismatch, 'a training round start names no model version');
   const fetchStart = Date.now();
   const bytes = await ctx.fetchModel(start.round.manifestHash, start.model.version, manifest.round.dim * 4);
-  const model: TrainingRound = { roundIndex: start.round.roundIndex, manifest, globalWeights: verifiedModel(bytes, start.model, manifest), modelVersion: start.model.version };
+  const model: TrainingRound = {
+    roundIndex: start.round.roundIndex,
+    manifest,
+    globalWeights: verifiedModel(bytes, start.model, manifest),
+    modelVersion: start.model.version,
+    ...(ctx.trainFirst ? { deadlineAt: trainFirstDeadline(startedAt, start.deadlines?.advertiseMs ?? manifest.deadlines.advertiseMs) } : {}),
+  };
   const fetchMs = Date.now() - fetchStart;
   for (const check of MODEL_CHECKS) await check(ctx, round, model);
+  const onTrained = (u: TrainedUpdate): void =>
+    ctx.onEvent?.({ kind: 'trained', roundIndex: model.roundIndex, modelVersion: model.modelVersion, examples: u.examples ?? u.weight, loss: u.loss ?? Number.NaN, trainMs: u.trainMs ?? 0, fetchMs });
+  if (ctx.trainFirst) {
+    // Trained before the join is recorded and before any key is advertised: a failure declines.
+    const values = await trainingInput(train, model, onTrained);
+    await ctx.ledger.join(claimOf(round));
+    return { admitted: true, kind: 'training', manifest, modelVersion: model.modelVersion, input: Promise.resolve(values) };
+  }
   await ctx.ledger.join(claimOf(round));
-  const input = trainingInput(train, model, (u) =>
-    ctx.onEvent?.({ kind: 'trained', roundIndex: model.roundIndex, modelVersion: model.modelVersion, examples: u.examples ?? u.weight, loss: u.loss ?? Number.NaN, trainMs: u.trainMs ?? 0, fetchMs }),
-  );
+  const input = trainingInput(train, model, onTrained);
   return { admitted: true, kind: 'training', manifest, modelVersion: model.modelVersion, input };
 }
+
+/**
+ * When a trainer that runs before phase 0's answer must be done: phase 0's deadline, counted
+ * from when the client got the round start, less 10 % of it (at least 1 s) for the decline or
+ * the keys to reach the coordinator in time.
+ */
+export const trainFirstDeadline = (startedAt: number, advertiseMs: number): number => startedAt + advertiseMs - Math.max(1_000, advertiseMs * 0.1);
 
 /** Step 3 of a plain round: the input's digest, refused when it went to another round before (`input-reused`). */
 async function plainInputDigest(ctx: AdmissionContext, start: RoundStart): Promise<InputDigest | undefined> {

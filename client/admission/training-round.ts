@@ -42,6 +42,11 @@ export interface TrainingRound {
   /** The verified global model this round trains from. */
   globalWeights: Float32Array;
   modelVersion: number;
+  /**
+   * When the trainer must be done (ms since the epoch), for a trainer that runs before the
+   * client answers phase 0 (`AdmissionContext.trainFirst`); undefined: no limit here.
+   */
+  deadlineAt?: number;
 }
 
 /** What a trainer returns: the weighted update (new − global, times weight) and the weight. */

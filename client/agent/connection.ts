@@ -121,6 +121,10 @@ export interface RunnerOptions {
    * rounds out.
    */
   train?: Trainer;
+  /** The model formats `train` takes (default tfjs-layers); see AdmissionContext.trainerFormats. */
+  trainerFormats?: readonly string[];
+  /** Train before answering phase 0, so a training failure declines the round (an external trainer); see AdmissionContext.trainFirst. */
+  trainFirst?: boolean;
   /**
    * Trust (DESIGN.md §3): take only rounds whose manifest a publisher signed, verified against
    * the coordinator's registry and a backup registry that must agree; remember what was
@@ -261,6 +265,8 @@ export class ClientRunner {
       ...(opts.inputReuse ? { inputReuse: true } : {}),
       ledger,
       train: opts.train,
+      ...(opts.trainerFormats ? { trainerFormats: opts.trainerFormats } : {}),
+      ...(opts.trainFirst ? { trainFirst: true } : {}),
       validate: opts.validate,
       fetchModel: (manifestHash, version, expectedBytes) => fetchModel(this.client, manifestHash, version, expectedBytes),
       memory: newAdmissionMemory(),

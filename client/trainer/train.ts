@@ -7,7 +7,7 @@
 import type { Optimizer, Tensor } from '@tensorflow/tfjs';
 import { DeterministicRng } from '../../shared/crypto/rng.js';
 import { ErrorCode, fail } from '../../shared/errors.js';
-import type { TrainingManifest, TrainingSpec } from '../../shared/protocol/manifest.js';
+import { isTfjsModel, type TrainingManifest, type TrainingSpec } from '../../shared/protocol/manifest.js';
 import { buildModel, flattenWeights, loadTf, parameterCount, type Tf } from '../../shared/model/tfjs.js';
 import type { LocalDataStore, TrainingExamples } from '../store/types.js';
 import { evaluateModel, ioShape, targets } from '../../shared/model/evaluate.js';
@@ -45,6 +45,8 @@ export async function trainLocally(opts: {
   const { manifest, globalWeights, data, maxWeight } = opts;
   const training = manifest.training;
   if (!Number.isInteger(maxWeight) || maxWeight < 1) fail(ErrorCode.InvalidArgument, `maxWeight must be a positive integer, got ${maxWeight}`);
+  const spec = manifest.model;
+  if (!isTfjsModel(spec)) fail(ErrorCode.TrainerUnavailable, "this job's model is safetensors: it needs an external trainer (aegis client run --trainer-cmd)");
   // The local validation holdout (manifest.validation.localFraction) is never trained on.
   const { train: examples } = splitHoldout(await data.trainingExamples({ features: training.features, label: training.label }), manifest.validation?.localFraction ?? 0);
   if (examples.count === 0) fail(ErrorCode.InvalidArgument, 'no training examples');
@@ -52,7 +54,7 @@ export async function trainLocally(opts: {
 
   const t0 = performance.now();
   const { tf } = await loadTf();
-  const model = await buildModel(tf, manifest.model, globalWeights);
+  const model = await buildModel(tf, spec, globalWeights);
   const owned: Tensor[] = [];
   let optimizer: Optimizer | undefined;
   try {
@@ -144,10 +146,12 @@ export function splitHoldout(ex: TrainingExamples, fraction: number): { train: T
 export async function validateLocally(opts: { manifest: TrainingManifest; weights: Float32Array; data: LocalDataStore }): Promise<{ accuracy: number; loss: number; examples: number } | undefined> {
   const { manifest } = opts;
   const fraction = manifest.validation?.localFraction ?? 0;
-  if (!(fraction > 0)) return undefined;
+  if (!(fraction > 0) || !isTfjsModel(manifest.model)) return undefined;
   const all = await opts.data.trainingExamples({ features: manifest.training.features, label: manifest.training.label });
   const { holdout } = splitHoldout(all, fraction);
   if (!holdout) return undefined;
-  const r = await evaluateModel({ spec: manifest.model, loss: manifest.training.loss, weights: opts.weights, examples: holdout });
+  const spec = manifest.model;
+  if (!isTfjsModel(spec)) return undefined;
+  const r = await evaluateModel({ spec, loss: manifest.training.loss, weights: opts.weights, examples: holdout });
   return { ...r, examples: holdout.count };
 }

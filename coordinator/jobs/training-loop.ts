@@ -9,6 +9,7 @@ import type { Logger } from 'pino';
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
 import { evaluateModel } from '../../shared/model/evaluate.js';
 import type { ServerEvent } from '../../shared/protocol/messages.js';
+import { isTfjsModel } from '../../shared/protocol/manifest.js';
 import type { LocalDataStore } from '../../shared/store/types.js';
 import { decodeRoundSum, type RoundOutcome } from '../round/index.js';
 import { declineDetail } from './decline-detail.js';
@@ -134,7 +135,8 @@ export async function continueTraining(ctx: TrainingLoopContext, job: Job, t: Tr
 async function validationCheck(ctx: TrainingLoopContext, job: Job, t: TrainingProgress, candidate: Float32Array): Promise<{ previous: number; accuracy: number; loss: number; examples: number } | undefined> {
   const { manifest } = job;
   const dataset = manifest.validation?.dataset;
-  if (dataset === undefined || !manifest.model || !manifest.training) return undefined;
+  // The coordinator evaluates tfjs models only: a safetensors job's validation set is not checked here.
+  if (dataset === undefined || !manifest.model || !manifest.training || !isTfjsModel(manifest.model)) return undefined;
   const set = ctx.validationSets?.[dataset];
   if (!set) throw new AegisError(ErrorCode.NotFound, `validation set '${dataset}' is gone`);
   const examples = await set.trainingExamples({ features: manifest.training.features, label: manifest.training.label });
@@ -154,7 +156,7 @@ async function validationCheck(ctx: TrainingLoopContext, job: Job, t: TrainingPr
 export async function measureModel(validationSets: Record<string, LocalDataStore> | undefined, job: Job, v: ModelVersionRecord): Promise<void> {
   const { manifest } = job;
   const dataset = manifest.validation?.dataset;
-  if (dataset === undefined || !manifest.model || !manifest.training || (v.validationAccuracy !== undefined && v.validationLoss !== undefined)) return;
+  if (dataset === undefined || !manifest.model || !manifest.training || !isTfjsModel(manifest.model) || (v.validationAccuracy !== undefined && v.validationLoss !== undefined)) return;
   const set = validationSets?.[dataset];
   if (!set) return;
   const examples = await set.trainingExamples({ features: manifest.training.features, label: manifest.training.label });

@@ -8,6 +8,7 @@ import { AegisError, ErrorCode } from '../errors.js';
 import { RoundParamsSchema, validateRoundParams, type RoundParams } from './params.js';
 import { sha256 } from './session.js';
 import { parseStrictJson } from '../trust/strict-json.js';
+import { TensorSpecSchema } from '../trainer/protocol.js';
 
 const ms = (min: number, max: number) => z.number().int().min(min).max(max);
 
@@ -28,13 +29,13 @@ export const DeadlinesSchema = z
   .strict();
 
 /**
- * The model a training job starts from. Weights travel as the tfjs `weights.bin` layout:
- * float32 little-endian, every weight of `model.getWeights()` in order, concatenated — so
- * the flat vector has exactly `round.dim` values.
+ * The model of a training job in tfjs format. Weights travel as the tfjs `weights.bin` layout:
+ * float32 little-endian, every weight of `model.getWeights()` in order, concatenated — so the
+ * flat vector has exactly `round.dim` values.
  */
-export const ModelSpecSchema = z
+export const TfjsModelSpecSchema = z
   .object({
-    /** Only tfjs layers models for now. */
+    /** A tfjs layers model, trained by the client's built-in tfjs trainer. */
     format: z.literal('tfjs-layers'),
     /** The model topology: what tfjs `model.toJSON(null, false)` returns (a layers model JSON). */
     architecture: z.record(z.string(), z.unknown()),
@@ -42,6 +43,26 @@ export const ModelSpecSchema = z
     initialWeightsSha256: z.string().regex(/^[0-9a-f]{64}$/),
   })
   .strict();
+
+/**
+ * The model of a training job trained by an external trainer (`client run --trainer-cmd`,
+ * docs/trainer-protocol.md): a list of named F32 tensors and no topology — the trainer knows its
+ * model. The flat weight vector is the tensors' values concatenated in declared order
+ * (row-major, float32 little-endian); their element counts sum to `round.dim`.
+ */
+export const SafetensorsModelSpecSchema = z
+  .object({
+    /** Weights exchanged with the trainer as safetensors files. */
+    format: z.literal('safetensors'),
+    /** The tensors, in order: name (unique), shape, dtype F32. 1..4096 of them. */
+    tensors: z.array(TensorSpecSchema).min(1).max(4096),
+    /** SHA-256 (64 hex digits) of the initial weights as the flat vector above. */
+    initialWeightsSha256: z.string().regex(/^[0-9a-f]{64}$/),
+  })
+  .strict();
+
+/** The model a training job starts from: `tfjs-layers` (the built-in trainer) or `safetensors` (an external trainer). */
+export const ModelSpecSchema = z.discriminatedUnion('format', [TfjsModelSpecSchema, SafetensorsModelSpecSchema]);
 
 /** How each client trains locally in a round of a training job. */
 export const TrainingSchema = z
@@ -120,10 +141,16 @@ export type JobManifestInput = z.input<typeof JobManifestSchema>;
 export interface JobManifest extends Omit<z.output<typeof JobManifestSchema>, 'round'> {
   round: RoundParams;
 }
-export type ModelSpec = z.output<typeof ModelSpecSchema>;
+/** A tfjs layers model spec (what the built-in trainer, the demo and tfjs export use). */
+export type ModelSpec = z.output<typeof TfjsModelSpecSchema>;
+export type SafetensorsModelSpec = z.output<typeof SafetensorsModelSpecSchema>;
+/** Any model a manifest may declare. */
+export type AnyModelSpec = z.output<typeof ModelSpecSchema>;
 export type TrainingSpec = z.output<typeof TrainingSchema>;
 /** A manifest of a training job (model and training present). */
-export type TrainingManifest = JobManifest & { model: ModelSpec; training: TrainingSpec };
+export type TrainingManifest = JobManifest & { model: AnyModelSpec; training: TrainingSpec };
+/** True when the manifest's model is in tfjs format (the built-in trainer can train it). */
+export const isTfjsModel = (m: AnyModelSpec): m is ModelSpec => m.format === 'tfjs-layers';
 export const isTrainingManifest = (m: JobManifest): m is TrainingManifest => m.model !== undefined && m.training !== undefined;
 
 /**
@@ -146,6 +173,21 @@ export function parseManifest(bytes: Uint8Array, now = new Date()): { manifest: 
   if ((m.model === undefined) !== (m.training === undefined)) {
     throw new AegisError(ErrorCode.InvalidArgument, 'manifest: a training job needs both model and training');
   }
+  if (m.model?.format === 'safetensors') checkTensors(m.model.tensors, round.dim);
   if (now.getTime() >= expires) throw new AegisError(ErrorCode.Expired, `manifest expired at ${m.expiresAt}`);
   return { manifest: { ...m, round }, hash: sha256(bytes) };
+}
+
+/** A safetensors model's tensors: unique names, and element counts that sum to `round.dim`. */
+function checkTensors(tensors: readonly { name: string; shape: number[] }[], dim: number): void {
+  const names = new Set<string>();
+  let total = 0;
+  for (const t of tensors) {
+    if (names.has(t.name)) throw new AegisError(ErrorCode.InvalidArgument, `manifest: model.tensors names '${t.name}' twice`);
+    names.add(t.name);
+    total += t.shape.reduce((a, d) => a * d, 1);
+  }
+  if (total !== dim) {
+    throw new AegisError(ErrorCode.InvalidArgument, `manifest: model.tensors hold ${total} values in all, but round.dim is ${dim}; they must be equal (the flat weight vector is the tensors concatenated)`);
+  }
 }

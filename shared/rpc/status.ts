@@ -55,6 +55,8 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, Status>> = {
   'parameters-mismatch': Status.INVALID_ARGUMENT,
   'no-input': Status.FAILED_PRECONDITION,
   'upload-slot-required': Status.FAILED_PRECONDITION,
+  'trainer-failed': Status.FAILED_PRECONDITION,
+  'trainer-unavailable': Status.FAILED_PRECONDITION,
 };
 
 /** The gRPC status code for an error code. */

@@ -240,6 +240,9 @@ describe('every command', () => {
     'manifest inspect --public-key': ['manifest', 'inspect', 'job.dsse.json', '--public-key', MISSING],
     'registry add-publisher --public-key': ['registry', 'add-publisher', '--dir', 'reg', '--public-key', MISSING, '--name', 'p'],
     'keys status --config': ['keys', 'status', '--data-dir', 'cl', '--config', MISSING],
+    'trainer check --manifest': ['trainer', 'check', '--trainer-cmd', '/bin/true', '--manifest', MISSING],
+    'trainer check --weights': ['trainer', 'check', '--trainer-cmd', '/bin/true', '--manifest', 'job.json', '--weights', MISSING],
+    'trainer check --records': ['trainer', 'check', '--trainer-cmd', '/bin/true', '--manifest', 'job.json', '--records', MISSING],
   };
   /** What a command checks before it reads the credential (one of two flags, a file). */
   const CREDENTIAL_EXTRA: Record<string, string[]> = {

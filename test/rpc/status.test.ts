@@ -44,6 +44,8 @@ const EXPECTED: Record<ErrorCode, Status> = {
   'parameters-mismatch': Status.INVALID_ARGUMENT,
   'no-input': Status.FAILED_PRECONDITION,
   'upload-slot-required': Status.FAILED_PRECONDITION,
+  'trainer-failed': Status.FAILED_PRECONDITION,
+  'trainer-unavailable': Status.FAILED_PRECONDITION,
 };
 
 describe('error codes become gRPC statuses', () => {
