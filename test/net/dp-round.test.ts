@@ -14,36 +14,16 @@ import type { Coordinator } from '../../coordinator/service/coordinator.js';
 import { weightBytes } from '../../coordinator/jobs/training.js';
 import type { ClientRunner } from '../../client/agent/connection.js';
 import type { Trainer } from '../../client/admission/training-round.js';
-import { calibrate } from '../../shared/dp/calibrate.js';
 import { dpDecodeSum64, encodedLength } from '../../shared/dp/encode.js';
 import { parseRational, rationalToNumber } from '../../shared/dp/sampler.js';
-import { dpParamsOfSpec, dpSessionSeed, type DpSpec } from '../../shared/protocol/dp-manifest.js';
+import { dpParamsOfSpec, dpSessionSeed } from '../../shared/protocol/dp-manifest.js';
 import { DeterministicRng } from '../../shared/crypto/rng.js';
+import { dpSection } from '../support/dp.js';
 import { enrollClients, manifest, startCoordinator, startRunners, waitFor, type Enrolled } from '../support/cluster.js';
 
 const N = 6;
 const DIM = 200;
-const CLIP = 1;
 const MIN_CLIENTS = 4;
-
-/** The `dp` section the calibrator gives for this job (z = 1, δ = 1e-5, one round). */
-export function dpSection(o: { dim: number; minClients: number; maxClients: number; rounds?: number; z?: number }): DpSpec {
-  const c = calibrate({ noiseMultiplier: o.z ?? 1, delta: 1e-5, rounds: o.rounds ?? 1, clients: o.minClients, maxClients: o.maxClients, dim: o.dim, clip: CLIP });
-  return {
-    mechanism: 'distributed-discrete-gaussian',
-    clip: c.clip,
-    noiseMultiplier: c.noise_multiplier,
-    delta: c.delta,
-    epsilon: c.epsilon,
-    minClients: c.clients,
-    maxClients: c.max_clients,
-    bits: c.bits,
-    gamma: c.gamma,
-    sigma2: c.sigma2_per_client,
-    normBound2: c.norm_bound2,
-    beta: c.beta,
-  };
-}
 
 const initial = new Float32Array(DIM).map((_, i) => Math.sin(i) / 4);
 const model = {
