@@ -18,6 +18,7 @@ import { registerRegistry } from '../shared/trust/registry-cli.js';
 import { formatDuration } from '../shared/cli/output.js';
 import { usageErrorsExit2Everywhere } from '../shared/cli/usage.js';
 import { registerKeys } from '../shared/keystore/keys-cli.js';
+import { registerDp } from '../shared/dp/cli.js';
 import { openStoreHolder } from '../client/store/cli.js';
 
 export function buildProgram(): Command {
@@ -40,6 +41,7 @@ export function buildProgram(): Command {
   registerTrainer(program);
   registerManifest(program);
   registerRegistry(program);
+  registerDp(program);
   registerKeys(program, [openStoreHolder]);
   registerSimulate(program);
   registerDemo(program);

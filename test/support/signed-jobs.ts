@@ -9,6 +9,7 @@ import type { RoundStart } from '../../shared/protocol/messages.js';
 import { signManifest } from '../../shared/trust/manifest.js';
 import { addPublisher, initRegistry } from '../../shared/trust/registry-dir.js';
 import { manifest } from './cluster.js';
+import { maskedRoundParams } from '../../shared/protocol/dp-manifest.js';
 
 const PASS = 'registry passphrase for tests';
 
@@ -42,7 +43,8 @@ export function signedRoundStart(job: SignedJob, members: readonly string[], rou
   return {
     type: 'round-start',
     round: { manifestHash: job.hash, roundIndex },
-    params: job.manifest.round,
+    // A DP job masks its encoded length (the parameters an honest coordinator sends).
+    params: maskedRoundParams(job.manifest, job.manifest.round),
     deadlines: job.manifest.deadlines,
     manifestJson: job.json,
     signedManifest: job.envelope,
