@@ -95,6 +95,7 @@ async function runAll(cases: string[][], at = 4): Promise<CliRun[]> {
 /** A value each option's parser takes, so that leaving out another one is the only error. */
 function sample(o: Opt): string {
   if (o.long === '--set') return 'digit=1';
+  if (o.long === '--delta' || o.long === '--clip') return '0.5'; // dp calibrate: a probability, a norm
   if (/^(n|t|days|version)$/.test(o.placeholder)) return '1';
   if (o.placeholder === 'duration') return '1m';
   if (o.placeholder === 'date') return '2099-01-01';
