@@ -9,6 +9,7 @@ import { RoundParamsSchema, validateRoundParams, type RoundParams } from './para
 import { sha256 } from './session.js';
 import { parseStrictJson } from '../trust/strict-json.js';
 import { TensorSpecSchema } from '../trainer/protocol.js';
+import { DpSpecSchema, checkDpSpec } from './dp-manifest.js';
 
 const ms = (min: number, max: number) => z.number().int().min(min).max(max);
 
@@ -131,6 +132,12 @@ export const JobManifestSchema = z
     training: TrainingSchema.optional(),
     /** The validation gate of a training job. */
     validation: ValidationSchema.optional(),
+    /**
+     * Distributed differential privacy inside the secure sum (shared/protocol/dp-manifest.ts,
+     * docs/differential-privacy.md). Only for a training job: each client clips, rotates, rounds
+     * and noises its unweighted update; the released sum carries the calibrated noise.
+     */
+    dp: DpSpecSchema.optional(),
     /** When the manifest was issued and when it stops being valid (ISO 8601). */
     issuedAt: z.iso.datetime(),
     expiresAt: z.iso.datetime(),
@@ -174,6 +181,10 @@ export function parseManifest(bytes: Uint8Array, now = new Date()): { manifest: 
     throw new AegisError(ErrorCode.InvalidArgument, 'manifest: a training job needs both model and training');
   }
   if (m.model?.format === 'safetensors') checkTensors(m.model.tensors, round.dim);
+  if (m.dp) {
+    if (m.model === undefined) throw new AegisError(ErrorCode.InvalidArgument, 'manifest: dp needs a training job (model and training)');
+    checkDpSpec(m.dp, { rounds: m.rounds, dim: round.dim, cohort: round.cohort, threshold: round.threshold });
+  }
   if (now.getTime() >= expires) throw new AegisError(ErrorCode.Expired, `manifest expired at ${m.expiresAt}`);
   return { manifest: { ...m, round }, hash: sha256(bytes) };
 }
