@@ -25,7 +25,8 @@ import {
   type PrivacyClaim,
 } from '../../client/admission/privacy-budget.js';
 import { ddgRdp, epsilonFromRdpOrders, gaussianRdp } from '../../shared/dp/accountant.js';
-import { roundPrivacyOf, type ManifestDp } from '../../client/admission/round-privacy.js';
+import { roundPrivacyOf } from '../../client/admission/round-privacy.js';
+import type { DpSpec } from '../../shared/protocol/dp-manifest.js';
 import { ErrorCode } from '../../shared/errors.js';
 import type { JobManifest } from '../../shared/protocol/manifest.js';
 import type { RoundRef } from '../../shared/protocol/messages.js';
@@ -131,8 +132,8 @@ describe('the rules', () => {
 });
 
 describe('a round’s cost from its manifest', () => {
-  const dp: ManifestDp = { mechanism: 'distributed-discrete-gaussian', clip: 1, noiseMultiplier: 1, delta: 1e-5, epsilon: 5, minClients: 3, maxClients: 10, bits: 20, gamma: 0.001, sigma2: '90000/1', normBound2: '1000000', beta: 0.6 };
-  const manifest = (d?: ManifestDp): JobManifest => ({ round: { dim: 100 }, ...(d ? { dp: d } : {}) }) as unknown as JobManifest;
+  const dp: DpSpec = { mechanism: 'distributed-discrete-gaussian', clip: 1, noiseMultiplier: 1, delta: 1e-5, epsilon: 5, minClients: 3, maxClients: 10, bits: 20, gamma: 0.001, sigma2: '90000/1', normBound2: '1000000', beta: 0.6 };
+  const manifest = (d?: DpSpec): JobManifest => ({ rounds: 5, round: { dim: 100, cohort: 5, threshold: 3 }, ...(d ? { dp: d } : {}) }) as unknown as JobManifest;
 
   it('a manifest without a dp section is not DP; with one, its cost is the KLS21 RDP at each order (padded dimension, minClients)', () => {
     expect(roundPrivacyOf(manifest())).toEqual({ dp: false });
@@ -140,12 +141,6 @@ describe('a round’s cost from its manifest', () => {
     if (!p.dp) throw new Error('expected a DP round');
     const r = { sigma2: 90000, clients: 3, dim: 128, normBound2: 1_000_000n };
     RDP_ORDERS.forEach((a, i) => expect(p.rdp[i]).toBe(ddgRdp(r, a)));
-  });
-
-  it('an unknown mechanism or malformed numbers are refused, not charged as zero', () => {
-    expect(codeOf(() => roundPrivacyOf(manifest({ ...dp, mechanism: 'laplace' as 'distributed-discrete-gaussian' })))).toBe(ErrorCode.InvalidArgument);
-    expect(codeOf(() => roundPrivacyOf(manifest({ ...dp, sigma2: '1.5' })))).toBe(ErrorCode.InvalidArgument);
-    expect(codeOf(() => roundPrivacyOf(manifest({ ...dp, normBound2: '-1' })))).toBe(ErrorCode.InvalidArgument);
   });
 });
 
