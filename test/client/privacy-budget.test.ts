@@ -7,7 +7,7 @@
  */
 import { afterEach, beforeEach, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { memoryLedger, type RoundClaim } from '../../client/admission/ledger.js';
@@ -30,6 +30,9 @@ import type { DpSpec } from '../../shared/protocol/dp-manifest.js';
 import { ErrorCode } from '../../shared/errors.js';
 import type { JobManifest } from '../../shared/protocol/manifest.js';
 import type { RoundRef } from '../../shared/protocol/messages.js';
+import { restoreBackup, writeBackup } from '../../client/store/backup.js';
+import { SqliteDataStore } from '../../client/store/sqlite.js';
+import { PassphraseKek } from '../../shared/keystore/kek-passphrase.js';
 import { codeOf, codeOfAsync } from '../support/codes.js';
 
 const H1 = 'a'.repeat(64);
@@ -233,5 +236,33 @@ describe('sealed in the data dir', () => {
     const text = await readFile(join(dir, LEDGER_FILE), 'utf8');
     expect(text).not.toContain('"privacy"');
     expect((await open()).privacyCharges()).toEqual([]);
+  });
+
+  it('an older backup restored over a newer ledger loses no charge (the union): spending never goes back', async () => {
+    const PASS = 'privacy restore test passphrase';
+    const FAST = { N: 2 ** 14, r: 8, p: 1 };
+    const src = join(dir, 'src');
+    await mkdir(src);
+    const a = (await openLedger(src, seed, { missing: 'create' })).ledger;
+    await a.join(dpJoin(H1, 0));
+    await a.contribute(ref(H1, 0), { reuse: false });
+    const old = join(dir, 'old.aegis');
+    const kek = await PassphraseKek.create(join(src, 'kek.keyfile.json'), PASS, { kdf: FAST });
+    const store = await SqliteDataStore.open(src, kek);
+    try {
+      await writeBackup(src, store, old, { passphrase: PASS, kdf: FAST }, 'backup');
+    } finally {
+      store.close();
+      kek.close();
+    }
+    // Spent after the backup.
+    await a.join(dpJoin(H1, 1));
+    await a.contribute(ref(H1, 1), { reuse: false });
+    const target = join(dir, 'target');
+    await mkdir(target);
+    await writeFile(join(target, LEDGER_FILE), await readFile(join(src, LEDGER_FILE)));
+    await restoreBackup(old, { passphrase: PASS }, target, { kind: 'passphrase' }, { passphrase: async () => PASS, pin: async () => '' });
+    const merged = (await openLedger(target, seed, { missing: 'refuse' })).ledger;
+    expect(merged.privacyCharges().map((c) => c.roundIndex)).toEqual([0, 1]);
   });
 });
