@@ -37,6 +37,7 @@ import { isTrainingManifest, type JobManifest, type TrainingManifest } from '../
 import type { RoundOutcome, RoundRef, RoundStart } from '../../shared/protocol/messages.js';
 import type { RoundParams } from '../../shared/protocol/params.js';
 import type { AuditBook } from '../audit/audit.js';
+import type { RoundInput } from '../round/types.js';
 import type { ContributionLedger, InputDigest, RoundClaim } from './ledger.js';
 import { checkRoundPrivacy, UNSIGNED_PUBLISHER, type PrivacyLimit, type RoundPrivacy } from './privacy-budget.js';
 import { checkRoundStart, manifestOfRoundStart } from './round-start.js';
@@ -124,7 +125,7 @@ export type RoundAdmission =
   /** A plain round: the client's input for it is read when the masked input is due. */
   | { admitted: true; kind: 'plain'; manifest: JobManifest }
   /** A training round: `input` is the update local training is making from `modelVersion`. */
-  | { admitted: true; kind: 'training'; manifest: TrainingManifest; modelVersion: number; input: Promise<Uint32Array> }
+  | { admitted: true; kind: 'training'; manifest: TrainingManifest; modelVersion: number; input: Promise<RoundInput> }
   /** Sat out, with the reason code and the reason in words. */
   | { admitted: false; code: ErrorCode; message: string };
 

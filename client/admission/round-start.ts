@@ -17,6 +17,7 @@ import { parseManifest, type JobManifest } from '../../shared/protocol/manifest.
 import type { RoundStart } from '../../shared/protocol/messages.js';
 import { groupRoundParams, minimumGroupSize, type RoundParams } from '../../shared/protocol/params.js';
 import { isValidClientId } from '../../shared/protocol/session.js';
+import { maskedRoundParams } from '../../shared/protocol/dp-manifest.js';
 
 const sha256 = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest();
 
@@ -57,7 +58,8 @@ export function checkRoundStart(ev: RoundStart, manifest: JobManifest, clientId:
   if (g.count > 1 && p.groupSize === undefined) throw mismatch('the round is split into groups, but the manifest has no group size');
   // A grouped round's parameters are derived from the manifest's for the group's size; a round
   // of one group runs with the manifest's own.
-  const expected = g.count > 1 ? groupRoundParams(p, size) : p;
+  // A DP job masks its encoded length (shared/protocol/dp-manifest.ts maskedRoundParams).
+  const expected = maskedRoundParams(manifest, g.count > 1 ? groupRoundParams(p, size) : p);
   const differs = PARAM_KEYS.filter((k) => expected[k] !== ev.params[k]);
   if (differs.length > 0) throw mismatch(`the round parameters differ from the manifest's (${differs.join(', ')})`);
   const d = ev.deadlines;

@@ -13,6 +13,10 @@ import { DeterministicRng } from '../../shared/crypto/rng.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { TrainingManifest } from '../../shared/protocol/manifest.js';
 import type { ModelVersionRef } from '../../shared/protocol/messages.js';
+import { dpParamsOfManifest, dpSessionSeed } from '../../shared/protocol/dp-manifest.js';
+import { dpEncode, encodedLength } from '../../shared/dp/encode.js';
+import { cryptoSource } from '../../shared/dp/sampler.js';
+import type { RoundInput } from '../round/types.js';
 
 const sha256 = (b: Uint8Array): Buffer => createHash('sha256').update(b).digest();
 
@@ -67,16 +71,37 @@ export type Trainer = (round: TrainingRound) => Promise<TrainedUpdate>;
  * before it is quantized. A failure surfaces where the input is awaited (the client then leaves
  * the round), never as an unhandled rejection.
  */
-export function trainingInput(train: Trainer, round: TrainingRound, onTrained?: (update: TrainedUpdate) => void): Promise<Uint32Array> {
+export function trainingInput(train: Trainer, round: TrainingRound, onTrained?: (update: TrainedUpdate) => void): Promise<RoundInput> {
   const { manifest } = round;
-  const input = (async () => {
+  const input = (async (): Promise<RoundInput> => {
     const u = await train(round);
     const maxWeight = 2 ** manifest.round.bits - 1;
     if (!Number.isInteger(u.weight) || u.weight < 1 || u.weight > maxWeight) throw new AegisError(ErrorCode.InvalidArgument, `the update's weight must be an integer in 1..${maxWeight}`);
     if (u.values.length !== manifest.round.dim) throw new AegisError(ErrorCode.InvalidArgument, `the update has ${u.values.length} values, the manifest's dim is ${manifest.round.dim}`);
     onTrained?.(u);
+    if (manifest.dp) return dpTrainingInput(u, manifest);
     return encodeWeightedInput(u.values, u.weight, manifest.round, DeterministicRng.secure());
   })();
   input.catch(() => undefined);
   return input;
+}
+
+/**
+ * The input of a DP round (the manifest's `dp` section), made once the session id is known:
+ * the trainer's update unweighted (one client's example count must not leave it outside the
+ * noise), then clipped, rotated by the round's public seed, rounded and noised (dpEncode), with
+ * the weight word 1 — so the sum's weight is the survivor count. The D + 1 words are 32-bit;
+ * the DP values live mod 2^bits, which divides 2^32, so the SecAgg sum reduces exactly.
+ */
+export function dpTrainingInput(u: TrainedUpdate, manifest: TrainingManifest): (sessionId: Uint8Array) => Uint32Array {
+  const params = dpParamsOfManifest(manifest);
+  const update = new Float64Array(u.values.length);
+  for (let i = 0; i < update.length; i++) update[i] = u.values[i]! / u.weight;
+  return (sessionId) => {
+    const words = new Uint32Array(encodedLength(params) + 1);
+    words.set(dpEncode(update, params, dpSessionSeed(sessionId), cryptoSource()));
+    words[words.length - 1] = 1;
+    update.fill(0);
+    return words;
+  };
 }

@@ -12,6 +12,7 @@ import { sameRound } from '../../shared/protocol/session.js';
 import { roundViewDigest } from '../../shared/protocol/view.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { finish, handle, start, type ClientState } from '../round/index.js';
+import { inputFor, type RoundInput } from '../round/types.js';
 import type { KeyObject } from 'node:crypto';
 
 export interface AgentConfig {
@@ -26,7 +27,7 @@ export interface AgentConfig {
    * and waits for this only when the masked input is due. A rejection makes the client leave
    * the round (it then counts as a dropout).
    */
-  pendingInput?: (round: RoundRef) => Promise<Uint32Array> | undefined;
+  pendingInput?: (round: RoundRef) => Promise<RoundInput> | undefined;
   /** Sends one message; rejects with the coordinator's typed refusal. */
   send: (m: ClientMessage) => Promise<void>;
   /**
@@ -53,8 +54,8 @@ export class ClientAgent {
   private readonly cfg: AgentConfig;
   private round: RoundRef | null = null;
   private state: ClientState | null = null;
-  private pending: Promise<Uint32Array> | undefined;
-  private ready: Uint32Array | undefined;
+  private pending: Promise<RoundInput> | undefined;
+  private ready: RoundInput | undefined;
   /** Rounds this agent finished (completed or aborted), by outcome. */
   readonly history: { roundIndex: number; ok: boolean; reason?: string }[] = [];
 
@@ -157,7 +158,7 @@ export class ClientAgent {
         view: roundViewDigest(e),
         ...(e.group ? { members: e.group.members } : {}),
         identityOf: cfg.identityOf,
-        input: () => this.ready ?? cfg.input(round, params),
+        input: (sessionId) => inputFor(this.ready ?? cfg.input(round, params), sessionId),
       });
       this.round = round;
       this.state = next;

@@ -34,6 +34,7 @@ import type { AuditBook } from '../audit/audit.js';
 import type { TrustBook } from '../../shared/trust/trust-book.js';
 import { admitRound, newAdmissionMemory, recordRoundOutcome, type AdmissionContext, type AdmissionEvent } from '../admission/admission.js';
 import type { Trainer } from '../admission/training-round.js';
+import type { RoundInput } from '../round/types.js';
 import type { LocalValidation } from '../admission/validation.js';
 import { memoryLedger, quantizedInputId, type ContributionLedger } from '../admission/ledger.js';
 import { channelCredentials } from '../../shared/rpc/tls-credentials.js';
@@ -223,7 +224,7 @@ export class ClientRunner {
   /** What admission needs for each round start: the options' checks, this channel's I/O, its memory. */
   private readonly admission: AdmissionContext;
   /** The input being made by local training for the current training round. */
-  private training: { round: RoundRef; input: Promise<Uint32Array> } | undefined;
+  private training: { round: RoundRef; input: Promise<RoundInput> } | undefined;
   private roundTimer: NodeJS.Timeout | undefined;
   /** When the client gives up on the round it is in (all its phase deadlines and the grace passed). */
   private roundGiveUp: { round: RoundRef; at: number } | undefined;

@@ -59,7 +59,7 @@ export function handle(state: ShareKeysState, msg: ShareBroadcast): ClientTransi
   }
   if (held.size !== expected.size) return abort(state, AbortReason.BadShare, 'a neighbour in U2 sent no share pair');
 
-  const input = cfg.input();
+  const input = cfg.input(roster.sessionId);
   if (!(input instanceof Uint32Array) || input.length !== dim + 1) {
     throw new AegisError(ErrorCode.InvalidArgument, `input must be a Uint32Array of length dim + 1 = ${dim + 1}`);
   }

@@ -34,12 +34,22 @@ export interface ClientConfig {
   /**
    * Supplies this client's quantized, weighted input (length dim + 1, see
    * shared/crypto/quantize.ts encodeWeightedInput) when masking starts — late, so a client
-   * holds no O(m) vector before it needs one.
+   * holds no O(m) vector before it needs one. It is given the round's session id (a DP round's
+   * encoding is keyed by it, client/admission/training-round.ts).
    */
-  input: () => Uint32Array;
+  input: (sessionId: Uint8Array) => Uint32Array;
   /** A reusable accumulator of length dim + 1 (one per thread); created when absent. */
   accumulator?: VectorAccumulator;
 }
+
+/**
+ * A round's input as local training leaves it: the vector itself, or (a DP round) a function
+ * that makes it from the round's session id once the masked input is due.
+ */
+export type RoundInput = Uint32Array | ((sessionId: Uint8Array) => Uint32Array);
+
+/** The vector of a round input, given the round's session id. */
+export const inputFor = (input: RoundInput, sessionId: Uint8Array): Uint32Array => (typeof input === 'function' ? input(sessionId) : input);
 
 export interface RoundKeys {
   cPk: Uint8Array;

@@ -41,6 +41,7 @@ import type { PhaseStart, RoundHostLike, RoundStatus } from '../hosts/types.js';
 import type { DeclineCounts, RoundOutcome } from '../round/index.js';
 import type { CompletedState, AbortedState } from '../round/types.js';
 import { UploadGate } from '../service/upload-gate.js';
+import { maskedDim, maskedRoundParams } from '../../shared/protocol/dp-manifest.js';
 import { ModelStore, newTrainingProgress, weightBytes, weightsOf, type ModelVersionRecord, type TrainingJobState } from './training.js';
 import type { Job, ManifestSigner, RoundRecord } from './types.js';
 
@@ -436,7 +437,7 @@ function roundRecord(job: Job, s: StoredRound, sum: SumSource | undefined, clock
   let endedAt = s.endedAt;
   let status = s.status;
   if (s.outcome?.ok && sum) {
-    const cfg = { params: job.manifest.round, round: { manifestHash: job.manifestHash, roundIndex: s.index }, view: new Uint8Array(0), identityOf: noIdentity } as unknown as CompletedState['cfg'];
+    const cfg = { params: maskedRoundParams(job.manifest, job.manifest.round), round: { manifestHash: job.manifestHash, roundIndex: s.index }, view: new Uint8Array(0), identityOf: noIdentity } as unknown as CompletedState['cfg'];
     outcome = outcomeWithStoredSum(s.outcome.survivors, s.outcome.declines, cfg, { prgWords: 0 }, sum);
   } else if (s.outcome && !s.outcome.ok) {
     outcome = { ...s.outcome, state: { phase: Phase.Aborted } as unknown as AbortedState };
@@ -448,7 +449,7 @@ function roundRecord(job: Job, s: StoredRound, sum: SumSource | undefined, clock
   }
   const host: RoundHostLike = new FrozenHost(outcome, status, s.timeline, s.closeMs);
   return {
-    gate: UploadGate.forDim(job.manifest.round.dim, 12 * (job.manifest.round.dim + 1)),
+    gate: UploadGate.forDim(maskedDim(job.manifest), 12 * (maskedDim(job.manifest) + 1)),
     startEnvelope: NO_START,
     startOf: new Map(),
     released: true,

@@ -10,6 +10,7 @@ import { AegisError, ErrorCode } from '../../shared/errors.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import type { RoundRef, RoundStart } from '../../shared/protocol/messages.js';
 import { groupRoundParams, minimumGroupSize, type RoundParams } from '../../shared/protocol/params.js';
+import { maskedDim, maskedRoundParams } from '../../shared/protocol/dp-manifest.js';
 import { roundViewDigest } from '../../shared/protocol/view.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { toEventEnvelope } from '../../shared/rpc/convert.js';
@@ -44,16 +45,22 @@ export async function openRound(ctx: RoundStartContext, job: Job, gatherMs: numb
   const log: Logger | undefined = opts.log;
   const { manifest, manifestHash: hash } = job;
   const cohort = await gatherCohort(ctx, manifest.round, gatherMs, minimumWaitMs);
+  // A DP round's noise is calibrated for n_min..n_max clients (the manifest's parse checked
+  // threshold >= minClients and cohort <= maxClients); never launch one outside them.
+  if (manifest.dp && (cohort.length > manifest.dp.maxClients || manifest.round.threshold < manifest.dp.minClients)) {
+    throw new AegisError(ErrorCode.InvalidArgument, `a DP round needs a cohort of at most dp.maxClients ${manifest.dp.maxClients} and a threshold of at least dp.minClients ${manifest.dp.minClients} (cohort ${cohort.length}, threshold ${manifest.round.threshold})`);
+  }
   const members = new Map(cohort.map((id) => [id, new Uint8Array(Buffer.from(clients.get(id)!.publicKey, 'base64url'))]));
   register();
   const index = roundIndex ?? job.rounds.length;
   const ref: RoundRef = { manifestHash: hash, roundIndex: index };
-  const gate = UploadGate.forDim(manifest.round.dim, opts.uploadBudgetBytes ?? DEFAULT_UPLOAD_BUDGET_BYTES);
+  const gate = UploadGate.forDim(maskedDim(manifest), opts.uploadBudgetBytes ?? DEFAULT_UPLOAD_BUDGET_BYTES);
   // Aggregation groups (round.groupSize): a larger cohort runs as several SecAgg(+) instances,
   // split by a permutation fixed by the manifest hash and round index.
   const groupSize = manifest.round.groupSize;
   const split = groupSize !== undefined && cohort.length > groupSize ? planGroups(cohort, groupSize, `${Buffer.from(hash).toString('hex')}:${index}`) : [cohort];
-  const groupParams = split.map((g) => (split.length > 1 ? groupRoundParams(manifest.round, g.length) : manifest.round));
+  // A DP job masks its encoded length, not round.dim (shared/protocol/dp-manifest.ts).
+  const groupParams = split.map((g) => maskedRoundParams(manifest, split.length > 1 ? groupRoundParams(manifest.round, g.length) : manifest.round));
   const startEvents = roundStarts(job, ref, groupParams, split);
   const views = startEvents.map((e) => roundViewDigest(e));
   const hostFor = (groupMembers: string[], params: RoundParams, view: Uint8Array): RoundHost =>

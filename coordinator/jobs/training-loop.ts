@@ -13,6 +13,7 @@ import { isTfjsModel } from '../../shared/protocol/manifest.js';
 import type { LocalDataStore } from '../../shared/store/types.js';
 import { decodeRoundSum, type RoundOutcome } from '../round/index.js';
 import { declineDetail } from './decline-detail.js';
+import { decodeDpRoundSum } from './dp-round.js';
 import { applyWeightedMean, type ModelVersionRecord, type TrainingProgress } from './training.js';
 import type { Job, RoundRecord } from './types.js';
 import { roundName } from '../../shared/round-number.js';
@@ -56,7 +57,9 @@ export async function advanceTraining(ctx: TrainingLoopContext, job: Job, t: Tra
   if (o.ok) {
     let flagged = false;
     try {
-      const result = decodeRoundSum(o.sum, o.survivors.length, o.state.cfg.params);
+      const result = manifest.dp
+        ? decodeDpRoundSum(manifest, o.sum, o.survivors.length, o.state.sessionId)
+        : decodeRoundSum(o.sum, o.survivors.length, o.state.cfg.params);
       const next = applyWeightedMean(t.models.latest.weights, result);
       const check = await validationCheck(ctx, job, t, next);
       const gate = manifest.validation?.gate ?? 1;

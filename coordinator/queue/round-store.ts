@@ -88,6 +88,8 @@ export interface StoredOutcome {
   survivors?: string[];
   /** base64 of the unmasked sum's bytes. */
   sum?: string;
+  /** base64 of the round's session id (a DP round's sum is decoded with it). */
+  sessionId?: string;
   reason?: string;
   at?: Phase;
   detail?: string;
@@ -207,7 +209,7 @@ export class RoundStore {
   sealOutcome(k: string, final: FinalState): Buffer {
     const out: StoredOutcome =
       final.phase === Phase.Completed
-        ? { ok: true, survivors: [...final.survivors], sum: Buffer.from(new Uint8Array(final.sum.buffer, final.sum.byteOffset, final.sum.byteLength)).toString('base64') }
+        ? { ok: true, survivors: [...final.survivors], sum: Buffer.from(new Uint8Array(final.sum.buffer, final.sum.byteOffset, final.sum.byteLength)).toString('base64'), ...(final.sessionId ? { sessionId: Buffer.from(final.sessionId).toString('base64') } : {}) }
         : { ok: false, reason: final.reason, at: final.at, detail: final.detail };
     return this.seal(k, 'outcome', Buffer.from(JSON.stringify(out)));
   }
@@ -215,7 +217,10 @@ export class RoundStore {
   /** The final state a sealed outcome record stands for, rebuilt by the state machine's own constructors over `base`. */
   openOutcome(k: string, sealed: Uint8Array, base: StateBase): FinalState {
     const out = JSON.parse(Buffer.from(this.open(k, 'outcome', sealed)).toString()) as StoredOutcome;
-    if (out.ok) return completedState(base, out.survivors ?? [], new Uint32Array(new Uint8Array(Buffer.from(out.sum ?? '', 'base64')).buffer));
+    if (out.ok) {
+      const sessionId = out.sessionId !== undefined ? new Uint8Array(Buffer.from(out.sessionId, 'base64')) : undefined;
+      return completedState(base, out.survivors ?? [], new Uint32Array(new Uint8Array(Buffer.from(out.sum ?? '', 'base64')).buffer), sessionId);
+    }
     return abortRound({ ...base, phase: out.at ?? Phase.AdvertiseKeys }, (out.reason ?? AbortReason.TooFewClients) as AbortReason, out.detail ?? '').next;
   }
 

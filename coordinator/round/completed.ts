@@ -10,10 +10,10 @@ export function decodeRoundSum(sum: Uint32Array, contributors: number, params: R
 }
 
 /** A completed round: `survivors` (U3) and their unmasked `sum` (decoded by its readers: `decodeRoundSum`). */
-export function completedState(base: StateBase, survivors: readonly string[], sum: Uint32Array): CompletedState {
-  return { phase: Phase.Completed, cfg: base.cfg, stats: base.stats, survivors, sum };
+export function completedState(base: StateBase, survivors: readonly string[], sum: Uint32Array, sessionId?: Uint8Array): CompletedState {
+  return { phase: Phase.Completed, cfg: base.cfg, stats: base.stats, survivors, sum, ...(sessionId ? { sessionId } : {}) };
 }
 
 export function completeRound(from: UnmaskingState, sum: Uint32Array, prgWords: number): CompletedState {
-  return completedState({ cfg: from.cfg, stats: { ...from.stats, prgWords: from.stats.prgWords + prgWords } }, from.u3, sum);
+  return completedState({ cfg: from.cfg, stats: { ...from.stats, prgWords: from.stats.prgWords + prgWords } }, from.u3, sum, from.roster.sessionId);
 }

@@ -115,6 +115,8 @@ export interface CompletedState extends StateBase {
    * record for its retention period, and the decoding is four times the sum's size.
    */
   sum: Uint32Array;
+  /** The round's session id: a DP round's sum is decoded with the public seed derived from it. */
+  sessionId?: Uint8Array;
 }
 
 export interface AbortedState extends StateBase {

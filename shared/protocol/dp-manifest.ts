@@ -17,6 +17,8 @@ import { assertDpParams, encodedLength, type DpParams } from '../dp/encode.js';
 import { paddedDim } from '../dp/hadamard.js';
 import { parseRational, rationalToNumber } from '../dp/sampler.js';
 import { wrapProbabilityBound } from '../dp/calibrate.js';
+import { utf8 } from '../bytes.js';
+import { hkdfSha256 } from '../crypto/hkdf.js';
 
 /** The largest per-round wrap probability a manifest may accept (the calibrator's upper limit). */
 export const MAX_WRAP_PROBABILITY = 1e-3;
@@ -102,6 +104,27 @@ export function maskedDim(m: DpManifestView): number {
   return m.dp ? encodedLength(dpParamsOfManifest(m)) : m.round.dim;
 }
 
+/**
+ * A round's SecAgg parameters for a manifest: the manifest's (or a group's) parameters with
+ * `dim` replaced by `maskedDim` (the length the state machines mask, less the weight word).
+ * The coordinator sends these in the round start and every client expects exactly these.
+ */
+export function maskedRoundParams<P extends { dim: number }>(m: DpManifestView, p: P): P {
+  return { ...p, dim: maskedDim(m) };
+}
+
+/** HKDF info label of a DP round's public seed (the rotation's randomness). */
+export const DP_SESSION_SEED_LABEL = 'aegis/v1/dp-session-seed';
+
+/**
+ * A DP round's public 32-byte seed, derived from its session id: the same for every member and
+ * the coordinator, fixed only once U1 is (after every member committed its keys), and new in
+ * every round.
+ */
+export function dpSessionSeed(sessionId: Uint8Array): Uint8Array {
+  return hkdfSha256(sessionId, new Uint8Array(0), utf8(DP_SESSION_SEED_LABEL), 32);
+}
+
 const bad = (rule: string): never => fail(ErrorCode.InvalidArgument, `manifest: dp ${rule}`);
 
 /**
@@ -110,13 +133,15 @@ const bad = (rule: string): never => fail(ErrorCode.InvalidArgument, `manifest: 
  * below the cohort, too few bits for the wrap bound at maxClients, a rounding bound B below what
  * conditional rounding needs, or a claimed ε lower than the accountant's for these parameters.
  */
-export function checkDpSpec(dp: DpSpec, job: { rounds: number; dim: number; cohort: number; threshold: number }): void {
+export function checkDpSpec(dp: DpSpec, job: { rounds: number; dim: number; cohort: number; threshold: number; groupSize?: number }): void {
   let p: DpParams;
   try {
     p = dpParamsOfSpec(dp, job.dim);
   } catch (err) {
     return bad(`parameters invalid: ${(err as Error).message}`);
   }
+  // Every group would rotate with its own session's seed: their sums could not be added.
+  if (job.groupSize !== undefined && job.groupSize < job.cohort) bad('cannot be combined with aggregation groups (round.groupSize below round.cohort): a DP round is one SecAgg instance');
   if (dp.maxClients < dp.minClients) bad(`maxClients ${dp.maxClients} is below minClients ${dp.minClients}`);
   if (job.threshold < dp.minClients) {
     bad(`minClients is ${dp.minClients} but round.threshold is ${job.threshold}: a round could complete with fewer survivors than the noise is calibrated for (raise the threshold to at least minClients)`);

@@ -183,7 +183,7 @@ export function parseManifest(bytes: Uint8Array, now = new Date()): { manifest: 
   if (m.model?.format === 'safetensors') checkTensors(m.model.tensors, round.dim);
   if (m.dp) {
     if (m.model === undefined) throw new AegisError(ErrorCode.InvalidArgument, 'manifest: dp needs a training job (model and training)');
-    checkDpSpec(m.dp, { rounds: m.rounds, dim: round.dim, cohort: round.cohort, threshold: round.threshold });
+    checkDpSpec(m.dp, { rounds: m.rounds, dim: round.dim, cohort: round.cohort, threshold: round.threshold, ...(round.groupSize !== undefined ? { groupSize: round.groupSize } : {}) });
   }
   if (now.getTime() >= expires) throw new AegisError(ErrorCode.Expired, `manifest expired at ${m.expiresAt}`);
   return { manifest: { ...m, round }, hash: sha256(bytes) };

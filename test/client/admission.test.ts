@@ -238,7 +238,7 @@ describe('training rounds', () => {
     const d = await admitRound(ctx, roundStart(json, { model: modelRef(0) }));
     expect(d).toMatchObject({ admitted: true, kind: 'training', modelVersion: 0, manifest: { jobId: 'train' } });
     if (!d.admitted || d.kind !== 'training') throw new Error('admitted for training');
-    const input = await d.input;
+    const input = (await d.input) as Uint32Array;
     expect(input).toHaveLength(DIM + 1);
     expect(input[DIM]).toBe(3); // the weight travels in the last word
     expect(fetched).toEqual([[hex(sha(json)), 0, DIM * 4]]);

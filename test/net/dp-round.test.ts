@@ -1,0 +1,140 @@
+/**
+ * A differentially private training round end to end: a coordinator and 6 clients over real
+ * gRPC on TLS 1.3, a DP training job (the manifest's `dp` section from the calibrator), each client's trainer returning an update the test knows. The test decodes the
+ * released sum itself (the session id the round recorded, dpDecodeSum64) and checks that
+ *   - the weight word is the survivor count (updates travel unweighted),
+ *   - the error (released − true sum of the updates) has the noise variance the manifest
+ *     promises: Σ error² / (expected variance) is inside a χ² interval over all coordinates
+ *     (not zero noise, not one client's noise alone, not unnoised-but-weighted updates),
+ *   - the coordinator applied FedAvg with the survivor count: new model = initial + sum / 6.
+ */
+import { createHash } from 'node:crypto';
+import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
+import type { Coordinator } from '../../coordinator/service/coordinator.js';
+import { weightBytes } from '../../coordinator/jobs/training.js';
+import type { ClientRunner } from '../../client/agent/connection.js';
+import type { Trainer } from '../../client/admission/training-round.js';
+import { calibrate } from '../../shared/dp/calibrate.js';
+import { dpDecodeSum64, encodedLength } from '../../shared/dp/encode.js';
+import { parseRational, rationalToNumber } from '../../shared/dp/sampler.js';
+import { dpParamsOfSpec, dpSessionSeed, type DpSpec } from '../../shared/protocol/dp-manifest.js';
+import { DeterministicRng } from '../../shared/crypto/rng.js';
+import { enrollClients, manifest, startCoordinator, startRunners, waitFor, type Enrolled } from '../support/cluster.js';
+
+const N = 6;
+const DIM = 200;
+const CLIP = 1;
+const MIN_CLIENTS = 4;
+
+/** The `dp` section the calibrator gives for this job (z = 1, δ = 1e-5, one round). */
+export function dpSection(o: { dim: number; minClients: number; maxClients: number; rounds?: number; z?: number }): DpSpec {
+  const c = calibrate({ noiseMultiplier: o.z ?? 1, delta: 1e-5, rounds: o.rounds ?? 1, clients: o.minClients, maxClients: o.maxClients, dim: o.dim, clip: CLIP });
+  return {
+    mechanism: 'distributed-discrete-gaussian',
+    clip: c.clip,
+    noiseMultiplier: c.noise_multiplier,
+    delta: c.delta,
+    epsilon: c.epsilon,
+    minClients: c.clients,
+    maxClients: c.max_clients,
+    bits: c.bits,
+    gamma: c.gamma,
+    sigma2: c.sigma2_per_client,
+    normBound2: c.norm_bound2,
+    beta: c.beta,
+  };
+}
+
+const initial = new Float32Array(DIM).map((_, i) => Math.sin(i) / 4);
+const model = {
+  format: 'safetensors' as const,
+  tensors: [{ name: 'w', shape: [DIM], dtype: 'F32' as const }],
+  initialWeightsSha256: createHash('sha256').update(weightBytes(initial)).digest('hex'),
+};
+
+/** Client i's unweighted update: fixed pseudo-random values with L2 norm 0.6 (inside the clip). */
+function update(i: number): Float64Array {
+  const rng = DeterministicRng.fromSeed('dp-round-test', i);
+  const v = new Float64Array(DIM);
+  for (let j = 0; j < DIM; j++) v[j] = rng.nextFloat() * 2 - 1;
+  const norm = Math.hypot(...v);
+  return v.map((x) => (0.6 * x) / norm);
+}
+
+/** The trainer reports the update weighted by its example count (10 + i), as trainers do. */
+const trainerOf =
+  (i: number): Trainer =>
+  async () => {
+    const weight = 10 + i;
+    return { values: Float32Array.from(update(i), (x) => x * weight), weight, examples: weight };
+  };
+
+/** χ²_k quantile by Wilson–Hilferty at standard-normal quantile q. */
+const chi2Quantile = (k: number, q: number): number => k * (1 - 2 / (9 * k) + q * Math.sqrt(2 / (9 * k))) ** 3;
+
+describe('a DP training round with 6 clients', () => {
+  let c: Coordinator;
+  let runners: ClientRunner[] = [];
+  let clients: Enrolled[];
+  const dp = dpSection({ dim: DIM, minClients: MIN_CLIENTS, maxClients: N });
+
+  beforeAll(async () => {
+    c = await startCoordinator();
+    clients = await enrollClients(c, N, 'dp');
+    runners = startRunners(c, clients, DIM, undefined, (i) => ({ input: undefined, train: trainerOf(i), trainerFormats: ['safetensors'] }));
+    await waitFor(() => c.connectedClients().length === N, 20_000, 'clients to connect');
+  });
+
+  afterAll(async () => {
+    await Promise.all(runners.map((r) => r.stop()));
+    await c.close();
+  });
+
+  it('releases the sum of the unweighted updates plus the promised noise, and applies the mean over the survivors', async () => {
+    const job = manifest({
+      jobId: 'dp-train',
+      round: { dim: DIM, cohort: N, threshold: MIN_CLIENTS, clip: 4, bits: 16 },
+      model,
+      training: { maxAbortedRounds: 0 },
+      dp,
+    });
+    await c.launch(job, { gatherMs: 5_000, initialWeights: weightBytes(initial) });
+    expect(await c.trainingFinished('dp-train')).toBe('completed');
+    const o = await c.outcomeOf('dp-train', 0);
+    if (!o.ok) throw new Error(`the round aborted: ${o.reason}`);
+    expect(o.survivors).toHaveLength(N);
+    const params = dpParamsOfSpec(dp, DIM);
+    const d = encodedLength(params);
+    expect(o.sum).toHaveLength(d + 1);
+    // Every client's weight word is 1: the sum's weight is the survivor count, not examples.
+    expect(o.sum[d]).toBe(N);
+    expect(o.state.sessionId).toBeDefined();
+
+    const released = dpDecodeSum64(o.sum.subarray(0, d), params, dpSessionSeed(o.state.sessionId!));
+    const truth = new Float64Array(DIM);
+    for (let i = 0; i < N; i++) update(i).forEach((x, j) => (truth[j]! += x));
+    let sq = 0;
+    for (let j = 0; j < DIM; j++) sq += (released[j]! - truth[j]!) ** 2;
+
+    // The promised noise: N clients' discrete Gaussians of variance σ² (integer units), times γ²;
+    // at least (z·C)² since N >= minClients. Rotation keeps the variance per coordinate (the
+    // rotation is orthonormal and the noise i.i.d.). Rounding adds at most 1/4 per client and
+    // coordinate, so the upper end allows for it.
+    const sigma2 = rationalToNumber(parseRational(dp.sigma2));
+    const noiseVar = N * sigma2 * dp.gamma ** 2;
+    expect(noiseVar).toBeGreaterThanOrEqual((dp.noiseMultiplier * dp.clip) ** 2);
+    const roundingVar = (N / 4) * dp.gamma ** 2;
+    // A two-sided χ²_DIM interval at ±6 standard-normal quantiles (fails by chance with
+    // probability about 2e-9): the noise is present, and of the promised size.
+    expect(sq / noiseVar).toBeGreaterThan(chi2Quantile(DIM, -6));
+    expect(sq / (noiseVar + roundingVar)).toBeLessThan(chi2Quantile(DIM, 6));
+    // The noise is far above what one client's weighted example counts would leave unhidden.
+    expect(Math.sqrt(sq / DIM)).toBeGreaterThan(0.5 * dp.noiseMultiplier * dp.clip);
+
+    // FedAvg over the survivor count: new model = initial + released / N (in float32).
+    const models = c.modelsOf('dp-train');
+    expect(models).toHaveLength(2);
+    const next = models[1]!.weights;
+    for (let j = 0; j < DIM; j++) expect(next[j]).toBeCloseTo(Math.fround(initial[j]! + released[j]! / N), 5);
+  });
+});
