@@ -39,6 +39,7 @@ import { rekeyIfDue, type Rekeyer } from './agent/data-dir.js';
 import { rawInputId } from './admission/ledger.js';
 import { openLedger } from './admission/ledger-file.js';
 import { registerLedger } from './admission/ledger-cli.js';
+import { privacyBudgetOption, registerPrivacy } from './admission/privacy-cli.js';
 import { existsSync } from 'node:fs';
 import { AuditBook } from './audit/audit.js';
 import { TrustBook } from '../shared/trust/trust-book.js';
@@ -170,6 +171,10 @@ export function registerClient(program: Command): void {
       '--input-reuse',
       'contribute the same plain input to more than one round; off by default (such a round is sat out with input-reused): a coordinator that sums one input in two cohorts learns it as the difference of the sums',
     )
+    .option(
+      '--privacy-budget <epsilon=E,delta=D>',
+      "this client's privacy budget over every DP round it contributes to (all publishers and jobs): a round whose cost would take the total past epsilon at delta is declined privacy-budget, and so is every round that is not differentially private; without it DP rounds are still charged (aegis client privacy status)",
+    )
     .option('--new-ledger', 'start an empty contribution ledger in a data dir that took part in rounds before but has no ledger.json (what it joined and contributed is then forgotten)')
     .option('--train-data <file>', 'for training jobs: local examples, one JSON object per line with the fields the manifest names (e.g. {"pixels": [...], "digit": 3})')
     .option('--trainer-cmd <command>', 'for training jobs: run local training (fit, and the validation evaluate) in this external process instead of tfjs, one process per call (docs/trainer-protocol.md); the job\'s model must be format safetensors. Split like a shell line, run without a shell')
@@ -181,7 +186,7 @@ export function registerClient(program: Command): void {
     .option('--heartbeat-interval <duration>', 'while connected, tell the coordinator this device is alive about this often (jittered; 0 = off); config heartbeat.interval', heartbeatInterval, 60_000)
     .option('--metrics <host:port>', 'serve Prometheus metrics on http://HOST:PORT/metrics (loopback only): key rotations and ages, heartbeats')
     .option('--tls-key <type>', 'move the TLS certificate to this key type (p256 or ed25519) at start, keeping the round key; default: keep the current certificate\'s')
-    .action(async (o: { tlsKey?: string; metrics?: string; heartbeatInterval: number; config?: string; dataDir: string; input?: string; inputReuse?: boolean; newLedger?: boolean; trainData?: string; trainerCmd?: string; trainerTimeout: number; coordinator?: string; backupRegistry?: string; registryCa?: string; allowUnsigned?: boolean } & RotationCliOptions, cmd: Command) => {
+    .action(async (o: { tlsKey?: string; metrics?: string; heartbeatInterval: number; config?: string; dataDir: string; input?: string; inputReuse?: boolean; newLedger?: boolean; privacyBudget?: string; trainData?: string; trainerCmd?: string; trainerTimeout: number; coordinator?: string; backupRegistry?: string; registryCa?: string; allowUnsigned?: boolean } & RotationCliOptions, cmd: Command) => {
       const log = createLogger('client');
       try {
         if (o.config) await applyConfigFile(o.config, o as unknown as Record<string, unknown>, cmd);
@@ -196,6 +201,7 @@ export function registerClient(program: Command): void {
         // The input files are checked before any key is opened: a bad one is reported at start,
         // naming the file, the line and the field.
         if (o.input) await readInput(o.input);
+        const privacyBudget = o.privacyBudget === undefined ? undefined : privacyBudgetOption(o.privacyBudget);
         if (o.registryCa) await assertFileExists(o.registryCa, '--registry-ca');
         const trainerArgv = o.trainerCmd === undefined ? undefined : trainerCommand(o.trainerCmd);
         if (trainerArgv && !o.trainData && !hasStore) throw new AegisError(ErrorCode.InvalidArgument, "--trainer-cmd needs training data: --train-data FILE, or records imported into the data dir's encrypted store (aegis client data import)");
@@ -251,6 +257,7 @@ export function registerClient(program: Command): void {
             : {}),
           ...(o.inputReuse ? { inputReuse: true } : {}),
           ledger,
+          ...(privacyBudget ? { privacyBudget } : {}),
           audit: await AuditBook.open(dir),
           ...(o.backupRegistry
             ? { trust: { backup: registrySource(o.backupRegistry, o.registryCa ? await readFile(o.registryCa, 'utf8') : loaded.caPem), book: TrustBook.open(dir) } }
@@ -359,5 +366,6 @@ export function registerClient(program: Command): void {
     });
   registerAudit(group);
   registerLedger(group);
+  registerPrivacy(group);
   registerData(group);
 }

@@ -100,6 +100,12 @@ export const ErrorCode = {
   TrainerFailed: 'trainer-failed',
   /** The client's external trainer command could not be started (not found, not executable). */
   TrainerUnavailable: 'trainer-unavailable',
+  /**
+   * The client declines a round for its privacy budget (client run --privacy-budget): the
+   * round's privacy cost would take the client's total past the limit, or the round is not
+   * differentially private (its cost is unbounded). The client takes part in later rounds that fit.
+   */
+  PrivacyBudget: 'privacy-budget',
 } as const;
 export type ErrorCode = (typeof ErrorCode)[keyof typeof ErrorCode];
 
@@ -149,6 +155,7 @@ const HINTS: Record<ErrorCode, string> = {
   'upload-slot-required': 'ask for an upload slot (SecAgg.AcquireUpload) and send the masked input once it is granted',
   'trainer-failed': "test the trainer alone: aegis trainer check --trainer-cmd CMD --manifest MANIFEST (the client's log has the trainer's redacted stderr)",
   'trainer-unavailable': 'check the --trainer-cmd program exists and is executable (an absolute path avoids PATH surprises)',
+  'privacy-budget': 'see what this client spent: aegis client privacy status --data-dir DIR',
 };
 
 /**

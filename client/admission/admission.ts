@@ -17,8 +17,9 @@
  *      one is refused; then everything the start says beside it — parameters, deadlines, the
  *      group and its members — against the manifest (round-start.ts);
  *   2. the checks of the claimed round, `ROUND_CHECKS`: the contribution ledger's rules (round
- *      index in range, not joined before, model version; ledger.ts), then the operator's
- *      approval in audit mode;
+ *      index in range, not joined before, model version; ledger.ts), the privacy budget (its
+ *      cost would not take the client past its limit; a non-DP round is refused with a limit;
+ *      privacy-budget.ts), then the operator's approval in audit mode;
  *   3. what the client contributes: its input for a plain round (not contributed to another
  *      round before, unless the client opted in to reuse it); for a training round, the global
  *      model, fetched and verified (training-round.ts), then the checks of that model,
@@ -38,7 +39,9 @@ import type { RoundParams } from '../../shared/protocol/params.js';
 import type { AuditBook } from '../audit/audit.js';
 import type { RoundInput } from '../round/types.js';
 import type { ContributionLedger, InputDigest, RoundClaim } from './ledger.js';
+import { checkRoundPrivacy, UNSIGNED_PUBLISHER, type PrivacyLimit, type RoundPrivacy } from './privacy-budget.js';
 import { checkRoundStart, manifestOfRoundStart } from './round-start.js';
+import { roundPrivacyOf } from './round-privacy.js';
 import { trainingInput, verifiedModel, type TrainedUpdate, type Trainer, type TrainingRound } from './training-round.js';
 import { checkSignedManifest, type TrustSources } from './trust.js';
 import { checkValidationGate, type LocalValidation, type ValidatedModel } from './validation.js';
@@ -84,6 +87,12 @@ export interface AdmissionContext {
   inputReuse?: boolean;
   /** Which rounds this client joined and what it contributed (in the data dir, or in memory). */
   ledger: ContributionLedger;
+  /**
+   * The client's privacy budget (`client run --privacy-budget`): a round whose cost would take
+   * the client's total past it is declined `privacy-budget`, and so is every non-DP round.
+   * Absent: nothing is refused for privacy, but DP rounds are still charged in the ledger.
+   */
+  privacyBudget?: PrivacyLimit;
   /** Local training; without it the client sits training rounds out. */
   train?: Trainer;
   /**
@@ -127,6 +136,10 @@ export interface ClaimedRound {
   manifest: JobManifest;
   /** The round's manifest hash in hex, as the audit book names a job's manifest. */
   manifestSha256: string;
+  /** Who signed the manifest (the first verified signer's registry key id), or UNSIGNED_PUBLISHER. */
+  publisher: string;
+  /** The round's privacy cost, from the manifest's dp section. */
+  privacy: RoundPrivacy;
 }
 
 /** A check of a claimed round: throws a typed error to decline it. */
@@ -135,9 +148,10 @@ export type RoundCheck = (ctx: AdmissionContext, round: ClaimedRound) => Promise
 export type ModelCheck = (ctx: AdmissionContext, round: ClaimedRound, model: TrainingRound) => Promise<void>;
 
 /** The round as the contribution ledger's rules see it. */
-function claimOf({ start, manifest, manifestSha256 }: ClaimedRound): RoundClaim {
+function claimOf(ctx: AdmissionContext, { start, manifest, manifestSha256, publisher, privacy }: ClaimedRound): RoundClaim {
   const training = isTrainingManifest(manifest);
   return {
+    ...(privacy.dp ? { charge: { publisher, rdp: privacy.rdp, ...(ctx.privacyBudget ? { limit: ctx.privacyBudget } : {}) } } : {}),
     manifestSha256,
     roundIndex: start.round.roundIndex,
     kind: training ? 'training' : 'plain',
@@ -150,7 +164,12 @@ function claimOf({ start, manifest, manifestSha256 }: ClaimedRound): RoundClaim 
 
 /** Each round is joined once, within the manifest's rounds, from a model version that moves forward (ledger.ts). */
 const contributionLedger: RoundCheck = async (ctx, round) => {
-  ctx.ledger.check(claimOf(round));
+  ctx.ledger.check(claimOf(ctx, round));
+};
+
+/** Joining must not take the client past its privacy budget; with one, only DP rounds are joined (privacy-budget.ts). */
+const privacyBudget: RoundCheck = async (ctx, { start, manifest, manifestSha256, publisher, privacy }) => {
+  checkRoundPrivacy(ctx.ledger.privacyCharges(), ctx.privacyBudget, { publisher, manifestSha256, jobId: manifest.jobId, roundIndex: start.round.roundIndex, privacy });
 };
 
 /** In audit mode, a job runs only with the operator's approval of its exact manifest hash. */
@@ -164,7 +183,7 @@ const validationGate: ModelCheck = async (ctx, { manifestSha256 }, model) => {
 };
 
 // The ledger first: a round it refuses does not use up an operator's approval.
-const ROUND_CHECKS: readonly RoundCheck[] = [contributionLedger, operatorApproval];
+const ROUND_CHECKS: readonly RoundCheck[] = [contributionLedger, privacyBudget, operatorApproval];
 const MODEL_CHECKS: readonly ModelCheck[] = [validationGate];
 
 const hex = (b: Uint8Array): string => Buffer.from(b).toString('hex');
@@ -183,7 +202,7 @@ export async function admitRound(ctx: AdmissionContext, start: RoundStart): Prom
     if (!isTrainingManifest(manifest)) {
       if (!ctx.hasPlainInput) throw new AegisError(ErrorCode.NoInput, 'this client has no input for a plain round (aegis client run --input)');
       const input = await plainInputDigest(ctx, start);
-      await ctx.ledger.join(claimOf(round), input);
+      await ctx.ledger.join(claimOf(ctx, round), input);
       return { admitted: true, kind: 'plain', manifest };
     }
     return await admitTraining(ctx, round, manifest, startedAt);
@@ -197,9 +216,11 @@ export async function admitRound(ctx: AdmissionContext, start: RoundStart): Prom
  * start carries — and the start checked against it.
  */
 async function claimedRound(ctx: AdmissionContext, start: RoundStart): Promise<ClaimedRound> {
-  const manifest = ctx.trust ? await checkSignedManifest(start, ctx.trust, ctx.audit) : manifestOfRoundStart(start);
+  const signed = ctx.trust ? await checkSignedManifest(start, ctx.trust, ctx.audit) : undefined;
+  const manifest = signed ? signed.manifest : manifestOfRoundStart(start);
   checkRoundStart(start, manifest, ctx.clientId);
-  return { start, manifest, manifestSha256: hex(start.round.manifestHash) };
+  const publisher = signed?.signers[0] ?? UNSIGNED_PUBLISHER;
+  return { start, manifest, manifestSha256: hex(start.round.manifestHash), publisher, privacy: roundPrivacyOf(manifest) };
 }
 
 /** Step 3 of a training round: the verified global model, its checks, and local training started. */
@@ -233,10 +254,10 @@ async function admitTraining(ctx: AdmissionContext, round: ClaimedRound, manifes
   if (ctx.trainFirst) {
     // Trained before the join is recorded and before any key is advertised: a failure declines.
     const values = await trainingInput(train, model, onTrained);
-    await ctx.ledger.join(claimOf(round));
+    await ctx.ledger.join(claimOf(ctx, round));
     return { admitted: true, kind: 'training', manifest, modelVersion: model.modelVersion, input: Promise.resolve(values) };
   }
-  await ctx.ledger.join(claimOf(round));
+  await ctx.ledger.join(claimOf(ctx, round));
   const input = trainingInput(train, model, onTrained);
   return { admitted: true, kind: 'training', manifest, modelVersion: model.modelVersion, input };
 }

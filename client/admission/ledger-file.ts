@@ -32,6 +32,7 @@ import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { writeFileAtomic } from '../../shared/fs.js';
 import { withFileLock } from '../../shared/fs-lock.js';
 import { canonicalJson, parseStrictJson } from '../../shared/trust/strict-json.js';
+import { MAX_CHARGES, RDP_ORDERS } from './privacy-budget.js';
 import { emptyLedgerData, inputKeyId, Ledger, MAX_INPUTS, MAX_JOBS, MAX_RANGES, mergeLedgers, RECENT_ROUNDS, type LedgerData, type LedgerStore } from './ledger.js';
 
 export const LEDGER_FILE = 'ledger.json';
@@ -93,7 +94,16 @@ const JobSchema = z.strictObject({
 const InputSchema = z.strictObject({ digest: Hex64, key: z.string().regex(/^[0-9a-f]{16}$/), manifestSha256: Hex64, roundIndex: Index, at: Iso });
 // Generous bounds: the writer keeps the file far smaller (ledger.ts), but a merge of several
 // ledgers must still read back.
-const ContentSchema = z.strictObject({ jobs: z.array(JobSchema).max(MAX_JOBS * 64), inputs: z.array(InputSchema).max(MAX_INPUTS) });
+const ChargeSchema = z.strictObject({
+  publisher: z.string().min(1).max(200),
+  manifestSha256: Hex64,
+  jobId: z.string().regex(/^[A-Za-z0-9._-]{1,64}$/).optional(),
+  roundIndex: Index,
+  at: Iso,
+  rdp: z.array(z.number().nonnegative()).length(RDP_ORDERS.length),
+});
+// `privacy` (the privacy budget's charges) is absent from ledgers written before it existed.
+const ContentSchema = z.strictObject({ jobs: z.array(JobSchema).max(MAX_JOBS * 64), inputs: z.array(InputSchema).max(MAX_INPUTS), privacy: z.array(ChargeSchema).max(MAX_CHARGES * 4).optional() });
 const FileSchema = z.strictObject({
   format: z.literal(FORMAT),
   version: z.literal(VERSION),
@@ -107,7 +117,7 @@ const macOf = (key: SealKey, ledger: Content, inputKeys: string): Buffer =>
 
 /** The file's text: the ledger and one seal per key (the identity's, and during a rotation the next one's). */
 export function sealLedger(data: LedgerData, keys: readonly SealKey[]): string {
-  const ledger: Content = JSON.parse(JSON.stringify({ jobs: data.jobs, inputs: data.inputs })) as Content;
+  const ledger: Content = JSON.parse(JSON.stringify({ jobs: data.jobs, inputs: data.inputs, ...(data.privacy.length > 0 ? { privacy: data.privacy } : {}) })) as Content;
   const plain = Buffer.concat([...data.inputKeys.values()].map((k) => Buffer.from(k)));
   const seals = keys.map((k) => {
     const inputKeys = Buffer.from(aeadSeal(k.wrap, plain, KEYS_AAD)).toString('base64');
@@ -144,7 +154,7 @@ export function openSealedLedger(text: string, key: SealKey, name: string): Ledg
       const k = plain.slice(o, o + 32);
       inputKeys.set(inputKeyId(k), k);
     }
-    return { jobs: file.ledger.jobs, inputs: file.ledger.inputs, inputKeys };
+    return { jobs: file.ledger.jobs, inputs: file.ledger.inputs, inputKeys, privacy: file.ledger.privacy ?? [] };
   }
   throw new AegisError(
     ErrorCode.BadSignature,

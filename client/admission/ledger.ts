@@ -34,6 +34,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { RoundRef } from '../../shared/protocol/messages.js';
 import { roundName } from '../../shared/round-number.js';
+import { addCharge, checkRoundPrivacy, mergeCharges, type PrivacyCharge, type PrivacyLimit } from './privacy-budget.js';
 
 /** Per job, how many of the latest rounds joined are kept in detail (the rules need the previous one). */
 export const RECENT_ROUNDS = 8;
@@ -62,6 +63,19 @@ export interface RoundClaim {
   expiresAt?: string;
   /** A training round: the model version it trains from. */
   modelVersion?: number;
+  /**
+   * A differentially private round: what the client is charged when its masked input is
+   * recorded as sent (privacy-budget.ts), and the limit checked again then.
+   */
+  charge?: PendingCharge;
+}
+
+/** A DP round's cost, charged with its contribution. */
+export interface PendingCharge {
+  publisher: string;
+  /** RDP on privacy-budget.ts's RDP_ORDERS. */
+  rdp: number[];
+  limit?: PrivacyLimit;
 }
 
 /** A round joined, kept in detail. */
@@ -106,6 +120,8 @@ export interface LedgerData {
   inputs: InputEntry[];
   /** Input-digest keys by id (32 bytes each); the first is the one new digests use. */
   inputKeys: Map<string, Uint8Array>;
+  /** The DP rounds contributed to and their privacy cost (privacy-budget.ts); never pruned. */
+  privacy: PrivacyCharge[];
 }
 
 /** A plain input's digest for one round, from `inputDigest`, recorded with its contribution. */
@@ -139,6 +155,8 @@ export interface ContributionLedger {
   /** Records how a round ended that this ledger joined and has not heard the outcome of (others are ignored). */
   outcome(round: RoundRef, o: { ok: boolean; poisoningFlagged?: boolean }): Promise<void>;
   view(): LedgerView;
+  /** The privacy charges recorded (privacy-budget.ts). */
+  privacyCharges(): readonly PrivacyCharge[];
 }
 
 /** Where a ledger keeps its data: `sync` writes it, merged with what is there, and returns the merge. */
@@ -283,7 +301,7 @@ export function mergeLedgers(a: LedgerData, b: LedgerData): LedgerData {
   }
   const inputKeys = new Map(a.inputKeys);
   for (const [id, key] of b.inputKeys) if (!inputKeys.has(id)) inputKeys.set(id, key);
-  return { jobs: [...jobs.values()], inputs: boundInputs([...inputs.values()]), inputKeys };
+  return { jobs: [...jobs.values()], inputs: boundInputs([...inputs.values()]), inputKeys, privacy: mergeCharges(a.privacy, b.privacy) };
 }
 
 const boundInputs = (inputs: InputEntry[]): InputEntry[] => inputs.sort((x, y) => (x.at < y.at ? -1 : x.at > y.at ? 1 : 0)).slice(-MAX_INPUTS);
@@ -301,6 +319,9 @@ const roundKey = (manifestSha256: string, roundIndex: number): string => `${mani
 export class Ledger implements ContributionLedger {
   private jobs = new Map<string, JobEntry>();
   private inputs: InputEntry[] = [];
+  private privacy: PrivacyCharge[] = [];
+  /** The privacy charges of joined DP rounds, recorded with their contribution. */
+  private readonly pendingCharges = new Map<string, PendingCharge>();
   private inputKeys: Map<string, Uint8Array>;
   /** Input digests of joined rounds, recorded with their contribution. */
   private readonly pending = new Map<string, InputDigest>();
@@ -362,6 +383,8 @@ export class Ledger implements ContributionLedger {
       const key = roundKey(claim.manifestSha256, claim.roundIndex);
       if (input) this.pending.set(key, input);
       else this.pending.delete(key);
+      if (claim.charge) this.pendingCharges.set(key, claim.charge);
+      else this.pendingCharges.delete(key);
       this.awaitingOutcome.add(key);
       // A client is in one round at a time; older rounds still waiting never hear back.
       for (const k of this.awaitingOutcome) if (this.awaitingOutcome.size > 16) this.awaitingOutcome.delete(k);
@@ -384,14 +407,24 @@ export class Ledger implements ContributionLedger {
         const earlier = this.inputs.find((e) => e.key === input.key && e.digest === input.digest && (e.manifestSha256 !== manifestSha256 || e.roundIndex !== round.roundIndex));
         if (earlier) throw new AegisError(ErrorCode.InputReused, `this plain input was already contributed to ${roundName(earlier.roundIndex)} of the job of manifest ${short(earlier.manifestSha256)}`);
       }
+      const charge = this.pendingCharges.get(key);
+      const chargeOf = { publisher: charge?.publisher ?? '', manifestSha256, ...(job.jobId !== undefined ? { jobId: job.jobId } : {}), roundIndex: round.roundIndex };
+      // The limit again, on what is on disk now: the round is charged before its input leaves.
+      if (charge) checkRoundPrivacy(this.privacy, charge.limit, { ...chargeOf, privacy: { dp: true, rdp: charge.rdp } });
       const now = new Date(this.clock()).toISOString();
+      if (charge) this.privacy = addCharge(this.privacy, { ...chargeOf, at: now, rdp: [...charge.rdp] });
       entry.contributedAt = now;
       job.contributions++;
       if (entry.modelVersion !== undefined) job.contributedFrom = maxOf(job.contributedFrom, entry.modelVersion);
       if (input) this.inputs = boundInputs([...this.inputs, { ...input, manifestSha256, roundIndex: round.roundIndex, at: now }]);
       this.pending.delete(key);
+      this.pendingCharges.delete(key);
       await this.save();
     });
+  }
+
+  privacyCharges(): readonly PrivacyCharge[] {
+    return this.privacy;
   }
 
   outcome(round: RoundRef, o: { ok: boolean; poisoningFlagged?: boolean }): Promise<void> {
@@ -424,7 +457,7 @@ export class Ledger implements ContributionLedger {
 
   /** What the ledger holds, as its store writes it. */
   data(): LedgerData {
-    return { jobs: pruneExpired([...this.jobs.values()], this.clock()), inputs: [...this.inputs], inputKeys: new Map(this.inputKeys) };
+    return { jobs: pruneExpired([...this.jobs.values()], this.clock()), inputs: [...this.inputs], inputKeys: new Map(this.inputKeys), privacy: [...this.privacy] };
   }
 
   /** Writes through the store (which may merge in what another process wrote), then takes the merge. */
@@ -443,6 +476,7 @@ export class Ledger implements ContributionLedger {
   private load(data: LedgerData): void {
     this.jobs = new Map(data.jobs.map((j) => [j.manifestSha256, j]));
     this.inputs = [...data.inputs];
+    this.privacy = [...data.privacy];
     for (const [id, key] of data.inputKeys) if (!this.inputKeys.has(id)) this.inputKeys.set(id, key);
   }
 }
@@ -450,7 +484,7 @@ export class Ledger implements ContributionLedger {
 /** A fresh ledger's data: nothing recorded, a new random input-digest key. */
 export function emptyLedgerData(): LedgerData {
   const key = new Uint8Array(randomBytes(32));
-  return { jobs: [], inputs: [], inputKeys: new Map([[inputKeyId(key), key]]) };
+  return { jobs: [], inputs: [], inputKeys: new Map([[inputKeyId(key), key]]), privacy: [] };
 }
 
 /** A ledger for one process (no data dir): the same rules, forgotten when the process ends. */

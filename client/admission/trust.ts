@@ -26,10 +26,11 @@ export interface TrustSources {
  * backup only lagging the primary (else the client enters audit mode: `registry-mismatch`;
  * checkRegistries says which is which), a trusted publisher's valid signature, no
  * older revision of the job than one accepted before, and the signed bytes being the round's
- * manifest. What was checked is then remembered in the trust book. Returns the signed manifest:
- * the one the client acts on (the start's own manifest JSON, if any, must be its exact bytes).
+ * manifest. What was checked is then remembered in the trust book. Returns the signed manifest
+ * (the one the client acts on: the start's own manifest JSON, if any, must be its exact bytes)
+ * and the key ids of the registry publishers whose signatures verified.
  */
-export async function checkSignedManifest(ev: RoundStart, trust: TrustSources, audit?: Pick<AuditBook, 'enter'>): Promise<JobManifest> {
+export async function checkSignedManifest(ev: RoundStart, trust: TrustSources, audit?: Pick<AuditBook, 'enter'>): Promise<{ manifest: JobManifest; signers: string[] }> {
   if (!ev.signedManifest) throw new AegisError(ErrorCode.ManifestRequired, 'the round start carries no signed manifest; this client takes only publisher-signed jobs');
   const now = new Date();
   const primary = parseSnapshot(await trust.coordinatorRegistry());
@@ -54,5 +55,5 @@ export async function checkSignedManifest(ev: RoundStart, trust: TrustSources, a
     throw new AegisError(ErrorCode.HashMismatch, 'the signed manifest is not the manifest of this round');
   }
   await trust.book.accept(checked.state, v.manifest.jobId, v.manifest.revision);
-  return v.manifest;
+  return { manifest: v.manifest, signers: v.signers };
 }

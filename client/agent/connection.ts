@@ -9,6 +9,7 @@
  * each new round start to admission (client/admission/admission.ts) with the I/O it needs — the
  * coordinator's registry and model downloads over this channel — and joins only if admitted.
  */
+import type { PrivacyLimit } from '../admission/privacy-budget.js';
 import { X509Certificate } from 'node:crypto';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
@@ -116,6 +117,12 @@ export interface RunnerOptions {
    * its data dir).
    */
   ledger?: ContributionLedger;
+  /**
+   * The client's privacy budget (`client run --privacy-budget`; client/admission/privacy-budget.ts):
+   * a round whose privacy cost would take the ledger's total past it, and every round that is not
+   * differentially private, is declined `privacy-budget`. Absent: DP rounds are charged, none refused.
+   */
+  privacyBudget?: PrivacyLimit;
   /**
    * Local training for a training round: given the verified global model, returns the weighted
    * update; the runner clips, quantizes and masks it. Without it the client sits training
@@ -265,6 +272,7 @@ export class ClientRunner {
       ...(input ? { plainInput: async (round: RoundRef, params: RoundParams) => (opts.inputIdentity ? opts.inputIdentity(round, params) : quantizedInputId(input(round, params))) } : {}),
       ...(opts.inputReuse ? { inputReuse: true } : {}),
       ledger,
+      ...(opts.privacyBudget ? { privacyBudget: opts.privacyBudget } : {}),
       train: opts.train,
       ...(opts.trainerFormats ? { trainerFormats: opts.trainerFormats } : {}),
       ...(opts.trainFirst ? { trainFirst: true } : {}),

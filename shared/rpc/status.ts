@@ -57,6 +57,7 @@ export const GRPC_STATUS: Readonly<Record<ErrorCode, Status>> = {
   'upload-slot-required': Status.FAILED_PRECONDITION,
   'trainer-failed': Status.FAILED_PRECONDITION,
   'trainer-unavailable': Status.FAILED_PRECONDITION,
+  'privacy-budget': Status.FAILED_PRECONDITION,
 };
 
 /** The gRPC status code for an error code. */

@@ -46,6 +46,7 @@ const EXPECTED: Record<ErrorCode, Status> = {
   'upload-slot-required': Status.FAILED_PRECONDITION,
   'trainer-failed': Status.FAILED_PRECONDITION,
   'trainer-unavailable': Status.FAILED_PRECONDITION,
+  'privacy-budget': Status.FAILED_PRECONDITION,
 };
 
 describe('error codes become gRPC statuses', () => {
