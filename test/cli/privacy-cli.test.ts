@@ -46,7 +46,7 @@ beforeAll(async () => {
     await ledger.join({ manifestSha256: h, roundIndex: i, kind: 'training', jobId, rounds: 10, modelVersion: i, charge: { publisher, rdp: [...COST] } });
     await ledger.contribute(ref(h, i), { reuse: false });
   }
-}, 120_000);
+});
 
 afterAll(async () => {
   await c?.close();
@@ -66,7 +66,7 @@ describe('aegis client privacy status', () => {
       expect.objectContaining({ publisher: 'pub-a', job_id: 'job-a', manifest_sha256: H1, round_indexes: [0, 1], rounds: 2 }),
       expect.objectContaining({ publisher: 'pub-b', job_id: 'job-b', manifest_sha256: H2, round_indexes: [0], rounds: 1 }),
     ]);
-  }, 60_000);
+  });
 
   test('with a budget (the flag, or privacyBudget in a client run --config file): ε at its δ and what remains; as text too', () => {
     const j = cliJson(aegis(['client', 'privacy', 'status', '--data-dir', dir, '--privacy-budget', 'epsilon=20,delta=1e-5', '--json']));
@@ -82,7 +82,7 @@ describe('aegis client privacy status', () => {
     expect(text.stdout).toContain('budget: epsilon 20 at delta 0.00001; remaining epsilon');
     expect(text.stdout).toMatch(/per publisher:\n {2}pub-a {2}epsilon/);
     expect(text.stdout).toMatch(/per job:\n {2}job-a {2}manifest 111111111111…/);
-  }, 60_000);
+  });
 
   test('bad --privacy-budget, --delta or config budget: exit 2 naming the flag; client run too', async () => {
     for (const [args, flag] of [
@@ -107,7 +107,7 @@ describe('aegis client privacy status', () => {
     const run = await runCliAsync(['client', 'run', '--data-dir', dir, '--input', input, '--allow-unsigned', '--privacy-budget', 'epsilon=8,delta=1e-5,x=1'], env);
     expect(run.status).toBe(2);
     expect(run.stderr).toContain('--privacy-budget');
-  }, 120_000);
+  });
 
   test('a charge lowered in the ledger is refused: exit 2, the file named', () => {
     const path = join(dir, 'ledger.json');
@@ -121,5 +121,5 @@ describe('aegis client privacy status', () => {
     expect(cliJson(r).error.message).toContain(path);
     writeFileSync(path, good);
     expect(aegis(['client', 'privacy', 'status', '--data-dir', dir]).status).toBe(0);
-  }, 60_000);
+  });
 });

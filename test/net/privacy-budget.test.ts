@@ -140,7 +140,7 @@ describe('a client with a privacy budget', () => {
     // Nothing more was charged.
     const { ledger: last } = await openLedger(dir, clients[0]!.identity.seed, { missing: 'refuse' });
     expect(last.privacyCharges()).toHaveLength(2);
-  }, 300_000);
+  });
 
   test('declines a job that is not differentially private; without a budget the client joins and DP rounds are charged', async () => {
     const dir = mkdtempSync(join(tmpdir(), 'aegis-budget-'));
@@ -165,5 +165,5 @@ describe('a client with a privacy budget', () => {
     expect(c.resultOf('dp-free', 0).survivors).toContain(me);
     const { ledger } = await openLedger(dir, clients[0]!.identity.seed, { missing: 'refuse' });
     expect(ledger.privacyCharges().map((x) => [x.jobId, x.roundIndex])).toEqual([['dp-free', 0]]);
-  }, 300_000);
+  });
 });
