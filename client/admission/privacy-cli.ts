@@ -5,9 +5,9 @@
  * --delta) and the limit when one is given. Opening the ledger verifies it under the client's
  * identity, so it asks for the identity passphrase like `client run`.
  */
-import { readFile } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
+import { readJsonFile } from '../../shared/cli/files.js';
 import { printResult, reportError } from '../../shared/cli/output.js';
 import { obtainPassphrase } from '../../shared/cli/passphrase.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
@@ -35,12 +35,7 @@ function deltaOption(text: string): number {
 
 /** The limit in a `client run --config` file (`privacyBudget`), if it has one. */
 async function limitOfConfig(file: string): Promise<PrivacyLimit | undefined> {
-  let json: unknown;
-  try {
-    json = JSON.parse(await readFile(file, 'utf8'));
-  } catch (err) {
-    throw new AegisError(ErrorCode.InvalidArgument, `--config ${file}: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : 'not a JSON file'}`);
-  }
+  const json = await readJsonFile(file, '--config');
   const v = (json as { privacyBudget?: unknown } | null)?.privacyBudget;
   if (v === undefined) return undefined;
   if (typeof v !== 'string') throw new AegisError(ErrorCode.InvalidArgument, `--config ${file}: privacyBudget must be a string 'epsilon=E,delta=D'`);

@@ -228,6 +228,7 @@ describe('every command', () => {
     'round launch --weights': ['round', 'launch', '--manifest', 'job.json', '--weights', MISSING, '--coordinator', '127.0.0.1:1'],
     'client enroll --ca': ['client', 'enroll', '--coordinator', '127.0.0.1:1', '--token', 'x'.repeat(43), '--ca', MISSING, '--data-dir', 'never'],
     'client run --config': ['client', 'run', '--allow-unsigned', '--data-dir', 'never', '--config', MISSING],
+    'client privacy status --config': ['client', 'privacy', 'status', '--data-dir', 'never', '--config', MISSING],
     'client run --input': ['client', 'run', '--allow-unsigned', '--data-dir', 'never', '--input', MISSING],
     'client run --train-data': ['client', 'run', '--allow-unsigned', '--data-dir', 'never', '--train-data', MISSING],
     'client run --registry-ca': ['client', 'run', '--allow-unsigned', '--data-dir', 'never', '--input', 'input-ok.json', '--registry-ca', MISSING],
