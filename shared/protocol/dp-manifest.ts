@@ -16,7 +16,7 @@ import { accountDdg, ddgRdp, ddgRho, roundedNormBound2, type DdgRound } from '..
 import { assertDpParams, encodedLength, type DpParams } from '../dp/encode.js';
 import { paddedDim } from '../dp/hadamard.js';
 import { parseRational, rationalToNumber } from '../dp/sampler.js';
-import { wrapProbabilityBound } from '../dp/calibrate.js';
+import { wrapProbabilityBound, type Calibration } from '../dp/calibrate.js';
 import { utf8 } from '../bytes.js';
 import { hkdfSha256 } from '../crypto/hkdf.js';
 
@@ -61,6 +61,24 @@ export interface DpManifestView {
   rounds: number;
   round: { dim: number; cohort: number; threshold?: number };
   dp?: DpSpec;
+}
+
+/** The manifest's `dp` section for a calibration (`aegis dp calibrate`'s output, camel-cased). */
+export function dpSpecOfCalibration(c: Calibration): DpSpec {
+  return {
+    mechanism: c.mechanism,
+    clip: c.clip,
+    noiseMultiplier: c.noise_multiplier,
+    delta: c.delta,
+    epsilon: c.epsilon,
+    minClients: c.clients,
+    maxClients: c.max_clients,
+    bits: c.bits,
+    gamma: c.gamma,
+    sigma2: c.sigma2_per_client,
+    normBound2: c.norm_bound2,
+    beta: c.beta,
+  };
 }
 
 /** The encoder's parameters for a manifest's `dp` section (dim = round.dim). */

@@ -7,27 +7,14 @@ import { describe, expect, it } from '@jest/globals';
 import { calibrate } from '../../shared/dp/calibrate.js';
 import { accountDdg, ddgRho } from '../../shared/dp/accountant.js';
 import { parseManifest, type JobManifestInput } from '../../shared/protocol/manifest.js';
-import { dpEpsilonAfter, dpParamsOfManifest, dpRoundCost, maskedDim, maskedRoundParams, type DpSpec } from '../../shared/protocol/dp-manifest.js';
+import { dpEpsilonAfter, dpParamsOfManifest, dpSpecOfCalibration, dpRoundCost, maskedDim, maskedRoundParams, type DpSpec } from '../../shared/protocol/dp-manifest.js';
 
 const DIM = 100;
 const ROUNDS = 5;
 
 function section(over: { clients?: number; maxClients?: number; bits?: number } = {}): DpSpec {
   const c = calibrate({ noiseMultiplier: 1.1, delta: 1e-6, rounds: ROUNDS, clients: over.clients ?? 4, maxClients: over.maxClients ?? 6, dim: DIM, clip: 0.5, ...(over.bits ? { bits: over.bits } : {}) });
-  return {
-    mechanism: 'distributed-discrete-gaussian',
-    clip: c.clip,
-    noiseMultiplier: c.noise_multiplier,
-    delta: c.delta,
-    epsilon: c.epsilon,
-    minClients: c.clients,
-    maxClients: c.max_clients,
-    bits: c.bits,
-    gamma: c.gamma,
-    sigma2: c.sigma2_per_client,
-    normBound2: c.norm_bound2,
-    beta: c.beta,
-  };
+  return dpSpecOfCalibration(c);
 }
 
 function bytes(dp: unknown, round: Partial<JobManifestInput['round']> = {}, extra: Record<string, unknown> = {}): Uint8Array {
