@@ -7,23 +7,10 @@
  */
 import type { Command } from 'commander';
 import { parseFloatOption, parseIntOption, printResult, reportError } from '../cli/output.js';
-import { calibrate, DEFAULT_BETA, DEFAULT_WRAP_PROBABILITY, type Calibration } from './calibrate.js';
+import { calibrate, DEFAULT_BETA, DEFAULT_WRAP_PROBABILITY, type CalibrateInput, type Calibration } from './calibrate.js';
 import { MAX_PADDED_DIM } from './hadamard.js';
 
-interface CalibrateOptions {
-  noiseMultiplier?: number;
-  epsilon?: number;
-  delta: number;
-  rounds: number;
-  clients: number;
-  maxClients?: number;
-  dim: number;
-  clip: number;
-  bits?: number;
-  beta?: number;
-  wrapProbability?: number;
-  json?: boolean;
-}
+type CalibrateOptions = CalibrateInput & { json?: boolean };
 
 /** A number in (min, max), each end excluded unless `closedMax`: δ, for one, may be neither 0 nor 1. */
 function parseInterval(name: string, min: number, max: number, closedMax = false) {
