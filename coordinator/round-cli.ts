@@ -63,23 +63,19 @@ const JOB_STATES: Record<number, string> = {
 const jobStateName = (s: admin.JobState): string => JOB_STATES[s] ?? 'unspecified';
 const jobKindName = (k: admin.JobKind): string => (k === admin.JobKind.TRAINING ? 'training' : k === admin.JobKind.PLAIN ? 'plain' : 'unspecified');
 
+/** An abort or hold reason's name: null when none, 'unspecified' for a value this build does not know. */
+function reasonName(code: number): string | null {
+  if (code === 0) return null;
+  try {
+    return abortReasonFromProto(code);
+  } catch {
+    return 'unspecified';
+  }
+}
+
 function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
-  let reason: string | null = null;
-  if (s.abortReason !== 0) {
-    try {
-      reason = abortReasonFromProto(s.abortReason);
-    } catch {
-      reason = 'unspecified';
-    }
-  }
-  let hold: string | null = null;
-  if (s.holdReason !== 0) {
-    try {
-      hold = abortReasonFromProto(s.holdReason);
-    } catch {
-      hold = 'unspecified';
-    }
-  }
+  const reason = reasonName(s.abortReason);
+  const hold = reasonName(s.holdReason);
   const current = s.finished ? undefined : s.clientsPerPhase.find((c) => c.phase === s.phase);
   return {
     job_id: s.jobId,
