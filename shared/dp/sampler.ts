@@ -9,7 +9,7 @@
  * low-order bits). Integers are JavaScript numbers while they stay below 2^53 (exact there) and
  * BigInt beyond.
  *
- *   Bernoulli(p), p = a/b         uniform u in [0, b); accept iff u < a
+ *   Bernoulli(p), p = a/b         a uniform real U (lazy 32-bit words) against the base-2^32 digits of a/b: accept iff U < a/b
  *   Bernoulli(exp(−γ)), γ ∈ [0,1] (CKS Alg. 1) K = 1, 2, … while Bernoulli(γ/K); accept iff the last K is odd
  *   Bernoulli(exp(−γ)), γ > 1     ⌊γ⌋ independent Bernoulli(exp(−1)) all accepting, then Bernoulli(exp(−(γ−⌊γ⌋)))
  *   Geometric(1 − exp(−1/t))      (CKS Alg. 2) u uniform in [0, t) accepted w.p. exp(−u/t); v ~ Geometric(1 − e^{−1}); return v·t + u
@@ -24,7 +24,7 @@
  * All randomness comes from a `UniformSource` (32-bit words): `cryptoSource()` for production,
  * the repository's `DeterministicRng` for seeded tests and simulation.
  */
-import { randomBytes } from 'node:crypto';
+import { randomFillSync } from 'node:crypto';
 import { ErrorCode, fail } from '../errors.js';
 
 /** A source of independent uniform 32-bit words. `DeterministicRng` is one. */
@@ -32,15 +32,14 @@ export interface UniformSource {
   nextU32(): number;
 }
 
-/** Uniform words from the operating system's CSPRNG (crypto.randomBytes), buffered 64 KiB at a time. */
+/** Uniform words from the operating system's CSPRNG (crypto.randomFillSync), refilled 64 KiB at a time into one buffer. */
 export function cryptoSource(): UniformSource {
-  let words = new Uint32Array(0);
-  let pos = 0;
+  const words = new Uint32Array(16384);
+  let pos = words.length;
   return {
     nextU32(): number {
       if (pos >= words.length) {
-        const b = randomBytes(65536);
-        words = new Uint32Array(b.buffer, b.byteOffset, 16384);
+        randomFillSync(words);
         pos = 0;
       }
       return words[pos++]!;
@@ -57,9 +56,29 @@ export interface Rational {
 const TWO32 = 4294967296;
 const TWO53 = 9007199254740992;
 const SMALL_DEN = 1n << 53n;
+/** Largest n for which w·n (w a 32-bit word) and a·2^32 (a <= n) stay exact doubles. */
+const DIGIT_DEN = 2 ** 21;
 
-/** Uniform integer in [0, n) for an integer 1 <= n <= 2^53, by rejection (no modulo bias). */
+/**
+ * Uniform integer in [0, n) for an integer 1 <= n <= 2^53, without bias: for n <= 2^21 by
+ * Lemire's multiply-and-shift (the product w·n is an exact double; the rare low products below
+ * 2^32 mod n are redrawn), beyond by rejection of whole words above the largest multiple of n.
+ */
 export function uniformBelow(src: UniformSource, n: number): number {
+  if (n <= DIGIT_DEN) {
+    let x = src.nextU32() * n;
+    let hi = Math.floor(x / TWO32);
+    let lo = x - hi * TWO32;
+    if (lo < n) {
+      const threshold = (TWO32 - n) % n; // 2^32 mod n
+      while (lo < threshold) {
+        x = src.nextU32() * n;
+        hi = Math.floor(x / TWO32);
+        lo = x - hi * TWO32;
+      }
+    }
+    return hi;
+  }
   if (n <= TWO32) {
     const limit = TWO32 - (TWO32 % n);
     for (;;) {
@@ -87,9 +106,47 @@ export function uniformBelowBig(src: UniformSource, n: bigint): bigint {
   }
 }
 
-/** Bernoulli(a/b) for integers 0 <= a <= b, 1 <= b <= 2^53. */
+/**
+ * Bernoulli(a/b) for integers 0 <= a <= b, 1 <= b <= 2^53, without a modulo or a rejection:
+ * a uniform real U = 0.w₁w₂… (32-bit words, drawn lazily) is compared with the base-2^32
+ * expansion of a/b, so P[U < a/b] = a/b exactly and one word decides with probability
+ * 1 − 2^−32. For b <= 2^21 every digit is computed in exact double arithmetic; beyond, the first
+ * digit comes from the quotient in floating point when that cannot be off by one (its fraction
+ * is away from an integer by far more than the quotient's 2^−21 error), and the rest — or the
+ * whole comparison, near an integer — from `bernoulliBig`.
+ */
 export function bernoulli(src: UniformSource, a: number, b: number): boolean {
-  return uniformBelow(src, b) < a;
+  if (a <= 0) return false;
+  if (a >= b) return true;
+  if (b <= DIGIT_DEN) {
+    let rem = a;
+    for (;;) {
+      const x = rem * TWO32; // < 2^53: exact
+      let digit = Math.floor(x / b);
+      let r = x - digit * b; // exact: digit·b <= 2^53
+      if (r < 0) {
+        digit--;
+        r += b;
+      } else if (r >= b) {
+        digit++;
+        r -= b;
+      }
+      const w = src.nextU32();
+      if (w !== digit) return w < digit;
+      if (r === 0) return false; // a/b ended: U >= a/b from here on
+      rem = r;
+    }
+  }
+  const q = (a / b) * TWO32; // within 2^−21 of the exact a·2^32/b
+  const digit = Math.floor(q);
+  const frac = q - digit;
+  if (frac > 2 ** -10 && frac < 1 - 2 ** -10) {
+    const w = src.nextU32();
+    if (w !== digit) return w < digit;
+    const bb = BigInt(b);
+    return bernoulliBig(src, (BigInt(a) << 32n) - BigInt(digit) * bb, bb);
+  }
+  return bernoulliBig(src, BigInt(a), BigInt(b));
 }
 
 /**

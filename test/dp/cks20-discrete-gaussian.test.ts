@@ -7,6 +7,7 @@
 import { describe, expect, test } from '@jest/globals';
 import { DeterministicRng } from '../../shared/crypto/rng.js';
 import {
+  bernoulli,
   bernoulliBig,
   bernoulliExp,
   cryptoSource,
@@ -35,7 +36,7 @@ function histogram(draw: () => number, n: number): Map<number, number> {
 describe('uniform integers and Bernoulli(p) for rational p', () => {
   test('uniformBelow stays in range and hits every value of a small range about equally (double and two-word paths)', () => {
     const src = rng('uniform');
-    for (const n of [1, 7, 2 ** 32, 2 ** 40 + 3]) {
+    for (const n of [1, 7, 2 ** 21, 2 ** 21 + 1, 2 ** 32, 2 ** 40 + 3]) {
       for (let i = 0; i < 2000; i++) {
         const u = uniformBelow(src, n);
         expect(Number.isInteger(u) && u >= 0 && u < n).toBe(true);
@@ -52,6 +53,62 @@ describe('uniform integers and Bernoulli(p) for rational p', () => {
       if (u >= 2n * (1n << 70n)) high++;
     }
     expect(binomialZ(high, 4000, 1 / 3)).toBeLessThan(Z_1E4);
+  });
+
+  test('uniformBelow on the multiply-and-shift path (n <= 2^21) spreads evenly over a range that is not a power of two (n = 3·2^19, chi-square over its thirds)', () => {
+    const src = rng('uniform-lemire');
+    const n = 3 * 2 ** 19;
+    const h = histogram(() => Math.floor((uniformBelow(src, n) * 3) / n), 30000);
+    const r = chiSquare(h, () => 1 / 3, 0, 2, 30000);
+    expect(r.statistic).toBeLessThan(r.critical);
+  });
+
+  test('bernoulli(a, b) decides on the first word exactly as the exact first base-2^32 digit of a/b says (both the exact-double and the float-quotient paths)', () => {
+    // A source that hands out a chosen first word, then fresh words: with w below the digit
+    // ⌊a·2^32/b⌋ the answer must be true, above it false, whatever comes after.
+    const fresh = rng('bernoulli-digit');
+    const pick = rng('bernoulli-cases');
+    const withFirst = (w: number) => {
+      let first = true;
+      return {
+        nextU32: () => {
+          if (!first) return fresh.nextU32();
+          first = false;
+          return w;
+        },
+      };
+    };
+    for (const bMax of [2 ** 21, 2 ** 53]) {
+      for (let i = 0; i < 3000; i++) {
+        const b = 1 + uniformBelow(pick, bMax);
+        const a = uniformBelow(pick, b + 1);
+        const digit = (BigInt(a) << 32n) / BigInt(b);
+        if (digit >= 1n << 32n) {
+          expect(bernoulli(withFirst(pick.nextU32()), a, b)).toBe(true);
+          continue;
+        }
+        const d = Number(digit);
+        if (d > 0) expect(bernoulli(withFirst(uniformBelow(pick, d)), a, b)).toBe(true);
+        if (d < 2 ** 32 - 1) expect(bernoulli(withFirst(d + 1 + uniformBelow(pick, 2 ** 32 - 1 - d)), a, b)).toBe(false);
+      }
+    }
+  });
+
+  test('bernoulli(a, b) has rate a/b, including a power-of-two denominator (a digit expansion that ends) and one past 2^21', () => {
+    const src = rng('bernoulli-rate');
+    const n = 20000;
+    for (const [a, b] of [
+      [5, 64],
+      [1, 3],
+      [12345, 2 ** 21 + 7],
+      [2 ** 40, 3 * 2 ** 40 + 1],
+    ] as const) {
+      let hits = 0;
+      for (let i = 0; i < n; i++) if (bernoulli(src, a, b)) hits++;
+      expect(binomialZ(hits, n, a / b)).toBeLessThan(Z_1E4);
+    }
+    expect(bernoulli(src, 0, 7)).toBe(false);
+    expect(bernoulli(src, 7, 7)).toBe(true);
   });
 
   test('bernoulliBig(r, d) has rate r/d for a denominator far beyond 2^53', () => {
