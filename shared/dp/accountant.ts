@@ -30,8 +30,20 @@
  *
  * Neighbouring relation: one client's update replaced by zero (its noise still added), i.e.
  * user-level "zero-out" adjacency, sensitivity Δ₂. No amplification by subsampling is assumed:
- * the coordinator chooses each cohort, and a malicious one need not sample at random. An opt-in
- * subsampled accountant is not implemented.
+ * the coordinator chooses each cohort, and a malicious one need not sample at random.
+ *
+ * Opt-in, and only for reporting: `accountDdgSampled` gives the ε *if* every client joined each
+ * round independently with probability q (Poisson sampling) — an assumption about an honest
+ * coordinator that no client can check, so clients never charge their budgets by it. It uses the
+ * general upper bound for Poisson-subsampled mechanisms of Zhu and Wang ("Poisson Subsampled
+ * Rényi Differential Privacy", ICML 2019, Theorem 6), which needs nothing of the mechanism but
+ * its RDP curve ε(·), at integer orders α >= 2:
+ *   (α−1)·ε'(α) <= log[ (1−q)^(α−1)(1 + (α−1)q) + C(α,2) q² (1−q)^(α−2) e^{ε(2)}
+ *                       + 3 Σ_{j=3}^{α} C(α,j) q^j (1−q)^(α−j) e^{(j−1)ε(j)} ]
+ * and ε'(α) <= ε(α) besides (Rényi divergence is jointly quasi-convex). Without the factor 3 this
+ * is exactly the sampled Gaussian mechanism's RDP (Mironov, Talwar and Zhang 2019) when ε(·) is
+ * the Gaussian's; with it the bound can only be larger, so it is kept whatever reading of the
+ * theorem one takes.
  */
 import { ErrorCode, fail } from '../errors.js';
 
@@ -213,4 +225,82 @@ export function roundedNormBound2(scaledClip: number, dim: number, beta: number)
   if (beta > 0) bound = Math.min(bound, scaledClip * scaledClip + dim / 4 + Math.sqrt(2 * Math.log(1 / beta)) * (scaledClip + sq / 2));
   if (!(bound < 2 ** 100)) fail(ErrorCode.InvalidArgument, 'norm bound out of range: the scaled clip is too large');
   return BigInt(Math.floor(bound));
+}
+
+/**
+ * The integer Rényi orders the subsampled accountant evaluates: every order 2..64, then a sparser
+ * run to 256 (TF Privacy's default orders are 1.1..10.9, 11..63, 128, 256, 512). Any set of
+ * orders gives a valid ε; this one keeps a calibration's search fast.
+ */
+export const SAMPLED_ORDERS: readonly number[] = [...Array.from({ length: 63 }, (_, i) => i + 2), 72, 80, 96, 112, 128, 160, 192, 256];
+
+function logSumExp(xs: readonly number[]): number {
+  const m = Math.max(...xs);
+  if (m === -Infinity) return -Infinity;
+  let s = 0;
+  for (const x of xs) s += Math.exp(x - m);
+  return m + Math.log(s);
+}
+
+/**
+ * RDP at integer order α >= 2 of a mechanism with RDP curve `rdp` run on a Poisson sample with
+ * rate q in (0, 1] (Zhu and Wang 2019, Theorem 6, with the factor 3; see the header).
+ */
+export function poissonSampledRdp(rdp: (alpha: number) => number, q: number, alpha: number): number {
+  if (!Number.isInteger(alpha) || alpha < 2) fail(ErrorCode.InvalidArgument, 'the sampled accountant needs an integer Rényi order >= 2');
+  if (!(q > 0 && q <= 1)) fail(ErrorCode.InvalidArgument, 'sampling rate must be in (0, 1]');
+  const base = new Float64Array(alpha + 1);
+  for (let j = 2; j <= alpha; j++) base[j] = rdp(j);
+  return sampledAt(base, q, alpha);
+}
+
+/** As `poissonSampledRdp`, with the base curve given at orders 2..α as base[2..α]. */
+function sampledAt(base: Float64Array, q: number, alpha: number): number {
+  const unsampled = base[alpha]!;
+  if (q === 1) return unsampled;
+  const lq = Math.log(q);
+  const l1q = Math.log1p(-q);
+  const terms = [(alpha - 1) * l1q + Math.log1p((alpha - 1) * q)];
+  let logBinom = Math.log(alpha); // log C(α, 1)
+  for (let j = 2; j <= alpha; j++) {
+    logBinom += Math.log(alpha - j + 1) - Math.log(j);
+    terms.push((j >= 3 ? Math.log(3) : 0) + logBinom + j * lq + (alpha - j) * l1q + (j - 1) * base[j]!);
+  }
+  return Math.min(unsampled, logSumExp(terms) / (alpha - 1));
+}
+
+/** R rounds of a sampled mechanism at every order of SAMPLED_ORDERS, converted to ε at δ. */
+function sampledEpsilon(rdp: (alpha: number) => number, rounds: number, delta: number, q: number): { epsilon: number; order: number } {
+  if (!(q > 0 && q <= 1)) fail(ErrorCode.InvalidArgument, 'sampling rate must be in (0, 1]');
+  const top = SAMPLED_ORDERS[SAMPLED_ORDERS.length - 1]!;
+  const base = new Float64Array(top + 1);
+  for (let j = 2; j <= top; j++) base[j] = rdp(j);
+  const rdps = SAMPLED_ORDERS.map((a) => rounds * sampledAt(base, q, a));
+  return epsilonFromRdpOrders(SAMPLED_ORDERS, rdps, delta);
+}
+
+export interface SampledAccount {
+  /** ε after `rounds` rounds if every client joined each round independently with probability `rate`. */
+  epsilon: number;
+  delta: number;
+  /** The assumed Poisson sampling rate q. */
+  rate: number;
+  /** The integer Rényi order that gave ε. */
+  order: number;
+}
+
+/** ε of `rounds` rounds of the DDG mechanism `r` on Poisson samples of rate q (opt-in; see the header). */
+export function accountDdgSampled(r: DdgRound, rounds: number, delta: number, rate: number): SampledAccount {
+  if (!Number.isInteger(rounds) || rounds < 1) fail(ErrorCode.InvalidArgument, 'rounds must be a positive integer');
+  const s = scales(r);
+  const sampled = sampledEpsilon((a) => rdpOf(s, a), rounds, delta, rate);
+  // Both are bounds on the same mechanism: the worst-case one (all real orders) can be the smaller at q near 1.
+  const worst = accountDdg(r, rounds, delta);
+  return worst.epsilon < sampled.epsilon ? { epsilon: worst.epsilon, delta, rate, order: worst.order } : { ...sampled, delta, rate };
+}
+
+/** ε of `rounds` rounds of the continuous Gaussian mechanism with noise multiplier z on Poisson samples of rate q (the sampled baseline). */
+export function gaussianEpsilonSampled(z: number, rounds: number, delta: number, rate: number): number {
+  if (!(Number.isFinite(z) && z > 0)) fail(ErrorCode.InvalidArgument, 'noise multiplier must be positive');
+  return Math.min(gaussianEpsilon(z, rounds, delta), sampledEpsilon((a) => gaussianRdp(z, a), rounds, delta, rate).epsilon);
 }

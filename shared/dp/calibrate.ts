@@ -30,7 +30,7 @@
  * words are packed.
  */
 import { ErrorCode, fail } from '../errors.js';
-import { accountDdg, gaussianEpsilon, roundedNormBound2 } from './accountant.js';
+import { accountDdg, accountDdgSampled, gaussianEpsilon, gaussianEpsilonSampled, roundedNormBound2 } from './accountant.js';
 import type { DpParams } from './encode.js';
 import { paddedDim } from './hadamard.js';
 import { formatRational, parseRational, rationalToNumber, samplerVariance } from './sampler.js';
@@ -65,6 +65,12 @@ export interface CalibrateInput {
   beta?: number;
   /** Bound on the per-round wrap probability, in (0, 10^−3]; default 10^−9. */
   wrapProbability?: number;
+  /**
+   * Opt-in: also account as if every client joined each round independently with probability q
+   * (honest Poisson sampling by the coordinator). A target ε then applies to that figure; the
+   * worst-case `epsilon`, which clients charge, is reported beside it.
+   */
+  assumeSamplingRate?: number;
 }
 
 /** The calibrated parameters, in the JSON form the CLI prints and a manifest can carry. */
@@ -97,6 +103,12 @@ export interface Calibration {
   clip: number;
   /** The bound on P[some coordinate of a round's sum wraps] these parameters achieve. */
   wrap_probability: number;
+  /**
+   * Present only with `assumeSamplingRate`: the ε if the coordinator sampled each client with
+   * probability `rate` in every round (an assumption no client can check; `epsilon` is what
+   * holds without it, and what clients charge).
+   */
+  assuming_sampling?: { rate: number; epsilon: number; gaussian_epsilon: number };
 }
 
 interface Setting {
@@ -109,6 +121,7 @@ interface Setting {
   clip: number;
   beta: number;
   wrapProbability: number;
+  samplingRate?: number;
 }
 
 function positiveInt(v: number, what: string, max: number): void {
@@ -129,7 +142,9 @@ function settingOf(input: CalibrateInput): Setting {
   if (!(beta >= 0 && beta < 1)) fail(ErrorCode.InvalidArgument, 'β must be in [0, 1)');
   const wrapProbability = input.wrapProbability ?? DEFAULT_WRAP_PROBABILITY;
   if (!(wrapProbability > 0 && wrapProbability <= 1e-3)) fail(ErrorCode.InvalidArgument, 'wrap probability must be in (0, 1e-3]');
-  return { delta, rounds, clients, maxClients, dim, padded, clip, beta, wrapProbability };
+  const samplingRate = input.assumeSamplingRate;
+  if (samplingRate !== undefined && !(samplingRate > 0 && samplingRate <= 1)) fail(ErrorCode.InvalidArgument, 'assumed sampling rate must be in (0, 1]');
+  return { delta, rounds, clients, maxClients, dim, padded, clip, beta, wrapProbability, ...(samplingRate !== undefined ? { samplingRate } : {}) };
 }
 
 /** The wrap bound of the header for concrete parameters: 2D·exp(−t²/(2v)), capped at 1. */
@@ -184,6 +199,10 @@ function evaluate(s: Setting, z: number, bits: number): Calibration | string {
     clip: s.clip,
     wrap_probability: 0,
   };
+  if (s.samplingRate !== undefined) {
+    const sampled = accountDdgSampled({ sigma2: sigma2Num, clients: s.clients, dim: s.padded, normBound2 }, s.rounds, s.delta, s.samplingRate);
+    c.assuming_sampling = { rate: s.samplingRate, epsilon: sampled.epsilon, gaussian_epsilon: gaussianEpsilonSampled(z, s.rounds, s.delta, s.samplingRate) };
+  }
   c.wrap_probability = wrapProbabilityBound(dpParamsOf(c), s.maxClients);
   if (!(c.wrap_probability <= s.wrapProbability)) return 'internal: wrap bound not met'; // guards the γ formula
   return c;
@@ -192,11 +211,17 @@ function evaluate(s: Setting, z: number, bits: number): Calibration | string {
 const Z_MIN = 1e-3;
 const Z_MAX = 1e6;
 
+/** The ε a target is held to: the sampled one when sampling is assumed, else the worst case. */
+const targetEpsilon = (c: Calibration): number => c.assuming_sampling?.epsilon ?? c.epsilon;
+
+/** The continuous Gaussian baseline for the same setting (sampled when sampling is assumed). */
+const baselineEpsilon = (s: Setting, z: number): number => (s.samplingRate !== undefined ? gaussianEpsilonSampled(z, s.rounds, s.delta, s.samplingRate) : gaussianEpsilon(z, s.rounds, s.delta));
+
 /** The smallest z (to relative 1e-9) with ε(z) <= target at `bits`, or a reason there is none. */
 function solveZ(s: Setting, target: number, bits: number): Calibration | string {
   let hi = 0.125;
   let best = evaluate(s, hi, bits);
-  while (typeof best === 'string' || best.epsilon > target) {
+  while (typeof best === 'string' || targetEpsilon(best) > target) {
     hi *= 2;
     if (hi > Z_MAX) return typeof best === 'string' ? best : `ε = ${target} is out of reach at ${bits} bits (the rounding error alone costs more)`;
     best = evaluate(s, hi, bits);
@@ -206,7 +231,7 @@ function solveZ(s: Setting, target: number, bits: number): Calibration | string 
   for (let i = 0; i < 100 && hi - lo > 1e-9 * hi; i++) {
     const mid = (lo + hi) / 2;
     const r = evaluate(s, mid, bits);
-    if (typeof r !== 'string' && r.epsilon <= target) [hi, best] = [mid, r];
+    if (typeof r !== 'string' && targetEpsilon(r) <= target) [hi, best] = [mid, r];
     else lo = mid;
   }
   return best;
@@ -216,10 +241,10 @@ function solveZ(s: Setting, target: number, bits: number): Calibration | string 
 function gaussianZ(s: Setting, target: number): number {
   let lo = Z_MIN;
   let hi = 1;
-  while (gaussianEpsilon(hi, s.rounds, s.delta) > target) hi *= 2;
+  while (baselineEpsilon(s, hi) > target) hi *= 2;
   for (let i = 0; i < 100 && hi - lo > 1e-9 * hi; i++) {
     const mid = (lo + hi) / 2;
-    if (gaussianEpsilon(mid, s.rounds, s.delta) <= target) hi = mid;
+    if (baselineEpsilon(s, mid) <= target) hi = mid;
     else lo = mid;
   }
   return hi;
@@ -242,12 +267,12 @@ export function calibrate(input: CalibrateInput): Calibration {
     return r;
   }
   // Automatic bits: the smallest whose discretization costs at most 1% (see the header).
-  const reference = byZ ? gaussianEpsilon(input.noiseMultiplier!, s.rounds, s.delta) : gaussianZ(s, input.epsilon!);
+  const reference = byZ ? baselineEpsilon(s, input.noiseMultiplier!) : gaussianZ(s, input.epsilon!);
   let last: Calibration | string = 'no bit width was tried';
   for (let bits = 2; bits <= 32; bits++) {
     last = run(bits);
     if (typeof last === 'string') continue;
-    if ((byZ ? last.epsilon : last.noise_multiplier) <= AUTO_BITS_SLACK * reference) return last;
+    if ((byZ ? targetEpsilon(last) : last.noise_multiplier) <= AUTO_BITS_SLACK * reference) return last;
   }
   if (typeof last === 'string') fail(ErrorCode.InvalidArgument, `infeasible even with 32 bits (more than 32 needed): ${last}`, 'fewer clients per round, a larger ε, or a larger δ');
   return last;

@@ -31,6 +31,14 @@ function table(c: Calibration): string {
   const rows: [string, string][] = [
     ['mechanism', 'distributed discrete Gaussian (KLS21), no subsampling amplification'],
     ['epsilon', `${c.epsilon.toPrecision(6)} after ${c.rounds} round(s) (continuous Gaussian: ${c.gaussian_epsilon.toPrecision(6)})`],
+    ...(c.assuming_sampling
+      ? ([
+          [
+            'epsilon IF sampled',
+            `${c.assuming_sampling.epsilon.toPrecision(6)} ASSUMING the coordinator samples each client with probability ${c.assuming_sampling.rate} per round (unverifiable: clients charge the epsilon above) (continuous Gaussian: ${c.assuming_sampling.gaussian_epsilon.toPrecision(6)})`,
+          ],
+        ] as [string, string][])
+      : []),
     ['delta', String(c.delta)],
     ['zCDP rho', c.rho.toPrecision(6)],
     ['noise multiplier z', c.noise_multiplier.toPrecision(6)],
@@ -63,6 +71,11 @@ export function registerDp(program: Command): void {
     .option('--bits <b>', 'modulus bits 2..32 (default: the fewest that cost at most 1% over the continuous Gaussian)', parseIntOption('bits', 2, 32))
     .option('--beta <b>', `conditional rounding parameter in [0, 1) (default ${DEFAULT_BETA.toPrecision(4)} = e^-0.5)`, parseBeta)
     .option('--wrap-probability <p>', `bound on the chance a round's sum wraps (default ${DEFAULT_WRAP_PROBABILITY})`, parseInterval('wrap-probability', 0, 1e-3, true))
+    .option(
+      '--assume-sampling-rate <q>',
+      'opt-in: also report epsilon as if each client joined each round independently with probability q (honest Poisson sampling, which no client can check); a target --epsilon then applies to that figure',
+      parseInterval('assume-sampling-rate', 0, 1, true),
+    )
     .option('--json', 'print one JSON object on stdout')
     .action(function (this: Command, o: CalibrateOptions) {
       // Exactly one of the two: a usage error naming both flags, exit 2 (shared/cli/usage.ts).

@@ -7,6 +7,9 @@
 import { describe, expect, test } from '@jest/globals';
 import {
   accountDdg,
+  accountDdgSampled,
+  gaussianEpsilonSampled,
+  poissonSampledRdp,
   ddgRdp,
   ddgRho,
   ddgTau,
@@ -144,5 +147,61 @@ describe('the rounded norm bound (KLS21 Theorem 1, eq. 2)', () => {
     const b = Math.exp(-0.5);
     expect(roundedNormBound2(100, 1024, b)).toBe(BigInt(Math.floor(100 ** 2 + 256 + 1 * (100 + 16))));
     expect(roundedNormBound2(1, 1024, b)).toBe(BigInt(Math.floor(Math.min(33 ** 2, 1 + 256 + 17))));
+  });
+});
+
+describe('opt-in accounting under honest Poisson sampling (Zhu and Wang 2019, Theorem 6)', () => {
+  /** The sampled Gaussian mechanism's exact RDP at integer α (Mironov, Talwar and Zhang 2019), written out independently. */
+  function sgmLogA(q: number, z: number, alpha: number): number {
+    const terms: number[] = [];
+    let logBinom = 0;
+    for (let k = 0; k <= alpha; k++) {
+      if (k > 0) logBinom += Math.log(alpha - k + 1) - Math.log(k);
+      terms.push(logBinom + (alpha - k) * Math.log1p(-q) + k * Math.log(q) + (k * k - k) / (2 * z * z));
+    }
+    const m = Math.max(...terms);
+    return m + Math.log(terms.reduce((acc, t) => acc + Math.exp(t - m), 0));
+  }
+
+  test('the independent sampled-Gaussian formula reproduces TF Privacy test_compute_rdp values (q 0.1, z 2, 10 steps, α 5 → 0.07737; q 0.01, z 2.5, 50 steps, α 5/50 → 0.00218075/0.023846)', () => {
+    expect(10 * (sgmLogA(0.1, 2, 5) / 4)).toBeCloseTo(0.07737, 5);
+    expect(50 * (sgmLogA(0.01, 2.5, 5) / 4)).toBeCloseTo(0.00218075, 6);
+    expect(50 * (sgmLogA(0.01, 2.5, 50) / 49)).toBeCloseTo(0.023846, 5);
+  });
+
+  test('on the Gaussian the general bound lies between the exact sampled-Gaussian RDP and the same sum with its j >= 3 terms tripled, and never above the unsampled RDP', () => {
+    for (const [q, z] of [
+      [0.1, 2],
+      [0.01, 2.5],
+      [0.3, 0.8],
+    ] as const) {
+      for (const alpha of [2, 3, 5, 16, 64]) {
+        const bound = poissonSampledRdp((a) => gaussianRdp(z, a), q, alpha);
+        const exact = Math.min(sgmLogA(q, z, alpha) / (alpha - 1), gaussianRdp(z, alpha));
+        expect(bound).toBeGreaterThanOrEqual(exact * (1 - 1e-12));
+        expect(bound * (alpha - 1)).toBeLessThanOrEqual(Math.log(3) + sgmLogA(q, z, alpha) + 1e-12);
+        expect(bound).toBeLessThanOrEqual(gaussianRdp(z, alpha));
+      }
+    }
+    expect(poissonSampledRdp((a) => gaussianRdp(1, a), 1, 7)).toBe(gaussianRdp(1, 7));
+  });
+
+  test('sampling lowers the DDG ε, more the rarer a client is sampled, and never below the sampled continuous Gaussian', () => {
+    const r: DdgRound = { sigma2: 400, clients: 50, dim: 1024, normBound2: 40_000n };
+    const worst = accountDdg(r, 100, 1e-5).epsilon;
+    const rates = [1, 0.5, 0.1, 0.01];
+    const eps = rates.map((q) => accountDdgSampled(r, 100, 1e-5, q).epsilon);
+    expect(eps[0]).toBeCloseTo(worst, 9);
+    for (let i = 1; i < eps.length; i++) expect(eps[i]!).toBeLessThan(eps[i - 1]!);
+    expect(eps[3]!).toBeLessThan(worst / 10);
+    const z = Math.sqrt(r.clients * r.sigma2) / Math.sqrt(Number(r.normBound2));
+    rates.forEach((q, i) => expect(eps[i]!).toBeGreaterThanOrEqual(gaussianEpsilonSampled(z, 100, 1e-5, q) * (1 - 1e-9)));
+  });
+
+  test('a rate outside (0, 1] and a non-integer order are refused', () => {
+    const r: DdgRound = { sigma2: 400, clients: 50, dim: 1024, normBound2: 40_000n };
+    expect(() => accountDdgSampled(r, 1, 1e-5, 0)).toThrow(/sampling rate/);
+    expect(() => accountDdgSampled(r, 1, 1e-5, 1.5)).toThrow(/sampling rate/);
+    expect(() => poissonSampledRdp((a) => a, 0.1, 2.5)).toThrow(/integer Rényi order/);
   });
 });

@@ -71,6 +71,27 @@ describe('calibration for a target ε', () => {
   });
 });
 
+describe('calibration assuming honest Poisson sampling (opt-in)', () => {
+  test('a target ε applies to the sampled figure; the worst-case ε clients charge is reported beside it and is larger; the noise is below the unsampled calibration’s', () => {
+    const base = { epsilon: 4, delta: 1e-5, rounds: 50, clients: 40, dim: 2000, clip: 1 };
+    const plain = calibrate(base);
+    const sampled = calibrate({ ...base, assumeSamplingRate: 0.05 });
+    expect(plain.assuming_sampling).toBeUndefined();
+    expect(sampled.assuming_sampling!.rate).toBe(0.05);
+    expect(sampled.assuming_sampling!.epsilon).toBeLessThanOrEqual(4);
+    expect(sampled.assuming_sampling!.epsilon).toBeGreaterThan(3.9);
+    expect(sampled.epsilon).toBeGreaterThan(4);
+    expect(sampled.noise_multiplier).toBeLessThan(plain.noise_multiplier);
+    // The worst-case ε is the plain accountant's for the same parameters: what a manifest's clients charge.
+    const again = calibrate({ ...base, epsilon: undefined, noiseMultiplier: sampled.noise_multiplier, bits: sampled.bits });
+    expect(again.epsilon).toBeCloseTo(sampled.epsilon, 9);
+  });
+
+  test('a rate outside (0, 1] is refused', () => {
+    expect(() => calibrate({ noiseMultiplier: 1, delta: 1e-5, rounds: 1, clients: 10, dim: 10, clip: 1, assumeSamplingRate: 0 })).toThrow(/sampling rate/);
+  });
+});
+
 describe('infeasible settings', () => {
   test('a modulus too small for the cohort names the bits', () => {
     expect(() => calibrate({ ...base, clients: 5000, noiseMultiplier: 1, bits: 12 })).toThrow(/infeasible at 12 bits/);

@@ -40,6 +40,20 @@ describe('aegis dp calibrate', () => {
     expect(r.stdout).toMatch(/^bits\s+\d+$/m);
   });
 
+  test('--assume-sampling-rate adds a labelled ε under honest sampling, which a target --epsilon then meets; the worst-case ε stays beside it', () => {
+    const j = cliJson(runCli(['dp', 'calibrate', '--epsilon', '4', ...common, '--assume-sampling-rate', '0.1', '--json'], env));
+    const expected = calibrate({ epsilon: 4, delta: 1e-5, rounds: 100, clients: 100, dim: 1000, clip: 1, assumeSamplingRate: 0.1 });
+    expect(j).toEqual({ ok: true, ...expected });
+    expect(j.assuming_sampling.rate).toBe(0.1);
+    expect(j.assuming_sampling.epsilon).toBeLessThanOrEqual(4);
+    expect(j.epsilon).toBeGreaterThan(4);
+    const t = runCli(['dp', 'calibrate', '--epsilon', '4', ...common, '--assume-sampling-rate', '0.1'], env);
+    expect(t.stdout).toMatch(/^epsilon IF sampled\s+[\d.]+ ASSUMING the coordinator samples each client with probability 0\.1 per round \(unverifiable: clients charge the epsilon above\)/m);
+    const bad = runCli(['dp', 'calibrate', '--epsilon', '4', ...common, '--assume-sampling-rate', '0'], env);
+    expect(bad.status).toBe(2);
+    expect(bad.stderr).toContain('--assume-sampling-rate');
+  });
+
   test('a missing required flag exits 2 naming it', () => {
     const r = runCli(['dp', 'calibrate', '--noise-multiplier', '1', '--rounds', '100', '--clients', '100', '--dim', '1000', '--clip', '1'], env);
     expect(r.status).toBe(2);
