@@ -5,7 +5,9 @@
 import { randomBytes } from 'node:crypto';
 import { readFile, writeFile } from 'node:fs/promises';
 import type { Command } from 'commander';
-import { parseChoice, parseDuration, parseIntOption, reportError } from '../cli/output.js';
+import { parseChoice, parseDuration, parseFloatOption, parseIntOption, reportError } from '../cli/output.js';
+import { calibrate } from '../dp/calibrate.js';
+import { dpSpecOfCalibration } from '../protocol/dp-manifest.js';
 import { obtainPassphrase } from '../cli/passphrase.js';
 import { ed25519PublicFromSeed } from '../crypto/ed25519.js';
 import { AegisError, ErrorCode } from '../errors.js';
@@ -14,6 +16,7 @@ import { readKeyfile, writeKeyfile } from '../keystore/passphrase-keyfile.js';
 import { DIGITS_TRAINING, digitsModel } from '../model/digits.js';
 import { loadTf, weightsToBytes } from '../model/tfjs.js';
 import { parseManifest, type JobManifestInput } from '../protocol/manifest.js';
+import { validateRoundParams } from '../protocol/params.js';
 import { keyIdOf, MANIFEST_PAYLOAD_TYPE, parseEnvelope, verifyEnvelope } from './dsse.js';
 import { describeManifest, PUBLISHER_KEY_LABEL, signManifest, verifySignedManifest } from './manifest.js';
 import { checkRegistries, verifyWithPublishers } from './registry.js';
@@ -43,6 +46,22 @@ export async function readPublicKey(spec: string): Promise<Uint8Array> {
   const key = /^[0-9a-f]{64}$/.test(text) ? Buffer.from(text, 'hex') : Buffer.from(text, 'base64');
   if (key.length !== 32) throw new AegisError(ErrorCode.InvalidArgument, 'a publisher public key is 32 bytes (base64 or hex)');
   return new Uint8Array(key);
+}
+
+interface NewOptions {
+  out: string;
+  kind: 'training' | 'plain';
+  weightsOut?: string;
+  job: string;
+  clients: number;
+  rounds?: number;
+  dim: number;
+  validFor: number;
+  dp?: boolean;
+  epsilon: number;
+  delta: number;
+  dpClip: number;
+  json?: boolean;
 }
 
 export function registerManifest(program: Command): void {
@@ -80,8 +99,16 @@ export function registerManifest(program: Command): void {
     .option('--rounds <n>', 'rounds the job runs (default: 10 for training, 1 for plain)', parseIntOption('rounds', 1, 10_000))
     .option('--dim <m>', 'plain: values per client vector', parseIntOption('dim', 1, 10_000_000), 10)
     .option('--valid-for <duration>', 'how long the manifest stays valid from now (e.g. 7d, 30d, 12h)', parseDuration('valid-for', 60_000, 366 * 86_400_000), 7 * 86_400_000)
+    .option('--dp', 'training: add a dp section (distributed discrete Gaussian noise inside the sum), calibrated for the whole job by aegis dp calibrate')
+    .option('--epsilon <e>', 'with --dp: the job’s total epsilon', parseFloatOption('epsilon', 0.01, 1000), 8)
+    .option('--delta <d>', 'with --dp: the job’s delta', parseFloatOption('delta', 1e-15, 0.1), 1e-5)
+    .option('--dp-clip <c>', 'with --dp: the L2 norm each client update is clipped to', parseFloatOption('dp-clip', 1e-6, 1e6), 1)
     .option('--json', 'print one JSON object on stdout')
-    .action(async (o: { out: string; kind: 'training' | 'plain'; weightsOut?: string; job: string; clients: number; rounds?: number; dim: number; validFor: number; json?: boolean }) => {
+    .action(async function (this: Command, o: NewOptions) {
+      if (o.dp && o.kind !== 'training') this.error("error: option '--dp' needs --kind training (differential privacy protects a model's updates)", { exitCode: 2, code: 'aegis.manifest.dp-kind' });
+      for (const [flag, given] of [['--epsilon', 'epsilon'], ['--delta', 'delta'], ['--dp-clip', 'dpClip']] as const) {
+        if (!o.dp && this.getOptionValueSource(given) === 'cli') this.error(`error: option '${flag}' needs --dp`, { exitCode: 2, code: 'aegis.manifest.dp-option' });
+      }
       try {
         const now = Date.now();
         const common = {
@@ -92,7 +119,8 @@ export function registerManifest(program: Command): void {
           issuedAt: new Date(now).toISOString(),
           expiresAt: new Date(now + o.validFor).toISOString(),
         };
-        const threshold = Math.floor(o.clients / 2) + 1;
+        // The threshold the manifest will carry (the round parameters' default: a majority of the neighbours).
+        const { threshold } = validateRoundParams({ dim: 1, cohort: o.clients, clip: 1, bits: 16 });
         let m: JobManifestInput;
         let weights: Float32Array | undefined;
         if (o.kind === 'plain') {
@@ -101,14 +129,20 @@ export function registerManifest(program: Command): void {
           const { tf } = await loadTf();
           const digits = await digitsModel(tf);
           weights = digits.weights;
+          const rounds = o.rounds ?? 10;
           m = {
             ...common,
-            rounds: o.rounds ?? 10,
+            rounds,
             round: { dim: weights.length, cohort: o.clients, clip: 4096, bits: 24 },
             model: digits.spec,
             training: { ...DIGITS_TRAINING },
             validation: { gate: 0.05, localFraction: 0.1 },
           };
+          if (o.dp) {
+            // The noise must hold with the fewest survivors a round can complete with: the threshold.
+            const c = calibrate({ epsilon: o.epsilon, delta: o.delta, rounds, clients: threshold, maxClients: o.clients, dim: weights.length, clip: o.dpClip });
+            m.dp = dpSpecOfCalibration(c);
+          }
         }
         const bytes = new TextEncoder().encode(`${JSON.stringify(m, null, 2)}\n`);
         const parsed = parseManifest(bytes); // what we write is valid
@@ -126,12 +160,17 @@ export function registerManifest(program: Command): void {
           threshold,
           rounds: parsed.manifest.rounds,
           expires_at: parsed.manifest.expiresAt,
+          dp: parsed.manifest.dp
+            ? { epsilon: parsed.manifest.dp.epsilon, delta: parsed.manifest.dp.delta, noise_multiplier: parsed.manifest.dp.noiseMultiplier, clip: parsed.manifest.dp.clip, min_clients: parsed.manifest.dp.minClients, bits: parsed.manifest.dp.bits }
+            : null,
         };
         if (o.json) process.stdout.write(`${JSON.stringify(out)}\n`);
         else {
           process.stdout.write(
             `wrote ${o.out} (${o.kind} job ${o.job}, ${out.dim} ${o.kind === 'plain' ? 'values per client' : 'parameters'}, ${out.rounds} round${out.rounds === 1 ? '' : 's'}, cohort ${o.clients}: rounds start with at least ${threshold} clients connected; valid until ${out.expires_at})` +
-              `${weightsOut ? ` and ${weightsOut}` : ''}; edit it, then: aegis manifest sign ${o.out} --key publisher.key --out ${signed}\n`,
+              `${weightsOut ? ` and ${weightsOut}` : ''}` +
+              `${out.dp ? `; differential privacy (epsilon ${out.dp.epsilon.toPrecision(4)}, delta ${out.dp.delta} for the whole job, noise multiplier ${out.dp.noise_multiplier.toPrecision(4)}, updates clipped to L2 norm ${out.dp.clip})` : ''}` +
+              `; edit it, then: aegis manifest sign ${o.out} --key publisher.key --out ${signed}\n`,
           );
         }
       } catch (err) {

@@ -5,6 +5,7 @@
  */
 import { AegisError, ErrorCode } from '../errors.js';
 import { parseManifest, type JobManifest } from '../protocol/manifest.js';
+import { dpEpsilonAfter } from '../protocol/dp-manifest.js';
 import { MANIFEST_PAYLOAD_TYPE, parseEnvelope, signEnvelope, verifyEnvelope, type DsseEnvelope } from './dsse.js';
 
 export const PUBLISHER_KEY_LABEL = 'aegis-publisher-key';
@@ -62,6 +63,14 @@ export function describeManifest(m: JobManifest, signers: { keyid: string; name?
     );
   } else {
     lines.push('no model: clients aggregate the vectors they are given');
+  }
+  if (m.dp) {
+    const d = m.dp;
+    lines.push(
+      `differential privacy: ${d.mechanism}, updates clipped to L2 norm ${d.clip}, noise multiplier ${d.noiseMultiplier} with at least ${d.minClients} clients in every sum; (epsilon, delta) = (${dpEpsilonAfter(m, m.rounds).toPrecision(6)}, ${d.delta}) over all ${m.rounds} rounds (recomputed from the parameters; the manifest claims ${d.epsilon.toPrecision(6)}); modulus 2^${d.bits}, granularity ${d.gamma.toPrecision(6)}`,
+    );
+  } else {
+    lines.push('differential privacy: none (the released sums carry no noise)');
   }
   if (m.validation) {
     lines.push(

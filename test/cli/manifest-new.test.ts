@@ -8,6 +8,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseManifest } from '../../shared/protocol/manifest.js';
+import { dpEpsilonAfter } from '../../shared/protocol/dp-manifest.js';
 import { CLI, cliJson, runCli } from '../support/cli.js';
 
 const env = { ...process.env, AEGIS_LOG_LEVEL: 'warn' };
@@ -37,17 +38,49 @@ describe('aegis manifest new', () => {
     expect(existsSync(join(root, 'sum.weights.bin'))).toBe(false);
   });
 
-  test('the default (training): the digits model with its initial weights, 10 rounds, valid 7 days; the text says how many clients a round needs and how to sign', () => {
+  test('the default (training): the digits model with its initial weights, 10 rounds, valid 7 days; the text says how many clients a round needs (the threshold the manifest carries) and how to sign', () => {
     const out = join(root, 'digits.json');
     const r = runCli(['manifest', 'new', '--out', out, '--clients', '4'], env, 120_000);
     expect(r.status).toBe(0);
-    expect(r.stdout).toMatch(/training job digits, \d+ parameters, 10 rounds, cohort 4: rounds start with at least 3 clients connected; valid until \S+\) and .*digits\.weights\.bin; edit it, then: aegis manifest sign/);
+    expect(r.stdout).toMatch(/training job digits, \d+ parameters, 10 rounds, cohort 4: rounds start with at least 2 clients connected; valid until \S+\) and .*digits\.weights\.bin; edit it, then: aegis manifest sign/);
     const { manifest } = parseManifest(new Uint8Array(readFileSync(out)));
+    expect(manifest.round.threshold).toBe(2);
+    expect(manifest.dp).toBeUndefined();
     expect(manifest.rounds).toBe(10);
     expect(manifest.model?.initialWeightsSha256).toMatch(/^[0-9a-f]{64}$/);
     expect(statSync(join(root, 'digits.weights.bin')).size).toBe(4 * manifest.round.dim);
     const days = (Date.parse(manifest.expiresAt) - Date.parse(manifest.issuedAt)) / DAY;
     expect(days).toBe(7);
+  });
+
+  test('--dp: a dp section calibrated for the whole job (ε, δ, clip asked for; noise sized for the threshold, wrap bound for the cohort) that parses, and inspect shows the ε recomputed', () => {
+    const out = join(root, 'dp.json');
+    const r = cliJson(runCli(['manifest', 'new', '--out', out, '--clients', '10', '--rounds', '20', '--dp', '--epsilon', '4', '--delta', '1e-6', '--dp-clip', '2', '--json'], env, 120_000));
+    const { manifest } = parseManifest(new Uint8Array(readFileSync(out)));
+    const dp = manifest.dp!;
+    expect(dp).toMatchObject({ mechanism: 'distributed-discrete-gaussian', delta: 1e-6, clip: 2, minClients: manifest.round.threshold, maxClients: 10 });
+    expect(dp.epsilon).toBeLessThanOrEqual(4);
+    expect(dpEpsilonAfter(manifest, 20)).toBeCloseTo(dp.epsilon, 9);
+    expect(r.dp).toEqual({ epsilon: dp.epsilon, delta: 1e-6, noise_multiplier: dp.noiseMultiplier, clip: 2, min_clients: manifest.round.threshold, bits: dp.bits });
+    const plain = cliJson(runCli(['manifest', 'new', '--kind', 'plain', '--out', join(root, 'nodp.json'), '--json'], env));
+    expect(plain.dp).toBeNull();
+  });
+
+  test('--dp on a plain job, or --epsilon / --delta / --dp-clip without --dp, exit 2 naming the flag; nothing is written', () => {
+    const cases: [string[], RegExp][] = [
+      [['--kind', 'plain', '--dp'], /option '--dp' needs --kind training/],
+      [['--epsilon', '3'], /option '--epsilon' needs --dp/],
+      [['--delta', '1e-6'], /option '--delta' needs --dp/],
+      [['--dp-clip', '2'], /option '--dp-clip' needs --dp/],
+      [['--dp', '--epsilon', '0'], /--epsilon must be a number/],
+    ];
+    for (const [args, message] of cases) {
+      const out = join(root, `bad-dp-${args.join('')}.json`);
+      const r = runCli(['manifest', 'new', '--out', out, ...args], env);
+      expect({ args, status: r.status }).toEqual({ args, status: 2 });
+      expect(r.stderr).toMatch(message);
+      expect(existsSync(out)).toBe(false);
+    }
   });
 
   test('bad values name the flag and exit 2; nothing is written', () => {

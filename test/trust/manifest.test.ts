@@ -6,6 +6,8 @@ import { keyIdOf, MANIFEST_PAYLOAD_TYPE, signEnvelope } from '../../shared/trust
 import { describeManifest, signManifest, verifySignedManifest } from '../../shared/trust/manifest.js';
 import { manifest } from '../support/cluster.js';
 import { codeOf } from '../support/codes.js';
+import { dpSection } from '../support/dp.js';
+import { dpEpsilonAfter } from '../../shared/protocol/dp-manifest.js';
 
 const seed = randomBytes(32);
 const pk = ed25519PublicFromSeed(seed);
@@ -45,5 +47,23 @@ describe('signed manifests', () => {
     expect(lines[0]).toBe('job signed-job, revision 1: 1 round');
     expect(lines.join('\n')).toMatch(/classic SecAgg/);
     expect(lines.at(-1)).toBe(`signed by ${keyIdOf(pk)} (ml-team): signature valid`);
+  });
+
+  it('describe a DP job: the mechanism, clip, noise, minimum clients and the ε recomputed from the parameters (not the claimed one); a job without DP says so', () => {
+    const dp = { ...dpSection({ dim: 16, minClients: 3, maxClients: 4, rounds: 5 }) };
+    const claimed = dp.epsilon * 2; // a claim above the accountant's is allowed; below is refused
+    const m = manifest({
+      jobId: 'dp-job',
+      rounds: 5,
+      round: { dim: 16, cohort: 4, threshold: 3, clip: 4, bits: 16 },
+      model: { format: 'safetensors', tensors: [{ name: 'w', shape: [16], dtype: 'F32' }], initialWeightsSha256: '0'.repeat(64) },
+      training: {},
+      dp: { ...dp, epsilon: claimed },
+    });
+    const parsed = verifySignedManifest(signManifest(m, [seed]), trusted).manifest;
+    const text = describeManifest(parsed, []).join('\n');
+    const recomputed = dpEpsilonAfter(parsed, 5);
+    expect(text).toContain(`differential privacy: distributed-discrete-gaussian, updates clipped to L2 norm 1, noise multiplier 1 with at least 3 clients in every sum; (epsilon, delta) = (${recomputed.toPrecision(6)}, 0.00001) over all 5 rounds (recomputed from the parameters; the manifest claims ${claimed.toPrecision(6)})`);
+    expect(describeManifest(verifySignedManifest(signManifest(job, [seed]), trusted).manifest, []).join('\n')).toContain('differential privacy: none');
   });
 });
