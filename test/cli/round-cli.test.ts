@@ -8,6 +8,7 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { waitFor } from '../support/cluster.js';
 import { CLI, cliJson, runCli, type CliRun } from '../support/cli.js';
 
@@ -67,7 +68,7 @@ beforeAll(async () => {
   await waitFor(() => existsSync(join(coordDir, 'coordinator.json')), 30_000, 'the coordinator to listen');
   const { address, enrollAddress } = JSON.parse(readFileSync(join(coordDir, 'coordinator.json'), 'utf8')) as { address: string; enrollAddress: string };
   // Four devices: dev-0..2 take part in everything; dev-3 (in audit mode: it declines jobs nobody
-  // approved on it) joins later, declines a round, then is frozen to hold a round in its first phase.
+  // approved on it) joins later, declines a round, then falls silent to hold a round in its first phase.
   for (let i = 0; i < 4; i++) {
     const inv = json(admin('clients', 'invite'));
     const dir = join(root, `dev-${i}`);
@@ -78,6 +79,20 @@ beforeAll(async () => {
   expect(aegis(['client', 'audit', 'enter', '--data-dir', join(root, 'dev-3'), '--reason', 'holds the cancel test round', '--json']).status).toBe(0);
   for (let i = 0; i < 3; i++) runClient(i);
 });
+
+/** dev-3 as a silent device (test/support/silent-device.mjs), once its stream is attached. */
+async function silentDevice(dir: string): Promise<ChildProcess> {
+  const { address } = JSON.parse(readFileSync(join(coordDir, 'coordinator.json'), 'utf8')) as { address: string };
+  const child = spawn(process.execPath, [fileURLToPath(new URL('../support/silent-device.mjs', import.meta.url)), dir, address], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  children.push(child);
+  let out = '';
+  let err = '';
+  child.stdout!.on('data', (d: Buffer) => (out += d.toString()));
+  child.stderr!.on('data', (d: Buffer) => (err += d.toString()));
+  await waitFor(() => out.includes('attached') || child.exitCode !== null, 60_000, 'the silent device to attach');
+  if (!out.includes('attached')) throw new Error(`the silent device did not attach: ${err}`);
+  return child;
+}
 
 afterAll(() => {
   for (const c of children) c.kill('SIGKILL');
@@ -202,10 +217,16 @@ describe('aegis round list, status --watch, cancel, result --out', () => {
   });
 
   test('cancel ends a running round (status cancelled); a second cancel is failed-precondition, an unknown job not-found', async () => {
-    // dev-3 stays connected but frozen (SIGSTOP): it neither advertises nor declines, so phase 0
-    // waits for it (its stream lives on for the transport's keepalive time, far longer than this test).
-    dev3!.kill('SIGSTOP');
-    const manifest = writeManifest('cancel-job', { cohort: 4, rounds: 1, advertiseMs: 60_000 });
+    // dev-3 becomes a silent device: its client process is stopped and a process holding a stream
+    // with its identity takes its place, answering the transport's keepalive pings but never the
+    // round. So phase 0 waits for it until the advertise deadline, whatever the machine's speed (a
+    // frozen process would be dropped by keepalive after ~30 s, and a busy machine can take that
+    // long between the launch and the cancel).
+    dev3!.kill('SIGKILL');
+    await silentDevice(join(root, 'dev-3'));
+    // The advertise deadline is far past anything the test waits for: the round must still be in
+    // its first phase when the cancel arrives, however slowly the CLI calls before it run.
+    const manifest = writeManifest('cancel-job', { cohort: 4, rounds: 1, advertiseMs: 1_800_000 });
     const launched = admin('round', 'launch', '--manifest', manifest, '--gather', '20s');
     expect(launched.status).toBe(0);
     expect(json(launched).cohort).toEqual(['dev-0', 'dev-1', 'dev-2', 'dev-3']);
