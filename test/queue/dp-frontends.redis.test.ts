@@ -67,6 +67,11 @@ async function frontEnds(n: number, prefix: string, launchQueue?: () => LaunchQu
   const tokens = TokenIssuer.create();
   const registry = new Registry();
   const out: FrontEnd[] = [];
+  // The suite's own prefix is removed by useTestRedis; this one is removed here (closers run last first).
+  ctx.closers.push(async () => {
+    const keys = await ctx.redis.keys(`${prefix}:*`);
+    if (keys.length > 0) await ctx.redis.del(...keys);
+  });
   for (let i = 0; i < n; i++) {
     const redis = ctx.redis.duplicate({ maxRetriesPerRequest: null });
     ctx.closers.push(() => redis.quit());
