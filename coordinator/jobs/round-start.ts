@@ -21,6 +21,7 @@ import { GroupedRoundHost } from '../hosts/grouped-host.js';
 import type { RoundHostLike } from '../hosts/types.js';
 import { RoundHost } from '../hosts/round-host.js';
 import { UploadGate } from '../service/upload-gate.js';
+import { weightBytes } from './training.js';
 import type { Job, JobsOptions, RoundRecord } from './types.js';
 
 /** Default memory for masked inputs being received at once. */
@@ -106,6 +107,9 @@ export async function openRound(ctx: RoundStartContext, job: Job, gatherMs: numb
       owner: shared.frontEndId,
       createdAt,
     }));
+    // A training round's clients may be on any front end: each serves them the round's model
+    // from the Redis (FetchModel), so it is there before any of them is sent the round start.
+    if (job.training) await shared.store.putModel(hashHex, job.training.models.latest.version, weightBytes(job.training.models.latest.weights));
     const { hosts, created } = await shared.create(info, metas);
     if (!created) log?.warn({ job: job.jobId, round: index }, 'the round exists on the Redis already: following it instead of starting it again');
     host = hosts.length === 1 ? hosts[0]! : new GroupedRoundHost(hosts.map((h) => ({ members: h.meta.cohort, host: h })));

@@ -22,6 +22,8 @@
  * - Phase 0's inbox takes a client's keys or its decline, one of the two per client: a decline
  *   counts as the client's answer, so the phase stops waiting for it.
  * - `P:fe:<id>` (hash, 5 s TTL): a live front end's heartbeat and connected clients.
+ * - `P:model:<manifest hash>` (hash, kept a day): model version `v<N>` → its sealed weights, the
+ *   global model a training round of that job starts from, for clients on any front end.
  *
  * Recording a message is one Lua script: it checks the phase (no message is taken once its
  * phase closes), the cohort cap and key ownership, and sets the value only if the client has
@@ -171,6 +173,9 @@ export class RoundStore {
   infoKey(roundId: string): string {
     return `${this.prefix}:shared-round:${roundId}`;
   }
+  modelKey(manifestHashHex: string): string {
+    return `${this.prefix}:model:${manifestHashHex}`;
+  }
   get activeKey(): string {
     return `${this.prefix}:shared-rounds`;
   }
@@ -222,6 +227,18 @@ export class RoundStore {
       return completedState(base, out.survivors ?? [], new Uint32Array(new Uint8Array(Buffer.from(out.sum ?? '', 'base64')).buffer), sessionId);
     }
     return abortRound({ ...base, phase: out.at ?? Phase.AdvertiseKeys }, (out.reason ?? AbortReason.TooFewClients) as AbortReason, out.detail ?? '').next;
+  }
+
+  /** Records a training job's model version (its weights' bytes, sealed) for the front ends that serve its clients. */
+  async putModel(manifestHashHex: string, version: number, weights: Uint8Array): Promise<void> {
+    const key = this.modelKey(manifestHashHex);
+    await this.redis.multi().hset(key, `v${version}`, this.seal(`model:${manifestHashHex}`, `v${version}`, weights)).expire(key, ROUND_TTL_SECONDS).exec();
+  }
+
+  /** A model version's weights recorded by `putModel`, if any. */
+  async model(manifestHashHex: string, version: number): Promise<Uint8Array | undefined> {
+    const sealed = await this.redis.hgetBuffer(this.modelKey(manifestHashHex), `v${version}`);
+    return sealed ? this.open(`model:${manifestHashHex}`, `v${version}`, sealed) : undefined;
   }
 
   sealVector(k: string, field: string, v: Uint32Array): Buffer {

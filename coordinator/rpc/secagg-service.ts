@@ -16,7 +16,8 @@ import type { TokenIssuer } from '../auth/tokens.js';
 import type { Jobs } from '../jobs/jobs.js';
 import type { Mailboxes } from '../service/mailbox.js';
 import type { CallerAuthorization } from './caller.js';
-import { modelChunks } from './model-chunks.js';
+import type { RedisRounds } from '../queue/redis-rounds.js';
+import { modelChunks, sharedModelChunks } from './model-chunks.js';
 
 const MAX_TOKENS_PER_CALL = 64;
 
@@ -29,6 +30,8 @@ export interface SecAggServiceDeps {
   tokenTtlMs?: number;
   /** How long a client may stay disconnected before its rounds stop waiting for it; default 2 s. */
   lostAfterMs?: number;
+  /** Rounds on Redis: the model versions of training jobs other front ends run are read there. */
+  redisRounds?: RedisRounds;
   log?: Logger;
 }
 
@@ -57,8 +60,9 @@ export function secAggService(deps: SecAggServiceDeps) {
     fetchModel: serverStream<pb.FetchModelRequest, pb.ModelChunk>((req, call) => {
       auth.client(call);
       const job = jobs.trainingJobByHash(req.manifestHash);
-      if (!job?.training) throw new AegisError(ErrorCode.NotFound, 'no training job with this manifest hash runs here');
-      return modelChunks(job.training.models.get(req.version));
+      if (job?.training) return modelChunks(job.training.models.get(req.version));
+      // Another front end on the Redis runs the job: it recorded the version there.
+      return sharedModelChunks(deps.redisRounds?.store, req.manifestHash, req.version);
     }),
     issueTokens: unary<pb.IssueTokensRequest, pb.IssueTokensReply>(async (req, call) => {
       const rec = auth.client(call);

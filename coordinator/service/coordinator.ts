@@ -188,7 +188,7 @@ export class Coordinator {
     // The job history is read back before any call is taken; running training jobs resume once listening.
     const resume = jobs.restoreHistory();
     const services = {
-      secAgg: secAggService({ auth, jobs, mailboxes: this.mailboxes, tokens: this.tokens, ...pick(opts, ['tokenTtlMs', 'lostAfterMs', 'log']) }),
+      secAgg: secAggService({ auth, jobs, mailboxes: this.mailboxes, tokens: this.tokens, ...pick(opts, ['tokenTtlMs', 'lostAfterMs', 'redisRounds', 'log']) }),
       enrollment: enrollmentService({ auth, clients }),
       admin: adminService({
         auth,
