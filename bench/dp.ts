@@ -54,7 +54,7 @@ export function dpBenchOptions(quick: boolean, progress?: (line: string) => void
     accuracy: {
       clients: quick ? 10 : 100,
       rounds: quick ? 2 : 5,
-      clip: 0.5,
+      clip: 1,
       epsilons: quick ? [8] : [1, 2, 4, 8],
       delta: 1e-5,
       hidden: quick ? 16 : 32,
