@@ -35,6 +35,8 @@ export interface DpBenchOptions {
   /** Repetitions of each DP stage (median). */
   reps: number;
   accuracy: Parameters<typeof dpAccuracy>[0];
+  /** Whether these settings can judge the aim (not --quick: its baseline barely leaves chance). */
+  judgeAim: boolean;
 }
 
 export interface DpBenchResult {
@@ -43,7 +45,7 @@ export interface DpBenchResult {
   cost: CostRow[];
   accuracy: AccuracyResult;
   /** The product's aim: at ε <= 8, δ = 1e-5 for the whole job, test accuracy within 5 points of no DP. */
-  target: { epsilon: number; delta: number; within_points: number; best_epsilon_met: number | null; met: boolean };
+  target: { epsilon: number; delta: number; within_points: number; best_epsilon_met: number | null; met: boolean | null };
 }
 
 /** The settings of a full run and of --quick. */
@@ -51,6 +53,7 @@ export function dpBenchOptions(quick: boolean, progress?: (line: string) => void
   return {
     sizes: quick ? [10_000] : [100_000, 1_000_000],
     reps: quick ? 2 : 3,
+    judgeAim: !quick,
     accuracy: {
       clients: quick ? 10 : 100,
       rounds: quick ? 2 : 5,
@@ -83,7 +86,7 @@ export async function runDpBench(o: DpBenchOptions, say: (line: string) => void 
   const accuracy = await dpAccuracy(o.accuracy);
   const met = accuracy.rows.filter((r) => r.variant === 'DP' && r.target_epsilon !== null && r.target_epsilon <= 8 && r.diff_points >= -5);
   const best = met.length > 0 ? Math.min(...met.map((r) => r.target_epsilon!)) : null;
-  return { bench: 'dp', cost_job: COST_JOB, cost, accuracy, target: { epsilon: 8, delta: 1e-5, within_points: 5, best_epsilon_met: best, met: best !== null } };
+  return { bench: 'dp', cost_job: COST_JOB, cost, accuracy, target: { epsilon: 8, delta: 1e-5, within_points: 5, best_epsilon_met: best, met: o.judgeAim ? best !== null : null } };
 }
 
 const ms = (x: number): string => (x >= 100 ? fmt(x, 0) : x >= 10 ? fmt(x, 1) : fmt(x, 2));
@@ -127,7 +130,7 @@ export function renderDpBench(r: DpBenchResult): string {
   out.push(`median L2 norm of a client's unweighted update, per round (no-DP job): ${a.update_norm_median.map((n) => fmt(n, 2)).join(', ')}`);
   out.push(
     `aim: at ε <= ${r.target.epsilon}, δ = ${r.target.delta} for the whole job, test accuracy within ${r.target.within_points} points of no DP: ` +
-      (r.target.met ? `met (smallest ε that meets it: ${r.target.best_epsilon_met})` : 'NOT met at these settings'),
+      (r.target.met === null ? 'not judged (--quick: too few clients and rounds)' : r.target.met ? `met (smallest ε that meets it: ${r.target.best_epsilon_met})` : 'NOT met at these settings'),
   );
   return `${out.join('\n')}\n`;
 }
