@@ -12,6 +12,7 @@ import { benchScale } from './scale.js';
 import { benchRegistry } from './registry.js';
 import { benchRefuse } from './refuse.js';
 import { benchSoak } from './soak.js';
+import { benchDp } from './dp.js';
 
 const TOPICS: Record<string, (o: { json: boolean; quick: boolean; budgetSeconds: number }) => Promise<void>> = {
   secagg: benchSecagg,
@@ -21,6 +22,7 @@ const TOPICS: Record<string, (o: { json: boolean; quick: boolean; budgetSeconds:
   registry: benchRegistry,
   refuse: benchRefuse,
   soak: benchSoak,
+  dp: benchDp,
 };
 
 const program = new Command();

@@ -6,6 +6,30 @@ import { parseChoice, parseDuration, parseFloatOption, parseIntOption, progress,
 import { DEFAULT_PYTHON, DEMO_TRAINERS, type DemoTrainer } from './trainers.js';
 import { runDemo, type DemoResult } from './run.js';
 
+/** `aegis demo --dp` defaults: (ε, δ) for the whole job and the clip of each update. */
+export const DEMO_DP_DEFAULTS = { epsilon: 8, delta: 1e-5, clip: 1 } as const;
+
+interface DemoCliOptions {
+  trainer: DemoTrainer;
+  python: string;
+  clients: number;
+  rounds: number;
+  dropout: number;
+  seed: number;
+  alpha: number;
+  workers?: number;
+  perDigit?: number;
+  out: string;
+  json?: boolean;
+  dashboard?: string;
+  dashboardAllowRemote?: boolean;
+  dashboardHold: number;
+  dp?: boolean;
+  epsilon?: number;
+  delta?: number;
+  clip?: number;
+}
+
 export function registerDemo(program: Command): void {
   program
     .command('demo')
@@ -24,7 +48,16 @@ export function registerDemo(program: Command): void {
     .option('--dashboard <host:port>', "serve the coordinator's web dashboard there (loopback only unless --dashboard-allow-remote); its login link is printed on stderr")
     .option('--dashboard-allow-remote', 'let --dashboard listen on a non-loopback address')
     .option('--dashboard-hold <duration>', 'keep the coordinator and dashboard up this long after the last round', parseDuration('dashboard-hold', 0, 24 * 3_600_000), 0)
-    .action(async (o: { trainer: DemoTrainer; python: string; clients: number; rounds: number; dropout: number; seed: number; alpha: number; workers?: number; perDigit?: number; out: string; json?: boolean; dashboard?: string; dashboardAllowRemote?: boolean; dashboardHold: number }) => {
+    .option('--dp', 'run the job differentially private (distributed discrete Gaussian inside the secure sum): the manifest gets a dp section calibrated for --epsilon and --delta over all its rounds')
+    .option('--epsilon <e>', `with --dp: target epsilon for the whole job (default ${DEMO_DP_DEFAULTS.epsilon})`, parseFloatOption('epsilon', 0.01, 1000))
+    .option('--delta <d>', `with --dp: delta of the guarantee, in (0, 1e-3] (default ${DEMO_DP_DEFAULTS.delta})`, parseFloatOption('delta', 1e-12, 1e-3))
+    .option('--clip <c>', `with --dp: L2 clip of each client's update, before the noise (default ${DEMO_DP_DEFAULTS.clip})`, parseFloatOption('clip', 1e-6, 1e6))
+    .action(async function (this: Command, o: DemoCliOptions) {
+      const dpFlag = (['epsilon', 'delta', 'clip'] as const).find((k) => o[k] !== undefined);
+      if (!o.dp && dpFlag !== undefined) {
+        const flag = { epsilon: '--epsilon <e>', delta: '--delta <d>', clip: '--clip <c>' }[dpFlag];
+        this.error(`error: option '${flag}' needs --dp`, { exitCode: 2, code: 'aegis.demo.dp-option' });
+      }
       const live = liveProgress();
       try {
         if (o.trainer !== 'tfjs') await checkPython(o.python);
@@ -42,6 +75,7 @@ export function registerDemo(program: Command): void {
           progress: live.progress,
           status: live.status,
           ...(o.dashboard === undefined ? {} : { dashboard: o.dashboard, dashboardAllowRemote: o.dashboardAllowRemote === true, dashboardHoldMs: o.dashboardHold }),
+          ...(o.dp ? { dp: { epsilon: o.epsilon ?? DEMO_DP_DEFAULTS.epsilon, delta: o.delta ?? DEMO_DP_DEFAULTS.delta, clip: o.clip ?? DEMO_DP_DEFAULTS.clip } } : {}),
         });
         live.end();
         if (o.json) process.stdout.write(`${JSON.stringify(r)}\n`);
@@ -123,7 +157,12 @@ export function summary(r: DemoResult): string {
     '',
     ...r.aborted.map((a) => `round ${a.round_number} aborted (${a.reason}): ${a.detail}`),
     `${r.ok ? 'completed' : `FAILED (${r.detail})`}: ${r.per_round.length} rounds, ${r.clients} clients (${r.dropped} dropouts, ${r.aborted_rounds} aborted rounds), ${(r.total_ms / 1000).toFixed(1)} s`,
-    `final test accuracy ${pct(r.final.accuracy)} (loss ${r.final.loss.toFixed(4)}) on ${r.test_examples} held-out digits; ${r.train_examples} digits across the clients (each holds 10% out to check new models); ${r.parameters} parameters; ${r.trainer === 'tfjs' ? `tfjs ${r.backend}` : `trainer ${r.trainer} (an external process per fit; the coordinator's evaluator measured the accuracy)`}`,
+    `final test accuracy ${pct(r.final.accuracy)}${r.dp ? ` at (ε = ${r.dp.epsilon.toFixed(3)}, δ = ${r.dp.delta})` : ''} (loss ${r.final.loss.toFixed(4)}) on ${r.test_examples} held-out digits; ${r.train_examples} digits across the clients (each holds 10% out to check new models); ${r.parameters} parameters; ${r.trainer === 'tfjs' ? `tfjs ${r.backend}` : `trainer ${r.trainer} (an external process per fit; the coordinator's evaluator measured the accuracy)`}`,
+    ...(r.dp
+      ? [
+          `differential privacy: (ε = ${r.dp.epsilon.toFixed(3)}, δ = ${r.dp.delta}) for the whole job of ${r.dp.rounds} rounds (accountant, no subsampling amplification); clip ${r.dp.clip}, noise multiplier ${r.dp.noise_multiplier.toFixed(3)}, noise sized for ${r.dp.min_clients} survivors of ${r.dp.max_clients}, ${r.dp.bits} bits`,
+        ]
+      : []),
     `chart: ${r.chart}`,
     r.trainer === 'tfjs' ? `model (tfjs format): ${r.model_dir}/model.json  (weights.bin sha256 ${r.model_sha256})` : `model (safetensors): ${r.model_dir}/model.safetensors  (weights sha256 ${r.model_sha256})`,
   ];

@@ -41,6 +41,10 @@ import type { DemoClient, DemoInit, DemoReport, DemoRequest } from './ipc.js';
 import { splitDigits } from './mnist.js';
 import { DEFAULT_PYTHON, loadExternalTrainer, type DemoTrainer } from './trainers.js';
 import { roundJson, roundName } from '../../shared/round-number.js';
+import { calibrate } from '../../shared/dp/calibrate.js';
+import { parseRational, rationalToNumber } from '../../shared/dp/sampler.js';
+import { dpEpsilonAfter, dpSpecOfCalibration, type DpSpec } from '../../shared/protocol/dp-manifest.js';
+import { validateRoundParams } from '../../shared/protocol/params.js';
 
 export const DEMO_JOB = 'digits-demo';
 
@@ -80,6 +84,40 @@ export interface DemoOptions {
   dashboardAllowRemote?: boolean;
   /** Keep the coordinator (and dashboard) up this long after the last round; default 0. */
   dashboardHoldMs?: number;
+  /**
+   * Run the job differentially private: its manifest gets a `dp` section from the calibrator
+   * for this target (ε, δ) over all the job's rounds, the clients, the model's dimension and
+   * the clip C (docs/differential-privacy.md).
+   */
+  dp?: DemoDpOptions;
+}
+
+export interface DemoDpOptions {
+  /** Target ε for the whole job. */
+  epsilon: number;
+  /** δ of the guarantee. */
+  delta: number;
+  /** L2 clip of each client's (unweighted) update. */
+  clip: number;
+}
+
+/** The privacy a DP demo's job cost, beside its accuracy in the result. */
+export interface DemoDp {
+  mechanism: DpSpec['mechanism'];
+  /** ε of the whole job at `delta`, from the accountant for the manifest's own parameters. */
+  epsilon: number;
+  delta: number;
+  noise_multiplier: number;
+  clip: number;
+  /** n_min: the fewest survivors a round completes with (the round's threshold). */
+  min_clients: number;
+  max_clients: number;
+  bits: number;
+  gamma: number;
+  /** Per-client noise standard deviation in real units. */
+  sigma_per_client: number;
+  /** Rounds the ε covers (the manifest's rounds). */
+  rounds: number;
 }
 
 export interface DemoRound {
@@ -133,6 +171,8 @@ export interface DemoResult {
   /** SHA-256 of the final weights (the flat float32 vector), as the job's model versions are pinned. */
   model_sha256: string;
   manifest_sha256: string;
+  /** Present for a DP job (`--dp`): what its accuracy cost in privacy. */
+  dp?: DemoDp;
 }
 
 /** Path of the compiled client-process entry (dist/bench/demo/client-process.js). */
@@ -211,13 +251,16 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
   const spec: AnyModelSpec = external ? external.model : tfjsModel!.spec;
   const weights = external ? external.weights : tfjsModel!.weights;
   const bits = bitsFor(o.clients);
+  const neighbors = o.clients > 32 ? 2 * Math.ceil(Math.log2(o.clients)) + 1 : undefined;
+  const { threshold } = validateRoundParams({ dim: weights.length, cohort: o.clients, clip: 4096, bits, ...(neighbors === undefined ? {} : { neighbors }) });
+  const dp = o.dp === undefined ? undefined : demoDpSection(o.dp, { rounds: o.rounds, clients: o.clients, threshold, dim: weights.length });
   const now = Date.now();
   const manifestInput: JobManifestInput = {
     version: 1,
     jobId: DEMO_JOB,
     rounds: o.rounds,
     // Weighted updates (delta times example count) stay well inside ±4096 for this model.
-    round: { dim: weights.length, cohort: o.clients, clip: 4096, bits, ...(o.clients > 32 ? { neighbors: 2 * Math.ceil(Math.log2(o.clients)) + 1 } : {}) },
+    round: { dim: weights.length, cohort: o.clients, threshold, clip: 4096, bits, ...(neighbors === undefined ? {} : { neighbors }) },
     // An external trainer fits before its client answers phase 0 (a process per client, on a
     // shared machine): phase 0 then has the time training needs.
     deadlines: { advertiseMs: external ? 300_000 : 20_000, shareMs: 20_000, maskedMs: 300_000, consistencyMs: 20_000, unmaskMs: 20_000 },
@@ -225,7 +268,10 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     training: { ...(external ? (external.training as TrainingSpec) : DIGITS_TRAINING), ...o.training },
     // Clients hold out 10% to check every new global model; the coordinator checks each round's
     // model on the held-out test split before publishing it.
-    validation: { gate: 0.05, dataset: 'digits-test', localFraction: 0.1 },
+    // A DP job's noise can cost accuracy from one round to the next by design: its gate is off
+    // (1), so noisy rounds are published rather than held back as suspected poisoning.
+    validation: { gate: dp ? 1 : 0.05, dataset: 'digits-test', localFraction: 0.1 },
+    ...(dp ? { dp } : {}),
     issuedAt: new Date(now - 60_000).toISOString(),
     expiresAt: new Date(now + 24 * 3_600_000).toISOString(),
   };
@@ -328,6 +374,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     const initial = external ? undefined : await evaluateModel({ spec: spec as ModelSpec, loss: lossName, weights, examples: split.test });
     await coordinator.launch(new Uint8Array(), { gatherMs: 5_000, initialWeights: weightBytes(weights), signedManifest });
     say(`job ${DEMO_JOB} signed by the demo publisher; the coordinator and every client verified it against the registry`);
+    if (dp) say(`differential privacy: (ε = ${dp.epsilon.toFixed(3)}, δ = ${dp.delta}) for the whole job; clip ${dp.clip}, noise multiplier ${dp.noiseMultiplier.toFixed(3)}, noise sized for ${dp.minClients} survivors, ${dp.bits} bits`);
     const rows: DemoRound[] = [];
     let evaluated = 1;
     let evaluatedIndex = -1;
@@ -406,7 +453,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     const initialMeasured = initial ?? (await measure(coordinator.modelsOf(DEMO_JOB)[0]!).catch(() => ({ accuracy: Number.NaN, loss: Number.NaN })));
     await mkdir(outDir, { recursive: true });
     const chart = await writeChart(join(outDir, 'chart.svg'), [{ round: 0, accuracy: initialMeasured.accuracy, loss: initialMeasured.loss }, ...rows.map((r) => ({ round: r.model_version, accuracy: r.accuracy, loss: r.loss }))], {
-      title: `Aegis FedAvg with secure aggregation: ${o.clients} clients, non-IID digits`,
+      title: `Aegis FedAvg with secure aggregation: ${o.clients} clients, non-IID digits${dp ? `, DP (ε=${dp.epsilon.toFixed(2)}, δ=${dp.delta})` : ''}`,
     });
     const modelDir = join(outDir, 'model');
     if (spec.format === 'safetensors') {
@@ -444,6 +491,7 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
       model_dir: modelDir,
       model_sha256: Buffer.from(latest.sha256).toString('hex'),
       manifest_sha256: sha256Hex(manifestJson),
+      ...(dp ? { dp: demoDpResult(dp, { rounds: o.rounds, dim: weights.length, cohort: o.clients, threshold }) } : {}),
     };
     await writeFile(join(outDir, 'result.json'), `${JSON.stringify(result, null, 2)}\n`);
     if (o.dashboard !== undefined && (o.dashboardHoldMs ?? 0) > 0) {
@@ -456,6 +504,32 @@ export async function runDemo(o: DemoOptions): Promise<DemoResult> {
     await coordinator.close();
     await rm(work, { recursive: true, force: true });
   }
+}
+
+/**
+ * The demo job's `dp` section: the calibrator's parameters for the target (ε, δ) over the job's
+ * rounds, n_min = the round's threshold (the fewest survivors a round can complete with; the
+ * clients refuse to unmask fewer), n_max = the cohort, the model's dimension and the clip.
+ */
+export function demoDpSection(d: DemoDpOptions, job: { rounds: number; clients: number; threshold: number; dim: number }): DpSpec {
+  return dpSpecOfCalibration(calibrate({ epsilon: d.epsilon, delta: d.delta, rounds: job.rounds, clients: job.threshold, maxClients: job.clients, dim: job.dim, clip: d.clip }));
+}
+
+/** The result's `dp` field: ε recomputed by the accountant from the section (never its claim). */
+function demoDpResult(dp: DpSpec, job: { rounds: number; dim: number; cohort: number; threshold: number }): DemoDp {
+  return {
+    mechanism: dp.mechanism,
+    epsilon: dpEpsilonAfter({ rounds: job.rounds, round: { dim: job.dim, cohort: job.cohort, threshold: job.threshold }, dp }, job.rounds),
+    delta: dp.delta,
+    noise_multiplier: dp.noiseMultiplier,
+    clip: dp.clip,
+    min_clients: dp.minClients,
+    max_clients: dp.maxClients,
+    bits: dp.bits,
+    gamma: dp.gamma,
+    sigma_per_client: dp.gamma * Math.sqrt(rationalToNumber(parseRational(dp.sigma2))),
+    rounds: job.rounds,
+  };
 }
 
 function sha256Hex(b: Uint8Array): string {

@@ -46,6 +46,8 @@ describe('aegis demo', () => {
       test_examples: number;
     };
     expect(j.ok).toBe(true);
+    // A job without --dp reports no privacy figures.
+    expect(j).not.toHaveProperty('dp');
     expect(j.per_round.map((x) => x.model_version)).toEqual([1, 2, 3]);
     // Rounds are numbered from 1; an aborted round also takes a number, so a number is never below its version.
     expect(j.per_round.every((x) => x.round_number >= x.model_version)).toBe(true);
