@@ -153,7 +153,8 @@ export function epsilonChart(): EpsilonChart {
   const plot = h('div', { class: 'plot' });
   const caption = h('figcaption', {}, title);
   const empty = h('p', { class: 'muted chart-empty' }, 'No round released yet: nothing spent.');
-  const element = h('figure', { class: 'chart', 'data-testid': 'dp-epsilon-chart', 'data-points': 0, hidden: true }, caption, plot, empty);
+  const legend = h('p', { class: 'muted', 'data-testid': 'dp-budget-key' }, '');
+  const element = h('figure', { class: 'chart', 'data-testid': 'dp-epsilon-chart', 'data-points': 0, hidden: true }, caption, plot, empty, legend);
   let last = '';
   let chart: uPlot | null = null;
   const width = (): number => Math.max(280, Math.floor(plot.clientWidth || element.clientWidth || 480));
@@ -215,6 +216,7 @@ export function epsilonChart(): EpsilonChart {
       const spent = dp.rounds[dp.rounds.length - 1]?.epsilon ?? 0;
       const delta = dp.delta === null ? '' : ` (δ ${dp.delta})`;
       caption.textContent = `${title} · ${fmtEps(spent)} of ${fmtEps(dp.epsilonBudget)}${delta}`;
+      legend.textContent = `Dashed: the job's budget, ε ${fmtEps(dp.epsilonBudget)} after all ${total} rounds. Round 0: nothing spent.`;
     },
     destroy() {
       resize.disconnect();

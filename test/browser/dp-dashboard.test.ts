@@ -91,6 +91,7 @@ describe("a DP job's ε on the dashboard", () => {
     expect(await chart.locator('canvas').count()).toBeGreaterThan(0);
     const fmt = (x: number): string => Number(x.toPrecision(4)).toString();
     expect(await chart.locator('figcaption').textContent()).toContain(`${fmt(epsAfter(DP_ROUNDS))} of ${fmt(epsAfter(DP_ROUNDS))}`);
+    expect(await chart.locator('[data-testid="dp-budget-key"]').textContent()).toContain(`budget, ε ${fmt(epsAfter(DP_ROUNDS))} after all ${DP_ROUNDS} rounds`);
     // Beside the accuracy chart: the next chart in the grid, on the same row.
     const order = await page.evaluate(`[...document.querySelectorAll('.charts > figure')].map((f) => f.getAttribute('data-testid'))`);
     expect(order).toEqual(['accuracy-chart', 'dp-epsilon-chart', 'loss-chart']);
