@@ -73,6 +73,43 @@ function reasonName(code: number): string | null {
   }
 }
 
+/** A DP job's privacy in `--json` (snake_case); null for a job without DP. */
+function dpJson(d: admin.DpStatus | undefined, rounds: number): Record<string, unknown> | null {
+  if (!d) return null;
+  return {
+    mechanism: d.mechanism,
+    delta: d.delta,
+    epsilon_spent: d.epsilonSpent,
+    epsilon_budget: d.epsilonBudget,
+    epsilon_claimed: d.epsilonClaimed,
+    rounds_charged: d.roundsCharged,
+    rounds_total: rounds,
+    noise_multiplier: d.noiseMultiplier,
+    clip: d.clip,
+    min_clients: d.minClients,
+    per_round: d.rounds.map((r) => ({ ...roundJson(r.roundIndex), epsilon: r.epsilon })),
+  };
+}
+
+/** How many rounds' ε the text shows (the latest); --json has them all. */
+const DP_TEXT_ROUNDS = 10;
+
+/** ε for people: four significant digits, no exponent for ordinary values. */
+const eps = (x: number): string => (x === 0 ? '0' : Number(x.toPrecision(4)).toString());
+
+/** The `dp:` line of the status text: `dp: none`, or the mechanism, ε spent of the budget and ε per round. */
+function dpText(d: Record<string, unknown> | null): string {
+  if (!d) return '\n  dp: none';
+  const per = d.per_round as { round_number: number; epsilon: number }[];
+  const shown = per.slice(-DP_TEXT_ROUNDS).map((r) => `round ${r.round_number} ${eps(r.epsilon)}`);
+  const earlier = per.length > shown.length ? `${per.length - shown.length} earlier in --json; ` : '';
+  return (
+    `\n  dp: ${d.mechanism} (noise multiplier ${d.noise_multiplier}, clip ${d.clip}, min clients ${d.min_clients}): ` +
+    `ε spent ${eps(d.epsilon_spent as number)} of ${eps(d.epsilon_budget as number)} (δ ${d.delta}) after ${d.rounds_charged} of ${d.rounds_total} rounds` +
+    (per.length > 0 ? `\n  ε after each round: ${earlier}${shown.join(', ')}` : '')
+  );
+}
+
 function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
   const reason = reasonName(s.abortReason);
   const hold = reasonName(s.holdReason);
@@ -101,6 +138,7 @@ function statusJson(s: admin.RoundStatusReply): Record<string, unknown> {
     refused_messages: s.refused,
     started_at: s.startedAtMs > 0n ? new Date(Number(s.startedAtMs)).toISOString() : null,
     elapsed_ms: Number(s.elapsedMs),
+    dp: dpJson(s.dp, s.rounds),
     ...(s.training
       ? {
           training: {
@@ -140,7 +178,7 @@ function statusText(j: Record<string, unknown>): string {
   // counts those; a plain job's round is one of a fixed number.
   const of = t ? '' : ` of ${j.rounds}`;
   const declined = declinesText(j.declines as Record<string, number>);
-  return `job ${j.job_id}${(j.revision as number) > 1 ? ` revision ${j.revision}` : ''} round ${j.round_number}${of}: ${state}\n  invited ${j.invited}; ${declined ? `${declined}; ` : ''}${counts || 'no messages yet'}; dropouts ${j.dropouts}; refused ${j.refused_messages}; ${((j.elapsed_ms as number) / 1000).toFixed(1)} s${training}`;
+  return `job ${j.job_id}${(j.revision as number) > 1 ? ` revision ${j.revision}` : ''} round ${j.round_number}${of}: ${state}\n  invited ${j.invited}; ${declined ? `${declined}; ` : ''}${counts || 'no messages yet'}; dropouts ${j.dropouts}; refused ${j.refused_messages}; ${((j.elapsed_ms as number) / 1000).toFixed(1)} s${training}${dpText(j.dp as Record<string, unknown> | null)}`;
 }
 
 /** How far a job (or, with a round given or for a plain job, its round) is, 0..1. */

@@ -1,7 +1,7 @@
 /**
  * The dashboard's data, from the coordinator's owners: counts about the coordinator, the jobs
  * (this process's and, with a job directory, the others'), and one job with its rounds and model
- * history (declines per round by reason). Counts and ids only: no client ids, no inputs (the server projects again before
+ * history (declines per round by reason), and a DP job's ε per round against its budget. Counts and ids only: no client ids, no inputs (the server projects again before
  * anything leaves the process).
  */
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
@@ -12,7 +12,8 @@ import type { ClientRegistry } from '../clients/client-registry.js';
 import type { JobsAcrossFrontEnds } from '../jobs/front-ends.js';
 import type { Jobs } from '../jobs/jobs.js';
 import { JOB_STATE_NAMES } from '../jobs/views.js';
-import type { DashboardJobDetail, DashboardJobState, DashboardJobSummary, DashboardOverview, DashboardRound, DashboardSource } from './server.js';
+import { dpStatusOf } from '../jobs/dp-status.js';
+import type { DashboardDp, DashboardJobDetail, DashboardJobState, DashboardJobSummary, DashboardOverview, DashboardRound, DashboardSource } from './server.js';
 
 export interface DashboardDataDeps {
   jobs: Jobs;
@@ -33,6 +34,18 @@ function reasonName(r: admin.DeclineCount['reason']): string {
   } catch {
     return 'unspecified';
   }
+}
+
+/** Another coordinator's DP job, from the status it published to the job directory. */
+function dpOfProto(d: admin.DpStatus, roundsTotal: number): DashboardDp {
+  return {
+    mechanism: d.mechanism,
+    delta: d.delta,
+    epsilonBudget: d.epsilonBudget,
+    epsilonSpent: d.epsilonSpent,
+    roundsTotal,
+    rounds: d.rounds.map((r) => ({ index: r.roundIndex, epsilon: r.epsilon })),
+  };
 }
 
 export class DashboardData implements DashboardSource {
@@ -121,12 +134,14 @@ export class DashboardData implements DashboardSource {
     if (!job) {
       // Another coordinator's job (job directory): its latest round only.
       const s = await reports.statusAnywhere(jobId).catch(() => undefined);
-      return { job: summary, rounds: s ? [roundOf(s)] : [], training: null };
+      return { job: summary, rounds: s ? [roundOf(s)] : [], training: null, dp: s?.dp ? dpOfProto(s.dp, summary.rounds) : null };
     }
     const rounds = job.rounds.map((r) => roundOf(reports.statusOf(jobId, r.index), jobs.timingOf(jobId, r.index)));
+    const dp = dpStatusOf(job);
     return {
       job: summary,
       rounds,
+      dp: dp ? { mechanism: dp.mechanism, delta: dp.delta, epsilonBudget: dp.epsilonBudget, epsilonSpent: dp.epsilonSpent, roundsTotal: dp.roundsTotal, rounds: dp.rounds } : null,
       training: t
         ? {
             state: jobs.isCancelled(jobId) ? 'cancelled' : t.state,

@@ -99,10 +99,26 @@ export interface DashboardTraining {
   models: DashboardModel[];
 }
 
+/** A DP job's privacy: ε (at `delta`) after each charged round, against the job's budget. */
+export interface DashboardDp {
+  mechanism: string;
+  delta: number;
+  /** ε after all the manifest's rounds, from the accountant. */
+  epsilonBudget: number;
+  /** ε spent so far (after the last charged round; 0 before the first). */
+  epsilonSpent: number;
+  /** The manifest's rounds. */
+  roundsTotal: number;
+  /** ε after each round whose noisy sum was released, in round order. */
+  rounds: { index: number; epsilon: number }[];
+}
+
 export interface DashboardJobDetail {
   job: DashboardJobSummary;
   rounds: DashboardRound[];
   training: DashboardTraining | null;
+  /** null for a job without differential privacy. */
+  dp: DashboardDp | null;
 }
 
 /** Where the dashboard's data comes from (the Coordinator; a fake in tests). */
@@ -222,9 +238,22 @@ function projectRound(r: DashboardRound): DashboardRound {
   };
 }
 
+function projectDp(p: DashboardDp | null | undefined): DashboardDp | null {
+  if (!p) return null;
+  return {
+    mechanism: str(p.mechanism, 64),
+    delta: num(p.delta),
+    epsilonBudget: num(p.epsilonBudget),
+    epsilonSpent: num(p.epsilonSpent),
+    roundsTotal: num(p.roundsTotal),
+    rounds: (p.rounds ?? []).map((r) => ({ index: num(r.index), epsilon: num(r.epsilon) })),
+  };
+}
+
 export function projectJobDetail(d: DashboardJobDetail): DashboardJobDetail {
   const t = d.training;
   return {
+    dp: projectDp(d.dp),
     job: projectJob(d.job),
     rounds: (d.rounds ?? []).map(projectRound),
     training: t

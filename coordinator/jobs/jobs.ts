@@ -227,6 +227,7 @@ export class Jobs {
     r.endedAt = this.clock();
     setImmediate(() => this.onRoundEnded());
     const seconds = (r.endedAt - r.startedAt) / 1000;
+    if (o.ok && job.manifest.dp) this.opts.metrics?.dpRoundCompleted();
     if (o.ok) this.opts.metrics?.roundFinished({ outcome: 'completed', seconds });
     else this.opts.metrics?.roundFinished({ outcome: o.reason === 'cancelled' ? 'cancelled' : 'aborted', ...(o.reason === 'cancelled' ? {} : { reason: o.reason }), phase: o.at, seconds });
     // A training round checked on a validation set is announced once the check has run.

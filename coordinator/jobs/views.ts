@@ -10,6 +10,7 @@ import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abortReasonToProto, errorReasonToProto, phaseToProto, vectorToBytes } from '../../shared/rpc/convert.js';
 import { totalDeclines, type DeclineCounts } from '../round/declines.js';
 import { expectedClients } from '../round/phases.js';
+import { dpStatusOf } from './dp-status.js';
 import type { ModelVersionRecord, TrainingProgress } from './training.js';
 import { invitedOf, roundsDone, type Job, type RoundRecord } from './types.js';
 import { roundName, roundNumber } from '../../shared/round-number.js';
@@ -83,6 +84,7 @@ export function roundStatus(job: Job, r: RoundRecord, cancelled: boolean, now: n
   if (training && cancelled) training.state = 'cancelled';
   // A completed round whose model the evaluator could not check: held back (model-unchecked).
   const held = o?.ok ? job.training?.unchecked.find((u) => u.round === r.index) : undefined;
+  const dp = dpStatusProto(job);
   return create(admin.RoundStatusReplySchema, {
     jobId: job.jobId,
     roundIndex: r.index,
@@ -106,6 +108,25 @@ export function roundStatus(job: Job, r: RoundRecord, cancelled: boolean, now: n
     startedAtMs: BigInt(r.startedAt),
     roundsDone: roundsDone(job),
     revision: job.manifest.revision,
+    ...(dp ? { dp } : {}),
+  });
+}
+
+/** A DP job's privacy as the Admin replies carry it; undefined for a job without DP. */
+export function dpStatusProto(job: Job): admin.DpStatus | undefined {
+  const d = dpStatusOf(job);
+  if (!d) return undefined;
+  return create(admin.DpStatusSchema, {
+    mechanism: d.mechanism,
+    delta: d.delta,
+    epsilonSpent: d.epsilonSpent,
+    epsilonBudget: d.epsilonBudget,
+    epsilonClaimed: d.epsilonClaimed,
+    roundsCharged: d.roundsCharged,
+    rounds: d.rounds.map((r) => create(admin.DpRoundEpsilonSchema, { roundIndex: r.index, epsilon: r.epsilon })),
+    noiseMultiplier: d.noiseMultiplier,
+    clip: d.clip,
+    minClients: d.minClients,
   });
 }
 

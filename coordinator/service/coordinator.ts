@@ -37,6 +37,7 @@ import type { TokenLedger } from '../auth/seen-tokens.js';
 import { AuthError, TokenVerifier, type TokenIssuer } from '../auth/tokens.js';
 import { ClientRegistry, type ClientStatus, type SignedCrl } from '../clients/client-registry.js';
 import { DashboardData } from '../dashboard/projections.js';
+import { dpSpendingOf } from '../jobs/dp-status.js';
 import { JobsAcrossFrontEnds } from '../jobs/front-ends.js';
 import { Jobs } from '../jobs/jobs.js';
 import type { ModelVersionRecord } from '../jobs/training.js';
@@ -157,6 +158,7 @@ export class Coordinator {
     });
     this.jobs = new Jobs(opts, { clients: this.clients, mailboxes: this.mailboxes, connectedClients: () => this.connectedClients(), clock: this.clock });
     this.reports = new JobsAcrossFrontEnds(this.jobs, opts, this.clock);
+    opts.metrics?.trackDp(() => dpSpendingOf(this.jobs.all(), (id) => this.jobs.isCancelled(id)));
     this.jobs.onRoundEnded = () => void this.reports.publishJobs();
     if (opts.redisRounds) opts.redisRounds.connectedClients = () => this.connectedClients();
     this.verifier = new TokenVerifier({

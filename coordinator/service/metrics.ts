@@ -29,6 +29,10 @@
  * | `aegis_key_age_seconds`                 | gauge     | key             | age of each key's current version at the last check (`RotatedKeyName`)   |
  * | `aegis_redis_up`                        | gauge     | —               | with `--redis`: 1 while Redis answers, 0 while it is unreachable         |
  * | `aegis_redis_disconnects_total`         | counter   | —               | with `--redis`: times the Redis connection was lost                      |
+ * | `aegis_dp_epsilon_spent_max`            | gauge     | —               | the largest ε (at its own δ) any DP job known here has spent so far      |
+ * | `aegis_dp_epsilon_budget_fraction_max`  | gauge     | —               | the largest fraction ε spent / ε after all its rounds of any DP job here |
+ * | `aegis_dp_jobs_running`                 | gauge     | —               | DP jobs still running here                                               |
+ * | `aegis_dp_rounds_completed_total`       | counter   | —               | DP rounds whose noisy sum was released (each one charged to its job)     |
  *
  * Label vocabularies: `phase` is one of the five protocol phases of `Phase` (advertise-keys,
  * share-keys, masked-input, consistency-check, unmasking); `reason` is an `AbortReason` value
@@ -44,7 +48,11 @@
  * still. Job ids are left out too: they are operator-chosen, unbounded strings (unbounded
  * cardinality, and a free-text channel into the metrics backend). So metrics carry only counts,
  * durations, round/phase names and reason codes; per-client and per-job detail stays in the
- * coordinator's own state and logs, under its own access control. Label values are checked
+ * coordinator's own state and logs, under its own access control. The differential privacy
+ * metrics follow the same rule: a per-job ε series would be as unbounded as the job ids, so they
+ * are maxima over the jobs this process knows (finished ones included, from the job history) —
+ * what an alert needs ("some job is past 80% of its budget") — and the job is found with
+ * `aegis round list` / `round status`, which show each DP job's ε. Label values are checked
  * against the vocabularies at runtime as well (not only by the types), so nothing
  * user-controlled ever becomes a label value.
  *
@@ -99,7 +107,21 @@ export const METRIC_LABELS: Readonly<Record<string, readonly string[]>> = {
   aegis_key_age_seconds: ['key'],
   aegis_redis_up: [],
   aegis_redis_disconnects_total: [],
+  aegis_dp_epsilon_spent_max: [],
+  aegis_dp_epsilon_budget_fraction_max: [],
+  aegis_dp_jobs_running: [],
+  aegis_dp_rounds_completed_total: [],
 };
+
+/** One DP job's privacy as the DP gauges read it (no job id: the gauges are label-free). */
+export interface DpSpending {
+  /** ε spent so far (at the job's δ), from the accountant. */
+  spent: number;
+  /** ε after all the job's rounds, from the accountant. */
+  budget: number;
+  /** Whether the job still runs rounds. */
+  running: boolean;
+}
 
 /** Buckets for phase and unmask times: 10 ms .. 10 min. */
 const SHORT_BUCKETS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600];
@@ -165,6 +187,9 @@ export class CoordinatorMetrics implements MetricsSource, RedisHealthSink {
   private readonly flaggedLost: Counter;
   private readonly keyRotations: Counter<'kind' | 'key' | 'reason'>;
   private readonly keyAge: Gauge<'key'>;
+  private readonly dpRounds: Counter;
+  /** Read at every scrape by the DP gauges; none until the coordinator sets it. */
+  private dpSource: () => readonly DpSpending[] = () => [];
   private redisUpGauge: Gauge | undefined;
   private redisDisconnects: Counter | undefined;
   private running = 0;
@@ -238,6 +263,40 @@ export class CoordinatorMetrics implements MetricsSource, RedisHealthSink {
     this.keyAge = new Gauge({ name: 'aegis_key_age_seconds', help: "Age of each key's current version at the last rotation check.", labelNames: ['key'] as const, registers });
     this.suspectedLost = new Gauge({ name: 'aegis_clients_suspected_lost', help: 'Enrolled, unrevoked clients silent longer than clients.lost_after.', registers });
     this.flaggedLost = new Counter({ name: 'aegis_clients_flagged_lost_total', help: 'Times a client was flagged suspected-lost.', registers });
+    this.dpRounds = new Counter({ name: 'aegis_dp_rounds_completed_total', help: 'DP rounds whose noisy sum was released (each charged to its job).', registers });
+    this.dpRounds.inc(0);
+    // The DP gauges are read from the jobs at scrape time: they are always the accountant's.
+    const dp = (): readonly DpSpending[] => {
+      try {
+        return this.dpSource().filter((d) => Number.isFinite(d.spent) && Number.isFinite(d.budget) && d.spent >= 0 && d.budget > 0);
+      } catch {
+        return [];
+      }
+    };
+    new Gauge({
+      name: 'aegis_dp_epsilon_spent_max',
+      help: 'The largest epsilon (at its own delta) any DP job known here has spent so far, from the accountant.',
+      registers,
+      collect() {
+        this.set(dp().reduce((m, d) => Math.max(m, d.spent), 0));
+      },
+    });
+    new Gauge({
+      name: 'aegis_dp_epsilon_budget_fraction_max',
+      help: 'The largest fraction of its budget (epsilon after all its rounds) any DP job known here has spent.',
+      registers,
+      collect() {
+        this.set(dp().reduce((m, d) => Math.max(m, d.spent / d.budget), 0));
+      },
+    });
+    new Gauge({
+      name: 'aegis_dp_jobs_running',
+      help: 'DP jobs still running here.',
+      registers,
+      collect() {
+        this.set(dp().filter((d) => d.running).length);
+      },
+    });
     this.suspectedLost.set(0);
     // Known series start at 0, so rate() and absent-alerts work before the first event.
     for (const outcome of OUTCOMES) this.roundsFinished.inc({ outcome }, 0);
@@ -295,6 +354,16 @@ export class CoordinatorMetrics implements MetricsSource, RedisHealthSink {
     }
     this.running = Math.max(0, this.running - 1);
     this.roundsRunning.set(this.running);
+  }
+
+  /** Where the DP gauges read each DP job's ε spent and budget (the coordinator's jobs). */
+  trackDp(source: () => readonly DpSpending[]): void {
+    this.dpSource = source;
+  }
+
+  /** A DP round completed: its noisy sum was released. */
+  dpRoundCompleted(): void {
+    this.dpRounds.inc();
   }
 
   /**

@@ -1,7 +1,7 @@
 /**
  * The dashboard's JSON API (see coordinator/service/dashboard.ts): the shapes the page reads, and
  * lenient readers that turn whatever arrived into those shapes. The page renders only these
- * fields — counts, phases, reason codes (declines by reason too), job ids, hashes, accuracy and loss — and never dumps a
+ * fields — counts, phases, reason codes (declines by reason too), job ids, hashes, accuracy and loss, a DP job's ε — and never dumps a
  * body as it came, so a field the server might add later cannot leak onto the page.
  */
 
@@ -78,10 +78,28 @@ export interface Training {
   models: ModelVersion[];
 }
 
+/** ε after one charged round of a DP job. */
+export interface DpRound {
+  index: number;
+  epsilon: number;
+}
+
+/** A DP job's privacy: ε (at delta) after each charged round against the job's budget. */
+export interface Dp {
+  mechanism: string;
+  delta: number | null;
+  epsilonBudget: number;
+  epsilonSpent: number | null;
+  roundsTotal: number | null;
+  rounds: DpRound[];
+}
+
 export interface JobDetail {
   job: JobSummary;
   rounds: RoundInfo[];
   training: Training | null;
+  /** null for a job without differential privacy. */
+  dp: Dp | null;
 }
 
 export interface Overview {
@@ -201,6 +219,27 @@ function readTraining(v: unknown): Training | null {
   };
 }
 
+function readDp(v: unknown): Dp | null {
+  const o = obj(v);
+  const budget = num(o?.epsilonBudget);
+  if (!o || budget === null) return null;
+  return {
+    mechanism: str(o.mechanism),
+    delta: num(o.delta),
+    epsilonBudget: budget,
+    epsilonSpent: num(o.epsilonSpent),
+    roundsTotal: num(o.roundsTotal),
+    rounds: arr(o.rounds)
+      .flatMap((m) => {
+        const x = obj(m);
+        const index = num(x?.index);
+        const epsilon = num(x?.epsilon);
+        return index !== null && epsilon !== null ? [{ index, epsilon }] : [];
+      })
+      .sort((a, b) => a.index - b.index),
+  };
+}
+
 export function readJobDetail(v: unknown): JobDetail | null {
   const o = obj(v);
   const job = readJobSummary(o?.job);
@@ -211,6 +250,7 @@ export function readJobDetail(v: unknown): JobDetail | null {
       .map(readRound)
       .filter((r): r is RoundInfo => r !== null),
     training: readTraining(o.training),
+    dp: readDp(o.dp),
   };
 }
 

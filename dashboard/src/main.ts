@@ -27,7 +27,7 @@ import {
   type Overview,
   type RoundInfo,
 } from './api.js';
-import { ACCURACY, LOSS, metricChart } from './charts.js';
+import { ACCURACY, LOSS, epsilonChart, metricChart } from './charts.js';
 import { fmtClock, fmtMs, fmtNum, fmtOf, fmtPct, h, setText } from './dom.js';
 
 const POISONING_TEXT = 'held back: suspected poisoning; clients enter audit mode';
@@ -289,7 +289,9 @@ function jobView(jobId: string): View {
 
   const acc = metricChart(ACCURACY);
   const loss = metricChart(LOSS);
-  const charts = h('section', { class: 'charts' }, acc.element, loss.element);
+  // A DP job's privacy spent sits beside its accuracy.
+  const epsilon = epsilonChart();
+  const charts = h('section', { class: 'charts' }, acc.element, epsilon.element, loss.element);
   const noTraining = h('p', { class: 'muted', 'data-testid': 'no-training', hidden: true }, 'Not a training job: no model to check.');
 
   const heads = ['Round', 'Outcome', 'Clients', 'Invited', 'Declined', 'Dropouts', 'Refused', 'Time', 'Model', 'Test acc', 'Test loss', 'Flags'];
@@ -387,6 +389,7 @@ function jobView(jobId: string): View {
       charts.hidden = Boolean(d && !t);
       acc.update(models);
       loss.update(models);
+      epsilon.update(d?.dp ?? null);
       const flagged = new Set<number>([...(t?.flaggedRounds ?? []), ...(d?.rounds ?? []).filter((x) => x.poisoningFlagged).map((x) => x.index)]);
       poisoning.hidden = flagged.size === 0;
       const flaggedNos = [...flagged].sort((a, b) => a - b).map((i) => roundNo(i));
@@ -396,6 +399,7 @@ function jobView(jobId: string): View {
     destroy() {
       acc.destroy();
       loss.destroy();
+      epsilon.destroy();
     },
   };
 }

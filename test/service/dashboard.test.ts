@@ -88,6 +88,7 @@ const FAKE_DETAIL: DashboardJobDetail = {
   job: { jobId: 'fake', kind: 'plain', state: 'running', signer: null, roundsDone: 0, rounds: 1, roundIndex: 0, phase: 'share-keys', startedAt: 1, elapsedMs: 2 },
   rounds: [],
   training: null,
+  dp: null,
 };
 const fakeSource = (detail = FAKE_DETAIL): DashboardSource => ({
   overview: () => Promise.resolve({ coordinator: { startedAt: 1, connectedClients: 3, enrolledClients: 4 }, registry: null, flags: { poisoningFlaggedRounds: 0 } }),

@@ -64,6 +64,10 @@ const DOCUMENTED: Record<string, { type: string; labels: string[] }> = {
   aegis_key_rotations_total: { type: 'counter', labels: ['kind'] },
   aegis_clients_suspected_lost: { type: 'gauge', labels: [] },
   aegis_clients_flagged_lost_total: { type: 'counter', labels: [] },
+  aegis_dp_epsilon_spent_max: { type: 'gauge', labels: [] },
+  aegis_dp_epsilon_budget_fraction_max: { type: 'gauge', labels: [] },
+  aegis_dp_jobs_running: { type: 'gauge', labels: [] },
+  aegis_dp_rounds_completed_total: { type: 'counter', labels: [] },
 };
 
 const servers: MetricsServer[] = [];
@@ -196,6 +200,34 @@ describe('coordinator metrics', () => {
     expect(value(samples, 'aegis_round_duration_seconds_count', { outcome: 'aborted' })).toBeUndefined();
     expect(value(samples, 'aegis_unmask_seconds_count')).toBe(0);
     expect(value(samples, 'aegis_key_rotations_total', { kind: 'other' })).toBe(1);
+  });
+
+  test('the DP gauges are maxima over the jobs the source lists, read at each scrape; a bad entry or a failing source reads as none', async () => {
+    const m = new CoordinatorMetrics({ defaultMetrics: false });
+    const read = async () => parse(await m.metrics()).samples;
+    let s = await read();
+    expect([value(s, 'aegis_dp_epsilon_spent_max'), value(s, 'aegis_dp_epsilon_budget_fraction_max'), value(s, 'aegis_dp_jobs_running'), value(s, 'aegis_dp_rounds_completed_total')]).toEqual([0, 0, 0, 0]);
+    let jobs = [
+      { spent: 2, budget: 8, running: true },
+      { spent: 3, budget: 4, running: false },
+      { spent: Number.NaN, budget: 1, running: true },
+      { spent: 1, budget: 0, running: true },
+    ];
+    m.trackDp(() => jobs);
+    m.dpRoundCompleted();
+    s = await read();
+    expect(value(s, 'aegis_dp_epsilon_spent_max')).toBe(3);
+    expect(value(s, 'aegis_dp_epsilon_budget_fraction_max')).toBe(0.75);
+    expect(value(s, 'aegis_dp_jobs_running')).toBe(1);
+    expect(value(s, 'aegis_dp_rounds_completed_total')).toBe(1);
+    jobs = [{ spent: 5, budget: 5, running: true }];
+    s = await read();
+    expect([value(s, 'aegis_dp_epsilon_spent_max'), value(s, 'aegis_dp_epsilon_budget_fraction_max'), value(s, 'aegis_dp_jobs_running')]).toEqual([5, 1, 1]);
+    m.trackDp(() => {
+      throw new Error('the jobs are gone');
+    });
+    s = await read();
+    expect([value(s, 'aegis_dp_epsilon_spent_max'), value(s, 'aegis_dp_jobs_running')]).toEqual([0, 0]);
   });
 
   test('the metric names and label names are exactly the documented set, with values from the vocabularies', async () => {

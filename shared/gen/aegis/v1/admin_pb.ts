@@ -17,7 +17,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file aegis/v1/admin.proto.
  */
 export const file_aegis_v1_admin: GenFile = /*@__PURE__*/
-  fileDesc("ChRhZWdpcy92MS9hZG1pbi5wcm90bxIIYWVnaXMudjEiPQoTQ3JlYXRlSW52aXRlUmVxdWVzdBITCgt0dGxfc2Vjb25kcxgBIAEoDRIRCgljbGllbnRfaWQYAiABKAkiOQoRQ3JlYXRlSW52aXRlUmVwbHkSDQoFdG9rZW4YASABKAkSFQoNZXhwaXJlc19hdF9tcxgCIAEoBCIUChJMaXN0Q2xpZW50c1JlcXVlc3QikgIKCkNsaWVudEluZm8SEQoJY2xpZW50X2lkGAEgASgJEhYKDmVucm9sbGVkX2F0X21zGAIgASgEEiEKGWNlcnRpZmljYXRlX2V4cGlyZXNfYXRfbXMYAyABKAQSDwoHcmV2b2tlZBgEIAEoCBIZChFyZXZvY2F0aW9uX3JlYXNvbhgFIAEoCRIcCg9sYXN0X3NlZW5fYXRfbXMYBiABKARIAIgBARImCgZzdGF0dXMYByABKA4yFi5hZWdpcy52MS5DbGllbnRTdGF0dXMSGQoRcmV2b2NhdGlvbl9kZXRhaWwYCCABKAkSFQoNcmV2b2tlZF9hdF9tcxgJIAEoBEISChBfbGFzdF9zZWVuX2F0X21zIjkKEExpc3RDbGllbnRzUmVwbHkSJQoHY2xpZW50cxgBIAMoCzIULmFlZ2lzLnYxLkNsaWVudEluZm8iSAoTUmV2b2tlQ2xpZW50UmVxdWVzdBIRCgljbGllbnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEg4KBmRldGFpbBgDIAEoCSJLChFSZXZva2VDbGllbnRSZXBseRIVCg1yZXZva2VkX2F0X21zGAEgASgEEg4KBnJlYXNvbhgCIAEoCRIPCgdzZXJpYWxzGAMgAygJIg8KDUdldENybFJlcXVlc3QibwoLR2V0Q3JsUmVwbHkSCwoDcGVtGAEgASgJEhYKDnRoaXNfdXBkYXRlX21zGAIgASgEEhYKDm5leHRfdXBkYXRlX21zGAMgASgEEhIKCmNybF9udW1iZXIYBCABKAQSDwoHZW50cmllcxgFIAEoDSJwChJMYXVuY2hSb3VuZFJlcXVlc3QSFQoNbWFuaWZlc3RfanNvbhgBIAEoDBIRCglnYXRoZXJfbXMYAiABKA0SFwoPaW5pdGlhbF93ZWlnaHRzGAMgASgMEhcKD3NpZ25lZF9tYW5pZmVzdBgEIAEoDCJxChBMYXVuY2hSb3VuZFJlcGx5Eg4KBmpvYl9pZBgBIAEoCRIVCg1tYW5pZmVzdF9oYXNoGAIgASgMEhMKC3JvdW5kX2luZGV4GAMgASgNEg4KBmNvaG9ydBgEIAMoCRIRCglxdWV1ZWRfYXMYBSABKAkiTgoSUm91bmRTdGF0dXNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIYCgtyb3VuZF9pbmRleBgCIAEoDUgAiAEBQg4KDF9yb3VuZF9pbmRleCJPCgpQaGFzZUNvdW50Eh4KBXBoYXNlGAEgASgOMg8uYWVnaXMudjEuUGhhc2USDwoHY2xpZW50cxgCIAEoDRIQCghleHBlY3RlZBgDIAEoDSJGCgxEZWNsaW5lQ291bnQSJQoGcmVhc29uGAEgASgOMhUuYWVnaXMudjEuRXJyb3JSZWFzb24SDwoHY2xpZW50cxgCIAEoDSLDBAoQUm91bmRTdGF0dXNSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SHgoFcGhhc2UYAyABKA4yDy5hZWdpcy52MS5QaGFzZRIvChFjbGllbnRzX3Blcl9waGFzZRgEIAMoCzIULmFlZ2lzLnYxLlBoYXNlQ291bnQSEAoIZHJvcG91dHMYBSABKA0SEgoKZWxhcHNlZF9tcxgGIAEoBBIKCgJvaxgHIAEoCBIrCgxhYm9ydF9yZWFzb24YCCABKA4yFS5hZWdpcy52MS5BYm9ydFJlYXNvbhIPCgdpbnZpdGVkGAkgASgNEg8KB3JlZnVzZWQYCiABKA0SEAoIZmluaXNoZWQYCyABKAgSDgoGZGV0YWlsGAwgASgJEg4KBnJvdW5kcxgNIAEoDRIqCgh0cmFpbmluZxgOIAEoCzIYLmFlZ2lzLnYxLlRyYWluaW5nU3RhdHVzEiUKCWpvYl9zdGF0ZRgPIAEoDjISLmFlZ2lzLnYxLkpvYlN0YXRlEh8KBGtpbmQYECABKA4yES5hZWdpcy52MS5Kb2JLaW5kEhUKDXN0YXJ0ZWRfYXRfbXMYESABKAQSEwoLcm91bmRzX2RvbmUYEiABKA0SKAoIZGVjbGluZXMYEyADKAsyFi5hZWdpcy52MS5EZWNsaW5lQ291bnQSEAoIcmV2aXNpb24YFCABKA0SKgoLaG9sZF9yZWFzb24YFSABKA4yFS5hZWdpcy52MS5BYm9ydFJlYXNvbiLoAQoOVHJhaW5pbmdTdGF0dXMSDQoFc3RhdGUYASABKAkSGAoQcm91bmRzX2NvbXBsZXRlZBgCIAEoDRIWCg5yb3VuZHNfYWJvcnRlZBgDIAEoDRIlCgVtb2RlbBgEIAEoCzIWLmFlZ2lzLnYxLk1vZGVsVmVyc2lvbhIOCgZkZXRhaWwYBSABKAkSLAoHaGlzdG9yeRgGIAMoCzIbLmFlZ2lzLnYxLk1vZGVsSGlzdG9yeUVudHJ5EhYKDmZsYWdnZWRfcm91bmRzGAcgAygNEhgKEHVuY2hlY2tlZF9yb3VuZHMYCCADKA0ixQEKEU1vZGVsSGlzdG9yeUVudHJ5EiUKBW1vZGVsGAEgASgLMhYuYWVnaXMudjEuTW9kZWxWZXJzaW9uEhgKC3JvdW5kX2luZGV4GAIgASgNSACIAQESDwoHY2xpZW50cxgDIAEoDRIUCgx0b3RhbF93ZWlnaHQYBCABKAQSIAoTdmFsaWRhdGlvbl9hY2N1cmFjeRgFIAEoAUgBiAEBQg4KDF9yb3VuZF9pbmRleEIWChRfdmFsaWRhdGlvbl9hY2N1cmFjeSJIChRGZXRjaEpvYk1vZGVsUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSFAoHdmVyc2lvbhgCIAEoDUgAiAEBQgoKCF92ZXJzaW9uIk4KElJvdW5kUmVzdWx0UmVxdWVzdBIOCgZqb2JfaWQYASABKAkSGAoLcm91bmRfaW5kZXgYAiABKA1IAIgBAUIOCgxfcm91bmRfaW5kZXgiogEKEFJvdW5kUmVzdWx0UmVwbHkSDgoGam9iX2lkGAEgASgJEhMKC3JvdW5kX2luZGV4GAIgASgNEhUKDW1hbmlmZXN0X2hhc2gYAyABKAwSEQoJc3Vydml2b3JzGAQgAygJEgsKA3N1bRgFIAEoDBIMCgRjbGlwGAYgASgBEgwKBGJpdHMYByABKA0SFgoOc3Vydml2b3JfY291bnQYCCABKA0iEwoRTGlzdFJvdW5kc1JlcXVlc3QizQIKB0pvYkluZm8SDgoGam9iX2lkGAEgASgJEh8KBGtpbmQYAiABKA4yES5hZWdpcy52MS5Kb2JLaW5kEiEKBXN0YXRlGAMgASgOMhIuYWVnaXMudjEuSm9iU3RhdGUSEwoLcm91bmRzX2RvbmUYBCABKA0SFAoMcm91bmRzX3RvdGFsGAUgASgNEhMKC3JvdW5kX2luZGV4GAYgASgNEh4KBXBoYXNlGAcgASgOMg8uYWVnaXMudjEuUGhhc2USFQoNc3RhcnRlZF9hdF9tcxgIIAEoBBISCgplbGFwc2VkX21zGAkgASgEEhYKDnJvdW5kc19hYm9ydGVkGAogASgNEg8KB2ludml0ZWQYCyABKA0SKAoIZGVjbGluZXMYDCADKAsyFi5hZWdpcy52MS5EZWNsaW5lQ291bnQSEAoIcmV2aXNpb24YDSABKA0iMgoPTGlzdFJvdW5kc1JlcGx5Eh8KBGpvYnMYASADKAsyES5hZWdpcy52MS5Kb2JJbmZvIjQKEkNhbmNlbFJvdW5kUmVxdWVzdBIOCgZqb2JfaWQYASABKAkSDgoGcmVhc29uGAIgASgJInAKEENhbmNlbFJvdW5kUmVwbHkSDgoGam9iX2lkGAEgASgJEhMKC3JvdW5kX2luZGV4GAIgASgNEh4KBXBoYXNlGAMgASgOMg8uYWVnaXMudjEuUGhhc2USFwoPY2FuY2VsbGVkX2F0X21zGAQgASgEIjEKGklzc3VlRGFzaGJvYXJkVG9rZW5SZXF1ZXN0EhMKC3R0bF9zZWNvbmRzGAEgASgNIk0KGElzc3VlRGFzaGJvYXJkVG9rZW5SZXBseRINCgV0b2tlbhgBIAEoCRIVCg1leHBpcmVzX2F0X21zGAIgASgEEgsKA3VybBgDIAEoCSIWChRMaXN0T3BlcmF0b3JzUmVxdWVzdCLiAQoMT3BlcmF0b3JJbmZvEgwKBG5hbWUYASABKAkSDgoGc2VyaWFsGAIgASgJEhQKDGlzc3VlZF9hdF9tcxgDIAEoBBIVCg1leHBpcmVzX2F0X21zGAQgASgEEigKBnN0YXR1cxgFIAEoDjIYLmFlZ2lzLnYxLk9wZXJhdG9yU3RhdHVzEhUKDXJldm9rZWRfYXRfbXMYBiABKAQSGQoRcmV2b2NhdGlvbl9yZWFzb24YByABKAkSGQoRcmV2b2NhdGlvbl9kZXRhaWwYCCABKAkSEAoIYnVpbHRfaW4YCSABKAgiPwoSTGlzdE9wZXJhdG9yc1JlcGx5EikKCW9wZXJhdG9ycxgBIAMoCzIWLmFlZ2lzLnYxLk9wZXJhdG9ySW5mbyJKChRJc3N1ZU9wZXJhdG9yUmVxdWVzdBIMCgRuYW1lGAEgASgJEg8KB2Nzcl9kZXIYAiABKAwSEwoLdHRsX3NlY29uZHMYAyABKA0icwoSSXNzdWVPcGVyYXRvclJlcGx5EhcKD2NlcnRpZmljYXRlX2RlchgBIAEoDBIaChJjYV9jZXJ0aWZpY2F0ZV9kZXIYAiABKAwSKAoIb3BlcmF0b3IYAyABKAsyFi5hZWdpcy52MS5PcGVyYXRvckluZm8iTAoWUmVpc3N1ZU9wZXJhdG9yUmVxdWVzdBIMCgRuYW1lGAEgASgJEg8KB2Nzcl9kZXIYAiABKAwSEwoLdHRsX3NlY29uZHMYAyABKA0iiQEKFFJlaXNzdWVPcGVyYXRvclJlcGx5EhcKD2NlcnRpZmljYXRlX2RlchgBIAEoDBIaChJjYV9jZXJ0aWZpY2F0ZV9kZXIYAiABKAwSKAoIb3BlcmF0b3IYAyABKAsyFi5hZWdpcy52MS5PcGVyYXRvckluZm8SEgoKc3VwZXJzZWRlZBgEIAMoCSJVChVSZXZva2VPcGVyYXRvclJlcXVlc3QSDAoEbmFtZRgBIAEoCRIOCgZzZXJpYWwYAiABKAkSDgoGcmVhc29uGAMgASgJEg4KBmRldGFpbBgEIAEoCSJcChNSZXZva2VPcGVyYXRvclJlcGx5Eg8KB3NlcmlhbHMYASADKAkSFQoNcmV2b2tlZF9hdF9tcxgCIAEoBBIOCgZyZWFzb24YAyABKAkSDQoFa25vd24YBCABKAgiRAoTUmV2b2tlVG9rZW5zUmVxdWVzdBILCgNqdGkYASABKAkSDQoFdG9rZW4YAiABKAkSEQoJY2xpZW50X2lkGAMgASgJIncKEVJldm9rZVRva2Vuc1JlcGx5EgsKA2p0aRgBIAEoCRIRCgljbGllbnRfaWQYAiABKAkSFwoPaXNzdWVkX3VwX3RvX21zGAMgASgEEhAKCHVudGlsX21zGAQgASgEEhcKD2FscmVhZHlfZXhwaXJlZBgFIAEoCCqEAQoMQ2xpZW50U3RhdHVzEh0KGUNMSUVOVF9TVEFUVVNfVU5TUEVDSUZJRUQQABIYChRDTElFTlRfU1RBVFVTX0FDVElWRRABEiAKHENMSUVOVF9TVEFUVVNfU1VTUEVDVEVEX0xPU1QQAhIZChVDTElFTlRfU1RBVFVTX1JFVk9LRUQQAypOCgdKb2JLaW5kEhgKFEpPQl9LSU5EX1VOU1BFQ0lGSUVEEAASEgoOSk9CX0tJTkRfUExBSU4QARIVChFKT0JfS0lORF9UUkFJTklORxACKpsBCghKb2JTdGF0ZRIZChVKT0JfU1RBVEVfVU5TUEVDSUZJRUQQABIVChFKT0JfU1RBVEVfUlVOTklORxABEhcKE0pPQl9TVEFURV9DT01QTEVURUQQAhIUChBKT0JfU1RBVEVfRkFJTEVEEAMSFwoTSk9CX1NUQVRFX0NBTkNFTExFRBAEEhUKEUpPQl9TVEFURV9BQk9SVEVEEAUqhwEKDk9wZXJhdG9yU3RhdHVzEh8KG09QRVJBVE9SX1NUQVRVU19VTlNQRUNJRklFRBAAEhoKFk9QRVJBVE9SX1NUQVRVU19BQ1RJVkUQARIbChdPUEVSQVRPUl9TVEFUVVNfRVhQSVJFRBACEhsKF09QRVJBVE9SX1NUQVRVU19SRVZPS0VEEAMyxAkKBUFkbWluEkoKDENyZWF0ZUludml0ZRIdLmFlZ2lzLnYxLkNyZWF0ZUludml0ZVJlcXVlc3QaGy5hZWdpcy52MS5DcmVhdGVJbnZpdGVSZXBseRJHCgtMaXN0Q2xpZW50cxIcLmFlZ2lzLnYxLkxpc3RDbGllbnRzUmVxdWVzdBoaLmFlZ2lzLnYxLkxpc3RDbGllbnRzUmVwbHkSSgoMUmV2b2tlQ2xpZW50Eh0uYWVnaXMudjEuUmV2b2tlQ2xpZW50UmVxdWVzdBobLmFlZ2lzLnYxLlJldm9rZUNsaWVudFJlcGx5EkcKC0xhdW5jaFJvdW5kEhwuYWVnaXMudjEuTGF1bmNoUm91bmRSZXF1ZXN0GhouYWVnaXMudjEuTGF1bmNoUm91bmRSZXBseRJHCgtSb3VuZFN0YXR1cxIcLmFlZ2lzLnYxLlJvdW5kU3RhdHVzUmVxdWVzdBoaLmFlZ2lzLnYxLlJvdW5kU3RhdHVzUmVwbHkSRwoLUm91bmRSZXN1bHQSHC5hZWdpcy52MS5Sb3VuZFJlc3VsdFJlcXVlc3QaGi5hZWdpcy52MS5Sb3VuZFJlc3VsdFJlcGx5EkQKCkZldGNoTW9kZWwSHi5hZWdpcy52MS5GZXRjaEpvYk1vZGVsUmVxdWVzdBoULmFlZ2lzLnYxLk1vZGVsQ2h1bmswARJECgpMaXN0Um91bmRzEhsuYWVnaXMudjEuTGlzdFJvdW5kc1JlcXVlc3QaGS5hZWdpcy52MS5MaXN0Um91bmRzUmVwbHkSRwoLQ2FuY2VsUm91bmQSHC5hZWdpcy52MS5DYW5jZWxSb3VuZFJlcXVlc3QaGi5hZWdpcy52MS5DYW5jZWxSb3VuZFJlcGx5EjgKBkdldENybBIXLmFlZ2lzLnYxLkdldENybFJlcXVlc3QaFS5hZWdpcy52MS5HZXRDcmxSZXBseRJfChNJc3N1ZURhc2hib2FyZFRva2VuEiQuYWVnaXMudjEuSXNzdWVEYXNoYm9hcmRUb2tlblJlcXVlc3QaIi5hZWdpcy52MS5Jc3N1ZURhc2hib2FyZFRva2VuUmVwbHkSTQoNTGlzdE9wZXJhdG9ycxIeLmFlZ2lzLnYxLkxpc3RPcGVyYXRvcnNSZXF1ZXN0GhwuYWVnaXMudjEuTGlzdE9wZXJhdG9yc1JlcGx5Ek0KDUlzc3VlT3BlcmF0b3ISHi5hZWdpcy52MS5Jc3N1ZU9wZXJhdG9yUmVxdWVzdBocLmFlZ2lzLnYxLklzc3VlT3BlcmF0b3JSZXBseRJTCg9SZWlzc3VlT3BlcmF0b3ISIC5hZWdpcy52MS5SZWlzc3VlT3BlcmF0b3JSZXF1ZXN0Gh4uYWVnaXMudjEuUmVpc3N1ZU9wZXJhdG9yUmVwbHkSUAoOUmV2b2tlT3BlcmF0b3ISHy5hZWdpcy52MS5SZXZva2VPcGVyYXRvclJlcXVlc3QaHS5hZWdpcy52MS5SZXZva2VPcGVyYXRvclJlcGx5EkoKDFJldm9rZVRva2VucxIdLmFlZ2lzLnYxLlJldm9rZVRva2Vuc1JlcXVlc3QaGy5hZWdpcy52MS5SZXZva2VUb2tlbnNSZXBseWIGcHJvdG8z", [file_aegis_v1_secagg, file_aegis_v1_vocabulary]);
+  fileDesc("ChRhZWdpcy92MS9hZG1pbi5wcm90bxIIYWVnaXMudjEiPQoTQ3JlYXRlSW52aXRlUmVxdWVzdBITCgt0dGxfc2Vjb25kcxgBIAEoDRIRCgljbGllbnRfaWQYAiABKAkiOQoRQ3JlYXRlSW52aXRlUmVwbHkSDQoFdG9rZW4YASABKAkSFQoNZXhwaXJlc19hdF9tcxgCIAEoBCIUChJMaXN0Q2xpZW50c1JlcXVlc3QikgIKCkNsaWVudEluZm8SEQoJY2xpZW50X2lkGAEgASgJEhYKDmVucm9sbGVkX2F0X21zGAIgASgEEiEKGWNlcnRpZmljYXRlX2V4cGlyZXNfYXRfbXMYAyABKAQSDwoHcmV2b2tlZBgEIAEoCBIZChFyZXZvY2F0aW9uX3JlYXNvbhgFIAEoCRIcCg9sYXN0X3NlZW5fYXRfbXMYBiABKARIAIgBARImCgZzdGF0dXMYByABKA4yFi5hZWdpcy52MS5DbGllbnRTdGF0dXMSGQoRcmV2b2NhdGlvbl9kZXRhaWwYCCABKAkSFQoNcmV2b2tlZF9hdF9tcxgJIAEoBEISChBfbGFzdF9zZWVuX2F0X21zIjkKEExpc3RDbGllbnRzUmVwbHkSJQoHY2xpZW50cxgBIAMoCzIULmFlZ2lzLnYxLkNsaWVudEluZm8iSAoTUmV2b2tlQ2xpZW50UmVxdWVzdBIRCgljbGllbnRfaWQYASABKAkSDgoGcmVhc29uGAIgASgJEg4KBmRldGFpbBgDIAEoCSJLChFSZXZva2VDbGllbnRSZXBseRIVCg1yZXZva2VkX2F0X21zGAEgASgEEg4KBnJlYXNvbhgCIAEoCRIPCgdzZXJpYWxzGAMgAygJIg8KDUdldENybFJlcXVlc3QibwoLR2V0Q3JsUmVwbHkSCwoDcGVtGAEgASgJEhYKDnRoaXNfdXBkYXRlX21zGAIgASgEEhYKDm5leHRfdXBkYXRlX21zGAMgASgEEhIKCmNybF9udW1iZXIYBCABKAQSDwoHZW50cmllcxgFIAEoDSJwChJMYXVuY2hSb3VuZFJlcXVlc3QSFQoNbWFuaWZlc3RfanNvbhgBIAEoDBIRCglnYXRoZXJfbXMYAiABKA0SFwoPaW5pdGlhbF93ZWlnaHRzGAMgASgMEhcKD3NpZ25lZF9tYW5pZmVzdBgEIAEoDCJxChBMYXVuY2hSb3VuZFJlcGx5Eg4KBmpvYl9pZBgBIAEoCRIVCg1tYW5pZmVzdF9oYXNoGAIgASgMEhMKC3JvdW5kX2luZGV4GAMgASgNEg4KBmNvaG9ydBgEIAMoCRIRCglxdWV1ZWRfYXMYBSABKAkiTgoSUm91bmRTdGF0dXNSZXF1ZXN0Eg4KBmpvYl9pZBgBIAEoCRIYCgtyb3VuZF9pbmRleBgCIAEoDUgAiAEBQg4KDF9yb3VuZF9pbmRleCJPCgpQaGFzZUNvdW50Eh4KBXBoYXNlGAEgASgOMg8uYWVnaXMudjEuUGhhc2USDwoHY2xpZW50cxgCIAEoDRIQCghleHBlY3RlZBgDIAEoDSJGCgxEZWNsaW5lQ291bnQSJQoGcmVhc29uGAEgASgOMhUuYWVnaXMudjEuRXJyb3JSZWFzb24SDwoHY2xpZW50cxgCIAEoDSLjBAoQUm91bmRTdGF0dXNSZXBseRIOCgZqb2JfaWQYASABKAkSEwoLcm91bmRfaW5kZXgYAiABKA0SHgoFcGhhc2UYAyABKA4yDy5hZWdpcy52MS5QaGFzZRIvChFjbGllbnRzX3Blcl9waGFzZRgEIAMoCzIULmFlZ2lzLnYxLlBoYXNlQ291bnQSEAoIZHJvcG91dHMYBSABKA0SEgoKZWxhcHNlZF9tcxgGIAEoBBIKCgJvaxgHIAEoCBIrCgxhYm9ydF9yZWFzb24YCCABKA4yFS5hZWdpcy52MS5BYm9ydFJlYXNvbhIPCgdpbnZpdGVkGAkgASgNEg8KB3JlZnVzZWQYCiABKA0SEAoIZmluaXNoZWQYCyABKAgSDgoGZGV0YWlsGAwgASgJEg4KBnJvdW5kcxgNIAEoDRIqCgh0cmFpbmluZxgOIAEoCzIYLmFlZ2lzLnYxLlRyYWluaW5nU3RhdHVzEiUKCWpvYl9zdGF0ZRgPIAEoDjISLmFlZ2lzLnYxLkpvYlN0YXRlEh8KBGtpbmQYECABKA4yES5hZWdpcy52MS5Kb2JLaW5kEhUKDXN0YXJ0ZWRfYXRfbXMYESABKAQSEwoLcm91bmRzX2RvbmUYEiABKA0SKAoIZGVjbGluZXMYEyADKAsyFi5hZWdpcy52MS5EZWNsaW5lQ291bnQSEAoIcmV2aXNpb24YFCABKA0SKgoLaG9sZF9yZWFzb24YFSABKA4yFS5hZWdpcy52MS5BYm9ydFJlYXNvbhIeCgJkcBgWIAEoCzISLmFlZ2lzLnYxLkRwU3RhdHVzIvMBCghEcFN0YXR1cxIRCgltZWNoYW5pc20YASABKAkSDQoFZGVsdGEYAiABKAESFQoNZXBzaWxvbl9zcGVudBgDIAEoARIWCg5lcHNpbG9uX2J1ZGdldBgEIAEoARIXCg9lcHNpbG9uX2NsYWltZWQYBSABKAESFgoOcm91bmRzX2NoYXJnZWQYBiABKA0SKAoGcm91bmRzGAcgAygLMhguYWVnaXMudjEuRHBSb3VuZEVwc2lsb24SGAoQbm9pc2VfbXVsdGlwbGllchgIIAEoARIMCgRjbGlwGAkgASgBEhMKC21pbl9jbGllbnRzGAogASgNIjYKDkRwUm91bmRFcHNpbG9uEhMKC3JvdW5kX2luZGV4GAEgASgNEg8KB2Vwc2lsb24YAiABKAEi6AEKDlRyYWluaW5nU3RhdHVzEg0KBXN0YXRlGAEgASgJEhgKEHJvdW5kc19jb21wbGV0ZWQYAiABKA0SFgoOcm91bmRzX2Fib3J0ZWQYAyABKA0SJQoFbW9kZWwYBCABKAsyFi5hZWdpcy52MS5Nb2RlbFZlcnNpb24SDgoGZGV0YWlsGAUgASgJEiwKB2hpc3RvcnkYBiADKAsyGy5hZWdpcy52MS5Nb2RlbEhpc3RvcnlFbnRyeRIWCg5mbGFnZ2VkX3JvdW5kcxgHIAMoDRIYChB1bmNoZWNrZWRfcm91bmRzGAggAygNIsUBChFNb2RlbEhpc3RvcnlFbnRyeRIlCgVtb2RlbBgBIAEoCzIWLmFlZ2lzLnYxLk1vZGVsVmVyc2lvbhIYCgtyb3VuZF9pbmRleBgCIAEoDUgAiAEBEg8KB2NsaWVudHMYAyABKA0SFAoMdG90YWxfd2VpZ2h0GAQgASgEEiAKE3ZhbGlkYXRpb25fYWNjdXJhY3kYBSABKAFIAYgBAUIOCgxfcm91bmRfaW5kZXhCFgoUX3ZhbGlkYXRpb25fYWNjdXJhY3kiSAoURmV0Y2hKb2JNb2RlbFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhQKB3ZlcnNpb24YAiABKA1IAIgBAUIKCghfdmVyc2lvbiJOChJSb3VuZFJlc3VsdFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEhgKC3JvdW5kX2luZGV4GAIgASgNSACIAQFCDgoMX3JvdW5kX2luZGV4IqIBChBSb3VuZFJlc3VsdFJlcGx5Eg4KBmpvYl9pZBgBIAEoCRITCgtyb3VuZF9pbmRleBgCIAEoDRIVCg1tYW5pZmVzdF9oYXNoGAMgASgMEhEKCXN1cnZpdm9ycxgEIAMoCRILCgNzdW0YBSABKAwSDAoEY2xpcBgGIAEoARIMCgRiaXRzGAcgASgNEhYKDnN1cnZpdm9yX2NvdW50GAggASgNIhMKEUxpc3RSb3VuZHNSZXF1ZXN0Is0CCgdKb2JJbmZvEg4KBmpvYl9pZBgBIAEoCRIfCgRraW5kGAIgASgOMhEuYWVnaXMudjEuSm9iS2luZBIhCgVzdGF0ZRgDIAEoDjISLmFlZ2lzLnYxLkpvYlN0YXRlEhMKC3JvdW5kc19kb25lGAQgASgNEhQKDHJvdW5kc190b3RhbBgFIAEoDRITCgtyb3VuZF9pbmRleBgGIAEoDRIeCgVwaGFzZRgHIAEoDjIPLmFlZ2lzLnYxLlBoYXNlEhUKDXN0YXJ0ZWRfYXRfbXMYCCABKAQSEgoKZWxhcHNlZF9tcxgJIAEoBBIWCg5yb3VuZHNfYWJvcnRlZBgKIAEoDRIPCgdpbnZpdGVkGAsgASgNEigKCGRlY2xpbmVzGAwgAygLMhYuYWVnaXMudjEuRGVjbGluZUNvdW50EhAKCHJldmlzaW9uGA0gASgNIjIKD0xpc3RSb3VuZHNSZXBseRIfCgRqb2JzGAEgAygLMhEuYWVnaXMudjEuSm9iSW5mbyI0ChJDYW5jZWxSb3VuZFJlcXVlc3QSDgoGam9iX2lkGAEgASgJEg4KBnJlYXNvbhgCIAEoCSJwChBDYW5jZWxSb3VuZFJlcGx5Eg4KBmpvYl9pZBgBIAEoCRITCgtyb3VuZF9pbmRleBgCIAEoDRIeCgVwaGFzZRgDIAEoDjIPLmFlZ2lzLnYxLlBoYXNlEhcKD2NhbmNlbGxlZF9hdF9tcxgEIAEoBCIxChpJc3N1ZURhc2hib2FyZFRva2VuUmVxdWVzdBITCgt0dGxfc2Vjb25kcxgBIAEoDSJNChhJc3N1ZURhc2hib2FyZFRva2VuUmVwbHkSDQoFdG9rZW4YASABKAkSFQoNZXhwaXJlc19hdF9tcxgCIAEoBBILCgN1cmwYAyABKAkiFgoUTGlzdE9wZXJhdG9yc1JlcXVlc3Qi4gEKDE9wZXJhdG9ySW5mbxIMCgRuYW1lGAEgASgJEg4KBnNlcmlhbBgCIAEoCRIUCgxpc3N1ZWRfYXRfbXMYAyABKAQSFQoNZXhwaXJlc19hdF9tcxgEIAEoBBIoCgZzdGF0dXMYBSABKA4yGC5hZWdpcy52MS5PcGVyYXRvclN0YXR1cxIVCg1yZXZva2VkX2F0X21zGAYgASgEEhkKEXJldm9jYXRpb25fcmVhc29uGAcgASgJEhkKEXJldm9jYXRpb25fZGV0YWlsGAggASgJEhAKCGJ1aWx0X2luGAkgASgIIj8KEkxpc3RPcGVyYXRvcnNSZXBseRIpCglvcGVyYXRvcnMYASADKAsyFi5hZWdpcy52MS5PcGVyYXRvckluZm8iSgoUSXNzdWVPcGVyYXRvclJlcXVlc3QSDAoEbmFtZRgBIAEoCRIPCgdjc3JfZGVyGAIgASgMEhMKC3R0bF9zZWNvbmRzGAMgASgNInMKEklzc3VlT3BlcmF0b3JSZXBseRIXCg9jZXJ0aWZpY2F0ZV9kZXIYASABKAwSGgoSY2FfY2VydGlmaWNhdGVfZGVyGAIgASgMEigKCG9wZXJhdG9yGAMgASgLMhYuYWVnaXMudjEuT3BlcmF0b3JJbmZvIkwKFlJlaXNzdWVPcGVyYXRvclJlcXVlc3QSDAoEbmFtZRgBIAEoCRIPCgdjc3JfZGVyGAIgASgMEhMKC3R0bF9zZWNvbmRzGAMgASgNIokBChRSZWlzc3VlT3BlcmF0b3JSZXBseRIXCg9jZXJ0aWZpY2F0ZV9kZXIYASABKAwSGgoSY2FfY2VydGlmaWNhdGVfZGVyGAIgASgMEigKCG9wZXJhdG9yGAMgASgLMhYuYWVnaXMudjEuT3BlcmF0b3JJbmZvEhIKCnN1cGVyc2VkZWQYBCADKAkiVQoVUmV2b2tlT3BlcmF0b3JSZXF1ZXN0EgwKBG5hbWUYASABKAkSDgoGc2VyaWFsGAIgASgJEg4KBnJlYXNvbhgDIAEoCRIOCgZkZXRhaWwYBCABKAkiXAoTUmV2b2tlT3BlcmF0b3JSZXBseRIPCgdzZXJpYWxzGAEgAygJEhUKDXJldm9rZWRfYXRfbXMYAiABKAQSDgoGcmVhc29uGAMgASgJEg0KBWtub3duGAQgASgIIkQKE1Jldm9rZVRva2Vuc1JlcXVlc3QSCwoDanRpGAEgASgJEg0KBXRva2VuGAIgASgJEhEKCWNsaWVudF9pZBgDIAEoCSJ3ChFSZXZva2VUb2tlbnNSZXBseRILCgNqdGkYASABKAkSEQoJY2xpZW50X2lkGAIgASgJEhcKD2lzc3VlZF91cF90b19tcxgDIAEoBBIQCgh1bnRpbF9tcxgEIAEoBBIXCg9hbHJlYWR5X2V4cGlyZWQYBSABKAgqhAEKDENsaWVudFN0YXR1cxIdChlDTElFTlRfU1RBVFVTX1VOU1BFQ0lGSUVEEAASGAoUQ0xJRU5UX1NUQVRVU19BQ1RJVkUQARIgChxDTElFTlRfU1RBVFVTX1NVU1BFQ1RFRF9MT1NUEAISGQoVQ0xJRU5UX1NUQVRVU19SRVZPS0VEEAMqTgoHSm9iS2luZBIYChRKT0JfS0lORF9VTlNQRUNJRklFRBAAEhIKDkpPQl9LSU5EX1BMQUlOEAESFQoRSk9CX0tJTkRfVFJBSU5JTkcQAiqbAQoISm9iU3RhdGUSGQoVSk9CX1NUQVRFX1VOU1BFQ0lGSUVEEAASFQoRSk9CX1NUQVRFX1JVTk5JTkcQARIXChNKT0JfU1RBVEVfQ09NUExFVEVEEAISFAoQSk9CX1NUQVRFX0ZBSUxFRBADEhcKE0pPQl9TVEFURV9DQU5DRUxMRUQQBBIVChFKT0JfU1RBVEVfQUJPUlRFRBAFKocBCg5PcGVyYXRvclN0YXR1cxIfChtPUEVSQVRPUl9TVEFUVVNfVU5TUEVDSUZJRUQQABIaChZPUEVSQVRPUl9TVEFUVVNfQUNUSVZFEAESGwoXT1BFUkFUT1JfU1RBVFVTX0VYUElSRUQQAhIbChdPUEVSQVRPUl9TVEFUVVNfUkVWT0tFRBADMsQJCgVBZG1pbhJKCgxDcmVhdGVJbnZpdGUSHS5hZWdpcy52MS5DcmVhdGVJbnZpdGVSZXF1ZXN0GhsuYWVnaXMudjEuQ3JlYXRlSW52aXRlUmVwbHkSRwoLTGlzdENsaWVudHMSHC5hZWdpcy52MS5MaXN0Q2xpZW50c1JlcXVlc3QaGi5hZWdpcy52MS5MaXN0Q2xpZW50c1JlcGx5EkoKDFJldm9rZUNsaWVudBIdLmFlZ2lzLnYxLlJldm9rZUNsaWVudFJlcXVlc3QaGy5hZWdpcy52MS5SZXZva2VDbGllbnRSZXBseRJHCgtMYXVuY2hSb3VuZBIcLmFlZ2lzLnYxLkxhdW5jaFJvdW5kUmVxdWVzdBoaLmFlZ2lzLnYxLkxhdW5jaFJvdW5kUmVwbHkSRwoLUm91bmRTdGF0dXMSHC5hZWdpcy52MS5Sb3VuZFN0YXR1c1JlcXVlc3QaGi5hZWdpcy52MS5Sb3VuZFN0YXR1c1JlcGx5EkcKC1JvdW5kUmVzdWx0EhwuYWVnaXMudjEuUm91bmRSZXN1bHRSZXF1ZXN0GhouYWVnaXMudjEuUm91bmRSZXN1bHRSZXBseRJECgpGZXRjaE1vZGVsEh4uYWVnaXMudjEuRmV0Y2hKb2JNb2RlbFJlcXVlc3QaFC5hZWdpcy52MS5Nb2RlbENodW5rMAESRAoKTGlzdFJvdW5kcxIbLmFlZ2lzLnYxLkxpc3RSb3VuZHNSZXF1ZXN0GhkuYWVnaXMudjEuTGlzdFJvdW5kc1JlcGx5EkcKC0NhbmNlbFJvdW5kEhwuYWVnaXMudjEuQ2FuY2VsUm91bmRSZXF1ZXN0GhouYWVnaXMudjEuQ2FuY2VsUm91bmRSZXBseRI4CgZHZXRDcmwSFy5hZWdpcy52MS5HZXRDcmxSZXF1ZXN0GhUuYWVnaXMudjEuR2V0Q3JsUmVwbHkSXwoTSXNzdWVEYXNoYm9hcmRUb2tlbhIkLmFlZ2lzLnYxLklzc3VlRGFzaGJvYXJkVG9rZW5SZXF1ZXN0GiIuYWVnaXMudjEuSXNzdWVEYXNoYm9hcmRUb2tlblJlcGx5Ek0KDUxpc3RPcGVyYXRvcnMSHi5hZWdpcy52MS5MaXN0T3BlcmF0b3JzUmVxdWVzdBocLmFlZ2lzLnYxLkxpc3RPcGVyYXRvcnNSZXBseRJNCg1Jc3N1ZU9wZXJhdG9yEh4uYWVnaXMudjEuSXNzdWVPcGVyYXRvclJlcXVlc3QaHC5hZWdpcy52MS5Jc3N1ZU9wZXJhdG9yUmVwbHkSUwoPUmVpc3N1ZU9wZXJhdG9yEiAuYWVnaXMudjEuUmVpc3N1ZU9wZXJhdG9yUmVxdWVzdBoeLmFlZ2lzLnYxLlJlaXNzdWVPcGVyYXRvclJlcGx5ElAKDlJldm9rZU9wZXJhdG9yEh8uYWVnaXMudjEuUmV2b2tlT3BlcmF0b3JSZXF1ZXN0Gh0uYWVnaXMudjEuUmV2b2tlT3BlcmF0b3JSZXBseRJKCgxSZXZva2VUb2tlbnMSHS5hZWdpcy52MS5SZXZva2VUb2tlbnNSZXF1ZXN0GhsuYWVnaXMudjEuUmV2b2tlVG9rZW5zUmVwbHliBnByb3RvMw", [file_aegis_v1_secagg, file_aegis_v1_vocabulary]);
 
 /**
  * Asks for a one-time enrollment token.
@@ -669,6 +669,14 @@ export type RoundStatusReply = Message<"aegis.v1.RoundStatusReply"> & {
    * @generated from field: aegis.v1.AbortReason hold_reason = 21;
    */
   holdReason: AbortReason;
+
+  /**
+   * A differentially private job's privacy (its manifest has a dp section); absent for a job
+   * without DP. The job's, not only this round's: the same whichever round is asked for.
+   *
+   * @generated from field: aegis.v1.DpStatus dp = 22;
+   */
+  dp?: DpStatus | undefined;
 };
 
 /**
@@ -677,6 +685,120 @@ export type RoundStatusReply = Message<"aegis.v1.RoundStatusReply"> & {
  */
 export const RoundStatusReplySchema: GenMessage<RoundStatusReply> = /*@__PURE__*/
   messageDesc(file_aegis_v1_admin, 14);
+
+/**
+ * The privacy a DP job has spent, from the accountant (shared/dp/accountant.ts) with the
+ * manifest's own parameters, never its claimed epsilon. A round is charged when its noisy sum was
+ * released (it completed), whether or not its model was then published.
+ *
+ * @generated from message aegis.v1.DpStatus
+ */
+export type DpStatus = Message<"aegis.v1.DpStatus"> & {
+  /**
+   * The mechanism ("distributed-discrete-gaussian").
+   *
+   * @generated from field: string mechanism = 1;
+   */
+  mechanism: string;
+
+  /**
+   * The delta every epsilon here is at (the manifest's).
+   *
+   * @generated from field: double delta = 2;
+   */
+  delta: number;
+
+  /**
+   * Epsilon spent by the rounds charged so far (0 before the first).
+   *
+   * @generated from field: double epsilon_spent = 3;
+   */
+  epsilonSpent: number;
+
+  /**
+   * Epsilon after all the manifest's rounds: what the whole job will spend (its budget).
+   *
+   * @generated from field: double epsilon_budget = 4;
+   */
+  epsilonBudget: number;
+
+  /**
+   * Epsilon the manifest claims for all its rounds (at least epsilon_budget; checked at launch).
+   *
+   * @generated from field: double epsilon_claimed = 5;
+   */
+  epsilonClaimed: number;
+
+  /**
+   * Rounds charged so far (their sums were released).
+   *
+   * @generated from field: uint32 rounds_charged = 6;
+   */
+  roundsCharged: number;
+
+  /**
+   * Epsilon after each charged round, in round order.
+   *
+   * @generated from field: repeated aegis.v1.DpRoundEpsilon rounds = 7;
+   */
+  rounds: DpRoundEpsilon[];
+
+  /**
+   * The noise multiplier z: the released sum's noise std is at least z times the clip.
+   *
+   * @generated from field: double noise_multiplier = 8;
+   */
+  noiseMultiplier: number;
+
+  /**
+   * The L2 clip norm of each client's update.
+   *
+   * @generated from field: double clip = 9;
+   */
+  clip: number;
+
+  /**
+   * n_min: the fewest survivors whose noise is in every released sum.
+   *
+   * @generated from field: uint32 min_clients = 10;
+   */
+  minClients: number;
+};
+
+/**
+ * Describes the message aegis.v1.DpStatus.
+ * Use `create(DpStatusSchema)` to create a new message.
+ */
+export const DpStatusSchema: GenMessage<DpStatus> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 15);
+
+/**
+ * Epsilon after one charged round of a DP job.
+ *
+ * @generated from message aegis.v1.DpRoundEpsilon
+ */
+export type DpRoundEpsilon = Message<"aegis.v1.DpRoundEpsilon"> & {
+  /**
+   * The round index.
+   *
+   * @generated from field: uint32 round_index = 1;
+   */
+  roundIndex: number;
+
+  /**
+   * Epsilon (at the job's delta) after this round and every charged round before it.
+   *
+   * @generated from field: double epsilon = 2;
+   */
+  epsilon: number;
+};
+
+/**
+ * Describes the message aegis.v1.DpRoundEpsilon.
+ * Use `create(DpRoundEpsilonSchema)` to create a new message.
+ */
+export const DpRoundEpsilonSchema: GenMessage<DpRoundEpsilon> = /*@__PURE__*/
+  messageDesc(file_aegis_v1_admin, 16);
 
 /**
  * Where a training job stands.
@@ -747,7 +869,7 @@ export type TrainingStatus = Message<"aegis.v1.TrainingStatus"> & {
  * Use `create(TrainingStatusSchema)` to create a new message.
  */
 export const TrainingStatusSchema: GenMessage<TrainingStatus> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 15);
+  messageDesc(file_aegis_v1_admin, 17);
 
 /**
  * One model version of a training job.
@@ -796,7 +918,7 @@ export type ModelHistoryEntry = Message<"aegis.v1.ModelHistoryEntry"> & {
  * Use `create(ModelHistoryEntrySchema)` to create a new message.
  */
 export const ModelHistoryEntrySchema: GenMessage<ModelHistoryEntry> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 16);
+  messageDesc(file_aegis_v1_admin, 18);
 
 /**
  * Asks for a training job's model.
@@ -824,7 +946,7 @@ export type FetchJobModelRequest = Message<"aegis.v1.FetchJobModelRequest"> & {
  * Use `create(FetchJobModelRequestSchema)` to create a new message.
  */
 export const FetchJobModelRequestSchema: GenMessage<FetchJobModelRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 17);
+  messageDesc(file_aegis_v1_admin, 19);
 
 /**
  * Asks for the published result of a completed round.
@@ -852,7 +974,7 @@ export type RoundResultRequest = Message<"aegis.v1.RoundResultRequest"> & {
  * Use `create(RoundResultRequestSchema)` to create a new message.
  */
 export const RoundResultRequestSchema: GenMessage<RoundResultRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 18);
+  messageDesc(file_aegis_v1_admin, 20);
 
 /**
  * The unmasked sum of a completed round: what the coordinator is allowed to learn.
@@ -923,7 +1045,7 @@ export type RoundResultReply = Message<"aegis.v1.RoundResultReply"> & {
  * Use `create(RoundResultReplySchema)` to create a new message.
  */
 export const RoundResultReplySchema: GenMessage<RoundResultReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 19);
+  messageDesc(file_aegis_v1_admin, 21);
 
 /**
  * Lists the jobs the coordinator knows.
@@ -938,7 +1060,7 @@ export type ListRoundsRequest = Message<"aegis.v1.ListRoundsRequest"> & {
  * Use `create(ListRoundsRequestSchema)` to create a new message.
  */
 export const ListRoundsRequestSchema: GenMessage<ListRoundsRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 20);
+  messageDesc(file_aegis_v1_admin, 22);
 
 /**
  * One job, as ListRounds shows it.
@@ -1044,7 +1166,7 @@ export type JobInfo = Message<"aegis.v1.JobInfo"> & {
  * Use `create(JobInfoSchema)` to create a new message.
  */
 export const JobInfoSchema: GenMessage<JobInfo> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 21);
+  messageDesc(file_aegis_v1_admin, 23);
 
 /**
  * The jobs the coordinator knows (with a data dir: also those of its earlier runs, from its job history).
@@ -1065,7 +1187,7 @@ export type ListRoundsReply = Message<"aegis.v1.ListRoundsReply"> & {
  * Use `create(ListRoundsReplySchema)` to create a new message.
  */
 export const ListRoundsReplySchema: GenMessage<ListRoundsReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 22);
+  messageDesc(file_aegis_v1_admin, 24);
 
 /**
  * Cancels a job's running round.
@@ -1094,7 +1216,7 @@ export type CancelRoundRequest = Message<"aegis.v1.CancelRoundRequest"> & {
  * Use `create(CancelRoundRequestSchema)` to create a new message.
  */
 export const CancelRoundRequestSchema: GenMessage<CancelRoundRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 23);
+  messageDesc(file_aegis_v1_admin, 25);
 
 /**
  * The cancellation took effect.
@@ -1136,7 +1258,7 @@ export type CancelRoundReply = Message<"aegis.v1.CancelRoundReply"> & {
  * Use `create(CancelRoundReplySchema)` to create a new message.
  */
 export const CancelRoundReplySchema: GenMessage<CancelRoundReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 24);
+  messageDesc(file_aegis_v1_admin, 26);
 
 /**
  * Mints a one-time login link for the coordinator's web dashboard.
@@ -1157,7 +1279,7 @@ export type IssueDashboardTokenRequest = Message<"aegis.v1.IssueDashboardTokenRe
  * Use `create(IssueDashboardTokenRequestSchema)` to create a new message.
  */
 export const IssueDashboardTokenRequestSchema: GenMessage<IssueDashboardTokenRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 25);
+  messageDesc(file_aegis_v1_admin, 27);
 
 /**
  * A dashboard login token (single use; only its hash is kept by the coordinator).
@@ -1193,7 +1315,7 @@ export type IssueDashboardTokenReply = Message<"aegis.v1.IssueDashboardTokenRepl
  * Use `create(IssueDashboardTokenReplySchema)` to create a new message.
  */
 export const IssueDashboardTokenReplySchema: GenMessage<IssueDashboardTokenReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 26);
+  messageDesc(file_aegis_v1_admin, 28);
 
 /**
  * Lists the operator credentials the coordinator has issued or knows.
@@ -1208,7 +1330,7 @@ export type ListOperatorsRequest = Message<"aegis.v1.ListOperatorsRequest"> & {
  * Use `create(ListOperatorsRequestSchema)` to create a new message.
  */
 export const ListOperatorsRequestSchema: GenMessage<ListOperatorsRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 27);
+  messageDesc(file_aegis_v1_admin, 29);
 
 /**
  * One operator certificate.
@@ -1287,7 +1409,7 @@ export type OperatorInfo = Message<"aegis.v1.OperatorInfo"> & {
  * Use `create(OperatorInfoSchema)` to create a new message.
  */
 export const OperatorInfoSchema: GenMessage<OperatorInfo> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 28);
+  messageDesc(file_aegis_v1_admin, 30);
 
 /**
  * The operator credentials.
@@ -1309,7 +1431,7 @@ export type ListOperatorsReply = Message<"aegis.v1.ListOperatorsReply"> & {
  * Use `create(ListOperatorsReplySchema)` to create a new message.
  */
 export const ListOperatorsReplySchema: GenMessage<ListOperatorsReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 29);
+  messageDesc(file_aegis_v1_admin, 31);
 
 /**
  * Asks for a certificate for a new operator. The caller makes the key and sends only a CSR.
@@ -1346,7 +1468,7 @@ export type IssueOperatorRequest = Message<"aegis.v1.IssueOperatorRequest"> & {
  * Use `create(IssueOperatorRequestSchema)` to create a new message.
  */
 export const IssueOperatorRequestSchema: GenMessage<IssueOperatorRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 30);
+  messageDesc(file_aegis_v1_admin, 32);
 
 /**
  * A newly issued operator certificate.
@@ -1381,7 +1503,7 @@ export type IssueOperatorReply = Message<"aegis.v1.IssueOperatorReply"> & {
  * Use `create(IssueOperatorReplySchema)` to create a new message.
  */
 export const IssueOperatorReplySchema: GenMessage<IssueOperatorReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 31);
+  messageDesc(file_aegis_v1_admin, 33);
 
 /**
  * Replaces an operator's credential: a new certificate, and every earlier one of the name
@@ -1418,7 +1540,7 @@ export type ReissueOperatorRequest = Message<"aegis.v1.ReissueOperatorRequest"> 
  * Use `create(ReissueOperatorRequestSchema)` to create a new message.
  */
 export const ReissueOperatorRequestSchema: GenMessage<ReissueOperatorRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 32);
+  messageDesc(file_aegis_v1_admin, 34);
 
 /**
  * The new credential and what it replaced.
@@ -1460,7 +1582,7 @@ export type ReissueOperatorReply = Message<"aegis.v1.ReissueOperatorReply"> & {
  * Use `create(ReissueOperatorReplySchema)` to create a new message.
  */
 export const ReissueOperatorReplySchema: GenMessage<ReissueOperatorReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 33);
+  messageDesc(file_aegis_v1_admin, 35);
 
 /**
  * Revokes operator credentials: by name (every unexpired, unrevoked certificate of it) or one
@@ -1504,7 +1626,7 @@ export type RevokeOperatorRequest = Message<"aegis.v1.RevokeOperatorRequest"> & 
  * Use `create(RevokeOperatorRequestSchema)` to create a new message.
  */
 export const RevokeOperatorRequestSchema: GenMessage<RevokeOperatorRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 34);
+  messageDesc(file_aegis_v1_admin, 36);
 
 /**
  * The revocation took effect: the serials are on the revocation list and the CRL.
@@ -1546,7 +1668,7 @@ export type RevokeOperatorReply = Message<"aegis.v1.RevokeOperatorReply"> & {
  * Use `create(RevokeOperatorReplySchema)` to create a new message.
  */
 export const RevokeOperatorReplySchema: GenMessage<RevokeOperatorReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 35);
+  messageDesc(file_aegis_v1_admin, 37);
 
 /**
  * Revokes round-call tokens. Exactly one of jti, token and client_id.
@@ -1582,7 +1704,7 @@ export type RevokeTokensRequest = Message<"aegis.v1.RevokeTokensRequest"> & {
  * Use `create(RevokeTokensRequestSchema)` to create a new message.
  */
 export const RevokeTokensRequestSchema: GenMessage<RevokeTokensRequest> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 36);
+  messageDesc(file_aegis_v1_admin, 38);
 
 /**
  * The revocation took effect (kept until the tokens it names have expired).
@@ -1632,7 +1754,7 @@ export type RevokeTokensReply = Message<"aegis.v1.RevokeTokensReply"> & {
  * Use `create(RevokeTokensReplySchema)` to create a new message.
  */
 export const RevokeTokensReplySchema: GenMessage<RevokeTokensReply> = /*@__PURE__*/
-  messageDesc(file_aegis_v1_admin, 37);
+  messageDesc(file_aegis_v1_admin, 39);
 
 /**
  * Where an enrolled client stands.
