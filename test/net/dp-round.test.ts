@@ -17,8 +17,7 @@ import type { Trainer } from '../../client/admission/training-round.js';
 import { dpDecodeSum64, encodedLength } from '../../shared/dp/encode.js';
 import { parseRational, rationalToNumber } from '../../shared/dp/sampler.js';
 import { dpParamsOfSpec, dpSessionSeed } from '../../shared/protocol/dp-manifest.js';
-import { DeterministicRng } from '../../shared/crypto/rng.js';
-import { dpSection } from '../support/dp.js';
+import { chi2Quantile, dpSection, dpTrainer, dpUpdate } from '../support/dp.js';
 import { enrollClients, manifest, startCoordinator, startRunners, waitFor, type Enrolled } from '../support/cluster.js';
 
 const N = 6;
@@ -32,25 +31,10 @@ const model = {
   initialWeightsSha256: createHash('sha256').update(weightBytes(initial)).digest('hex'),
 };
 
-/** Client i's unweighted update: fixed pseudo-random values with L2 norm 0.6 (inside the clip). */
-function update(i: number): Float64Array {
-  const rng = DeterministicRng.fromSeed('dp-round-test', i);
-  const v = new Float64Array(DIM);
-  for (let j = 0; j < DIM; j++) v[j] = rng.nextFloat() * 2 - 1;
-  const norm = Math.hypot(...v);
-  return v.map((x) => (0.6 * x) / norm);
-}
-
-/** The trainer reports the update weighted by its example count (10 + i), as trainers do. */
-const trainerOf =
-  (i: number): Trainer =>
-  async () => {
-    const weight = 10 + i;
-    return { values: Float32Array.from(update(i), (x) => x * weight), weight, examples: weight };
-  };
-
-/** χ²_k quantile by Wilson–Hilferty at standard-normal quantile q. */
-const chi2Quantile = (k: number, q: number): number => k * (1 - 2 / (9 * k) + q * Math.sqrt(2 / (9 * k))) ** 3;
+const LABEL = 'dp-round-test';
+/** Client i's unweighted update (norm 0.6, inside the clip), and its trainer (weighted by 10 + i). */
+const update = (i: number): Float64Array => dpUpdate(LABEL, i, DIM);
+const trainerOf = (i: number): Trainer => dpTrainer(LABEL, i, DIM);
 
 describe('a DP training round with 6 clients', () => {
   let c: Coordinator;
