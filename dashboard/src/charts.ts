@@ -61,6 +61,30 @@ function points(models: ModelVersion[], spec: MetricSpec): [number[], number[]] 
   return [xs, ys];
 }
 
+const HEIGHT = 220;
+
+/** A uPlot drawn into `plot` once there is data, kept as wide as `element`: what every chart here shares. */
+function lazyPlot(element: HTMLElement, plot: HTMLElement, options: (width: number) => uPlot.Options) {
+  let chart: uPlot | null = null;
+  const width = (): number => Math.max(280, Math.floor(plot.clientWidth || element.clientWidth || 480));
+  const resize = new ResizeObserver(() => {
+    if (chart) chart.setSize({ width: width(), height: HEIGHT });
+  });
+  resize.observe(element);
+  return {
+    /** Updates the drawn chart, or draws it when `create` (it is not drawn for data that is all empty). */
+    setData(data: uPlot.AlignedData, create = true): void {
+      if (chart) chart.setData(data);
+      else if (create) chart = new uPlot(options(width()), data, plot);
+    },
+    destroy(): void {
+      resize.disconnect();
+      chart?.destroy();
+      chart = null;
+    },
+  };
+}
+
 export function metricChart(spec: MetricSpec): MetricChart {
   const plot = h('div', { class: 'plot' });
   const caption = h('figcaption', {}, spec.title);
@@ -73,42 +97,29 @@ export function metricChart(spec: MetricSpec): MetricChart {
     empty,
   );
   let last = '';
-  let chart: uPlot | null = null;
-  const width = (): number => Math.max(280, Math.floor(plot.clientWidth || element.clientWidth || 480));
-
-  const make = (data: uPlot.AlignedData): uPlot =>
-    new uPlot(
+  const chart = lazyPlot(element, plot, (width) => ({
+    width,
+    height: HEIGHT,
+    scales: {
+      x: { time: false, range: (_u, min, max) => [Math.min(0, min), Math.max(max, 1)] },
+      y: spec.range ? { range: spec.range } : { range: (_u, min, max) => [0, Math.max(max * 1.1, 0.1)] },
+    },
+    axes: [
+      { label: 'model version (0 = initial; +1 per completed round)', incrs: [1, 2, 5, 10, 20, 50, 100], values: (_u, vals) => vals.map((v) => String(v)) },
+      { label: spec.label, size: 56 },
+    ],
+    cursor: { drag: { x: false, y: false } },
+    legend: { show: false },
+    series: [
+      { label: 'model version' },
       {
-        width: width(),
-        height: 220,
-        scales: {
-          x: { time: false, range: (_u, min, max) => [Math.min(0, min), Math.max(max, 1)] },
-          y: spec.range ? { range: spec.range } : { range: (_u, min, max) => [0, Math.max(max * 1.1, 0.1)] },
-        },
-        axes: [
-          { label: 'model version (0 = initial; +1 per completed round)', incrs: [1, 2, 5, 10, 20, 50, 100], values: (_u, vals) => vals.map((v) => String(v)) },
-          { label: spec.label, size: 56 },
-        ],
-        cursor: { drag: { x: false, y: false } },
-        legend: { show: false },
-        series: [
-          { label: 'model version' },
-          {
-            label: spec.label,
-            stroke: spec.color,
-            width: 2,
-            points: { show: true, size: 7, fill: spec.color },
-          },
-        ],
+        label: spec.label,
+        stroke: spec.color,
+        width: 2,
+        points: { show: true, size: 7, fill: spec.color },
       },
-      data,
-      plot,
-    );
-
-  const resize = new ResizeObserver(() => {
-    if (chart) chart.setSize({ width: width(), height: 220 });
-  });
-  resize.observe(element);
+    ],
+  }));
 
   return {
     element,
@@ -117,18 +128,14 @@ export function metricChart(spec: MetricSpec): MetricChart {
       const key = `${xs.join(',')}|${ys.join(',')}`;
       if (key === last) return;
       last = key;
-      const data: uPlot.AlignedData = [xs, ys];
-      if (chart) chart.setData(data);
-      else if (xs.length > 0) chart = make(data);
+      chart.setData([xs, ys], xs.length > 0);
       empty.hidden = xs.length > 0;
       element.setAttribute('data-points', String(xs.length));
       const lastY = ys[ys.length - 1];
       caption.textContent = lastY === undefined ? spec.title : `${spec.title} · latest ${spec.format(lastY)}`;
     },
     destroy() {
-      resize.disconnect();
-      chart?.destroy();
-      chart = null;
+      chart.destroy();
     },
   };
 }
@@ -156,38 +163,25 @@ export function epsilonChart(): EpsilonChart {
   const legend = h('p', { class: 'muted', 'data-testid': 'dp-budget-key' }, '');
   const element = h('figure', { class: 'chart', 'data-testid': 'dp-epsilon-chart', 'data-points': 0, hidden: true }, caption, plot, empty, legend);
   let last = '';
-  let chart: uPlot | null = null;
-  const width = (): number => Math.max(280, Math.floor(plot.clientWidth || element.clientWidth || 480));
-
-  const make = (data: uPlot.AlignedData): uPlot =>
-    new uPlot(
-      {
-        width: width(),
-        height: 220,
-        scales: {
-          x: { time: false },
-          y: { range: (_u, _min, max) => [0, Math.max(max * 1.1, 0.1)] },
-        },
-        axes: [
-          { label: 'round', incrs: [1, 2, 5, 10, 20, 50, 100], values: (_u, vals) => vals.map((v) => String(v)) },
-          { label: 'ε spent', size: 56 },
-        ],
-        cursor: { drag: { x: false, y: false } },
-        legend: { show: false },
-        series: [
-          { label: 'round' },
-          { label: 'ε after the round', stroke: EPSILON_COLOR, width: 2, points: { show: true, size: 7, fill: EPSILON_COLOR } },
-          { label: 'budget (ε after all rounds)', stroke: BUDGET_COLOR, width: 1.5, dash: [6, 4], points: { show: false } },
-        ],
-      },
-      data,
-      plot,
-    );
-
-  const resize = new ResizeObserver(() => {
-    if (chart) chart.setSize({ width: width(), height: 220 });
-  });
-  resize.observe(element);
+  const chart = lazyPlot(element, plot, (width) => ({
+    width,
+    height: HEIGHT,
+    scales: {
+      x: { time: false },
+      y: { range: (_u, _min, max) => [0, Math.max(max * 1.1, 0.1)] },
+    },
+    axes: [
+      { label: 'round', incrs: [1, 2, 5, 10, 20, 50, 100], values: (_u, vals) => vals.map((v) => String(v)) },
+      { label: 'ε spent', size: 56 },
+    ],
+    cursor: { drag: { x: false, y: false } },
+    legend: { show: false },
+    series: [
+      { label: 'round' },
+      { label: 'ε after the round', stroke: EPSILON_COLOR, width: 2, points: { show: true, size: 7, fill: EPSILON_COLOR } },
+      { label: 'budget (ε after all rounds)', stroke: BUDGET_COLOR, width: 1.5, dash: [6, 4], points: { show: false } },
+    ],
+  }));
 
   return {
     element,
@@ -206,9 +200,7 @@ export function epsilonChart(): EpsilonChart {
       const key = `${xs.join(',')}|${ys.join(',')}|${dp.epsilonBudget}`;
       if (key === last) return;
       last = key;
-      const data: uPlot.AlignedData = [xs, ys, xs.map(() => dp.epsilonBudget)];
-      if (chart) chart.setData(data);
-      else chart = make(data);
+      chart.setData([xs, ys, xs.map(() => dp.epsilonBudget)]);
       empty.hidden = rounds.length > 0;
       element.setAttribute('data-points', String(rounds.length));
       element.setAttribute('data-budget', String(dp.epsilonBudget));
@@ -219,9 +211,7 @@ export function epsilonChart(): EpsilonChart {
       legend.textContent = `Dashed: the job's budget, ε ${fmtEps(dp.epsilonBudget)} after all ${total} rounds. Round 0: nothing spent.`;
     },
     destroy() {
-      resize.disconnect();
-      chart?.destroy();
-      chart = null;
+      chart.destroy();
     },
   };
 }
