@@ -29,7 +29,7 @@ interface Run {
 }
 
 function aegis(args: string[], extraEnv: Record<string, string> = {}): Run {
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 60_000, env: { ...env, ...extraEnv } });
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 180_000, env: { ...env, ...extraEnv } });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

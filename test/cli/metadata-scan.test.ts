@@ -34,7 +34,7 @@ let coordinatorOut = '';
 const clients: ChildProcess[] = [];
 
 function aegis(args: string[]): { status: number | null; stdout: string; stderr: string } {
-  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 90_000, env: { ...env, AEGIS_LOG_LEVEL: 'warn' } });
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: 'utf8', timeout: 180_000, env: { ...env, AEGIS_LOG_LEVEL: 'warn' } });
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 

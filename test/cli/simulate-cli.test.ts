@@ -18,7 +18,7 @@ interface Run {
 
 function aegis(...args: string[]): Run {
   if (!existsSync(cli)) throw new Error('dist/ is missing: run "npm run build" first');
-  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 60_000 });
+  const r = spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8', timeout: 180_000 });
   return { status: r.status, signal: r.signal, stdout: r.stdout, stderr: r.stderr };
 }
 

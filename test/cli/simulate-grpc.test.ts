@@ -21,7 +21,7 @@ interface Run {
 function aegis(...args: string[]): Promise<Run> {
   if (!existsSync(cli)) throw new Error('dist/ is missing: run "npm run build" first');
   return new Promise((resolve) => {
-    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 50_000 });
+    const child = spawn(process.execPath, [cli, ...args], { stdio: ['ignore', 'pipe', 'pipe'], timeout: 540_000 });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
