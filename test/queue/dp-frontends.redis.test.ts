@@ -22,12 +22,9 @@ import { RedisRounds } from '../../coordinator/queue/redis-rounds.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
 import type { ClientRunner } from '../../client/agent/connection.js';
 import type { Trainer } from '../../client/admission/training-round.js';
-import { dpDecodeSum64, encodedLength } from '../../shared/dp/encode.js';
-import { parseRational, rationalToNumber } from '../../shared/dp/sampler.js';
-import { dpParamsOfSpec, dpSessionSeed } from '../../shared/protocol/dp-manifest.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { codeOfAsync } from '../support/codes.js';
-import { chi2Quantile, dpSection, dpTrainer, dpUpdate } from '../support/dp.js';
+import { dpSection, dpTrainer, dpUpdate, expectPromisedNoise } from '../support/dp.js';
 import { enrollClients, manifest, startRunners, waitFor, type Enrolled } from '../support/cluster.js';
 import { useTestRedis } from '../support/redis.js';
 
@@ -117,28 +114,10 @@ describe('a DP training job across two front ends', () => {
     expect(recorded!.includes(Buffer.from(weightBytes(initial)).subarray(0, 64))).toBe(false);
     expect(Buffer.from((await b!.shared.store.model(Buffer.from(launched.manifestHash).toString('hex'), 0))!).equals(Buffer.from(weightBytes(initial)))).toBe(true);
 
-    const params = dpParamsOfSpec(dp, DIM);
-    const d = encodedLength(params);
-    expect(o.sum).toHaveLength(d + 1);
-    // Every client's weight word is 1: the sum's weight is the survivor count, not examples.
-    expect(o.sum[d]).toBe(N);
-    // The session id came back from the round's sealed outcome on Redis.
+    // The session id came back from the round's sealed outcome on Redis; every client's weight
+    // word is 1 (the sum's weight is the survivor count), and the sum carries the promised noise.
     expect(o.state.sessionId).toBeDefined();
-    const released = dpDecodeSum64(o.sum.subarray(0, d), params, dpSessionSeed(o.state.sessionId!));
-    const truth = new Float64Array(DIM);
-    for (let i = 0; i < N; i++) dpUpdate(LABEL, i, DIM).forEach((x, j) => (truth[j]! += x));
-    let sq = 0;
-    for (let j = 0; j < DIM; j++) sq += (released[j]! - truth[j]!) ** 2;
-
-    // N clients' discrete Gaussians of variance σ² (integer units), times γ²; rounding adds at
-    // most 1/4 per client and coordinate (the upper end allows for it). A two-sided χ²_DIM
-    // interval at ±6 standard-normal quantiles: fails by chance with probability about 2e-9.
-    const sigma2 = rationalToNumber(parseRational(dp.sigma2));
-    const noiseVar = N * sigma2 * dp.gamma ** 2;
-    expect(noiseVar).toBeGreaterThanOrEqual((dp.noiseMultiplier * dp.clip) ** 2);
-    const roundingVar = (N / 4) * dp.gamma ** 2;
-    expect(sq / noiseVar).toBeGreaterThan(chi2Quantile(DIM, -6));
-    expect(sq / (noiseVar + roundingVar)).toBeLessThan(chi2Quantile(DIM, 6));
+    const released = expectPromisedNoise(o.sum, dp, DIM, o.state.sessionId!, N, (i) => dpUpdate(LABEL, i, DIM));
 
     // FedAvg over the survivor count: new model = initial + released / N (in float32).
     const models = a!.c.modelsOf('dp-fe');

@@ -1,6 +1,9 @@
 /** A manifest's `dp` section from the calibrator, for the DP tests. */
+import { expect } from '@jest/globals';
 import { calibrate } from '../../shared/dp/calibrate.js';
-import { dpSpecOfCalibration, type DpSpec } from '../../shared/protocol/dp-manifest.js';
+import { dpDecodeSum64, encodedLength } from '../../shared/dp/encode.js';
+import { parseRational, rationalToNumber } from '../../shared/dp/sampler.js';
+import { dpParamsOfSpec, dpSessionSeed, dpSpecOfCalibration, type DpSpec } from '../../shared/protocol/dp-manifest.js';
 import { DeterministicRng } from '../../shared/crypto/rng.js';
 import type { Trainer } from '../../client/admission/training-round.js';
 
@@ -35,3 +38,31 @@ export const dpTrainer =
 
 /** χ²_k quantile by Wilson–Hilferty at standard-normal quantile q. */
 export const chi2Quantile = (k: number, q: number): number => k * (1 - 2 / (9 * k) + q * Math.sqrt(2 / (9 * k))) ** 3;
+
+/**
+ * Checks a DP round's released sum (the unmasked words, weight word last) against what the
+ * manifest promises, and returns it decoded: the weight word is the survivor count (every client
+ * masks weight 1), and the error against the true sum of `update(i)` over the survivors has the
+ * promised noise — n discrete Gaussians of variance σ² (integer units) times γ², at least (z·C)²
+ * since n >= minClients. The rotation keeps the variance per coordinate (orthonormal, i.i.d.
+ * noise); rounding adds at most 1/4 per client and coordinate, which the upper end allows for. A
+ * two-sided χ²_dim interval at ±6 standard-normal quantiles: it fails by chance with probability
+ * about 2e-9, so the noise is present and of the promised size.
+ */
+export function expectPromisedNoise(sum: Uint32Array, dp: DpSpec, dim: number, sessionId: Uint8Array, survivors: number, update: (i: number) => Float64Array): Float64Array {
+  const params = dpParamsOfSpec(dp, dim);
+  const d = encodedLength(params);
+  expect(sum).toHaveLength(d + 1);
+  expect(sum[d]).toBe(survivors);
+  const released = dpDecodeSum64(sum.subarray(0, d), params, dpSessionSeed(sessionId));
+  const truth = new Float64Array(dim);
+  for (let i = 0; i < survivors; i++) update(i).forEach((x, j) => (truth[j]! += x));
+  let sq = 0;
+  for (let j = 0; j < dim; j++) sq += (released[j]! - truth[j]!) ** 2;
+  const noiseVar = survivors * rationalToNumber(parseRational(dp.sigma2)) * dp.gamma ** 2;
+  expect(noiseVar).toBeGreaterThanOrEqual((dp.noiseMultiplier * dp.clip) ** 2);
+  const roundingVar = (survivors / 4) * dp.gamma ** 2;
+  expect(sq / noiseVar).toBeGreaterThan(chi2Quantile(dim, -6));
+  expect(sq / (noiseVar + roundingVar)).toBeLessThan(chi2Quantile(dim, 6));
+  return released;
+}
