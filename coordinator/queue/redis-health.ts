@@ -11,7 +11,12 @@
  *   most one `warn` "Redis still unreachable" per `logEveryMs` (with the reconnect attempts and
  *   connection errors since the last line); one `info` "Redis connection back" when it is up again.
  *   Errors of every connection, queue and worker (`watch`) go to this counter, never to stderr raw;
- *   errors while Redis is up (a failing script, say) are logged the same rate-limited way.
+ *   errors while Redis is up (a failing script, say) are logged the same rate-limited way. A
+ *   connection error while up (a reset, a refusal: `CONNECTION_CODES`) is often the first sign
+ *   that Redis is going away — another connection's reset can arrive before the main connection
+ *   closes — so it is held until the main connection tells which: down (it is then counted in
+ *   the "connection lost" accounting, no line of its own), or a PING sent after it answered (one
+ *   connection's blip: logged as an error line then).
  * - Metrics through `sink`: `aegis_redis_up` (0/1) and `aegis_redis_disconnects_total`.
  * - `onChange` listeners (the coordinator's gRPC health status, the rounds' unreachable check).
  */
@@ -44,6 +49,9 @@ export interface ErrorEmitter {
 
 export const DEFAULT_REDIS_LOG_EVERY_MS = 10_000;
 
+/** Error codes that mean a connection broke or could not be made, not that a command failed. */
+const CONNECTION_CODES = new Set(['ECONNRESET', 'ECONNREFUSED', 'ECONNABORTED', 'EPIPE', 'ENOTCONN', 'EHOSTUNREACH', 'ENETUNREACH', 'ETIMEDOUT', 'connection-closed']);
+
 const codeOf = (err: unknown): string => {
   if (typeof err === 'object' && err !== null && 'code' in err && typeof (err as { code: unknown }).code === 'string') return (err as { code: string }).code;
   if (err instanceof Error) return /timeout/i.test(err.message) ? 'ETIMEDOUT' : /closed/i.test(err.message) ? 'connection-closed' : err.name;
@@ -65,6 +73,14 @@ export class RedisHealth {
   private lastCode = '';
   /** Errors while up, since the last such line. */
   private upErrors = 0;
+  /**
+   * Connection errors while up that no probe has told apart yet (see the header), the code of
+   * the last, and the sequence number of the last (`errorSeq` counts them).
+   */
+  private pendingConnErrors = 0;
+  private pendingCode = '';
+  private pendingSeq = 0;
+  private errorSeq = 0;
   private lastUpErrorLine = 0;
   private readonly listeners: ((up: boolean) => void)[] = [];
   private readonly connections = new Set<Redis>();
@@ -165,11 +181,23 @@ export class RedisHealth {
       this.errors++;
       return;
     }
-    // An error while the connection is up: logged, at most one line per logEveryMs.
-    this.upErrors++;
+    if (CONNECTION_CODES.has(this.lastCode)) {
+      // Redis going away, or one connection's blip: the main connection tells (`probe`, `update`).
+      this.pendingConnErrors++;
+      this.pendingCode = this.lastCode;
+      this.pendingSeq = ++this.errorSeq;
+      void this.probe();
+      return;
+    }
+    this.logUpErrors(1, this.lastCode);
+  }
+
+  /** `count` errors while the connection is up: logged, at most one line per logEveryMs. */
+  private logUpErrors(count: number, code: string): void {
+    this.upErrors += count;
     const now = Date.now();
     if (now - this.lastUpErrorLine < this.logEveryMs) return;
-    this.opts.log?.warn({ redis: this.opts.url, code: this.lastCode, errors: this.upErrors }, 'Redis error');
+    this.opts.log?.warn({ redis: this.opts.url, code, errors: this.upErrors }, 'Redis error');
     // Taken after the line is written: its timestamp is then no later than this, so the next
     // line's is a whole period after it (as read in the log), not a millisecond short.
     this.lastUpErrorLine = Date.now();
@@ -179,6 +207,8 @@ export class RedisHealth {
   private async probe(): Promise<void> {
     if (this.probing || this.stopped || this.redis.status !== 'ready') return;
     this.probing = true;
+    // Connection errors up to here are told apart by this PING's answer (see the header).
+    const seen = this.errorSeq;
     let timer: NodeJS.Timeout | undefined;
     const timeoutMs = this.opts.probeTimeoutMs ?? 5000;
     const ping = this.redis.ping().then(
@@ -201,6 +231,13 @@ export class RedisHealth {
         this.responsive = true;
         this.update();
       }
+      // Answered, and Redis still up: the connection errors before this PING were one
+      // connection's, not Redis going away. They are logged now.
+      if (r === true && this.isUp && this.pendingConnErrors > 0 && this.pendingSeq <= seen) {
+        const [count, code] = [this.pendingConnErrors, this.pendingCode];
+        this.pendingConnErrors = 0;
+        this.logUpErrors(count, code);
+      }
     } finally {
       clearTimeout(timer);
       this.probing = false;
@@ -222,11 +259,14 @@ export class RedisHealth {
       // After the line is written (see `error`).
       this.lastLine = Date.now();
       this.attempts = 0;
-      this.errors = 0;
+      // The connection errors held while it was still up were the start of this: counted here.
+      this.errors = this.pendingConnErrors;
+      this.pendingConnErrors = 0;
     } else {
       log?.info({ redis: this.opts.url, downMs: now - this.downSince, attempts: this.attempts }, 'Redis connection back');
       this.attempts = 0;
       this.errors = 0;
+      this.pendingConnErrors = 0;
       this.lastCode = '';
     }
     this.opts.sink?.redisUp(up);
