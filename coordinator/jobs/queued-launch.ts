@@ -45,21 +45,40 @@ export async function queueLaunch(
 }
 
 /**
+ * Each coordinator's launches of queued tasks that have not yet started their round, by job and
+ * round index: a launch gathers its cohort before its round exists, and a second delivery in that
+ * time must not start another.
+ */
+const launching = new WeakMap<Jobs, Map<string, Promise<unknown>>>();
+
+/**
  * Runs one launch taken from the queue and resolves when it has ended. A delivery of a launch
- * this process already ran (or runs) is not started again: it waits for and reports that run.
+ * this process already ran, runs, or is still starting is not started again: it waits for and
+ * reports that run.
  */
 export async function runQueuedLaunch(jobs: Jobs, task: LaunchTask, log: Logger | undefined): Promise<{ ok: boolean; state: string; survivors?: number }> {
+  const inFlight = launching.get(jobs) ?? launching.set(jobs, new Map()).get(jobs)!;
+  const key = `${task.jobId}\u0000${task.roundIndex}`;
+  const starting = inFlight.get(key);
   const known = jobs.get(task.jobId);
   const existing = known?.training ? known.rounds[0] : known?.rounds.find((r) => r.index === task.roundIndex);
-  if (!existing) {
-    await jobs.launch(task.manifestJson, {
+  if (starting || existing) {
+    log?.warn({ job: task.jobId, round: task.roundIndex, attempt: task.attempt }, 'launch delivered again: not started twice');
+    // Still starting: its outcome is this delivery's (a launch that failed fails both).
+    await starting;
+  } else {
+    const launch = jobs.launch(task.manifestJson, {
       gatherMs: task.gatherMs,
       ...(task.initialWeights ? { initialWeights: task.initialWeights } : {}),
       ...(task.signedManifest ? { signedManifest: task.signedManifest } : {}),
       ...(known?.training || task.initialWeights ? {} : { roundIndex: task.roundIndex }),
     });
-  } else {
-    log?.warn({ job: task.jobId, round: task.roundIndex, attempt: task.attempt }, 'launch delivered again: not started twice');
+    inFlight.set(key, launch);
+    try {
+      await launch;
+    } finally {
+      inFlight.delete(key);
+    }
   }
   const job = jobs.get(task.jobId)!;
   if (job.training) {

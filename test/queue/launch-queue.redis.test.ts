@@ -11,7 +11,7 @@ import { JobDirectory } from '../../coordinator/queue/job-directory.js';
 import type { Coordinator } from '../../coordinator/service/coordinator.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { codeOfAsync } from '../support/codes.js';
-import { enrollClients, expectedSum, manifest, startCoordinator, startRunners } from '../support/cluster.js';
+import { enrollClients, expectedSum, manifest, startCoordinator, startRunners, waitFor } from '../support/cluster.js';
 import { useTestRedis } from '../support/redis.js';
 
 const suite = useTestRedis();
@@ -53,19 +53,25 @@ describe('launches through the queue', () => {
     ]);
   });
 
-  test('the same delivery twice starts the round once: both wait for the one run', async () => {
+  test('the same delivery twice starts the round once — while the first is still gathering its cohort, or once its round runs: all wait for the one run', async () => {
     const c = await startCoordinator();
     closers.push(() => c.close());
     const clients = await enrollClients(c, 3);
+    // Gathering waits for the whole cohort (up to gatherMs, far more than the clients need).
+    const task: LaunchTask = { jobId: 'twice', roundIndex: 0, manifestJson: manifest({ jobId: 'twice', round: { dim: 4, cohort: 3 } }), gatherMs: 300_000, attempt: 1 };
+    const run = (t: LaunchTask) => c.jobs.runQueuedLaunch(t);
+    // Two deliveries while no client is connected yet: both find the launch gathering its cohort.
+    const a = run(task);
+    const b = run({ ...task, attempt: 2 });
     const runners = startRunners(c, clients, 4);
     closers.push(() => runners.forEach((r) => r.stop()));
-    const task: LaunchTask = { jobId: 'twice', roundIndex: 0, manifestJson: manifest({ jobId: 'twice', round: { dim: 4, cohort: 3 } }), gatherMs: 10_000, attempt: 1 };
-    const run = (t: LaunchTask) => c.jobs.runQueuedLaunch(t);
-    const a = run(task);
-    await new Promise((r) => setTimeout(r, 300)); // the first delivery has started the round
-    const [ra, rb] = await Promise.all([a, run({ ...task, attempt: 2 })]);
-    expect(ra).toEqual(rb);
-    expect(ra.ok).toBe(true);
+    expect(c.jobs.get('twice')?.rounds ?? []).toHaveLength(0);
+    // A third comes once the round runs.
+    await waitFor(() => (c.jobs.get('twice')?.rounds.length ?? 0) > 0, 60_000, 'the round to start');
+    const [ra, rb, rc] = await Promise.all([a, b, run({ ...task, attempt: 3 })]);
+    expect(ra).toEqual({ ok: true, state: 'completed', survivors: 3 });
+    expect(rb).toEqual(ra);
+    expect(rc).toEqual(ra);
     expect(c.listJobs().find((j) => j.jobId === 'twice')?.roundsDone).toBe(1);
     expect(c.jobs.get('twice')!.rounds).toHaveLength(1);
   });
