@@ -28,6 +28,11 @@ export interface AgentConfig {
    * the round (it then counts as a dropout).
    */
   pendingInput?: (round: RoundRef) => Promise<RoundInput> | undefined;
+  /**
+   * r, the bits of a round's sum, as the round's signed manifest fixes them (a DP job: its
+   * modulus); undefined: what the round's parameters need (`sumBitsOf`).
+   */
+  sumBits?: (round: RoundRef) => number | undefined;
   /** Sends one message; rejects with the coordinator's typed refusal. */
   send: (m: ClientMessage) => Promise<void>;
   /**
@@ -148,6 +153,7 @@ export class ClientAgent {
     const { cfg } = this;
     const { round, params } = e;
     try {
+      const sumBits = cfg.sumBits?.(round);
       const { next, outbound } = start({
         clientId: cfg.clientId,
         identityKey: cfg.identityKey,
@@ -159,6 +165,7 @@ export class ClientAgent {
         ...(e.group ? { members: e.group.members } : {}),
         identityOf: cfg.identityOf,
         input: (sessionId) => inputFor(this.ready ?? cfg.input(round, params), sessionId),
+        ...(sumBits !== undefined ? { sumBits } : {}),
       });
       this.round = round;
       this.state = next;

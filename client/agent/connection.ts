@@ -18,6 +18,7 @@ import * as enroll from '../../shared/gen/aegis/v1/enrollment_pb.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import type { ClientMessage, RoundRef, ServerEvent } from '../../shared/protocol/messages.js';
 import type { RoundParams } from '../../shared/protocol/params.js';
+import { maskedSumBits } from '../../shared/protocol/dp-manifest.js';
 import { fromEventEnvelope, toClientEnvelope } from '../../shared/rpc/convert.js';
 import { callUnary, clientFor, type MethodsOf, type TypedClient } from '../../shared/rpc/service.js';
 import { reasonOf } from '../../shared/rpc/status.js';
@@ -225,6 +226,8 @@ export class ClientRunner {
   private readonly admission: AdmissionContext;
   /** The input being made by local training for the current training round. */
   private training: { round: RoundRef; input: Promise<RoundInput> } | undefined;
+  /** The round last admitted and the bits of its sum, from its signed manifest. */
+  private admitted: { round: RoundRef; sumBits: number } | undefined;
   private roundTimer: NodeJS.Timeout | undefined;
   /** When the client gives up on the round it is in (all its phase deadlines and the grace passed). */
   private roundGiveUp: { round: RoundRef; at: number } | undefined;
@@ -256,6 +259,7 @@ export class ClientRunner {
         return opts.input(round, params);
       },
       pendingInput: (round) => (this.training && sameRound(this.training.round, round) ? this.training.input : undefined),
+      sumBits: (round) => (this.admitted && sameRound(this.admitted.round, round) ? this.admitted.sumBits : undefined),
       send: (m) => this.send(m),
       // The contribution is on record before the masked input leaves; a refusal keeps it here.
       beforeSend: async (m, round) => {
@@ -518,6 +522,7 @@ export class ClientRunner {
         // coordinator is told why (a reason code only) and stops waiting for this client.
         const admission = await admitRound(this.admission, ev);
         if (!admission.admitted) return this.agent.decline(ev.round, admission.code);
+        this.admitted = { round: ev.round, sumBits: maskedSumBits(admission.manifest, ev.params) };
         if (admission.kind === 'training') this.training = { round: ev.round, input: admission.input };
         this.armRoundDeadline(ev.round, ev.deadlines);
         await this.opts.beforeRound?.(ev.round, ev.params);

@@ -15,7 +15,7 @@ import { encodeShareValue, split } from '../../shared/crypto/shamir.js';
 import { x25519KeyPair } from '../../shared/crypto/x25519.js';
 import { sameBytes } from '../../shared/bytes.js';
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
-import { validateRoundParams } from '../../shared/protocol/params.js';
+import { assertSumBits, validateRoundParams } from '../../shared/protocol/params.js';
 import { encodeSharePair, shareEncryptionKey } from '../../shared/protocol/keys.js';
 import type { AdvertiseBroadcast, AdvertiseKeys, EncryptedShare, ShareKeys } from '../../shared/protocol/messages.js';
 import { Roster } from '../../shared/protocol/roster.js';
@@ -32,6 +32,7 @@ export function start(input: ClientConfig): { next: AdvertiseKeysState; outbound
   assertRoundRef(input.round);
   if (!isValidClientId(input.clientId)) throw new AegisError(ErrorCode.InvalidArgument, 'malformed client id');
   const cfg: ClientConfig = { ...input, params: validateRoundParams(input.params) };
+  if (cfg.sumBits !== undefined) assertSumBits(cfg.sumBits);
   const c = x25519KeyPair();
   const s = x25519KeyPair();
   const identity = cfg.identityKey instanceof Uint8Array ? ed25519PrivateKeyObject(cfg.identityKey) : cfg.identityKey;

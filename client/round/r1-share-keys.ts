@@ -3,16 +3,19 @@
  * pairs addressed to it, the client checks the list (no repeats, only U1 members, itself
  * included, at least t), decrypts one share pair from each neighbour in U2 (any failure or
  * anything extra aborts), and sends y_u = x_u + PRG(b_u) + sum over neighbours v in U2 of
- * ±PRG(s_uv) (+ if u < v), mod 2^32. Its own round secrets (b_u, s_sk, c_sk) are dropped
- * from the state here: from now on it only holds shares of its neighbours' secrets.
+ * ±PRG(s_uv) (+ if u < v), mod 2^32, then reduced mod 2^r (the round's sum bits). Its own
+ * round secrets (b_u, s_sk, c_sk) are dropped from the state here: from now on it only holds
+ * shares of its neighbours' secrets.
  */
 import { open } from '../../shared/crypto/aead.js';
+import { reduceInto } from '../../shared/crypto/bitpack.js';
 import { expandInto } from '../../shared/crypto/prg.js';
 import { decodeShareValue } from '../../shared/crypto/shamir.js';
 import { VectorAccumulator } from '../../shared/crypto/vecops.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { pairwiseMaskKey, selfMaskKey, SHARE_PAIR_BYTES, SHARE_PAIR_VERSION } from '../../shared/protocol/keys.js';
 import type { MaskedInput, ShareBroadcast } from '../../shared/protocol/messages.js';
+import { sumBitsOf } from '../../shared/protocol/params.js';
 import { maskSign, shareAad } from '../../shared/protocol/session.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abort } from './aborted.js';
@@ -71,7 +74,11 @@ export function handle(state: ShareKeysState, msg: ShareBroadcast): ClientTransi
     expandInto(acc, pairwiseMaskKey(roster.sessionId, keys.sSkObject, roster.publicKey(v, 's'), me, v), maskSign(me, v));
   }
   const stats = { prgWords: state.stats.prgWords + (expected.size + 1) * (dim + 1) };
-  const out: MaskedInput = { type: 'masked-input', sessionId: roster.sessionId, clientId: me, vector: acc.snapshot() };
+  // Only the low r bits of each word matter to the sum (mod 2^r), and only they are sent.
+  const bits = cfg.sumBits ?? sumBitsOf(cfg.params);
+  const vector = acc.snapshot();
+  reduceInto(vector, bits);
+  const out: MaskedInput = { type: 'masked-input', sessionId: roster.sessionId, clientId: me, vector, bits };
   const next: MaskedInputState = { phase: Phase.MaskedInput, cfg, stats, identity: state.identity, roster, u2, held };
   return { next, outbound: [out] };
 }

@@ -40,6 +40,12 @@ export interface ClientConfig {
   input: (sessionId: Uint8Array) => Uint32Array;
   /** A reusable accumulator of length dim + 1 (one per thread); created when absent. */
   accumulator?: VectorAccumulator;
+  /**
+   * r: the bits of the round's sum, which the masked input is reduced to and sent at. Derived
+   * from the signed manifest (shared/protocol/dp-manifest.ts `maskedSumBits`); default
+   * `sumBitsOf(params)`, what a manifest without a `dp` section sets.
+   */
+  sumBits?: number;
 }
 
 /**

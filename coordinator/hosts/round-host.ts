@@ -20,6 +20,8 @@ export type { PhaseDeadlines };
 
 export interface RoundHostConfig {
   params: RoundParams;
+  /** r: the bits of the round's sum (coordinator/round/types.ts CoordinatorConfig.sumBits). */
+  sumBits?: number;
   round: RoundRef;
   /** The round view the members are sent (shared/protocol/view.ts). */
   view: Uint8Array;
@@ -71,7 +73,7 @@ export class RoundHost implements RoundHostLike {
 
   constructor(cfg: RoundHostConfig) {
     this.cfg = cfg;
-    this.state = start({ params: cfg.params, round: cfg.round, view: cfg.view, identityOf: cfg.identityOf });
+    this.state = start({ params: cfg.params, ...(cfg.sumBits !== undefined ? { sumBits: cfg.sumBits } : {}), round: cfg.round, view: cfg.view, identityOf: cfg.identityOf });
     this.outcome = new Promise((resolve) => (this.settle = resolve));
     this.arm();
   }

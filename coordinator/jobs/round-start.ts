@@ -10,7 +10,7 @@ import { AegisError, ErrorCode } from '../../shared/errors.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import type { RoundRef, RoundStart } from '../../shared/protocol/messages.js';
 import { groupRoundParams, minimumGroupSize, type RoundParams } from '../../shared/protocol/params.js';
-import { maskedDim, maskedRoundParams } from '../../shared/protocol/dp-manifest.js';
+import { maskedDim, maskedRoundParams, maskedSumBits } from '../../shared/protocol/dp-manifest.js';
 import { roundViewDigest } from '../../shared/protocol/view.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { toEventEnvelope } from '../../shared/rpc/convert.js';
@@ -67,6 +67,7 @@ export async function openRound(ctx: RoundStartContext, job: Job, gatherMs: numb
   const hostFor = (groupMembers: string[], params: RoundParams, view: Uint8Array): RoundHost =>
     new RoundHost({
       params,
+      sumBits: maskedSumBits(manifest, params),
       round: ref,
       view,
       identityOf: (id) => members.get(id),
@@ -99,6 +100,7 @@ export async function openRound(ctx: RoundStartContext, job: Job, gatherMs: numb
       group: i,
       groups: split.length,
       params: groupParams[i]!,
+      sumBits: maskedSumBits(manifest, groupParams[i]!),
       manifestHash: hashHex,
       view: Buffer.from(views[i]!).toString('hex'),
       deadlines: manifest.deadlines,

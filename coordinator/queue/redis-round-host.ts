@@ -79,7 +79,7 @@ export class RedisRoundHost implements RoundHostLike {
     this.ref = { manifestHash: new Uint8Array(Buffer.from(meta.manifestHash, 'hex')), roundIndex: meta.index };
     this.identities = new Map(Object.entries(meta.identities).map(([id, k]) => [id, new Uint8Array(Buffer.from(k, 'base64url'))]));
     this.startedAt = meta.createdAt;
-    this.ctx = start({ params: meta.params, round: this.ref, view: new Uint8Array(Buffer.from(meta.view, 'hex')), identityOf: (id) => this.identities.get(id) });
+    this.ctx = start({ params: meta.params, ...(meta.sumBits !== undefined ? { sumBits: meta.sumBits } : {}), round: this.ref, view: new Uint8Array(Buffer.from(meta.view, 'hex')), identityOf: (id) => this.identities.get(id) });
     this.outcome = new Promise((resolve) => (this.settle = resolve));
   }
 

@@ -56,6 +56,8 @@ export interface RedisRoundMeta {
   group: number;
   groups: number;
   params: RoundParams;
+  /** r: the bits of the round's sum, from the signed manifest (dp-manifest.ts `maskedSumBits`); absent: `sumBitsOf(params)`. */
+  sumBits?: number;
   /** The round ref: manifest hash (hex) and round index. */
   manifestHash: string;
   /** The group's round view (shared/protocol/view.ts), hex. */

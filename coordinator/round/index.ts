@@ -8,7 +8,7 @@
  */
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { ClientMessage } from '../../shared/protocol/messages.js';
-import { validateRoundParams } from '../../shared/protocol/params.js';
+import { assertSumBits, validateRoundParams } from '../../shared/protocol/params.js';
 import { assertClientMessage } from '../../shared/protocol/schemas.js';
 import { assertRoundRef } from '../../shared/protocol/session.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
@@ -31,6 +31,7 @@ export { addDeclines, declinesOf, describeDeclines, totalDeclines, type DeclineC
 export function start(cfg: CoordinatorConfig): AdvertiseKeysState {
   assertRoundRef(cfg.round);
   const params = validateRoundParams(cfg.params);
+  if (cfg.sumBits !== undefined) assertSumBits(cfg.sumBits);
   return r0.start({ ...cfg, params });
 }
 

@@ -1,16 +1,17 @@
 /**
- * Phase 2, MaskedInput. Each masked vector from a U2 member is checked (length dim + 1) and
- * added into one running sum on arrival, then dropped: memory O(m), never O(n·m). Closing with
+ * Phase 2, MaskedInput. Each masked vector from a U2 member is checked (length dim + 1, reduced
+ * to the round's r sum bits) and added into one running sum on arrival, then dropped: memory O(m), never O(n·m). Closing with
  * >= t contributors fixes U3 and asks them to sign it.
  */
 import { createHash } from 'node:crypto';
+import { fitsBits } from '../../shared/crypto/bitpack.js';
 import { addInto } from '../../shared/crypto/vecops.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { MaskedInput } from '../../shared/protocol/messages.js';
 import { consistencyTranscript } from '../../shared/protocol/session.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from './aborted.js';
-import { assertSession, refuseResend } from './checks.js';
+import { assertSession, refuseResend, roundSumBits } from './checks.js';
 import { sameBytes } from '../../shared/bytes.js';
 import type { ConsistencyCheckState, CoordinatorTransition, MaskedInputState } from './types.js';
 
@@ -23,6 +24,9 @@ export function receive(state: MaskedInputState, msg: MaskedInput): CoordinatorT
   if (!(msg.vector instanceof Uint32Array)) throw new AegisError(ErrorCode.InvalidArgument, 'masked input must be a vector of uint32');
   if (msg.vector.length > want) throw new AegisError(ErrorCode.TooLarge, `masked input has ${msg.vector.length} words, the round takes ${want}`);
   if (msg.vector.length !== want) throw new AegisError(ErrorCode.InvalidArgument, `masked input has ${msg.vector.length} words, the round takes ${want}`);
+  const bits = roundSumBits(state.cfg);
+  if (msg.bits !== bits) throw new AegisError(ErrorCode.InvalidArgument, `masked input is reduced to ${msg.bits} bits, the round's sum has ${bits}`);
+  if (!fitsBits(msg.vector, bits)) throw new AegisError(ErrorCode.InvalidArgument, `masked input has a word of more than ${bits} bits`);
   const prior = state.received.get(msg.clientId);
   if (prior) refuseResend(msg.type, sameBytes(prior, digest(msg.vector)));
   addInto(state.sum, msg.vector);

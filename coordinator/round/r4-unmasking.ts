@@ -11,6 +11,7 @@
  * (a worker thread, later a queue worker), and `finish` adds the partials in. `close` does all
  * three in the calling thread.
  */
+import { reduceInto } from '../../shared/crypto/bitpack.js';
 import { expandInto } from '../../shared/crypto/prg.js';
 import { combine, decodeShareValue, type Share } from '../../shared/crypto/shamir.js';
 import { addInto, VectorAccumulator } from '../../shared/crypto/vecops.js';
@@ -21,7 +22,7 @@ import type { RevealedShare, UnmaskResponse } from '../../shared/protocol/messag
 import { maskSign } from '../../shared/protocol/session.js';
 import { AbortReason } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from './aborted.js';
-import { assertSession, refuseResend } from './checks.js';
+import { assertSession, refuseResend, roundSumBits } from './checks.js';
 import { sameBytes } from '../../shared/bytes.js';
 import { completeRound } from './completed.js';
 import type { CoordinatorTransition, MaskJob, UnmaskingState } from './types.js';
@@ -118,6 +119,8 @@ export function applyMaskJobs(acc: VectorAccumulator, jobs: readonly MaskJob[]):
 export function finish(state: UnmaskingState, partials: readonly Uint32Array[], jobCount: number): CoordinatorTransition {
   const sum = state.sum.slice();
   for (const p of partials) addInto(sum, p);
+  // The masks cancel mod 2^r (r divides 32): the sum's low r bits are the survivors' sum.
+  reduceInto(sum, roundSumBits(state.cfg));
   return { next: completeRound(state, sum, jobCount * (state.cfg.params.dim + 1)), outbound: [] };
 }
 

@@ -24,6 +24,12 @@ export interface CoordinatorConfig {
   view: Uint8Array;
   /** The PKI: identity public key enrolled under a client id, undefined when unknown. */
   identityOf: (clientId: string) => Uint8Array | undefined;
+  /**
+   * r: the bits of the round's sum — masked inputs must come reduced mod 2^r, and the unmasked
+   * sum is reduced mod 2^r. Derived from the signed manifest (shared/protocol/dp-manifest.ts
+   * `maskedSumBits`); default `sumBitsOf(params)`, what a manifest without a `dp` section sets.
+   */
+  sumBits?: number;
 }
 
 export interface CoordinatorStats {

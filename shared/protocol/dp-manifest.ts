@@ -19,6 +19,7 @@ import { parseRational, rationalToNumber } from '../dp/sampler.js';
 import { wrapProbabilityBound, type Calibration } from '../dp/calibrate.js';
 import { utf8 } from '../bytes.js';
 import { hkdfSha256 } from '../crypto/hkdf.js';
+import { ceilLog2, sumBitsOf, type RoundParams } from './params.js';
 
 /** The largest per-round wrap probability a manifest may accept (the calibrator's upper limit). */
 export const MAX_WRAP_PROBABILITY = 1e-3;
@@ -129,6 +130,18 @@ export function maskedDim(m: DpManifestView): number {
  */
 export function maskedRoundParams<P extends { dim: number }>(m: DpManifestView, p: P): P {
   return { ...p, dim: maskedDim(m) };
+}
+
+/**
+ * r: the bits of a round's sum (it is computed mod 2^r, and each masked word travels as r bits;
+ * `p` is the round's or its group's parameters). A plain or training job: `sumBitsOf(p)`, the
+ * fewest that hold n values of b bits. A DP job: the `dp` section's modulus, which its encoding
+ * wraps into anyway — widened, if it must be, until the weight word (one per survivor) fits.
+ * The coordinator and every client derive it from the signed manifest; it never travels alone.
+ */
+export function maskedSumBits(m: DpManifestView, p: Pick<RoundParams, 'cohort' | 'bits'>): number {
+  if (!m.dp) return sumBitsOf(p);
+  return Math.max(m.dp.bits, ceilLog2(p.cohort + 1));
 }
 
 /** HKDF info label of a DP round's public seed (the rotation's randomness). */

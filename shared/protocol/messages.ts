@@ -90,8 +90,13 @@ export interface MaskedInput {
   type: 'masked-input';
   sessionId: Uint8Array;
   clientId: string;
-  /** y_u, length dim + 1. */
+  /** y_u mod 2^bits, length dim + 1: every word below 2^bits. */
   vector: Uint32Array;
+  /**
+   * r: the round's sum is computed mod 2^r (params.ts `sumBitsOf`, a DP job's modulus), so only
+   * the low r bits of each word are sent — on the wire, bit-packed (shared/crypto/bitpack.ts).
+   */
+  bits: number;
 }
 
 /** S→C, end of phase 2: the clients whose masked input arrived (U3), sorted. */

@@ -105,6 +105,25 @@ export function groupRoundParams(p: RoundParams, size: number): RoundParams {
   return { ...base, cohort: size, neighbors, threshold };
 }
 
+/** ⌈log2 n⌉ for an integer n >= 1, exactly. */
+export const ceilLog2 = (n: number): number => 32 - Math.clz32(n - 1);
+
+/**
+ * r: the bits a round's sum needs — the sum of n values below 2^b is below n · 2^b <= 2^r, so
+ * r = ⌈log2 n⌉ + b (at most 32: `validateRoundParams` refuses n · 2^b >= 2^32). The masked words
+ * are reduced mod 2^r and travel as r bits each: 2^r divides 2^32, so the masks still cancel and
+ * the unmasked sum mod 2^r is exact (shared/crypto/bitpack.ts). A DP job's rounds use its own
+ * modulus instead (dp-manifest.ts `maskedSumBits`).
+ */
+export function sumBitsOf(p: Pick<RoundParams, 'cohort' | 'bits'>): number {
+  return Math.min(32, p.bits + ceilLog2(p.cohort));
+}
+
+/** Refuses (invalid-argument) a sum bit count r outside 1..32. */
+export function assertSumBits(bits: number): void {
+  if (!Number.isInteger(bits) || bits < 1 || bits > 32) throw new AegisError(ErrorCode.InvalidArgument, `the round's sum bits must be an integer in 1..32, got ${bits}`);
+}
+
 /** True when this is classic SecAgg (everyone is everyone's neighbour). */
 export const isClassic = (p: Pick<RoundParams, 'cohort' | 'neighbors'>, u1Size = p.cohort): boolean => p.neighbors >= u1Size - 1;
 

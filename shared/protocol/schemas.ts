@@ -17,7 +17,7 @@ const ClientMessageSchema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('advertise-keys'), round: roundRef, clientId: id, cPk: bytes, sPk: bytes, view: bytes, signature: bytes }),
   z.object({ type: z.literal('decline'), round: roundRef, clientId: id, reason: z.enum(Object.values(ErrorCode) as [ErrorCode, ...ErrorCode[]]) }),
   z.object({ type: z.literal('share-keys'), sessionId: bytes, clientId: id, shares: z.array(share).max(10000) }),
-  z.object({ type: z.literal('masked-input'), sessionId: bytes, clientId: id, vector: z.instanceof(Uint32Array) }),
+  z.object({ type: z.literal('masked-input'), sessionId: bytes, clientId: id, vector: z.instanceof(Uint32Array), bits: z.number().int().min(1).max(32) }),
   z.object({ type: z.literal('consistency-signature'), sessionId: bytes, clientId: id, signature: bytes }),
   z.object({ type: z.literal('unmask-response'), sessionId: bytes, clientId: id, keyShares: z.array(revealed).max(10000), selfMaskShares: z.array(revealed).max(10000) }),
 ]);

@@ -4,10 +4,13 @@
  * directions, plus the vocabulary enums (Phase, AbortReason, ErrorCode <-> ErrorReason).
  *
  * Wire choices and checks:
- * - `MaskedInput.vector` travels as bytes: the Uint32Array's words in little-endian order, 4 per
- *   word. Encoding on a little-endian host is a view of the vector (no copy; the message must be
- *   serialized before the vector changes); decoding copies into a fresh, aligned Uint32Array.
- *   A byte length that is not a multiple of 4 is malformed.
+ * - `MaskedInput.vector` travels bit-packed at the message's `bits` (shared/crypto/bitpack.ts):
+ *   ⌈count·bits / 8⌉ bytes with the word count beside them. Decoding refuses a `bits` outside
+ *   1..32, a length other than that, and set padding bits, and yields words below 2^bits.
+ * - Other vectors (a round's unmasked sum) travel as bytes: the Uint32Array's words in
+ *   little-endian order, 4 per word. Encoding on a little-endian host is a view of the vector
+ *   (no copy; the message must be serialized before the vector changes); decoding copies into a
+ *   fresh, aligned Uint32Array. A byte length that is not a multiple of 4 is malformed.
  * - Decoding rejects what the proto cannot express as a valid protocol message: an empty oneof,
  *   a missing round reference, a ragged vector. Those throw `AegisError('invalid-argument')`.
  *   Key, signature and session-id lengths are left to the state machines: they decide whether
@@ -16,6 +19,7 @@
 import { create } from '@bufbuild/protobuf';
 import type { DescEnum } from '@bufbuild/protobuf';
 import { AegisError, ErrorCode } from '../errors.js';
+import { packWords, unpackWords } from '../crypto/bitpack.js';
 import type * as M from '../protocol/messages.js';
 import { AbortReason, Phase } from '../protocol/vocabulary.js';
 import * as pb from '../gen/aegis/v1/secagg_pb.js';
@@ -144,10 +148,12 @@ export function shareKeysFromProto(m: pb.ShareKeys): M.ShareKeys {
 }
 
 export function maskedInputToProto(m: M.MaskedInput): pb.MaskedInput {
-  return create(pb.MaskedInputSchema, { sessionId: m.sessionId, clientId: m.clientId, vector: vectorToBytes(m.vector) });
+  if (!(m.vector instanceof Uint32Array)) invalid('vector must be a Uint32Array');
+  return create(pb.MaskedInputSchema, { sessionId: m.sessionId, clientId: m.clientId, vector: packWords(m.vector, m.bits), bits: m.bits, count: m.vector.length });
 }
 export function maskedInputFromProto(m: pb.MaskedInput): M.MaskedInput {
-  return { type: 'masked-input', sessionId: m.sessionId, clientId: m.clientId, vector: vectorFromBytes(m.vector) };
+  if (m.bits < 1 || m.bits > 32) invalid(`masked input: bits must be 1..32, got ${m.bits}`);
+  return { type: 'masked-input', sessionId: m.sessionId, clientId: m.clientId, vector: unpackWords(m.vector, m.count, m.bits), bits: m.bits };
 }
 
 export function consistencySignatureToProto(m: M.ConsistencySignature): pb.ConsistencySignature {

@@ -114,7 +114,7 @@ describe('a hostile member during a live round', () => {
     expect(pick(oversized)).toEqual(status(grpc.status.RESOURCE_EXHAUSTED, ErrorCode.TooLarge));
 
     // Wrong phase, another round, another client.
-    const maskedNow: MaskedInput = { type: 'masked-input', sessionId: new Uint8Array(32), clientId: adv.clientId, vector: new Uint32Array(DIM + 1) };
+    const maskedNow: MaskedInput = { type: 'masked-input', sessionId: new Uint8Array(32), clientId: adv.clientId, vector: new Uint32Array(DIM + 1), bits: 32 };
     expect(pick(await sendMsg(maskedNow))).toEqual(status(grpc.status.FAILED_PRECONDITION, ErrorCode.WrongPhase));
     expect(pick(await sendMsg({ type: 'consistency-signature', sessionId: new Uint8Array(32), clientId: adv.clientId, signature: new Uint8Array(64) }))).toEqual(
       status(grpc.status.FAILED_PRECONDITION, ErrorCode.WrongPhase),
@@ -213,7 +213,7 @@ describe('a hostile member during a live round', () => {
     const out = secAgg(c.address, credentialsOf(c.ca.certificatePem, outsider[0]!));
     try {
       const outPool = new TokenPool(out);
-      const r = await refusal(send(out, toClientEnvelope({ type: 'masked-input', sessionId: new Uint8Array(32), clientId: outsider[0]!.clientId, vector: new Uint32Array(DIM + 1) }), await outPool.next()));
+      const r = await refusal(send(out, toClientEnvelope({ type: 'masked-input', sessionId: new Uint8Array(32), clientId: outsider[0]!.clientId, vector: new Uint32Array(DIM + 1), bits: 32 }), await outPool.next()));
       expect(pick(r)).toEqual(status(grpc.status.FAILED_PRECONDITION, ErrorCode.WrongPhase));
       expect(r.details).toMatch(/no round is running for this client/);
       expect(pick(await refusal(issueTokens(out, 65)))).toEqual(status(grpc.status.INVALID_ARGUMENT, ErrorCode.InvalidArgument));

@@ -142,7 +142,7 @@ describe('the certificate identity is the client id of every round message', () 
     expect(onOther.code).toBe(grpc.status.PERMISSION_DENIED);
     expect(onOther.reason).toBe(ErrorCode.UnknownSender);
     // Whatever the phase: the identity check comes first.
-    const masked = await refusal(send(m0, toClientEnvelope({ type: 'masked-input', sessionId: new Uint8Array(32), clientId: members[3]!.clientId, vector: new Uint32Array(dim + 1) }), await pool.next()));
+    const masked = await refusal(send(m0, toClientEnvelope({ type: 'masked-input', sessionId: new Uint8Array(32), clientId: members[3]!.clientId, vector: new Uint32Array(dim + 1), bits: 32 }), await pool.next()));
     expect(masked.reason).toBe(ErrorCode.UnknownSender);
 
     held.release();

@@ -18,7 +18,7 @@ import { combine, decodeShareValue, encodeShareValue } from '../../shared/crypto
 import { x25519KeyPair } from '../../shared/crypto/x25519.js';
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
 import type { AdvertiseKeys, ClientMessage, ConsistencySignature, MaskedInput, RoundRef, ShareKeys, UnmaskResponse } from '../../shared/protocol/messages.js';
-import { validateRoundParams, type RoundParams, type RoundParamsInput } from '../../shared/protocol/params.js';
+import { sumBitsOf, validateRoundParams, type RoundParams, type RoundParamsInput } from '../../shared/protocol/params.js';
 import { Roster } from '../../shared/protocol/roster.js';
 import { advertiseTranscript, consistencyTranscript, sha256 } from '../../shared/protocol/session.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
@@ -340,6 +340,30 @@ describe('the coordinator refuses bad messages with typed errors and keeps its s
     h.expectExactCompletion();
   });
 
+  test('a masked input reduced to other bits than the round sums at, or with a word of more bits, is refused with invalid-argument and the sum is unchanged', () => {
+    const h = new Harness({ n: 4, dim: 24 }).runTo(Phase.MaskedInput);
+    const r = sumBitsOf(h.params);
+    expect(r).toBe(16 + 2);
+    const [first, ...rest] = h.pending as MaskedInput[];
+    expect(first!.bits).toBe(r);
+    expect(first!.vector.every((w) => w < 2 ** r)).toBe(true);
+    for (const m of rest) h.send(m);
+    const sum = 'sum' in h.coordinator ? h.coordinator.sum.slice() : null;
+    const m = first!;
+    // The honest words, claimed at other widths (narrower: reduced further, so they fit).
+    expectRefused(h, { ...m, bits: 32 }, ErrorCode.InvalidArgument, /reduced to 32 bits, the round's sum has 18/);
+    expectRefused(h, { ...m, bits: r + 1 }, ErrorCode.InvalidArgument, /reduced to 19 bits/);
+    expectRefused(h, { ...m, bits: r - 1, vector: m.vector.map((w) => w % 2 ** (r - 1)) }, ErrorCode.InvalidArgument, /reduced to 17 bits/);
+    // The right width, but a word above it: not a word of Z_{2^r}.
+    const wide = m.vector.slice();
+    wide[7] = wide[7]! + 2 ** r;
+    expectRefused(h, { ...m, vector: wide }, ErrorCode.InvalidArgument, /a word of more than 18 bits/);
+    for (const bits of [0, 33, 1.5, Number.NaN]) expectRefused(h, { ...m, bits }, ErrorCode.InvalidArgument);
+    expect('sum' in h.coordinator && Array.from(h.coordinator.sum)).toEqual(Array.from(sum!));
+    h.pending = [m];
+    h.expectExactCompletion();
+  });
+
   test('a message from a sender outside the current set is refused with unknown-sender in every phase', () => {
     // Nine clients, t = 5: one drops after advertising, one after sharing, one after masking.
     const h = new Harness({ n: 9, enrolled: 10 });
@@ -350,7 +374,7 @@ describe('the coordinator refuses bad messages with typed errors and keeps its s
     const sessionId = (h.pending[0] as ShareKeys).sessionId;
     expectRefused(h, { type: 'share-keys', sessionId, clientId: outsider.id, shares: [] }, ErrorCode.UnknownSender, /not in U1/);
     h.runTo(Phase.MaskedInput, { [Phase.ShareKeys]: [d1] });
-    expectRefused(h, { type: 'masked-input', sessionId, clientId: d1, vector: new Uint32Array(h.params.dim + 1) }, ErrorCode.UnknownSender, /not in U2/);
+    expectRefused(h, { type: 'masked-input', sessionId, clientId: d1, vector: new Uint32Array(h.params.dim + 1), bits: sumBitsOf(h.params) }, ErrorCode.UnknownSender, /not in U2/);
     h.runTo(Phase.ConsistencyCheck, { [Phase.MaskedInput]: [d2] });
     const u3 = h.ids.filter((id) => id !== d1 && id !== d2).sort();
     const sig = ed25519Sign(h.party(d2).identityKey, consistencyTranscript(sessionId, u3));

@@ -28,7 +28,7 @@ import { dropSchedule, simulate, type SimulateResult } from '../../bench/sim/sim
 import { handle, start as startClient, type ClientState } from '../../client/round/index.js';
 import { close, isFinal, receive, start as startCoordinator, type CoordinatorState } from '../../coordinator/round/index.js';
 import type { ClientMessage } from '../../shared/protocol/messages.js';
-import { validateRoundParams, type RoundParams } from '../../shared/protocol/params.js';
+import { sumBitsOf, validateRoundParams, type RoundParams } from '../../shared/protocol/params.js';
 import { sha256 } from '../../shared/protocol/session.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 
@@ -281,18 +281,18 @@ const chiSquareUniform = (h: number[]): number => {
 /** Two-sample chi-square (equal sample sizes): are two histograms from one distribution? */
 const chiSquareTwoSample = (a: number[], b: number[]): number => a.reduce((acc, x, i) => (x + b[i]! === 0 ? acc : acc + (x - b[i]!) ** 2 / (x + b[i]!)), 0);
 
-const TWO32 = 2 ** 32;
 /** Limits at about six standard deviations (false alarm well below 1e-6 per check). */
 const CHI2_255_LIMIT = 400;
 
-function uniformityProblems(v: Uint32Array): string[] {
+/** What looks wrong with `v` as a vector of uniform words of Z_modulus (mean, variance, low byte). */
+function uniformityProblems(v: Uint32Array, modulus: number): string[] {
   const s = statsOf(v);
   const n = v.length;
-  const meanSd = TWO32 / Math.sqrt(12 * n);
-  const variance = TWO32 ** 2 / 12;
+  const meanSd = modulus / Math.sqrt(12 * n);
+  const variance = modulus ** 2 / 12;
   const varianceRelSd = Math.sqrt(0.8 / n); // uniform: (mu4 - sigma^4) / sigma^4 = 0.8
   const problems: string[] = [];
-  if (Math.abs(s.mean - TWO32 / 2) > 6 * meanSd) problems.push(`mean ${s.mean}`);
+  if (Math.abs(s.mean - modulus / 2) > 6 * meanSd) problems.push(`mean ${s.mean}`);
   if (Math.abs(s.variance / variance - 1) > 6 * varianceRelSd) problems.push(`variance ratio ${s.variance / variance}`);
   const chi = chiSquareUniform(s.lowByte);
   if (chi > CHI2_255_LIMIT) problems.push(`low-byte chi-square ${chi}`);
@@ -303,13 +303,15 @@ describe('masked inputs', () => {
   const dim = 4095; // 4096 words per masked vector
   const params = validateRoundParams({ dim, cohort: 4, bits: 16 });
   const max = 2 ** params.bits - 1;
+  // The masked words live in Z_{2^r}, r the round's sum bits: uniform there is what hides x.
+  const modulus = 2 ** sumBitsOf(params);
 
   test('the uniformity check used below rejects unmasked and visibly biased vectors', () => {
     const n = dim + 1;
-    expect(uniformityProblems(new Uint32Array(n))).not.toEqual([]);
-    expect(uniformityProblems(new Uint32Array(n).fill(max))).not.toEqual([]);
+    expect(uniformityProblems(new Uint32Array(n), modulus)).not.toEqual([]);
+    expect(uniformityProblems(new Uint32Array(n).fill(max), modulus)).not.toEqual([]);
     const halfRange = Uint32Array.from(runRound(params, Array.from({ length: 4 }, () => new Uint32Array(n))).masked.values().next().value!, (w) => w >>> 1);
-    expect(uniformityProblems(halfRange)).not.toEqual([]);
+    expect(uniformityProblems(halfRange, modulus)).not.toEqual([]);
   });
 
   test('the masked vector of an all-zero input and of an all-(2^b - 1) input both look uniform and cannot be told apart by mean, variance or low-byte histogram', () => {
@@ -322,12 +324,12 @@ describe('masked inputs', () => {
     expect(yZero).toHaveLength(n);
     expect(yFull).toHaveLength(n);
 
-    expect(uniformityProblems(yZero)).toEqual([]);
-    expect(uniformityProblems(yFull)).toEqual([]);
+    expect(uniformityProblems(yZero, modulus)).toEqual([]);
+    expect(uniformityProblems(yFull, modulus)).toEqual([]);
 
     const a = statsOf(yZero);
     const b = statsOf(yFull);
-    const meanSd = TWO32 / Math.sqrt(12 * n);
+    const meanSd = modulus / Math.sqrt(12 * n);
     expect(Math.abs(a.mean - b.mean)).toBeLessThan(6 * Math.SQRT2 * meanSd);
     expect(Math.abs(a.variance / b.variance - 1)).toBeLessThan(6 * Math.SQRT2 * Math.sqrt(0.8 / n));
     expect(chiSquareTwoSample(a.lowByte, b.lowByte)).toBeLessThan(CHI2_255_LIMIT);

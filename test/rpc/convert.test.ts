@@ -34,13 +34,16 @@ const ids = fc.array(id, { maxLength: 6 });
 const round = fc.record({ manifestHash: bytes(32), roundIndex: fc.nat({ max: 0xffffffff }) });
 const shares = fc.array(fc.record({ peer: id, ciphertext: bytes() }), { maxLength: 5 });
 const revealed = fc.array(fc.record({ owner: id, value: bytes(33) }), { maxLength: 5 });
-const vector = fc.array(fc.nat({ max: 0xffffffff }), { maxLength: 64 }).map((a) => Uint32Array.from(a));
+// A masked input: r in 1..32 and words of Z_{2^r}, any count (bit-packed on the wire).
+const masked = fc
+  .integer({ min: 1, max: 32 })
+  .chain((bits) => fc.record({ bits: fc.constant(bits), vector: fc.array(fc.nat({ max: 2 ** bits - 1 }), { maxLength: 64 }).map((a) => Uint32Array.from(a)) }));
 
 const clientMessages: fc.Arbitrary<M.ClientMessage> = fc.oneof(
   fc.record({ type: fc.constant('advertise-keys' as const), round, clientId: id, cPk: bytes(32), sPk: bytes(32), view: bytes(32), signature: bytes(64) }),
   fc.record({ type: fc.constant('decline' as const), round, clientId: id, reason: fc.constantFrom(...Object.values(ErrorCode)) }),
   fc.record({ type: fc.constant('share-keys' as const), sessionId: bytes(32), clientId: id, shares }),
-  fc.record({ type: fc.constant('masked-input' as const), sessionId: bytes(32), clientId: id, vector }),
+  fc.tuple(fc.record({ type: fc.constant('masked-input' as const), sessionId: bytes(32), clientId: id }), masked).map(([m, v]) => ({ ...m, ...v })),
   fc.record({ type: fc.constant('consistency-signature' as const), sessionId: bytes(32), clientId: id, signature: bytes(64) }),
   fc.record({ type: fc.constant('unmask-response' as const), sessionId: bytes(32), clientId: id, keyShares: revealed, selfMaskShares: revealed }),
 );
@@ -119,10 +122,26 @@ describe('every protocol message survives the wire unchanged', () => {
 });
 
 describe('malformed protobuf content is refused as invalid-argument', () => {
-  test('a vector whose byte length is not a multiple of 4', () => {
-    for (const n of [1, 2, 3, 5, 7, 401]) {
-      expectInvalid(() => maskedInputFromProto(create(pb.MaskedInputSchema, { vector: new Uint8Array(n) })));
+  test('a masked input whose packing does not match its bits and count: another length, set padding bits, bits outside 1..32', () => {
+    // 3 words of 32 bits take 12 bytes; of 5 bits, 2 bytes (one padding bit).
+    for (const n of [1, 2, 3, 5, 7, 11, 13, 401]) {
+      expectInvalid(() => maskedInputFromProto(create(pb.MaskedInputSchema, { vector: new Uint8Array(n), bits: 32, count: 3 })));
     }
+    expect(maskedInputFromProto(create(pb.MaskedInputSchema, { vector: new Uint8Array(2), bits: 5, count: 3 })).vector).toEqual(new Uint32Array(3));
+    expectInvalid(() => maskedInputFromProto(create(pb.MaskedInputSchema, { vector: Uint8Array.from([0, 0x80]), bits: 5, count: 3 })));
+    for (const bits of [0, 33, 1000]) expectInvalid(() => maskedInputFromProto(create(pb.MaskedInputSchema, { vector: new Uint8Array(0), bits, count: 0 })));
+    // No `bits` at all (the field's default, 0): refused, not read as 32-bit words.
+    expectInvalid(() => maskedInputFromProto(create(pb.MaskedInputSchema, { vector: new Uint8Array(12), count: 3 })));
+  });
+
+  test('a masked input travels bit-packed: ⌈count·bits/8⌉ bytes of vector, with its bits and count beside them', () => {
+    const m: M.MaskedInput = { type: 'masked-input', sessionId: new Uint8Array(32), clientId: 'a', vector: Uint32Array.from({ length: 1001 }, (_, i) => (i * 7919) % 2 ** 25), bits: 25 };
+    const env = toClientEnvelope(m).message;
+    expect(env.case).toBe('maskedInput');
+    if (env.case !== 'maskedInput') return;
+    expect(env.value.vector.length).toBe(Math.ceil((1001 * 25) / 8));
+    expect([env.value.bits, env.value.count]).toEqual([25, 1001]);
+    expect(fromClientEnvelope(fromBinary(pb.ClientEnvelopeSchema, toBinary(pb.ClientEnvelopeSchema, toClientEnvelope(m))))).toEqual(m);
   });
 
   test('an empty client or server envelope', () => {

@@ -93,7 +93,7 @@ describe('SecAgg over gRPC with TLS 1.3', () => {
   });
 
   test('a masked input sent by a client arrives intact and the reply names the phase', async () => {
-    const msg: M.MaskedInput = { type: 'masked-input', sessionId: SESSION, clientId: 'alice', vector: Uint32Array.from([0, 1, 0xffffffff, 42]) };
+    const msg: M.MaskedInput = { type: 'masked-input', sessionId: SESSION, clientId: 'alice', vector: Uint32Array.from([0, 1, 0xffffffff, 42]), bits: 32 };
     const reply = await callUnary(client.send.bind(client), toClientEnvelope(msg));
     expect(phaseFromProto(reply.phase)).toBe(Phase.MaskedInput);
     expect(received).toEqual([msg]);

@@ -315,6 +315,8 @@ export function poisonedCurrent(ctx: RoundContext, type: ClientMessage['type']):
         sessionPoison<V>(),
         senderPoison<V>(ctx),
         fc.tuple(fc.constantFrom(...lengths), fc.constantFrom(0, 0xffffffff, 1)).map(([n, fill]) => ({ how: `a vector of ${n} words`, apply: (m: V) => ({ ...m, vector: new Uint32Array(n).fill(fill) }) })),
+        // Reduced to other bits than the round's sum has (each still a valid packing).
+        fc.constantFrom(1, 8, 31, 32).map((bits) => ({ how: `reduced to ${bits} bits`, apply: (m: V) => (m.bits === bits ? { ...m, bits: bits === 32 ? 31 : bits + 1 } : { ...m, bits, vector: m.vector.map((w) => (bits === 32 ? w : w % 2 ** bits)) }) })),
       ]);
     }
     case 'consistency-signature': {
@@ -381,7 +383,7 @@ export function otherKind(ctx: RoundContext, not: readonly ClientMessage['type']
   const all: fc.Arbitrary<ClientMessage>[] = [
     fc.record({ type: fc.constant('advertise-keys' as const), round, clientId: id, cPk: hostileBytes(32), sPk: hostileBytes(32), view: hostileBytes(32), signature: hostileBytes(64) }),
     fc.record({ type: fc.constant('share-keys' as const), sessionId: sid, clientId: id, shares: fc.array(fc.record({ peer: id, ciphertext: hostileBytes(SHARE_CIPHERTEXT_BYTES) }), { maxLength: 6 }) }),
-    fc.record({ type: fc.constant('masked-input' as const), sessionId: sid, clientId: id, vector: fc.constantFrom(0, ctx.dim, ctx.dim + 1, ctx.dim + 2).map((n) => new Uint32Array(n)) }),
+    fc.record({ type: fc.constant('masked-input' as const), sessionId: sid, clientId: id, vector: fc.constantFrom(0, ctx.dim, ctx.dim + 1, ctx.dim + 2).map((n) => new Uint32Array(n)), bits: fc.integer({ min: 1, max: 32 }) }),
     fc.record({ type: fc.constant('consistency-signature' as const), sessionId: sid, clientId: id, signature: hostileBytes(64) }),
     fc.record({
       type: fc.constant('unmask-response' as const),
