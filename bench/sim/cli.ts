@@ -48,12 +48,16 @@ export function registerSimulate(program: Command): void {
     });
 }
 
+/** Bytes as kB (10^3) with one decimal. */
+const kb = (bytes: number): string => `${(bytes / 1000).toFixed(1)} kB`;
+
 function printSummary(r: SimulateResult): void {
   const lines = r.ok
     ? [
         `round ${r.exact ? 'exact' : 'NOT EXACT'}: ${r.survivors}/${r.clients} survivors, max |error| ${r.max_abs_error?.toExponential(2)}`,
         `  ${r.mode} over ${r.transport} k=${r.neighbors} t=${r.threshold} m=${r.dim}; client mean ${r.timings_ms.client_mean} ms, max ${r.timings_ms.client_max} ms; unmask ${r.timings_ms.server_unmask} ms`,
         `  total ${r.timings_ms.total} ms, keystream ${(r.prg_bytes / 1e9).toFixed(2)} GB, peak RSS ${r.peak_rss_mb} MB`,
+        `  per client: sent ${kb(r.bytes_per_client.total)} (masked input ${kb(r.bytes_per_client.masked)} at ${r.sum_bits} bits, floor m·r/8 = ${kb(r.masked_floor_bytes)}), received ${kb(r.bytes_down_per_client.total)}`,
         ...(r.groups ? [`  ${r.groups.count} groups of at most ${r.groups.group_size}: ${r.groups.completed} completed${r.groups.failed.length ? `, ${r.groups.failed.length} aborted (their ${r.groups.failed.reduce((a, f) => a + f.members, 0)} clients dropped)` : ''}`] : []),
       ]
     : [`round aborted in ${r.aborted_at}: ${r.reason} — ${r.detail}`];

@@ -15,6 +15,7 @@ import type { RoundParams } from '../../shared/protocol/params.js';
 import { handle, start, type ClientState } from '../../client/round/index.js';
 import type { MaskJob } from '../../coordinator/round/index.js';
 import { applyMaskJobs } from '../../coordinator/round/index.js';
+import { countReceived, countSent, emptyCounts, type WireCounts } from './wire-count.js';
 
 export const DROP_PHASES = ['advertise', 'share', 'masked', 'consistency', 'unmask'] as const;
 export type DropPhase = (typeof DROP_PHASES)[number];
@@ -76,6 +77,8 @@ export class ClientHost {
   private readonly xSum: Float64Array;
   private readonly contributors: string[] = [];
   private pending: { id: string; x: Float64Array; q: Uint32Array } | null = null;
+  /** The bytes of the protocol messages this host's clients sent and were sent, by phase. */
+  private readonly wire: WireCounts = emptyCounts();
   /** Identity keys imported once, as a long-running client process would. */
   private readonly identities: Map<string, KeyObject>;
 
@@ -98,7 +101,16 @@ export class ClientHost {
     }
   }
 
-  startAll(emit: Emit): void {
+  /** `emit`, counting each message's bytes on the way out. */
+  private counted(emit: Emit): Emit {
+    return (m) => {
+      countSent(this.wire, m);
+      emit(m);
+    };
+  }
+
+  startAll(to: Emit): void {
+    const emit = this.counted(to);
     const { params, round, seed } = this.init;
     const view = roundViewDigest({ round, params });
     for (const c of this.init.clients) {
@@ -125,7 +137,8 @@ export class ClientHost {
     }
   }
 
-  deliver(messages: Addressed<ServerMessage>[], emit: Emit): void {
+  deliver(messages: Addressed<ServerMessage>[], out: Emit): void {
+    const emit = this.counted(out);
     for (const { to, message } of messages) {
       const c = this.byId.get(to);
       const state = this.states.get(to);
@@ -134,6 +147,7 @@ export class ClientHost {
         this.crashed.add(to); // crashed: it answers nothing from now on
         continue;
       }
+      countReceived(this.wire, message);
       const { next, outbound } = this.timed(to, () => handle(state, message));
       this.states.set(to, next);
       for (const m of outbound) {
@@ -154,15 +168,15 @@ export class ClientHost {
     return { qSum: this.qSum, xSum: this.xSum, contributors: this.contributors };
   }
 
-  /** Per-client compute time (ms) and keystream words, for clients that took part at all. */
-  stats(): { clientMs: number[]; prgWords: number; aborted: { id: string; reason: string }[] } {
+  /** Per-client compute time (ms) and keystream words, for clients that took part at all; bytes by phase. */
+  stats(): { clientMs: number[]; prgWords: number; aborted: { id: string; reason: string }[]; wire: WireCounts } {
     let prgWords = 0;
     const aborted: { id: string; reason: string }[] = [];
     for (const [id, s] of this.states) {
       prgWords += s.stats.prgWords;
       if (s.phase === 'aborted') aborted.push({ id, reason: s.reason });
     }
-    return { clientMs: [...this.ms.values()], prgWords, aborted };
+    return { clientMs: [...this.ms.values()], prgWords, aborted, wire: this.wire };
   }
 
   /** Expands a share of the coordinator's unmasking keystreams into a partial sum. */

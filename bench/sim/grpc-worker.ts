@@ -21,6 +21,7 @@ import { encodeWeightedInput } from '../../shared/crypto/quantize.js';
 import { DeterministicRng } from '../../shared/crypto/rng.js';
 import type { ServerEvent } from '../../shared/protocol/messages.js';
 import { DROP_PHASES, syntheticInput, type DropPhase } from './client-host.js';
+import { countReceived, countSent, emptyCounts, type WireCounts } from './wire-count.js';
 
 export interface GrpcWorkerClient {
   clientId: string;
@@ -49,6 +50,8 @@ export interface GrpcWorkerStats {
   dropped: string[];
   /** Peak RSS of this client process, MB. */
   peakRssMb: number;
+  /** Bytes of the protocol messages its clients sent and were sent, by phase. */
+  wire: WireCounts;
 }
 
 export type GrpcWorkerRequest = GrpcWorkerInit | { op: 'stats' } | { op: 'stop' };
@@ -74,6 +77,7 @@ interface Hosted {
 }
 
 const hosted: Hosted[] = [];
+const wire = emptyCounts();
 
 /** A counting semaphore; `limit` 0 never waits. */
 class Gate {
@@ -121,6 +125,13 @@ async function init(req: GrpcWorkerInit): Promise<void> {
     // synchronous part of handling an event: the state machine and encoding the reply, not the
     // network round trip).
     const agent = h.runner.agent;
+    // Count every protocol message the client sends (before it is encoded and sent) …
+    const cfg = agent['cfg'];
+    const send = cfg.send;
+    cfg.send = (m) => {
+      countSent(wire, m);
+      return send(m);
+    };
     const original = agent.onEvent.bind(agent);
     agent.onEvent = async (ev: ServerEvent): Promise<void> => {
       if (h.dropped) return;
@@ -130,6 +141,8 @@ async function init(req: GrpcWorkerInit): Promise<void> {
         void h.runner.stop(); // not awaited: stop() waits for this very handler to return
         return;
       }
+      // … and every one it takes (round starts and outcomes are not messages of a phase).
+      if (ev.type !== 'round-start' && ev.type !== 'round-outcome') countReceived(wire, ev);
       const handle = async (): Promise<void> => {
         const t = performance.now();
         const p = original(ev);
@@ -155,6 +168,7 @@ function stats(): GrpcWorkerStats {
     aborted: hosted.filter((h) => h.aborted !== undefined).map((h) => ({ id: h.c.clientId, reason: h.aborted! })),
     dropped: hosted.filter((h) => h.dropped).map((h) => h.c.clientId),
     peakRssMb: Math.round((process.resourceUsage().maxRSS / 1024) * 10) / 10,
+    wire,
   };
 }
 

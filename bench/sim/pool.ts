@@ -10,11 +10,13 @@ import { Worker } from 'node:worker_threads';
 import type { Addressed, ClientMessage, ServerMessage } from '../../shared/protocol/messages.js';
 import type { MaskJob } from '../../coordinator/round/index.js';
 import { ClientHost, type Emit, type HostInit, type Plaintext } from './client-host.js';
+import type { WireCounts } from './wire-count.js';
 
 export interface PoolStats {
   clientMs: number[];
   prgWords: number;
   aborted: { id: string; reason: string }[];
+  wire: WireCounts;
 }
 
 export interface ClientPool {

@@ -4,8 +4,9 @@
  * the unmasked sum with the ground truth.
  */
 import { decodeRoundSum, type CoordinatorState, type CompletedState } from '../../coordinator/round/index.js';
-import type { RoundParams } from '../../shared/protocol/params.js';
+import { sumBitsOf, type RoundParams } from '../../shared/protocol/params.js';
 import type { DropPhase } from './client-host.js';
+import { bytesReport, mergeCounts, type BytesPerClient, type WireCounts } from './wire-count.js';
 
 /** Per-group figures of a grouped round. */
 export interface GroupsReport {
@@ -45,6 +46,17 @@ export interface SimulateResult {
   client_aborts: number;
   timings_ms: { setup: number; client_mean: number; client_max: number; server_unmask: number; total: number };
   prg_bytes: number;
+  /**
+   * Mean payload bytes a client sent per phase (protobuf envelopes of the protocol messages,
+   * wire-count.ts; each phase's mean over the clients that sent its message) and their sum.
+   */
+  bytes_per_client: BytesPerClient;
+  /** The same for the messages a client was sent (each counted in the phase it closes). */
+  bytes_down_per_client: BytesPerClient;
+  /** r: the bits of the round's sum, which each masked word travels at. */
+  sum_bits: number;
+  /** The masked upload's floor m·r/8 bytes, beside `bytes_per_client.masked`. */
+  masked_floor_bytes: number;
   peak_rss_mb: number;
   /** Present for a grouped round. */
   groups?: GroupsReport;
@@ -58,6 +70,8 @@ export interface ClientStats {
   clientMs: number[];
   prgWords: number;
   aborted: readonly unknown[];
+  /** Bytes of the messages its clients sent and were sent, by phase. */
+  wire: WireCounts;
 }
 
 /** The fields every transport fills the same way; the outcome, exactness, survivors and peak RSS each fills itself. */
@@ -107,6 +121,11 @@ export function resultBase(a: {
       total: toTenths(a.totalMs),
     },
     prg_bytes: (stats.reduce((n, s) => n + s.prgWords, 0) + final.stats.prgWords) * 4,
+    ...bytesReport(
+      mergeCounts(stats.map((s) => s.wire)),
+      params.dim,
+      final.cfg.sumBits ?? sumBitsOf(params),
+    ),
   };
 }
 

@@ -23,6 +23,7 @@ import { simulateGrpc } from './grpc-sim.js';
 import { dropSchedule, type SimulateOptions } from './options.js';
 import { LocalPool, WorkerPool, type ClientPool } from './pool.js';
 import { compareToTruth, resultBase, type SimulateResult } from './result.js';
+import { weightedBytes } from './wire-count.js';
 import { planGroups } from '../../coordinator/round/groups.js';
 
 // The options and the result live in modules every transport imports (options.ts, result.ts);
@@ -250,6 +251,11 @@ async function simulateGroups(opts: SimulateOptions, groupSize: number): Promise
       total: totalMs,
     },
     prg_bytes: sum((r) => r.prg_bytes),
+    // Per client: the groups' means weighted by their clients.
+    bytes_per_client: weightedBytes(results.map((r) => [r.bytes_per_client, r.clients])),
+    bytes_down_per_client: weightedBytes(results.map((r) => [r.bytes_down_per_client, r.clients])),
+    sum_bits: Math.max(...results.map((r) => r.sum_bits)),
+    masked_floor_bytes: Math.max(...results.map((r) => r.masked_floor_bytes)),
     peak_rss_mb: Math.max(...results.map((r) => r.peak_rss_mb)),
     groups: { group_size: groupSize, count: groups.length, completed: done.length, failed, sizes: groups.map((g) => g.length) },
   };

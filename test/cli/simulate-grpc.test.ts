@@ -66,6 +66,14 @@ describe('aegis simulate --transport grpc', () => {
     const l = json(local);
     expect(l).toMatchObject({ ok: true, exact: true, transport: 'local', total_weight: a.total_weight });
     expect(Object.keys(a).sort()).toEqual(Object.keys(l).sort());
+    // What a client sends is the same bytes over gRPC as in process (same messages, same sizes);
+    // what it is sent differs by the members' certificates in the advertise broadcast (gRPC only).
+    expect(a.bytes_per_client).toEqual(l.bytes_per_client);
+    expect(a.sum_bits).toBe(16 + 3);
+    expect(a.masked_floor_bytes).toBe(Math.ceil((1000 * 19) / 8));
+    expect(a.bytes_per_client.masked / a.masked_floor_bytes).toBeLessThan(1.05);
+    expect(a.bytes_down_per_client.advertise).toBeGreaterThan(l.bytes_down_per_client.advertise + 7 * 300);
+    for (const k of ['share', 'masked', 'consistency']) expect(a.bytes_down_per_client[k]).toBe(l.bytes_down_per_client[k]);
 
     expect(dropped.status).toBe(0);
     const d = json(dropped);

@@ -12,6 +12,7 @@ import type { ClientMessage } from '../../shared/protocol/messages.js';
 import { validateRoundParams } from '../../shared/protocol/params.js';
 import { sha256 } from '../../shared/protocol/session.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
+import { clientMessageBytes } from '../../shared/rpc/wire-bytes.js';
 
 /** Sum of the synthetic weights of the clients that survive `seed`'s schedule up to U3. */
 function survivorWeight(n: number, dim: number, dropout: number, dropPhase: DropPhase | 'any', seed: number): number {
@@ -99,6 +100,30 @@ describe('simulate', () => {
     expect(r.prg_bytes).toBe(n * n * (dim + 1) * 4 + n * (dim + 1) * 4);
     expect(r.peak_rss_mb).toBeGreaterThan(0);
     expect(r.total_weight).toBe(survivorWeight(n, dim, 0, 'any', seed));
+  });
+
+  test('bytes per client: the mean payload of each phase\'s messages, the masked input at r bits within 1% of m·r/8, and the totals add up', async () => {
+    const [n, dim] = [8, 20_000];
+    const r = await simulate({ clients: n, dim, seed: 2, dropout: 0.25, dropPhase: 'masked', workers: 0 });
+    expect(r).toMatchObject({ ok: true, exact: true, survivors: 6, sum_bits: 16 + 3, masked_floor_bytes: (dim * 19) / 8 });
+    const up = r.bytes_per_client;
+    // The masked input's exact envelope size: the packed vector of dim + 1 words and its header.
+    const masked = clientMessageBytes({ type: 'masked-input', sessionId: new Uint8Array(32), clientId: 'client-0', vector: new Uint32Array(dim + 1), bits: 19 });
+    expect(up.masked).toBe(masked);
+    expect(up.masked / r.masked_floor_bytes).toBeLessThan(1.01);
+    expect(up.masked).toBeGreaterThan(r.masked_floor_bytes);
+    // Key advertisement: two 32-byte keys, a 32-byte view, a 64-byte signature and the round.
+    expect(up.advertise).toBeGreaterThan(160);
+    expect(up.advertise).toBeLessThan(300);
+    // Share pairs: one AES-GCM ciphertext per other client (classic: 7).
+    expect(up.share).toBeGreaterThan(7 * 90);
+    expect(up.consistency).toBeGreaterThan(64);
+    expect(up.total).toBe(up.advertise + up.share + up.masked + up.consistency + up.unmask);
+    const down = r.bytes_down_per_client;
+    expect(down.total).toBe(down.advertise + down.share + down.masked + down.consistency + down.unmask);
+    // The advertise broadcast carries every member's signed keys.
+    expect(down.advertise).toBeGreaterThan(n * 160);
+    expect(down.unmask).toBe(0);
   });
 
   test('prg_bytes counts exactly the keystreams of the clients that masked and of the coordinator when some clients drop before masking', async () => {

@@ -1,0 +1,105 @@
+/**
+ * Bytes per client per phase, as `aegis simulate` reports them: each client host counts the
+ * protocol messages its clients send and receive (their protobuf envelopes,
+ * shared/rpc/wire-bytes.ts), by phase; the simulator adds the hosts' counts up and reports
+ * means over the clients that sent (or were sent) each phase's message.
+ *
+ * A message counts for the phase it belongs to: C→S, the phase it answers; S→C, the phase it
+ * closes (the advertise broadcast ends phase 0, the consistency request phase 2, …). The round
+ * start, sent once before phase 0 (the manifest and parameters), is not a message of the five
+ * phases and is not counted.
+ */
+import type { ClientMessage, ServerMessage } from '../../shared/protocol/messages.js';
+import { clientMessageBytes, serverMessageBytes } from '../../shared/rpc/wire-bytes.js';
+
+/** The round's five phases, as the simulator names them (its drop phases, client-host.ts). */
+const PHASES = ['advertise', 'share', 'masked', 'consistency', 'unmask'] as const;
+type WirePhase = (typeof PHASES)[number];
+
+/** [total bytes, messages] per phase. */
+export type PhaseBytes = Record<WirePhase, [number, number]>;
+
+export interface WireCounts {
+  up: PhaseBytes;
+  down: PhaseBytes;
+}
+
+const UP: Record<ClientMessage['type'], WirePhase> = {
+  'advertise-keys': 'advertise',
+  decline: 'advertise',
+  'share-keys': 'share',
+  'masked-input': 'masked',
+  'consistency-signature': 'consistency',
+  'unmask-response': 'unmask',
+};
+const DOWN: Record<ServerMessage['type'], WirePhase> = {
+  'advertise-broadcast': 'advertise',
+  'share-broadcast': 'share',
+  'consistency-request': 'masked',
+  'unmask-request': 'consistency',
+};
+
+const empty = (): PhaseBytes => Object.fromEntries(PHASES.map((p) => [p, [0, 0]])) as unknown as PhaseBytes;
+
+export const emptyCounts = (): WireCounts => ({ up: empty(), down: empty() });
+
+/** Counts one message a client sent. */
+export function countSent(c: WireCounts, m: ClientMessage): void {
+  const slot = c.up[UP[m.type]];
+  slot[0] += clientMessageBytes(m);
+  slot[1] += 1;
+}
+
+/**
+ * Sizes of server messages already counted: one broadcast object often goes to many clients
+ * (the advertise broadcast is the same list for all), and is encoded once.
+ */
+const serverSizes = new WeakMap<ServerMessage, number>();
+
+/** Counts one message a client was sent. */
+export function countReceived(c: WireCounts, m: ServerMessage): void {
+  const slot = c.down[DOWN[m.type]];
+  let bytes = serverSizes.get(m);
+  if (bytes === undefined) serverSizes.set(m, (bytes = serverMessageBytes(m)));
+  slot[0] += bytes;
+  slot[1] += 1;
+}
+
+/** The hosts' counts added up. */
+export function mergeCounts(all: readonly WireCounts[]): WireCounts {
+  const out = emptyCounts();
+  for (const c of all) {
+    for (const p of PHASES) {
+      for (const dir of ['up', 'down'] as const) {
+        out[dir][p][0] += c[dir][p][0];
+        out[dir][p][1] += c[dir][p][1];
+      }
+    }
+  }
+  return out;
+}
+
+/** Mean bytes per client for each phase, and their sum. */
+export type BytesPerClient = Record<WirePhase, number> & { total: number };
+
+/** Per-phase figures and their sum, in phase order with the total last. */
+function withTotal(perPhase: (p: WirePhase) => number): BytesPerClient {
+  const out = {} as BytesPerClient;
+  let total = 0;
+  for (const p of PHASES) total += out[p] = perPhase(p);
+  out.total = total;
+  return out;
+}
+
+const means = (b: PhaseBytes): BytesPerClient => withTotal((p) => (b[p][1] === 0 ? 0 : Math.round(b[p][0] / b[p][1])));
+
+/** Means of several rounds' (groups') per-client bytes, weighted by their client counts. */
+export function weightedBytes(parts: readonly (readonly [BytesPerClient, number])[]): BytesPerClient {
+  const clients = parts.reduce((a, [, n]) => a + n, 0);
+  return withTotal((p) => (clients === 0 ? 0 : Math.round(parts.reduce((a, [b, n]) => a + b[p] * n, 0) / clients)));
+}
+
+/** The simulator's byte fields: what a client sends and receives per phase, and the masked upload's floor m·r/8. */
+export function bytesReport(c: WireCounts, dim: number, sumBits: number): { bytes_per_client: BytesPerClient; bytes_down_per_client: BytesPerClient; sum_bits: number; masked_floor_bytes: number } {
+  return { bytes_per_client: means(c.up), bytes_down_per_client: means(c.down), sum_bits: sumBits, masked_floor_bytes: Math.ceil((dim * sumBits) / 8) };
+}
