@@ -20,7 +20,7 @@ import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { secaggPlusDegree } from './secagg.js';
 import type { SimulateResult } from './sim/simulate.js';
-import { fmt, table } from './table.js';
+import { bytesCells, BYTES_HEADERS, fmt, table } from './table.js';
 
 export interface RpcRun {
   n: number;
@@ -74,11 +74,11 @@ export async function benchRpc(opts: { json: boolean; quick: boolean; budgetSeco
     process.stdout.write(`${JSON.stringify({ bench: 'rpc', cores, rows })}\n`);
     return;
   }
-  const headers = ['n', 'm', 'mode', 'k', 'transport', 'uploads', 'setup ms', 'round ms', 'vs in-process', 'client mean ms', 'unmask ms', 'peak RSS MB', 'exact'];
+  const headers = ['n', 'm', 'mode', 'k', 'transport', 'uploads', 'setup ms', 'round ms', 'vs in-process', 'client mean ms', 'unmask ms', 'coordinator CPU ms/client', 'peak RSS MB', ...BYTES_HEADERS, 'exact'];
   const body = rows.map((r) => {
     const res = r.result;
     const uploads = r.transport === 'local' ? '-' : r.uploads === 0 ? 'unpaced' : `${r.uploads}/process`;
-    if (!res) return [r.n, r.m, 'secagg+', r.k, r.transport, uploads, 'failed', r.error ?? '', '', '', '', '', ''];
+    if (!res) return [r.n, r.m, 'secagg+', r.k, r.transport, uploads, 'failed', r.error ?? '', '', '', '', '', '', ...BYTES_HEADERS.map(() => ''), ''];
     return [
       r.n,
       r.m,
@@ -91,7 +91,9 @@ export async function benchRpc(opts: { json: boolean; quick: boolean; budgetSeco
       r.transport === 'local' ? '1.00 (baseline)' : `${fmt(r.ratio ?? NaN, 2)}x`,
       fmt(res.timings_ms.client_mean),
       fmt(res.timings_ms.server_unmask, 0),
+      res.coordinator_cpu_ms_per_client === null ? '-' : fmt(res.coordinator_cpu_ms_per_client, 2),
       `${fmt(res.peak_rss_mb, 0)} (${r.transport === 'local' ? 'all, one process' : 'coordinator'})`,
+      ...bytesCells(res),
       res.ok ? String(res.exact) : `aborted: ${res.reason}`,
     ];
   });
@@ -100,6 +102,8 @@ export async function benchRpc(opts: { json: boolean; quick: boolean; budgetSeco
   process.stdout.write(
     '\n"round ms": launch to outcome (setup — CA, enrollment, process start-up — not included). "vs in-process": grpc round time / in-process round time measured in this run.\n' +
       '"peak RSS": grpc rows measure the coordinator process alone (clients in other processes); local rows the one process that holds everything.\n' +
-      '"unmask ms": local, the coordinator\'s unmasking; grpc, from the unmasking phase opening to the outcome (includes the clients\' unmask answers).\n',
+      '"unmask ms": local, the coordinator\'s unmasking; grpc, from the unmasking phase opening to the outcome (includes the clients\' unmask answers).\n' +
+      '"coordinator CPU ms/client": grpc, the coordinator process\'s CPU time (user + system, every thread) from launch to outcome, divided by n; in process the clients share the process, so it is not measured.\n' +
+      '"sent kB/client": what a client sends over the round (protocol messages\' payload); "masked kB": its masked upload, at r bits per value, against its floor m·r/8.\n',
   );
 }

@@ -12,7 +12,7 @@ import { cpus } from 'node:os';
 import { fileURLToPath } from 'node:url';
 import { measureBaselines, type Baselines } from './baseline.js';
 import type { SimulateResult } from './sim/simulate.js';
-import { fmt, table } from './table.js';
+import { bytesCells, BYTES_HEADERS, fmt, table } from './table.js';
 
 export interface SecaggConfig {
   n: number;
@@ -99,12 +99,12 @@ export async function benchSecagg(opts: { json: boolean; quick: boolean; budgetS
     `Baselines (one thread): raw AES-256-CTR ${fmt(base.aesCtrGBps, 2)} GB/s; mask expansion ${fmt(base.expansionGBps, 2)} GB/s ` +
       `= ${fmt(base.expansionRatio * 100, 0)}% of raw (${base.simd ? 'WebAssembly SIMD' : 'JS loop'}); plain uint32 summation ${fmt(base.plainSumGBps, 2)} GB/s. Cores: ${cores}.\n\n`,
   );
-  const headers = ['n', 'm', 'mode', 'k', 't', 'drop', 'client mean ms', 'client max ms', 'unmask ms', 'total ms', 'keystream GB', 'PRG GB/s', 'vs raw AES', 'peak RSS MB', 'exact'];
+  const headers = ['n', 'm', 'mode', 'k', 't', 'drop', 'client mean ms', 'client max ms', 'unmask ms', 'total ms', 'keystream GB', 'PRG GB/s', 'vs raw AES', 'peak RSS MB', ...BYTES_HEADERS, 'exact'];
   const body = rows.map((r) => {
     const res = r.result;
-    if (!res) return [r.n, r.m, r.mode, r.k, '-', `${r.dropout * 100}%`, 'skipped', `(${r.skipped})`, '', '', '', '', '', '', ''];
+    if (!res) return [r.n, r.m, r.mode, r.k, '-', `${r.dropout * 100}%`, 'skipped', `(${r.skipped})`, '', '', '', '', '', '', ...BYTES_HEADERS.map(() => ''), ''];
     const gbps = res.prg_bytes / 1e9 / (res.timings_ms.total / 1000);
-    return [r.n, r.m, r.mode, r.k, res.threshold, `${r.dropout * 100}%`, fmt(res.timings_ms.client_mean), fmt(res.timings_ms.client_max), fmt(res.timings_ms.server_unmask, 0), fmt(res.timings_ms.total, 0), fmt(res.prg_bytes / 1e9, 2), fmt(gbps, 2), `${fmt((r.prg_ratio ?? 0) * 100, 0)}%`, fmt(res.peak_rss_mb, 0), res.ok ? String(res.exact) : `aborted: ${res.reason}`];
+    return [r.n, r.m, r.mode, r.k, res.threshold, `${r.dropout * 100}%`, fmt(res.timings_ms.client_mean), fmt(res.timings_ms.client_max), fmt(res.timings_ms.server_unmask, 0), fmt(res.timings_ms.total, 0), fmt(res.prg_bytes / 1e9, 2), fmt(gbps, 2), `${fmt((r.prg_ratio ?? 0) * 100, 0)}%`, fmt(res.peak_rss_mb, 0), ...bytesCells(res), res.ok ? String(res.exact) : `aborted: ${res.reason}`];
   });
   process.stdout.write(`${table(headers, body)}\n`);
   process.stdout.write('\n"vs raw AES": keystream bytes the whole round generated per second, against one thread of raw AES-256-CTR measured above (the round uses every core).\n');

@@ -8,3 +8,10 @@ export function table(headers: string[], rows: (string | number)[][]): string {
 }
 
 export const fmt = (x: number, digits = 1): string => (Number.isFinite(x) ? x.toFixed(digits) : '-');
+
+/** The byte columns of a round's row: what a client sends in all, and its masked upload against the floor m·r/8. */
+export const BYTES_HEADERS = ['sent kB/client', 'masked kB', 'floor m·r/8 kB', 'r bits'];
+
+export function bytesCells(r: { bytes_per_client: { total: number; masked: number }; masked_floor_bytes: number; sum_bits: number }): string[] {
+  return [fmt(r.bytes_per_client.total / 1000), fmt(r.bytes_per_client.masked / 1000), fmt(r.masked_floor_bytes / 1000), String(r.sum_bits)];
+}

@@ -238,6 +238,9 @@ export async function simulateGrpc(opts: SimulateOptions): Promise<SimulateResul
     );
 
     const t0 = performance.now();
+    // This process hosts the coordinator alone (the clients run in others): its CPU time over
+    // the round is the coordinator's (with this loop's 5 ms status polls, a small part of it).
+    const cpu0 = process.cpuUsage();
     await coordinator.launch(simulationManifest(params, n, deadlines), { gatherMs: 10_000 });
 
     // Follow the phases (for progress and the unmasking time) until the outcome.
@@ -269,6 +272,8 @@ export async function simulateGrpc(opts: SimulateOptions): Promise<SimulateResul
     }
     const o = settled;
     const tEnd = performance.now();
+    const cpu = process.cpuUsage(cpu0);
+    const coordinatorCpuMs = (cpu.user + cpu.system) / 1000;
     const totalMs = tEnd - t0;
     const unmaskMs = unmaskStart === undefined ? 0 : tEnd - unmaskStart;
     const refused = coordinator.statusOf(JOB_ID, 0).refused;
@@ -283,7 +288,7 @@ export async function simulateGrpc(opts: SimulateOptions): Promise<SimulateResul
     log(`  client processes: peak RSS ${stats.map((s) => `${s.peakRssMb} MB`).join(', ')}`);
 
     const final = o.state;
-    const base = resultBase({ transport: 'grpc', clients: n, params, schedule, seed, dropPhase, dropout, workers, final, refused, stats, setupMs, unmaskMs, totalMs });
+    const base = resultBase({ transport: 'grpc', clients: n, params, schedule, seed, dropPhase, dropout, workers, final, refused, stats, setupMs, unmaskMs, totalMs, coordinatorCpuMs });
 
     if (!o.ok || final.phase !== Phase.Completed) {
       const reason = o.ok ? 'incomplete' : o.reason;

@@ -57,6 +57,11 @@ export interface SimulateResult {
   sum_bits: number;
   /** The masked upload's floor m·r/8 bytes, beside `bytes_per_client.masked`. */
   masked_floor_bytes: number;
+  /**
+   * gRPC: the coordinator's process CPU time (user + system) from launch to outcome, divided by
+   * n, ms. null in process, where the clients' worker threads share the process.
+   */
+  coordinator_cpu_ms_per_client: number | null;
   peak_rss_mb: number;
   /** Present for a grouped round. */
   groups?: GroupsReport;
@@ -93,6 +98,8 @@ export function resultBase(a: {
   setupMs: number;
   unmaskMs: number;
   totalMs: number;
+  /** The coordinator's CPU time over the round, ms, where it is measured alone (gRPC). */
+  coordinatorCpuMs?: number;
 }): CommonFields {
   const { params, final, stats } = a;
   const clientMs = stats.flatMap((s) => s.clientMs);
@@ -121,6 +128,7 @@ export function resultBase(a: {
       total: toTenths(a.totalMs),
     },
     prg_bytes: (stats.reduce((n, s) => n + s.prgWords, 0) + final.stats.prgWords) * 4,
+    coordinator_cpu_ms_per_client: a.coordinatorCpuMs === undefined ? null : Math.round((a.coordinatorCpuMs / a.clients) * 100) / 100,
     ...bytesReport(
       mergeCounts(stats.map((s) => s.wire)),
       params.dim,

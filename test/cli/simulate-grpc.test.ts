@@ -69,6 +69,9 @@ describe('aegis simulate --transport grpc', () => {
     // What a client sends is the same bytes over gRPC as in process (same messages, same sizes);
     // what it is sent differs by the members' certificates in the advertise broadcast (gRPC only).
     expect(a.bytes_per_client).toEqual(l.bytes_per_client);
+    // The coordinator's CPU per client is measured where it runs alone (gRPC), not in process.
+    expect(a.coordinator_cpu_ms_per_client).toBeGreaterThan(0);
+    expect(l.coordinator_cpu_ms_per_client).toBeNull();
     expect(a.sum_bits).toBe(16 + 3);
     expect(a.masked_floor_bytes).toBe(Math.ceil((1000 * 19) / 8));
     expect(a.bytes_per_client.masked / a.masked_floor_bytes).toBeLessThan(1.05);
