@@ -21,9 +21,9 @@ import { applyMaskJobs, type MaskJob } from '../coordinator/round/index.js';
 import { VectorAccumulator } from '../shared/crypto/vecops.js';
 import { progress } from '../shared/cli/output.js';
 import { measureBaselines } from './baseline.js';
-import { simulate } from './sim/simulate.js';
+import { simulate, type SimulateResult } from './sim/simulate.js';
 import { simulateFrontends } from './sim/frontends-sim.js';
-import { fmt, table } from './table.js';
+import { bytesCells, BYTES_HEADERS, fmt, table } from './table.js';
 
 const WORKER = fileURLToPath(new URL('./scale-worker.js', import.meta.url));
 
@@ -97,18 +97,18 @@ export async function benchScale(o: { json: boolean; quick: boolean }): Promise<
   const clients = o.quick ? 2000 : 10_000;
   progress(`a grouped round: ${clients} clients, m = 10^4, groups of 250, k = 16`);
   const sim = await simulate({ clients, dim: 10_000, groupSize: 250, neighbors: 16, bits: 16, workers: cpus().length, seed: 7, progress: (l) => progress(`  ${l}`) });
-  const grouped = { clients, dim: 10_000, group_size: 250, groups: sim.groups?.count ?? 1, ok: sim.ok, exact: sim.exact, total_ms: sim.timings_ms.total, target_ms: 60_000, met: sim.ok && sim.exact && sim.timings_ms.total < 60_000, keystream_gb: sim.prg_bytes / 1e9 };
+  const grouped = { clients, dim: 10_000, group_size: 250, groups: sim.groups?.count ?? 1, ok: sim.ok, exact: sim.exact, total_ms: sim.timings_ms.total, target_ms: 60_000, met: sim.ok && sim.exact && sim.timings_ms.total < 60_000, keystream_gb: sim.prg_bytes / 1e9, bytes_per_client: sim.bytes_per_client, sum_bits: sim.sum_bits, masked_floor_bytes: sim.masked_floor_bytes };
 
   // 3. One round across 1 and 2 front-end processes sharing its state on Redis.
   const feClients = o.quick ? 40 : 100;
   const feDim = o.quick ? 1_000 : 10_000;
-  const feRows: { frontends: number; ms: number; vsOne: number; ok: boolean; exact: boolean; survivors: number }[] = [];
+  const feRows: { frontends: number; ms: number; vsOne: number; ok: boolean; exact: boolean; survivors: number; bytes: SimulateResult }[] = [];
   for (const frontends of [1, 2]) {
     progress(`a round on Redis: ${feClients} clients, m = ${feDim}, ${frontends} front end${frontends > 1 ? 's' : ''}`);
     const r = await simulateFrontends({ redisUrl: url, frontends, clients: feClients, dim: feDim, neighbors: 16, threshold: 9, workers: 2, seed: 5, transport: 'grpc', progress: (l) => progress(`  ${l}`) });
-    feRows.push({ frontends, ms: r.timings_ms.total, vsOne: feRows.length ? feRows[0]!.ms / r.timings_ms.total : 1, ok: r.ok, exact: r.exact, survivors: r.survivors });
+    feRows.push({ frontends, ms: r.timings_ms.total, vsOne: feRows.length ? feRows[0]!.ms / r.timings_ms.total : 1, ok: r.ok, exact: r.exact, survivors: r.survivors, bytes: r });
   }
-  const frontEnds = { clients: feClients, dim: feDim, neighbors: 16, rows: feRows };
+  const frontEnds = { clients: feClients, dim: feDim, neighbors: 16, rows: feRows.map(({ bytes, ...row }) => ({ ...row, bytes_per_client: bytes.bytes_per_client, sum_bits: bytes.sum_bits })) };
 
   const result = { baselines: base, unmask: { survivors, words, keystream_gb: keystreamGB, rows }, grouped_round: grouped, front_ends: frontEnds };
   if (o.json) {
@@ -123,10 +123,11 @@ export async function benchScale(o: { json: boolean; quick: boolean }): Promise<
         rows.map((r) => [r.setup, fmt(r.ms, 0), fmt(r.gbps, 2), fmt(r.vsLocal, 2), fmt(r.vsAes, 2), r.exact ? 'yes' : 'NO']),
       ) +
       `\n\ngrouped round: ${clients} clients in ${grouped.groups} groups of 250, m = 10^4: ${(grouped.total_ms / 1000).toFixed(1)} s (target < 60 s: ${grouped.met ? 'met' : 'NOT met'}), exact: ${grouped.exact}\n` +
+      `${table(BYTES_HEADERS, [bytesCells(sim)])}\n` +
       `\none round on Redis, ${feClients} clients (SecAgg+ k = 16), m = ${feDim}, clients in 2 processes; launch to outcome\n` +
       table(
-        ['front ends', 'ms', 'speed-up vs 1 front end', 'exact'],
-        feRows.map((r) => [String(r.frontends), fmt(r.ms, 0), fmt(r.vsOne, 2), r.ok && r.exact ? 'yes' : 'NO']),
+        ['front ends', 'ms', 'speed-up vs 1 front end', ...BYTES_HEADERS, 'exact'],
+        feRows.map((r) => [String(r.frontends), fmt(r.ms, 0), fmt(r.vsOne, 2), ...bytesCells(r.bytes), r.ok && r.exact ? 'yes' : 'NO']),
       ) +
       '\n',
   );

@@ -37,7 +37,9 @@ import { mapLimit, IpcChild } from './sim/grpc-sim.js';
 import { secaggPlusDegree } from './secagg.js';
 import { renderSoakChart, sparkline, type SoakSeries } from './soak-chart.js';
 import type { SoakCoordinatorReply, SoakCoordinatorRequest, SoakSample } from './soak-coordinator.js';
-import { fmt, table } from './table.js';
+import { bytesCells, BYTES_HEADERS, fmt, table } from './table.js';
+import { sumBitsOf } from '../shared/protocol/params.js';
+import { bytesReport, countAgentTraffic, emptyCounts } from './sim/wire-count.js';
 
 export interface SoakOptions {
   rounds: number;
@@ -85,6 +87,8 @@ export interface SoakRound extends SoakFigures {
   round_ms: number;
   /** Why the round is not exact (aborted, a survivor missing, words differing). */
   problem?: string;
+  /** What a client sent in this round, mean payload bytes (wire-count.ts). */
+  sent_bytes_per_client: number;
   /** The idle coordinator at the same moment. */
   idle: SoakFigures;
 }
@@ -110,6 +114,8 @@ export interface SoakResult {
   /** Late-window median of the soak coordinator / of the idle coordinator, per figure. */
   vs_idle: Record<GrowthKey, number>;
   all_exact: boolean;
+  /** The last round's bytes per client by phase, sent and received, with r and the masked floor m·r/8. */
+  bytes: ReturnType<typeof bytesReport>;
   gc_forced: boolean;
   elapsed_s: number;
   chart?: string;
@@ -201,6 +207,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
   const idle = startCoordinator('idle coordinator');
   const runners: ClientRunner[] = [];
   const rounds: SoakRound[] = [];
+  // The clients' traffic, counted afresh for every round.
+  let wire = emptyCounts();
+  let bytes = bytesReport(wire, o.dim, sumBitsOf({ cohort: n, bits: 16 }));
   try {
     const [ready] = await Promise.all([ask(soak, { op: 'init' }, 'ready'), ask(idle, { op: 'init' }, 'ready')]);
     log(`coordinator on ${ready.address} (enrollment ${ready.enrollAddress}); idle coordinator started; enrolling ${n} clients`);
@@ -221,6 +230,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         input: (round, params) => soakInput(c, round.roundIndex, params.dim),
         backoffMs: { min: 50, max: 1000 },
       });
+      countAgentTraffic(r.agent, () => wire);
       r.start();
       runners.push(r);
     }
@@ -231,7 +241,9 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     // Both coordinators start the first round's interval afresh.
     await Promise.all([ask(soak, { op: 'sample' }, 'sample'), ask(idle, { op: 'sample' }, 'sample')]);
     for (let r = 0; r < o.rounds; r++) {
+      wire = emptyCounts();
       const out = await ask(soak, { op: 'round', manifest, gatherMs: 30_000 }, 'round');
+      bytes = bytesReport(wire, o.dim, sumBitsOf({ cohort: n, bits: 16 }));
       const snapshot = o.heapSnapshotDir && (r + 1 === w.early[1] || r + 1 === w.late[1]) ? join(o.heapSnapshotDir, `soak-${r + 1 === w.early[1] ? 'early' : 'late'}-${r + 1}.heapsnapshot`) : undefined;
       const [s, i] = await Promise.all([ask(soak, { op: 'sample', ...(snapshot ? { heapSnapshot: snapshot } : {}) }, 'sample'), ask(idle, { op: 'sample' }, 'sample')]);
       let problem: string | undefined;
@@ -248,7 +260,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
         const wrong = !got || got.length !== expected.length ? -1 : expected.findIndex((x, j) => got[j] !== x);
         if (wrong !== -1) problem = got && got.length === expected.length ? `sum differs from the inputs' at word ${wrong}` : 'no sum of the right length';
       }
-      rounds.push({ round: r + 1, exact: problem === undefined, survivors: out.survivors, round_ms: out.ms, ...(problem ? { problem } : {}), ...figures(s.sample), idle: figures(i.sample) });
+      rounds.push({ round: r + 1, exact: problem === undefined, survivors: out.survivors, round_ms: out.ms, ...(problem ? { problem } : {}), sent_bytes_per_client: bytes.bytes_per_client.total, ...figures(s.sample), idle: figures(i.sample) });
       if (problem) log(`  round ${r + 1}: NOT exact (${problem})`);
       if ((r + 1) % 10 === 0 || r === 0 || r + 1 === o.rounds) {
         const x = rounds[r]!;
@@ -287,6 +299,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     met,
     vs_idle: vsIdle,
     all_exact: rounds.every((r) => r.exact),
+    bytes,
     gc_forced: true,
     elapsed_s: (performance.now() - tStart) / 1000,
     rounds,
@@ -329,8 +342,8 @@ export async function benchSoak(opts: { json: boolean; quick: boolean; budgetSec
   const shown = r.rounds.filter((x) => x.round === 1 || x.round % 10 === 0 || x.round === r.rounds_run);
   process.stdout.write(
     `${table(
-      ['round', 'exact', 'round ms', 'RSS MB', 'heap MB', 'fds', 'loop p99 ms', 'loop max ms', 'idle RSS MB', 'idle heap MB', 'idle fds', 'idle loop p99 ms'],
-      shown.map((x) => [x.round, x.exact ? 'yes' : 'NO', fmt(x.round_ms, 0), fmt(x.rss_mb), fmt(x.heap_used_mb), x.fds, fmt(x.eld_p99_ms), fmt(x.eld_max_ms), fmt(x.idle.rss_mb), fmt(x.idle.heap_used_mb), x.idle.fds, fmt(x.idle.eld_p99_ms)]),
+      ['round', 'exact', 'round ms', 'sent kB/client', 'RSS MB', 'heap MB', 'fds', 'loop p99 ms', 'loop max ms', 'idle RSS MB', 'idle heap MB', 'idle fds', 'idle loop p99 ms'],
+      shown.map((x) => [x.round, x.exact ? 'yes' : 'NO', fmt(x.round_ms, 0), fmt(x.sent_bytes_per_client / 1000), fmt(x.rss_mb), fmt(x.heap_used_mb), x.fds, fmt(x.eld_p99_ms), fmt(x.eld_max_ms), fmt(x.idle.rss_mb), fmt(x.idle.heap_used_mb), x.idle.fds, fmt(x.idle.eld_p99_ms)]),
     )}\n\n`,
   );
   process.stdout.write(
@@ -341,6 +354,7 @@ export async function benchSoak(opts: { json: boolean; quick: boolean; budgetSec
       )}\n` +
       `round time: ${pct(r.growth.round_ms)} (rounds ${late[0]}–${late[1]} vs ${early[0]}–${early[1]}: ${fmt(1 + r.growth.round_ms, 2)}x)\n\n`,
   );
+  process.stdout.write(`What each client put on the wire in the last round (protocol messages' payload):\n${table(BYTES_HEADERS, [bytesCells(r.bytes)])}\n\n`);
   process.stdout.write(
     'Baseline: an idle coordinator — the same process set up the same way, listening, no clients, no rounds — sampled and collected at the same moments. ' +
       'Its growth is what the measurement itself shows over the same time (the noise floor); "vs idle coordinator" is what the rounds and their clients add.\n' +

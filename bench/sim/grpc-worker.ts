@@ -21,7 +21,7 @@ import { encodeWeightedInput } from '../../shared/crypto/quantize.js';
 import { DeterministicRng } from '../../shared/crypto/rng.js';
 import type { ServerEvent } from '../../shared/protocol/messages.js';
 import { DROP_PHASES, syntheticInput, type DropPhase } from './client-host.js';
-import { countReceived, countSent, emptyCounts, type WireCounts } from './wire-count.js';
+import { countAgentTraffic, emptyCounts, type WireCounts } from './wire-count.js';
 
 export interface GrpcWorkerClient {
   clientId: string;
@@ -125,13 +125,9 @@ async function init(req: GrpcWorkerInit): Promise<void> {
     // synchronous part of handling an event: the state machine and encoding the reply, not the
     // network round trip).
     const agent = h.runner.agent;
-    // Count every protocol message the client sends (before it is encoded and sent) …
-    const cfg = agent['cfg'];
-    const send = cfg.send;
-    cfg.send = (m) => {
-      countSent(wire, m);
-      return send(m);
-    };
+    // Every protocol message the client sends and takes (a dropped client takes none: the
+    // interception below swallows them before they reach the count).
+    countAgentTraffic(agent, () => wire);
     const original = agent.onEvent.bind(agent);
     agent.onEvent = async (ev: ServerEvent): Promise<void> => {
       if (h.dropped) return;
@@ -141,8 +137,6 @@ async function init(req: GrpcWorkerInit): Promise<void> {
         void h.runner.stop(); // not awaited: stop() waits for this very handler to return
         return;
       }
-      // … and every one it takes (round starts and outcomes are not messages of a phase).
-      if (ev.type !== 'round-start' && ev.type !== 'round-outcome') countReceived(wire, ev);
       const handle = async (): Promise<void> => {
         const t = performance.now();
         const p = original(ev);

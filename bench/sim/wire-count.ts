@@ -9,7 +9,8 @@
  * start, sent once before phase 0 (the manifest and parameters), is not a message of the five
  * phases and is not counted.
  */
-import type { ClientMessage, ServerMessage } from '../../shared/protocol/messages.js';
+import type { ClientAgent } from '../../client/agent/agent.js';
+import type { ClientMessage, ServerEvent, ServerMessage } from '../../shared/protocol/messages.js';
 import { clientMessageBytes, serverMessageBytes } from '../../shared/rpc/wire-bytes.js';
 
 /** The round's five phases, as the simulator names them (its drop phases, client-host.ts). */
@@ -63,6 +64,26 @@ export function countReceived(c: WireCounts, m: ServerMessage): void {
   if (bytes === undefined) serverSizes.set(m, (bytes = serverMessageBytes(m)));
   slot[0] += bytes;
   slot[1] += 1;
+}
+
+/**
+ * Counts what a ClientRunner's agent sends and takes, into `c` (read at each use, so a caller may
+ * swap in fresh counts between rounds). Wrap before any other interception of `onEvent` that
+ * may swallow a message: what is swallowed is then not counted.
+ */
+export function countAgentTraffic(agent: ClientAgent, c: () => WireCounts): void {
+  const cfg = agent['cfg'];
+  const send = cfg.send;
+  cfg.send = (m) => {
+    countSent(c(), m);
+    return send(m);
+  };
+  const onEvent = agent.onEvent.bind(agent);
+  agent.onEvent = (ev: ServerEvent): Promise<void> => {
+    // Round starts and outcomes are not messages of a phase.
+    if (ev.type !== 'round-start' && ev.type !== 'round-outcome') countReceived(c(), ev);
+    return onEvent(ev);
+  };
 }
 
 /** The hosts' counts added up. */

@@ -33,10 +33,19 @@ describe('soak benchmark', () => {
       expect(x.exact).toBe(true);
       expect(x.survivors).toBe(5);
       expect(x.round_ms).toBeGreaterThan(0);
+      // Every round, each client sends the same messages: the same bytes, but for the round index
+      // (0, the first round's, takes no bytes in protobuf; 1..5 take two).
+      expect(x.sent_bytes_per_client).toBe(r.rounds[1]!.sent_bytes_per_client - (x.round === 1 ? 2 : 0));
       positive(x);
       positive(x.idle);
     }
     expect(r.all_exact).toBe(true);
+    // Five clients of 16-bit values: the sum needs 19 bits, and the masked upload is about 201 · 19 / 8 bytes.
+    expect(r.bytes.sum_bits).toBe(19);
+    expect(r.bytes.masked_floor_bytes).toBe(Math.ceil((200 * 19) / 8));
+    expect(r.bytes.bytes_per_client.masked).toBeGreaterThan(r.bytes.masked_floor_bytes);
+    expect(r.bytes.bytes_per_client.masked).toBeLessThan(r.bytes.masked_floor_bytes + 120);
+    expect(r.rounds[5]!.sent_bytes_per_client).toBe(r.bytes.bytes_per_client.total);
     for (const key of GROWTH_KEYS) {
       expect(typeof r.growth[key]).toBe('number');
       expect(Number.isFinite(r.growth[key])).toBe(true);
