@@ -13,6 +13,7 @@ import { benchRegistry } from './registry.js';
 import { benchRefuse } from './refuse.js';
 import { benchSoak } from './soak.js';
 import { benchDp } from './dp.js';
+import { benchClient } from './client.js';
 
 const TOPICS: Record<string, (o: { json: boolean; quick: boolean; budgetSeconds: number }) => Promise<void>> = {
   secagg: benchSecagg,
@@ -23,6 +24,7 @@ const TOPICS: Record<string, (o: { json: boolean; quick: boolean; budgetSeconds:
   refuse: benchRefuse,
   soak: benchSoak,
   dp: benchDp,
+  client: benchClient,
 };
 
 const program = new Command();
