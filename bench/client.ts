@@ -5,7 +5,8 @@
  * The client: a real in-process round (`simulate`, no worker threads, so each client's timed
  * sections are its own CPU on this thread) at n = 500, m = 10^5, k = 19 (t = 10), no dropout; its
  * figure is the mean per-client compute time over the round (`timings_ms.client_mean`: every
- * state-machine step, quantizing the input included).
+ * state-machine step, quantizing the input included; the synthetic update itself, which stands
+ * for what training hands the client, is made outside the timing).
  *
  * The baseline — the unavoidable crypto of one such client, with the same primitives the client
  * uses (shared/crypto): 2k X25519 agreements (share keys and mask keys with k neighbours), k + t

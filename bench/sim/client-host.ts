@@ -77,6 +77,12 @@ export class ClientHost {
   private readonly xSum: Float64Array;
   private readonly contributors: string[] = [];
   private pending: { id: string; x: Float64Array; q: Uint32Array } | null = null;
+  /**
+   * The synthetic update of the client about to mask, made before its step is timed: it stands
+   * for what local training hands a real client, not for work the client does. (Quantizing it is
+   * the client's, and is timed.)
+   */
+  private prepared: { id: string; x: Float64Array; weight: number } | null = null;
   /** The bytes of the protocol messages this host's clients sent and were sent, by phase. */
   private readonly wire: WireCounts = emptyCounts();
   /** Identity keys imported once, as a long-running client process would. */
@@ -125,7 +131,9 @@ export class ClientHost {
           identityOf: (id) => this.directory.get(id),
           accumulator: this.acc,
           input: () => {
-            const { x, weight } = syntheticInput(seed, c.index, params.dim, params.clip);
+            const ready = this.prepared?.id === c.id ? this.prepared : null;
+            this.prepared = null;
+            const { x, weight } = ready ?? syntheticInput(seed, c.index, params.dim, params.clip);
             const q = encodeWeightedInput(x, weight, params, DeterministicRng.fromSeed('aegis-sim-rounding', `${seed}:${c.index}`));
             this.pending = { id: c.id, x, q };
             return q;
@@ -148,6 +156,7 @@ export class ClientHost {
         continue;
       }
       countReceived(this.wire, message);
+      if (message.type === 'share-broadcast') this.prepared = { id: to, ...syntheticInput(this.init.seed, c.index, this.init.params.dim, this.init.params.clip) };
       const { next, outbound } = this.timed(to, () => handle(state, message));
       this.states.set(to, next);
       for (const m of outbound) {

@@ -20,6 +20,7 @@ import { createIdentity } from '../../client/enroll/csr.js';
 import { encodeWeightedInput } from '../../shared/crypto/quantize.js';
 import { DeterministicRng } from '../../shared/crypto/rng.js';
 import type { ServerEvent } from '../../shared/protocol/messages.js';
+import type { RoundParams } from '../../shared/protocol/params.js';
 import { DROP_PHASES, syntheticInput, type DropPhase } from './client-host.js';
 import { countAgentTraffic, emptyCounts, type WireCounts } from './wire-count.js';
 
@@ -74,6 +75,13 @@ interface Hosted {
   prgWords: number;
   dropped: boolean;
   aborted?: string;
+  /** The round's parameters, from its start. */
+  params?: RoundParams;
+  /**
+   * The synthetic update, made before the step that masks it is timed: it stands for what local
+   * training hands a real client (quantizing it is the client's work, and is timed).
+   */
+  prepared?: { x: Float64Array; weight: number };
 }
 
 const hosted: Hosted[] = [];
@@ -113,7 +121,9 @@ async function init(req: GrpcWorkerInit): Promise<void> {
       identity,
       certificateDer: c.certificateDer,
       input: (_round, params) => {
-        const { x, weight } = syntheticInput(req.seed, index, params.dim, params.clip);
+        const ready = h.prepared;
+        h.prepared = undefined;
+        const { x, weight } = ready ?? syntheticInput(req.seed, index, params.dim, params.clip);
         return encodeWeightedInput(x, weight, params, DeterministicRng.fromSeed('aegis-sim-rounding', `${req.seed}:${index}`));
       },
       backoffMs: { min: 50, max: 1000 },
@@ -137,6 +147,8 @@ async function init(req: GrpcWorkerInit): Promise<void> {
         void h.runner.stop(); // not awaited: stop() waits for this very handler to return
         return;
       }
+      if (ev.type === 'round-start') h.params = ev.params;
+      if (ev.type === 'share-broadcast' && h.params) h.prepared = syntheticInput(req.seed, index, h.params.dim, h.params.clip);
       const handle = async (): Promise<void> => {
         const t = performance.now();
         const p = original(ev);
