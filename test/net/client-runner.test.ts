@@ -4,7 +4,7 @@
  */
 import { afterEach, describe, expect, test } from '@jest/globals';
 import { X509Certificate } from 'node:crypto';
-import type { RunnerEvent } from '../../client/agent/connection.js';
+import type { ClientRunner, RunnerEvent } from '../../client/agent/connection.js';
 import { TokenIssuer } from '../../coordinator/auth/tokens.js';
 import { Coordinator } from '../../coordinator/service/coordinator.js';
 import { enrollClients, expectedSum, manifest, startCoordinator, startRunners, waitFor } from '../support/cluster.js';
@@ -22,11 +22,21 @@ describe('client runner', () => {
     const clients = await enrollClients(c, 4);
     const saved: Uint8Array[] = [];
     const events: RunnerEvent[] = [];
-    const runners = startRunners(c, clients, 16, (id, ev) => id === clients[0]!.clientId && events.push(ev), (i) => ({
-      renewAfter: 0.05,
-      renewCheckMs: 200,
-      onCertificate: async (der) => void (i === 0 && saved.push(der)),
-    }));
+    // Client 0 renews 3 s into its certificate's minute, once: after that renewal its runner is
+    // told to renew only near the end (past this test), so no second renewal can move its channel
+    // just as the round below starts. The others keep their certificates.
+    const runners: ClientRunner[] = startRunners(c, clients, 16, (id, ev) => id === clients[0]!.clientId && events.push(ev), (i) =>
+      i === 0
+        ? {
+            renewAfter: 0.05,
+            renewCheckMs: 200,
+            onCertificate: async (der) => {
+              saved.push(der);
+              runners[0]!['opts'].renewAfter = 0.99;
+            },
+          }
+        : {},
+    );
     cleanups.push(async () => void (await Promise.all(runners.map((r) => r.stop()))));
     await waitFor(() => saved.length >= 1, 20_000, 'a renewed certificate');
     const renewed = new X509Certificate(Buffer.from(saved[0]!));
@@ -36,6 +46,9 @@ describe('client runner', () => {
     expect(renewed.publicKey.export({ format: 'jwk' }).x).toBe(original.publicKey.export({ format: 'jwk' }).x);
     expect(events.some((e) => e.kind === 'renewed')).toBe(true);
     await waitFor(() => c.registry.clients.get(clients[0]!.clientId)!.serial === renewed.serialNumber.toLowerCase(), 5000, 'the registry to hold the new serial');
+    // The runner moved its channel to the new certificate (connected again after renewing): a
+    // round started before that could reach the old stream as it closes.
+    await waitFor(() => events.slice(events.findIndex((e) => e.kind === 'renewed')).some((e) => e.kind === 'connected'), 20_000, 'the channel on the new certificate');
     await waitFor(() => c.connectedClients().length === 4, 20_000, 'four subscribers');
     await c.launch(manifest({ round: { dim: 16, cohort: 4, neighbors: 3 } }));
     const o = await c.outcomeOf('job-1', 0);
@@ -67,11 +80,12 @@ describe('client runner', () => {
 
   test('gives up on a round whose coordinator went silent once all its deadlines have passed', async () => {
     // Silent, not closed: every client reaches the coordinator through a proxy of its own, and
-    // the proxies turn into a partition just as the coordinator would open phase 1 — the
-    // connections stay open and nothing more arrives (a closing coordinator would instead tell
-    // the clients the round was cancelled).
+    // the proxies turn into a partition just as the coordinator closes phase 0 — the connections
+    // stay open and nothing more arrives either way (a closing coordinator would instead tell the
+    // clients the round was cancelled). Whatever the coordinator does after that (its later
+    // phases time out and it aborts the round) never reaches them.
     const proxies: FaultProxy[] = [];
-    const c = await startCoordinator({ tap: (_id, type) => void (type === 'share-broadcast' && proxies.forEach((p) => p.blackhole())) });
+    const c = await startCoordinator({ tap: (_id, type) => void (type === 'advertise-broadcast' && proxies.forEach((p) => p.blackhole())) });
     cleanups.push(() => c.close());
     cleanups.push(async () => void (await Promise.all(proxies.map((p) => p.close()))));
     const clients = await enrollClients(c, 4);
@@ -87,8 +101,9 @@ describe('client runner', () => {
     cleanups.push(async () => void (await Promise.all(runners.map((r) => r.stop()))));
     await waitFor(() => c.connectedClients().length === 4, 20_000, 'four subscribers');
     // Phase 0 closes as soon as all four advertised: its deadline is long enough for a loaded
-    // machine (a client late for it would be left out of the round). The clients give up once
-    // the sum of the deadlines (and their grace) has passed since the round started.
+    // machine (a client late for it would be left out of the round). No later phase needs to
+    // complete in time: the partition starts as phase 0 closes. The clients give up once the sum
+    // of the deadlines (and their grace) has passed since the round started.
     const deadlines = { advertiseMs: 30_000, shareMs: 300, maskedMs: 300, consistencyMs: 300, unmaskMs: 300 };
     await c.launch(manifest({ round: { dim: 8, cohort: 4, neighbors: 3 }, deadlines }));
     await waitFor(() => ended.length === 4, 120_000, 'every client to give up');
