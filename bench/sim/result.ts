@@ -4,7 +4,7 @@
  * the unmasked sum with the ground truth.
  */
 import { decodeRoundSum, type CoordinatorState, type CompletedState } from '../../coordinator/round/index.js';
-import { sumBitsOf, type RoundParams } from '../../shared/protocol/params.js';
+import { roundSumBits, type RoundParams } from '../../shared/protocol/params.js';
 import type { DropPhase } from './client-host.js';
 import { bytesReport, mergeCounts, type BytesPerClient, type WireCounts } from './wire-count.js';
 
@@ -132,7 +132,7 @@ export function resultBase(a: {
     ...bytesReport(
       mergeCounts(stats.map((s) => s.wire)),
       params.dim,
-      final.cfg.sumBits ?? sumBitsOf(params),
+      roundSumBits(final.cfg),
     ),
   };
 }

@@ -15,7 +15,7 @@ import { VectorAccumulator } from '../../shared/crypto/vecops.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { pairwiseMaskKey, selfMaskKey, SHARE_PAIR_BYTES, SHARE_PAIR_VERSION } from '../../shared/protocol/keys.js';
 import type { MaskedInput, ShareBroadcast } from '../../shared/protocol/messages.js';
-import { sumBitsOf } from '../../shared/protocol/params.js';
+import { roundSumBits } from '../../shared/protocol/params.js';
 import { maskSign, shareAad } from '../../shared/protocol/session.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abort } from './aborted.js';
@@ -75,7 +75,7 @@ export function handle(state: ShareKeysState, msg: ShareBroadcast): ClientTransi
   }
   const stats = { prgWords: state.stats.prgWords + (expected.size + 1) * (dim + 1) };
   // Only the low r bits of each word matter to the sum (mod 2^r), and only they are sent.
-  const bits = cfg.sumBits ?? sumBitsOf(cfg.params);
+  const bits = roundSumBits(cfg);
   const vector = acc.snapshot();
   reduceInto(vector, bits);
   const out: MaskedInput = { type: 'masked-input', sessionId: roster.sessionId, clientId: me, vector, bits };

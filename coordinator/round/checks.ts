@@ -1,8 +1,6 @@
 /** Checks shared by the coordinator's phase handlers; each throws a typed error. */
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { ClientMessage } from '../../shared/protocol/messages.js';
-import { sumBitsOf } from '../../shared/protocol/params.js';
-import type { CoordinatorConfig } from './types.js';
 
 /** What a client answers phase 0 with: its keys, or a decline. */
 export type Phase0Answer = 'advertise-keys' | 'decline';
@@ -11,9 +9,6 @@ export function assertSession(got: unknown, want: Uint8Array): void {
   if (!(got instanceof Uint8Array) || got.length !== want.length) throw new AegisError(ErrorCode.InvalidArgument, 'session id must be 32 bytes');
   if (Buffer.compare(got, want) !== 0) throw new AegisError(ErrorCode.SessionMismatch, 'message for another session');
 }
-
-/** r: the bits of the round's sum (the manifest's, else what its parameters need). */
-export const roundSumBits = (cfg: Pick<CoordinatorConfig, 'params' | 'sumBits'>): number => cfg.sumBits ?? sumBitsOf(cfg.params);
 
 /** What each client message is called in a refusal. */
 const NOUN: Record<ClientMessage['type'], string> = {

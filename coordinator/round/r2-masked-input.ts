@@ -1,7 +1,7 @@
 /**
  * Phase 2, MaskedInput. Each masked vector from a U2 member is checked (length dim + 1, reduced
- * to the round's r sum bits) and added into one running sum on arrival, then dropped: memory O(m), never O(n·m). Closing with
- * >= t contributors fixes U3 and asks them to sign it.
+ * to the round's r sum bits) and added into one running sum on arrival, then dropped: memory
+ * O(m), never O(n·m). Closing with >= t contributors fixes U3 and asks them to sign it.
  */
 import { createHash } from 'node:crypto';
 import { fitsBits } from '../../shared/crypto/bitpack.js';
@@ -11,7 +11,8 @@ import type { MaskedInput } from '../../shared/protocol/messages.js';
 import { consistencyTranscript } from '../../shared/protocol/session.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from './aborted.js';
-import { assertSession, refuseResend, roundSumBits } from './checks.js';
+import { assertSession, refuseResend } from './checks.js';
+import { roundSumBits } from '../../shared/protocol/params.js';
 import { sameBytes } from '../../shared/bytes.js';
 import type { ConsistencyCheckState, CoordinatorTransition, MaskedInputState } from './types.js';
 

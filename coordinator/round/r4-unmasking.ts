@@ -22,7 +22,8 @@ import type { RevealedShare, UnmaskResponse } from '../../shared/protocol/messag
 import { maskSign } from '../../shared/protocol/session.js';
 import { AbortReason } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from './aborted.js';
-import { assertSession, refuseResend, roundSumBits } from './checks.js';
+import { assertSession, refuseResend } from './checks.js';
+import { roundSumBits } from '../../shared/protocol/params.js';
 import { sameBytes } from '../../shared/bytes.js';
 import { completeRound } from './completed.js';
 import type { CoordinatorTransition, MaskJob, UnmaskingState } from './types.js';
@@ -119,7 +120,7 @@ export function applyMaskJobs(acc: VectorAccumulator, jobs: readonly MaskJob[]):
 export function finish(state: UnmaskingState, partials: readonly Uint32Array[], jobCount: number): CoordinatorTransition {
   const sum = state.sum.slice();
   for (const p of partials) addInto(sum, p);
-  // The masks cancel mod 2^r (r divides 32): the sum's low r bits are the survivors' sum.
+  // The masks cancel mod 2^r (2^r divides 2^32): the sum's low r bits are the survivors' sum.
   reduceInto(sum, roundSumBits(state.cfg));
   return { next: completeRound(state, sum, jobCount * (state.cfg.params.dim + 1)), outbound: [] };
 }

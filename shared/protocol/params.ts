@@ -119,6 +119,9 @@ export function sumBitsOf(p: Pick<RoundParams, 'cohort' | 'bits'>): number {
   return Math.min(32, p.bits + ceilLog2(p.cohort));
 }
 
+/** r of a round: the bits its configuration fixes (from the signed manifest), else `sumBitsOf(params)`. */
+export const roundSumBits = (cfg: { params: Pick<RoundParams, 'cohort' | 'bits'>; sumBits?: number }): number => cfg.sumBits ?? sumBitsOf(cfg.params);
+
 /** Refuses (invalid-argument) a sum bit count r outside 1..32. */
 export function assertSumBits(bits: number): void {
   if (!Number.isInteger(bits) || bits < 1 || bits > 32) throw new AegisError(ErrorCode.InvalidArgument, `the round's sum bits must be an integer in 1..32, got ${bits}`);
