@@ -4,8 +4,8 @@
  * the state machine says to send, and keeps going after a round aborts (its own abort, or the
  * round's). It knows nothing of gRPC: a transport gives it events and takes its messages.
  */
-import type { AegisError, ErrorCode } from '../../shared/errors.js';
-import { isAegisError } from '../../shared/errors.js';
+import { fitsBits } from '../../shared/crypto/bitpack.js';
+import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
 import type { ClientMessage, RoundRef, RoundStart, ServerEvent } from '../../shared/protocol/messages.js';
 import type { RoundParams } from '../../shared/protocol/params.js';
 import { sameRound } from '../../shared/protocol/session.js';
@@ -14,6 +14,18 @@ import { Phase } from '../../shared/protocol/vocabulary.js';
 import { finish, handle, start, type ClientState } from '../round/index.js';
 import { inputFor, type RoundInput } from '../round/types.js';
 import type { KeyObject } from 'node:crypto';
+
+/**
+ * A plain input as it is given, refused (invalid-argument) when a value has more than the round's
+ * b bits: the sum is computed mod 2^r with r = ⌈log2 n⌉ + b, so a wider value would wrap it.
+ * (Quantized and DP inputs are made within their bounds.)
+ */
+function withinBits(input: Uint32Array, bits: number): Uint32Array {
+  if (input instanceof Uint32Array && !fitsBits(input, bits)) {
+    throw new AegisError(ErrorCode.InvalidArgument, `the input has a value of more than the round's ${bits} bits: the sum, taken mod 2^r, would not be exact`);
+  }
+  return input;
+}
 
 export interface AgentConfig {
   clientId: string;
@@ -164,7 +176,7 @@ export class ClientAgent {
         view: roundViewDigest(e),
         ...(e.group ? { members: e.group.members } : {}),
         identityOf: cfg.identityOf,
-        input: (sessionId) => inputFor(this.ready ?? cfg.input(round, params), sessionId),
+        input: (sessionId) => inputFor(this.ready ?? withinBits(cfg.input(round, params), params.bits), sessionId),
         ...(sumBits !== undefined ? { sumBits } : {}),
       });
       this.round = round;

@@ -78,6 +78,38 @@ describe('client runner', () => {
     expect(disconnects.every((code) => code === 'unavailable')).toBe(true);
   });
 
+  test('refuses to mask a plain input with a value wider than the round\'s bits (the sum mod 2^r would wrap): the round goes on without it, exact over the others', async () => {
+    const c = await startCoordinator();
+    cleanups.push(() => c.close());
+    const clients = await enrollClients(c, 4);
+    const ignored: string[] = [];
+    // Client 3's input has one value of 2^16 in a round of 16-bit values.
+    const wide = (): Uint32Array => {
+      const v = expectedSum([3], 8);
+      v[5] = 2 ** 16;
+      return v;
+    };
+    const runners = startRunners(
+      c,
+      clients,
+      8,
+      (id, ev) => void (id === clients[3]!.clientId && ev.kind === 'ignored' && ignored.push(ev.code)),
+      (i) => (i === 3 ? { input: wide } : {}),
+    );
+    cleanups.push(async () => void (await Promise.all(runners.map((r) => r.stop()))));
+    await waitFor(() => c.connectedClients().length === 4, 20_000, 'four subscribers');
+    // Every phase closes early once all have answered; the masked-input phase waits out its
+    // deadline for the client that refused.
+    const deadlines = { advertiseMs: 60_000, shareMs: 60_000, maskedMs: 10_000, consistencyMs: 60_000, unmaskMs: 60_000 };
+    await c.launch(manifest({ round: { dim: 8, cohort: 4, neighbors: 3, bits: 16 }, deadlines }));
+    const o = await c.outcomeOf('job-1', 0);
+    expect(o.ok).toBe(true);
+    if (!o.ok) return;
+    expect([...o.survivors].sort()).toEqual([0, 1, 2].map((i) => clients[i]!.clientId).sort());
+    expect(Array.from(o.sum)).toEqual(Array.from(expectedSum([0, 1, 2], 8)));
+    expect(ignored).toContain('invalid-argument');
+  });
+
   test('gives up on a round whose coordinator went silent once all its deadlines have passed', async () => {
     // Silent, not closed: every client reaches the coordinator through a proxy of its own, and
     // the proxies turn into a partition just as the coordinator closes phase 0 — the connections

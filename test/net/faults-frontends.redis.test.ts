@@ -11,6 +11,8 @@
  * In-process ClientRunners (the code `aegis client run` runs) rather than processes: the test
  * reads which front end each runner is on and the order of its connection events.
  */
+import { sumBitsOf } from '../../shared/protocol/params.js';
+import { packedBytes } from '../../shared/crypto/bitpack.js';
 import { randomBytes } from 'node:crypto';
 import { afterAll, describe, expect, test } from '@jest/globals';
 import { createCa } from '../../coordinator/auth/ca.js';
@@ -117,8 +119,8 @@ describe('a client moved to another front end mid-round', () => {
     expect(runners[victimIndex]!.address).toBe(toB.address);
     expect(b.connectedClients()).toContain(victim);
     expect(a.connectedClients()).not.toContain(victim);
-    // Its masked input went to B: B's link carried at least the vector.
-    expect(toB.forwarded.up).toBeGreaterThan(4 * (DIM + 1));
+    // Its masked input went to B: B's link carried at least the packed vector.
+    expect(toB.forwarded.up).toBeGreaterThan(packedBytes(DIM + 1, sumBitsOf({ cohort: N, bits: 16 })));
     // B tells it how the round ended.
     await waitFor(() => log.some((e) => e.kind === 'round-ended' && e.ok), 30_000, "the victim's round-ended event");
   });

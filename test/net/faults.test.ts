@@ -18,6 +18,8 @@
  *   the others give), they are dropouts (their input stays in the sum when they went silent
  *   after sending it), and, once the partition heals, they take part again.
  */
+import { sumBitsOf } from '../../shared/protocol/params.js';
+import { packedBytes } from '../../shared/crypto/bitpack.js';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
@@ -36,6 +38,8 @@ const N = 10;
 const BITS = 16;
 const LEVELS = 2 ** BITS - 1;
 const BIG = 100_000;
+/** The packed vector of a masked input at m = BIG: m + 1 words of r = ⌈log2 N⌉ + BITS bits. */
+const MASKED = packedBytes(BIG + 1, sumBitsOf({ cohort: N, bits: BITS }));
 const SMALL = 64;
 const PASSPHRASE = 'faults passphrase, long enough';
 
@@ -89,14 +93,14 @@ function expectExactSum(sum: Uint32Array, survivors: readonly string[], dim: num
  * slot, the Send and its answer, with room to spare). Generous: four times that, plus 5 s for
  * the work at both ends.
  */
-function networkDeadlines(m: number, bytesPerSecond: number, latencyMs: number): PhaseDeadlines {
+function networkDeadlines(maskedBytes: number, bytesPerSecond: number, latencyMs: number): PhaseDeadlines {
   const rtt = 2 * latencyMs;
   const window = 65_535;
   const transferMs = (bytes: number): number => (bytes / bytesPerSecond) * 1000 + Math.ceil(bytes / window) * rtt;
   const phase = (bytes: number): number => Math.ceil(5_000 + 4 * (10 * rtt + transferMs(bytes)));
   // Keys, shares, signatures and unmask answers fit the 64 KiB a Send may carry without a slot.
   const small = 64 * 1024;
-  return { advertiseMs: phase(small), shareMs: phase(small), maskedMs: phase(4 * (m + 1)), consistencyMs: phase(small), unmaskMs: phase(small) };
+  return { advertiseMs: phase(small), shareMs: phase(small), maskedMs: phase(maskedBytes), consistencyMs: phase(small), unmaskMs: phase(small) };
 }
 
 let coordinator: Coordinator;
@@ -201,7 +205,7 @@ describe(`${N} client processes, each behind its own fault proxy`, () => {
   test(`${LATENCY} ms each way and ${CAP / 1e6} MB/s on every link at m = ${BIG}: the round completes with the exact sum, within deadlines computed from m, the cap and the latency`, async () => {
     for (const p of procs) p.proxy.setLatency(LATENCY).setBandwidth(CAP);
     const before = procs.map((p) => p.proxy.forwarded.up);
-    const deadlines = networkDeadlines(BIG, CAP, LATENCY);
+    const deadlines = networkDeadlines(MASKED, CAP, LATENCY);
     const { jobId, outcome } = await runRound(BIG, deadlines);
     for (const p of procs) p.proxy.setLatency(0).setBandwidth(0);
     expect(outcome.ok).toBe(true);
@@ -210,13 +214,13 @@ describe(`${N} client processes, each behind its own fault proxy`, () => {
     expectExactSum(outcome.sum, outcome.survivors, BIG);
     // Every masked input went through its proxy, under the cap: the masked-input phase lasted at
     // least one upload at the cap (after the bucket's burst) plus the latency of its opening.
-    procs.forEach((p, i) => expect(p.proxy.forwarded.up - before[i]!).toBeGreaterThan(4 * (BIG + 1)));
+    procs.forEach((p, i) => expect(p.proxy.forwarded.up - before[i]!).toBeGreaterThan(MASKED));
     const d = phaseDurations(jobId);
-    expect(d[Phase.MaskedInput]).toBeGreaterThanOrEqual(((4 * (BIG + 1) - procs[0]!.proxy.burst('up')) / CAP) * 1000 + LATENCY);
+    expect(d[Phase.MaskedInput]).toBeGreaterThanOrEqual(((MASKED - procs[0]!.proxy.burst('up')) / CAP) * 1000 + LATENCY);
   });
 
-  /** Half of a masked input at m = BIG: 4(m + 1) bytes of vector. */
-  const HALF = 2 * (BIG + 1);
+  /** Half of a masked input's vector at m = BIG. */
+  const HALF = Math.floor(MASKED / 2);
   const QUICK: PhaseDeadlines = { advertiseMs: 8_000, shareMs: 8_000, maskedMs: 8_000, consistencyMs: 8_000, unmaskMs: 8_000 };
 
   test('an upload stalled halfway through the masked input: the phase closes at its deadline without it, and the sum is exact over the others', async () => {

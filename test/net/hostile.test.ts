@@ -8,6 +8,7 @@
  * refusal is asserted as it arrives (status code and `aegis-reason`); afterwards the health
  * service still answers SERVING and the round completes with the exact sum.
  */
+import { packedBytes } from '../../shared/crypto/bitpack.js';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { createHash } from 'node:crypto';
 import tls from 'node:tls';
@@ -165,9 +166,11 @@ describe('a hostile member during a live round', () => {
     expect(pick(await withSlot(() => sendMsg(m({ vector: new Uint32Array(DIM + 2) }))))).toEqual(status(grpc.status.RESOURCE_EXHAUSTED, ErrorCode.TooLarge));
     expect(pick(await withSlot(() => sendMsg(m({ vector: new Uint32Array(DIM) }))))).toEqual(status(grpc.status.INVALID_ARGUMENT, ErrorCode.InvalidArgument));
     expect(pick(await withSlot(() => sendMsg(m({ vector: new Uint32Array(0) }))))).toEqual(status(grpc.status.INVALID_ARGUMENT, ErrorCode.InvalidArgument));
-    // A ragged vector (bytes not a multiple of 4), straight on the wire.
-    const ragged = toBinary(pb.ClientEnvelopeSchema, create(pb.ClientEnvelopeSchema, { message: { case: 'maskedInput', value: { sessionId: masked.sessionId, clientId: masked.clientId, vector: new Uint8Array(4 * (DIM + 1) + 1) } } }));
-    expect(pick(await withSlot(() => sendBytes(ragged)))).toEqual(status(grpc.status.INVALID_ARGUMENT, ErrorCode.InvalidArgument));
+    // A ragged packing (one byte more than its count and bits take), and a vector without its
+    // bits, straight on the wire.
+    const packed = (vector: Uint8Array, bits: number): Uint8Array => toBinary(pb.ClientEnvelopeSchema, create(pb.ClientEnvelopeSchema, { message: { case: 'maskedInput', value: { sessionId: masked.sessionId, clientId: masked.clientId, vector, bits, count: DIM + 1 } } }));
+    expect(pick(await withSlot(() => sendBytes(packed(new Uint8Array(packedBytes(DIM + 1, masked.bits) + 1), masked.bits))))).toEqual(status(grpc.status.INVALID_ARGUMENT, ErrorCode.InvalidArgument));
+    expect(pick(await withSlot(() => sendBytes(packed(new Uint8Array(4 * (DIM + 1)), 0))))).toEqual(status(grpc.status.INVALID_ARGUMENT, ErrorCode.InvalidArgument));
     // Another session, a session id of the wrong length, the previous phase, the next phase.
     expect(pick(await withSlot(() => sendMsg(m({ sessionId: noise('other-session', 32) }))))).toEqual(status(grpc.status.FAILED_PRECONDITION, ErrorCode.SessionMismatch));
     expect(pick(await withSlot(() => sendMsg(m({ sessionId: masked.sessionId.subarray(0, 16) }))))).toEqual(status(grpc.status.INVALID_ARGUMENT, ErrorCode.InvalidArgument));

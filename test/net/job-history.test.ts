@@ -83,7 +83,8 @@ describe('the job history', () => {
     const inputOf = (i: number, round: number): Uint32Array => expectedSum([i], DIM).map((w, j) => (j === DIM ? w : w * (round + 1)));
     runners = startRunners(c, clients, DIM, undefined, (i) => ({ input: (ref) => inputOf(i, ref.roundIndex) }));
     await waitFor(() => c!.connectedClients().length === 4, 20_000, 'all clients connected');
-    const job = manifest({ jobId: 'released', rounds: 3, round: { dim: DIM, cohort: 4, neighbors: 3 } });
+    // Inputs scaled by up to 3 need 18 bits per value (the sum of 4 of them, 20).
+    const job = manifest({ jobId: 'released', rounds: 3, round: { dim: DIM, cohort: 4, neighbors: 3, bits: 18 } });
     const exactOf = (round: number): Buffer => {
       const sum = new Uint32Array(DIM + 1);
       for (let i = 0; i < 4; i++) inputOf(i, round).forEach((w, j) => (sum[j] = (sum[j]! + w) >>> 0));
