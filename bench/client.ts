@@ -25,7 +25,7 @@ import { keystreamOnly } from '../shared/crypto/prg.js';
 import { split } from '../shared/crypto/shamir.js';
 import { x25519, x25519KeyPair } from '../shared/crypto/x25519.js';
 import { simulate } from './sim/simulate.js';
-import { fmt, table } from './table.js';
+import { fmt, median, table } from './table.js';
 
 /** Milliseconds of each part of one client's unavoidable crypto, and their sum. */
 export interface CryptoBaseline {
@@ -74,12 +74,6 @@ export function unavoidableCrypto(k: number, t: number, m: number): CryptoBaseli
   const splitMs = time(() => split(secrets, t, xs));
   return { x25519_ms: x25519Ms, verify_ms: verifyMs, sign_ms: signMs, keystream_ms: keystreamMs, split_ms: splitMs, total_ms: x25519Ms + verifyMs + signMs + keystreamMs + splitMs };
 }
-
-const median = (xs: number[]): number => {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = s.length >> 1;
-  return s.length % 2 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
-};
 
 export interface ClientBenchResult {
   bench: 'client';

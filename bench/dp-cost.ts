@@ -38,6 +38,7 @@ import { VectorAccumulator } from '../shared/crypto/vecops.js';
 import { handle as clientHandle, start as clientStart, type ClientState } from '../client/round/index.js';
 import { close, receive, start as coordinatorStart, type CoordinatorState } from '../coordinator/round/index.js';
 import { makeIdentities } from './sim/client-host.js';
+import { median } from './table.js';
 
 /** Milliseconds of each DP stage for one update (medians over the repetitions). */
 export interface DpStageTimes {
@@ -51,13 +52,6 @@ export interface DpStageTimes {
   dp_encode_ms: number;
   /** How many times rounding was drawn (1 when the first draw met the bound), summed over repetitions. */
   rounding_draws: number;
-}
-
-/** Median of a non-empty list. */
-export function median(xs: number[]): number {
-  const s = [...xs].sort((a, b) => a - b);
-  const mid = Math.floor(s.length / 2);
-  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
 }
 
 /** A uniform double in [0, 1) with 53 random bits, as encode.ts draws its rounding. */

@@ -15,3 +15,10 @@ export const BYTES_HEADERS = ['sent kB/client', 'masked kB', 'floor m·r/8 kB', 
 export function bytesCells(r: { bytes_per_client: { total: number; masked: number }; masked_floor_bytes: number; sum_bits: number }): string[] {
   return [fmt(r.bytes_per_client.total / 1000), fmt(r.bytes_per_client.masked / 1000), fmt(r.masked_floor_bytes / 1000), String(r.sum_bits)];
 }
+
+/** Median of a non-empty list. */
+export function median(xs: readonly number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  const mid = Math.floor(s.length / 2);
+  return s.length % 2 === 1 ? s[mid]! : (s[mid - 1]! + s[mid]!) / 2;
+}

@@ -15,10 +15,11 @@ import type { RoundParams } from '../../shared/protocol/params.js';
 import { handle, start, type ClientState } from '../../client/round/index.js';
 import type { MaskJob } from '../../coordinator/round/index.js';
 import { applyMaskJobs } from '../../coordinator/round/index.js';
-import { countReceived, countSent, emptyCounts, type WireCounts } from './wire-count.js';
+import { countReceived, countSent, emptyCounts, PHASES, type WireCounts, type WirePhase } from './wire-count.js';
 
-export const DROP_PHASES = ['advertise', 'share', 'masked', 'consistency', 'unmask'] as const;
-export type DropPhase = (typeof DROP_PHASES)[number];
+/** The phases a simulated client can drop in: the round's five (wire-count.ts). */
+export const DROP_PHASES = PHASES;
+export type DropPhase = WirePhase;
 
 /** The phase whose message a client would send in answer to each coordinator message. */
 const ANSWER_PHASE: Record<ServerMessage['type'], DropPhase> = {

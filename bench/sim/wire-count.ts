@@ -13,9 +13,9 @@ import type { ClientAgent } from '../../client/agent/agent.js';
 import type { ClientMessage, ServerEvent, ServerMessage } from '../../shared/protocol/messages.js';
 import { clientMessageBytes, serverMessageBytes } from '../../shared/rpc/wire-bytes.js';
 
-/** The round's five phases, as the simulator names them (its drop phases, client-host.ts). */
-const PHASES = ['advertise', 'share', 'masked', 'consistency', 'unmask'] as const;
-type WirePhase = (typeof PHASES)[number];
+/** The round's five phases, as the simulator names them (also its drop phases, client-host.ts). */
+export const PHASES = ['advertise', 'share', 'masked', 'consistency', 'unmask'] as const;
+export type WirePhase = (typeof PHASES)[number];
 
 /** [total bytes, messages] per phase. */
 export type PhaseBytes = Record<WirePhase, [number, number]>;
