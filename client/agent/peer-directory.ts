@@ -6,44 +6,94 @@
  * aborts if it is a neighbour). The round key is the certificate's `urn:aegis:round-key:` URI
  * for a P-256 certificate, the certificate's own key for an Ed25519 one from before P-256
  * (shared/keystore/round-key.ts).
+ *
+ * Certificates are checked when a key is asked for, not when the broadcast arrives: a SecAgg+
+ * client asks only for its k neighbours' keys, so it parses and verifies k certificates per
+ * round, not n. A certificate that passed once is remembered by its exact DER bytes (bounded),
+ * with the id and validity period it names: the same bytes under the same CA always verify the
+ * same way, so a later round only checks the period again and compares the id.
  */
 import { X509Certificate } from 'node:crypto';
 import { certificateKeys, ROUND_KEY_URI_PREFIX, sanUris } from '../../shared/keystore/round-key.js';
 
+/** Certificates remembered across rounds: enough for a cohort of thousands, a few MB at most. */
+export const VERIFIED_CERTIFICATES_MAX = 4096;
+
+interface Verified {
+  clientId: string;
+  roundKey: Uint8Array;
+  notBefore: number;
+  notAfter: number;
+}
+
 export class PeerDirectory {
-  private readonly keys = new Map<string, Uint8Array>();
+  /** This round's relayed certificates, by the id their entry names. */
+  private readonly offered = new Map<string, Uint8Array>();
+  /** This round's answers, once asked (undefined: the certificate did not pass). */
+  private readonly answers = new Map<string, Uint8Array | undefined>();
+  /** Certificates that passed the CA checks, by their DER (base64); oldest first. */
+  private readonly verified = new Map<string, Verified>();
   private readonly ca: X509Certificate;
+  /** Certificates parsed and verified so far (what the cache and the laziness save shows here). */
+  verifications = 0;
 
   constructor(caPem: string) {
     this.ca = new X509Certificate(caPem);
   }
 
-  /** The Ed25519 round key of `clientId`, if a checked certificate gave one. */
+  /** The Ed25519 round key of `clientId`, if its relayed certificate passes the checks. */
   keyOf(clientId: string): Uint8Array | undefined {
-    return this.keys.get(clientId);
+    if (this.answers.has(clientId)) return this.answers.get(clientId);
+    const der = this.offered.get(clientId);
+    const key = der ? this.check(clientId, der) : undefined;
+    this.answers.set(clientId, key);
+    return key;
   }
 
-  /** Forgets every key (a new round names its members anew). */
+  /** Forgets the round's certificates (a new round names its members anew); verified ones stay remembered. */
   clear(): void {
-    this.keys.clear();
+    this.offered.clear();
+    this.answers.clear();
   }
 
-  /** Learns the identity keys of the entries whose certificates pass the checks. */
+  /** Takes the round's entries' certificates, to be checked when their keys are asked for. */
   learn(entries: readonly { clientId: string; certificate?: Uint8Array }[]): void {
-    const now = Date.now();
     for (const e of entries) {
       if (!e.certificate || e.certificate.length === 0) continue;
-      try {
-        const cert = new X509Certificate(Buffer.from(e.certificate));
-        if (!cert.checkIssued(this.ca) || !cert.verify(this.ca.publicKey)) continue;
-        if (!(Date.parse(cert.validFrom) <= now && now <= Date.parse(cert.validTo))) continue;
-        const names = sanUris(cert).filter((u) => !u.startsWith(ROUND_KEY_URI_PREFIX));
-        if (cert.subject !== `CN=${e.clientId}` || names.length !== 1 || names[0] !== `urn:aegis:client:${e.clientId}`) continue;
-        if ((cert.subjectAltName ?? '').split(', ').some((n) => !n.startsWith('URI:'))) continue;
-        this.keys.set(e.clientId, certificateKeys(cert).roundKey);
-      } catch {
-        continue;
-      }
+      const before = this.offered.get(e.clientId);
+      if (before && Buffer.compare(before, e.certificate) === 0) continue;
+      this.offered.set(e.clientId, e.certificate);
+      this.answers.delete(e.clientId);
+    }
+  }
+
+  private check(clientId: string, der: Uint8Array): Uint8Array | undefined {
+    const now = Date.now();
+    const id = Buffer.from(der).toString('base64');
+    let v = this.verified.get(id);
+    if (!v) {
+      v = this.verify(der);
+      if (!v) return undefined;
+      if (this.verified.size >= VERIFIED_CERTIFICATES_MAX) this.verified.delete(this.verified.keys().next().value as string);
+      this.verified.set(id, v);
+    }
+    if (!(v.notBefore <= now && now <= v.notAfter) || v.clientId !== clientId) return undefined;
+    return v.roundKey;
+  }
+
+  /** The CA's signature and the names, parsed once per certificate. */
+  private verify(der: Uint8Array): Verified | undefined {
+    this.verifications++;
+    try {
+      const cert = new X509Certificate(Buffer.from(der));
+      if (!cert.checkIssued(this.ca) || !cert.verify(this.ca.publicKey)) return undefined;
+      const names = sanUris(cert).filter((u) => !u.startsWith(ROUND_KEY_URI_PREFIX));
+      const m = /^CN=(.+)$/.exec(cert.subject);
+      if (!m || names.length !== 1 || names[0] !== `urn:aegis:client:${m[1]}`) return undefined;
+      if ((cert.subjectAltName ?? '').split(', ').some((n) => !n.startsWith('URI:'))) return undefined;
+      return { clientId: m[1]!, roundKey: certificateKeys(cert).roundKey, notBefore: Date.parse(cert.validFrom), notAfter: Date.parse(cert.validTo) };
+    } catch {
+      return undefined;
     }
   }
 }

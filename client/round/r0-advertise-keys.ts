@@ -56,8 +56,8 @@ export function handle(state: AdvertiseKeysState, msg: AdvertiseBroadcast): Clie
   if (entries.length < threshold) return abort(state, AbortReason.TooFewClients, `U1 has ${entries.length} clients, threshold is ${threshold}`);
   if (entries.length > cohort) return abort(state, AbortReason.UnknownId, `U1 has ${entries.length} clients, the cohort is ${cohort}`);
 
-  // Cheap checks on every entry: ids well-formed, known to the PKI and unique; keys 32 bytes
-  // and never under two ids.
+  // Cheap checks on every entry: ids well-formed and unique; keys 32 bytes and never under two
+  // ids.
   const ids = new Set<string>();
   const members = cfg.members ? new Set(cfg.members) : undefined;
   const keysSeen = new Set<string>();
@@ -65,7 +65,6 @@ export function handle(state: AdvertiseKeysState, msg: AdvertiseBroadcast): Clie
     if (!isValidClientId(e.clientId)) return abort(state, AbortReason.UnknownId, 'U1 names a malformed client id');
     if (ids.has(e.clientId)) return abort(state, AbortReason.DuplicateId, 'U1 lists a client id twice');
     ids.add(e.clientId);
-    if (!cfg.identityOf(e.clientId)) return abort(state, AbortReason.UnknownId, 'U1 names a client the PKI does not know');
     if (members && !members.has(e.clientId)) return abort(state, AbortReason.UnknownId, 'U1 names a client outside this client’s group');
     if (!(e.view instanceof Uint8Array) || !sameBytes(e.view, cfg.view)) return abort(state, AbortReason.ViewMismatch, 'a peer advertised keys for another view of the round (model, parameters or group)');
     for (const k of [e.cPk, e.sPk]) {
@@ -85,11 +84,16 @@ export function handle(state: AdvertiseKeysState, msg: AdvertiseBroadcast): Clie
   const me = cfg.clientId;
   const neighbours = roster.neighboursOf(me);
   if (neighbours.length < threshold) return abort(state, AbortReason.TooFewClients, `only ${neighbours.length} neighbours, threshold is ${threshold}`);
-  // Full checks — small order, signature — on the entries this client will use: its
-  // neighbours' (everyone's in classic SecAgg). Other entries only enter the session id, and
-  // their own neighbours check them. This keeps a SecAgg+ client at O(k) public-key work.
+  // Full checks — identity known to the PKI, small order, signature — on the entries this client
+  // will use: its neighbours' (everyone's in classic SecAgg). Other entries only enter the
+  // session id, and their own neighbours check them. This keeps a SecAgg+ client at O(k)
+  // public-key work. Checking a stranger's certificate would add nothing: the coordinator relays
+  // every enrolled client's certificate, and a stranger's signature is not checked, so it could
+  // list any enrolled id under keys of its own making whatever this client checked of it.
   for (const v of neighbours) {
     const e = roster.entries.get(v)!;
+    const identity = cfg.identityOf(v);
+    if (!identity) return abort(state, AbortReason.UnknownId, 'U1 names a neighbour the PKI does not know');
     try {
       roster.publicKey(v, 'c');
       roster.publicKey(v, 's');
@@ -97,7 +101,7 @@ export function handle(state: AdvertiseKeysState, msg: AdvertiseBroadcast): Clie
       if (isAegisError(err)) return abort(state, AbortReason.BadKey, `a neighbour's key is unusable (${err.code})`);
       throw err;
     }
-    if (!ed25519Verify(cfg.identityOf(v)!, advertiseTranscript(cfg.round, cfg.view, v, e.cPk, e.sPk), e.signature)) {
+    if (!ed25519Verify(identity, advertiseTranscript(cfg.round, cfg.view, v, e.cPk, e.sPk), e.signature)) {
       return abort(state, AbortReason.BadSignature, 'a key advertisement in U1 is not signed by its client');
     }
   }

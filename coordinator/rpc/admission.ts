@@ -19,11 +19,10 @@
  * The service handlers check the certificate again (caller.ts): this layer adds no trust, it
  * moves the refusal before the body and ends calls that are already running.
  */
-import { X509Certificate } from 'node:crypto';
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { ErrorCode } from '../../shared/errors.js';
-import { clientIdOf, operatorOf, serialOf } from '../auth/ca.js';
+import { certificateFacts, type CertificateFacts } from '../auth/peer.js';
 import type { ClientRegistry, RevocationsChanged } from '../clients/client-registry.js';
 import { capReceive, reasonMetadata } from './receive-limit.js';
 
@@ -32,13 +31,6 @@ export const DEFAULT_REQUEST_CAP = 64 * 1024;
 /** Streams one connection may have open at once on either listener. */
 export const MAX_STREAMS_PER_CONNECTION = 32;
 
-/** What a certificate says about its holder, parsed once per certificate. */
-interface CertificateFacts {
-  clientId: string | undefined;
-  operator: string | undefined;
-  serial: string;
-  notAfter: number;
-}
 
 type Role = 'client' | 'operator' | 'any';
 
@@ -80,7 +72,6 @@ const RECHECK_MS = 60_000;
 export class Admission {
   private readonly opts: AdmissionOptions;
   private readonly open = new Set<OpenCall>();
-  private readonly facts = new Map<string, CertificateFacts>();
   private readonly unsubscribe: () => void;
   private refused = 0;
 
@@ -192,31 +183,11 @@ export class Admission {
     return { facts, cap: DEFAULT_REQUEST_CAP, what: kind };
   }
 
-  /** Parses a certificate once (keyed by its signature); undefined when it names nobody. */
+  /** What the certificate names (parsed once per certificate), its serial as the registry keeps it; undefined when it names nobody. */
   private factsOf(der: Buffer): CertificateFacts | undefined {
-    const key = der.subarray(Math.max(0, der.length - 72)).toString('base64');
-    const hit = this.facts.get(key);
-    if (hit) return hit;
-    let facts: CertificateFacts;
-    try {
-      const cert = new X509Certificate(der);
-      const bytes = new Uint8Array(der);
-      const operator = operatorOf(bytes);
-      let clientId: string | undefined;
-      if (operator === undefined) {
-        try {
-          clientId = clientIdOf(bytes);
-        } catch {
-          return undefined;
-        }
-      }
-      facts = { clientId, operator, serial: canonicalSerial(serialOf(bytes)), notAfter: Date.parse(cert.validTo) };
-    } catch {
-      return undefined;
-    }
-    if (this.facts.size >= 10_000) this.facts.clear();
-    this.facts.set(key, facts);
-    return facts;
+    const facts = certificateFacts(der);
+    if (!facts || (facts.operator === undefined && facts.clientId === undefined)) return undefined;
+    return { ...facts, serial: canonicalSerial(facts.serial) };
   }
 
   /** Ends every open call of a client or certificate serial just revoked. */

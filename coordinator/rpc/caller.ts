@@ -7,11 +7,9 @@
  * (operators share the client registry's revocation list) and not past its expiry by the
  * coordinator's clock — a connection opened before either does not keep it working.
  */
-import { X509Certificate } from 'node:crypto';
 import type * as grpc from '@grpc/grpc-js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
-import { operatorOf, serialOf } from '../auth/ca.js';
-import { authorizePeer } from '../auth/peer.js';
+import { authorizePeer, certificateFacts } from '../auth/peer.js';
 import { AuthError, type TokenVerifier } from '../auth/tokens.js';
 import type { ClientRegistry } from '../clients/client-registry.js';
 import type { ClientRecord } from '../clients/registry.js';
@@ -48,7 +46,7 @@ export class CallerAuthorization {
     const der = peerCertificate(call);
     const { clientId } = authorizePeer(der, this.clients.registry.revocations);
     // The handshake checked the validity period; a long-lived connection must not outlive it.
-    if (certificateExpiry(der!) <= this.clock()) throw new AuthError('expired', 'peer certificate');
+    if (certificateFacts(der!)!.notAfter <= this.clock()) throw new AuthError('expired', 'peer certificate');
     const rec = this.clients.get(clientId);
     if (!rec) throw new AuthError('no-identity', 'peer certificate');
     this.clients.markSeen(clientId);
@@ -71,22 +69,11 @@ export class CallerAuthorization {
   operator(call: AuthenticatedCall): string {
     const der = peerCertificate(call);
     if (!der) throw new AuthError('no-identity', 'peer certificate');
-    const name = operatorOf(der);
-    if (name === undefined) throw new AegisError(ErrorCode.PermissionDenied, 'this call needs an operator certificate');
-    if (this.clients.isRevoked({ serial: serialOf(der) })) throw new AuthError('revoked', 'operator certificate');
-    if (certificateExpiry(der) <= this.clock()) throw new AuthError('expired', 'operator certificate');
+    const facts = certificateFacts(der);
+    const name = facts?.operator;
+    if (facts === undefined || name === undefined) throw new AegisError(ErrorCode.PermissionDenied, 'this call needs an operator certificate');
+    if (this.clients.isRevoked({ serial: facts.serial })) throw new AuthError('revoked', 'operator certificate');
+    if (facts.notAfter <= this.clock()) throw new AuthError('expired', 'operator certificate');
     return name;
   }
-}
-
-const expiryCache = new Map<string, number>();
-function certificateExpiry(der: Uint8Array): number {
-  const key = Buffer.from(der.subarray(der.length - 64)).toString('base64');
-  let t = expiryCache.get(key);
-  if (t === undefined) {
-    t = Date.parse(new X509Certificate(Buffer.from(der)).validTo);
-    if (expiryCache.size > 10_000) expiryCache.clear();
-    expiryCache.set(key, t);
-  }
-  return t;
 }

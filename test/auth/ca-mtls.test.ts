@@ -17,13 +17,14 @@ import {
   importCa,
   isIssuedBy,
   issueClientCertificate,
+  issueOperatorCertificate,
   issueServerCertificate,
   KeyAlreadyBoundError,
   KeyBindings,
   serialOf,
 } from '../../coordinator/auth/ca.js';
 import { Revocations } from '../../coordinator/auth/enrollment.js';
-import { authorizePeer } from '../../coordinator/auth/peer.js';
+import { authorizePeer, certificateFacts } from '../../coordinator/auth/peer.js';
 import { AuthError } from '../../coordinator/auth/tokens.js';
 import { createECDH } from 'node:crypto';
 import { createCsr, createIdentity, identityKeyPem, needsRenewal, tlsKeyPemFor } from '../../client/enroll/csr.js';
@@ -128,6 +129,27 @@ describe('coordinator CA', () => {
       await expect(codeOfAsync(createCsr(id, bad))).resolves.toBe(ErrorCode.InvalidArgument);
       await expect(codeOfAsync(issueClientCertificate(ca, await createCsr(id, 'ok'), bad, { bindings: new KeyBindings() }))).resolves.toBe(ErrorCode.InvalidArgument);
     }
+  });
+
+  test('a certificate is read once (its facts are a function of its bytes), and revocation is checked on every call', async () => {
+    const ca = await createCa({ name: 'ca' });
+    const bindings = new KeyBindings();
+    const cert = await issueClientCertificate(ca, await createCsr(await createIdentity(), 'carol'), 'carol', { bindings });
+    const facts = certificateFacts(cert.certificateDer)!;
+    expect(facts).toEqual({ clientId: 'carol', operator: undefined, serial: cert.serial.toLowerCase(), notAfter: Date.parse(new X509Certificate(Buffer.from(cert.certificateDer)).validTo) });
+    // The same bytes in another buffer give the remembered facts, not a second parse.
+    expect(certificateFacts(Uint8Array.from(cert.certificateDer))).toBe(facts);
+    const revocations = new Revocations();
+    expect(authorizePeer(cert.certificateDer, revocations)).toEqual({ clientId: 'carol', serial: facts.serial });
+    revocations.revokeSerial(cert.serial);
+    expect(() => authorizePeer(cert.certificateDer, revocations)).toThrow(expect.objectContaining({ reason: 'revoked' }));
+    const byClient = new Revocations();
+    byClient.revokeClient('carol');
+    expect(() => authorizePeer(cert.certificateDer, byClient)).toThrow(expect.objectContaining({ reason: 'revoked' }));
+    // An operator's certificate names an operator and no client.
+    const op = await issueOperatorCertificate(ca, { name: 'dana' });
+    expect(certificateFacts(op.certificateDer)).toMatchObject({ clientId: undefined, operator: 'dana' });
+    expect(() => authorizePeer(op.certificateDer, new Revocations())).toThrow(expect.objectContaining({ reason: 'no-identity' }));
   });
 
   test('a certificate that names no client id gives no peer identity', async () => {

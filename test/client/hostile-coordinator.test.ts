@@ -986,6 +986,35 @@ describe('SecAgg+ (n = 12, k = 4, t = 3): the same refusals where the neighbour 
   const neighbour = (fx: HonestRound): string => fx.roster.neighboursOf(PLUS_ME).find((v) => fx.u3.includes(v))!;
   const stranger = (fx: HonestRound): string => fx.u2.find((v) => v !== PLUS_ME && !fx.roster.areNeighbours(PLUS_ME, v))!;
 
+  test('the client asks the PKI for its neighbours’ identities only: k certificate checks per round, not n', () => {
+    const fx = plus();
+    const state = fx.stateBefore('advertise-broadcast', PLUS_ME);
+    const asked: string[] = [];
+    const cfg = { ...state.cfg, identityOf: (id: string) => (asked.push(id), state.cfg.identityOf(id)) };
+    const t = handle({ ...state, cfg } as typeof state, fx.message('advertise-broadcast', PLUS_ME));
+    expect(outcome(t)).toBe('sent share-keys');
+    expect(asked.sort()).toEqual([...fx.roster.neighboursOf(PLUS_ME)].sort());
+    expect(asked.length).toBe(fx.params.neighbors);
+  });
+
+  test('a neighbour the PKI does not know in the U1 broadcast makes the client abort with unknown-id', () => {
+    // A renamed entry moves in the neighbour graph (the ids enter the session id): look for an
+    // unknown id that lands among this client's neighbours.
+    const fx = plus();
+    const honest = fx.message('advertise-broadcast', PLUS_ME);
+    let tried = 0;
+    for (const v of fx.roster.ids) {
+      for (let i = 0; i < 20 && v !== PLUS_ME; i++) {
+        const msg = structuredClone(honest);
+        entryOf(msg, v).clientId = `unknown-${i}`;
+        if (!new Roster(msg.round, msg.entries, fx.params.neighbors).neighboursOf(PLUS_ME).includes(`unknown-${i}`)) continue;
+        expectAbort(handle(fx.stateBefore('advertise-broadcast', PLUS_ME), msg), AbortReason.UnknownId);
+        tried++;
+      }
+    }
+    expect(tried).toBeGreaterThan(0);
+  });
+
   test.each(SMALL_ORDER_POINTS)('a neighbour’s key of small order (%s) in the U1 broadcast makes the client abort with bad-key', (_name, hex) => {
     // A key enters the session id, and so the neighbour graph: look for a tampered broadcast in
     // which the peer with the bad key is still this client's neighbour (a non-neighbour's keys

@@ -2,9 +2,10 @@
  * The peer directory (client/agent/peer-directory.ts): the round keys a client takes for its
  * peers come only from certificates its pinned CA signed for that client id — the `urn:aegis:
  * round-key:` URI of a P-256 certificate, or the key of an Ed25519 certificate from before
- * P-256. Anything else is left out (the round then sees an unknown id).
+ * P-256. Anything else is left out (the round then sees an unknown id). Certificates are checked
+ * only when a key is asked for, and one that passed is not parsed again in a later round.
  */
-import { describe, expect, test } from '@jest/globals';
+import { describe, expect, jest, test } from '@jest/globals';
 import { createCsr, createIdentity } from '../../client/enroll/csr.js';
 import { PeerDirectory } from '../../client/agent/peer-directory.js';
 import { createCa, issueClientCertificate, issueServerCertificate, KeyBindings } from '../../coordinator/auth/ca.js';
@@ -71,5 +72,45 @@ describe('peer directory', () => {
     const dir = new PeerDirectory(ca.certificatePem);
     dir.learn([{ clientId: 'a', certificate: good }]);
     expect(dir.keyOf('a')).toEqual(id.publicKey);
+  });
+
+  test('checks a certificate only when its key is asked for, and once across rounds; the validity period and the id are checked every time', async () => {
+    const ca = await createCa({ name: 'lazy' });
+    const bindings = new KeyBindings();
+    const ids = await Promise.all(['a', 'b', 'c'].map(() => createIdentity()));
+    const now = Date.now();
+    const certs = await Promise.all(['a', 'b', 'c'].map(async (id, i) => (await issueClientCertificate(ca, await createCsr(ids[i]!, id), id, { bindings, ttlMs: 3_600_000, now })).certificateDer));
+    const entries = ['a', 'b', 'c'].map((clientId, i) => ({ clientId, certificate: certs[i]! }));
+    const dir = new PeerDirectory(ca.certificatePem);
+    dir.learn(entries);
+    expect(dir.verifications).toBe(0);
+    expect(dir.keyOf('a')).toEqual(ids[0]!.publicKey);
+    expect(dir.keyOf('a')).toEqual(ids[0]!.publicKey);
+    expect(dir.verifications).toBe(1);
+
+    // The next round relays the same certificates: a's is not parsed again, b's is on first use.
+    dir.clear();
+    expect(dir.keyOf('a')).toBeUndefined(); // nothing relayed yet this round
+    dir.learn(entries);
+    expect(dir.keyOf('a')).toEqual(ids[0]!.publicKey);
+    expect(dir.keyOf('b')).toEqual(ids[1]!.publicKey);
+    expect(dir.verifications).toBe(2);
+
+    // A remembered certificate relayed under another id is not taken.
+    dir.clear();
+    dir.learn([{ clientId: 'c', certificate: certs[0]! }]);
+    expect(dir.keyOf('c')).toBeUndefined();
+    expect(dir.verifications).toBe(2);
+
+    // Past its validity period a remembered certificate is refused without being parsed again.
+    const clock = jest.spyOn(Date, 'now').mockReturnValue(now + 2 * 3_600_000);
+    try {
+      dir.clear();
+      dir.learn(entries);
+      expect(dir.keyOf('a')).toBeUndefined();
+      expect(dir.verifications).toBe(2);
+    } finally {
+      clock.mockRestore();
+    }
   });
 });
