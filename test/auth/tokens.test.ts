@@ -141,6 +141,23 @@ describe('round-call tokens', () => {
     await expect(reason(verifier.verify(token, { clientId: 'clinic-1' }))).resolves.toBe('accepted');
   });
 
+  test('a signature of the wrong length, or spelled another way in base64url, is refused as bad-signature', async () => {
+    const { issuer, verifier } = fixture();
+    const { token } = await issuer.issue('clinic-1');
+    const [h, p, s] = token.split('.') as [string, string, string];
+    // 64 bytes take 86 base64url characters, the last carrying 4 unused bits: another last
+    // character with the same 2 leading bits decodes to the same bytes.
+    const last = s[85]!;
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const twin = alphabet[(alphabet.indexOf(last) & ~0xf) | ((alphabet.indexOf(last) + 1) & 0xf)]!;
+    expect(Buffer.from(`${s.slice(0, 85)}${twin}`, 'base64url')).toEqual(Buffer.from(s, 'base64url'));
+    const sig = Buffer.from(s, 'base64url');
+    for (const bad of [`${s.slice(0, 85)}${twin}`, sig.subarray(0, 63).toString('base64url'), Buffer.concat([sig, Buffer.from([0])]).toString('base64url')]) {
+      await expect(reason(verifier.verify(`${h}.${p}.${bad}`, { clientId: 'clinic-1' }))).resolves.toBe('bad-signature');
+    }
+    await expect(reason(verifier.verify(token, { clientId: 'clinic-1' }))).resolves.toBe('accepted');
+  });
+
   test('a changed payload under the original signature is refused as bad-signature', async () => {
     const { issuer, verifier } = fixture();
     const { token } = await issuer.issue('clinic-1');
