@@ -16,6 +16,7 @@
  * from incoming message to phase as client-host.ts, plus `round-start` for `advertise`.
  */
 import { ClientRunner, type RunnerEvent } from '../../client/agent/connection.js';
+import { rawInputId } from '../../client/admission/ledger.js';
 import { createIdentity } from '../../client/enroll/csr.js';
 import { encodeWeightedInput } from '../../shared/crypto/quantize.js';
 import { DeterministicRng } from '../../shared/crypto/rng.js';
@@ -120,6 +121,13 @@ async function init(req: GrpcWorkerInit): Promise<void> {
       clientId: c.clientId,
       identity,
       certificateDer: c.certificateDer,
+      // The synthetic input stands for what local training hands the client: made once per
+      // round, when admission first asks for it. The ledger identifies it by its values, as
+      // `aegis client run --input` does; the masking step takes the same values.
+      inputIdentity: async (_round, params) => {
+        const { x, weight } = (h.prepared ??= syntheticInput(req.seed, index, params.dim, params.clip));
+        return rawInputId(x, weight);
+      },
       input: (_round, params) => {
         const ready = h.prepared;
         h.prepared = undefined;
@@ -148,7 +156,7 @@ async function init(req: GrpcWorkerInit): Promise<void> {
         return;
       }
       if (ev.type === 'round-start') h.params = ev.params;
-      if (ev.type === 'share-broadcast' && h.params) h.prepared = syntheticInput(req.seed, index, h.params.dim, h.params.clip);
+      if (ev.type === 'share-broadcast' && h.params) h.prepared ??= syntheticInput(req.seed, index, h.params.dim, h.params.clip);
       const handle = async (): Promise<void> => {
         const t = performance.now();
         const p = original(ev);

@@ -183,8 +183,10 @@ export function quantizedInputId(v: Uint32Array): Uint8Array {
  * as float64. Quantization draws fresh randomness at each round, so one input never quantizes
  * to the same vector twice; its values are what must not be summed twice.
  */
-export function rawInputId(values: readonly number[], weight: number): Uint8Array {
-  const f = Float64Array.from([...values, weight]);
+export function rawInputId(values: ArrayLike<number>, weight: number): Uint8Array {
+  const f = new Float64Array(values.length + 1);
+  f.set(values);
+  f[values.length] = weight;
   const out = new Uint8Array(1 + f.byteLength);
   out[0] = 2;
   out.set(new Uint8Array(f.buffer), 1);
