@@ -15,7 +15,7 @@
  * wrong or the file was altered, and bad input files are refused naming the file, line and field.
  * Commands that talk to a coordinator are exercised offline, for their argument and file errors.
  */
-import { beforeAll, afterAll, describe, expect, test } from '@jest/globals';
+import { afterAll, describe, expect, test } from '@jest/globals';
 import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -25,7 +25,7 @@ import { CLI, runCli, type CliRun } from '../support/cli.js';
 
 const PASSPHRASE = 'cli errors test passphrase';
 const WRONG = 'not the passphrase it was sealed with';
-let root: string;
+const root = mkdtempSync(join(tmpdir(), 'aegis-cli-errors-'));
 let env: NodeJS.ProcessEnv;
 
 interface Opt {
@@ -119,26 +119,33 @@ function expectRefused(label: string, r: CliRun, ...texts: (string | RegExp)[]):
   expect(notRefused(label, r, ...texts)).toBeUndefined();
 }
 
-let tree: Cmd[];
+/*
+ * The environment and the command tree are made when the file is collected:
+ * the tests below are one per command, so each has the time of its own few processes (a Node
+ * start each) rather than one time limit for hundreds.
+ */
+if (!existsSync(CLI)) throw new Error('dist/ is missing: run "npm run build" first');
+env = {
+  ...process.env,
+  AEGIS_PASSPHRASE: PASSPHRASE,
+  AEGIS_OPERATOR_PASSPHRASE: PASSPHRASE,
+  AEGIS_LOG_LEVEL: 'warn',
+  AEGIS_COORDINATOR_DIR: join(root, 'no-coordinator'),
+  AEGIS_CLIENT_DIR: join(root, 'no-client'),
+};
+delete env.AEGIS_REDIS_URL;
+delete env.AEGIS_OPERATOR_CREDENTIAL;
+const tree: Cmd[] = commandTree();
 
-beforeAll(() => {
-  if (!existsSync(CLI)) throw new Error('dist/ is missing: run "npm run build" first');
-  root = mkdtempSync(join(tmpdir(), 'aegis-cli-errors-'));
-  env = {
-    ...process.env,
-    AEGIS_PASSPHRASE: PASSPHRASE,
-    AEGIS_OPERATOR_PASSPHRASE: PASSPHRASE,
-    AEGIS_LOG_LEVEL: 'warn',
-    AEGIS_COORDINATOR_DIR: join(root, 'no-coordinator'),
-    AEGIS_CLIENT_DIR: join(root, 'no-client'),
-  };
-  delete env.AEGIS_REDIS_URL;
-  delete env.AEGIS_OPERATOR_CREDENTIAL;
-  tree = commandTree();
-});
+/**
+ * A test's time limit from the processes it starts, at most 4 at a time, each allowed 2 minutes
+ * (a CLI refusing bad input takes well under a second on an idle machine).
+ */
+const forProcesses = (n: number): number => 120_000 * Math.ceil(n / 4) + 60_000;
 
 /** A publisher key, a signed manifest, a registry, a client dir and an offline CA dir, made once. */
 let fixtures: Promise<void> | undefined;
+const FIXTURE_PROCESSES = 6;
 function makeFixtures(): Promise<void> {
   fixtures ??= (async () => {
     const made = await runAll([
@@ -164,40 +171,55 @@ describe('every command', () => {
     expect(tree.length).toBeGreaterThan(50);
   });
 
-  test('a missing required argument or required option exits 2 naming it', async () => {
+  /** Each required argument left out, and each required option left out with the others given. */
+  const missingRequired = (c: Cmd): { label: string; args: string[]; text: string }[] => {
     const cases: { label: string; args: string[]; text: string }[] = [];
-    for (const c of tree) {
-      const mandatory = c.options.filter((o) => o.mandatory);
-      const given = mandatory.flatMap((o) => [o.long, sample(o)]);
-      c.args.forEach((a, i) => {
-        if (!a.required) return;
-        const before = c.args.slice(0, i).map(() => 'x');
-        cases.push({ label: `${cmdName(c)} without <${a.name}>`, args: [...c.path, ...given, ...before], text: `missing required argument '${a.name}'` });
-      });
-      const args = c.args.filter((a) => a.required).map(() => 'x');
-      for (const o of mandatory) {
-        const others = mandatory.filter((m) => m !== o).flatMap((m) => [m.long, sample(m)]);
-        cases.push({ label: `${cmdName(c)} without ${o.long}`, args: [...c.path, ...args, ...others], text: `required option '${o.flags}' not specified` });
-      }
+    const mandatory = c.options.filter((o) => o.mandatory);
+    const given = mandatory.flatMap((o) => [o.long, sample(o)]);
+    c.args.forEach((a, i) => {
+      if (!a.required) return;
+      const before = c.args.slice(0, i).map(() => 'x');
+      cases.push({ label: `${cmdName(c)} without <${a.name}>`, args: [...c.path, ...given, ...before], text: `missing required argument '${a.name}'` });
+    });
+    const args = c.args.filter((a) => a.required).map(() => 'x');
+    for (const o of mandatory) {
+      const others = mandatory.filter((m) => m !== o).flatMap((m) => [m.long, sample(m)]);
+      cases.push({ label: `${cmdName(c)} without ${o.long}`, args: [...c.path, ...args, ...others], text: `required option '${o.flags}' not specified` });
     }
-    expect(cases.length).toBeGreaterThan(30);
-    const runs = await runAll(cases.map((k) => k.args));
-    expect(cases.map((k, i) => notRefused(k.label, runs[i]!, k.text, 'error [invalid-argument]')).filter(Boolean)).toEqual([]);
+    return cases;
+  };
+  const withRequired = tree.filter((c) => missingRequired(c).length > 0);
+
+  test('commands with required arguments or options are found', () => {
+    expect(withRequired.flatMap(missingRequired).length).toBeGreaterThan(30);
   });
 
-  test('a bad value for each option that takes one exits 2 naming the flag and the usage line', async () => {
-    // A malformed value where the option checks its form; an empty one where it takes any text
-    // (a path, a name): both are refused before the command runs.
-    const cases: { c: Cmd; o: Opt; args: string[] }[] = [];
-    for (const c of tree) {
-      for (const o of c.options) if (o.takesValue) cases.push({ c, o, args: [...c.path, o.long, o.parser ? '%bad' : ''] });
-    }
-    expect(cases.filter((k) => k.o.parser).length).toBeGreaterThan(40);
-    const runs = await runAll(cases.map((k) => k.args));
-    const failures = cases.map((k, i) =>
-      notRefused(`${cmdName(k.c)} ${k.o.long} '${k.args.at(-1) ?? ''}'`, runs[i]!, `option '${k.o.flags}' argument`, /^error \[invalid-argument\]: /, `hint: usage: aegis ${cmdName(k.c)} `),
-    );
-    expect(failures.filter(Boolean)).toEqual([]);
+  describe('a missing required argument or required option exits 2 naming it', () => {
+    test.each(withRequired.map((c) => [cmdName(c), c] as const))('%s', async (_name, c) => {
+      const cases = missingRequired(c);
+      const runs = await runAll(cases.map((k) => k.args));
+      expect(cases.map((k, i) => notRefused(k.label, runs[i]!, k.text, 'error [invalid-argument]')).filter(Boolean)).toEqual([]);
+    });
+  });
+
+  // A malformed value where the option checks its form; an empty one where it takes any text
+  // (a path, a name): both are refused before the command runs.
+  const badValues = (c: Cmd): { o: Opt; args: string[] }[] => c.options.filter((o) => o.takesValue).map((o) => ({ o, args: [...c.path, o.long, o.parser ? '%bad' : ''] }));
+  const withValues = tree.filter((c) => badValues(c).length > 0);
+
+  test('options with parsers of their own are found', () => {
+    expect(withValues.flatMap(badValues).filter((k) => k.o.parser).length).toBeGreaterThan(40);
+  });
+
+  describe('a bad value for each option that takes one exits 2 naming the flag and the usage line', () => {
+    test.each(withValues.map((c) => [cmdName(c), c] as const))('%s', async (_name, c) => {
+      const cases = badValues(c);
+      const runs = await runAll(cases.map((k) => k.args));
+      const failures = cases.map((k, i) =>
+        notRefused(`${cmdName(c)} ${k.o.long} '${k.args.at(-1) ?? ''}'`, runs[i]!, `option '${k.o.flags}' argument`, /^error \[invalid-argument\]: /, `hint: usage: aegis ${cmdName(c)} `),
+      );
+      expect(failures.filter(Boolean)).toEqual([]);
+    });
   });
 
   test('an unknown option exits 2 naming it; with --json the error is one JSON document', async () => {
@@ -284,7 +306,7 @@ describe('every command', () => {
     expect(cases.map(([k], i) => notRefused(k, runs[i]!, MISSING, /error \[not-found\]/)).filter(Boolean)).toEqual([]);
     expect(existsSync(join(root, 'co'))).toBe(false); // nothing was created before the check
     expect(existsSync(join(root, 'never'))).toBe(false);
-  });
+  }, forProcesses(FIXTURE_PROCESSES + Object.keys(MISSING_FILE).length + tree.filter((c) => c.options.some((o) => o.long === '--credential')).length));
 
   test('a wrong passphrase names the keyfile and says the passphrase is wrong or the file was altered', async () => {
     await makeFixtures();
