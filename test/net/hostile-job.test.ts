@@ -165,6 +165,28 @@ describe('one view per round: clients shown different things abort in phase 0', 
     expect(f.events.filter((x) => x.e.kind === 'aborted')).toEqual([]);
   });
 
+  it('a certificate remembered from an honest round, relayed under another id in the next, ends in unknown-id before any share is sent', async () => {
+    const f = await hostileFleet(4);
+    const job = signedJob({ jobId: 'swapped-certificates', rounds: 3, round: { dim: DIM, cohort: N, clip: 1e6, bits: 24 } });
+    // Round 0 is honest: every client checks (and remembers) every peer's certificate.
+    f.h.startRound(f.ids, () => honestStart(job, f.ids));
+    await waitFor(() => f.ids.every((id) => f.h.sent('advertise-keys', id).length === 1), 20_000, 'advertisements');
+    f.h.broadcastAdvertisements({ manifestHash: job.hash, roundIndex: 0 });
+    await waitFor(() => f.ids.every((id) => f.h.sent('share-keys', id).length === 1), 20_000, 'share pairs');
+    expect(f.events.filter((x) => x.e.kind === 'aborted')).toEqual([]);
+    // Round 1: the two first clients' entries carry each other's certificates (both real, both
+    // checked before) — keys the coordinator could claim are theirs.
+    f.h.startRound(f.ids, () => honestStart(job, f.ids, 1));
+    await waitFor(() => f.ids.every((id) => f.h.sent('advertise-keys', id).length === 2), 20_000, 'advertisements of round 1');
+    f.h.broadcastAdvertisements({ manifestHash: job.hash, roundIndex: 1 }, (entries) => {
+      const [a, b] = [entries.find((e) => e.clientId === f.ids[0])!, entries.find((e) => e.clientId === f.ids[1])!];
+      [a.certificate, b.certificate] = [b.certificate, a.certificate];
+    });
+    await waitFor(() => f.ids.every((id) => f.events.some((x) => x.id === id && x.e.kind === 'aborted')), 20_000, 'aborts');
+    expect(new Set(f.events.filter((x) => x.e.kind === 'aborted').map((x) => (x.e as { reason: string }).reason))).toEqual(new Set(['unknown-id']));
+    expect(f.h.sent('share-keys')).toHaveLength(4); // round 0's only
+  });
+
   it('different member lists (one client told a group the others were not) end in view-mismatch before any share is sent', async () => {
     const f = await hostileFleet(4);
     const job = signedJob({ jobId: 'two-views', round: { dim: DIM, cohort: N, clip: 1e6, bits: 24 } });

@@ -14,7 +14,7 @@ import { Mailboxes } from '../../coordinator/service/mailbox.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import * as trust from '../../shared/gen/aegis/v1/trust_pb.js';
-import type { AdvertiseKeys, ClientMessage, RoundRef, RoundStart } from '../../shared/protocol/messages.js';
+import type { AdvertisedEntry, AdvertiseKeys, ClientMessage, RoundRef, RoundStart } from '../../shared/protocol/messages.js';
 import { sameRound } from '../../shared/protocol/session.js';
 import { fromClientEnvelope, toEventEnvelope } from '../../shared/rpc/convert.js';
 import { serverStream, unary } from '../../shared/rpc/service.js';
@@ -122,11 +122,13 @@ export class HostileCoordinator {
 
   /**
    * Relays the advertisements of `round` as one U1 broadcast to everyone who advertised, with
-   * their certificates, as they came: no check of what each client signed.
+   * their certificates, as they came: no check of what each client signed. `tamper` may change
+   * the entries first (keys, ids, the certificates relayed with them).
    */
-  broadcastAdvertisements(round: RoundRef): string[] {
+  broadcastAdvertisements(round: RoundRef, tamper?: (entries: AdvertisedEntry[]) => void): string[] {
     const ads = this.sent('advertise-keys').filter((m: AdvertiseKeys) => sameRound(m.round, round));
-    const entries = ads.map((m) => ({ clientId: m.clientId, cPk: m.cPk, sPk: m.sPk, view: m.view, signature: m.signature, certificate: this.certificates.get(m.clientId) ?? new Uint8Array(0) }));
+    const entries: AdvertisedEntry[] = ads.map((m) => ({ clientId: m.clientId, cPk: m.cPk, sPk: m.sPk, view: m.view, signature: m.signature, certificate: this.certificates.get(m.clientId) ?? new Uint8Array(0) }));
+    tamper?.(entries);
     const env = toEventEnvelope({ type: 'advertise-broadcast', round, entries });
     for (const m of ads) this.mailboxes.push(m.clientId, env);
     return ads.map((m) => m.clientId);
