@@ -52,16 +52,20 @@ export function countSent(c: WireCounts, m: ClientMessage): void {
 }
 
 /**
- * Sizes of server messages already counted: one broadcast object often goes to many clients
- * (the advertise broadcast is the same list for all), and is encoded once.
+ * Sizes of server messages already counted, each encoded once. The coordinator's state machine
+ * addresses a broadcast to each recipient as its own object, but the advertise broadcast and the
+ * consistency request carry one array for all of them (with the same round or session): those
+ * are keyed by that array, or the simulator would encode the n-entry list once per client.
  */
-const serverSizes = new WeakMap<ServerMessage, number>();
+const serverSizes = new WeakMap<object, number>();
+const sizeKey = (m: ServerMessage): object => (m.type === 'advertise-broadcast' ? m.entries : m.type === 'consistency-request' ? m.u3 : m);
 
 /** Counts one message a client was sent. */
 export function countReceived(c: WireCounts, m: ServerMessage): void {
   const slot = c.down[DOWN[m.type]];
-  let bytes = serverSizes.get(m);
-  if (bytes === undefined) serverSizes.set(m, (bytes = serverMessageBytes(m)));
+  const key = sizeKey(m);
+  let bytes = serverSizes.get(key);
+  if (bytes === undefined) serverSizes.set(key, (bytes = serverMessageBytes(m)));
   slot[0] += bytes;
   slot[1] += 1;
 }
