@@ -40,8 +40,14 @@ describe('unmask parts on workers', () => {
     // No worker yet: look at what Redis holds for the waiting parts.
     const q = new Queue(UNMASK_QUEUE, { connection: suite.redis, prefix: p });
     closers.push(() => q.close());
-    await new Promise((r) => setTimeout(r, 300));
-    const waiting = await q.getJobs(['waiting']);
+    // The dispatch queues its parts asynchronously: wait until all three are there (not for a
+    // fixed time, which a busy machine can outlast).
+    let waiting = await q.getJobs(['waiting']);
+    const until = Date.now() + 60_000;
+    while (waiting.length < 3 && Date.now() < until) {
+      await new Promise((r) => setTimeout(r, 20));
+      waiting = await q.getJobs(['waiting']);
+    }
     expect(waiting.length).toBe(3);
     const stored = JSON.stringify(waiting.map((j) => j.data));
     for (const j of jobs) {
