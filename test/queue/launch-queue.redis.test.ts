@@ -11,19 +11,8 @@ import { JobDirectory } from '../../coordinator/queue/job-directory.js';
 import type { Coordinator } from '../../coordinator/service/coordinator.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { codeOfAsync } from '../support/codes.js';
-import { enrollClients, expectedSum, manifest, startCoordinator, startRunners, waitFor } from '../support/cluster.js';
+import { enrollClients, eventually, expectedSum, manifest, startCoordinator, startRunners, waitFor } from '../support/cluster.js';
 import { useTestRedis } from '../support/redis.js';
-
-
-/** The first truthy answer of `f`, asked every 20 ms (what another front end sees arrives through Redis, in its own time); undefined after a minute. */
-async function eventually<T>(f: () => Promise<T | undefined>): Promise<T | undefined> {
-  const until = Date.now() + 60_000;
-  for (;;) {
-    const v = await f();
-    if (v || Date.now() > until) return v;
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
 
 const suite = useTestRedis();
 const closers = suite.closers;

@@ -10,7 +10,7 @@ import { Queue } from 'bullmq';
 import { UNMASK_QUEUE, UnmaskQueue } from '../../coordinator/queue/unmask-queue.js';
 import { applyMaskJobs, type MaskJob } from '../../coordinator/round/index.js';
 import { VectorAccumulator } from '../../shared/crypto/vecops.js';
-import { enrollClients, expectedSum, manifest, startCoordinator, startRunners } from '../support/cluster.js';
+import { enrollClients, eventually, expectedSum, manifest, startCoordinator, startRunners } from '../support/cluster.js';
 import { useTestRedis } from '../support/redis.js';
 
 const suite = useTestRedis();
@@ -42,14 +42,12 @@ describe('unmask parts on workers', () => {
     closers.push(() => q.close());
     // The dispatch queues its parts asynchronously: wait until all three are there (not for a
     // fixed time, which a busy machine can outlast).
-    let waiting = await q.getJobs(['waiting']);
-    const until = Date.now() + 60_000;
-    while (waiting.length < 3 && Date.now() < until) {
-      await new Promise((r) => setTimeout(r, 20));
-      waiting = await q.getJobs(['waiting']);
-    }
-    expect(waiting.length).toBe(3);
-    const stored = JSON.stringify(waiting.map((j) => j.data));
+    const waiting = await eventually(async () => {
+      const w = await q.getJobs(['waiting']);
+      return w.length >= 3 ? w : undefined;
+    });
+    expect(waiting?.length).toBe(3);
+    const stored = JSON.stringify(waiting!.map((j) => j.data));
     for (const j of jobs) {
       for (const enc of ['hex', 'base64', 'base64url'] as const) expect(stored).not.toContain(Buffer.from(j.key).toString(enc).slice(0, 20));
     }

@@ -93,6 +93,19 @@ export async function waitFor(cond: () => boolean, timeoutMs = 60_000, what = 'c
   }
 }
 
+/**
+ * The first truthy answer of `f`, asked every 20 ms: for state another process or Redis shows in
+ * its own time. Undefined after `timeoutMs` (a minute by default), for the caller's assertion.
+ */
+export async function eventually<T>(f: () => Promise<T | undefined>, timeoutMs = 60_000): Promise<T | undefined> {
+  const until = Date.now() + timeoutMs;
+  for (;;) {
+    const v = await f();
+    if (v || Date.now() > until) return v;
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
 export function manifest(over: Partial<JobManifestInput> & { round: JobManifestInput['round'] }): Uint8Array {
   const now = Date.now();
   const m: JobManifestInput = {
