@@ -31,7 +31,6 @@ export const DEFAULT_REQUEST_CAP = 64 * 1024;
 /** Streams one connection may have open at once on either listener. */
 export const MAX_STREAMS_PER_CONNECTION = 32;
 
-
 type Role = 'client' | 'operator' | 'any';
 
 /** Which certificates a service takes: clients for SecAgg and Enrollment, operators for Admin. */
