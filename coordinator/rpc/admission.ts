@@ -17,13 +17,15 @@
  * DATA against the session's memory and wedged the connection, so it is not done.)
  *
  * The service handlers check the certificate again (caller.ts): this layer adds no trust, it
- * moves the refusal before the body and ends calls that are already running.
+ * moves the refusal before the body and ends calls that are already running. It hands the
+ * handler the certificate it read (by the call's metadata), so the TLS socket is asked once per call.
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
 import { ErrorCode } from '../../shared/errors.js';
 import { certificateFacts, type CertificateFacts } from '../auth/peer.js';
 import type { ClientRegistry, RevocationsChanged } from '../clients/client-registry.js';
+import { noteAdmittedCertificate } from './caller.js';
 import { capReceive, reasonMetadata } from './receive-limit.js';
 
 /** The request cap of every call kind not listed below: 64 KiB. */
@@ -114,7 +116,8 @@ export class Admission {
               intercepting.sendStatus({ code: verdict.refuse.code, details: verdict.refuse.details, metadata: reasonMetadata(verdict.refuse.reason) });
               return;
             }
-            const { facts, cap, what } = verdict;
+            const { facts, cap, what, der } = verdict;
+            noteAdmittedCertificate(metadata, der);
             if (!capReceive(call, cap, what)) {
               this.opts.log?.error('this grpc-js has no per-call message cap: calls are refused');
               intercepting.sendStatus({ code: grpc.status.INTERNAL, details: 'internal error' });
@@ -156,11 +159,12 @@ export class Admission {
   };
 
   /** The verdict on a call's certificate for `path`, from its headers alone. */
-  private admit(path: string, call: grpc.ServerInterceptingCallInterface): { facts: CertificateFacts; cap: number; what: string } | { refuse: { code: grpc.status; reason: ErrorCode; details: string } } {
+  private admit(path: string, call: grpc.ServerInterceptingCallInterface): { facts: CertificateFacts; der: Uint8Array; cap: number; what: string } | { refuse: { code: grpc.status; reason: ErrorCode; details: string } } {
     const unauthenticated = (detail: string, what = 'peer certificate') => ({ refuse: { code: grpc.status.UNAUTHENTICATED, reason: ErrorCode.Unauthenticated, details: `${what} refused: ${detail}` } });
     const raw = call.getAuthContext()?.sslPeerCertificate?.raw;
     if (!raw || raw.length === 0) return unauthenticated('no-identity');
-    const facts = this.factsOf(raw);
+    const der = new Uint8Array(raw);
+    const facts = this.factsOf(der);
     if (!facts) return unauthenticated('no-identity');
     const role = roleOf(path);
     const { clients } = this.opts;
@@ -177,13 +181,13 @@ export class Admission {
       return unauthenticated('no-identity');
     }
     const kind = path.slice(1).replace('/', '.');
-    if (path === '/aegis.v1.SecAgg/Send') return { facts, cap: this.opts.sendLimit(facts.clientId!), what: kind };
-    if (path === '/aegis.v1.Admin/LaunchRound') return { facts, cap: this.opts.maxMessageBytes, what: kind };
-    return { facts, cap: DEFAULT_REQUEST_CAP, what: kind };
+    if (path === '/aegis.v1.SecAgg/Send') return { facts, der, cap: this.opts.sendLimit(facts.clientId!), what: kind };
+    if (path === '/aegis.v1.Admin/LaunchRound') return { facts, der, cap: this.opts.maxMessageBytes, what: kind };
+    return { facts, der, cap: DEFAULT_REQUEST_CAP, what: kind };
   }
 
   /** What the certificate names (parsed once per certificate), its serial as the registry keeps it; undefined when it names nobody. */
-  private factsOf(der: Buffer): CertificateFacts | undefined {
+  private factsOf(der: Uint8Array): CertificateFacts | undefined {
     const facts = certificateFacts(der);
     if (!facts || (facts.operator === undefined && facts.clientId === undefined)) return undefined;
     return { ...facts, serial: canonicalSerial(facts.serial) };

@@ -20,10 +20,25 @@ interface AuthContextLike {
 }
 
 /** A call whose TLS session can be inspected. */
-export type AuthenticatedCall = { getAuthContext?: () => AuthContextLike | null };
+export type AuthenticatedCall = { getAuthContext?: () => AuthContextLike | null; metadata?: grpc.Metadata };
 
-/** The raw DER of the caller's verified certificate, if any. */
+/**
+ * The certificate admission (admission.ts) read for a call, by the call's metadata: grpc-js
+ * builds one Metadata object per call from its headers and hands that same object on to the
+ * handler, so the handler need not ask the TLS socket again (grpc-js builds Node's whole
+ * peer-certificate object at each ask). A WeakMap: an entry lives as long as its call's metadata.
+ */
+const admitted = new WeakMap<grpc.Metadata, Uint8Array>();
+
+/** Notes the certificate admission read for the call whose headers are `metadata`. */
+export function noteAdmittedCertificate(metadata: grpc.Metadata, der: Uint8Array): void {
+  admitted.set(metadata, der);
+}
+
+/** The raw DER of the caller's verified certificate, if any (the one admission read, when it did). */
 export function peerCertificate(call: AuthenticatedCall): Uint8Array | undefined {
+  const noted = call.metadata === undefined ? undefined : admitted.get(call.metadata);
+  if (noted !== undefined) return noted;
   const raw = call.getAuthContext?.()?.sslPeerCertificate?.raw;
   return raw && raw.length > 0 ? new Uint8Array(raw) : undefined;
 }

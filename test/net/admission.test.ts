@@ -8,6 +8,7 @@
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { X509Certificate } from 'node:crypto';
 import http2 from 'node:http2';
+import tls from 'node:tls';
 import { create } from '@bufbuild/protobuf';
 import * as grpc from '@grpc/grpc-js';
 import { service as healthService } from 'grpc-health-check';
@@ -22,7 +23,7 @@ import { toClientEnvelope } from '../../shared/rpc/convert.js';
 import { callUnary } from '../../shared/rpc/service.js';
 import { TLS_CLIENT_POLICY } from '../../shared/net/tls-policy.js';
 import { enrollClients, expectedSum, manifest, startCoordinator, startRunners, waitFor, type Enrolled } from '../support/cluster.js';
-import { adminClient, bearer, credentialsOf, healthWatch, holdBefore, issueTokens, mtls, refusal, releaseAll, secAgg, send, subscribe, type SecAggClient } from '../support/raw-calls.js';
+import { adminClient, bearer, credentialsOf, heartbeat, healthWatch, holdBefore, issueTokens, mtls, refusal, releaseAll, secAgg, send, subscribe, type SecAggClient } from '../support/raw-calls.js';
 
 let c: Coordinator;
 let members: Enrolled[];
@@ -297,6 +298,32 @@ describe('calls end with their certificate', () => {
     await expect(s.ended).resolves.toMatchObject({ code: grpc.status.UNAUTHENTICATED, reason: ErrorCode.Unauthenticated, details: 'peer certificate refused: expired' });
     expect(Date.now()).toBeGreaterThanOrEqual(notAfter);
     await waitFor(() => !c.connectedClients().includes(e.clientId), 10_000, 'stream detached');
+  });
+});
+
+describe('one read of the TLS session per call', () => {
+  test("admission hands the certificate it read to the handler: an admitted round call asks the server's TLS socket for its peer certificate once", async () => {
+    const [who] = await enrollClients(c, 1, 'one-read');
+    const client = secAggOf(who!);
+    await issueTokens(client, 1); // the handshake, on this channel
+    const asked: number[] = [];
+    const original = tls.TLSSocket.prototype.getPeerCertificate;
+    tls.TLSSocket.prototype.getPeerCertificate = function (this: tls.TLSSocket & { _tlsOptions?: { isServer?: boolean } }, ...args: [boolean?]) {
+      if (this._tlsOptions?.isServer) asked.push(1);
+      return original.apply(this, args as [true]);
+    } as typeof original;
+    try {
+      const tokens = await issueTokens(client, 2);
+      expect(tokens).toHaveLength(2);
+      expect(asked).toHaveLength(1);
+      await heartbeat(client, bearer(tokens[0]!));
+      expect(asked).toHaveLength(2);
+    } finally {
+      tls.TLSSocket.prototype.getPeerCertificate = original;
+    }
+    // The handler still checks the certificate it was handed: once its client is revoked, the same channel is refused.
+    await c.clients.revoke(who!.clientId, 'key-compromise');
+    await expect(refusal(issueTokens(client, 1))).resolves.toMatchObject({ reason: ErrorCode.Unauthenticated });
   });
 });
 
