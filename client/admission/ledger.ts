@@ -350,9 +350,12 @@ export class Ledger implements ContributionLedger {
 
   inputDigest(id: Uint8Array, round: RoundRef, opts: { reuse: boolean }): InputDigest {
     const manifestSha256 = hex(round.manifestHash);
+    const [firstId, firstKey] = this.inputKeys.entries().next().value as [string, Uint8Array];
+    // The digest under the first key is both checked and recorded: computed once.
+    const recorded = createHmac('sha256', firstKey).update(id).digest('hex');
     if (!opts.reuse) {
       for (const [keyId, key] of this.inputKeys) {
-        const d = createHmac('sha256', key).update(id).digest('hex');
+        const d = keyId === firstId ? recorded : createHmac('sha256', key).update(id).digest('hex');
         const earlier = this.inputs.find((e) => e.key === keyId && e.digest === d && (e.manifestSha256 !== manifestSha256 || e.roundIndex !== round.roundIndex));
         if (earlier) {
           const where = earlier.manifestSha256 === manifestSha256 ? `${roundName(earlier.roundIndex)} of this job` : `${roundName(earlier.roundIndex)} of the job of manifest ${short(earlier.manifestSha256)}`;
@@ -360,8 +363,7 @@ export class Ledger implements ContributionLedger {
         }
       }
     }
-    const [keyId, key] = this.inputKeys.entries().next().value as [string, Uint8Array];
-    return { key: keyId, digest: createHmac('sha256', key).update(id).digest('hex') };
+    return { key: firstId, digest: recorded };
   }
 
   join(claim: RoundClaim, input?: InputDigest): Promise<void> {

@@ -9,6 +9,7 @@ import { createHash } from 'node:crypto';
 import { admitRound, newAdmissionMemory, recordRoundOutcome, type AdmissionContext, type AdmissionEvent } from '../../client/admission/admission.js';
 import {
   addRanges,
+  Ledger,
   emptyLedgerData,
   MAX_JOBS,
   MAX_RANGES,
@@ -160,6 +161,18 @@ describe('plain inputs', () => {
     expect(codeOf(() => l.inputDigest(x, ref(H2, 0), { reuse: false }))).toBe(ErrorCode.InputReused);
     // Another input is fine.
     expect(() => l.inputDigest(y, ref(H1, 1), { reuse: false })).not.toThrow();
+  });
+
+  it('an input recorded under another of its keys (a merged ledger) is still input-reused; a new one is recorded under the first key', async () => {
+    const first = memoryLedger();
+    const other = memoryLedger();
+    await other.join(plain(H2, 0), other.inputDigest(x, ref(H2, 0), { reuse: false }));
+    await other.contribute(ref(H2, 0), { reuse: false });
+    const merged = new Ledger(mergeLedgers(first.data(), other.data()));
+    const [firstKey, otherKey] = [...first.data().inputKeys.keys(), ...other.data().inputKeys.keys()];
+    expect(codeOf(() => merged.inputDigest(x, ref(H1, 0), { reuse: false }))).toBe(ErrorCode.InputReused);
+    expect(merged.inputDigest(y, ref(H1, 0), { reuse: false }).key).toBe(firstKey);
+    expect(merged.inputDigest(y, ref(H1, 0), { reuse: false }).key).not.toBe(otherKey);
   });
 
   it('with the opt-in (--input-reuse) the same input goes to another round', async () => {
