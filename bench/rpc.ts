@@ -9,7 +9,9 @@
  * coordinator, so its peak RSS is the coordinator's. Clients upload unpaced (every client sends
  * its masked vector as soon as it has it): the coordinator's upload gate (back-pressure, at most
  * a 96 MiB budget of vectors in flight) is what keeps its memory O(m). At the largest size the
- * grpc round also runs with client-side pacing (one upload in flight per client process).
+ * grpc round also runs with client-side pacing (one upload in flight per client process). Each
+ * size also measures the clients' second round over gRPC (`simulate --warm-up`): a job's later
+ * rounds find channels open, tokens fetched and the certificates of earlier neighbours checked.
  *
  * Sizes: n = 100, m in {10^5, 10^6}, SecAgg+ with k = 2·ceil(log2 n) + 1 = 15 (as in the secagg
  * benchmark), no dropout (a dropout costs a phase deadline over gRPC, which would measure the
@@ -29,6 +31,8 @@ export interface RpcRun {
   transport: 'local' | 'grpc';
   /** grpc: masked-input uploads in flight per client process (0: unpaced). */
   uploads?: number;
+  /** grpc: measure the clients' second round (`simulate --warm-up`). */
+  warmUp?: boolean;
   result?: SimulateResult;
   error?: string;
   /** grpc round time / in-process round time, same n, m, k. */
@@ -39,6 +43,7 @@ function run(r: RpcRun, seed = 1): RpcRun {
   const cli = fileURLToPath(new URL('../bin/aegis.js', import.meta.url));
   const args = [cli, 'simulate', '--json', '--transport', r.transport, '--clients', String(r.n), '--dim', String(r.m), '--neighbors', String(r.k), '--seed', String(seed)];
   if (r.uploads !== undefined) args.push('--uploads-in-flight', String(r.uploads));
+  if (r.warmUp) args.push('--warm-up');
   const p = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 24, stdio: ['ignore', 'pipe', 'pipe'] });
   const line = p.stdout.trim().split('\n').pop() ?? '';
   try {
@@ -58,11 +63,12 @@ export async function benchRpc(opts: { json: boolean; quick: boolean; budgetSeco
     const plan: RpcRun[] = [
       { n, m, k, transport: 'local' },
       { n, m, k, transport: 'grpc', uploads: 0 },
+      { n, m, k, transport: 'grpc', uploads: 0, warmUp: true },
       ...(m === sizes[sizes.length - 1] ? [{ n, m, k, transport: 'grpc' as const, uploads: 1 }] : []),
     ];
     let local: SimulateResult | undefined;
     for (const p of plan) {
-      process.stderr.write(`run  n=${n} m=${m} secagg+ k=${k} ${p.transport}${p.uploads === undefined ? '' : ` uploads in flight ${p.uploads || 'unlimited'}`}...\n`);
+      process.stderr.write(`run  n=${n} m=${m} secagg+ k=${k} ${p.transport}${p.uploads === undefined ? '' : ` uploads in flight ${p.uploads || 'unlimited'}`}${p.warmUp ? ', second round' : ''}...\n`);
       const r = run(p);
       if (r.error) process.stderr.write(`     failed: ${r.error}\n`);
       if (p.transport === 'local') local = r.result;
@@ -74,17 +80,19 @@ export async function benchRpc(opts: { json: boolean; quick: boolean; budgetSeco
     process.stdout.write(`${JSON.stringify({ bench: 'rpc', cores, rows })}\n`);
     return;
   }
-  const headers = ['n', 'm', 'mode', 'k', 'transport', 'uploads', 'setup ms', 'round ms', 'vs in-process', 'client mean ms', 'unmask ms', 'coordinator CPU ms/client', 'peak RSS MB', ...BYTES_HEADERS, 'exact'];
+  const headers = ['n', 'm', 'mode', 'k', 'transport', 'round', 'uploads', 'setup ms', 'round ms', 'vs in-process', 'client mean ms', 'unmask ms', 'coordinator CPU ms/client', 'certificate checks', 'peak RSS MB', ...BYTES_HEADERS, 'exact'];
   const body = rows.map((r) => {
     const res = r.result;
     const uploads = r.transport === 'local' ? '-' : r.uploads === 0 ? 'unpaced' : `${r.uploads}/process`;
-    if (!res) return [r.n, r.m, 'secagg+', r.k, r.transport, uploads, 'failed', r.error ?? '', '', '', '', '', '', ...BYTES_HEADERS.map(() => ''), ''];
+    const round = r.transport === 'local' ? '-' : r.warmUp ? 'second' : 'first';
+    if (!res) return [r.n, r.m, 'secagg+', r.k, r.transport, round, uploads, 'failed', r.error ?? '', '', '', '', '', '', '', ...BYTES_HEADERS.map(() => ''), ''];
     return [
       r.n,
       r.m,
       res.mode,
       r.k,
       r.transport,
+      round,
       uploads,
       fmt(res.timings_ms.setup, 0),
       fmt(res.timings_ms.total, 0),
@@ -92,6 +100,7 @@ export async function benchRpc(opts: { json: boolean; quick: boolean; budgetSeco
       fmt(res.timings_ms.client_mean),
       fmt(res.timings_ms.server_unmask, 0),
       res.coordinator_cpu_ms_per_client === null ? '-' : fmt(res.coordinator_cpu_ms_per_client, 2),
+      res.peer_certificate_checks === null ? '-' : String(res.peer_certificate_checks),
       `${fmt(res.peak_rss_mb, 0)} (${r.transport === 'local' ? 'all, one process' : 'coordinator'})`,
       ...bytesCells(res),
       res.ok ? String(res.exact) : `aborted: ${res.reason}`,
@@ -103,6 +112,8 @@ export async function benchRpc(opts: { json: boolean; quick: boolean; budgetSeco
     '\n"round ms": launch to outcome (setup — CA, enrollment, process start-up — not included). "vs in-process": grpc round time / in-process round time measured in this run.\n' +
       '"peak RSS": grpc rows measure the coordinator process alone (clients in other processes); local rows the one process that holds everything.\n' +
       '"unmask ms": local, the coordinator\'s unmasking; grpc, from the unmasking phase opening to the outcome (includes the clients\' unmask answers).\n' +
+      '"round": grpc, the clients\' first round, or their second (a round of another job ran first with the same clients: channels open, tokens fetched, certificates of the first round\'s neighbours remembered).\n' +
+      '"certificate checks": grpc, the peers\' certificates the clients parsed and checked against the CA in the round (each client checks a neighbour\'s once).\n' +
       '"coordinator CPU ms/client": grpc, the coordinator process\'s CPU time (user + system, every thread) from launch to outcome, divided by n; in process the clients share the process, so it is not measured.\n' +
       '"sent kB/client": what a client sends over the round (protocol messages\' payload); "masked kB": its masked upload, at r bits per value, against its floor m·r/8.\n',
   );

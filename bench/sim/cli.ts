@@ -23,6 +23,7 @@ export function registerSimulate(program: Command): void {
     .addOption(new Option('--transport <t>', 'local: in-process calls; grpc: a coordinator on loopback gRPC/mTLS here, the clients in child processes').choices(['local', 'grpc']).default('local'))
     .option('--phase-timeout <duration>', 'grpc: every phase deadline, e.g. 3s (default: scaled to n, k and m)', parseDuration('phase-timeout', 100, 3_600_000))
     .option('--uploads-in-flight <u>', 'grpc: client-side pacing, masked-input uploads in flight per client process (0: no limit; the coordinator gates uploads itself)', parseIntOption('uploads-in-flight', 0, 10000), 0)
+    .option('--warm-up', 'grpc: run one round of another job with the same clients first, and measure the second (channels, tokens and checked certificates as in a job\'s later rounds)')
     .option('--group-size <g>', 'split the cohort into aggregation groups of at most g clients (each its own SecAgg(+) instance; k and t apply per group)', parseIntOption('group-size', 6, 10000))
     .option('--fail-groups <f>', 'grouped rounds: this many groups lose all their clients (in --drop-phase), as if their front end failed', parseIntOption('fail-groups', 0, 10000))
     .option('--redis <url>', 'run the round on Redis with --frontends coordinator processes sharing its state (implies --transport grpc)')
@@ -30,11 +31,12 @@ export function registerSimulate(program: Command): void {
     .addOption(new Option('--kill-frontend-at <phase>', 'with --redis: kill the last front end (SIGKILL) as it opens this phase for its clients, or (masked-taken) right after it took a masked input, before it wrote its partial sum').choices([...KILL_POINTS]))
     .option('--unmask-workers <u>', 'with --redis: unmask worker processes (0: the front ends expand the masks)', parseIntOption('unmask-workers', 0, 16), 0)
     .option('--json', 'print one JSON object on stdout')
-    .action(async (o: { redis?: string; frontends: number; killFrontendAt?: KillPoint; unmaskWorkers: number; groupSize?: number; failGroups?: number; clients: number; dim: number; neighbors?: number; threshold?: number; dropout: number; dropPhase: DropPhase | 'any'; seed: number; bits: number; clip: number; workers?: number; transport: 'local' | 'grpc'; phaseTimeout?: number; uploadsInFlight: number; json?: boolean }) => {
+    .action(async (o: { redis?: string; frontends: number; killFrontendAt?: KillPoint; unmaskWorkers: number; groupSize?: number; failGroups?: number; clients: number; dim: number; neighbors?: number; threshold?: number; dropout: number; dropPhase: DropPhase | 'any'; seed: number; bits: number; clip: number; workers?: number; transport: 'local' | 'grpc'; phaseTimeout?: number; uploadsInFlight: number; warmUp?: boolean; json?: boolean }) => {
       try {
         const { phaseTimeout, redis, frontends, killFrontendAt, unmaskWorkers, ...rest } = o;
         if (!redis && (killFrontendAt !== undefined || unmaskWorkers > 0)) throw new AegisError(ErrorCode.InvalidArgument, '--kill-frontend-at and --unmask-workers need --redis URL');
         if (redis && (o.groupSize !== undefined || o.transport === 'local' && process.argv.includes('--transport'))) throw new AegisError(ErrorCode.InvalidArgument, '--redis runs over gRPC with front-end processes; it takes neither --transport local nor --group-size');
+        if (o.warmUp && (redis || o.transport !== 'grpc')) throw new AegisError(ErrorCode.InvalidArgument, '--warm-up needs --transport grpc (without --redis)');
         const common = { ...rest, ...(phaseTimeout === undefined ? {} : { phaseTimeoutMs: phaseTimeout }), progress };
         const r = redis
           ? await simulateFrontends({ ...common, transport: 'grpc', redisUrl: redis, frontends, unmaskWorkers, ...(killFrontendAt ? { killFrontendAt } : {}) })

@@ -190,7 +190,7 @@ export async function simulateFrontends(opts: FrontendsOptions): Promise<Simulat
     if (opts.killFrontendAt !== undefined) log(killed ? `  front end ${F - 1} was killed (SIGKILL) as ${opts.killFrontendAt} opened` : `  front end ${F - 1} was not killed: the round never opened ${opts.killFrontendAt} for its clients`);
     const stats = (await Promise.all(procs.map((p) => p.request({ op: 'stats' })))).map((r) => (r as { stats: GrpcWorkerStats }).stats);
     const final = o.state;
-    const base = resultBase({ transport: 'grpc', clients: n, params, schedule, seed, dropPhase, dropout, workers, final, refused: 0, stats, setupMs, unmaskMs: unmaskStart === undefined ? 0 : tEnd - unmaskStart, totalMs: tEnd - t0 });
+    const base = resultBase({ transport: 'grpc', clients: n, params, schedule, seed, dropPhase, dropout, workers, final, refused: 0, stats, setupMs, unmaskMs: unmaskStart === undefined ? 0 : tEnd - unmaskStart, totalMs: tEnd - t0, certificateChecks: stats.reduce((a, s) => a + s.certificateChecks, 0) });
     const frontends: FrontendsReport = { count: F, ...(killed ? { killed_at: killed } : {}), unmask_workers: unmaskWorkers };
     const peak = Math.round((process.resourceUsage().maxRSS / 1024) * 10) / 10;
     if (!o.ok || final.phase !== Phase.Completed) {

@@ -36,6 +36,7 @@ import { dropSchedule, type SimulateOptions } from './options.js';
 import { compareToTruth, resultBase, type SimulateResult } from './result.js';
 
 const JOB_ID = 'aegis-simulation';
+const WARM_UP_JOB_ID = 'aegis-simulation-warm-up';
 
 /**
  * Compares a completed round with the ground truth recomputed from the seed for its survivors
@@ -81,11 +82,11 @@ export interface PhaseDeadlinesMs {
  * m + 1 words each) at a pessimistic 0.25 GB/s per client process, capped by the cores.
  */
 /** The simulated round's job manifest (JSON bytes): one round of `params` over `n` clients. */
-export function simulationManifest(params: RoundParams, n: number, deadlines: PhaseDeadlinesMs): Uint8Array {
+export function simulationManifest(params: RoundParams, n: number, deadlines: PhaseDeadlinesMs, jobId = JOB_ID): Uint8Array {
   const now = Date.now();
   const manifest: JobManifestInput = {
     version: 1,
-    jobId: JOB_ID,
+    jobId,
     rounds: 1,
     round: { dim: params.dim, cohort: n, neighbors: params.neighbors, threshold: params.threshold, clip: params.clip, bits: params.bits },
     deadlines,
@@ -227,11 +228,20 @@ export async function simulateGrpc(opts: SimulateOptions): Promise<SimulateResul
     for (let w = 0; w < workers; w++) procs.push(startClientProcess());
     await Promise.all(
       procs.map((p, w) =>
-        p.request({ op: 'init', address: coordinator.address, caPem: coordinator.ca.certificatePem, seed, uploadsInFlight, clients: enrolled.filter((_, i) => i % workers === w) }),
+        p.request({ op: 'init', address: coordinator.address, caPem: coordinator.ca.certificatePem, seed, uploadsInFlight, warmUp: opts.warmUp === true, clients: enrolled.filter((_, i) => i % workers === w) }),
       ),
     );
     await waitUntil(() => coordinator.connectedClients().length >= n, 30_000 + 200 * n, `${n} clients to subscribe`);
     const setupMs = performance.now() - tSetup;
+    if (opts.warmUp) {
+      // A round of another job first, so the measured round runs as a job's later rounds do.
+      const tWarm = performance.now();
+      await coordinator.launch(simulationManifest(params, n, deadlines, WARM_UP_JOB_ID), { gatherMs: 10_000 });
+      const warm = await coordinator.outcomeOf(WARM_UP_JOB_ID, 0);
+      if (!warm.ok) throw new Error(`the warm-up round aborted: ${warm.reason} (${warm.detail})`);
+      await Promise.all(procs.map((p) => p.request({ op: 'measure' })));
+      log(`warm-up round completed in ${(performance.now() - tWarm).toFixed(0)} ms`);
+    }
     log(
       `simulating ${mode} over gRPC: n=${n} m=${params.dim} k=${params.neighbors} t=${params.threshold}, ${schedule.filter(Boolean).length} dropping (${dropPhase}), ` +
         `${workers} client processes (${uploadsInFlight || 'unlimited'} upload${uploadsInFlight === 1 ? '' : 's'} in flight each); setup ${setupMs.toFixed(0)} ms; phase deadlines ${deadlines.advertiseMs}/${deadlines.shareMs}/${deadlines.maskedMs}/${deadlines.consistencyMs}/${deadlines.unmaskMs} ms`,
@@ -288,7 +298,7 @@ export async function simulateGrpc(opts: SimulateOptions): Promise<SimulateResul
     log(`  client processes: peak RSS ${stats.map((s) => `${s.peakRssMb} MB`).join(', ')}`);
 
     const final = o.state;
-    const base = resultBase({ transport: 'grpc', clients: n, params, schedule, seed, dropPhase, dropout, workers, final, refused, stats, setupMs, unmaskMs, totalMs, coordinatorCpuMs });
+    const base = resultBase({ transport: 'grpc', clients: n, params, schedule, seed, dropPhase, dropout, workers, final, refused, stats, setupMs, unmaskMs, totalMs, coordinatorCpuMs, warmUp: opts.warmUp === true, certificateChecks: stats.reduce((a, s) => a + s.certificateChecks, 0) });
 
     if (!o.ok || final.phase !== Phase.Completed) {
       const reason = o.ok ? 'incomplete' : o.reason;

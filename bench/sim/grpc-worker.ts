@@ -41,6 +41,8 @@ export interface GrpcWorkerInit {
   seed: number;
   /** Masked-input uploads in flight per client process; 0: no limit. */
   uploadsInFlight: number;
+  /** A warm-up round comes first (until `measure`): nobody drops, inputs from another seed. */
+  warmUp?: boolean;
   clients: GrpcWorkerClient[];
 }
 
@@ -54,10 +56,16 @@ export interface GrpcWorkerStats {
   peakRssMb: number;
   /** Bytes of the protocol messages its clients sent and were sent, by phase. */
   wire: WireCounts;
+  /** Peers' certificates its clients parsed and checked against the CA (remembered ones are not checked again). */
+  certificateChecks: number;
 }
 
-export type GrpcWorkerRequest = GrpcWorkerInit | { op: 'stats' } | { op: 'stop' };
-export type GrpcWorkerReply = { op: 'ready' } | { op: 'stats'; stats: GrpcWorkerStats } | { op: 'stopped' } | { op: 'error'; message: string };
+/** `measure`: the warm-up round is over; the counts start again from zero for the measured round. */
+export type GrpcWorkerRequest = GrpcWorkerInit | { op: 'measure' } | { op: 'stats' } | { op: 'stop' };
+export type GrpcWorkerReply = { op: 'ready' } | { op: 'measuring' } | { op: 'stats'; stats: GrpcWorkerStats } | { op: 'stopped' } | { op: 'error'; message: string };
+
+/** The warm-up round's inputs come from this seed offset (the ledger refuses one input in two rounds). */
+export const WARM_UP_SEED_OFFSET = 1_000_003;
 
 /** The phase whose message a client would send in answer to each coordinator event. */
 const ANSWER_PHASE: Record<ServerEvent['type'], DropPhase | null> = {
@@ -76,6 +84,8 @@ interface Hosted {
   prgWords: number;
   dropped: boolean;
   aborted?: string;
+  /** Its runner's certificate checks when the measured round began. */
+  checksBefore: number;
   /** The round's parameters, from its start. */
   params?: RoundParams;
   /**
@@ -86,7 +96,9 @@ interface Hosted {
 }
 
 const hosted: Hosted[] = [];
-const wire = emptyCounts();
+let wire = emptyCounts();
+/** In the warm-up round (until `measure`). */
+let warming = false;
 
 /** A counting semaphore; `limit` 0 never waits. */
 class Gate {
@@ -111,10 +123,12 @@ function reply(r: GrpcWorkerReply): void {
 
 async function init(req: GrpcWorkerInit): Promise<void> {
   const uploads = new Gate(req.uploadsInFlight);
+  warming = req.warmUp === true;
+  const seedNow = (): number => (warming ? req.seed + WARM_UP_SEED_OFFSET : req.seed);
   for (const c of req.clients) {
     const identity = await createIdentity(c.identitySeed);
     const index = c.index;
-    const h: Hosted = { c, runner: undefined as unknown as ClientRunner, ms: 0, prgWords: 0, dropped: false };
+    const h: Hosted = { c, runner: undefined as unknown as ClientRunner, ms: 0, prgWords: 0, dropped: false, checksBefore: 0 };
     h.runner = new ClientRunner({
       address: req.address,
       caPem: req.caPem,
@@ -125,14 +139,15 @@ async function init(req: GrpcWorkerInit): Promise<void> {
       // round, when admission first asks for it. The ledger identifies it by its values, as
       // `aegis client run --input` does; the masking step takes the same values.
       inputIdentity: async (_round, params) => {
-        const { x, weight } = (h.prepared ??= syntheticInput(req.seed, index, params.dim, params.clip));
+        const { x, weight } = (h.prepared ??= syntheticInput(seedNow(), index, params.dim, params.clip));
         return rawInputId(x, weight);
       },
       input: (_round, params) => {
         const ready = h.prepared;
         h.prepared = undefined;
-        const { x, weight } = ready ?? syntheticInput(req.seed, index, params.dim, params.clip);
-        return encodeWeightedInput(x, weight, params, DeterministicRng.fromSeed('aegis-sim-rounding', `${req.seed}:${index}`));
+        const seed = seedNow();
+        const { x, weight } = ready ?? syntheticInput(seed, index, params.dim, params.clip);
+        return encodeWeightedInput(x, weight, params, DeterministicRng.fromSeed('aegis-sim-rounding', `${seed}:${index}`));
       },
       backoffMs: { min: 50, max: 1000 },
       onEvent: (e: RunnerEvent) => {
@@ -150,13 +165,13 @@ async function init(req: GrpcWorkerInit): Promise<void> {
     agent.onEvent = async (ev: ServerEvent): Promise<void> => {
       if (h.dropped) return;
       const answers = ANSWER_PHASE[ev.type];
-      if (c.dropAt !== null && answers !== null && DROP_PHASES.indexOf(c.dropAt) <= DROP_PHASES.indexOf(answers)) {
+      if (!warming && c.dropAt !== null && answers !== null && DROP_PHASES.indexOf(c.dropAt) <= DROP_PHASES.indexOf(answers)) {
         h.dropped = true;
         void h.runner.stop(); // not awaited: stop() waits for this very handler to return
         return;
       }
       if (ev.type === 'round-start') h.params = ev.params;
-      if (ev.type === 'share-broadcast' && h.params) h.prepared ??= syntheticInput(req.seed, index, h.params.dim, h.params.clip);
+      if (ev.type === 'share-broadcast' && h.params) h.prepared ??= syntheticInput(seedNow(), index, h.params.dim, h.params.clip);
       const handle = async (): Promise<void> => {
         const t = performance.now();
         const p = original(ev);
@@ -174,6 +189,18 @@ async function init(req: GrpcWorkerInit): Promise<void> {
   reply({ op: 'ready' });
 }
 
+/** The warm-up round is over: what the clients spent and sent starts from zero again. */
+function measure(): void {
+  warming = false;
+  wire = emptyCounts();
+  for (const h of hosted) {
+    h.ms = 0;
+    h.prgWords = 0;
+    delete h.aborted;
+    h.checksBefore = h.runner.peerCertificateChecks;
+  }
+}
+
 function stats(): GrpcWorkerStats {
   const joined = hosted.filter((h) => h.ms > 0);
   return {
@@ -183,6 +210,7 @@ function stats(): GrpcWorkerStats {
     dropped: hosted.filter((h) => h.dropped).map((h) => h.c.clientId),
     peakRssMb: Math.round((process.resourceUsage().maxRSS / 1024) * 10) / 10,
     wire,
+    certificateChecks: hosted.reduce((a, h) => a + h.runner.peerCertificateChecks - h.checksBefore, 0),
   };
 }
 
@@ -196,6 +224,9 @@ process.on('message', (req: GrpcWorkerRequest) => {
     switch (req.op) {
       case 'init':
         return init(req);
+      case 'measure':
+        measure();
+        return reply({ op: 'measuring' });
       case 'stats':
         return reply({ op: 'stats', stats: stats() });
       case 'stop':

@@ -35,6 +35,12 @@ export interface SimulateOptions {
   /** grpc only: masked-input uploads in flight per client process (0: no limit); default 1. */
   uploadsInFlight?: number;
   /**
+   * grpc only: first run one round of another job with the same clients (nobody drops; inputs of
+   * another seed), then the measured round — as a job's later rounds run: channels open, tokens
+   * fetched, the peers' certificates checked and remembered on both sides.
+   */
+  warmUp?: boolean;
+  /**
    * Aggregation groups (coordinator/round/groups.ts): with more clients than this, the cohort is
    * split into groups of at most this size, each its own SecAgg(+) instance (k and t apply per
    * group, capped at its size), and the round's sum is the sum of the completed groups' sums.

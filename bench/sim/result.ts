@@ -62,6 +62,13 @@ export interface SimulateResult {
    * n, ms. null in process, where the clients' worker threads share the process.
    */
   coordinator_cpu_ms_per_client: number | null;
+  /** grpc `--warm-up`: the measured round is the clients' second (a round of another job ran first with the same clients). */
+  warm_up: boolean;
+  /**
+   * grpc: the peers' certificates the clients parsed and checked against the CA in the round (a
+   * client checks each neighbour's once, then remembers it); null in process, where there are none.
+   */
+  peer_certificate_checks: number | null;
   peak_rss_mb: number;
   /** Present for a grouped round. */
   groups?: GroupsReport;
@@ -100,6 +107,9 @@ export function resultBase(a: {
   totalMs: number;
   /** The coordinator's CPU time over the round, ms, where it is measured alone (gRPC). */
   coordinatorCpuMs?: number;
+  warmUp?: boolean;
+  /** gRPC: peers' certificates the clients checked in the round. */
+  certificateChecks?: number;
 }): CommonFields {
   const { params, final, stats } = a;
   const clientMs = stats.flatMap((s) => s.clientMs);
@@ -129,6 +139,8 @@ export function resultBase(a: {
     },
     prg_bytes: (stats.reduce((n, s) => n + s.prgWords, 0) + final.stats.prgWords) * 4,
     coordinator_cpu_ms_per_client: a.coordinatorCpuMs === undefined ? null : Math.round((a.coordinatorCpuMs / a.clients) * 100) / 100,
+    warm_up: a.warmUp === true,
+    peer_certificate_checks: a.certificateChecks ?? null,
     ...bytesReport(
       mergeCounts(stats.map((s) => s.wire)),
       params.dim,

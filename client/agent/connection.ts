@@ -288,6 +288,11 @@ export class ClientRunner {
     };
   }
 
+  /** Peers' certificates parsed and checked against the CA so far (a remembered one is not checked again). */
+  get peerCertificateChecks(): number {
+    return this.peers.verifications;
+  }
+
   /** The front end in use. */
   get address(): string {
     return this.addresses[this.current]!;

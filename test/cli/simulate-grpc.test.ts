@@ -83,9 +83,34 @@ describe('aegis simulate --transport grpc', () => {
     expect(d).toMatchObject({ ok: true, exact: true, transport: 'grpc', clients: 10, survivors: 8, dropped: 2, mode: 'secagg+', drop_phase: 'masked' });
     expect(d.sets).toMatchObject({ u1: 10, u2: 10, u3: 8, u4: 8 });
 
+    // Over gRPC each client checks every neighbour's certificate (classic SecAgg: all n - 1 others).
+    expect(a.peer_certificate_checks).toBe(8 * 7);
+    expect(l.peer_certificate_checks).toBeNull();
+    expect([a.warm_up, l.warm_up]).toEqual([false, false]);
+
     expect(below.status).toBe(1);
     const b = json(below);
     expect(b).toMatchObject({ ok: false, exact: false, transport: 'grpc', reason: 'too-few-clients', aborted_at: 'share-keys', survivors: 0, max_abs_error: null });
     expect(b.detail).toContain('threshold is 4');
+  });
+
+  test('--warm-up measures the clients\' second round: nobody drops in the first, the drop schedule and the counts apply to the second, remembered certificates are not checked again', async () => {
+    const [warm, local] = await Promise.all([
+      aegis(...common, '--clients', '8', '--warm-up', '--dropout', '0.25', '--drop-phase', 'masked', '--seed', '3'),
+      aegis('simulate', '--dim', '1000', '--clients', '8', '--warm-up'),
+    ]);
+    expect(warm.status).toBe(0);
+    const w = json(warm);
+    expect(w).toMatchObject({ ok: true, exact: true, transport: 'grpc', clients: 8, survivors: 6, dropped: 2, warm_up: true });
+    // Everyone advertised in the measured round: the warm-up round stopped no client.
+    expect(w.sets).toMatchObject({ u1: 8, u2: 8, u3: 6, u4: 6 });
+    // Classic SecAgg: the warm-up round checked every peer's certificate; the measured one checks none again.
+    expect(w.peer_certificate_checks).toBe(0);
+    expect(warm.stderr).toContain('warm-up round completed');
+    // What the clients sent is counted for the measured round alone.
+    expect(w.bytes_per_client.masked / w.masked_floor_bytes).toBeLessThan(1.05);
+
+    expect(local.status).toBe(2);
+    expect(local.stderr).toContain('--warm-up needs --transport grpc');
   });
 });
