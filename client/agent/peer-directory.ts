@@ -2,7 +2,7 @@
  * The identity (round) keys of a round's members, as the client learns them from the
  * certificates the coordinator relays with the advertised keys. A certificate counts only if the
  * pinned CA signed it, it is valid now, and it names the entry's client id (and nothing else but
- * its round key); entries that fail are left out, so the state machine sees an unknown id (and
+ * its round key: `clientIdNamedBy`, the coordinator's reading too); entries that fail are left out, so the state machine sees an unknown id (and
  * aborts if it is a neighbour). The round key is the certificate's `urn:aegis:round-key:` URI
  * for a P-256 certificate, the certificate's own key for an Ed25519 one from before P-256
  * (shared/keystore/round-key.ts).
@@ -14,7 +14,7 @@
  * same way, so a later round only checks the period again and compares the id.
  */
 import { X509Certificate } from 'node:crypto';
-import { certificateKeys, ROUND_KEY_URI_PREFIX, sanUris } from '../../shared/keystore/round-key.js';
+import { certificateKeys, clientIdNamedBy } from '../../shared/keystore/round-key.js';
 
 /** Certificates remembered across rounds: enough for a cohort of thousands, a few MB at most. */
 export const VERIFIED_CERTIFICATES_MAX = 4096;
@@ -87,11 +87,7 @@ export class PeerDirectory {
     try {
       const cert = new X509Certificate(Buffer.from(der));
       if (!cert.checkIssued(this.ca) || !cert.verify(this.ca.publicKey)) return undefined;
-      const names = sanUris(cert).filter((u) => !u.startsWith(ROUND_KEY_URI_PREFIX));
-      const m = /^CN=(.+)$/.exec(cert.subject);
-      if (!m || names.length !== 1 || names[0] !== `urn:aegis:client:${m[1]}`) return undefined;
-      if ((cert.subjectAltName ?? '').split(', ').some((n) => !n.startsWith('URI:'))) return undefined;
-      return { clientId: m[1]!, roundKey: certificateKeys(cert).roundKey, notBefore: Date.parse(cert.validFrom), notAfter: Date.parse(cert.validTo) };
+      return { clientId: clientIdNamedBy(cert), roundKey: certificateKeys(cert).roundKey, notBefore: Date.parse(cert.validFrom), notAfter: Date.parse(cert.validTo) };
     } catch {
       return undefined;
     }

@@ -18,6 +18,7 @@
 import { randomBytes, X509Certificate } from 'node:crypto';
 import { abytes } from '../../shared/bytes.js';
 import { ErrorCode, fail } from '../../shared/errors.js';
+import { CLIENT_ID_PATTERN } from '../../shared/protocol/session.js';
 import { certificateKeys, roundKeyProofUri, roundKeyUri, signRoundKeyProof, TLS_KEY_TYPES, type TlsKeyType } from '../../shared/keystore/round-key.js';
 import { ED25519, ed25519CryptoKeys, ed25519PrivateKeyPem, loadX509 } from '../../shared/keystore/webcrypto-ed25519.js';
 import { ECDSA_SHA256, p256CryptoKeys, p256PrivateKeyPem, P256Purpose } from '../../shared/keystore/webcrypto-p256.js';
@@ -26,7 +27,6 @@ export type { TlsKeyType };
 /** The TLS key type of a new enrollment. */
 export const DEFAULT_TLS_KEY_TYPE: TlsKeyType = 'p256';
 
-const CLIENT_ID_PATTERN = /^[A-Za-z0-9._:@-]{1,128}$/;
 
 export interface ClientIdentity {
   /** The 32-byte Ed25519 seed: secret, seal it at rest. */

@@ -26,7 +26,7 @@ import { abytes } from '../../shared/bytes.js';
 import { AegisError, ErrorCode, fail } from '../../shared/errors.js';
 import { ed25519CryptoKeys, ed25519PrivateKeyPem, loadX509, type X509 } from '../../shared/keystore/webcrypto-ed25519.js';
 import { p256CryptoKeys, p256PrivateKeyPem, P256Purpose } from '../../shared/keystore/webcrypto-p256.js';
-import { certificateKeys, certificateKeyType, normalizedSpki, rawPublicKey, roundKeyUri, type TlsKeyType } from '../../shared/keystore/round-key.js';
+import { certificateKeys, certificateKeyType, clientIdNamedBy, CLIENT_URI_PREFIX, normalizedSpki, rawPublicKey, roundKeyUri, type TlsKeyType } from '../../shared/keystore/round-key.js';
 
 import {
   assertClientId,
@@ -41,11 +41,9 @@ import {
   type CertificateKind,
 } from './csr.js';
 
-export { certificateKeys, type TlsKeyType };
+export { certificateKeys, CLIENT_URI_PREFIX, type TlsKeyType };
 export { assertClientId, CLIENT_ID_PATTERN, csrForSeed, expectedCsrCn, inspectCsr, publicKeyOfSpki, verifyCsr, type CertificateKind, type VerifiedCsr } from './csr.js';
 
-/** The SAN URI prefix that names a client. */
-export const CLIENT_URI_PREFIX = 'urn:aegis:client:';
 /** CA validity: 10 years. */
 export const CA_TTL_MS = 10 * 365 * 24 * 3600 * 1000;
 /** Default client certificate lifetime: 24 hours; the client renews at 2/3 of it. */
@@ -392,32 +390,29 @@ export async function issueClientCertificate(
 }
 
 /**
- * The client id of a client certificate (DER): the SAN URI `urn:aegis:client:<id>`, which must
- * be the only such URI and equal the subject's only attribute, CN. Synchronous, on Node's
- * X509Certificate, so a TLS handler can call it on `getPeerCertificate().raw`. It does not
- * check the issuer: the TLS stack (or `isIssuedBy`) does.
+ * The client id of a client certificate (DER, or parsed): the SAN URI `urn:aegis:client:<id>`,
+ * which must agree with the subject's CN — the rules of `clientIdNamedBy` (shared, so a client
+ * reads its peers' certificates the same way). Synchronous, on Node's X509Certificate, so a TLS
+ * handler can call it on `getPeerCertificate().raw`. It does not check the issuer: the TLS stack
+ * (or `isIssuedBy`) does.
  */
-export function clientIdOf(certificateDer: Uint8Array): string {
-  let cert: NodeX509Certificate;
+export function clientIdOf(certificate: Uint8Array | NodeX509Certificate): string {
+  return clientIdNamedBy(parsed(certificate));
+}
+
+/** A certificate as Node parses it (`invalid-argument` for bytes that are not one). */
+function parsed(certificate: Uint8Array | NodeX509Certificate): NodeX509Certificate {
+  if (certificate instanceof NodeX509Certificate) return certificate;
   try {
-    cert = new NodeX509Certificate(Buffer.from(certificateDer));
+    return new NodeX509Certificate(Buffer.from(certificate));
   } catch {
     fail(ErrorCode.InvalidArgument, 'malformed certificate');
   }
-  // Node lists SAN entries as "TYPE:value, ..." (values with separators are quoted; client ids
-  // cannot contain any, so a quoted entry never names a client).
-  const uris = (cert.subjectAltName ?? '')
-    .split(', ')
-    .filter((n) => n.startsWith(`URI:${CLIENT_URI_PREFIX}`));
-  if (uris.length !== 1) fail(ErrorCode.InvalidArgument, 'the certificate names no single client id');
-  const id = assertClientId(uris[0]!.slice(`URI:${CLIENT_URI_PREFIX}`.length));
-  if (cert.subject !== `CN=${id}`) fail(ErrorCode.InvalidArgument, 'the certificate subject and client id disagree');
-  return id;
 }
 
 /** The hex serial number of a certificate (DER), lower case as `IssuedCertificate.serial`. */
-export function serialOf(certificateDer: Uint8Array): string {
-  return new NodeX509Certificate(Buffer.from(certificateDer)).serialNumber.toLowerCase();
+export function serialOf(certificate: Uint8Array | NodeX509Certificate): string {
+  return parsed(certificate).serialNumber.toLowerCase();
 }
 
 /** True when `certificateDer` was signed by this CA and is valid at `now`. */
@@ -473,9 +468,9 @@ export function operatorKeyPem(seed: Uint8Array, certificateDer: Uint8Array): st
 }
 
 /** The operator name of an operator certificate (DER), or undefined for any other certificate. */
-export function operatorOf(certificateDer: Uint8Array): string | undefined {
+export function operatorOf(certificate: Uint8Array | NodeX509Certificate): string | undefined {
   try {
-    const cert = new NodeX509Certificate(Buffer.from(certificateDer));
+    const cert = parsed(certificate);
     const uris = (cert.subjectAltName ?? '').split(', ').filter((n) => n.startsWith('URI:urn:aegis:'));
     if (uris.length !== 1 || !uris[0]!.startsWith(`URI:${OPERATOR_URI_PREFIX}`)) return undefined;
     const name = uris[0]!.slice(`URI:${OPERATOR_URI_PREFIX}`.length);

@@ -8,6 +8,7 @@
 import { ed25519 } from '@noble/curves/ed25519.js';
 import { abytes } from '../../shared/bytes.js';
 import { ErrorCode, fail } from '../../shared/errors.js';
+import { CLIENT_ID_PATTERN } from '../../shared/protocol/session.js';
 import { ED25519, ed25519CryptoKeys, loadX509, type X509 } from '../../shared/keystore/webcrypto-ed25519.js';
 import { ECDSA_SHA256, p256CryptoKeys, P256Purpose } from '../../shared/keystore/webcrypto-p256.js';
 import {
@@ -22,8 +23,7 @@ import {
   type TlsKeyType,
 } from '../../shared/keystore/round-key.js';
 
-/** Client ids: 1..128 characters of [A-Za-z0-9._:@-] (no characters special in X.500 names). */
-export const CLIENT_ID_PATTERN = /^[A-Za-z0-9._:@-]{1,128}$/;
+export { CLIENT_ID_PATTERN };
 
 export function assertClientId(clientId: unknown): string {
   if (typeof clientId !== 'string' || !CLIENT_ID_PATTERN.test(clientId)) {

@@ -43,18 +43,17 @@ export function certificateFacts(der: Uint8Array): CertificateFacts | undefined 
   if (hit !== undefined) return hit ?? undefined;
   let facts: CertificateFacts | null;
   try {
-    const bytes = new Uint8Array(der);
-    const cert = new X509Certificate(Buffer.from(bytes));
-    const operator = operatorOf(bytes);
+    const cert = new X509Certificate(Buffer.from(der));
+    const operator = operatorOf(cert);
     let clientId: string | undefined;
     if (operator === undefined) {
       try {
-        clientId = clientIdOf(bytes);
+        clientId = clientIdOf(cert);
       } catch {
         clientId = undefined;
       }
     }
-    facts = { clientId, operator, serial: serialOf(bytes), notAfter: Date.parse(cert.validTo) };
+    facts = { clientId, operator, serial: serialOf(cert), notAfter: Date.parse(cert.validTo) };
   } catch {
     facts = null;
   }

@@ -24,6 +24,7 @@ import { createPublicKey, X509Certificate, type KeyObject } from 'node:crypto';
 import { abytes, lengthPrefixed } from '../bytes.js';
 import { ed25519Sign, ed25519Verify } from '../crypto/ed25519.js';
 import { ErrorCode, fail } from '../errors.js';
+import { isValidClientId } from '../protocol/session.js';
 
 /** The SAN URI prefix of a client's round key. */
 export const ROUND_KEY_URI_PREFIX = 'urn:aegis:round-key:';
@@ -117,6 +118,27 @@ export function sanUris(cert: X509Certificate): string[] {
     .split(', ')
     .filter((n) => n.startsWith('URI:'))
     .map((n) => n.slice(4));
+}
+
+/** The SAN URI prefix that names a client. */
+export const CLIENT_URI_PREFIX = 'urn:aegis:client:';
+
+/**
+ * The client a certificate names — the coordinator reading who calls, and a client reading a
+ * peer's relayed certificate, both read it here. A client certificate's subjectAltName holds
+ * only URIs: exactly one `urn:aegis:client:<id>` with a valid id, and besides it nothing but its
+ * round key's URI; its subject is `CN=<id>`. Anything else is `invalid-argument`. It does not
+ * check the issuer or validity (the TLS stack, `isIssuedBy` or the caller does).
+ */
+export function clientIdNamedBy(cert: X509Certificate): string {
+  const entries = (cert.subjectAltName ?? '').split(', ');
+  if (entries.some((n) => !n.startsWith('URI:'))) fail(ErrorCode.InvalidArgument, 'a client certificate names nothing but URIs');
+  const named = sanUris(cert).filter((u) => !u.startsWith(ROUND_KEY_URI_PREFIX));
+  if (named.length !== 1 || !named[0]!.startsWith(CLIENT_URI_PREFIX)) fail(ErrorCode.InvalidArgument, 'the certificate names no single client id');
+  const id = named[0]!.slice(CLIENT_URI_PREFIX.length);
+  if (!isValidClientId(id)) fail(ErrorCode.InvalidArgument, 'client id must be 1..128 characters of [A-Za-z0-9._:@-]');
+  if (cert.subject !== `CN=${id}`) fail(ErrorCode.InvalidArgument, 'the certificate subject and client id disagree');
+  return id;
 }
 
 /**

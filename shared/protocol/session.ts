@@ -13,7 +13,7 @@ const LABEL_ADVERTISE = 'aegis/v1/advertise-keys';
 const LABEL_CONSISTENCY = 'aegis/v1/consistency-check';
 const LABEL_SHARE_AAD = 'aegis/v1/share-pair';
 
-/** Client ids: 1..128 characters of [A-Za-z0-9._:@-], compared by code unit (ASCII order). */
+/** Client ids: 1..128 characters of [A-Za-z0-9._:@-] (none special in X.500 names), compared by code unit (ASCII order). */
 export const CLIENT_ID_PATTERN = /^[A-Za-z0-9._:@-]{1,128}$/;
 export const isValidClientId = (id: unknown): id is string => typeof id === 'string' && CLIENT_ID_PATTERN.test(id);
 export const compareIds = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);

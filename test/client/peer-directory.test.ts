@@ -8,7 +8,9 @@
 import { describe, expect, jest, test } from '@jest/globals';
 import { createCsr, createIdentity } from '../../client/enroll/csr.js';
 import { PeerDirectory } from '../../client/agent/peer-directory.js';
-import { createCa, issueClientCertificate, issueServerCertificate, KeyBindings } from '../../coordinator/auth/ca.js';
+import { clientIdOf, createCa, issueClientCertificate, issueServerCertificate, KeyBindings } from '../../coordinator/auth/ca.js';
+import { ErrorCode } from '../../shared/errors.js';
+import { codeOf } from '../support/codes.js';
 import { roundKeyUri } from '../../shared/keystore/round-key.js';
 import { ED25519, loadX509 } from '../../shared/keystore/webcrypto-ed25519.js';
 import { ECDSA_SHA256, p256CryptoKeys, P256Purpose } from '../../shared/keystore/webcrypto-p256.js';
@@ -36,7 +38,7 @@ describe('peer directory', () => {
     }
   });
 
-  test('leaves out a certificate of another CA, a server certificate, and a P-256 certificate naming no or two round keys', async () => {
+  test('leaves out a certificate of another CA, a server certificate, a P-256 certificate naming no or two round keys, and names a client certificate may not carry (refused by the coordinator alike)', async () => {
     const ca = await createCa({ name: 'pinned' });
     const other = await createCa({ name: 'other' });
     const id = await createIdentity();
@@ -45,7 +47,7 @@ describe('peer directory', () => {
     // Certificates the pinned CA's key signs with hand-made SANs (what a forger with the CA key, or a bug, could make).
     const x509 = await loadX509();
     const { keys } = await p256CryptoKeys(id.seed, P256Purpose.ClientTls);
-    const handmade = async (uris: string[]): Promise<Uint8Array> => {
+    const handmade = async (uris: string[], dns: string[] = []): Promise<Uint8Array> => {
       const cert = await x509.X509CertificateGenerator.create({
         serialNumber: '01',
         subject: [{ CN: ['a'] }],
@@ -55,7 +57,7 @@ describe('peer directory', () => {
         signingAlgorithm: ECDSA_SHA256 as unknown as typeof ED25519,
         publicKey: keys.publicKey,
         signingKey: (ca as unknown as { keys: { privateKey: typeof keys.privateKey } }).keys.privateKey,
-        extensions: [new x509.SubjectAlternativeNameExtension(uris.map((value) => ({ type: 'url' as const, value })))],
+        extensions: [new x509.SubjectAlternativeNameExtension([...uris.map((value) => ({ type: 'url' as const, value })), ...dns.map((value) => ({ type: 'dns' as const, value }))])],
       });
       return new Uint8Array(cert.rawData);
     };
@@ -72,6 +74,22 @@ describe('peer directory', () => {
     const dir = new PeerDirectory(ca.certificatePem);
     dir.learn([{ clientId: 'a', certificate: good }]);
     expect(dir.keyOf('a')).toEqual(id.publicKey);
+
+    // Names a client certificate may not carry, read the same way by a client (a peer's
+    // certificate) and by the coordinator (its caller's): one function, clientIdNamedBy.
+    const names = {
+      'another URI': await handmade(['urn:aegis:client:a', roundKeyUri(id.publicKey), 'urn:aegis:operator:a']),
+      'a DNS name': await handmade(['urn:aegis:client:a', roundKeyUri(id.publicKey)], ['a.example']),
+      'two client ids': await handmade(['urn:aegis:client:a', 'urn:aegis:client:b', roundKeyUri(id.publicKey)]),
+      'an id other than its CN': await handmade(['urn:aegis:client:b', roundKeyUri(id.publicKey)]),
+    };
+    for (const [what, der] of Object.entries(names)) {
+      const peers = new PeerDirectory(ca.certificatePem);
+      peers.learn([{ clientId: 'a', certificate: der }]);
+      expect([what, peers.keyOf('a')]).toEqual([what, undefined]);
+      expect([what, codeOf(() => clientIdOf(der))]).toEqual([what, ErrorCode.InvalidArgument]);
+    }
+    expect(clientIdOf(good)).toBe('a');
   });
 
   test('checks a certificate only when its key is asked for, and once across rounds; the validity period and the id are checked every time', async () => {
