@@ -8,8 +8,15 @@ import { isTrainingManifest, parseManifest } from '../../shared/protocol/manifes
 import type { LaunchQueue, LaunchTask } from '../queue/launch-queue.js';
 import { verifiedManifestBytes } from './manifest-check.js';
 import { sha256, weightsOf } from './training.js';
-import type { LaunchResult } from './types.js';
-import type { Jobs } from './jobs.js';
+import type { Job, LaunchResult } from './types.js';
+
+/** What a queued launch needs of the coordinator's jobs (jobs.ts, which calls in here). */
+export interface LaunchingJobs {
+  get(jobId: string): Job | undefined;
+  launch(manifestJson: Uint8Array, opts: { gatherMs?: number; initialWeights?: Uint8Array; signedManifest?: Uint8Array; roundIndex?: number }): Promise<LaunchResult>;
+  trainingFinished(jobId: string): Promise<'completed' | 'failed'>;
+  readonly stopped: boolean;
+}
 
 /**
  * Checks everything a launch can be refused for — signature, expiry, parameters, initial
@@ -49,14 +56,14 @@ export async function queueLaunch(
  * round index: a launch gathers its cohort before its round exists, and a second delivery in that
  * time must not start another.
  */
-const launching = new WeakMap<Jobs, Map<string, Promise<unknown>>>();
+const launching = new WeakMap<LaunchingJobs, Map<string, Promise<unknown>>>();
 
 /**
  * Runs one launch taken from the queue and resolves when it has ended. A delivery of a launch
  * this process already ran, runs, or is still starting is not started again: it waits for and
  * reports that run.
  */
-export async function runQueuedLaunch(jobs: Jobs, task: LaunchTask, log: Logger | undefined): Promise<{ ok: boolean; state: string; survivors?: number }> {
+export async function runQueuedLaunch(jobs: LaunchingJobs, task: LaunchTask, log: Logger | undefined): Promise<{ ok: boolean; state: string; survivors?: number }> {
   const inFlight = launching.get(jobs) ?? launching.set(jobs, new Map()).get(jobs)!;
   const key = `${task.jobId}\u0000${task.roundIndex}`;
   const starting = inFlight.get(key);
