@@ -1,14 +1,17 @@
 /**
  * Ed25519 signatures (RFC 8032 §5.1) on Node's crypto, with strict verification.
  *
- * OpenSSL already rejects non-canonical S (S >= L, the malleability of RFC 8032 §5.1.7) and
- * non-canonical point encodings. On top of that we refuse public keys of small order (they
- * make "signatures" that verify for many messages) — checked once per key with @noble/curves,
- * off the hot path. Verification returns a boolean; callers turn `false` into their own
- * typed error or abort reason.
+ * OpenSSL already rejects non-canonical S (S >= L, the malleability of RFC 8032 §5.1.7). On top
+ * of that we refuse public keys of small order (they make "signatures" that verify for many
+ * messages) and keys whose y coordinate is not encoded below p — checked once per key, on its
+ * bytes: y (the encoding without its sign bit) against the y of the eight small-order points
+ * (@noble/curves' ED25519_TORSION_SUBGROUP), as libsodium does, instead of decoding the point in
+ * JavaScript, which cost more than the signature check itself. A key that is no point at all
+ * fails OpenSSL's own decoding. Verification returns a boolean; callers turn `false` into their
+ * own typed error or abort reason.
  */
 import { createPublicKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
-import { ed25519 } from '@noble/curves/ed25519.js';
+import { ED25519_TORSION_SUBGROUP } from '@noble/curves/ed25519.js';
 import { abytes } from '../bytes.js';
 import { ErrorCode, fail } from '../errors.js';
 import { okpPrivateKeyObject, okpPublicKey } from './okp.js';
@@ -38,6 +41,26 @@ export function ed25519PrivateKeyObject(seed: Uint8Array): KeyObject {
   return okpPrivateKeyObject('Ed25519', seed);
 }
 
+/** A point encoding's y coordinate: the 32 bytes with the sign bit of x cleared, as hex. */
+function yOf(encoding: Uint8Array): string {
+  const y = Buffer.from(encoding);
+  y[31]! &= 0x7f;
+  return y.toString('hex');
+}
+
+/** The y of the eight points of small order (of both signs of x: y alone decides). */
+const SMALL_ORDER_Y = new Set(ED25519_TORSION_SUBGROUP.map((h) => yOf(Buffer.from(h, 'hex'))));
+
+/** True when the encoded y (little-endian, sign bit aside) is below p = 2^255 - 19: ed ff … ff 7f. */
+function canonicalY(pk: Uint8Array): boolean {
+  if ((pk[31]! & 0x7f) !== 0x7f) return true;
+  for (let i = 30; i >= 1; i--) if (pk[i] !== 0xff) return true;
+  return pk[0]! < 0xed;
+}
+
+/** A key that can verify nothing for anyone: y not below p, or a point of small order. */
+export const ed25519KeyRefused = (pk: Uint8Array): boolean => !canonicalY(pk) || SMALL_ORDER_Y.has(yOf(pk));
+
 // Verified public keys are cached as KeyObjects: a round verifies many signatures per key.
 const pubCache = new Map<string, KeyObject | null>();
 const PUB_CACHE_MAX = 65536;
@@ -48,11 +71,8 @@ function publicKeyObject(pk: Uint8Array): KeyObject | null {
   if (hit !== undefined) return hit;
   let obj: KeyObject | null = null;
   try {
-    // Small-order keys (and non-canonical encodings, which noble refuses) never verify.
-    if (!ed25519.Point.fromBytes(pk).isSmallOrder()) {
-      // JWK import is an order of magnitude faster than DER here.
-      obj = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(pk).toString('base64url') }, format: 'jwk' });
-    }
+    // JWK import is an order of magnitude faster than DER here.
+    if (!ed25519KeyRefused(pk)) obj = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(pk).toString('base64url') }, format: 'jwk' });
   } catch {
     obj = null;
   }

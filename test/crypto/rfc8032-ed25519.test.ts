@@ -4,13 +4,14 @@
  * malformed inputs that must give `false` rather than an exception.
  */
 import { describe, expect, test } from '@jest/globals';
-import { createPublicKey, verify as opensslVerify } from 'node:crypto';
+import { createPublicKey, randomBytes, verify as opensslVerify } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import { ED25519_TORSION_SUBGROUP } from '@noble/curves/ed25519.js';
+import { ed25519, ED25519_TORSION_SUBGROUP } from '@noble/curves/ed25519.js';
 import { ErrorCode, isAegisError } from '../../shared/errors.js';
 import {
   ed25519AssertValid,
   ed25519KeyPair,
+  ed25519KeyRefused,
   ed25519PrivateKeyObject,
   ed25519PublicFromSeed,
   ed25519Sign,
@@ -152,6 +153,58 @@ describe('Ed25519 signing and strict verification', () => {
       expect(forgedFor).toBeDefined(); // the forgery is real…
       expect(ed25519Verify(pk, forgedFor!, forged)).toBe(false); // …and Aegis refuses it
     }
+  });
+
+  test('non-canonical encodings of small-order points (y >= p, a negative zero) are rejected, though OpenSSL takes a forgery for them', () => {
+    const identityR = hex('01' + '00'.repeat(31));
+    const forged = new Uint8Array([...identityR, ...new Uint8Array(32)]);
+    const p1 = 'ee' + 'ff'.repeat(30); // y = p + 1, which is 1: the identity
+    const p0 = 'ed' + 'ff'.repeat(30); // y = p, which is 0: order 4
+    for (const a of [p1 + '7f', p1 + 'ff', p0 + '7f', p0 + 'ff', '01' + '00'.repeat(30) + '80']) {
+      const pk = hex(a);
+      const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(pk).toString('base64url') }, format: 'jwk' });
+      let forgedFor: Uint8Array | undefined;
+      for (let i = 0; i < 256 && !forgedFor; i++) {
+        const m = utf8(`message ${i}`);
+        if (opensslVerify(null, m, key, forged)) forgedFor = m;
+      }
+      expect([a, forgedFor !== undefined]).toEqual([a, true]);
+      expect([a, ed25519Verify(pk, forgedFor!, forged)]).toEqual([a, false]);
+      expect(ed25519KeyRefused(pk)).toBe(true);
+    }
+  });
+
+  test('the check on the key bytes refuses what decoding the point (noble) refuses or finds of small order, and lets OpenSSL refuse the rest', () => {
+    const pMinus = (d: number): Uint8Array => hex((0xed - d).toString(16).padStart(2, '0') + 'ff'.repeat(30) + '7f');
+    const encodings: Uint8Array[] = [
+      ...ED25519_TORSION_SUBGROUP.flatMap((h) => [hex(h), hex(h.slice(0, 62) + ((parseInt(h.slice(62), 16) ^ 0x80).toString(16).padStart(2, '0')))]),
+      // every y from p - 3 up to 2^255 - 1, both signs
+      ...Array.from({ length: 22 }, (_, i) => pMinus(3 - i)).flatMap((e) => [e, new Uint8Array([...e.subarray(0, 31), e[31]! | 0x80])]),
+      ...Array.from({ length: 200 }, () => ed25519KeyPair().publicKey),
+      ...Array.from({ length: 2000 }, () => new Uint8Array(randomBytes(32))),
+    ];
+    const identityR = hex('01' + '00'.repeat(31));
+    const forged = new Uint8Array([...identityR, ...new Uint8Array(32)]);
+    let decoded = 0;
+    let undecodable = 0;
+    for (const pk of encodings) {
+      let smallOrder: boolean | undefined;
+      try {
+        smallOrder = ed25519.Point.fromBytes(pk).isSmallOrder();
+      } catch {
+        smallOrder = undefined;
+      }
+      if (smallOrder !== undefined) {
+        decoded++;
+        expect([toHex(pk), ed25519KeyRefused(pk)]).toEqual([toHex(pk), smallOrder]);
+      } else {
+        undecodable++;
+        // Not a point (or y >= p): either refused on its bytes, or no signature verifies under it.
+        if (!ed25519KeyRefused(pk)) for (let i = 0; i < 8; i++) expect(ed25519Verify(pk, utf8(`m${i}`), forged)).toBe(false);
+      }
+    }
+    expect(decoded).toBeGreaterThan(1000);
+    expect(undecodable).toBeGreaterThan(500);
   });
 
   test('inputs of the wrong length or type return false without throwing', () => {
