@@ -136,38 +136,35 @@ describe('Ed25519 signing and strict verification', () => {
     }
   });
 
+  // With A of small order, R = identity and S = 0 satisfy [S]B = R + [k]A whenever ord(A)
+  // divides k = H(R || A || M): OpenSSL accepts that for roughly 1 message in ord(A).
+  const forged = new Uint8Array([...hex('01' + '00'.repeat(31)), ...new Uint8Array(32)]);
+  /** A message for which OpenSSL itself takes `forged` under `pk`, if one of 256 is. */
+  function forgeryFor(pk: Uint8Array): Uint8Array | undefined {
+    const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(pk).toString('base64url') }, format: 'jwk' });
+    for (let i = 0; i < 256; i++) {
+      const m = utf8(`message ${i}`);
+      if (opensslVerify(null, m, key, forged)) return m;
+    }
+    return undefined;
+  }
+
   test('every small-order public key is rejected, even with a "signature" that OpenSSL itself accepts', () => {
-    // With A of small order, R = identity and S = 0 satisfy [S]B = R + [k]A whenever ord(A)
-    // divides k = H(R || A || M): OpenSSL accepts that for roughly 1 message in ord(A).
-    const identityR = hex('01' + '00'.repeat(31));
-    const forged = new Uint8Array([...identityR, ...new Uint8Array(32)]);
     expect(ED25519_TORSION_SUBGROUP).toHaveLength(8);
     for (const a of ED25519_TORSION_SUBGROUP) {
       const pk = hex(a);
-      const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(pk).toString('base64url') }, format: 'jwk' });
-      let forgedFor: Uint8Array | undefined;
-      for (let i = 0; i < 256 && !forgedFor; i++) {
-        const m = utf8(`message ${i}`);
-        if (opensslVerify(null, m, key, forged)) forgedFor = m;
-      }
+      const forgedFor = forgeryFor(pk);
       expect(forgedFor).toBeDefined(); // the forgery is real…
       expect(ed25519Verify(pk, forgedFor!, forged)).toBe(false); // …and Aegis refuses it
     }
   });
 
   test('non-canonical encodings of small-order points (y >= p, a negative zero) are rejected, though OpenSSL takes a forgery for them', () => {
-    const identityR = hex('01' + '00'.repeat(31));
-    const forged = new Uint8Array([...identityR, ...new Uint8Array(32)]);
     const p1 = 'ee' + 'ff'.repeat(30); // y = p + 1, which is 1: the identity
     const p0 = 'ed' + 'ff'.repeat(30); // y = p, which is 0: order 4
     for (const a of [p1 + '7f', p1 + 'ff', p0 + '7f', p0 + 'ff', '01' + '00'.repeat(30) + '80']) {
       const pk = hex(a);
-      const key = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(pk).toString('base64url') }, format: 'jwk' });
-      let forgedFor: Uint8Array | undefined;
-      for (let i = 0; i < 256 && !forgedFor; i++) {
-        const m = utf8(`message ${i}`);
-        if (opensslVerify(null, m, key, forged)) forgedFor = m;
-      }
+      const forgedFor = forgeryFor(pk);
       expect([a, forgedFor !== undefined]).toEqual([a, true]);
       expect([a, ed25519Verify(pk, forgedFor!, forged)]).toEqual([a, false]);
       expect(ed25519KeyRefused(pk)).toBe(true);
@@ -183,8 +180,6 @@ describe('Ed25519 signing and strict verification', () => {
       ...Array.from({ length: 200 }, () => ed25519KeyPair().publicKey),
       ...Array.from({ length: 2000 }, () => new Uint8Array(randomBytes(32))),
     ];
-    const identityR = hex('01' + '00'.repeat(31));
-    const forged = new Uint8Array([...identityR, ...new Uint8Array(32)]);
     let decoded = 0;
     let undecodable = 0;
     for (const pk of encodings) {
