@@ -65,7 +65,7 @@ export type GrpcWorkerRequest = GrpcWorkerInit | { op: 'measure' } | { op: 'stat
 export type GrpcWorkerReply = { op: 'ready' } | { op: 'measuring' } | { op: 'stats'; stats: GrpcWorkerStats } | { op: 'stopped' } | { op: 'error'; message: string };
 
 /** The warm-up round's inputs come from this seed offset (the ledger refuses one input in two rounds). */
-export const WARM_UP_SEED_OFFSET = 1_000_003;
+const WARM_UP_SEED_OFFSET = 1_000_003;
 
 /** The phase whose message a client would send in answer to each coordinator event. */
 const ANSWER_PHASE: Record<ServerEvent['type'], DropPhase | null> = {
@@ -197,6 +197,7 @@ function measure(): void {
     h.ms = 0;
     h.prgWords = 0;
     delete h.aborted;
+    h.prepared = undefined; // an input made for the warm-up round is not the measured round's
     h.checksBefore = h.runner.peerCertificateChecks;
   }
 }
