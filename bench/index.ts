@@ -14,6 +14,7 @@ import { benchRefuse } from './refuse.js';
 import { benchSoak } from './soak.js';
 import { benchDp } from './dp.js';
 import { benchClient } from './client.js';
+import { benchFloor } from './floor.js';
 
 const TOPICS: Record<string, (o: { json: boolean; quick: boolean; budgetSeconds: number }) => Promise<void>> = {
   secagg: benchSecagg,
@@ -25,6 +26,7 @@ const TOPICS: Record<string, (o: { json: boolean; quick: boolean; budgetSeconds:
   soak: benchSoak,
   dp: benchDp,
   client: benchClient,
+  floor: benchFloor,
 };
 
 const program = new Command();
