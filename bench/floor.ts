@@ -9,10 +9,9 @@
  * Sizes: n = 500, m = 10^5, k = 19, 10% dropout (the secagg grid's row with a 3 s target);
  * `--quick`: n = 100, m = 10^4.
  */
-import { existsSync } from 'node:fs';
 import { cpus } from 'node:os';
-import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { benchEntry } from './entry.js';
 import { simulate } from './sim/simulate.js';
 import { fmt, median, table } from './table.js';
 
@@ -38,23 +37,19 @@ export interface FloorResult {
   exact: boolean;
 }
 
-/** The worker entry: next to this file when built, dist/bench/ when run from the sources (tests). */
-function workerEntry(): string {
-  const here = fileURLToPath(new URL('./floor-worker.js', import.meta.url));
-  if (existsSync(here)) return here;
-  const built = fileURLToPath(new URL('../dist/bench/floor-worker.js', import.meta.url));
-  if (existsSync(built)) return built;
-  throw new Error(`worker entry ${here} not found: run "npm run build" (worker threads need the compiled dist/)`);
-}
-
 /** Wall time of `n` clients' unavoidable crypto spread over `threads` worker threads (their start-up not counted). */
 async function cryptoWallMs(n: number, m: number, k: number, t: number, threads: number): Promise<number> {
-  const path = workerEntry();
+  const path = benchEntry('floor-worker.js', import.meta.url, 'the worker thread');
   const workers = Array.from({ length: threads }, (_, w) => new Worker(path, { workerData: { count: Math.floor(n / threads) + (w < n % threads ? 1 : 0), m, k, t } }));
+  const nextMessage = (w: Worker): Promise<void> =>
+    new Promise((resolve, reject) => {
+      w.once('message', () => resolve());
+      w.once('error', reject);
+    });
   try {
-    await Promise.all(workers.map((w) => new Promise<void>((resolve, reject) => (w.once('message', () => resolve()), w.once('error', reject)))));
+    await Promise.all(workers.map(nextMessage)); // each has warmed up
     const t0 = performance.now();
-    const done = workers.map((w) => new Promise<void>((resolve, reject) => (w.once('message', () => resolve()), w.once('error', reject))));
+    const done = workers.map(nextMessage);
     for (const w of workers) w.postMessage('go');
     await Promise.all(done);
     return performance.now() - t0;

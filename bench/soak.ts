@@ -24,12 +24,11 @@
  * `--quick` (CI): 40 rounds, 10 clients, m = 10^3, growth from rounds 10–14 to rounds 36–40.
  * `AEGIS_SOAK_HEAP_SNAPSHOTS=DIR`: heap snapshots of the coordinator at the end of both windows.
  */
-import { existsSync } from 'node:fs';
 import { writeFile } from 'node:fs/promises';
 import { fork } from 'node:child_process';
 import { cpus, tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { benchEntry } from './entry.js';
 import { ClientRunner, enrollWithToken } from '../client/agent/connection.js';
 import { createIdentity } from '../client/enroll/csr.js';
 import type { JobManifestInput } from '../shared/protocol/manifest.js';
@@ -133,11 +132,7 @@ export function soakInput(c: number, r: number, dim: number): Uint32Array {
 
 /** The coordinator process entry: next to this file when built, dist/bench/ when run from the sources (tests). */
 function coordinatorEntry(): string {
-  const here = fileURLToPath(new URL('./soak-coordinator.js', import.meta.url));
-  if (existsSync(here)) return here;
-  const built = fileURLToPath(new URL('../dist/bench/soak-coordinator.js', import.meta.url));
-  if (existsSync(built)) return built;
-  throw new Error(`coordinator entry ${here} not found: run "npm run build" (the coordinator process needs the compiled dist/)`);
+  return benchEntry('soak-coordinator.js', import.meta.url, 'the coordinator process');
 }
 
 type CoordinatorProcess = IpcChild<SoakCoordinatorRequest, SoakCoordinatorReply>;

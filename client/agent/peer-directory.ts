@@ -2,8 +2,9 @@
  * The identity (round) keys of a round's members, as the client learns them from the
  * certificates the coordinator relays with the advertised keys. A certificate counts only if the
  * pinned CA signed it, it is valid now, and it names the entry's client id (and nothing else but
- * its round key: `clientIdNamedBy`, the coordinator's reading too); entries that fail are left out, so the state machine sees an unknown id (and
- * aborts if it is a neighbour). The round key is the certificate's `urn:aegis:round-key:` URI
+ * its round key: `clientIdNamedBy`, which the coordinator reads its callers with too); entries
+ * that fail are left out, so the state machine sees an unknown id (and aborts if it is a
+ * neighbour). The round key is the certificate's `urn:aegis:round-key:` URI
  * for a P-256 certificate, the certificate's own key for an Ed25519 one from before P-256
  * (shared/keystore/round-key.ts).
  *

@@ -131,9 +131,9 @@ export const CLIENT_URI_PREFIX = 'urn:aegis:client:';
  * check the issuer or validity (the TLS stack, `isIssuedBy` or the caller does).
  */
 export function clientIdNamedBy(cert: X509Certificate): string {
-  const entries = (cert.subjectAltName ?? '').split(', ');
-  if (entries.some((n) => !n.startsWith('URI:'))) fail(ErrorCode.InvalidArgument, 'a client certificate names nothing but URIs');
-  const named = sanUris(cert).filter((u) => !u.startsWith(ROUND_KEY_URI_PREFIX));
+  const entries = cert.subjectAltName ? cert.subjectAltName.split(', ') : [];
+  if (entries.some((n) => !n.startsWith('URI:'))) fail(ErrorCode.InvalidArgument, 'a client certificate names something other than URIs');
+  const named = entries.map((n) => n.slice(4)).filter((u) => !u.startsWith(ROUND_KEY_URI_PREFIX));
   if (named.length !== 1 || !named[0]!.startsWith(CLIENT_URI_PREFIX)) fail(ErrorCode.InvalidArgument, 'the certificate names no single client id');
   const id = named[0]!.slice(CLIENT_URI_PREFIX.length);
   if (!isValidClientId(id)) fail(ErrorCode.InvalidArgument, 'client id must be 1..128 characters of [A-Za-z0-9._:@-]');
