@@ -3,7 +3,7 @@
  * session id as salt, purpose label and context as info (DESIGN.md §2).
  */
 import { describe, expect, test } from '@jest/globals';
-import { createHmac, randomBytes } from 'node:crypto';
+import { createHmac, hkdfSync, randomBytes } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ErrorCode } from '../../shared/errors.js';
 import { deriveKey, hkdfSha256, Purpose } from '../../shared/crypto/hkdf.js';
@@ -54,6 +54,19 @@ describe('RFC 5869 HKDF-SHA256 — Wycheproof hkdf_sha256_test.json', () => {
     for (const t of invalid) expect(t.flags).toContain('SizeTooLarge');
     const notRefused = invalid.filter((t) => codeOf(() => hkdfSha256(hex(t.ikm), hex(t.salt), hex(t.info), t.size)) !== ErrorCode.InvalidArgument);
     expect(notRefused.map((t) => t.tcId)).toEqual([]);
+  });
+
+  test('outputs of one hash length or less (two HMACs written out) agree with node:crypto hkdfSync, and the vectors cover both paths', () => {
+    const valid = cases.filter((t) => t.result === 'valid');
+    expect(valid.some((t) => t.size <= 32)).toBe(true);
+    expect(valid.some((t) => t.size > 32)).toBe(true);
+    for (let i = 0; i < 200; i++) {
+      const length = 1 + (i % 32);
+      const ikm = randomBytes(i % 80);
+      const salt = i % 5 === 0 ? new Uint8Array(0) : randomBytes(i % 70);
+      const info = randomBytes(i % 50);
+      expect(toHex(hkdfSha256(ikm, salt, info, length))).toBe(toHex(new Uint8Array(hkdfSync('sha256', ikm, salt, info, length))));
+    }
   });
 
   test('output lengths 8160 and 1 are accepted, 8161, 0, negative and fractional lengths are refused', () => {
