@@ -69,9 +69,10 @@ export function handle(state: AdvertiseKeysState, msg: AdvertiseBroadcast): Clie
     if (!(e.view instanceof Uint8Array) || !sameBytes(e.view, cfg.view)) return abort(state, AbortReason.ViewMismatch, 'a peer advertised keys for another view of the round (model, parameters or group)');
     for (const k of [e.cPk, e.sPk]) {
       if (!(k instanceof Uint8Array) || k.length !== 32) return abort(state, AbortReason.BadKey, 'a key in U1 is not 32 bytes');
-      const hex = Buffer.from(k).toString('hex');
-      if (keysSeen.has(hex)) return abort(state, AbortReason.BadKey, 'one public key appears twice in U1');
-      keysSeen.add(hex);
+      // One character per byte, read in place: a key's own string without copying its bytes.
+      const seen = Buffer.from(k.buffer, k.byteOffset, 32).toString('latin1');
+      if (keysSeen.has(seen)) return abort(state, AbortReason.BadKey, 'one public key appears twice in U1');
+      keysSeen.add(seen);
     }
   }
   const self = entries.find((e) => e.clientId === cfg.clientId);

@@ -5,7 +5,7 @@
  */
 import { createHash } from 'node:crypto';
 import { fitsBits } from '../../shared/crypto/bitpack.js';
-import { addInto } from '../../shared/crypto/vecops.js';
+import { addIfFits } from '../../shared/crypto/vecops.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { MaskedInput } from '../../shared/protocol/messages.js';
 import { consistencyTranscript } from '../../shared/protocol/session.js';
@@ -27,10 +27,16 @@ export function receive(state: MaskedInputState, msg: MaskedInput): CoordinatorT
   if (msg.vector.length !== want) throw new AegisError(ErrorCode.InvalidArgument, `masked input has ${msg.vector.length} words, the round takes ${want}`);
   const bits = roundSumBits(state.cfg);
   if (msg.bits !== bits) throw new AegisError(ErrorCode.InvalidArgument, `masked input is reduced to ${msg.bits} bits, the round's sum has ${bits}`);
-  if (!fitsBits(msg.vector, bits)) throw new AegisError(ErrorCode.InvalidArgument, `masked input has a word of more than ${bits} bits`);
+  const tooWide = (): never => {
+    throw new AegisError(ErrorCode.InvalidArgument, `masked input has a word of more than ${bits} bits`);
+  };
   const prior = state.received.get(msg.clientId);
-  if (prior) refuseResend(msg.type, sameBytes(prior, digest(msg.vector)));
-  addInto(state.sum, msg.vector);
+  if (prior) {
+    if (!fitsBits(msg.vector, bits)) tooWide();
+    refuseResend(msg.type, sameBytes(prior, digest(msg.vector)));
+  }
+  // Checked (every word below 2^r) and added in one pass; a refused vector leaves the sum as it was.
+  if (!addIfFits(state.sum, msg.vector, bits)) tooWide();
   state.received.set(msg.clientId, digest(msg.vector));
   return { next: state, outbound: [] };
 }

@@ -66,7 +66,7 @@ const pubCache = new Map<string, KeyObject | null>();
 const PUB_CACHE_MAX = 65536;
 
 function publicKeyObject(pk: Uint8Array): KeyObject | null {
-  const id = Buffer.from(pk).toString('base64');
+  const id = Buffer.from(pk.buffer, pk.byteOffset, pk.length).toString('latin1');
   const hit = pubCache.get(id);
   if (hit !== undefined) return hit;
   let obj: KeyObject | null = null;

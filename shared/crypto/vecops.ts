@@ -59,6 +59,27 @@ export function subInto(acc: Uint32Array, src: Uint32Array): void {
   for (let i = 0; i < n; i++) acc[i]! -= src[i]!;
 }
 
+/**
+ * acc += src (mod 2^32) when every word of `src` is below 2^bits, in one pass over `src`; false,
+ * with `acc` as it was, otherwise. The coordinator adds each masked input on arrival, and a
+ * vector read once from memory instead of twice (checked, then added) is most of what that
+ * costs. A refused vector is subtracted again, which restores `acc` exactly (mod 2^32).
+ */
+export function addIfFits(acc: Uint32Array, src: Uint32Array, bits: number): boolean {
+  if (src.length !== acc.length) throw new RangeError('vector lengths differ');
+  if (!Number.isInteger(bits) || bits < 1 || bits > 32) throw new RangeError('bits must be an integer in 1..32');
+  const n = acc.length;
+  let high = 0;
+  for (let i = 0; i < n; i++) {
+    const x = src[i]!;
+    high |= x;
+    acc[i]! += x;
+  }
+  if (bits === 32 || high >>> bits === 0) return true;
+  subInto(acc, src);
+  return false;
+}
+
 const PAGE = 65536;
 const align16 = (n: number): number => (n + 15) & ~15;
 

@@ -8,7 +8,7 @@
  */
 import { afterEach, describe, expect, test } from '@jest/globals';
 import fc from 'fast-check';
-import { addInto, simdAvailable, subInto, VectorAccumulator } from '../../shared/crypto/vecops.js';
+import { addIfFits, addInto, simdAvailable, subInto, VectorAccumulator } from '../../shared/crypto/vecops.js';
 import { expandInto, prgWords } from '../../shared/crypto/prg.js';
 
 type Path = 'simd' | 'js';
@@ -155,6 +155,37 @@ describe('addInto / subInto', () => {
       }),
       { numRuns: 200 },
     );
+  });
+});
+
+describe('addIfFits (check every word below 2^bits and add, in one pass)', () => {
+  test('adds a vector whose words all fit, mod 2^32, for every bits from 1 to 32', () => {
+    for (let bits = 1; bits <= 32; bits++) {
+      const top = 2 ** bits - 1;
+      const acc = new Uint32Array([0xffffffff, 7, 0, 123456789]);
+      const src = new Uint32Array([top, 0, top, Math.floor(top / 3)]);
+      expect(addIfFits(acc, src, bits)).toBe(true);
+      expect(Array.from(acc)).toEqual([0xffffffff, 7, 0, 123456789].map((a, i) => Number((BigInt(a) + BigInt(src[i]!)) % 2n ** 32n)));
+    }
+  });
+
+  test('refuses a vector with one word of 2^bits or more — first, middle or last — and leaves the sum exactly as it was', () => {
+    fc.assert(
+      fc.property(fc.integer({ min: 1, max: 31 }), fc.integer({ min: 1, max: 60 }), fc.nat(), fc.uint32Array({ minLength: 60, maxLength: 60 }), (bits, n, at, start) => {
+        const acc = start.slice(0, n);
+        const before = Array.from(acc);
+        const src = new Uint32Array(n).map((_, i) => start[(i * 7) % 60]! & (2 ** bits - 1));
+        src[at % n] = src[at % n]! | 2 ** bits; // one bit above the allowed ones
+        expect(addIfFits(acc, src, bits)).toBe(false);
+        expect(Array.from(acc)).toEqual(before);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  test('refuses vectors of another length and bits outside 1..32', () => {
+    expect(() => addIfFits(new Uint32Array(3), new Uint32Array(4), 8)).toThrow(RangeError);
+    for (const bits of [0, 33, 1.5]) expect(() => addIfFits(new Uint32Array(3), new Uint32Array(3), bits)).toThrow(RangeError);
   });
 });
 
