@@ -40,7 +40,10 @@ export function advertiseTranscript(round: RoundRef, view: Uint8Array, clientId:
 export function computeSessionId(round: RoundRef, u1: readonly AdvertisedEntry[]): Uint8Array {
   const h = createHash('sha256');
   h.update(lengthPrefixed(LABEL_SESSION, round.manifestHash, u32be(round.roundIndex), u32be(u1.length)));
-  const sorted = [...u1].sort((a, b) => compareIds(a.clientId, b.clientId));
+  // Sorted by id; a list that already is (the roster's) is taken as it is, checked in one pass.
+  let inOrder = true;
+  for (let i = 1; i < u1.length && inOrder; i++) inOrder = compareIds(u1[i - 1]!.clientId, u1[i]!.clientId) <= 0;
+  const sorted = inOrder ? u1 : [...u1].sort((a, b) => compareIds(a.clientId, b.clientId));
   let size = 0;
   for (const e of sorted) size += 16 + Buffer.byteLength(e.clientId) + e.cPk.length + e.sPk.length + e.view.length;
   const buf = Buffer.allocUnsafe(size);

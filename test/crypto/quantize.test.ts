@@ -154,6 +154,33 @@ describe('quantize', () => {
     }
   });
 
+  test('every word is exactly floor((clamp(v, −c, c) + c) · (2^b − 1) / 2c + u / 2^32), capped at 2^b − 1: the textbook formula, at every b (200 random inputs of up to 9,000 values, clipped ones included)', () => {
+    fc.assert(
+      fc.property(
+        fc.integer({ min: 1, max: 24 }),
+        fc.constantFrom(1e-9, 0.5, 1, 3.75, 1e6, 1e12),
+        fc.array(fc.double({ min: -2, max: 2, noNaN: true }), { minLength: 1, maxLength: 9000 }),
+        fc.integer(),
+        (bits, clip, unit, seed) => {
+          const values = unit.map((x) => x * clip);
+          const p = { clip, bits };
+          const got = quantize(values, p, rng(seed));
+          const draws = rng(seed);
+          const max = 2 ** bits - 1;
+          const scale = max / (2 * clip);
+          let u = draws.nextBlock();
+          for (let i = 0; i < values.length; i++) {
+            if (i > 0 && i % 4096 === 0) u = draws.nextBlock();
+            const c = Math.min(Math.max(values[i]!, -clip), clip);
+            const want = Math.min(Math.floor((c + clip) * scale + u[i % 4096]! / 2 ** 32), max);
+            if (got[i] !== want) expect({ i, got: got[i], want }).toBe('the same word');
+          }
+        },
+      ),
+      { numRuns: 200 },
+    );
+  });
+
   test('the same seed gives the same quantization, another seed a different one', () => {
     const values = Array.from({ length: 1000 }, (_, i) => Math.sin(i));
     const p = { clip: 1, bits: 12 };
