@@ -135,17 +135,6 @@ export class VectorAccumulator {
     return this.accView.slice();
   }
 
-  /** A copy of the vector with every word reduced mod 2^bits (bits 1..32), in one pass. */
-  snapshotReduced(bits: number): Uint32Array {
-    if (!Number.isInteger(bits) || bits < 1 || bits > 32) throw new RangeError('bits must be an integer in 1..32');
-    if (bits === 32) return this.snapshot();
-    const mask = (1 << bits) - 1; // bits = 31: 0x7fffffff; below, the low bits
-    const src = this.accView;
-    const out = new Uint32Array(src.length);
-    for (let i = 0; i < src.length; i++) out[i] = src[i]! & mask;
-    return out;
-  }
-
   /**
    * acc[offsetWords + i] += word i of `bytes` (little-endian uint32), for a chunk of at most
    * `chunkWords` words. `bytes.length` must be a multiple of 4.

@@ -202,19 +202,6 @@ describe.each(['simd', 'js'] as const)('VectorAccumulator on the %s path', (path
     expect(Array.from(acc.vector)).toEqual([0, 0, 0, 0, 0, 0]);
   });
 
-  test('snapshotReduced(bits) is a copy with every word mod 2^bits, for every bits from 1 to 32', () => {
-    const words = new Uint32Array([0xffffffff, 0x80000001, 0x12345678, 0, 1, 0x7fffffff]);
-    const acc = withPath(path, words.length);
-    acc.reset(words);
-    for (let bits = 1; bits <= 32; bits++) {
-      const r = acc.snapshotReduced(bits);
-      expect(Array.from(r)).toEqual(Array.from(words).map((w) => Number(BigInt(w) % 2n ** BigInt(bits))));
-      r[0] = 5; // a copy
-      expect(acc.vector[0]).toBe(0xffffffff);
-    }
-    for (const bits of [0, 33, 2.5]) expect(() => acc.snapshotReduced(bits)).toThrow(RangeError);
-  });
-
   test('snapshot() is a copy that later changes do not touch, while vector is the live view', () => {
     const acc = withPath(path, 4);
     acc.reset(new Uint32Array([10, 20, 30, 40]));
