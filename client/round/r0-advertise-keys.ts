@@ -22,6 +22,7 @@ import { Roster } from '../../shared/protocol/roster.js';
 import { advertiseTranscript, assertRoundRef, isValidClientId, sameRound, shareAad } from '../../shared/protocol/session.js';
 import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abort } from './aborted.js';
+import { hasRepeatedKey } from './checks.js';
 import type { AdvertiseKeysState, ClientConfig, ClientTransition, ShareKeysState } from './types.js';
 
 /**
@@ -60,7 +61,7 @@ export function handle(state: AdvertiseKeysState, msg: AdvertiseBroadcast): Clie
   // ids.
   const ids = new Set<string>();
   const members = cfg.members ? new Set(cfg.members) : undefined;
-  const keysSeen = new Set<string>();
+  const advertised: Uint8Array[] = [];
   for (const e of entries) {
     if (!isValidClientId(e.clientId)) return abort(state, AbortReason.UnknownId, 'U1 names a malformed client id');
     if (ids.has(e.clientId)) return abort(state, AbortReason.DuplicateId, 'U1 lists a client id twice');
@@ -69,12 +70,10 @@ export function handle(state: AdvertiseKeysState, msg: AdvertiseBroadcast): Clie
     if (!(e.view instanceof Uint8Array) || !sameBytes(e.view, cfg.view)) return abort(state, AbortReason.ViewMismatch, 'a peer advertised keys for another view of the round (model, parameters or group)');
     for (const k of [e.cPk, e.sPk]) {
       if (!(k instanceof Uint8Array) || k.length !== 32) return abort(state, AbortReason.BadKey, 'a key in U1 is not 32 bytes');
-      // One character per byte, read in place: a key's own string without copying its bytes.
-      const seen = Buffer.from(k.buffer, k.byteOffset, 32).toString('latin1');
-      if (keysSeen.has(seen)) return abort(state, AbortReason.BadKey, 'one public key appears twice in U1');
-      keysSeen.add(seen);
+      advertised.push(k);
     }
   }
+  if (hasRepeatedKey(advertised)) return abort(state, AbortReason.BadKey, 'one public key appears twice in U1');
   const self = entries.find((e) => e.clientId === cfg.clientId);
   if (!self) return abort(state, AbortReason.ListedDeadWhileAlive, 'U1 leaves out this client');
   if (Buffer.compare(self.cPk, keys.cPk) !== 0 || Buffer.compare(self.sPk, keys.sPk) !== 0) {
