@@ -21,11 +21,11 @@ export function checkIdList(ids: readonly string[], roster: Roster): ListProblem
 const prefixOf = (k: Uint8Array): number => (k[0]! | (k[1]! << 8) | (k[2]! << 16)) + (k[3]! | (k[4]! << 8) | (k[5]! << 16)) * 16777216;
 
 /**
- * True when two of `keys` (32 bytes each) are the same bytes. Keys are bucketed by their first six bytes, with no
- * string or Buffer made per key; honest keys are random, so two share a prefix only when they are
- * the same key. A coordinator can craft keys that share a prefix and differ after it: at the first
- * such pair the check starts over keyed by every key's whole bytes, so crafted keys cost it O(n)
- * strings, never O(n²) comparisons.
+ * True when two of `keys` (32 bytes each) are the same bytes. Keys are bucketed by their first
+ * six bytes, with no string or Buffer made per key; honest keys are random, so two share a prefix
+ * only when they are the same key. A coordinator can craft keys that share a prefix and differ
+ * after it: at the first such pair the check starts over keyed by every key's whole bytes, so
+ * crafted keys cost it O(n) strings, never O(n²) comparisons.
  */
 export function hasRepeatedKey(keys: readonly Uint8Array[]): boolean {
   const byPrefix = new Map<number, Uint8Array>();
