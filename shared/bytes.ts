@@ -74,6 +74,9 @@ export function isAllZero(b: Uint8Array): boolean {
 }
 
 export const toHex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.length).toString('hex');
+
+/** The bytes as a string of one character per byte, read in place: a cheap exact map key for byte strings. */
+export const bytesKey = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.length).toString('latin1');
 export function fromHex(h: string): Uint8Array {
   if (h.length % 2 !== 0 || !/^[0-9a-fA-F]*$/.test(h)) fail(ErrorCode.InvalidArgument, 'malformed hex');
   return new Uint8Array(Buffer.from(h, 'hex'));

@@ -1,5 +1,5 @@
 /** Small checks shared by the client's phase handlers. */
-import { sameBytes } from '../../shared/bytes.js';
+import { bytesKey, sameBytes } from '../../shared/bytes.js';
 import type { Roster } from '../../shared/protocol/roster.js';
 
 export const sameSession = (a: Uint8Array, b: Uint8Array): boolean => a instanceof Uint8Array && sameBytes(a, b);
@@ -39,7 +39,7 @@ export function hasRepeatedKey(keys: readonly Uint8Array[]): boolean {
     if (sameBytes(prior, k)) return true;
     const whole = new Set<string>();
     for (const x of keys) {
-      const id = Buffer.from(x.buffer, x.byteOffset, x.length).toString('latin1');
+      const id = bytesKey(x);
       if (whole.has(id)) return true;
       whole.add(id);
     }

@@ -12,7 +12,7 @@
  */
 import { createPublicKey, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
 import { ED25519_TORSION_SUBGROUP } from '@noble/curves/ed25519.js';
-import { abytes } from '../bytes.js';
+import { abytes, bytesKey } from '../bytes.js';
 import { ErrorCode, fail } from '../errors.js';
 import { okpPrivateKeyObject, okpPublicKey } from './okp.js';
 
@@ -66,7 +66,7 @@ const pubCache = new Map<string, KeyObject | null>();
 const PUB_CACHE_MAX = 65536;
 
 function publicKeyObject(pk: Uint8Array): KeyObject | null {
-  const id = Buffer.from(pk.buffer, pk.byteOffset, pk.length).toString('latin1');
+  const id = bytesKey(pk);
   const hit = pubCache.get(id);
   if (hit !== undefined) return hit;
   let obj: KeyObject | null = null;
