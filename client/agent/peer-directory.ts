@@ -2,11 +2,15 @@
  * The identity (round) keys of a round's members, as the client learns them from the
  * certificates the coordinator relays with the advertised keys. A certificate counts only if the
  * pinned CA signed it, it is valid now, and it names the entry's client id (and nothing else but
- * its round key: `clientIdNamedBy`, which the coordinator reads its callers with too); entries
+ * its round key: the naming rules of `clientIdNamedBy`, which the coordinator reads its callers with too); entries
  * that fail are left out, so the state machine sees an unknown id (and aborts if it is a
  * neighbour). The round key is the certificate's `urn:aegis:round-key:` URI
  * for a P-256 certificate, the certificate's own key for an Ed25519 one from before P-256
  * (shared/keystore/round-key.ts).
+ *
+ * The checks are ClientCertificateChecker's (shared/keystore/client-certificate.ts): the CA's
+ * signature over the certificate's signed part first, then the fields, without Node's full X.509
+ * parse (which alone costs twice the signature check).
  *
  * Certificates are checked when a key is asked for, not when the broadcast arrives: a SecAgg+
  * client asks only for its k neighbours' keys, so it parses and verifies k certificates per
@@ -14,8 +18,7 @@
  * with the id and validity period it names: the same bytes under the same CA always verify the
  * same way, so a later round only checks the period again and compares the id.
  */
-import { X509Certificate } from 'node:crypto';
-import { certificateKeys, clientIdNamedBy } from '../../shared/keystore/round-key.js';
+import { ClientCertificateChecker } from '../../shared/keystore/client-certificate.js';
 
 /** Certificates remembered across rounds: enough for a cohort of thousands, a few MB at most. */
 export const VERIFIED_CERTIFICATES_MAX = 4096;
@@ -34,12 +37,12 @@ export class PeerDirectory {
   private readonly answers = new Map<string, Uint8Array | undefined>();
   /** Certificates that passed the CA checks, by their DER (base64); oldest first. */
   private readonly verified = new Map<string, Verified>();
-  private readonly ca: X509Certificate;
+  private readonly checker: ClientCertificateChecker;
   /** Certificates parsed and verified so far (what the cache and the laziness save shows here). */
   verifications = 0;
 
   constructor(caPem: string) {
-    this.ca = new X509Certificate(caPem);
+    this.checker = new ClientCertificateChecker(caPem);
   }
 
   /** The Ed25519 round key of `clientId`, if its relayed certificate passes the checks. */
@@ -82,15 +85,10 @@ export class PeerDirectory {
     return v.roundKey;
   }
 
-  /** The CA's signature and the names, parsed once per certificate. */
+  /** The CA's signature and the names, read once per certificate. */
   private verify(der: Uint8Array): Verified | undefined {
     this.verifications++;
-    try {
-      const cert = new X509Certificate(Buffer.from(der));
-      if (!cert.checkIssued(this.ca) || !cert.verify(this.ca.publicKey)) return undefined;
-      return { clientId: clientIdNamedBy(cert), roundKey: certificateKeys(cert).roundKey, notBefore: Date.parse(cert.validFrom), notAfter: Date.parse(cert.validTo) };
-    } catch {
-      return undefined;
-    }
+    const c = this.checker.check(der);
+    return c && { clientId: c.clientId, roundKey: c.roundKey, notBefore: c.notBefore, notAfter: c.notAfter };
   }
 }

@@ -132,12 +132,23 @@ export const CLIENT_URI_PREFIX = 'urn:aegis:client:';
  */
 export function clientIdNamedBy(cert: X509Certificate): string {
   const entries = cert.subjectAltName ? cert.subjectAltName.split(', ') : [];
-  if (entries.some((n) => !n.startsWith('URI:'))) fail(ErrorCode.InvalidArgument, 'a client certificate names something other than URIs');
-  const named = entries.map((n) => n.slice(4)).filter((u) => !u.startsWith(ROUND_KEY_URI_PREFIX));
+  const uris = entries.every((n) => n.startsWith('URI:')) ? entries.map((n) => n.slice(4)) : null;
+  const subject = cert.subject;
+  return clientIdOfNames(uris, subject.startsWith('CN=') && !subject.includes('\n') ? subject.slice(3) : null);
+}
+
+/**
+ * The rules of `clientIdNamedBy`, on names however they were read: `uris` the subjectAltName's
+ * URIs (null if it names anything else), `subjectCn` the subject's value when the subject is a
+ * single CN (null otherwise).
+ */
+export function clientIdOfNames(uris: readonly string[] | null, subjectCn: string | null): string {
+  if (uris === null) fail(ErrorCode.InvalidArgument, 'a client certificate names something other than URIs');
+  const named = uris.filter((u) => !u.startsWith(ROUND_KEY_URI_PREFIX));
   if (named.length !== 1 || !named[0]!.startsWith(CLIENT_URI_PREFIX)) fail(ErrorCode.InvalidArgument, 'the certificate names no single client id');
   const id = named[0]!.slice(CLIENT_URI_PREFIX.length);
   if (!isValidClientId(id)) fail(ErrorCode.InvalidArgument, 'client id must be 1..128 characters of [A-Za-z0-9._:@-]');
-  if (cert.subject !== `CN=${id}`) fail(ErrorCode.InvalidArgument, 'the certificate subject and client id disagree');
+  if (subjectCn !== id) fail(ErrorCode.InvalidArgument, 'the certificate subject and client id disagree');
   return id;
 }
 
@@ -154,11 +165,19 @@ export function certificateKeys(certificate: Uint8Array | X509Certificate): { tl
   } catch {
     fail(ErrorCode.InvalidArgument, 'malformed certificate');
   }
-  const type = keyTypeOf(cert.publicKey);
-  const named = sanUris(cert).filter((u) => u.startsWith(ROUND_KEY_URI_PREFIX));
+  const key = cert.publicKey;
+  return certificateKeysOfNames(keyTypeOf(key), sanUris(cert), () => rawPublicKey(key));
+}
+
+/**
+ * The rules of `certificateKeys`, on a certificate however it was read: its key's type
+ * (undefined for any other), its SAN URIs, and its raw public key (asked for an Ed25519 one only).
+ */
+export function certificateKeysOfNames(type: TlsKeyType | undefined, uris: readonly string[], rawKey: () => Uint8Array): { tlsKeyType: TlsKeyType; roundKey: Uint8Array } {
+  const named = uris.filter((u) => u.startsWith(ROUND_KEY_URI_PREFIX));
   if (type === 'ed25519') {
     if (named.length > 0) fail(ErrorCode.InvalidArgument, 'an Ed25519 certificate names no separate round key');
-    return { tlsKeyType: type, roundKey: rawPublicKey(cert.publicKey) };
+    return { tlsKeyType: type, roundKey: rawKey() };
   }
   if (type === 'p256') {
     const key = named.length === 1 ? roundKeyOfUri(named[0]!) : undefined;
