@@ -38,7 +38,7 @@ import { renderSoakChart, sparkline, type SoakSeries } from './soak-chart.js';
 import type { SoakCoordinatorReply, SoakCoordinatorRequest, SoakSample } from './soak-coordinator.js';
 import { bytesCells, BYTES_HEADERS, fmt, table } from './table.js';
 import { sumBitsOf } from '../shared/protocol/params.js';
-import { bytesReport, countAgentTraffic, emptyCounts } from './sim/wire-count.js';
+import { bytesReport, countAgentTraffic, emptyCounts, settleCounts } from './sim/wire-count.js';
 
 export interface SoakOptions {
   rounds: number;
@@ -238,7 +238,7 @@ export async function runSoak(o: SoakOptions): Promise<SoakResult> {
     for (let r = 0; r < o.rounds; r++) {
       wire = emptyCounts();
       const out = await ask(soak, { op: 'round', manifest, gatherMs: 30_000 }, 'round');
-      bytes = bytesReport(wire, o.dim, sumBitsOf({ cohort: n, bits: 16 }));
+      bytes = bytesReport(settleCounts(wire), o.dim, sumBitsOf({ cohort: n, bits: 16 }));
       const snapshot = o.heapSnapshotDir && (r + 1 === w.early[1] || r + 1 === w.late[1]) ? join(o.heapSnapshotDir, `soak-${r + 1 === w.early[1] ? 'early' : 'late'}-${r + 1}.heapsnapshot`) : undefined;
       const [s, i] = await Promise.all([ask(soak, { op: 'sample', ...(snapshot ? { heapSnapshot: snapshot } : {}) }, 'sample'), ask(idle, { op: 'sample' }, 'sample')]);
       let problem: string | undefined;

@@ -23,7 +23,7 @@ import { DeterministicRng } from '../../shared/crypto/rng.js';
 import type { ServerEvent } from '../../shared/protocol/messages.js';
 import type { RoundParams } from '../../shared/protocol/params.js';
 import { DROP_PHASES, syntheticInput, type DropPhase } from './client-host.js';
-import { countAgentTraffic, emptyCounts, type WireCounts } from './wire-count.js';
+import { countAgentTraffic, emptyCounts, settleCounts, type WireCounts } from './wire-count.js';
 
 export interface GrpcWorkerClient {
   clientId: string;
@@ -210,7 +210,7 @@ function stats(): GrpcWorkerStats {
     aborted: hosted.filter((h) => h.aborted !== undefined).map((h) => ({ id: h.c.clientId, reason: h.aborted! })),
     dropped: hosted.filter((h) => h.dropped).map((h) => h.c.clientId),
     peakRssMb: Math.round((process.resourceUsage().maxRSS / 1024) * 10) / 10,
-    wire,
+    wire: settleCounts(wire),
     certificateChecks: hosted.reduce((a, h) => a + h.runner.peerCertificateChecks - h.checksBefore, 0),
   };
 }

@@ -70,24 +70,50 @@ export function countReceived(c: WireCounts, m: ServerMessage): void {
   slot[1] += 1;
 }
 
+/** Messages a ClientRunner's agent sent or took and `settleCounts` has not sized yet. */
+const unsized = new WeakMap<WireCounts, { up: ClientMessage[]; down: ServerMessage[] }>();
+
 /**
  * Counts what a ClientRunner's agent sends and takes, into `c` (read at each use, so a caller may
  * swap in fresh counts between rounds). Wrap before any other interception of `onEvent` that
  * may swallow a message: what is swallowed is then not counted.
+ *
+ * Sizing a message encodes it again (a client decodes its own copy of each broadcast, so nothing
+ * is shared to size once), which is the simulator's work, not the client's: the messages are
+ * kept and sized by `settleCounts` after the round, off the round's clock and CPU. A masked input
+ * is sized at once (from its length, without encoding) and not kept.
  */
 export function countAgentTraffic(agent: ClientAgent, c: () => WireCounts): void {
+  const later = (): { up: ClientMessage[]; down: ServerMessage[] } => {
+    const counts = c();
+    let u = unsized.get(counts);
+    if (!u) unsized.set(counts, (u = { up: [], down: [] }));
+    return u;
+  };
   const cfg = agent['cfg'];
   const send = cfg.send;
   cfg.send = (m) => {
-    countSent(c(), m);
+    if (m.type === 'masked-input') countSent(c(), m);
+    else later().up.push(m);
     return send(m);
   };
   const onEvent = agent.onEvent.bind(agent);
   agent.onEvent = (ev: ServerEvent): Promise<void> => {
     // Round starts and outcomes are not messages of a phase.
-    if (ev.type !== 'round-start' && ev.type !== 'round-outcome') countReceived(c(), ev);
+    if (ev.type !== 'round-start' && ev.type !== 'round-outcome') later().down.push(ev);
     return onEvent(ev);
   };
+}
+
+/** Sizes the messages `countAgentTraffic` kept for `c` and adds them in; returns `c`. */
+export function settleCounts(c: WireCounts): WireCounts {
+  const u = unsized.get(c);
+  if (u) {
+    unsized.delete(c);
+    for (const m of u.up) countSent(c, m);
+    for (const m of u.down) countReceived(c, m);
+  }
+  return c;
 }
 
 /** The hosts' counts added up. */
