@@ -39,6 +39,20 @@ export type TypedClient<M extends GenServiceMethods> = grpc.Client & {
 };
 
 const serializer = (desc: DescMessage) => (msg: MessageShape<DescMessage>) => Buffer.from(toBinary(desc, msg));
+/**
+ * A server stream's serializer, encoding each message object once: a coordinator writes one
+ * broadcast object to every member's stream (the advertise broadcast is ~700 bytes per member,
+ * to each of n members), and grpc-js copies what this returns into its own frame. A message
+ * object written to a stream is therefore never changed afterwards.
+ */
+const streamSerializer = (desc: DescMessage) => {
+  const encoded = new WeakMap<object, Buffer>();
+  return (msg: MessageShape<DescMessage>): Buffer => {
+    let bytes = encoded.get(msg);
+    if (!bytes) encoded.set(msg, (bytes = Buffer.from(toBinary(desc, msg))));
+    return bytes;
+  };
+};
 const deserializer = (desc: DescMessage) => (buf: Buffer) => fromBinary(desc, buf);
 
 /**
@@ -74,7 +88,7 @@ export function serviceDefinition<M extends GenServiceMethods>(service: GenServi
       responseStream: m.methodKind === 'server_streaming',
       requestSerialize: serializer(m.input) as (v: unknown) => Buffer,
       requestDeserialize: lenientDeserializer(m.input),
-      responseSerialize: serializer(m.output) as (v: unknown) => Buffer,
+      responseSerialize: (m.methodKind === 'server_streaming' ? streamSerializer(m.output) : serializer(m.output)) as (v: unknown) => Buffer,
       responseDeserialize: deserializer(m.output),
       originalName: m.name,
     };
