@@ -38,7 +38,7 @@ import type { RoundOutcome, RoundRef, RoundStart } from '../../shared/protocol/m
 import type { RoundParams } from '../../shared/protocol/params.js';
 import type { AuditBook } from '../audit/audit.js';
 import type { RoundInput } from '../round/types.js';
-import type { ContributionLedger, InputDigest, RoundClaim } from './ledger.js';
+import type { ContributionLedger, InputDigest, InputId, RoundClaim } from './ledger.js';
 import { checkRoundPrivacy, UNSIGNED_PUBLISHER, type PrivacyLimit, type RoundPrivacy } from './privacy-budget.js';
 import { checkRoundStart, manifestOfRoundStart } from './round-start.js';
 import { roundPrivacyOf } from './round-privacy.js';
@@ -82,7 +82,7 @@ export interface AdmissionContext {
    * What identifies the client's plain input for a round (ledger.ts: quantizedInputId,
    * rawInputId); the ledger keeps only its HMAC. Absent: the input is not checked for reuse.
    */
-  plainInput?: (round: RoundRef, params: RoundParams) => Promise<Uint8Array>;
+  plainInput?: (round: RoundRef, params: RoundParams) => Promise<InputId>;
   /** Contribute one plain input to several rounds (`client run --input-reuse`): a coordinator may learn it as a difference of sums. */
   inputReuse?: boolean;
   /** Which rounds this client joined and what it contributed (in the data dir, or in memory). */

@@ -144,7 +144,7 @@ export interface ContributionLedger {
    * The digest of a plain input (`id`: bytes that identify it, see quantizedInputId) for
    * `round`; throws `input-reused` when it went to another round before, unless `reuse`.
    */
-  inputDigest(id: Uint8Array, round: RoundRef, opts: { reuse: boolean }): InputDigest;
+  inputDigest(id: InputId, round: RoundRef, opts: { reuse: boolean }): InputDigest;
   /** Checks the claim again and records the join, durably before it returns. */
   join(claim: RoundClaim, input?: InputDigest): Promise<void>;
   /**
@@ -170,27 +170,36 @@ const short = (h: string): string => `${h.slice(0, 12)}…`;
 /** The id of an input-digest key (so a digest names the key it is under, never the key). */
 export const inputKeyId = (key: Uint8Array): string => createHmac('sha256', key).update('aegis/v1/ledger-input-key-id').digest('hex').slice(0, 16);
 
-/** What identifies a quantized input vector (the default for in-process runners). */
-export function quantizedInputId(v: Uint32Array): Uint8Array {
-  const out = new Uint8Array(1 + v.byteLength);
-  out[0] = 1;
-  out.set(new Uint8Array(v.buffer, v.byteOffset, v.byteLength), 1);
-  return out;
+/**
+ * What identifies an input: bytes, given as the parts they are the concatenation of, so that a
+ * vector is hashed where it lies instead of being copied after a tag byte first (for m = 10^5
+ * values, 0.8 MB per round).
+ */
+export type InputId = readonly Uint8Array[];
+
+/** The bytes of a typed array, in place. */
+const bytesOf = (v: ArrayBufferView): Uint8Array => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+
+/** What identifies a quantized input vector (the default for in-process runners): 0x01, then its words. */
+export function quantizedInputId(v: Uint32Array): InputId {
+  return [Uint8Array.of(1), bytesOf(v)];
 }
 
 /**
- * What identifies an input read as numbers (`aegis client run --input`): its values and weight
- * as float64. Quantization draws fresh randomness at each round, so one input never quantizes
- * to the same vector twice; its values are what must not be summed twice.
+ * What identifies an input read as numbers (`aegis client run --input`): 0x02, then its values
+ * and weight as float64. Quantization draws fresh randomness at each round, so one input never
+ * quantizes to the same vector twice; its values are what must not be summed twice.
  */
-export function rawInputId(values: ArrayLike<number>, weight: number): Uint8Array {
-  const f = new Float64Array(values.length + 1);
-  f.set(values);
-  f[values.length] = weight;
-  const out = new Uint8Array(1 + f.byteLength);
-  out[0] = 2;
-  out.set(new Uint8Array(f.buffer), 1);
-  return out;
+export function rawInputId(values: ArrayLike<number>, weight: number): InputId {
+  const f = values instanceof Float64Array ? values : Float64Array.from(values);
+  return [Uint8Array.of(2), bytesOf(f), bytesOf(Float64Array.of(weight))];
+}
+
+/** The HMAC-SHA256 of an input id under `key`, hex. */
+function inputHmac(key: Uint8Array, id: InputId): string {
+  const h = createHmac('sha256', key);
+  for (const part of id) h.update(part);
+  return h.digest('hex');
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -348,14 +357,14 @@ export class Ledger implements ContributionLedger {
     checkClaim(this.jobs.get(claim.manifestSha256), claim);
   }
 
-  inputDigest(id: Uint8Array, round: RoundRef, opts: { reuse: boolean }): InputDigest {
+  inputDigest(id: InputId, round: RoundRef, opts: { reuse: boolean }): InputDigest {
     const manifestSha256 = hex(round.manifestHash);
     const [firstId, firstKey] = this.inputKeys.entries().next().value as [string, Uint8Array];
     // The digest under the first key is both checked and recorded: computed once.
-    const recorded = createHmac('sha256', firstKey).update(id).digest('hex');
+    const recorded = inputHmac(firstKey, id);
     if (!opts.reuse) {
       for (const [keyId, key] of this.inputKeys) {
-        const d = keyId === firstId ? recorded : createHmac('sha256', key).update(id).digest('hex');
+        const d = keyId === firstId ? recorded : inputHmac(key, id);
         const earlier = this.inputs.find((e) => e.key === keyId && e.digest === d && (e.manifestSha256 !== manifestSha256 || e.roundIndex !== round.roundIndex));
         if (earlier) {
           const where = earlier.manifestSha256 === manifestSha256 ? `${roundName(earlier.roundIndex)} of this job` : `${roundName(earlier.roundIndex)} of the job of manifest ${short(earlier.manifestSha256)}`;

@@ -37,7 +37,7 @@ import { admitRound, newAdmissionMemory, recordRoundOutcome, type AdmissionConte
 import type { Trainer } from '../admission/training-round.js';
 import type { RoundInput } from '../round/types.js';
 import type { LocalValidation } from '../admission/validation.js';
-import { memoryLedger, quantizedInputId, type ContributionLedger } from '../admission/ledger.js';
+import { memoryLedger, quantizedInputId, type ContributionLedger, type InputId } from '../admission/ledger.js';
 import { channelCredentials } from '../../shared/rpc/tls-credentials.js';
 
 /**
@@ -105,7 +105,7 @@ export interface RunnerOptions {
    * HMAC); default: the vector `input` returns (quantizedInputId). `aegis client run` gives the
    * values it read (rawInputId), as it quantizes them with fresh randomness at each round.
    */
-  inputIdentity?: (round: RoundRef, params: RoundParams) => Promise<Uint8Array>;
+  inputIdentity?: (round: RoundRef, params: RoundParams) => Promise<InputId>;
   /**
    * Contribute one plain input to several rounds (`client run --input-reuse`). Off by default: a
    * coordinator that sums one input in two cohorts learns it as the difference of the sums.

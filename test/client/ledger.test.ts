@@ -193,7 +193,7 @@ describe('plain inputs', () => {
     const a = memoryLedger();
     const b = memoryLedger();
     expect(a.inputDigest(x, ref(H1, 0), { reuse: false }).digest).not.toBe(b.inputDigest(x, ref(H1, 0), { reuse: false }).digest);
-    expect(rawInputId([0.5, -1], 3)).toHaveLength(1 + 3 * 8);
+    expect(Buffer.concat(rawInputId([0.5, -1], 3))).toHaveLength(1 + 3 * 8);
     await a.join(plain(H1, 0), a.inputDigest(x, ref(H1, 0), { reuse: false }));
     await a.contribute(ref(H1, 0), { reuse: false });
     const shown = JSON.stringify(a.view());
@@ -271,5 +271,23 @@ describe('through admission', () => {
     await admitRound(ctx, start(0));
     await recordRoundOutcome(ctx, { type: 'round-outcome', round: start(0).round, ok: false, reason: 'too-few-clients' });
     expect(ctx.ledger.view().jobs[0]!.recent[0]!.outcome).toBe('aborted');
+  });
+});
+
+describe('input ids', () => {
+  it('are the bytes they always were, given in parts: a tag byte, then the vector in place (digests in ledgers on disk still match)', () => {
+    const values = Float64Array.of(0.5, -1, 1e-300);
+    const raw = rawInputId(values, 3);
+    expect(Buffer.concat(raw)).toEqual(Buffer.concat([Buffer.from([2]), Buffer.from(Float64Array.of(0.5, -1, 1e-300, 3).buffer)]));
+    // A Float64Array is hashed where it lies; other numbers are converted first.
+    expect(raw[1]!.buffer).toBe(values.buffer);
+    expect(Buffer.concat(rawInputId([0.5, -1, 1e-300], 3))).toEqual(Buffer.concat(raw));
+    const words = new Uint32Array([7, 0xffffffff, 1]);
+    const q = quantizedInputId(words.subarray(1));
+    expect(Buffer.concat(q)).toEqual(Buffer.concat([Buffer.from([1]), Buffer.from(new Uint32Array([0xffffffff, 1]).buffer)]));
+    // One ledger, one key: the digest of the parts is the digest of their concatenation.
+    const l = memoryLedger();
+    expect(l.inputDigest(raw, ref(H1, 0), { reuse: false })).toEqual(l.inputDigest([Buffer.concat(raw)], ref(H1, 0), { reuse: false }));
+    expect(l.inputDigest(q, ref(H1, 0), { reuse: false }).digest).not.toBe(l.inputDigest(raw, ref(H1, 0), { reuse: false }).digest);
   });
 });
