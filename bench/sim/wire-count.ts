@@ -10,7 +10,7 @@
  * phases and is not counted.
  */
 import type { ClientAgent } from '../../client/agent/agent.js';
-import type { ClientMessage, ServerEvent, ServerMessage } from '../../shared/protocol/messages.js';
+import { sharedContentOf, type ClientMessage, type ServerEvent, type ServerMessage } from '../../shared/protocol/messages.js';
 import { clientMessageBytes, serverMessageBytes } from '../../shared/rpc/wire-bytes.js';
 
 /** The round's five phases, as the simulator names them (also its drop phases, client-host.ts). */
@@ -52,18 +52,15 @@ export function countSent(c: WireCounts, m: ClientMessage): void {
 }
 
 /**
- * Sizes of server messages already counted, each encoded once. The coordinator's state machine
- * addresses a broadcast to each recipient as its own object, but the advertise broadcast and the
- * consistency request carry one array for all of them (with the same round or session): those
- * are keyed by that array, or the simulator would encode the n-entry list once per client.
+ * Sizes of server messages already counted, each encoded once: keyed by what a broadcast's
+ * members share (`sharedContentOf`), or the simulator would encode the n-entry list once per client.
  */
 const serverSizes = new WeakMap<object, number>();
-const sizeKey = (m: ServerMessage): object => (m.type === 'advertise-broadcast' ? m.entries : m.type === 'consistency-request' ? m.u3 : m);
 
 /** Counts one message a client was sent. */
 export function countReceived(c: WireCounts, m: ServerMessage): void {
   const slot = c.down[DOWN[m.type]];
-  const key = sizeKey(m);
+  const key = sharedContentOf(m);
   let bytes = serverSizes.get(key);
   if (bytes === undefined) serverSizes.set(key, (bytes = serverMessageBytes(m)));
   slot[0] += bytes;

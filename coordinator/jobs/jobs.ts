@@ -13,7 +13,7 @@ import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
 import * as admin from '../../shared/gen/aegis/v1/admin_pb.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
 import { isTrainingManifest, parseManifest } from '../../shared/protocol/manifest.js';
-import type { ClientMessage, ServerEvent, ServerMessage } from '../../shared/protocol/messages.js';
+import { sharedContentOf, type ClientMessage, type ServerEvent, type ServerMessage } from '../../shared/protocol/messages.js';
 import { sameRound } from '../../shared/protocol/session.js';
 import { Phase } from '../../shared/protocol/vocabulary.js';
 import { fromEventEnvelope, toEventEnvelope } from '../../shared/rpc/convert.js';
@@ -444,9 +444,11 @@ export class Jobs {
     const envelopes = new WeakMap<object, pb.ServerEnvelope>();
     for (const id of cohort) {
       host.subscribe(id, (m) => {
-        // One broadcast object goes to every member: encode it once.
-        let env = envelopes.get(m);
-        if (!env) envelopes.set(m, (env = toEventEnvelope(withCertificates(m))));
+        // A broadcast's envelope is built once per round, not once per member (and the Subscribe
+        // streams' serializer encodes one envelope object once).
+        const key = sharedContentOf(m);
+        let env = envelopes.get(key);
+        if (!env) envelopes.set(key, (env = toEventEnvelope(withCertificates(m))));
         this.opts.tap?.(id, m.type);
         this.mailboxes.push(id, env);
       });

@@ -150,6 +150,14 @@ export interface UnmaskResponse {
 export type ClientMessage = AdvertiseKeys | Decline | ShareKeys | MaskedInput | ConsistencySignature | UnmaskResponse;
 export type ServerMessage = AdvertiseBroadcast | ShareBroadcast | ConsistencyRequest | UnmaskRequest;
 
+/**
+ * What one S→C message's content is shared by. The coordinator addresses a broadcast to each
+ * member as an object of its own, but the advertise broadcast and the consistency request carry
+ * one array for all of them (with one round or session): that array, so a transport can build and
+ * encode such a message once per round rather than once per member. Any other message: itself.
+ */
+export const sharedContentOf = (m: ServerMessage): object => (m.type === 'advertise-broadcast' ? m.entries : m.type === 'consistency-request' ? m.u3 : m);
+
 /** An outbound S→C message and its recipient. */
 export interface Addressed<M> {
   to: string;

@@ -17,7 +17,7 @@ import { ed25519Sign } from '../../shared/crypto/ed25519.js';
 import { combine, decodeShareValue, encodeShareValue } from '../../shared/crypto/shamir.js';
 import { x25519KeyPair } from '../../shared/crypto/x25519.js';
 import { AegisError, ErrorCode, isAegisError } from '../../shared/errors.js';
-import type { AdvertiseKeys, ClientMessage, ConsistencySignature, MaskedInput, RoundRef, ShareKeys, UnmaskResponse } from '../../shared/protocol/messages.js';
+import { sharedContentOf, type AdvertiseKeys, type ClientMessage, type ConsistencySignature, type MaskedInput, type RoundRef, type ShareKeys, type UnmaskResponse } from '../../shared/protocol/messages.js';
 import { sumBitsOf, validateRoundParams, type RoundParams, type RoundParamsInput } from '../../shared/protocol/params.js';
 import { Roster } from '../../shared/protocol/roster.js';
 import { advertiseTranscript, consistencyTranscript, sha256 } from '../../shared/protocol/session.js';
@@ -603,5 +603,24 @@ describe('reconstruction', () => {
     expect(next).not.toHaveProperty('result');
     expect(next).not.toHaveProperty('survivors');
     expect(typedArraysIn(next).some((a) => a.byteLength >= (h.params.dim + 1) * 4)).toBe(false);
+  });
+});
+
+describe('broadcasts', () => {
+  test('the advertise broadcast and the consistency request share their content across members (built and encoded once per round); the per-member messages do not', () => {
+    const h = new Harness({ n: 5, dim: 8, neighbors: 4, threshold: 3 });
+    const keys = new Map<string, Set<object>>();
+    const messages = new Map<string, number>();
+    while (!isFinal(h.coordinator)) {
+      h.sendPending();
+      const { outbound } = close(h.coordinator);
+      for (const { message } of outbound) {
+        keys.set(message.type, (keys.get(message.type) ?? new Set()).add(sharedContentOf(message)));
+        messages.set(message.type, (messages.get(message.type) ?? 0) + 1);
+      }
+      h.advance();
+    }
+    expect(Object.fromEntries(messages)).toEqual({ 'advertise-broadcast': 5, 'share-broadcast': 5, 'consistency-request': 5, 'unmask-request': 5 });
+    expect(Object.fromEntries([...keys].map(([t, s]) => [t, s.size]))).toEqual({ 'advertise-broadcast': 1, 'share-broadcast': 5, 'consistency-request': 1, 'unmask-request': 5 });
   });
 });
