@@ -38,7 +38,12 @@ export type TypedClient<M extends GenServiceMethods> = grpc.Client & {
     : UnaryMethod<In<M, K>, Out<M, K>>;
 };
 
-const serializer = (desc: DescMessage) => (msg: MessageShape<DescMessage>) => Buffer.from(toBinary(desc, msg));
+/** The encoding as a Buffer over the same memory (Buffer.from of a Uint8Array would copy it). */
+const encode = (desc: DescMessage, msg: MessageShape<DescMessage>): Buffer => {
+  const bytes = toBinary(desc, msg);
+  return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
+};
+const serializer = (desc: DescMessage) => (msg: MessageShape<DescMessage>) => encode(desc, msg);
 /**
  * A server stream's serializer, encoding each message object once: a coordinator writes one
  * broadcast object to every member's stream (the advertise broadcast is ~700 bytes per member,
@@ -49,7 +54,7 @@ const streamSerializer = (desc: DescMessage) => {
   const encoded = new WeakMap<object, Buffer>();
   return (msg: MessageShape<DescMessage>): Buffer => {
     let bytes = encoded.get(msg);
-    if (!bytes) encoded.set(msg, (bytes = Buffer.from(toBinary(desc, msg))));
+    if (!bytes) encoded.set(msg, (bytes = encode(desc, msg)));
     return bytes;
   };
 };
