@@ -91,8 +91,9 @@ export function unpackWords(packed: Uint8Array, count: number, bits: number): Ui
   if (packed.length !== want) throw new AegisError(ErrorCode.InvalidArgument, `${count} words of ${bits} bits take ${want} bytes, got ${packed.length}`);
   const pad = want * 8 - count * bits;
   if (pad > 0 && packed[want - 1]! >>> (8 - pad) !== 0) throw new AegisError(ErrorCode.InvalidArgument, 'a packed vector has bits set in its padding');
-  // An aligned copy with whole words (the stream's last word may be partial).
-  const words = new Uint32Array(Math.ceil(want / 4));
+  // An aligned copy with whole words (the stream's last word may be partial), and one zero word
+  // past the end, so that every word's next word can be read.
+  const words = new Uint32Array(Math.ceil(want / 4) + 1);
   new Uint8Array(words.buffer).set(packed);
   if (!LITTLE_ENDIAN) swapWords(words);
   const out = new Uint32Array(count);
@@ -100,25 +101,15 @@ export function unpackWords(packed: Uint8Array, count: number, bits: number): Ui
     out.set(words.subarray(0, count));
     return out;
   }
+  // Word i starts at bit p = i·r: bits s = p mod 32 onwards of stream word p / 32, then the low
+  // bits of the next one. Without a branch: the next word shifted left by 32 - s, written as
+  // (<< 1) << (31 - s) so that s = 0 shifts it out entirely (a JavaScript shift count is mod 32).
+  // p < 2^31: at most (2^26 + 1) words of at most 31 bits (params.ts bounds the dimension).
   const mask = lowMask(bits);
-  let o = 0;
-  let cur = words[0] ?? 0;
-  let used = 0;
-  for (let i = 0; i < count; i++) {
-    let x = cur >>> used;
-    const left = 32 - used;
-    if (left < bits) {
-      cur = words[++o]!;
-      x |= cur << left;
-      used = bits - left;
-    } else {
-      used += bits;
-      if (used === 32) {
-        cur = words[++o] ?? 0;
-        used = 0;
-      }
-    }
-    out[i] = x & mask;
+  for (let i = 0, p = 0; i < count; i++, p += bits) {
+    const w = p >>> 5;
+    const s = p & 31;
+    out[i] = ((words[w]! >>> s) | ((words[w + 1]! << 1) << (31 - s))) & mask;
   }
   return out;
 }
