@@ -46,11 +46,16 @@ function run(r: RpcRun, seed = 1): RpcRun {
   if (r.warmUp) args.push('--warm-up');
   const p = spawnSync(process.execPath, args, { encoding: 'utf8', maxBuffer: 1 << 24, stdio: ['ignore', 'pipe', 'pipe'] });
   const line = p.stdout.trim().split('\n').pop() ?? '';
+  const stderr = (): string => p.stderr.trim().split('\n').slice(-2).join(' / ');
+  let parsed: SimulateResult | { ok: false; error: { code: string; message: string } };
   try {
-    return { ...r, result: JSON.parse(line) as SimulateResult };
+    parsed = JSON.parse(line) as typeof parsed;
   } catch {
-    return { ...r, error: `exit ${p.status}: ${p.stderr.trim().split('\n').slice(-2).join(' / ')}` };
+    return { ...r, error: `exit ${p.status}: ${stderr()}` };
   }
+  // The command failed (its --json error object): a row that says so, not a result without timings.
+  if ('error' in parsed) return { ...r, error: `${parsed.error.code}: ${parsed.error.message} (${stderr()})` };
+  return { ...r, result: parsed };
 }
 
 export async function benchRpc(opts: { json: boolean; quick: boolean; budgetSeconds: number }): Promise<void> {
