@@ -12,7 +12,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { AuditBook } from '../../client/audit/audit.js';
 import type { ClientRunner, RunnerEvent } from '../../client/agent/connection.js';
-import type { CaCertificate } from '../../coordinator/auth/ca.js';
+import { createCa, issueClientCertificate, KeyBindings, type CaCertificate } from '../../coordinator/auth/ca.js';
+import { createCsr } from '../../client/enroll/csr.js';
 import { groupRoundParams } from '../../shared/protocol/params.js';
 import { readSnapshot } from '../../shared/trust/registry-dir.js';
 import { TrustBook } from '../../shared/trust/trust-book.js';
@@ -185,6 +186,42 @@ describe('one view per round: clients shown different things abort in phase 0', 
     await waitFor(() => f.ids.every((id) => f.events.some((x) => x.id === id && x.e.kind === 'aborted')), 20_000, 'aborts');
     expect(new Set(f.events.filter((x) => x.e.kind === 'aborted').map((x) => (x.e as { reason: string }).reason))).toEqual(new Set(['unknown-id']));
     expect(f.h.sent('share-keys')).toHaveLength(4); // round 0's only
+  });
+
+  /**
+   * Relays `certificate` as the first client's in round 0; every other client must leave it out
+   * (unknown-id) and send no share.
+   */
+  async function relayedCertificateRefused(jobId: string, certificate: Uint8Array): Promise<void> {
+    const f = await hostileFleet(4);
+    const job = signedJob({ jobId, round: { dim: DIM, cohort: N, clip: 1e6, bits: 24 } });
+    const [victim, ...others] = f.ids;
+    f.h.startRound(f.ids, () => honestStart(job, f.ids));
+    await waitFor(() => f.ids.every((id) => f.h.sent('advertise-keys', id).length === 1), 20_000, 'advertisements');
+    f.h.broadcastAdvertisements({ manifestHash: job.hash, roundIndex: 0 }, (entries) => {
+      entries.find((e) => e.clientId === victim)!.certificate = certificate;
+    });
+    await waitFor(() => others.every((id) => f.events.some((x) => x.id === id && x.e.kind === 'aborted')), 20_000, 'aborts');
+    const reasons = f.events.filter((x) => x.e.kind === 'aborted' && x.id !== victim).map((x) => (x.e as { reason: string }).reason);
+    expect(new Set(reasons)).toEqual(new Set(['unknown-id']));
+    expect(f.h.sent('share-keys').filter((m) => m.clientId !== victim)).toEqual([]);
+  }
+
+  it("a client's certificate relayed with its round key rewritten to another's ends in unknown-id before any share is sent", async () => {
+    const prefix = 'urn:aegis:round-key:';
+    const der = Buffer.from(clients[0]!.certificateDer);
+    const at = der.indexOf(prefix) + prefix.length;
+    const substitute = Buffer.from(Buffer.from(clients[1]!.identity.publicKey).toString('base64url'));
+    expect(der.indexOf(prefix)).toBeGreaterThan(0);
+    // The same certificate, byte for byte, but for the key its URI names: the CA's signature no longer covers it.
+    await relayedCertificateRefused('rewritten-round-key', new Uint8Array(Buffer.concat([der.subarray(0, at), substitute, der.subarray(at + substitute.length)])));
+  });
+
+  it("a certificate for the same id and keys from another CA ends in unknown-id before any share is sent", async () => {
+    const rogue = await createCa({ name: 'rogue CA' });
+    const victim = clients[0]!;
+    const foreign = await issueClientCertificate(rogue, await createCsr(victim.identity, victim.clientId), victim.clientId, { bindings: new KeyBindings() });
+    await relayedCertificateRefused('foreign-ca', foreign.certificateDer);
   });
 
   it('different member lists (one client told a group the others were not) end in view-mismatch before any share is sent', async () => {
