@@ -78,8 +78,12 @@ export interface PhaseDeadlinesMs {
  * Phase deadlines for a simulated round. A phase closes as soon as every client still in it has
  * answered, so a deadline only costs time when somebody drops in that phase: short, but long
  * enough that no live client misses it. `fixedMs` sets every phase; otherwise 2 s plus 20 ms per
- * client, and the masked-input phase adds the keystream the clients generate (k + 2 vectors of
- * m + 1 words each) at a pessimistic 0.25 GB/s per client process, capped by the cores.
+ * client; the advertise phase adds the input each client makes and hashes for its ledger before
+ * it advertises (m + 1 float64 values) at a pessimistic 0.05 GB/s per client process, and the
+ * masked-input phase the keystream the clients generate (k + 2 vectors of m + 1 words each) at
+ * 0.1 GB/s, each capped by the cores. (With m left out of the one and 0.25 GB/s in the other, 100
+ * clients at m = 10^6 on two slow cores here ran past the deadlines, and the coordinator dropped
+ * clients that were only late.)
  */
 /** The simulated round's job manifest (JSON bytes): one round of `params` over `n` clients. */
 export function simulationManifest(params: RoundParams, n: number, deadlines: PhaseDeadlinesMs, jobId = JOB_ID): Uint8Array {
@@ -100,10 +104,11 @@ export function simulationDeadlines(p: RoundParams, processes: number, fixedMs?:
   if (fixedMs !== undefined) return { advertiseMs: fixedMs, shareMs: fixedMs, maskedMs: fixedMs, consistencyMs: fixedMs, unmaskMs: fixedMs };
   const parallel = Math.max(1, Math.min(processes, cpus().length));
   const base = 2000 + 20 * p.cohort;
+  const advertise = base + Math.ceil(((p.cohort * (p.dim + 1) * 8) / 0.05e9 / parallel) * 1000);
   const share = base + Math.ceil((p.cohort * p.neighbors * 0.5) / parallel);
   const keystreamBytes = p.cohort * (p.neighbors + 2) * (p.dim + 1) * 4;
-  const masked = base + Math.ceil((keystreamBytes / 0.25e9 / parallel) * 1000);
-  return { advertiseMs: base, shareMs: share, maskedMs: masked, consistencyMs: base, unmaskMs: base };
+  const masked = base + Math.ceil((keystreamBytes / 0.1e9 / parallel) * 1000);
+  return { advertiseMs: advertise, shareMs: share, maskedMs: masked, consistencyMs: base, unmaskMs: base };
 }
 
 /** Runs `f` over `items` with at most `limit` in flight; results in order. */
