@@ -73,6 +73,8 @@ export function isAllZero(b: Uint8Array): boolean {
   return acc === 0;
 }
 
+/** The bytes of a typed array (or any view), in place: no copy. */
+export const bytesOf = (v: ArrayBufferView): Uint8Array => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
 export const toHex = (b: Uint8Array): string => Buffer.from(b.buffer, b.byteOffset, b.length).toString('hex');
 
 /** The bytes as a string of one character per byte, read in place: a cheap exact map key for byte strings. */

@@ -31,6 +31,7 @@
  * `openLedger()` (ledger-file.ts) keeps it in the data dir.
  */
 import { createHmac, randomBytes } from 'node:crypto';
+import { bytesOf } from '../../shared/bytes.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import type { RoundRef } from '../../shared/protocol/messages.js';
 import { roundName } from '../../shared/round-number.js';
@@ -176,9 +177,6 @@ export const inputKeyId = (key: Uint8Array): string => createHmac('sha256', key)
  * values, 0.8 MB per round).
  */
 export type InputId = readonly Uint8Array[];
-
-/** The bytes of a typed array, in place. */
-const bytesOf = (v: ArrayBufferView): Uint8Array => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
 
 /** What identifies a quantized input vector (the default for in-process runners): 0x01, then its words. */
 export function quantizedInputId(v: Uint32Array): InputId {

@@ -2,11 +2,10 @@
  * The identity (round) keys of a round's members, as the client learns them from the
  * certificates the coordinator relays with the advertised keys. A certificate counts only if the
  * pinned CA signed it, it is valid now, and it names the entry's client id (and nothing else but
- * its round key: the naming rules of `clientIdNamedBy`, which the coordinator reads its callers with too); entries
- * that fail are left out, so the state machine sees an unknown id (and aborts if it is a
- * neighbour). The round key is the certificate's `urn:aegis:round-key:` URI
- * for a P-256 certificate, the certificate's own key for an Ed25519 one from before P-256
- * (shared/keystore/round-key.ts).
+ * its round key: the naming rules the coordinator reads its callers with too); entries that fail
+ * are left out, so the state machine sees an unknown id (and aborts if it is a neighbour). The
+ * round key is the certificate's `urn:aegis:round-key:` URI for a P-256 certificate, the
+ * certificate's own key for an Ed25519 one from before P-256 (shared/keystore/round-key.ts).
  *
  * The checks are ClientCertificateChecker's (shared/keystore/client-certificate.ts): the CA's
  * signature over the certificate's signed part first, then the fields, without Node's full X.509
@@ -18,17 +17,10 @@
  * with the id and validity period it names: the same bytes under the same CA always verify the
  * same way, so a later round only checks the period again and compares the id.
  */
-import { ClientCertificateChecker } from '../../shared/keystore/client-certificate.js';
+import { ClientCertificateChecker, type CheckedClientCertificate } from '../../shared/keystore/client-certificate.js';
 
 /** Certificates remembered across rounds: enough for a cohort of thousands, a few MB at most. */
 export const VERIFIED_CERTIFICATES_MAX = 4096;
-
-interface Verified {
-  clientId: string;
-  roundKey: Uint8Array;
-  notBefore: number;
-  notAfter: number;
-}
 
 export class PeerDirectory {
   /** This round's relayed certificates, by the id their entry names. */
@@ -36,7 +28,7 @@ export class PeerDirectory {
   /** This round's answers, once asked (undefined: the certificate did not pass). */
   private readonly answers = new Map<string, Uint8Array | undefined>();
   /** Certificates that passed the CA checks, by their DER (base64); oldest first. */
-  private readonly verified = new Map<string, Verified>();
+  private readonly verified = new Map<string, CheckedClientCertificate>();
   private readonly checker: ClientCertificateChecker;
   /** Certificates parsed and verified so far (what the cache and the laziness save shows here). */
   verifications = 0;
@@ -86,9 +78,8 @@ export class PeerDirectory {
   }
 
   /** The CA's signature and the names, read once per certificate. */
-  private verify(der: Uint8Array): Verified | undefined {
+  private verify(der: Uint8Array): CheckedClientCertificate | undefined {
     this.verifications++;
-    const c = this.checker.check(der);
-    return c && { clientId: c.clientId, roundKey: c.roundKey, notBefore: c.notBefore, notAfter: c.notAfter };
+    return this.checker.check(der);
   }
 }

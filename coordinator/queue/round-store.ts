@@ -33,7 +33,7 @@
 import { createHash } from 'node:crypto';
 import { fromBinary, toBinary } from '@bufbuild/protobuf';
 import type { Redis } from 'ioredis';
-import { lengthPrefixed } from '../../shared/bytes.js';
+import { bytesOf, lengthPrefixed } from '../../shared/bytes.js';
 import { open as aeadOpen, seal as aeadSeal } from '../../shared/crypto/aead.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import * as pb from '../../shared/gen/aegis/v1/secagg_pb.js';
@@ -216,7 +216,7 @@ export class RoundStore {
   sealOutcome(k: string, final: FinalState): Buffer {
     const out: StoredOutcome =
       final.phase === Phase.Completed
-        ? { ok: true, survivors: [...final.survivors], sum: Buffer.from(new Uint8Array(final.sum.buffer, final.sum.byteOffset, final.sum.byteLength)).toString('base64'), ...(final.sessionId ? { sessionId: Buffer.from(final.sessionId).toString('base64') } : {}) }
+        ? { ok: true, survivors: [...final.survivors], sum: Buffer.from(bytesOf(final.sum)).toString('base64'), ...(final.sessionId ? { sessionId: Buffer.from(final.sessionId).toString('base64') } : {}) }
         : { ok: false, reason: final.reason, at: final.at, detail: final.detail };
     return this.seal(k, 'outcome', Buffer.from(JSON.stringify(out)));
   }
@@ -349,4 +349,4 @@ export class RoundStore {
   }
 }
 
-export const digestHex = (v: Uint32Array): string => createHash('sha256').update(new Uint8Array(v.buffer, v.byteOffset, v.byteLength)).digest('hex');
+export const digestHex = (v: Uint32Array): string => createHash('sha256').update(bytesOf(v)).digest('hex');

@@ -13,10 +13,10 @@ import { AbortReason, Phase } from '../../shared/protocol/vocabulary.js';
 import { abortRound } from './aborted.js';
 import { assertSession, refuseResend } from './checks.js';
 import { roundSumBits } from '../../shared/protocol/params.js';
-import { sameBytes } from '../../shared/bytes.js';
+import { bytesOf, sameBytes } from '../../shared/bytes.js';
 import type { ConsistencyCheckState, CoordinatorTransition, MaskedInputState } from './types.js';
 
-const digest = (v: Uint32Array): Uint8Array => new Uint8Array(createHash('sha256').update(new Uint8Array(v.buffer, v.byteOffset, v.byteLength)).digest());
+const digest = (v: Uint32Array): Uint8Array => new Uint8Array(createHash('sha256').update(bytesOf(v)).digest());
 
 export function receive(state: MaskedInputState, msg: MaskedInput): CoordinatorTransition {
   assertSession(msg.sessionId, state.roster.sessionId);

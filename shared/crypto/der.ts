@@ -65,13 +65,6 @@ export const encoding = (buf: Uint8Array, t: Tlv): Uint8Array => buf.subarray(t.
 /** The element's content, as a view. */
 export const contentOf = (buf: Uint8Array, t: Tlv): Uint8Array => buf.subarray(t.content, t.end);
 
-/** Whether two byte ranges hold the same bytes. */
-export function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
-  if (a.length !== b.length) return false;
-  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
-  return true;
-}
-
 const digits = (buf: Uint8Array, from: number, count: number): number => {
   let v = 0;
   for (let i = from; i < from + count; i++) {

@@ -20,7 +20,8 @@
  * `undefined`: one answer for every cause.
  */
 import { verify as verifySignature, X509Certificate, type KeyObject } from 'node:crypto';
-import { children, contentOf, encoding, MalformedDerError, readTime, readTlv, sameBytes, type Tlv } from '../crypto/der.js';
+import { sameBytes } from '../bytes.js';
+import { children, contentOf, encoding, MalformedDerError, readTime, readTlv, type Tlv } from '../crypto/der.js';
 import { certificateKeysOfNames, clientIdOfNames, keyTypeOf, type TlsKeyType } from './round-key.js';
 
 /** What a client certificate that passed says. */
