@@ -8,7 +8,6 @@
  * shares of its neighbours' secrets.
  */
 import { open } from '../../shared/crypto/aead.js';
-import { reduceInto } from '../../shared/crypto/bitpack.js';
 import { expandInto } from '../../shared/crypto/prg.js';
 import { decodeShareValue } from '../../shared/crypto/shamir.js';
 import { VectorAccumulator } from '../../shared/crypto/vecops.js';
@@ -76,8 +75,8 @@ export function handle(state: ShareKeysState, msg: ShareBroadcast): ClientTransi
   const stats = { prgWords: state.stats.prgWords + (expected.size + 1) * (dim + 1) };
   // Only the low r bits of each word matter to the sum (mod 2^r), and only they are sent.
   const bits = roundSumBits(cfg);
+  acc.reduce(bits);
   const vector = acc.snapshot();
-  reduceInto(vector, bits);
   const out: MaskedInput = { type: 'masked-input', sessionId: roster.sessionId, clientId: me, vector, bits };
   const next: MaskedInputState = { phase: Phase.MaskedInput, cfg, stats, identity: state.identity, roster, u2, held };
   return { next, outbound: [out] };

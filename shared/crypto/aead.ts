@@ -7,8 +7,8 @@
  * Every failure — short input, wrong key, flipped bit, wrong AAD — raises the same error with
  * the same message, so a caller (or an attacker) learns nothing from which check failed.
  */
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
-import { abytes, concatBytes } from '../bytes.js';
+import { createCipheriv, createDecipheriv, randomFillSync } from 'node:crypto';
+import { abytes } from '../bytes.js';
 import { AegisError, ErrorCode } from '../errors.js';
 
 export const AEAD_KEY_BYTES = 32;
@@ -45,11 +45,41 @@ export function gcmDecrypt(key: Uint8Array, nonce: Uint8Array, ciphertext: Uint8
   }
 }
 
+// Nonces come from the OS CSPRNG a few hundred at a time: one `randomFillSync` call costs about as
+// much as sealing a share pair, and a client seals one per neighbour each round. A nonce is public
+// (it travels in front of its ciphertext), so holding the next ones in memory reveals nothing; each
+// is handed out once and never again.
+const NONCES_PER_FILL = 256;
+const noncePool = Buffer.alloc(AEAD_NONCE_BYTES * NONCES_PER_FILL);
+let nonceAt = noncePool.length;
+
+/** Writes a fresh random nonce at `out[0..12)`. */
+function fillNonce(out: Uint8Array): void {
+  if (nonceAt === noncePool.length) {
+    randomFillSync(noncePool);
+    nonceAt = 0;
+  }
+  out.set(noncePool.subarray(nonceAt, nonceAt + AEAD_NONCE_BYTES));
+  nonceAt += AEAD_NONCE_BYTES;
+}
+
 /** Encrypts with a fresh random nonce; returns nonce || ciphertext || tag. */
 export function seal(key: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Uint8Array {
-  const nonce = randomBytes(AEAD_NONCE_BYTES);
-  const { ciphertext, tag } = gcmEncrypt(key, nonce, plaintext, aad);
-  return concatBytes(nonce, ciphertext, tag);
+  abytes(key, AEAD_KEY_BYTES, 'AES-256-GCM key');
+  abytes(plaintext, undefined, 'plaintext');
+  abytes(aad, undefined, 'AAD');
+  const out = new Uint8Array(AEAD_NONCE_BYTES + plaintext.length + AEAD_TAG_BYTES);
+  const nonce = out.subarray(0, AEAD_NONCE_BYTES);
+  fillNonce(nonce);
+  const c = createCipheriv('aes-256-gcm', key, nonce, { authTagLength: AEAD_TAG_BYTES });
+  c.setAAD(aad);
+  let at = AEAD_NONCE_BYTES;
+  for (const part of [c.update(plaintext), c.final()]) {
+    out.set(part, at);
+    at += part.length;
+  }
+  out.set(c.getAuthTag(), at);
+  return out;
 }
 
 /** Opens nonce || ciphertext || tag; any failure is the one `decryption failed` error. */

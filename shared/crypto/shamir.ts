@@ -44,10 +44,11 @@ export function decodeShareValue(b: Uint8Array): bigint {
   return y;
 }
 
-/** A uniform field element: 48 random bytes reduced mod p (statistical distance < 2^-128). */
-function randomElement(): bigint {
-  return bytesToBig(randomBytes(48)) % SHAMIR_PRIME;
-}
+/** Bytes drawn per random field element: 48 reduced mod p (statistical distance < 2^-128). */
+const ELEMENT_SEED_BYTES = 48;
+
+/** A uniform field element from `ELEMENT_SEED_BYTES` random bytes. */
+const randomElement = (seed: Uint8Array): bigint => bytesToBig(seed) % SHAMIR_PRIME;
 
 function checkX(x: number): void {
   if (!Number.isInteger(x) || x < 1 || x > MAX_SHARES) fail(ErrorCode.MalformedShares, `share x-coordinate must be in 1..${MAX_SHARES}`);
@@ -68,10 +69,18 @@ export function split(secrets: Uint8Array[], threshold: number, xs: number[]): b
     seen.add(x);
   }
   const P = SHAMIR_PRIME;
-  return secrets.map((secret) => {
-    abytes(secret, SECRET_BYTES, 'secret');
+  for (const secret of secrets) abytes(secret, SECRET_BYTES, 'secret');
+  // Every coefficient's randomness in one draw from the OS CSPRNG (one call per element costs
+  // more than the element's arithmetic), wiped once the coefficients are made.
+  const seeds = randomBytes(secrets.length * (threshold - 1) * ELEMENT_SEED_BYTES);
+  let at = 0;
+  const polys = secrets.map((secret) => {
     const coeffs: bigint[] = [bytesToBig(secret)];
-    for (let i = 1; i < threshold; i++) coeffs.push(randomElement());
+    for (let i = 1; i < threshold; i++, at += ELEMENT_SEED_BYTES) coeffs.push(randomElement(seeds.subarray(at, at + ELEMENT_SEED_BYTES)));
+    return coeffs;
+  });
+  seeds.fill(0);
+  return polys.map((coeffs) => {
     return xs.map((x) => {
       // Horner; x is small, so r*x stays well under 2^270 and one reduction per step suffices.
       const bx = BigInt(x);

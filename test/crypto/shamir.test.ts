@@ -94,6 +94,18 @@ describe('Shamir threshold behaviour (fast-check)', () => {
       { numRuns: 50 },
     );
   });
+
+  test('one secret split twice in one call gets two independent polynomials (no coefficient shared)', () => {
+    const secret = new Uint8Array(randomBytes(32));
+    const xs = Array.from({ length: 19 }, (_, i) => i + 1);
+    const [a, b] = split([secret, secret], 10, xs);
+    // Equal shares at any x would mean equal polynomials there; with fresh coefficients each of
+    // the 19 points differs (a chance collision is 2^-256).
+    xs.forEach((_, i) => expect(a![i]).not.toBe(b![i]));
+    // Both still reconstruct the secret, each from its own ten shares.
+    expect(toHex(combine(xs.slice(0, 10).map((x, i) => ({ x, y: a![i]! })), 10))).toBe(toHex(secret));
+    expect(toHex(combine(xs.slice(9).map((x, i) => ({ x, y: b![i + 9]! })), 10))).toBe(toHex(secret));
+  });
 });
 
 describe('Shamir input checks', () => {

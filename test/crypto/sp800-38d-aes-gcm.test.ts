@@ -124,6 +124,20 @@ describe('seal / open (nonce || ciphertext || tag)', () => {
     }
   });
 
+  test('nonces never repeat across many seals (several refills of the nonce buffer) and each sealed output is its own memory', () => {
+    const nonces = new Set<string>();
+    const sealed: Uint8Array[] = [];
+    for (let i = 0; i < 2000; i++) {
+      const s = seal(key, new Uint8Array([i & 0xff]), aad);
+      nonces.add(toHex(s.subarray(0, 12)));
+      sealed.push(s);
+    }
+    expect(nonces.size).toBe(2000);
+    // A later seal must not have changed an earlier output (no shared buffer behind them).
+    expect(sealed.every((s, i) => open(key, s, aad)[0] === (i & 0xff))).toBe(true);
+    expect(new Set(sealed.map((s) => s.buffer)).size).toBe(2000);
+  });
+
   test('every tampering fails with the same error code and the same message', () => {
     const msg = new Uint8Array(randomBytes(66)); // a share pair: two 33-byte values
     const sealed = seal(key, msg, aad);

@@ -215,6 +215,25 @@ describe.each(['simd', 'js'] as const)('VectorAccumulator on the %s path', (path
     expect(Array.from(live)).toEqual([0, 0, 0, 0]);
   });
 
+  test('reduce(bits) leaves every word mod 2^bits, for every bits from 1 to 32 and lengths off the 4-word lanes, and refuses bits outside 1..32', () => {
+    for (const length of [1, 3, 4, 5, 17, 1001]) {
+      const acc = withPath(path, length);
+      const words = new Uint32Array(length).map((_, i) => (Math.imul(i + 1, 0x9e3779b1) ^ 0xa5a5a5a5) >>> 0);
+      for (let bits = 1; bits <= 32; bits++) {
+        acc.reset(words);
+        acc.reduce(bits);
+        const mod = 2 ** bits;
+        expect(Array.from(acc.vector)).toEqual(Array.from(words, (w) => w % mod));
+        // The reduced vector stays an ordinary accumulator: adding to it is arithmetic mod 2^32.
+        acc.addVector(words);
+        expect(Array.from(acc.vector)).toEqual(Array.from(words, (w) => ((w % mod) + w) % 2 ** 32));
+      }
+      acc.reset(words);
+      for (const bits of [0, 33, 1.5, Number.NaN]) expect(() => acc.reduce(bits)).toThrow(RangeError);
+      expect(Array.from(acc.vector)).toEqual(Array.from(words));
+    }
+  });
+
   test('addVector with sign -1 subtracts, and wraps below zero', () => {
     const acc = withPath(path, 3);
     acc.addVector(new Uint32Array([1, 2, 3]), -1);
