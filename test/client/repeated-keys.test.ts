@@ -30,8 +30,8 @@ describe('hasRepeatedKey', () => {
     );
   });
 
-  test('keys crafted to share a prefix of 6 to 31 bytes are not taken for repeats, and a real repeat among them is still found', () => {
-    for (let shared = 6; shared < 32; shared++) {
+  test('keys crafted to share a prefix of 3 to 31 bytes are not taken for repeats, and a real repeat among them is still found', () => {
+    for (let shared = 3; shared < 32; shared++) {
       const base = key();
       const crafted = [base, ...Array.from({ length: 20 }, (_, i) => sharingPrefix(base, shared + (i % (32 - shared)), 1 + i))];
       expect(new Set(crafted.map((k) => Buffer.from(k).toString('hex'))).size).toBe(crafted.length);
@@ -49,6 +49,17 @@ describe('hasRepeatedKey', () => {
     b[31] = b[31]! ^ 0x80;
     expect(hasRepeatedKey([a, key(), b])).toBe(false);
     expect(hasRepeatedKey([a, key(), b, Uint8Array.from(b)])).toBe(true);
+  });
+
+  test('keys alike in their first 30 bits and different only in the two bits after them are no repeat', () => {
+    const a = key();
+    const others = [0x40, 0x80, 0xc0].map((flip) => {
+      const b = Uint8Array.from(a);
+      b[3] = b[3]! ^ flip;
+      return b;
+    });
+    expect(hasRepeatedKey([a, ...others])).toBe(false);
+    expect(hasRepeatedKey([a, ...others, key(), Uint8Array.from(others[1]!)])).toBe(true);
   });
 
   test('an empty list and a single key have no repeat', () => {
