@@ -13,7 +13,8 @@
  * signature and nothing is stored for a token that is refused:
  *   1. structure and header (`malformed`, `bad-algorithm` — only `alg: EdDSA`, never `none`,
  *      HS*, or a key from the header; a `kid` the key ring does not know is `bad-signature`);
- *   2. the signature (`bad-signature`);
+ *   2. the signature (`bad-signature`) — or, for a token this process signed and presented intact,
+ *      its bytes against the ones signed (`TokenKeyRing`, below);
  *   3. the claims (`malformed`, `bad-audience`, `not-yet-valid`, `expired`);
  *   4. subject = the certificate's client id (`wrong-subject`);
  *   5. the client's revocation (`revoked`, coordinator/auth/enrollment.ts `Revocations`);
@@ -37,7 +38,7 @@
  * know `bad-signature` (a foreign or dropped key); a token
  * without `kid` (issued before key versions) is checked against the current key only.
  */
-import { createHash, createPublicKey, randomBytes, verify, type KeyObject } from 'node:crypto';
+import { createHash, createPublicKey, randomBytes, timingSafeEqual, verify, type KeyObject } from 'node:crypto';
 import { SignJWT } from 'jose';
 import { abytes } from '../../shared/bytes.js';
 import { okpPrivateKeyObject, okpPublicKey } from '../../shared/crypto/okp.js';
@@ -108,14 +109,35 @@ interface RingKey {
 const publicKeyObject = (publicKey: Uint8Array): KeyObject =>
   createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: Buffer.from(publicKey).toString('base64url') }, format: 'jwk' });
 
+/** Tokens signed in this process and remembered for their first verification, at most. */
+const MAX_SIGNED_HERE = 32_768;
+
+interface SignedHere {
+  kid: string;
+  /** `header.payload` as signed, ASCII. */
+  signingInput: Buffer;
+  /** Seconds. */
+  exp: number;
+}
+
 /**
  * The verification keys of a token issuer: the current one and those it replaced, each kept until
  * the tokens it signed have all expired (`retiredAt + MAX_TOKEN_TTL_MS`). Public keys only.
+ *
+ * It also remembers the tokens its issuer signed in this process, by their signature, until each
+ * is first presented or expires (at most `MAX_SIGNED_HERE`; past that, new tokens are simply not
+ * remembered). A token presented with a remembered signature, a key the ring still accepts and,
+ * byte for byte (compared in constant time), the header and payload that were signed is one this
+ * process signed: its Ed25519 verification (~120 µs, one per round call) would only repeat what
+ * the signing established. Anything else — another front end's token, one signed before a restart,
+ * one whose key was dropped, one changed in any byte — is verified as before.
  */
 export class TokenKeyRing {
   readonly #keys = new Map<string, RingKey>();
   #current!: RingKey;
   readonly #clock: () => number;
+  /** By signature (base64url), in the order signed. */
+  readonly #signedHere = new Map<string, SignedHere>();
 
   constructor(clock: () => number = Date.now) {
     this.#clock = clock;
@@ -158,6 +180,39 @@ export class TokenKeyRing {
     this.prune();
     if (kid === undefined) return this.#current.keyObject;
     return this.#keys.get(kid)?.keyObject;
+  }
+
+  /** Remembers a token this process just signed with the key `kid` (see the class comment). */
+  noteSigned(kid: string, token: string, exp: number): void {
+    const now = Math.floor(this.#clock() / 1000);
+    // Oldest first: drop the expired ones at the head (tokens of one lifetime expire in order).
+    for (const [sig, t] of this.#signedHere) {
+      if (t.exp > now) break;
+      this.#signedHere.delete(sig);
+    }
+    if (this.#signedHere.size >= MAX_SIGNED_HERE) return;
+    const dot = token.lastIndexOf('.');
+    this.#signedHere.set(token.slice(dot + 1), { kid, signingInput: Buffer.from(token.slice(0, dot), 'ascii'), exp });
+  }
+
+  /**
+   * True, once, when `signature` is that of a token this process signed with `kid` over exactly
+   * `signingInput`, and `kid` is still accepted; the token is then forgotten. False otherwise, with
+   * nothing changed (a forged token does not take the real one's place).
+   */
+  takeSignedHere(kid: string | undefined, signingInput: string, signature: string): boolean {
+    if (kid === undefined) return false;
+    const t = this.#signedHere.get(signature);
+    if (t === undefined || t.kid !== kid || this.keyFor(kid) === undefined) return false;
+    const presented = Buffer.from(signingInput, 'ascii');
+    if (presented.length !== t.signingInput.length || !timingSafeEqual(presented, t.signingInput)) return false;
+    this.#signedHere.delete(signature);
+    return true;
+  }
+
+  /** Tokens remembered as signed here and not yet presented. */
+  get signedHereCount(): number {
+    return this.#signedHere.size;
   }
 
   /** Every key still accepted, current first: kid, version and when it retired. */
@@ -243,7 +298,9 @@ export class TokenIssuer {
       iat,
       exp: iat + Math.floor(ttl / 1000),
     };
-    const token = await new SignJWT({ ...claims }).setProtectedHeader({ alg: 'EdDSA', typ: 'JWT', kid: this.kid }).sign(this.key);
+    const kid = this.kid;
+    const token = await new SignJWT({ ...claims }).setProtectedHeader({ alg: 'EdDSA', typ: 'JWT', kid }).sign(this.key);
+    this.keyring.noteSigned(kid, token, claims.exp);
     return { token, claims };
   }
 }
@@ -280,6 +337,8 @@ export class TokenVerifier {
   private readonly revocations: RevocationList | undefined;
   /** Seen and revoked tokens (seen-tokens.ts); in memory unless a durable one is given. */
   readonly ledger: TokenLedger;
+  /** Ed25519 verifications run (tokens this process signed, presented intact, need none). */
+  signaturesChecked = 0;
 
   /**
    * `keyring`: the issuer's key ring (follows its rotations: `issuer.keyring`); without it, one
@@ -381,11 +440,15 @@ export class TokenVerifier {
     // signing input (RFC 7515 §5.2).
     const signature = Buffer.from(parts[2]!, 'base64url');
     if (signature.length !== 64 || signature.toString('base64url') !== parts[2]) throw new AuthError('bad-signature');
-    let valid: boolean;
-    try {
-      valid = verify(null, Buffer.from(`${parts[0]}.${parts[1]}`, 'ascii'), key, signature);
-    } catch {
-      valid = false;
+    const signingInput = `${parts[0]}.${parts[1]}`;
+    let valid = this.keyring.takeSignedHere(kid, signingInput, parts[2]!);
+    if (!valid) {
+      this.signaturesChecked++;
+      try {
+        valid = verify(null, Buffer.from(signingInput, 'ascii'), key, signature);
+      } catch {
+        valid = false;
+      }
     }
     if (!valid) throw new AuthError('bad-signature');
 

@@ -290,3 +290,83 @@ describe('round-call tokens', () => {
     await expect(reason(verifier.verify(a.token, { clientId: 'clinic-1' }))).resolves.toBe('expired');
   });
 });
+
+describe('tokens signed in this process (verified through the issuer’s own key ring)', () => {
+  function sameRing(now = { t: T0 }) {
+    const clock = () => now.t;
+    const issuer = TokenIssuer.create({ clock });
+    const verifier = new TokenVerifier({ publicKey: issuer.publicKey, keyring: issuer.keyring, clock });
+    return { now, issuer, verifier };
+  }
+
+  test('pass without an Ed25519 verification, once each; a verifier with only the public key checks every one', async () => {
+    const { issuer, verifier } = sameRing();
+    const elsewhere = new TokenVerifier({ publicKey: issuer.publicKey, clock: () => T0 });
+    const tokens = await Promise.all(Array.from({ length: 20 }, () => issuer.issue('clinic-1')));
+    expect(issuer.keyring.signedHereCount).toBe(20);
+    for (const { token } of tokens.slice(0, 10)) await expect(reason(verifier.verify(token, { clientId: 'clinic-1' }))).resolves.toBe('accepted');
+    for (const { token } of tokens.slice(10)) await expect(reason(elsewhere.verify(token, { clientId: 'clinic-1' }))).resolves.toBe('accepted');
+    expect(verifier.signaturesChecked).toBe(0);
+    expect(elsewhere.signaturesChecked).toBe(10);
+    expect(issuer.keyring.signedHereCount).toBe(10);
+    // Presented again: checked by signature this time, then refused by the ledger.
+    await expect(reason(verifier.verify(tokens[0]!.token, { clientId: 'clinic-1' }))).resolves.toBe('replayed');
+    expect(verifier.signaturesChecked).toBe(1);
+  });
+
+  test('a changed payload, header or signature is refused as before, and does not use up the real token', async () => {
+    const { issuer, verifier } = sameRing();
+    const { token } = await issuer.issue('clinic-1');
+    const [h, p, s] = token.split('.') as [string, string, string];
+    const forgedPayload = b64u({ ...payloadOf(token), sub: 'clinic-2' });
+    await expect(reason(verifier.verify(`${h}.${forgedPayload}.${s}`, { clientId: 'clinic-2' }))).resolves.toBe('bad-signature');
+    const header = JSON.parse(Buffer.from(h, 'base64url').toString()) as Record<string, unknown>;
+    const forgedHeader = b64u({ typ: 'JWT', alg: 'EdDSA', kid: header.kid });
+    expect(forgedHeader).not.toBe(h);
+    await expect(reason(verifier.verify(`${forgedHeader}.${p}.${s}`, { clientId: 'clinic-1' }))).resolves.toBe('bad-signature');
+    const noKid = b64u({ alg: 'EdDSA', typ: 'JWT' });
+    await expect(reason(verifier.verify(`${noKid}.${p}.${s}`, { clientId: 'clinic-1' }))).resolves.toBe('bad-signature');
+    const sig = Buffer.from(s, 'base64url');
+    for (const bit of [0, 200, 511]) {
+      const bad = Buffer.from(sig);
+      bad[bit >> 3]! ^= 1 << (bit & 7);
+      await expect(reason(verifier.verify(`${h}.${p}.${bad.toString('base64url')}`, { clientId: 'clinic-1' }))).resolves.toBe('bad-signature');
+    }
+    expect(verifier.signaturesChecked).toBe(6);
+    await expect(reason(verifier.verify(token, { clientId: 'clinic-1' }))).resolves.toBe('accepted');
+    expect(verifier.signaturesChecked).toBe(6);
+  });
+
+  test('the other checks still apply: wrong subject, expiry, and a key the ring has dropped', async () => {
+    const now = { t: T0 };
+    const { issuer, verifier } = sameRing(now);
+    const a = await issuer.issue('clinic-1');
+    await expect(reason(verifier.verify(a.token, { clientId: 'clinic-2' }))).resolves.toBe('wrong-subject');
+    const b = await issuer.issue('clinic-1', { ttlMs: 60_000 });
+    now.t = T0 + 60_000;
+    await expect(reason(verifier.verify(b.token, { clientId: 'clinic-1' }))).resolves.toBe('expired');
+    // Rotated away and dropped once every token it signed has expired: refused although remembered.
+    now.t = T0;
+    const c = await issuer.issue('clinic-1', { ttlMs: 60_000 });
+    issuer.rotate(new Uint8Array(32).fill(7), 2);
+    now.t = T0 + 16 * 60_000;
+    await expect(reason(verifier.verify(c.token, { clientId: 'clinic-1' }))).resolves.toBe('bad-signature');
+  });
+
+  test('expired tokens are forgotten as new ones are signed, and at most 32768 are remembered', async () => {
+    const now = { t: T0 };
+    const { issuer, verifier } = sameRing(now);
+    await Promise.all(Array.from({ length: 5 }, () => issuer.issue('clinic-1', { ttlMs: 60_000 })));
+    expect(issuer.keyring.signedHereCount).toBe(5);
+    now.t = T0 + 60_000;
+    await issuer.issue('clinic-1');
+    expect(issuer.keyring.signedHereCount).toBe(1);
+    const batch = 4096;
+    for (let done = 1; done < 32_768 + 10; done += batch) await Promise.all(Array.from({ length: batch }, () => issuer.issue('clinic-1')));
+    expect(issuer.keyring.signedHereCount).toBe(32_768);
+    // One signed past the bound is not remembered: it is verified by its signature, and passes.
+    const late = await issuer.issue('clinic-1');
+    await expect(reason(verifier.verify(late.token, { clientId: 'clinic-1' }))).resolves.toBe('accepted');
+    expect(verifier.signaturesChecked).toBe(1);
+  });
+});
