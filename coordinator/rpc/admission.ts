@@ -18,7 +18,10 @@
  *
  * The service handlers check the certificate again (caller.ts): this layer adds no trust, it
  * moves the refusal before the body and ends calls that are already running. It hands the
- * handler the certificate it read (by the call's metadata), so the TLS socket is asked once per call.
+ * handler the certificate it read (by the call's metadata), and reads it from the TLS socket once
+ * per connection: grpc-js's `getAuthContext` asks the socket for its whole parsed peer certificate
+ * (names, fingerprints; ~140 µs) on every call, and a client makes several calls a round over one
+ * connection, whose certificate cannot change (TLS 1.3 has no renegotiation).
  */
 import * as grpc from '@grpc/grpc-js';
 import type { Logger } from 'pino';
@@ -52,6 +55,16 @@ export interface AdmissionOptions {
   log?: Logger;
 }
 
+/**
+ * The TLS connection a call came on, as grpc-js holds it: its base call keeps the HTTP/2 stream as
+ * `stream`, whose session shows the socket (one object per session). Not part of grpc-js's typed
+ * interface: where it is missing the certificate is read per call, as grpc-js does.
+ */
+function connectionOf(call: grpc.ServerInterceptingCallInterface): object | undefined {
+  const socket = (call as unknown as { stream?: { session?: { socket?: unknown } } }).stream?.session?.socket;
+  return typeof socket === 'object' && socket !== null ? socket : undefined;
+}
+
 interface OpenCall {
   facts: CertificateFacts;
   end: (code: 'revoked' | 'expired') => void;
@@ -75,6 +88,9 @@ export class Admission {
   private readonly open = new Set<OpenCall>();
   private readonly unsubscribe: () => void;
   private refused = 0;
+  /** Peer certificates (DER) by connection, read once each (see the file comment). */
+  private readonly peerCertificates = new WeakMap<object, Uint8Array>();
+  private peerCertificateReads = 0;
 
   constructor(opts: AdmissionOptions) {
     this.opts = opts;
@@ -89,6 +105,11 @@ export class Admission {
   /** Calls refused at their headers since start. */
   get refusedCalls(): number {
     return this.refused;
+  }
+
+  /** Times a peer certificate was read from a TLS socket since start (once per connection). */
+  get certificateReads(): number {
+    return this.peerCertificateReads;
   }
 
   /** Stops following revocations and forgets the open calls (the servers are shutting down). */
@@ -161,9 +182,8 @@ export class Admission {
   /** The verdict on a call's certificate for `path`, from its headers alone. */
   private admit(path: string, call: grpc.ServerInterceptingCallInterface): { facts: CertificateFacts; der: Uint8Array; cap: number; what: string } | { refuse: { code: grpc.status; reason: ErrorCode; details: string } } {
     const unauthenticated = (detail: string, what = 'peer certificate') => ({ refuse: { code: grpc.status.UNAUTHENTICATED, reason: ErrorCode.Unauthenticated, details: `${what} refused: ${detail}` } });
-    const raw = call.getAuthContext()?.sslPeerCertificate?.raw;
-    if (!raw || raw.length === 0) return unauthenticated('no-identity');
-    const der = new Uint8Array(raw);
+    const der = this.peerCertificate(call);
+    if (der === undefined) return unauthenticated('no-identity');
     const facts = this.factsOf(der);
     if (!facts) return unauthenticated('no-identity');
     const role = roleOf(path);
@@ -184,6 +204,19 @@ export class Admission {
     if (path === '/aegis.v1.SecAgg/Send') return { facts, der, cap: this.opts.sendLimit(facts.clientId!), what: kind };
     if (path === '/aegis.v1.Admin/LaunchRound') return { facts, der, cap: this.opts.maxMessageBytes, what: kind };
     return { facts, der, cap: DEFAULT_REQUEST_CAP, what: kind };
+  }
+
+  /** The DER of the call's peer certificate, read from its connection's socket the first time only. */
+  private peerCertificate(call: grpc.ServerInterceptingCallInterface): Uint8Array | undefined {
+    const connection = connectionOf(call);
+    const known = connection && this.peerCertificates.get(connection);
+    if (known) return known;
+    this.peerCertificateReads++;
+    const raw = call.getAuthContext()?.sslPeerCertificate?.raw;
+    if (!raw || raw.length === 0) return undefined;
+    const der = new Uint8Array(raw);
+    if (connection) this.peerCertificates.set(connection, der);
+    return der;
   }
 
   /** What the certificate names (parsed once per certificate), its serial as the registry keeps it; undefined when it names nobody. */

@@ -301,11 +301,10 @@ describe('calls end with their certificate', () => {
   });
 });
 
-describe('one read of the TLS session per call', () => {
-  test("admission hands the certificate it read to the handler: an admitted round call asks the server's TLS socket for its peer certificate once", async () => {
+describe('one read of the peer certificate per TLS connection', () => {
+  test("admission reads a connection's peer certificate from the server's TLS socket once and hands it to every call's handler; a revocation still refuses the next call on that connection", async () => {
     const [who] = await enrollClients(c, 1, 'one-read');
-    const client = secAggOf(who!);
-    await issueTokens(client, 1); // the handshake, on this channel
+    const admission = Reflect.get(c, 'admission') as { certificateReads: number };
     const asked: number[] = [];
     const original = tls.TLSSocket.prototype.getPeerCertificate;
     tls.TLSSocket.prototype.getPeerCertificate = function (this: tls.TLSSocket & { _tlsOptions?: { isServer?: boolean } }, ...args: [boolean?]) {
@@ -313,15 +312,28 @@ describe('one read of the TLS session per call', () => {
       return original.apply(this, args as [true]);
     } as typeof original;
     try {
-      const tokens = await issueTokens(client, 2);
-      expect(tokens).toHaveLength(2);
+      const reads = admission.certificateReads;
+      const client = secAggOf(who!);
+      const tokens = await issueTokens(client, 3);
       expect(asked).toHaveLength(1);
+      await issueTokens(client, 1);
       await heartbeat(client, bearer(tokens[0]!));
+      await heartbeat(client, bearer(tokens[1]!));
+      expect(asked).toHaveLength(1);
+      expect(admission.certificateReads - reads).toBe(1);
+      // Another channel is another connection: its certificate is read again, once.
+      const second = secAggOf(who!);
+      await issueTokens(second, 1);
+      await heartbeat(second, bearer(tokens[2]!));
       expect(asked).toHaveLength(2);
+      expect(admission.certificateReads - reads).toBe(2);
     } finally {
       tls.TLSSocket.prototype.getPeerCertificate = original;
     }
-    // The handler still checks the certificate it was handed: once its client is revoked, the same channel is refused.
+    // What is kept is the certificate, not the verdict: once its client is revoked, the next call on
+    // the same connection is refused.
+    const client = secAggOf(who!);
+    await issueTokens(client, 1);
     await c.clients.revoke(who!.clientId, 'key-compromise');
     await expect(refusal(issueTokens(client, 1))).resolves.toMatchObject({ reason: ErrorCode.Unauthenticated });
   });
