@@ -337,8 +337,7 @@ export class TokenVerifier {
   private readonly revocations: RevocationList | undefined;
   /** Seen and revoked tokens (seen-tokens.ts); in memory unless a durable one is given. */
   readonly ledger: TokenLedger;
-  /** Ed25519 verifications run (tokens this process signed, presented intact, need none). */
-  signaturesChecked = 0;
+  #signaturesChecked = 0;
 
   /**
    * `keyring`: the issuer's key ring (follows its rotations: `issuer.keyring`); without it, one
@@ -395,6 +394,11 @@ export class TokenVerifier {
     return { clientId, issuedUpTo: now, until };
   }
 
+  /** Ed25519 verifications run since start (tokens this process signed, presented intact, need none). */
+  get signaturesChecked(): number {
+    return this.#signaturesChecked;
+  }
+
   /** Number of jti currently remembered against replay (local ledgers; undefined on Redis). */
   get remembered(): number | undefined {
     return this.ledger.size;
@@ -443,7 +447,7 @@ export class TokenVerifier {
     const signingInput = `${parts[0]}.${parts[1]}`;
     let valid = this.keyring.takeSignedHere(kid, signingInput, parts[2]!);
     if (!valid) {
-      this.signaturesChecked++;
+      this.#signaturesChecked++;
       try {
         valid = verify(null, Buffer.from(signingInput, 'ascii'), key, signature);
       } catch {

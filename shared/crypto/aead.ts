@@ -8,7 +8,7 @@
  * the same message, so a caller (or an attacker) learns nothing from which check failed.
  */
 import { createCipheriv, createDecipheriv, randomFillSync } from 'node:crypto';
-import { abytes } from '../bytes.js';
+import { abytes, concatBytes } from '../bytes.js';
 import { AegisError, ErrorCode } from '../errors.js';
 
 export const AEAD_KEY_BYTES = 32;
@@ -53,7 +53,7 @@ const NONCES_PER_FILL = 256;
 const noncePool = Buffer.alloc(AEAD_NONCE_BYTES * NONCES_PER_FILL);
 let nonceAt = noncePool.length;
 
-/** Writes a fresh random nonce at `out[0..12)`. */
+/** Writes a fresh random nonce into `out` (12 bytes). */
 function fillNonce(out: Uint8Array): void {
   if (nonceAt === noncePool.length) {
     randomFillSync(noncePool);
@@ -65,21 +65,10 @@ function fillNonce(out: Uint8Array): void {
 
 /** Encrypts with a fresh random nonce; returns nonce || ciphertext || tag. */
 export function seal(key: Uint8Array, plaintext: Uint8Array, aad: Uint8Array): Uint8Array {
-  abytes(key, AEAD_KEY_BYTES, 'AES-256-GCM key');
-  abytes(plaintext, undefined, 'plaintext');
-  abytes(aad, undefined, 'AAD');
-  const out = new Uint8Array(AEAD_NONCE_BYTES + plaintext.length + AEAD_TAG_BYTES);
-  const nonce = out.subarray(0, AEAD_NONCE_BYTES);
+  const nonce = new Uint8Array(AEAD_NONCE_BYTES);
   fillNonce(nonce);
-  const c = createCipheriv('aes-256-gcm', key, nonce, { authTagLength: AEAD_TAG_BYTES });
-  c.setAAD(aad);
-  let at = AEAD_NONCE_BYTES;
-  for (const part of [c.update(plaintext), c.final()]) {
-    out.set(part, at);
-    at += part.length;
-  }
-  out.set(c.getAuthTag(), at);
-  return out;
+  const { ciphertext, tag } = gcmEncrypt(key, nonce, plaintext, aad);
+  return concatBytes(nonce, ciphertext, tag);
 }
 
 /** Opens nonce || ciphertext || tag; any failure is the one `decryption failed` error. */
