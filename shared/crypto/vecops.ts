@@ -34,6 +34,8 @@
  * Where WebAssembly SIMD is missing, the JS loops below do the same work.
  */
 
+import { reduceInto } from './bitpack.js';
+
 const SIMD_WASM_BASE64 =
   'AGFzbQEAAAABBwFgA39/fwADBAMAAAAFAwEAAQccBAZtZW1vcnkCAANhZGQAAANzdWIAAQNhbmQAAgqxAQM9AQF/IAAgAmohAwJAA0AgACADTw0BIAAgAP0ABAAgAf0ABAD9rgH9CwQAIABBEGohACABQRBqIQEMAAsLCz0BAX8gACACaiEDAkADQCAAIANPDQEgACAA/QAEACAB/QAEAP2xAf0LBAAgAEEQaiEAIAFBEGohAQwACwsLMwEBfyAAIAFqIQMCQANAIAAgA08NASAAIAD9AAQAIAL9Ef1O/QsEACAAQRBqIQAMAAsLCw==';
 
@@ -149,13 +151,9 @@ export class VectorAccumulator {
   reduce(bits: number): void {
     if (!Number.isInteger(bits) || bits < 1 || bits > 32) throw new RangeError('bits must be an integer in 1..32');
     if (bits === 32) return;
-    const mask = (1 << bits) - 1;
     // Whole 16-byte lanes: the last lane's extra words are the padding before the scratch area.
-    if (this.wasm) this.wasm.and(this.accOffset, align16(this.length * 4), mask);
-    else {
-      const v = this.accView;
-      for (let i = 0; i < v.length; i++) v[i]! &= mask;
-    }
+    if (this.wasm) this.wasm.and(this.accOffset, align16(this.length * 4), (1 << bits) - 1);
+    else reduceInto(this.accView, bits);
   }
 
   /**
