@@ -74,17 +74,6 @@ export interface PhaseDeadlinesMs {
   unmaskMs: number;
 }
 
-/**
- * Phase deadlines for a simulated round. A phase closes as soon as every client still in it has
- * answered, so a deadline only costs time when somebody drops in that phase: short, but long
- * enough that no live client misses it. `fixedMs` sets every phase; otherwise 2 s plus 20 ms per
- * client; the advertise phase adds the input each client makes and hashes for its ledger before
- * it advertises (m + 1 float64 values) at a pessimistic 0.05 GB/s per client process, and the
- * masked-input phase the keystream the clients generate (k + 2 vectors of m + 1 words each) at
- * 0.1 GB/s, each capped by the cores. (With m left out of the one and 0.25 GB/s in the other, 100
- * clients at m = 10^6 on two slow cores here ran past the deadlines, and the coordinator dropped
- * clients that were only late.)
- */
 /** The simulated round's job manifest (JSON bytes): one round of `params` over `n` clients. */
 export function simulationManifest(params: RoundParams, n: number, deadlines: PhaseDeadlinesMs, jobId = JOB_ID): Uint8Array {
   const now = Date.now();
@@ -100,6 +89,17 @@ export function simulationManifest(params: RoundParams, n: number, deadlines: Ph
   return new TextEncoder().encode(JSON.stringify(manifest));
 }
 
+/**
+ * Phase deadlines for a simulated round. A phase closes as soon as every client still in it has
+ * answered, so a deadline only costs time when somebody drops in that phase: short, but long
+ * enough that no live client misses it. `fixedMs` sets every phase; otherwise 2 s plus 20 ms per
+ * client; the advertise phase adds the input each client makes and hashes for its ledger before
+ * it advertises (m + 1 float64 values) at a pessimistic 0.05 GB/s per client process, and the
+ * masked-input phase the keystream the clients generate (k + 2 vectors of m + 1 words each) at
+ * 0.1 GB/s, each capped by the cores. (With m left out of the one and 0.25 GB/s in the other, 100
+ * clients at m = 10^6 on two slow cores here ran past the deadlines, and the coordinator dropped
+ * clients that were only late.)
+ */
 export function simulationDeadlines(p: RoundParams, processes: number, fixedMs?: number): PhaseDeadlinesMs {
   if (fixedMs !== undefined) return { advertiseMs: fixedMs, shareMs: fixedMs, maskedMs: fixedMs, consistencyMs: fixedMs, unmaskMs: fixedMs };
   const parallel = Math.max(1, Math.min(processes, cpus().length));

@@ -17,7 +17,7 @@
 import { randomBytes } from 'node:crypto';
 import { Queue, QueueEvents, UnrecoverableError, Worker, type Job as BullJob } from 'bullmq';
 import type { Redis } from 'ioredis';
-import { concatBytes, lengthPrefixed } from '../../shared/bytes.js';
+import { bytesOf, concatBytes, lengthPrefixed } from '../../shared/bytes.js';
 import { open as aeadOpen, seal as aeadSeal } from '../../shared/crypto/aead.js';
 import { AegisError, ErrorCode } from '../../shared/errors.js';
 import { VectorAccumulator } from '../../shared/crypto/vecops.js';
@@ -137,7 +137,7 @@ export class UnmaskQueue {
         applyMaskJobs(acc, jobs);
         for (const j of jobs) j.key.fill(0);
         const v = acc.vector;
-        return Buffer.from(aeadSeal(this.#key, concatBytes(new Uint8Array(v.buffer, v.byteOffset, v.byteLength)), aad(`${job.id}:result`))).toString('base64');
+        return Buffer.from(aeadSeal(this.#key, concatBytes(bytesOf(v)), aad(`${job.id}:result`))).toString('base64');
       },
       { connection: this.workerConnection, prefix: this.prefix, concurrency: opts.concurrency ?? 1 },
     );

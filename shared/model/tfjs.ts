@@ -8,6 +8,7 @@ import { createHash } from 'node:crypto';
 import { mkdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { LayersModel, io } from '@tensorflow/tfjs';
+import { bytesOf } from '../bytes.js';
 import { AegisError, ErrorCode, fail } from '../errors.js';
 import type { ModelSpec } from '../protocol/manifest.js';
 
@@ -172,7 +173,7 @@ const LITTLE_ENDIAN_HOST = new Uint8Array(new Uint16Array([1]).buffer)[0] === 1;
 export function weightsToBytes(w: Float32Array): Uint8Array {
   const out = new Uint8Array(w.length * 4);
   if (LITTLE_ENDIAN_HOST) {
-    out.set(new Uint8Array(w.buffer, w.byteOffset, w.byteLength));
+    out.set(bytesOf(w));
   } else {
     const dv = new DataView(out.buffer);
     for (let i = 0; i < w.length; i++) dv.setFloat32(i * 4, w[i]!, true);

@@ -18,6 +18,7 @@
  */
 import { create } from '@bufbuild/protobuf';
 import type { DescEnum } from '@bufbuild/protobuf';
+import { bytesOf } from '../bytes.js';
 import { AegisError, ErrorCode } from '../errors.js';
 import { packWords, unpackWords } from '../crypto/bitpack.js';
 import type * as M from '../protocol/messages.js';
@@ -83,7 +84,7 @@ const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 /** y_u as little-endian bytes (a view of the vector on little-endian hosts). */
 export function vectorToBytes(v: Uint32Array): Uint8Array {
   if (!(v instanceof Uint32Array)) invalid('vector must be a Uint32Array');
-  if (LITTLE_ENDIAN) return new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+  if (LITTLE_ENDIAN) return bytesOf(v);
   const out = new Uint8Array(v.byteLength);
   const dv = new DataView(out.buffer);
   for (let i = 0; i < v.length; i++) dv.setUint32(4 * i, v[i]!, true);
