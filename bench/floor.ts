@@ -1,9 +1,9 @@
 /**
  * `npm run bench -- floor`: what a whole round cannot go below on this machine. The unavoidable
  * crypto of the clients that do not drop — bench client's baseline, with the client's own
- * primitives: per client 2k X25519 agreements, k + t Ed25519 verifications, 2 signatures,
- * (k + 1)(m + 1)·4 bytes of AES-256-CTR keystream and the Shamir split — run on one thread, then
- * spread over two worker threads (no protocol, no coordinator, no quantization, and nothing of
+ * primitives: per client 2k X25519 agreements, k + t Ed25519 verifications, 2 signatures, k + 1
+ * AES-256-CTR keystreams of (m + 1)·4 bytes under keys of their own and the Shamir split — run on
+ * one thread, then spread over two worker threads (no protocol, no coordinator, no quantization, and nothing of
  * the clients that drop: a lower bound), against the whole round in process on two worker threads
  * (`aegis simulate --workers 2`), measured in the same run, alternating.
  * Sizes: n = 500, m = 10^5, k = 19, 10% dropout (the secagg grid's row with a 3 s target);
@@ -93,7 +93,7 @@ export async function benchFloor(opts: { json: boolean; quick: boolean }): Promi
         ['n', 'm', 'k', 'staying', 'crypto, 1 thread s', 'crypto, 2 threads s', '2 threads / 1', 'round, 2 workers s', 'round / crypto floor', 'exact'],
         [[r.n, r.m, r.k, r.clients_that_stay, s(r.crypto_one_thread_ms), s(r.crypto_two_threads_ms), `${fmt(r.crypto_one_thread_ms / r.crypto_two_threads_ms, 2)}x`, s(r.round_ms), `${fmt(r.round_vs_floor, 2)}x`, String(r.exact)]],
       )}\n\n` +
-      `"crypto": per client ${2 * r.k} X25519 agreements, ${r.k + r.t} Ed25519 verifications, 2 signatures, ${fmt(((r.k + 1) * (r.m + 1) * 4) / 1e6, 1)} MB of AES-256-CTR keystream and the Shamir split — bench client's baseline, for every client that does not drop, with no protocol, coordinator or quantization, and nothing of the clients that drop: a lower bound of the round on this machine.\n` +
+      `"crypto": per client ${2 * r.k} X25519 agreements, ${r.k + r.t} Ed25519 verifications, 2 signatures, ${r.k + 1} AES-256-CTR keystreams under keys of their own (${fmt(((r.k + 1) * (r.m + 1) * 4) / 1e6, 1)} MB) and the Shamir split — bench client's baseline, for every client that does not drop, with no protocol, coordinator or quantization, and nothing of the clients that drop: a lower bound of the round on this machine.\n` +
       '"round": aegis simulate --workers 2 with the same n, m, k and dropout, launch to outcome.\n',
   );
 }
