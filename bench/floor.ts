@@ -3,9 +3,9 @@
  * crypto of the clients that do not drop — bench client's baseline, with the client's own
  * primitives: per client 2k X25519 agreements, k + t Ed25519 verifications, 2 signatures, k + 1
  * AES-256-CTR keystreams of (m + 1)·4 bytes under keys of their own and the Shamir split — run on
- * one thread, then spread over two worker threads (no protocol, no coordinator, no quantization, and nothing of
- * the clients that drop: a lower bound), against the whole round in process on two worker threads
- * (`aegis simulate --workers 2`), measured in the same run, alternating.
+ * one thread, then spread over two worker threads (no protocol, no coordinator, no quantization,
+ * and nothing of the clients that drop: a lower bound), against the whole round in process on two
+ * worker threads (`aegis simulate --workers 2`), measured in the same run, alternating.
  * Sizes: n = 500, m = 10^5, k = 19, 10% dropout (the secagg grid's row with a 3 s target);
  * `--quick`: n = 100, m = 10^4.
  */
