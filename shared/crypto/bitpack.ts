@@ -80,6 +80,14 @@ export function packWords(v: Uint32Array, bits: number): Uint8Array {
   return new Uint8Array(out.buffer, 0, packedBytes(n, bits));
 }
 
+let scratch = new Uint32Array(0);
+
+/** The scratch buffer of `unpackWords`, at least `words` long (grown to the largest vector seen). */
+function scratchWords(words: number): Uint32Array {
+  if (scratch.length < words) scratch = new Uint32Array(words);
+  return scratch;
+}
+
 /**
  * `count` words of `bits` bits from their packing. Refuses (invalid-argument) a length other than
  * ⌈count·bits / 8⌉ and a set bit in the padding: every vector has exactly one packing.
@@ -92,10 +100,15 @@ export function unpackWords(packed: Uint8Array, count: number, bits: number): Ui
   const pad = want * 8 - count * bits;
   if (pad > 0 && packed[want - 1]! >>> (8 - pad) !== 0) throw new AegisError(ErrorCode.InvalidArgument, 'a packed vector has bits set in its padding');
   // An aligned copy with whole words (the stream's last word may be partial), and one zero word
-  // past the end, so that every word's next word can be read.
-  const words = new Uint32Array(Math.ceil(want / 4) + 1);
-  new Uint8Array(words.buffer).set(packed);
-  if (!LITTLE_ENDIAN) swapWords(words);
+  // past the end, so that every word's next word can be read. The copy lives in a scratch buffer
+  // kept between calls (it never leaves this function): a coordinator unpacks one upload after
+  // another, and a fresh copy each time was garbage as large as the upload.
+  const used = Math.ceil(want / 4) + 1;
+  const words = scratchWords(used);
+  const bytes = new Uint8Array(words.buffer, 0, used * 4);
+  bytes.set(packed);
+  bytes.fill(0, want);
+  if (!LITTLE_ENDIAN) swapWords(words.subarray(0, used));
   const out = new Uint32Array(count);
   if (bits === 32) {
     out.set(words.subarray(0, count));

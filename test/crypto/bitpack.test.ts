@@ -69,6 +69,18 @@ describe('bit-packing words of Z_{2^r}', () => {
     expect(unpackWords(shifted.subarray(3), v.length, 25)).toEqual(v);
   });
 
+  test('one unpacking leaves nothing behind for the next: a short vector of zeros after a long one of ones, and results of their own', () => {
+    for (const bits of [1, 7, 13, 25, 31, 32]) {
+      const ones = new Uint32Array(1000).fill(2 ** bits - 1);
+      const first = unpackWords(packWords(ones, bits), ones.length, bits);
+      expect(first).toEqual(ones);
+      // 5 words: the packing ends inside a stream word, and the unpacking reads that word and the
+      // next; nothing the long vector's unpacking left behind may show in these values.
+      expect([...unpackWords(packWords(new Uint32Array(5), bits), 5, bits)]).toEqual([0, 0, 0, 0, 0]);
+      expect(first).toEqual(ones); // the first result is its own memory, not the unpacking's
+    }
+  });
+
   test('every malformed packing is refused with invalid-argument: wrong length, set padding bits, bad bits or count', () => {
     const packed = packWords(Uint32Array.from([1, 2, 3]), 5); // 15 bits in 2 bytes: 1 padding bit
     expect(codeOf(() => unpackWords(packed, 3, 5))).toBeUndefined();
