@@ -82,7 +82,11 @@ export function packWords(v: Uint32Array, bits: number): Uint8Array {
 
 let scratch = new Uint32Array(0);
 
-/** The scratch buffer of `unpackWords`, at least `words` long (grown to the largest vector seen). */
+/**
+ * The scratch buffer of `unpackWords`, at least `words` long: one per thread, grown to the largest
+ * packing seen and kept (no larger than the largest message the process accepts, since every
+ * packing arrives in one; the copy it replaces was as large, only shorter-lived).
+ */
 function scratchWords(words: number): Uint32Array {
   if (scratch.length < words) scratch = new Uint32Array(words);
   return scratch;
